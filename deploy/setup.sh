@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Idempotent host setup for Stockade: Docker engine (+ gVisor), the virtual
+# environment, and the sandbox images. Safe to run any number of times; a
+# second run only checks and changes nothing.
+#
+#   deploy/setup.sh            set everything up
+#   deploy/setup.sh test       set up, then run the whole test suite
+#   deploy/setup.sh demo       set up, then run the demo (the main job)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${STOCKADE_VENV:-$ROOT/.venv}"
+DOCKERD_LOG="${STOCKADE_DOCKERD_LOG:-/var/log/stockade-dockerd.log}"
+DAEMON_JSON=/etc/docker/daemon.json
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
+
+need_root() {
+    [ "$(id -u)" = 0 ] || die "host setup needs root (installs packages, starts dockerd); run as root"
+}
+
+install_packages() {
+    local missing=()
+    command -v dockerd >/dev/null || missing+=(docker.io)
+    command -v runsc >/dev/null || missing+=(runsc)
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    need_root
+    log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # policy-rc.d keeps the packages from starting services themselves; this
+    # script starts dockerd with the flags it wants.
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+configure_daemon() {
+    local runsc_path want
+    runsc_path="$(command -v runsc)"
+    want="$(cat <<JSON
+{
+  "runtimes": {
+    "runsc": {
+      "path": "$runsc_path",
+      "runtimeArgs": ["--network=none"]
+    }
+  }
+}
+JSON
+)"
+    if [ -f "$DAEMON_JSON" ] && [ "$(cat "$DAEMON_JSON")" = "$want" ]; then
+        return 0
+    fi
+    need_root
+    log "registering runsc as a Docker runtime in $DAEMON_JSON"
+    mkdir -p "$(dirname "$DAEMON_JSON")"
+    printf '%s\n' "$want" >"$DAEMON_JSON"
+    if docker_answers; then
+        # dockerd reads the runtimes on reload (SIGHUP); no restart needed.
+        pkill -HUP -x dockerd || true
+    fi
+}
+
+docker_answers() {
+    timeout 5 docker info >/dev/null 2>&1
+}
+
+start_dockerd() {
+    if docker_answers; then
+        return 0
+    fi
+    need_root
+    log "starting dockerd (no bridge, no iptables; log: $DOCKERD_LOG)"
+    # Sandboxes never get a network: the engine itself is started without a
+    # bridge so no container can be given one by mistake.
+    nohup setsid dockerd --bridge=none --iptables=false --ip-masq=false \
+        >>"$DOCKERD_LOG" 2>&1 </dev/null &
+    local deadline=$((SECONDS + 60))
+    until docker_answers; do
+        [ $SECONDS -lt $deadline ] || die "dockerd did not answer within 60 s; see $DOCKERD_LOG"
+        sleep 0.5
+    done
+    log "dockerd is up ($(docker version --format '{{.Server.Version}}'))"
+}
+
+setup_venv() {
+    local stamp="$VENV/.stockade-installed"
+    if [ ! -x "$VENV/bin/python" ]; then
+        log "creating virtual environment $VENV"
+        python3 -m venv "$VENV"
+    fi
+    # Reinstall only when the project's metadata changed since the last install.
+    if [ -f "$stamp" ] && [ "$stamp" -nt "$ROOT/pyproject.toml" ]; then
+        return 0
+    fi
+    log "installing stockade and its dev dependencies into $VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+    "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+    touch "$stamp"
+}
+
+build_images() {
+    "$VENV/bin/stockade" images build
+}
+
+main() {
+    install_packages
+    configure_daemon
+    start_dockerd
+    setup_venv
+    build_images
+    case "${1:-}" in
+        "") ;;
+        test) shift; exec "$ROOT/deploy/run-tests.sh" "$@" ;;
+        demo) shift; exec "$VENV/bin/stockade" demo "$@" ;;
+        *) die "unknown command '$1' (expected: test, demo, or nothing)" ;;
+    esac
+}
+
+main "$@"

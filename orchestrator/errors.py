@@ -1,0 +1,77 @@
+"""The exception hierarchy: one root, a config branch, an infrastructure branch.
+
+- :class:`ConfigError` is the user's mistake; it fails fast and names the file,
+  line and field.
+- :class:`InfrastructureError` is the platform's trouble (engine down, image
+  missing, container died). It carries a stable :class:`ErrorCode` (safe as a
+  metric label), the ``op`` that failed and whether retrying can help.
+- Failures of tool code are not exceptions: they become a result the model reads.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "ConfigError",
+    "ErrorCode",
+    "InfrastructureError",
+    "SandboxTimeoutError",
+    "StockadeError",
+]
+
+
+class StockadeError(Exception):
+    """Root of every exception Stockade raises on purpose."""
+
+
+class ConfigError(StockadeError, ValueError):
+    """A configuration mistake: bad file, field or value. Never retried."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.field = field
+        where = ":".join(str(part) for part in (file, line) if part is not None)
+        prefix = f"{where}: " if where else ""
+        subject = f"{field}: " if field else ""
+        super().__init__(f"{prefix}{subject}{message}")
+
+
+class ErrorCode(StrEnum):
+    """Stable identifiers for infrastructure failures (used as metric labels)."""
+
+    ENGINE_UNAVAILABLE = "engine_unavailable"
+    ENGINE_ERROR = "engine_error"
+    IMAGE_MISSING = "image_missing"
+    IMAGE_BUILD_FAILED = "image_build_failed"
+    CONTAINER_START_FAILED = "container_start_failed"
+    CONTAINER_DIED = "container_died"
+    RUNNER_PROTOCOL = "runner_protocol"
+    TIMEOUT = "timeout"
+    WORKSPACE = "workspace"
+    CLOSED = "closed"
+
+
+class InfrastructureError(StockadeError):
+    """The platform (not the tool, not the user) failed to do its part."""
+
+    def __init__(self, message: str, *, code: ErrorCode, op: str, retryable: bool) -> None:
+        self.code = code
+        self.op = op
+        self.retryable = retryable
+        super().__init__(f"{op}: {message} [{code.value}{', retryable' if retryable else ''}]")
+
+
+class SandboxTimeoutError(InfrastructureError, TimeoutError):
+    """An infrastructure step (not a tool call) exceeded its deadline."""
+
+    def __init__(self, message: str, *, op: str, retryable: bool = True) -> None:
+        super().__init__(message, code=ErrorCode.TIMEOUT, op=op, retryable=retryable)

@@ -1,0 +1,1 @@
+"""Single-use, hardened Docker sandboxes with a warm pool."""

@@ -1,0 +1,185 @@
+"""Creating, attaching to and destroying one hardened sandbox container."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.sandbox._wire import AttachedStream
+from orchestrator.sandbox.labels import container_labels
+from orchestrator.sandbox.profile import SandboxProfile
+
+__all__ = ["ContainerFactory", "SandboxContainer", "container_options"]
+
+R = TypeVar("R")
+
+_RUNNER_READY_TIMEOUT_S = 30.0
+# A pooled container may idle this long before the pool recycles it; the
+# deadline label adds the call's own timeout and a margin on top.
+POOL_IDLE_S = 600.0
+_LABEL_MARGIN_S = 120.0
+
+
+def container_options(profile: SandboxProfile, image: str) -> dict[str, Any]:
+    """Keyword arguments for ``containers.create``: the hardened container of a profile."""
+    tmpfs_opts = "rw,nosuid,nodev"
+    uid, gid = profile.user.split(":")
+    return {
+        "image": image,
+        "user": profile.user,
+        "detach": True,
+        "stdin_open": True,
+        "tty": False,
+        "network_mode": "none",
+        "read_only": True,
+        "tmpfs": {
+            "/tmp": f"{tmpfs_opts},size={profile.tmp_mb}m,mode=1777",
+            "/workspace": (
+                f"{tmpfs_opts},size={profile.workspace_mb}m,mode=0700,uid={uid},gid={gid}"
+            ),
+        },
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "mem_limit": profile.memory_bytes,
+        "memswap_limit": profile.memory_bytes,
+        "nano_cpus": int(profile.cpus * 1e9),
+        "pids_limit": profile.pids,
+        "init": True,
+        "ipc_mode": "private",
+        "shm_size": 16 * 1024 * 1024,
+        "hostname": "sandbox",
+        "environment": {},
+        # Output travels over the attach stream only; a log driver would
+        # store whatever a hostile tool prints on the host's disk.
+        "log_config": {"type": "none", "config": {}},
+        "ulimits": [
+            docker.types.Ulimit(name="core", soft=0, hard=0),
+            docker.types.Ulimit(name="nofile", soft=1024, hard=1024),
+        ],
+        # Under memory pressure, the sandbox dies before anything on the host.
+        "oom_score_adj": 1000,
+        "runtime": profile.runtime,
+        "labels": container_labels(
+            profile.name, lifetime_s=POOL_IDLE_S + profile.timeout_s + _LABEL_MARGIN_S
+        ),
+    }
+
+
+@dataclass(eq=False, kw_only=True)
+class SandboxContainer:
+    """A started container whose runner waits for its one request."""
+
+    id: str
+    profile: SandboxProfile
+    image_id: str
+    stream: AttachedStream
+    started_at: float
+
+
+def _engine_error(op: str, exc: Exception) -> InfrastructureError:
+    if isinstance(exc, docker.errors.ImageNotFound):
+        return InfrastructureError(
+            f"image not found: {exc.explanation}; run `stockade images build`",
+            code=ErrorCode.IMAGE_MISSING, op=op, retryable=False,
+        )
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return InfrastructureError(
+            f"Docker engine unreachable: {exc}", code=ErrorCode.ENGINE_UNAVAILABLE, op=op,
+            retryable=True,
+        )
+    return InfrastructureError(
+        f"{type(exc).__name__}: {exc}", code=ErrorCode.ENGINE_ERROR, op=op, retryable=True
+    )
+
+
+class ContainerFactory:
+    """Starts and destroys sandbox containers; blocking SDK calls run in a bounded pool."""
+
+    def __init__(self, client: docker.DockerClient, executor: ThreadPoolExecutor) -> None:
+        self._client = client
+        self._executor = executor
+
+    async def _blocking(self, op: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, partial(func, *args, **kwargs))
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _engine_error(op, exc) from exc
+
+    async def launch(self, profile: SandboxProfile, image: str, image_id: str) -> SandboxContainer:
+        """Create, attach, start and wait for the runner's ready frame."""
+        api = self._client.api
+        created = await self._blocking(
+            "container.create", self._client.containers.create, **container_options(profile, image)
+        )
+        container_id: str = created.id
+        try:
+            # Attach before start so not a byte of the runner's output is missed.
+            raw = await self._blocking(
+                "container.attach",
+                api.attach_socket,
+                container_id,
+                params={"stdin": 1, "stdout": 1, "stderr": 0, "stream": 1},
+            )
+            sock: socket.socket = getattr(raw, "_sock", raw)
+            stream = await AttachedStream.from_socket(sock)
+            await self._blocking("container.start", api.start, container_id)
+            async with asyncio.timeout(_RUNNER_READY_TIMEOUT_S):
+                ready = json.loads(await stream.read_frame(4096))
+            if ready != {"ready": True}:
+                raise ValueError(f"unexpected first frame {ready!r}")
+        except BaseException as exc:
+            await self.destroy_id(container_id)
+            if isinstance(exc, InfrastructureError | asyncio.CancelledError):
+                raise
+            if not isinstance(exc, Exception):
+                raise
+            raise InfrastructureError(
+                f"sandbox runner did not come up: {type(exc).__name__}: {exc}",
+                code=ErrorCode.CONTAINER_START_FAILED, op="container.start", retryable=True,
+            ) from exc
+        return SandboxContainer(
+            id=container_id, profile=profile, image_id=image_id, stream=stream,
+            started_at=time.monotonic(),
+        )
+
+    async def destroy(self, container: SandboxContainer) -> None:
+        """Kill and remove a container; its processes die with it."""
+        container.stream.close()
+        await self.destroy_id(container.id)
+
+    async def destroy_id(self, container_id: str) -> None:
+        """Kill and remove by id; a container already gone is fine."""
+        try:
+            await self._blocking(
+                "container.remove", self._client.api.remove_container, container_id, force=True
+            )
+        except InfrastructureError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, docker.errors.NotFound):
+                return
+            if isinstance(cause, docker.errors.APIError) and cause.status_code == 409:
+                return  # removal already in progress
+            raise
+
+    async def state(self, container_id: str) -> dict[str, Any]:
+        """The engine's view of the container (``State`` of inspect), empty if gone."""
+        try:
+            info = await self._blocking(
+                "container.inspect", self._client.api.inspect_container, container_id
+            )
+        except InfrastructureError:
+            return {}
+        state: dict[str, Any] = info.get("State", {})
+        return state

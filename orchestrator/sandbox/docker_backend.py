@@ -1,0 +1,259 @@
+"""The Docker backend: one hardened single-use container per call, from a warm pool."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import docker
+import pydantic
+
+from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.sandbox._container import POOL_IDLE_S, ContainerFactory, SandboxContainer
+from orchestrator.sandbox._report import RunnerReport, status_of
+from orchestrator.sandbox._wire import FrameTooLargeError
+from orchestrator.sandbox.backend import SandboxBackend
+from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
+from orchestrator.sandbox.images import ImageBuilder
+from orchestrator.sandbox.pool import WarmPool
+from orchestrator.sandbox.profile import SandboxProfile
+from orchestrator.sandbox.reaper import reap
+from orchestrator.sandbox.workspace import ArchiveLimitError, WorkspaceChanges
+
+__all__ = ["DockerBackend"]
+
+_log = logging.getLogger(__name__)
+
+_HEADER_LIMIT = 64 * 1024
+_TAR_OVERHEAD = 64 * 1024
+# Time the runner gets past the call's deadline to kill the program and
+# report; after that the host destroys the container itself.
+_REPORT_GRACE_S = 2.0
+
+
+class _ProfilePool:
+    def __init__(self, pool: WarmPool[SandboxContainer], image_id: str) -> None:
+        self.pool = pool
+        self.image_id = image_id
+
+
+class DockerBackend(SandboxBackend):
+    """Runs each call in a fresh container of the profile's pool, then destroys it."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        *,
+        images: ImageBuilder | None = None,
+        profiles: Iterable[SandboxProfile] = (),
+        max_threads: int = 8,
+        max_starting: int = 2,
+        reap_on_start: bool = True,
+    ) -> None:
+        """``profiles`` are warmed at start; others get a pool on first use."""
+        self._client = client
+        self._images = images or ImageBuilder(client)
+        self._warm = list(profiles)
+        self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="docker")
+        self._factory = ContainerFactory(client, self._executor)
+        self._max_starting = max_starting
+        self._reap_on_start = reap_on_start
+        self._pools: dict[str, _ProfilePool] = {}
+        self._pool_lock = asyncio.Lock()
+        self._destroying: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def start(self) -> None:
+        """Reap leftovers of dead orchestrators, then warm the configured pools."""
+        if self._reap_on_start:
+            loop = asyncio.get_running_loop()
+            removed = await loop.run_in_executor(self._executor, reap, self._client)
+            if removed:
+                _log.info("reaped %d leftover container(s)", len(removed))
+        for profile in self._warm:
+            await self._pool_for(profile)
+
+    async def wait_warm(self, profile: SandboxProfile, *, timeout_s: float = 120.0) -> None:
+        """Wait until the profile's pool is full (for benchmarks, tests, demos)."""
+        entry = await self._pool_for(profile)
+        await entry.pool.wait_ready(timeout_s=timeout_s)
+
+    async def _pool_for(self, profile: SandboxProfile) -> _ProfilePool:
+        key = profile.model_dump_json()
+        entry = self._pools.get(key)
+        if entry is not None:
+            return entry
+        async with self._pool_lock:
+            entry = self._pools.get(key)
+            if entry is None:
+                loop = asyncio.get_running_loop()
+                tag = await loop.run_in_executor(self._executor, self._images.resolve, profile.image)
+                image_id = await loop.run_in_executor(self._executor, self._image_id, tag)
+
+                async def launch() -> SandboxContainer:
+                    return await self._factory.launch(profile, tag, image_id)
+
+                pool = WarmPool(
+                    name=profile.name,
+                    launch=launch,
+                    destroy=self._factory.destroy,
+                    size=profile.pool_size,
+                    max_starting=self._max_starting,
+                    max_idle_s=POOL_IDLE_S,
+                )
+                pool.start()
+                entry = _ProfilePool(pool, image_id)
+                self._pools[key] = entry
+        return entry
+
+    def _image_id(self, tag: str) -> str:
+        try:
+            return str(self._client.images.get(tag).id)
+        except docker.errors.ImageNotFound as exc:
+            raise InfrastructureError(
+                f"image {tag} not found; run `stockade images build`",
+                code=ErrorCode.IMAGE_MISSING, op="images.get", retryable=False,
+            ) from exc
+
+    async def execute(self, request: ExecRequest, profile: SandboxProfile) -> ExecResult:
+        """Run ``request`` in a single-use container; see :class:`SandboxBackend`."""
+        if self._closed:
+            raise InfrastructureError(
+                "backend is closed", code=ErrorCode.CLOSED, op="sandbox.execute", retryable=False
+            )
+        started = time.monotonic()
+        entry = await self._pool_for(profile)
+        workspace_lock = request.workspace.lock if request.workspace else contextlib.nullcontext()
+        async with workspace_lock:
+            container, from_pool = await entry.pool.acquire()
+            try:
+                return await self._call(container, request, from_pool, started)
+            finally:
+                self._destroy_later(container)
+
+    def _destroy_later(self, container: SandboxContainer) -> None:
+        task = asyncio.create_task(self._destroy_quietly(container))
+        self._destroying.add(task)
+        task.add_done_callback(self._destroying.discard)
+
+    async def _destroy_quietly(self, container: SandboxContainer) -> None:
+        try:
+            await self._factory.destroy(container)
+        except InfrastructureError as exc:
+            # The reaper removes it later (its labels carry a deadline).
+            _log.warning("could not remove container %s: %s", container.id[:12], exc)
+
+    async def _call(
+        self, container: SandboxContainer, request: ExecRequest, from_pool: bool, started: float
+    ) -> ExecResult:
+        profile = container.profile
+        timeout = min(request.timeout_s or profile.timeout_s, profile.timeout_s)
+        workspace = request.workspace
+        loop = asyncio.get_running_loop()
+        workspace_in = await loop.run_in_executor(None, workspace.pack) if workspace else b""
+        header = {
+            "argv": list(request.argv),
+            "env": {**profile.env, **request.env},
+            "cwd": "/workspace",
+            "timeout_s": timeout,
+            "output_limit": profile.output_limit_bytes,
+            "stdin_limit": len(request.stdin),
+            "workspace_limit": profile.workspace_bytes + _TAR_OVERHEAD,
+            "return_workspace": workspace is not None,
+        }
+        base: dict[str, Any] = {
+            "image_digest": container.image_id,
+            "profile": profile.name,
+            "runtime": profile.runtime,
+            "container_id": container.id,
+            "from_pool": from_pool,
+        }
+        stream = container.stream
+        try:
+            async with asyncio.timeout(timeout + _REPORT_GRACE_S):
+                await stream.write_frames(
+                    json.dumps(header).encode(), request.stdin, workspace_in
+                )
+                report_raw = await stream.read_frame(_HEADER_LIMIT)
+                stdout = await stream.read_frame(profile.output_limit_bytes)
+                stderr = await stream.read_frame(profile.output_limit_bytes)
+                workspace_out = await stream.read_frame(profile.workspace_bytes + _TAR_OVERHEAD)
+            report = RunnerReport.model_validate_json(report_raw)
+        except TimeoutError:
+            # Destroying the container is how a call is killed: every process
+            # in it dies, whatever it does with signals.
+            await self._factory.destroy(container)
+            return self._failed(base, started, ExecStatus.TIMEOUT,
+                                f"the call ran past its deadline of {timeout:g} s and was killed")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return await self._died(container, base, started)
+        except (FrameTooLargeError, pydantic.ValidationError) as exc:
+            return self._failed(base, started, ExecStatus.ERROR,
+                                f"the sandbox sent a malformed reply and was destroyed: {exc}")
+
+        truncated = (
+            report.stdout_total > len(stdout) or report.stderr_total > len(stderr)
+        )
+        status, message = status_of(report, truncated=truncated)
+        changes = WorkspaceChanges(changed=(), rejected=())
+        if workspace is not None and status not in (ExecStatus.TIMEOUT, ExecStatus.WORKSPACE_REJECTED):
+            try:
+                changes = await loop.run_in_executor(
+                    None,
+                    lambda: workspace.replace(
+                        workspace_out,
+                        max_bytes=profile.workspace_bytes,
+                        max_files=profile.workspace_max_files,
+                    ),
+                )
+            except ArchiveLimitError as exc:
+                status = ExecStatus.WORKSPACE_REJECTED
+                message = f"{exc}; workspace left unchanged"
+        return ExecResult(
+            status=status,
+            exit_code=report.exit_code,
+            stdout=stdout.decode("utf-8", errors="replace"),
+            stderr=stderr.decode("utf-8", errors="replace"),
+            truncated=truncated,
+            stdout_bytes=report.stdout_total,
+            stderr_bytes=report.stderr_total,
+            duration_s=time.monotonic() - started,
+            message=message,
+            files_changed=changes.changed,
+            files_rejected=changes.rejected,
+            **base,
+        )
+
+    async def _died(
+        self, container: SandboxContainer, base: dict[str, Any], started: float
+    ) -> ExecResult:
+        state = await self._factory.state(container.id)
+        if state.get("OOMKilled"):
+            return self._failed(base, started, ExecStatus.OOM_KILLED,
+                                "the sandbox ran out of memory and was killed")
+        return self._failed(
+            base, started, ExecStatus.ERROR,
+            f"the sandbox died before replying (exit code {state.get('ExitCode', 'unknown')})",
+        )
+
+    @staticmethod
+    def _failed(base: dict[str, Any], started: float, status: ExecStatus, message: str) -> ExecResult:
+        return ExecResult(
+            status=status, exit_code=None, stdout="", stderr="", truncated=False,
+            stdout_bytes=0, stderr_bytes=0, duration_s=time.monotonic() - started,
+            message=message, **base,
+        )
+
+    async def close(self) -> None:
+        """Destroy the pools and wait for every pending removal."""
+        self._closed = True
+        await asyncio.gather(*(entry.pool.close() for entry in self._pools.values()))
+        if self._destroying:
+            await asyncio.gather(*self._destroying, return_exceptions=True)
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,81 @@
+"""What goes into a sandbox and what comes back out of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from orchestrator.sandbox.workspace import Workspace
+
+__all__ = ["ExecRequest", "ExecResult", "ExecStatus"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecRequest:
+    """One command to run in one single-use container."""
+
+    argv: tuple[str, ...]
+    """Program and arguments, executed directly (no shell unless argv names one)."""
+    stdin: bytes = b""
+    """Bytes fed to the program's standard input."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for this call, on top of the profile's."""
+    workspace: Workspace | None = None
+    """The run's workspace, copied in before and taken back after the call."""
+    timeout_s: float | None = None
+    """Deadline for this call; may only be shorter than the profile's."""
+
+
+class ExecStatus(StrEnum):
+    """How a sandboxed call ended."""
+
+    OK = "ok"
+    ERROR = "error"
+    """The program exited non-zero or could not be started."""
+    TIMEOUT = "timeout"
+    OOM_KILLED = "oom_killed"
+    OUTPUT_TRUNCATED = "output_truncated"
+    """Exit 0, but stdout or stderr went past the profile's cap."""
+    WORKSPACE_REJECTED = "workspace_rejected"
+    """The program ran, but what it left in the workspace broke the quota; nothing was kept."""
+
+
+class ExecResult(BaseModel):
+    """The outcome of one sandboxed call, built host-side from hostile data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: ExecStatus
+    """How the call ended."""
+    exit_code: int | None
+    """The program's exit code; None when it was killed by a signal or never ran."""
+    stdout: str
+    """Standard output, decoded as UTF-8 (invalid bytes replaced), capped."""
+    stderr: str
+    """Standard error, decoded as UTF-8 (invalid bytes replaced), capped."""
+    truncated: bool
+    """True when stdout or stderr was cut at the profile's cap."""
+    stdout_bytes: int
+    """Bytes the program wrote to stdout in all, kept or not."""
+    stderr_bytes: int
+    """Bytes the program wrote to stderr in all, kept or not."""
+    duration_s: float
+    """Wall-clock time of the call as seen by the host, container hand-over included."""
+    image_digest: str
+    """Content digest (image ID) of the image the container ran."""
+    profile: str
+    """Name of the sandbox profile."""
+    runtime: str
+    """OCI runtime the container ran under."""
+    container_id: str
+    """The (now destroyed) container, for correlating with engine logs."""
+    from_pool: bool
+    """True when a warm container served the call, False for a fresh one."""
+    message: str = ""
+    """Why the call did not succeed, in words a model can read."""
+    files_changed: tuple[str, ...] = ()
+    """Workspace paths added, modified or deleted by the call."""
+    files_rejected: tuple[str, ...] = ()
+    """Workspace entries refused on the way out (links, devices, bad paths)."""

@@ -1,0 +1,237 @@
+"""Offline image builds, tagged by a content hash of their inputs.
+
+Two images: the *base* (Debian with Python 3) and the *sandbox* image (base
+plus the in-container runner). The base comes from a registry image when one
+is configured and can be had, otherwise it is built from Debian packages with
+debootstrap and ``docker import`` — no registry needed. An image is rebuilt
+only when the hash of its inputs changes, so a second build is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.sandbox.labels import PLATFORM_LABEL, PLATFORM_VALUE
+from orchestrator.sandbox.profile import DEFAULT_IMAGE
+
+__all__ = ["BASE_IMAGE", "BuiltImage", "ImageBuilder", "default_images_dir"]
+
+BASE_IMAGE = "stockade-base"
+"""Logical name of the base image."""
+
+_INPUTS_LABEL = "org.stockade.inputs"
+_BASE_SCRIPT = "base/build-rootfs.sh"
+_SANDBOX_FILES = ("sandbox/Dockerfile", "runner/stockade_runner.py")
+
+
+def default_images_dir() -> Path:
+    """Where the image sources live: ``$STOCKADE_IMAGES_DIR`` or the source tree."""
+    configured = os.environ.get("STOCKADE_IMAGES_DIR")
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[2] / "sandbox_images"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuiltImage:
+    """An image ready to run."""
+
+    name: str
+    """Logical name (``stockade-sandbox``)."""
+    tag: str
+    """Full reference, ``name:<input hash>``."""
+    image_id: str
+    """Content digest of the image."""
+    built: bool
+    """False when an up-to-date image already existed."""
+    seconds: float
+    """Time spent, including the check."""
+
+
+def _hash(parts: Iterable[bytes]) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()[:16]
+
+
+class ImageBuilder:
+    """Builds (or finds) the images a sandbox needs, offline."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        *,
+        images_dir: Path | None = None,
+        base_image: str | None = None,
+        progress: Callable[[str], None] = lambda _message: None,
+    ) -> None:
+        """``base_image``: a registry image to use as base (e.g. ``python:3.12-slim``).
+
+        It is used when present locally or when it can be pulled; otherwise
+        the base is built from Debian packages. ``None`` (the default) means
+        build from Debian packages and never contact a registry.
+        """
+        self._client = client
+        self._dir = images_dir or default_images_dir()
+        self._base_image = base_image
+        self._progress = progress
+
+    def _read(self, relative: str) -> bytes:
+        path = self._dir / relative
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise InfrastructureError(
+                f"image input {path} cannot be read: {exc}",
+                code=ErrorCode.IMAGE_BUILD_FAILED,
+                op="images.build",
+                retryable=False,
+            ) from exc
+
+    def _existing(self, tag: str) -> str | None:
+        try:
+            image = self._client.images.get(tag)
+        except docker.errors.ImageNotFound:
+            return None
+        return str(image.id)
+
+    def base_tag(self) -> str:
+        """The tag the base image has for the current inputs."""
+        source = (self._base_image or "debootstrap").encode()
+        return f"{BASE_IMAGE}:{_hash([source, self._read(_BASE_SCRIPT)])}"
+
+    def sandbox_tag(self, base_id: str) -> str:
+        """The tag the sandbox image has for the current inputs on ``base_id``."""
+        inputs = [base_id.encode(), *(self._read(name) for name in _SANDBOX_FILES)]
+        return f"{DEFAULT_IMAGE}:{_hash(inputs)}"
+
+    def build_base(self) -> BuiltImage:
+        """The base image, built only if missing."""
+        started = time.monotonic()
+        tag = self.base_tag()
+        existing = self._existing(tag)
+        if existing:
+            return BuiltImage(
+                name=BASE_IMAGE, tag=tag, image_id=existing, built=False,
+                seconds=time.monotonic() - started,
+            )
+        image_id = self._base_from_registry(tag) if self._base_image else None
+        if image_id is None:
+            image_id = self._base_from_debian(tag)
+        return BuiltImage(
+            name=BASE_IMAGE, tag=tag, image_id=image_id, built=True,
+            seconds=time.monotonic() - started,
+        )
+
+    def _base_from_registry(self, tag: str) -> str | None:
+        assert self._base_image is not None
+        reference = self._base_image
+        if self._existing(reference) is None:
+            self._progress(f"pulling {reference}")
+            try:
+                self._client.images.pull(reference)
+            except docker.errors.APIError as exc:
+                self._progress(f"cannot pull {reference} ({exc.explanation}); building from Debian")
+                return None
+        image = self._client.images.get(reference)
+        image.tag(tag)
+        return str(image.id)
+
+    def _base_from_debian(self, tag: str) -> str:
+        if shutil.which("debootstrap") is None:
+            raise InfrastructureError(
+                "debootstrap is not installed (deploy/setup.sh installs it)",
+                code=ErrorCode.IMAGE_BUILD_FAILED, op="images.build_base", retryable=False,
+            )
+        self._progress(f"building {tag} from Debian packages (debootstrap, about a minute)")
+        with tempfile.TemporaryDirectory(prefix="stockade-base-") as work:
+            rootfs = Path(work) / "rootfs.tar"
+            script = self._dir / _BASE_SCRIPT
+            completed = subprocess.run(
+                ["bash", str(script), str(rootfs)], capture_output=True, text=True, check=False
+            )
+            if completed.returncode != 0:
+                raise InfrastructureError(
+                    f"{script} failed (exit {completed.returncode}): {completed.stderr.strip()}",
+                    code=ErrorCode.IMAGE_BUILD_FAILED, op="images.build_base", retryable=True,
+                )
+            self._progress(f"importing root filesystem ({rootfs.stat().st_size // 2**20} MiB)")
+            repository, _, version = tag.partition(":")
+            self._client.api.import_image_from_file(
+                str(rootfs),
+                repository=repository,
+                tag=version,
+                changes=[f"LABEL {PLATFORM_LABEL}={PLATFORM_VALUE}", 'CMD ["python3"]'],
+            )
+        image_id = self._existing(tag)
+        if image_id is None:
+            raise InfrastructureError(
+                f"docker import did not produce {tag}",
+                code=ErrorCode.IMAGE_BUILD_FAILED, op="images.build_base", retryable=True,
+            )
+        return image_id
+
+    def build_sandbox(self, base: BuiltImage) -> BuiltImage:
+        """The sandbox image on ``base``, built only if its inputs changed."""
+        started = time.monotonic()
+        tag = self.sandbox_tag(base.image_id)
+        existing = self._existing(tag)
+        if existing:
+            return BuiltImage(
+                name=DEFAULT_IMAGE, tag=tag, image_id=existing, built=False,
+                seconds=time.monotonic() - started,
+            )
+        self._progress(f"building {tag}")
+        with tempfile.TemporaryDirectory(prefix="stockade-context-") as context:
+            for name in _SANDBOX_FILES:
+                shutil.copy(self._dir / name, Path(context) / Path(name).name)
+            try:
+                image, _logs = self._client.images.build(
+                    path=context,
+                    tag=tag,
+                    buildargs={"BASE_IMAGE": base.tag},
+                    labels={PLATFORM_LABEL: PLATFORM_VALUE, _INPUTS_LABEL: tag},
+                    rm=True,
+                    forcerm=True,
+                    network_mode="none",
+                )
+            except docker.errors.BuildError as exc:
+                raise InfrastructureError(
+                    f"building {tag} failed: {exc.msg}",
+                    code=ErrorCode.IMAGE_BUILD_FAILED, op="images.build_sandbox", retryable=False,
+                ) from exc
+        return BuiltImage(
+            name=DEFAULT_IMAGE, tag=tag, image_id=str(image.id), built=True,
+            seconds=time.monotonic() - started,
+        )
+
+    def build_all(self) -> list[BuiltImage]:
+        """Base and sandbox image, in order."""
+        base = self.build_base()
+        return [base, self.build_sandbox(base)]
+
+    def resolve(self, image: str) -> str:
+        """Map a logical image name to its current tag; other references pass through."""
+        if image != DEFAULT_IMAGE:
+            return image
+        base_id = self._existing(self.base_tag())
+        if base_id is None:
+            raise InfrastructureError(
+                f"image {DEFAULT_IMAGE} is not built; run `stockade images build`",
+                code=ErrorCode.IMAGE_MISSING, op="images.resolve", retryable=False,
+            )
+        return self.sandbox_tag(base_id)

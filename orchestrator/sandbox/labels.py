@@ -1,0 +1,96 @@
+"""Container labels that make every Stockade container traceable and reapable.
+
+Each container names the platform, the owning orchestrator process and a
+deadline. An owner is ``<boot id>/<pid>/<process start ticks>``: the start
+time tells a live owner from a recycled pid, the boot id tells whether the
+pid can be checked on this host at all.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+__all__ = [
+    "DEADLINE_LABEL",
+    "OWNER_LABEL",
+    "PLATFORM_LABEL",
+    "PLATFORM_VALUE",
+    "PROFILE_LABEL",
+    "Owner",
+    "container_labels",
+    "current_owner",
+]
+
+PLATFORM_LABEL = "org.stockade.platform"
+PLATFORM_VALUE = "stockade"
+OWNER_LABEL = "org.stockade.owner"
+DEADLINE_LABEL = "org.stockade.deadline"
+PROFILE_LABEL = "org.stockade.profile"
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown-boot"
+
+
+def _start_ticks(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after it.
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[19]  # field 22 of the whole line: start time in clock ticks
+
+
+@dataclass(frozen=True, kw_only=True)
+class Owner:
+    """The orchestrator process a container belongs to."""
+
+    boot_id: str
+    pid: int
+    start_ticks: str
+
+    def label(self) -> str:
+        """The label value."""
+        return f"{self.boot_id}/{self.pid}/{self.start_ticks}"
+
+    @classmethod
+    def parse(cls, value: str) -> Owner | None:
+        """The owner named by a label, or None when the label is malformed."""
+        parts = value.split("/")
+        if len(parts) != 3 or not parts[1].isdigit():
+            return None
+        return cls(boot_id=parts[0], pid=int(parts[1]), start_ticks=parts[2])
+
+    def is_alive(self) -> bool | None:
+        """True or False when checkable here; None when the owner is on another host."""
+        if self.boot_id != _boot_id():
+            return None
+        return _start_ticks(self.pid) == self.start_ticks
+
+
+@cache
+def _owner_for(pid: int) -> Owner:
+    return Owner(boot_id=_boot_id(), pid=pid, start_ticks=_start_ticks(pid) or "0")
+
+
+def current_owner() -> Owner:
+    """The owner identity of this process."""
+    return _owner_for(os.getpid())
+
+
+def container_labels(profile: str, *, lifetime_s: float) -> dict[str, str]:
+    """Labels for a new container that must be gone ``lifetime_s`` from now."""
+    return {
+        PLATFORM_LABEL: PLATFORM_VALUE,
+        OWNER_LABEL: current_owner().label(),
+        DEADLINE_LABEL: f"{time.time() + lifetime_s:.0f}",
+        PROFILE_LABEL: profile,
+    }

@@ -1,0 +1,152 @@
+"""A warm pool of single-use sandboxes.
+
+The pool keeps ``size`` sandboxes started and ready; :meth:`WarmPool.acquire`
+hands one out without waiting on a start while any is ready, and a background
+task refills the pool. A sandbox leaves the pool exactly once: the caller owns
+it and must destroy it. When the pool is empty the caller gets a fresh one.
+Generic over the sandbox type so its logic is testable without an engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from orchestrator.errors import ErrorCode, InfrastructureError
+
+__all__ = ["WarmPool"]
+
+_log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Ready(Generic[T]):
+    item: T
+    since: float
+
+
+class WarmPool(Generic[T]):
+    """Pre-started single-use sandboxes for one profile."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        launch: Callable[[], Awaitable[T]],
+        destroy: Callable[[T], Awaitable[None]],
+        size: int,
+        max_starting: int = 2,
+        max_idle_s: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._name = name
+        self._launch = launch
+        self._destroy = destroy
+        self._size = size
+        self._max_starting = max(1, max_starting)
+        self._max_idle_s = max_idle_s
+        self._clock = clock
+        self._ready: deque[_Ready[T]] = deque()
+        self._starting: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._arrived = asyncio.Event()
+        self._refiller: asyncio.Task[None] | None = None
+        self._failures = 0
+        self._closed = False
+
+    @property
+    def ready(self) -> int:
+        """Sandboxes started and waiting."""
+        return len(self._ready)
+
+    @property
+    def starting(self) -> int:
+        """Sandboxes being started."""
+        return len(self._starting)
+
+    def start(self) -> None:
+        """Begin filling the pool in the background."""
+        if self._refiller is None and self._size > 0:
+            self._refiller = asyncio.create_task(self._refill(), name=f"pool-{self._name}")
+
+    async def acquire(self) -> tuple[T, bool]:
+        """A sandbox for one call and whether it came warm from the pool."""
+        if self._closed:
+            raise InfrastructureError(
+                f"pool {self._name} is closed", code=ErrorCode.CLOSED, op="pool.acquire",
+                retryable=False,
+            )
+        self._wake.set()
+        if self._ready:
+            return self._ready.popleft().item, True
+        return await self._launch(), False
+
+    async def wait_ready(self, count: int | None = None, *, timeout_s: float = 60.0) -> None:
+        """Wait until ``count`` (default: the pool size) sandboxes are ready."""
+        wanted = self._size if count is None else count
+        async with asyncio.timeout(timeout_s):
+            while len(self._ready) < wanted:
+                self._arrived.clear()
+                self._wake.set()
+                await self._arrived.wait()
+
+    async def _refill(self) -> None:
+        while not self._closed:
+            await self._expire_idle()
+            missing = self._size - len(self._ready) - len(self._starting)
+            room = self._max_starting - len(self._starting)
+            for _ in range(max(0, min(missing, room))):
+                task = asyncio.create_task(self._start_one())
+                self._starting.add(task)
+                task.add_done_callback(self._starting.discard)
+            self._wake.clear()
+            # Wake up on demand, when a start finishes, or to expire idle ones.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._backoff()):
+                    await self._wake.wait()
+
+    def _backoff(self) -> float:
+        if self._failures:
+            return min(30.0, 0.5 * 2 ** min(self._failures, 6))
+        return max(1.0, self._max_idle_s / 4)
+
+    async def _start_one(self) -> None:
+        try:
+            item = await self._launch()
+        except Exception as exc:  # noqa: BLE001 - any start failure means: back off, retry
+            self._failures += 1
+            _log.warning("pool %s: starting a sandbox failed: %s", self._name, exc)
+            return
+        self._failures = 0
+        if self._closed:
+            await self._destroy(item)
+            return
+        self._ready.append(_Ready(item=item, since=self._clock()))
+        self._arrived.set()
+        self._wake.set()
+
+    async def _expire_idle(self) -> None:
+        now = self._clock()
+        while self._ready and now - self._ready[0].since > self._max_idle_s:
+            await self._destroy(self._ready.popleft().item)
+
+    async def close(self) -> None:
+        """Stop refilling and destroy every sandbox the pool still holds."""
+        self._closed = True
+        if self._refiller is not None:
+            self._refiller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refiller
+        if self._starting:
+            await asyncio.gather(*self._starting, return_exceptions=True)
+        ready = [entry.item for entry in self._ready]
+        self._ready.clear()
+        await asyncio.gather(*(self._destroy(item) for item in ready), return_exceptions=True)

@@ -1,0 +1,117 @@
+"""Sandbox profiles: how a tool call's container is built and bounded.
+
+Every default is the hardened one from DESIGN.md. A profile may tighten any
+limit freely; to loosen one it must name it in ``loosen``, so a permissive
+profile is visible in review and in the audit log.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["DEFAULT_IMAGE", "Loosening", "SandboxProfile"]
+
+DEFAULT_IMAGE = "stockade-sandbox"
+"""Logical name of the image built from ``sandbox_images/sandbox``."""
+
+Loosening = Literal[
+    "memory", "cpus", "pids", "timeout", "tmpfs", "workspace", "output", "root_user"
+]
+
+_MiB = 1024 * 1024
+
+
+class SandboxProfile(BaseModel):
+    """Resources and isolation for the single-use container of one tool call."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    """Profile name, used in labels, metrics and policy rules."""
+
+    image: str = DEFAULT_IMAGE
+    """Image: a logical name built by ``stockade images build`` or a full reference."""
+
+    runtime: Literal["runc", "runsc"] = "runc"
+    """OCI runtime: ``runc`` (kernel namespaces) or ``runsc`` (gVisor, a user-space kernel)."""
+
+    user: str = Field(default="10001:10001", pattern=r"^\d+:\d+$")
+    """Numeric ``uid:gid`` the tool runs as; uid 0 needs ``loosen: [root_user]``."""
+
+    memory_mb: int = Field(default=512, ge=16)
+    """Memory limit; swap is set equal so nothing spills to swap."""
+
+    cpus: float = Field(default=1.0, gt=0)
+    """CPU quota in cores."""
+
+    pids: int = Field(default=128, ge=8)
+    """Maximum number of processes and threads (fork bombs stop here)."""
+
+    timeout_s: float = Field(default=30.0, gt=0)
+    """Wall-clock deadline of one call; at the deadline the container is destroyed."""
+
+    tmp_mb: int = Field(default=64, ge=1)
+    """Size of the ``/tmp`` tmpfs (the root filesystem is read-only)."""
+
+    workspace_mb: int = Field(default=64, ge=1)
+    """Workspace quota: the ``/workspace`` tmpfs size and the cap on what comes back."""
+
+    workspace_max_files: int = Field(default=10_000, ge=1)
+    """Maximum number of files and directories taken back from a workspace."""
+
+    output_limit_bytes: int = Field(default=1 * _MiB, ge=1024)
+    """Cap on each of stdout and stderr; the rest is counted and dropped."""
+
+    pool_size: int = Field(default=2, ge=0, le=64)
+    """Warm containers kept ready for this profile (0 disables the pool)."""
+
+    env: dict[str, str] = Field(default_factory=dict)
+    """Environment of the tool process. Nothing from the host is ever passed."""
+
+    loosen: frozenset[Loosening] = frozenset()
+    """Limits this profile deliberately sets looser than the hardened defaults."""
+
+    @model_validator(mode="after")
+    def _only_named_loosening(self) -> Self:
+        default = _hardened()
+        looser: dict[Loosening, bool] = {
+            "memory": self.memory_mb > default.memory_mb,
+            "cpus": self.cpus > default.cpus,
+            "pids": self.pids > default.pids,
+            "timeout": self.timeout_s > default.timeout_s,
+            "tmpfs": self.tmp_mb > default.tmp_mb,
+            "workspace": self.workspace_mb > default.workspace_mb
+            or self.workspace_max_files > default.workspace_max_files,
+            "output": self.output_limit_bytes > default.output_limit_bytes,
+            "root_user": self.user.split(":")[0] == "0",
+        }
+        unnamed = sorted(key for key, is_looser in looser.items() if is_looser and key not in self.loosen)
+        if unnamed:
+            raise ValueError(
+                f"profile {self.name!r} is looser than the hardened defaults in {unnamed}; "
+                f"name them in 'loosen' to allow it"
+            )
+        return self
+
+    @property
+    def memory_bytes(self) -> int:
+        """Memory limit in bytes."""
+        return self.memory_mb * _MiB
+
+    @property
+    def workspace_bytes(self) -> int:
+        """Workspace quota in bytes."""
+        return self.workspace_mb * _MiB
+
+
+_HARDENED: SandboxProfile | None = None
+
+
+def _hardened() -> SandboxProfile:
+    # Built lazily: validating the defaults must not recurse into itself.
+    global _HARDENED  # noqa: PLW0603
+    if _HARDENED is None:
+        _HARDENED = SandboxProfile.model_construct()
+    return _HARDENED

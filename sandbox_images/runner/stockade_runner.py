@@ -1,0 +1,247 @@
+"""In-container runner: executes exactly one request, then exits.
+
+Standard library only: it runs inside the sandbox image, started as the
+container's command under the init process. The host speaks to it over the
+container's attached stdin/stdout with length-prefixed frames:
+
+    ready    runner -> host   {"ready": true}                  (once, at start)
+    request  host -> runner   header JSON, stdin bytes, workspace tar
+    response runner -> host   header JSON, stdout, stderr, workspace tar
+
+Every frame is a 4-byte big-endian length followed by that many bytes. The
+host treats everything this process sends as hostile (the tool runs with the
+same uid and could forge it), so nothing here is trusted for safety; this
+file only does the work and reports honestly when not tampered with.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import selectors
+import signal
+import struct
+import subprocess
+import sys
+import tarfile
+import time
+from typing import Any, BinaryIO
+
+_LEN = struct.Struct(">I")
+_MAX_HEADER = 1 << 20
+_CHUNK = 1 << 16
+# After the tool's main process exits, background children that still hold
+# its stdout/stderr get this long to finish writing before they are killed.
+_EXIT_GRACE_S = 0.05
+_OOM_FILES = (
+    "/sys/fs/cgroup/memory/memory.oom_control",  # cgroup v1
+    "/sys/fs/cgroup/memory.events",  # cgroup v2
+)
+
+
+def _read_exact(stream: BinaryIO, size: int) -> bytes:
+    chunks: list[bytes] = []
+    remaining = size
+    while remaining:
+        chunk = stream.read(remaining)
+        if not chunk:
+            raise EOFError(f"stdin closed with {remaining} of {size} bytes missing")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_frame(stream: BinaryIO, limit: int) -> bytes:
+    (size,) = _LEN.unpack(_read_exact(stream, _LEN.size))
+    if size > limit:
+        raise ValueError(f"frame of {size} bytes exceeds {limit}")
+    return _read_exact(stream, size)
+
+
+def _write_frames(stream: BinaryIO, *payloads: bytes) -> None:
+    for payload in payloads:
+        stream.write(_LEN.pack(len(payload)))
+        stream.write(payload)
+    stream.flush()
+
+
+def _oom_kills() -> int:
+    for path in _OOM_FILES:
+        try:
+            with open(path) as handle:
+                for line in handle:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except OSError:
+            continue
+    return 0
+
+
+def _extract_workspace(data: bytes, root: str) -> None:
+    if not data:
+        return
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+        for member in archive.getmembers():
+            # The host only sends what it validated, but stay strict anyway.
+            name = os.path.normpath(member.name)
+            if name.startswith(("/", "..")) or not (member.isfile() or member.isdir()):
+                continue
+            target = os.path.join(root, name)
+            if member.isdir():
+                os.makedirs(target, exist_ok=True)
+                continue
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            source = archive.extractfile(member)
+            assert source is not None
+            with open(target, "wb") as out:
+                out.write(source.read())
+            os.chmod(target, member.mode & 0o755 | 0o600)
+
+
+def _pack_workspace(root: str, limit: int) -> tuple[bytes, str | None]:
+    buffer = io.BytesIO()
+    try:
+        with tarfile.open(fileobj=buffer, mode="w:", format=tarfile.PAX_FORMAT) as archive:
+            for entry in sorted(os.listdir(root)):
+                # Links and special files are added as what they are; the host
+                # refuses them. Nothing is dereferenced here.
+                archive.add(os.path.join(root, entry), arcname=entry, recursive=True)
+                if buffer.tell() > limit:
+                    return b"", f"workspace exceeds its quota of {limit} bytes"
+    except OSError as exc:
+        return b"", f"workspace could not be archived: {exc}"
+    data = buffer.getvalue()
+    if len(data) > limit:
+        return b"", f"workspace exceeds its quota of {limit} bytes"
+    return data, None
+
+
+class _Capture:
+    """Keeps the first ``limit`` bytes of a stream and counts the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.kept = bytearray()
+        self.total = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self.limit - len(self.kept)
+        if room > 0:
+            self.kept += chunk[:room]
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _run(request: dict[str, Any], stdin_data: bytes) -> dict[str, Any]:
+    limit = int(request["output_limit"])
+    deadline = time.monotonic() + float(request["timeout_s"])
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
+    env.update(request.get("env") or {})
+    started = time.monotonic()
+    oom_before = _oom_kills()
+    try:
+        process = subprocess.Popen(
+            request["argv"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=request.get("cwd") or "/workspace",
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return {"spawn_error": f"{type(exc).__name__}: {exc}", "duration_s": 0.0}
+
+    captures = {"stdout": _Capture(limit), "stderr": _Capture(limit)}
+    selector = selectors.DefaultSelector()
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdin is not None
+    selector.register(process.stdout, selectors.EVENT_READ, "stdout")
+    selector.register(process.stderr, selectors.EVENT_READ, "stderr")
+    pending_stdin = memoryview(stdin_data)
+    if pending_stdin:
+        os.set_blocking(process.stdin.fileno(), False)
+        selector.register(process.stdin, selectors.EVENT_WRITE, "stdin")
+    else:
+        process.stdin.close()
+
+    timed_out = False
+    exited_at: float | None = None
+    while selector.get_map():
+        now = time.monotonic()
+        if now >= deadline:
+            timed_out = True
+            break
+        if exited_at is None and process.poll() is not None:
+            exited_at = now
+        if exited_at is not None and now - exited_at >= _EXIT_GRACE_S:
+            break
+        wait = deadline - now
+        if exited_at is not None:
+            wait = min(wait, _EXIT_GRACE_S)
+        for key, _ in selector.select(timeout=min(wait, 0.1)):
+            if key.data == "stdin":
+                try:
+                    sent = os.write(key.fd, pending_stdin[:_CHUNK])
+                except (BrokenPipeError, BlockingIOError) as exc:
+                    sent = len(pending_stdin) if isinstance(exc, BrokenPipeError) else 0
+                pending_stdin = pending_stdin[sent:]
+                if not pending_stdin:
+                    selector.unregister(key.fileobj)
+                    process.stdin.close()
+                continue
+            chunk = os.read(key.fd, _CHUNK)
+            if chunk:
+                captures[key.data].feed(chunk)
+            else:
+                selector.unregister(key.fileobj)
+    _kill_group(process.pid)
+    exit_code = process.wait()
+    duration = time.monotonic() - started
+    return {
+        "exit_code": exit_code if exit_code >= 0 else None,
+        "signal": -exit_code if exit_code < 0 else None,
+        "timed_out": timed_out,
+        "oom_kills": _oom_kills() - oom_before,
+        "duration_s": duration,
+        "stdout_total": captures["stdout"].total,
+        "stderr_total": captures["stderr"].total,
+        "_stdout": bytes(captures["stdout"].kept),
+        "_stderr": bytes(captures["stderr"].kept),
+    }
+
+
+def main() -> int:
+    """Serve one request on stdin/stdout, then exit."""
+    # The tool gets fresh pipes; the protocol stream stays with the runner.
+    stdin = sys.stdin.buffer
+    stdout = sys.stdout.buffer
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    _write_frames(stdout, json.dumps({"ready": True}).encode())
+    header = json.loads(_read_frame(stdin, _MAX_HEADER))
+    stdin_data = _read_frame(stdin, int(header["stdin_limit"]))
+    workspace_in = _read_frame(stdin, int(header["workspace_limit"]))
+    workspace_root = header.get("cwd") or "/workspace"
+    _extract_workspace(workspace_in, workspace_root)
+
+    outcome = _run(header, stdin_data)
+    stdout_data = outcome.pop("_stdout", b"")
+    stderr_data = outcome.pop("_stderr", b"")
+    workspace_out = b""
+    if header.get("return_workspace"):
+        workspace_out, error = _pack_workspace(workspace_root, int(header["workspace_limit"]))
+        outcome["workspace_error"] = error
+    _write_frames(stdout, json.dumps(outcome).encode(), stdout_data, stderr_data, workspace_out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
