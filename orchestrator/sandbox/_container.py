@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,17 @@ POOL_IDLE_S = 600.0
 _LABEL_MARGIN_S = 120.0
 
 
+def _host_pids_limit(profile: SandboxProfile) -> int:
+    if profile.runtime == "runc":
+        return profile.pids
+    # Under gVisor the sandbox kernel's own threads (Sentry, gofer) and the
+    # platform's stub processes (several per guest process) count in the
+    # container's pids cgroup: at the guest's limit the whole sandbox would
+    # die. The guest limit is enforced inside gVisor instead (RLIMIT_NPROC,
+    # which gVisor counts per sandbox); the cgroup keeps a looser host bound.
+    return profile.pids * 4 + 256
+
+
 def container_options(profile: SandboxProfile, image: str) -> dict[str, Any]:
     """Keyword arguments for ``containers.create``: the hardened container of a profile."""
     tmpfs_opts = "rw,nosuid,nodev"
@@ -54,7 +66,7 @@ def container_options(profile: SandboxProfile, image: str) -> dict[str, Any]:
         "mem_limit": profile.memory_bytes,
         "memswap_limit": profile.memory_bytes,
         "nano_cpus": int(profile.cpus * 1e9),
-        "pids_limit": profile.pids,
+        "pids_limit": _host_pids_limit(profile),
         "init": True,
         "ipc_mode": "private",
         "shm_size": 16 * 1024 * 1024,
@@ -66,6 +78,10 @@ def container_options(profile: SandboxProfile, image: str) -> dict[str, Any]:
         "ulimits": [
             docker.types.Ulimit(name="core", soft=0, hard=0),
             docker.types.Ulimit(name="nofile", soft=1024, hard=1024),
+            # Under runc RLIMIT_NPROC would count the uid's processes in every
+            # container on the host; there the pids cgroup is the limit.
+            *([docker.types.Ulimit(name="nproc", soft=profile.pids, hard=profile.pids)]
+              if profile.runtime == "runsc" else []),
         ],
         # Under memory pressure, the sandbox dies before anything on the host.
         "oom_score_adj": 1000,
@@ -85,6 +101,20 @@ class SandboxContainer:
     image_id: str
     stream: AttachedStream
     started_at: float
+
+
+def _take_socket(raw: Any) -> socket.socket:
+    """Own the hijacked connection: a private duplicate of its descriptor.
+
+    The SDK hands back a socket wrapped in file objects that hold references
+    to it; closing those here means the asyncio transport alone owns the
+    connection and closes it exactly once.
+    """
+    inner: socket.socket = getattr(raw, "_sock", raw)
+    duplicate = socket.socket(fileno=os.dup(inner.fileno()))
+    raw.close()
+    inner.close()
+    return duplicate
 
 
 def _engine_error(op: str, exc: Exception) -> InfrastructureError:
@@ -132,8 +162,7 @@ class ContainerFactory:
                 container_id,
                 params={"stdin": 1, "stdout": 1, "stderr": 0, "stream": 1},
             )
-            sock: socket.socket = getattr(raw, "_sock", raw)
-            stream = await AttachedStream.from_socket(sock)
+            stream = await AttachedStream.from_socket(_take_socket(raw))
             await self._blocking("container.start", api.start, container_id)
             async with asyncio.timeout(_RUNNER_READY_TIMEOUT_S):
                 ready = json.loads(await stream.read_frame(4096))

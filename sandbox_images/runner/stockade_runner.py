@@ -16,6 +16,7 @@ file only does the work and reports honestly when not tampered with.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -30,7 +31,8 @@ from typing import Any, BinaryIO
 
 _LEN = struct.Struct(">I")
 _MAX_HEADER = 1 << 20
-_CHUNK = 1 << 16
+_CHUNK = 1 << 20
+_F_SETPIPE_SZ = 1031  # fcntl: bigger pipes mean fewer reads of a flood
 # After the tool's main process exits, background children that still hold
 # its stdout/stderr get this long to finish writing before they are killed.
 _EXIT_GRACE_S = 0.05
@@ -160,6 +162,11 @@ def _run(request: dict[str, Any], stdin_data: bytes) -> dict[str, Any]:
     except OSError as exc:
         return {"spawn_error": f"{type(exc).__name__}: {exc}", "duration_s": 0.0}
 
+    for pipe in (process.stdout, process.stderr):
+        try:
+            fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, _CHUNK)
+        except OSError:
+            pass  # a smaller pipe only costs speed
     captures = {"stdout": _Capture(limit), "stderr": _Capture(limit)}
     selector = selectors.DefaultSelector()
     assert process.stdout is not None and process.stderr is not None
@@ -203,6 +210,14 @@ def _run(request: dict[str, Any], stdin_data: bytes) -> dict[str, Any]:
                 captures[key.data].feed(chunk)
             else:
                 selector.unregister(key.fileobj)
+    if not timed_out:
+        # Output closed does not mean exited: give the program the rest of
+        # its deadline to finish before the group is killed.
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+    # Whatever is left of the process group (background children) goes now.
     _kill_group(process.pid)
     exit_code = process.wait()
     duration = time.monotonic() - started

@@ -1,0 +1,82 @@
+"""Shared fixtures: a real Docker engine, the built images, leak checks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import docker
+import docker.errors
+import pytest
+
+from orchestrator.sandbox.docker_backend import DockerBackend
+from orchestrator.sandbox.images import ImageBuilder
+from orchestrator.sandbox.labels import OWNER_LABEL, current_owner
+from orchestrator.sandbox.profile import SandboxProfile
+
+RUNTIMES = ("runc", "runsc")
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """The engine deploy/setup.sh started. Its absence fails the tests, never skips them."""
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.fail(f"no Docker engine: run deploy/setup.sh first ({exc})")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def images(docker_client: docker.DockerClient) -> ImageBuilder:
+    """The sandbox images, built if missing."""
+    builder = ImageBuilder(docker_client)
+    builder.build_all()
+    return builder
+
+
+def _own_containers(client: docker.DockerClient) -> list[str]:
+    label = f"{OWNER_LABEL}={current_owner().label()}"
+    return [c["Id"] for c in client.api.containers(all=True, filters={"label": label})]
+
+
+@pytest.fixture
+def own_containers(docker_client: docker.DockerClient) -> Callable[[], list[str]]:
+    """Ids of containers, in any state, owned by this test process."""
+    return lambda: _own_containers(docker_client)
+
+
+@pytest.fixture
+def no_leaks(docker_client: docker.DockerClient) -> Iterator[None]:
+    """Fails the test if any container of this process outlives it."""
+    yield
+    leaked = _own_containers(docker_client)
+    for container_id in leaked:
+        docker_client.api.remove_container(container_id, force=True)
+    assert leaked == [], f"{len(leaked)} container(s) leaked"
+
+
+@pytest.fixture(params=RUNTIMES)
+def runtime(request: pytest.FixtureRequest) -> str:
+    """Each sandbox test runs under runc and under gVisor."""
+    return str(request.param)
+
+
+@pytest.fixture
+def profile(runtime: str) -> SandboxProfile:
+    """A tight profile for tests: short deadline, small pool."""
+    return SandboxProfile(
+        name=f"test-{runtime}", runtime=runtime, timeout_s=10, pool_size=1,  # type: ignore[arg-type]
+        memory_mb=256, pids=64, output_limit_bytes=64 * 1024, workspace_mb=4,
+        tmp_mb=8, workspace_max_files=200,
+    )
+
+
+@pytest.fixture
+async def backend(
+    docker_client: docker.DockerClient, images: ImageBuilder, no_leaks: None
+) -> AsyncIterator[DockerBackend]:
+    """A started backend, closed (and checked for leaks) after the test."""
+    async with DockerBackend(docker_client, images=images, reap_on_start=False) as started:
+        yield started

@@ -1,0 +1,362 @@
+"""Attacks the sandbox must contain, under runc and gVisor.
+
+Each test asserts that the call ends with the right status, that the next call
+in a fresh container is unaffected, and (through the ``backend`` fixture's
+leak check) that no container outlives the test.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from orchestrator.sandbox.docker_backend import DockerBackend
+from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
+from orchestrator.sandbox.profile import SandboxProfile
+from orchestrator.sandbox.workspace import WorkspaceManager
+
+pytestmark = [pytest.mark.docker, pytest.mark.adversarial]
+
+
+async def run(
+    backend: DockerBackend, profile: SandboxProfile, script: str, **kwargs: object
+) -> ExecResult:
+    return await backend.execute(ExecRequest(argv=("sh", "-c", script), **kwargs), profile)  # type: ignore[arg-type]
+
+
+async def py(
+    backend: DockerBackend, profile: SandboxProfile, code: str, **kwargs: object
+) -> ExecResult:
+    request = ExecRequest(argv=("python3", "-c", textwrap.dedent(code)), **kwargs)  # type: ignore[arg-type]
+    return await backend.execute(request, profile)
+
+
+async def assert_next_call_unaffected(backend: DockerBackend, profile: SandboxProfile) -> None:
+    result = await run(backend, profile, "echo ok; ls /tmp | wc -l")
+    assert result.status is ExecStatus.OK, result
+    assert result.stdout == "ok\n0\n", "a fresh container must start clean"
+
+
+def host_process_count() -> int:
+    return sum(1 for entry in os.listdir("/proc") if entry.isdigit())
+
+
+async def test_fork_bomb(backend: DockerBackend, profile: SandboxProfile) -> None:
+    before = host_process_count()
+    result = await py(
+        backend,
+        profile,
+        """
+        import os
+        while True:
+            try:
+                os.fork()
+            except OSError:
+                pass
+        """,
+        timeout_s=3,
+    )
+    if profile.runtime == "runc":
+        assert result.status is ExecStatus.TIMEOUT
+    else:
+        # Under gVisor every guest process costs the Sentry memory and host
+        # stub processes: the bomb ends the whole sandbox (memory or pids
+        # cgroup) before the deadline. Contained all the same.
+        assert result.status in (ExecStatus.TIMEOUT, ExecStatus.OOM_KILLED, ExecStatus.ERROR)
+        if result.status is ExecStatus.ERROR:
+            assert "sandbox died" in result.message
+    await assert_next_call_unaffected(backend, profile)
+    await backend.close()
+    assert host_process_count() < before + 50, "fork bomb processes survived on the host"
+
+
+async def test_fork_bomb_hits_the_pids_limit(backend: DockerBackend, profile: SandboxProfile) -> None:
+    result = await py(
+        backend,
+        profile,
+        """
+        import os, time
+        children = 0
+        try:
+            while True:
+                if os.fork() == 0:
+                    time.sleep(60)
+                    os._exit(0)
+                children += 1
+        except OSError as exc:
+            print(children, exc.errno)
+        """,
+        timeout_s=8,
+    )
+    assert result.status is ExecStatus.OK, result
+    children, errno = (int(part) for part in result.stdout.split())
+    assert children < profile.pids, "more processes than the profile allows"
+    assert errno == 11  # EAGAIN: the pids cgroup said no
+    await assert_next_call_unaffected(backend, profile)
+
+
+async def test_memory_bomb(backend: DockerBackend, profile: SandboxProfile) -> None:
+    result = await py(
+        backend,
+        profile,
+        """
+        chunks = []
+        while True:
+            chunks.append(bytearray(8 * 2**20))
+        """,
+    )
+    assert result.status is ExecStatus.OOM_KILLED, result
+    await assert_next_call_unaffected(backend, profile)
+
+
+async def test_cpu_spin_past_deadline(backend: DockerBackend, profile: SandboxProfile) -> None:
+    result = await py(backend, profile, "while True: pass", timeout_s=1.5)
+    assert result.status is ExecStatus.TIMEOUT
+    assert result.duration_s < 1.5 + 3
+    await assert_next_call_unaffected(backend, profile)
+
+
+async def test_process_ignoring_sigterm(backend: DockerBackend, profile: SandboxProfile) -> None:
+    result = await run(backend, profile, "trap '' TERM INT HUP; while :; do sleep 1; done", timeout_s=1)
+    assert result.status is ExecStatus.TIMEOUT
+    assert result.duration_s < 4
+    await assert_next_call_unaffected(backend, profile)
+
+
+async def test_fill_tmpfs(backend: DockerBackend, profile: SandboxProfile) -> None:
+    result = await run(backend, profile, "dd if=/dev/zero of=/tmp/fill bs=1M count=1000")
+    assert result.status is ExecStatus.ERROR
+    assert "No space left on device" in result.stderr
+    await assert_next_call_unaffected(backend, profile)
+
+
+async def test_fill_root_filesystem(backend: DockerBackend, profile: SandboxProfile) -> None:
+    result = await run(
+        backend, profile, "for d in / /var/tmp /home /opt; do dd if=/dev/zero of=$d/fill bs=1M count=10 || echo refused; done"
+    )
+    assert result.stdout.count("refused") == 4
+    await assert_next_call_unaffected(backend, profile)
+
+
+async def test_fill_workspace(
+    backend: DockerBackend, profile: SandboxProfile, tmp_path: Path
+) -> None:
+    workspaces = WorkspaceManager(tmp_path)
+    workspace = workspaces.open("fill")
+    (workspace.path / "keep.txt").write_text("precious")
+    result = await run(
+        backend, profile, "dd if=/dev/zero of=fill bs=1M count=1000", workspace=workspace
+    )
+    assert result.status is ExecStatus.ERROR
+    assert "No space left on device" in result.stderr
+    total = sum(f.stat().st_size for f in workspace.path.rglob("*") if f.is_file())
+    assert total <= profile.workspace_bytes
+    assert (workspace.path / "keep.txt").read_text() == "precious"
+    await assert_next_call_unaffected(backend, profile)
+
+
+async def test_gigabyte_of_stdout(backend: DockerBackend, profile: SandboxProfile) -> None:
+    # The hardened maximum deadline: gVisor moves ~45 MB/s through a pipe here.
+    patient = profile.model_copy(update={"timeout_s": 30.0})
+    result = await run(backend, patient, "head -c 1073741824 /dev/zero")
+    assert result.truncated
+    assert len(result.stdout) == profile.output_limit_bytes, "host memory must stay capped"
+    if result.status is ExecStatus.TIMEOUT:
+        # Only a slow gVisor may run out of time; the cap must still hold.
+        assert profile.runtime == "runsc"
+        assert result.stdout_bytes > 64 * profile.output_limit_bytes
+    else:
+        assert result.status is ExecStatus.OUTPUT_TRUNCATED, result.message
+        assert result.stdout_bytes == 1 << 30
+    await assert_next_call_unaffected(backend, profile)
+
+
+async def test_zombies_and_orphans(backend: DockerBackend, profile: SandboxProfile) -> None:
+    result = await py(
+        backend,
+        profile,
+        """
+        import os, subprocess
+        for _ in range(20):
+            if os.fork() == 0:
+                os._exit(0)          # never waited for: a zombie
+        for _ in range(5):           # orphans that escape the process group
+            subprocess.Popen(["sleep", "300"], start_new_session=True)
+        print("left behind")
+        """,
+    )
+    assert result.status is ExecStatus.OK
+    assert result.stdout == "left behind\n"
+    assert result.duration_s < 5, "orphans holding the output pipes must not stall the call"
+    await assert_next_call_unaffected(backend, profile)
+
+
+async def test_no_network_from_inside(backend: DockerBackend, profile: SandboxProfile) -> None:
+    # Containment is checked from inside: interfaces and routes first. Only
+    # once those show no packet can leave is a name looked up (a reserved
+    # .invalid name), and that must fail.
+    result = await py(
+        backend,
+        profile,
+        """
+        import socket
+        interfaces = sorted(open("/proc/net/dev").read().split("\\n")[2:-1])
+        names = [line.split(":")[0].strip() for line in interfaces]
+        routes = open("/proc/net/route").read().strip().split("\\n")[1:]
+        routes6 = [line for line in open("/proc/net/ipv6_route").read().split("\\n")
+                   if line and not line.endswith(" lo")] if names else []
+        print(names, len(routes), len(routes6))
+        assert names == ["lo"] and not routes and not routes6, "must not look anything up"
+        try:
+            socket.getaddrinfo("stockade-probe.invalid", 80)
+            print("resolved")
+        except OSError as exc:
+            print("resolution failed")
+        """,
+    )
+    assert result.status is ExecStatus.OK, result
+    assert result.stdout == "['lo'] 0 0\nresolution failed\n"
+    await assert_next_call_unaffected(backend, profile)
+
+
+async def test_orchestrator_environment_is_invisible(
+    backend: DockerBackend, profile: SandboxProfile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "stockade-planted-secret-4711"
+    monkeypatch.setenv("STOCKADE_PLANTED_SECRET", secret)
+    result = await run(
+        backend, profile,
+        "env; cat /proc/1/environ /proc/self/environ 2>/dev/null; "
+        "grep -rs stockade-planted /proc/*/environ /etc /opt /tmp 2>/dev/null; true",
+    )
+    assert result.status is ExecStatus.OK
+    assert secret not in result.stdout + result.stderr
+    assert "STOCKADE_PLANTED_SECRET" not in result.stdout
+
+
+async def test_no_docker_socket(backend: DockerBackend, profile: SandboxProfile) -> None:
+    result = await run(
+        backend, profile,
+        "for s in /var/run/docker.sock /run/docker.sock; do [ -e $s ] && echo present || echo absent; done;"
+        " find / -xdev -type s 2>/dev/null | wc -l",
+    )
+    assert result.stdout.startswith("absent\nabsent\n")
+    assert result.stdout.strip().endswith("0"), "no Unix socket may be reachable"
+
+
+async def test_proc_sysrq_and_sys_writes(backend: DockerBackend, profile: SandboxProfile) -> None:
+    # 'h' only prints help to the kernel log: harmless even if it got through.
+    result = await run(
+        backend, profile,
+        "echo h > /proc/sysrq-trigger || echo sysrq-refused; "
+        "cat /proc/sys/vm/overcommit_memory > /tmp/v; "
+        "cat /tmp/v > /proc/sys/vm/overcommit_memory || echo sys-refused; "
+        "echo sandbox > /proc/sys/kernel/hostname || echo hostname-refused",
+    )
+    assert "sysrq-refused" in result.stdout
+    assert "sys-refused" in result.stdout
+    assert "hostname-refused" in result.stdout
+    await assert_next_call_unaffected(backend, profile)
+
+
+async def test_privilege_escalation(backend: DockerBackend, profile: SandboxProfile) -> None:
+    result = await py(
+        backend,
+        profile,
+        """
+        import ctypes, os, subprocess
+        def attempt(name, func):
+            try:
+                func()
+                print(name, "succeeded")
+            except OSError:
+                print(name, "refused")
+        attempt("setuid", lambda: os.setuid(0))
+        attempt("setgid", lambda: os.setgid(0))
+        libc = ctypes.CDLL(None, use_errno=True)
+        def mount():
+            if libc.mount(b"none", b"/tmp", b"tmpfs", 0, None) != 0:
+                raise OSError(ctypes.get_errno(), "mount")
+        attempt("mount", mount)
+        def chroot():
+            os.chroot("/tmp")
+        attempt("chroot", chroot)
+        setuid_files = subprocess.run(
+            ["find", "/", "-xdev", "-perm", "/6000", "-type", "f"],
+            capture_output=True, text=True).stdout.split()
+        print("setuid-files", len(setuid_files))
+        unshare = subprocess.run(["unshare", "-r", "sh", "-c", "id -u; touch /x"],
+                                 capture_output=True, text=True)
+        print("unshare-root-write", "ok" if unshare.returncode == 0 else "refused")
+        """,
+    )
+    lines = result.stdout.splitlines()
+    assert lines[:4] == ["setuid refused", "setgid refused", "mount refused", "chroot refused"]
+    assert lines[4] == "setuid-files 0"
+    assert lines[5] == "unshare-root-write refused"
+    await assert_next_call_unaffected(backend, profile)
+
+
+async def test_workspace_links_and_special_files_do_not_come_back(
+    backend: DockerBackend, profile: SandboxProfile, tmp_path: Path
+) -> None:
+    workspace = WorkspaceManager(tmp_path / "ws").open("links")
+    result = await run(
+        backend, profile,
+        "echo data > real.txt; ln -s /etc/passwd passwd-link; ln -s .. up; "
+        "ln real.txt hard.txt; mkfifo pipe; mkdir -p sub && ln -s ../../.. sub/escape",
+        workspace=workspace,
+    )
+    assert result.status is ExecStatus.OK
+    kept = sorted(str(p.relative_to(workspace.path)) for p in workspace.path.rglob("*"))
+    # The two names of the hard-linked file arrive as one file and one link
+    # (archive order decides which); the link is refused.
+    assert kept in (["hard.txt", "sub"], ["real.txt", "sub"])
+    assert not any(p.is_symlink() for p in workspace.path.rglob("*"))
+    rejected = " ".join(result.files_rejected)
+    for name in ("passwd-link", "up", "pipe", "sub/escape", "hard link"):
+        assert name in rejected
+    await assert_next_call_unaffected(backend, profile)
+
+
+async def test_forged_runner_reply_with_path_traversal(
+    backend: DockerBackend, profile: SandboxProfile, tmp_path: Path
+) -> None:
+    # The tool writes its own "reply" straight into the runner's output pipe,
+    # with an archive full of escapes. The host must keep only what is safe.
+    root = tmp_path / "ws"
+    workspace = WorkspaceManager(root).open("forged")
+    result = await py(
+        backend,
+        profile,
+        """
+        import io, json, os, struct, tarfile, time
+        def entry(archive, name, data=b"x", kind=tarfile.REGTYPE, link=""):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.size = kind, link, len(data) if kind == tarfile.REGTYPE else 0
+            archive.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:") as archive:
+            entry(archive, "../escaped.txt")
+            entry(archive, "/abs/escaped.txt")
+            entry(archive, "a/../../escaped2.txt")
+            entry(archive, "link", kind=tarfile.SYMTYPE, link="/etc/passwd")
+            entry(archive, "dev", kind=tarfile.CHRTYPE)
+            entry(archive, "fine.txt", b"fine")
+        frames = [json.dumps({"exit_code": 0, "stdout_total": 6}).encode(), b"forged", b"", buffer.getvalue()]
+        with open(f"/proc/{os.getppid()}/fd/1", "wb") as out:
+            for frame in frames:
+                out.write(struct.pack(">I", len(frame)) + frame)
+        time.sleep(30)
+        """,
+        workspace=workspace,
+        timeout_s=5,
+    )
+    assert result.stdout == "forged"  # the forgery is what the host got...
+    assert sorted(p.name for p in workspace.path.iterdir()) == ["fine.txt"]  # ...and contained
+    assert not list(tmp_path.rglob("escaped*"))
+    assert len(result.files_rejected) == 5
+    await assert_next_call_unaffected(backend, profile)
