@@ -79,7 +79,8 @@ def images() -> None:
 @click.option(
     "--base-image",
     envvar="STOCKADE_BASE_IMAGE",
-    help="Registry image to use as base (e.g. python:3.12-slim). Default: build from Debian packages.",
+    help="Registry image to use as base (e.g. python:3.12-slim). "
+    "Default: build from Debian packages.",
 )
 def images_build(base_image: str | None) -> None:
     """Build the sandbox images; only what changed is rebuilt."""
@@ -92,7 +93,9 @@ def images_build(base_image: str | None) -> None:
 
 
 @cli.command()
-@click.option("--all", "everything", is_flag=True, help="Remove every Stockade container, live owners' too.")
+@click.option(
+    "--all", "everything", is_flag=True, help="Remove every Stockade container, live owners' too."
+)
 def cleanup(everything: bool) -> None:
     """Remove leaked sandbox containers (owner gone or deadline passed)."""
     removed = reap(_client(), everything=everything)
@@ -107,7 +110,9 @@ def sandbox() -> None:
 
 
 @sandbox.command("run", context_settings={"ignore_unknown_options": True})
-@click.option("--profile", "profile_path", type=click.Path(path_type=Path), help="Profile file (YAML).")
+@click.option(
+    "--profile", "profile_path", type=click.Path(path_type=Path), help="Profile file (YAML)."
+)
 @click.option("--run-id", help="Run whose workspace the command sees (kept between calls).")
 @click.option("--timeout", type=float, help="Deadline in seconds (at most the profile's).")
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)

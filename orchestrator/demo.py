@@ -37,24 +37,48 @@ async def run_demo(
         echo("warming the pool…")
         await backend.wait_warm(profile)
 
-        async def call(*argv: str, timeout: float | None = None, workspace: bool = False) -> ExecResult:
+        async def call(
+            *argv: str, deadline_s: float | None = None, workspace: bool = False
+        ) -> ExecResult:
             return await backend.execute(
                 ExecRequest(
                     argv=argv,
-                    timeout_s=timeout,
+                    timeout_s=deadline_s,
                     workspace=workspaces.open(run_id) if workspace else None,
                 ),
                 profile,
             )
 
-        echo("1. who am I inside? " + _line(await call(
-            "sh", "-c", "id -u; grep CapEff /proc/self/status; ls /sys/class/net; "
-            "touch /etc/x 2>&1 | tail -c 40")))
-        echo("2. write a file in the run's workspace: " + _line(await call(
-            "sh", "-c", "echo 'kept between calls' > notes.txt; echo written", workspace=True)))
-        echo("   read it back in a new container:   " + _line(await call(
-            "cat", "notes.txt", workspace=True)))
-        echo("3. fork bomb (3 s deadline):  " + _line(await call("bash", "-c", _FORK_BOMB, timeout=3)))
+        echo(
+            "1. who am I inside? "
+            + _line(
+                await call(
+                    "sh",
+                    "-c",
+                    "id -u; grep CapEff /proc/self/status; ls /sys/class/net; "
+                    "touch /etc/x 2>&1 | tail -c 40",
+                )
+            )
+        )
+        echo(
+            "2. write a file in the run's workspace: "
+            + _line(
+                await call(
+                    "sh",
+                    "-c",
+                    "echo 'kept between calls' > notes.txt; echo written",
+                    workspace=True,
+                )
+            )
+        )
+        echo(
+            "   read it back in a new container:   "
+            + _line(await call("cat", "notes.txt", workspace=True))
+        )
+        echo(
+            "3. fork bomb (3 s deadline):  "
+            + _line(await call("bash", "-c", _FORK_BOMB, deadline_s=3))
+        )
         echo("4. memory bomb:               " + _line(await call("python3", "-c", _MEMORY_BOMB)))
         latencies: list[float] = []
         for _ in range(calls):

@@ -67,9 +67,16 @@ def runtime(request: pytest.FixtureRequest) -> str:
 def profile(runtime: str) -> SandboxProfile:
     """A tight profile for tests: short deadline, small pool."""
     return SandboxProfile(
-        name=f"test-{runtime}", runtime=runtime, timeout_s=10, pool_size=1,  # type: ignore[arg-type]
-        memory_mb=256, pids=64, output_limit_bytes=64 * 1024, workspace_mb=4,
-        tmp_mb=8, workspace_max_files=200,
+        name=f"test-{runtime}",
+        runtime=runtime,
+        timeout_s=10,
+        pool_size=1,  # type: ignore[arg-type]
+        memory_mb=256,
+        pids=64,
+        output_limit_bytes=64 * 1024,
+        workspace_mb=4,
+        tmp_mb=8,
+        workspace_max_files=200,
     )
 
 

@@ -69,42 +69,45 @@ def read_hostile_tar(data: bytes, *, max_bytes: int, max_files: int) -> SafeArch
     if len(data) > max_bytes + 64 * 1024:  # tar headers add a little
         raise ArchiveLimitError(f"archive of {len(data)} bytes exceeds the quota of {max_bytes}")
     result = SafeArchive()
-    total = 0
     try:
-        archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:")
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+            _collect(archive, result, max_bytes=max_bytes, max_files=max_files)
     except tarfile.TarError as exc:
         raise ArchiveLimitError(f"not a valid tar archive: {exc}") from exc
-    with archive:
-        for count, member in enumerate(archive, start=1):
-            if count > max_files:
-                raise ArchiveLimitError(f"more than {max_files} files and directories")
-            path = _safe_path(member.name)
-            if isinstance(path, str):
-                result.rejected.append(f"{member.name!r}: {path}")
-                continue
-            if path in result.entries:
-                result.rejected.append(f"{path}: duplicate entry")
-                continue
-            if not (member.isreg() or member.isdir()):
-                result.rejected.append(f"{path}: {_kind(member)}")
-                continue
-            if any(
-                result.entries.get(parent, None) is not None for parent in path.parents
-            ):
-                result.rejected.append(f"{path}: a parent is a file")
-                continue
-            if member.isdir():
-                result.entries[path] = None
-                continue
-            total += member.size
-            if total > max_bytes:
-                raise ArchiveLimitError(f"files add up to more than the quota of {max_bytes} bytes")
-            source = archive.extractfile(member)
-            content = source.read() if source is not None else b""
-            if len(content) != member.size:
-                result.rejected.append(f"{path}: truncated entry")
-                continue
-            result.entries[path] = content
-            if member.mode & 0o100:
-                result.executable.add(path)
     return result
+
+
+def _collect(
+    archive: tarfile.TarFile, result: SafeArchive, *, max_bytes: int, max_files: int
+) -> None:
+    total = 0
+    for count, member in enumerate(archive, start=1):
+        if count > max_files:
+            raise ArchiveLimitError(f"more than {max_files} files and directories")
+        path = _safe_path(member.name)
+        if isinstance(path, str):
+            result.rejected.append(f"{member.name!r}: {path}")
+            continue
+        if path in result.entries:
+            result.rejected.append(f"{path}: duplicate entry")
+            continue
+        if not (member.isreg() or member.isdir()):
+            result.rejected.append(f"{path}: {_kind(member)}")
+            continue
+        if any(result.entries.get(parent, None) is not None for parent in path.parents):
+            result.rejected.append(f"{path}: a parent is a file")
+            continue
+        if member.isdir():
+            result.entries[path] = None
+            continue
+        total += member.size
+        if total > max_bytes:
+            raise ArchiveLimitError(f"files add up to more than the quota of {max_bytes} bytes")
+        source = archive.extractfile(member)
+        content = source.read() if source is not None else b""
+        if len(content) != member.size:
+            result.rejected.append(f"{path}: truncated entry")
+            continue
+        result.entries[path] = content
+        if member.mode & 0o100:
+            result.executable.add(path)

@@ -80,8 +80,11 @@ def container_options(profile: SandboxProfile, image: str) -> dict[str, Any]:
             docker.types.Ulimit(name="nofile", soft=1024, hard=1024),
             # Under runc RLIMIT_NPROC would count the uid's processes in every
             # container on the host; there the pids cgroup is the limit.
-            *([docker.types.Ulimit(name="nproc", soft=profile.pids, hard=profile.pids)]
-              if profile.runtime == "runsc" else []),
+            *(
+                [docker.types.Ulimit(name="nproc", soft=profile.pids, hard=profile.pids)]
+                if profile.runtime == "runsc"
+                else []
+            ),
         ],
         # Under memory pressure, the sandbox dies before anything on the host.
         "oom_score_adj": 1000,
@@ -121,11 +124,15 @@ def _engine_error(op: str, exc: Exception) -> InfrastructureError:
     if isinstance(exc, docker.errors.ImageNotFound):
         return InfrastructureError(
             f"image not found: {exc.explanation}; run `stockade images build`",
-            code=ErrorCode.IMAGE_MISSING, op=op, retryable=False,
+            code=ErrorCode.IMAGE_MISSING,
+            op=op,
+            retryable=False,
         )
     if isinstance(exc, requests.exceptions.ConnectionError):
         return InfrastructureError(
-            f"Docker engine unreachable: {exc}", code=ErrorCode.ENGINE_UNAVAILABLE, op=op,
+            f"Docker engine unreachable: {exc}",
+            code=ErrorCode.ENGINE_UNAVAILABLE,
+            op=op,
             retryable=True,
         )
     return InfrastructureError(
@@ -176,10 +183,15 @@ class ContainerFactory:
                 raise
             raise InfrastructureError(
                 f"sandbox runner did not come up: {type(exc).__name__}: {exc}",
-                code=ErrorCode.CONTAINER_START_FAILED, op="container.start", retryable=True,
+                code=ErrorCode.CONTAINER_START_FAILED,
+                op="container.start",
+                retryable=True,
             ) from exc
         return SandboxContainer(
-            id=container_id, profile=profile, image_id=image_id, stream=stream,
+            id=container_id,
+            profile=profile,
+            image_id=image_id,
+            stream=stream,
             started_at=time.monotonic(),
         )
 

@@ -34,7 +34,9 @@ class RunnerReport(BaseModel):
     """Why the program could not be started."""
 
 
-def status_of(report: RunnerReport, *, truncated: bool) -> tuple[ExecStatus, str]:
+def status_of(  # noqa: PLR0911 - one return per status, most severe first
+    report: RunnerReport, *, truncated: bool
+) -> tuple[ExecStatus, str]:
     """Status and a model-readable message, most severe first."""
     if report.timed_out:
         return ExecStatus.TIMEOUT, "the call ran past its deadline and was killed"

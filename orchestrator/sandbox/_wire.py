@@ -55,7 +55,7 @@ class AttachedStream:
         return data
 
     async def read_frame(self, limit: int) -> bytes:
-        """The next runner frame; :class:`FrameTooLargeError` if it announces more than ``limit``."""
+        """The next runner frame; :class:`FrameTooLargeError` if larger than ``limit``."""
         (size,) = _FRAME_LEN.unpack(await self._take(_FRAME_LEN.size))
         if size > limit:
             raise FrameTooLargeError(f"frame of {size} bytes announced, limit {limit}")

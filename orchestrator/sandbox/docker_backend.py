@@ -93,7 +93,9 @@ class DockerBackend(SandboxBackend):
             entry = self._pools.get(key)
             if entry is None:
                 loop = asyncio.get_running_loop()
-                tag = await loop.run_in_executor(self._executor, self._images.resolve, profile.image)
+                tag = await loop.run_in_executor(
+                    self._executor, self._images.resolve, profile.image
+                )
                 image_id = await loop.run_in_executor(self._executor, self._image_id, tag)
 
                 async def launch() -> SandboxContainer:
@@ -118,7 +120,9 @@ class DockerBackend(SandboxBackend):
         except docker.errors.ImageNotFound as exc:
             raise InfrastructureError(
                 f"image {tag} not found; run `stockade images build`",
-                code=ErrorCode.IMAGE_MISSING, op="images.get", retryable=False,
+                code=ErrorCode.IMAGE_MISSING,
+                op="images.get",
+                retryable=False,
             ) from exc
 
     async def execute(self, request: ExecRequest, profile: SandboxProfile) -> ExecResult:
@@ -177,9 +181,7 @@ class DockerBackend(SandboxBackend):
         stream = container.stream
         try:
             async with asyncio.timeout(timeout + _REPORT_GRACE_S):
-                await stream.write_frames(
-                    json.dumps(header).encode(), request.stdin, workspace_in
-                )
+                await stream.write_frames(json.dumps(header).encode(), request.stdin, workspace_in)
                 report_raw = await stream.read_frame(_HEADER_LIMIT)
                 stdout = await stream.read_frame(profile.output_limit_bytes)
                 stderr = await stream.read_frame(profile.output_limit_bytes)
@@ -189,20 +191,29 @@ class DockerBackend(SandboxBackend):
             # Destroying the container is how a call is killed: every process
             # in it dies, whatever it does with signals.
             await self._factory.destroy(container)
-            return self._failed(base, started, ExecStatus.TIMEOUT,
-                                f"the call ran past its deadline of {timeout:g} s and was killed")
+            return self._failed(
+                base,
+                started,
+                ExecStatus.TIMEOUT,
+                f"the call ran past its deadline of {timeout:g} s and was killed",
+            )
         except (asyncio.IncompleteReadError, ConnectionError):
             return await self._died(container, base, started)
         except (FrameTooLargeError, pydantic.ValidationError) as exc:
-            return self._failed(base, started, ExecStatus.ERROR,
-                                f"the sandbox sent a malformed reply and was destroyed: {exc}")
+            return self._failed(
+                base,
+                started,
+                ExecStatus.ERROR,
+                f"the sandbox sent a malformed reply and was destroyed: {exc}",
+            )
 
-        truncated = (
-            report.stdout_total > len(stdout) or report.stderr_total > len(stderr)
-        )
+        truncated = report.stdout_total > len(stdout) or report.stderr_total > len(stderr)
         status, message = status_of(report, truncated=truncated)
         changes = WorkspaceChanges(changed=(), rejected=())
-        if workspace is not None and status not in (ExecStatus.TIMEOUT, ExecStatus.WORKSPACE_REJECTED):
+        if workspace is not None and status not in (
+            ExecStatus.TIMEOUT,
+            ExecStatus.WORKSPACE_REJECTED,
+        ):
             try:
                 changes = await loop.run_in_executor(
                     None,
@@ -235,19 +246,31 @@ class DockerBackend(SandboxBackend):
     ) -> ExecResult:
         state = await self._factory.state(container.id)
         if state.get("OOMKilled"):
-            return self._failed(base, started, ExecStatus.OOM_KILLED,
-                                "the sandbox ran out of memory and was killed")
+            return self._failed(
+                base, started, ExecStatus.OOM_KILLED, "the sandbox ran out of memory and was killed"
+            )
         return self._failed(
-            base, started, ExecStatus.ERROR,
+            base,
+            started,
+            ExecStatus.ERROR,
             f"the sandbox died before replying (exit code {state.get('ExitCode', 'unknown')})",
         )
 
     @staticmethod
-    def _failed(base: dict[str, Any], started: float, status: ExecStatus, message: str) -> ExecResult:
+    def _failed(
+        base: dict[str, Any], started: float, status: ExecStatus, message: str
+    ) -> ExecResult:
         return ExecResult(
-            status=status, exit_code=None, stdout="", stderr="", truncated=False,
-            stdout_bytes=0, stderr_bytes=0, duration_s=time.monotonic() - started,
-            message=message, **base,
+            status=status,
+            exit_code=None,
+            stdout="",
+            stderr="",
+            truncated=False,
+            stdout_bytes=0,
+            stderr_bytes=0,
+            duration_s=time.monotonic() - started,
+            message=message,
+            **base,
         )
 
     async def close(self) -> None:

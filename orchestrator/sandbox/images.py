@@ -126,14 +126,20 @@ class ImageBuilder:
         existing = self._existing(tag)
         if existing:
             return BuiltImage(
-                name=BASE_IMAGE, tag=tag, image_id=existing, built=False,
+                name=BASE_IMAGE,
+                tag=tag,
+                image_id=existing,
+                built=False,
                 seconds=time.monotonic() - started,
             )
         image_id = self._base_from_registry(tag) if self._base_image else None
         if image_id is None:
             image_id = self._base_from_debian(tag)
         return BuiltImage(
-            name=BASE_IMAGE, tag=tag, image_id=image_id, built=True,
+            name=BASE_IMAGE,
+            tag=tag,
+            image_id=image_id,
+            built=True,
             seconds=time.monotonic() - started,
         )
 
@@ -155,7 +161,9 @@ class ImageBuilder:
         if shutil.which("debootstrap") is None:
             raise InfrastructureError(
                 "debootstrap is not installed (deploy/setup.sh installs it)",
-                code=ErrorCode.IMAGE_BUILD_FAILED, op="images.build_base", retryable=False,
+                code=ErrorCode.IMAGE_BUILD_FAILED,
+                op="images.build_base",
+                retryable=False,
             )
         self._progress(f"building {tag} from Debian packages (debootstrap, about a minute)")
         with tempfile.TemporaryDirectory(prefix="stockade-base-") as work:
@@ -167,7 +175,9 @@ class ImageBuilder:
             if completed.returncode != 0:
                 raise InfrastructureError(
                     f"{script} failed (exit {completed.returncode}): {completed.stderr.strip()}",
-                    code=ErrorCode.IMAGE_BUILD_FAILED, op="images.build_base", retryable=True,
+                    code=ErrorCode.IMAGE_BUILD_FAILED,
+                    op="images.build_base",
+                    retryable=True,
                 )
             self._progress(f"importing root filesystem ({rootfs.stat().st_size // 2**20} MiB)")
             repository, _, version = tag.partition(":")
@@ -181,7 +191,9 @@ class ImageBuilder:
         if image_id is None:
             raise InfrastructureError(
                 f"docker import did not produce {tag}",
-                code=ErrorCode.IMAGE_BUILD_FAILED, op="images.build_base", retryable=True,
+                code=ErrorCode.IMAGE_BUILD_FAILED,
+                op="images.build_base",
+                retryable=True,
             )
         return image_id
 
@@ -192,7 +204,10 @@ class ImageBuilder:
         existing = self._existing(tag)
         if existing:
             return BuiltImage(
-                name=DEFAULT_IMAGE, tag=tag, image_id=existing, built=False,
+                name=DEFAULT_IMAGE,
+                tag=tag,
+                image_id=existing,
+                built=False,
                 seconds=time.monotonic() - started,
             )
         self._progress(f"building {tag}")
@@ -212,10 +227,15 @@ class ImageBuilder:
             except docker.errors.BuildError as exc:
                 raise InfrastructureError(
                     f"building {tag} failed: {exc.msg}",
-                    code=ErrorCode.IMAGE_BUILD_FAILED, op="images.build_sandbox", retryable=False,
+                    code=ErrorCode.IMAGE_BUILD_FAILED,
+                    op="images.build_sandbox",
+                    retryable=False,
                 ) from exc
         return BuiltImage(
-            name=DEFAULT_IMAGE, tag=tag, image_id=str(image.id), built=True,
+            name=DEFAULT_IMAGE,
+            tag=tag,
+            image_id=str(image.id),
+            built=True,
             seconds=time.monotonic() - started,
         )
 
@@ -232,6 +252,8 @@ class ImageBuilder:
         if base_id is None:
             raise InfrastructureError(
                 f"image {DEFAULT_IMAGE} is not built; run `stockade images build`",
-                code=ErrorCode.IMAGE_MISSING, op="images.resolve", retryable=False,
+                code=ErrorCode.IMAGE_MISSING,
+                op="images.resolve",
+                retryable=False,
             )
         return self.sandbox_tag(base_id)

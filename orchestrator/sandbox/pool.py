@@ -55,7 +55,8 @@ class WarmPool(Generic[T]):
         self._max_idle_s = max_idle_s
         self._clock = clock
         self._ready: deque[_Ready[T]] = deque()
-        self._starting: set[asyncio.Task[None]] = set()
+        self._starting = 0
+        self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._arrived = asyncio.Event()
         self._refiller: asyncio.Task[None] | None = None
@@ -70,7 +71,7 @@ class WarmPool(Generic[T]):
     @property
     def starting(self) -> int:
         """Sandboxes being started."""
-        return len(self._starting)
+        return self._starting
 
     def start(self) -> None:
         """Begin filling the pool in the background."""
@@ -81,10 +82,13 @@ class WarmPool(Generic[T]):
         """A sandbox for one call and whether it came warm from the pool."""
         if self._closed:
             raise InfrastructureError(
-                f"pool {self._name} is closed", code=ErrorCode.CLOSED, op="pool.acquire",
+                f"pool {self._name} is closed",
+                code=ErrorCode.CLOSED,
+                op="pool.acquire",
                 retryable=False,
             )
         self._wake.set()
+        self._expire_idle()
         if self._ready:
             return self._ready.popleft().item, True
         return await self._launch(), False
@@ -100,31 +104,33 @@ class WarmPool(Generic[T]):
 
     async def _refill(self) -> None:
         while not self._closed:
-            await self._expire_idle()
-            missing = self._size - len(self._ready) - len(self._starting)
-            room = self._max_starting - len(self._starting)
+            if self._failures:
+                # The engine just refused a start: give it time before the next.
+                await asyncio.sleep(min(30.0, 0.25 * 2 ** min(self._failures, 7)))
+            self._expire_idle()
+            missing = self._size - len(self._ready) - self._starting
+            room = self._max_starting - self._starting
             for _ in range(max(0, min(missing, room))):
-                task = asyncio.create_task(self._start_one())
-                self._starting.add(task)
-                task.add_done_callback(self._starting.discard)
+                # Counted here, uncounted by the start itself before it wakes
+                # this loop: the count is never stale when the loop looks.
+                self._starting += 1
+                self._track(self._start_one())
             self._wake.clear()
             # Wake up on demand, when a start finishes, or to expire idle ones.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._backoff()):
+                async with asyncio.timeout(max(1.0, self._max_idle_s / 4)):
                     await self._wake.wait()
-
-    def _backoff(self) -> float:
-        if self._failures:
-            return min(30.0, 0.5 * 2 ** min(self._failures, 6))
-        return max(1.0, self._max_idle_s / 4)
 
     async def _start_one(self) -> None:
         try:
             item = await self._launch()
-        except Exception as exc:  # noqa: BLE001 - any start failure means: back off, retry
+        except Exception as exc:
             self._failures += 1
             _log.warning("pool %s: starting a sandbox failed: %s", self._name, exc)
+            self._wake.set()
             return
+        finally:
+            self._starting -= 1
         self._failures = 0
         if self._closed:
             await self._destroy(item)
@@ -133,10 +139,17 @@ class WarmPool(Generic[T]):
         self._arrived.set()
         self._wake.set()
 
-    async def _expire_idle(self) -> None:
+    def _expire_idle(self) -> None:
+        # A sandbox idle too long is close to the deadline on its labels:
+        # it is destroyed, never handed out.
         now = self._clock()
         while self._ready and now - self._ready[0].since > self._max_idle_s:
-            await self._destroy(self._ready.popleft().item)
+            self._track(self._destroy(self._ready.popleft().item))
+
+    def _track(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
         """Stop refilling and destroy every sandbox the pool still holds."""
@@ -145,8 +158,8 @@ class WarmPool(Generic[T]):
             self._refiller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refiller
-        if self._starting:
-            await asyncio.gather(*self._starting, return_exceptions=True)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         ready = [entry.item for entry in self._ready]
         self._ready.clear()
         await asyncio.gather(*(self._destroy(item) for item in ready), return_exceptions=True)

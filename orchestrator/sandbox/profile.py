@@ -87,7 +87,9 @@ class SandboxProfile(BaseModel):
             "output": self.output_limit_bytes > default.output_limit_bytes,
             "root_user": self.user.split(":")[0] == "0",
         }
-        unnamed = sorted(key for key, is_looser in looser.items() if is_looser and key not in self.loosen)
+        unnamed = sorted(
+            key for key, is_looser in looser.items() if is_looser and key not in self.loosen
+        )
         if unnamed:
             raise ValueError(
                 f"profile {self.name!r} is looser than the hardened defaults in {unnamed}; "

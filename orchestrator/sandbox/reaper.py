@@ -14,7 +14,13 @@ from dataclasses import dataclass
 import docker
 import docker.errors
 
-from orchestrator.sandbox.labels import DEADLINE_LABEL, OWNER_LABEL, PLATFORM_LABEL, PLATFORM_VALUE, Owner
+from orchestrator.sandbox.labels import (
+    DEADLINE_LABEL,
+    OWNER_LABEL,
+    PLATFORM_LABEL,
+    PLATFORM_VALUE,
+    Owner,
+)
 
 __all__ = ["ReapedContainer", "reap"]
 
@@ -51,7 +57,9 @@ def reap(client: docker.DockerClient, *, everything: bool = False) -> list[Reape
     """
     now = time.time()
     reaped: list[ReapedContainer] = []
-    containers = client.api.containers(all=True, filters={"label": f"{PLATFORM_LABEL}={PLATFORM_VALUE}"})
+    containers = client.api.containers(
+        all=True, filters={"label": f"{PLATFORM_LABEL}={PLATFORM_VALUE}"}
+    )
     for info in containers:
         reason = _reason(info.get("Labels") or {}, now, everything=everything)
         if reason is None:

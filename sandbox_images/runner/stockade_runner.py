@@ -16,6 +16,7 @@ file only does the work and reports honestly when not tampered with.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import json
@@ -136,80 +137,94 @@ class _Capture:
 
 
 def _kill_group(pgid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+
+
+def _spawn(request: dict[str, Any]) -> subprocess.Popen[bytes]:
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
+    env.update(request.get("env") or {})
+    process = subprocess.Popen(
+        request["argv"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=request.get("cwd") or "/workspace",
+        env=env,
+        # Its own session: the whole tree is killed with one killpg.
+        start_new_session=True,
+    )
+    for pipe in (process.stdout, process.stderr):
+        with contextlib.suppress(OSError):  # a smaller pipe only costs speed
+            fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, _CHUNK)  # type: ignore[union-attr]
+    return process
+
+
+class _Pump:
+    """Feeds stdin and drains stdout/stderr until the program is done or out of time."""
+
+    def __init__(self, process: subprocess.Popen[bytes], stdin_data: bytes, limit: int) -> None:
+        assert process.stdin and process.stdout and process.stderr
+        self.process = process
+        self.captures = {"stdout": _Capture(limit), "stderr": _Capture(limit)}
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(process.stdout, selectors.EVENT_READ, "stdout")
+        self.selector.register(process.stderr, selectors.EVENT_READ, "stderr")
+        self.pending = memoryview(stdin_data)
+        if self.pending:
+            os.set_blocking(process.stdin.fileno(), False)
+            self.selector.register(process.stdin, selectors.EVENT_WRITE, "stdin")
+        else:
+            process.stdin.close()
+
+    def run(self, deadline: float) -> bool:
+        """Pump until the streams close (or go quiet after exit); True if the deadline hit."""
+        exited_at: float | None = None
+        while self.selector.get_map():
+            now = time.monotonic()
+            if now >= deadline:
+                return True
+            if exited_at is None and self.process.poll() is not None:
+                exited_at = now
+            wait = deadline - now
+            if exited_at is not None:
+                if now - exited_at >= _EXIT_GRACE_S:
+                    break
+                wait = min(wait, _EXIT_GRACE_S)
+            for key, _ in self.selector.select(timeout=min(wait, 0.1)):
+                self._step(key)
+        return False
+
+    def _step(self, key: selectors.SelectorKey) -> None:
+        if key.data == "stdin":
+            try:
+                sent = os.write(key.fd, self.pending[:_CHUNK])
+            except BlockingIOError:
+                sent = 0
+            except BrokenPipeError:
+                sent = len(self.pending)  # the program stopped reading: drop the rest
+            self.pending = self.pending[sent:]
+            if not self.pending:
+                self.selector.unregister(key.fileobj)
+                key.fileobj.close()  # type: ignore[union-attr]
+            return
+        chunk = os.read(key.fd, _CHUNK)
+        if chunk:
+            self.captures[key.data].feed(chunk)
+        else:
+            self.selector.unregister(key.fileobj)
 
 
 def _run(request: dict[str, Any], stdin_data: bytes) -> dict[str, Any]:
-    limit = int(request["output_limit"])
     deadline = time.monotonic() + float(request["timeout_s"])
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
-    env.update(request.get("env") or {})
     started = time.monotonic()
     oom_before = _oom_kills()
     try:
-        process = subprocess.Popen(
-            request["argv"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=request.get("cwd") or "/workspace",
-            env=env,
-            start_new_session=True,
-        )
+        process = _spawn(request)
     except OSError as exc:
         return {"spawn_error": f"{type(exc).__name__}: {exc}", "duration_s": 0.0}
-
-    for pipe in (process.stdout, process.stderr):
-        try:
-            fcntl.fcntl(pipe.fileno(), _F_SETPIPE_SZ, _CHUNK)
-        except OSError:
-            pass  # a smaller pipe only costs speed
-    captures = {"stdout": _Capture(limit), "stderr": _Capture(limit)}
-    selector = selectors.DefaultSelector()
-    assert process.stdout is not None and process.stderr is not None
-    assert process.stdin is not None
-    selector.register(process.stdout, selectors.EVENT_READ, "stdout")
-    selector.register(process.stderr, selectors.EVENT_READ, "stderr")
-    pending_stdin = memoryview(stdin_data)
-    if pending_stdin:
-        os.set_blocking(process.stdin.fileno(), False)
-        selector.register(process.stdin, selectors.EVENT_WRITE, "stdin")
-    else:
-        process.stdin.close()
-
-    timed_out = False
-    exited_at: float | None = None
-    while selector.get_map():
-        now = time.monotonic()
-        if now >= deadline:
-            timed_out = True
-            break
-        if exited_at is None and process.poll() is not None:
-            exited_at = now
-        if exited_at is not None and now - exited_at >= _EXIT_GRACE_S:
-            break
-        wait = deadline - now
-        if exited_at is not None:
-            wait = min(wait, _EXIT_GRACE_S)
-        for key, _ in selector.select(timeout=min(wait, 0.1)):
-            if key.data == "stdin":
-                try:
-                    sent = os.write(key.fd, pending_stdin[:_CHUNK])
-                except (BrokenPipeError, BlockingIOError) as exc:
-                    sent = len(pending_stdin) if isinstance(exc, BrokenPipeError) else 0
-                pending_stdin = pending_stdin[sent:]
-                if not pending_stdin:
-                    selector.unregister(key.fileobj)
-                    process.stdin.close()
-                continue
-            chunk = os.read(key.fd, _CHUNK)
-            if chunk:
-                captures[key.data].feed(chunk)
-            else:
-                selector.unregister(key.fileobj)
+    pump = _Pump(process, stdin_data, int(request["output_limit"]))
+    timed_out = pump.run(deadline)
     if not timed_out:
         # Output closed does not mean exited: give the program the rest of
         # its deadline to finish before the group is killed.
@@ -220,17 +235,17 @@ def _run(request: dict[str, Any], stdin_data: bytes) -> dict[str, Any]:
     # Whatever is left of the process group (background children) goes now.
     _kill_group(process.pid)
     exit_code = process.wait()
-    duration = time.monotonic() - started
+    stdout, stderr = pump.captures["stdout"], pump.captures["stderr"]
     return {
         "exit_code": exit_code if exit_code >= 0 else None,
         "signal": -exit_code if exit_code < 0 else None,
         "timed_out": timed_out,
         "oom_kills": _oom_kills() - oom_before,
-        "duration_s": duration,
-        "stdout_total": captures["stdout"].total,
-        "stderr_total": captures["stderr"].total,
-        "_stdout": bytes(captures["stdout"].kept),
-        "_stderr": bytes(captures["stderr"].kept),
+        "duration_s": time.monotonic() - started,
+        "stdout_total": stdout.total,
+        "stderr_total": stderr.total,
+        "_stdout": bytes(stdout.kept),
+        "_stderr": bytes(stderr.kept),
     }
 
 

@@ -73,7 +73,9 @@ async def test_fork_bomb(backend: DockerBackend, profile: SandboxProfile) -> Non
     assert host_process_count() < before + 50, "fork bomb processes survived on the host"
 
 
-async def test_fork_bomb_hits_the_pids_limit(backend: DockerBackend, profile: SandboxProfile) -> None:
+async def test_fork_bomb_hits_the_pids_limit(
+    backend: DockerBackend, profile: SandboxProfile
+) -> None:
     result = await py(
         backend,
         profile,
@@ -120,7 +122,9 @@ async def test_cpu_spin_past_deadline(backend: DockerBackend, profile: SandboxPr
 
 
 async def test_process_ignoring_sigterm(backend: DockerBackend, profile: SandboxProfile) -> None:
-    result = await run(backend, profile, "trap '' TERM INT HUP; while :; do sleep 1; done", timeout_s=1)
+    result = await run(
+        backend, profile, "trap '' TERM INT HUP; while :; do sleep 1; done", timeout_s=1
+    )
     assert result.status is ExecStatus.TIMEOUT
     assert result.duration_s < 4
     await assert_next_call_unaffected(backend, profile)
@@ -135,7 +139,9 @@ async def test_fill_tmpfs(backend: DockerBackend, profile: SandboxProfile) -> No
 
 async def test_fill_root_filesystem(backend: DockerBackend, profile: SandboxProfile) -> None:
     result = await run(
-        backend, profile, "for d in / /var/tmp /home /opt; do dd if=/dev/zero of=$d/fill bs=1M count=10 || echo refused; done"
+        backend,
+        profile,
+        "for d in / /var/tmp /home /opt; do dd if=/dev/zero of=$d/fill bs=1M count=10 || echo refused; done",
     )
     assert result.stdout.count("refused") == 4
     await assert_next_call_unaffected(backend, profile)
@@ -228,7 +234,8 @@ async def test_orchestrator_environment_is_invisible(
     secret = "stockade-planted-secret-4711"
     monkeypatch.setenv("STOCKADE_PLANTED_SECRET", secret)
     result = await run(
-        backend, profile,
+        backend,
+        profile,
         "env; cat /proc/1/environ /proc/self/environ 2>/dev/null; "
         "grep -rs stockade-planted /proc/*/environ /etc /opt /tmp 2>/dev/null; true",
     )
@@ -239,7 +246,8 @@ async def test_orchestrator_environment_is_invisible(
 
 async def test_no_docker_socket(backend: DockerBackend, profile: SandboxProfile) -> None:
     result = await run(
-        backend, profile,
+        backend,
+        profile,
         "for s in /var/run/docker.sock /run/docker.sock; do [ -e $s ] && echo present || echo absent; done;"
         " find / -xdev -type s 2>/dev/null | wc -l",
     )
@@ -250,7 +258,8 @@ async def test_no_docker_socket(backend: DockerBackend, profile: SandboxProfile)
 async def test_proc_sysrq_and_sys_writes(backend: DockerBackend, profile: SandboxProfile) -> None:
     # 'h' only prints help to the kernel log: harmless even if it got through.
     result = await run(
-        backend, profile,
+        backend,
+        profile,
         "echo h > /proc/sysrq-trigger || echo sysrq-refused; "
         "cat /proc/sys/vm/overcommit_memory > /tmp/v; "
         "cat /tmp/v > /proc/sys/vm/overcommit_memory || echo sys-refused; "
@@ -305,7 +314,8 @@ async def test_workspace_links_and_special_files_do_not_come_back(
 ) -> None:
     workspace = WorkspaceManager(tmp_path / "ws").open("links")
     result = await run(
-        backend, profile,
+        backend,
+        profile,
         "echo data > real.txt; ln -s /etc/passwd passwd-link; ln -s .. up; "
         "ln real.txt hard.txt; mkfifo pipe; mkdir -p sub && ln -s ../../.. sub/escape",
         workspace=workspace,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecStatus
 from orchestrator.sandbox.profile import SandboxProfile
-from collections.abc import Callable
 
 pytestmark = pytest.mark.docker
 
@@ -100,10 +101,16 @@ async def test_runs_as_non_root_without_capabilities(
         assert line.split()[1] == "0000000000000000", line
 
 
-async def test_root_filesystem_is_read_only(backend: DockerBackend, profile: SandboxProfile) -> None:
+async def test_root_filesystem_is_read_only(
+    backend: DockerBackend, profile: SandboxProfile
+) -> None:
     result = await backend.execute(
-        req("sh", "-c", "for p in /etc/x /usr/x /x /opt/stockade/x; do touch $p || echo denied; done;"
-            " awk '$2 == \"/\" {print $4}' /proc/mounts"),
+        req(
+            "sh",
+            "-c",
+            "for p in /etc/x /usr/x /x /opt/stockade/x; do touch $p || echo denied; done;"
+            " awk '$2 == \"/\" {print $4}' /proc/mounts",
+        ),
         profile,
     )
     lines = result.stdout.splitlines()

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, format, strict types, then pytest against the
+# real Docker engine (runc and gVisor). deploy/setup.sh runs this after setup;
+# extra arguments go to pytest.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${STOCKADE_VENV:-$ROOT/.venv}"
+cd "$ROOT"
+
+# Tests write nothing into the checkout: caches go to a temporary directory.
+cache="$(mktemp -d)"
+trap 'rm -rf "$cache"' EXIT
+
+echo "== ruff" >&2
+export RUFF_CACHE_DIR="$cache/ruff" MYPY_CACHE_DIR="$cache/mypy"
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
+echo "== mypy --strict" >&2
+"$VENV/bin/mypy"
+echo "== pytest" >&2
+"$VENV/bin/pytest" -o cache_dir="$cache" "$@"

@@ -1,0 +1,112 @@
+"""Warm pool logic, with plain fakes for the sandboxes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.sandbox.pool import WarmPool
+
+
+class FakeSandboxes:
+    def __init__(self) -> None:
+        self.ids = itertools.count()
+        self.live: set[int] = set()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.fail = 0
+
+    async def launch(self) -> int:
+        await self.gate.wait()
+        if self.fail:
+            self.fail -= 1
+            raise InfrastructureError(
+                "engine hiccup", code=ErrorCode.ENGINE_ERROR, op="t", retryable=True
+            )
+        item = next(self.ids)
+        self.live.add(item)
+        return item
+
+    async def destroy(self, item: int) -> None:
+        self.live.discard(item)
+
+
+async def test_acquire_takes_ready_ones_and_refills() -> None:
+    fake = FakeSandboxes()
+    pool = WarmPool(name="t", launch=fake.launch, destroy=fake.destroy, size=2)
+    pool.start()
+    await pool.wait_ready(timeout_s=5)
+    first, warm = await pool.acquire()
+    assert warm
+    await pool.wait_ready(timeout_s=5)
+    second, warm = await pool.acquire()
+    assert warm and second != first, "never the same sandbox twice"
+    await pool.close()
+    assert fake.live == {first, second}, "the pool destroyed what it held, not what it gave out"
+
+
+async def test_empty_pool_falls_back_to_a_fresh_sandbox() -> None:
+    fake = FakeSandboxes()
+    pool = WarmPool(name="t", launch=fake.launch, destroy=fake.destroy, size=0)
+    pool.start()
+    item, warm = await pool.acquire()
+    assert not warm
+    assert item in fake.live
+    await pool.close()
+
+
+async def test_acquire_does_not_wait_for_starts_when_one_is_ready() -> None:
+    fake = FakeSandboxes()
+    pool = WarmPool(name="t", launch=fake.launch, destroy=fake.destroy, size=1)
+    pool.start()
+    await pool.wait_ready(timeout_s=5)
+    fake.gate.clear()  # every further start now hangs
+    async with asyncio.timeout(1):
+        _, warm = await pool.acquire()
+    assert warm
+    fake.gate.set()
+    await pool.close()
+
+
+async def test_failed_starts_back_off_and_recover() -> None:
+    fake = FakeSandboxes()
+    fake.fail = 2
+    pool = WarmPool(name="t", launch=fake.launch, destroy=fake.destroy, size=1)
+    pool.start()
+    await pool.wait_ready(timeout_s=10)
+    assert pool.ready == 1
+    await pool.close()
+    assert fake.live == set()
+
+
+async def test_idle_sandboxes_are_recycled() -> None:
+    now = [0.0]
+    fake = FakeSandboxes()
+    pool = WarmPool(
+        name="t",
+        launch=fake.launch,
+        destroy=fake.destroy,
+        size=1,
+        max_idle_s=10,
+        clock=lambda: now[0],
+    )
+    pool.start()
+    await pool.wait_ready(timeout_s=5)
+    (old,) = fake.live
+    now[0] = 11.0
+    item, _ = await pool.acquire()
+    assert item != old, "an expired sandbox is never handed out"
+    await pool.close()
+    assert old not in fake.live, "the expired sandbox was destroyed"
+
+
+async def test_closed_pool_refuses() -> None:
+    fake = FakeSandboxes()
+    pool = WarmPool(name="t", launch=fake.launch, destroy=fake.destroy, size=1)
+    pool.start()
+    await pool.close()
+    with pytest.raises(InfrastructureError, match="closed"):
+        await pool.acquire()

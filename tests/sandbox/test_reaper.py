@@ -1,0 +1,185 @@
+"""No leaks: dead owners and passed deadlines are reaped; Ctrl-C removes the pool."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from orchestrator.sandbox.docker_backend import DockerBackend
+from orchestrator.sandbox.images import ImageBuilder
+from orchestrator.sandbox.labels import (
+    DEADLINE_LABEL,
+    OWNER_LABEL,
+    PLATFORM_LABEL,
+    PLATFORM_VALUE,
+    Owner,
+    current_owner,
+)
+from orchestrator.sandbox.reaper import reap
+
+pytestmark = pytest.mark.docker
+
+
+def containers_of(client: docker.DockerClient, pid: int) -> list[str]:
+    found = client.api.containers(all=True, filters={"label": f"{PLATFORM_LABEL}={PLATFORM_VALUE}"})
+    owned = []
+    for info in found:
+        owner = Owner.parse(info["Labels"].get(OWNER_LABEL, ""))
+        if owner is not None and owner.pid == pid:
+            owned.append(info["Id"])
+    return owned
+
+
+def wait_for(condition: Callable[[], bool], *, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def profile_file(tmp_path: Path) -> Path:
+    path = tmp_path / "profile.yaml"
+    path.write_text("name: reaper-test\npool_size: 2\ntimeout_s: 25\n")
+    return path
+
+
+@pytest.fixture
+def orchestrator_process(
+    profile_file: Path, tmp_path: Path, docker_client: docker.DockerClient, images: ImageBuilder
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A separate orchestrator running a long call, its pool warm beside it."""
+    env = {**os.environ, "STOCKADE_HOME": str(tmp_path / "home")}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "sandbox",
+            "run",
+            "--profile",
+            str(profile_file),
+            "--",
+            "sleep",
+            "20",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    yield process
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    process.stderr.close()
+    for container_id in containers_of(docker_client, process.pid):
+        docker_client.api.remove_container(container_id, force=True)
+
+
+def running_call_and_pool(client: docker.DockerClient, pid: int) -> bool:
+    # one container for the call plus the two of the pool
+    return len(containers_of(client, pid)) >= 3
+
+
+def test_sigkilled_orchestrator_is_reaped_at_next_start(
+    orchestrator_process: subprocess.Popen[bytes],
+    docker_client: docker.DockerClient,
+    images: ImageBuilder,
+    no_leaks: None,
+) -> None:
+    pid = orchestrator_process.pid
+    wait_for(lambda: running_call_and_pool(docker_client, pid), timeout_s=60, what="call and pool")
+    orchestrator_process.send_signal(signal.SIGKILL)
+    orchestrator_process.wait()
+    leftovers = containers_of(docker_client, pid)
+    assert len(leftovers) >= 3, "a SIGKILL leaves containers behind until the next start"
+
+    async def start_and_close() -> None:
+        async with DockerBackend(docker_client, images=images):
+            pass
+
+    import asyncio
+
+    asyncio.run(start_and_close())
+    assert containers_of(docker_client, pid) == []
+
+
+def test_ctrl_c_removes_the_pool_and_the_call(
+    orchestrator_process: subprocess.Popen[bytes], docker_client: docker.DockerClient
+) -> None:
+    pid = orchestrator_process.pid
+    wait_for(lambda: running_call_and_pool(docker_client, pid), timeout_s=60, what="call and pool")
+    orchestrator_process.send_signal(signal.SIGINT)
+    assert orchestrator_process.wait(timeout=30) == 130
+    assert containers_of(docker_client, pid) == []
+
+
+def test_sigterm_removes_the_pool_and_the_call(
+    orchestrator_process: subprocess.Popen[bytes], docker_client: docker.DockerClient
+) -> None:
+    pid = orchestrator_process.pid
+    wait_for(lambda: running_call_and_pool(docker_client, pid), timeout_s=60, what="call and pool")
+    orchestrator_process.send_signal(signal.SIGTERM)
+    assert orchestrator_process.wait(timeout=30) == 130
+    assert containers_of(docker_client, pid) == []
+
+
+def _labelled_container(
+    client: docker.DockerClient, images: ImageBuilder, *, owner: str, deadline: float
+) -> str:
+    created = client.api.create_container(
+        images.resolve("stockade-sandbox"),
+        command=["sleep", "60"],
+        network_disabled=True,
+        labels={
+            PLATFORM_LABEL: PLATFORM_VALUE,
+            OWNER_LABEL: owner,
+            DEADLINE_LABEL: f"{deadline:.0f}",
+        },
+        host_config=client.api.create_host_config(network_mode="none"),
+    )
+    return str(created["Id"])
+
+
+def test_reap_by_deadline_and_dead_owner_spares_live_ones(
+    docker_client: docker.DockerClient, images: ImageBuilder, no_leaks: None
+) -> None:
+    me = current_owner()
+    dead = Owner(boot_id=me.boot_id, pid=me.pid, start_ticks="1").label()  # pid reused: not us
+    expired = _labelled_container(docker_client, images, owner=me.label(), deadline=time.time() - 5)
+    orphan = _labelled_container(docker_client, images, owner=dead, deadline=time.time() + 3600)
+    alive = _labelled_container(
+        docker_client, images, owner=me.label(), deadline=time.time() + 3600
+    )
+    reaped = {entry.id: entry.reason for entry in reap(docker_client)}
+    assert reaped.get(expired) == "deadline passed"
+    assert reaped.get(orphan, "").startswith("owner process")
+    assert alive not in reaped
+    everything = {entry.id for entry in reap(docker_client, everything=True)}
+    assert alive in everything
+
+
+def test_cleanup_command(
+    docker_client: docker.DockerClient, images: ImageBuilder, no_leaks: None
+) -> None:
+    me = current_owner()
+    expired = _labelled_container(docker_client, images, owner=me.label(), deadline=time.time() - 5)
+    completed = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "cleanup"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert f"removed {expired[:12]}: deadline passed" in completed.stdout
+    assert docker_client.api.containers(all=True, filters={"id": expired}) == []
