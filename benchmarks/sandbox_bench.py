@@ -107,6 +107,7 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="per throughput point")
     parser.add_argument("--warm-calls", type=int, default=300)
     parser.add_argument("--cold-calls", type=int, default=20)
+    parser.add_argument("--max-starting", type=int, default=2, help="pool refill concurrency")
     parser.add_argument("--images", action="store_true", help="also time an images build from scratch")
     args = parser.parse_args()
 
@@ -126,7 +127,7 @@ async def main() -> None:
     raw_lat = [raw_loop_once(client, profile, image) for _ in range(args.cold_calls)]
 
     results: dict[str, object] = {}
-    async with DockerBackend(client, images=images, profiles=[profile], max_starting=4) as backend:
+    async with DockerBackend(client, images=images, profiles=[profile], max_starting=args.max_starting) as backend:
         await backend.wait_warm(profile)
         log(f"(c) warm pool x{args.warm_calls}")
         warm_lat = []

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import requests.exceptions
+from docker.models.containers import RUN_CREATE_KWARGS, RUN_HOST_CONFIG_KWARGS
 
 from orchestrator.errors import ErrorCode, InfrastructureError
 from orchestrator.sandbox._wire import AttachedStream
@@ -157,10 +158,9 @@ class ContainerFactory:
     async def launch(self, profile: SandboxProfile, image: str, image_id: str) -> SandboxContainer:
         """Create, attach, start and wait for the runner's ready frame."""
         api = self._client.api
-        created = await self._blocking(
-            "container.create", self._client.containers.create, **container_options(profile, image)
+        container_id: str = await self._blocking(
+            "container.create", self._create, container_options(profile, image)
         )
-        container_id: str = created.id
         try:
             # Attach before start so not a byte of the runner's output is missed.
             raw = await self._blocking(
@@ -194,6 +194,15 @@ class ContainerFactory:
             stream=stream,
             started_at=time.monotonic(),
         )
+
+    def _create(self, options: dict[str, Any]) -> str:
+        # The low-level call: the high-level one inspects the new container
+        # afterwards, an engine round trip a single-use container never needs.
+        api = self._client.api
+        create = {key: value for key, value in options.items() if key in RUN_CREATE_KWARGS}
+        host = {key: value for key, value in options.items() if key in RUN_HOST_CONFIG_KWARGS}
+        created = api.create_container(**create, host_config=api.create_host_config(**host))
+        return str(created["Id"])
 
     async def destroy(self, container: SandboxContainer) -> None:
         """Kill and remove a container; its processes die with it."""

@@ -57,6 +57,7 @@ class WarmPool(Generic[T]):
         self._ready: deque[_Ready[T]] = deque()
         self._starting = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._waiters: deque[asyncio.Future[T]] = deque()
         self._wake = asyncio.Event()
         self._arrived = asyncio.Event()
         self._refiller: asyncio.Task[None] | None = None
@@ -91,6 +92,15 @@ class WarmPool(Generic[T]):
         self._expire_idle()
         if self._ready:
             return self._ready.popleft().item, True
+        if len(self._waiters) < self._starting:
+            # A start already under way finishes sooner than a new one would,
+            # and a new one would only slow the engine down for everyone.
+            handoff: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+            self._waiters.append(handoff)
+            try:
+                return await handoff, True
+            except InfrastructureError:
+                pass  # that start failed: start one of our own
         return await self._launch(), False
 
     async def wait_ready(self, count: int | None = None, *, timeout_s: float = 60.0) -> None:
@@ -108,7 +118,7 @@ class WarmPool(Generic[T]):
                 # The engine just refused a start: give it time before the next.
                 await asyncio.sleep(min(30.0, 0.25 * 2 ** min(self._failures, 7)))
             self._expire_idle()
-            missing = self._size - len(self._ready) - self._starting
+            missing = self._size + len(self._waiters) - len(self._ready) - self._starting
             room = self._max_starting - self._starting
             for _ in range(max(0, min(missing, room))):
                 # Counted here, uncounted by the start itself before it wakes
@@ -124,9 +134,10 @@ class WarmPool(Generic[T]):
     async def _start_one(self) -> None:
         try:
             item = await self._launch()
-        except Exception as exc:
+        except Exception as exc:  # any start failure means: back off, retry
             self._failures += 1
             _log.warning("pool %s: starting a sandbox failed: %s", self._name, exc)
+            self._release_waiter(exc)
             self._wake.set()
             return
         finally:
@@ -135,9 +146,28 @@ class WarmPool(Generic[T]):
         if self._closed:
             await self._destroy(item)
             return
+        while self._waiters:
+            handoff = self._waiters.popleft()
+            if not handoff.done():  # a cancelled caller no longer wants it
+                handoff.set_result(item)
+                self._wake.set()
+                return
         self._ready.append(_Ready(item=item, since=self._clock()))
         self._arrived.set()
         self._wake.set()
+
+    def _release_waiter(self, exc: Exception) -> None:
+        while self._waiters:
+            handoff = self._waiters.popleft()
+            if not handoff.done():
+                failure = InfrastructureError(
+                    f"pool start failed: {exc}",
+                    code=ErrorCode.CONTAINER_START_FAILED,
+                    op="pool.start",
+                    retryable=True,
+                )
+                handoff.set_exception(failure)
+                return
 
     def _expire_idle(self) -> None:
         # A sandbox idle too long is close to the deadline on its labels:

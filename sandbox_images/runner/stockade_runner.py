@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import json
 import os
 import selectors
@@ -26,7 +25,6 @@ import signal
 import struct
 import subprocess
 import sys
-import tarfile
 import time
 from typing import Any, BinaryIO
 
@@ -85,6 +83,9 @@ def _oom_kills() -> int:
 def _extract_workspace(data: bytes, root: str) -> None:
     if not data:
         return
+    import io  # noqa: PLC0415 - only calls with a workspace pay for these imports
+    import tarfile  # noqa: PLC0415
+
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
         for member in archive.getmembers():
             # The host only sends what it validated, but stay strict anyway.
@@ -104,6 +105,9 @@ def _extract_workspace(data: bytes, root: str) -> None:
 
 
 def _pack_workspace(root: str, limit: int) -> tuple[bytes, str | None]:
+    import io  # noqa: PLC0415 - only calls with a workspace pay for these imports
+    import tarfile  # noqa: PLC0415
+
     buffer = io.BytesIO()
     try:
         with tarfile.open(fileobj=buffer, mode="w:", format=tarfile.PAX_FORMAT) as archive:

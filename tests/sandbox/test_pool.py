@@ -110,3 +110,35 @@ async def test_closed_pool_refuses() -> None:
     await pool.close()
     with pytest.raises(InfrastructureError, match="closed"):
         await pool.acquire()
+
+
+async def test_empty_pool_hands_over_a_start_already_under_way() -> None:
+    fake = FakeSandboxes()
+    pool = WarmPool(name="t", launch=fake.launch, destroy=fake.destroy, size=1)
+    fake.gate.clear()
+    pool.start()
+    waiting = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)  # let the refiller begin its start and the caller queue up
+    await asyncio.sleep(0)
+    assert pool.starting == 2, "one start for the pool, one for the waiting caller"
+    fake.gate.set()
+    item, warm = await asyncio.wait_for(waiting, 5)
+    assert warm, "the in-flight start was handed over"
+    assert item in fake.live
+    await pool.close()
+
+
+async def test_failed_handover_falls_back_to_a_fresh_start() -> None:
+    fake = FakeSandboxes()
+    fake.fail = 1
+    pool = WarmPool(name="t", launch=fake.launch, destroy=fake.destroy, size=1)
+    fake.gate.clear()
+    pool.start()
+    waiting = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    fake.gate.set()
+    item, warm = await asyncio.wait_for(waiting, 5)
+    assert not warm
+    assert item in fake.live
+    await pool.close()
