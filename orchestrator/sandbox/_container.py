@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 import time
@@ -18,7 +17,7 @@ import requests.exceptions
 from docker.models.containers import RUN_CREATE_KWARGS, RUN_HOST_CONFIG_KWARGS
 
 from orchestrator.errors import ErrorCode, InfrastructureError
-from orchestrator.sandbox._wire import AttachedStream
+from orchestrator.sandbox._wire import READY, AttachedStream
 from orchestrator.sandbox.labels import container_labels
 from orchestrator.sandbox.profile import SandboxProfile
 
@@ -172,9 +171,9 @@ class ContainerFactory:
             stream = await AttachedStream.from_socket(_take_socket(raw))
             await self._blocking("container.start", api.start, container_id)
             async with asyncio.timeout(_RUNNER_READY_TIMEOUT_S):
-                ready = json.loads(await stream.read_frame(4096))
-            if ready != {"ready": True}:
-                raise ValueError(f"unexpected first frame {ready!r}")
+                ready = await stream.read_frame(4096)
+            if ready != READY:
+                raise ValueError(f"unexpected first frame {ready[:100]!r}")
         except BaseException as exc:
             await self.destroy_id(container_id)
             if isinstance(exc, InfrastructureError | asyncio.CancelledError):

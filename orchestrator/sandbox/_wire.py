@@ -14,7 +14,12 @@ import asyncio
 import socket
 import struct
 
-__all__ = ["AttachedStream", "FrameTooLargeError"]
+__all__ = ["PROTOCOL_VERSION", "READY", "AttachedStream", "FrameTooLargeError", "encode_request"]
+
+PROTOCOL_VERSION = "1"
+"""Version of the runner protocol; the runner refuses any other."""
+READY = b"stockade-ready"
+"""The runner's first frame: it is up and waits for its request."""
 
 _DOCKER_HEADER = struct.Struct(">BxxxI")
 _FRAME_LEN = struct.Struct(">I")
@@ -71,3 +76,35 @@ class AttachedStream:
     def close(self) -> None:
         """Drop the connection (the container is destroyed separately)."""
         self._writer.close()
+
+
+def encode_request(
+    *,
+    argv: tuple[str, ...],
+    env: dict[str, str],
+    cwd: str,
+    timeout_s: float,
+    output_limit: int,
+    stdin_limit: int,
+    workspace_limit: int,
+    return_workspace: bool,
+) -> bytes:
+    """The request header: NUL-separated fields (see the runner's docstring).
+
+    The runner parses this without importing ``json`` (start-up time is paid
+    on every call). No field can hold a NUL: :class:`ExecRequest` refuses them.
+    """
+    fields = [
+        PROTOCOL_VERSION,
+        repr(float(timeout_s)),
+        str(output_limit),
+        str(stdin_limit),
+        str(workspace_limit),
+        "1" if return_workspace else "0",
+        cwd,
+        str(len(argv)),
+        *argv,
+        str(len(env)),
+        *(f"{key}={value}" for key, value in env.items()),
+    ]
+    return "\0".join(fields).encode("utf-8", "surrogateescape")

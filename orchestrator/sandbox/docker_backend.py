@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Iterable
@@ -17,7 +16,7 @@ import pydantic
 from orchestrator.errors import ErrorCode, InfrastructureError
 from orchestrator.sandbox._container import POOL_IDLE_S, ContainerFactory, SandboxContainer
 from orchestrator.sandbox._report import RunnerReport, status_of
-from orchestrator.sandbox._wire import FrameTooLargeError
+from orchestrator.sandbox._wire import FrameTooLargeError, encode_request
 from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
 from orchestrator.sandbox.images import ImageBuilder
@@ -161,16 +160,16 @@ class DockerBackend(SandboxBackend):
         workspace = request.workspace
         loop = asyncio.get_running_loop()
         workspace_in = await loop.run_in_executor(None, workspace.pack) if workspace else b""
-        header = {
-            "argv": list(request.argv),
-            "env": {**profile.env, **request.env},
-            "cwd": "/workspace",
-            "timeout_s": timeout,
-            "output_limit": profile.output_limit_bytes,
-            "stdin_limit": len(request.stdin),
-            "workspace_limit": profile.workspace_bytes + _TAR_OVERHEAD,
-            "return_workspace": workspace is not None,
-        }
+        header = encode_request(
+            argv=request.argv,
+            env={**profile.env, **request.env},
+            cwd="/workspace",
+            timeout_s=timeout,
+            output_limit=profile.output_limit_bytes,
+            stdin_limit=len(request.stdin),
+            workspace_limit=profile.workspace_bytes + _TAR_OVERHEAD,
+            return_workspace=workspace is not None,
+        )
         base: dict[str, Any] = {
             "image_digest": container.image_id,
             "profile": profile.name,
@@ -181,7 +180,7 @@ class DockerBackend(SandboxBackend):
         stream = container.stream
         try:
             async with asyncio.timeout(timeout + _REPORT_GRACE_S):
-                await stream.write_frames(json.dumps(header).encode(), request.stdin, workspace_in)
+                await stream.write_frames(header, request.stdin, workspace_in)
                 report_raw = await stream.read_frame(_HEADER_LIMIT)
                 stdout = await stream.read_frame(profile.output_limit_bytes)
                 stderr = await stream.read_frame(profile.output_limit_bytes)

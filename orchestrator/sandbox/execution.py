@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from orchestrator.errors import ConfigError
 from orchestrator.sandbox.workspace import Workspace
 
 __all__ = ["ExecRequest", "ExecResult", "ExecStatus"]
@@ -26,6 +27,18 @@ class ExecRequest:
     """The run's workspace, copied in before and taken back after the call."""
     timeout_s: float | None = None
     """Deadline for this call; may only be shorter than the profile's."""
+
+    def __post_init__(self) -> None:
+        if not self.argv:
+            raise ConfigError("argv must name a program", field="argv")
+        for index, arg in enumerate(self.argv):
+            if "\0" in arg:
+                raise ConfigError(f"argument {index} contains a NUL byte", field="argv")
+        for key, value in self.env.items():
+            if not key or "=" in key or "\0" in key or "\0" in value:
+                raise ConfigError(f"invalid environment entry {key!r}", field="env")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise ConfigError(f"must be positive, got {self.timeout_s}", field="timeout_s")
 
 
 class ExecStatus(StrEnum):
