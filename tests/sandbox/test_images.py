@@ -1,0 +1,46 @@
+"""Images are tagged by a hash of their inputs and rebuilt only when those change."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import docker
+import pytest
+
+from orchestrator.sandbox.images import ImageBuilder
+
+pytestmark = pytest.mark.docker
+
+
+def test_second_build_changes_nothing(
+    docker_client: docker.DockerClient, images: ImageBuilder
+) -> None:
+    began = time.monotonic()
+    base, sandbox = ImageBuilder(docker_client).build_all()
+    assert not base.built and not sandbox.built
+    assert time.monotonic() - began < 10
+    assert sandbox.tag == images.resolve("stockade-sandbox")
+    assert sandbox.tag == images.sandbox_tag(base.image_id), "the tag is the hash of the inputs"
+
+
+def test_changed_input_rebuilds_only_what_depends_on_it(
+    docker_client: docker.DockerClient, images: ImageBuilder, tmp_path: Path
+) -> None:
+    source = images.resolve("stockade-sandbox")
+    copy = tmp_path / "sandbox_images"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "sandbox_images", copy)
+    with (copy / "sandbox" / "Dockerfile").open("a") as dockerfile:
+        dockerfile.write("\n# a change to the inputs\n")
+    changed = ImageBuilder(docker_client, images_dir=copy)
+    base, sandbox = changed.build_all()
+    try:
+        assert not base.built, "the base does not depend on the sandbox Dockerfile"
+        assert sandbox.built
+        assert sandbox.tag != source
+        image = docker_client.images.get(sandbox.tag)
+        assert image.labels["org.stockade.platform"] == "stockade"
+        assert image.attrs["Config"]["User"] == "10001:10001"
+    finally:
+        docker_client.images.remove(sandbox.tag, force=True)
