@@ -47,10 +47,27 @@ def percentiles(samples: list[float]) -> tuple[float, float, float]:
 def docker_run_once(image: str, runtime: str) -> float:
     began = time.perf_counter()
     subprocess.run(
-        ["docker", "run", "--rm", "--network", "none", "--read-only", "--cap-drop", "ALL",
-         "--security-opt", "no-new-privileges", "--user", "10001:10001", "--init",
-         "--runtime", runtime, image, *ARGV],
-        check=True, capture_output=True,
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--user",
+            "10001:10001",
+            "--init",
+            "--runtime",
+            runtime,
+            image,
+            *ARGV,
+        ],
+        check=True,
+        capture_output=True,
     )
     return time.perf_counter() - began
 
@@ -108,7 +125,9 @@ async def main() -> None:
     parser.add_argument("--warm-calls", type=int, default=300)
     parser.add_argument("--cold-calls", type=int, default=20)
     parser.add_argument("--max-starting", type=int, default=2, help="pool refill concurrency")
-    parser.add_argument("--images", action="store_true", help="also time an images build from scratch")
+    parser.add_argument(
+        "--images", action="store_true", help="also time an images build from scratch"
+    )
     args = parser.parse_args()
 
     client = docker.from_env()
@@ -127,7 +146,9 @@ async def main() -> None:
     raw_lat = [raw_loop_once(client, profile, image) for _ in range(args.cold_calls)]
 
     results: dict[str, object] = {}
-    async with DockerBackend(client, images=images, profiles=[profile], max_starting=args.max_starting) as backend:
+    async with DockerBackend(
+        client, images=images, profiles=[profile], max_starting=args.max_starting
+    ) as backend:
         await backend.wait_warm(profile)
         log(f"(c) warm pool x{args.warm_calls}")
         warm_lat = []
@@ -159,15 +180,19 @@ async def main() -> None:
             rates[concurrency] = (raw_rate, pool_rate)
     executor.shutdown()
 
-    run50, run95, run99 = percentiles(run_lat)
-    raw50, raw95, raw99 = percentiles(raw_lat)
-    warm50, warm95, warm99 = percentiles(warm_lat)
+    run50 = percentiles(run_lat)[0]
+    warm50 = percentiles(warm_lat)[0]
     print(f"runtime: {args.runtime}; trivial call: {' '.join(ARGV)}\n")
     print("| path | calls | p50 ms | p95 ms | p99 ms |")
     print("|---|---|---|---|---|")
-    print(f"| (a) docker run --rm | {len(run_lat)} | {run50:.1f} | {run95:.1f} | {run99:.1f} |")
-    print(f"| (b) engine create/start/wait/remove | {len(raw_lat)} | {raw50:.1f} | {raw95:.1f} | {raw99:.1f} |")
-    print(f"| (c) Stockade warm pool | {len(warm_lat)} | {warm50:.1f} | {warm95:.1f} | {warm99:.1f} |")
+    rows = [
+        ("(a) docker run --rm", run_lat),
+        ("(b) engine create/start/wait/remove", raw_lat),
+        ("(c) Stockade warm pool", warm_lat),
+    ]
+    for label, samples in rows:
+        p50, p95, p99 = percentiles(samples)
+        print(f"| {label} | {len(samples)} | {p50:.1f} | {p95:.1f} | {p99:.1f} |")
     print(f"\nwarm pool p50 is {run50 / warm50:.0f}x faster than docker run --rm\n")
     print("| concurrency | (b) engine calls/s | (c) Stockade calls/s | (c)/(b) |")
     print("|---|---|---|---|")

@@ -19,4 +19,4 @@ export RUFF_CACHE_DIR="$cache/ruff" MYPY_CACHE_DIR="$cache/mypy"
 echo "== mypy --strict" >&2
 "$VENV/bin/mypy"
 echo "== pytest" >&2
-"$VENV/bin/pytest" -o cache_dir="$cache" "$@"
+"$VENV/bin/pytest" -o cache_dir="$cache" --basetemp="$cache/pytest" "$@"

@@ -44,3 +44,22 @@ def test_changed_input_rebuilds_only_what_depends_on_it(
         assert image.attrs["Config"]["User"] == "10001:10001"
     finally:
         docker_client.images.remove(sandbox.tag, force=True)
+
+
+def test_registry_base_image_is_used_when_present_locally(
+    docker_client: docker.DockerClient, images: ImageBuilder
+) -> None:
+    # Stands in for a registry image such as python:3.12-slim: it is present
+    # locally, so nothing is pulled (no registry is ever contacted in tests).
+    local = "stockade-test/python:local"
+    docker_client.images.get(images.base_tag()).tag(local)
+    builder = ImageBuilder(docker_client, base_image=local)
+    try:
+        base = builder.build_base()
+        assert base.built
+        assert base.seconds < 10, "no debootstrap when the base image is at hand"
+        assert base.tag != images.base_tag(), "the base source is part of the input hash"
+        assert base.image_id == docker_client.images.get(local).id
+    finally:
+        docker_client.images.remove(local, force=True)
+        docker_client.images.remove(builder.base_tag(), force=True)
