@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -157,9 +158,17 @@ class ContainerFactory:
     async def launch(self, profile: SandboxProfile, image: str, image_id: str) -> SandboxContainer:
         """Create, attach, start and wait for the runner's ready frame."""
         api = self._client.api
-        container_id: str = await self._blocking(
-            "container.create", self._create, container_options(profile, image)
+        create = asyncio.ensure_future(
+            self._blocking("container.create", self._create, container_options(profile, image))
         )
+        try:
+            container_id: str = await asyncio.shield(create)
+        except asyncio.CancelledError:
+            # The engine goes on creating it in its thread: wait for it and
+            # remove it, or it would outlive the cancelled caller.
+            with contextlib.suppress(InfrastructureError):
+                await self.destroy_id(await create)
+            raise
         try:
             # Attach before start so not a byte of the runner's output is missed.
             raw = await self._blocking(
