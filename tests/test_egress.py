@@ -1,0 +1,235 @@
+"""The egress proxy: allowed hosts reachable, everything else refused before connecting.
+
+Traffic goes to 127.0.0.1 only. The connector is guarded: any attempt to
+connect to a non-loopback address fails the test before a packet is sent, and
+the resolver knows only the test's own names (it never asks a real DNS server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import ipaddress
+import socket
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from orchestrator.egress import (
+    EgressEvent,
+    EgressPolicy,
+    EgressProxy,
+    IPAddress,
+    refusal_for_address,
+)
+
+FORWARDER = (
+    Path(__file__).resolve().parents[1] / "sandbox_images" / "runner" / "egress_forwarder.py"
+)
+BIG = 1_000_000
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"x" * BIG if self.path == "/big" else f"hello from {self.path}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def origin() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+TEST_NAMES: dict[str, list[str]] = {
+    "origin.test": ["127.0.0.1"],
+    "rebinds-to-private.test": ["10.0.0.7"],
+    "metadata.test": ["169.254.169.254"],
+    "mixed.test": ["127.0.0.1", "192.168.1.1"],
+}
+
+
+async def fake_resolver(host: str, port: int) -> list[IPAddress]:
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    if host not in TEST_NAMES:
+        pytest.fail(f"the proxy tried to resolve {host!r}; it must refuse it first")
+    return [ipaddress.ip_address(address) for address in TEST_NAMES[host]]
+
+
+async def guarded_connector(
+    address: IPAddress, port: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    if not address.is_loopback:
+        pytest.fail(f"the proxy tried to connect to {address}:{port}")
+    return await asyncio.open_connection(str(address), port)
+
+
+@pytest.fixture(scope="module")
+def forwarder_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("egress_forwarder", FORWARDER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Setup:
+    def __init__(self, port: int, events: list[EgressEvent]) -> None:
+        self.proxy_port = port
+        self.events = events
+
+    def get(self, url: str) -> tuple[int, bytes]:
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{self.proxy_port}"})
+        )
+        try:
+            with opener.open(url, timeout=10) as response:
+                return int(response.status), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def connect(self, target: str, then: bytes = b"") -> bytes:
+        with socket.create_connection(("127.0.0.1", self.proxy_port), timeout=10) as sock:
+            sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode() + then)
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+                if then and b"hello" in b"".join(chunks):
+                    break
+            return b"".join(chunks)
+
+
+@pytest.fixture
+async def egress(tmp_path: Path, origin: int, forwarder_module: ModuleType) -> AsyncIterator[Setup]:
+    policy = EgressPolicy(
+        allow=(
+            f"127.0.0.1:{origin}",
+            f"origin.test:{origin}",
+            "*.test",
+            "10.1.2.3",
+            "*.example.invalid:1",
+        ),
+        allow_networks=(ipaddress.ip_network("127.0.0.0/8"),),
+        max_bytes=100_000,
+    )
+    events: list[EgressEvent] = []
+    proxy = EgressProxy(
+        policy, on_event=events.append, resolver=fake_resolver, connector=guarded_connector
+    )
+    server = await proxy.serve(tmp_path / "egress.sock")
+    listener, port = forwarder_module.start_forwarder(str(tmp_path / "egress.sock"))
+    yield Setup(port, events)
+    listener.close()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_allowed_host_is_reachable(egress: Setup, origin: int) -> None:
+    status, body = await asyncio.to_thread(egress.get, f"http://127.0.0.1:{origin}/x?y=1")
+    assert (status, body) == (200, b"hello from /x?y=1")
+    status, body = await asyncio.to_thread(egress.get, f"http://origin.test:{origin}/named")
+    assert (status, body) == (200, b"hello from /named")
+    assert [event.allowed for event in egress.events] == [True, True]
+    assert egress.events[0].bytes_in > 0 and egress.events[0].address == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1:{other}/", "not in the egress allowlist"),
+        ("http://unlisted.invalid/", "not in the egress allowlist"),
+        ("http://10.1.2.3/", "private address"),
+        ("http://rebinds-to-private.test/", "private address"),
+        ("http://metadata.test/", "link-local"),
+        ("http://mixed.test/", "private address"),
+        ("http://169.254.169.254/latest/meta-data/", "not in the egress allowlist"),
+    ],
+)
+async def test_refused_before_connecting(egress: Setup, origin: int, url: str, reason: str) -> None:
+    status, body = await asyncio.to_thread(egress.get, url.format(other=origin + 1))
+    assert status == 403
+    assert reason in body.decode()
+    (event,) = egress.events
+    assert not event.allowed
+    assert reason in event.reason
+
+
+async def test_connect_tunnel_allowed_and_refused(egress: Setup, origin: int) -> None:
+    tunnel = await asyncio.to_thread(
+        egress.connect, f"127.0.0.1:{origin}", b"GET /tunnel HTTP/1.0\r\n\r\n"
+    )
+    assert tunnel.startswith(b"HTTP/1.1 200 Connection established")
+    assert b"hello from /tunnel" in tunnel
+    refused = await asyncio.to_thread(egress.connect, "blocked.invalid:443")
+    assert refused.startswith(b"HTTP/1.1 403")
+    ip_literal = await asyncio.to_thread(egress.connect, "10.1.2.3:443")
+    assert b"private address" in ip_literal
+
+
+async def test_byte_cap_cuts_the_connection(egress: Setup, origin: int) -> None:
+    def fetch() -> bytes:
+        try:
+            return egress.get(f"http://127.0.0.1:{origin}/big")[1]
+        except Exception as exc:  # a cut connection surfaces as several error types
+            return repr(exc).encode()
+
+    body = await asyncio.to_thread(fetch)
+    assert len(body) < BIG
+    (event,) = egress.events
+    assert "byte cap" in event.reason
+    assert event.bytes_in <= 100_000
+
+
+@pytest.mark.parametrize(
+    ("address", "refused"),
+    [
+        ("8.8.8.8", None),
+        ("127.0.0.1", "loopback"),
+        ("10.0.0.1", "private"),
+        ("172.16.5.4", "private"),
+        ("192.168.0.1", "private"),
+        ("169.254.169.254", "link-local"),
+        ("100.64.0.1", "not a public"),
+        ("::1", "loopback"),
+        ("fe80::1", "link-local"),
+        ("fd00:ec2::254", "private"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("224.0.0.1", "multicast"),
+        ("0.0.0.0", "private"),
+    ],
+)
+def test_address_rules(address: str, refused: str | None) -> None:
+    reason = refusal_for_address(ipaddress.ip_address(address))
+    if refused is None:
+        assert reason is None
+    else:
+        assert reason is not None and refused in reason
+
+
+def test_allowlist_globs_and_ports() -> None:
+    policy = EgressPolicy(allow=("*.github.com", "pypi.org:443", "example.com:8080"))
+    assert policy.allows("api.github.com", 443) and policy.allows("API.GitHub.com.", 80)
+    assert not policy.allows("github.com.evil.net", 443)
+    assert policy.allows("pypi.org", 443) and not policy.allows("pypi.org", 80)
+    assert policy.allows("example.com", 8080) and not policy.allows("example.com", 443)
+    assert not EgressPolicy().allows("anything.com", 443), "no allowlist: nothing"
