@@ -44,6 +44,10 @@ configure_daemon() {
     "runsc": {
       "path": "$runsc_path",
       "runtimeArgs": ["--network=none"]
+    },
+    "runsc-egress": {
+      "path": "$runsc_path",
+      "runtimeArgs": ["--network=none", "--host-uds=open"]
     }
   }
 }
@@ -53,7 +57,10 @@ JSON
         return 0
     fi
     need_root
-    log "registering runsc as a Docker runtime in $DAEMON_JSON"
+    # runsc-egress may connect to host Unix sockets (never create them): only
+    # containers of egress profiles use it, and their one mount is the
+    # egress proxy's socket directory.
+    log "registering runsc and runsc-egress as Docker runtimes in $DAEMON_JSON"
     mkdir -p "$(dirname "$DAEMON_JSON")"
     printf '%s\n' "$want" >"$DAEMON_JSON"
     if docker_answers; then

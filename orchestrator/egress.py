@@ -172,6 +172,18 @@ class EgressProxy:
         self._on_event = on_event
         self._resolver = resolver
         self._connector = connector
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no connection is open (each has reported its event); False on timeout."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def serve(self, path: Path) -> asyncio.Server:
         """Listen on a Unix socket at ``path`` (mode 0666: the sandbox user connects)."""
@@ -182,6 +194,8 @@ class EgressProxy:
     async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         """Serve one client connection: check, connect, relay."""
         event = EgressEvent(host="", port=0, allowed=False)
+        self._active += 1
+        self._idle.clear()
         try:
             upstream = await self._open(client_r, client_w, event)
         except _Refused as refused:
@@ -196,6 +210,9 @@ class EgressProxy:
             event.duration_s = time.monotonic() - event.started
             self._on_event(event)
             client_w.close()
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
 
     async def _open(
         self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter, event: EgressEvent

@@ -94,9 +94,15 @@ def forwarder_module() -> ModuleType:
 
 
 class Setup:
-    def __init__(self, port: int, events: list[EgressEvent]) -> None:
+    def __init__(self, port: int, events: list[EgressEvent], proxy: EgressProxy) -> None:
         self.proxy_port = port
         self.events = events
+        self.proxy = proxy
+
+    async def settled(self) -> list[EgressEvent]:
+        """The events once every connection has been reported (bounded wait)."""
+        assert await self.proxy.wait_idle(5.0), "a proxied connection did not end"
+        return self.events
 
     def get(self, url: str) -> tuple[int, bytes]:
         opener = urllib.request.build_opener(
@@ -138,7 +144,7 @@ async def egress(tmp_path: Path, origin: int, forwarder_module: ModuleType) -> A
     )
     server = await proxy.serve(tmp_path / "egress.sock")
     listener, port = forwarder_module.start_forwarder(str(tmp_path / "egress.sock"))
-    yield Setup(port, events)
+    yield Setup(port, events, proxy)
     listener.close()
     server.close()
     await server.wait_closed()
@@ -149,8 +155,9 @@ async def test_allowed_host_is_reachable(egress: Setup, origin: int) -> None:
     assert (status, body) == (200, b"hello from /x?y=1")
     status, body = await asyncio.to_thread(egress.get, f"http://origin.test:{origin}/named")
     assert (status, body) == (200, b"hello from /named")
-    assert [event.allowed for event in egress.events] == [True, True]
-    assert egress.events[0].bytes_in > 0 and egress.events[0].address == "127.0.0.1"
+    events = await egress.settled()
+    assert [event.allowed for event in events] == [True, True]
+    assert events[0].bytes_in > 0 and events[0].address == "127.0.0.1"
 
 
 @pytest.mark.parametrize(
@@ -169,7 +176,7 @@ async def test_refused_before_connecting(egress: Setup, origin: int, url: str, r
     status, body = await asyncio.to_thread(egress.get, url.format(other=origin + 1))
     assert status == 403
     assert reason in body.decode()
-    (event,) = egress.events
+    (event,) = await egress.settled()
     assert not event.allowed
     assert reason in event.reason
 
@@ -195,7 +202,7 @@ async def test_byte_cap_cuts_the_connection(egress: Setup, origin: int) -> None:
 
     body = await asyncio.to_thread(fetch)
     assert len(body) < BIG
-    (event,) = egress.events
+    (event,) = await egress.settled()
     assert "byte cap" in event.reason
     assert event.bytes_in <= 100_000
 

@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
@@ -18,6 +19,7 @@ import requests.exceptions
 from docker.models.containers import RUN_CREATE_KWARGS, RUN_HOST_CONFIG_KWARGS
 
 from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.sandbox._egress_gate import MOUNT_POINT, EgressGate, EgressGates
 from orchestrator.sandbox._wire import READY, AttachedStream
 from orchestrator.sandbox.labels import container_labels
 from orchestrator.sandbox.profile import SandboxProfile
@@ -27,10 +29,17 @@ __all__ = ["ContainerFactory", "SandboxContainer", "container_options"]
 R = TypeVar("R")
 
 _RUNNER_READY_TIMEOUT_S = 30.0
+_EXIT_WAIT_S = 5
 # A pooled container may idle this long before the pool recycles it; the
 # deadline label adds the call's own timeout and a margin on top.
 POOL_IDLE_S = 600.0
 _LABEL_MARGIN_S = 120.0
+
+
+def _runtime(profile: SandboxProfile, *, egress: bool) -> str:
+    # gVisor refuses host Unix sockets unless told otherwise; only egress
+    # containers run under the runtime entry that may open them.
+    return "runsc-egress" if egress and profile.runtime == "runsc" else profile.runtime
 
 
 def _host_pids_limit(profile: SandboxProfile) -> int:
@@ -44,7 +53,9 @@ def _host_pids_limit(profile: SandboxProfile) -> int:
     return profile.pids * 4 + 256
 
 
-def container_options(profile: SandboxProfile, image: str) -> dict[str, Any]:
+def container_options(
+    profile: SandboxProfile, image: str, egress_dir: Path | None = None
+) -> dict[str, Any]:
     """Keyword arguments for ``containers.create``: the hardened container of a profile."""
     tmpfs_opts = "rw,nosuid,nodev"
     uid, gid = profile.user.split(":")
@@ -89,7 +100,16 @@ def container_options(profile: SandboxProfile, image: str) -> dict[str, Any]:
         ],
         # Under memory pressure, the sandbox dies before anything on the host.
         "oom_score_adj": 1000,
-        "runtime": profile.runtime,
+        "runtime": _runtime(profile, egress=egress_dir is not None),
+        # The egress socket directory is the only mount, read-only, and only
+        # for profiles that allow egress.
+        "mounts": [
+            docker.types.Mount(
+                target=MOUNT_POINT, source=str(egress_dir), type="bind", read_only=True
+            )
+        ]
+        if egress_dir
+        else [],
         "labels": container_labels(
             profile.name, lifetime_s=POOL_IDLE_S + profile.timeout_s + _LABEL_MARGIN_S
         ),
@@ -105,6 +125,7 @@ class SandboxContainer:
     image_id: str
     stream: AttachedStream
     started_at: float
+    gate: EgressGate | None = None
 
 
 def _take_socket(raw: Any) -> socket.socket:
@@ -144,9 +165,15 @@ def _engine_error(op: str, exc: Exception) -> InfrastructureError:
 class ContainerFactory:
     """Starts and destroys sandbox containers; blocking SDK calls run in a bounded pool."""
 
-    def __init__(self, client: docker.DockerClient, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        executor: ThreadPoolExecutor,
+        gates: EgressGates | None = None,
+    ) -> None:
         self._client = client
         self._executor = executor
+        self._gates = gates or EgressGates()
 
     async def _blocking(self, op: str, func: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -157,18 +184,38 @@ class ContainerFactory:
 
     async def launch(self, profile: SandboxProfile, image: str, image_id: str) -> SandboxContainer:
         """Create, attach, start and wait for the runner's ready frame."""
-        api = self._client.api
-        create = asyncio.ensure_future(
-            self._blocking("container.create", self._create, container_options(profile, image))
-        )
+        gate = await self._gates.open(profile.egress) if profile.egress else None
         try:
-            container_id: str = await asyncio.shield(create)
+            container_id = await self._create_shielded(
+                container_options(profile, image, gate.directory if gate else None)
+            )
+            stream = await self._start(container_id)
+        except BaseException:
+            if gate:
+                await gate.close()
+            raise
+        return SandboxContainer(
+            id=container_id,
+            profile=profile,
+            image_id=image_id,
+            stream=stream,
+            started_at=time.monotonic(),
+            gate=gate,
+        )
+
+    async def _create_shielded(self, options: dict[str, Any]) -> str:
+        create = asyncio.ensure_future(self._blocking("container.create", self._create, options))
+        try:
+            return str(await asyncio.shield(create))
         except asyncio.CancelledError:
             # The engine goes on creating it in its thread: wait for it and
             # remove it, or it would outlive the cancelled caller.
             with contextlib.suppress(InfrastructureError):
                 await self.destroy_id(await create)
             raise
+
+    async def _start(self, container_id: str) -> AttachedStream:
+        api = self._client.api
         try:
             # Attach before start so not a byte of the runner's output is missed.
             raw = await self._blocking(
@@ -195,13 +242,7 @@ class ContainerFactory:
                 op="container.start",
                 retryable=True,
             ) from exc
-        return SandboxContainer(
-            id=container_id,
-            profile=profile,
-            image_id=image_id,
-            stream=stream,
-            started_at=time.monotonic(),
-        )
+        return stream
 
     def _create(self, options: dict[str, Any]) -> str:
         # The low-level call: the high-level one inspects the new container
@@ -215,7 +256,11 @@ class ContainerFactory:
     async def destroy(self, container: SandboxContainer) -> None:
         """Kill and remove a container; its processes die with it."""
         container.stream.close()
-        await self.destroy_id(container.id)
+        try:
+            await self.destroy_id(container.id)
+        finally:
+            if container.gate:
+                await container.gate.close()
 
     async def destroy_id(self, container_id: str) -> None:
         """Kill and remove by id; a container already gone is fine."""
@@ -232,7 +277,15 @@ class ContainerFactory:
             raise
 
     async def state(self, container_id: str) -> dict[str, Any]:
-        """The engine's view of the container (``State`` of inspect), empty if gone."""
+        """The engine's view of the container (``State`` of inspect), empty if gone.
+
+        Waits (briefly) for the container to have exited first: the engine
+        records how it ended (``OOMKilled``, the exit code) only then.
+        """
+        with contextlib.suppress(InfrastructureError):
+            await self._blocking(
+                "container.wait", self._client.api.wait, container_id, timeout=_EXIT_WAIT_S
+            )
         try:
             info = await self._blocking(
                 "container.inspect", self._client.api.inspect_container, container_id

@@ -20,6 +20,8 @@ PROTOCOL_VERSION = "1"
 """Version of the runner protocol; the runner refuses any other."""
 READY = b"stockade-ready"
 """The runner's first frame: it is up and waits for its request."""
+EGRESS_SOCKET_ENV = "STOCKADE_EGRESS_SOCKET"
+"""Set in a request's environment when the container has an egress socket."""
 
 _DOCKER_HEADER = struct.Struct(">BxxxI")
 _FRAME_LEN = struct.Struct(">I")

@@ -15,8 +15,9 @@ import pydantic
 
 from orchestrator.errors import ErrorCode, InfrastructureError
 from orchestrator.sandbox._container import POOL_IDLE_S, ContainerFactory, SandboxContainer
+from orchestrator.sandbox._egress_gate import MOUNT_POINT, SOCKET_NAME, EgressGates
 from orchestrator.sandbox._report import RunnerReport, status_of
-from orchestrator.sandbox._wire import FrameTooLargeError, encode_request
+from orchestrator.sandbox._wire import EGRESS_SOCKET_ENV, FrameTooLargeError, encode_request
 from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
 from orchestrator.sandbox.images import ImageBuilder
@@ -34,6 +35,7 @@ _TAR_OVERHEAD = 64 * 1024
 # Time the runner gets past the call's deadline to kill the program and
 # report; after that the host destroys the container itself.
 _REPORT_GRACE_S = 2.0
+_SIGKILL_EXIT = 128 + 9
 
 
 class _ProfilePool:
@@ -54,13 +56,18 @@ class DockerBackend(SandboxBackend):
         max_threads: int = 8,
         max_starting: int = 2,
         reap_on_start: bool = True,
+        egress_gates: EgressGates | None = None,
     ) -> None:
-        """``profiles`` are warmed at start; others get a pool on first use."""
+        """``profiles`` are warmed at start; others get a pool on first use.
+
+        ``egress_gates`` serves the egress sockets of profiles that allow
+        egress (its resolver and connector can be replaced, e.g. in tests).
+        """
         self._client = client
         self._images = images or ImageBuilder(client)
         self._warm = list(profiles)
         self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="docker")
-        self._factory = ContainerFactory(client, self._executor)
+        self._factory = ContainerFactory(client, self._executor, egress_gates)
         self._max_starting = max_starting
         self._reap_on_start = reap_on_start
         self._pools: dict[str, _ProfilePool] = {}
@@ -160,9 +167,12 @@ class DockerBackend(SandboxBackend):
         workspace = request.workspace
         loop = asyncio.get_running_loop()
         workspace_in = await loop.run_in_executor(None, workspace.pack) if workspace else b""
+        env = {**profile.env, **request.env}
+        if container.gate:
+            env[EGRESS_SOCKET_ENV] = f"{MOUNT_POINT}/{SOCKET_NAME}"
         header = encode_request(
             argv=request.argv,
-            env={**profile.env, **request.env},
+            env=env,
             cwd="/workspace",
             timeout_s=timeout,
             output_limit=profile.output_limit_bytes,
@@ -208,6 +218,9 @@ class DockerBackend(SandboxBackend):
 
         truncated = report.stdout_total > len(stdout) or report.stderr_total > len(stderr)
         status, message = status_of(report, truncated=truncated)
+        # The runner exits after its reply, closing the tool's proxy
+        # connections; wait for them to report before the result is final.
+        egress = await container.gate.settle() if container.gate else []
         changes = WorkspaceChanges(changed=(), rejected=())
         if workspace is not None and status not in (
             ExecStatus.TIMEOUT,
@@ -237,6 +250,7 @@ class DockerBackend(SandboxBackend):
             message=message,
             files_changed=changes.changed,
             files_rejected=changes.rejected,
+            egress=tuple(egress),
             **base,
         )
 
@@ -244,7 +258,10 @@ class DockerBackend(SandboxBackend):
         self, container: SandboxContainer, base: dict[str, Any], started: float
     ) -> ExecResult:
         state = await self._factory.state(container.id)
-        if state.get("OOMKilled"):
+        # Nothing here killed it, so a SIGKILL (137) came from the kernel's OOM
+        # killer even when the engine has not flagged it (seen under gVisor,
+        # where the host kills the whole sandbox).
+        if state.get("OOMKilled") or state.get("ExitCode") == _SIGKILL_EXIT:
             return self._failed(
                 base, started, ExecStatus.OOM_KILLED, "the sandbox ran out of memory and was killed"
             )

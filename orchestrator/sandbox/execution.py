@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from orchestrator.egress import EgressEvent
 from orchestrator.errors import ConfigError
 from orchestrator.sandbox.workspace import Workspace
 
@@ -92,3 +93,5 @@ class ExecResult(BaseModel):
     """Workspace paths added, modified or deleted by the call."""
     files_rejected: tuple[str, ...] = ()
     """Workspace entries refused on the way out (links, devices, bad paths)."""
+    egress: tuple[EgressEvent, ...] = ()
+    """Connections the call tried through the egress proxy, allowed and refused."""

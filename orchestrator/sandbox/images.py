@@ -33,7 +33,11 @@ BASE_IMAGE = "stockade-base"
 
 _INPUTS_LABEL = "org.stockade.inputs"
 _BASE_SCRIPT = "base/build-rootfs.sh"
-_SANDBOX_FILES = ("sandbox/Dockerfile", "runner/stockade_runner.py")
+_SANDBOX_FILES = (
+    "sandbox/Dockerfile",
+    "runner/stockade_runner.py",
+    "runner/egress_forwarder.py",
+)
 
 
 def default_images_dir() -> Path:

@@ -11,13 +11,15 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from orchestrator.egress import EgressPolicy
+
 __all__ = ["DEFAULT_IMAGE", "Loosening", "SandboxProfile"]
 
 DEFAULT_IMAGE = "stockade-sandbox"
 """Logical name of the image built from ``sandbox_images/sandbox``."""
 
 Loosening = Literal[
-    "memory", "cpus", "pids", "timeout", "tmpfs", "workspace", "output", "root_user"
+    "memory", "cpus", "pids", "timeout", "tmpfs", "workspace", "output", "root_user", "egress"
 ]
 
 _MiB = 1024 * 1024
@@ -70,6 +72,9 @@ class SandboxProfile(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     """Environment of the tool process. Nothing from the host is ever passed."""
 
+    egress: EgressPolicy | None = None
+    """HTTP(S) egress through the orchestrator's proxy; None (the default) means none at all."""
+
     loosen: frozenset[Loosening] = frozenset()
     """Limits this profile deliberately sets looser than the hardened defaults."""
 
@@ -86,6 +91,7 @@ class SandboxProfile(BaseModel):
             or self.workspace_max_files > default.workspace_max_files,
             "output": self.output_limit_bytes > default.output_limit_bytes,
             "root_user": self.user.split(":")[0] == "0",
+            "egress": self.egress is not None,
         }
         unnamed = sorted(
             key for key, is_looser in looser.items() if is_looser and key not in self.loosen

@@ -52,6 +52,8 @@ _OOM_FILES = (
 # start-up time than the rest of this file.
 _SIGKILL, _SIGPIPE, _SIGXFSZ = 9, 13, 25
 _BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
+_EGRESS_SOCKET_ENV = "STOCKADE_EGRESS_SOCKET"
+_EGRESS_PORT = 3128
 
 
 class Request:
@@ -341,6 +343,21 @@ def _run(request: Request, stdin_data: bytes) -> tuple[dict[str, object], bytes,
     return report, bytes(stdout.kept), bytes(stderr.kept)
 
 
+def _start_egress(request: Request) -> None:
+    """Give the tool an HTTP(S) proxy on loopback that leads to the egress socket."""
+    socket_path = request.env.pop(_EGRESS_SOCKET_ENV, None)
+    if not socket_path:
+        return
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from egress_forwarder import start_forwarder  # noqa: PLC0415 - egress calls only
+
+    _listener, port = start_forwarder(socket_path, _EGRESS_PORT)
+    proxy = f"http://127.0.0.1:{port}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        request.env[name] = proxy
+    request.env["NO_PROXY"] = request.env["no_proxy"] = "localhost"
+
+
 def main() -> int:
     """Serve one request on stdin/stdout, then exit."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
@@ -349,6 +366,7 @@ def main() -> int:
     stdin_data = _read_frame(stdin, request.stdin_limit)
     workspace_in = _read_frame(stdin, request.workspace_limit)
     _extract_workspace(workspace_in, request.cwd)
+    _start_egress(request)
 
     report, out, err = _run(request, stdin_data)
     workspace_out = b""

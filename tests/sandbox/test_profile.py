@@ -25,7 +25,8 @@ def test_defaults_are_hardened() -> None:
     assert options["environment"] == {}
     assert options["memswap_limit"] == options["mem_limit"] == 512 * 2**20
     assert options["pids_limit"] == 128
-    assert "privileged" not in options and "volumes" not in options and "mounts" not in options
+    assert "privileged" not in options and "volumes" not in options
+    assert options["mounts"] == [], "no mounts at all without egress"
     assert options["log_config"]["type"] == "none"
 
 
@@ -35,6 +36,20 @@ def test_gvisor_keeps_the_guest_limit_inside() -> None:
     nproc = [u for u in options["ulimits"] if u["Name"] == "nproc"]
     assert nproc and nproc[0]["Hard"] == 128
     assert options["pids_limit"] > 128
+
+
+def test_egress_profile_gets_only_its_socket_directory(tmp_path: Path) -> None:
+    from orchestrator.egress import EgressPolicy
+
+    profile = SandboxProfile(
+        runtime="runsc", egress=EgressPolicy(allow=("x.test",)), loosen=frozenset({"egress"})
+    )
+    options = container_options(profile, "img", egress_dir=tmp_path)
+    (mount,) = options["mounts"]
+    assert mount["Target"] == "/run/stockade" and mount["Source"] == str(tmp_path)
+    assert mount["ReadOnly"] is True and mount["Type"] == "bind"
+    assert options["runtime"] == "runsc-egress"
+    assert options["network_mode"] == "none", "egress never means a network interface"
 
 
 def test_tightening_is_free() -> None:

@@ -1,0 +1,162 @@
+"""Egress from inside real sandboxes: ordinary urllib through HTTP(S)_PROXY, nothing else.
+
+The only server is on the host's 127.0.0.1; the proxy's connector fails the
+test before connecting anywhere else, and its resolver knows only test names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import textwrap
+import threading
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import docker
+import pytest
+
+from orchestrator.egress import EgressPolicy, IPAddress
+from orchestrator.sandbox._egress_gate import EgressGates
+from orchestrator.sandbox.docker_backend import DockerBackend
+from orchestrator.sandbox.execution import ExecRequest, ExecStatus
+from orchestrator.sandbox.images import ImageBuilder
+from orchestrator.sandbox.profile import SandboxProfile
+
+pytestmark = [pytest.mark.docker, pytest.mark.adversarial]
+
+
+class Hello(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"hello sandbox"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def origin() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+async def resolver(host: str, port: int) -> list[IPAddress]:
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    names = {"private.test": "10.9.8.7"}
+    if host not in names:
+        pytest.fail(f"the proxy tried to resolve {host!r}")
+    return [ipaddress.ip_address(names[host])]
+
+
+async def connector(
+    address: IPAddress, port: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    if not address.is_loopback:
+        pytest.fail(f"the proxy tried to connect to {address}:{port}")
+    return await asyncio.open_connection(str(address), port)
+
+
+@pytest.fixture
+async def egress_backend(
+    docker_client: docker.DockerClient, images: ImageBuilder, no_leaks: None
+) -> AsyncIterator[DockerBackend]:
+    gates = EgressGates(resolver=resolver, connector=connector)
+    async with DockerBackend(
+        docker_client, images=images, reap_on_start=False, egress_gates=gates
+    ) as backend:
+        yield backend
+
+
+FETCH = """
+import sys, urllib.request, urllib.error
+for url in sys.argv[1:]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            print(url, response.status, response.read().decode())
+    except urllib.error.HTTPError as error:
+        print(url, error.code, error.headers.get("X-Stockade-Egress"))
+    except OSError as error:
+        print(url, "error", error)
+"""
+
+
+def test_egress_must_be_named_as_a_loosening() -> None:
+    with pytest.raises(ValueError, match="egress"):
+        SandboxProfile(egress=EgressPolicy(allow=("example.com",)))
+
+
+async def test_allowed_host_reachable_everything_else_refused(
+    egress_backend: DockerBackend, runtime: str, origin: int
+) -> None:
+    profile = SandboxProfile(
+        name=f"egress-{runtime}",
+        runtime=runtime,  # type: ignore[arg-type]
+        pool_size=0,
+        egress=EgressPolicy(
+            allow=(f"127.0.0.1:{origin}", "*.test", "10.0.0.1"),
+            allow_networks=(ipaddress.ip_network("127.0.0.1/32"),),
+        ),
+        loosen=frozenset({"egress"}),
+    )
+    urls = [
+        f"http://127.0.0.1:{origin}/",  # allowed
+        f"http://127.0.0.1:{origin + 1}/",  # another port
+        "http://elsewhere.invalid/",  # another host
+        "http://10.0.0.1/",  # an IP literal in a private range
+        "http://private.test/",  # a name resolving to a private address
+    ]
+    result = await egress_backend.execute(
+        ExecRequest(argv=("python3", "-c", textwrap.dedent(FETCH), *urls)), profile
+    )
+    assert result.status is ExecStatus.OK, result
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{urls[0]} 200 hello sandbox"
+    for line in lines[1:]:
+        assert line.endswith(" 403 refused"), line
+    allowed = [event for event in result.egress if event.allowed]
+    refused = [event for event in result.egress if not event.allowed]
+    assert [(e.host, e.port) for e in allowed] == [("127.0.0.1", origin)]
+    assert len(refused) == 4
+
+
+async def test_https_connect_to_a_refused_host(egress_backend: DockerBackend, runtime: str) -> None:
+    profile = SandboxProfile(
+        runtime=runtime,  # type: ignore[arg-type]
+        pool_size=0,
+        egress=EgressPolicy(allow=("allowed.test:443",)),
+        loosen=frozenset({"egress"}),
+    )
+    code = "import urllib.request\nurllib.request.urlopen('https://blocked.invalid/', timeout=10)"
+    result = await egress_backend.execute(ExecRequest(argv=("python3", "-c", code)), profile)
+    assert result.status is ExecStatus.ERROR
+    assert "403" in result.stderr
+    assert [(e.host, e.allowed) for e in result.egress] == [("blocked.invalid", False)]
+
+
+async def test_without_egress_there_is_no_proxy_and_no_socket(
+    egress_backend: DockerBackend, runtime: str
+) -> None:
+    profile = SandboxProfile(runtime=runtime, pool_size=0)  # type: ignore[arg-type]
+    result = await egress_backend.execute(
+        ExecRequest(
+            argv=(
+                "sh",
+                "-c",
+                "env | grep -ci proxy; [ -e /run/stockade ] && echo present || echo absent",
+            )
+        ),
+        profile,
+    )
+    assert result.stdout.splitlines() == ["0", "absent"]
