@@ -13,7 +13,7 @@ cache="$(mktemp -d)"
 trap 'rm -rf "$cache"' EXIT
 
 echo "== ruff" >&2
-export RUFF_CACHE_DIR="$cache/ruff" MYPY_CACHE_DIR="$cache/mypy"
+export RUFF_CACHE_DIR="$cache/ruff" MYPY_CACHE_DIR="$cache/mypy" HYPOTHESIS_STORAGE_DIRECTORY="$cache/hypothesis"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
 echo "== mypy --strict" >&2

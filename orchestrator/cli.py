@@ -15,6 +15,7 @@ import click
 import docker
 import docker.errors
 
+from orchestrator._tools_cli import tools
 from orchestrator.errors import ConfigError, StockadeError
 from orchestrator.sandbox.config import load_profile
 from orchestrator.sandbox.docker_backend import DockerBackend
@@ -139,6 +140,9 @@ def sandbox_run(
 
     status = _run_async(run())
     sys.exit(0 if status is ExecStatus.OK else 1)
+
+
+cli.add_command(tools)
 
 
 @cli.command()

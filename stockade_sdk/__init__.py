@@ -1,7 +1,73 @@
-"""The toolkit author's SDK: standard library only, so it runs inside sandbox images.
+"""The toolkit author's SDK: standard library only, so it also runs inside sandbox images.
 
-Toolkits import :func:`tool` from here. The host reads the marked functions to
-build schemas; the functions themselves only ever execute inside a container.
+Toolkits mark their functions with :func:`tool`. The host imports a toolkit
+only to read the marked functions (name, docstring, type hints) and build
+their schemas; the functions themselves execute only inside a container.
+
+    from stockade_sdk import tool
+
+    @tool
+    def add(a: int, b: int = 1) -> int:
+        \"\"\"Add two numbers.
+
+        Args:
+            a: The first number.
+            b: The second number.
+        \"\"\"
+        return a + b
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar, overload
+
+__all__ = ["TOOL_ATTRIBUTE", "ToolMark", "tool"]
+
+TOOL_ATTRIBUTE = "__stockade_tool__"
+"""The attribute :func:`tool` sets on a function."""
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolMark:
+    """What the decorator records; the host derives everything else."""
+
+    name: str | None = None
+    """Function part of the tool name; default: the function's own name."""
+    description: str | None = None
+    """Description for the model; default: the docstring's summary."""
+    profile: str | None = None
+    """Sandbox profile to run in; default: the toolkit's."""
+
+
+@overload
+def tool(func: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+@overload
+def tool(
+    *, name: str | None = None, description: str | None = None, profile: str | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+def tool(
+    func: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    profile: str | None = None,
+) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
+    """Mark a typed, documented function as a tool. The function is returned unchanged."""
+
+    def mark(function: Callable[P, R]) -> Callable[P, R]:
+        setattr(
+            function, TOOL_ATTRIBUTE, ToolMark(name=name, description=description, profile=profile)
+        )
+        return function
+
+    return mark(func) if func is not None else mark

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import docker
 import docker.errors
 import pytest
+from hypothesis import settings
 
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.images import ImageBuilder
@@ -14,6 +15,10 @@ from orchestrator.sandbox.labels import OWNER_LABEL, current_owner
 from orchestrator.sandbox.profile import SandboxProfile
 
 RUNTIMES = ("runc", "runsc")
+
+# Tests leave nothing behind in the checkout: no example database.
+settings.register_profile("stockade", database=None)
+settings.load_profile("stockade")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,88 @@
+"""What crosses the boundary between a model, the platform and a tool."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["ToolCall", "ToolResult", "ToolStatus"]
+
+
+class ToolStatus(StrEnum):
+    """How a tool call ended, as the model and the audit log see it."""
+
+    OK = "ok"
+    ERROR = "error"
+    INVALID_ARGUMENTS = "invalid_arguments"
+    UNKNOWN_TOOL = "unknown_tool"
+    TIMEOUT = "timeout"
+    OOM_KILLED = "oom_killed"
+    OUTPUT_TRUNCATED = "output_truncated"
+    DENIED = "denied"
+    RATE_LIMITED = "rate_limited"
+    APPROVAL_DENIED = "approval_denied"
+    INFRASTRUCTURE_ERROR = "infrastructure_error"
+
+
+class ToolCall(BaseModel):
+    """One call a model (or any caller) asks for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=200)
+    """The caller's id for the call (the model's ``tool_call_id``)."""
+    name: str = Field(min_length=1, max_length=200)
+    """Tool name, ``toolkit.function``."""
+    arguments: Any
+    """Arguments as the model sent them: a JSON string, or any already-decoded JSON value
+    (anything but an object is refused by validation, with a message the model can read)."""
+    run_id: str | None = None
+    """The agent run, whose workspace the call sees."""
+    principal: str | None = None
+    """Who the run acts for (policy and rate limits use it)."""
+
+
+class ToolResult(BaseModel):
+    """The outcome of a tool call, readable by the model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    call_id: str
+    """The id of the call this answers."""
+    name: str
+    """The tool that was asked for."""
+    status: ToolStatus
+    """How the call ended."""
+    output: str = ""
+    """What the tool produced (stdout, or the tool's return value as text)."""
+    error: str | None = None
+    """What went wrong, in words a model can act on."""
+    truncated: bool = False
+    """True when the output was cut at its cap."""
+    exit_code: int | None = None
+    """Exit code of the tool's process, when it ran."""
+    duration_s: float = 0.0
+    """Wall-clock time of the call."""
+    files_changed: tuple[str, ...] = ()
+    """Workspace paths the call added, modified or deleted."""
+    image_digest: str | None = None
+    """Digest of the image the tool ran in."""
+    retry_after_s: float | None = None
+    """For ``rate_limited``: when trying again can succeed."""
+
+    def for_model(self) -> str:
+        """The text a model reads as the tool's answer."""
+        if self.status is ToolStatus.OK:
+            return self.output
+        parts = [f"[{self.status.value}]"]
+        if self.error:
+            parts.append(self.error)
+        if self.output:
+            parts.append(f"output:\n{self.output}")
+        if self.truncated:
+            parts.append("(output truncated)")
+        if self.retry_after_s is not None:
+            parts.append(f"retry after {self.retry_after_s:.1f} s")
+        return "\n".join(parts)
