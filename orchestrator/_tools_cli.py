@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import sys
+from pathlib import Path
 
 import click
+import docker
 
-from orchestrator.tools import ToolRegistry
+from orchestrator.sandbox.docker_backend import DockerBackend
+from orchestrator.sandbox.workspace import WorkspaceManager
+from orchestrator.tools import ToolCall, ToolExecutor, ToolRegistry, ToolResult, ToolStatus
 
 __all__ = ["tools"]
 
 
+BUILTIN_TOOLKITS = ("toolkits.files", "toolkits.http", "toolkits.python", "toolkits.shell")
+
+
 def _registry(toolkits: tuple[str, ...]) -> ToolRegistry:
     registry = ToolRegistry()
-    names = toolkits or tuple(
-        name for name in os.environ.get("STOCKADE_TOOLKITS", "").split(",") if name
-    )
+    configured = tuple(name for name in os.environ.get("STOCKADE_TOOLKITS", "").split(",") if name)
+    names = toolkits or configured or BUILTIN_TOOLKITS
     for name in names:
         registry.load(name)
     return registry
@@ -26,7 +34,8 @@ _TOOLKIT_OPTION = click.option(
     "--toolkit",
     "toolkits",
     multiple=True,
-    help="Importable toolkit package (repeatable; default: $STOCKADE_TOOLKITS, comma-separated).",
+    help="Importable toolkit package (repeatable). Default: $STOCKADE_TOOLKITS "
+    "(comma-separated), else the built-in toolkits.",
 )
 
 
@@ -41,7 +50,7 @@ def tools_list(toolkits: tuple[str, ...]) -> None:
     """A table of the tools, their profiles and descriptions."""
     specs = _registry(toolkits).tools()
     if not specs:
-        click.echo("no tools (name toolkits with --toolkit or $STOCKADE_TOOLKITS)")
+        click.echo("no tools in the named toolkits")
         return
     width = max(len(spec.name) for spec in specs)
     click.echo(f"{'TOOL':<{width}}  {'PROFILE':<12}  DESCRIPTION")
@@ -61,3 +70,37 @@ def tools_schema(toolkits: tuple[str, ...], name: str) -> None:
         known = ", ".join(s.name for s in registry.tools()) or "none"
         raise click.ClickException(f"unknown tool {name!r} (tools: {known})")
     click.echo(json.dumps(spec.openai(), indent=2))
+
+
+@tools.command("call")
+@_TOOLKIT_OPTION
+@click.argument("name")
+@click.option("--args", "arguments", default="{}", show_default=True, help="Arguments as JSON.")
+@click.option(
+    "--workspace",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory the tool sees as its workspace (kept afterwards).",
+)
+def tools_call(
+    toolkits: tuple[str, ...], name: str, arguments: str, workspace: Path | None
+) -> None:
+    """Run one call of tool NAME in a sandbox, exactly as an agent would; print the result.
+
+    Exits 0 when the call succeeded, 1 otherwise. Example:
+
+        stockade tools call python.run --args '{"code": "print(6 * 7)"}'
+    """
+    registry = _registry(toolkits)
+    # A --workspace directory is the workspace of a run named after it, held by its parent.
+    run_id = workspace.resolve().name if workspace else None
+    call = ToolCall(id="cli", name=name, arguments=arguments, run_id=run_id)
+    workspaces = WorkspaceManager(workspace.resolve().parent) if workspace else None
+
+    async def run() -> ToolResult:
+        async with DockerBackend(docker.from_env()) as backend:
+            executor = ToolExecutor(registry, backend, workspaces=workspaces)
+            return await executor.execute(call)
+
+    result = asyncio.run(run())
+    click.echo(result.model_dump_json(indent=2))
+    sys.exit(0 if result.status is ToolStatus.OK else 1)

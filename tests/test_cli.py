@@ -59,4 +59,4 @@ def test_bad_profile_names_file_and_field(tmp_path: Path) -> None:
 def test_images_build_is_idempotent(tmp_path: Path, images: object) -> None:
     done = stockade("images", "build", home=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("up to date") == 2
+    assert done.stdout.count("up to date") == 3

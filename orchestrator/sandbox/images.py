@@ -23,13 +23,16 @@ import docker
 import docker.errors
 
 from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.sandbox._wheels import download_wheels
 from orchestrator.sandbox.labels import PLATFORM_LABEL, PLATFORM_VALUE
 from orchestrator.sandbox.profile import DEFAULT_IMAGE
 
-__all__ = ["BASE_IMAGE", "BuiltImage", "ImageBuilder", "default_images_dir"]
+__all__ = ["BASE_IMAGE", "TOOLS_IMAGE", "BuiltImage", "ImageBuilder", "default_images_dir"]
 
 BASE_IMAGE = "stockade-base"
 """Logical name of the base image."""
+TOOLS_IMAGE = "stockade-tools"
+"""Logical name of the image with the toolkit SDK and the built-in toolkits."""
 
 _INPUTS_LABEL = "org.stockade.inputs"
 _BASE_SCRIPT = "base/build-rootfs.sh"
@@ -218,38 +221,114 @@ class ImageBuilder:
         with tempfile.TemporaryDirectory(prefix="stockade-context-") as context:
             for name in _SANDBOX_FILES:
                 shutil.copy(self._dir / name, Path(context) / Path(name).name)
-            try:
-                image, _logs = self._client.images.build(
-                    path=context,
-                    tag=tag,
-                    buildargs={"BASE_IMAGE": base.tag},
-                    labels={PLATFORM_LABEL: PLATFORM_VALUE, _INPUTS_LABEL: tag},
-                    rm=True,
-                    forcerm=True,
-                    network_mode="none",
-                )
-            except docker.errors.BuildError as exc:
-                raise InfrastructureError(
-                    f"building {tag} failed: {exc.msg}",
-                    code=ErrorCode.IMAGE_BUILD_FAILED,
-                    op="images.build_sandbox",
-                    retryable=False,
-                ) from exc
+            image_id = self._docker_build(Path(context), tag, {"BASE_IMAGE": base.tag})
         return BuiltImage(
             name=DEFAULT_IMAGE,
             tag=tag,
-            image_id=str(image.id),
+            image_id=image_id,
             built=True,
             seconds=time.monotonic() - started,
         )
 
+    def _docker_build(self, context: Path, tag: str, buildargs: dict[str, str]) -> str:
+        try:
+            image, _logs = self._client.images.build(
+                path=str(context),
+                tag=tag,
+                buildargs=buildargs,
+                labels={PLATFORM_LABEL: PLATFORM_VALUE, _INPUTS_LABEL: tag},
+                rm=True,
+                forcerm=True,
+                network_mode="none",
+            )
+        except docker.errors.BuildError as exc:
+            raise InfrastructureError(
+                f"building {tag} failed: {exc.msg}",
+                code=ErrorCode.IMAGE_BUILD_FAILED,
+                op="images.build",
+                retryable=False,
+            ) from exc
+        return str(image.id)
+
+    def _tools_inputs(self) -> list[Path]:
+        root = self._dir.parent
+        files = [
+            *sorted((root / "stockade_sdk").rglob("*.py")),
+            *sorted((root / "toolkits").rglob("*")),
+        ]
+        return [path for path in files if path.is_file() and "__pycache__" not in path.parts]
+
+    def tools_tag(self, sandbox_id: str) -> str:
+        """The tag the tools image has for the current inputs on ``sandbox_id``."""
+        root = self._dir.parent
+        inputs = [sandbox_id.encode(), self._read("tools/Dockerfile")]
+        for path in self._tools_inputs():
+            inputs += [str(path.relative_to(root)).encode(), path.read_bytes()]
+        return f"{TOOLS_IMAGE}:{_hash(inputs)}"
+
+    def build_tools(self, sandbox: BuiltImage) -> BuiltImage:
+        """The tools image on ``sandbox``: SDK, toolkits and their wheels."""
+        started = time.monotonic()
+        tag = self.tools_tag(sandbox.image_id)
+        existing = self._existing(tag)
+        if existing:
+            return BuiltImage(
+                name=TOOLS_IMAGE, tag=tag, image_id=existing, built=False,
+                seconds=time.monotonic() - started,
+            )  # fmt: skip
+        self._progress(f"building {tag}")
+        root = self._dir.parent
+        python_tag = (
+            self._client.containers.run(
+                sandbox.tag,
+                [
+                    "python3",
+                    "-c",
+                    "import sys; print(f'{sys.version_info[0]}{sys.version_info[1]}')",
+                ],
+                network_mode="none",
+                remove=True,
+            )
+            .decode()
+            .strip()
+        )
+        with tempfile.TemporaryDirectory(prefix="stockade-context-") as context_dir:
+            context = Path(context_dir)
+            shutil.copy(self._dir / "tools" / "Dockerfile", context / "Dockerfile")
+            (context / "wheels").mkdir()
+            requirements = sorted((root / "toolkits").glob("*/requirements.txt"))
+            for wheel in download_wheels(requirements, python_tag):
+                shutil.copy(wheel, context / "wheels" / wheel.name)
+            for path in self._tools_inputs():
+                if path.name == "requirements.txt":
+                    continue
+                target = context / "lib" / path.relative_to(root)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, target)
+            image = self._docker_build(context, tag, {"SANDBOX_IMAGE": sandbox.tag})
+        return BuiltImage(
+            name=TOOLS_IMAGE, tag=tag, image_id=image, built=True,
+            seconds=time.monotonic() - started,
+        )  # fmt: skip
+
     def build_all(self) -> list[BuiltImage]:
-        """Base and sandbox image, in order."""
+        """Base, sandbox and tools image, in order."""
         base = self.build_base()
-        return [base, self.build_sandbox(base)]
+        sandbox = self.build_sandbox(base)
+        return [base, sandbox, self.build_tools(sandbox)]
 
     def resolve(self, image: str) -> str:
         """Map a logical image name to its current tag; other references pass through."""
+        if image == TOOLS_IMAGE:
+            sandbox_id = self._existing(self.resolve(DEFAULT_IMAGE))
+            if sandbox_id is None:
+                raise InfrastructureError(
+                    f"image {DEFAULT_IMAGE} is not built; run `stockade images build`",
+                    code=ErrorCode.IMAGE_MISSING,
+                    op="images.resolve",
+                    retryable=False,
+                )
+            return self.tools_tag(sandbox_id)
         if image != DEFAULT_IMAGE:
             return image
         base_id = self._existing(self.base_tag())

@@ -1,5 +1,11 @@
 """Tools: typed functions described to models, validated host-side, run in sandboxes."""
 
+from orchestrator.tools._executor import (
+    DEFAULT_TOOL_PROFILE,
+    HTTP_TOOL_PROFILE,
+    ToolExecutor,
+    tool_result,
+)
 from orchestrator.tools._models import ToolCall, ToolResult, ToolStatus
 from orchestrator.tools._registry import (
     MAX_ARGUMENT_BYTES,
@@ -10,12 +16,16 @@ from orchestrator.tools._registry import (
 )
 
 __all__ = [
+    "DEFAULT_TOOL_PROFILE",
+    "HTTP_TOOL_PROFILE",
     "MAX_ARGUMENT_BYTES",
     "ToolCall",
+    "ToolExecutor",
     "ToolRegistry",
     "ToolResult",
     "ToolSpec",
     "ToolStatus",
     "ValidatedCall",
     "openai_name",
+    "tool_result",
 ]

@@ -18,8 +18,8 @@ def test_second_build_changes_nothing(
     docker_client: docker.DockerClient, images: ImageBuilder
 ) -> None:
     began = time.monotonic()
-    base, sandbox = ImageBuilder(docker_client).build_all()
-    assert not base.built and not sandbox.built
+    base, sandbox, tools = ImageBuilder(docker_client).build_all()
+    assert not base.built and not sandbox.built and not tools.built
     assert time.monotonic() - began < 10
     assert sandbox.tag == images.resolve("stockade-sandbox")
     assert sandbox.tag == images.sandbox_tag(base.image_id), "the tag is the hash of the inputs"
@@ -34,7 +34,8 @@ def test_changed_input_rebuilds_only_what_depends_on_it(
     with (copy / "sandbox" / "Dockerfile").open("a") as dockerfile:
         dockerfile.write("\n# a change to the inputs\n")
     changed = ImageBuilder(docker_client, images_dir=copy)
-    base, sandbox = changed.build_all()
+    base = changed.build_base()
+    sandbox = changed.build_sandbox(base)
     try:
         assert not base.built, "the base does not depend on the sandbox Dockerfile"
         assert sandbox.built
@@ -63,3 +64,18 @@ def test_registry_base_image_is_used_when_present_locally(
     finally:
         docker_client.images.remove(local, force=True)
         docker_client.images.remove(builder.base_tag(), force=True)
+
+
+def test_tools_image_tag_follows_toolkit_sources(
+    docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    for name in ("sandbox_images", "stockade_sdk", "toolkits"):
+        shutil.copytree(root / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    builder = ImageBuilder(docker_client, images_dir=tmp_path / "sandbox_images")
+    before = builder.tools_tag("sha256:sandbox")
+    assert before == builder.tools_tag("sha256:sandbox"), "the tag is a pure function of the inputs"
+    with (tmp_path / "toolkits" / "shell" / "__init__.py").open("a") as source:
+        source.write("\n# changed\n")
+    assert builder.tools_tag("sha256:sandbox") != before
+    assert builder.tools_tag("sha256:other-sandbox") != builder.tools_tag("sha256:sandbox")

@@ -1,0 +1,125 @@
+"""Running a validated tool call in a sandbox and turning the outcome into a ToolResult."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from orchestrator.egress import EgressPolicy
+from orchestrator.errors import ConfigError, InfrastructureError
+from orchestrator.sandbox.backend import SandboxBackend
+from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
+from orchestrator.sandbox.images import TOOLS_IMAGE
+from orchestrator.sandbox.profile import SandboxProfile
+from orchestrator.sandbox.workspace import WorkspaceManager
+from orchestrator.tools._models import ToolCall, ToolResult, ToolStatus
+from orchestrator.tools._registry import ToolRegistry
+from stockade_sdk.run import RESULT_SEPARATOR
+
+__all__ = ["DEFAULT_TOOL_PROFILE", "HTTP_TOOL_PROFILE", "ToolExecutor", "tool_result"]
+
+DEFAULT_TOOL_PROFILE = SandboxProfile(name="default", image=TOOLS_IMAGE)
+"""The hardened default profile, on the image that holds the built-in toolkits."""
+HTTP_TOOL_PROFILE = SandboxProfile(
+    name="http", image=TOOLS_IMAGE, egress=EgressPolicy(), loosen=frozenset({"egress"})
+)
+"""The ``http`` toolkit's profile: egress through the proxy, with an empty
+allowlist (everything refused) until an organisation names its hosts."""
+_LIBRARY = "/opt/stockade/lib"
+
+_STATUS = {
+    ExecStatus.TIMEOUT: ToolStatus.TIMEOUT,
+    ExecStatus.OOM_KILLED: ToolStatus.OOM_KILLED,
+    ExecStatus.WORKSPACE_REJECTED: ToolStatus.ERROR,
+}
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def tool_result(call: ToolCall, result: ExecResult) -> ToolResult:
+    """The model's view of a sandboxed tool run."""
+    common: dict[str, Any] = {
+        "call_id": call.id,
+        "name": call.name,
+        "exit_code": result.exit_code,
+        "duration_s": result.duration_s,
+        "files_changed": result.files_changed,
+        "image_digest": result.image_digest,
+        "truncated": result.truncated,
+    }
+    printed, separator, encoded = result.stdout.rpartition(RESULT_SEPARATOR)
+    if result.status in _STATUS:
+        return ToolResult(status=_STATUS[result.status], error=result.message, **common)
+    if not separator:
+        # No outcome line: the tool died, or its output was cut before the end.
+        status = ToolStatus.OUTPUT_TRUNCATED if result.truncated else ToolStatus.ERROR
+        detail = result.message or "the tool ended without a result"
+        return ToolResult(
+            status=status, output=result.stdout, error=f"{detail}\n{result.stderr[-2000:]}".strip(),
+            **common,
+        )  # fmt: skip
+    try:
+        outcome = json.loads(encoded)
+    except json.JSONDecodeError:
+        return ToolResult(
+            status=ToolStatus.ERROR, error="the tool's result was malformed", **common
+        )
+    printed = printed.removesuffix("\n")
+    if not outcome.get("ok"):
+        error = f"{outcome.get('error', 'the tool failed')}\n{outcome.get('traceback', '')}".strip()
+        return ToolResult(status=ToolStatus.ERROR, output=printed, error=error, **common)
+    value = _as_text(outcome.get("value"))
+    output = f"{printed}\n{value}" if printed else value
+    return ToolResult(status=ToolStatus.OK, output=output, **common)
+
+
+class ToolExecutor:
+    """Validates a call, runs its tool in a single-use sandbox, returns a ToolResult."""
+
+    def __init__(
+        self,
+        registry: ToolRegistry,
+        backend: SandboxBackend,
+        *,
+        profiles: Iterable[SandboxProfile] = (DEFAULT_TOOL_PROFILE, HTTP_TOOL_PROFILE),
+        workspaces: WorkspaceManager | None = None,
+    ) -> None:
+        self._registry = registry
+        self._backend = backend
+        self._profiles = {profile.name: profile for profile in profiles}
+        self._workspaces = workspaces
+        for spec in registry.tools():
+            if spec.profile not in self._profiles:
+                raise ConfigError(
+                    f"tool {spec.name} needs sandbox profile {spec.profile!r}; "
+                    f"known: {', '.join(sorted(self._profiles))}",
+                    field="profile",
+                )
+
+    async def execute(self, call: ToolCall) -> ToolResult:
+        """Run one call. Tool failures and platform failures both come back as results."""
+        checked = self._registry.validate(call)
+        if isinstance(checked, ToolResult):
+            return checked
+        workspace = None
+        if call.run_id and self._workspaces is not None:
+            workspace = self._workspaces.open(call.run_id)
+        request = ExecRequest(
+            argv=("python3", "-m", "stockade_sdk.run", checked.spec.entrypoint),
+            stdin=json.dumps(checked.arguments).encode(),
+            env={"PYTHONPATH": _LIBRARY},
+            workspace=workspace,
+        )
+        try:
+            result = await self._backend.execute(request, self._profiles[checked.spec.profile])
+        except InfrastructureError as exc:
+            return ToolResult(
+                call_id=call.id,
+                name=call.name,
+                status=ToolStatus.INFRASTRUCTURE_ERROR,
+                error=f"the sandbox could not run the tool: {exc}",
+            )
+        return tool_result(call, result)

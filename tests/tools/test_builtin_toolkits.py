@@ -1,0 +1,141 @@
+"""The built-in toolkits, run for real: validated host-side, executed in a sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from orchestrator.sandbox.docker_backend import DockerBackend
+from orchestrator.sandbox.images import ImageBuilder
+from orchestrator.sandbox.workspace import WorkspaceManager
+from orchestrator.tools import ToolCall, ToolExecutor, ToolRegistry, ToolStatus
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+async def executor(
+    docker_client: docker.DockerClient, images: ImageBuilder, no_leaks: None, tmp_path: Path
+) -> AsyncIterator[ToolExecutor]:
+    registry = ToolRegistry()
+    for toolkit in ("toolkits.files", "toolkits.python", "toolkits.shell"):
+        registry.load(toolkit)
+    async with DockerBackend(docker_client, images=images, reap_on_start=False) as backend:
+        yield ToolExecutor(registry, backend, workspaces=WorkspaceManager(tmp_path))
+
+
+def call(name: str, run_id: str | None = None, **arguments: object) -> ToolCall:
+    return ToolCall(id="t", name=name, arguments=json.dumps(arguments), run_id=run_id)
+
+
+async def test_python_run_output_and_numpy(executor: ToolExecutor) -> None:
+    result = await executor.execute(
+        call("python.run", code="import numpy as np\nprint(int(np.arange(10).sum()))")
+    )
+    assert result.status is ToolStatus.OK, result
+    assert json.loads(result.output) == {"stdout": "45\n", "stderr": "", "exit_code": 0}
+    assert result.image_digest and result.image_digest.startswith("sha256:")
+
+
+async def test_python_run_exception_shows_traceback(executor: ToolExecutor) -> None:
+    result = await executor.execute(call("python.run", code="def f():\n    1 / 0\nf()"))
+    assert result.status is ToolStatus.OK, "the tool ran; the snippet failed"
+    output = json.loads(result.output)
+    assert output["exit_code"] == 1
+    assert "ZeroDivisionError" in output["stderr"] and "line 2, in f" in output["stderr"]
+
+
+async def test_workspace_persists_between_tool_calls(executor: ToolExecutor) -> None:
+    first = await executor.execute(
+        call("python.run", run_id="r1", code="open('data.txt', 'w').write('kept')")
+    )
+    assert first.files_changed == ("data.txt",)
+    second = await executor.execute(call("shell.run", run_id="r1", command="cat data.txt; ls -a"))
+    assert json.loads(second.output)["stdout"].startswith("kept")
+    other = await executor.execute(call("shell.run", run_id="r2", command="ls"))
+    assert json.loads(other.output)["stdout"] == "", "another run sees nothing"
+
+
+async def test_shell_run_exit_code_and_timeout(executor: ToolExecutor) -> None:
+    failed = await executor.execute(call("shell.run", command="echo oops >&2; exit 3"))
+    assert json.loads(failed.output) == {"stdout": "", "stderr": "oops\n", "exit_code": 3}
+    slow = await executor.execute(call("shell.run", command="sleep 10", timeout_s=0.5))
+    assert json.loads(slow.output)["exit_code"] is None
+    assert "timed out" in json.loads(slow.output)["stderr"]
+
+
+async def test_invalid_calls_never_reach_a_sandbox(executor: ToolExecutor) -> None:
+    missing = await executor.execute(call("python.run"))
+    assert missing.status is ToolStatus.INVALID_ARGUMENTS
+    assert "code: Field required" in (missing.error or "")
+    unknown = await executor.execute(call("python.exec", code="1"))
+    assert unknown.status is ToolStatus.UNKNOWN_TOOL
+    assert "python.run" in (unknown.error or "")
+    assert missing.duration_s == 0.0 and missing.image_digest is None
+
+
+def test_cli_tools_call(images: ImageBuilder, tmp_path: Path) -> None:
+    def stockade(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "orchestrator", "tools", "call", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env={**os.environ, "STOCKADE_TOOLKITS": ""},
+        )
+
+    workspace = tmp_path / "ws"
+    done = stockade(
+        "shell.run", "--args", '{"command": "echo hi > f; cat f"}', "--workspace", str(workspace)
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(json.loads(done.stdout)["output"])["stdout"] == "hi\n"
+    assert (workspace / "f").read_text() == "hi\n"
+    bad = stockade("shell.run", "--args", '{"comand": "x"}')
+    assert bad.returncode == 1
+    assert json.loads(bad.stdout)["status"] == "invalid_arguments"
+
+
+async def test_files_toolkit_round_trip(executor: ToolExecutor) -> None:
+    run = "files"
+    wrote = await executor.execute(call("files.write", run, path="a/b.txt", content="one\ntwo\n"))
+    assert wrote.status is ToolStatus.OK, wrote
+    assert wrote.files_changed == ("a", "a/b.txt")
+    await executor.execute(call("files.append", run, path="a/b.txt", content="three\n"))
+    read = await executor.execute(call("files.read", run, path="a/b.txt"))
+    assert json.loads(read.output)["content"] == "one\ntwo\nthree\n"
+    binary = "AAEC/w=="  # bytes 00 01 02 ff
+    await executor.execute(call("files.write", run, path="bin", content=binary, encoding="base64"))
+    back = json.loads((await executor.execute(call("files.read", run, path="bin"))).output)
+    assert back == {"content": binary, "encoding": "base64", "size": 4, "truncated": False}
+    listed = json.loads((await executor.execute(call("files.list", run, recursive=True))).output)
+    assert [entry["path"] for entry in listed["entries"]] == ["a", "a/b.txt", "bin"]
+    found = json.loads((await executor.execute(call("files.search", run, pattern="^t"))).output)
+    assert [(m["path"], m["line"]) for m in found["matches"]] == [("a/b.txt", 2), ("a/b.txt", 3)]
+    deleted = await executor.execute(call("files.delete", run, path="bin"))
+    assert deleted.status is ToolStatus.OK and deleted.files_changed == ("bin",)
+
+
+@pytest.mark.parametrize("path", ["../escape.txt", "/etc/passwd", "a/../../x", "."])
+async def test_files_outside_the_workspace_are_refused(executor: ToolExecutor, path: str) -> None:
+    tool = "files.delete" if path == "." else "files.read"
+    result = await executor.execute(call(tool, "files-out", path=path))
+    assert result.status is ToolStatus.ERROR
+    assert "PermissionError" in (result.error or "")
+
+
+async def test_files_errors_are_readable(executor: ToolExecutor) -> None:
+    missing = await executor.execute(call("files.read", "files-err", path="nope.txt"))
+    assert missing.status is ToolStatus.ERROR and "FileNotFoundError" in (missing.error or "")
+    bad = await executor.execute(
+        call("files.write", "files-err", path="x", content="!!", encoding="base64")
+    )
+    assert bad.status is ToolStatus.ERROR and "Error" in (bad.error or "")

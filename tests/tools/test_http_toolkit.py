@@ -1,0 +1,150 @@
+"""http.fetch through the egress proxy, against a server on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import docker
+import pytest
+
+from orchestrator.egress import EgressPolicy, IPAddress
+from orchestrator.sandbox._egress_gate import EgressGates
+from orchestrator.sandbox.docker_backend import DockerBackend
+from orchestrator.sandbox.images import TOOLS_IMAGE, ImageBuilder
+from orchestrator.sandbox.profile import SandboxProfile
+from orchestrator.sandbox.workspace import WorkspaceManager
+from orchestrator.tools import (
+    DEFAULT_TOOL_PROFILE,
+    ToolCall,
+    ToolExecutor,
+    ToolRegistry,
+    ToolStatus,
+)
+
+pytestmark = pytest.mark.docker
+
+
+class Echo(BaseHTTPRequestHandler):
+    def _reply(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.dumps(
+            {
+                "method": self.command,
+                "path": self.path,
+                "body": self.rfile.read(length).decode(),
+                "x": self.headers.get("X-Test"),
+            }
+        ).encode()
+        self.send_response(201 if self.command == "POST" else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _reply
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def origin() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+async def resolver(host: str, port: int) -> list[IPAddress]:
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pytest.fail(f"the proxy tried to resolve {host!r}")
+
+
+async def connector(
+    address: IPAddress, port: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    if not address.is_loopback:
+        pytest.fail(f"the proxy tried to connect to {address}:{port}")
+    return await asyncio.open_connection(str(address), port)
+
+
+@pytest.fixture
+async def executor(
+    docker_client: docker.DockerClient,
+    images: ImageBuilder,
+    no_leaks: None,
+    tmp_path: Path,
+    origin: int,
+) -> AsyncIterator[ToolExecutor]:
+    registry = ToolRegistry()
+    registry.load("toolkits.http")
+    http = SandboxProfile(
+        name="http",
+        image=TOOLS_IMAGE,
+        pool_size=0,
+        loosen=frozenset({"egress"}),
+        egress=EgressPolicy(
+            allow=(f"127.0.0.1:{origin}",), allow_networks=(ipaddress.ip_network("127.0.0.1/32"),)
+        ),
+    )
+    gates = EgressGates(resolver=resolver, connector=connector)
+    async with DockerBackend(
+        docker_client, images=images, reap_on_start=False, egress_gates=gates
+    ) as backend:
+        yield ToolExecutor(
+            registry,
+            backend,
+            profiles=(DEFAULT_TOOL_PROFILE, http),
+            workspaces=WorkspaceManager(tmp_path),
+        )
+
+
+async def test_fetch_allowed_host(executor: ToolExecutor, origin: int) -> None:
+    arguments = {
+        "url": f"http://127.0.0.1:{origin}/hello?x=1",
+        "method": "POST",
+        "body": "ping",
+        "headers": {"X-Test": "yes"},
+    }
+    result = await executor.execute(ToolCall(id="h", name="http.fetch", arguments=arguments))
+    assert result.status is ToolStatus.OK, result
+    response = json.loads(result.output)
+    assert response["status"] == 201
+    assert json.loads(response["body"]) == {
+        "method": "POST",
+        "path": "/hello?x=1",
+        "body": "ping",
+        "x": "yes",
+    }
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:{other}/", "http://10.0.0.1/", "https://blocked.invalid/"]
+)
+async def test_fetch_refused(executor: ToolExecutor, origin: int, url: str) -> None:
+    call = ToolCall(id="h", name="http.fetch", arguments={"url": url.format(other=origin + 1)})
+    result = await executor.execute(call)
+    if url.startswith("https"):
+        # CONNECT refused: urllib raises instead of returning the 403.
+        assert result.status is ToolStatus.ERROR and "403" in (result.error or "")
+    else:
+        response = json.loads(result.output)
+        assert response["status"] == 403
+        assert response["headers"]["X-Stockade-Egress"] == "refused"
+
+
+async def test_fetch_rejects_other_schemes(executor: ToolExecutor) -> None:
+    result = await executor.execute(
+        ToolCall(id="h", name="http.fetch", arguments={"url": "file:///etc/passwd"})
+    )
+    assert result.status is ToolStatus.ERROR and "only http" in (result.error or "")

@@ -1,0 +1,1 @@
+"""Stockade's built-in toolkits. Each sub-package is one toolkit; tools run in sandboxes."""

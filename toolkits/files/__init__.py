@@ -1,0 +1,173 @@
+"""The ``files`` toolkit: read, write, list, search and delete files in the run's workspace.
+
+Every path is relative to the workspace; anything that resolves outside it
+(absolute paths, ``..``, symbolic links pointing out) is refused. Binary
+content travels base64-encoded; sizes are capped.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from stockade_sdk import tool
+
+__all__ = ["append", "delete", "list_files", "read", "search", "write"]
+
+MAX_READ_BYTES = 1024 * 1024
+MAX_WRITE_BYTES = 8 * 1024 * 1024
+MAX_LIST_ENTRIES = 1000
+MAX_MATCHES = 200
+
+Encoding = Literal["text", "base64"]
+
+
+def _root() -> Path:
+    return Path.cwd().resolve()
+
+
+def _inside(path: str) -> Path:
+    """The workspace path for ``path``, refusing anything that leaves the workspace."""
+    root = _root()
+    target = (root / path).resolve()
+    if target != root and root not in target.parents:
+        raise PermissionError(f"{path!r} is outside the workspace")
+    return target
+
+
+def _decode(content: str, encoding: Encoding) -> bytes:
+    data = base64.b64decode(content, validate=True) if encoding == "base64" else content.encode()
+    if len(data) > MAX_WRITE_BYTES:
+        raise ValueError(f"content of {len(data)} bytes exceeds {MAX_WRITE_BYTES}")
+    return data
+
+
+@tool
+def read(path: str, encoding: Encoding = "text", offset: int = 0) -> dict[str, object]:
+    """Read a file from the workspace.
+
+    Text that is not valid UTF-8 is returned base64-encoded (``encoding`` says which).
+
+    Args:
+        path: File path relative to the workspace.
+        encoding: ``text`` (UTF-8) or ``base64`` for binary content.
+        offset: Byte offset to start reading at (for files larger than the read cap).
+    """
+    target = _inside(path)
+    with target.open("rb") as handle:
+        handle.seek(max(0, offset))
+        data = handle.read(MAX_READ_BYTES + 1)
+    size = target.stat().st_size
+    truncated = len(data) > MAX_READ_BYTES
+    data = data[:MAX_READ_BYTES]
+    if encoding == "text":
+        try:
+            return {
+                "content": data.decode(),
+                "encoding": "text",
+                "size": size,
+                "truncated": truncated,
+            }
+        except UnicodeDecodeError:
+            encoding = "base64"
+    content = base64.b64encode(data).decode()
+    return {"content": content, "encoding": encoding, "size": size, "truncated": truncated}
+
+
+@tool
+def write(path: str, content: str, encoding: Encoding = "text") -> dict[str, object]:
+    """Create or replace a file in the workspace (parent directories are created).
+
+    Args:
+        path: File path relative to the workspace.
+        content: The new content.
+        encoding: ``text`` (UTF-8) or ``base64`` for binary content.
+    """
+    target = _inside(path)
+    data = _decode(content, encoding)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    return {"path": path, "size": len(data)}
+
+
+@tool
+def append(path: str, content: str, encoding: Encoding = "text") -> dict[str, object]:
+    """Append to a file in the workspace (created if missing).
+
+    Args:
+        path: File path relative to the workspace.
+        content: What to append.
+        encoding: ``text`` (UTF-8) or ``base64`` for binary content.
+    """
+    target = _inside(path)
+    data = _decode(content, encoding)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("ab") as handle:
+        handle.write(data)
+    return {"path": path, "size": target.stat().st_size}
+
+
+@tool(name="list")
+def list_files(path: str = ".", recursive: bool = False) -> dict[str, object]:
+    """List the files and directories under a workspace directory.
+
+    Args:
+        path: Directory relative to the workspace.
+        recursive: Also list the contents of sub-directories.
+    """
+    root, base = _root(), _inside(path)
+    walker = base.rglob("*") if recursive else base.iterdir()
+    entries: list[dict[str, object]] = []
+    for entry in sorted(walker):
+        if len(entries) == MAX_LIST_ENTRIES:
+            return {"entries": entries, "truncated": True}
+        kind = "dir" if entry.is_dir() else "file"
+        size = entry.stat().st_size if kind == "file" else None
+        entries.append({"path": str(entry.relative_to(root)), "type": kind, "size": size})
+    return {"entries": entries, "truncated": False}
+
+
+@tool
+def search(pattern: str, path: str = ".", glob: str = "*") -> dict[str, object]:
+    """Search workspace files for lines matching a regular expression (like grep -rn).
+
+    Args:
+        pattern: Python regular expression.
+        path: Directory (or file) relative to the workspace to search in.
+        glob: Only search files whose name matches this glob, e.g. ``*.py``.
+    """
+    root, base = _root(), _inside(path)
+    regex = re.compile(pattern)
+    files = [base] if base.is_file() else sorted(p for p in base.rglob(glob) if p.is_file())
+    matches: list[dict[str, object]] = []
+    for file in files:
+        with file.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                if regex.search(line):
+                    matches.append(
+                        {"path": str(file.relative_to(root)), "line": number, "text": line[:500]}
+                    )
+                    if len(matches) == MAX_MATCHES:
+                        return {"matches": matches, "truncated": True}
+    return {"matches": matches, "truncated": False}
+
+
+@tool
+def delete(path: str) -> dict[str, object]:
+    """Delete a file or an empty directory in the workspace.
+
+    Args:
+        path: Path relative to the workspace.
+    """
+    target = _inside(path)
+    if target == _root():
+        raise PermissionError("the workspace itself cannot be deleted")
+    if target.is_dir():
+        os.rmdir(target)
+    else:
+        target.unlink()
+    return {"deleted": path}

@@ -1,0 +1,57 @@
+"""The ``http`` toolkit: fetch a URL through the orchestrator's egress proxy.
+
+Its tools run under the ``http`` sandbox profile, which must allow egress to
+the hosts an organisation permits; the sandbox itself has no network, so every
+request goes through the proxy (``HTTP(S)_PROXY``), which enforces the list.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from typing import Literal
+
+from stockade_sdk import tool
+
+__all__ = ["fetch"]
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+@tool(profile="http")
+def fetch(
+    url: str,
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET",
+    headers: dict[str, str] | None = None,
+    body: str | None = None,
+    timeout_s: float = 20.0,
+) -> dict[str, object]:
+    """Fetch a URL over HTTP(S); return the status, headers and (capped) body.
+
+    Hosts outside the organisation's egress allowlist are refused with status 403
+    and the header ``X-Stockade-Egress: refused``.
+
+    Args:
+        url: An http:// or https:// URL.
+        method: The HTTP method.
+        headers: Request headers.
+        body: Request body (UTF-8 text), for POST, PUT and PATCH.
+        timeout_s: Seconds to wait for the response.
+    """
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"only http:// and https:// URLs can be fetched, got {url!r}")
+    request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
+        url, data=body.encode() if body is not None else None, headers=headers or {}, method=method
+    )
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout_s)  # noqa: S310
+    except urllib.error.HTTPError as error:
+        response = error
+    with response:
+        data = response.read(MAX_BODY_BYTES + 1)
+        return {
+            "status": response.status,
+            "headers": dict(response.headers.items()),
+            "body": data[:MAX_BODY_BYTES].decode("utf-8", "replace"),
+            "truncated": len(data) > MAX_BODY_BYTES,
+        }

@@ -1,0 +1,19 @@
+"""The ``shell`` toolkit: run a bash command in the run's workspace."""
+
+from __future__ import annotations
+
+from stockade_sdk import tool
+from stockade_sdk.process import run_captured
+
+__all__ = ["run"]
+
+
+@tool
+def run(command: str, timeout_s: float = 20.0) -> dict[str, object]:
+    """Run a bash command in the workspace; return its stdout, stderr and exit code.
+
+    Args:
+        command: The command line, interpreted by bash.
+        timeout_s: Seconds the command may run (the sandbox's own deadline still applies).
+    """
+    return run_captured(["bash", "-c", command], timeout_s)
