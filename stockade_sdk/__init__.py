@@ -19,39 +19,52 @@ their schemas; the functions themselves execute only inside a container.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import ParamSpec, TypeVar, overload
-
 __all__ = ["TOOL_ATTRIBUTE", "ToolMark", "tool"]
 
 TOOL_ATTRIBUTE = "__stockade_tool__"
 """The attribute :func:`tool` sets on a function."""
 
-P = ParamSpec("P")
-R = TypeVar("R")
+# This package is imported at the start of every tool call inside a sandbox:
+# it avoids ``typing`` and ``dataclasses`` at run time, which would cost more
+# start-up time than the rest of the call. mypy reads the typed block below.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import ParamSpec, TypeVar, overload
+
+    P = ParamSpec("P")
+    R = TypeVar("R")
 
 
-@dataclass(frozen=True, kw_only=True)
 class ToolMark:
     """What the decorator records; the host derives everything else."""
 
-    name: str | None = None
-    """Function part of the tool name; default: the function's own name."""
-    description: str | None = None
-    """Description for the model; default: the docstring's summary."""
-    profile: str | None = None
-    """Sandbox profile to run in; default: the toolkit's."""
+    __slots__ = ("description", "name", "profile")
+
+    def __init__(
+        self, *, name: str | None = None, description: str | None = None, profile: str | None = None
+    ) -> None:
+        self.name = name
+        """Function part of the tool name; default: the function's own name."""
+        self.description = description
+        """Description for the model; default: the docstring's summary."""
+        self.profile = profile
+        """Sandbox profile to run in; default: the toolkit's."""
+
+    def __repr__(self) -> str:
+        fields = f"name={self.name!r}, description={self.description!r}, profile={self.profile!r}"
+        return f"ToolMark({fields})"
 
 
-@overload
-def tool(func: Callable[P, R], /) -> Callable[P, R]: ...
+if TYPE_CHECKING:
 
+    @overload
+    def tool(func: Callable[P, R], /) -> Callable[P, R]: ...
 
-@overload
-def tool(
-    *, name: str | None = None, description: str | None = None, profile: str | None = None
-) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+    @overload
+    def tool(
+        *, name: str | None = None, description: str | None = None, profile: str | None = None
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
 
 def tool(

@@ -13,10 +13,12 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-import traceback
-from typing import Any
 
 __all__ = ["RESULT_SEPARATOR", "main"]
+
+TYPE_CHECKING = False  # typing itself costs start-up time in the sandbox
+if TYPE_CHECKING:
+    from typing import Any
 
 RESULT_SEPARATOR = "\x1e"
 
@@ -29,6 +31,8 @@ def _call(entrypoint: str, arguments: dict[str, Any]) -> dict[str, Any]:
     try:
         value = function(**arguments)
     except Exception as exc:  # the tool's failure is a result for the model
+        import traceback  # noqa: PLC0415 - only failures pay for it
+
         return {
             "ok": False,
             "error": f"{type(exc).__name__}: {exc}",

@@ -108,7 +108,7 @@ class ToolExecutor:
         if call.run_id and self._workspaces is not None:
             workspace = self._workspaces.open(call.run_id)
         request = ExecRequest(
-            argv=("python3", "-m", "stockade_sdk.run", checked.spec.entrypoint),
+            argv=("python3", "-S", "-m", "stockade_sdk.run", checked.spec.entrypoint),
             stdin=json.dumps(checked.arguments).encode(),
             env={"PYTHONPATH": _LIBRARY},
             workspace=workspace,
