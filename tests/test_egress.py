@@ -11,11 +11,10 @@ import asyncio
 import importlib.util
 import ipaddress
 import socket
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import ModuleType
 
@@ -25,9 +24,9 @@ from orchestrator.egress import (
     EgressEvent,
     EgressPolicy,
     EgressProxy,
-    IPAddress,
     refusal_for_address,
 )
+from orchestrator.testing import FixedResolver, LoopbackOnlyConnector, serve_http
 
 FORWARDER = (
     Path(__file__).resolve().parents[1] / "sandbox_images" / "runner" / "egress_forwarder.py"
@@ -49,13 +48,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def origin() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield int(server.server_address[1])
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serve_http(Handler) as port:
+        yield port
 
 
 TEST_NAMES: dict[str, list[str]] = {
@@ -64,24 +58,6 @@ TEST_NAMES: dict[str, list[str]] = {
     "metadata.test": ["169.254.169.254"],
     "mixed.test": ["127.0.0.1", "192.168.1.1"],
 }
-
-
-async def fake_resolver(host: str, port: int) -> list[IPAddress]:
-    try:
-        return [ipaddress.ip_address(host)]
-    except ValueError:
-        pass
-    if host not in TEST_NAMES:
-        pytest.fail(f"the proxy tried to resolve {host!r}; it must refuse it first")
-    return [ipaddress.ip_address(address) for address in TEST_NAMES[host]]
-
-
-async def guarded_connector(
-    address: IPAddress, port: int
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    if not address.is_loopback:
-        pytest.fail(f"the proxy tried to connect to {address}:{port}")
-    return await asyncio.open_connection(str(address), port)
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +115,12 @@ async def egress(tmp_path: Path, origin: int, forwarder_module: ModuleType) -> A
         max_bytes=100_000,
     )
     events: list[EgressEvent] = []
+    resolver, connector = FixedResolver(TEST_NAMES), LoopbackOnlyConnector()
     proxy = EgressProxy(
-        policy, on_event=events.append, resolver=fake_resolver, connector=guarded_connector
+        policy,
+        on_event=events.append,
+        resolver=resolver,
+        connector=connector,
     )
     server = await proxy.serve(tmp_path / "egress.sock")
     listener, port = forwarder_module.start_forwarder(str(tmp_path / "egress.sock"))
@@ -148,6 +128,8 @@ async def egress(tmp_path: Path, origin: int, forwarder_module: ModuleType) -> A
     listener.close()
     server.close()
     await server.wait_closed()
+    assert connector.violations == [], "the proxy tried to connect beyond loopback"
+    assert resolver.unknown == [], "the proxy resolved a name it should have refused first"
 
 
 async def test_allowed_host_is_reachable(egress: Setup, origin: int) -> None:
@@ -240,3 +222,15 @@ def test_allowlist_globs_and_ports() -> None:
     assert policy.allows("pypi.org", 443) and not policy.allows("pypi.org", 80)
     assert policy.allows("example.com", 8080) and not policy.allows("example.com", 443)
     assert not EgressPolicy().allows("anything.com", 443), "no allowlist: nothing"
+
+
+async def test_the_guards_catch_what_the_proxy_must_never_do() -> None:
+    """The guards themselves: a check that cannot fail is no check."""
+    connector, resolver = LoopbackOnlyConnector(), FixedResolver({"known.test": ["10.0.0.1"]})
+    with pytest.raises(ConnectionRefusedError):
+        await connector(ipaddress.ip_address("10.0.0.1"), 80)
+    assert connector.violations == ["10.0.0.1:80"]
+    with pytest.raises(OSError, match=r"unknown\.test"):
+        await resolver("unknown.test", 80)
+    assert resolver.unknown == ["unknown.test"]
+    assert await resolver("known.test", 80) == [ipaddress.ip_address("10.0.0.1")]

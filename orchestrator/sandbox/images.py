@@ -126,29 +126,28 @@ class ImageBuilder:
         inputs = [base_id.encode(), *(self._read(name) for name in _SANDBOX_FILES)]
         return f"{DEFAULT_IMAGE}:{_hash(inputs)}"
 
-    def build_base(self) -> BuiltImage:
-        """The base image, built only if missing."""
+    def _ensure(self, name: str, tag: str, build: Callable[[], str]) -> BuiltImage:
+        """The image ``tag``: found, or made by ``build`` (which returns its id)."""
         started = time.monotonic()
-        tag = self.base_tag()
         existing = self._existing(tag)
-        if existing:
-            return BuiltImage(
-                name=BASE_IMAGE,
-                tag=tag,
-                image_id=existing,
-                built=False,
-                seconds=time.monotonic() - started,
-            )
-        image_id = self._base_from_registry(tag) if self._base_image else None
-        if image_id is None:
-            image_id = self._base_from_debian(tag)
+        image_id = existing or build()
         return BuiltImage(
-            name=BASE_IMAGE,
+            name=name,
             tag=tag,
             image_id=image_id,
-            built=True,
+            built=existing is None,
             seconds=time.monotonic() - started,
         )
+
+    def build_base(self) -> BuiltImage:
+        """The base image, built only if missing."""
+        tag = self.base_tag()
+
+        def build() -> str:
+            from_registry = self._base_from_registry(tag) if self._base_image else None
+            return from_registry or self._base_from_debian(tag)
+
+        return self._ensure(BASE_IMAGE, tag, build)
 
     def _base_from_registry(self, tag: str) -> str | None:
         assert self._base_image is not None
@@ -206,29 +205,16 @@ class ImageBuilder:
 
     def build_sandbox(self, base: BuiltImage) -> BuiltImage:
         """The sandbox image on ``base``, built only if its inputs changed."""
-        started = time.monotonic()
         tag = self.sandbox_tag(base.image_id)
-        existing = self._existing(tag)
-        if existing:
-            return BuiltImage(
-                name=DEFAULT_IMAGE,
-                tag=tag,
-                image_id=existing,
-                built=False,
-                seconds=time.monotonic() - started,
-            )
-        self._progress(f"building {tag}")
-        with tempfile.TemporaryDirectory(prefix="stockade-context-") as context:
-            for name in _SANDBOX_FILES:
-                shutil.copy(self._dir / name, Path(context) / Path(name).name)
-            image_id = self._docker_build(Path(context), tag, {"BASE_IMAGE": base.tag})
-        return BuiltImage(
-            name=DEFAULT_IMAGE,
-            tag=tag,
-            image_id=image_id,
-            built=True,
-            seconds=time.monotonic() - started,
-        )
+
+        def build() -> str:
+            self._progress(f"building {tag}")
+            with tempfile.TemporaryDirectory(prefix="stockade-context-") as context:
+                for name in _SANDBOX_FILES:
+                    shutil.copy(self._dir / name, Path(context) / Path(name).name)
+                return self._docker_build(Path(context), tag, {"BASE_IMAGE": base.tag})
+
+        return self._ensure(DEFAULT_IMAGE, tag, build)
 
     def _docker_build(self, context: Path, tag: str, buildargs: dict[str, str]) -> str:
         try:
@@ -268,36 +254,26 @@ class ImageBuilder:
 
     def build_tools(self, sandbox: BuiltImage) -> BuiltImage:
         """The tools image on ``sandbox``: SDK, toolkits and their wheels."""
-        started = time.monotonic()
         tag = self.tools_tag(sandbox.image_id)
-        existing = self._existing(tag)
-        if existing:
-            return BuiltImage(
-                name=TOOLS_IMAGE, tag=tag, image_id=existing, built=False,
-                seconds=time.monotonic() - started,
-            )  # fmt: skip
+        return self._ensure(TOOLS_IMAGE, tag, lambda: self._make_tools(tag, sandbox))
+
+    def _image_python(self, image: str) -> str:
+        """The image's CPython version tag, e.g. ``311``."""
+        version = "import sys; print(f'{sys.version_info[0]}{sys.version_info[1]}')"
+        output = self._client.containers.run(
+            image, ["python3", "-c", version], network_mode="none", remove=True
+        )
+        return bytes(output).decode().strip()
+
+    def _make_tools(self, tag: str, sandbox: BuiltImage) -> str:
         self._progress(f"building {tag}")
         root = self._dir.parent
-        python_tag = (
-            self._client.containers.run(
-                sandbox.tag,
-                [
-                    "python3",
-                    "-c",
-                    "import sys; print(f'{sys.version_info[0]}{sys.version_info[1]}')",
-                ],
-                network_mode="none",
-                remove=True,
-            )
-            .decode()
-            .strip()
-        )
         with tempfile.TemporaryDirectory(prefix="stockade-context-") as context_dir:
             context = Path(context_dir)
             shutil.copy(self._dir / "tools" / "Dockerfile", context / "Dockerfile")
             (context / "wheels").mkdir()
             requirements = sorted((root / "toolkits").glob("*/requirements.txt"))
-            for wheel in download_wheels(requirements, python_tag):
+            for wheel in download_wheels(requirements, self._image_python(sandbox.tag)):
                 shutil.copy(wheel, context / "wheels" / wheel.name)
             for path in self._tools_inputs():
                 if path.name == "requirements.txt":
@@ -305,11 +281,7 @@ class ImageBuilder:
                 target = context / "lib" / path.relative_to(root)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(path, target)
-            image = self._docker_build(context, tag, {"SANDBOX_IMAGE": sandbox.tag})
-        return BuiltImage(
-            name=TOOLS_IMAGE, tag=tag, image_id=image, built=True,
-            seconds=time.monotonic() - started,
-        )  # fmt: skip
+            return self._docker_build(context, tag, {"SANDBOX_IMAGE": sandbox.tag})
 
     def build_all(self) -> list[BuiltImage]:
         """Base, sandbox and tools image, in order."""

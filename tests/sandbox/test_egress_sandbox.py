@@ -6,22 +6,21 @@ test before connecting anywhere else, and its resolver knows only test names.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import textwrap
-import threading
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import docker
 import pytest
 
-from orchestrator.egress import EgressPolicy, IPAddress
+from orchestrator.egress import EgressPolicy
 from orchestrator.sandbox._egress_gate import EgressGates
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecStatus
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.profile import SandboxProfile
+from orchestrator.testing import FixedResolver, LoopbackOnlyConnector, serve_http
 
 pytestmark = [pytest.mark.docker, pytest.mark.adversarial]
 
@@ -40,43 +39,23 @@ class Hello(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def origin() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield int(server.server_address[1])
-    server.shutdown()
-    server.server_close()
-    thread.join()
-
-
-async def resolver(host: str, port: int) -> list[IPAddress]:
-    try:
-        return [ipaddress.ip_address(host)]
-    except ValueError:
-        pass
-    names = {"private.test": "10.9.8.7"}
-    if host not in names:
-        pytest.fail(f"the proxy tried to resolve {host!r}")
-    return [ipaddress.ip_address(names[host])]
-
-
-async def connector(
-    address: IPAddress, port: int
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    if not address.is_loopback:
-        pytest.fail(f"the proxy tried to connect to {address}:{port}")
-    return await asyncio.open_connection(str(address), port)
+    with serve_http(Hello) as port:
+        yield port
 
 
 @pytest.fixture
 async def egress_backend(
     docker_client: docker.DockerClient, images: ImageBuilder, no_leaks: None
 ) -> AsyncIterator[DockerBackend]:
+    resolver = FixedResolver({"private.test": ["10.9.8.7"]})
+    connector = LoopbackOnlyConnector()
     gates = EgressGates(resolver=resolver, connector=connector)
     async with DockerBackend(
         docker_client, images=images, reap_on_start=False, egress_gates=gates
     ) as backend:
         yield backend
+    assert connector.violations == [], "the proxy tried to connect beyond loopback"
+    assert resolver.unknown == [], "the proxy resolved a name it should have refused first"
 
 
 FETCH = """

@@ -115,22 +115,15 @@ def test_sigkilled_orchestrator_is_reaped_at_next_start(
     assert containers_of(docker_client, pid) == []
 
 
-def test_ctrl_c_removes_the_pool_and_the_call(
-    orchestrator_process: subprocess.Popen[bytes], docker_client: docker.DockerClient
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_removes_the_pool_and_the_call(
+    orchestrator_process: subprocess.Popen[bytes],
+    docker_client: docker.DockerClient,
+    signum: signal.Signals,
 ) -> None:
     pid = orchestrator_process.pid
     wait_for(lambda: running_call_and_pool(docker_client, pid), timeout_s=60, what="call and pool")
-    orchestrator_process.send_signal(signal.SIGINT)
-    assert orchestrator_process.wait(timeout=30) == 130
-    assert containers_of(docker_client, pid) == []
-
-
-def test_sigterm_removes_the_pool_and_the_call(
-    orchestrator_process: subprocess.Popen[bytes], docker_client: docker.DockerClient
-) -> None:
-    pid = orchestrator_process.pid
-    wait_for(lambda: running_call_and_pool(docker_client, pid), timeout_s=60, what="call and pool")
-    orchestrator_process.send_signal(signal.SIGTERM)
+    orchestrator_process.send_signal(signum)
     assert orchestrator_process.wait(timeout=30) == 130
     assert containers_of(docker_client, pid) == []
 

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
-import threading
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import docker
 import pytest
 
-from orchestrator.egress import EgressPolicy, IPAddress
+from orchestrator.egress import EgressPolicy
 from orchestrator.sandbox._egress_gate import EgressGates
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.images import TOOLS_IMAGE, ImageBuilder
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.workspace import WorkspaceManager
+from orchestrator.testing import FixedResolver, LoopbackOnlyConnector, serve_http
 from orchestrator.tools import (
     DEFAULT_TOOL_PROFILE,
     ToolCall,
@@ -54,28 +53,8 @@ class Echo(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def origin() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield int(server.server_address[1])
-    server.shutdown()
-    server.server_close()
-    thread.join()
-
-
-async def resolver(host: str, port: int) -> list[IPAddress]:
-    try:
-        return [ipaddress.ip_address(host)]
-    except ValueError:
-        pytest.fail(f"the proxy tried to resolve {host!r}")
-
-
-async def connector(
-    address: IPAddress, port: int
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    if not address.is_loopback:
-        pytest.fail(f"the proxy tried to connect to {address}:{port}")
-    return await asyncio.open_connection(str(address), port)
+    with serve_http(Echo) as port:
+        yield port
 
 
 @pytest.fixture
@@ -97,6 +76,7 @@ async def executor(
             allow=(f"127.0.0.1:{origin}",), allow_networks=(ipaddress.ip_network("127.0.0.1/32"),)
         ),
     )
+    resolver, connector = FixedResolver(), LoopbackOnlyConnector()
     gates = EgressGates(resolver=resolver, connector=connector)
     async with DockerBackend(
         docker_client, images=images, reap_on_start=False, egress_gates=gates
@@ -107,6 +87,7 @@ async def executor(
             profiles=(DEFAULT_TOOL_PROFILE, http),
             workspaces=WorkspaceManager(tmp_path),
         )
+    assert connector.violations == [] and resolver.unknown == []
 
 
 async def test_fetch_allowed_host(executor: ToolExecutor, origin: int) -> None:
