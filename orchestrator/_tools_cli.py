@@ -12,25 +12,35 @@ import click
 import docker
 
 from orchestrator.sandbox.docker_backend import DockerBackend
+from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.workspace import WorkspaceManager
 from orchestrator.tools import ToolCall, ToolExecutor, ToolRegistry, ToolResult, ToolStatus
 
-__all__ = ["tools"]
+__all__ = ["TOOLKIT_OPTION", "external_toolkits", "toolkit_names", "tools"]
 
 
 BUILTIN_TOOLKITS = ("toolkits.files", "toolkits.http", "toolkits.python", "toolkits.shell")
 
 
+def toolkit_names(toolkits: tuple[str, ...]) -> tuple[str, ...]:
+    """The toolkits named on the command line, else in $STOCKADE_TOOLKITS, else the built-ins."""
+    configured = tuple(name for name in os.environ.get("STOCKADE_TOOLKITS", "").split(",") if name)
+    return toolkits or configured or BUILTIN_TOOLKITS
+
+
+def external_toolkits(toolkits: tuple[str, ...]) -> tuple[str, ...]:
+    """The named toolkits that live outside ``toolkits/`` (baked into the image on request)."""
+    return tuple(name for name in toolkit_names(toolkits) if name.split(".")[0] != "toolkits")
+
+
 def _registry(toolkits: tuple[str, ...]) -> ToolRegistry:
     registry = ToolRegistry()
-    configured = tuple(name for name in os.environ.get("STOCKADE_TOOLKITS", "").split(",") if name)
-    names = toolkits or configured or BUILTIN_TOOLKITS
-    for name in names:
+    for name in toolkit_names(toolkits):
         registry.load(name)
     return registry
 
 
-_TOOLKIT_OPTION = click.option(
+TOOLKIT_OPTION = click.option(
     "--toolkit",
     "toolkits",
     multiple=True,
@@ -45,7 +55,7 @@ def tools() -> None:
 
 
 @tools.command("list")
-@_TOOLKIT_OPTION
+@TOOLKIT_OPTION
 def tools_list(toolkits: tuple[str, ...]) -> None:
     """A table of the tools, their profiles and descriptions."""
     specs = _registry(toolkits).tools()
@@ -60,7 +70,7 @@ def tools_list(toolkits: tuple[str, ...]) -> None:
 
 
 @tools.command("schema")
-@_TOOLKIT_OPTION
+@TOOLKIT_OPTION
 @click.argument("name")
 def tools_schema(toolkits: tuple[str, ...], name: str) -> None:
     """The tool NAME in OpenAI's function-calling format (JSON)."""
@@ -73,7 +83,7 @@ def tools_schema(toolkits: tuple[str, ...], name: str) -> None:
 
 
 @tools.command("call")
-@_TOOLKIT_OPTION
+@TOOLKIT_OPTION
 @click.argument("name")
 @click.option("--args", "arguments", default="{}", show_default=True, help="Arguments as JSON.")
 @click.option(
@@ -97,7 +107,9 @@ def tools_call(
     workspaces = WorkspaceManager(workspace.resolve().parent) if workspace else None
 
     async def run() -> ToolResult:
-        async with DockerBackend(docker.from_env()) as backend:
+        client = docker.from_env()
+        images = ImageBuilder(client, toolkits=external_toolkits(toolkits))
+        async with DockerBackend(client, images=images) as backend:
             executor = ToolExecutor(registry, backend, workspaces=workspaces)
             return await executor.execute(call)
 

@@ -15,7 +15,7 @@ import click
 import docker
 import docker.errors
 
-from orchestrator._tools_cli import tools
+from orchestrator._tools_cli import TOOLKIT_OPTION, external_toolkits, tools
 from orchestrator.errors import ConfigError, StockadeError
 from orchestrator.sandbox.config import load_profile
 from orchestrator.sandbox.docker_backend import DockerBackend
@@ -83,9 +83,16 @@ def images() -> None:
     help="Registry image to use as base (e.g. python:3.12-slim). "
     "Default: build from Debian packages.",
 )
-def images_build(base_image: str | None) -> None:
-    """Build the sandbox images; only what changed is rebuilt."""
-    builder = ImageBuilder(_client(), base_image=base_image, progress=_progress)
+@TOOLKIT_OPTION
+def images_build(base_image: str | None, toolkits: tuple[str, ...]) -> None:
+    """Build the sandbox images; only what changed is rebuilt.
+
+    Toolkits outside ``toolkits/`` named with --toolkit (or $STOCKADE_TOOLKITS)
+    are baked into the tools image with their requirements.
+    """
+    builder = ImageBuilder(
+        _client(), base_image=base_image, toolkits=external_toolkits(toolkits), progress=_progress
+    )
     started = time.monotonic()
     for image in builder.build_all():
         state = "built" if image.built else "up to date"

@@ -10,19 +10,20 @@ only when the hash of its inputs changes, so a second build is a no-op.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 import docker.errors
 
-from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.errors import ConfigError, ErrorCode, InfrastructureError
 from orchestrator.sandbox._wheels import download_wheels
 from orchestrator.sandbox.labels import PLATFORM_LABEL, PLATFORM_VALUE
 from orchestrator.sandbox.profile import DEFAULT_IMAGE
@@ -84,6 +85,7 @@ class ImageBuilder:
         *,
         images_dir: Path | None = None,
         base_image: str | None = None,
+        toolkits: Sequence[str] = (),
         progress: Callable[[str], None] = lambda _message: None,
     ) -> None:
         """``base_image``: a registry image to use as base (e.g. ``python:3.12-slim``).
@@ -91,10 +93,14 @@ class ImageBuilder:
         It is used when present locally or when it can be pulled; otherwise
         the base is built from Debian packages. ``None`` (the default) means
         build from Debian packages and never contact a registry.
+
+        ``toolkits``: importable toolkit packages outside ``toolkits/`` to bake
+        into the tools image too (with their ``requirements.txt``).
         """
         self._client = client
         self._dir = images_dir or default_images_dir()
         self._base_image = base_image
+        self._toolkits = tuple(toolkits)
         self._progress = progress
 
     def _read(self, relative: str) -> bytes:
@@ -236,20 +242,37 @@ class ImageBuilder:
             ) from exc
         return str(image.id)
 
-    def _tools_inputs(self) -> list[Path]:
+    def _package_dirs(self) -> list[tuple[Path, Path]]:
+        """(source directory, destination under the image's library) of each package."""
         root = self._dir.parent
-        files = [
-            *sorted((root / "stockade_sdk").rglob("*.py")),
-            *sorted((root / "toolkits").rglob("*")),
+        packages = [
+            (root / "stockade_sdk", Path("stockade_sdk")),
+            (root / "toolkits", Path("toolkits")),
         ]
-        return [path for path in files if path.is_file() and "__pycache__" not in path.parts]
+        for name in self._toolkits:
+            spec = importlib.util.find_spec(name)
+            locations = list(spec.submodule_search_locations or []) if spec else []
+            if not locations:
+                raise ConfigError(
+                    f"toolkit {name!r} is not an importable package", field="toolkits"
+                )
+            packages.append((Path(locations[0]), Path(*name.split("."))))
+        return packages
+
+    def _tools_inputs(self) -> list[tuple[Path, Path]]:
+        """Every file of the tools image's library: (source, destination)."""
+        inputs: list[tuple[Path, Path]] = []
+        for source, destination in self._package_dirs():
+            for path in sorted(source.rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts:
+                    inputs.append((path, destination / path.relative_to(source)))
+        return inputs
 
     def tools_tag(self, sandbox_id: str) -> str:
         """The tag the tools image has for the current inputs on ``sandbox_id``."""
-        root = self._dir.parent
         inputs = [sandbox_id.encode(), self._read("tools/Dockerfile")]
-        for path in self._tools_inputs():
-            inputs += [str(path.relative_to(root)).encode(), path.read_bytes()]
+        for source, destination in self._tools_inputs():
+            inputs += [str(destination).encode(), source.read_bytes()]
         return f"{TOOLS_IMAGE}:{_hash(inputs)}"
 
     def build_tools(self, sandbox: BuiltImage) -> BuiltImage:
@@ -267,20 +290,19 @@ class ImageBuilder:
 
     def _make_tools(self, tag: str, sandbox: BuiltImage) -> str:
         self._progress(f"building {tag}")
-        root = self._dir.parent
+        inputs = self._tools_inputs()
         with tempfile.TemporaryDirectory(prefix="stockade-context-") as context_dir:
             context = Path(context_dir)
             shutil.copy(self._dir / "tools" / "Dockerfile", context / "Dockerfile")
             (context / "wheels").mkdir()
-            requirements = sorted((root / "toolkits").glob("*/requirements.txt"))
+            requirements = [source for source, _ in inputs if source.name == "requirements.txt"]
             for wheel in download_wheels(requirements, self._image_python(sandbox.tag)):
                 shutil.copy(wheel, context / "wheels" / wheel.name)
-            for path in self._tools_inputs():
-                if path.name == "requirements.txt":
-                    continue
-                target = context / "lib" / path.relative_to(root)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(path, target)
+            for source, destination in inputs:
+                if source.name != "requirements.txt":
+                    target = context / "lib" / destination
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(source, target)
             return self._docker_build(context, tag, {"SANDBOX_IMAGE": sandbox.tag})
 
     def build_all(self) -> list[BuiltImage]:

@@ -139,3 +139,60 @@ async def test_files_errors_are_readable(executor: ToolExecutor) -> None:
         call("files.write", "files-err", path="x", content="!!", encoding="base64")
     )
     assert bad.status is ToolStatus.ERROR and "Error" in (bad.error or "")
+
+
+async def test_user_toolkit_with_its_own_dependency(
+    docker_client: docker.DockerClient, images: ImageBuilder, no_leaks: None
+) -> None:
+    registry = ToolRegistry()
+    registry.load("toolkits.example_org")
+    with pytest.raises(ImportError):
+        __import__("tabulate")  # not on the host: only in the sandbox image
+    async with DockerBackend(docker_client, images=images, reap_on_start=False) as backend:
+        result = await ToolExecutor(registry, backend).execute(
+            ToolCall(id="u", name="example_org.table", arguments={"rows": [{"a": "1", "b": "2"}]})
+        )
+    assert result.status is ToolStatus.OK, result
+    assert result.output.splitlines() == [
+        "|   a |   b |",
+        "|-----|-----|",
+        "|   1 |   2 |",
+    ]
+
+
+def test_external_toolkit_is_baked_into_its_image(
+    docker_client: docker.DockerClient, images: ImageBuilder, tmp_path: Path
+) -> None:
+    package = tmp_path / "acme_tools"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "from stockade_sdk import tool\n\n\n"
+        "@tool\n"
+        "def shout(text: str) -> str:\n"
+        '    """Shout.\n\n    Args:\n        text: What to shout.\n    """\n'
+        "    return text.upper()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "STOCKADE_TOOLKITS": "acme_tools"}
+
+    def stockade(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "orchestrator", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+            env=env,
+        )
+
+    built = stockade("images", "build")
+    assert built.returncode == 0, built.stderr
+    tag = next(
+        line.split()[0] for line in built.stdout.splitlines() if line.startswith("stockade-tools:")
+    )
+    try:
+        assert tag != images.resolve("stockade-tools"), "the external toolkit is part of the inputs"
+        done = stockade("tools", "call", "acme_tools.shout", "--args", '{"text": "hi"}')
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads(done.stdout)["output"] == "HI"
+    finally:
+        docker_client.images.remove(tag, force=True)
