@@ -49,6 +49,7 @@ def tool_result(call: ToolCall, result: ExecResult) -> ToolResult:
         "files_changed": result.files_changed,
         "image_digest": result.image_digest,
         "truncated": result.truncated,
+        "egress": result.egress,
     }
     printed, separator, encoded = result.stdout.rpartition(RESULT_SEPARATOR)
     if result.status in _STATUS:

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrator.egress import EgressEvent
+
 __all__ = ["ToolCall", "ToolResult", "ToolStatus"]
 
 
@@ -71,6 +73,8 @@ class ToolResult(BaseModel):
     """Digest of the image the tool ran in."""
     retry_after_s: float | None = None
     """For ``rate_limited``: when trying again can succeed."""
+    egress: tuple[EgressEvent, ...] = ()
+    """Connections the tool tried through the egress proxy, allowed and refused."""
 
     def for_model(self) -> str:
         """The text a model reads as the tool's answer."""

@@ -196,3 +196,15 @@ def test_external_toolkit_is_baked_into_its_image(
         assert json.loads(done.stdout)["output"] == "HI"
     finally:
         docker_client.images.remove(tag, force=True)
+
+
+async def test_files_read_is_capped(executor: ToolExecutor) -> None:
+    await executor.execute(
+        call("python.run", "big", code="open('big.bin', 'wb').write(b'x' * (2 * 1024 * 1024))")
+    )
+    first = json.loads((await executor.execute(call("files.read", "big", path="big.bin"))).output)
+    assert first["truncated"] is True and first["size"] == 2 * 1024 * 1024
+    assert len(first["content"]) == 256 * 1024
+    tail = call("files.read", "big", path="big.bin", offset=2 * 1024 * 1024 - 1000)
+    rest = json.loads((await executor.execute(tail)).output)
+    assert rest["truncated"] is False and rest["content"] == "x" * 1000

@@ -99,6 +99,7 @@ async def test_fetch_allowed_host(executor: ToolExecutor, origin: int) -> None:
     }
     result = await executor.execute(ToolCall(id="h", name="http.fetch", arguments=arguments))
     assert result.status is ToolStatus.OK, result
+    assert [(event.host, event.allowed) for event in result.egress] == [("127.0.0.1", True)]
     response = json.loads(result.output)
     assert response["status"] == 201
     assert json.loads(response["body"]) == {

@@ -17,7 +17,7 @@ from stockade_sdk import tool
 
 __all__ = ["append", "delete", "list_files", "read", "search", "write"]
 
-MAX_READ_BYTES = 1024 * 1024
+MAX_READ_BYTES = 256 * 1024  # well inside the sandbox output cap, JSON-escaped
 MAX_WRITE_BYTES = 8 * 1024 * 1024
 MAX_LIST_ENTRIES = 1000
 MAX_MATCHES = 200
