@@ -36,6 +36,7 @@ class ConfigError(StockadeError, ValueError):
         line: int | None = None,
         field: str | None = None,
     ) -> None:
+        self.message = message
         self.file = file
         self.line = line
         self.field = field
