@@ -14,7 +14,6 @@ import socket
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import ModuleType
 
@@ -26,7 +25,7 @@ from orchestrator.egress import (
     EgressProxy,
     refusal_for_address,
 )
-from orchestrator.testing import FixedResolver, LoopbackOnlyConnector, serve_http
+from orchestrator.testing import FixedResolver, HttpRequest, LoopbackOnlyConnector, serve_http
 
 FORWARDER = (
     Path(__file__).resolve().parents[1] / "sandbox_images" / "runner" / "egress_forwarder.py"
@@ -34,21 +33,15 @@ FORWARDER = (
 BIG = 1_000_000
 
 
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"x" * BIG if self.path == "/big" else f"hello from {self.path}".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+def origin_app(request: HttpRequest) -> tuple[int, bytes]:
+    if request.path == "/big":
+        return 200, b"x" * BIG
+    return 200, f"hello from {request.path}".encode()
 
 
 @pytest.fixture(scope="module")
 def origin() -> Iterator[int]:
-    with serve_http(Handler) as port:
+    with serve_http(origin_app) as port:
         yield port
 
 

@@ -102,7 +102,7 @@ class DockerBackend(SandboxBackend):
                 tag = await loop.run_in_executor(
                     self._executor, self._images.resolve, profile.image
                 )
-                image_id = await loop.run_in_executor(self._executor, self._image_id, tag)
+                image_id = await loop.run_in_executor(self._executor, self._images.image_id, tag)
 
                 async def launch() -> SandboxContainer:
                     return await self._factory.launch(profile, tag, image_id)
@@ -119,17 +119,6 @@ class DockerBackend(SandboxBackend):
                 entry = _ProfilePool(pool, image_id)
                 self._pools[key] = entry
         return entry
-
-    def _image_id(self, tag: str) -> str:
-        try:
-            return str(self._client.images.get(tag).id)
-        except docker.errors.ImageNotFound as exc:
-            raise InfrastructureError(
-                f"image {tag} not found; run `stockade images build`",
-                code=ErrorCode.IMAGE_MISSING,
-                op="images.get",
-                retryable=False,
-            ) from exc
 
     async def execute(self, request: ExecRequest, profile: SandboxProfile) -> ExecResult:
         """Run ``request`` in a single-use container; see :class:`SandboxBackend`."""

@@ -314,23 +314,19 @@ class ImageBuilder:
     def resolve(self, image: str) -> str:
         """Map a logical image name to its current tag; other references pass through."""
         if image == TOOLS_IMAGE:
-            sandbox_id = self._existing(self.resolve(DEFAULT_IMAGE))
-            if sandbox_id is None:
-                raise InfrastructureError(
-                    f"image {DEFAULT_IMAGE} is not built; run `stockade images build`",
-                    code=ErrorCode.IMAGE_MISSING,
-                    op="images.resolve",
-                    retryable=False,
-                )
-            return self.tools_tag(sandbox_id)
-        if image != DEFAULT_IMAGE:
-            return image
-        base_id = self._existing(self.base_tag())
-        if base_id is None:
+            return self.tools_tag(self.image_id(self.resolve(DEFAULT_IMAGE)))
+        if image == DEFAULT_IMAGE:
+            return self.sandbox_tag(self.image_id(self.base_tag()))
+        return image
+
+    def image_id(self, tag: str) -> str:
+        """The content digest of an image that must exist."""
+        image_id = self._existing(tag)
+        if image_id is None:
             raise InfrastructureError(
-                f"image {DEFAULT_IMAGE} is not built; run `stockade images build`",
+                f"image {tag} is not built; run `stockade images build`",
                 code=ErrorCode.IMAGE_MISSING,
-                op="images.resolve",
+                op="images.get",
                 retryable=False,
             )
-        return self.sandbox_tag(base_id)
+        return image_id

@@ -2,6 +2,8 @@
 
 from orchestrator.testing.egress import (
     FixedResolver,
+    HttpApp,
+    HttpRequest,
     LoopbackOnlyConnector,
     NonLoopbackConnectionError,
     UnknownNameError,
@@ -10,6 +12,8 @@ from orchestrator.testing.egress import (
 
 __all__ = [
     "FixedResolver",
+    "HttpApp",
+    "HttpRequest",
     "LoopbackOnlyConnector",
     "NonLoopbackConnectionError",
     "UnknownNameError",

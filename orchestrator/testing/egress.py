@@ -8,14 +8,17 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from orchestrator.egress import IPAddress
 
 __all__ = [
     "FixedResolver",
+    "HttpApp",
+    "HttpRequest",
     "LoopbackOnlyConnector",
     "NonLoopbackConnectionError",
     "UnknownNameError",
@@ -76,10 +79,49 @@ class LoopbackOnlyConnector:
         return await asyncio.open_connection(str(address), port)
 
 
+@dataclass(frozen=True, kw_only=True)
+class HttpRequest:
+    """What a test origin received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    """Header names lower-cased."""
+    body: bytes
+
+
+HttpApp = Callable[[HttpRequest], tuple[int, bytes]]
+"""A test origin: request in, status and body out."""
+
+
+def _handler(app: HttpApp) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            request = HttpRequest(
+                method=self.command,
+                path=self.path,
+                headers={name.lower(): value for name, value in self.headers.items()},
+                body=self.rfile.read(length),
+            )
+            status, body = app(request)
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # keep test output clean
+
+    return Handler
+
+
 @contextmanager
-def serve_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
-    """An HTTP server on 127.0.0.1 in a thread; yields its port."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def serve_http(app: HttpApp) -> Iterator[int]:
+    """An HTTP origin on 127.0.0.1 in a thread, answering with ``app``; yields its port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(app))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import textwrap
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler
 
 import docker
 import pytest
@@ -25,21 +24,9 @@ from orchestrator.testing import FixedResolver, LoopbackOnlyConnector, serve_htt
 pytestmark = [pytest.mark.docker, pytest.mark.adversarial]
 
 
-class Hello(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"hello sandbox"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def origin() -> Iterator[int]:
-    with serve_http(Hello) as port:
+    with serve_http(lambda request: (200, b"hello sandbox")) as port:
         yield port
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import docker
@@ -17,7 +16,7 @@ from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.images import TOOLS_IMAGE, ImageBuilder
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.workspace import WorkspaceManager
-from orchestrator.testing import FixedResolver, LoopbackOnlyConnector, serve_http
+from orchestrator.testing import FixedResolver, HttpRequest, LoopbackOnlyConnector, serve_http
 from orchestrator.tools import (
     DEFAULT_TOOL_PROFILE,
     ToolCall,
@@ -29,31 +28,19 @@ from orchestrator.tools import (
 pytestmark = pytest.mark.docker
 
 
-class Echo(BaseHTTPRequestHandler):
-    def _reply(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.dumps(
-            {
-                "method": self.command,
-                "path": self.path,
-                "body": self.rfile.read(length).decode(),
-                "x": self.headers.get("X-Test"),
-            }
-        ).encode()
-        self.send_response(201 if self.command == "POST" else 200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = _reply
-
-    def log_message(self, *args: object) -> None:
-        pass
+def echo(request: HttpRequest) -> tuple[int, bytes]:
+    reply = {
+        "method": request.method,
+        "path": request.path,
+        "body": request.body.decode(),
+        "x": request.headers.get("x-test"),
+    }
+    return (201 if request.method == "POST" else 200), json.dumps(reply).encode()
 
 
 @pytest.fixture(scope="module")
 def origin() -> Iterator[int]:
-    with serve_http(Echo) as port:
+    with serve_http(echo) as port:
         yield port
 
 
