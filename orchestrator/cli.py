@@ -15,6 +15,7 @@ import click
 import docker
 import docker.errors
 
+from orchestrator._audit_cli import audit
 from orchestrator._policy_cli import policy
 from orchestrator._tools_cli import TOOLKIT_OPTION, external_toolkits, tools
 from orchestrator.errors import ConfigError, StockadeError
@@ -152,6 +153,7 @@ def sandbox_run(
 
 cli.add_command(tools)
 cli.add_command(policy)
+cli.add_command(audit)
 
 
 @cli.command()
