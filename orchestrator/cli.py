@@ -15,6 +15,7 @@ import click
 import docker
 import docker.errors
 
+from orchestrator._approvals_cli import approvals
 from orchestrator._audit_cli import audit
 from orchestrator._policy_cli import policy
 from orchestrator._tools_cli import TOOLKIT_OPTION, external_toolkits, tools
@@ -154,6 +155,7 @@ def sandbox_run(
 cli.add_command(tools)
 cli.add_command(policy)
 cli.add_command(audit)
+cli.add_command(approvals)
 
 
 @cli.command()

@@ -1,0 +1,85 @@
+"""``stockade approvals …``: decide pending approval requests from any terminal."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from orchestrator.approvals import ApprovalStatus, ApprovalStore
+
+__all__ = ["approvals"]
+
+
+def _store(db: Path | None) -> ApprovalStore:
+    default = Path(os.environ.get("STOCKADE_HOME", Path.home() / ".stockade")) / "approvals.db"
+    return ApprovalStore(db or default)
+
+
+_DB = click.option(
+    "--db", type=click.Path(dir_okay=False, path_type=Path), help="Approval database."
+)
+
+
+@click.group()
+def approvals() -> None:
+    """Approval requests."""
+
+
+@approvals.command("list")
+@_DB
+@click.option("--all", "everything", is_flag=True, help="Decided and expired ones too.")
+def approvals_list(db: Path | None, everything: bool) -> None:
+    """Pending requests (oldest first)."""
+    requests = _store(db).find(None if everything else ApprovalStatus.PENDING)
+    for request in requests:
+        click.echo(
+            f"{request.id}  {request.status.value:<8}  {request.tool:<14}  "
+            f"run={request.run_id or '-'}  {request.reason}"
+        )
+    if not requests:
+        click.echo("no requests")
+
+
+@approvals.command("show")
+@_DB
+@click.argument("request_id")
+def approvals_show(db: Path | None, request_id: str) -> None:
+    """One request in full, as JSON."""
+    request = _store(db).get(request_id)
+    if request is None:
+        raise click.ClickException(f"no approval request {request_id!r}")
+    click.echo(request.model_dump_json(indent=2))
+
+
+def _decide(db: Path | None, request_id: str, *, approve: bool, arguments: str | None) -> None:
+    edited = json.loads(arguments) if arguments else None
+    store = _store(db)
+    if store.decide(request_id, approve=approve, by=getpass.getuser(), arguments=edited):
+        click.echo(f"{request_id}: {'approved' if approve else 'denied'}")
+        return
+    request = store.get(request_id)
+    state = request.status.value if request else "unknown"
+    click.echo(f"{request_id}: not decided (it is {state})", err=True)
+    sys.exit(1)
+
+
+@approvals.command("approve")
+@_DB
+@click.argument("request_id")
+@click.option("--args", "arguments", help="Replace the call's arguments (JSON object).")
+def approvals_approve(db: Path | None, request_id: str, arguments: str | None) -> None:
+    """Approve a pending request, optionally with edited arguments."""
+    _decide(db, request_id, approve=True, arguments=arguments)
+
+
+@approvals.command("deny")
+@_DB
+@click.argument("request_id")
+def approvals_deny(db: Path | None, request_id: str) -> None:
+    """Deny a pending request."""
+    _decide(db, request_id, approve=False, arguments=None)
