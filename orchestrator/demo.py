@@ -14,10 +14,14 @@ from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecResult
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.workspace import WorkspaceManager
+from orchestrator.tools import ToolCall, ToolExecutor, ToolRegistry
 
 __all__ = ["run_demo"]
 
-_FORK_BOMB = "bomb() { bomb | bomb & }; bomb"
+# Every process forks for ever: only the pids limit and the deadline stop it.
+_FORK_BOMB = (
+    "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
+)
 _MEMORY_BOMB = "x = []\nwhile True:\n    x.append(bytearray(16 * 2**20))"
 
 
@@ -77,7 +81,7 @@ async def run_demo(
         )
         echo(
             "3. fork bomb (3 s deadline):  "
-            + _line(await call("bash", "-c", _FORK_BOMB, deadline_s=3))
+            + _line(await call("python3", "-c", _FORK_BOMB, deadline_s=3))
         )
         echo("4. memory bomb:               " + _line(await call("python3", "-c", _MEMORY_BOMB)))
         latencies: list[float] = []
@@ -90,6 +94,24 @@ async def run_demo(
         echo(
             f"5. {calls} warm-pool calls: p50 {statistics.median(latencies):.1f} ms, "
             f"max {latencies[-1]:.1f} ms (each in its own container, destroyed after)"
+        )
+        registry = ToolRegistry()
+        for toolkit in ("toolkits.python", "toolkits.files"):
+            registry.load(toolkit)
+        tools = ToolExecutor(registry, backend, workspaces=workspaces)
+        code = "import numpy as np\nprint(np.linalg.norm([3, 4]))"
+        answer = await tools.execute(
+            ToolCall(id="demo", name="python.run", arguments={"code": code}, run_id=run_id)
+        )
+        echo(f"6. tool call python.run (numpy): [{answer.status.value}] {answer.output}")
+        refused = await tools.execute(
+            ToolCall(
+                id="demo", name="files.read", arguments={"path": "../../etc/passwd"}, run_id=run_id
+            )
+        )
+        echo(
+            f"7. files.read outside the workspace: [{refused.status.value}] "
+            f"{(refused.error or '').splitlines()[0]}"
         )
     workspaces.close(run_id)
     echo("done: pool destroyed, workspace removed, no container left behind")

@@ -60,3 +60,15 @@ def test_images_build_is_idempotent(tmp_path: Path, images: object) -> None:
     done = stockade("images", "build", home=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("up to date") == 3
+
+
+def test_demo_main_job(tmp_path: Path, images: object) -> None:
+    done = stockade("demo", "--calls", "3", home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "fork bomb (3 s deadline):  [timeout" in out
+    assert "memory bomb:               [oom_killed" in out
+    assert "read it back in a new container:   [ok" in out and "kept between calls" in out
+    assert '6. tool call python.run (numpy): [ok] {"stdout": "5.0\\n"' in out
+    assert "7. files.read outside the workspace: [error] PermissionError" in out
+    assert not (tmp_path / "workspaces").exists() or not any((tmp_path / "workspaces").iterdir())
