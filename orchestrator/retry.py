@@ -1,0 +1,71 @@
+"""Retrying infrastructure failures with tenacity, and nothing else.
+
+Only an :class:`~orchestrator.errors.InfrastructureError` whose ``retryable``
+is set (engine hiccups, a container that did not come up) is retried: with
+exponential backoff and full jitter, a bounded number of attempts and a bound
+on the total time. Each attempt runs the whole call again, so each gets a
+fresh container. A tool that fails is a result, not an exception, and is not
+retried unless the rule asks for it; denials and rejections never are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_base,
+    retry_if_exception,
+    retry_if_result,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from orchestrator.errors import InfrastructureError
+from orchestrator.policy import RetrySettings
+
+__all__ = ["run_with_retries"]
+
+T = TypeVar("T")
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, InfrastructureError) and exc.retryable
+
+
+async def run_with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    settings: RetrySettings,
+    *,
+    failed: Callable[[T], bool] = lambda _result: False,
+    on_retry: Callable[[int, BaseException | None], None] = lambda _number, _error: None,
+    initial_wait_s: float = 0.2,
+    max_wait_s: float = 5.0,
+) -> T:
+    """Run ``attempt`` until it succeeds, fails for good, or the budget is spent.
+
+    ``failed`` tells a result that counts as a failure (a tool error); it is
+    retried only when ``settings.retry_on_tool_error`` is set. After the last
+    attempt, its exception is raised or its result returned.
+    """
+    condition: retry_base = retry_if_exception(_retryable)
+    if settings.retry_on_tool_error:
+        condition = condition | retry_if_result(failed)
+
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        on_retry(state.attempt_number, error)
+
+    retrying = AsyncRetrying(
+        retry=condition,
+        stop=stop_after_attempt(settings.max_attempts) | stop_after_delay(settings.max_total_s),
+        wait=wait_random_exponential(multiplier=initial_wait_s, max=max_wait_s),
+        before_sleep=before_sleep,
+        # Out of attempts: the last attempt's own exception or result, not a RetryError.
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+    )
+    result: T = await retrying(attempt)
+    return result

@@ -1,0 +1,127 @@
+"""Retries: only retryable infrastructure errors, bounded, each attempt a fresh container."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.policy import RetrySettings
+from orchestrator.retry import run_with_retries
+from orchestrator.sandbox.docker_backend import DockerBackend
+from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
+from orchestrator.sandbox.images import ImageBuilder
+from orchestrator.sandbox.profile import SandboxProfile
+
+
+class Flaky:
+    """Fails ``failures`` times with the given error, then answers ``result``."""
+
+    def __init__(self, failures: int, error: Exception, result: str = "done") -> None:
+        self.failures, self.error, self.result, self.calls = failures, error, result, 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return self.result
+
+
+def infra(retryable: bool) -> InfrastructureError:
+    return InfrastructureError(
+        "hiccup", code=ErrorCode.ENGINE_ERROR, op="test", retryable=retryable
+    )
+
+
+FAST = {"initial_wait_s": 0.001, "max_wait_s": 0.002}
+
+
+async def test_retryable_errors_are_retried_until_success() -> None:
+    flaky = Flaky(2, infra(retryable=True))
+    retries: list[int] = []
+    result = await run_with_retries(
+        flaky, RetrySettings(max_attempts=3), on_retry=lambda n, _e: retries.append(n), **FAST
+    )
+    assert result == "done" and flaky.calls == 3 and retries == [1, 2]
+
+
+async def test_attempts_are_bounded_and_the_last_error_surfaces() -> None:
+    flaky = Flaky(10, infra(retryable=True))
+    with pytest.raises(InfrastructureError, match="hiccup"):
+        await run_with_retries(flaky, RetrySettings(max_attempts=4), **FAST)
+    assert flaky.calls == 4
+
+
+async def test_total_time_is_bounded() -> None:
+    flaky = Flaky(100, infra(retryable=True))
+    with pytest.raises(InfrastructureError):
+        await run_with_retries(
+            flaky,
+            RetrySettings(max_attempts=10, max_total_s=0.05),
+            initial_wait_s=0.03,
+            max_wait_s=0.03,
+        )
+    assert flaky.calls < 10
+
+
+@pytest.mark.parametrize(
+    "error", [infra(retryable=False), ValueError("a bug"), PermissionError("denied")]
+)
+async def test_other_errors_are_never_retried(error: Exception) -> None:
+    flaky = Flaky(1, error)
+    with pytest.raises(type(error)):
+        await run_with_retries(flaky, RetrySettings(max_attempts=5), **FAST)
+    assert flaky.calls == 1
+
+
+async def test_tool_failures_are_results_unless_the_rule_says_retry() -> None:
+    outcomes = iter(["error", "error", "ok"])
+    calls = 0
+
+    async def tool() -> str:
+        nonlocal calls
+        calls += 1
+        return next(outcomes)
+
+    result = await run_with_retries(
+        tool, RetrySettings(max_attempts=5), failed=lambda r: r == "error", **FAST
+    )
+    assert (result, calls) == ("error", 1)
+    retried = await run_with_retries(
+        tool,
+        RetrySettings(max_attempts=5, retry_on_tool_error=True),
+        failed=lambda r: r == "error",
+        **FAST,
+    )
+    assert (retried, calls) == ("ok", 3)
+
+
+@pytest.fixture
+async def backend(
+    docker_client: docker.DockerClient, images: ImageBuilder, no_leaks: None
+) -> AsyncIterator[DockerBackend]:
+    async with DockerBackend(docker_client, images=images, reap_on_start=False) as started:
+        yield started
+
+
+@pytest.mark.docker
+async def test_each_retry_gets_a_fresh_container(backend: DockerBackend, tmp_path: Path) -> None:
+    profile = SandboxProfile(pool_size=0)
+    containers: list[str] = []
+    failures = 2
+
+    async def attempt() -> ExecResult:
+        nonlocal failures
+        result = await backend.execute(ExecRequest(argv=("echo", "ok")), profile)
+        containers.append(result.container_id)
+        if failures:
+            failures -= 1
+            raise infra(retryable=True)  # as if the engine had failed after the call
+        return result
+
+    result = await run_with_retries(attempt, RetrySettings(max_attempts=3), **FAST)
+    assert result.status is ExecStatus.OK
+    assert len(containers) == 3 and len(set(containers)) == 3, "never the same container twice"
