@@ -56,10 +56,15 @@ def approvals_show(db: Path | None, request_id: str) -> None:
     click.echo(request.model_dump_json(indent=2))
 
 
-def _decide(db: Path | None, request_id: str, *, approve: bool, arguments: str | None) -> None:
+_NOTE = click.option("--note", help="Why (on a denial, the model reads it).")
+
+
+def _decide(
+    db: Path | None, request_id: str, *, approve: bool, arguments: str | None, note: str | None
+) -> None:
     edited = json.loads(arguments) if arguments else None
     store = _store(db)
-    if store.decide(request_id, approve=approve, by=getpass.getuser(), arguments=edited):
+    if store.decide(request_id, approve=approve, by=getpass.getuser(), arguments=edited, note=note):
         click.echo(f"{request_id}: {'approved' if approve else 'denied'}")
         return
     request = store.get(request_id)
@@ -72,14 +77,18 @@ def _decide(db: Path | None, request_id: str, *, approve: bool, arguments: str |
 @_DB
 @click.argument("request_id")
 @click.option("--args", "arguments", help="Replace the call's arguments (JSON object).")
-def approvals_approve(db: Path | None, request_id: str, arguments: str | None) -> None:
+@_NOTE
+def approvals_approve(
+    db: Path | None, request_id: str, arguments: str | None, note: str | None
+) -> None:
     """Approve a pending request, optionally with edited arguments."""
-    _decide(db, request_id, approve=True, arguments=arguments)
+    _decide(db, request_id, approve=True, arguments=arguments, note=note)
 
 
 @approvals.command("deny")
 @_DB
 @click.argument("request_id")
-def approvals_deny(db: Path | None, request_id: str) -> None:
+@_NOTE
+def approvals_deny(db: Path | None, request_id: str, note: str | None) -> None:
     """Deny a pending request."""
-    _decide(db, request_id, approve=False, arguments=None)
+    _decide(db, request_id, approve=False, arguments=None, note=note)

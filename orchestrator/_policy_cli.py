@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from orchestrator.policy import load_policy, policy_json_schema
+from orchestrator.policy import load_policy, render_policy_schema
 
 __all__ = ["policy"]
 
@@ -32,4 +31,4 @@ def policy_check(files: tuple[Path, ...]) -> None:
 @policy.command("schema")
 def policy_schema() -> None:
     """Print the JSON Schema of the policy format (for editors)."""
-    click.echo(json.dumps(policy_json_schema(), indent=2))
+    click.echo(render_policy_schema(), nl=False)

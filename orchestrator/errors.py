@@ -59,6 +59,8 @@ class ErrorCode(StrEnum):
     TIMEOUT = "timeout"
     WORKSPACE = "workspace"
     CLOSED = "closed"
+    AUDIT = "audit"
+    APPROVALS = "approvals"
 
 
 class InfrastructureError(StockadeError):

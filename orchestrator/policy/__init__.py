@@ -1,12 +1,18 @@
-"""Policy: ordered rules over tool calls, rate limits, and the file format behind them."""
+"""Policy: ordered rules over tool calls, rate limits, model budgets, and their file format.
 
-from typing import Any
+Load a file with :func:`load_policy`, decide a call with :func:`evaluate`, and
+count calls with a :class:`RateLimiter` built from ``policy.rate_limits``.
+Everything here is pure logic: no I/O beyond reading the policy file.
+"""
 
-from orchestrator.policy._conditions import AllOf, AnyOf, Condition, Leaf, NotOf
-from orchestrator.policy._evaluate import Verdict, evaluate, glob_match
-from orchestrator.policy._loader import load_policy, parse_policy
+from orchestrator.policy._base import Globs
+from orchestrator.policy._budget import ModelBudget, ModelBudgetAnswer
+from orchestrator.policy._conditions import AllOf, AnyOf, Condition, Leaf, NotOf, Predicate
+from orchestrator.policy._evaluate import Decision, evaluate
+from orchestrator.policy._loader import load_policy, parse_policy, parse_yaml_model
+from orchestrator.policy._match import CallMatch
 from orchestrator.policy._model import (
-    Decision,
+    Effect,
     ModelLimits,
     Policy,
     RateLimit,
@@ -14,33 +20,32 @@ from orchestrator.policy._model import (
     Rule,
 )
 from orchestrator.policy._ratelimit import RateLimitAnswer, RateLimiter
+from orchestrator.policy._schema import policy_json_schema, render_policy_schema
 
 __all__ = [
     "AllOf",
     "AnyOf",
+    "CallMatch",
     "Condition",
     "Decision",
+    "Effect",
+    "Globs",
     "Leaf",
+    "ModelBudget",
+    "ModelBudgetAnswer",
     "ModelLimits",
     "NotOf",
     "Policy",
+    "Predicate",
     "RateLimit",
     "RateLimitAnswer",
     "RateLimiter",
     "RetrySettings",
     "Rule",
-    "Verdict",
     "evaluate",
-    "glob_match",
     "load_policy",
     "parse_policy",
+    "parse_yaml_model",
     "policy_json_schema",
+    "render_policy_schema",
 ]
-
-
-def policy_json_schema() -> dict[str, Any]:
-    """JSON Schema of the policy file format, for editors."""
-    schema = Policy.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "Stockade policy"
-    return schema

@@ -1,14 +1,18 @@
-"""Conditions over a call's arguments: leaf tests and all/any/not combinators.
+"""Conditions over a call's arguments: leaf tests combined with ``all``, ``any`` and ``not``.
 
 A leaf names an argument by dotted path (``options.mode``, ``files.0``) and
-applies exactly one operator. An argument that is missing makes a leaf false
-(so ``not`` of it is true). Patterns are compiled once, when the policy loads.
+applies exactly one operator. **A missing argument makes a leaf false**, so
+``{not: {arg: x, equals: 1}}`` is true when ``x`` is absent: write a
+condition so that "absent" falls on the safe side. Type mismatches are false
+too (a ``regex`` never matches a number; booleans are not numbers and never
+equal ``0`` or ``1``). Patterns are compiled once, when the policy loads.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import (
@@ -18,13 +22,18 @@ from pydantic import (
     Field,
     PrivateAttr,
     Tag,
+    field_validator,
     model_validator,
 )
 
-__all__ = ["AllOf", "AnyOf", "Condition", "Leaf", "NotOf", "lookup"]
+from orchestrator.policy._base import STRICT
 
-_MISSING = object()
-_OPERATORS = (
+__all__ = ["AllOf", "AnyOf", "Condition", "Leaf", "NotOf", "Predicate"]
+
+Predicate = Callable[[dict[str, Any]], bool]
+"""A condition compiled to a plain function of the arguments."""
+
+OPERATORS = (
     "equals",
     "one_of",
     "regex",
@@ -36,14 +45,16 @@ _OPERATORS = (
     "min_length",
     "max_length",
 )
+_MISSING = object()
 
 
-def lookup(arguments: Any, path: str) -> Any:
-    """The value at a dotted path, or a sentinel when any step is missing."""
+def _lookup(arguments: Any, steps: tuple[str, ...]) -> Any:
     value = arguments
-    for step in path.split("."):
-        if isinstance(value, dict) and step in value:
-            value = value[step]
+    for step in steps:
+        if isinstance(value, dict):
+            value = value.get(step, _MISSING)
+            if value is _MISSING:
+                return _MISSING
         elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
             value = value[int(step)]
         else:
@@ -51,138 +62,182 @@ def lookup(arguments: Any, path: str) -> Any:
     return value
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
+def _same(left: Any, right: Any) -> bool:
+    """Equality as JSON sees it: ``True`` is not ``1``, ``"1"`` is not ``1``."""
+    if isinstance(left, bool) or isinstance(right, bool):
+        return left is right
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(_same(left[k], right[k]) for k in left)
+    if isinstance(left, list | tuple) and isinstance(right, list | tuple):
+        return len(left) == len(right) and all(map(_same, left, right))
+    return bool(left == right)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _sized(value: Any) -> bool:
+    return isinstance(value, str | list | dict)
 
 
 class Leaf(BaseModel):
-    """One test on one argument; exactly one operator must be set."""
+    """One test on one argument: ``arg`` plus exactly one operator."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Editors can tell a leaf with no or two operators: `arg` plus exactly one key.
+    model_config = ConfigDict(**STRICT, json_schema_extra={"minProperties": 2, "maxProperties": 2})
 
     arg: str = Field(min_length=1)
-    """Dotted path of the argument, e.g. ``code`` or ``headers.Authorization``."""
+    """Dotted path of the argument, e.g. ``code``, ``headers.Authorization`` or ``files.0``."""
     equals: Any = None
-    """The argument equals this value."""
+    """The argument equals this value (JSON equality: ``true`` is not ``1``)."""
     one_of: list[Any] | None = None
-    """The argument is one of these values."""
+    """The argument equals one of these values."""
     regex: str | None = None
-    """The argument (a string) matches this regular expression anywhere (``re.search``)."""
+    """The argument is a string in which this regular expression matches (``re.search``)."""
     glob: str | None = None
-    """The argument (a string) matches this shell-style pattern as a whole."""
+    """The argument is a string matching this shell pattern as a whole (``*`` crosses ``/``)."""
     gt: float | None = None
-    """The argument (a number) is greater than this."""
+    """The argument is a number greater than this."""
     ge: float | None = None
-    """The argument (a number) is at least this."""
+    """The argument is a number at least this."""
     lt: float | None = None
-    """The argument (a number) is less than this."""
+    """The argument is a number less than this."""
     le: float | None = None
-    """The argument (a number) is at most this."""
+    """The argument is a number at most this."""
     min_length: int | None = Field(default=None, ge=0)
-    """The argument (string, list or object) has at least this many items or characters."""
+    """The argument is a string, list or mapping with at least this many characters or items."""
     max_length: int | None = Field(default=None, ge=0)
-    """The argument (string, list or object) has at most this many items or characters."""
+    """The argument is a string, list or mapping with at most this many characters or items."""
 
-    _pattern: re.Pattern[str] | None = PrivateAttr(default=None)
-    _operator: str = PrivateAttr(default="")
+    _steps: tuple[str, ...] = PrivateAttr(default=())
+    _test: Callable[[Any], bool] = PrivateAttr()
+
+    @field_validator("regex")
+    @classmethod
+    def _regex_compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+        return pattern
 
     @model_validator(mode="after")
-    def _one_operator(self) -> Leaf:
-        chosen = [name for name in _OPERATORS if name in self.model_fields_set]
+    def _exactly_one_operator(self) -> Leaf:
+        chosen = [name for name in OPERATORS if name in self.model_fields_set]
         if len(chosen) != 1:
             raise ValueError(
-                f"a condition on {self.arg!r} needs exactly one of {', '.join(_OPERATORS)}; "
-                f"got {', '.join(chosen) or 'none'}"
+                f"a condition on {self.arg!r} needs exactly one operator "
+                f"({', '.join(OPERATORS)}); got {', '.join(chosen) or 'none'}"
             )
-        self._operator = chosen[0]
-        if self.regex is not None:
-            try:
-                self._pattern = re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"invalid regex {self.regex!r}: {exc}") from exc
-        if self.glob is not None:
-            self._pattern = re.compile(fnmatch.translate(self.glob))
+        self._steps = tuple(self.arg.split("."))
+        self._test = self._compile(chosen[0])
         return self
 
-    def matches(self, arguments: dict[str, Any]) -> bool:
-        """Whether the call's arguments pass this test."""
-        value = lookup(arguments, self.arg)
-        return value is not _MISSING and self._test(value)
-
-    def _test(self, value: Any) -> bool:
-        operator = self._operator
+    def _compile(self, operator: str) -> Callable[[Any], bool]:
+        # Each operator becomes one closure so matching does no dispatch per call.
         if operator == "equals":
-            return bool(value == self.equals)
+            expected = self.equals
+            return lambda value: _same(value, expected)
         if operator == "one_of":
-            return value in (self.one_of or [])
-        if operator in ("regex", "glob"):
-            return isinstance(value, str) and self._matches_pattern(value)
-        if operator in ("min_length", "max_length"):
-            return isinstance(value, str | list | dict) and self._within(float(len(value)))
-        number = _number(value)
-        return number is not None and self._within(number)
-
-    def _matches_pattern(self, value: str) -> bool:
-        assert self._pattern is not None
-        if self._operator == "regex":
-            return self._pattern.search(value) is not None
-        return self._pattern.match(value) is not None
-
-    def _within(self, number: float) -> bool:
-        bound = float(getattr(self, self._operator))
-        comparisons = {
-            "gt": number > bound,
-            "ge": number >= bound,
-            "lt": number < bound,
-            "le": number <= bound,
-            "min_length": number >= bound,
-            "max_length": number <= bound,
+            options = list(self.one_of or [])
+            return lambda value: any(_same(value, option) for option in options)
+        if operator == "regex":
+            search = re.compile(self.regex or "").search
+            return lambda value: isinstance(value, str) and search(value) is not None
+        if operator == "glob":
+            match = re.compile(fnmatch.translate(self.glob or "")).match
+            return lambda value: isinstance(value, str) and match(value) is not None
+        bound = getattr(self, operator)
+        tests: dict[str, Callable[[Any], bool]] = {
+            "gt": lambda value: _is_number(value) and value > bound,
+            "ge": lambda value: _is_number(value) and value >= bound,
+            "lt": lambda value: _is_number(value) and value < bound,
+            "le": lambda value: _is_number(value) and value <= bound,
+            "min_length": lambda value: _sized(value) and len(value) >= bound,
+            "max_length": lambda value: _sized(value) and len(value) <= bound,
         }
-        return comparisons[self._operator]
+        return tests[operator]
+
+    def predicate(self) -> Predicate:
+        """This test as a plain function (no model attribute lookups when it runs)."""
+        steps, test = self._steps, self._test
+        if len(steps) == 1:
+            (key,) = steps
+            return lambda arguments: (
+                (value := arguments.get(key, _MISSING)) is not _MISSING and test(value)
+            )
+        return lambda arguments: (
+            (value := _lookup(arguments, steps)) is not _MISSING and test(value)
+        )
+
+    def matches(self, arguments: dict[str, Any]) -> bool:
+        """Whether the call's arguments pass this test (never, if the argument is missing)."""
+        return self.predicate()(arguments)
 
 
 class AllOf(BaseModel):
     """True when every condition is true."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     all: list[Condition] = Field(min_length=1)
-    """The conditions."""
+    """The conditions, all of which must hold."""
+
+    def predicate(self) -> Predicate:
+        """This condition as a plain function."""
+        parts = tuple(condition.predicate() for condition in self.all)
+        return lambda arguments: all(part(arguments) for part in parts)
 
     def matches(self, arguments: dict[str, Any]) -> bool:
         """Whether every condition holds."""
-        return all(condition.matches(arguments) for condition in self.all)
+        return self.predicate()(arguments)
 
 
 class AnyOf(BaseModel):
     """True when at least one condition is true."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     any: list[Condition] = Field(min_length=1)
-    """The conditions."""
+    """The conditions, one of which must hold."""
+
+    def predicate(self) -> Predicate:
+        """This condition as a plain function."""
+        parts = tuple(condition.predicate() for condition in self.any)
+        return lambda arguments: any(part(arguments) for part in parts)
 
     def matches(self, arguments: dict[str, Any]) -> bool:
         """Whether some condition holds."""
-        return any(condition.matches(arguments) for condition in self.any)
+        return self.predicate()(arguments)
 
 
 class NotOf(BaseModel):
-    """True when the condition is false."""
+    """True when the condition is false (including when its argument is missing)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(**STRICT, populate_by_name=True)
 
     not_: Condition = Field(alias="not")
     """The condition to negate."""
 
+    def predicate(self) -> Predicate:
+        """This condition as a plain function."""
+        inner = self.not_.predicate()
+        return lambda arguments: not inner(arguments)
+
     def matches(self, arguments: dict[str, Any]) -> bool:
         """Whether the condition does not hold."""
-        return not self.not_.matches(arguments)
+        return self.predicate()(arguments)
+
+
+_KINDS: dict[type[BaseModel], str] = {Leaf: "leaf", AllOf: "all", AnyOf: "any", NotOf: "not"}
 
 
 def _kind(value: Any) -> str:
+    """The union member to validate against: a combinator's key decides, else a leaf."""
+    if isinstance(value, BaseModel):
+        return _KINDS.get(type(value), "leaf")
     if isinstance(value, dict):
         for key in ("all", "any", "not"):
             if key in value:
@@ -197,7 +252,7 @@ Condition = Annotated[
     | Annotated[NotOf, Tag("not")],
     Discriminator(_kind),
 ]
-"""A leaf test or a combination of conditions."""
+"""A leaf test, or ``all`` / ``any`` / ``not`` over further conditions."""
 
 AllOf.model_rebuild()
 AnyOf.model_rebuild()

@@ -2,66 +2,69 @@
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-from orchestrator.policy._model import Decision, Policy, RetrySettings, Rule
+from orchestrator.policy._model import Effect, Policy, RetrySettings
 
-__all__ = ["Verdict", "evaluate", "glob_match"]
-
-
-@lru_cache(maxsize=4096)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(fnmatch.translate(pattern))
+__all__ = ["Decision", "evaluate"]
 
 
-def glob_match(name: str, patterns: list[str]) -> bool:
-    """Whether ``name`` matches any of the shell-style ``patterns``."""
-    return any(_compiled(pattern).match(name) for pattern in patterns)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Verdict:
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Decision:
     """The policy's answer for one call."""
 
-    decision: Decision
+    decision: Effect
+    """Allow, deny or require approval."""
     rule: str | None
     """The matching rule's name; None when the policy's default applied."""
     reason: str
+    """Why, in words the model (on deny) or the approver can read."""
     sandbox_profile: str | None = None
+    """The rule's sandbox profile; None means the tool's own."""
     timeout_s: float | None = None
+    """The rule's deadline; None means the profile's."""
     retry: RetrySettings | None = None
+    """The rule's retry settings; None means the gateway's defaults."""
     approval_timeout_s: float | None = None
+    """How long to wait for approval; set exactly when approval is required."""
 
-
-def _matches(rule: Rule, tool: str, arguments: dict[str, Any], principal: str | None) -> bool:
-    if not glob_match(tool, rule.tools):
-        return False
-    if rule.principals is not None and not glob_match(principal or "", rule.principals):
-        return False
-    return rule.when is None or rule.when.matches(arguments)
+    @property
+    def allowed(self) -> bool:
+        """The call may run without asking anyone."""
+        return self.decision is Effect.ALLOW
 
 
 def evaluate(
-    policy: Policy, tool: str, arguments: dict[str, Any], principal: str | None = None
-) -> Verdict:
-    """The first rule that matches decides; otherwise the policy's default."""
-    for rule in policy.rules:
-        if _matches(rule, tool, arguments, principal):
-            return Verdict(
-                decision=rule.decision,
+    policy: Policy, tool_name: str, arguments: dict[str, Any], principal: str | None = None
+) -> Decision:
+    """The first rule that matches the call decides; otherwise the policy's default."""
+    for match, rule in policy.rule_table:
+        if match.matches(tool_name, arguments, principal):
+            effect = rule.decision
+            return Decision(
+                decision=effect,
                 rule=rule.name,
-                reason=rule.reason or f"rule {rule.name!r}",
+                reason=rule.reason or _default_reason(effect, rule.name),
                 sandbox_profile=rule.sandbox_profile,
                 timeout_s=rule.timeout_s,
                 retry=rule.retry,
-                approval_timeout_s=rule.approval_timeout_s,
+                approval_timeout_s=(
+                    rule.approval_timeout_s or policy.approval_timeout_s
+                    if effect is Effect.REQUIRE_APPROVAL
+                    else None
+                ),
             )
-    return Verdict(
-        decision=Decision(policy.default),
+    return Decision(
+        decision=Effect(policy.default),
         rule=None,
-        reason=f"no rule matches {tool}; the policy's default is {policy.default}",
+        reason=f"no policy rule matches {tool_name!r}; the default is {policy.default}",
     )
+
+
+def _default_reason(effect: Effect, rule: str) -> str:
+    if effect is Effect.DENY:
+        return f"denied by policy rule {rule!r}"
+    if effect is Effect.REQUIRE_APPROVAL:
+        return f"policy rule {rule!r} requires approval"
+    return f"allowed by policy rule {rule!r}"

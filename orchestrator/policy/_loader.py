@@ -1,104 +1,295 @@
-"""Loading policy files: YAML in, a Policy out, or an error naming file, line and field."""
+"""YAML in, a validated model out, or a ConfigError naming file, line, field and expectation.
+
+PyYAML's composed node tree keeps each node's position. A pydantic error's
+``loc`` is walked through that tree to find the line, and through the model's
+types to drop union tags (``leaf``, ``all`` …) from the field path and to
+list the keys a mapping accepts when one is unknown.
+"""
 
 from __future__ import annotations
 
+import difflib
+import re
+import types
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 import pydantic
 import yaml
+from pydantic import BaseModel, Tag
 
 from orchestrator.errors import ConfigError
+from orchestrator.policy._base import LocatedValueError
 from orchestrator.policy._model import Policy
 
-__all__ = ["load_policy", "parse_policy"]
+__all__ = ["load_policy", "parse_policy", "parse_yaml_model"]
+
+M = TypeVar("M", bound=BaseModel)
+Loc = tuple[str | int, ...]
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_MAX_EXTRA_PROBLEMS = 5
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (a later key would silently win)."""
+def _compose(text: str, source: str) -> yaml.Node | None:
+    loader = yaml.SafeLoader(text)
+    try:
+        return loader.get_single_node()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            f"not valid YAML: {problem}", file=source, line=mark.line + 1 if mark else None
+        ) from exc
+    finally:
+        loader.dispose()
 
 
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise ConfigError(
-                f"duplicate key {key!r} (first at line {seen[key]})",
-                line=key_node.start_mark.line + 1,
-                field=str(key),
-            )
-        seen[key] = key_node.start_mark.line + 1
-    return loader.construct_mapping(node, deep=deep)
+def _construct(node: yaml.Node) -> Any:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
-_StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,
-)
-
-
-def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
-    """The line of the deepest node the error location reaches."""
-    node, line = root, (root.start_mark.line + 1 if root else None)
-    for step in loc:
+def _reject_duplicate_keys(root: yaml.Node, source: str) -> None:
+    """A repeated key would silently override the first one; refuse it."""
+    seen_nodes: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen_nodes:  # aliases share nodes, and may even form cycles
+            continue
+        seen_nodes.add(id(node))
         if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                if key_node.value == step:
-                    node, line = value_node, key_node.start_mark.line + 1
+            first: dict[str, int] = {}
+            for key, value in node.value:
+                stack.append(value)
+                if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
+                    continue
+                line = key.start_mark.line + 1
+                if key.value in first:
+                    raise ConfigError(
+                        f"duplicate key {key.value!r} (first at line {first[key.value]})",
+                        file=source,
+                        line=line,
+                    )
+                first[key.value] = line
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+
+
+# --- from a pydantic location to a field path, a model and a line ---------------------------
+
+
+def _strip(annotation: Any) -> Any:
+    """Drop ``Annotated`` wrappers and ``None`` from an optional."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+            continue
+        if origin in (typing.Union, types.UnionType):
+            members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+            if len(members) == 1:
+                annotation = members[0]
+                continue
+        return annotation
+
+
+def _tagged_members(annotation: Any) -> dict[str, Any]:
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return {}
+    members: dict[str, Any] = {}
+    for arg in typing.get_args(annotation):
+        if typing.get_origin(arg) is Annotated:
+            inner, *metadata = typing.get_args(arg)
+            members.update({meta.tag: inner for meta in metadata if isinstance(meta, Tag)})
+    return members
+
+
+def _field_type(model: type[BaseModel], key: str) -> Any:
+    for name, field in model.model_fields.items():
+        if key in (name, field.alias):
+            return field.annotation
+    return None
+
+
+def _keys(model: type[BaseModel]) -> list[str]:
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _resolve(root: type[BaseModel], loc: Loc) -> tuple[Loc, type[BaseModel] | None]:
+    """The location without union tags, and the model holding its last step."""
+    path: list[str | int] = []
+    annotation: Any = root
+    holder: type[BaseModel] | None = None
+    for step in loc:
+        annotation = _strip(annotation)
+        members = _tagged_members(annotation)
+        if isinstance(step, str) and step in members:
+            annotation = members[step]
+            continue
+        path.append(step)
+        is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        holder = annotation if is_model else None
+        if holder is not None and isinstance(step, str):
+            annotation = _field_type(holder, step)
+        elif isinstance(step, int) and typing.get_origin(annotation) in (list, tuple):
+            annotation = typing.get_args(annotation)[0]
+        else:
+            annotation = None
+    return tuple(path), holder
+
+
+def _line(root: yaml.Node, path: Loc) -> int:
+    """The line of the deepest node the path reaches (a key's line, for a mapping entry)."""
+    node, line = root, root.start_mark.line + 1
+    for step in path:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == str(step):
+                    node, line = value, key.start_mark.line + 1
                     break
-            # A step that is no key (a union's tag) is skipped, not followed.
-        elif (
-            isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value)
-        ):
+            else:
+                break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int):
+            if step >= len(node.value):
+                break
             node = node.value[step]
             line = node.start_mark.line + 1
+        else:
+            break
     return line
 
 
-def _field(loc: tuple[int | str, ...]) -> str:
-    parts: list[str] = []
-    for step in loc:
-        if isinstance(step, int):
-            parts.append(f"[{step}]")
-        elif step not in ("leaf", "all", "any", "not") or not parts or parts[-1] != step:
-            parts.append(f".{step}" if parts else step)
-    return "".join(parts)
+def _dotted(path: Loc) -> str:
+    text = ""
+    for step in path:
+        text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else step)
+    return text
+
+
+# --- from a pydantic error to a sentence ----------------------------------------------------
+
+_EXPECTED = {
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "int_from_float": "a whole number",
+    "int_parsing": "a whole number",
+    "int_type": "a whole number",
+    "list_type": "a list",
+    "string_type": "a string",
+    "too_short": "at least {min_length} item(s)",
+    "string_too_short": "at least {min_length} character(s)",
+    "greater_than": "a number greater than {gt}",
+    "greater_than_equal": "a number of at least {ge}",
+    "less_than_equal": "a number of at most {le}",
+}
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    if len(text) <= 40:
+        return text
+    return "a mapping" if isinstance(value, dict) else "a list" if isinstance(value, list) else text
+
+
+def _choices(expected: str) -> str:
+    """``"'allow', 'deny' or 'x'"`` as ``allow, deny, x``."""
+    return ", ".join(item.strip("'") for item in re.split(r", | or ", expected))
+
+
+def _sentence(error: Any, holder: type[BaseModel] | None) -> str:
+    kind, ctx = error["type"], error.get("ctx", {})
+    if kind == "extra_forbidden":
+        unknown = str(error["loc"][-1])
+        if holder is None:
+            return f"unknown field {unknown!r}"
+        allowed = _keys(holder)
+        close = difflib.get_close_matches(unknown, allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown field {unknown!r}{hint}; expected one of {', '.join(allowed)}"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind in ("enum", "literal_error"):
+        expected = f"one of {_choices(ctx['expected'])}"
+    elif kind in _EXPECTED:
+        expected = _EXPECTED[kind].format(**ctx)
+    else:
+        return f"{error['msg']}, got {_shown(error['input'])}"
+    return f"expected {expected}, got {_shown(error['input'])}"
+
+
+def _problems(
+    exc: pydantic.ValidationError, model: type[BaseModel], root: yaml.Node
+) -> list[tuple[int, str, str]]:
+    """(line, field, sentence) for each error, the most telling first."""
+    errors = exc.errors()
+    # A typo'd key shows up twice: as an unknown key and as a missing one. The
+    # unknown key names the mistake; the missing one is noise beside it.
+    typo_parents = {tuple(e["loc"][:-1]) for e in errors if e["type"] == "extra_forbidden"}
+    problems = []
+    for error in errors:
+        loc = tuple(error["loc"])
+        if error["type"] == "missing" and loc[:-1] in typo_parents:
+            continue
+        located = error.get("ctx", {}).get("error")
+        if isinstance(located, LocatedValueError):
+            loc += located.loc
+        path, holder = _resolve(model, loc)
+        rank = 0 if error["type"] == "extra_forbidden" else 1
+        problems.append((rank, _line(root, path), _dotted(path), _sentence(error, holder)))
+    problems.sort(key=lambda problem: problem[:2])
+    return [problem[1:] for problem in problems]
+
+
+def parse_yaml_model(text: str, model: type[M], *, source: str) -> M:
+    """Validate YAML ``text`` as ``model``; any mistake raises a :class:`ConfigError`."""
+    root = _compose(text, source)
+    if root is None:
+        raise ConfigError("the file is empty", file=source, line=1)
+    if not isinstance(root, yaml.MappingNode):
+        raise ConfigError(
+            f"expected a mapping ({model.__name__}) at the top level",
+            file=source,
+            line=root.start_mark.line + 1,
+        )
+    _reject_duplicate_keys(root, source)
+    try:
+        return model.model_validate(_construct(root))
+    except pydantic.ValidationError as exc:
+        (line, field, sentence), *others = _problems(exc, model, root)
+        more = "".join(
+            f"\n  also {source}:{o[0]}: {o[1]}: {o[2]}" for o in others[:_MAX_EXTRA_PROBLEMS]
+        )
+        if len(others) > _MAX_EXTRA_PROBLEMS:
+            more += f"\n  and {len(others) - _MAX_EXTRA_PROBLEMS} more"
+        raise ConfigError(sentence + more, file=source, line=line, field=field) from exc
 
 
 def parse_policy(text: str, *, source: str = "<policy>") -> Policy:
     """Validate policy YAML text; errors name ``source``, the line and the field."""
-    try:
-        root = yaml.compose(text, Loader=_StrictLoader)
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except ConfigError as exc:
-        raise ConfigError(exc.message, file=source, line=exc.line, field=exc.field) from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(
-            f"not valid YAML: {getattr(exc, 'problem', exc)}",
-            file=source,
-            line=mark.line + 1 if mark else None,
-        ) from exc
-    if not isinstance(data, dict):
-        raise ConfigError("a policy is a mapping with at least 'version: 1'", file=source)
-    try:
-        return Policy.model_validate(data)
-    except pydantic.ValidationError as exc:
-        # A typo'd key shows up twice: as an unknown key and as a missing one.
-        # The unknown key is the one that names the mistake.
-        first = min(exc.errors(), key=lambda error: error["type"] != "extra_forbidden")
-        loc = tuple(first["loc"])
-        got = "" if first["type"] == "missing" else f", got {first['input']!r}"
-        raise ConfigError(
-            f"{first['msg']}{got}", file=source, line=_line_of(root, loc), field=_field(loc)
-        ) from exc
+    return parse_yaml_model(text, Policy, source=source)
 
 
-def load_policy(path: Path) -> Policy:
-    """Read and validate a policy file."""
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate a policy file.
+
+    Raises :class:`~orchestrator.errors.ConfigError` like
+    ``policies/x.yaml:12: rules[3].decision: expected one of allow, deny,
+    require_approval, got 'alow'``.
+    """
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read policy: {exc.strerror}", file=str(path)) from exc
-    return parse_policy(text, source=str(path))
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read policy: {exc}", file=str(path)) from exc
+    return parse_yaml_model(text, Policy, source=str(path))

@@ -6,14 +6,16 @@ import re
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
 
+from orchestrator.policy._base import STRICT, Globs, LocatedValueError, compile_globs
 from orchestrator.policy._conditions import Condition
+from orchestrator.policy._match import CallMatch
 
-__all__ = ["Decision", "ModelLimits", "Policy", "RateLimit", "RetrySettings", "Rule"]
+__all__ = ["Effect", "ModelLimits", "Policy", "RateLimit", "RetrySettings", "Rule"]
 
 
-class Decision(StrEnum):
+class Effect(StrEnum):
     """What a rule decides for the calls it matches."""
 
     ALLOW = "allow"
@@ -21,119 +23,178 @@ class Decision(StrEnum):
     REQUIRE_APPROVAL = "require_approval"
 
 
-Globs = list[str]
-
-
-def _as_list(value: object) -> object:
-    return [value] if isinstance(value, str) else value
-
-
 class RetrySettings(BaseModel):
     """Retries of infrastructure failures (never of denials or rejections)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     max_attempts: int = Field(default=3, ge=1, le=10)
     """Attempts in all, the first included."""
     max_total_s: float = Field(default=60.0, gt=0)
     """Give up once this much time has passed since the first attempt."""
     retry_on_tool_error: bool = False
-    """Also retry when the tool itself failed (off: a tool's failure is a result)."""
+    """Also retry when the tool itself failed (off: a tool's failure is a result for the model)."""
 
 
 class Rule(BaseModel):
     """Matches calls by tool, principal and arguments; the first matching rule decides."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     name: str = Field(min_length=1)
-    """Shown in decisions, the audit log and metrics."""
-    tools: Globs
-    """Tool-name globs, e.g. ``files.*`` or ``[python.run, shell.run]``."""
+    """Unique within the policy; shown in decisions, the audit log and metrics."""
+    tools: Globs = Field(min_length=1)
+    """Tool-name globs, e.g. ``files.*`` or ``[python.run, shell.run]``; one string is fine."""
     principals: Globs | None = None
-    """Principal globs; absent means any principal."""
+    """Principal globs; absent means any caller (a call without a principal matches only then)."""
     when: Condition | None = None
-    """Condition over the arguments; absent means always."""
-    decision: Decision
+    """Condition over the call's arguments; absent means always."""
+    decision: Effect
     """``allow``, ``deny`` or ``require_approval``."""
     reason: str = ""
-    """Why; shown to the model when the call is denied."""
+    """Why; shown to the model when the call is denied, and to the approver."""
     sandbox_profile: str | None = None
-    """Sandbox profile for the calls this rule allows (default: the tool's)."""
+    """Sandbox profile for the calls this rule lets through (absent: the tool's own)."""
     timeout_s: float | None = Field(default=None, gt=0)
-    """Deadline for these calls (at most the profile's)."""
+    """Wall-clock deadline for these calls, in seconds (absent: the profile's)."""
     retry: RetrySettings | None = None
-    """Retry settings for these calls."""
+    """Retry settings for these calls (absent: the gateway's defaults)."""
     approval_timeout_s: float | None = Field(default=None, gt=0)
-    """How long a ``require_approval`` call waits for a decision."""
+    """How long a ``require_approval`` call waits for a decision (absent: the policy's)."""
 
-    @field_validator("tools", "principals", mode="before")
-    @classmethod
-    def _globs_as_list(cls, value: object) -> object:
-        return _as_list(value)
+    _match: CallMatch = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _compile(self) -> Rule:
+        if self.approval_timeout_s is not None and self.decision is not Effect.REQUIRE_APPROVAL:
+            raise LocatedValueError(
+                "only a require_approval rule waits for approval", ("approval_timeout_s",)
+            )
+        self._match = CallMatch.build(self.tools, self.principals, self.when)
+        return self
+
+    @property
+    def match(self) -> CallMatch:
+        """The compiled matcher of this rule."""
+        return self._match
 
 
 class RateLimit(BaseModel):
-    """A budget per scope: ``rate`` calls every ``per_s`` seconds, bursts up to ``burst``."""
+    """A budget: ``rate`` calls every ``per_s`` seconds, with bursts of up to ``burst`` calls.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    ``{rate: 30, per_s: 60, burst: 5}`` allows 5 calls at once, then one every
+    2 seconds on average.
+    """
+
+    model_config = STRICT
 
     name: str = Field(min_length=1)
-    """Shown in ``rate_limited`` answers."""
-    tools: Globs
-    """Tool-name globs this limit counts."""
+    """Unique within the policy; shown in refusals and metrics."""
+    tools: Globs = Field(min_length=1)
+    """Tool-name globs of the calls this limit counts."""
     scope: Literal["run", "principal", "global"]
-    """Whose calls share the budget: one run's, one principal's, or everyone's."""
+    """Whose calls share one budget: each run's own, each principal's own, or everyone's."""
     rate: float = Field(gt=0)
     """Calls allowed per period, sustained."""
     per_s: float = Field(default=60.0, gt=0)
-    """The period in seconds."""
+    """The period, in seconds."""
     burst: int = Field(default=1, ge=1)
     """Calls allowed back to back before the rate applies."""
 
-    @field_validator("tools", mode="before")
-    @classmethod
-    def _globs_as_list(cls, value: object) -> object:
-        return _as_list(value)
+    _tools: re.Pattern[str] = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _compile(self) -> RateLimit:
+        self._tools = compile_globs(self.tools)
+        return self
+
+    def counts(self, tool: str) -> bool:
+        """Whether calls of ``tool`` count against this limit."""
+        return self._tools.match(tool) is not None
+
+    @property
+    def interval_s(self) -> float:
+        """Seconds between calls at the sustained rate."""
+        return self.per_s / self.rate
 
 
 class ModelLimits(BaseModel):
-    """Limits on the model side of one run."""
+    """Budgets on the model side of one run."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     max_tokens_per_run: int | None = Field(default=None, ge=1)
-    """Tokens (prompt and completion) one run may use."""
+    """Tokens (prompt and completion) one run may use; absent means no limit."""
     max_model_calls_per_run: int | None = Field(default=None, ge=1)
-    """Model calls one run may make."""
+    """Model calls one run may make; absent means no limit."""
 
 
 class Policy(BaseModel):
     """An organisation's policy: the ordered rules every tool call is checked against."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT
 
     version: Literal[1]
-    """Format version."""
+    """Format version; always ``1``."""
     default: Literal["allow", "deny"] = "deny"
     """Decision for a call no rule matches."""
     on_approval_timeout: Literal["allow", "deny"] = "deny"
-    """Decision when an approval request times out."""
+    """Decision when nobody decides an approval request in time."""
+    approval_timeout_s: float = Field(default=300.0, gt=0)
+    """How long a ``require_approval`` call waits, unless its rule says otherwise."""
     rules: list[Rule] = Field(default_factory=list)
     """Checked in order; the first match decides."""
     rate_limits: list[RateLimit] = Field(default_factory=list)
-    """Every matching limit must have room for a call to proceed."""
+    """Every limit that counts a call must have room for it, or the call waits."""
     model_limits: ModelLimits = Field(default_factory=ModelLimits)
     """Token and model-call budgets per run."""
     redact: list[str] = Field(default_factory=list)
-    """Regular expressions whose matches are replaced in the audit log."""
+    """Regular expressions for secrets: matches in strings of the audit log are replaced,
+    and a mapping entry whose key matches has its whole value replaced."""
+
+    _redact: tuple[re.Pattern[str], ...] = PrivateAttr(default=())
+    _table: tuple[tuple[CallMatch, Rule], ...] = PrivateAttr(default=())
 
     @field_validator("redact")
     @classmethod
     def _patterns_compile(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
+        for index, pattern in enumerate(patterns):
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise ValueError(f"invalid regex {pattern!r}: {exc}") from exc
+                raise LocatedValueError(
+                    f"invalid regular expression {pattern!r}: {exc}", (index,)
+                ) from exc
         return patterns
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> Policy:
+        # Names key audit records, metrics and rate-limit state, so a repeat is a mistake.
+        named: tuple[tuple[str, list[str]], ...] = (
+            ("rules", [rule.name for rule in self.rules]),
+            ("rate_limits", [limit.name for limit in self.rate_limits]),
+        )
+        for field, names in named:
+            first: dict[str, int] = {}
+            for index, name in enumerate(names):
+                if name in first:
+                    raise LocatedValueError(
+                        f"duplicate name {name!r} (first used by {field}[{first[name]}])",
+                        (field, index, "name"),
+                    )
+                first[name] = index
+        self._redact = tuple(re.compile(pattern) for pattern in self.redact)
+        # Reading a pydantic private attribute costs microseconds; evaluation
+        # reads this one table instead of one attribute per rule.
+        self._table = tuple((rule.match, rule) for rule in self.rules)
+        return self
+
+    @property
+    def rule_table(self) -> tuple[tuple[CallMatch, Rule], ...]:
+        """Each rule with its compiled matcher, in order."""
+        return self._table
+
+    @property
+    def redact_patterns(self) -> tuple[re.Pattern[str], ...]:
+        """The ``redact`` patterns, compiled."""
+        return self._redact

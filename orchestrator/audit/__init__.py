@@ -1,0 +1,38 @@
+"""The audit log: append-only JSON lines, chained by SHA-256 so tampering shows.
+
+Each line is one record: ``seq`` (0, 1, 2 …), ``ts`` (UTC, ISO 8601),
+``prev`` (the hash of the record before; 64 zeros for the first), the
+:class:`AuditRecord` fields, and ``hash``: SHA-256 over the canonical JSON
+(sorted keys, no spaces, ASCII) of everything else in the line. ``verify``
+walks the chain and names the first line that was edited, removed, inserted
+or moved. See :mod:`orchestrator.audit._log` for the fsync and locking rules.
+"""
+
+from orchestrator.audit._chain import GENESIS, canonical_json, record_hash
+from orchestrator.audit._log import AuditLog
+from orchestrator.audit._record import (
+    ApprovalInfo,
+    AuditEvent,
+    AuditRecord,
+    EgressConnection,
+    RateLimitInfo,
+)
+from orchestrator.audit._redact import REDACTED, redact
+from orchestrator.audit._verify import VerifyReport, tail, verify
+
+__all__ = [
+    "GENESIS",
+    "REDACTED",
+    "ApprovalInfo",
+    "AuditEvent",
+    "AuditLog",
+    "AuditRecord",
+    "EgressConnection",
+    "RateLimitInfo",
+    "VerifyReport",
+    "canonical_json",
+    "record_hash",
+    "redact",
+    "tail",
+    "verify",
+]

@@ -1,0 +1,139 @@
+"""What one audit record says: the call, the decisions about it, and what it did."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.policy import Effect
+
+__all__ = ["ApprovalInfo", "AuditEvent", "AuditRecord", "EgressConnection", "RateLimitInfo"]
+
+# from_attributes: the gateway may hand over its own dataclasses
+# (RateLimitAnswer, EgressEvent) as they are.
+_CONFIG = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+_FROM_ATTRIBUTES = ConfigDict(**_CONFIG, from_attributes=True)
+
+
+class AuditEvent(StrEnum):
+    """The kind of a record."""
+
+    CALL = "call"
+    """One tool call, whatever its outcome (denied, rate-limited, failed or done)."""
+    APPROVAL_REQUESTED = "approval_requested"
+    """A call is waiting for a human."""
+    APPROVAL_DECIDED = "approval_decided"
+    """A human or rule decided, or the request expired."""
+    POLICY_LOADED = "policy_loaded"
+    """The orchestrator (re)loaded its policy."""
+    RUN_STARTED = "run_started"
+    """An agent run began."""
+    RUN_FINISHED = "run_finished"
+    """An agent run ended."""
+
+
+class ApprovalInfo(BaseModel):
+    """How an approval request ended."""
+
+    model_config = _FROM_ATTRIBUTES
+
+    request_id: str
+    """The approval request's id."""
+    status: str
+    """``approved``, ``denied`` or ``expired``."""
+    decided_by: str | None = None
+    """Who decided (a user name, or ``auto:<rule>``)."""
+    edited_arguments: dict[str, Any] | None = None
+    """Arguments the approver replaced the model's with (redacted like the originals)."""
+    waited_s: float | None = None
+    """How long the call waited for the decision."""
+
+
+class RateLimitInfo(BaseModel):
+    """The rate limiter's answer for the call."""
+
+    model_config = _FROM_ATTRIBUTES
+
+    allowed: bool
+    """The call was within every limit."""
+    retry_after_s: float = 0.0
+    """Seconds the caller was told to wait."""
+    limit: str | None = None
+    """The limit that refused."""
+
+
+class EgressConnection(BaseModel):
+    """One connection the sandbox tried through the egress proxy."""
+
+    model_config = _FROM_ATTRIBUTES
+
+    host: str
+    """Destination host as requested."""
+    port: int
+    """Destination port."""
+    allowed: bool
+    """The proxy let it through."""
+    reason: str = ""
+    """Why it was refused."""
+    address: str | None = None
+    """The address connected to, after DNS."""
+    bytes_out: int = 0
+    """Bytes sent."""
+    bytes_in: int = 0
+    """Bytes received."""
+    duration_s: float = 0.0
+    """How long the connection lasted."""
+
+
+class AuditRecord(BaseModel):
+    """One entry of the audit log, before the log adds ``seq``, ``ts``, ``prev`` and ``hash``.
+
+    Only ``event`` is required; absent fields are left out of the line.
+    """
+
+    model_config = _CONFIG
+
+    event: AuditEvent
+    """The kind of record."""
+    call_id: str | None = None
+    """The tool call's id."""
+    run_id: str | None = None
+    """The agent run."""
+    principal: str | None = None
+    """Who the run acts for."""
+    tool: str | None = None
+    """The tool's name, e.g. ``python.run``."""
+    arguments: dict[str, Any] | None = None
+    """The call's arguments; redacted before they are written."""
+    decision: Effect | None = None
+    """The policy's decision."""
+    rule: str | None = None
+    """The policy rule that decided; absent when the default applied."""
+    reason: str | None = None
+    """Why (the policy's reason, or why the call failed)."""
+    approval: ApprovalInfo | None = None
+    """The approval, for calls that needed one."""
+    rate_limit: RateLimitInfo | None = None
+    """The rate limiter's answer."""
+    retries: int | None = Field(default=None, ge=0)
+    """Attempts after the first."""
+    sandbox_profile: str | None = None
+    """The sandbox profile the call ran in."""
+    image_digest: str | None = None
+    """The image the sandbox ran."""
+    status: str | None = None
+    """The call's outcome, e.g. ``ok``, ``error``, ``timeout``, ``denied``."""
+    exit_code: int | None = None
+    """The tool process's exit code."""
+    duration_s: float | None = Field(default=None, ge=0)
+    """Wall-clock time of the call, in seconds."""
+    output_bytes: int | None = Field(default=None, ge=0)
+    """Size of the output before truncation."""
+    egress: list[EgressConnection] = Field(default_factory=list)
+    """Connections the sandbox tried."""
+    error: str | None = None
+    """Error message, for failures; redacted before it is written."""
+    detail: dict[str, Any] = Field(default_factory=dict)
+    """Anything else worth keeping (e.g. the policy file and its hash); redacted."""

@@ -1,0 +1,52 @@
+"""What every policy-file model shares: strict config, and errors that know their place."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Sequence
+from typing import Annotated
+
+from pydantic import BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+__all__ = ["STRICT", "Globs", "LocatedValueError", "compile_globs"]
+
+STRICT = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+"""Unknown keys fail, values never change after loading, field docstrings become descriptions."""
+
+
+class LocatedValueError(ValueError):
+    """A validation failure inside the value being validated, at ``loc`` below it.
+
+    Pydantic reports a validator's error at the validated object; the loader
+    appends ``loc`` so the message names the exact field and line (say the
+    second of two rules with one name, not the whole ``rules`` list).
+    """
+
+    def __init__(self, message: str, loc: tuple[str | int, ...]) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def _as_list(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+_GLOB_SCHEMA = {"type": "string", "minLength": 1}
+Globs = Annotated[
+    list[Annotated[str, Field(min_length=1)]],
+    BeforeValidator(_as_list),
+    WithJsonSchema(
+        {"anyOf": [_GLOB_SCHEMA, {"type": "array", "items": _GLOB_SCHEMA, "minItems": 1}]}
+    ),
+]
+"""Shell-style globs: one string, or a list of them."""
+
+
+def compile_globs(patterns: Sequence[str]) -> re.Pattern[str]:
+    """One regex matching a whole name against any of the shell-style ``patterns``.
+
+    Compiled once at load time so matching a call costs one ``re.match``.
+    ``*`` matches any run of characters, dots included (``files.*``, ``*``).
+    """
+    return re.compile("|".join(fnmatch.translate(pattern) for pattern in patterns))

@@ -1,0 +1,178 @@
+"""Policy files: every mistake names the file, the line and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import ConfigError
+from orchestrator.policy import Effect, load_policy, parse_policy
+
+RULE = "version: 1\nrules:\n  - name: a\n    tools: x\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field", "needle"),
+    [
+        # typo'd keys, at every level, point at the typo's own line
+        (RULE + "    decison: allow\n", 5, "rules[0].decison", "did you mean 'decision'?"),
+        ("version: 1\ndefualt: deny\n", 2, "defualt", "did you mean 'default'?"),
+        (
+            RULE + "    decision: allow\n    when:\n      arg: code\n      regx: os\n",
+            8,
+            "rules[0].when.regx",
+            "unknown field 'regx' (did you mean 'regex'?); expected one of arg, equals",
+        ),
+        (
+            RULE + "    decision: allow\n    when:\n      all:\n        - arg: a\n"
+            "          equals: 1\n        - not:\n            arg: b\n            lt: 2\n"
+            "            gte: 3\n",
+            13,
+            "rules[0].when.all[1].not.gte",
+            "unknown field 'gte'",
+        ),
+        (
+            RULE + "    decision: allow\n    retry:\n      max_atempts: 2\n",
+            7,
+            "rules[0].retry.max_atempts",
+            "did you mean 'max_attempts'?",
+        ),
+        (
+            "version: 1\nmodel_limits:\n  max_tokens: 5\n",
+            3,
+            "model_limits.max_tokens",
+            "did you mean 'max_tokens_per_run'?",
+        ),
+        # wrong values
+        (
+            RULE + "    decision: alow\n",
+            5,
+            "rules[0].decision",
+            "expected one of allow, deny, require_approval, got 'alow'",
+        ),
+        ("version: 2\n", 1, "version", "expected one of 1, got 2"),
+        (
+            "version: 1\nrate_limits:\n  - {name: a, tools: x, scope: team, rate: 1}\n",
+            3,
+            "rate_limits[0].scope",
+            "expected one of run, principal, global, got 'team'",
+        ),
+        (
+            RULE + "    decision: allow\n    timeout_s: soon\n",
+            6,
+            "rules[0].timeout_s",
+            "expected a number, got 'soon'",
+        ),
+        (RULE + "    decision: allow\n    timeout_s: 0\n", 6, "rules[0].timeout_s", "greater than"),
+        ("version: 1\nrules: {}\n", 2, "rules", "expected a list"),
+        ("version: 1\nrules:\n  - {name: a, decision: deny}\n", 3, "rules[0].tools", "missing"),
+        # invalid regular expressions, found at load time
+        (
+            RULE + "    decision: allow\n    when:\n      any:\n        - {arg: c, regex: '(x'}\n",
+            8,
+            "rules[0].when.any[0].regex",
+            "invalid regular expression '(x'",
+        ),
+        ("version: 1\nredact:\n  - ok\n  - '[a-'\n", 4, "redact[1]", "invalid regular expression"),
+        # leaves need exactly one operator
+        (
+            RULE + "    decision: allow\n    when: {arg: x}\n",
+            6,
+            "rules[0].when",
+            "exactly one operator",
+        ),
+        (
+            RULE + "    decision: allow\n    when: {arg: x, equals: 1, regex: a}\n",
+            6,
+            "rules[0].when",
+            "got equals, regex",
+        ),
+        # names are unique; approval timeouts only on approval rules
+        (
+            "version: 1\nrules:\n  - {name: a, tools: x, decision: allow}\n"
+            "  - {name: a, tools: y, decision: deny}\n",
+            4,
+            "rules[1].name",
+            "duplicate name 'a' (first used by rules[0])",
+        ),
+        (
+            RULE + "    decision: allow\n    approval_timeout_s: 30\n",
+            6,
+            "rules[0].approval_timeout_s",
+            "only a require_approval rule",
+        ),
+        # YAML itself
+        ("version: 1\ndefault: deny\ndefault: allow\n", 3, None, "duplicate key 'default'"),
+        (
+            RULE + "    decision: allow\n    when: {arg: a, arg: b}\n",
+            6,
+            None,
+            "duplicate key 'arg'",
+        ),
+        ("version: 1\nrules: [\n", 3, None, "not valid YAML"),
+        ("", 1, None, "empty"),
+        ("- version: 1\n", 1, None, "expected a mapping"),
+    ],
+)
+def test_mistakes_name_the_line_and_field(
+    text: str, line: int, field: str | None, needle: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_policy(text, source="policies/x.yaml")
+    error = caught.value
+    assert (error.file, error.line, error.field) == ("policies/x.yaml", line, field), str(error)
+    assert needle in str(error)
+    assert str(error).startswith(f"policies/x.yaml:{line}: ")
+
+
+def test_message_has_the_documented_shape() -> None:
+    text = "version: 1\nrules:\n" + "".join(
+        f"  - name: r{i}\n    tools: x\n    decision: {'alow' if i == 3 else 'deny'}\n"
+        for i in range(4)
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_policy(text, source="policies/x.yaml")
+    assert str(caught.value) == (
+        "policies/x.yaml:14: rules[3].decision: expected one of allow, deny, "
+        "require_approval, got 'alow'"
+    )
+
+
+def test_a_typo_is_not_also_reported_as_a_missing_field() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_policy(RULE + "    decison: allow\n")
+    assert "missing" not in str(caught.value)
+
+
+def test_further_problems_are_listed_too() -> None:
+    text = RULE + "    decision: alow\n  - name: b\n    tools: y\n    decision: deny\n    bad: 1\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_policy(text, source="p.yaml")
+    assert caught.value.line == 9, "unknown keys first: they name the mistake"
+    assert "also p.yaml:5: rules[0].decision" in str(caught.value)
+
+
+def test_load_policy_reads_files_and_reports_missing_ones(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("version: 1\ndefault: allow\nrules:\n  - {name: a, tools: x, decision: deny}\n")
+    policy = load_policy(path)
+    assert policy.default == "allow" and policy.rules[0].decision is Effect.DENY
+    with pytest.raises(ConfigError, match="cannot read policy") as caught:
+        load_policy(tmp_path / "absent.yaml")
+    assert caught.value.file == str(tmp_path / "absent.yaml")
+
+
+def test_loaded_policy_is_frozen() -> None:
+    policy = parse_policy("version: 1\n")
+    with pytest.raises(ValueError, match="frozen"):
+        policy.default = "allow"  # type: ignore[misc]
+
+
+def test_yaml_anchors_still_work_and_cannot_loop() -> None:
+    policy = parse_policy(
+        "version: 1\nrules:\n  - &r {name: a, tools: x, decision: allow}\n  - {<<: *r, name: b}\n"
+    )
+    assert [rule.name for rule in policy.rules] == ["a", "b"]
+    with pytest.raises(ConfigError):
+        parse_policy("version: 1\nrules: &loop [*loop]\n")
