@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import sys
 from pathlib import Path
 
 import click
 
 from orchestrator.approvals import ApprovalStatus, ApprovalStore
+from orchestrator.paths import default_approvals_db
 
 __all__ = ["approvals"]
 
 
 def _store(db: Path | None) -> ApprovalStore:
-    default = Path(os.environ.get("STOCKADE_HOME", Path.home() / ".stockade")) / "approvals.db"
-    return ApprovalStore(db or default)
+    return ApprovalStore(db or default_approvals_db())
 
 
 _DB = click.option(
-    "--db", type=click.Path(dir_okay=False, path_type=Path), help="Approval database."
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Approval database. Default: $STOCKADE_APPROVALS_DB, else $STOCKADE_HOME/approvals.db.",
 )
 
 

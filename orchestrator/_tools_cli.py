@@ -11,6 +11,9 @@ from pathlib import Path
 import click
 import docker
 
+from orchestrator.approvals import ApprovalRequest
+from orchestrator.gateway import build_gateway
+from orchestrator.paths import default_approvals_db, default_audit_log, default_policy
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.workspace import WorkspaceManager
@@ -82,6 +85,15 @@ def tools_schema(toolkits: tuple[str, ...], name: str) -> None:
     click.echo(json.dumps(spec.openai(), indent=2))
 
 
+async def _announce(request: ApprovalRequest, /) -> None:
+    """Without a prompt, say how to decide the request from another terminal."""
+    click.echo(
+        f"waiting for approval of {request.tool} ({request.reason}): "
+        f"stockade approvals approve {request.id}  |  stockade approvals deny {request.id}",
+        err=True,
+    )
+
+
 @tools.command("call")
 @TOOLKIT_OPTION
 @click.argument("name")
@@ -91,11 +103,51 @@ def tools_schema(toolkits: tuple[str, ...], name: str) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory the tool sees as its workspace (kept afterwards).",
 )
-def tools_call(
-    toolkits: tuple[str, ...], name: str, arguments: str, workspace: Path | None
+@click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Policy file. Default: $STOCKADE_POLICY, else policies/default.yaml.",
+)
+@click.option("--principal", help="Who the call acts for (policy rules and rate limits use it).")
+@click.option(
+    "--approvers",
+    "approvers_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Approvers file (auto rules, webhook).",
+)
+@click.option(
+    "--prompt/--no-prompt",
+    default=None,
+    help="Ask at this terminal when the call needs approval. Default: when stdin is a terminal.",
+)
+@click.option(
+    "--audit-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Default: $STOCKADE_AUDIT_LOG, else $STOCKADE_HOME/audit.jsonl.",
+)
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Approval database. Default: $STOCKADE_APPROVALS_DB, else $STOCKADE_HOME/approvals.db.",
+)
+def tools_call(  # click passes every option by keyword
+    *,
+    toolkits: tuple[str, ...],
+    name: str,
+    arguments: str,
+    workspace: Path | None,
+    policy_path: Path | None,
+    principal: str | None,
+    approvers_path: Path | None,
+    prompt: bool | None,
+    audit_log: Path | None,
+    db: Path | None,
 ) -> None:
-    """Run one call of tool NAME in a sandbox, exactly as an agent would; print the result.
+    """Run one call of tool NAME through the gateway, exactly as an agent would; print the result.
 
+    The call is validated, decided by the policy, rate-limited, approved if
+    the policy asks for it, run in a sandbox and recorded in the audit log.
     Exits 0 when the call succeeded, 1 otherwise. Example:
 
         stockade tools call python.run --args '{"code": "print(6 * 7)"}'
@@ -103,15 +155,24 @@ def tools_call(
     registry = _registry(toolkits)
     # A --workspace directory is the workspace of a run named after it, held by its parent.
     run_id = workspace.resolve().name if workspace else None
-    call = ToolCall(id="cli", name=name, arguments=arguments, run_id=run_id)
+    call = ToolCall(id="cli", name=name, arguments=arguments, run_id=run_id, principal=principal)
     workspaces = WorkspaceManager(workspace.resolve().parent) if workspace else None
+    terminal = sys.stdin.isatty() if prompt is None else prompt
 
     async def run() -> ToolResult:
         client = docker.from_env()
         images = ImageBuilder(client, toolkits=external_toolkits(toolkits))
         async with DockerBackend(client, images=images) as backend:
-            executor = ToolExecutor(registry, backend, workspaces=workspaces)
-            return await executor.execute(call)
+            gateway = build_gateway(
+                ToolExecutor(registry, backend, workspaces=workspaces),
+                policy=policy_path or default_policy(),
+                audit_log=audit_log or default_audit_log(),
+                approvals_db=db or default_approvals_db(),
+                approvers=approvers_path,
+                terminal=terminal,
+                extra_approvers=() if terminal else (_announce,),
+            )
+            return await gateway.call(call)
 
     result = asyncio.run(run())
     click.echo(result.model_dump_json(indent=2))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 import time
@@ -20,6 +19,7 @@ from orchestrator._audit_cli import audit
 from orchestrator._policy_cli import policy
 from orchestrator._tools_cli import TOOLKIT_OPTION, external_toolkits, tools
 from orchestrator.errors import ConfigError, StockadeError
+from orchestrator.paths import stockade_home
 from orchestrator.sandbox.config import load_profile
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecStatus
@@ -34,7 +34,7 @@ T = TypeVar("T")
 
 
 def _home() -> Path:
-    return Path(os.environ.get("STOCKADE_HOME", Path.home() / ".stockade"))
+    return stockade_home()
 
 
 def _client() -> docker.DockerClient:

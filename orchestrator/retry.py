@@ -10,6 +10,7 @@ retried unless the rule asks for it; denials and rejections never are.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -51,6 +52,31 @@ async def run_with_retries(
     retried only when ``settings.retry_on_tool_error`` is set. After the last
     attempt, its exception is raised or its result returned.
     """
+    # The first attempt runs bare: almost every call succeeds at once, and
+    # setting up tenacity costs more than the rest of the gateway's checks.
+    started = time.monotonic()
+    first_error: BaseException | None = None
+    try:
+        first = await attempt()
+    except Exception as exc:
+        if not _retryable(exc) or settings.max_attempts == 1:
+            raise
+        first_error = exc
+    else:
+        if settings.max_attempts == 1 or not (settings.retry_on_tool_error and failed(first)):
+            return first
+    replayed = False
+
+    async def attempts() -> T:
+        # Tenacity's first attempt is the one that already ran: replay its outcome.
+        nonlocal replayed
+        if replayed:
+            return await attempt()
+        replayed = True
+        if first_error is not None:
+            raise first_error
+        return first
+
     condition: retry_base = retry_if_exception(_retryable)
     if settings.retry_on_tool_error:
         condition = condition | retry_if_result(failed)
@@ -61,11 +87,12 @@ async def run_with_retries(
 
     retrying = AsyncRetrying(
         retry=condition,
-        stop=stop_after_attempt(settings.max_attempts) | stop_after_delay(settings.max_total_s),
+        stop=stop_after_attempt(settings.max_attempts)
+        | stop_after_delay(max(0.0, settings.max_total_s - (time.monotonic() - started))),
         wait=wait_random_exponential(multiplier=initial_wait_s, max=max_wait_s),
         before_sleep=before_sleep,
         # Out of attempts: the last attempt's own exception or result, not a RetryError.
         retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
     )
-    result: T = await retrying(attempt)
+    result: T = await retrying(attempts)
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -19,6 +20,22 @@ RUNTIMES = ("runc", "runsc")
 # Tests leave nothing behind in the checkout: no example database.
 settings.register_profile("stockade", database=None)
 settings.load_profile("stockade")
+
+
+@pytest.fixture(autouse=True)
+def stockade_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every test (and every ``stockade`` it runs) keeps its state in a directory of its own.
+
+    Without this a test calling the CLI would write the audit log and the
+    approval database into the real ``~/.stockade``.
+    """
+    home = tmp_path_factory.mktemp("stockade-home")
+    monkeypatch.setenv("STOCKADE_HOME", str(home))
+    for variable in ("STOCKADE_AUDIT_LOG", "STOCKADE_APPROVALS_DB", "STOCKADE_POLICY"):
+        monkeypatch.delenv(variable, raising=False)
+    return home
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,47 @@ def test_demo_main_job(tmp_path: Path, images: object) -> None:
     assert '6. tool call python.run (numpy): [ok] {"stdout": "5.0\\n"' in out
     assert "7. files.read outside the workspace: [error] PermissionError" in out
     assert not (tmp_path / "workspaces").exists() or not any((tmp_path / "workspaces").iterdir())
+
+
+def test_tools_call_goes_through_the_gateway(tmp_path: Path, images: object) -> None:
+    """Two terminals: a call waits for approval; `stockade approvals` edits and approves it."""
+    env = {**os.environ, "STOCKADE_HOME": str(tmp_path)}
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "tools", "call", "shell.run", "--no-prompt",
+         "--args", '{"command": "rm -rf /tmp/x && echo gone"}'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "pending" not in (listed := stockade("approvals", "list", home=tmp_path).stdout):
+            assert time.monotonic() < deadline, "no approval request appeared"
+            time.sleep(0.2)
+        request_id = listed.split()[0]
+        edit = '{"command": "echo edited"}'
+        approved = stockade("approvals", "approve", request_id, "--args", edit, home=tmp_path)
+        assert approved.returncode == 0, approved.stderr
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        waiting.kill()
+        waiting.wait()
+    assert waiting.returncode == 0, err
+    result = json.loads(out)
+    assert result["status"] == "ok" and json.loads(result["output"])["stdout"] == "edited\n"
+
+    policy = tmp_path / "no-shell.yaml"
+    policy.write_text(
+        "version: 1\nrules:\n  - {name: no-shell, tools: shell.run, decision: deny}\n"
+    )
+    denied = stockade(
+        "tools", "call", "shell.run", "--policy", str(policy), "--args", '{"command": "ls"}',
+        home=tmp_path,
+    )  # fmt: skip
+    assert denied.returncode == 1
+    assert json.loads(denied.stdout)["status"] == "denied"
+
+    verified = stockade("audit", "verify", str(tmp_path / "audit.jsonl"), home=tmp_path)
+    assert verified.returncode == 0 and "chain intact" in verified.stdout
+    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in records][:4] == [
+        "policy_loaded", "approval_requested", "approval_decided", "call",
+    ]  # fmt: skip

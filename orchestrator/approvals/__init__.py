@@ -1,15 +1,20 @@
 """Approval gates: durable requests that a human or a rule decides.
 
 The gateway creates a request in the :class:`ApprovalStore` when the policy
-says ``require_approval``, asks its :class:`Approver` chain (for example an
-:class:`AutoApprover`, then a human through ``stockade approvals``), and
-waits with :meth:`ApprovalStore.wait_for_decision`.
+says ``require_approval``, asks its :class:`Approver` chain (an
+:class:`AutoApprover`, a :class:`WebhookNotifier` that tells people, a
+:class:`TerminalApprover` that asks the person at the console) and waits for
+a decision taken by any of them or by ``stockade approvals`` elsewhere.
 """
 
 from orchestrator.approvals._approver import ApprovalDecision, Approver
 from orchestrator.approvals._auto import AutoApprovalRule, AutoApprover
+from orchestrator.approvals._config import ApproversConfig, WebhookConfig, load_approvers
+from orchestrator.approvals._describe import describe_request
 from orchestrator.approvals._request import ApprovalRequest, ApprovalStatus
 from orchestrator.approvals._store import ApprovalStore
+from orchestrator.approvals._terminal import TerminalApprover
+from orchestrator.approvals._webhook import WebhookNotifier, webhook_payload
 
 __all__ = [
     "ApprovalDecision",
@@ -17,6 +22,13 @@ __all__ = [
     "ApprovalStatus",
     "ApprovalStore",
     "Approver",
+    "ApproversConfig",
     "AutoApprovalRule",
     "AutoApprover",
+    "TerminalApprover",
+    "WebhookConfig",
+    "WebhookNotifier",
+    "describe_request",
+    "load_approvers",
+    "webhook_payload",
 ]

@@ -2,13 +2,13 @@
 
 Each line is one record: ``seq`` (0, 1, 2 …), ``ts`` (UTC, ISO 8601),
 ``prev`` (the hash of the record before; 64 zeros for the first), the
-:class:`AuditRecord` fields, and ``hash``: SHA-256 over the canonical JSON
-(sorted keys, no spaces, ASCII) of everything else in the line. ``verify``
+:class:`AuditRecord` fields in canonical JSON (sorted keys, no spaces,
+ASCII), then, as the last key, ``hash``: SHA-256 over that JSON. ``verify``
 walks the chain and names the first line that was edited, removed, inserted
 or moved. See :mod:`orchestrator.audit._log` for the fsync and locking rules.
 """
 
-from orchestrator.audit._chain import GENESIS, canonical_json, record_hash
+from orchestrator.audit._chain import GENESIS, canonical_json, encode_record, record_hash
 from orchestrator.audit._log import AuditLog
 from orchestrator.audit._record import (
     ApprovalInfo,
@@ -31,6 +31,7 @@ __all__ = [
     "RateLimitInfo",
     "VerifyReport",
     "canonical_json",
+    "encode_record",
     "record_hash",
     "redact",
     "tail",

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["GENESIS", "canonical_json", "record_hash"]
+__all__ = ["GENESIS", "canonical_json", "encode_record", "record_hash"]
 
 GENESIS = "0" * 64
 """The ``prev`` of the first record."""
@@ -24,3 +24,16 @@ def record_hash(record: Mapping[str, Any]) -> str:
     """SHA-256 over the canonical JSON of every field but ``hash``."""
     body = {key: value for key, value in record.items() if key != "hash"}
     return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def encode_record(body: Mapping[str, Any]) -> tuple[bytes, str]:
+    """The line of a record (without its newline) and its hash, in one serialisation.
+
+    The hash is SHA-256 over the canonical JSON of ``body``; the line is that
+    same JSON with ``"hash"`` added as its last key. Verification rebuilds the
+    line from the parsed record and compares bytes, so any edit shows.
+    """
+    encoded = canonical_json(body)
+    digest = hashlib.sha256(encoded).hexdigest()
+    separator = b"" if encoded == b"{}" else b","
+    return encoded[:-1] + separator + b'"hash":"' + digest.encode("ascii") + b'"}', digest

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.audit._chain import GENESIS, canonical_json, record_hash
+from orchestrator.audit._chain import GENESIS, encode_record
 from orchestrator.audit._record import AuditRecord
 from orchestrator.audit._redact import redact
 from orchestrator.errors import ErrorCode, InfrastructureError
@@ -115,8 +115,8 @@ class AuditLog:
                 seq, prev = self._head(fd)
                 written: dict[str, Any] = {"seq": seq, "ts": self._timestamp(), "prev": prev}
                 written.update(body)
-                written["hash"] = record_hash(written)
-                _write_all(fd, canonical_json(written) + b"\n")
+                line, written["hash"] = encode_record(written)
+                _write_all(fd, line + b"\n")
                 if self._fsync:
                     os.fsync(fd)
                     if created:

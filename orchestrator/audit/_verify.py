@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.audit._chain import GENESIS, canonical_json, record_hash
+from orchestrator.audit._chain import GENESIS, encode_record
 
 __all__ = ["VerifyReport", "tail", "verify"]
 
@@ -41,7 +41,9 @@ def _intact(raw: bytes) -> dict[str, Any] | str:
         return "not a JSON record"
     if not isinstance(record, dict) or not isinstance(record.get("hash"), str):
         return "not an audit record (no hash)"
-    if record["hash"] != record_hash(record) or raw != canonical_json(record) + b"\n":
+    body = {key: value for key, value in record.items() if key != "hash"}
+    line, digest = encode_record(body)
+    if record["hash"] != digest or raw != line + b"\n":
         return "record was edited: its content does not match its hash"
     return record
 

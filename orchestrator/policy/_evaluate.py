@@ -39,8 +39,8 @@ def evaluate(
     policy: Policy, tool_name: str, arguments: dict[str, Any], principal: str | None = None
 ) -> Decision:
     """The first rule that matches the call decides; otherwise the policy's default."""
-    for match, rule in policy.rule_table:
-        if match.matches(tool_name, arguments, principal):
+    for match, rule in policy.rules_for(tool_name):
+        if match.matches_call(arguments, principal):
             effect = rule.decision
             return Decision(
                 decision=effect,

@@ -43,8 +43,10 @@ class CallMatch:
 
     def matches(self, tool: str, arguments: dict[str, Any], principal: str | None) -> bool:
         """Whether the call falls under this matcher."""
-        if self.tools.match(tool) is None:
-            return False
+        return self.tools.match(tool) is not None and self.matches_call(arguments, principal)
+
+    def matches_call(self, arguments: dict[str, Any], principal: str | None) -> bool:
+        """Whether a call whose tool is already known to match falls under this matcher."""
         if self.principals is not None and (
             principal is None or self.principals.match(principal) is None
         ):

@@ -14,6 +14,9 @@ from orchestrator.policy._match import CallMatch
 
 __all__ = ["Effect", "ModelLimits", "Policy", "RateLimit", "RetrySettings", "Rule"]
 
+# Tool names a policy remembers its matching rules for.
+_TOOLS_REMEMBERED = 1024
+
 
 class Effect(StrEnum):
     """What a rule decides for the calls it matches."""
@@ -154,6 +157,7 @@ class Policy(BaseModel):
 
     _redact: tuple[re.Pattern[str], ...] = PrivateAttr(default=())
     _table: tuple[tuple[CallMatch, Rule], ...] = PrivateAttr(default=())
+    _by_tool: dict[str, tuple[tuple[CallMatch, Rule], ...]] = PrivateAttr(default_factory=dict)
 
     @field_validator("redact")
     @classmethod
@@ -193,6 +197,20 @@ class Policy(BaseModel):
     def rule_table(self) -> tuple[tuple[CallMatch, Rule], ...]:
         """Each rule with its compiled matcher, in order."""
         return self._table
+
+    def rules_for(self, tool: str) -> tuple[tuple[CallMatch, Rule], ...]:
+        """The rules whose tool globs match ``tool``, in order, with their matchers.
+
+        Worked out once per tool name and kept (up to a bound, as names come
+        from callers), so evaluating a call skips every other tool's rules.
+        """
+        by_tool = self._by_tool
+        found = by_tool.get(tool)
+        if found is None:
+            found = tuple(entry for entry in self._table if entry[0].tools.match(tool))
+            if len(by_tool) < _TOOLS_REMEMBERED:
+                by_tool[tool] = found
+        return found
 
     @property
     def redact_patterns(self) -> tuple[re.Pattern[str], ...]:

@@ -4,6 +4,7 @@ from orchestrator.tools._executor import (
     DEFAULT_TOOL_PROFILE,
     HTTP_TOOL_PROFILE,
     ToolExecutor,
+    infrastructure_result,
     tool_result,
 )
 from orchestrator.tools._models import ToolCall, ToolResult, ToolStatus
@@ -26,6 +27,7 @@ __all__ = [
     "ToolSpec",
     "ToolStatus",
     "ValidatedCall",
+    "infrastructure_result",
     "openai_name",
     "tool_result",
 ]

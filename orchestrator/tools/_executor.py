@@ -14,10 +14,16 @@ from orchestrator.sandbox.images import TOOLS_IMAGE
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.workspace import WorkspaceManager
 from orchestrator.tools._models import ToolCall, ToolResult, ToolStatus
-from orchestrator.tools._registry import ToolRegistry
+from orchestrator.tools._registry import ToolRegistry, ValidatedCall
 from stockade_sdk.run import RESULT_SEPARATOR
 
-__all__ = ["DEFAULT_TOOL_PROFILE", "HTTP_TOOL_PROFILE", "ToolExecutor", "tool_result"]
+__all__ = [
+    "DEFAULT_TOOL_PROFILE",
+    "HTTP_TOOL_PROFILE",
+    "ToolExecutor",
+    "infrastructure_result",
+    "tool_result",
+]
 
 DEFAULT_TOOL_PROFILE = SandboxProfile(name="default", image=TOOLS_IMAGE)
 """The hardened default profile, on the image that holds the built-in toolkits."""
@@ -100,11 +106,52 @@ class ToolExecutor:
                     field="profile",
                 )
 
+    @property
+    def registry(self) -> ToolRegistry:
+        """The tools this executor runs."""
+        return self._registry
+
+    @property
+    def profiles(self) -> frozenset[str]:
+        """Names of the sandbox profiles this executor can run tools in."""
+        return frozenset(self._profiles)
+
     async def execute(self, call: ToolCall) -> ToolResult:
-        """Run one call. Tool failures and platform failures both come back as results."""
+        """Validate and run one call. Tool failures and platform failures both come back as results.
+
+        This is the bare path without policy; production callers go through
+        :class:`orchestrator.gateway.Gateway`, which validates, decides, and
+        then calls :meth:`run`.
+        """
         checked = self._registry.validate(call)
         if isinstance(checked, ToolResult):
             return checked
+        try:
+            return await self.run(checked)
+        except InfrastructureError as exc:
+            return infrastructure_result(call, exc)
+
+    async def run(
+        self,
+        checked: ValidatedCall,
+        *,
+        profile: str | None = None,
+        timeout_s: float | None = None,
+    ) -> ToolResult:
+        """Run a validated call once, in a fresh single-use sandbox.
+
+        ``profile`` overrides the tool's own sandbox profile, ``timeout_s``
+        shortens the profile's deadline. Raises
+        :class:`~orchestrator.errors.InfrastructureError` when the platform
+        failed (so a caller can retry); a tool's own failure is a result.
+        """
+        name = profile or checked.spec.profile
+        if name not in self._profiles:
+            raise ConfigError(
+                f"unknown sandbox profile {name!r}; known: {', '.join(sorted(self._profiles))}",
+                field="sandbox_profile",
+            )
+        call = checked.call
         workspace = None
         if call.run_id and self._workspaces is not None:
             workspace = self._workspaces.open(call.run_id)
@@ -113,14 +160,17 @@ class ToolExecutor:
             stdin=json.dumps(checked.arguments).encode(),
             env={"PYTHONPATH": _LIBRARY},
             workspace=workspace,
+            timeout_s=timeout_s,
         )
-        try:
-            result = await self._backend.execute(request, self._profiles[checked.spec.profile])
-        except InfrastructureError as exc:
-            return ToolResult(
-                call_id=call.id,
-                name=call.name,
-                status=ToolStatus.INFRASTRUCTURE_ERROR,
-                error=f"the sandbox could not run the tool: {exc}",
-            )
+        result = await self._backend.execute(request, self._profiles[name])
         return tool_result(call, result)
+
+
+def infrastructure_result(call: ToolCall, exc: InfrastructureError) -> ToolResult:
+    """The model's view of a platform failure: not its fault, maybe worth another try."""
+    return ToolResult(
+        call_id=call.id,
+        name=call.name,
+        status=ToolStatus.INFRASTRUCTURE_ERROR,
+        error=f"the sandbox could not run the tool: {exc}",
+    )

@@ -14,7 +14,7 @@ from orchestrator.audit import (
     AuditLog,
     AuditRecord,
     canonical_json,
-    record_hash,
+    encode_record,
     tail,
     verify,
 )
@@ -37,8 +37,8 @@ def rewrite(path: Path, how: str) -> None:
     elif how == "edit-and-rehash":
         record = json.loads(lines[2])
         record["status"] = "error"
-        record["hash"] = record_hash(record)
-        lines[2] = canonical_json(record) + b"\n"
+        del record["hash"]
+        lines[2] = encode_record(record)[0] + b"\n"
     elif how == "reformat":
         lines[2] = json.dumps(json.loads(lines[2]), indent=None).encode() + b"\n"
     elif how == "remove":

@@ -172,7 +172,16 @@ def test_external_toolkit_is_baked_into_its_image(
         '    """Shout.\n\n    Args:\n        text: What to shout.\n    """\n'
         "    return text.upper()\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(tmp_path), "STOCKADE_TOOLKITS": "acme_tools"}
+    policy = tmp_path / "acme.yaml"
+    policy.write_text(
+        "version: 1\nrules:\n  - {name: acme, tools: 'acme_tools.*', decision: allow}\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(tmp_path),
+        "STOCKADE_TOOLKITS": "acme_tools",
+        "STOCKADE_POLICY": str(policy),
+    }
 
     def stockade(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

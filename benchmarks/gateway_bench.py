@@ -1,0 +1,201 @@
+"""Gateway overhead per call: schema, policy (50 rules), rate limits, audit and metrics.
+
+The sandbox is taken out (a scripted backend answers at once), so what is
+left is the gateway's own work. Measured side by side in one run:
+
+- ``executor only``: ``ToolExecutor.run`` on an already validated call, the
+  baseline (request encoding and result parsing, which any caller pays);
+- ``gateway``: ``Gateway.call`` for the same call, the whole path;
+- the difference of the two medians is the gateway's overhead;
+- each step alone, for where the time goes.
+
+The policy has 50 rules; the call is decided by the last one, after 49 rules
+whose tool glob matches and whose conditions are evaluated and fail (the worst
+case for first-match). Three rate limits (run, principal, global) count every
+call. The audit log writes and ``fsync``-s every record (the default), and once
+more without ``fsync`` for comparison.
+
+Run: ``.venv/bin/python benchmarks/gateway_bench.py [--calls 5000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from orchestrator.approvals import ApprovalStore
+from orchestrator.audit import AuditLog, AuditRecord
+from orchestrator.gateway import ApprovalGate, Gateway
+from orchestrator.metrics import Metrics
+from orchestrator.policy import Policy, RateLimiter, evaluate, parse_policy
+from orchestrator.testing.backend import ScriptedBackend
+from orchestrator.tools import ToolCall, ToolExecutor, ToolRegistry, ToolResult
+
+CONDITIONS = (
+    "{{arg: code, regex: 'import\\s+socket{n}'}}",
+    "{{arg: code, glob: '*forbidden-{n}*'}}",
+    "{{arg: code, max_length: {n}}}",
+    "{{any: [{{arg: code, equals: 'x{n}'}}, {{arg: code, one_of: [a{n}, b{n}]}}]}}",
+    "{{not: {{arg: code, min_length: 1}}}}",
+)
+
+
+def fifty_rule_policy() -> Policy:
+    """49 rules that look at python.run's arguments and do not match, then the deciding one."""
+    rules = [
+        f"  - name: rule-{n}\n    tools: [python.*, shell.run]\n"
+        f"    when: {CONDITIONS[n % len(CONDITIONS)].format(n=n)}\n"
+        f"    decision: {'deny' if n % 2 else 'require_approval'}\n"
+        for n in range(49)
+    ]
+    rules.append("  - name: python\n    tools: python.run\n    decision: allow\n")
+    return parse_policy(
+        "version: 1\ndefault: deny\nrules:\n" + "".join(rules) + "rate_limits:\n"
+        "  - {name: per-run, tools: '*', scope: run, rate: 1000000, per_s: 1, burst: 1000000}\n"
+        "  - {name: per-principal, tools: 'python.*', scope: principal, rate: 1000000, per_s: 1,"
+        " burst: 1000000}\n"
+        "  - {name: global, tools: '*', scope: global, rate: 1000000, per_s: 1, burst: 1000000}\n"
+        "redact:\n"
+        "  - '(?i)^(password|secret|token|api[_-]?key)$'\n"
+        "  - 'sk-[A-Za-z0-9_-]{20,}'\n"
+        "  - '(?i)bearer\\s+[A-Za-z0-9._~+/-]+=*'\n"
+    )
+
+
+CODE = "import numpy as np\nprint(np.arange(10).sum())\n" * 4
+
+
+def make_call(number: int) -> ToolCall:
+    return ToolCall(
+        id=f"call-{number}",
+        name="python.run",
+        arguments=json.dumps({"code": CODE}),
+        run_id=f"run-{number % 8}",
+        principal="bench",
+    )
+
+
+def quantiles_us(samples: list[float]) -> tuple[float, float, float]:
+    ordered = sorted(samples)
+    pick = lambda q: ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1e6  # noqa: E731
+    return pick(0.5), pick(0.95), pick(0.99)
+
+
+async def timed(calls: int, step: Callable[[int], Awaitable[Any]]) -> list[float]:
+    samples = []
+    for number in range(calls):
+        started = time.perf_counter()
+        await step(number)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def timed_sync(calls: int, step: Callable[[int], Any]) -> list[float]:
+    samples = []
+    for number in range(calls):
+        started = time.perf_counter()
+        step(number)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+async def measure(calls: int, home: Path) -> list[tuple[str, list[float]]]:
+    policy = fifty_rule_policy()
+    assert len(policy.rules) == 50
+    registry = ToolRegistry()
+    registry.load("toolkits.python")
+    backend = ScriptedBackend()
+    executor = ToolExecutor(registry, backend)
+    checked = registry.validate(make_call(0))
+    assert not isinstance(checked, ToolResult)
+    assert evaluate(policy, "python.run", checked.arguments).rule == "python"
+
+    def gateway(name: str, fsync: bool) -> Gateway:
+        log = AuditLog(home / f"{name}.jsonl", redact_patterns=policy.redact, fsync=fsync)
+        store = ApprovalStore(home / f"{name}.db")  # never asked: no call needs approval
+        return Gateway(executor, policy, log, approvals=ApprovalGate(store), metrics=Metrics())
+
+    fsynced, unsynced = gateway("fsync", True), gateway("nofsync", False)
+    limiter = RateLimiter(policy.rate_limits)
+    audit = AuditLog(home / "alone.jsonl", redact_patterns=policy.redact)
+    metrics = Metrics()
+    record = AuditRecord.model_validate(
+        {"event": "call", "tool": "python.run", "arguments": checked.arguments, "status": "ok"}
+    )
+
+    async def baseline(_n: int) -> None:
+        await executor.run(checked)
+
+    async def through(gw: Gateway, n: int) -> None:
+        result = await gw.call(make_call(n))
+        assert result.status.value == "ok", result
+
+    def count(_n: int) -> None:
+        metrics.tool_calls.labels("python.run", "ok").inc()
+        metrics.tool_call_duration.labels("python.run").observe(0.01)
+        metrics.policy_decisions.labels("allow", "python").inc()
+
+    # Warm-up: first calls compile regexes and fill caches.
+    for _ in range(200):
+        await baseline(0)
+        await through(fsynced, 0)
+        await through(unsynced, 0)
+
+    # Interleaved rounds so drift (page cache, CPU frequency) hits all alike.
+    results: dict[str, list[float]] = {"executor": [], "fsync": [], "nofsync": []}
+    rounds = 10
+    for _ in range(rounds):
+        results["executor"] += await timed(calls // rounds, baseline)
+        results["fsync"] += await timed(calls // rounds, lambda n: through(fsynced, n))
+        results["nofsync"] += await timed(calls // rounds, lambda n: through(unsynced, n))
+    return [
+        ("executor only (baseline, no gateway)", results["executor"]),
+        ("gateway, audit fsync per record (default)", results["fsync"]),
+        ("gateway, audit without fsync", results["nofsync"]),
+        ("step: schema validation", timed_sync(calls, lambda n: registry.validate(make_call(n)))),
+        (
+            "step: policy, 50 rules (last decides)",
+            timed_sync(calls, lambda _n: evaluate(policy, "python.run", checked.arguments, "b")),
+        ),
+        (
+            "step: rate limits (3 limits)",
+            timed_sync(calls, lambda n: limiter.check("python.run", run_id=f"r{n % 8}")),
+        ),
+        ("step: audit append + fsync", timed_sync(calls, lambda _n: audit.append(record))),
+        ("step: metrics", timed_sync(calls, count)),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=5000, help="Calls per measurement.")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="stockade-gateway-bench-") as home:
+        rows = asyncio.run(measure(args.calls, Path(home)))
+    print(f"# gateway overhead, {args.calls} calls each, {platform.python_version()}, "
+          f"{time.strftime('%Y-%m-%d')}")  # fmt: skip
+    print("| measurement | p50 µs | p95 µs | p99 µs | mean µs |")
+    print("|---|---:|---:|---:|---:|")
+    medians = {}
+    for name, samples in rows:
+        p50, p95, p99 = quantiles_us(samples)
+        medians[name] = p50
+        mean = statistics.fmean(samples) * 1e6
+        print(f"| {name} | {p50:.1f} | {p95:.1f} | {p99:.1f} | {mean:.1f} |")
+    base = medians["executor only (baseline, no gateway)"]
+    for name in ("gateway, audit fsync per record (default)", "gateway, audit without fsync"):
+        overhead = medians[name] - base
+        verdict = "meets" if overhead <= 500 else "MISSES"
+        print(f"\noverhead ({name}): p50 {overhead:.1f} µs — {verdict} the 500 µs target")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Who decides approval requests: the approvers file (``--approvers approvers.yaml``).
+
+.. code-block:: yaml
+
+    auto:                      # first matching rule decides; none matches: ask people
+      - name: build-dir
+        tools: shell.run
+        when: {arg: command, regex: '^rm -rf build(/|$)'}
+        decision: approve
+    webhook:                   # announce every request (Slack-compatible JSON)
+      url: https://hooks.slack.com/services/T000/B000/XXXX
+      headers: {}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from orchestrator.approvals._approver import Approver
+from orchestrator.approvals._auto import AutoApprovalRule, AutoApprover
+from orchestrator.approvals._terminal import TerminalApprover
+from orchestrator.approvals._webhook import WebhookNotifier
+from orchestrator.errors import ConfigError
+from orchestrator.policy import parse_yaml_model
+
+__all__ = ["ApproversConfig", "WebhookConfig", "load_approvers"]
+
+_CONFIG = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class WebhookConfig(BaseModel):
+    """Where to announce requests."""
+
+    model_config = _CONFIG
+
+    url: str
+    """``http://`` or ``https://`` URL taking a JSON POST (a Slack incoming webhook works)."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Headers sent with every post, e.g. ``Authorization``."""
+    timeout_s: float = Field(default=10.0, gt=0)
+    """Per attempt."""
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if not re.match(r"https?://[^/\s]+", url):
+            raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
+        return url
+
+
+class ApproversConfig(BaseModel):
+    """Who is asked, in order: the auto rules, then the webhook, then (if on) the terminal."""
+
+    model_config = _CONFIG
+
+    auto: list[AutoApprovalRule] = Field(default_factory=list)
+    """Rules that approve or deny without a human; the first match decides."""
+    webhook: WebhookConfig | None = None
+    """Announce requests that no rule decided."""
+
+    def approvers(
+        self,
+        *,
+        terminal: bool = False,
+        redact_patterns: Sequence[str | re.Pattern[str]] = (),
+    ) -> list[Approver]:
+        """The approver chain for the gateway's :class:`~orchestrator.gateway.ApprovalGate`."""
+        chain: list[Approver] = []
+        if self.auto:
+            chain.append(AutoApprover(self.auto))
+        if self.webhook is not None:
+            chain.append(
+                WebhookNotifier(
+                    self.webhook.url,
+                    headers=self.webhook.headers,
+                    redact_patterns=redact_patterns,
+                    timeout_s=self.webhook.timeout_s,
+                )
+            )
+        if terminal:
+            chain.append(TerminalApprover(redact_patterns=redact_patterns))
+        return chain
+
+
+def load_approvers(path: str | Path) -> ApproversConfig:
+    """Read an approvers file; mistakes raise :class:`ConfigError` with file, line and field."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read approvers file: {exc}", file=str(path)) from exc
+    return parse_yaml_model(text, ApproversConfig, source=str(path))

@@ -1,0 +1,45 @@
+"""A request in words, for whoever is asked to decide it (a terminal, a chat channel)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from orchestrator.approvals._request import ApprovalRequest
+from orchestrator.audit import redact
+
+__all__ = ["describe_request"]
+
+# A human reads it; a program the size of a novel helps nobody decide.
+_ARGUMENTS_CAP = 2000
+
+
+def describe_request(
+    request: ApprovalRequest, *, redact_patterns: Sequence[str | re.Pattern[str]] = ()
+) -> str:
+    """Plain text: tool, who, why, the arguments (secrets redacted), how to decide."""
+    expires = datetime.fromtimestamp(request.expires_at, tz=UTC).strftime("%H:%M:%S UTC")
+    arguments = json.dumps(redact(request.arguments, redact_patterns), indent=2, ensure_ascii=False)
+    if len(arguments) > _ARGUMENTS_CAP:
+        arguments = f"{arguments[:_ARGUMENTS_CAP]}\n… ({len(arguments)} characters in all)"
+    who = ", ".join(
+        f"{label} {value}"
+        for label, value in (("principal", request.principal), ("run", request.run_id))
+        if value
+    )
+    lines = [
+        f"Approval needed for {request.tool} (request {request.id})",
+        f"why: {request.reason}" + (f" [rule {request.rule}]" if request.rule else ""),
+    ]
+    if who:
+        lines.append(f"for: {who}")
+    lines += [
+        f"decide before {expires}, or the policy's on_approval_timeout applies",
+        "arguments:",
+        arguments,
+        f"decide with: stockade approvals approve {request.id}   |   "
+        f"stockade approvals deny {request.id} --note '…'",
+    ]
+    return "\n".join(lines)

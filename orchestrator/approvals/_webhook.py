@@ -1,0 +1,100 @@
+"""Telling people about a request through an HTTP webhook (Slack-compatible)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from orchestrator.approvals._approver import ApprovalDecision
+from orchestrator.approvals._describe import describe_request
+from orchestrator.approvals._request import ApprovalRequest
+from orchestrator.audit import redact
+
+__all__ = ["WebhookNotifier", "webhook_payload"]
+
+_log = logging.getLogger(__name__)
+
+
+class _ServerError(Exception):
+    """The receiver failed (5xx); another try may work."""
+
+
+def webhook_payload(
+    request: ApprovalRequest, *, redact_patterns: Sequence[str | re.Pattern[str]] = ()
+) -> dict[str, Any]:
+    """The JSON posted for ``request``.
+
+    ``text`` is what a Slack (or Mattermost, Teams-compatible) incoming webhook
+    shows; ``request`` carries the fields for programs, arguments redacted.
+    """
+    data = request.model_dump(mode="json")
+    data["arguments"] = redact(data["arguments"], redact_patterns)
+    return {
+        "text": describe_request(request, redact_patterns=redact_patterns),
+        "request": data,
+    }
+
+
+class WebhookNotifier:
+    """An :class:`~orchestrator.approvals.Approver` that posts each request, then abstains.
+
+    It decides nothing: people read the message and decide with ``stockade
+    approvals`` (or any other approver). Server errors and connection failures
+    are tried ``attempts`` times with backoff; a notification that still fails
+    is logged, and the request waits for its timeout as usual.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        redact_patterns: Sequence[str | re.Pattern[str]] = (),
+        timeout_s: float = 10.0,
+        attempts: int = 3,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """``headers`` (say an ``Authorization``) go with every post; ``transport`` is for tests."""
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"webhook URL must be http(s), got {url!r}")
+        self._url = url
+        self._headers = dict(headers or {})
+        self._patterns = tuple(redact_patterns)
+        self._timeout_s = timeout_s
+        self._attempts = attempts
+        self._transport = transport
+
+    def __repr__(self) -> str:
+        return f"WebhookNotifier({self._url!r})"
+
+    async def __call__(self, request: ApprovalRequest, /) -> ApprovalDecision | None:
+        """Post the request; always abstain."""
+        payload = webhook_payload(request, redact_patterns=self._patterns)
+        try:
+            await self.post(payload)
+        except (httpx.HTTPError, _ServerError) as exc:
+            _log.warning("webhook %s: request %s not announced: %s", self._url, request.id, exc)
+        return None
+
+    async def post(self, payload: dict[str, Any]) -> None:
+        """POST ``payload`` as JSON, retrying connection failures and server errors."""
+        async with httpx.AsyncClient(
+            timeout=self._timeout_s, transport=self._transport, follow_redirects=False
+        ) as client:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type((httpx.TransportError, _ServerError)),
+                stop=stop_after_attempt(self._attempts),
+                wait=wait_exponential(multiplier=0.2, max=2.0),
+                reraise=True,
+            ):
+                with attempt:
+                    response = await client.post(self._url, json=payload, headers=self._headers)
+                    if response.status_code >= 500:
+                        raise _ServerError(f"HTTP {response.status_code}")
+                    # A 4xx will not get better by asking again.
+                    response.raise_for_status()

@@ -1,0 +1,431 @@
+"""The gateway: the one path every tool call takes, whoever calls.
+
+1. the registry validates the call (tool exists, arguments match its schema);
+2. the policy decides: allow, deny or require approval (+ profile, timeout, retries);
+3. the rate limits count it, or refuse it with ``retry_after``;
+4. a call that needs approval waits for a durable decision (or its timeout);
+5. the executor runs it in a fresh sandbox, retrying only retryable failures;
+6. an audit record and metrics are written, whatever the outcome.
+
+:meth:`Gateway.call` never raises (cancellation aside): every outcome,
+including the gateway's own bugs, is a :class:`~orchestrator.tools.ToolResult`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.approvals import ApprovalRequest, ApprovalStatus
+from orchestrator.audit import (
+    ApprovalInfo,
+    AuditEvent,
+    AuditLog,
+    AuditRecord,
+    EgressConnection,
+    RateLimitInfo,
+)
+from orchestrator.errors import ConfigError, InfrastructureError
+from orchestrator.gateway._approval_gate import ApprovalGate
+from orchestrator.metrics import UNKNOWN_TOOL_LABEL, Metrics
+from orchestrator.policy import (
+    Decision,
+    Effect,
+    ModelBudget,
+    Policy,
+    RateLimitAnswer,
+    RateLimiter,
+    RetrySettings,
+    evaluate,
+)
+from orchestrator.retry import run_with_retries
+from orchestrator.tools import (
+    ToolCall,
+    ToolExecutor,
+    ToolResult,
+    ToolStatus,
+    ValidatedCall,
+    infrastructure_result,
+)
+
+__all__ = ["Gateway"]
+
+_log = logging.getLogger(__name__)
+# Raw arguments of a call that failed validation are kept, capped: they are
+# hostile and may be huge.
+_RAW_ARGUMENTS_CAP = 4096
+
+
+@dataclass
+class _Trace:
+    """What happened to one call on its way through; becomes its audit record."""
+
+    tool: str
+    arguments: dict[str, Any] | None = None
+    decision: Decision | None = None
+    rate: RateLimitAnswer | None = None
+    approval: ApprovalInfo | None = None
+    retries: int = 0
+    profile: str | None = None
+
+
+def _refusal(call: ToolCall, status: ToolStatus, error: str, **extra: Any) -> ToolResult:
+    return ToolResult(call_id=call.id, name=call.name, status=status, error=error, **extra)
+
+
+class Gateway:
+    """Checks, gates, runs and records tool calls under one policy."""
+
+    def __init__(
+        self,
+        executor: ToolExecutor,
+        policy: Policy,
+        audit: AuditLog,
+        *,
+        approvals: ApprovalGate | None = None,
+        metrics: Metrics | None = None,
+        rate_limiter: RateLimiter | None = None,
+        default_retry: RetrySettings | None = None,
+        retry_wait_s: tuple[float, float] = (0.2, 5.0),
+        policy_source: str | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        """Check that the pieces fit together, and record the policy in the audit log.
+
+        ``rate_limiter`` defaults to one over ``policy.rate_limits``;
+        ``default_retry`` applies to calls whose rule sets no ``retry``;
+        ``retry_wait_s`` is the (first, largest) backoff between attempts;
+        ``policy_source`` (the file's path) is written to the audit log.
+        Raises :class:`~orchestrator.errors.ConfigError` when the policy names
+        a sandbox profile the executor lacks, needs approvals but has no
+        approval gate, or when the audit log would not redact the policy's
+        secrets; and :class:`~orchestrator.errors.InfrastructureError` when
+        the audit log cannot be written (the gateway refuses to start blind).
+        """
+        self._executor = executor
+        self._registry = executor.registry
+        self._policy = policy
+        self._audit = audit
+        self._approvals = approvals
+        self._metrics = metrics if metrics is not None else Metrics()
+        self._limiter = (
+            rate_limiter if rate_limiter is not None else RateLimiter(policy.rate_limits)
+        )
+        self._default_retry = default_retry or RetrySettings()
+        self._retry_wait_s = retry_wait_s
+        self._clock = clock
+        self._audit_ok = True
+        self._budgets: dict[str, ModelBudget] = {}
+        self._check_config(policy_source)
+        audit.append(
+            AuditRecord(
+                event=AuditEvent.POLICY_LOADED,
+                detail={
+                    "source": policy_source,
+                    "sha256": hashlib.sha256(policy.model_dump_json().encode()).hexdigest(),
+                    "rules": len(policy.rules),
+                    "rate_limits": len(policy.rate_limits),
+                },
+            )
+        )
+
+    def _check_config(self, source: str | None) -> None:
+        where = source or "policy"
+        for index, rule in enumerate(self._policy.rules):
+            if rule.sandbox_profile and rule.sandbox_profile not in self._executor.profiles:
+                raise ConfigError(
+                    f"sandbox profile {rule.sandbox_profile!r} of rule {rule.name!r} is unknown; "
+                    f"known: {', '.join(sorted(self._executor.profiles))}",
+                    file=where,
+                    field=f"rules[{index}].sandbox_profile",
+                )
+            if rule.decision is Effect.REQUIRE_APPROVAL and self._approvals is None:
+                raise ConfigError(
+                    f"rule {rule.name!r} requires approval, but the gateway has no approval store",
+                    file=where,
+                    field=f"rules[{index}].decision",
+                )
+        missing = set(self._policy.redact) - set(self._audit.redact_patterns)
+        if missing:
+            raise ConfigError(
+                "the audit log does not redact these patterns of the policy: "
+                + ", ".join(sorted(missing)),
+                file=where,
+                field="redact",
+            )
+
+    @property
+    def policy(self) -> Policy:
+        """The policy calls are checked against."""
+        return self._policy
+
+    def model_budget(self, run_id: str) -> ModelBudget:
+        """The model side of run ``run_id`` (tokens, model calls) under this policy.
+
+        One budget per run, shared by everyone who asks: the agent loop calls
+        :meth:`~orchestrator.policy.ModelBudget.start_call` before each model
+        call and records the tokens after. :meth:`end_run` forgets it.
+        """
+        budget = self._budgets.get(run_id)
+        if budget is None:
+            budget = self._budgets.setdefault(run_id, ModelBudget(self._policy.model_limits))
+        return budget
+
+    def end_run(self, run_id: str) -> None:
+        """Forget the run's model budget (its rate-limit state expires by itself)."""
+        self._budgets.pop(run_id, None)
+
+    @property
+    def metrics(self) -> Metrics:
+        """The gateway's metrics (serve ``metrics.registry`` to Prometheus)."""
+        return self._metrics
+
+    def tools(self) -> list[dict[str, Any]]:
+        """The tools in OpenAI's function-calling format, to offer a model."""
+        return self._registry.openai_tools()
+
+    async def call(self, call: ToolCall) -> ToolResult:
+        """Take one call the whole way; the result is what the caller (the model) reads."""
+        started = self._clock()
+        trace = _Trace(tool=call.name)
+        try:
+            result = await self._run(call, trace)
+        except asyncio.CancelledError:
+            self._finish(
+                call,
+                trace,
+                _refusal(call, ToolStatus.INFRASTRUCTURE_ERROR, "the call was cancelled"),
+                started,
+            )
+            raise
+        except Exception as exc:
+            # A bug of ours must not take the agent down; the record keeps it.
+            _log.exception("gateway failed on call %s (%s)", call.id, call.name)
+            result = _refusal(
+                call,
+                ToolStatus.INFRASTRUCTURE_ERROR,
+                f"the platform failed to handle the call ({type(exc).__name__}: {exc})",
+            )
+        return self._finish(call, trace, result, started)
+
+    async def _run(self, call: ToolCall, trace: _Trace) -> ToolResult:
+        if not self._audit_ok:
+            return _refusal(
+                call,
+                ToolStatus.INFRASTRUCTURE_ERROR,
+                "the audit log cannot be written, so no calls run until it can; tell the operator",
+            )
+        checked = self._registry.validate(call)
+        if isinstance(checked, ToolResult):
+            return checked
+        trace.tool = checked.spec.name
+        trace.arguments = checked.arguments
+        decision = self._decide(checked)
+        trace.decision = decision
+        if decision.decision is Effect.DENY:
+            return _refusal(call, ToolStatus.DENIED, decision.reason)
+
+        rate = self._limiter.check(checked.spec.name, run_id=call.run_id, principal=call.principal)
+        trace.rate = rate
+        if not rate.allowed:
+            self._metrics.rate_limited.labels(rate.limit or "").inc()
+            return _refusal(
+                call,
+                ToolStatus.RATE_LIMITED,
+                f"rate limit {rate.limit!r} reached; try again in {rate.retry_after_s:.1f} s",
+                retry_after_s=rate.retry_after_s,
+            )
+
+        if decision.decision is Effect.REQUIRE_APPROVAL:
+            approved = await self._approve(checked, decision, trace)
+            if isinstance(approved, ToolResult):
+                return approved
+            checked, decision = approved
+
+        trace.profile = decision.sandbox_profile or checked.spec.profile
+        return await self._execute(checked, decision, trace)
+
+    def _decide(self, checked: ValidatedCall) -> Decision:
+        call = checked.call
+        decision = evaluate(self._policy, checked.spec.name, checked.arguments, call.principal)
+        self._metrics.policy_decisions.labels(decision.decision.value, decision.rule or "").inc()
+        return decision
+
+    async def _approve(
+        self, checked: ValidatedCall, decision: Decision, trace: _Trace
+    ) -> tuple[ValidatedCall, Decision] | ToolResult:
+        """Wait for a decision; the call to run (the approver may have edited it), or a refusal."""
+        assert self._approvals is not None  # checked at construction
+        call = checked.call
+        timeout_s = decision.approval_timeout_s or self._policy.approval_timeout_s
+        request, created = await self._approvals.request(
+            call, checked.arguments, rule=decision.rule, reason=decision.reason, timeout_s=timeout_s
+        )
+        if created:
+            self._record_approval(AuditEvent.APPROVAL_REQUESTED, checked, request)
+        waiting = self._clock()
+        final = await self._approvals.wait(request)
+        waited = self._clock() - waiting
+        trace.approval = ApprovalInfo(
+            request_id=final.id,
+            status=final.status.value,
+            decided_by=final.decided_by,
+            edited_arguments=final.edited_arguments,
+            waited_s=round(waited, 6),
+        )
+        self._metrics.approvals.labels(final.status.value).inc()
+        self._metrics.approval_wait.observe(waited)
+        self._record_approval(AuditEvent.APPROVAL_DECIDED, checked, final)
+
+        if final.status is ApprovalStatus.DENIED:
+            note = f": {final.note}" if final.note else ""
+            return _refusal(
+                call, ToolStatus.APPROVAL_DENIED, f"{final.decided_by} denied the call{note}"
+            )
+        if final.status is ApprovalStatus.EXPIRED and self._policy.on_approval_timeout == "deny":
+            return _refusal(
+                call,
+                ToolStatus.APPROVAL_DENIED,
+                f"nobody approved the call within {timeout_s:g} s, and the policy denies "
+                "unanswered requests",
+            )
+        if final.edited_arguments is None:
+            return checked, decision
+        return self._edited(checked, final)
+
+    def _edited(
+        self, checked: ValidatedCall, final: ApprovalRequest
+    ) -> tuple[ValidatedCall, Decision] | ToolResult:
+        """Validate and re-decide the approver's edited arguments."""
+        call = checked.call.model_copy(update={"arguments": final.edited_arguments})
+        rechecked = self._registry.validate(call)
+        if isinstance(rechecked, ToolResult):
+            return rechecked.model_copy(
+                update={
+                    "error": f"the approver's edited arguments were rejected: {rechecked.error}"
+                }
+            )
+        decision = self._decide(rechecked)
+        if decision.decision is Effect.DENY:
+            return _refusal(
+                call, ToolStatus.DENIED, f"the approver's edited arguments: {decision.reason}"
+            )
+        # The approver saw these exact arguments, so a rule that would ask for
+        # approval again is satisfied; its profile, timeout and retries apply.
+        return rechecked, decision
+
+    async def _execute(
+        self, checked: ValidatedCall, decision: Decision, trace: _Trace
+    ) -> ToolResult:
+        settings = decision.retry or self._default_retry
+        tool = checked.spec.name
+
+        def retried(_attempt: int, _error: BaseException | None) -> None:
+            trace.retries += 1
+            self._metrics.tool_retries.labels(tool).inc()
+
+        async def attempt() -> ToolResult:
+            return await self._executor.run(
+                checked, profile=decision.sandbox_profile, timeout_s=decision.timeout_s
+            )
+
+        first_wait, max_wait = self._retry_wait_s
+        try:
+            return await run_with_retries(
+                attempt,
+                settings,
+                failed=lambda result: result.status is ToolStatus.ERROR,
+                on_retry=retried,
+                initial_wait_s=first_wait,
+                max_wait_s=max_wait,
+            )
+        except InfrastructureError as exc:
+            return infrastructure_result(checked.call, exc)
+
+    def _record_approval(
+        self, event: AuditEvent, checked: ValidatedCall, request: ApprovalRequest
+    ) -> None:
+        call = checked.call
+        self._append(
+            AuditRecord(
+                event=event,
+                call_id=call.id,
+                run_id=call.run_id,
+                principal=call.principal,
+                tool=checked.spec.name,
+                arguments=checked.arguments,
+                rule=request.rule,
+                reason=request.note if event is AuditEvent.APPROVAL_DECIDED else request.reason,
+                approval=ApprovalInfo(
+                    request_id=request.id,
+                    status=request.status.value,
+                    decided_by=request.decided_by,
+                    edited_arguments=request.edited_arguments,
+                ),
+            )
+        )
+
+    def _finish(
+        self, call: ToolCall, trace: _Trace, result: ToolResult, started: float
+    ) -> ToolResult:
+        """Write the call's audit record and metrics; the result goes back unchanged."""
+        elapsed = self._clock() - started
+        known = self._registry.get(call.name) is not None
+        label = trace.tool if known else UNKNOWN_TOOL_LABEL
+        self._metrics.tool_calls.labels(label, result.status.value).inc()
+        self._metrics.tool_call_duration.labels(label).observe(elapsed)
+        decision = trace.decision
+        rate = trace.rate
+        detail: dict[str, Any] = {}
+        if trace.arguments is None:
+            raw = call.arguments if isinstance(call.arguments, str) else repr(call.arguments)
+            detail["raw_arguments"] = raw[:_RAW_ARGUMENTS_CAP]
+        self._append(
+            AuditRecord(
+                event=AuditEvent.CALL,
+                call_id=call.id,
+                run_id=call.run_id,
+                principal=call.principal,
+                tool=trace.tool,
+                arguments=trace.arguments,
+                decision=decision.decision if decision else None,
+                rule=decision.rule if decision else None,
+                reason=decision.reason if decision else None,
+                approval=trace.approval,
+                rate_limit=(
+                    RateLimitInfo(
+                        allowed=rate.allowed, retry_after_s=rate.retry_after_s, limit=rate.limit
+                    )
+                    if rate
+                    else None
+                ),
+                retries=trace.retries,
+                sandbox_profile=trace.profile,
+                image_digest=result.image_digest,
+                status=result.status.value,
+                exit_code=result.exit_code,
+                duration_s=round(elapsed, 6),
+                output_bytes=len(result.output.encode("utf-8", "replace")),
+                egress=[EgressConnection.model_validate(event) for event in result.egress],
+                error=result.error,
+                detail=detail,
+            )
+        )
+        return result
+
+    def _append(self, record: AuditRecord) -> None:
+        try:
+            self._audit.append(record)
+        except InfrastructureError:
+            # Fail closed: the call that just ran keeps its result, but no
+            # further call runs until a record can be written again.
+            _log.exception("audit log %s cannot be written", self._audit.path)
+            self._metrics.audit_write_failures.inc()
+            self._audit_ok = False
+        else:
+            self._audit_ok = True

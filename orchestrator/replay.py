@@ -1,0 +1,134 @@
+"""Dry run of a policy: evaluate it against the calls an audit log recorded.
+
+An organisation tries a stricter policy before enforcing it: every recorded
+call that reached the policy (its tool existed and its arguments were valid)
+is decided again by the new policy, and the calls whose decision would change
+are listed. Arguments are replayed as recorded, that is *redacted*: a rule
+whose condition looks at a secret's value may decide differently live.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.audit import REDACTED, AuditEvent, VerifyReport, tail, verify
+from orchestrator.errors import ConfigError
+from orchestrator.policy import Effect, Policy, evaluate
+
+__all__ = ["ReplayChange", "ReplayReport", "replay"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReplayChange:
+    """One recorded call the new policy would decide differently."""
+
+    seq: int
+    ts: str
+    call_id: str | None
+    run_id: str | None
+    principal: str | None
+    tool: str
+    before: Effect
+    before_rule: str | None
+    after: Effect
+    after_rule: str | None
+    reason: str
+    """The new policy's reason."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "call_id": self.call_id,
+            "run_id": self.run_id,
+            "principal": self.principal,
+            "tool": self.tool,
+            "before": {"decision": self.before.value, "rule": self.before_rule},
+            "after": {"decision": self.after.value, "rule": self.after_rule},
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayReport:
+    """What the new policy would have decided differently."""
+
+    chain: VerifyReport
+    """Whether the log's chain is intact (a broken chain means records may be missing)."""
+    calls: int = 0
+    """Recorded calls that were decided by a policy, and so replayed."""
+    skipped: int = 0
+    """Recorded calls that never reached the policy (unknown tool, invalid arguments)."""
+    redacted: int = 0
+    """Replayed calls whose recorded arguments had redacted values."""
+    changes: list[ReplayChange] = field(default_factory=list)
+    """Calls whose decision would change, in log order."""
+
+    def summary(self) -> dict[str, int]:
+        """How many changes of each kind, e.g. ``{"allow -> deny": 3}``."""
+        counts = Counter(f"{c.before.value} -> {c.after.value}" for c in self.changes)
+        return dict(sorted(counts.items()))
+
+
+def _redacted(value: Any) -> bool:
+    if isinstance(value, str):
+        return REDACTED in value
+    if isinstance(value, dict):
+        return any(_redacted(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_redacted(item) for item in value)
+    return False
+
+
+def _change(
+    policy: Policy, record: dict[str, Any], arguments: dict[str, Any]
+) -> ReplayChange | None:
+    decided = evaluate(policy, record["tool"], arguments, record.get("principal"))
+    before = Effect(record["decision"])
+    if decided.decision is before:
+        return None
+    return ReplayChange(
+        seq=record["seq"],
+        ts=record.get("ts", ""),
+        call_id=record.get("call_id"),
+        run_id=record.get("run_id"),
+        principal=record.get("principal"),
+        tool=record["tool"],
+        before=before,
+        before_rule=record.get("rule"),
+        after=decided.decision,
+        after_rule=decided.rule,
+        reason=decided.reason,
+    )
+
+
+def replay(policy: Policy, audit_path: str | Path) -> ReplayReport:
+    """Decide every recorded call again with ``policy``; report the decisions that change."""
+    path = Path(audit_path)
+    if not path.is_file():
+        raise ConfigError("no such audit log", file=str(path))
+    chain = verify(path)
+    calls = skipped = redacted = 0
+    changes: list[ReplayChange] = []
+    try:
+        for record in tail(path):
+            if record.get("event") != AuditEvent.CALL.value:
+                continue
+            if "decision" not in record:
+                skipped += 1
+                continue
+            calls += 1
+            arguments = record.get("arguments") or {}
+            redacted += _redacted(arguments)
+            change = _change(policy, record, arguments)
+            if change is not None:
+                changes.append(change)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"cannot replay the audit log: {exc!r}", file=str(path)) from exc
+    return ReplayReport(
+        chain=chain, calls=calls, skipped=skipped, redacted=redacted, changes=changes
+    )

@@ -1,0 +1,130 @@
+"""Webhook announcements: Slack-compatible JSON to a 127.0.0.1 origin, retries, failures."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.approvals import (
+    ApprovalRequest,
+    ApprovalStatus,
+    AutoApprover,
+    TerminalApprover,
+    WebhookNotifier,
+    load_approvers,
+)
+from orchestrator.errors import ConfigError
+from orchestrator.testing import HttpRequest, serve_http
+
+REQUEST = ApprovalRequest(
+    id="req9", tool="http.fetch", arguments={"url": "https://api.example/x", "password": "pw"},
+    rule="http-write", reason="writes elsewhere", principal="bob", run_id="run-2",
+    status=ApprovalStatus.PENDING, created_at=0, expires_at=600,
+)  # fmt: skip
+
+
+class Origin:
+    """Answers with the given statuses in turn (200 when they run out); keeps what it got."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = statuses
+        self.received: list[HttpRequest] = []
+
+    def __call__(self, request: HttpRequest) -> tuple[int, bytes]:
+        self.received.append(request)
+        return (self.statuses.pop(0) if self.statuses else 200), b"ok"
+
+
+def origin(statuses: list[int]) -> Iterator[tuple[Origin, str]]:
+    app = Origin(statuses)
+    with serve_http(app) as port:
+        yield app, f"http://127.0.0.1:{port}/hooks/approvals"
+
+
+@pytest.fixture
+def ok_origin() -> Iterator[tuple[Origin, str]]:
+    yield from origin([])
+
+
+@pytest.fixture
+def flaky_origin() -> Iterator[tuple[Origin, str]]:
+    yield from origin([503, 500])
+
+
+@pytest.fixture
+def refusing_origin() -> Iterator[tuple[Origin, str]]:
+    yield from origin([403])
+
+
+async def test_posts_slack_compatible_json_with_secrets_redacted(
+    ok_origin: tuple[Origin, str],
+) -> None:
+    app, url = ok_origin
+    notifier = WebhookNotifier(
+        url, headers={"Authorization": "Bearer hook"}, redact_patterns=["(?i)^password$"]
+    )
+    assert await notifier(REQUEST) is None, "a notifier never decides"
+    (post,) = app.received
+    assert (post.method, post.path) == ("POST", "/hooks/approvals")
+    assert post.headers["content-type"] == "application/json"
+    assert post.headers["authorization"] == "Bearer hook"
+    payload = json.loads(post.body)
+    assert set(payload) == {"text", "request"}
+    assert "http.fetch" in payload["text"] and "stockade approvals approve req9" in payload["text"]
+    assert payload["request"]["id"] == "req9" and payload["request"]["principal"] == "bob"
+    assert payload["request"]["arguments"] == {
+        "url": "https://api.example/x",
+        "password": "[REDACTED]",
+    }
+    assert b'"pw"' not in post.body
+
+
+async def test_server_errors_are_retried(flaky_origin: tuple[Origin, str]) -> None:
+    app, url = flaky_origin
+    assert await WebhookNotifier(url, attempts=3)(REQUEST) is None
+    assert len(app.received) == 3
+
+
+async def test_a_refusal_is_not_retried_and_only_logged(
+    refusing_origin: tuple[Origin, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, url = refusing_origin
+    assert await WebhookNotifier(url)(REQUEST) is None
+    assert len(app.received) == 1
+    assert "req9 not announced" in caplog.text and "403" in caplog.text
+
+
+async def test_an_unreachable_receiver_is_only_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as placeholder:  # a free 127.0.0.1 port nobody listens on
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+    notifier = WebhookNotifier(f"http://127.0.0.1:{port}/", attempts=2)
+    assert await notifier(REQUEST) is None
+    assert "req9 not announced" in caplog.text
+
+
+def test_only_http_urls() -> None:
+    with pytest.raises(ValueError, match="must be http"):
+        WebhookNotifier("file:///etc/passwd")
+
+
+def test_the_approvers_file(tmp_path: Path) -> None:
+    path = tmp_path / "approvers.yaml"
+    path.write_text(
+        "auto:\n"
+        "  - {name: reads, tools: 'files.*', decision: approve}\n"
+        "webhook:\n"
+        "  url: http://127.0.0.1:9/hook\n"
+    )
+    chain = load_approvers(path).approvers(terminal=True)
+    assert [type(a) for a in chain] == [AutoApprover, WebhookNotifier, TerminalApprover]
+    path.write_text("auto:\n  - {name: reads, tools: 'files.*', decison: approve}\n")
+    with pytest.raises(ConfigError, match=r"approvers.yaml:2: auto\[0\]"):
+        load_approvers(path)
+    path.write_text("webhook:\n  url: ftp://x\n")
+    with pytest.raises(ConfigError, match=r"approvers.yaml:2: webhook.url"):
+        load_approvers(path)

@@ -1,0 +1,192 @@
+"""Calls that need approval: approve, deny, edit, timeout, decisions from elsewhere, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+from collections.abc import Callable
+
+import pytest
+
+from orchestrator.approvals import (
+    ApprovalDecision,
+    ApprovalRequest,
+    ApprovalStatus,
+    ApprovalStore,
+    AutoApprovalRule,
+    AutoApprover,
+    TerminalApprover,
+)
+from orchestrator.tools import ToolCall, ToolStatus
+
+from .conftest import POLICY, Harness
+
+Build = Callable[..., Harness]
+
+
+def delete(path: str = "old.log", call_id: str = "c1") -> ToolCall:
+    return ToolCall(
+        id=call_id, name="files.delete", arguments={"path": path}, run_id="run-1", principal="bob"
+    )
+
+
+def auto(decision: str, note: str | None = None) -> AutoApprover:
+    rule = {"name": "ops", "tools": "files.delete", "decision": decision, "note": note}
+    return AutoApprover([AutoApprovalRule.model_validate(rule)])
+
+
+def editor(arguments: dict[str, object]) -> Callable[[ApprovalRequest], object]:
+    async def approve_with_edit(request: ApprovalRequest, /) -> ApprovalDecision:
+        return ApprovalDecision(approved=True, by="carol", arguments=arguments)
+
+    return approve_with_edit
+
+
+def sent_arguments(h: Harness) -> list[dict[str, object]]:
+    return [json.loads(request.stdin) for request, _ in h.backend.requests]
+
+
+async def pending(store: ApprovalStore) -> ApprovalRequest:
+    async with asyncio.timeout(10):
+        while not (found := store.find()):
+            await asyncio.sleep(0.01)
+    return found[0]
+
+
+async def test_an_approved_call_runs_and_its_approval_is_recorded(harness: Build) -> None:
+    h = harness(approvers=[auto("approve")])
+    result = await h.gateway.call(delete())
+    assert result.status is ToolStatus.OK
+    assert sent_arguments(h) == [{"path": "old.log"}]
+    requested, decided = h.records("approval_requested"), h.records("approval_decided")
+    assert requested[0]["reason"] == "deleting needs a human"
+    assert decided[0]["approval"]["decided_by"] == "auto:ops"
+    (record,) = h.records()
+    assert record["decision"] == "require_approval" and record["rule"] == "delete-needs-approval"
+    assert record["approval"]["status"] == "approved"
+    assert record["approval"]["decided_by"] == "auto:ops"
+    assert h.sample("stockade_approvals_total", outcome="approved") == 1
+    stored = h.store.find(ApprovalStatus.APPROVED)[0]
+    assert (stored.principal, stored.run_id, stored.call_id) == ("bob", "run-1", "c1")
+
+
+async def test_a_denied_call_never_runs_and_the_model_reads_why(harness: Build) -> None:
+    h = harness(approvers=[auto("deny", note="keep the logs for the audit")])
+    result = await h.gateway.call(delete())
+    assert result.status is ToolStatus.APPROVAL_DENIED
+    assert result.error == "auto:ops denied the call: keep the logs for the audit"
+    assert h.backend.requests == []
+    assert h.records()[0]["approval"]["status"] == "denied"
+
+
+async def test_a_decision_from_another_terminal_ends_the_wait(harness: Build) -> None:
+    h = harness()
+    task = asyncio.create_task(h.gateway.call(delete()))
+    request = await pending(h.store)
+    other = ApprovalStore(h.store.path)  # what `stockade approvals approve` opens
+    assert await asyncio.to_thread(other.decide, request.id, approve=True, by="dave")
+    async with asyncio.timeout(10):
+        result = await task
+    assert result.status is ToolStatus.OK
+    assert h.records()[0]["approval"]["decided_by"] == "dave"
+
+
+async def test_edited_arguments_are_validated_and_decided_again(harness: Build) -> None:
+    h = harness(approvers=[editor({"path": "old.log.1"})])
+    assert (await h.gateway.call(delete())).status is ToolStatus.OK
+    assert sent_arguments(h) == [{"path": "old.log.1"}]
+    (record,) = h.records()
+    assert record["arguments"] == {"path": "old.log"}, "the original is kept"
+    assert record["approval"]["edited_arguments"] == {"path": "old.log.1"}
+
+    invalid = harness(approvers=[editor({"file": "old.log"})])
+    result = await invalid.gateway.call(delete())
+    assert result.status is ToolStatus.INVALID_ARGUMENTS
+    assert result.error is not None and result.error.startswith(
+        "the approver's edited arguments were rejected"
+    )
+    assert invalid.backend.requests == []
+
+    denied = harness(approvers=[editor({"path": "secrets/token"})])
+    result = await denied.gateway.call(delete())
+    assert result.status is ToolStatus.DENIED
+    assert result.error == ("the approver's edited arguments: the secrets directory is off limits")
+    assert denied.backend.requests == []
+
+
+@pytest.mark.parametrize(
+    ("on_timeout", "status"), [("deny", ToolStatus.APPROVAL_DENIED), ("allow", ToolStatus.OK)]
+)
+async def test_nobody_answers_in_time(harness: Build, on_timeout: str, status: ToolStatus) -> None:
+    policy = POLICY.replace(
+        "approval_timeout_s: 30", f"approval_timeout_s: 0.2\non_approval_timeout: {on_timeout}"
+    )
+    h = harness(policy=policy)
+    async with asyncio.timeout(10):
+        result = await h.gateway.call(delete())
+    assert result.status is status
+    if status is ToolStatus.APPROVAL_DENIED:
+        assert result.error is not None and "nobody approved the call within 0.2 s" in result.error
+    assert h.records()[0]["approval"]["status"] == "expired"
+    assert h.sample("stockade_approvals_total", outcome="expired") == 1
+
+
+async def test_a_restart_while_pending_keeps_the_request_and_its_decision(harness: Build) -> None:
+    first = harness()
+    task = asyncio.create_task(first.gateway.call(delete()))
+    request = await pending(first.store)
+    task.cancel()  # the orchestrator goes down while the call waits
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert first.records()[-1]["error"] == "the call was cancelled"
+    assert ApprovalStore(first.store.path).decide(request.id, approve=True, by="erin")
+
+    second = Harness(first.root)  # a new orchestrator on the same database and log
+    result = await second.gateway.call(delete())  # the agent replays its pending call
+    assert result.status is ToolStatus.OK
+    assert len(second.store.find(None)) == 1, "no second request for the same call"
+    assert second.records()[-1]["approval"]["decided_by"] == "erin"
+    assert first.backend.requests == [] and len(second.backend.requests) == 1
+    # The approval covers that call only: the same id with other arguments is another request.
+    other = {"path": "other.log"}
+    assert (
+        second.store.find_for_call(
+            run_id="run-1", call_id="c1", tool="files.delete", arguments=other
+        )
+        is None
+    )
+
+
+async def test_the_terminal_prompt_is_dismissed_when_someone_else_decides(harness: Build) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        prompt = TerminalApprover(input_fd=read_end, output=io.StringIO(), user="ops")
+        h = harness(approvers=[prompt])
+        task = asyncio.create_task(h.gateway.call(delete()))
+        request = await pending(h.store)
+        assert ApprovalStore(h.store.path).decide(request.id, approve=False, by="frank")
+        async with asyncio.timeout(10):
+            result = await task
+        assert (
+            result.status is ToolStatus.APPROVAL_DENIED and result.error == "frank denied the call"
+        )
+
+        os.write(write_end, b"a\n")  # the same prompt answers the next request at once
+        answered = await h.gateway.call(delete(call_id="c2"))
+        assert answered.status is ToolStatus.OK
+        assert h.records()[-1]["approval"]["decided_by"] == "terminal:ops"
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+async def test_a_broken_approver_decides_nothing(harness: Build) -> None:
+    async def broken(request: ApprovalRequest, /) -> ApprovalDecision | None:
+        raise ConnectionError("chat service down")
+
+    h = harness(approvers=[broken, auto("approve")])
+    result = await h.gateway.call(delete())
+    assert result.status is ToolStatus.OK, "the next approver still decides"
+    assert h.records()[0]["approval"]["decided_by"] == "auto:ops"
