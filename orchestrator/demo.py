@@ -1,20 +1,26 @@
-"""``stockade demo``: a tour of the sandbox layer on the local engine."""
+"""``stockade demo``: a tour of the sandbox layer and the gateway on the local engine."""
 
 from __future__ import annotations
 
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import docker
 
+from orchestrator.approvals import ApprovalStore, AutoApprovalRule, AutoApprover
+from orchestrator.audit import AuditLog, verify
+from orchestrator.gateway import ApprovalGate, Gateway
+from orchestrator.paths import shipped_policies_dir
+from orchestrator.policy import load_policy
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecResult
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.workspace import WorkspaceManager
-from orchestrator.tools import ToolCall, ToolExecutor, ToolRegistry
+from orchestrator.tools import ToolCall, ToolExecutor, ToolRegistry, ToolResult
 
 __all__ = ["run_demo"]
 
@@ -96,22 +102,51 @@ async def run_demo(
             f"max {latencies[-1]:.1f} ms (each in its own container, destroyed after)"
         )
         registry = ToolRegistry()
-        for toolkit in ("toolkits.python", "toolkits.files"):
+        for toolkit in ("toolkits.python", "toolkits.files", "toolkits.shell"):
             registry.load(toolkit)
-        tools = ToolExecutor(registry, backend, workspaces=workspaces)
-        code = "import numpy as np\nprint(np.linalg.norm([3, 4]))"
-        answer = await tools.execute(
-            ToolCall(id="demo", name="python.run", arguments={"code": code}, run_id=run_id)
-        )
-        echo(f"6. tool call python.run (numpy): [{answer.status.value}] {answer.output}")
-        refused = await tools.execute(
-            ToolCall(
-                id="demo", name="files.read", arguments={"path": "../../etc/passwd"}, run_id=run_id
+        with tempfile.TemporaryDirectory(prefix="stockade-demo-") as state:
+            await _gateway_tour(
+                ToolExecutor(registry, backend, workspaces=workspaces), Path(state), run_id, echo
             )
-        )
-        echo(
-            f"7. files.read outside the workspace: [{refused.status.value}] "
-            f"{(refused.error or '').splitlines()[0]}"
-        )
     workspaces.close(run_id)
     echo("done: pool destroyed, workspace removed, no container left behind")
+
+
+async def _gateway_tour(
+    executor: ToolExecutor, state: Path, run_id: str, echo: Callable[[str], None]
+) -> None:
+    """Tool calls through the gateway under the shipped default policy."""
+    policy = load_policy(shipped_policies_dir() / "default.yaml")
+    no_wiping = AutoApprovalRule(
+        name="demo-no-wiping", tools=["shell.run"], decision="deny", note="not in the demo"
+    )
+    audit_path = state / "audit.jsonl"
+    gateway = Gateway(
+        executor,
+        policy,
+        AuditLog(audit_path, redact_patterns=policy.redact),
+        approvals=ApprovalGate(ApprovalStore(state / "approvals.db"), [AutoApprover([no_wiping])]),
+    )
+
+    async def call(number: int, name: str, **arguments: object) -> ToolResult:
+        return await gateway.call(
+            ToolCall(id=f"demo-{number}", name=name, arguments=arguments, run_id=run_id)
+        )
+
+    code = "import numpy as np\nprint(np.linalg.norm([3, 4]))"
+    answer = await call(6, "python.run", code=code)
+    echo(f"6. tool call python.run (numpy): [{answer.status.value}] {answer.output}")
+    refused = await call(7, "files.read", path="../../etc/passwd")
+    echo(
+        f"7. files.read outside the workspace: [{refused.status.value}] "
+        f"{(refused.error or '').splitlines()[0]}"
+    )
+    wipe = await call(8, "shell.run", command="rm -rf ./*")
+    echo(f"8. shell.run 'rm -rf ./*' needs approval: [{wipe.status.value}] {wipe.error}")
+    unknown = await call(9, "system.reboot")
+    echo(f"9. a tool that does not exist: [{unknown.status.value}] {unknown.error}")
+    report = verify(audit_path)
+    echo(
+        f"10. audit log: {report.records} hash-chained records, "
+        f"chain {'intact' if report.ok else 'BROKEN'}"
+    )

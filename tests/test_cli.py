@@ -72,6 +72,9 @@ def test_demo_main_job(tmp_path: Path, images: object) -> None:
     assert "read it back in a new container:   [ok" in out and "kept between calls" in out
     assert '6. tool call python.run (numpy): [ok] {"stdout": "5.0\\n"' in out
     assert "7. files.read outside the workspace: [error] PermissionError" in out
+    assert "8. shell.run 'rm -rf ./*' needs approval: [approval_denied] auto:demo-no-wiping" in out
+    assert "9. a tool that does not exist: [unknown_tool]" in out
+    assert "10. audit log: 7 hash-chained records, chain intact" in out
     assert not (tmp_path / "workspaces").exists() or not any((tmp_path / "workspaces").iterdir())
 
 

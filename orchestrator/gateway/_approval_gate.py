@@ -43,27 +43,29 @@ class ApprovalGate:
         call: ToolCall,
         arguments: dict[str, Any],
         *,
+        tool: str,
         rule: str | None,
         reason: str,
         timeout_s: float,
     ) -> tuple[ApprovalRequest, bool]:
         """The request for this call: an existing one for the same call of the run, or a new one.
 
-        Returns the request and whether it was created now.
+        ``tool`` is the tool's registered name (the call may use the model's
+        spelling). Returns the request and whether it was created now.
         """
         if call.run_id is not None:
             existing = await asyncio.to_thread(
                 self._store.find_for_call,
                 run_id=call.run_id,
                 call_id=call.id,
-                tool=call.name,
+                tool=tool,
                 arguments=arguments,
             )
             if existing is not None and existing.status is not ApprovalStatus.EXPIRED:
                 return existing, False
         created = await asyncio.to_thread(
             self._store.create,
-            tool=call.name,
+            tool=tool,
             arguments=arguments,
             reason=reason,
             timeout_s=timeout_s,

@@ -264,7 +264,12 @@ class Gateway:
         call = checked.call
         timeout_s = decision.approval_timeout_s or self._policy.approval_timeout_s
         request, created = await self._approvals.request(
-            call, checked.arguments, rule=decision.rule, reason=decision.reason, timeout_s=timeout_s
+            call,
+            checked.arguments,
+            tool=checked.spec.name,
+            rule=decision.rule,
+            reason=decision.reason,
+            timeout_s=timeout_s,
         )
         if created:
             self._record_approval(AuditEvent.APPROVAL_REQUESTED, checked, request)

@@ -190,3 +190,12 @@ async def test_a_broken_approver_decides_nothing(harness: Build) -> None:
     result = await h.gateway.call(delete())
     assert result.status is ToolStatus.OK, "the next approver still decides"
     assert h.records()[0]["approval"]["decided_by"] == "auto:ops"
+
+
+async def test_the_model_spelling_of_a_tool_name_is_one_tool(harness: Build) -> None:
+    h = harness(approvers=[auto("approve")])
+    call = ToolCall(id="c9", name="files__delete", arguments={"path": "x"}, run_id="run-1")
+    assert (await h.gateway.call(call)).status is ToolStatus.OK
+    assert h.store.find(ApprovalStatus.APPROVED)[0].tool == "files.delete"
+    assert h.records()[0]["tool"] == "files.delete"
+    assert h.sample("stockade_tool_calls_total", tool="files.delete", status="ok") == 1
