@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.audit import AuditLog, verify
+from orchestrator.egress import EgressEvent
 from orchestrator.errors import ConfigError, ErrorCode, InfrastructureError
 from orchestrator.gateway import Gateway
 from orchestrator.policy import parse_policy
@@ -232,3 +233,20 @@ def test_each_run_gets_one_model_budget_from_the_policy(harness: Build) -> None:
     assert other.start_call().limit == "max_tokens_per_run"
     h.gateway.end_run("run-1")
     assert h.gateway.model_budget("run-1").start_call().allowed, "a new run starts afresh"
+
+
+async def test_egress_connections_are_recorded(harness: Build) -> None:
+    events = (
+        EgressEvent(host="api.example", port=443, allowed=True, address="192.0.2.7", bytes_in=90),
+        EgressEvent(host="169.254.169.254", port=80, allowed=False, reason="link-local address"),
+    )
+    h = harness(script=[tool_output("fetched").model_copy(update={"egress": events})])
+    result = await h.gateway.call(call("python.run", code="fetch()"))
+    assert result.egress == events
+    recorded = h.records()[0]["egress"]
+    assert [(e["host"], e["allowed"]) for e in recorded] == [
+        ("api.example", True),
+        ("169.254.169.254", False),
+    ]
+    assert recorded[0]["bytes_in"] == 90 and recorded[1]["reason"] == "link-local address"
+    assert "started" not in recorded[0], "only the documented fields"
