@@ -47,7 +47,7 @@ def _change_line(change: ReplayChange) -> str:
     before = f"{change.before.value} (rule {change.before_rule or 'default'})"
     after = f"{change.after.value} (rule {change.after_rule or 'default'})"
     return (
-        f"  seq {change.seq}  {change.ts}  {change.tool}  {who}\n"
+        f"  seq {change.seq}  {change.ts}  {change.tool}{'  ' + who if who else ''}\n"
         f"      {before} -> {after}: {change.reason}"
     )
 
