@@ -199,7 +199,7 @@ class Gateway:
             self._finish(
                 call,
                 trace,
-                _refusal(call, ToolStatus.INFRASTRUCTURE_ERROR, "the call was cancelled"),
+                _refusal(call, ToolStatus.CANCELLED, "the call was cancelled"),
                 started,
             )
             raise

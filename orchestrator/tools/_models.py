@@ -26,6 +26,8 @@ class ToolStatus(StrEnum):
     RATE_LIMITED = "rate_limited"
     APPROVAL_DENIED = "approval_denied"
     INFRASTRUCTURE_ERROR = "infrastructure_error"
+    CANCELLED = "cancelled"
+    """The caller gave up on the call (the orchestrator stopped); only the audit log sees it."""
 
 
 class ToolCall(BaseModel):

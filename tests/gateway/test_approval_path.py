@@ -140,7 +140,7 @@ async def test_a_restart_while_pending_keeps_the_request_and_its_decision(harnes
     task.cancel()  # the orchestrator goes down while the call waits
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert first.records()[-1]["error"] == "the call was cancelled"
+    assert first.records()[-1]["status"] == "cancelled"
     assert ApprovalStore(first.store.path).decide(request.id, approve=True, by="erin")
 
     second = Harness(first.root)  # a new orchestrator on the same database and log
