@@ -12,14 +12,14 @@ import click
 from orchestrator.approvals import ApprovalStatus, ApprovalStore
 from orchestrator.paths import default_approvals_db
 
-__all__ = ["approvals"]
+__all__ = ["DB_OPTION", "approvals"]
 
 
 def _store(db: Path | None) -> ApprovalStore:
     return ApprovalStore(db or default_approvals_db())
 
 
-_DB = click.option(
+DB_OPTION = click.option(
     "--db",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Approval database. Default: $STOCKADE_APPROVALS_DB, else $STOCKADE_HOME/approvals.db.",
@@ -32,7 +32,7 @@ def approvals() -> None:
 
 
 @approvals.command("list")
-@_DB
+@DB_OPTION
 @click.option("--all", "everything", is_flag=True, help="Decided and expired ones too.")
 def approvals_list(db: Path | None, everything: bool) -> None:
     """Pending requests (oldest first)."""
@@ -47,7 +47,7 @@ def approvals_list(db: Path | None, everything: bool) -> None:
 
 
 @approvals.command("show")
-@_DB
+@DB_OPTION
 @click.argument("request_id")
 def approvals_show(db: Path | None, request_id: str) -> None:
     """One request in full, as JSON."""
@@ -75,7 +75,7 @@ def _decide(
 
 
 @approvals.command("approve")
-@_DB
+@DB_OPTION
 @click.argument("request_id")
 @click.option("--args", "arguments", help="Replace the call's arguments (JSON object).")
 @_NOTE
@@ -87,7 +87,7 @@ def approvals_approve(
 
 
 @approvals.command("deny")
-@_DB
+@DB_OPTION
 @click.argument("request_id")
 @_NOTE
 def approvals_deny(db: Path | None, request_id: str, note: str | None) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 import docker
 
+from orchestrator._approvals_cli import DB_OPTION
 from orchestrator.approvals import ApprovalRequest
 from orchestrator.gateway import build_gateway
 from orchestrator.paths import default_approvals_db, default_audit_log, default_policy
@@ -126,11 +127,7 @@ async def _announce(request: ApprovalRequest, /) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Default: $STOCKADE_AUDIT_LOG, else $STOCKADE_HOME/audit.jsonl.",
 )
-@click.option(
-    "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Approval database. Default: $STOCKADE_APPROVALS_DB, else $STOCKADE_HOME/approvals.db.",
-)
+@DB_OPTION
 def tools_call(  # click passes every option by keyword
     *,
     toolkits: tuple[str, ...],

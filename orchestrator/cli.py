@@ -33,10 +33,6 @@ __all__ = ["main"]
 T = TypeVar("T")
 
 
-def _home() -> Path:
-    return stockade_home()
-
-
 def _client() -> docker.DockerClient:
     try:
         client = docker.from_env()
@@ -137,7 +133,7 @@ def sandbox_run(
         stockade sandbox run --run-id demo -- sh -c 'echo hi > note.txt'
     """
     profile = load_profile(profile_path) if profile_path else SandboxProfile(pool_size=0)
-    workspaces = WorkspaceManager(_home() / "workspaces")
+    workspaces = WorkspaceManager(stockade_home() / "workspaces")
 
     async def run() -> ExecStatus:
         async with DockerBackend(_client()) as backend:
@@ -164,7 +160,7 @@ def demo(calls: int) -> None:
     """Show the sandbox at work: isolation, workspaces, containment and warm-pool speed."""
     from orchestrator.demo import run_demo  # noqa: PLC0415 - keeps CLI start-up light
 
-    _run_async(run_demo(_client(), _home(), calls=calls, echo=click.echo))
+    _run_async(run_demo(_client(), stockade_home(), calls=calls, echo=click.echo))
 
 
 def main() -> None:

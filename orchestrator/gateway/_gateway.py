@@ -65,7 +65,6 @@ _RAW_ARGUMENTS_CAP = 4096
 class _Trace:
     """What happened to one call on its way through; becomes its audit record."""
 
-    tool: str
     arguments: dict[str, Any] | None = None
     decision: Decision | None = None
     rate: RateLimitAnswer | None = None
@@ -192,7 +191,7 @@ class Gateway:
     async def call(self, call: ToolCall) -> ToolResult:
         """Take one call the whole way; the result is what the caller (the model) reads."""
         started = self._clock()
-        trace = _Trace(tool=call.name)
+        trace = _Trace()
         try:
             result = await self._run(call, trace)
         except asyncio.CancelledError:
@@ -223,7 +222,6 @@ class Gateway:
         checked = self._registry.validate(call)
         if isinstance(checked, ToolResult):
             return checked
-        trace.tool = checked.spec.name
         trace.arguments = checked.arguments
         decision = self._decide(checked)
         trace.decision = decision
@@ -380,8 +378,11 @@ class Gateway:
     ) -> ToolResult:
         """Write the call's audit record and metrics; the result goes back unchanged."""
         elapsed = self._clock() - started
-        known = self._registry.get(call.name) is not None
-        label = trace.tool if known else UNKNOWN_TOOL_LABEL
+        # The registered name, whichever spelling the call used; an invented
+        # name is recorded as sent but never becomes a metric label.
+        spec = self._registry.get(call.name)
+        tool = spec.name if spec else call.name
+        label = spec.name if spec else UNKNOWN_TOOL_LABEL
         self._metrics.tool_calls.labels(label, result.status.value).inc()
         self._metrics.tool_call_duration.labels(label).observe(elapsed)
         decision = trace.decision
@@ -396,7 +397,7 @@ class Gateway:
                 call_id=call.id,
                 run_id=call.run_id,
                 principal=call.principal,
-                tool=trace.tool,
+                tool=tool,
                 arguments=trace.arguments,
                 decision=decision.decision if decision else None,
                 rule=decision.rule if decision else None,

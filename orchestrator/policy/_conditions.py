@@ -161,9 +161,6 @@ class Leaf(BaseModel):
         steps, test = self._steps, self._test
         if len(steps) == 1:
             (key,) = steps
-            direct = self._direct(key)
-            if direct is not None:
-                return direct
             return lambda arguments: (
                 (value := arguments.get(key, _MISSING)) is not _MISSING and test(value)
             )
@@ -182,34 +179,6 @@ class Leaf(BaseModel):
             strings = frozenset(options)
             return lambda value: isinstance(value, str) and value in strings
         return lambda value: any(_same(value, option) for option in options)
-
-    def _direct(self, key: str) -> Predicate | None:
-        """A one-closure predicate for the common string and size tests of a top-level argument.
-
-        A missing argument reads as None, which fails the type test, so no
-        separate missing check (and no second call) is needed.
-        """
-        if self.regex is not None:
-            search = re.compile(self.regex).search
-            return lambda arguments: (
-                isinstance(value := arguments.get(key), str) and search(value) is not None
-            )
-        if self.glob is not None:
-            match = re.compile(fnmatch.translate(self.glob)).match
-            return lambda arguments: (
-                isinstance(value := arguments.get(key), str) and match(value) is not None
-            )
-        if self.max_length is not None:
-            most = self.max_length
-            return lambda arguments: (
-                isinstance(value := arguments.get(key), str | list | dict) and len(value) <= most
-            )
-        if self.min_length is not None:
-            least = self.min_length
-            return lambda arguments: (
-                isinstance(value := arguments.get(key), str | list | dict) and len(value) >= least
-            )
-        return None
 
     def matches(self, arguments: dict[str, Any]) -> bool:
         """Whether the call's arguments pass this test (never, if the argument is missing)."""

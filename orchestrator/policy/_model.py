@@ -188,15 +188,10 @@ class Policy(BaseModel):
                     )
                 first[name] = index
         self._redact = tuple(re.compile(pattern) for pattern in self.redact)
-        # Reading a pydantic private attribute costs microseconds; evaluation
+        # Reading a pydantic private attribute costs microseconds; rules_for
         # reads this one table instead of one attribute per rule.
         self._table = tuple((rule.match, rule) for rule in self.rules)
         return self
-
-    @property
-    def rule_table(self) -> tuple[tuple[CallMatch, Rule], ...]:
-        """Each rule with its compiled matcher, in order."""
-        return self._table
 
     def rules_for(self, tool: str) -> tuple[tuple[CallMatch, Rule], ...]:
         """The rules whose tool globs match ``tool``, in order, with their matchers.

@@ -250,3 +250,12 @@ async def test_egress_connections_are_recorded(harness: Build) -> None:
     ]
     assert recorded[0]["bytes_in"] == 90 and recorded[1]["reason"] == "link-local address"
     assert "started" not in recorded[0], "only the documented fields"
+
+
+async def test_a_refused_call_in_the_model_spelling_is_counted_under_the_tool(
+    harness: Build,
+) -> None:
+    h = harness()
+    await h.gateway.call(ToolCall(id="x", name="files__read", arguments={}))
+    assert h.records()[0]["tool"] == "files.read"
+    assert h.sample("stockade_tool_calls_total", tool="files.read", status="invalid_arguments") == 1

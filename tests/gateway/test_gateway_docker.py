@@ -20,7 +20,9 @@ from orchestrator.policy import load_policy
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.workspace import WorkspaceManager
-from orchestrator.tools import ToolCall, ToolExecutor, ToolRegistry, ToolStatus
+from orchestrator.tools import ToolCall, ToolExecutor, ToolStatus
+
+from .conftest import registry
 
 pytestmark = pytest.mark.docker
 
@@ -36,9 +38,6 @@ class Stack:
 async def stack(
     docker_client: docker.DockerClient, images: ImageBuilder, no_leaks: None, tmp_path: Path
 ) -> AsyncIterator[Stack]:
-    registry = ToolRegistry()
-    for toolkit in ("toolkits.files", "toolkits.python", "toolkits.shell"):
-        registry.load(toolkit)
     policy = load_policy(shipped_policies_dir() / "default.yaml")
     store = ApprovalStore(tmp_path / "approvals.db")
     # Deleting files under tmp/ is approved by rule; anything else waits for a person.
@@ -50,7 +49,7 @@ async def stack(
     }
     approvers = [AutoApprover([AutoApprovalRule.model_validate(rule)])]
     async with DockerBackend(docker_client, images=images, reap_on_start=False) as backend:
-        executor = ToolExecutor(registry, backend, workspaces=WorkspaceManager(tmp_path / "ws"))
+        executor = ToolExecutor(registry(), backend, workspaces=WorkspaceManager(tmp_path / "ws"))
         gateway = Gateway(
             executor,
             policy,
