@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
+from orchestrator.audit.replay import ReplayChange, replay
 from orchestrator.paths import default_audit_log
 from orchestrator.policy import load_policy, render_policy_schema
-from orchestrator.replay import ReplayChange, replay
 
 __all__ = ["policy"]
 

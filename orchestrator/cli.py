@@ -39,7 +39,7 @@ def _client() -> docker.DockerClient:
         client.ping()
     except docker.errors.DockerException as exc:
         raise click.ClickException(
-            f"cannot reach the Docker engine ({exc}); start it with deploy/setup.sh"
+            f"cannot reach the Docker engine ({exc}); start it with scripts/setup.sh"
         ) from exc
     return client
 

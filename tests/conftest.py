@@ -40,12 +40,12 @@ def stockade_home(
 
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
-    """The engine deploy/setup.sh started. Its absence fails the tests, never skips them."""
+    """The engine scripts/setup.sh started. Its absence fails the tests, never skips them."""
     try:
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as exc:
-        pytest.fail(f"no Docker engine: run deploy/setup.sh first ({exc})")
+        pytest.fail(f"no Docker engine: run scripts/setup.sh first ({exc})")
     yield client
     client.close()
 

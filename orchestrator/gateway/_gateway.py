@@ -32,6 +32,7 @@ from orchestrator.audit import (
 )
 from orchestrator.errors import ConfigError, InfrastructureError
 from orchestrator.gateway._approval_gate import ApprovalGate
+from orchestrator.gateway._retry import run_with_retries
 from orchestrator.metrics import UNKNOWN_TOOL_LABEL, Metrics
 from orchestrator.policy import (
     Decision,
@@ -43,7 +44,6 @@ from orchestrator.policy import (
     RetrySettings,
     evaluate,
 )
-from orchestrator.retry import run_with_retries
 from orchestrator.tools import (
     ToolCall,
     ToolExecutor,

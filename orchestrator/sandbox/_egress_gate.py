@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.egress import (
+from orchestrator.sandbox.egress import (
     Connector,
     EgressEvent,
     EgressPolicy,

@@ -7,8 +7,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from orchestrator.egress import EgressEvent
 from orchestrator.errors import ConfigError
+from orchestrator.sandbox.egress import EgressEvent
 from orchestrator.sandbox.workspace import Workspace
 
 __all__ = ["ExecRequest", "ExecResult", "ExecStatus"]

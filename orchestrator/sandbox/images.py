@@ -172,7 +172,7 @@ class ImageBuilder:
     def _base_from_debian(self, tag: str) -> str:
         if shutil.which("debootstrap") is None:
             raise InfrastructureError(
-                "debootstrap is not installed (deploy/setup.sh installs it)",
+                "debootstrap is not installed (scripts/setup.sh installs it)",
                 code=ErrorCode.IMAGE_BUILD_FAILED,
                 op="images.build_base",
                 retryable=False,

@@ -11,7 +11,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from orchestrator.egress import EgressPolicy
+from orchestrator.sandbox.egress import EgressPolicy
 
 __all__ = ["DEFAULT_IMAGE", "Loosening", "SandboxProfile"]
 

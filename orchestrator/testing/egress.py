@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from orchestrator.egress import IPAddress
+from orchestrator.sandbox.egress import IPAddress
 
 __all__ = [
     "FixedResolver",

@@ -6,9 +6,9 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from orchestrator.egress import EgressPolicy
 from orchestrator.errors import ConfigError, InfrastructureError
 from orchestrator.sandbox.backend import SandboxBackend
+from orchestrator.sandbox.egress import EgressPolicy
 from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
 from orchestrator.sandbox.images import TOOLS_IMAGE
 from orchestrator.sandbox.profile import SandboxProfile

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.egress import EgressEvent
+from orchestrator.sandbox.egress import EgressEvent
 
 __all__ = ["ToolCall", "ToolResult", "ToolStatus"]
 

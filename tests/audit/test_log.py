@@ -17,9 +17,9 @@ from orchestrator.audit import (
     record_hash,
     verify,
 )
-from orchestrator.egress import EgressEvent
 from orchestrator.errors import ErrorCode, InfrastructureError
 from orchestrator.policy import Effect, RateLimitAnswer
+from orchestrator.sandbox.egress import EgressEvent
 
 
 def call_record(index: int = 0) -> AuditRecord:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.audit import AuditLog, verify
-from orchestrator.egress import EgressEvent
 from orchestrator.errors import ConfigError, ErrorCode, InfrastructureError
 from orchestrator.gateway import Gateway
 from orchestrator.policy import parse_policy
+from orchestrator.sandbox.egress import EgressEvent
 from orchestrator.testing.backend import ScriptedBackend, tool_output
 from orchestrator.tools import ToolCall, ToolExecutor, ToolStatus
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from orchestrator.audit.replay import replay
 from orchestrator.cli import cli
 from orchestrator.policy import Effect, parse_policy
-from orchestrator.replay import replay
 from orchestrator.tools import ToolCall, ToolStatus
 
 from .conftest import Harness

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Iterator
 import docker
 import pytest
 
-from orchestrator.egress import EgressPolicy
 from orchestrator.sandbox._egress_gate import EgressGates
 from orchestrator.sandbox.docker_backend import DockerBackend
+from orchestrator.sandbox.egress import EgressPolicy
 from orchestrator.sandbox.execution import ExecRequest, ExecStatus
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.profile import SandboxProfile

@@ -39,7 +39,7 @@ def test_gvisor_keeps_the_guest_limit_inside() -> None:
 
 
 def test_egress_profile_gets_only_its_socket_directory(tmp_path: Path) -> None:
-    from orchestrator.egress import EgressPolicy
+    from orchestrator.sandbox.egress import EgressPolicy
 
     profile = SandboxProfile(
         runtime="runsc", egress=EgressPolicy(allow=("x.test",)), loosen=frozenset({"egress"})

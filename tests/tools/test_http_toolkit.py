@@ -10,9 +10,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from orchestrator.egress import EgressPolicy
 from orchestrator.sandbox._egress_gate import EgressGates
 from orchestrator.sandbox.docker_backend import DockerBackend
+from orchestrator.sandbox.egress import EgressPolicy
 from orchestrator.sandbox.images import TOOLS_IMAGE, ImageBuilder
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.workspace import WorkspaceManager

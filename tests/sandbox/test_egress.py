@@ -19,7 +19,7 @@ from types import ModuleType
 
 import pytest
 
-from orchestrator.egress import (
+from orchestrator.sandbox.egress import (
     EgressEvent,
     EgressPolicy,
     EgressProxy,
@@ -28,7 +28,7 @@ from orchestrator.egress import (
 from orchestrator.testing import FixedResolver, HttpRequest, LoopbackOnlyConnector, serve_http
 
 FORWARDER = (
-    Path(__file__).resolve().parents[1] / "sandbox_images" / "runner" / "egress_forwarder.py"
+    Path(__file__).resolve().parents[2] / "sandbox_images" / "runner" / "egress_forwarder.py"
 )
 BIG = 1_000_000
 

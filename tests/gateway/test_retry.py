@@ -9,8 +9,8 @@ import docker
 import pytest
 
 from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.gateway._retry import run_with_retries
 from orchestrator.policy import RetrySettings
-from orchestrator.retry import run_with_retries
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
 from orchestrator.sandbox.images import ImageBuilder

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, format, strict types, then pytest against the
-# real Docker engine (runc and gVisor). deploy/setup.sh runs this after setup;
+# real Docker engine (runc and gVisor). scripts/setup.sh runs this after setup;
 # extra arguments go to pytest.
 set -euo pipefail
 

@@ -3,9 +3,9 @@
 # environment, and the sandbox images. Safe to run any number of times; a
 # second run only checks and changes nothing.
 #
-#   deploy/setup.sh            set everything up
-#   deploy/setup.sh test       set up, then run the whole test suite
-#   deploy/setup.sh demo       set up, then run the demo (the main job)
+#   scripts/setup.sh            set everything up
+#   scripts/setup.sh test       set up, then run the whole test suite
+#   scripts/setup.sh demo       set up, then run the demo (the main job)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -119,7 +119,7 @@ main() {
     build_images
     case "${1:-}" in
         "") ;;
-        test) shift; exec "$ROOT/deploy/run-tests.sh" "$@" ;;
+        test) shift; exec "$ROOT/scripts/run-tests.sh" "$@" ;;
         demo) shift; exec "$VENV/bin/stockade" demo "$@" ;;
         *) die "unknown command '$1' (expected: test, demo, or nothing)" ;;
     esac
