@@ -61,6 +61,7 @@ class ErrorCode(StrEnum):
     CLOSED = "closed"
     AUDIT = "audit"
     APPROVALS = "approvals"
+    INSTALLATION = "installation"
 
 
 class InfrastructureError(StockadeError):

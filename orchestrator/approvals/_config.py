@@ -18,24 +18,20 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from orchestrator.approvals._approver import Approver
 from orchestrator.approvals._auto import AutoApprovalRule, AutoApprover
 from orchestrator.approvals._terminal import TerminalApprover
 from orchestrator.approvals._webhook import WebhookNotifier
-from orchestrator.errors import ConfigError
-from orchestrator.policy import parse_yaml_model
+from orchestrator.strict import StrictModel
+from orchestrator.yamlfile import load_yaml_model
 
 __all__ = ["ApproversConfig", "WebhookConfig", "load_approvers"]
 
-_CONFIG = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-
-class WebhookConfig(BaseModel):
+class WebhookConfig(StrictModel):
     """Where to announce requests."""
-
-    model_config = _CONFIG
 
     url: str
     """``http://`` or ``https://`` URL taking a JSON POST (a Slack incoming webhook works)."""
@@ -52,10 +48,8 @@ class WebhookConfig(BaseModel):
         return url
 
 
-class ApproversConfig(BaseModel):
+class ApproversConfig(StrictModel):
     """Who is asked, in order: the auto rules, then the webhook, then (if on) the terminal."""
-
-    model_config = _CONFIG
 
     auto: list[AutoApprovalRule] = Field(default_factory=list)
     """Rules that approve or deny without a human; the first match decides."""
@@ -88,8 +82,4 @@ class ApproversConfig(BaseModel):
 
 def load_approvers(path: str | Path) -> ApproversConfig:
     """Read an approvers file; mistakes raise :class:`ConfigError` with file, line and field."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read approvers file: {exc}", file=str(path)) from exc
-    return parse_yaml_model(text, ApproversConfig, source=str(path))
+    return load_yaml_model(path, ApproversConfig, what="approvers file")

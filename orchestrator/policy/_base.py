@@ -1,4 +1,4 @@
-"""What every policy-file model shares: strict config, and errors that know their place."""
+"""What every policy-file model shares: strict config (from :mod:`orchestrator.strict`), globs."""
 
 from __future__ import annotations
 
@@ -7,26 +7,11 @@ import re
 from collections.abc import Sequence
 from typing import Annotated
 
-from pydantic import BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import BeforeValidator, Field, WithJsonSchema
+
+from orchestrator.strict import STRICT, LocatedValueError
 
 __all__ = ["STRICT", "Globs", "LocatedValueError", "compile_globs"]
-
-STRICT = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-"""Unknown keys fail, values never change after loading, field docstrings become descriptions."""
-
-
-class LocatedValueError(ValueError):
-    """A validation failure inside the value being validated, at ``loc`` below it.
-
-    Pydantic reports a validator's error at the validated object; the loader
-    appends ``loc`` so the message names the exact field and line (say the
-    second of two rules with one name, not the whole ``rules`` list).
-    """
-
-    def __init__(self, message: str, loc: tuple[str | int, ...]) -> None:
-        super().__init__(message)
-        self.loc = loc
-
 
 def _as_list(value: object) -> object:
     return [value] if isinstance(value, str) else value

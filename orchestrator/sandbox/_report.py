@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from orchestrator.sandbox.execution import ExecStatus
+from orchestrator.strict import StrictModel
 
 __all__ = ["RunnerReport", "status_of"]
 
 
-class RunnerReport(BaseModel):
+class RunnerReport(StrictModel):
     """What the runner says happened. Validated strictly; it may be forged by the tool."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     exit_code: int | None = None
     """Exit code, None when killed by a signal."""

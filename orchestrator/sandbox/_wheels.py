@@ -8,7 +8,6 @@ and the wheels are copied into the build. Downloads are cached by content.
 from __future__ import annotations
 
 import hashlib
-import os
 import platform
 import subprocess
 import sys
@@ -19,20 +18,18 @@ from orchestrator.errors import ErrorCode, InfrastructureError
 __all__ = ["download_wheels"]
 
 
-def _cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "stockade" / "wheels"
+def download_wheels(requirements: list[Path], python_tag: str, cache: Path) -> list[Path]:
+    """Wheels for all ``requirements`` files, for CPython ``python_tag`` (e.g. ``311``).
 
-
-def download_wheels(requirements: list[Path], python_tag: str) -> list[Path]:
-    """Wheels for all ``requirements`` files, for CPython ``python_tag`` (e.g. ``311``)."""
+    Downloads are kept under ``cache``, keyed by the requirements and the target.
+    """
     if not requirements:
         return []
     machine = platform.machine()
     key = hashlib.sha256(
         b"".join(path.read_bytes() for path in requirements) + f"{python_tag}/{machine}".encode()
     ).hexdigest()[:16]
-    target = _cache_root() / key
+    target = cache / key
     done = target / ".complete"
     if not done.exists():
         target.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from orchestrator.strict import StrictModel
 
 __all__ = [
     "Connector",
@@ -51,10 +53,8 @@ _MAX_HEAD = 16 * 1024
 _CHUNK = 64 * 1024
 
 
-class EgressPolicy(BaseModel):
+class EgressPolicy(StrictModel):
     """Where a profile's sandboxes may connect, and how much."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     allow: tuple[str, ...] = ()
     """Allowed destinations as ``host-glob`` or ``host-glob:port``; ports default to 80 and 443."""

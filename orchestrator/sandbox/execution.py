@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
-
 from orchestrator.errors import ConfigError
 from orchestrator.sandbox.egress import EgressEvent
 from orchestrator.sandbox.workspace import Workspace
+from orchestrator.strict import StrictModel
 
 __all__ = ["ExecRequest", "ExecResult", "ExecStatus"]
 
@@ -56,10 +55,8 @@ class ExecStatus(StrEnum):
     """The program ran, but what it left in the workspace broke the quota; nothing was kept."""
 
 
-class ExecResult(BaseModel):
+class ExecResult(StrictModel):
     """The outcome of one sandboxed call, built host-side from hostile data."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     status: ExecStatus
     """How the call ended."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import shutil
 import subprocess
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from orchestrator.assets import shipped
 from orchestrator.errors import ConfigError, ErrorCode, InfrastructureError
 from orchestrator.sandbox._wheels import download_wheels
 from orchestrator.sandbox.labels import PLATFORM_LABEL, PLATFORM_VALUE
@@ -45,11 +45,17 @@ _SANDBOX_FILES = (
 
 
 def default_images_dir() -> Path:
-    """Where the image sources live: ``$STOCKADE_IMAGES_DIR`` or the source tree."""
-    configured = os.environ.get("STOCKADE_IMAGES_DIR")
-    if configured:
-        return Path(configured)
-    return Path(__file__).resolve().parents[2] / "sandbox_images"
+    """The image sources shipped with Stockade (``sandbox_images/``)."""
+    return shipped("sandbox_images")
+
+
+def _package_dir(name: str) -> Path:
+    """Where the importable package ``name`` lives (a checkout or site-packages alike)."""
+    spec = importlib.util.find_spec(name)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    if not locations:
+        raise ConfigError(f"toolkit {name!r} is not an importable package", field="toolkits")
+    return Path(locations[0])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +92,7 @@ class ImageBuilder:
         images_dir: Path | None = None,
         base_image: str | None = None,
         toolkits: Sequence[str] = (),
+        wheel_cache: Path | None = None,
         progress: Callable[[str], None] = lambda _message: None,
     ) -> None:
         """``base_image``: a registry image to use as base (e.g. ``python:3.12-slim``).
@@ -96,11 +103,15 @@ class ImageBuilder:
 
         ``toolkits``: importable toolkit packages outside ``toolkits/`` to bake
         into the tools image too (with their ``requirements.txt``).
+
+        ``wheel_cache``: where downloaded toolkit wheels are kept between
+        builds (default ``~/.cache/stockade/wheels``).
         """
         self._client = client
         self._dir = images_dir or default_images_dir()
         self._base_image = base_image
         self._toolkits = tuple(toolkits)
+        self._wheel_cache = wheel_cache or Path.home() / ".cache" / "stockade" / "wheels"
         self._progress = progress
 
     def _read(self, relative: str) -> bytes:
@@ -244,19 +255,11 @@ class ImageBuilder:
 
     def _package_dirs(self) -> list[tuple[Path, Path]]:
         """(source directory, destination under the image's library) of each package."""
-        root = self._dir.parent
         packages = [
-            (root / "stockade_sdk", Path("stockade_sdk")),
-            (root / "toolkits", Path("toolkits")),
+            (_package_dir("stockade_sdk"), Path("stockade_sdk")),
+            (_package_dir("toolkits"), Path("toolkits")),
         ]
-        for name in self._toolkits:
-            spec = importlib.util.find_spec(name)
-            locations = list(spec.submodule_search_locations or []) if spec else []
-            if not locations:
-                raise ConfigError(
-                    f"toolkit {name!r} is not an importable package", field="toolkits"
-                )
-            packages.append((Path(locations[0]), Path(*name.split("."))))
+        packages += [(_package_dir(name), Path(*name.split("."))) for name in self._toolkits]
         return packages
 
     def _tools_inputs(self) -> list[tuple[Path, Path]]:
@@ -296,7 +299,9 @@ class ImageBuilder:
             shutil.copy(self._dir / "tools" / "Dockerfile", context / "Dockerfile")
             (context / "wheels").mkdir()
             requirements = [source for source, _ in inputs if source.name == "requirements.txt"]
-            for wheel in download_wheels(requirements, self._image_python(sandbox.tag)):
+            for wheel in download_wheels(
+                requirements, self._image_python(sandbox.tag), self._wheel_cache
+            ):
                 shutil.copy(wheel, context / "wheels" / wheel.name)
             for source, destination in inputs:
                 if source.name != "requirements.txt":

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from orchestrator.sandbox.egress import EgressPolicy
+from orchestrator.strict import StrictModel
 
-__all__ = ["DEFAULT_IMAGE", "Loosening", "SandboxProfile"]
+__all__ = ["DEFAULT_IMAGE", "Loosening", "Runtime", "SandboxProfile"]
 
 DEFAULT_IMAGE = "stockade-sandbox"
 """Logical name of the image built from ``sandbox_images/sandbox``."""
+
+Runtime = Literal["runc", "runsc"]
+"""OCI runtimes a profile may name: ``runc`` (kernel namespaces), ``runsc`` (gVisor)."""
 
 Loosening = Literal[
     "memory", "cpus", "pids", "timeout", "tmpfs", "workspace", "output", "root_user", "egress"
@@ -25,10 +29,8 @@ Loosening = Literal[
 _MiB = 1024 * 1024
 
 
-class SandboxProfile(BaseModel):
+class SandboxProfile(StrictModel):
     """Resources and isolation for the single-use container of one tool call."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
     """Profile name, used in labels, metrics and policy rules."""
@@ -36,7 +38,7 @@ class SandboxProfile(BaseModel):
     image: str = DEFAULT_IMAGE
     """Image: a logical name built by ``stockade images build`` or a full reference."""
 
-    runtime: Literal["runc", "runsc"] = "runc"
+    runtime: Runtime = "runc"
     """OCI runtime: ``runc`` (kernel namespaces) or ``runsc`` (gVisor, a user-space kernel)."""
 
     user: str = Field(default="10001:10001", pattern=r"^\d+:\d+$")

@@ -5,9 +5,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from orchestrator.sandbox.egress import EgressEvent
+from orchestrator.strict import StrictModel
 
 __all__ = ["ToolCall", "ToolResult", "ToolStatus"]
 
@@ -30,10 +31,8 @@ class ToolStatus(StrEnum):
     """The caller gave up on the call (the orchestrator stopped); only the audit log sees it."""
 
 
-class ToolCall(BaseModel):
+class ToolCall(StrictModel):
     """One call a model (or any caller) asks for."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(min_length=1, max_length=200)
     """The caller's id for the call (the model's ``tool_call_id``)."""
@@ -48,10 +47,8 @@ class ToolCall(BaseModel):
     """Who the run acts for (policy and rate limits use it)."""
 
 
-class ToolResult(BaseModel):
+class ToolResult(StrictModel):
     """The outcome of a tool call, readable by the model."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     call_id: str
     """The id of the call this answers."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from orchestrator.errors import ConfigError
 from orchestrator.policy import Effect, load_policy, parse_policy
+from orchestrator.yamlfile import MAX_DOCUMENT_BYTES
 
 RULE = "version: 1\nrules:\n  - name: a\n    tools: x\n"
 
@@ -169,10 +171,35 @@ def test_loaded_policy_is_frozen() -> None:
         policy.default = "allow"  # type: ignore[misc]
 
 
-def test_yaml_anchors_still_work_and_cannot_loop() -> None:
-    policy = parse_policy(
-        "version: 1\nrules:\n  - &r {name: a, tools: x, decision: allow}\n  - {<<: *r, name: b}\n"
-    )
-    assert [rule.name for rule in policy.rules] == ["a", "b"]
-    with pytest.raises(ConfigError):
+def test_yaml_anchors_and_aliases_are_refused_with_their_line() -> None:
+    with pytest.raises(ConfigError, match="anchor &r is not allowed") as caught:
+        parse_policy(
+            "version: 1\nrules:\n  - &r {name: a, tools: x, decision: allow}\n  - {<<: *r}\n"
+        )
+    assert caught.value.line == 3
+    with pytest.raises(ConfigError, match="anchor"):
         parse_policy("version: 1\nrules: &loop [*loop]\n")
+
+
+def test_a_billion_laughs_is_refused_at_once() -> None:
+    # Nine levels of nine aliases each: expanded, 9**9 strings and gigabytes.
+    lines = ["version: 1", 'a0: &a0 ["lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    lines.append("rules: *a9")
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="anchors and aliases are refused") as caught:
+        parse_policy("\n".join(lines) + "\n", source="bomb.yaml")
+    assert time.perf_counter() - started < 1.0
+    assert caught.value.file == "bomb.yaml"
+    assert caught.value.line == 2
+
+
+def test_an_oversized_document_is_refused_with_a_line(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    rule = "  - {name: r%d, tools: x, decision: allow}\n"
+    big.write_text("version: 1\nrules:\n" + "".join(rule % i for i in range(40_000)))
+    assert big.stat().st_size > MAX_DOCUMENT_BYTES
+    with pytest.raises(ConfigError, match="larger than") as caught:
+        load_policy(big)
+    assert caught.value.file == str(big)
+    assert caught.value.line is not None and 2 < caught.value.line < 40_002

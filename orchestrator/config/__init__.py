@@ -1,0 +1,45 @@
+"""The platform's configuration: ``stockade.yaml``, the environment and the flags, merged.
+
+Precedence, highest first: command-line flag > ``STOCKADE_*`` environment
+variable > configuration file > built-in default. See
+:func:`load_config` and ``stockade config show``.
+"""
+
+from orchestrator.config._env import CONFIG_VARIABLE, ENVIRONMENT_FIELDS
+from orchestrator.config._load import LoadedConfig, load_config
+from orchestrator.config._model import (
+    BUILTIN_TOOLKITS,
+    ApprovalsSettings,
+    AuditSettings,
+    DockerBackendSettings,
+    ImagesSettings,
+    MemorySettings,
+    MetricsSettings,
+    ModelSettings,
+    SandboxSettings,
+    ServerSettings,
+    StockadeConfig,
+    builtin_profiles,
+)
+from orchestrator.config._schema import config_schema, render_config_schema
+
+__all__ = [
+    "BUILTIN_TOOLKITS",
+    "CONFIG_VARIABLE",
+    "ENVIRONMENT_FIELDS",
+    "ApprovalsSettings",
+    "AuditSettings",
+    "DockerBackendSettings",
+    "ImagesSettings",
+    "LoadedConfig",
+    "MemorySettings",
+    "MetricsSettings",
+    "ModelSettings",
+    "SandboxSettings",
+    "ServerSettings",
+    "StockadeConfig",
+    "builtin_profiles",
+    "config_schema",
+    "load_config",
+    "render_config_schema",
+]

@@ -1,0 +1,254 @@
+"""``stockade.yaml``: one file configures the whole platform.
+
+Every section is a strict model (unknown keys fail, with the file, line and
+field). Paths written in the file are relative to the file's directory;
+paths from the environment or the command line are relative to the working
+directory. Sections for the agent's model, memory, metrics and the server are
+read and validated now so a file written today stays valid as they arrive.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from orchestrator.sandbox.egress import EgressPolicy
+from orchestrator.sandbox.images import TOOLS_IMAGE
+from orchestrator.sandbox.profile import Runtime, SandboxProfile
+from orchestrator.strict import LocatedValueError, StrictModel
+
+__all__ = [
+    "BUILTIN_TOOLKITS",
+    "ApprovalsSettings",
+    "AuditSettings",
+    "DockerBackendSettings",
+    "ImagesSettings",
+    "MemorySettings",
+    "MetricsSettings",
+    "ModelSettings",
+    "SandboxSettings",
+    "ServerSettings",
+    "StockadeConfig",
+    "builtin_profiles",
+]
+
+BUILTIN_TOOLKITS = ("toolkits.files", "toolkits.http", "toolkits.python", "toolkits.shell")
+"""The toolkits a platform loads when the configuration names none."""
+
+_MiB = 1024 * 1024
+
+
+def builtin_profiles(runtime: Runtime) -> dict[str, SandboxProfile]:
+    """The profiles every platform has unless its file redefines them.
+
+    ``default`` is the hardened profile on the tools image; ``http`` (the
+    ``http`` toolkit's) adds egress through the proxy with an empty allowlist:
+    everything is refused until the organisation names its hosts.
+    """
+    return {
+        "default": SandboxProfile(name="default", image=TOOLS_IMAGE, runtime=runtime),
+        "http": SandboxProfile(
+            name="http",
+            image=TOOLS_IMAGE,
+            runtime=runtime,
+            egress=EgressPolicy(),
+            loosen=frozenset({"egress"}),
+        ),
+    }
+
+
+class DockerBackendSettings(StrictModel):
+    """Sandboxes on the local Docker engine (the engine the ``DOCKER_HOST`` environment names)."""
+
+    type: Literal["docker"] = "docker"
+    """Which backend runs sandboxes; ``docker`` is the one there is today."""
+    max_threads: int = Field(default=8, ge=1, le=64)
+    """Threads for blocking engine calls (create, start, remove)."""
+    max_starting: int = Field(default=2, ge=1, le=32)
+    """Containers a pool starts at once."""
+
+
+class SandboxSettings(StrictModel):
+    """Where and how tool calls run."""
+
+    runtime: Runtime = "runc"
+    """Runtime of every profile that does not name its own: ``runc`` or ``runsc`` (gVisor)."""
+    backend: DockerBackendSettings = Field(default_factory=DockerBackendSettings)
+    """The sandbox backend."""
+    profiles: dict[str, SandboxProfile] = Field(default_factory=dict)
+    """Profiles by name, added to (or replacing) the built-in ``default`` and ``http``.
+
+    Each starts from the hardened defaults on the tools image; loosening a
+    limit needs the limit named in ``loosen``.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_and_runtime(cls, data: Any) -> Any:
+        # The key names the profile, and the section's runtime is the default
+        # of each profile: filled in before a profile is validated.
+        if not isinstance(data, dict) or not isinstance(data.get("profiles"), dict):
+            return data
+        runtime = data.get("runtime", "runc")
+        profiles: dict[Any, Any] = {}
+        for name, spec in data["profiles"].items():
+            if isinstance(spec, dict):
+                if "name" in spec and spec["name"] != name:
+                    raise LocatedValueError(
+                        f"name {spec['name']!r} differs from the profile's key {name!r}",
+                        ("profiles", name, "name"),
+                    )
+                profiles[name] = {"name": name, "image": TOOLS_IMAGE, "runtime": runtime, **spec}
+            else:
+                profiles[name] = spec
+        return {**data, "profiles": profiles}
+
+    def effective_profiles(self) -> dict[str, SandboxProfile]:
+        """The built-in profiles with the file's profiles over them."""
+        return {**builtin_profiles(self.runtime), **self.profiles}
+
+
+class ImagesSettings(StrictModel):
+    """Sandbox images (built offline, tagged by a hash of their inputs)."""
+
+    base_image: str | None = None
+    """A registry image to use as base (e.g. ``python:3.12-slim``); none: build from Debian."""
+    sources: Path | None = None
+    """Directory of the image sources; none: the ``sandbox_images/`` shipped with Stockade."""
+
+
+class AuditSettings(StrictModel):
+    """The hash-chained audit log."""
+
+    path: Path | None = None
+    """The log file; none: ``audit.jsonl`` in the state directory."""
+    max_value_bytes: int = Field(default=4096, ge=64)
+    """Largest argument or output value recorded whole; larger ones as SHA-256, size and head."""
+    rotate_mb: int | None = Field(default=64, ge=1)
+    """Start a new file (the chain continues) past this size; none: never rotate."""
+
+
+class ApprovalsSettings(StrictModel):
+    """Durable approval requests, and who decides them."""
+
+    database: Path | None = None
+    """The SQLite database of requests; none: ``approvals.db`` in the state directory."""
+    approvers: Path | None = None
+    """The approvers file (auto rules, webhook); none: only people, at the prompt or the CLI."""
+
+
+class ModelSettings(StrictModel):
+    """The agent's language model: any OpenAI-compatible chat-completions server."""
+
+    base_url: str | None = None
+    """Server URL (OpenAI, vLLM, Ollama, llama.cpp…); none: no model configured."""
+    name: str | None = None
+    """Model name the server knows."""
+    api_key_env: str = Field(default="OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Environment variable holding the API key (the key itself never goes in this file)."""
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    """Sampling temperature."""
+    timeout_s: float = Field(default=120.0, gt=0)
+    """Deadline of one request."""
+
+
+class MemorySettings(StrictModel):
+    """The agent's memory."""
+
+    enabled: bool = True
+    """Recall memories into the prompt and remember finished runs."""
+    namespace: str | None = None
+    """Memories are shared within a namespace; none: one per principal."""
+
+
+class MetricsSettings(StrictModel):
+    """Prometheus metrics."""
+
+    enabled: bool = False
+    """Serve ``/metrics``."""
+    host: str = "127.0.0.1"
+    """Address the metrics endpoint listens on."""
+    port: int = Field(default=9464, ge=1, le=65535)
+    """Port of the metrics endpoint."""
+
+
+class ServerSettings(StrictModel):
+    """The HTTP API and the approval page."""
+
+    host: str = "127.0.0.1"
+    """Address the server listens on."""
+    port: int = Field(default=8787, ge=1, le=65535)
+    """Port of the server."""
+    tokens: Path | None = None
+    """File of API tokens; none: ``tokens.db`` in the state directory."""
+
+
+class StockadeConfig(StrictModel):
+    """The whole platform's configuration (``stockade.yaml``)."""
+
+    version: Literal[1] = 1
+    """Format version of this file."""
+    state_dir: Path = Field(default_factory=lambda: Path.home() / ".stockade")
+    """Where the platform keeps workspaces, the audit log, approvals and limits."""
+    policy: Path | None = None
+    """The policy file; none: the shipped ``default.yaml``."""
+    toolkits: tuple[str, ...] = BUILTIN_TOOLKITS
+    """Importable toolkit packages whose tools the model may call."""
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    """Sandbox backend, default runtime and profiles."""
+    images: ImagesSettings = Field(default_factory=ImagesSettings)
+    """Sandbox images."""
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    """The audit log."""
+    approvals: ApprovalsSettings = Field(default_factory=ApprovalsSettings)
+    """Approval requests and approvers."""
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    """The agent's model."""
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+    """The agent's memory."""
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    """Prometheus metrics."""
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    """HTTP API and approval page."""
+
+    @field_validator("toolkits", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        # The environment gives one string: "toolkits.files,my_org.tools".
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+        return value
+
+    @field_validator("toolkits")
+    @classmethod
+    def _toolkits_named(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("name at least one toolkit")
+        return value
+
+    @property
+    def audit_path(self) -> Path:
+        """The audit log's file."""
+        return self.audit.path or self.state_dir / "audit.jsonl"
+
+    @property
+    def approvals_db(self) -> Path:
+        """The approval requests' database."""
+        return self.approvals.database or self.state_dir / "approvals.db"
+
+    @property
+    def limits_db(self) -> Path:
+        """The database of rate limits and model budgets shared by the host's processes."""
+        return self.state_dir / "limits.db"
+
+    @property
+    def workspaces_dir(self) -> Path:
+        """Where runs' workspaces live."""
+        return self.state_dir / "workspaces"
+
+    @property
+    def audit_rotate_bytes(self) -> int | None:
+        """The audit log's rotation size in bytes."""
+        return None if self.audit.rotate_mb is None else self.audit.rotate_mb * _MiB

@@ -1,0 +1,128 @@
+"""The pieces the platform is assembled from, each made from the configuration.
+
+:class:`~orchestrator.platform.Platform` wires them together; ``stockade
+doctor`` makes them one at a time to say which one fails. Nothing else makes
+them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import docker
+
+from orchestrator.approvals import ApproversConfig, load_approvers
+from orchestrator.assets import shipped
+from orchestrator.config import LoadedConfig, StockadeConfig
+from orchestrator.errors import ConfigError
+from orchestrator.policy import Policy, load_policy
+from orchestrator.sandbox.images import ImageBuilder
+from orchestrator.sandbox.profile import SandboxProfile
+from orchestrator.tools import ToolRegistry
+from orchestrator.yamlfile import line_of
+
+__all__ = [
+    "build_registry",
+    "check_profiles",
+    "external_toolkits",
+    "image_builder",
+    "load_configured_approvers",
+    "load_configured_policy",
+    "policy_file",
+]
+
+
+def _config_file(loaded: LoadedConfig, field: str) -> tuple[str | None, int | None]:
+    """The file and line that set ``field``, when a file did."""
+    origin = loaded.source_of(field)
+    if loaded.file is not None and origin.startswith(str(loaded.file) + ":"):
+        return str(loaded.file), int(origin.rpartition(":")[2])
+    return (str(loaded.file) if loaded.file else None), None
+
+
+def policy_file(config: StockadeConfig) -> Path:
+    """The configured policy file, else the shipped ``default.yaml``."""
+    return config.policy or shipped("policies") / "default.yaml"
+
+
+def load_configured_policy(config: StockadeConfig) -> Policy:
+    """The policy, validated (errors name its file, line and field)."""
+    return load_policy(policy_file(config))
+
+
+def load_configured_approvers(config: StockadeConfig) -> ApproversConfig:
+    """The approvers file's rules and webhook; none configured: nobody but people."""
+    path = config.approvals.approvers
+    return load_approvers(path) if path is not None else ApproversConfig()
+
+
+def external_toolkits(config: StockadeConfig) -> tuple[str, ...]:
+    """The configured toolkits that are not built in (baked into the tools image on build)."""
+    return tuple(name for name in config.toolkits if name.split(".")[0] != "toolkits")
+
+
+def build_registry(loaded: LoadedConfig) -> ToolRegistry:
+    """The tools of the configured toolkits; a toolkit that cannot load names the setting."""
+    registry = ToolRegistry()
+    for name in loaded.config.toolkits:
+        try:
+            registry.load(name)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            file, line = _config_file(loaded, "toolkits")
+            raise ConfigError(
+                f"toolkit {name!r} cannot be loaded: {exc} (set by {loaded.source_of('toolkits')})",
+                file=file,
+                line=line,
+                field="toolkits",
+            ) from exc
+    return registry
+
+
+def image_builder(
+    config: StockadeConfig,
+    client: docker.DockerClient,
+    *,
+    progress: Callable[[str], None] = lambda _message: None,
+) -> ImageBuilder:
+    """The image builder for the configured sources, base and toolkits."""
+    return ImageBuilder(
+        client,
+        images_dir=config.images.sources,
+        base_image=config.images.base_image,
+        toolkits=external_toolkits(config),
+        wheel_cache=config.state_dir / "cache" / "wheels",
+        progress=progress,
+    )
+
+
+def check_profiles(
+    loaded: LoadedConfig,
+    registry: ToolRegistry,
+    policy: Policy,
+    profiles: Mapping[str, SandboxProfile],
+) -> None:
+    """Every profile a tool or a policy rule names is configured; else a ConfigError."""
+    known = ", ".join(sorted(profiles))
+    for spec in registry.tools():
+        if spec.profile not in profiles:
+            file, _line = _config_file(loaded, "sandbox.profiles")
+            raise ConfigError(
+                f"tool {spec.name} runs in sandbox profile {spec.profile!r}, which is not "
+                f"configured; configured profiles: {known}",
+                file=file,
+                field="sandbox.profiles",
+            )
+    source = policy_file(loaded.config)
+    for index, rule in enumerate(policy.rules):
+        if rule.sandbox_profile and rule.sandbox_profile not in profiles:
+            loc = ("rules", index, "sandbox_profile")
+            raise ConfigError(
+                f"rule {rule.name!r} names sandbox profile {rule.sandbox_profile!r}, which is "
+                f"not configured; configured profiles: {known}",
+                file=str(source),
+                line=line_of(source, loc),
+                field=f"rules[{index}].sandbox_profile",
+            )

@@ -1,0 +1,146 @@
+"""The platform: every component, wired once from the configuration, torn down as one.
+
+Entrances (the CLI, the demo, the benchmarks, later the agent, the HTTP API
+and the MCP server) open a :class:`Platform` and ask it for the gateway. They
+never wire components themselves, so there is no second path to a sandbox.
+
+Assembly order: everything that can be checked without the engine is checked
+first (toolkits, policy, approvers, profiles named by tools and rules), so a
+configuration mistake fails fast; then the engine is reached, the backend
+started and the gateway made. Leaving the context (normally, on an error, on
+Ctrl-C or on SIGTERM turned into cancellation by the entrance) destroys the
+pools and every container the platform still holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from orchestrator.approvals import ApprovalStore, Approver
+from orchestrator.audit import AuditLog
+from orchestrator.config import LoadedConfig, StockadeConfig
+from orchestrator.gateway import ApprovalGate, Gateway
+from orchestrator.metrics import Metrics
+from orchestrator.platform._parts import (
+    build_registry,
+    check_profiles,
+    image_builder,
+    load_configured_approvers,
+    load_configured_policy,
+    policy_file,
+)
+from orchestrator.sandbox.backend import SandboxBackend
+from orchestrator.sandbox.docker_backend import DockerBackend
+from orchestrator.sandbox.engine import connect_engine
+from orchestrator.sandbox.profile import SandboxProfile
+from orchestrator.sandbox.workspace import WorkspaceManager
+from orchestrator.tools import ToolExecutor, ToolRegistry
+
+__all__ = ["Platform"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Platform:
+    """The assembled platform. Make one with :meth:`open`."""
+
+    config: StockadeConfig
+    """The effective configuration."""
+    loaded: LoadedConfig
+    """The configuration with the origin of each value."""
+    gateway: Gateway
+    """The one path for tool calls: policy, limits, approvals, sandbox, audit."""
+    registry: ToolRegistry
+    """The tools of the configured toolkits."""
+    profiles: dict[str, SandboxProfile]
+    """The configured sandbox profiles by name."""
+    approvals: ApprovalStore
+    """The durable approval requests."""
+    workspaces: WorkspaceManager
+    """The runs' workspaces."""
+    metrics: Metrics
+    """The platform's Prometheus metrics."""
+    sandbox: SandboxBackend
+    """The sandbox backend: for operators' diagnostics (``doctor``, ``sandbox run``).
+    Tool calls never use it directly: they go through :attr:`gateway`."""
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls,
+        config: LoadedConfig | StockadeConfig,
+        *,
+        approvers: Sequence[Approver] = (),
+        terminal: bool = False,
+        backend: SandboxBackend | None = None,
+        warm: bool = False,
+        metrics: Metrics | None = None,
+    ) -> AsyncIterator[Platform]:
+        """Assemble the platform from ``config``; leaving the context tears it down.
+
+        ``approvers`` are asked after the approvers file's (a CLI announces
+        pending requests this way); ``terminal`` adds a prompt on this
+        terminal. ``backend`` replaces the configured sandbox backend (tests
+        and benchmarks pass a scripted one). ``warm`` fills the pools of the
+        profiles the tools use before the platform is handed out. Raises
+        :class:`~orchestrator.errors.ConfigError` for a configuration mistake
+        (file, line and field) and :class:`~orchestrator.errors.InfrastructureError`
+        when the engine or the state directory cannot be used.
+        """
+        loaded = (
+            config
+            if isinstance(config, LoadedConfig)
+            else LoadedConfig(config=config, file=None, sources={})
+        )
+        settings = loaded.config
+        registry = build_registry(loaded)
+        policy = load_configured_policy(settings)
+        approvers_file = load_configured_approvers(settings)
+        profiles = settings.sandbox.effective_profiles()
+        check_profiles(loaded, registry, policy, profiles)
+        used = {spec.profile for spec in registry.tools()}
+        warm_profiles = [p for name, p in profiles.items() if warm and name in used]
+
+        async with contextlib.AsyncExitStack() as stack:
+            if backend is None:
+                client = await asyncio.to_thread(connect_engine)
+                stack.callback(client.close)
+                backend = DockerBackend(
+                    client,
+                    images=image_builder(settings, client),
+                    profiles=warm_profiles,
+                    max_threads=settings.sandbox.backend.max_threads,
+                    max_starting=settings.sandbox.backend.max_starting,
+                )
+            await stack.enter_async_context(backend)
+            if isinstance(backend, DockerBackend):
+                for profile in warm_profiles:
+                    await backend.wait_warm(profile)
+            workspaces = WorkspaceManager(settings.workspaces_dir)
+            store = ApprovalStore(settings.approvals_db)
+            chain = [
+                *approvers_file.approvers(terminal=terminal, redact_patterns=policy.redact),
+                *approvers,
+            ]
+            own_metrics = metrics if metrics is not None else Metrics()
+            gateway = Gateway(
+                ToolExecutor(registry, backend, profiles=profiles.values(), workspaces=workspaces),
+                policy,
+                AuditLog(settings.audit_path, redact_patterns=policy.redact),
+                approvals=ApprovalGate(store, chain),
+                metrics=own_metrics,
+                policy_source=str(policy_file(settings)),
+            )
+            yield cls(
+                config=settings,
+                loaded=loaded,
+                gateway=gateway,
+                registry=registry,
+                profiles=profiles,
+                approvals=store,
+                workspaces=workspaces,
+                metrics=own_metrics,
+                sandbox=backend,
+            )
