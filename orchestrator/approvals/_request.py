@@ -1,4 +1,4 @@
-"""An approval request and where it stands."""
+"""An approval request, where it stands, and what its decision covers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["ApprovalRequest", "ApprovalStatus"]
+__all__ = ["ApprovalRequest", "ApprovalScope", "ApprovalStatus"]
 
 
 class ApprovalStatus(StrEnum):
@@ -17,6 +17,17 @@ class ApprovalStatus(StrEnum):
     APPROVED = "approved"
     DENIED = "denied"
     EXPIRED = "expired"
+
+
+class ApprovalScope(StrEnum):
+    """What an approval covers: one execution, unless the approver explicitly grants more."""
+
+    ONCE = "once"
+    """The one execution that uses the decision up; an identical later call asks again."""
+    RUN_IDENTICAL = "run-identical"
+    """Every later call of the run with the same tool and arguments (under the same rule)."""
+    RUN = "run"
+    """Every later call of the run to the same tool that the same policy rule sends for approval."""
 
 
 class ApprovalRequest(BaseModel):
@@ -54,8 +65,19 @@ class ApprovalRequest(BaseModel):
     """Arguments the approver replaced the original ones with."""
     note: str | None = None
     """The decider's words, e.g. why a call was denied (shown to the model)."""
+    scope: ApprovalScope = ApprovalScope.ONCE
+    """What an approval covers; anything but ``once`` is a standing grant the approver chose."""
+    consumed_by: str | None = None
+    """The id of the call that used this decision up (ran on it, or was refused by it)."""
+    consumed_at: float | None = None
+    """Unix time the decision was used up; a consumed request never authorises another call."""
 
     @property
     def effective_arguments(self) -> dict[str, Any]:
         """The arguments to run the call with: the approver's edit, if any."""
         return self.edited_arguments if self.edited_arguments is not None else self.arguments
+
+    @property
+    def is_grant(self) -> bool:
+        """An approval for the rest of the run: used by many calls, consumed by none."""
+        return self.status is ApprovalStatus.APPROVED and self.scope is not ApprovalScope.ONCE

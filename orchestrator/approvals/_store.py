@@ -7,6 +7,14 @@ status = 'pending' AND expires_at > now``: when two approvers (threads or
 processes) decide one request at the same time, SQLite runs the updates one
 after the other, the second matches no row, and exactly one decision wins.
 
+A decision authorises one execution. The call that acts on it (runs, or is
+refused) consumes it with the same kind of conditional ``UPDATE … WHERE
+consumed_at IS NULL``, so when two processes replay one call, one consumes
+the decision and the other must ask again; a consumed request is never found
+again. Only an approver's explicit choice of a wider :class:`ApprovalScope`
+(the rest of the run) makes a standing grant, which later calls use without
+consuming it.
+
 The database runs in WAL mode (readers never block the writer) with a busy
 timeout, and every operation opens its own short-lived connection, so a
 store object can be shared by threads and re-created freely.
@@ -24,7 +32,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-from orchestrator.approvals._request import ApprovalRequest, ApprovalStatus
+from orchestrator.approvals._request import ApprovalRequest, ApprovalScope, ApprovalStatus
 from orchestrator.errors import ErrorCode, InfrastructureError
 
 __all__ = ["ApprovalStore"]
@@ -45,21 +53,34 @@ CREATE TABLE IF NOT EXISTS approvals (
     decided_at REAL,
     edited_arguments TEXT,
     note TEXT,
-    call_id TEXT
+    call_id TEXT,
+    scope TEXT NOT NULL DEFAULT 'once',
+    consumed_by TEXT,
+    consumed_at REAL
 );
 CREATE INDEX IF NOT EXISTS approvals_by_status ON approvals (status, created_at);
 """
+# Columns newer than the first version, added to older databases on open.
+_ADDED_COLUMNS = {
+    "note": "TEXT",
+    "call_id": "TEXT",
+    "scope": "TEXT NOT NULL DEFAULT 'once'",
+    "consumed_by": "TEXT",
+    "consumed_at": "REAL",
+}
 # A pending request past its deadline reads as expired, whether or not
 # expire() has written that down yet: readers never need to write.
 _SELECT = (
     "SELECT rowid AS position, id, tool, arguments, rule, reason, principal, run_id, call_id,"
     " created_at, expires_at, decided_by, decided_at, edited_arguments, note,"
+    " scope, consumed_by, consumed_at,"
     " CASE WHEN status = 'pending' AND expires_at <= :now THEN 'expired' ELSE status END"
     " AS status FROM approvals"
 )
 # Constant text; every value is a bound parameter.
 _FIND = f"SELECT * FROM ({_SELECT}) WHERE :status IS NULL OR status = :status"  # noqa: S608
 _PENDING = ApprovalStatus.PENDING.value
+_ONCE = ApprovalScope.ONCE.value
 
 
 def _request(row: sqlite3.Row) -> ApprovalRequest:
@@ -90,14 +111,32 @@ class ApprovalStore:
             # WAL is a property of the file: set once, every later connection uses it.
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
-            columns = {row["name"] for row in db.execute("PRAGMA table_info(approvals)")}
-            # Databases from earlier versions lack the newer columns.
-            for column in ("note", "call_id"):
-                if column not in columns:
-                    db.execute(f"ALTER TABLE approvals ADD COLUMN {column} TEXT")
+            # One writer at a time, so two processes opening an old database
+            # do not both add the same column.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._upgrade(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    @staticmethod
+    def _upgrade(db: sqlite3.Connection) -> None:
+        """Bring a database from an earlier version up to date (inside a write transaction)."""
+        columns = {row["name"] for row in db.execute("PRAGMA table_info(approvals)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in columns:
+                db.execute(f"ALTER TABLE approvals ADD COLUMN {column} {kind}")
+        if "consumed_at" not in columns:
+            # Decisions from before single use may already have authorised a
+            # call, and nothing says which: none may authorise another.
             db.execute(
-                "CREATE INDEX IF NOT EXISTS approvals_by_call ON approvals (run_id, call_id)"
+                "UPDATE approvals SET consumed_at = COALESCE(decided_at, created_at)"
+                " WHERE status != ?",
+                (_PENDING,),
             )
+        db.execute("CREATE INDEX IF NOT EXISTS approvals_by_call ON approvals (run_id, call_id)")
 
     @property
     def path(self) -> Path:
@@ -171,17 +210,20 @@ class ApprovalStore:
     def find_for_call(
         self, *, run_id: str, call_id: str, tool: str, arguments: dict[str, Any]
     ) -> ApprovalRequest | None:
-        """The latest request made for exactly this call of this run, or None.
+        """The latest unconsumed single-use request made for exactly this call of this run.
 
         After a restart the caller replays the call it was waiting on; finding
         its request again means a decision taken meanwhile applies to it, and
         no second request is made. The tool and arguments must match too, so
-        an approval never carries over to a different call.
+        an approval never carries over to a different call; and a request an
+        execution has consumed is never found, so an identical later call
+        (even one reusing the call id) asks again.
         """
-        params = {"now": self._clock(), "run_id": run_id, "call_id": call_id}
+        params = {"now": self._clock(), "run_id": run_id, "call_id": call_id, "once": _ONCE}
         with self._connect("approvals.find_for_call") as db:
             rows = db.execute(
                 f"{_SELECT} WHERE run_id = :run_id AND call_id = :call_id"
+                " AND consumed_at IS NULL AND scope = :once"
                 " ORDER BY created_at DESC, position DESC",
                 params,
             ).fetchall()
@@ -189,6 +231,39 @@ class ApprovalStore:
             request = _request(row)
             if request.tool == tool and request.arguments == arguments:
                 return request
+        return None
+
+    def find_grant(
+        self,
+        *,
+        run_id: str,
+        tool: str,
+        rule: str | None,
+        principal: str | None,
+        arguments: dict[str, Any],
+    ) -> ApprovalRequest | None:
+        """The latest standing grant of this run that covers a call, or None.
+
+        A grant covers later calls of the same run and principal to the same
+        tool that the same policy rule sends for approval: all of them for
+        :attr:`ApprovalScope.RUN`, those with identical arguments for
+        :attr:`ApprovalScope.RUN_IDENTICAL`.
+        """
+        params = {
+            "now": self._clock(), "run_id": run_id, "tool": tool, "rule": rule,
+            "principal": principal, "approved": ApprovalStatus.APPROVED.value, "once": _ONCE,
+        }  # fmt: skip
+        with self._connect("approvals.find_grant") as db:
+            rows = db.execute(
+                f"{_SELECT} WHERE run_id = :run_id AND tool = :tool AND rule IS :rule"
+                " AND principal IS :principal AND approvals.status = :approved"
+                " AND scope != :once ORDER BY decided_at DESC, position DESC",
+                params,
+            ).fetchall()
+        for row in rows:
+            grant = _request(row)
+            if grant.scope is ApprovalScope.RUN or grant.arguments == arguments:
+                return grant
         return None
 
     def find(self, status: ApprovalStatus | None = ApprovalStatus.PENDING) -> list[ApprovalRequest]:
@@ -206,24 +281,84 @@ class ApprovalStore:
         by: str,
         arguments: dict[str, Any] | None = None,
         note: str | None = None,
+        scope: ApprovalScope = ApprovalScope.ONCE,
     ) -> bool:
         """Approve (optionally replacing the arguments) or deny a pending request.
 
-        Returns True when this decision was recorded; False when the request
-        is unknown, already decided (by someone faster) or expired.
+        An approval authorises the one execution that consumes it, unless the
+        approver explicitly chooses a wider ``scope``: a standing grant for
+        the rest of the request's run, recorded as such. A grant keeps the
+        model's arguments (an edit is a judgement about one call) and needs a
+        run to be bounded by. Returns True when this decision was recorded;
+        False when the request is unknown, already decided (by someone
+        faster) or expired.
         """
         if arguments is not None and not approve:
             raise ValueError("edited arguments only make sense when approving")
+        if scope is not ApprovalScope.ONCE:
+            if not approve:
+                raise ValueError("only an approval can cover more than one call")
+            if arguments is not None:
+                raise ValueError("a grant for the run cannot edit the arguments")
         status = ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED
         now = self._clock()
         edited = json.dumps(arguments) if arguments is not None else None
         with self._connect("approvals.decide") as db:
+            # A grant is bounded by its run: a request outside any run can only be approved once.
             cursor = db.execute(
-                "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?,"
-                " edited_arguments = ?, note = ? WHERE id = ? AND status = ? AND expires_at > ?",
-                (status.value, by, now, edited, note, request_id, _PENDING, now),
-            )
-            return cursor.rowcount == 1
+                "UPDATE approvals SET status = :status, decided_by = :by, decided_at = :now,"
+                " edited_arguments = :edited, note = :note, scope = :scope"
+                " WHERE id = :id AND status = :pending AND expires_at > :now"
+                " AND (:scope = :once OR run_id IS NOT NULL)",
+                {
+                    "status": status.value, "by": by, "now": now, "edited": edited, "note": note,
+                    "scope": scope.value, "id": request_id, "pending": _PENDING, "once": _ONCE,
+                },
+            )  # fmt: skip
+            if cursor.rowcount == 1:
+                return True
+            if scope is not ApprovalScope.ONCE:
+                row = db.execute(
+                    "SELECT 1 FROM approvals WHERE id = ? AND status = ? AND expires_at > ?"
+                    " AND run_id IS NULL",
+                    (request_id, _PENDING, now),
+                ).fetchone()
+                if row is not None:
+                    raise ValueError(
+                        f"request {request_id} belongs to no run, so it cannot be granted"
+                        f" for the run (scope {scope.value!r}); approve it once"
+                    )
+            return False
+
+    def consume(self, request_id: str, *, call_id: str) -> ApprovalRequest | None:
+        """Use up a decided request for the execution of call ``call_id``; the request, or None.
+
+        The call that acts on a decision (runs on an approval, or is refused by
+        a denial or an expiry) consumes it, so it authorises nothing else.
+        When two executions race for one decision, exactly one consumes it;
+        the other gets None and must ask again. A standing grant is returned
+        as it is, never consumed: it covers every call of its scope. None
+        also for an unknown, still pending or already consumed request.
+        """
+        now = self._clock()
+        with self._connect("approvals.consume") as db:
+            # A pending request past its deadline has expired, and the call
+            # that saw it expire uses that up like any decision.
+            consumed = db.execute(
+                "UPDATE approvals SET consumed_by = :call_id, consumed_at = :now,"
+                " status = CASE WHEN status = :pending THEN :expired ELSE status END"
+                " WHERE id = :id AND consumed_at IS NULL AND scope = :once"
+                " AND (status != :pending OR expires_at <= :now)",
+                {
+                    "call_id": call_id, "now": now, "id": request_id, "once": _ONCE,
+                    "pending": _PENDING, "expired": ApprovalStatus.EXPIRED.value,
+                },
+            ).rowcount  # fmt: skip
+            row = db.execute(f"{_SELECT} WHERE id = :id", {"now": now, "id": request_id}).fetchone()
+        if row is None:
+            return None
+        request = _request(row)
+        return request if consumed == 1 or request.is_grant else None
 
     def expire(self, request_id: str | None = None) -> int:
         """Write down that pending requests past their deadline (or just one) expired; how many."""

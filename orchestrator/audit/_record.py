@@ -49,6 +49,9 @@ class ApprovalInfo(BaseModel):
     """Arguments the approver replaced the model's with (redacted like the originals)."""
     waited_s: float | None = None
     """How long the call waited for the decision."""
+    scope: str | None = None
+    """What an approval covers: ``once`` (the call consumed request ``request_id``), or
+    ``run`` / ``run-identical`` (a standing grant for the run, which the call used)."""
 
 
 class RateLimitInfo(BaseModel):

@@ -1,22 +1,37 @@
-"""The approval step of the gateway: a durable request, approvers asked, a decision awaited."""
+"""The approval step of the gateway: a durable request, approvers asked, a decision consumed."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.approvals import ApprovalRequest, ApprovalStatus, ApprovalStore, Approver
 from orchestrator.tools import ToolCall
 
-__all__ = ["ApprovalGate"]
+__all__ = ["ApprovalGate", "Authorisation"]
 
 _log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Authorisation:
+    """How a call that needs approval was decided."""
+
+    request: ApprovalRequest
+    """The decision: a request this call consumed, or the run's standing grant it used."""
+    standing_grant: bool
+    """An earlier grant for the run covered the call: nobody was asked, nothing was consumed."""
+
+
 class ApprovalGate:
-    """Creates (or finds again) the request for a call and waits until it is decided.
+    """Finds or asks for the decision on a call, waits for it, and consumes it for the call.
+
+    A decision authorises one execution: the call that acts on it consumes
+    it, and an identical later call asks again. Only a grant the approver
+    explicitly gave for the rest of the run covers later calls.
 
     The approvers are asked in order, while the gate also watches the store: a
     decision taken anywhere (``stockade approvals approve`` in another
@@ -38,7 +53,56 @@ class ApprovalGate:
         """Where requests are kept."""
         return self._store
 
-    async def request(
+    async def authorise(
+        self,
+        call: ToolCall,
+        arguments: dict[str, Any],
+        *,
+        tool: str,
+        rule: str | None,
+        reason: str,
+        timeout_s: float,
+        on_request: Callable[[ApprovalRequest], None] | None = None,
+    ) -> Authorisation:
+        """The decision for this call, consumed by it (approved, denied or expired).
+
+        In order: a standing grant of the run that covers the call (nobody is
+        asked); an unconsumed request for this very call of the run (a replay
+        after a restart: a decision taken meanwhile applies); else a new
+        request, handed to ``on_request`` (to record it) and to the approvers.
+        The decision is then consumed by ``call``. When another execution
+        consumed it first (two processes replaying one call), this call asks
+        again. ``tool`` is the tool's registered name (the call may use the
+        model's spelling).
+        """
+        if call.run_id is not None:
+            grant = await asyncio.to_thread(
+                self._store.find_grant,
+                run_id=call.run_id,
+                tool=tool,
+                rule=rule,
+                principal=call.principal,
+                arguments=arguments,
+            )
+            if grant is not None:
+                return Authorisation(request=grant, standing_grant=True)
+        while True:
+            request, created = await self._request(
+                call, arguments, tool=tool, rule=rule, reason=reason, timeout_s=timeout_s
+            )
+            if created and on_request is not None:
+                on_request(request)
+            final = await self._wait(request)
+            consumed = await asyncio.to_thread(self._store.consume, final.id, call_id=call.id)
+            if consumed is not None:
+                return Authorisation(request=consumed, standing_grant=False)
+            # Each lap needs another execution to have used a decision first,
+            # so this never spins on its own.
+            _log.info(
+                "approval %s was used by another execution; call %s asks again", final.id, call.id
+            )
+
+    async def _request(
         self,
         call: ToolCall,
         arguments: dict[str, Any],
@@ -48,11 +112,7 @@ class ApprovalGate:
         reason: str,
         timeout_s: float,
     ) -> tuple[ApprovalRequest, bool]:
-        """The request for this call: an existing one for the same call of the run, or a new one.
-
-        ``tool`` is the tool's registered name (the call may use the model's
-        spelling). Returns the request and whether it was created now.
-        """
+        """An unconsumed request for this call of the run, or a new one; and whether it is new."""
         if call.run_id is not None:
             existing = await asyncio.to_thread(
                 self._store.find_for_call,
@@ -76,7 +136,7 @@ class ApprovalGate:
         )
         return created, True
 
-    async def wait(self, request: ApprovalRequest) -> ApprovalRequest:
+    async def _wait(self, request: ApprovalRequest) -> ApprovalRequest:
         """Ask the approvers and wait; the request as it ended (approved, denied or expired)."""
         if request.status is not ApprovalStatus.PENDING:
             return request

@@ -77,6 +77,11 @@ def _refusal(call: ToolCall, status: ToolStatus, error: str, **extra: Any) -> To
     return ToolResult(call_id=call.id, name=call.name, status=status, error=error, **extra)
 
 
+def _approval_scope(request: ApprovalRequest) -> str | None:
+    """What an approval covers, for the audit record; nothing for a denial or an expiry."""
+    return request.scope.value if request.status is ApprovalStatus.APPROVED else None
+
+
 class Gateway:
     """Checks, gates, runs and records tool calls under one policy."""
 
@@ -261,18 +266,19 @@ class Gateway:
         assert self._approvals is not None  # checked at construction
         call = checked.call
         timeout_s = decision.approval_timeout_s or self._policy.approval_timeout_s
-        request, created = await self._approvals.request(
+        waiting = self._clock()
+        authorised = await self._approvals.authorise(
             call,
             checked.arguments,
             tool=checked.spec.name,
             rule=decision.rule,
             reason=decision.reason,
             timeout_s=timeout_s,
+            on_request=lambda request: self._record_approval(
+                AuditEvent.APPROVAL_REQUESTED, checked, request
+            ),
         )
-        if created:
-            self._record_approval(AuditEvent.APPROVAL_REQUESTED, checked, request)
-        waiting = self._clock()
-        final = await self._approvals.wait(request)
+        final = authorised.request
         waited = self._clock() - waiting
         trace.approval = ApprovalInfo(
             request_id=final.id,
@@ -280,10 +286,12 @@ class Gateway:
             decided_by=final.decided_by,
             edited_arguments=final.edited_arguments,
             waited_s=round(waited, 6),
+            scope=_approval_scope(final),
         )
-        self._metrics.approvals.labels(final.status.value).inc()
-        self._metrics.approval_wait.observe(waited)
-        self._record_approval(AuditEvent.APPROVAL_DECIDED, checked, final)
+        if not authorised.standing_grant:  # a grant's decision was counted and recorded once
+            self._metrics.approvals.labels(final.status.value).inc()
+            self._metrics.approval_wait.observe(waited)
+            self._record_approval(AuditEvent.APPROVAL_DECIDED, checked, final)
 
         if final.status is ApprovalStatus.DENIED:
             note = f": {final.note}" if final.note else ""
@@ -369,6 +377,7 @@ class Gateway:
                     status=request.status.value,
                     decided_by=request.decided_by,
                     edited_arguments=request.edited_arguments,
+                    scope=_approval_scope(request),
                 ),
             )
         )

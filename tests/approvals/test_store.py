@@ -1,8 +1,10 @@
-"""Approval requests: approve, deny, edit, expiry, waiting, restarts, and racing deciders."""
+"""Approval requests: approve, deny, edit, expiry, waiting, restarts, racing deciders,
+single-use consumption and grants for the rest of a run."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import os
 import sqlite3
@@ -13,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner, Result
 
-from orchestrator.approvals import ApprovalRequest, ApprovalStatus, ApprovalStore
+from orchestrator._approvals_cli import approvals
+from orchestrator.approvals import ApprovalRequest, ApprovalScope, ApprovalStatus, ApprovalStore
 
 
 class Clock:
@@ -25,10 +29,20 @@ class Clock:
         return self.now
 
 
-def new_request(store: ApprovalStore, timeout_s: float = 60.0) -> ApprovalRequest:
+RM = {"command": "rm -rf build"}
+
+
+def new_request(
+    store: ApprovalStore,
+    timeout_s: float = 60.0,
+    *,
+    call_id: str | None = None,
+    arguments: dict[str, Any] = RM,
+    run_id: str | None = "r1",
+) -> ApprovalRequest:
     request = store.create(
-        tool="shell.run", arguments={"command": "rm -rf build"}, reason="destructive",
-        timeout_s=timeout_s, rule="shell-destructive", principal="ada", run_id="r1",
+        tool="shell.run", arguments=arguments, reason="destructive", timeout_s=timeout_s,
+        rule="shell-destructive", principal="ada", run_id=run_id, call_id=call_id,
     )  # fmt: skip
     assert request.status is ApprovalStatus.PENDING
     return request
@@ -251,3 +265,215 @@ def test_cli(tmp_path: Path) -> None:
     assert "no requests" in stockade("list").stdout
     final = ApprovalStore(db).get(request_id)
     assert final is not None and (final.edited_arguments, final.note) == ({"command": "ls"}, "ok")
+
+
+# --- single use ---------------------------------------------------------------------------
+
+
+def find_call(store: ApprovalStore, call_id: str = "c1") -> ApprovalRequest | None:
+    return store.find_for_call(run_id="r1", call_id=call_id, tool="shell.run", arguments=RM)
+
+
+def test_a_decision_is_consumed_by_exactly_one_execution(tmp_path: Path) -> None:
+    clock = Clock()
+    store = ApprovalStore(tmp_path / "a.db", clock=clock)
+    request = new_request(store, call_id="c1")
+    assert store.consume(request.id, call_id="c1") is None, "a pending request authorises nothing"
+    assert find_call(store) == request, "found again while pending: a replay waits on it"
+    assert store.decide(request.id, approve=True, by="bob")
+    assert find_call(store) is not None, "decided, unconsumed: a replay after a restart uses it"
+    clock.now += 3
+    consumed = store.consume(request.id, call_id="c1")
+    assert consumed is not None and consumed.status is ApprovalStatus.APPROVED
+    assert (consumed.consumed_by, consumed.consumed_at) == ("c1", clock.now)
+    assert consumed.scope is ApprovalScope.ONCE and not consumed.is_grant
+    assert store.get(request.id) == consumed
+    # Never again, not even for an identical call reusing the same id.
+    assert store.consume(request.id, call_id="c1") is None
+    assert store.consume(request.id, call_id="c2") is None
+    assert find_call(store) is None
+    assert store.get(request.id) == consumed, "the first consumer stays recorded"
+    assert store.consume("unknown", call_id="c1") is None
+
+
+def test_an_identical_later_request_is_a_new_one(tmp_path: Path) -> None:
+    store = ApprovalStore(tmp_path / "a.db")
+    first = new_request(store, call_id="c1")
+    assert store.decide(first.id, approve=True, by="bob")
+    assert store.consume(first.id, call_id="c1") is not None
+    again = new_request(store, call_id="c1")  # the same (run, call id, tool, arguments)
+    assert find_call(store) == again
+    assert store.consume(again.id, call_id="c1") is None, "it needs its own decision"
+
+
+def test_denials_and_expiries_are_consumed_too(tmp_path: Path) -> None:
+    clock = Clock()
+    store = ApprovalStore(tmp_path / "a.db", clock=clock)
+    denied = new_request(store, call_id="c1")
+    assert store.decide(denied.id, approve=False, by="bob", note="no")
+    refused = store.consume(denied.id, call_id="c1")
+    assert refused is not None and refused.status is ApprovalStatus.DENIED
+    assert find_call(store) is None, "the refusal was delivered: an identical call asks again"
+
+    late = new_request(store, timeout_s=10, call_id="c2")
+    clock.now += 10  # past its deadline, not yet written down as expired
+    expired = store.consume(late.id, call_id="c2")
+    assert expired is not None and expired.status is ApprovalStatus.EXPIRED
+    assert expired.consumed_by == "c2"
+    with sqlite3.connect(tmp_path / "a.db") as db:
+        row = db.execute("SELECT status FROM approvals WHERE id = ?", (late.id,)).fetchone()
+    assert row == ("expired",)
+
+
+def _consume(path: str, request_id: str, call_id: str, barrier: Any, out: Any) -> None:
+    store = ApprovalStore(Path(path))
+    barrier.wait()
+    out.put((call_id, store.consume(request_id, call_id=call_id) is not None))
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_processes_racing_to_consume_one_decision_exactly_one_wins(
+    tmp_path: Path, attempt: int
+) -> None:
+    path = tmp_path / "a.db"
+    store = ApprovalStore(path)
+    request = new_request(store, call_id="c1")
+    assert store.decide(request.id, approve=True, by="bob")
+    context = multiprocessing.get_context("spawn")
+    barrier, out = context.Barrier(3), context.Queue()
+    consumers = [
+        context.Process(target=_consume, args=(str(path), request.id, f"p{n}", barrier, out))
+        for n in range(3)
+    ]
+    try:
+        for process in consumers:
+            process.start()
+        results = dict(out.get(timeout=60) for _ in consumers)
+        for process in consumers:
+            process.join(timeout=60)
+            assert process.exitcode == 0
+    finally:
+        for process in consumers:
+            if process.is_alive():
+                process.kill()
+    winners = [call_id for call_id, won in results.items() if won]
+    assert len(winners) == 1
+    final = store.get(request.id)
+    assert final is not None and final.consumed_by == winners[0]
+
+
+def test_a_database_from_before_single_use_consumes_its_old_decisions(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE approvals (id TEXT PRIMARY KEY, tool TEXT NOT NULL, arguments TEXT NOT"
+            " NULL, rule TEXT, reason TEXT NOT NULL, principal TEXT, run_id TEXT, status TEXT NOT"
+            " NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL, decided_by TEXT,"
+            " decided_at REAL, edited_arguments TEXT, note TEXT, call_id TEXT)"
+        )
+        rows = [("old", "approved", 5.0), ("waiting", "pending", None)]
+        for request_id, status, decided_at in rows:
+            db.execute(
+                "INSERT INTO approvals VALUES (?, 'shell.run', ?, NULL, 'r', NULL, 'r1', ?, 1.0,"
+                " 9e9, 'bob', ?, NULL, NULL, 'c1')",
+                (request_id, json.dumps(RM), status, decided_at),
+            )
+    store = ApprovalStore(path)
+    old = store.get("old")
+    assert old is not None and old.consumed_at == 5.0, "it may have authorised a call already"
+    assert store.consume("old", call_id="c1") is None
+    assert find_call(store) == store.get("waiting")
+    assert store.decide("waiting", approve=True, by="bob")
+    assert store.consume("waiting", call_id="c1") is not None
+    ApprovalStore(path)  # opening an up-to-date database changes nothing
+    assert store.get("waiting") is not None
+
+
+# --- grants for the rest of a run -------------------------------------------------------
+
+
+def grant_for(
+    store: ApprovalStore,
+    arguments: dict[str, Any] = RM,
+    *,
+    run_id: str = "r1",
+    tool: str = "shell.run",
+    rule: str | None = "shell-destructive",
+    principal: str | None = "ada",
+) -> ApprovalRequest | None:
+    return store.find_grant(
+        run_id=run_id, tool=tool, rule=rule, principal=principal, arguments=arguments
+    )
+
+
+def test_a_grant_for_the_run_covers_the_same_tool_and_rule_in_that_run_only(
+    tmp_path: Path,
+) -> None:
+    store = ApprovalStore(tmp_path / "a.db")
+    request = new_request(store, call_id="c1")
+    assert grant_for(store) is None, "no grant without the approver's explicit choice"
+    assert store.decide(request.id, approve=True, by="bob", scope=ApprovalScope.RUN)
+    granted = store.get(request.id)
+    assert granted is not None and granted.is_grant and granted.scope is ApprovalScope.RUN
+    assert grant_for(store) == granted
+    assert grant_for(store, {"command": "rm -rf dist"}) == granted, "any arguments"
+    assert grant_for(store, run_id="r2") is None
+    assert grant_for(store, tool="files.delete") is None
+    assert grant_for(store, rule="other-rule") is None
+    assert grant_for(store, principal="mallory") is None
+    for call_id in ("c1", "c2", "c3"):  # used by many calls, consumed by none
+        assert store.consume(request.id, call_id=call_id) == granted
+    assert find_call(store) is None, "a grant is found as a grant, not as a call's request"
+
+
+def test_a_grant_for_identical_calls(tmp_path: Path) -> None:
+    store = ApprovalStore(tmp_path / "a.db")
+    request = new_request(store, call_id="c1")
+    assert store.decide(request.id, approve=True, by="bob", scope=ApprovalScope.RUN_IDENTICAL)
+    granted = store.get(request.id)
+    assert grant_for(store) == granted
+    assert grant_for(store, {"command": "rm -rf dist"}) is None
+    assert grant_for(store, run_id="r2") is None
+
+
+def test_only_an_approval_of_a_run_can_be_a_grant(tmp_path: Path) -> None:
+    store = ApprovalStore(tmp_path / "a.db")
+    request = new_request(store)
+    with pytest.raises(ValueError, match="only an approval"):
+        store.decide(request.id, approve=False, by="bob", scope=ApprovalScope.RUN)
+    with pytest.raises(ValueError, match="cannot edit"):
+        store.decide(
+            request.id, approve=True, by="bob", arguments={"command": "ls"},
+            scope=ApprovalScope.RUN_IDENTICAL,
+        )  # fmt: skip
+    runless = new_request(store, run_id=None)
+    with pytest.raises(ValueError, match="belongs to no run"):
+        store.decide(runless.id, approve=True, by="bob", scope=ApprovalScope.RUN)
+    assert store.find() == [request, runless], "nothing was decided"
+    assert store.decide(runless.id, approve=True, by="bob")
+    assert not store.decide(runless.id, approve=True, by="bob", scope=ApprovalScope.RUN)
+
+
+def test_cli_scope_and_consumption(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    store = ApprovalStore(db)
+    once, grant = new_request(store, call_id="c1"), new_request(store, call_id="c2")
+
+    def stockade(*args: str) -> Result:
+        return CliRunner().invoke(approvals, [*args, "--db", str(db)])
+
+    assert stockade("approve", once.id).stdout.strip() == f"{once.id}: approved"
+    granted = stockade("approve", grant.id, "--scope", "run")
+    assert granted.exit_code == 0, granted.output
+    assert granted.stdout.strip() == f"{grant.id}: approved for the rest of run r1 (run)"
+    assert store.consume(once.id, call_id="c1") is not None
+    listed = stockade("list", "--all").stdout
+    assert f"{once.id}  approved" in listed and "used by call c1" in listed
+    assert "granted for the run (run)" in listed
+    shown = json.loads(stockade("show", grant.id).stdout)
+    assert (shown["scope"], shown["consumed_by"]) == ("run", None)
+    bad = stockade("approve", once.id, "--scope", "forever")
+    assert bad.exit_code == 2 and "forever" in bad.stderr
+    runless = new_request(store, run_id=None)
+    refused = stockade("approve", runless.id, "--scope", "run-identical")
+    assert refused.exit_code == 1 and "belongs to no run" in refused.stderr

@@ -1,4 +1,5 @@
-"""Calls that need approval: approve, deny, edit, timeout, decisions from elsewhere, restarts."""
+"""Calls that need approval: approve, deny, edit, timeout, decisions from elsewhere, restarts,
+single use (an identical later call asks again) and grants for the rest of a run."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from orchestrator.approvals import (
     ApprovalDecision,
     ApprovalRequest,
+    ApprovalScope,
     ApprovalStatus,
     ApprovalStore,
     AutoApprovalRule,
@@ -26,9 +28,9 @@ from .conftest import POLICY, Harness
 Build = Callable[..., Harness]
 
 
-def delete(path: str = "old.log", call_id: str = "c1") -> ToolCall:
+def delete(path: str = "old.log", call_id: str = "c1", run_id: str = "run-1") -> ToolCall:
     return ToolCall(
-        id=call_id, name="files.delete", arguments={"path": path}, run_id="run-1", principal="bob"
+        id=call_id, name="files.delete", arguments={"path": path}, run_id=run_id, principal="bob"
     )
 
 
@@ -157,6 +159,18 @@ async def test_a_restart_while_pending_keeps_the_request_and_its_decision(harnes
         )
         is None
     )
+    consumed = second.store.get(request.id)
+    assert consumed is not None and consumed.consumed_by == "c1"
+    assert second.records()[-1]["approval"]["scope"] == "once"
+
+    # The resumed decision is used up: replaying the same call once more asks again.
+    again = asyncio.create_task(second.gateway.call(delete()))
+    asked = await pending(second.store)
+    assert asked.id != request.id
+    assert second.store.decide(asked.id, approve=False, by="erin", note="once was enough")
+    async with asyncio.timeout(10):
+        assert (await again).status is ToolStatus.APPROVAL_DENIED
+    assert len(second.backend.requests) == 1
 
 
 async def test_the_terminal_prompt_is_dismissed_when_someone_else_decides(harness: Build) -> None:
@@ -199,3 +213,100 @@ async def test_the_model_spelling_of_a_tool_name_is_one_tool(harness: Build) -> 
     assert h.store.find(ApprovalStatus.APPROVED)[0].tool == "files.delete"
     assert h.records()[0]["tool"] == "files.delete"
     assert h.sample("stockade_tool_calls_total", tool="files.delete", status="ok") == 1
+
+
+class Recorder:
+    """An approver that answers from a list and remembers what it was asked."""
+
+    def __init__(self, *answers: bool) -> None:
+        self.answers = list(answers)
+        self.asked: list[str] = []
+
+    async def __call__(self, request: ApprovalRequest, /) -> ApprovalDecision:
+        self.asked.append(request.id)
+        return ApprovalDecision(approved=self.answers.pop(0), by="gina")
+
+
+async def test_an_identical_later_call_asks_again(harness: Build) -> None:
+    approver = Recorder(True, True)
+    h = harness(approvers=[approver])
+    # The same run, call id, tool and arguments twice: what `stockade tools call` sent.
+    assert (await h.gateway.call(delete())).status is ToolStatus.OK
+    assert (await h.gateway.call(delete())).status is ToolStatus.OK
+    assert len(approver.asked) == 2 and approver.asked[0] != approver.asked[1]
+    assert len(h.backend.requests) == 2
+    records = h.records()
+    assert [r["approval"]["request_id"] for r in records] == approver.asked
+    assert [r["approval"]["scope"] for r in records] == ["once", "once"]
+    for request_id in approver.asked:
+        used = h.store.get(request_id)
+        assert used is not None and used.consumed_by == "c1" and used.consumed_at is not None
+
+
+async def test_a_denial_is_not_reused_either(harness: Build) -> None:
+    approver = Recorder(False, True)
+    h = harness(approvers=[approver])
+    assert (await h.gateway.call(delete())).status is ToolStatus.APPROVAL_DENIED
+    assert (await h.gateway.call(delete())).status is ToolStatus.OK
+    assert len(approver.asked) == 2 and len(h.backend.requests) == 1
+    assert [r["approval"]["status"] for r in h.records()] == ["denied", "approved"]
+    assert "scope" not in h.records()[0]["approval"], "a denial grants nothing"
+
+
+async def test_a_grant_for_the_run_is_the_approvers_explicit_choice(harness: Build) -> None:
+    h = harness()
+    first = asyncio.create_task(h.gateway.call(delete("a.log", "c1")))
+    request = await pending(h.store)
+    assert ApprovalStore(h.store.path).decide(
+        request.id, approve=True, by="hana", scope=ApprovalScope.RUN
+    )
+    async with asyncio.timeout(10):
+        assert (await first).status is ToolStatus.OK
+    decided = h.records("approval_decided")
+    assert [(r["approval"]["request_id"], r["approval"]["scope"]) for r in decided] == [
+        (request.id, "run")
+    ], "recorded as a grant"
+
+    # Later deletions in the run use the grant: nobody is asked, nothing new is stored.
+    for number, path in enumerate(["b.log", "c.log", "a.log"], start=2):
+        assert (await h.gateway.call(delete(path, f"c{number}"))).status is ToolStatus.OK
+    assert len(h.backend.requests) == 4
+    assert h.store.find(None) == [h.store.get(request.id)]
+    records = h.records()
+    assert [r["approval"]["request_id"] for r in records] == [request.id] * 4
+    assert {r["approval"]["scope"] for r in records} == {"run"}
+    assert {r["approval"]["decided_by"] for r in records} == {"hana"}
+    assert len(h.records("approval_requested")) == len(h.records("approval_decided")) == 1
+    assert h.sample("stockade_approvals_total", outcome="approved") == 1
+
+    # Another run is not covered.
+    other_run = asyncio.create_task(h.gateway.call(delete("a.log", "c9", run_id="run-2")))
+    asked = await pending(h.store)
+    assert asked.run_id == "run-2" and asked.id != request.id
+    assert h.store.decide(asked.id, approve=False, by="hana")
+    async with asyncio.timeout(10):
+        assert (await other_run).status is ToolStatus.APPROVAL_DENIED
+
+
+async def test_a_grant_for_identical_calls_covers_only_those(harness: Build) -> None:
+    h = harness()
+    first = asyncio.create_task(h.gateway.call(delete("a.log", "c1")))
+    request = await pending(h.store)
+    assert h.store.decide(request.id, approve=True, by="hana", scope=ApprovalScope.RUN_IDENTICAL)
+    async with asyncio.timeout(10):
+        assert (await first).status is ToolStatus.OK
+    assert (await h.gateway.call(delete("a.log", "c2"))).status is ToolStatus.OK
+    used = h.records()[-1]["approval"]
+    assert (used["request_id"], used["scope"], used["decided_by"]) == (
+        request.id,
+        "run-identical",
+        "hana",
+    )
+
+    different = asyncio.create_task(h.gateway.call(delete("b.log", "c3")))
+    asked = await pending(h.store)
+    assert asked.arguments == {"path": "b.log"}
+    assert h.store.decide(asked.id, approve=False, by="hana")
+    async with asyncio.timeout(10):
+        assert (await different).status is ToolStatus.APPROVAL_DENIED
+    assert len(h.backend.requests) == 2
