@@ -28,4 +28,4 @@ def shipped(name: Literal["policies", "sandbox_images"]) -> Path:
             op="assets.find",
             retryable=False,
         )
-    return path
+    return path.resolve()

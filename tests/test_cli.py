@@ -49,18 +49,26 @@ def test_workspace_persists_between_cli_calls(tmp_path: Path, images: object) ->
 
 
 def test_bad_profile_names_file_and_field(tmp_path: Path) -> None:
-    profile = tmp_path / "bad.yaml"
-    profile.write_text("memory_mb: 99999\n")
-    done = stockade("sandbox", "run", "--profile", str(profile), "--", "true", home=tmp_path)
+    config = tmp_path / "stockade.yaml"
+    config.write_text("sandbox:\n  profiles:\n    big:\n      memory_mb: 99999\n")
+    done = stockade("sandbox", "run", "--config", str(config), "--", "true", home=tmp_path)
     assert done.returncode == 2
-    assert str(profile) in done.stderr
+    assert f"{config}:3: sandbox.profiles.big" in done.stderr
     assert "memory" in done.stderr and "loosen" in done.stderr
+
+
+def test_unknown_profile_is_a_usage_error(tmp_path: Path) -> None:
+    done = stockade("sandbox", "run", "--profile", "nope", "--", "true", home=tmp_path)
+    assert done.returncode == 2
+    assert "unknown profile 'nope'; configured: default, http" in done.stderr
 
 
 def test_images_build_is_idempotent(tmp_path: Path, images: object) -> None:
     done = stockade("images", "build", home=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("up to date") == 3
+    as_json = stockade("images", "build", "--json", home=tmp_path)
+    assert [image["built"] for image in json.loads(as_json.stdout)] == [False, False, False]
 
 
 def test_demo_main_job(tmp_path: Path, images: object) -> None:
@@ -82,7 +90,7 @@ def test_tools_call_goes_through_the_gateway(tmp_path: Path, images: object) -> 
     """Two terminals: a call waits for approval; `stockade approvals` edits and approves it."""
     env = {**os.environ, "STOCKADE_HOME": str(tmp_path)}
     waiting = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "tools", "call", "shell.run", "--no-prompt",
+        [sys.executable, "-m", "orchestrator", "tools", "call", "shell.run", "--no-prompt", "--json",
          "--args", '{"command": "rm -rf /tmp/x && echo gone"}'],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
@@ -108,8 +116,8 @@ def test_tools_call_goes_through_the_gateway(tmp_path: Path, images: object) -> 
         "version: 1\nrules:\n  - {name: no-shell, tools: shell.run, decision: deny}\n"
     )
     denied = stockade(
-        "tools", "call", "shell.run", "--policy", str(policy), "--args", '{"command": "ls"}',
-        home=tmp_path,
+        "tools", "call", "shell.run", "--json", "--policy", str(policy),
+        "--args", '{"command": "ls"}', home=tmp_path,
     )  # fmt: skip
     assert denied.returncode == 1
     assert json.loads(denied.stdout)["status"] == "denied"
@@ -120,3 +128,61 @@ def test_tools_call_goes_through_the_gateway(tmp_path: Path, images: object) -> 
     assert [r["event"] for r in records][:4] == [
         "policy_loaded", "approval_requested", "approval_decided", "call",
     ]  # fmt: skip
+
+
+def test_large_arguments_from_a_file_and_stdin_and_unique_call_ids(
+    tmp_path: Path, images: object
+) -> None:
+    # 150 KB of content: past the ~128 KB the operating system allows one argument.
+    arguments = tmp_path / "args.json"
+    arguments.write_text(json.dumps({"path": "big.txt", "content": "a" * 150_000}))
+    workspace = tmp_path / "ws"
+    from_file = stockade("tools", "call", "files.write", "--json", "--args", f"@{arguments}",
+                         "--workspace", str(workspace), home=tmp_path)  # fmt: skip
+    assert from_file.returncode == 0, from_file.stdout
+    assert (workspace / "big.txt").read_text() == "a" * 150_000
+    from_stdin = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "tools", "call", "python.run", "--json",
+         "--args", "-"],
+        input=json.dumps({"code": "print('piped')"}), capture_output=True, text=True,
+        env={**os.environ, "STOCKADE_HOME": str(tmp_path)}, timeout=120, check=False,
+    )  # fmt: skip
+    assert from_stdin.returncode == 0, from_stdin.stderr
+    assert json.loads(json.loads(from_stdin.stdout)["output"])["stdout"] == "piped\n"
+    ids = [json.loads(out.stdout)["call_id"] for out in (from_file, from_stdin)]
+    assert len(set(ids)) == 2 and all(i.startswith("cli-") for i in ids)
+    missing = stockade("tools", "call", "python.run", "--args", f"@{tmp_path}/nope.json",
+                       home=tmp_path)  # fmt: skip
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+def test_every_engine_command_says_the_same_when_the_engine_is_down(tmp_path: Path) -> None:
+    env = {**os.environ, "STOCKADE_HOME": str(tmp_path),
+           "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}  # fmt: skip
+    commands = [
+        ["tools", "call", "python.run", "--args", '{"code": "1"}'],
+        ["sandbox", "run", "--", "true"],
+        ["images", "build"],
+        ["cleanup"],
+    ]
+    for command in commands:
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestrator", *command],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 1, (command, done.stderr)
+        assert "cannot reach the Docker engine" in done.stderr, command
+        assert "scripts/setup.sh" in done.stderr, command
+        assert "Traceback" not in done.stderr, command
+
+
+def test_tools_list_as_a_table_and_as_json(tmp_path: Path) -> None:
+    listed = stockade("tools", "list", home=tmp_path)
+    assert listed.returncode == 0
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["TOOL", "PROFILE", "DESCRIPTION"]
+    assert any(row.split()[:2] == ["http.fetch", "http"] for row in rows)
+    as_json = json.loads(stockade("tools", "list", "--json", home=tmp_path).stdout)
+    assert {"name": "python.run", "profile": "default"}.items() <= as_json[
+        [t["name"] for t in as_json].index("python.run")
+    ].items()

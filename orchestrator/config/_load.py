@@ -27,6 +27,7 @@ PATH_FIELDS = frozenset(
     {
         "state_dir",
         "policy",
+        "workspaces_dir",
         "images.sources",
         "audit.path",
         "approvals.database",

@@ -194,6 +194,8 @@ class StockadeConfig(StrictModel):
     """Where the platform keeps workspaces, the audit log, approvals and limits."""
     policy: Path | None = None
     """The policy file; none: the shipped ``default.yaml``."""
+    workspaces_dir: Path | None = None
+    """Where runs' workspaces live (one directory per run); none: ``workspaces/`` in state_dir."""
     toolkits: tuple[str, ...] = BUILTIN_TOOLKITS
     """Importable toolkit packages whose tools the model may call."""
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
@@ -244,9 +246,9 @@ class StockadeConfig(StrictModel):
         return self.state_dir / "limits.db"
 
     @property
-    def workspaces_dir(self) -> Path:
+    def workspaces_root(self) -> Path:
         """Where runs' workspaces live."""
-        return self.state_dir / "workspaces"
+        return self.workspaces_dir or self.state_dir / "workspaces"
 
     @property
     def audit_rotate_bytes(self) -> int | None:

@@ -5,7 +5,6 @@ thin entrances to :class:`Gateway`; none of them checks policy on its own.
 """
 
 from orchestrator.gateway._approval_gate import ApprovalGate
-from orchestrator.gateway._build import build_gateway
 from orchestrator.gateway._gateway import Gateway
 
-__all__ = ["ApprovalGate", "Gateway", "build_gateway"]
+__all__ = ["ApprovalGate", "Gateway"]

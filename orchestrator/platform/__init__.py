@@ -1,5 +1,19 @@
 """The one assembly: configuration in, a running platform (and its gateway) out."""
 
+from orchestrator.platform._parts import (
+    CheckedConfiguration,
+    build_registry,
+    check_configuration,
+    image_builder,
+    policy_file,
+)
 from orchestrator.platform._platform import Platform
 
-__all__ = ["Platform"]
+__all__ = [
+    "CheckedConfiguration",
+    "Platform",
+    "build_registry",
+    "check_configuration",
+    "image_builder",
+    "policy_file",
+]

@@ -8,6 +8,7 @@ them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import docker
@@ -23,7 +24,9 @@ from orchestrator.tools import ToolRegistry
 from orchestrator.yamlfile import line_of
 
 __all__ = [
+    "CheckedConfiguration",
     "build_registry",
+    "check_configuration",
     "check_profiles",
     "external_toolkits",
     "image_builder",
@@ -126,3 +129,32 @@ def check_profiles(
                 line=line_of(source, loc),
                 field=f"rules[{index}].sandbox_profile",
             )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckedConfiguration:
+    """What the configuration names, loaded and checked against each other."""
+
+    registry: ToolRegistry
+    """The configured toolkits' tools."""
+    policy: Policy
+    """The policy."""
+    approvers: ApproversConfig
+    """The approvers file's content."""
+    profiles: dict[str, SandboxProfile]
+    """The effective sandbox profiles."""
+
+
+def check_configuration(loaded: LoadedConfig) -> CheckedConfiguration:
+    """Load everything the configuration names and check it fits, without the engine.
+
+    Raises :class:`~orchestrator.errors.ConfigError` at the first mistake.
+    """
+    registry = build_registry(loaded)
+    policy = load_configured_policy(loaded.config)
+    approvers = load_configured_approvers(loaded.config)
+    profiles = loaded.config.sandbox.effective_profiles()
+    check_profiles(loaded, registry, policy, profiles)
+    return CheckedConfiguration(
+        registry=registry, policy=policy, approvers=approvers, profiles=profiles
+    )

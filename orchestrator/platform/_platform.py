@@ -24,14 +24,7 @@ from orchestrator.audit import AuditLog
 from orchestrator.config import LoadedConfig, StockadeConfig
 from orchestrator.gateway import ApprovalGate, Gateway
 from orchestrator.metrics import Metrics
-from orchestrator.platform._parts import (
-    build_registry,
-    check_profiles,
-    image_builder,
-    load_configured_approvers,
-    load_configured_policy,
-    policy_file,
-)
+from orchestrator.platform._parts import check_configuration, image_builder, policy_file
 from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.engine import connect_engine
@@ -76,6 +69,7 @@ class Platform:
         terminal: bool = False,
         backend: SandboxBackend | None = None,
         warm: bool = False,
+        pools: bool = True,
         metrics: Metrics | None = None,
     ) -> AsyncIterator[Platform]:
         """Assemble the platform from ``config``; leaving the context tears it down.
@@ -84,7 +78,9 @@ class Platform:
         pending requests this way); ``terminal`` adds a prompt on this
         terminal. ``backend`` replaces the configured sandbox backend (tests
         and benchmarks pass a scripted one). ``warm`` fills the pools of the
-        profiles the tools use before the platform is handed out. Raises
+        profiles the tools use before the platform is handed out; ``pools=False``
+        keeps no warm containers at all (a one-shot command would only start
+        containers to throw them away). Raises
         :class:`~orchestrator.errors.ConfigError` for a configuration mistake
         (file, line and field) and :class:`~orchestrator.errors.InfrastructureError`
         when the engine or the state directory cannot be used.
@@ -95,11 +91,10 @@ class Platform:
             else LoadedConfig(config=config, file=None, sources={})
         )
         settings = loaded.config
-        registry = build_registry(loaded)
-        policy = load_configured_policy(settings)
-        approvers_file = load_configured_approvers(settings)
-        profiles = settings.sandbox.effective_profiles()
-        check_profiles(loaded, registry, policy, profiles)
+        checked = check_configuration(loaded)
+        registry, policy, profiles = checked.registry, checked.policy, checked.profiles
+        if not pools:
+            profiles = {n: p.model_copy(update={"pool_size": 0}) for n, p in profiles.items()}
         used = {spec.profile for spec in registry.tools()}
         warm_profiles = [p for name, p in profiles.items() if warm and name in used]
 
@@ -118,10 +113,10 @@ class Platform:
             if isinstance(backend, DockerBackend):
                 for profile in warm_profiles:
                     await backend.wait_warm(profile)
-            workspaces = WorkspaceManager(settings.workspaces_dir)
+            workspaces = WorkspaceManager(settings.workspaces_root)
             store = ApprovalStore(settings.approvals_db)
             chain = [
-                *approvers_file.approvers(terminal=terminal, redact_patterns=policy.redact),
+                *checked.approvers.approvers(terminal=terminal, redact_patterns=policy.redact),
                 *approvers,
             ]
             own_metrics = metrics if metrics is not None else Metrics()

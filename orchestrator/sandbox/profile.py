@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_serializer, model_validator
 
 from orchestrator.sandbox.egress import EgressPolicy
 from orchestrator.strict import StrictModel
@@ -79,6 +79,11 @@ class SandboxProfile(StrictModel):
 
     loosen: frozenset[Loosening] = frozenset()
     """Limits this profile deliberately sets looser than the hardened defaults."""
+
+    @field_serializer("loosen")
+    def _sorted(self, loosen: frozenset[Loosening]) -> list[Loosening]:
+        # A set's order changes from process to process; files and hashes must not.
+        return sorted(loosen)
 
     @model_validator(mode="after")
     def _only_named_loosening(self) -> Self:

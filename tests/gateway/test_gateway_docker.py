@@ -12,10 +12,10 @@ import docker
 import pytest
 
 from orchestrator.approvals import ApprovalStore, AutoApprovalRule, AutoApprover
+from orchestrator.assets import shipped
 from orchestrator.audit import AuditLog, verify
 from orchestrator.gateway import ApprovalGate, Gateway
 from orchestrator.metrics import Metrics
-from orchestrator.paths import shipped_policies_dir
 from orchestrator.policy import load_policy
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.images import ImageBuilder
@@ -38,7 +38,7 @@ class Stack:
 async def stack(
     docker_client: docker.DockerClient, images: ImageBuilder, no_leaks: None, tmp_path: Path
 ) -> AsyncIterator[Stack]:
-    policy = load_policy(shipped_policies_dir() / "default.yaml")
+    policy = load_policy(shipped("policies") / "default.yaml")
     store = ApprovalStore(tmp_path / "approvals.db")
     # Deleting files under tmp/ is approved by rule; anything else waits for a person.
     rule = {

@@ -222,4 +222,4 @@ def test_cli_lists_tools_and_prints_schemas() -> None:
         env=env,
         check=False,
     )
-    assert missing.returncode == 1 and "unknown tool" in missing.stderr
+    assert missing.returncode == 2 and "unknown tool" in missing.stderr

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
 from orchestrator.audit.replay import ReplayChange, replay
-from orchestrator.paths import default_audit_log
+from orchestrator.cli._common import EXIT_FAILED, config_option, echo_json, json_option, load
 from orchestrator.policy import load_policy, render_policy_schema
 
 __all__ = ["policy"]
@@ -21,11 +20,21 @@ def policy() -> None:
 
 
 @policy.command("check")
+@json_option
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-def policy_check(files: tuple[Path, ...]) -> None:
-    """Validate policy FILES; errors name the file, line and field."""
-    for path in files:
-        loaded = load_policy(path)
+def policy_check(as_json: bool, files: tuple[Path, ...]) -> None:
+    """Validate policy FILES; errors name the file, line and field (exit 2)."""
+    checked = {path: load_policy(path) for path in files}
+    if as_json:
+        echo_json(
+            [
+                {"file": str(path), "ok": True, "rules": len(p.rules),
+                 "rate_limits": len(p.rate_limits), "default": p.default}
+                for path, p in checked.items()
+            ]
+        )  # fmt: skip
+        return
+    for path, loaded in checked.items():
         click.echo(
             f"{path}: ok ({len(loaded.rules)} rules, {len(loaded.rate_limits)} rate limits, "
             f"default {loaded.default})"
@@ -53,24 +62,29 @@ def _change_line(change: ReplayChange) -> str:
 
 
 @policy.command("replay")
+@config_option
 @click.argument("policy_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--audit",
     "audit_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Audit log to replay. Default: $STOCKADE_AUDIT_LOG, else $STOCKADE_HOME/audit.jsonl.",
+    help="Audit log to replay. Default: the configuration's audit log.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option
 @click.option("--fail-on-change", is_flag=True, help="Exit 1 when any decision would change.")
 def policy_replay(
-    policy_file: Path, audit_path: Path | None, as_json: bool, fail_on_change: bool
+    config_file: Path | None,
+    policy_file: Path,
+    audit_path: Path | None,
+    as_json: bool,
+    fail_on_change: bool,
 ) -> None:
     """Decide the calls recorded in an audit log with POLICY_FILE; print what would change.
 
     A dry run: nothing is enforced. Arguments are replayed as recorded, with
     secrets redacted, so rules that look at a secret's value may differ live.
     """
-    source = audit_path or default_audit_log()
+    source = audit_path or load(config_file).config.audit_path
     report = replay(load_policy(policy_file), source)
     if not report.chain.ok:
         click.echo(
@@ -89,7 +103,7 @@ def policy_replay(
             "summary": report.summary(),
             "changes": [change.as_dict() for change in report.changes],
         }
-        click.echo(json.dumps(document, indent=2))
+        echo_json(document)
     else:
         click.echo(
             f"replayed {report.calls} recorded calls from {source} against {policy_file} "
@@ -108,4 +122,4 @@ def policy_replay(
                 f"note: {report.redacted} calls had redacted arguments and were decided as recorded"
             )
     if fail_on_change and report.changes:
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)

@@ -1,0 +1,108 @@
+"""What every ``stockade`` command shares: configuration, exit codes, clean-up, output.
+
+Exit codes: 0 the command did what was asked; 1 the thing failed (a tool
+call that did not succeed, a broken chain, an unreachable engine); 2 a usage
+or configuration mistake. SIGTERM is turned into the same cancellation as
+Ctrl-C, so the platform's clean-up (pools, containers) runs either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.config import LoadedConfig, load_config
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "config_option",
+    "echo_json",
+    "json_option",
+    "load",
+    "progress",
+    "run_async",
+    "table",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def config_option(command: F) -> F:
+    """``--config FILE``: the configuration file (else ``$STOCKADE_CONFIG``, else defaults)."""
+    return click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Configuration file (stockade.yaml). Default: $STOCKADE_CONFIG, else built-in "
+        "defaults.",
+    )(command)
+
+
+def json_option(command: F) -> F:
+    """``--json``: print a machine-readable document instead of the human view."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")(command)
+
+
+def load(config_file: Path | None, **flags: Any) -> LoadedConfig:
+    """The effective configuration; ``flags`` are dotted fields set on the command line."""
+    return load_config(config_file, flags=flags)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro``; SIGTERM cancels it like Ctrl-C, so clean-up code always runs."""
+
+    async def guarded() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            return await coro
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        return asyncio.run(guarded())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        click.echo("interrupted; sandboxes removed", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def echo_json(document: Any) -> None:
+    """Print ``document`` as indented JSON."""
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Print an aligned table (no borders, so it can be read with ``awk`` too)."""
+    grid = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for header in headers:
+        grid.add_column(header, overflow="fold")
+    for row in rows:
+        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+    # Piped output is not cut to 80 columns: a program reads whole lines.
+    width = None if sys.stdout.isatty() else 1_000
+    Console(width=width, soft_wrap=True, highlight=False).print(grid)
+
+
+def progress(message: str) -> None:
+    """A progress line on standard error (standard output stays for results)."""
+    click.echo(f"  {message}", err=True)

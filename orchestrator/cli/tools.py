@@ -1,0 +1,194 @@
+"""``stockade tools …``: list the configured tools, show their schemas, call one (gateway)."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+
+import click
+
+from orchestrator.approvals import ApprovalRequest
+from orchestrator.cli._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    config_option,
+    echo_json,
+    json_option,
+    load,
+    run_async,
+    table,
+)
+from orchestrator.platform import Platform, build_registry
+from orchestrator.tools import ToolCall, ToolResult, ToolStatus
+
+__all__ = ["tools"]
+
+
+@click.group()
+def tools() -> None:
+    """Tools the model can call."""
+
+
+@tools.command("list")
+@config_option
+@json_option
+def tools_list(config_file: Path | None, as_json: bool) -> None:
+    """The configured toolkits' tools, their sandbox profiles and what they do."""
+    specs = build_registry(load(config_file)).tools()
+    if as_json:
+        echo_json([{"name": s.name, "profile": s.profile, "description": s.description}
+                   for s in specs])  # fmt: skip
+        return
+    table(
+        ["TOOL", "PROFILE", "DESCRIPTION"],
+        [(s.name, s.profile, s.description.splitlines()[0]) for s in specs],
+    )
+
+
+@tools.command("schema")
+@config_option
+@click.argument("name")
+def tools_schema(config_file: Path | None, name: str) -> None:
+    """The tool NAME in OpenAI's function-calling format (JSON)."""
+    registry = build_registry(load(config_file))
+    spec = registry.get(name)
+    if spec is None:
+        known = ", ".join(s.name for s in registry.tools()) or "none"
+        raise click.UsageError(f"unknown tool {name!r} (tools: {known})")
+    echo_json(spec.openai())
+
+
+async def _announce(request: ApprovalRequest, /) -> None:
+    """Without a prompt, say how to decide the request from another terminal."""
+    click.echo(
+        f"waiting for approval of {request.tool} ({request.reason}): "
+        f"stockade approvals approve {request.id}  |  stockade approvals deny {request.id}",
+        err=True,
+    )
+
+
+def _read_arguments(text: str) -> str:
+    """``--args``: JSON itself, ``@FILE``, or ``-`` for standard input.
+
+    A file or standard input has no size limit of its own (one command-line
+    argument is capped near 128 KB by the operating system); the registry
+    still bounds what a tool accepts.
+    """
+    if text == "-":
+        return sys.stdin.read()
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--args") from exc
+    return text
+
+
+def _show(result: ToolResult) -> None:
+    duration = f"{result.duration_s * 1000:.0f} ms" if result.duration_s else ""
+    click.echo(
+        f"{result.status.value}  {result.name}  {duration}  (call {result.call_id})", err=True
+    )
+    if result.output:
+        click.echo(result.output)
+    if result.error:
+        click.echo(result.error, err=True)
+    if result.truncated:
+        click.echo("(output truncated)", err=True)
+
+
+@tools.command("call")
+@config_option
+@json_option
+@click.argument("name")
+@click.option(
+    "--args",
+    "arguments",
+    default="{}",
+    show_default=True,
+    help="Arguments as JSON; @FILE reads them from a file, - from standard input.",
+)
+@click.option(
+    "--workspace",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory the tool sees as its workspace (kept afterwards).",
+)
+@click.option("--run-id", help="Run the call belongs to (its workspace, limits and approvals).")
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Policy file (overrides the configuration).")  # fmt: skip
+@click.option("--runtime", type=click.Choice(["runc", "runsc"]),
+              help="Runtime of profiles that name none (overrides the configuration).")  # fmt: skip
+@click.option("--principal", help="Who the call acts for (policy rules and rate limits use it).")
+@click.option("--approvers", "approvers_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Approvers file (auto rules, webhook).")  # fmt: skip
+@click.option(
+    "--prompt/--no-prompt",
+    default=None,
+    help="Ask at this terminal when the call needs approval. Default: when stdin is a terminal.",
+)
+@click.option("--audit-log", type=click.Path(dir_okay=False, path_type=Path),
+              help="Audit log (overrides the configuration).")  # fmt: skip
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path),
+              help="Approval database (overrides the configuration).")  # fmt: skip
+def tools_call(  # click passes every option by keyword
+    *,
+    config_file: Path | None,
+    as_json: bool,
+    name: str,
+    arguments: str,
+    workspace: Path | None,
+    run_id: str | None,
+    policy_path: Path | None,
+    runtime: str | None,
+    principal: str | None,
+    approvers_path: Path | None,
+    prompt: bool | None,
+    audit_log: Path | None,
+    db: Path | None,
+) -> None:
+    """Run one call of tool NAME through the gateway, exactly as an agent would.
+
+    The call is validated, decided by the policy, rate-limited, approved if
+    the policy asks for it, run in a sandbox and recorded in the audit log.
+    Exits 0 when the call succeeded, 1 otherwise. Example:
+
+        stockade tools call python.run --args '{"code": "print(6 * 7)"}'
+    """
+    if workspace is not None and run_id is not None:
+        raise click.UsageError("give --workspace or --run-id, not both")
+    # A --workspace directory is the workspace of a run named after it, held by its parent.
+    workspaces_dir = workspace.resolve().parent if workspace else None
+    loaded = load(
+        config_file,
+        policy=policy_path,
+        workspaces_dir=workspaces_dir,
+        **{
+            "sandbox.runtime": runtime,
+            "audit.path": audit_log,
+            "approvals.database": db,
+            "approvals.approvers": approvers_path,
+        },
+    )
+    call = ToolCall(
+        id=f"cli-{uuid.uuid4().hex}",
+        name=name,
+        arguments=_read_arguments(arguments),
+        run_id=workspace.resolve().name if workspace else run_id,
+        principal=principal,
+    )
+    terminal = sys.stdin.isatty() if prompt is None else prompt
+
+    async def run() -> ToolResult:
+        async with Platform.open(
+            loaded, terminal=terminal, approvers=() if terminal else (_announce,), pools=False
+        ) as platform:
+            return await platform.gateway.call(call)
+
+    result = run_async(run())
+    if as_json:
+        click.echo(result.model_dump_json(indent=2))
+    else:
+        _show(result)
+    sys.exit(EXIT_OK if result.status is ToolStatus.OK else EXIT_FAILED)

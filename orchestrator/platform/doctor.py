@@ -1,0 +1,234 @@
+"""``stockade doctor``: is this machine and this configuration ready to run tool calls?
+
+Each check says ok, or what failed and the one command that fixes it. Checks
+that depend on a failed one are reported as skipped, not as a second failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import docker
+
+from orchestrator.assets import shipped
+from orchestrator.config import LoadedConfig
+from orchestrator.errors import ConfigError, InfrastructureError, StockadeError
+from orchestrator.platform._parts import (
+    CheckedConfiguration,
+    build_registry,
+    check_profiles,
+    image_builder,
+    load_configured_approvers,
+    load_configured_policy,
+    policy_file,
+)
+from orchestrator.platform._platform import Platform
+from orchestrator.sandbox.engine import connect_engine
+from orchestrator.sandbox.execution import ExecRequest, ExecStatus
+
+__all__ = ["Check", "diagnose"]
+
+Outcome = Literal["ok", "failed", "skipped"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Check:
+    """One line of the doctor's report."""
+
+    name: str
+    """What was checked."""
+    outcome: Outcome
+    """ok, failed, or skipped (something it depends on failed)."""
+    detail: str = ""
+    """What was found."""
+    fix: str = ""
+    """The command that fixes a failure."""
+
+
+def _setup_command() -> str:
+    """How this installation starts the engine: the checkout's setup script, else dockerd."""
+    script = shipped("policies").resolve().parent / "scripts" / "setup.sh"
+    if script.is_file():
+        return f"bash {script}"
+    return "dockerd --bridge=none --iptables=false &  (or your distribution's docker service)"
+
+
+class _Doctor:
+    def __init__(self, loaded: LoadedConfig, config_flag: str) -> None:
+        self.loaded = loaded
+        self.settings = loaded.config
+        self.config_flag = config_flag
+        self.checks: list[Check] = []
+
+    def ok(self, name: str, detail: str) -> None:
+        self.checks.append(Check(name=name, outcome="ok", detail=detail))
+
+    def failed(self, name: str, detail: str, fix: str) -> None:
+        self.checks.append(Check(name=name, outcome="failed", detail=detail, fix=fix))
+
+    def skipped(self, name: str, because: str) -> None:
+        self.checks.append(Check(name=name, outcome="skipped", detail=because))
+
+    def attempt(
+        self, name: str, fix: str, step: Callable[[], T], detail: Callable[[Any], str]
+    ) -> tuple[bool, T | None]:
+        """Run ``step``; a project error is this check's failure."""
+        try:
+            value = step()
+        except StockadeError as exc:
+            self.failed(name, str(exc), fix)
+            return False, None
+        self.ok(name, detail(value))
+        return True, value
+
+    def state_dir(self) -> None:
+        state = self.settings.state_dir
+        try:
+            state.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=state, prefix=".doctor-"):
+                pass
+        except OSError as exc:
+            self.failed(
+                "state directory writable",
+                f"{state}: {exc.strerror}",
+                f"mkdir -p {state} && chown {os.getuid()} {state}",
+            )
+            return
+        self.ok("state directory writable", str(state))
+
+    def configuration(self) -> CheckedConfiguration | None:
+        check = f"stockade config check {self.loaded.file}" if self.loaded.file else ""
+        _, registry = self.attempt(
+            "toolkits load",
+            check or "set toolkits in stockade.yaml to importable packages",
+            lambda: build_registry(self.loaded),
+            lambda r: f"{len(r.tools())} tools from {', '.join(self.settings.toolkits)}",
+        )
+        source = policy_file(self.settings)
+        _, policy = self.attempt(
+            "policy loads",
+            f"stockade policy check {source}",
+            lambda: load_configured_policy(self.settings),
+            lambda p: f"{source}: {len(p.rules)} rules",
+        )
+        _, approvers = self.attempt(
+            "approvers load",
+            f"fix the approvers file {self.settings.approvals.approvers}",
+            lambda: load_configured_approvers(self.settings),
+            lambda a: (
+                f"{self.settings.approvals.approvers}: {len(a.auto)} auto rules"
+                if self.settings.approvals.approvers
+                else "none configured (people decide)"
+            ),
+        )
+        profiles = self.settings.sandbox.effective_profiles()
+        if registry is None or policy is None or approvers is None:
+            self.skipped(
+                "profiles named by tools and rules exist", "the configuration did not load"
+            )
+            return None
+        fits, _ = self.attempt(
+            "profiles named by tools and rules exist",
+            check or "add the profile under sandbox.profiles in stockade.yaml",
+            lambda: check_profiles(self.loaded, registry, policy, profiles),
+            lambda _: ", ".join(sorted(profiles)),
+        )
+        if not fits:
+            return None
+        return CheckedConfiguration(
+            registry=registry, policy=policy, approvers=approvers, profiles=profiles
+        )
+
+    def engine(self) -> docker.DockerClient | None:
+        return self.attempt(
+            "engine answers",
+            _setup_command(),
+            connect_engine,
+            lambda client: f"Docker {client.version().get('Version', '?')}",
+        )[1]
+
+    def runtimes(self, client: docker.DockerClient) -> None:
+        profiles = self.settings.sandbox.effective_profiles().values()
+        wanted = sorted({p.runtime for p in profiles} | {
+            "runsc-egress" for p in profiles if p.runtime == "runsc" and p.egress is not None
+        })  # fmt: skip
+        registered = set(client.info().get("Runtimes", {}))
+        missing = [name for name in wanted if name not in registered]
+        if missing:
+            self.failed(
+                "runtimes registered",
+                f"{', '.join(missing)} not registered with the engine "
+                f"(registered: {', '.join(sorted(registered))})",
+                _setup_command(),
+            )
+        else:
+            self.ok("runtimes registered", ", ".join(wanted))
+
+    def images(self, client: docker.DockerClient) -> bool:
+        builder = image_builder(self.settings, client)
+        names = sorted({p.image for p in self.settings.sandbox.effective_profiles().values()})
+        found: list[str] = []
+        for name in names:
+            try:
+                tag = builder.resolve(name)
+                builder.image_id(tag)
+            except StockadeError as exc:
+                flag = f" {self.config_flag}" if self.config_flag else ""
+                self.failed(
+                    "images built and current", f"{name}: {exc}", f"stockade images build{flag}"
+                )
+                return False
+            found.append(tag)
+        self.ok("images built and current", ", ".join(found))
+        return True
+
+    async def containers(self, checked: CheckedConfiguration) -> None:
+        async with Platform.open(self.loaded, pools=False) as platform:
+            for name, profile in platform.profiles.items():
+                label = f"profile {name} starts a container ({profile.runtime})"
+                try:
+                    result = await platform.sandbox.execute(
+                        ExecRequest(argv=("true",), timeout_s=30), profile
+                    )
+                except InfrastructureError as exc:
+                    self.failed(label, str(exc), _setup_command())
+                    continue
+                if result.status is ExecStatus.OK:
+                    self.ok(label, f"{result.duration_s * 1000:.0f} ms")
+                else:
+                    self.failed(label, f"{result.status.value}: {result.message}", _setup_command())
+
+
+async def diagnose(loaded: LoadedConfig, *, config_flag: str = "") -> list[Check]:
+    """Run every check against ``loaded``; ``config_flag`` is repeated in the fix commands."""
+    doctor = _Doctor(loaded, config_flag)
+    doctor.state_dir()
+    checked = doctor.configuration()
+    client = await asyncio.to_thread(doctor.engine)
+    if client is None:
+        for name in (
+            "runtimes registered",
+            "images built and current",
+            "profiles start containers",
+        ):
+            doctor.skipped(name, "the engine does not answer")
+        return doctor.checks
+    with contextlib.closing(client):
+        await asyncio.to_thread(doctor.runtimes, client)
+        images_ok = await asyncio.to_thread(doctor.images, client)
+    runtimes_ok = doctor.checks[-2].outcome == "ok"
+    if checked is None or not images_ok or not runtimes_ok:
+        doctor.skipped("profiles start containers", "an earlier check failed")
+        return doctor.checks
+    try:
+        await doctor.containers(checked)
+    except ConfigError as exc:
+        doctor.failed("profiles start containers", str(exc), "stockade config check FILE")
+    return doctor.checks

@@ -1,0 +1,100 @@
+"""``stockade doctor``: every check ok on a ready machine; the right line fails otherwise."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.assets import shipped
+from orchestrator.sandbox.images import ImageBuilder
+
+pytestmark = pytest.mark.docker
+
+
+def doctor(tmp_path: Path, *args: str, **env: str) -> tuple[int, dict[str, dict[str, Any]]]:
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "doctor", "--json", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "STOCKADE_HOME": str(tmp_path / "home"), **env},
+        timeout=180,
+        check=False,
+    )
+    checks = {check["name"]: check for check in json.loads(done.stdout)}
+    return done.returncode, checks
+
+
+def outcomes(checks: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {name: check["outcome"] for name, check in checks.items()}
+
+
+def test_a_ready_machine_passes_every_check(tmp_path: Path, images: ImageBuilder) -> None:
+    config = tmp_path / "stockade.yaml"
+    config.write_text("sandbox:\n  profiles:\n    isolated: {runtime: runsc, pool_size: 0}\n")
+    code, checks = doctor(tmp_path, "--config", str(config))
+    assert code == 0, checks
+    assert set(outcomes(checks).values()) == {"ok"}
+    assert "runc, runsc" in checks["runtimes registered"]["detail"]
+    for profile, runtime in (("default", "runc"), ("http", "runc"), ("isolated", "runsc")):
+        assert outcomes(checks)[f"profile {profile} starts a container ({runtime})"] == "ok"
+
+
+def test_engine_down_fails_that_line_with_the_fix(tmp_path: Path) -> None:
+    # A client pointed at a socket nobody serves sees exactly a stopped engine.
+    code, checks = doctor(tmp_path, DOCKER_HOST=f"unix://{tmp_path}/no-engine.sock")
+    assert code == 1
+    engine = checks["engine answers"]
+    assert engine["outcome"] == "failed"
+    assert "cannot reach the Docker engine" in engine["detail"]
+    assert "setup.sh" in engine["fix"]
+    assert outcomes(checks)["policy loads"] == "ok"
+    assert outcomes(checks)["images built and current"] == "skipped"
+
+
+def test_a_missing_image_fails_that_line_with_the_fix(tmp_path: Path, images: ImageBuilder) -> None:
+    sources = tmp_path / "images"
+    shutil.copytree(shipped("sandbox_images"), sources)
+    with (sources / "tools" / "Dockerfile").open("a") as dockerfile:
+        dockerfile.write("# a change no image was built from\n")
+    config = tmp_path / "stockade.yaml"
+    config.write_text(f"images:\n  sources: {sources}\n")
+    code, checks = doctor(tmp_path, "--config", str(config))
+    assert code == 1
+    line = checks["images built and current"]
+    assert line["outcome"] == "failed"
+    assert "is not built" in line["detail"]
+    assert line["fix"] == f"stockade images build --config {config}"
+    assert outcomes(checks)["engine answers"] == "ok"
+    assert outcomes(checks)["profiles start containers"] == "skipped"
+
+
+def test_a_bad_policy_fails_that_line_with_the_fix(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nrules:\n  - name: a\n    tools: x\n    decision: alow\n")
+    config = tmp_path / "stockade.yaml"
+    config.write_text(f"policy: {policy}\n")
+    code, checks = doctor(tmp_path, "--config", str(config))
+    assert code == 1
+    line = checks["policy loads"]
+    assert line["outcome"] == "failed"
+    assert f"{policy}:5: rules[0].decision" in line["detail"]
+    assert line["fix"] == f"stockade policy check {policy}"
+    assert outcomes(checks)["toolkits load"] == "ok"
+    assert outcomes(checks)["engine answers"] == "ok"
+
+
+def test_a_broken_configuration_file_is_the_failing_line(tmp_path: Path) -> None:
+    config = tmp_path / "stockade.yaml"
+    config.write_text("sandbox:\n  runtime: kata\n")
+    code, checks = doctor(tmp_path, "--config", str(config))
+    assert code == 1
+    line = checks["configuration file"]
+    assert line["outcome"] == "failed" and f"{config}:2" in line["detail"]
+    assert line["fix"] == f"stockade config check {config}"
