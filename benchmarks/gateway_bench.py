@@ -12,10 +12,18 @@ left is the gateway's own work. Measured side by side in one run:
 The policy has 50 rules; the call is decided by the last one, after 49 rules
 whose tool glob matches and whose conditions are evaluated and fail (the worst
 case for first-match). Three rate limits (run, principal, global) count every
-call. The audit log writes and ``fsync``-s every record (the default), and once
-more without ``fsync`` for comparison.
+call. The audit log ``fsync``-s every record before the result returns, in two
+ways side by side: group commit (the default: a writer thread, one ``fsync``
+per batch of concurrent records, the event loop never waits on the disk) and
+the way before it (``group_commit=False``: append and ``fsync`` each record on
+the event loop); and once more without ``fsync`` for comparison.
 
-Run: ``.venv/bin/python benchmarks/gateway_bench.py [--calls 5000]``.
+Then throughput: ``--concurrency`` (32) callers on one event loop share one
+gateway, each making calls back to back, with the old and the new commit path,
+interleaved in rounds; calls per second, per-call latency, and records per
+``fsync``.
+
+Run: ``.venv/bin/python benchmarks/gateway_bench.py [--calls 5000] [--concurrency 32]``.
 """
 
 from __future__ import annotations
@@ -23,11 +31,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,23 +118,35 @@ def timed_sync(calls: int, step: Callable[[int], Any]) -> list[float]:
     return samples
 
 
-async def measure(calls: int, home: Path) -> list[tuple[str, list[float]]]:
+def build(executor: ToolExecutor, policy: Policy, home: Path, name: str, **audit: Any) -> Gateway:
+    """A gateway with its own audit log (``audit``: AuditLog options) and approval store."""
+    log = AuditLog(home / f"{name}.jsonl", redact_patterns=policy.redact, **audit)
+    store = ApprovalStore(home / f"{name}.db")  # never asked: no call needs approval
+    return Gateway(executor, policy, log, approvals=ApprovalGate(store), metrics=Metrics())
+
+
+def setup() -> tuple[Policy, ToolRegistry, ToolExecutor]:
     policy = fifty_rule_policy()
     assert len(policy.rules) == 50
     registry = ToolRegistry()
     registry.load("toolkits.python")
-    backend = ScriptedBackend()
-    executor = ToolExecutor(registry, backend)
+    return policy, registry, ToolExecutor(registry, ScriptedBackend())
+
+
+async def through(gw: Gateway, n: int) -> None:
+    result = await gw.call(make_call(n))
+    assert result.status.value == "ok", result
+
+
+async def measure(calls: int, home: Path) -> list[tuple[str, list[float]]]:
+    policy, registry, executor = setup()
     checked = registry.validate(make_call(0))
     assert not isinstance(checked, ToolResult)
     assert evaluate(policy, "python.run", checked.arguments).rule == "python"
 
-    def gateway(name: str, fsync: bool) -> Gateway:
-        log = AuditLog(home / f"{name}.jsonl", redact_patterns=policy.redact, fsync=fsync)
-        store = ApprovalStore(home / f"{name}.db")  # never asked: no call needs approval
-        return Gateway(executor, policy, log, approvals=ApprovalGate(store), metrics=Metrics())
-
-    fsynced, unsynced = gateway("fsync", True), gateway("nofsync", False)
+    grouped = build(executor, policy, home, "group")
+    inline = build(executor, policy, home, "inline", group_commit=False)
+    unsynced = build(executor, policy, home, "nofsync", fsync=False)
     limiter = RateLimiter(policy.rate_limits)
     audit = AuditLog(home / "alone.jsonl", redact_patterns=policy.redact)
     metrics = Metrics()
@@ -134,9 +157,8 @@ async def measure(calls: int, home: Path) -> list[tuple[str, list[float]]]:
     async def baseline(_n: int) -> None:
         await executor.run(checked)
 
-    async def through(gw: Gateway, n: int) -> None:
-        result = await gw.call(make_call(n))
-        assert result.status.value == "ok", result
+    async def write(_n: int) -> None:
+        await audit.write(record)
 
     def count(_n: int) -> None:
         metrics.tool_calls.labels("python.run", "ok").inc()
@@ -146,20 +168,22 @@ async def measure(calls: int, home: Path) -> list[tuple[str, list[float]]]:
     # Warm-up: first calls compile regexes and fill caches.
     for _ in range(200):
         await baseline(0)
-        await through(fsynced, 0)
-        await through(unsynced, 0)
+        for gw in (grouped, inline, unsynced):
+            await through(gw, 0)
 
     # Interleaved rounds so drift (page cache, CPU frequency) hits all alike.
-    results: dict[str, list[float]] = {"executor": [], "fsync": [], "nofsync": []}
+    results: dict[str, list[float]] = {"executor": [], "group": [], "inline": [], "nofsync": []}
     rounds = 10
     for _ in range(rounds):
         results["executor"] += await timed(calls // rounds, baseline)
-        results["fsync"] += await timed(calls // rounds, lambda n: through(fsynced, n))
+        results["group"] += await timed(calls // rounds, lambda n: through(grouped, n))
+        results["inline"] += await timed(calls // rounds, lambda n: through(inline, n))
         results["nofsync"] += await timed(calls // rounds, lambda n: through(unsynced, n))
     return [
         ("executor only (baseline, no gateway)", results["executor"]),
-        ("gateway, audit fsync per record (default)", results["fsync"]),
-        ("gateway, audit without fsync", results["nofsync"]),
+        (GROUP, results["group"]),
+        (INLINE, results["inline"]),
+        ("gateway, audit without fsync (group commit)", results["nofsync"]),
         ("step: schema validation", timed_sync(calls, lambda n: registry.validate(make_call(n)))),
         (
             "step: policy, 50 rules (last decides)",
@@ -169,17 +193,88 @@ async def measure(calls: int, home: Path) -> list[tuple[str, list[float]]]:
             "step: rate limits (3 limits)",
             timed_sync(calls, lambda n: limiter.check("python.run", run_id=f"r{n % 8}")),
         ),
-        ("step: audit append + fsync", timed_sync(calls, lambda _n: audit.append(record))),
+        (
+            "step: audit append + fsync, on the caller's thread",
+            timed_sync(calls, lambda _n: audit.append(record)),
+        ),
+        ("step: audit write + fsync, group commit, one at a time", await timed(calls, write)),
         ("step: metrics", timed_sync(calls, count)),
     ]
+
+
+GROUP = "gateway, audit fsync, group commit (default)"
+INLINE = "gateway, audit fsync per record on the event loop (before)"
+
+
+@dataclass
+class Throughput:
+    calls: int = 0
+    seconds: float = 0.0
+    fsyncs: int = 0
+    latencies: list[float] | None = None
+
+
+@contextmanager
+def counting_fsyncs(counter: list[int]) -> Iterator[None]:
+    """Count ``os.fsync`` calls (the audit log's, on any thread) while inside."""
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        counter[0] += 1
+        real(fd)
+
+    os.fsync = fsync  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        os.fsync = real  # type: ignore[assignment]
+
+
+async def concurrent_round(gw: Gateway, calls: int, concurrency: int, into: Throughput) -> None:
+    """``concurrency`` callers, each making calls back to back, ``calls`` in all."""
+    latencies: list[float] = []
+    numbers = iter(range(calls))
+
+    async def caller() -> None:
+        for n in numbers:
+            started = time.perf_counter()
+            await through(gw, n)
+            latencies.append(time.perf_counter() - started)
+
+    fsyncs = [0]
+    with counting_fsyncs(fsyncs):
+        started = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        into.seconds += time.perf_counter() - started
+    into.calls += calls
+    into.fsyncs += fsyncs[0]
+    into.latencies = (into.latencies or []) + latencies
+
+
+async def throughput(calls: int, concurrency: int, home: Path) -> dict[str, Throughput]:
+    policy, _registry, executor = setup()
+    gateways = {
+        INLINE: build(executor, policy, home, "tp-inline", group_commit=False),
+        GROUP: build(executor, policy, home, "tp-group"),
+    }
+    for gw in gateways.values():  # warm-up
+        await concurrent_round(gw, 200, concurrency, Throughput())
+    totals = {name: Throughput() for name in gateways}
+    rounds = 5
+    for _ in range(rounds):
+        for name, gw in gateways.items():
+            await concurrent_round(gw, calls // rounds, concurrency, totals[name])
+    return totals
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=5000, help="Calls per measurement.")
+    parser.add_argument("--concurrency", type=int, default=32, help="Concurrent callers.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="stockade-gateway-bench-") as home:
         rows = asyncio.run(measure(args.calls, Path(home)))
+        totals = asyncio.run(throughput(args.calls, args.concurrency, Path(home)))
     print(f"# gateway overhead, {args.calls} calls each, {platform.python_version()}, "
           f"{time.strftime('%Y-%m-%d')}")  # fmt: skip
     print("| measurement | p50 µs | p95 µs | p99 µs | mean µs |")
@@ -191,10 +286,22 @@ def main() -> None:
         mean = statistics.fmean(samples) * 1e6
         print(f"| {name} | {p50:.1f} | {p95:.1f} | {p99:.1f} | {mean:.1f} |")
     base = medians["executor only (baseline, no gateway)"]
-    for name in ("gateway, audit fsync per record (default)", "gateway, audit without fsync"):
+    for name in (GROUP, INLINE, "gateway, audit without fsync (group commit)"):
         overhead = medians[name] - base
         verdict = "meets" if overhead <= 500 else "MISSES"
         print(f"\noverhead ({name}): p50 {overhead:.1f} µs — {verdict} the 500 µs target")
+
+    print(f"\n# throughput, {args.concurrency} concurrent callers, {args.calls} calls each way")
+    print("| commit path | calls/s | p50 ms | p99 ms | records per fsync |")
+    print("|---|---:|---:|---:|---:|")
+    for name, total in totals.items():
+        p50, _p95, p99 = quantiles_us(total.latencies or [0.0])
+        print(f"| {name} | {total.calls / total.seconds:.0f} | {p50 / 1000:.2f} | "
+              f"{p99 / 1000:.2f} | {total.calls / max(total.fsyncs, 1):.1f} |")  # fmt: skip
+    speedup = (totals[GROUP].calls / totals[GROUP].seconds) / (
+        totals[INLINE].calls / totals[INLINE].seconds
+    )
+    print(f"\ngroup commit: {speedup:.2f}x the calls per second of an fsync per record")
 
 
 if __name__ == "__main__":

@@ -1,70 +1,87 @@
-"""Appending to the audit log: one writer at a time, across threads and processes.
+"""The audit log: durable, chained, bounded records, written off the event loop.
 
-Durability (the fsync policy): with ``fsync=True`` (the default) every
-``append`` is written with one ``write`` and ``fsync``-ed before it returns,
-so a record reported as written survives a crash or power loss; the
-directory is synced too when the file is created. With ``fsync=False`` the
-OS flushes when it likes: appends are much faster, and a power loss may lose
-the last records or leave a torn final line. Either way the chain stays
+Two ways in:
+
+- ``await log.write(record)``, for code on an event loop. The record goes to
+  a background writer thread, which commits everything that arrived while it
+  was writing the previous batch as one batch: N concurrent callers share one
+  ``write`` and one ``fsync`` (group commit), and no event loop ever waits on
+  the disk or on another process's file lock. The caller resumes once its
+  record is durable. With ``group_commit=False`` the record is appended on the
+  caller's thread instead, blocking its loop for the ``fsync`` — how the
+  gateway wrote before group commit, kept to measure against.
+- ``log.append(record)``, synchronous on the caller's thread, for code
+  without a loop (startup, the CLI, tests).
+
+Durability (the fsync policy): with ``fsync=True`` (the default) a record is
+reported as written only after the ``fsync`` of its batch, so it survives a
+crash or power loss; the directory is synced when a file is created or
+rotated. With ``fsync=False`` the OS flushes when it likes: a power loss may
+lose the last records or leave a torn final line. Either way the chain stays
 verifiable up to the last complete record.
 
-Concurrency: a thread lock serialises appenders in one process, and an
-exclusive ``flock`` on the file serialises processes. Under the lock the
-writer resumes the chain from the file's last record, so any number of
-processes can share one log. A torn final line (a writer that died
-mid-write, never acknowledged) is cut off before the next record is written.
+What a record keeps: secrets are redacted first (``redact_patterns``, usually
+the policy's ``redact``), then every value of ``arguments``, ``output``,
+``error`` and ``detail`` larger than ``max_value_bytes`` is replaced by its
+SHA-256, size and first bytes (see :mod:`orchestrator.audit._bound`).
+Redacting first means a secret cut in half at the end of a head cannot slip
+past its pattern; so the digest is of the value as recorded, which is the value
+sent whenever no pattern matched it.
+
+Rotation: when the current file has grown to ``rotate_bytes`` it is renamed
+``<name>.<seq of its first record>`` and a new file continues the chain (see
+:mod:`orchestrator.audit._files`); :func:`~orchestrator.audit.verify` checks
+all the files as one chain. Several threads and processes may share one log
+(see :mod:`orchestrator.audit._appender` for the locking).
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
-import logging
+import asyncio
+import atexit
 import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.audit._chain import GENESIS, encode_record
+from orchestrator.audit._appender import Appender, audit_failure
+from orchestrator.audit._bound import bound_record
+from orchestrator.audit._group import GroupCommit, GroupCommitClosed
 from orchestrator.audit._record import AuditRecord
 from orchestrator.audit._redact import redact
-from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.errors import InfrastructureError
 
 __all__ = ["AuditLog"]
 
-_log = logging.getLogger(__name__)
-_CHUNK = 65536
-_REDACTED_FIELDS = ("arguments", "error", "detail")
+_REDACTED_FIELDS = ("arguments", "output", "error", "detail")
+_MIN_VALUE_BYTES = 64
+
+# Logs whose writer thread may hold records: drained when the interpreter
+# exits (the thread is a daemon, so exit does not wait for it otherwise), and
+# reset in a forked child (which has the parent's state but not its thread).
+_LIVE: weakref.WeakSet[AuditLog] = weakref.WeakSet()
 
 
-def _previous_newline(fd: int, before: int) -> int:
-    """Offset of the last ``\\n`` before ``before``, or -1."""
-    end = before
-    while end > 0:
-        start = max(0, end - _CHUNK)
-        found = os.pread(fd, end - start, start).rfind(b"\n")
-        if found >= 0:
-            return start + found
-        end = start
-    return -1
+def _close_all() -> None:
+    for log in list(_LIVE):
+        log.close()
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+def _after_fork_in_child() -> None:
+    for log in list(_LIVE):
+        log._after_fork()
 
 
-def _failure(message: str) -> InfrastructureError:
-    return InfrastructureError(message, code=ErrorCode.AUDIT, op="audit.append", retryable=False)
+atexit.register(_close_all)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class AuditLog:
-    """Appends records to one hash-chained JSON-lines file."""
+    """Appends bounded, redacted records to one hash-chained JSON-lines log."""
 
     def __init__(
         self,
@@ -73,113 +90,155 @@ class AuditLog:
         redact_patterns: Sequence[str | re.Pattern[str]] = (),
         fsync: bool = True,
         clock: Callable[[], float] = time.time,
+        max_value_bytes: int = 4096,
+        rotate_bytes: int | None = 64 * 1024 * 1024,
+        group_commit: bool = True,
     ) -> None:
-        """``redact_patterns`` usually come from the policy's ``redact``; ``clock`` is Unix time."""
+        """Open (lazily) the log at ``path``.
+
+        ``redact_patterns`` usually come from the policy's ``redact``;
+        ``clock`` is Unix time. ``max_value_bytes`` (at least 64): a value of
+        ``arguments``, ``output``, ``error`` or ``detail`` whose encoding is
+        larger is recorded as ``{"sha256", "bytes", "head"}``, the head being
+        its first ``max_value_bytes`` bytes. ``rotate_bytes``: once the current
+        file has reached this size it is rotated out (None: never rotate).
+        ``group_commit=False`` makes :meth:`write` append on the caller's
+        thread (blocking its event loop), for comparison only.
+        """
+        if max_value_bytes < _MIN_VALUE_BYTES:
+            raise ValueError(f"max_value_bytes must be at least {_MIN_VALUE_BYTES}")
+        if rotate_bytes is not None and rotate_bytes < 1:
+            raise ValueError("rotate_bytes must be positive, or None to never rotate")
         self._path = Path(path)
-        self._patterns = [re.compile(pattern) for pattern in redact_patterns]
-        self._fsync = fsync
-        self._clock = clock
+        # Kept as given; redact() compiles them (for RE2) once and caches them.
+        self._patterns = tuple(redact_patterns)
+        redact("", self._patterns)  # a pattern that does not compile fails here, not later
+        self._max_value_bytes = max_value_bytes
+        self._rotate_bytes = rotate_bytes
+        self._group_commit = group_commit
         self._lock = threading.Lock()
-        # (device, inode, size) of the file after our last append, and the head
-        # then: if nothing changed, the chain resumes without reading the file.
-        self._cache: tuple[tuple[int, int, int], int, str] | None = None
+        self._closed = False
+        self._appender = Appender(self._path, fsync=fsync, rotate_bytes=rotate_bytes, clock=clock)
+        self._group: GroupCommit[AuditRecord, dict[str, Any]] = GroupCommit(
+            self._commit, name=f"stockade-audit-writer:{self._path.name}"
+        )
         self._path.parent.mkdir(parents=True, exist_ok=True)
+        _LIVE.add(self)
 
     @property
     def path(self) -> Path:
-        """The log file."""
+        """The current file (rotated files sit beside it)."""
         return self._path
 
     @property
     def redact_patterns(self) -> tuple[str, ...]:
         """The patterns whose matches never reach the file."""
-        return tuple(pattern.pattern for pattern in self._patterns)
+        return tuple(p if isinstance(p, str) else p.pattern for p in self._patterns)
+
+    @property
+    def max_value_bytes(self) -> int:
+        """Values larger than this are recorded as digest, size and head."""
+        return self._max_value_bytes
+
+    @property
+    def rotate_bytes(self) -> int | None:
+        """The size at which the current file is rotated out (None: never)."""
+        return self._rotate_bytes
+
+    async def write(self, record: AuditRecord | Mapping[str, Any]) -> dict[str, Any]:
+        """Redact, bound, chain and durably write one record, off the event loop.
+
+        Returns the record as written, once it is durable. Raises
+        :class:`~orchestrator.errors.InfrastructureError` (code ``audit``) when
+        it cannot be written; the caller should fail closed. If the caller is
+        cancelled while waiting, the record is written all the same.
+        """
+        return await self.submit(record)
+
+    def submit(self, record: AuditRecord | Mapping[str, Any]) -> asyncio.Future[dict[str, Any]]:
+        """Queue one record and return at once; the future resolves when it is durable.
+
+        For a caller that must not wait (a callback) but still needs to know
+        whether the record was written. Needs a running event loop. Records
+        are written in the order they are submitted, so awaiting a later
+        record also proves the earlier ones durable.
+        """
+        model = _model(record)
+        if self._group_commit:
+            try:
+                return self._group.submit(model)
+            except GroupCommitClosed as exc:
+                raise audit_failure(f"the audit log {self._path} is closed") from exc
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        try:
+            future.set_result(self.append(model))
+        except InfrastructureError as exc:
+            future.set_exception(exc)
+        return future
 
     def append(self, record: AuditRecord | Mapping[str, Any]) -> dict[str, Any]:
-        """Redact, chain and durably write one record; return it as written.
-
-        Raises :class:`~orchestrator.errors.InfrastructureError` (code
-        ``audit``) when the record cannot be written or the file's last line is
-        not a record to chain from; the caller should fail closed.
-        """
-        model = record if isinstance(record, AuditRecord) else AuditRecord.model_validate(record)
-        body = self._redacted(model.model_dump(mode="json", exclude_defaults=True))
+        """Like :meth:`write`, but on the caller's thread: blocks until the record is durable."""
+        body = self._prepare(_model(record))
         with self._lock:
-            try:
-                fd = os.open(self._path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except OSError as exc:
-                raise _failure(f"cannot open {self._path}: {exc}") from exc
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                created = os.fstat(fd).st_size == 0
-                seq, prev = self._head(fd)
-                written: dict[str, Any] = {"seq": seq, "ts": self._timestamp(), "prev": prev}
-                written.update(body)
-                line, written["hash"] = encode_record(written)
-                _write_all(fd, line + b"\n")
-                if self._fsync:
-                    os.fsync(fd)
-                    if created:
-                        self._sync_directory()
-                stat = os.fstat(fd)
-                self._cache = ((stat.st_dev, stat.st_ino, stat.st_size), seq, written["hash"])
-            except OSError as exc:
-                self._cache = None
-                raise _failure(f"cannot write {self._path}: {exc}") from exc
-            finally:
-                os.close(fd)  # also releases the flock
-        return written
+            if self._closed:
+                raise audit_failure(f"the audit log {self._path} is closed")
+            (outcome,) = self._appender.commit([body])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
-    def _redacted(self, body: dict[str, Any]) -> dict[str, Any]:
-        if not self._patterns:
-            return body
-        for field in _REDACTED_FIELDS:
-            if field in body:
-                body[field] = redact(body[field], self._patterns)
-        approval = body.get("approval")
-        if approval and "edited_arguments" in approval:
-            approval["edited_arguments"] = redact(approval["edited_arguments"], self._patterns)
+    def close(self) -> None:
+        """Write what is pending, then release the file and the writer thread.
+
+        Blocks until pending records are durable; on an event loop, prefer
+        :meth:`aclose`. Writing afterwards raises.
+        """
+        self._group.close()
+        with self._lock:
+            self._closed = True
+            self._appender.close()
+        _LIVE.discard(self)
+
+    async def aclose(self) -> None:
+        """:meth:`close` without blocking the event loop."""
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _commit(self, records: list[AuditRecord]) -> list[dict[str, Any] | BaseException]:
+        """The writer thread's batch: prepared here, so the event loop does none of it."""
+        bodies = [self._prepare(record) for record in records]
+        with self._lock:
+            if self._closed:
+                raise audit_failure(f"the audit log {self._path} is closed")
+            return list(self._appender.commit(bodies))
+
+    def _prepare(self, model: AuditRecord) -> dict[str, Any]:
+        body = model.model_dump(mode="json", exclude_defaults=True)
+        if self._patterns:
+            for field in _REDACTED_FIELDS:
+                if field in body:
+                    body[field] = redact(body[field], self._patterns)
+            approval = body.get("approval")
+            if approval and "edited_arguments" in approval:
+                approval["edited_arguments"] = redact(approval["edited_arguments"], self._patterns)
+        bounded = bound_record(body, self._max_value_bytes)
+        if bounded:
+            body["bounded"] = bounded
         return body
 
-    def _timestamp(self) -> str:
-        moment = datetime.fromtimestamp(self._clock(), tz=UTC)
-        return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-    def _head(self, fd: int) -> tuple[int, str]:
-        """The next seq and the hash to chain to, from the file's last record."""
-        stat = os.fstat(fd)
-        if self._cache is not None and self._cache[0] == (stat.st_dev, stat.st_ino, stat.st_size):
-            return self._cache[1] + 1, self._cache[2]
-        end = stat.st_size
-        if end and os.pread(fd, 1, end - 1) != b"\n":
-            end = _previous_newline(fd, end) + 1
-            _log.warning("audit log %s: cutting off a torn last line at byte %d", self._path, end)
-            os.ftruncate(fd, end)
-        if end == 0:
-            return 0, GENESIS
-        start = _previous_newline(fd, end - 1) + 1
-        try:
-            last = _parse(os.pread(fd, end - start, start))
-        except ValueError as exc:
-            raise _failure(
-                f"{self._path}: the last line is not an audit record ({exc}); "
-                "run `stockade audit verify` and keep the file for investigation"
-            ) from exc
-        return last[0] + 1, last[1]
-
-    def _sync_directory(self) -> None:
-        fd = os.open(self._path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    def _after_fork(self) -> None:
+        # The parent's writer thread does not exist here and its lock may have
+        # been held; the descriptor is shared with the parent, and flock locks
+        # belong to the open file, so a child must open its own.
+        self._lock = threading.Lock()
+        self._group.after_fork()
+        self._appender.close()
 
 
-def _parse(line: bytes) -> tuple[int, str]:
-    record = json.loads(line)
-    if not isinstance(record, dict):
-        raise ValueError("not a JSON object")
-    seq, digest = record.get("seq"), record.get("hash")
-    if not isinstance(seq, int) or not isinstance(digest, str):
-        raise ValueError("no seq or hash")
-    return seq, digest
+def _model(record: AuditRecord | Mapping[str, Any]) -> AuditRecord:
+    return record if isinstance(record, AuditRecord) else AuditRecord.model_validate(record)

@@ -109,7 +109,8 @@ class AuditRecord(BaseModel):
     tool: str | None = None
     """The tool's name, e.g. ``python.run``."""
     arguments: dict[str, Any] | None = None
-    """The call's arguments; redacted before they are written."""
+    """The call's arguments; redacted, then each value larger than the log's
+    ``max_value_bytes`` kept as its SHA-256, size and first bytes."""
     decision: Effect | None = None
     """The policy's decision."""
     rule: str | None = None
@@ -134,9 +135,12 @@ class AuditRecord(BaseModel):
     """Wall-clock time of the call, in seconds."""
     output_bytes: int | None = Field(default=None, ge=0)
     """Size of the output before truncation."""
+    output: str | None = None
+    """What the tool answered, as the caller read it; redacted, and bounded like the
+    arguments (a large output is kept as its SHA-256, size and first bytes)."""
     egress: list[EgressConnection] = Field(default_factory=list)
     """Connections the sandbox tried."""
     error: str | None = None
-    """Error message, for failures; redacted before it is written."""
+    """Error message, for failures; redacted and bounded before it is written."""
     detail: dict[str, Any] = Field(default_factory=dict)
-    """Anything else worth keeping (e.g. the policy file and its hash); redacted."""
+    """Anything else worth keeping (e.g. the policy file and its hash); redacted and bounded."""

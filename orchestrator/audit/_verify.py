@@ -1,15 +1,21 @@
-"""Reading the audit log: checking its chain, and following it."""
+"""Reading the audit log: checking its chain, and following it.
+
+Both read the whole log: the files rotated out of it, oldest first, then the
+current file (see :mod:`orchestrator.audit._files`), as one chain.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from orchestrator.audit._chain import GENESIS, encode_record
+from orchestrator.audit._files import archives, open_chain
 
 __all__ = ["VerifyReport", "tail", "verify"]
 
@@ -23,7 +29,11 @@ class VerifyReport:
     records: int
     """Records that checked out before the first problem (all of them when ok)."""
     line: int | None = None
-    """The first bad line (1-based); None when ok."""
+    """The first bad line (1-based, within ``file``); None when ok."""
+    file: Path | None = None
+    """The file of the first bad line; None when ok."""
+    files: tuple[Path, ...] = field(default=())
+    """The files checked, in chain order (rotated files first)."""
     problem: str = ""
     """What is wrong with that line."""
     last_hash: str = GENESIS
@@ -62,20 +72,113 @@ def _problem(record: dict[str, Any], expected_seq: int, previous: str) -> str | 
     return None
 
 
-def verify(path: str | Path) -> VerifyReport:
-    """Walk the chain; report the first line that was edited, removed, inserted or moved."""
+def _check(
+    files: Iterable[tuple[Path, BinaryIO]],
+) -> tuple[int, str, tuple[Path, int, str] | None]:
+    """Records checked, the last good hash, and (file, line, problem) at the first bad line."""
     previous, count = GENESIS, 0
-    with Path(path).open("rb") as handle:
+    for path, handle in files:
         for number, raw in enumerate(handle, start=1):
             record = _intact(raw)
             problem = record if isinstance(record, str) else _problem(record, count, previous)
             if problem is not None:
-                return VerifyReport(
-                    ok=False, records=count, line=number, problem=problem, last_hash=previous
-                )
+                return count, previous, (path, number, problem)
             assert isinstance(record, dict)
             previous, count = record["hash"], count + 1
-    return VerifyReport(ok=True, records=count, last_hash=previous)
+    return count, previous, None
+
+
+def verify(path: str | Path) -> VerifyReport:
+    """Walk the chain through every file of the log; report the first line that was edited,
+    removed, inserted or moved.
+
+    Raises :class:`FileNotFoundError` when there is no log at ``path``.
+    """
+    path = Path(path)
+    rotated, current = open_chain(path)
+    if current is None and not rotated:
+        raise FileNotFoundError(f"no audit log at {path}")
+    checked = (*rotated, path) if current is not None else tuple(rotated)
+
+    def opened() -> Iterator[tuple[Path, BinaryIO]]:
+        for file in rotated:
+            with file.open("rb") as handle:
+                yield file, handle
+        if current is not None:
+            yield path, current
+
+    try:
+        count, previous, bad = _check(opened())
+    finally:
+        if current is not None:
+            current.close()
+    if bad is None:
+        return VerifyReport(ok=True, records=count, last_hash=previous, files=checked)
+    file, line, problem = bad
+    return VerifyReport(
+        ok=False,
+        records=count,
+        line=line,
+        file=file,
+        problem=problem,
+        last_hash=previous,
+        files=checked,
+    )
+
+
+def _complete_records(handle: BinaryIO) -> Iterator[dict[str, Any]]:
+    """The records of the complete lines from the handle's position on.
+
+    A line still being written is left unread, to be read whole later.
+    """
+    while True:
+        position = handle.tell()
+        raw = handle.readline()
+        if not raw:
+            return
+        if not raw.endswith(b"\n"):
+            handle.seek(position)
+            return
+        yield json.loads(raw)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _held(handle: BinaryIO | None) -> tuple[int, int] | None:
+    if handle is None:
+        return None
+    stat = os.fstat(handle.fileno())
+    return stat.st_dev, stat.st_ino
+
+
+class _Reader:
+    """Records from files and handles, in order, remembering the last seq yielded."""
+
+    def __init__(self) -> None:
+        self.last_seq = -1
+
+    def handle(self, handle: BinaryIO) -> Iterator[dict[str, Any]]:
+        for record in _complete_records(handle):
+            self.last_seq = record.get("seq", self.last_seq)
+            yield record
+
+    def file(self, path: Path) -> Iterator[dict[str, Any]]:
+        with path.open("rb") as handle:
+            yield from self.handle(handle)
+
+    def rotated_since(self, path: Path, current: BinaryIO) -> Iterator[dict[str, Any]]:
+        """Files rotated out after the last record read, before ``current``."""
+        for file in archives(path):
+            if _identity(file) == _held(current):
+                continue  # ``current`` itself, rotated out already: the caller reads it
+            if int(file.name.rsplit(".", 1)[1]) > self.last_seq:
+                yield from self.file(file)
 
 
 def tail(
@@ -85,22 +188,34 @@ def tail(
     poll_s: float = 0.2,
     stop: Callable[[], bool] = lambda: False,
 ) -> Iterator[dict[str, Any]]:
-    """The log's records in order; with ``follow``, keep yielding new ones as they arrive.
+    """The log's records in order, rotated files first; with ``follow``, keep yielding new ones.
 
     A line still being written is held back until it is complete. Following
-    polls every ``poll_s`` seconds and ends when ``stop()`` returns true.
+    polls every ``poll_s`` seconds, goes on into the new file when the current
+    one is rotated out, and ends when ``stop()`` returns true.
     """
-    with Path(path).open("rb") as handle:
-        pending = b""
+    path = Path(path)
+    rotated, current = open_chain(path)
+    reader = _Reader()
+    try:
+        for file in rotated:
+            yield from reader.file(file)
         while True:
-            chunk = handle.readline()
-            if chunk:
-                pending += chunk
-                if pending.endswith(b"\n"):
-                    record = json.loads(pending)
-                    pending = b""
-                    yield record
-                continue
+            if current is not None:
+                yield from reader.handle(current)
             if not follow or stop():
                 return
-            time.sleep(poll_s)
+            now = _identity(path)
+            if now is None or now == _held(current):
+                time.sleep(poll_s)
+                continue
+            # Rotated: finish the old file (nobody writes to it any more), then
+            # any file rotated out after it, then go on in the new current file.
+            if current is not None:
+                yield from reader.handle(current)
+                current.close()
+            current = path.open("rb")
+            yield from reader.rotated_since(path, current)
+    finally:
+        if current is not None:
+            current.close()

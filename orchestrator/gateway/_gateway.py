@@ -200,7 +200,7 @@ class Gateway:
         try:
             result = await self._run(call, trace)
         except asyncio.CancelledError:
-            self._finish(
+            await self._finish(
                 call,
                 trace,
                 _refusal(call, ToolStatus.CANCELLED, "the call was cancelled"),
@@ -215,7 +215,7 @@ class Gateway:
                 ToolStatus.INFRASTRUCTURE_ERROR,
                 f"the platform failed to handle the call ({type(exc).__name__}: {exc})",
             )
-        return self._finish(call, trace, result, started)
+        return await self._finish(call, trace, result, started)
 
     async def _run(self, call: ToolCall, trace: _Trace) -> ToolResult:
         if not self._audit_ok:
@@ -382,10 +382,11 @@ class Gateway:
             )
         )
 
-    def _finish(
+    async def _finish(
         self, call: ToolCall, trace: _Trace, result: ToolResult, started: float
     ) -> ToolResult:
-        """Write the call's audit record and metrics; the result goes back unchanged."""
+        """Write the call's audit record and metrics; the result goes back unchanged, once the
+        record is durable."""
         elapsed = self._clock() - started
         # The registered name, whichever spelling the call used; an invented
         # name is recorded as sent but never becomes a metric label.
@@ -400,7 +401,7 @@ class Gateway:
         if trace.arguments is None:
             raw = call.arguments if isinstance(call.arguments, str) else repr(call.arguments)
             detail["raw_arguments"] = raw[:_RAW_ARGUMENTS_CAP]
-        self._append(
+        await self._record(
             AuditRecord(
                 event=AuditEvent.CALL,
                 call_id=call.id,
@@ -426,6 +427,7 @@ class Gateway:
                 exit_code=result.exit_code,
                 duration_s=round(elapsed, 6),
                 output_bytes=len(result.output.encode("utf-8", "replace")),
+                output=result.output or None,
                 egress=[EgressConnection.model_validate(event) for event in result.egress],
                 error=result.error,
                 detail=detail,
@@ -433,14 +435,35 @@ class Gateway:
         )
         return result
 
-    def _append(self, record: AuditRecord) -> None:
+    async def _record(self, record: AuditRecord) -> None:
+        """Write ``record`` off the event loop; return once it is durable (or failed)."""
         try:
-            self._audit.append(record)
-        except InfrastructureError:
-            # Fail closed: the call that just ran keeps its result, but no
-            # further call runs until a record can be written again.
-            _log.exception("audit log %s cannot be written", self._audit.path)
-            self._metrics.audit_write_failures.inc()
-            self._audit_ok = False
+            await self._audit.write(record)
+        except InfrastructureError as exc:
+            self._audit_failed(exc)
         else:
             self._audit_ok = True
+
+    def _append(self, record: AuditRecord) -> None:
+        """Queue ``record`` without waiting; the call's own record, awaited later and written
+        after it, proves it durable."""
+        try:
+            self._audit.submit(record).add_done_callback(self._appended)
+        except InfrastructureError as exc:
+            self._audit_failed(exc)
+
+    def _appended(self, written: asyncio.Future[dict[str, Any]]) -> None:
+        if written.cancelled():
+            return
+        error = written.exception()
+        if error is not None:
+            self._audit_failed(error)
+        else:
+            self._audit_ok = True
+
+    def _audit_failed(self, error: BaseException) -> None:
+        # Fail closed: the call that just ran keeps its result, but no further
+        # call runs until a record can be written again.
+        _log.error("audit log %s cannot be written", self._audit.path, exc_info=error)
+        self._metrics.audit_write_failures.inc()
+        self._audit_ok = False
