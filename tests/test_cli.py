@@ -96,18 +96,23 @@ def test_tools_call_goes_through_the_gateway(tmp_path: Path, images: object) -> 
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while "pending" not in (listed := stockade("approvals", "list", home=tmp_path).stdout):
+        while not (
+            listed := json.loads(stockade("approvals", "list", "--json", home=tmp_path).stdout)
+        ):
             assert time.monotonic() < deadline, "no approval request appeared"
             time.sleep(0.2)
-        request_id = listed.split()[0]
+        request_id = listed[0]["id"]
+        table = stockade("approvals", "list", home=tmp_path).stdout
+        assert table.split()[:6] == ["ID", "STATUS", "TOOL", "RUN", "REASON", "USE"]
+        assert f"{request_id}  pending" in table
         edit = '{"command": "echo edited"}'
         approved = stockade("approvals", "approve", request_id, "--args", edit, home=tmp_path)
         assert approved.returncode == 0, approved.stderr
         out, err = waiting.communicate(timeout=60)
     finally:
         waiting.kill()
-        waiting.wait()
-    assert waiting.returncode == 0, err
+        waiting.communicate()
+    assert waiting.returncode == 0, out[:3000]
     result = json.loads(out)
     assert result["status"] == "ok" and json.loads(result["output"])["stdout"] == "edited\n"
 

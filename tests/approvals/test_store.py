@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from orchestrator._approvals_cli import approvals
 from orchestrator.approvals import ApprovalRequest, ApprovalScope, ApprovalStatus, ApprovalStore
+from orchestrator.cli.approvals import approvals
 
 
 class Clock:
@@ -476,4 +476,4 @@ def test_cli_scope_and_consumption(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "forever" in bad.stderr
     runless = new_request(store, run_id=None)
     refused = stockade("approve", runless.id, "--scope", "run-identical")
-    assert refused.exit_code == 1 and "belongs to no run" in refused.stderr
+    assert refused.exit_code == 2 and "belongs to no run" in refused.stderr

@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from orchestrator._approvals_cli import approvals
 from orchestrator.approvals import ApprovalRequest, ApprovalStatus, ApprovalStore
+from orchestrator.cli.approvals import approvals
 from orchestrator.tools import ToolCall
 
 from .conftest import Harness
