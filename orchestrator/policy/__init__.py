@@ -9,8 +9,10 @@ from orchestrator.policy._base import Globs
 from orchestrator.policy._budget import ModelBudget, ModelBudgetAnswer
 from orchestrator.policy._conditions import AllOf, AnyOf, Condition, Leaf, NotOf, Predicate
 from orchestrator.policy._evaluate import Decision, evaluate
+from orchestrator.policy._limitstore import BudgetUsage, LimitStore, RateCell, RateVerdict
 from orchestrator.policy._loader import load_policy, parse_policy, parse_yaml_model
 from orchestrator.policy._match import CallMatch
+from orchestrator.policy._memory_limits import InMemoryLimitStore
 from orchestrator.policy._model import (
     Effect,
     ModelLimits,
@@ -21,27 +23,34 @@ from orchestrator.policy._model import (
 )
 from orchestrator.policy._ratelimit import RateLimitAnswer, RateLimiter
 from orchestrator.policy._schema import policy_json_schema, render_policy_schema
+from orchestrator.policy._sqlite_limits import SqliteLimitStore
 
 __all__ = [
     "AllOf",
     "AnyOf",
+    "BudgetUsage",
     "CallMatch",
     "Condition",
     "Decision",
     "Effect",
     "Globs",
+    "InMemoryLimitStore",
     "Leaf",
+    "LimitStore",
     "ModelBudget",
     "ModelBudgetAnswer",
     "ModelLimits",
     "NotOf",
     "Policy",
     "Predicate",
+    "RateCell",
     "RateLimit",
     "RateLimitAnswer",
     "RateLimiter",
+    "RateVerdict",
     "RetrySettings",
     "Rule",
+    "SqliteLimitStore",
     "evaluate",
     "load_policy",
     "parse_policy",

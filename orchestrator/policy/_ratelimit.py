@@ -11,24 +11,27 @@ A call is checked against every limit that counts it and consumes capacity
 only when all of them allow it, so a refused call costs nothing anywhere.
 The scope key of a ``run`` limit is the run id, of a ``principal`` limit the
 principal; calls without one share the key of "none".
+
+The states live in a :class:`~orchestrator.policy.LimitStore`: by default in
+this process's memory; in a :class:`~orchestrator.policy.SqliteLimitStore`,
+every process on the host that opens the same file shares them.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from orchestrator.policy._limitstore import LimitStore, RateCell, RateVerdict
+from orchestrator.policy._memory_limits import InMemoryLimitStore
 from orchestrator.policy._model import RateLimit
 
 __all__ = ["RateLimitAnswer", "RateLimiter"]
 
-# Float noise must not turn an exactly-on-time call into a refusal.
-_EPSILON = 1e-9
-# Keys whose TAT has passed carry no state (a fresh key behaves the same), so they
-# are dropped now and then: one state per run ever seen would otherwise grow forever.
-_PRUNE_EVERY = 4096
+# Which limits count a tool is cached per tool name (a regex match per limit
+# otherwise); names come from the registry, but the cache stays bounded.
+_TOOL_CACHE_SIZE = 1024
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -43,59 +46,119 @@ class RateLimitAnswer:
     """The limit that refused (the one with the longest wait); None when allowed."""
 
 
+_ALLOWED = RateLimitAnswer(allowed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Limit:
+    rule: RateLimit
+    name: str
+    scope: str
+    prefix: str
+    interval_s: float
+    tolerance_s: float
+
+
 class RateLimiter:
-    """The rate limits of one policy, in memory, for one process; thread-safe."""
+    """The rate limits of one policy, kept in a :class:`LimitStore`; thread-safe."""
 
     def __init__(
-        self, limits: Sequence[RateLimit], *, clock: Callable[[], float] = time.monotonic
+        self,
+        limits: Sequence[RateLimit],
+        *,
+        store: LimitStore | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
-        """``clock`` returns monotonic seconds; inject a fake one in tests."""
-        self._limits = tuple(limits)
-        self._clock = clock
-        self._tat: dict[tuple[int, str | None], float] = {}
-        self._lock = threading.Lock()
-        self._checks = 0
+        """Count calls against ``limits`` in ``store`` (default: this process's memory).
+
+        ``clock`` (monotonic seconds; inject a fake one in tests) is for the
+        default store only: a store keeps its own clock, because what "now"
+        means depends on who shares it.
+        """
+        if store is not None and clock is not None:
+            raise ValueError("give the clock to the store: a store keeps its own clock")
+        self._store = (
+            store if store is not None else InMemoryLimitStore(clock=clock or time.monotonic)
+        )
+        self._limits = tuple(
+            _Limit(
+                rule=limit,
+                name=limit.name,
+                scope=limit.scope,
+                # The scope and the name's length make keys of different limits
+                # distinct whatever characters names and ids contain.
+                prefix=f"{limit.scope}:{len(limit.name)}:{limit.name}",
+                interval_s=limit.interval_s,
+                tolerance_s=(limit.burst - 1) * limit.interval_s,
+            )
+            for limit in limits
+        )
+        self._by_tool: dict[str, tuple[_Limit, ...]] = {}
+
+    @property
+    def store(self) -> LimitStore:
+        """Where the limits' states live (model budgets may share it)."""
+        return self._store
 
     def check(
         self, tool_name: str, *, run_id: str | None = None, principal: str | None = None
     ) -> RateLimitAnswer:
-        """Allow and count the call against every matching limit, or refuse it with a wait."""
-        with self._lock:
-            now = self._clock()
-            updates: list[tuple[tuple[int, str | None], float]] = []
-            refusal: RateLimitAnswer | None = None
-            for index, limit in enumerate(self._limits):
-                if not limit.counts(tool_name):
-                    continue
-                key = (index, _scope_key(limit, run_id, principal))
-                interval = limit.interval_s
-                tolerance = (limit.burst - 1) * interval
-                tat = max(self._tat.get(key, now), now)
-                wait = tat - tolerance - now
-                if wait > _EPSILON:
-                    if refusal is None or wait > refusal.retry_after_s:
-                        refusal = RateLimitAnswer(
-                            allowed=False, retry_after_s=wait, limit=limit.name
-                        )
-                else:
-                    updates.append((key, tat + interval))
-            if refusal is not None:
-                return refusal
-            self._tat.update(updates)
-            self._checks += 1
-            if self._checks % _PRUNE_EVERY == 0:
-                self._tat = {key: tat for key, tat in self._tat.items() if tat > now}
-            return RateLimitAnswer(allowed=True)
+        """Allow and count the call against every matching limit, or refuse it with a wait.
 
-    def tracked_keys(self) -> int:
-        """How many (limit, scope) states are held; for tests and metrics."""
-        with self._lock:
-            return len(self._tat)
+        May wait on a shared store; see :meth:`try_check` for code on an event loop.
+        """
+        limits, cells = self._cells(tool_name, run_id, principal)
+        if not cells:
+            return _ALLOWED
+        return _answer(limits, self._store.acquire(cells))
+
+    def try_check(
+        self, tool_name: str, *, run_id: str | None = None, principal: str | None = None
+    ) -> RateLimitAnswer | None:
+        """:meth:`check` if the store can answer without waiting; None when it cannot.
+
+        On None, call :meth:`check` in a thread: nothing has been counted yet.
+        """
+        limits, cells = self._cells(tool_name, run_id, principal)
+        if not cells:
+            return _ALLOWED
+        verdict = self._store.try_acquire(cells)
+        return None if verdict is None else _answer(limits, verdict)
+
+    def _cells(
+        self, tool_name: str, run_id: str | None, principal: str | None
+    ) -> tuple[tuple[_Limit, ...], list[RateCell]]:
+        limits = self._by_tool.get(tool_name)
+        if limits is None:
+            limits = tuple(limit for limit in self._limits if limit.rule.counts(tool_name))
+            if len(self._by_tool) >= _TOOL_CACHE_SIZE:
+                self._by_tool.clear()
+            self._by_tool[tool_name] = limits
+        cells = [
+            RateCell(
+                key=_key(limit, run_id, principal),
+                interval_s=limit.interval_s,
+                tolerance_s=limit.tolerance_s,
+            )
+            for limit in limits
+        ]
+        return limits, cells
 
 
-def _scope_key(limit: RateLimit, run_id: str | None, principal: str | None) -> str | None:
+def _key(limit: _Limit, run_id: str | None, principal: str | None) -> str:
     if limit.scope == "run":
-        return run_id
-    if limit.scope == "principal":
-        return principal
-    return None
+        scope_key = run_id
+    elif limit.scope == "principal":
+        scope_key = principal
+    else:
+        scope_key = None
+    return f"{limit.prefix}-" if scope_key is None else f"{limit.prefix}={scope_key}"
+
+
+def _answer(limits: Sequence[_Limit], verdict: RateVerdict) -> RateLimitAnswer:
+    if verdict.allowed:
+        return _ALLOWED
+    assert verdict.refused is not None  # a refusal names the cell
+    return RateLimitAnswer(
+        allowed=False, retry_after_s=verdict.retry_after_s, limit=limits[verdict.refused].name
+    )

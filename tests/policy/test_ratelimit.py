@@ -1,12 +1,23 @@
-"""Rate limits, exact with an injected clock."""
+"""Rate limits, exact with an injected clock, in every limit store."""
 
 from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.policy import RateLimit, RateLimiter, parse_policy
+from orchestrator.policy import (
+    InMemoryLimitStore,
+    LimitStore,
+    RateLimit,
+    RateLimiter,
+    SqliteLimitStore,
+    parse_policy,
+)
 
 
 class Clock:
@@ -17,9 +28,31 @@ class Clock:
         return self.now
 
 
-def limiter(*limits: RateLimit) -> tuple[RateLimiter, Clock]:
-    clock = Clock()
-    return RateLimiter(list(limits), clock=clock), clock
+# Builds a store on a clock, inside a directory it may use.
+StoreFactory = Callable[[Clock, Path], LimitStore]
+STORES: dict[str, StoreFactory] = {
+    "memory": lambda clock, _root: InMemoryLimitStore(clock=clock),
+    "sqlite": lambda clock, root: SqliteLimitStore(root / "limits.db", clock=clock),
+}
+Build = Callable[..., tuple[RateLimiter, Clock]]
+
+
+@pytest.fixture(params=sorted(STORES))
+def limiter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Build]:
+    """Build limiters over a store of each kind; every store behaves the same."""
+    factory = STORES[request.param]
+    stores: list[LimitStore] = []
+
+    def build(*limits: RateLimit) -> tuple[RateLimiter, Clock]:
+        clock = Clock()
+        root = tmp_path / str(len(stores))
+        root.mkdir()
+        stores.append(factory(clock, root))
+        return RateLimiter(list(limits), store=stores[-1]), clock
+
+    yield build
+    for store in stores:
+        store.close()
 
 
 def limit(name: str = "l", **fields: object) -> RateLimit:
@@ -28,7 +61,7 @@ def limit(name: str = "l", **fields: object) -> RateLimit:
     return RateLimit(name=name, **values)  # type: ignore[arg-type]
 
 
-def test_burst_then_refill_at_the_exact_interval() -> None:
+def test_burst_then_refill_at_the_exact_interval(limiter: Build) -> None:
     limits, clock = limiter(limit(tools="python.*", burst=3))
     assert [limits.check("python.run", run_id="r").allowed for _ in range(3)] == [True] * 3
     refused = limits.check("python.run", run_id="r")
@@ -42,13 +75,13 @@ def test_burst_then_refill_at_the_exact_interval() -> None:
     assert not limits.check("python.run", run_id="r").allowed, "one interval refills one call"
 
 
-def test_a_long_pause_refills_no_more_than_the_burst() -> None:
+def test_a_long_pause_refills_no_more_than_the_burst(limiter: Build) -> None:
     limits, clock = limiter(limit(rate=6, per_s=60, burst=2))
     clock.now += 3600
     assert [limits.check("t", run_id="r").allowed for _ in range(3)] == [True, True, False]
 
 
-def test_sustained_rate_matches_the_configuration() -> None:
+def test_sustained_rate_matches_the_configuration(limiter: Build) -> None:
     limits, clock = limiter(limit(rate=30, per_s=60, burst=1))  # one call every 2 s
     allowed = 0
     for _ in range(600):  # 60 seconds in 0.1 s steps
@@ -67,14 +100,21 @@ def test_sustained_rate_matches_the_configuration() -> None:
     ],
 )
 def test_scopes_are_isolated(
-    scope: str, calls: list[tuple[str, str]], expected: list[bool]
+    limiter: Build, scope: str, calls: list[tuple[str, str]], expected: list[bool]
 ) -> None:
     limits, _ = limiter(limit(scope=scope))
     answers = [limits.check("t", run_id=run, principal=who).allowed for run, who in calls]
     assert answers == expected
 
 
-def test_limits_are_isolated_from_each_other_and_from_unmatched_tools() -> None:
+def test_calls_without_a_scope_key_share_one_state(limiter: Build) -> None:
+    limits, _ = limiter(limit(scope="principal"))
+    assert limits.check("t").allowed
+    assert not limits.check("t", run_id="other").allowed, "no principal: the same state"
+    assert limits.check("t", principal="").allowed, "an empty principal is still a principal"
+
+
+def test_limits_are_isolated_from_each_other_and_from_unmatched_tools(limiter: Build) -> None:
     limits, _ = limiter(
         limit("http", tools="http.*", scope="global"), limit("py", tools="python.*")
     )
@@ -84,7 +124,7 @@ def test_limits_are_isolated_from_each_other_and_from_unmatched_tools() -> None:
     assert limits.check("files.read", run_id="b").allowed, "counted by no limit"
 
 
-def test_no_partial_consumption() -> None:
+def test_no_partial_consumption(limiter: Build) -> None:
     limits, clock = limiter(
         limit("loose", rate=10, per_s=10, burst=10), limit("tight", tools="shell.*")
     )
@@ -100,19 +140,43 @@ def test_no_partial_consumption() -> None:
     assert limits.check("shell.run", run_id="r").allowed
 
 
-def test_the_longest_wait_is_reported() -> None:
+def test_the_longest_wait_is_reported(limiter: Build) -> None:
     limits, _ = limiter(limit("short", per_s=5), limit("long", per_s=50))
     assert limits.check("t", run_id="r").allowed
     refused = limits.check("t", run_id="r")
     assert (refused.limit, refused.retry_after_s) == ("long", pytest.approx(50.0))
 
 
-def test_idle_state_is_dropped() -> None:
+def test_a_clock_stepping_back_costs_at_most_one_interval(limiter: Build) -> None:
+    limits, clock = limiter(limit(per_s=10, burst=3))
+    assert all(limits.check("t", run_id="r").allowed for _ in range(3))
+    clock.now -= 3600  # the wall clock was set back an hour
+    refused = limits.check("t", run_id="r")
+    assert not refused.allowed and refused.retry_after_s == pytest.approx(10.0)
+    clock.now += 10
+    assert limits.check("t", run_id="r").allowed
+    assert not limits.check("t", run_id="r").allowed, "and no more than the limit allows"
+
+
+def test_try_check_answers_like_check(limiter: Build) -> None:
+    limits, _ = limiter(limit(burst=2))
+    answers = [limits.try_check("t", run_id="r") for _ in range(3)]
+    assert [answer.allowed if answer else None for answer in answers] == [True, True, False]
+
+
+def test_idle_state_is_dropped(limiter: Build) -> None:
     limits, clock = limiter(limit(per_s=1))
     for index in range(5000):
         assert limits.check("t", run_id=f"run-{index}").allowed
         clock.now += 0.01
-    assert limits.tracked_keys() < 5000, "runs idle for a whole interval hold no state"
+    store = limits.store
+    assert isinstance(store, InMemoryLimitStore | SqliteLimitStore)
+    assert store.tracked_keys() < 5000, "runs idle for a whole interval hold no state"
+
+
+def test_a_store_keeps_its_own_clock() -> None:
+    with pytest.raises(ValueError, match="give the clock to the store"):
+        RateLimiter([limit()], store=InMemoryLimitStore(), clock=Clock())
 
 
 def test_limits_come_from_a_policy() -> None:
@@ -124,20 +188,25 @@ def test_limits_come_from_a_policy() -> None:
     assert only.counts("y.run") and not only.counts("y.runner")
 
 
+@pytest.mark.parametrize("kind", sorted(STORES))
 @given(
     rate=st.integers(1, 20),
     burst=st.integers(1, 10),
     gaps=st.lists(st.floats(0, 5, allow_nan=False), min_size=1, max_size=200),
 )
 def test_never_more_than_burst_plus_rate_in_any_window(
-    rate: int, burst: int, gaps: list[float]
+    kind: str, rate: int, burst: int, gaps: list[float]
 ) -> None:
-    limits, clock = limiter(limit(rate=rate, per_s=10, burst=burst))
-    times: list[float] = []
-    for gap in gaps:
-        clock.now += gap
-        if limits.check("t", run_id="r").allowed:
-            times.append(clock.now)
+    clock = Clock()
+    with tempfile.TemporaryDirectory() as root:
+        store = STORES[kind](clock, Path(root))
+        limits = RateLimiter([limit(rate=rate, per_s=10, burst=burst)], store=store)
+        times: list[float] = []
+        for gap in gaps:
+            clock.now += gap
+            if limits.check("t", run_id="r").allowed:
+                times.append(clock.now)
+        store.close()
     interval = 10 / rate
     for start_index, start in enumerate(times):
         for end_index in range(start_index, len(times)):
