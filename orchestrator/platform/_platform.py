@@ -120,10 +120,18 @@ class Platform:
                 *approvers,
             ]
             own_metrics = metrics if metrics is not None else Metrics()
+            audit = AuditLog(
+                settings.audit_path,
+                redact_patterns=policy.redact,
+                max_value_bytes=settings.audit.max_value_bytes,
+                rotate_bytes=settings.audit_rotate_bytes,
+            )
+            # Pending records are made durable before the backend goes (LIFO).
+            stack.push_async_callback(audit.aclose)
             gateway = Gateway(
                 ToolExecutor(registry, backend, profiles=profiles.values(), workspaces=workspaces),
                 policy,
-                AuditLog(settings.audit_path, redact_patterns=policy.redact),
+                audit,
                 approvals=ApprovalGate(store, chain),
                 metrics=own_metrics,
                 policy_source=str(policy_file(settings)),

@@ -21,6 +21,7 @@ from docker.models.containers import RUN_CREATE_KWARGS, RUN_HOST_CONFIG_KWARGS
 from orchestrator.errors import ErrorCode, InfrastructureError
 from orchestrator.sandbox._egress_gate import MOUNT_POINT, EgressGate, EgressGates
 from orchestrator.sandbox._wire import READY, AttachedStream
+from orchestrator.sandbox.engine import engine_error
 from orchestrator.sandbox.labels import container_labels
 from orchestrator.sandbox.profile import SandboxProfile
 
@@ -79,7 +80,10 @@ def container_options(
         "memswap_limit": profile.memory_bytes,
         "nano_cpus": int(profile.cpus * 1e9),
         "pids_limit": _host_pids_limit(profile),
-        "init": True,
+        # The runner is the container's init (pid 1): it reaps, and its exit
+        # ends every process. docker-init there would be a same-uid process
+        # the tool could ptrace or write into (see the runner's docstring).
+        "init": False,
         "ipc_mode": "private",
         "shm_size": 16 * 1024 * 1024,
         "hostname": "sandbox",
@@ -142,26 +146,6 @@ def _take_socket(raw: Any) -> socket.socket:
     return duplicate
 
 
-def _engine_error(op: str, exc: Exception) -> InfrastructureError:
-    if isinstance(exc, docker.errors.ImageNotFound):
-        return InfrastructureError(
-            f"image not found: {exc.explanation}; run `stockade images build`",
-            code=ErrorCode.IMAGE_MISSING,
-            op=op,
-            retryable=False,
-        )
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        return InfrastructureError(
-            f"Docker engine unreachable: {exc}",
-            code=ErrorCode.ENGINE_UNAVAILABLE,
-            op=op,
-            retryable=True,
-        )
-    return InfrastructureError(
-        f"{type(exc).__name__}: {exc}", code=ErrorCode.ENGINE_ERROR, op=op, retryable=True
-    )
-
-
 class ContainerFactory:
     """Starts and destroys sandbox containers; blocking SDK calls run in a bounded pool."""
 
@@ -180,7 +164,7 @@ class ContainerFactory:
         try:
             return await loop.run_in_executor(self._executor, partial(func, *args, **kwargs))
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise _engine_error(op, exc) from exc
+            raise engine_error(op, exc) from exc
 
     async def launch(self, profile: SandboxProfile, image: str, image_id: str) -> SandboxContainer:
         """Create, attach, start and wait for the runner's ready frame."""

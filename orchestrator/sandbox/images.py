@@ -21,10 +21,12 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import requests.exceptions
 
 from orchestrator.assets import shipped
 from orchestrator.errors import ConfigError, ErrorCode, InfrastructureError
 from orchestrator.sandbox._wheels import download_wheels
+from orchestrator.sandbox.engine import engine_error, engine_errors
 from orchestrator.sandbox.labels import PLATFORM_LABEL, PLATFORM_VALUE
 from orchestrator.sandbox.profile import DEFAULT_IMAGE
 
@@ -128,9 +130,12 @@ class ImageBuilder:
 
     def _existing(self, tag: str) -> str | None:
         try:
-            image = self._client.images.get(tag)
-        except docker.errors.ImageNotFound:
-            return None
+            with engine_errors("images.get"):
+                image = self._client.images.get(tag)
+        except InfrastructureError as exc:
+            if exc.code is ErrorCode.IMAGE_MISSING:
+                return None
+            raise
         return str(image.id)
 
     def base_tag(self) -> str:
@@ -176,8 +181,9 @@ class ImageBuilder:
             except docker.errors.APIError as exc:
                 self._progress(f"cannot pull {reference} ({exc.explanation}); building from Debian")
                 return None
-        image = self._client.images.get(reference)
-        image.tag(tag)
+        with engine_errors("images.tag"):
+            image = self._client.images.get(reference)
+            image.tag(tag)
         return str(image.id)
 
     def _base_from_debian(self, tag: str) -> str:
@@ -204,12 +210,13 @@ class ImageBuilder:
                 )
             self._progress(f"importing root filesystem ({rootfs.stat().st_size // 2**20} MiB)")
             repository, _, version = tag.partition(":")
-            self._client.api.import_image_from_file(
-                str(rootfs),
-                repository=repository,
-                tag=version,
-                changes=[f"LABEL {PLATFORM_LABEL}={PLATFORM_VALUE}", 'CMD ["python3"]'],
-            )
+            with engine_errors("images.import"):
+                self._client.api.import_image_from_file(
+                    str(rootfs),
+                    repository=repository,
+                    tag=version,
+                    changes=[f"LABEL {PLATFORM_LABEL}={PLATFORM_VALUE}", 'CMD ["python3"]'],
+                )
         image_id = self._existing(tag)
         if image_id is None:
             raise InfrastructureError(
@@ -251,6 +258,8 @@ class ImageBuilder:
                 op="images.build",
                 retryable=False,
             ) from exc
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise engine_error("images.build", exc) from exc
         return str(image.id)
 
     def _package_dirs(self) -> list[tuple[Path, Path]]:
@@ -286,9 +295,10 @@ class ImageBuilder:
     def _image_python(self, image: str) -> str:
         """The image's CPython version tag, e.g. ``311``."""
         version = "import sys; print(f'{sys.version_info[0]}{sys.version_info[1]}')"
-        output = self._client.containers.run(
-            image, ["python3", "-c", version], network_mode="none", remove=True
-        )
+        with engine_errors("images.python_version"):
+            output = self._client.containers.run(
+                image, ["python3", "-c", version], network_mode="none", remove=True
+            )
         return bytes(output).decode().strip()
 
     def _make_tools(self, tag: str, sandbox: BuiltImage) -> str:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import docker
 import docker.errors
+import requests.exceptions
 
+from orchestrator.sandbox.engine import engine_errors
 from orchestrator.sandbox.labels import (
     DEADLINE_LABEL,
     OWNER_LABEL,
@@ -57,9 +59,10 @@ def reap(client: docker.DockerClient, *, everything: bool = False) -> list[Reape
     """
     now = time.time()
     reaped: list[ReapedContainer] = []
-    containers = client.api.containers(
-        all=True, filters={"label": f"{PLATFORM_LABEL}={PLATFORM_VALUE}"}
-    )
+    with engine_errors("reaper.list"):
+        containers = client.api.containers(
+            all=True, filters={"label": f"{PLATFORM_LABEL}={PLATFORM_VALUE}"}
+        )
     for info in containers:
         reason = _reason(info.get("Labels") or {}, now, everything=everything)
         if reason is None:
@@ -68,7 +71,8 @@ def reap(client: docker.DockerClient, *, everything: bool = False) -> list[Reape
             client.api.remove_container(info["Id"], force=True)
         except docker.errors.NotFound:
             continue
-        except docker.errors.APIError as exc:
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            # One container that cannot go does not stop the others; the next reap retries.
             _log.warning("could not reap %s: %s", info["Id"][:12], exc)
             continue
         reaped.append(ReapedContainer(id=info["Id"], reason=reason))

@@ -3,6 +3,7 @@
 from orchestrator.tools._executor import (
     DEFAULT_TOOL_PROFILE,
     HTTP_TOOL_PROFILE,
+    SANDBOX_STATUS,
     ToolExecutor,
     infrastructure_result,
     tool_result,
@@ -20,6 +21,7 @@ __all__ = [
     "DEFAULT_TOOL_PROFILE",
     "HTTP_TOOL_PROFILE",
     "MAX_ARGUMENT_BYTES",
+    "SANDBOX_STATUS",
     "ToolCall",
     "ToolExecutor",
     "ToolRegistry",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from orchestrator.errors import ConfigError, InfrastructureError
@@ -20,6 +21,7 @@ from stockade_sdk.run import RESULT_SEPARATOR
 __all__ = [
     "DEFAULT_TOOL_PROFILE",
     "HTTP_TOOL_PROFILE",
+    "SANDBOX_STATUS",
     "ToolExecutor",
     "infrastructure_result",
     "tool_result",
@@ -34,11 +36,21 @@ HTTP_TOOL_PROFILE = SandboxProfile(
 allowlist (everything refused) until an organisation names its hosts."""
 _LIBRARY = "/opt/stockade/lib"
 
-_STATUS = {
-    ExecStatus.TIMEOUT: ToolStatus.TIMEOUT,
-    ExecStatus.OOM_KILLED: ToolStatus.OOM_KILLED,
-    ExecStatus.WORKSPACE_REJECTED: ToolStatus.ERROR,
-}
+SANDBOX_STATUS: Mapping[ExecStatus, ToolStatus | None] = MappingProxyType(
+    {
+        # The tool process ran to its end: its outcome line decides (ok, or the
+        # error it reported); without one, the output was cut or the tool died.
+        ExecStatus.OK: None,
+        ExecStatus.ERROR: None,
+        ExecStatus.OUTPUT_TRUNCATED: None,
+        # The sandbox ended the call: the tool had no say.
+        ExecStatus.TIMEOUT: ToolStatus.TIMEOUT,
+        ExecStatus.OOM_KILLED: ToolStatus.OOM_KILLED,
+        ExecStatus.WORKSPACE_REJECTED: ToolStatus.ERROR,
+    }
+)
+"""Every sandbox status → the tool status it forces, or None where the tool's own outcome decides.
+Total over :class:`ExecStatus` (a test keeps it so)."""
 
 
 def _as_text(value: Any) -> str:
@@ -58,8 +70,9 @@ def tool_result(call: ToolCall, result: ExecResult) -> ToolResult:
         "egress": result.egress,
     }
     printed, separator, encoded = result.stdout.rpartition(RESULT_SEPARATOR)
-    if result.status in _STATUS:
-        return ToolResult(status=_STATUS[result.status], error=result.message, **common)
+    forced = SANDBOX_STATUS[result.status]
+    if forced is not None:
+        return ToolResult(status=forced, error=result.message, **common)
     if not separator:
         # No outcome line: the tool died, or its output was cut before the end.
         status = ToolStatus.OUTPUT_TRUNCATED if result.truncated else ToolStatus.ERROR

@@ -1,0 +1,47 @@
+"""The sandbox → tool status mapping is total, and each sandbox status ends as documented."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from orchestrator.sandbox.execution import ExecResult, ExecStatus
+from orchestrator.tools import SANDBOX_STATUS, ToolCall, ToolStatus, tool_result
+from stockade_sdk.run import RESULT_SEPARATOR
+
+CALL = ToolCall(id="c", name="python.run", arguments={})
+
+
+def sandbox_result(status: ExecStatus, stdout: str = "", *, truncated: bool = False) -> ExecResult:
+    return ExecResult(
+        status=status, exit_code=0, stdout=stdout, stderr="", truncated=truncated,
+        stdout_bytes=len(stdout), stderr_bytes=0, duration_s=0.01, message="the message",
+        image_digest="sha256:0", profile="default", runtime="runc", container_id="c0",
+        from_pool=True,
+    )  # fmt: skip
+
+
+def test_every_sandbox_status_is_mapped() -> None:
+    assert set(SANDBOX_STATUS) == set(ExecStatus)
+
+
+def outcome(ok: bool) -> str:
+    body = {"ok": True, "value": 42} if ok else {"ok": False, "error": "ValueError: no"}
+    return f"printed\n{RESULT_SEPARATOR}{json.dumps(body)}"
+
+
+@pytest.mark.parametrize("status", list(ExecStatus))
+def test_each_status_ends_as_documented(status: ExecStatus) -> None:
+    forced = SANDBOX_STATUS[status]
+    succeeded = tool_result(CALL, sandbox_result(status, outcome(ok=True)))
+    failed = tool_result(CALL, sandbox_result(status, outcome(ok=False)))
+    silent = tool_result(CALL, sandbox_result(status, "no outcome line", truncated=True))
+    if forced is not None:
+        # The sandbox ended the call: whatever the tool printed, the status is forced.
+        assert succeeded.status is failed.status is silent.status is forced
+        assert succeeded.error == "the message"
+    else:
+        assert succeeded.status is ToolStatus.OK and succeeded.output == "printed\n42"
+        assert failed.status is ToolStatus.ERROR and "ValueError: no" in (failed.error or "")
+        assert silent.status is ToolStatus.OUTPUT_TRUNCATED
