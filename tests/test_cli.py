@@ -191,3 +191,19 @@ def test_tools_list_as_a_table_and_as_json(tmp_path: Path) -> None:
     assert {"name": "python.run", "profile": "default"}.items() <= as_json[
         [t["name"] for t in as_json].index("python.run")
     ].items()
+
+
+def test_two_cli_processes_share_one_rate_limit(tmp_path: Path, images: object) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\nrules:\n  - {name: python, tools: python.run, decision: allow}\n"
+        "rate_limits:\n  - {name: one, tools: python.run, scope: global, rate: 1, per_s: 3600}\n"
+    )
+    code = json.dumps({"code": "print(1)"})
+    first = stockade("tools", "call", "python.run", "--json", "--policy", str(policy),
+                     "--args", code, home=tmp_path)  # fmt: skip
+    second = stockade("tools", "call", "python.run", "--json", "--policy", str(policy),
+                      "--args", code, home=tmp_path)  # fmt: skip
+    assert json.loads(first.stdout)["status"] == "ok", first.stdout
+    refused = json.loads(second.stdout)
+    assert refused["status"] == "rate_limited" and refused["retry_after_s"] > 3000

@@ -24,6 +24,7 @@ from orchestrator.audit import AuditLog
 from orchestrator.config import LoadedConfig, StockadeConfig
 from orchestrator.gateway import ApprovalGate, Gateway
 from orchestrator.metrics import Metrics
+from orchestrator.policy import SqliteLimitStore
 from orchestrator.platform._parts import check_configuration, image_builder, policy_file
 from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.sandbox.docker_backend import DockerBackend
@@ -128,12 +129,16 @@ class Platform:
             )
             # Pending records are made durable before the backend goes (LIFO).
             stack.push_async_callback(audit.aclose)
+            limits = SqliteLimitStore(settings.limits_db)
+            stack.callback(limits.close)
             gateway = Gateway(
                 ToolExecutor(registry, backend, profiles=profiles.values(), workspaces=workspaces),
                 policy,
                 audit,
                 approvals=ApprovalGate(store, chain),
                 metrics=own_metrics,
+                # Every orchestrator process of this host draws on one set of limits.
+                limit_store=limits,
                 policy_source=str(policy_file(settings)),
             )
             yield cls(
