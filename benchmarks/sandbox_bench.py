@@ -20,16 +20,19 @@ import asyncio
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import docker
 
+from orchestrator.config import load_config
+from orchestrator.platform import Platform, image_builder
 from orchestrator.sandbox._container import container_options
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecStatus
-from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.profile import SandboxProfile
 
 ARGV = ("echo", "ok")
@@ -131,11 +134,19 @@ async def main() -> None:
     args = parser.parse_args()
 
     client = docker.from_env()
-    images = ImageBuilder(client)
     build_s = images_build_seconds(client) if args.images else None
+    state = tempfile.TemporaryDirectory(prefix="stockade-bench-")
+    config = Path(state.name) / "stockade.yaml"
+    config.write_text(
+        f"state_dir: {state.name}\nsandbox:\n  runtime: {args.runtime}\n"
+        "  backend: {max_starting: " + str(args.max_starting) + "}\n"
+        "  profiles:\n    bench: {image: stockade-sandbox, pool_size: 4}\n"
+    )
+    loaded = load_config(config)
+    images = image_builder(loaded.config, client)
     images.build_all()
     image = images.resolve("stockade-sandbox")
-    profile = SandboxProfile(name="bench", runtime=args.runtime, pool_size=4)
+    profile = loaded.config.sandbox.effective_profiles()["bench"]
     executor = ThreadPoolExecutor(max_workers=8)
     loop = asyncio.get_running_loop()
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
@@ -146,9 +157,9 @@ async def main() -> None:
     raw_lat = [raw_loop_once(client, profile, image) for _ in range(args.cold_calls)]
 
     results: dict[str, object] = {}
-    async with DockerBackend(
-        client, images=images, profiles=[profile], max_starting=args.max_starting
-    ) as backend:
+    async with Platform.open(loaded) as platform:
+        backend = platform.sandbox
+        assert isinstance(backend, DockerBackend)
         await backend.wait_warm(profile)
         log(f"(c) warm pool x{args.warm_calls}")
         warm_lat = []
@@ -179,6 +190,7 @@ async def main() -> None:
             pool_rate = await throughput(stockade_call, concurrency, args.seconds)
             rates[concurrency] = (raw_rate, pool_rate)
     executor.shutdown()
+    state.cleanup()
 
     run50 = percentiles(run_lat)[0]
     warm50 = percentiles(warm_lat)[0]

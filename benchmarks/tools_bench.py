@@ -1,7 +1,8 @@
 """Tool-call latency through the warm pool: ``python.run`` and ``files.read``.
 
-Each call goes the whole way an agent's call goes after policy: host-side
-validation, a warm container from the pool, ``python3 -m stockade_sdk.run``
+Each call goes the whole way an agent's call goes, through the platform's
+gateway (shipped dev policy, durable audit): host-side validation, the policy,
+a warm container from the pool, ``python3 -m stockade_sdk.run``
 inside it, the workspace in and out, the result parsed into a ToolResult.
 Beside them, the trivial sandbox call (``echo ok``) of sandbox_bench.py.
 Run: ``.venv/bin/python benchmarks/tools_bench.py``.
@@ -17,20 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import docker
-
+from orchestrator.assets import shipped
+from orchestrator.config import load_config
+from orchestrator.platform import Platform
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecStatus
-from orchestrator.sandbox.images import ImageBuilder
-from orchestrator.sandbox.profile import SandboxProfile
-from orchestrator.sandbox.workspace import WorkspaceManager
-from orchestrator.tools import (
-    DEFAULT_TOOL_PROFILE,
-    ToolCall,
-    ToolExecutor,
-    ToolRegistry,
-    ToolStatus,
-)
+from orchestrator.tools import ToolCall, ToolStatus
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -44,28 +37,28 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--runtime", choices=["runc", "runsc"], default="runc")
     args = parser.parse_args()
-    client = docker.from_env()
-    images = ImageBuilder(client)
-    images.build_all()
-    registry = ToolRegistry()
-    for toolkit in ("toolkits.files", "toolkits.python"):
-        registry.load(toolkit)
-    profile = DEFAULT_TOOL_PROFILE.model_copy(update={"pool_size": 2})
-    trivial = SandboxProfile(name="trivial", pool_size=2)
     with tempfile.TemporaryDirectory(prefix="stockade-bench-") as home:
-        workspaces = WorkspaceManager(Path(home))
-        (workspaces.open("bench").path / "notes.txt").write_text("hello\n" * 100)
-        async with DockerBackend(client, images=images, profiles=[profile, trivial]) as backend:
-            executor = ToolExecutor(registry, backend, profiles=[profile], workspaces=workspaces)
+        config = Path(home) / "stockade.yaml"
+        config.write_text(
+            f"state_dir: {home}\npolicy: {shipped('policies') / 'dev.yaml'}\n"
+            "toolkits: [toolkits.files, toolkits.python]\n"
+            "sandbox:\n  runtime: " + args.runtime + "\n"
+            "  profiles:\n    default: {pool_size: 2}\n"
+            "    trivial: {image: stockade-sandbox, pool_size: 2}\n"
+        )
+        async with Platform.open(load_config(config), warm=True) as platform:
+            backend = platform.sandbox
+            assert isinstance(backend, DockerBackend)
+            profile, trivial = platform.profiles["default"], platform.profiles["trivial"]
+            (platform.workspaces.open("bench").path / "notes.txt").write_text("hello\n" * 100)
             calls = {
-                "python.run `print(1)`": ToolCall(
-                    id="b", name="python.run", arguments={"code": "print(1)"}
-                ),
-                "files.read (workspace of 1 file)": ToolCall(
-                    id="b", name="files.read", arguments={"path": "notes.txt"}, run_id="bench"
-                ),
-            }
+                "python.run `print(1)`": {"name": "python.run", "arguments": {"code": "print(1)"}},
+                "files.read (workspace of 1 file)": {
+                    "name": "files.read", "arguments": {"path": "notes.txt"}, "run_id": "bench",
+                },
+            }  # fmt: skip
             rows: list[tuple[str, list[float]]] = []
             samples: list[float] = []
             for _ in range(args.calls):
@@ -78,14 +71,15 @@ async def main() -> None:
             for label, call in calls.items():
                 print(f"{label} x{args.calls}", file=sys.stderr)
                 samples = []
-                for _ in range(args.calls):
+                for number in range(args.calls):
                     await backend.wait_warm(profile)
                     began = time.perf_counter()
-                    outcome = await executor.execute(call)
+                    outcome = await platform.gateway.call(ToolCall(id=f"b{number}", **call))
                     samples.append(time.perf_counter() - began)
                     assert outcome.status is ToolStatus.OK, outcome
                 rows.append((label, samples))
             assert json.loads(outcome.output)["content"].startswith("hello")
+    print(f"runtime: {args.runtime}; tool calls through the gateway (dev policy, no limits)\n")
     print("| call | calls | p50 ms | p99 ms |")
     print("|---|---|---|---|")
     for label, samples in rows:
