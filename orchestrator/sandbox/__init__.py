@@ -5,7 +5,6 @@ per profile hides the start-up latency. See ``README.md`` for the model.
 """
 
 from orchestrator.sandbox.backend import SandboxBackend
-from orchestrator.sandbox.config import load_profile
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
 from orchestrator.sandbox.images import BuiltImage, ImageBuilder
@@ -28,6 +27,5 @@ __all__ = [
     "Workspace",
     "WorkspaceChanges",
     "WorkspaceManager",
-    "load_profile",
     "reap",
 ]

@@ -263,3 +263,13 @@ def test_cli_config_check_show_schema_example(tmp_path: Path) -> None:
     assert schema.output == render_config_schema()
     example = runner.invoke(cli, ["config", "example"])
     assert example.output == EXAMPLE.read_text()
+
+
+def test_config_file_read_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read configuration file") as caught:
+        load_config(tmp_path / "missing.yaml", environ={})
+    assert caught.value.file == str(tmp_path / "missing.yaml")
+    broken = write(tmp_path, "sandbox: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML") as caught:
+        load_config(broken, environ={})
+    assert caught.value.file == str(broken)
