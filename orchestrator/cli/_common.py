@@ -34,6 +34,7 @@ __all__ = [
     "progress",
     "run_async",
     "table",
+    "toolkit_option",
 ]
 
 EXIT_OK = 0
@@ -56,14 +57,24 @@ def config_option(command: F) -> F:
     )(command)
 
 
+def toolkit_option(command: F) -> F:
+    """``--toolkit PKG`` (repeatable): the toolkits, instead of the configured ones."""
+    return click.option(
+        "--toolkit",
+        "toolkits",
+        multiple=True,
+        help="Importable toolkit package (repeatable). Default: the configuration's toolkits.",
+    )(command)
+
+
 def json_option(command: F) -> F:
     """``--json``: print a machine-readable document instead of the human view."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")(command)
 
 
-def load(config_file: Path | None, **flags: Any) -> LoadedConfig:
+def load(config_file: Path | None, *, toolkits: tuple[str, ...] = (), **flags: Any) -> LoadedConfig:
     """The effective configuration; ``flags`` are dotted fields set on the command line."""
-    return load_config(config_file, flags=flags)
+    return load_config(config_file, flags={**flags, "toolkits": list(toolkits) or None})
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

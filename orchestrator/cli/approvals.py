@@ -6,6 +6,7 @@ import getpass
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,7 +17,8 @@ __all__ = ["approvals"]
 
 
 def _store(config_file: Path | None, db: Path | None) -> ApprovalStore:
-    return ApprovalStore(load(config_file, **{"approvals.database": db}).config.approvals_db)
+    flags: dict[str, Any] = {"approvals.database": db}
+    return ApprovalStore(load(config_file, **flags).config.approvals_db)
 
 
 DB_OPTION = click.option(

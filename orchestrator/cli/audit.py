@@ -35,14 +35,18 @@ def audit_verify(config_file: Path | None, as_json: bool, path: Path | None) -> 
     """Check the hash chain of the log at PATH (default: the configured log); exit 1 if broken."""
     log = _log_path(config_file, path)
     report = verify(log)
+    # A rotated log is several files, one chain; a problem is named with its own file.
+    bad = str(report.file) if report.file else None
     if as_json:
         echo_json({"file": str(log), "ok": report.ok, "records": report.records,
+                   "files": [str(file) for file in report.files], "bad_file": bad,
                    "line": report.line, "problem": report.problem})  # fmt: skip
     elif report.ok:
-        click.echo(f"{log}: ok, {report.records} records, chain intact")
+        across = f" across {len(report.files)} files" if len(report.files) > 1 else ""
+        click.echo(f"{log}: ok, {report.records} records, chain intact{across}")
     else:
         click.echo(
-            f"{log}:{report.line}: {report.problem} ({report.records} good records before)",
+            f"{bad or log}:{report.line}: {report.problem} ({report.records} good records before)",
             err=True,
         )
     if not report.ok:

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli._common import config_option, echo_json, json_option, load, progress, table
+from orchestrator.cli._common import (
+    config_option,
+    echo_json,
+    json_option,
+    load,
+    progress,
+    table,
+    toolkit_option,
+)
 from orchestrator.platform import image_builder
 from orchestrator.sandbox.engine import connect_engine
 from orchestrator.sandbox.reaper import reap
@@ -22,19 +30,22 @@ def images() -> None:
 
 @images.command("build")
 @config_option
+@toolkit_option
 @json_option
 @click.option(
     "--base-image",
     help="Registry image to use as base (e.g. python:3.12-slim). Default: the configuration's "
     "images.base_image, else build from Debian packages.",
 )
-def images_build(config_file: Path | None, as_json: bool, base_image: str | None) -> None:
+def images_build(
+    config_file: Path | None, toolkits: tuple[str, ...], as_json: bool, base_image: str | None
+) -> None:
     """Build the sandbox images; only what changed is rebuilt.
 
-    Toolkits outside the built-ins named in the configuration are baked into
-    the tools image with their requirements.
+    Toolkits outside the built-ins (named in the configuration or with
+    --toolkit) are baked into the tools image with their requirements.
     """
-    settings = load(config_file, **{"images.base_image": base_image}).config
+    settings = load(config_file, toolkits=toolkits, **{"images.base_image": base_image}).config
     builder = image_builder(settings, connect_engine(), progress=progress)
     started = time.monotonic()
     built = builder.build_all()

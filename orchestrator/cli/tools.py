@@ -18,6 +18,7 @@ from orchestrator.cli._common import (
     load,
     run_async,
     table,
+    toolkit_option,
 )
 from orchestrator.platform import Platform, build_registry
 from orchestrator.tools import ToolCall, ToolResult, ToolStatus
@@ -32,10 +33,11 @@ def tools() -> None:
 
 @tools.command("list")
 @config_option
+@toolkit_option
 @json_option
-def tools_list(config_file: Path | None, as_json: bool) -> None:
+def tools_list(config_file: Path | None, toolkits: tuple[str, ...], as_json: bool) -> None:
     """The configured toolkits' tools, their sandbox profiles and what they do."""
-    specs = build_registry(load(config_file)).tools()
+    specs = build_registry(load(config_file, toolkits=toolkits)).tools()
     if as_json:
         echo_json([{"name": s.name, "profile": s.profile, "description": s.description}
                    for s in specs])  # fmt: skip
@@ -48,10 +50,11 @@ def tools_list(config_file: Path | None, as_json: bool) -> None:
 
 @tools.command("schema")
 @config_option
+@toolkit_option
 @click.argument("name")
-def tools_schema(config_file: Path | None, name: str) -> None:
+def tools_schema(config_file: Path | None, toolkits: tuple[str, ...], name: str) -> None:
     """The tool NAME in OpenAI's function-calling format (JSON)."""
-    registry = build_registry(load(config_file))
+    registry = build_registry(load(config_file, toolkits=toolkits))
     spec = registry.get(name)
     if spec is None:
         known = ", ".join(s.name for s in registry.tools()) or "none"
@@ -101,6 +104,7 @@ def _show(result: ToolResult) -> None:
 
 @tools.command("call")
 @config_option
+@toolkit_option
 @json_option
 @click.argument("name")
 @click.option(
@@ -135,6 +139,7 @@ def _show(result: ToolResult) -> None:
 def tools_call(  # click passes every option by keyword
     *,
     config_file: Path | None,
+    toolkits: tuple[str, ...],
     as_json: bool,
     name: str,
     arguments: str,
@@ -162,6 +167,7 @@ def tools_call(  # click passes every option by keyword
     workspaces_dir = workspace.resolve().parent if workspace else None
     loaded = load(
         config_file,
+        toolkits=toolkits,
         policy=policy_path,
         workspaces_dir=workspaces_dir,
         **{
