@@ -1,15 +1,23 @@
-"""Approving or denying by rule, with the policy's own matcher."""
+"""Approving or denying by rule, with the policy's own matcher (so RE2 for ``regex``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    model_validator,
+)
 
 from orchestrator.approvals._approver import ApprovalDecision
 from orchestrator.approvals._request import ApprovalRequest
 from orchestrator.policy import CallMatch, Condition, Globs
+from orchestrator.policy._conditions import conditions_of
 
 __all__ = ["AutoApprovalRule", "AutoApprover"]
 
@@ -33,6 +41,15 @@ class AutoApprovalRule(BaseModel):
     """Why; shown to the model on a denial."""
 
     _match: CallMatch = PrivateAttr()
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _named_in_errors(
+        cls, data: Any, handler: ModelWrapValidatorHandler[AutoApprovalRule]
+    ) -> AutoApprovalRule:
+        name = data.get("name") if isinstance(data, dict) else None
+        with conditions_of(f"auto-approval rule {name!r}" if isinstance(name, str) else ""):
+            return handler(data)
 
     @model_validator(mode="after")
     def _compile(self) -> AutoApprovalRule:

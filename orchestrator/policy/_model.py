@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator.policy._base import STRICT, Globs, LocatedValueError, compile_globs
-from orchestrator.policy._conditions import Condition
+from orchestrator.policy._conditions import Condition, conditions_of
 from orchestrator.policy._match import CallMatch
+from orchestrator.policy._re2 import LinearRegex, RegexError
 
 __all__ = ["Effect", "ModelLimits", "Policy", "RateLimit", "RetrySettings", "Rule"]
 
@@ -66,6 +74,13 @@ class Rule(BaseModel):
     """How long a ``require_approval`` call waits for a decision (absent: the policy's)."""
 
     _match: CallMatch = PrivateAttr()
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _named_in_errors(cls, data: Any, handler: ModelWrapValidatorHandler[Rule]) -> Rule:
+        name = data.get("name") if isinstance(data, dict) else None
+        with conditions_of(f"rule {name!r}" if isinstance(name, str) else ""):
+            return handler(data)
 
     @model_validator(mode="after")
     def _compile(self) -> Rule:
@@ -152,10 +167,10 @@ class Policy(BaseModel):
     model_limits: ModelLimits = Field(default_factory=ModelLimits)
     """Token and model-call budgets per run."""
     redact: list[str] = Field(default_factory=list)
-    """Regular expressions for secrets: matches in strings of the audit log are replaced,
-    and a mapping entry whose key matches has its whole value replaced."""
+    """Regular expressions (RE2 syntax) for secrets: matches in strings of the audit log are
+    replaced, and a mapping entry whose key matches has its whole value replaced."""
 
-    _redact: tuple[re.Pattern[str], ...] = PrivateAttr(default=())
+    _redact: tuple[LinearRegex, ...] = PrivateAttr(default=())
     _table: tuple[tuple[CallMatch, Rule], ...] = PrivateAttr(default=())
     _by_tool: dict[str, tuple[tuple[CallMatch, Rule], ...]] = PrivateAttr(default_factory=dict)
 
@@ -164,11 +179,9 @@ class Policy(BaseModel):
     def _patterns_compile(cls, patterns: list[str]) -> list[str]:
         for index, pattern in enumerate(patterns):
             try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise LocatedValueError(
-                    f"invalid regular expression {pattern!r}: {exc}", (index,)
-                ) from exc
+                LinearRegex(pattern)
+            except RegexError as exc:
+                raise LocatedValueError(str(exc), (index,)) from None
         return patterns
 
     @model_validator(mode="after")
@@ -187,7 +200,7 @@ class Policy(BaseModel):
                         (field, index, "name"),
                     )
                 first[name] = index
-        self._redact = tuple(re.compile(pattern) for pattern in self.redact)
+        self._redact = tuple(LinearRegex(pattern) for pattern in self.redact)
         # Reading a pydantic private attribute costs microseconds; rules_for
         # reads this one table instead of one attribute per rule.
         self._table = tuple((rule.match, rule) for rule in self.rules)
@@ -208,6 +221,6 @@ class Policy(BaseModel):
         return found
 
     @property
-    def redact_patterns(self) -> tuple[re.Pattern[str], ...]:
-        """The ``redact`` patterns, compiled."""
+    def redact_patterns(self) -> tuple[LinearRegex, ...]:
+        """The ``redact`` patterns, compiled for RE2."""
         return self._redact

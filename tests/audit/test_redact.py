@@ -1,13 +1,30 @@
-"""Redaction of secrets in what the audit log keeps."""
+"""Redaction of secrets in what the audit log keeps, in linear time (RE2)."""
 
 from __future__ import annotations
 
+import json
 import re
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from orchestrator.audit import REDACTED, redact
+from orchestrator.audit._redact import MAX_REPLACEMENTS
+from orchestrator.tools import MAX_ARGUMENT_BYTES
+
+LARGEST = MAX_ARGUMENT_BYTES - len(json.dumps({"x": ""}))
+"""The longest single string argument the registry admits."""
+NESTED = "(a+)+$"
+"""Exponential in Python's backtracking re: each extra `a` doubles the work."""
+
+
+def cpu_seconds(action: Callable[[], Any]) -> float:
+    started = time.process_time()
+    action()
+    return time.process_time() - started
+
 
 PATTERNS = [r"sk-[A-Za-z0-9]{10,}", r"(?i)password=\S+", r"(?i)^(api_key|authorization)$"]
 
@@ -41,3 +58,41 @@ def test_redact_accepts_compiled_patterns_and_leaves_the_input_alone() -> None:
     assert redact(original, [re.compile(PATTERNS[0])]) == {"code": REDACTED}
     assert original == {"code": "sk-0123456789ab"}
     assert redact(original, []) is original
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"x": "a" * 40 + "!"},  # in a value
+        {"a" * 40 + "!": "x"},  # in a key
+        {"x": "a" * (LARGEST - 1) + "!"},
+    ],
+    ids=["value", "key", "largest"],
+)
+def test_a_nested_quantifier_in_redact_costs_nothing(value: dict[str, str]) -> None:
+    assert cpu_seconds(lambda: redact(value, [NESTED])) < 0.1
+
+
+def test_a_match_per_character_with_a_look_to_the_end_is_bounded() -> None:
+    # Every match is one "a", but only the end of the text shows that `.*z`
+    # fails: each match costs a pass over the rest. Python's re took minutes.
+    text = "a" * LARGEST
+    redacted: list[Any] = []
+    assert cpu_seconds(lambda: redacted.append(redact(text, ["a(?:.*z)?"]))) < 1.0
+    assert redacted[0] == REDACTED * (MAX_REPLACEMENTS + 1)
+
+
+def test_past_the_cap_the_rest_of_the_string_is_replaced_whole() -> None:
+    text = " ".join(f"sk-{n:024d}" for n in range(MAX_REPLACEMENTS + 50)) + " tail"
+    redacted = redact(text, [r"sk-\d{24}"])
+    assert redacted == " ".join([REDACTED] * MAX_REPLACEMENTS) + " " + REDACTED
+    few = " ".join(f"sk-{n:024d}" for n in range(3)) + " tail"
+    assert redact(few, [r"sk-\d{24}"]) == f"{REDACTED} {REDACTED} {REDACTED} tail"
+
+
+def test_inline_flags_stay_inside_their_own_pattern() -> None:
+    # redact() tries all patterns as one alternation first; (?i) must not leak.
+    assert redact({"x": "TOKEN secret"}, ["(?i)secret", "token"]) == {"x": f"TOKEN {REDACTED}"}
+    assert redact({"x": "ab"}, [re.compile("A", re.IGNORECASE)]) == {"x": f"{REDACTED}b"}
+    with pytest.raises(ValueError, match="verbose"):
+        redact("a", [re.compile("a  # comment", re.VERBOSE)])

@@ -19,6 +19,8 @@ ARGS: dict[str, Any] = {
     "path": "src/pkg/main.py",
     "items": [1, 2, 3],
     "empty": "",
+    "word": "café",
+    "line": "x\n",
     "opts": {"level": "high", "list": ["a", "b"], "nested": {"deep": None}},
 }
 
@@ -47,11 +49,18 @@ def matches(when: Any, arguments: dict[str, Any] = ARGS) -> bool:
         ({"arg": "mode", "one_of": ["slow", "fast"]}, True),
         ({"arg": "mode", "one_of": ["slow"]}, False),
         ({"arg": "flag", "one_of": [1, 2]}, False),
-        # regex: re.search on strings only
+        # regex: an RE2 search (linear time), on strings only
         ({"arg": "code", "regex": r"import\s+os"}, True),
         ({"arg": "code", "regex": r"^print"}, False),
         ({"arg": "code", "regex": r"(?m)^print"}, True),
+        ({"arg": "code", "regex": r"(?i)IMPORT\s+OS"}, True),
         ({"arg": "n", "regex": "5"}, False),
+        # RE2, not Python: \w \d \s \b are ASCII, and $ is the very end (no final newline)
+        ({"arg": "word", "regex": r"^\w+$"}, False),
+        ({"arg": "word", "regex": r"^\pL+$"}, True),
+        ({"arg": "line", "regex": r"x$"}, False),
+        ({"arg": "line", "regex": r"x\n?$"}, True),
+        ({"arg": "line", "regex": r"(?m)x$"}, True),
         # glob: the whole string, * crosses /
         ({"arg": "path", "glob": "src/*.py"}, True),
         ({"arg": "path", "glob": "*.js"}, False),
