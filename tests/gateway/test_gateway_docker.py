@@ -8,21 +8,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker
 import pytest
 
-from orchestrator.approvals import ApprovalStore, AutoApprovalRule, AutoApprover
-from orchestrator.assets import shipped
-from orchestrator.audit import AuditLog, verify
-from orchestrator.gateway import ApprovalGate, Gateway
-from orchestrator.metrics import Metrics
-from orchestrator.policy import load_policy
-from orchestrator.sandbox.docker_backend import DockerBackend
+from orchestrator.approvals import ApprovalStore
+from orchestrator.audit import verify
+from orchestrator.config import load_config
+from orchestrator.gateway import Gateway
+from orchestrator.platform import Platform
 from orchestrator.sandbox.images import ImageBuilder
-from orchestrator.sandbox.workspace import WorkspaceManager
-from orchestrator.tools import ToolCall, ToolExecutor, ToolStatus
-
-from .conftest import registry
+from orchestrator.tools import ToolCall, ToolStatus
 
 pytestmark = pytest.mark.docker
 
@@ -35,29 +29,22 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(
-    docker_client: docker.DockerClient, images: ImageBuilder, no_leaks: None, tmp_path: Path
-) -> AsyncIterator[Stack]:
-    policy = load_policy(shipped("policies") / "default.yaml")
-    store = ApprovalStore(tmp_path / "approvals.db")
+async def stack(images: ImageBuilder, no_leaks: None, tmp_path: Path) -> AsyncIterator[Stack]:
+    """The platform as assembled from a stockade.yaml: shipped default policy, an approvers file."""
+    approvers = tmp_path / "approvers.yaml"
     # Deleting files under tmp/ is approved by rule; anything else waits for a person.
-    rule = {
-        "name": "scratch",
-        "tools": "files.delete",
-        "when": {"arg": "path", "glob": "tmp/*"},
-        "decision": "approve",
-    }
-    approvers = [AutoApprover([AutoApprovalRule.model_validate(rule)])]
-    async with DockerBackend(docker_client, images=images, reap_on_start=False) as backend:
-        executor = ToolExecutor(registry(), backend, workspaces=WorkspaceManager(tmp_path / "ws"))
-        gateway = Gateway(
-            executor,
-            policy,
-            AuditLog(tmp_path / "audit.jsonl", redact_patterns=policy.redact),
-            approvals=ApprovalGate(store, approvers, poll_s=0.05),
-            metrics=Metrics(),
-        )
-        yield Stack(gateway, tmp_path / "audit.jsonl", store)
+    approvers.write_text(
+        "auto:\n  - name: scratch\n    tools: files.delete\n"
+        "    when: {arg: path, glob: 'tmp/*'}\n    decision: approve\n"
+    )
+    config = tmp_path / "stockade.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path}\ntoolkits: [toolkits.files, toolkits.python, toolkits.shell]\n"
+        "approvals:\n  approvers: approvers.yaml\n"
+        "sandbox:\n  profiles:\n    default: {pool_size: 1}\n"
+    )
+    async with Platform.open(load_config(config, environ={})) as platform:
+        yield Stack(platform.gateway, platform.config.audit_path, platform.approvals)
 
 
 def call(name: str, number: int, **arguments: object) -> ToolCall:
