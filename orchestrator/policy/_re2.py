@@ -14,13 +14,15 @@ atomic groups or possessive quantifiers, verbose mode ``(?x)``, or ``\\Z``
 (write ``\\z``); ``$`` without ``(?m)`` matches only at the very end (not
 before a final newline); ``\\b``, ``\\w``, ``\\d`` and ``\\s`` are ASCII (use
 ``\\pL``, ``\\pN`` or ``[[:space:]]`` for more); counted repetition stops at
-``{1000}``. A pattern RE2 cannot compile is a :class:`RegexError` whose
-message says why.
+``{1000}``, and ``{,n}`` is not a repetition (Python reads it as ``{0,n}``,
+RE2 as the literal text, so it is refused). A pattern RE2 cannot compile is a
+:class:`RegexError` whose message says why.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 # google-re2 ships no type information; this module is its typed face.
@@ -59,6 +61,9 @@ def _options() -> Any:
 
 _OPTIONS = _options()
 
+# `{,n}` after an unescaped character: a repetition to Python, literal text to RE2.
+_OPEN_LOWER_BOUND = re.compile(r"(?:^|[^\\])(?:\\\\)*\{,\d*\}")
+
 
 class RegexError(ValueError):
     """A pattern RE2 cannot compile; the message names the pattern and why."""
@@ -89,12 +94,13 @@ class LinearRegex:
 
     def __init__(self, pattern: str) -> None:
         """Compile ``pattern``; raises :class:`RegexError` if RE2 cannot."""
+        invalid = f"invalid regular expression {pattern!r} (RE2 syntax)"
+        if _OPEN_LOWER_BOUND.search(pattern):
+            raise RegexError(f"{invalid}: {{,n}} would match itself (write {{0,n}} to repeat)")
         try:
             self._regexp: Any = _compile(pattern)
         except re2.error as exc:
-            raise RegexError(
-                f"invalid regular expression {pattern!r} (RE2 syntax): {_reason(exc)}"
-            ) from None
+            raise RegexError(f"{invalid}: {_reason(exc)}") from None
         self.pattern = pattern
 
     def search(self, text: str) -> bool:

@@ -133,6 +133,7 @@ UNSUPPORTED = [
     ("(?x) a b", "verbose mode"),
     ("a{1001}", "counted repetition stops at {1000}"),
     ("(x", "missing )"),
+    ("x{,3}", "write {0,n}"),  # Python: up to 3; RE2: the text "x{,3}"
 ]
 
 
