@@ -108,7 +108,7 @@ def test_tools_call_goes_through_the_gateway(tmp_path: Path, images: object) -> 
         edit = '{"command": "echo edited"}'
         approved = stockade("approvals", "approve", request_id, "--args", edit, home=tmp_path)
         assert approved.returncode == 0, approved.stderr
-        out, err = waiting.communicate(timeout=60)
+        out, _ = waiting.communicate(timeout=60)
     finally:
         waiting.kill()
         waiting.communicate()

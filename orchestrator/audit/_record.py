@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.policy import Effect
+from orchestrator.sandbox.egress import EgressConnection
 
 __all__ = ["ApprovalInfo", "AuditEvent", "AuditRecord", "EgressConnection", "RateLimitInfo"]
 
@@ -65,29 +66,6 @@ class RateLimitInfo(BaseModel):
     """Seconds the caller was told to wait."""
     limit: str | None = None
     """The limit that refused."""
-
-
-class EgressConnection(BaseModel):
-    """One connection the sandbox tried through the egress proxy."""
-
-    model_config = _FROM_ATTRIBUTES
-
-    host: str
-    """Destination host as requested."""
-    port: int
-    """Destination port."""
-    allowed: bool
-    """The proxy let it through."""
-    reason: str = ""
-    """Why it was refused."""
-    address: str | None = None
-    """The address connected to, after DNS."""
-    bytes_out: int = 0
-    """Bytes sent."""
-    bytes_in: int = 0
-    """Bytes received."""
-    duration_s: float = 0.0
-    """How long the connection lasted."""
 
 
 class AuditRecord(BaseModel):

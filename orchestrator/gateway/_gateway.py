@@ -27,7 +27,6 @@ from orchestrator.audit import (
     AuditEvent,
     AuditLog,
     AuditRecord,
-    EgressConnection,
     RateLimitInfo,
 )
 from orchestrator.errors import ConfigError, InfrastructureError
@@ -446,7 +445,7 @@ class Gateway:
                 duration_s=round(elapsed, 6),
                 output_bytes=len(result.output.encode("utf-8", "replace")),
                 output=result.output or None,
-                egress=[EgressConnection.model_validate(event) for event in result.egress],
+                egress=list(result.egress),
                 error=result.error,
                 detail=detail,
             )

@@ -13,6 +13,7 @@ from orchestrator.strict import STRICT, LocatedValueError
 
 __all__ = ["STRICT", "Globs", "LocatedValueError", "compile_globs"]
 
+
 def _as_list(value: object) -> object:
     return [value] if isinstance(value, str) else value
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from orchestrator.sandbox.egress import (
     Connector,
-    EgressEvent,
+    EgressConnection,
     EgressPolicy,
     EgressProxy,
     Resolver,
@@ -36,9 +36,9 @@ class EgressGate:
     directory: Path
     server: asyncio.Server
     proxy: EgressProxy
-    events: list[EgressEvent] = field(default_factory=list)
+    events: list[EgressConnection] = field(default_factory=list)
 
-    async def settle(self, timeout_s: float = 1.0) -> list[EgressEvent]:
+    async def settle(self, timeout_s: float = 1.0) -> list[EgressConnection]:
         """The events so far, after open connections (closing as the call ends) report."""
         await self.proxy.wait_idle(timeout_s)
         return list(self.events)
@@ -69,7 +69,7 @@ class EgressGates:
         directory = Path(tempfile.mkdtemp(prefix="stockade-egress-", dir=self._root))
         # The sandbox user must reach the socket; nothing else lives here.
         await asyncio.to_thread(directory.chmod, 0o755)
-        events: list[EgressEvent] = []
+        events: list[EgressConnection] = []
         proxy = EgressProxy(
             policy, on_event=events.append, resolver=self._resolver, connector=self._connector
         )

@@ -35,7 +35,7 @@ from orchestrator.strict import StrictModel
 
 __all__ = [
     "Connector",
-    "EgressEvent",
+    "EgressConnection",
     "EgressPolicy",
     "EgressProxy",
     "Resolver",
@@ -104,19 +104,51 @@ def refusal_for_address(address: IPAddress, allowed: tuple[IPNetwork, ...] = ())
     return None
 
 
-@dataclass(kw_only=True)
-class EgressEvent:
-    """One connection attempt, for the audit log and metrics."""
+class EgressConnection(StrictModel):
+    """One connection a sandbox tried through the egress proxy (results, audit log, metrics)."""
 
     host: str
+    """Destination host as requested."""
     port: int
+    """Destination port."""
     allowed: bool
+    """The proxy let it through."""
+    reason: str = ""
+    """Why it was refused or cut short."""
+    address: str | None = None
+    """The address connected to, after the proxy's own resolution."""
+    bytes_out: int = 0
+    """Bytes sent."""
+    bytes_in: int = 0
+    """Bytes received."""
+    duration_s: float = 0.0
+    """How long the connection lasted."""
+
+
+@dataclass(kw_only=True)
+class _Tracked:
+    """A connection while the proxy serves it; becomes an :class:`EgressConnection` at the end."""
+
+    host: str = ""
+    port: int = 0
+    allowed: bool = False
     reason: str = ""
     address: str | None = None
     bytes_out: int = 0
     bytes_in: int = 0
-    duration_s: float = 0.0
     started: float = field(default_factory=time.monotonic)
+
+    def finished(self) -> EgressConnection:
+        return EgressConnection(
+            host=self.host,
+            port=self.port,
+            allowed=self.allowed,
+            reason=self.reason,
+            address=self.address,
+            bytes_out=self.bytes_out,
+            bytes_in=self.bytes_in,
+            duration_s=time.monotonic() - self.started,
+        )
 
 
 class _Refused(Exception):
@@ -164,7 +196,7 @@ class EgressProxy:
         self,
         policy: EgressPolicy,
         *,
-        on_event: Callable[[EgressEvent], None] = lambda _event: None,
+        on_event: Callable[[EgressConnection], None] = lambda _event: None,
         resolver: Resolver = system_resolver,
         connector: Connector = direct_connector,
     ) -> None:
@@ -193,7 +225,7 @@ class EgressProxy:
 
     async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         """Serve one client connection: check, connect, relay."""
-        event = EgressEvent(host="", port=0, allowed=False)
+        event = _Tracked()
         self._active += 1
         self._idle.clear()
         try:
@@ -207,15 +239,14 @@ class EgressProxy:
         else:
             await self._relay(client_r, client_w, *upstream, event)
         finally:
-            event.duration_s = time.monotonic() - event.started
-            self._on_event(event)
+            self._on_event(event.finished())
             client_w.close()
             self._active -= 1
             if not self._active:
                 self._idle.set()
 
     async def _open(
-        self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter, event: EgressEvent
+        self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter, event: _Tracked
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         head = await client_r.readuntil(b"\r\n\r\n")
         if len(head) > _MAX_HEAD:
@@ -261,7 +292,7 @@ class EgressProxy:
         client_w: asyncio.StreamWriter,
         upstream_r: asyncio.StreamReader,
         upstream_w: asyncio.StreamWriter,
-        event: EgressEvent,
+        event: _Tracked,
     ) -> None:
         budget = [self._policy.max_bytes - event.bytes_out]
 

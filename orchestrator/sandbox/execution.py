@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from orchestrator.errors import ConfigError
-from orchestrator.sandbox.egress import EgressEvent
+from orchestrator.sandbox.egress import EgressConnection
 from orchestrator.sandbox.workspace import Workspace
 from orchestrator.strict import StrictModel
 
@@ -90,5 +90,5 @@ class ExecResult(StrictModel):
     """Workspace paths added, modified or deleted by the call."""
     files_rejected: tuple[str, ...] = ()
     """Workspace entries refused on the way out (links, devices, bad paths)."""
-    egress: tuple[EgressEvent, ...] = ()
+    egress: tuple[EgressConnection, ...] = ()
     """Connections the call tried through the egress proxy, allowed and refused."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
-from orchestrator.sandbox.egress import EgressEvent
+from orchestrator.sandbox.egress import EgressConnection
 from orchestrator.strict import StrictModel
 
 __all__ = ["ToolCall", "ToolResult", "ToolStatus"]
@@ -72,7 +72,7 @@ class ToolResult(StrictModel):
     """Digest of the image the tool ran in."""
     retry_after_s: float | None = None
     """For ``rate_limited``: when trying again can succeed."""
-    egress: tuple[EgressEvent, ...] = ()
+    egress: tuple[EgressConnection, ...] = ()
     """Connections the tool tried through the egress proxy, allowed and refused."""
 
     def for_model(self) -> str:

@@ -19,7 +19,7 @@ from orchestrator.audit import (
 )
 from orchestrator.errors import ErrorCode, InfrastructureError
 from orchestrator.policy import Effect, RateLimitAnswer
-from orchestrator.sandbox.egress import EgressEvent
+from orchestrator.sandbox.egress import EgressConnection
 
 
 def call_record(index: int = 0) -> AuditRecord:
@@ -47,7 +47,7 @@ def test_a_record_carries_everything_the_gateway_knows(tmp_path: Path) -> None:
             "exit_code": 0,
             "duration_s": 0.5,
             "output_bytes": 1234,
-            "egress": [EgressEvent(host="example.com", port=443, allowed=True, bytes_in=99)],
+            "egress": [EgressConnection(host="example.com", port=443, allowed=True, bytes_in=99)],
         }
     )
     assert written["seq"] == 0 and written["prev"] == GENESIS

@@ -12,7 +12,7 @@ from orchestrator.audit import AuditLog, verify
 from orchestrator.errors import ConfigError, ErrorCode, InfrastructureError
 from orchestrator.gateway import Gateway
 from orchestrator.policy import parse_policy
-from orchestrator.sandbox.egress import EgressEvent
+from orchestrator.sandbox.egress import EgressConnection
 from orchestrator.testing.backend import ScriptedBackend, tool_output
 from orchestrator.tools import ToolCall, ToolExecutor, ToolStatus
 
@@ -237,8 +237,12 @@ def test_each_run_gets_one_model_budget_from_the_policy(harness: Build) -> None:
 
 async def test_egress_connections_are_recorded(harness: Build) -> None:
     events = (
-        EgressEvent(host="api.example", port=443, allowed=True, address="192.0.2.7", bytes_in=90),
-        EgressEvent(host="169.254.169.254", port=80, allowed=False, reason="link-local address"),
+        EgressConnection(
+            host="api.example", port=443, allowed=True, address="192.0.2.7", bytes_in=90
+        ),
+        EgressConnection(
+            host="169.254.169.254", port=80, allowed=False, reason="link-local address"
+        ),
     )
     h = harness(script=[tool_output("fetched").model_copy(update={"egress": events})])
     result = await h.gateway.call(call("python.run", code="fetch()"))

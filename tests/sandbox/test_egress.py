@@ -20,7 +20,7 @@ from types import ModuleType
 import pytest
 
 from orchestrator.sandbox.egress import (
-    EgressEvent,
+    EgressConnection,
     EgressPolicy,
     EgressProxy,
     refusal_for_address,
@@ -63,12 +63,12 @@ def forwarder_module() -> ModuleType:
 
 
 class Setup:
-    def __init__(self, port: int, events: list[EgressEvent], proxy: EgressProxy) -> None:
+    def __init__(self, port: int, events: list[EgressConnection], proxy: EgressProxy) -> None:
         self.proxy_port = port
         self.events = events
         self.proxy = proxy
 
-    async def settled(self) -> list[EgressEvent]:
+    async def settled(self) -> list[EgressConnection]:
         """The events once every connection has been reported (bounded wait)."""
         assert await self.proxy.wait_idle(5.0), "a proxied connection did not end"
         return self.events
@@ -107,7 +107,7 @@ async def egress(tmp_path: Path, origin: int, forwarder_module: ModuleType) -> A
         allow_networks=(ipaddress.ip_network("127.0.0.0/8"),),
         max_bytes=100_000,
     )
-    events: list[EgressEvent] = []
+    events: list[EgressConnection] = []
     resolver, connector = FixedResolver(TEST_NAMES), LoopbackOnlyConnector()
     proxy = EgressProxy(
         policy,

@@ -35,7 +35,7 @@ def dead_engine(tmp_path: Path) -> Iterator[docker.DockerClient]:
         lambda client: ImageBuilder(client).resolve("stockade-tools"),
         lambda client: ImageBuilder(client).image_id("stockade-sandbox:0"),
         lambda client: ImageBuilder(client).build_base(),
-        lambda client: reap(client),
+        reap,
     ],
     ids=["resolve", "image_id", "build_base", "reap"],
 )
