@@ -24,8 +24,8 @@ from orchestrator.audit import AuditLog
 from orchestrator.config import LoadedConfig, StockadeConfig
 from orchestrator.gateway import ApprovalGate, Gateway
 from orchestrator.metrics import Metrics
-from orchestrator.policy import SqliteLimitStore
 from orchestrator.platform._parts import check_configuration, image_builder, policy_file
+from orchestrator.policy import SqliteLimitStore
 from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.engine import connect_engine
