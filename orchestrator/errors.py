@@ -16,8 +16,10 @@ __all__ = [
     "ConfigError",
     "ErrorCode",
     "InfrastructureError",
+    "NotFoundError",
     "SandboxTimeoutError",
     "StockadeError",
+    "UsageError",
 ]
 
 
@@ -44,6 +46,18 @@ class ConfigError(StockadeError, ValueError):
         prefix = f"{where}: " if where else ""
         subject = f"{field}: " if field else ""
         super().__init__(f"{prefix}{subject}{message}")
+
+
+class UsageError(StockadeError, ValueError):
+    """A public call was given a value it cannot accept: the calling code's mistake."""
+
+
+class NotFoundError(StockadeError, KeyError):
+    """A public call named something that does not exist (an approval request, a run)."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its argument; a message reads better plain.
+        return str(self.args[0]) if self.args else ""
 
 
 class ErrorCode(StrEnum):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from orchestrator.approvals._request import ApprovalRequest
+from orchestrator.errors import UsageError
 
 __all__ = ["ApprovalDecision", "Approver"]
 
@@ -25,7 +26,7 @@ class ApprovalDecision:
 
     def __post_init__(self) -> None:
         if self.arguments is not None and not self.approved:
-            raise ValueError("edited arguments only make sense when approving")
+            raise UsageError("edited arguments only make sense when approving")
 
 
 class Approver(Protocol):

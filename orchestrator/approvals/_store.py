@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.approvals._request import ApprovalRequest, ApprovalScope, ApprovalStatus
-from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.errors import ErrorCode, InfrastructureError, NotFoundError, UsageError
 
 __all__ = ["ApprovalStore"]
 
@@ -172,7 +172,7 @@ class ApprovalStore:
     ) -> ApprovalRequest:
         """Record a new pending request that can be decided for ``timeout_s`` seconds."""
         if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+            raise UsageError(f"timeout_s must be positive, got {timeout_s}")
         now = self._clock()
         request = ApprovalRequest(
             id=secrets.token_hex(8),
@@ -294,12 +294,12 @@ class ApprovalStore:
         faster) or expired.
         """
         if arguments is not None and not approve:
-            raise ValueError("edited arguments only make sense when approving")
+            raise UsageError("edited arguments only make sense when approving")
         if scope is not ApprovalScope.ONCE:
             if not approve:
-                raise ValueError("only an approval can cover more than one call")
+                raise UsageError("only an approval can cover more than one call")
             if arguments is not None:
-                raise ValueError("a grant for the run cannot edit the arguments")
+                raise UsageError("a grant for the run cannot edit the arguments")
         status = ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED
         now = self._clock()
         edited = json.dumps(arguments) if arguments is not None else None
@@ -324,7 +324,7 @@ class ApprovalStore:
                     (request_id, _PENDING, now),
                 ).fetchone()
                 if row is not None:
-                    raise ValueError(
+                    raise UsageError(
                         f"request {request_id} belongs to no run, so it cannot be granted"
                         f" for the run (scope {scope.value!r}); approve it once"
                     )
@@ -386,7 +386,7 @@ class ApprovalStore:
         while True:
             request = await asyncio.to_thread(self.get, request_id)
             if request is None:
-                raise KeyError(request_id)
+                raise NotFoundError(f"no approval request {request_id}")
             if request.status is ApprovalStatus.EXPIRED:
                 await asyncio.to_thread(self.expire, request_id)
             if request.status is not ApprovalStatus.PENDING:

@@ -14,6 +14,7 @@ from orchestrator.approvals._approver import ApprovalDecision
 from orchestrator.approvals._describe import describe_request
 from orchestrator.approvals._request import ApprovalRequest
 from orchestrator.audit import redact
+from orchestrator.errors import UsageError
 
 __all__ = ["WebhookNotifier", "webhook_payload"]
 
@@ -61,7 +62,7 @@ class WebhookNotifier:
     ) -> None:
         """``headers`` (say an ``Authorization``) go with every post; ``transport`` is for tests."""
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"webhook URL must be http(s), got {url!r}")
+            raise UsageError(f"webhook URL must be http(s), got {url!r}")
         self._url = url
         self._headers = dict(headers or {})
         self._patterns = tuple(redact_patterns)

@@ -12,6 +12,7 @@ import click
 
 from orchestrator.approvals import ApprovalScope, ApprovalStatus, ApprovalStore
 from orchestrator.cli._common import EXIT_FAILED, config_option, echo_json, json_option, load, table
+from orchestrator.errors import UsageError
 
 __all__ = ["approvals"]
 
@@ -97,7 +98,7 @@ def _decide(
             request_id, approve=approve, by=getpass.getuser(), arguments=edited, note=note,
             scope=scope,
         )  # fmt: skip
-    except ValueError as exc:
+    except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
     if decided:
         what = "approved" if approve else "denied"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.approvals import ApprovalRequest, ApprovalStatus, ApprovalStore, Approver
+from orchestrator.errors import NotFoundError
 from orchestrator.tools import ToolCall
 
 __all__ = ["ApprovalGate", "Authorisation"]
@@ -156,7 +157,7 @@ class ApprovalGate:
                     watching.cancel()
                     final = await asyncio.to_thread(self._store.get, request.id)
                     if final is None:
-                        raise KeyError(request.id)
+                        raise NotFoundError(f"approval request {request.id} is gone from the store")
                     return final
         finally:
             for task in (asking, watching):

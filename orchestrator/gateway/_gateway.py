@@ -29,7 +29,7 @@ from orchestrator.audit import (
     AuditRecord,
     RateLimitInfo,
 )
-from orchestrator.errors import ConfigError, InfrastructureError
+from orchestrator.errors import ConfigError, InfrastructureError, UsageError
 from orchestrator.gateway._approval_gate import ApprovalGate
 from orchestrator.gateway._retry import run_with_retries
 from orchestrator.metrics import UNKNOWN_TOOL_LABEL, Metrics
@@ -124,7 +124,7 @@ class Gateway:
         if rate_limiter is None:
             rate_limiter = RateLimiter(policy.rate_limits, store=limit_store)
         elif limit_store is not None and limit_store is not rate_limiter.store:
-            raise ValueError("the rate limiter must keep its states in the gateway's limit store")
+            raise UsageError("the rate limiter must keep its states in the gateway's limit store")
         self._limiter = rate_limiter
         self._default_retry = default_retry or RetrySettings()
         self._retry_wait_s = retry_wait_s

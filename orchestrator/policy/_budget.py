@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator.errors import UsageError
 from orchestrator.policy._limitstore import LimitStore
 from orchestrator.policy._memory_limits import InMemoryLimitStore
 from orchestrator.policy._model import ModelLimits
@@ -101,5 +102,5 @@ class ModelBudget:
     def add_tokens(self, tokens: int) -> None:
         """Record the tokens (prompt and completion) a model call used."""
         if tokens < 0:
-            raise ValueError(f"token counts are never negative, got {tokens}")
+            raise UsageError(f"token counts are never negative, got {tokens}")
         self._store.add_tokens(self._key, tokens)

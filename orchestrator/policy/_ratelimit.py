@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from orchestrator.errors import UsageError
 from orchestrator.policy._limitstore import LimitStore, RateCell, RateVerdict
 from orchestrator.policy._memory_limits import InMemoryLimitStore
 from orchestrator.policy._model import RateLimit
@@ -76,7 +77,7 @@ class RateLimiter:
         means depends on who shares it.
         """
         if store is not None and clock is not None:
-            raise ValueError("give the clock to the store: a store keeps its own clock")
+            raise UsageError("give the clock to the store: a store keeps its own clock")
         self._store = (
             store if store is not None else InMemoryLimitStore(clock=clock or time.monotonic)
         )

@@ -50,7 +50,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.errors import ErrorCode, InfrastructureError, UsageError
 from orchestrator.policy._limitstore import (
     BudgetUsage,
     LimitStore,
@@ -133,7 +133,7 @@ class SqliteLimitStore(LimitStore):
         cannot be opened or initialised.
         """
         if busy_timeout_s <= 0:
-            raise ValueError(f"busy_timeout_s must be positive, got {busy_timeout_s}")
+            raise UsageError(f"busy_timeout_s must be positive, got {busy_timeout_s}")
         self._path = Path(path)
         self._clock = clock
         self._busy_timeout_s = busy_timeout_s

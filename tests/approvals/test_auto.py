@@ -15,7 +15,7 @@ from orchestrator.approvals import (
     AutoApprovalRule,
     AutoApprover,
 )
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, UsageError
 from orchestrator.policy import parse_yaml_model
 
 RULES = [
@@ -95,7 +95,7 @@ async def test_a_plain_async_function_is_an_approver(tmp_path: Path) -> None:
 
 
 def test_edited_arguments_only_on_approval() -> None:
-    with pytest.raises(ValueError, match="only make sense when approving"):
+    with pytest.raises(UsageError, match="only make sense when approving"):
         ApprovalDecision(approved=False, by="x", arguments={})
 
 

@@ -19,6 +19,7 @@ from click.testing import CliRunner, Result
 
 from orchestrator.approvals import ApprovalRequest, ApprovalScope, ApprovalStatus, ApprovalStore
 from orchestrator.cli.approvals import approvals
+from orchestrator.errors import NotFoundError, UsageError
 
 
 class Clock:
@@ -62,7 +63,7 @@ def test_create_and_show(tmp_path: Path) -> None:
         "r1",
     )
     assert store.get("nope") is None
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(UsageError, match="positive"):
         store.create(tool="t", arguments={}, reason="r", timeout_s=0)
 
 
@@ -95,7 +96,7 @@ def test_approve_deny_and_edit(tmp_path: Path) -> None:
 def test_edited_arguments_only_with_approval(tmp_path: Path) -> None:
     store = ApprovalStore(tmp_path / "a.db")
     request = new_request(store)
-    with pytest.raises(ValueError, match="only make sense when approving"):
+    with pytest.raises(UsageError, match="only make sense when approving"):
         store.decide(request.id, approve=False, by="bob", arguments={"command": "ls"})
     assert store.get(request.id) == request
 
@@ -150,7 +151,7 @@ async def test_a_shorter_wait_times_out_and_leaves_the_request_pending(tmp_path:
 
 
 async def test_wait_for_an_unknown_request(tmp_path: Path) -> None:
-    with pytest.raises(KeyError):
+    with pytest.raises(NotFoundError):
         await ApprovalStore(tmp_path / "a.db").wait_for_decision("nope")
 
 
@@ -439,15 +440,15 @@ def test_a_grant_for_identical_calls(tmp_path: Path) -> None:
 def test_only_an_approval_of_a_run_can_be_a_grant(tmp_path: Path) -> None:
     store = ApprovalStore(tmp_path / "a.db")
     request = new_request(store)
-    with pytest.raises(ValueError, match="only an approval"):
+    with pytest.raises(UsageError, match="only an approval"):
         store.decide(request.id, approve=False, by="bob", scope=ApprovalScope.RUN)
-    with pytest.raises(ValueError, match="cannot edit"):
+    with pytest.raises(UsageError, match="cannot edit"):
         store.decide(
             request.id, approve=True, by="bob", arguments={"command": "ls"},
             scope=ApprovalScope.RUN_IDENTICAL,
         )  # fmt: skip
     runless = new_request(store, run_id=None)
-    with pytest.raises(ValueError, match="belongs to no run"):
+    with pytest.raises(UsageError, match="belongs to no run"):
         store.decide(runless.id, approve=True, by="bob", scope=ApprovalScope.RUN)
     assert store.find() == [request, runless], "nothing was decided"
     assert store.decide(runless.id, approve=True, by="bob")

@@ -17,7 +17,7 @@ from orchestrator.approvals import (
     WebhookNotifier,
     load_approvers,
 )
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, UsageError
 from orchestrator.testing import HttpRequest, serve_http
 
 REQUEST = ApprovalRequest(
@@ -108,7 +108,7 @@ async def test_an_unreachable_receiver_is_only_logged(caplog: pytest.LogCaptureF
 
 
 def test_only_http_urls() -> None:
-    with pytest.raises(ValueError, match="must be http"):
+    with pytest.raises(UsageError, match="must be http"):
         WebhookNotifier("file:///etc/passwd")
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.errors import UsageError
 from orchestrator.policy import (
     InMemoryLimitStore,
     LimitStore,
@@ -80,7 +81,7 @@ def test_a_budget_without_a_store_has_its_own() -> None:
 
 
 def test_negative_tokens_are_a_bug() -> None:
-    with pytest.raises(ValueError, match="never negative"):
+    with pytest.raises(UsageError, match="never negative"):
         ModelBudget(ModelLimits()).add_tokens(-1)
 
 

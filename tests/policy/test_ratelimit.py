@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from orchestrator.errors import UsageError
 from orchestrator.policy import (
     InMemoryLimitStore,
     LimitStore,
@@ -175,7 +176,7 @@ def test_idle_state_is_dropped(limiter: Build) -> None:
 
 
 def test_a_store_keeps_its_own_clock() -> None:
-    with pytest.raises(ValueError, match="give the clock to the store"):
+    with pytest.raises(UsageError, match="give the clock to the store"):
         RateLimiter([limit()], store=InMemoryLimitStore(), clock=Clock())
 
 
