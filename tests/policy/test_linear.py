@@ -45,7 +45,11 @@ def cpu_seconds(action: Callable[[], Any], *, runs: int = 1) -> float:
 def test_the_findings_command_is_decided_at_once() -> None:
     arguments = {"command": "rm -" + "r" * 40_000}
     decision = evaluate(DEFAULT, "shell.run", arguments)
-    assert (decision.decision, decision.rule) == (Effect.ALLOW, "shell")  # as before
+    # An rm with a recursive flag (the old pattern missed it: no space after the flag).
+    assert (decision.decision, decision.rule) == (
+        Effect.REQUIRE_APPROVAL,
+        "shell-destructive-needs-approval",
+    )
     assert cpu_seconds(lambda: evaluate(DEFAULT, "shell.run", arguments)) < 0.1
 
 
