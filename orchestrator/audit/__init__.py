@@ -5,7 +5,15 @@ Each line is one record: ``seq`` (0, 1, 2 …), ``ts`` (UTC, ISO 8601),
 :class:`AuditRecord` fields in canonical JSON (sorted keys, no spaces,
 ASCII), then, as the last key, ``hash``: SHA-256 over that JSON. ``verify``
 walks the chain and names the first line that was edited, removed, inserted
-or moved. See :mod:`orchestrator.audit._log` for the fsync and locking rules.
+or moved.
+
+Records are bounded: a value larger than the log's ``max_value_bytes`` is
+kept as its SHA-256, size and first bytes, and the line's ``bounded`` lists
+which. The log rotates by size into numbered files that continue one chain;
+``verify`` and ``tail`` read them all. Callers on an event loop ``await
+log.write(record)``: a background thread commits concurrent records with one
+``fsync``. See :mod:`orchestrator.audit._log` for the fsync, locking and
+rotation rules.
 """
 
 from orchestrator.audit._chain import GENESIS, canonical_json, encode_record, record_hash

@@ -127,6 +127,8 @@ async def test_concurrent_calls_share_fsyncs(tmp_path: Path, monkeypatch: Any) -
     monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real(fd))[1])
     holder = os.open(log, os.O_RDWR)
     fcntl.flock(holder, fcntl.LOCK_EX)  # so the calls' records pile up behind the lock
+    rescue = threading.Timer(2.0, fcntl.flock, (holder, fcntl.LOCK_UN))  # as above
+    rescue.start()
     try:
         calls = [
             asyncio.create_task(
@@ -137,6 +139,7 @@ async def test_concurrent_calls_share_fsyncs(tmp_path: Path, monkeypatch: Any) -
         await asyncio.sleep(0.2)
         assert not any(task.done() for task in calls)
     finally:
+        rescue.cancel()
         os.close(holder)  # releases the lock
     results = await asyncio.wait_for(asyncio.gather(*calls), 10)
     assert all(result.status is ToolStatus.OK for result in results)

@@ -134,3 +134,18 @@ def test_cli_verify_and_tail(tmp_path: Path) -> None:
     rewrite(path, "edit")
     broken = audit_cli("verify", str(path))
     assert broken.returncode == 1 and f"{path}:3: record was edited" in broken.stderr
+
+
+def test_cli_verify_checks_every_rotated_file(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, rotate_bytes=1000, fsync=False)
+    for i in range(30):
+        log.append(AuditRecord(event=AuditEvent.CALL, tool="python.run", retries=i))
+    rotated = sorted(tmp_path.glob("audit.jsonl.*"))
+    ok = audit_cli("verify", str(path))
+    assert ok.returncode == 0, ok.stderr
+    assert f"30 records, chain intact across {len(rotated) + 1} files" in ok.stdout
+    assert len(audit_cli("tail", str(path)).stdout.splitlines()) == 30
+    rewrite(rotated[1], "edit")
+    broken = audit_cli("verify", str(path))
+    assert broken.returncode == 1 and f"{rotated[1]}:3: record was edited" in broken.stderr
