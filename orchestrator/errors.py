@@ -76,6 +76,14 @@ class ErrorCode(StrEnum):
     AUDIT = "audit"
     APPROVALS = "approvals"
     INSTALLATION = "installation"
+    MODEL_UNAVAILABLE = "model_unavailable"
+    """The model server could not be reached, or answered 5xx."""
+    MODEL_RATE_LIMITED = "model_rate_limited"
+    """The model server answered 429 (too many requests)."""
+    MODEL_ERROR = "model_error"
+    """The model server refused the request (a 4xx other than 429: key, model name, request)."""
+    MODEL_PROTOCOL = "model_protocol"
+    """The model server's reply was not in the chat-completions wire format."""
 
 
 class InfrastructureError(StockadeError):

@@ -1,8 +1,10 @@
 """Every environment variable Stockade reads, in one place.
 
 Each ``STOCKADE_*`` variable sets one field of the configuration; it beats
-the file and loses to a command-line flag. Nothing else in the project reads
-the environment (the Docker SDK's own ``DOCKER_HOST`` aside).
+the file and loses to a command-line flag. The one other variable read is the
+model's API key, under the name the configuration gives (``model.api_key_env``).
+Nothing else in the project reads the environment (the Docker SDK's own
+``DOCKER_HOST`` aside).
 """
 
 from __future__ import annotations
@@ -10,7 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-__all__ = ["CONFIG_VARIABLE", "ENVIRONMENT_FIELDS", "config_file_from_env", "environment_layer"]
+__all__ = [
+    "CONFIG_VARIABLE",
+    "ENVIRONMENT_FIELDS",
+    "api_key_from_env",
+    "config_file_from_env",
+    "environment_layer",
+]
 
 CONFIG_VARIABLE = "STOCKADE_CONFIG"
 """Names the configuration file when ``--config`` does not."""
@@ -45,3 +53,13 @@ def environment_layer(environ: Mapping[str, str] | None = None) -> dict[str, tup
         for variable, field in ENVIRONMENT_FIELDS.items()
         if env.get(variable)
     }
+
+
+def api_key_from_env(variable: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The secret in the environment variable ``variable``, if set and not empty.
+
+    The configuration names the variable, never the key, so the key stays out
+    of files and out of ``stockade config show``.
+    """
+    value = (os.environ if environ is None else environ).get(variable, "")
+    return value or None

@@ -151,7 +151,19 @@ class ModelSettings(StrictModel):
     temperature: float = Field(default=0.0, ge=0, le=2)
     """Sampling temperature."""
     timeout_s: float = Field(default=120.0, gt=0)
-    """Deadline of one request."""
+    """Deadline of one request (one attempt, streamed replies read to their end)."""
+    stream: bool = False
+    """Receive replies as server-sent events, text as it is generated; the reply is the same."""
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    """Attempts per request, the first included; only 429, 5xx, timeouts and lost connections
+    are tried again."""
+    retry_max_total_s: float = Field(default=300.0, gt=0)
+    """Bound on one request's attempts and the waits between them together; a wait (a
+    server's ``Retry-After`` included) that would cross it ends the retries."""
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    """First wait between attempts when the server names none (exponential, full jitter)."""
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    """Longest wait between attempts when the server names none."""
 
 
 class MemorySettings(StrictModel):
