@@ -10,7 +10,7 @@ read and validated now so a file written today stays valid as they arrive.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -24,10 +24,14 @@ __all__ = [
     "ApprovalsSettings",
     "AuditSettings",
     "DockerBackendSettings",
+    "EmbedderSettings",
     "ImagesSettings",
+    "LexicalEmbedderSettings",
     "MemorySettings",
     "MetricsSettings",
+    "MiniLMEmbedderSettings",
     "ModelSettings",
+    "OpenAIEmbedderSettings",
     "SandboxSettings",
     "ServerSettings",
     "StockadeConfig",
@@ -166,13 +170,77 @@ class ModelSettings(StrictModel):
     """Longest wait between attempts when the server names none."""
 
 
+class MiniLMEmbedderSettings(StrictModel):
+    """all-MiniLM-L6-v2 (int8 ONNX) run locally; installed with Stockade, nothing downloaded."""
+
+    type: Literal["minilm"] = "minilm"
+    """Which embedder: ``minilm`` (local model), ``lexical`` (no model) or ``openai`` (a server)."""
+    fallback: bool = True
+    """Use the lexical embedder (with a warning) when the model's packages are not installed."""
+    threads: int = Field(default=2, ge=1, le=64)
+    """Threads onnxruntime uses for one batch of texts."""
+
+
+class LexicalEmbedderSettings(StrictModel):
+    """Hashed words and character trigrams: no model, weaker (no synonyms, no meaning)."""
+
+    type: Literal["lexical"] = "lexical"
+    """Which embedder: ``minilm`` (local model), ``lexical`` (no model) or ``openai`` (a server)."""
+    dimension: int = Field(default=384, ge=16, le=4096)
+    """Number of hash buckets (the embedding's length)."""
+
+
+class OpenAIEmbedderSettings(StrictModel):
+    """An OpenAI-compatible ``/embeddings`` endpoint (OpenAI, vLLM, Ollama, llama.cpp)."""
+
+    type: Literal["openai"] = "openai"
+    """Which embedder: ``minilm`` (local model), ``lexical`` (no model) or ``openai`` (a server)."""
+    model: str = "text-embedding-3-small"
+    """Embedding model name the server knows."""
+    base_url: str | None = None
+    """Server URL; none: the ``model`` section's ``base_url``."""
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Environment variable holding the key; none: the ``model`` section's ``api_key_env``."""
+    dimensions: int | None = Field(default=None, ge=1, le=16384)
+    """Length of the vectors, sent to the server as ``dimensions``; none: the model's own,
+    learnt from one request when memory opens."""
+    threshold: float = Field(default=0.3, ge=-1, le=1)
+    """Cosine below which a memory is not relevant, for this model's vectors."""
+    timeout_s: float = Field(default=30.0, gt=0)
+    """Deadline of one request."""
+    max_retries: int = Field(default=2, ge=0, le=10)
+    """Retries of a request after 429, 5xx, a timeout or a lost connection."""
+
+
+EmbedderSettings = Annotated[
+    MiniLMEmbedderSettings | LexicalEmbedderSettings | OpenAIEmbedderSettings,
+    Field(discriminator="type"),
+]
+"""The embedder's settings, chosen by ``type``."""
+
+
 class MemorySettings(StrictModel):
-    """The agent's memory."""
+    """The agent's memory: recent notes of a run, and memories kept across runs (``memory.db``)."""
 
     enabled: bool = True
     """Recall memories into the prompt and remember finished runs."""
-    namespace: str | None = None
-    """Memories are shared within a namespace; none: one per principal."""
+    namespace: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+    """Memories are shared within a namespace; none: one per principal (no principal ever
+    recalls another's)."""
+    embedder: EmbedderSettings = Field(default_factory=MiniLMEmbedderSettings)
+    """How texts become vectors; memories made by another embedder are not recalled."""
+    top_k: int = Field(default=5, ge=1, le=50)
+    """Most memories recalled into the prompt."""
+    threshold: float | None = Field(default=None, ge=-1, le=1)
+    """Cosine similarity a memory needs to be recalled; none: the embedder's own."""
+    max_memories: int | None = Field(default=10_000, ge=1)
+    """Memories kept per principal or namespace (the oldest go first); none: no limit."""
+    max_age_days: float | None = Field(default=365.0, gt=0)
+    """Memories older than this are deleted; none: kept whatever their age."""
+    short_term_size: int = Field(default=32, ge=2, le=10_000)
+    """Notes a run keeps; past it the oldest half is summarised into one."""
+    max_prompt_chars: int = Field(default=2000, ge=200, le=100_000)
+    """Longest memory section added to the system prompt."""
 
 
 class MetricsSettings(StrictModel):
