@@ -76,6 +76,8 @@ class ErrorCode(StrEnum):
     AUDIT = "audit"
     APPROVALS = "approvals"
     INSTALLATION = "installation"
+    TOKENS = "tokens"
+    """The HTTP server's token database could not be read or written."""
     MODEL_UNAVAILABLE = "model_unavailable"
     """The model server could not be reached, or answered 5xx."""
     MODEL_RATE_LIMITED = "model_rate_limited"

@@ -15,6 +15,8 @@ from orchestrator.cli.doctor import doctor
 from orchestrator.cli.images import cleanup, images
 from orchestrator.cli.policy import policy
 from orchestrator.cli.sandbox import sandbox
+from orchestrator.cli.serve import serve
+from orchestrator.cli.tokens import tokens
 from orchestrator.cli.tools import tools
 from orchestrator.errors import ConfigError, StockadeError
 
@@ -27,7 +29,8 @@ def cli() -> None:
     """Stockade: every tool call of an LLM agent in a throwaway, hardened container."""
 
 
-for command in (config, doctor, images, cleanup, sandbox, tools, policy, audit, approvals, demo):
+for command in (config, doctor, images, cleanup, sandbox, tools, policy, audit, approvals, demo,
+                serve, tokens):  # fmt: skip
     cli.add_command(command)
 
 

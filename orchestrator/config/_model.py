@@ -258,11 +258,27 @@ class ServerSettings(StrictModel):
     """The HTTP API and the approval page."""
 
     host: str = "127.0.0.1"
-    """Address the server listens on."""
+    """Address the server listens on. Anything but loopback needs at least one API token."""
     port: int = Field(default=8787, ge=1, le=65535)
     """Port of the server."""
     tokens: Path | None = None
-    """File of API tokens; none: ``tokens.db`` in the state directory."""
+    """The server's database: API tokens (only their SHA-256 is kept) and which principal
+    owns each run id; none: ``tokens.db`` in the state directory."""
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    """Largest request body accepted; larger ones are refused (413) before they are parsed."""
+    max_json_depth: int = Field(default=32, ge=2, le=256)
+    """Deepest nesting of arrays and objects accepted in a JSON body; deeper ones are
+    refused (400) before they are parsed."""
+    self_approval: bool = True
+    """Whether an approver may decide a request raised on their own behalf (the request's
+    principal is the approver's); false: someone else must."""
+    unauthenticated_loopback: bool = True
+    """While no API token exists at all, a server on loopback serves requests without a token
+    as the user running it, with every role (requests must name a loopback host, which
+    defeats DNS rebinding); false: every request needs a token."""
+    shutdown_grace_s: int = Field(default=10, ge=0, le=3600)
+    """On shutdown, how long requests still open (calls waiting for approval) may finish
+    before they are cancelled; their approval requests stay in the database."""
 
 
 class StockadeConfig(StrictModel):
@@ -324,6 +340,11 @@ class StockadeConfig(StrictModel):
     def limits_db(self) -> Path:
         """The database of rate limits and model budgets shared by the host's processes."""
         return self.state_dir / "limits.db"
+
+    @property
+    def tokens_db(self) -> Path:
+        """The HTTP server's database: API tokens and run owners."""
+        return self.server.tokens or self.state_dir / "tokens.db"
 
     @property
     def workspaces_root(self) -> Path:

@@ -96,7 +96,16 @@ FULL = {
         "max_prompt_chars": 1000,
     },
     "metrics": {"enabled": True, "host": "127.0.0.1", "port": 9100},
-    "server": {"host": "127.0.0.1", "port": 8080, "tokens": "/srv/tokens.db"},
+    "server": {
+        "host": "127.0.0.1",
+        "port": 8080,
+        "tokens": "/srv/tokens.db",
+        "max_body_bytes": 65536,
+        "max_json_depth": 16,
+        "self_approval": False,
+        "unauthenticated_loopback": False,
+        "shutdown_grace_s": 30,
+    },
 }
 
 

@@ -1,0 +1,46 @@
+"""What the server holds for its lifetime, and how a route gets at it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from orchestrator.config import ServerSettings
+from orchestrator.platform import Platform
+from orchestrator.server._calls import CallsInFlight
+from orchestrator.server._roles import Identity
+from orchestrator.server._run_owners import RunOwners
+from orchestrator.server._tokens import TokenStore
+
+__all__ = ["ServerState", "State", "server_state"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerState:
+    """Everything a route needs, made once when the server starts."""
+
+    platform: Platform
+    """The one assembled platform: gateway, registry, approvals, configuration."""
+    settings: ServerSettings
+    """The server's settings."""
+    tokens: TokenStore
+    """The API tokens."""
+    run_owners: RunOwners
+    """Which principal owns each run id."""
+    calls: CallsInFlight
+    """Tool calls running for clients."""
+    local: Identity | None
+    """Who a request without a token acts for while no token was ever issued (a server on
+    loopback with ``unauthenticated_loopback``); None: such requests are refused."""
+
+
+def server_state(request: Request) -> ServerState:
+    """The running server's state (a FastAPI dependency)."""
+    state: ServerState = request.app.state.stockade
+    return state
+
+
+State = Annotated[ServerState, Depends(server_state)]
+"""A route parameter of this type receives the server's state."""
