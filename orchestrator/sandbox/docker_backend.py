@@ -251,8 +251,12 @@ class DockerBackend(SandboxBackend):
         # killer even when the engine has not flagged it (seen under gVisor,
         # where the host kills the whole sandbox).
         if state.get("OOMKilled") or state.get("ExitCode") == _SIGKILL_EXIT:
+            limit = f"limit {container.profile.memory_mb} MiB"
             return self._failed(
-                base, started, ExecStatus.OOM_KILLED, "the sandbox ran out of memory and was killed"
+                base,
+                started,
+                ExecStatus.OOM_KILLED,
+                f"the sandbox ran out of memory and was killed ({limit})",
             )
         return self._failed(
             base,

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
 
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
+from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.workspace import WorkspaceManager
 
@@ -332,39 +335,61 @@ async def test_workspace_links_and_special_files_do_not_come_back(
     await assert_next_call_unaffected(backend, profile)
 
 
+# A runner that lies: it answers every request with a reply of its own, whose
+# archive is full of escapes. (The program can no longer reach the real
+# runner's stream; see tests/sandbox/test_runner_isolation.py. The host must
+# contain a lying sandbox all the same.)
+LYING_RUNNER = """
+import io, json, struct, sys, tarfile
+out, inp = sys.stdout.buffer, sys.stdin.buffer
+def frame(data):
+    out.write(struct.pack(">I", len(data)) + data)
+def entry(archive, name, data=b"x", kind=tarfile.REGTYPE, link=""):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size = kind, link, len(data) if kind == tarfile.REGTYPE else 0
+    archive.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+frame(b"stockade-ready")
+out.flush()
+for _ in range(3):
+    inp.read(struct.unpack(">I", inp.read(4))[0])
+buffer = io.BytesIO()
+with tarfile.open(fileobj=buffer, mode="w:") as archive:
+    entry(archive, "../escaped.txt")
+    entry(archive, "/abs/escaped.txt")
+    entry(archive, "a/../../escaped2.txt")
+    entry(archive, "link", kind=tarfile.SYMTYPE, link="/etc/passwd")
+    entry(archive, "dev", kind=tarfile.CHRTYPE)
+    entry(archive, "fine.txt", b"fine")
+for data in (json.dumps({"exit_code": 0, "stdout_total": 6}).encode(), b"forged", b"", buffer.getvalue()):
+    frame(data)
+out.flush()
+"""
+
+
+@pytest.fixture
+def lying_image(
+    docker_client: docker.DockerClient, images: ImageBuilder, tmp_path: Path
+) -> Iterator[str]:
+    """The sandbox image with its runner replaced by ``LYING_RUNNER``."""
+    context = tmp_path / "lying-context"
+    context.mkdir()
+    (context / "runner.py").write_text(LYING_RUNNER)
+    (context / "Dockerfile").write_text(
+        f"FROM {images.resolve('stockade-sandbox')}\nCOPY runner.py /opt/stockade/runner.py\n"
+    )
+    tag = f"stockade-test-lying-runner:{os.getpid()}"
+    docker_client.images.build(path=str(context), tag=tag, rm=True)
+    yield tag
+    docker_client.images.remove(tag, force=True)
+
+
 async def test_forged_runner_reply_with_path_traversal(
-    backend: DockerBackend, profile: SandboxProfile, tmp_path: Path
+    backend: DockerBackend, profile: SandboxProfile, tmp_path: Path, lying_image: str
 ) -> None:
-    # The tool writes its own "reply" straight into the runner's output pipe,
-    # with an archive full of escapes. The host must keep only what is safe.
     root = tmp_path / "ws"
     workspace = WorkspaceManager(root).open("forged")
-    result = await py(
-        backend,
-        profile,
-        """
-        import io, json, os, struct, tarfile, time
-        def entry(archive, name, data=b"x", kind=tarfile.REGTYPE, link=""):
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname, info.size = kind, link, len(data) if kind == tarfile.REGTYPE else 0
-            archive.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:") as archive:
-            entry(archive, "../escaped.txt")
-            entry(archive, "/abs/escaped.txt")
-            entry(archive, "a/../../escaped2.txt")
-            entry(archive, "link", kind=tarfile.SYMTYPE, link="/etc/passwd")
-            entry(archive, "dev", kind=tarfile.CHRTYPE)
-            entry(archive, "fine.txt", b"fine")
-        frames = [json.dumps({"exit_code": 0, "stdout_total": 6}).encode(), b"forged", b"", buffer.getvalue()]
-        with open(f"/proc/{os.getppid()}/fd/1", "wb") as out:
-            for frame in frames:
-                out.write(struct.pack(">I", len(frame)) + frame)
-        time.sleep(30)
-        """,
-        workspace=workspace,
-        timeout_s=5,
-    )
+    lying = profile.model_copy(update={"image": lying_image, "pool_size": 0})
+    result = await run(backend, lying, "true", workspace=workspace)
     assert result.stdout == "forged"  # the forgery is what the host got...
     assert sorted(p.name for p in workspace.path.iterdir()) == ["fine.txt"]  # ...and contained
     assert not list(tmp_path.rglob("escaped*"))
