@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ModelWrapValidatorHandler,
     PrivateAttr,
@@ -18,14 +16,13 @@ from orchestrator.approvals._approver import ApprovalDecision
 from orchestrator.approvals._request import ApprovalRequest
 from orchestrator.policy import CallMatch, Condition, Globs
 from orchestrator.policy._conditions import conditions_of
+from orchestrator.strict import StrictModel
 
 __all__ = ["AutoApprovalRule", "AutoApprover"]
 
 
-class AutoApprovalRule(BaseModel):
+class AutoApprovalRule(StrictModel):
     """Decides the requests it matches, the way a policy rule matches calls."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     name: str = Field(min_length=1)
     """Recorded as ``auto:<name>`` in the decision and the audit log."""

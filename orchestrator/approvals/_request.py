@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from orchestrator.strict import StrictModel
 
 __all__ = ["ApprovalRequest", "ApprovalScope", "ApprovalStatus"]
 
@@ -30,10 +30,8 @@ class ApprovalScope(StrEnum):
     """Every later call of the run to the same tool that the same policy rule sends for approval."""
 
 
-class ApprovalRequest(BaseModel):
+class ApprovalRequest(StrictModel):
     """A tool call waiting for (or past) a decision."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     id: str
     """Request id."""

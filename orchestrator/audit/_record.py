@@ -9,13 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.policy import Effect
 from orchestrator.sandbox.egress import EgressConnection
+from orchestrator.strict import STRICT
 
 __all__ = ["ApprovalInfo", "AuditEvent", "AuditRecord", "EgressConnection", "RateLimitInfo"]
 
 # from_attributes: the gateway may hand over its own dataclasses
-# (RateLimitAnswer, EgressEvent) as they are.
-_CONFIG = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-_FROM_ATTRIBUTES = ConfigDict(**_CONFIG, from_attributes=True)
+# (RateLimitAnswer) as they are.
+_FROM_ATTRIBUTES = ConfigDict(**STRICT, from_attributes=True)
 
 
 class AuditEvent(StrEnum):
@@ -74,7 +74,7 @@ class AuditRecord(BaseModel):
     Only ``event`` is required; absent fields are left out of the line.
     """
 
-    model_config = _CONFIG
+    model_config = STRICT
 
     event: AuditEvent
     """The kind of record."""
