@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email.message
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.server._problems import ProblemCode, problem_response
@@ -80,14 +81,9 @@ class RequestLimits:
             await self._app(scope, receive, send)
             return
         headers = {key.lower(): value for key, value in scope["headers"]}
-        too_large = problem_response(
-            413,
-            ProblemCode.BODY_TOO_LARGE,
-            f"the request body is over the server's limit of {self._max_body_bytes} bytes",
-        )
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self._max_body_bytes:
-            await too_large(scope, receive, send)
+            await self._too_large()(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -100,7 +96,7 @@ class RequestLimits:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self._max_body_bytes:
-                await too_large(scope, receive, send)
+                await self._too_large()(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -119,6 +115,13 @@ class RequestLimits:
             )(scope, receive, send)
             return
         await self._app(scope, self._replay(body, disconnect, receive), send)
+
+    def _too_large(self) -> Response:
+        return problem_response(
+            413,
+            ProblemCode.BODY_TOO_LARGE,
+            f"the request body is over the server's limit of {self._max_body_bytes} bytes",
+        )
 
     @staticmethod
     def _replay(body: bytes, disconnect: Message | None, receive: Receive) -> Receive:

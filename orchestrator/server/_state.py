@@ -36,8 +36,12 @@ class ServerState:
     loopback with ``unauthenticated_loopback``); None: such requests are refused."""
 
 
-def server_state(request: Request) -> ServerState:
-    """The running server's state (a FastAPI dependency)."""
+async def server_state(request: Request) -> ServerState:
+    """The running server's state (a FastAPI dependency).
+
+    ``async`` although it never waits: FastAPI runs a plain function
+    dependency in a worker thread, which cost two thread hand-offs per request.
+    """
     state: ServerState = request.app.state.stockade
     return state
 
