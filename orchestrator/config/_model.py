@@ -27,6 +27,7 @@ __all__ = [
     "EmbedderSettings",
     "ImagesSettings",
     "LexicalEmbedderSettings",
+    "LoggingSettings",
     "MemorySettings",
     "MetricsSettings",
     "MiniLMEmbedderSettings",
@@ -244,14 +245,29 @@ class MemorySettings(StrictModel):
 
 
 class MetricsSettings(StrictModel):
-    """Prometheus metrics."""
+    """Prometheus metrics: recorded in each process's memory, served on ``/metrics``."""
 
-    enabled: bool = False
-    """Serve ``/metrics``."""
+    enabled: bool = True
+    """Record metrics. False: every instrument does nothing and nothing is served."""
+    serve: bool = False
+    """Long-running commands (``stockade run``, the demo) serve ``/metrics`` on ``host:port``;
+    their ``--metrics-port`` flag also turns it on."""
     host: str = "127.0.0.1"
-    """Address the metrics endpoint listens on."""
-    port: int = Field(default=9464, ge=1, le=65535)
-    """Port of the metrics endpoint."""
+    """Address the metrics endpoint listens on; anything but loopback exposes it to the
+    network (it carries no secrets, but tool and rule names)."""
+    port: int = Field(default=9464, ge=0, le=65535)
+    """Port of the metrics endpoint; 0: any free port (found by Prometheus through the
+    discovery file in ``metrics/targets`` of the state directory)."""
+
+
+class LoggingSettings(StrictModel):
+    """The process's log: text for people or JSON lines for a log pipeline."""
+
+    format: Literal["text", "json"] = "text"
+    """``json``: one object per line, with run id, call id, tool, decision and status keys
+    (the gateway logs one line per call at INFO)."""
+    level: Literal["debug", "info", "warning", "error"] | None = None
+    """Lowest level written; none: ``info`` for JSON, ``warning`` for text."""
 
 
 class ServerSettings(StrictModel):
@@ -308,6 +324,8 @@ class StockadeConfig(StrictModel):
     """The agent's memory."""
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     """Prometheus metrics."""
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    """The process's log format and level."""
     server: ServerSettings = Field(default_factory=ServerSettings)
     """HTTP API and approval page."""
 
@@ -345,6 +363,11 @@ class StockadeConfig(StrictModel):
     def tokens_db(self) -> Path:
         """The HTTP server's database: API tokens and run owners."""
         return self.server.tokens or self.state_dir / "tokens.db"
+
+    @property
+    def metrics_targets_dir(self) -> Path:
+        """Where serving processes leave their discovery files for Prometheus."""
+        return self.state_dir / "metrics" / "targets"
 
     @property
     def workspaces_root(self) -> Path:

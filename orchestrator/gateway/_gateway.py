@@ -5,7 +5,7 @@
 3. the rate limits count it, or refuse it with ``retry_after``;
 4. a call that needs approval waits for a durable decision (or its timeout);
 5. the executor runs it in a fresh sandbox, retrying only retryable failures;
-6. an audit record and metrics are written, whatever the outcome.
+6. an audit record, metrics and a log line are written, whatever the outcome.
 
 :meth:`Gateway.call` never raises (cancellation aside): every outcome,
 including the gateway's own bugs, is a :class:`~orchestrator.tools.ToolResult`.
@@ -29,7 +29,7 @@ from orchestrator.audit import (
     AuditRecord,
     RateLimitInfo,
 )
-from orchestrator.errors import ConfigError, InfrastructureError, UsageError
+from orchestrator.errors import ConfigError, ErrorCode, InfrastructureError, UsageError
 from orchestrator.gateway._approval_gate import ApprovalGate
 from orchestrator.gateway._retry import run_with_retries
 from orchestrator.metrics import UNKNOWN_TOOL_LABEL, Metrics
@@ -59,6 +59,21 @@ _log = logging.getLogger(__name__)
 # Raw arguments of a call that failed validation are kept, capped: they are
 # hostile and may be huge.
 _RAW_ARGUMENTS_CAP = 4096
+# Why a sandboxed call is retried: the retryable error codes, and a tool's own failure.
+_RETRY_REASONS = (
+    *(
+        code.value
+        for code in (
+            ErrorCode.ENGINE_UNAVAILABLE,
+            ErrorCode.ENGINE_ERROR,
+            ErrorCode.CONTAINER_START_FAILED,
+            ErrorCode.CONTAINER_DIED,
+            ErrorCode.RUNNER_PROTOCOL,
+            ErrorCode.TIMEOUT,
+        )
+    ),
+    "tool_error",
+)
 
 
 @dataclass
@@ -132,6 +147,7 @@ class Gateway:
         self._audit_ok = True
         self._budgets: dict[str, ModelBudget] = {}
         self._check_config(policy_source)
+        self._declare_metrics()
         audit.append(
             AuditRecord(
                 event=AuditEvent.POLICY_LOADED,
@@ -143,6 +159,7 @@ class Gateway:
                 },
             )
         )
+        self._metrics.audit_records.labels(AuditEvent.POLICY_LOADED.value).inc()
 
     def _check_config(self, source: str | None) -> None:
         where = source or "policy"
@@ -168,6 +185,21 @@ class Gateway:
                 file=where,
                 field="redact",
             )
+
+    def _declare_metrics(self) -> None:
+        """Every series a dashboard reads exists at zero before the first call."""
+        policy = self._policy
+        self._metrics.declare_gateway(
+            tools=[spec.name for spec in self._registry.tools()],
+            statuses=[status.value for status in ToolStatus],
+            decisions=[
+                *((rule.decision.value, rule.name) for rule in policy.rules),
+                (policy.default, ""),
+            ],
+            limits=[limit.name for limit in policy.rate_limits],
+            audit_events=[event.value for event in AuditEvent],
+            retry_reasons=_RETRY_REASONS,
+        )
 
     @property
     def policy(self) -> Policy:
@@ -284,17 +316,18 @@ class Gateway:
         call = checked.call
         timeout_s = decision.approval_timeout_s or self._policy.approval_timeout_s
         waiting = self._clock()
-        authorised = await self._approvals.authorise(
-            call,
-            checked.arguments,
-            tool=checked.spec.name,
-            rule=decision.rule,
-            reason=decision.reason,
-            timeout_s=timeout_s,
-            on_request=lambda request: self._record_approval(
-                AuditEvent.APPROVAL_REQUESTED, checked, request
-            ),
-        )
+        with self._metrics.approval_waiting():
+            authorised = await self._approvals.authorise(
+                call,
+                checked.arguments,
+                tool=checked.spec.name,
+                rule=decision.rule,
+                reason=decision.reason,
+                timeout_s=timeout_s,
+                on_request=lambda request: self._record_approval(
+                    AuditEvent.APPROVAL_REQUESTED, checked, request
+                ),
+            )
         final = authorised.request
         waited = self._clock() - waiting
         trace.approval = ApprovalInfo(
@@ -351,11 +384,11 @@ class Gateway:
         self, checked: ValidatedCall, decision: Decision, trace: _Trace
     ) -> ToolResult:
         settings = decision.retry or self._default_retry
-        tool = checked.spec.name
 
-        def retried(_attempt: int, _error: BaseException | None) -> None:
+        def retried(_attempt: int, error: BaseException | None) -> None:
             trace.retries += 1
-            self._metrics.tool_retries.labels(tool).inc()
+            reason = error.code.value if isinstance(error, InfrastructureError) else "tool_error"
+            self._metrics.retries.labels("tool_call", reason).inc()
 
         async def attempt() -> ToolResult:
             return await self._executor.run(
@@ -364,7 +397,7 @@ class Gateway:
 
         first_wait, max_wait = self._retry_wait_s
         try:
-            return await run_with_retries(
+            result = await run_with_retries(
                 attempt,
                 settings,
                 failed=lambda result: result.status is ToolStatus.ERROR,
@@ -373,7 +406,12 @@ class Gateway:
                 max_wait_s=max_wait,
             )
         except InfrastructureError as exc:
+            if exc.retryable and settings.max_attempts > 1:
+                self._metrics.retries_exhausted.labels("tool_call").inc()
             return infrastructure_result(checked.call, exc)
+        if trace.retries and settings.retry_on_tool_error and result.status is ToolStatus.ERROR:
+            self._metrics.retries_exhausted.labels("tool_call").inc()
+        return result
 
     def _record_approval(
         self, event: AuditEvent, checked: ValidatedCall, request: ApprovalRequest
@@ -410,10 +448,32 @@ class Gateway:
         spec = self._registry.get(call.name)
         tool = spec.name if spec else call.name
         label = spec.name if spec else UNKNOWN_TOOL_LABEL
+        output_bytes = len(result.output.encode("utf-8", "replace"))
         self._metrics.tool_calls.labels(label, result.status.value).inc()
         self._metrics.tool_call_duration.labels(label).observe(elapsed)
+        self._metrics.tool_output_bytes.labels(label).observe(output_bytes)
         decision = trace.decision
         rate = trace.rate
+        if _log.isEnabledFor(logging.INFO):
+            _log.info(
+                "call %s (%s) of run %s: %s",
+                call.id,
+                tool,
+                call.run_id,
+                result.status.value,
+                extra={
+                    "run_id": call.run_id,
+                    "call_id": call.id,
+                    "principal": call.principal,
+                    "tool": tool,
+                    "decision": decision.decision.value if decision else None,
+                    "rule": decision.rule if decision else None,
+                    "status": result.status.value,
+                    "duration_s": round(elapsed, 6),
+                    "retries": trace.retries,
+                    "profile": trace.profile,
+                },
+            )
         detail: dict[str, Any] = {}
         if trace.arguments is None:
             raw = call.arguments if isinstance(call.arguments, str) else repr(call.arguments)
@@ -443,7 +503,7 @@ class Gateway:
                 status=result.status.value,
                 exit_code=result.exit_code,
                 duration_s=round(elapsed, 6),
-                output_bytes=len(result.output.encode("utf-8", "replace")),
+                output_bytes=output_bytes,
                 output=result.output or None,
                 egress=list(result.egress),
                 error=result.error,
@@ -460,16 +520,19 @@ class Gateway:
             self._audit_failed(exc)
         else:
             self._audit_ok = True
+            self._metrics.audit_records.labels(record.event.value).inc()
 
     def _append(self, record: AuditRecord) -> None:
         """Queue ``record`` without waiting; the call's own record, awaited later and written
         after it, proves it durable."""
         try:
-            self._audit.submit(record).add_done_callback(self._appended)
+            written = self._audit.submit(record)
         except InfrastructureError as exc:
             self._audit_failed(exc)
+            return
+        written.add_done_callback(lambda done: self._appended(done, record.event))
 
-    def _appended(self, written: asyncio.Future[dict[str, Any]]) -> None:
+    def _appended(self, written: asyncio.Future[dict[str, Any]], event: AuditEvent) -> None:
         if written.cancelled():
             return
         error = written.exception()
@@ -477,6 +540,7 @@ class Gateway:
             self._audit_failed(error)
         else:
             self._audit_ok = True
+            self._metrics.audit_records.labels(event.value).inc()
 
     def _audit_failed(self, error: BaseException) -> None:
         # Fail closed: the call that just ran keeps its result, but no further

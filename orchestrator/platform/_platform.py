@@ -29,6 +29,7 @@ from orchestrator.policy import SqliteLimitStore
 from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.engine import connect_engine
+from orchestrator.sandbox.execution import ExecStatus
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.workspace import WorkspaceManager
 from orchestrator.tools import ToolExecutor, ToolRegistry
@@ -81,7 +82,8 @@ class Platform:
         and benchmarks pass a scripted one). ``warm`` fills the pools of the
         profiles the tools use before the platform is handed out; ``pools=False``
         keeps no warm containers at all (a one-shot command would only start
-        containers to throw them away). Raises
+        containers to throw them away). ``metrics`` replaces the platform's own
+        (made from the ``metrics`` section; off, every instrument does nothing). Raises
         :class:`~orchestrator.errors.ConfigError` for a configuration mistake
         (file, line and field) and :class:`~orchestrator.errors.InfrastructureError`
         when the engine or the state directory cannot be used.
@@ -98,6 +100,12 @@ class Platform:
             profiles = {n: p.model_copy(update={"pool_size": 0}) for n, p in profiles.items()}
         used = {spec.profile for spec in registry.tools()}
         warm_profiles = [p for name, p in profiles.items() if warm and name in used]
+        own_metrics = metrics if metrics is not None else Metrics(enabled=settings.metrics.enabled)
+        own_metrics.sandbox.declare(
+            [(p.name, p.runtime) for p in profiles.values()], [s.value for s in ExecStatus]
+        )
+        if settings.model.name:
+            own_metrics.agent.declare_model(settings.model.name)
 
         async with contextlib.AsyncExitStack() as stack:
             if backend is None:
@@ -109,6 +117,7 @@ class Platform:
                     profiles=warm_profiles,
                     max_threads=settings.sandbox.backend.max_threads,
                     max_starting=settings.sandbox.backend.max_starting,
+                    metrics=own_metrics,
                 )
             await stack.enter_async_context(backend)
             if isinstance(backend, DockerBackend):
@@ -120,7 +129,6 @@ class Platform:
                 *checked.approvers.approvers(terminal=terminal, redact_patterns=policy.redact),
                 *approvers,
             ]
-            own_metrics = metrics if metrics is not None else Metrics()
             audit = AuditLog(
                 settings.audit_path,
                 redact_patterns=policy.redact,

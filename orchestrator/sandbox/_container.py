@@ -19,6 +19,7 @@ import requests.exceptions
 from docker.models.containers import RUN_CREATE_KWARGS, RUN_HOST_CONFIG_KWARGS
 
 from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.metrics import SandboxMetrics
 from orchestrator.sandbox._egress_gate import MOUNT_POINT, EgressGate, EgressGates
 from orchestrator.sandbox._wire import READY, AttachedStream
 from orchestrator.sandbox.engine import engine_error
@@ -154,10 +155,14 @@ class ContainerFactory:
         client: docker.DockerClient,
         executor: ThreadPoolExecutor,
         gates: EgressGates | None = None,
+        metrics: SandboxMetrics | None = None,
     ) -> None:
+        """``metrics`` times create, start and remove, and counts egress connections when
+        ``gates`` is not given (given gates count with their own)."""
         self._client = client
         self._executor = executor
-        self._gates = gates or EgressGates()
+        self._gates = gates or EgressGates(metrics=metrics)
+        self._metrics = metrics
 
     async def _blocking(self, op: str, func: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -168,12 +173,19 @@ class ContainerFactory:
 
     async def launch(self, profile: SandboxProfile, image: str, image_id: str) -> SandboxContainer:
         """Create, attach, start and wait for the runner's ready frame."""
-        gate = await self._gates.open(profile.egress) if profile.egress else None
+        gate = (
+            await self._gates.open(profile.egress, profile=profile.name) if profile.egress else None
+        )
         try:
+            began = time.perf_counter()
             container_id = await self._create_shielded(
                 container_options(profile, image, gate.directory if gate else None)
             )
+            created = time.perf_counter()
             stream = await self._start(container_id)
+            if self._metrics is not None:
+                self._metrics.operation("create", profile.runtime, created - began)
+                self._metrics.operation("start", profile.runtime, time.perf_counter() - created)
         except BaseException:
             if gate:
                 await gate.close()
@@ -240,8 +252,13 @@ class ContainerFactory:
     async def destroy(self, container: SandboxContainer) -> None:
         """Kill and remove a container; its processes die with it."""
         container.stream.close()
+        began = time.perf_counter()
         try:
             await self.destroy_id(container.id)
+            if self._metrics is not None:
+                self._metrics.operation(
+                    "remove", container.profile.runtime, time.perf_counter() - began
+                )
         finally:
             if container.gate:
                 await container.gate.close()

@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.metrics import SandboxMetrics
 from orchestrator.sandbox.egress import (
     Connector,
     EgressConnection,
@@ -59,19 +60,28 @@ class EgressGates:
         *,
         resolver: Resolver = system_resolver,
         connector: Connector = direct_connector,
+        metrics: SandboxMetrics | None = None,
     ) -> None:
         self._root = root
         self._resolver = resolver
         self._connector = connector
+        self._metrics = metrics
 
-    async def open(self, policy: EgressPolicy) -> EgressGate:
-        """A socket directory with a proxy listening in it."""
+    async def open(self, policy: EgressPolicy, *, profile: str = "") -> EgressGate:
+        """A socket directory with a proxy listening in it; ``profile`` labels its metrics."""
         directory = Path(tempfile.mkdtemp(prefix="stockade-egress-", dir=self._root))
         # The sandbox user must reach the socket; nothing else lives here.
         await asyncio.to_thread(directory.chmod, 0o755)
         events: list[EgressConnection] = []
+        metrics = self._metrics
+
+        def seen(connection: EgressConnection) -> None:
+            events.append(connection)
+            if metrics is not None:
+                metrics.egress(profile, allowed=connection.allowed)
+
         proxy = EgressProxy(
-            policy, on_event=events.append, resolver=self._resolver, connector=self._connector
+            policy, on_event=seen, resolver=self._resolver, connector=self._connector
         )
         try:
             server = await proxy.serve(directory / SOCKET_NAME)

@@ -14,6 +14,7 @@ import docker
 import pydantic
 
 from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.metrics import Metrics, PoolSize
 from orchestrator.sandbox._container import POOL_IDLE_S, ContainerFactory, SandboxContainer
 from orchestrator.sandbox._egress_gate import MOUNT_POINT, SOCKET_NAME, EgressGates
 from orchestrator.sandbox._report import RunnerReport, status_of
@@ -57,17 +58,24 @@ class DockerBackend(SandboxBackend):
         max_starting: int = 2,
         reap_on_start: bool = True,
         egress_gates: EgressGates | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """``profiles`` are warmed at start; others get a pool on first use.
 
         ``egress_gates`` serves the egress sockets of profiles that allow
         egress (its resolver and connector can be replaced, e.g. in tests).
+        ``metrics`` records engine operations, executions, pools and reaping
+        (default: nothing is recorded).
         """
         self._client = client
         self._images = images or ImageBuilder(client)
         self._warm = list(profiles)
+        self._metrics = metrics if metrics is not None else Metrics(enabled=False)
         self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="docker")
-        self._factory = ContainerFactory(client, self._executor, egress_gates)
+        self._factory = ContainerFactory(
+            client, self._executor, egress_gates, metrics=self._metrics.sandbox
+        )
+        self._stop_watching = self._metrics.sandbox.watch_pools(self._pool_sizes)
         self._max_starting = max_starting
         self._reap_on_start = reap_on_start
         self._pools: dict[str, _ProfilePool] = {}
@@ -82,6 +90,7 @@ class DockerBackend(SandboxBackend):
             removed = await loop.run_in_executor(self._executor, reap, self._client)
             if removed:
                 _log.info("reaped %d leftover container(s)", len(removed))
+                self._metrics.sandbox.reaped.inc(len(removed))
         for profile in self._warm:
             await self._pool_for(profile)
 
@@ -89,6 +98,18 @@ class DockerBackend(SandboxBackend):
         """Wait until the profile's pool is full (for benchmarks, tests, demos)."""
         entry = await self._pool_for(profile)
         await entry.pool.wait_ready(timeout_s=timeout_s)
+
+    def _pool_sizes(self) -> list[PoolSize]:
+        """Every pool's containers, for the metrics (read when Prometheus scrapes)."""
+        return [
+            PoolSize(
+                profile=entry.pool.name,
+                ready=entry.pool.ready,
+                starting=entry.pool.starting,
+                target=entry.pool.size,
+            )
+            for entry in list(self._pools.values())
+        ]
 
     async def _pool_for(self, profile: SandboxProfile) -> _ProfilePool:
         key = profile.model_dump_json()
@@ -131,10 +152,25 @@ class DockerBackend(SandboxBackend):
         workspace_lock = request.workspace.lock if request.workspace else contextlib.nullcontext()
         async with workspace_lock:
             container, from_pool = await entry.pool.acquire()
+            sandbox = self._metrics.sandbox
+            sandbox.pool_acquisitions.labels(profile.name).inc()
+            if not from_pool:
+                sandbox.pool_misses.labels(profile.name).inc()
             try:
-                return await self._call(container, request, from_pool, started)
+                result = await self._call(container, request, from_pool, started)
             finally:
                 self._destroy_later(container)
+        self._count(result, profile, time.monotonic() - started)
+        return result
+
+    def _count(self, result: ExecResult, profile: SandboxProfile, seconds: float) -> None:
+        sandbox = self._metrics.sandbox
+        sandbox.operation("exec", profile.runtime, seconds)
+        sandbox.executions.labels(profile.name, profile.runtime, result.status.value).inc()
+        if result.status is ExecStatus.OOM_KILLED:
+            sandbox.oom_kills.labels(profile.name).inc()
+        elif result.status is ExecStatus.TIMEOUT:
+            sandbox.timeouts.labels(profile.name).inc()
 
     def _destroy_later(self, container: SandboxContainer) -> None:
         task = asyncio.create_task(self._destroy_quietly(container))
@@ -285,6 +321,7 @@ class DockerBackend(SandboxBackend):
     async def close(self) -> None:
         """Destroy the pools and wait for every pending removal."""
         self._closed = True
+        self._stop_watching()
         await asyncio.gather(*(entry.pool.close() for entry in self._pools.values()))
         if self._destroying:
             await asyncio.gather(*self._destroying, return_exceptions=True)

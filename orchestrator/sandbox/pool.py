@@ -65,6 +65,16 @@ class WarmPool(Generic[T]):
         self._closed = False
 
     @property
+    def name(self) -> str:
+        """The pool's name (its profile's)."""
+        return self._name
+
+    @property
+    def size(self) -> int:
+        """Sandboxes the pool keeps ready."""
+        return self._size
+
+    @property
     def ready(self) -> int:
         """Sandboxes started and waiting."""
         return len(self._ready)

@@ -95,7 +95,8 @@ FULL = {
         "short_term_size": 8,
         "max_prompt_chars": 1000,
     },
-    "metrics": {"enabled": True, "host": "127.0.0.1", "port": 9100},
+    "metrics": {"enabled": False, "serve": True, "host": "127.0.0.1", "port": 9100},
+    "logging": {"format": "json", "level": "debug"},
     "server": {
         "host": "127.0.0.1",
         "port": 8080,

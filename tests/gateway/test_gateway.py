@@ -136,7 +136,8 @@ async def test_retryable_failures_are_retried_each_in_a_fresh_sandbox(harness: B
     assert result.status is ToolStatus.OK and result.output == "third time"
     assert len(h.backend.requests) == 3
     assert h.records()[0]["retries"] == 2
-    assert h.sample("stockade_tool_retries_total", tool="python.run") == 2
+    assert h.sample("stockade_retries_total", operation="tool_call", reason="engine_error") == 2
+    assert h.sample("stockade_retries_exhausted_total", operation="tool_call") == 0
 
 
 async def test_attempts_are_bounded_by_the_rule(harness: Build) -> None:
@@ -145,6 +146,7 @@ async def test_attempts_are_bounded_by_the_rule(harness: Build) -> None:
     assert result.status is ToolStatus.INFRASTRUCTURE_ERROR
     assert result.error is not None and "engine hiccup" in result.error
     assert len(h.backend.requests) == 3, "max_attempts: 3"
+    assert h.sample("stockade_retries_exhausted_total", operation="tool_call") == 1
 
 
 async def test_non_retryable_failures_and_tool_errors_are_not_retried(harness: Build) -> None:
