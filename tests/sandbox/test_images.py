@@ -67,15 +67,18 @@ def test_registry_base_image_is_used_when_present_locally(
 
 
 def test_tools_image_tag_follows_toolkit_sources(
-    docker_client: docker.DockerClient, tmp_path: Path
+    docker_client: docker.DockerClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = Path(__file__).resolve().parents[2]
-    for name in ("sandbox_images", "stockade_sdk", "toolkits"):
-        shutil.copytree(root / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    builder = ImageBuilder(docker_client, images_dir=tmp_path / "sandbox_images")
+    # An organisation's toolkit, importable from anywhere: its sources are image inputs.
+    package = tmp_path / "acme_kit"
+    package.mkdir()
+    (package / "__init__.py").write_text("from stockade_sdk import tool\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    builder = ImageBuilder(docker_client, toolkits=("acme_kit",))
     before = builder.tools_tag("sha256:sandbox")
     assert before == builder.tools_tag("sha256:sandbox"), "the tag is a pure function of the inputs"
-    with (tmp_path / "toolkits" / "shell" / "__init__.py").open("a") as source:
+    assert before != ImageBuilder(docker_client).tools_tag("sha256:sandbox")
+    with (package / "__init__.py").open("a") as source:
         source.write("\n# changed\n")
     assert builder.tools_tag("sha256:sandbox") != before
     assert builder.tools_tag("sha256:other-sandbox") != builder.tools_tag("sha256:sandbox")

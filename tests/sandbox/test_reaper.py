@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -46,33 +45,42 @@ def wait_for(condition: Callable[[], bool], *, timeout_s: float, what: str) -> N
         time.sleep(0.1)
 
 
+# A long-running orchestrator: the platform with a warm pool of two and one long call,
+# run through the CLI's own signal handling (SIGTERM cancels like Ctrl-C).
+_ORCHESTRATOR = """
+import sys
+from orchestrator.cli._common import run_async
+from orchestrator.config import load_config
+from orchestrator.platform import Platform
+from orchestrator.sandbox.execution import ExecRequest
+
+async def main():
+    async with Platform.open(load_config(sys.argv[1]), warm=True) as platform:
+        profile = platform.profiles["reaper-test"]
+        await platform.sandbox.execute(ExecRequest(argv=("sleep", "20")), profile)
+
+run_async(main())
+"""
+
+
 @pytest.fixture
-def profile_file(tmp_path: Path) -> Path:
-    path = tmp_path / "profile.yaml"
-    path.write_text("name: reaper-test\npool_size: 2\ntimeout_s: 25\n")
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "stockade.yaml"
+    path.write_text(
+        f"state_dir: {tmp_path / 'home'}\ntoolkits: [toolkits.python]\n"
+        "sandbox:\n  profiles:\n    default: {pool_size: 0}\n"
+        "    reaper-test: {image: stockade-sandbox, pool_size: 2, timeout_s: 25}\n"
+    )
     return path
 
 
 @pytest.fixture
 def orchestrator_process(
-    profile_file: Path, tmp_path: Path, docker_client: docker.DockerClient, images: ImageBuilder
+    config_file: Path, docker_client: docker.DockerClient, images: ImageBuilder
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A separate orchestrator running a long call, its pool warm beside it."""
-    env = {**os.environ, "STOCKADE_HOME": str(tmp_path / "home")}
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orchestrator",
-            "sandbox",
-            "run",
-            "--profile",
-            str(profile_file),
-            "--",
-            "sleep",
-            "20",
-        ],
-        env=env,
+        [sys.executable, "-c", _ORCHESTRATOR, str(config_file)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
