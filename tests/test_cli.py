@@ -146,6 +146,12 @@ def test_large_arguments_from_a_file_and_stdin_and_unique_call_ids(
                          "--workspace", str(workspace), home=tmp_path)  # fmt: skip
     assert from_file.returncode == 0, from_file.stdout
     assert (workspace / "big.txt").read_text() == "a" * 150_000
+    # A program that long runs too (it travels to the interpreter in a file, not as -c).
+    program = tmp_path / "program.json"
+    program.write_text(json.dumps({"code": "x = '" + "a" * 150_000 + "'\nprint(len(x))"}))
+    ran = stockade("tools", "call", "python.run", "--json", "--args", f"@{program}",
+                   home=tmp_path)  # fmt: skip
+    assert json.loads(json.loads(ran.stdout)["output"])["stdout"] == "150000\n", ran.stdout
     from_stdin = subprocess.run(
         [sys.executable, "-m", "orchestrator", "tools", "call", "python.run", "--json",
          "--args", "-"],
