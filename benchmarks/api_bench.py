@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,7 @@ async def part_two(home: Path, seconds: float, rounds: int, concurrency: int) ->
             "--port", str(port)]  # fmt: skip
     api_rates: list[float] = []
     layer_rates: list[float] = []
+    outcomes: Counter[str] = Counter()
     env_home = os.environ.pop("STOCKADE_HOME", None)  # the files' state_dir, not a leftover
     try:
         with server_process(argv, port, home / "serve.log"):
@@ -278,11 +280,12 @@ async def part_two(home: Path, seconds: float, rounds: int, concurrency: int) ->
                 requests = recorder.seen
                 profile = requests[0][1]
                 counter = iter(range(10**9))
+                # Counted, not asserted: a rare failure under load is a result too.
 
                 async def layer(worker: int, _call: int) -> None:
                     request, used = requests[worker]
                     result = await backend.execute(request, used)
-                    assert result.exit_code == 0, result
+                    outcomes[f"sandbox layer: {result.status.value}"] += 1
 
                 async def api(worker: int, _call: int) -> None:
                     answer = await clients[worker].post(
@@ -290,7 +293,7 @@ async def part_two(home: Path, seconds: float, rounds: int, concurrency: int) ->
                         json={"id": f"a{next(counter)}", "name": "python.run",
                               "arguments": CODE, "run_id": f"run-{worker}"},
                     )  # fmt: skip
-                    assert answer.json()["status"] == "ok", answer.text
+                    outcomes[f"API: {answer.json()['status']}"] += 1
 
                 async def settle() -> None:
                     await backend.wait_warm(profile)
@@ -316,6 +319,7 @@ async def part_two(home: Path, seconds: float, rounds: int, concurrency: int) ->
     print(f"| `stockade serve`: POST /v1/tool-calls | {rounds} x {seconds:g} | "
           f"{', '.join(f'{r:.2f}' for r in api_rates)} | {api_mean:.2f} |")  # fmt: skip
     print(f"\nAPI throughput / sandbox layer throughput: {api_mean / layer_mean:.0%}")
+    print("outcomes: " + ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items())))
 
 
 async def main() -> None:
