@@ -25,6 +25,10 @@ install_packages() {
     command -v dockerd >/dev/null || missing+=(docker.io)
     command -v runsc >/dev/null || missing+=(runsc)
     command -v debootstrap >/dev/null || missing+=(debootstrap)
+    # promtool and amtool check the metrics, alert rules and Alertmanager
+    # example; the observability tests also run a real Prometheus.
+    command -v promtool >/dev/null || missing+=(prometheus)
+    command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
     [ ${#missing[@]} -eq 0 ] && return 0
     need_root
     log "installing Debian packages: ${missing[*]}"

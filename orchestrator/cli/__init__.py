@@ -13,23 +13,31 @@ from orchestrator.cli.config import config
 from orchestrator.cli.demo import demo
 from orchestrator.cli.doctor import doctor
 from orchestrator.cli.images import cleanup, images
+from orchestrator.cli.metrics import metrics
 from orchestrator.cli.policy import policy
 from orchestrator.cli.sandbox import sandbox
 from orchestrator.cli.serve import serve
 from orchestrator.cli.tokens import tokens
 from orchestrator.cli.tools import tools
 from orchestrator.errors import ConfigError, StockadeError
+from orchestrator.metrics import LOG_FORMATS
 
 __all__ = ["cli", "main"]
 
 
 @click.group()
 @click.version_option(package_name="stockade")
-def cli() -> None:
+@click.option("--log-format", type=click.Choice(LOG_FORMATS),
+              help="Log as text or JSON lines (run, call, tool, decision, status). "
+              "Default: logging.format.")  # fmt: skip
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Lowest level logged. Default: logging.level.")  # fmt: skip
+def cli(log_format: str | None, log_level: str | None) -> None:
     """Stockade: every tool call of an LLM agent in a throwaway, hardened container."""
 
 
 for command in (config, doctor, images, cleanup, sandbox, tools, policy, audit, approvals, demo,
+                metrics,
                 serve, tokens):  # fmt: skip
     cli.add_command(command)
 

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.config import LoadedConfig, load_config
+from orchestrator.metrics import configure_logging
 
 __all__ = [
     "EXIT_FAILED",
@@ -73,8 +74,27 @@ def json_option(command: F) -> F:
 
 
 def load(config_file: Path | None, *, toolkits: tuple[str, ...] = (), **flags: Any) -> LoadedConfig:
-    """The effective configuration; ``flags`` are dotted fields set on the command line."""
-    return load_config(config_file, flags={**flags, "toolkits": list(toolkits) or None})
+    """The effective configuration; ``flags`` are dotted fields set on the command line.
+
+    Also sets up the log as configured (``logging``, or the top-level
+    ``--log-format`` and ``--log-level``); left alone when nothing asks for a
+    format or level, so plain warnings reach the terminal as they always did.
+    """
+    context = click.get_current_context(silent=True)
+    top = context.find_root().params if context is not None else {}
+    loaded = load_config(
+        config_file,
+        flags={
+            **flags,
+            "toolkits": list(toolkits) or None,
+            "logging.format": top.get("log_format"),
+            "logging.level": top.get("log_level"),
+        },
+    )
+    logs = loaded.config.logging
+    if logs.format == "json" or logs.level is not None:
+        configure_logging(logs.format, logs.level)
+    return loaded
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

@@ -456,10 +456,9 @@ class Gateway:
         rate = trace.rate
         if _log.isEnabledFor(logging.INFO):
             _log.info(
-                "call %s (%s) of run %s: %s",
+                "call %s (%s): %s",
                 call.id,
                 tool,
-                call.run_id,
                 result.status.value,
                 extra={
                     "run_id": call.run_id,

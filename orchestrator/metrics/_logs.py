@@ -62,7 +62,20 @@ class JsonLinesFormatter(logging.Formatter):
 
 
 class _Installed(logging.StreamHandler[IO[str]]):
-    """The handler :func:`configure_logging` installs (and replaces when called again)."""
+    """The handler :func:`configure_logging` installs (and replaces when called again).
+
+    Without a stream of its own it writes to whatever ``sys.stderr`` is when a
+    record comes (a test runner may swap it).
+    """
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        super().__init__(sys.stderr if stream is None else stream)
+        self._follow_stderr = stream is None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._follow_stderr:
+            self.stream = sys.stderr
+        super().emit(record)
 
 
 def configure_logging(
@@ -80,7 +93,7 @@ def configure_logging(
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _Installed)]:
         root.removeHandler(handler)
-    handler = _Installed(stream if stream is not None else sys.stderr)
+    handler = _Installed(stream)
     formatter = JsonLinesFormatter() if log_format == "json" else logging.Formatter(_TEXT)
     handler.setFormatter(formatter)
     root.addHandler(handler)
