@@ -1,8 +1,6 @@
 """Tools: typed functions described to models, validated host-side, run in sandboxes."""
 
 from orchestrator.tools._executor import (
-    DEFAULT_TOOL_PROFILE,
-    HTTP_TOOL_PROFILE,
     SANDBOX_STATUS,
     ToolExecutor,
     infrastructure_result,
@@ -18,8 +16,6 @@ from orchestrator.tools._registry import (
 )
 
 __all__ = [
-    "DEFAULT_TOOL_PROFILE",
-    "HTTP_TOOL_PROFILE",
     "MAX_ARGUMENT_BYTES",
     "SANDBOX_STATUS",
     "ToolCall",

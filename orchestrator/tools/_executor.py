@@ -9,9 +9,7 @@ from typing import Any
 
 from orchestrator.errors import ConfigError, InfrastructureError
 from orchestrator.sandbox.backend import SandboxBackend
-from orchestrator.sandbox.egress import EgressPolicy
 from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
-from orchestrator.sandbox.images import TOOLS_IMAGE
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.workspace import WorkspaceManager
 from orchestrator.tools._models import ToolCall, ToolResult, ToolStatus
@@ -19,21 +17,12 @@ from orchestrator.tools._registry import ToolRegistry, ValidatedCall
 from stockade_sdk.run import RESULT_SEPARATOR
 
 __all__ = [
-    "DEFAULT_TOOL_PROFILE",
-    "HTTP_TOOL_PROFILE",
     "SANDBOX_STATUS",
     "ToolExecutor",
     "infrastructure_result",
     "tool_result",
 ]
 
-DEFAULT_TOOL_PROFILE = SandboxProfile(name="default", image=TOOLS_IMAGE)
-"""The hardened default profile, on the image that holds the built-in toolkits."""
-HTTP_TOOL_PROFILE = SandboxProfile(
-    name="http", image=TOOLS_IMAGE, egress=EgressPolicy(), loosen=frozenset({"egress"})
-)
-"""The ``http`` toolkit's profile: egress through the proxy, with an empty
-allowlist (everything refused) until an organisation names its hosts."""
 _LIBRARY = "/opt/stockade/lib"
 
 SANDBOX_STATUS: Mapping[ExecStatus, ToolStatus | None] = MappingProxyType(
@@ -97,14 +86,19 @@ def tool_result(call: ToolCall, result: ExecResult) -> ToolResult:
 
 
 class ToolExecutor:
-    """Validates a call, runs its tool in a single-use sandbox, returns a ToolResult."""
+    """Runs a validated call's tool in a single-use sandbox and returns a ToolResult.
+
+    The gateway's last step: it validates, decides and limits before calling
+    :meth:`run`. There is no path from here that skips the policy; entrances
+    get the gateway from :class:`orchestrator.platform.Platform`.
+    """
 
     def __init__(
         self,
         registry: ToolRegistry,
         backend: SandboxBackend,
         *,
-        profiles: Iterable[SandboxProfile] = (DEFAULT_TOOL_PROFILE, HTTP_TOOL_PROFILE),
+        profiles: Iterable[SandboxProfile],
         workspaces: WorkspaceManager | None = None,
     ) -> None:
         self._registry = registry
@@ -128,21 +122,6 @@ class ToolExecutor:
     def profiles(self) -> frozenset[str]:
         """Names of the sandbox profiles this executor can run tools in."""
         return frozenset(self._profiles)
-
-    async def execute(self, call: ToolCall) -> ToolResult:
-        """Validate and run one call. Tool failures and platform failures both come back as results.
-
-        This is the bare path without policy; production callers go through
-        :class:`orchestrator.gateway.Gateway`, which validates, decides, and
-        then calls :meth:`run`.
-        """
-        checked = self._registry.validate(call)
-        if isinstance(checked, ToolResult):
-            return checked
-        try:
-            return await self.run(checked)
-        except InfrastructureError as exc:
-            return infrastructure_result(call, exc)
 
     async def run(
         self,

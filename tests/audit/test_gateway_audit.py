@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.audit import AuditLog, verify
+from orchestrator.config import builtin_profiles
 from orchestrator.gateway import Gateway
 from orchestrator.metrics import Metrics
 from orchestrator.policy import parse_policy
@@ -37,7 +38,9 @@ def gateway(root: Path, script: list[Any] | None = None, **audit: Any) -> Gatewa
     registry = ToolRegistry()
     registry.load("toolkits.files")
     registry.load("toolkits.python")
-    executor = ToolExecutor(registry, ScriptedBackend(script or []))
+    executor = ToolExecutor(
+        registry, ScriptedBackend(script or []), profiles=builtin_profiles("runc").values()
+    )
     log = AuditLog(root / "audit.jsonl", **audit)
     return Gateway(executor, parse_policy(POLICY), log, metrics=Metrics())
 

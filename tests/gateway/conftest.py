@@ -16,6 +16,7 @@ import pytest
 
 from orchestrator.approvals import ApprovalStore, Approver
 from orchestrator.audit import AuditLog
+from orchestrator.config import builtin_profiles
 from orchestrator.gateway import ApprovalGate, Gateway
 from orchestrator.metrics import Metrics
 from orchestrator.policy import RateLimiter, parse_policy
@@ -98,7 +99,7 @@ class Harness:
         self.store = ApprovalStore(root / "approvals.db")
         self.metrics = Metrics()
         self.gateway = Gateway(
-            ToolExecutor(registry(), self.backend),
+            ToolExecutor(registry(), self.backend, profiles=builtin_profiles("runc").values()),
             self.policy,
             AuditLog(self.audit_path, redact_patterns=self.policy.redact),
             approvals=ApprovalGate(self.store, approvers, poll_s=0.01),

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.audit import AuditLog, verify
+from orchestrator.config import builtin_profiles
 from orchestrator.errors import ConfigError, ErrorCode, InfrastructureError
 from orchestrator.gateway import Gateway
 from orchestrator.policy import parse_policy
@@ -201,7 +202,9 @@ async def test_an_unwritable_audit_log_stops_further_calls(harness: Build) -> No
 
 def test_configuration_mistakes_fail_at_construction(tmp_path: Path) -> None:
     policy = parse_policy(POLICY)
-    executor = ToolExecutor(registry(), ScriptedBackend())
+    executor = ToolExecutor(
+        registry(), ScriptedBackend(), profiles=builtin_profiles("runc").values()
+    )
     log = AuditLog(tmp_path / "audit.jsonl", redact_patterns=policy.redact)
     with pytest.raises(ConfigError, match=r"rules\[2\].decision: rule 'delete-needs-approval'"):
         Gateway(executor, policy, log)

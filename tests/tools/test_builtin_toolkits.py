@@ -12,31 +12,27 @@ from pathlib import Path
 import docker
 import pytest
 
-from orchestrator.sandbox.docker_backend import DockerBackend
+from orchestrator.gateway import Gateway
 from orchestrator.sandbox.images import ImageBuilder
-from orchestrator.sandbox.workspace import WorkspaceManager
-from orchestrator.tools import ToolCall, ToolExecutor, ToolRegistry, ToolStatus
+from orchestrator.testing.platform import open_test_platform
+from orchestrator.tools import ToolCall, ToolRegistry, ToolStatus
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.fixture
-async def executor(
-    docker_client: docker.DockerClient, images: ImageBuilder, no_leaks: None, tmp_path: Path
-) -> AsyncIterator[ToolExecutor]:
-    registry = ToolRegistry()
-    for toolkit in ("toolkits.files", "toolkits.python", "toolkits.shell"):
-        registry.load(toolkit)
-    async with DockerBackend(docker_client, images=images, reap_on_start=False) as backend:
-        yield ToolExecutor(registry, backend, workspaces=WorkspaceManager(tmp_path))
+async def gateway(images: ImageBuilder, no_leaks: None, tmp_path: Path) -> AsyncIterator[Gateway]:
+    toolkits = ("toolkits.files", "toolkits.python", "toolkits.shell")
+    async with open_test_platform(tmp_path, toolkits=toolkits) as platform:
+        yield platform.gateway
 
 
 def call(name: str, run_id: str | None = None, **arguments: object) -> ToolCall:
     return ToolCall(id="t", name=name, arguments=json.dumps(arguments), run_id=run_id)
 
 
-async def test_python_run_output_and_numpy(executor: ToolExecutor) -> None:
-    result = await executor.execute(
+async def test_python_run_output_and_numpy(gateway: Gateway) -> None:
+    result = await gateway.call(
         call("python.run", code="import numpy as np\nprint(int(np.arange(10).sum()))")
     )
     assert result.status is ToolStatus.OK, result
@@ -44,29 +40,29 @@ async def test_python_run_output_and_numpy(executor: ToolExecutor) -> None:
     assert result.image_digest and result.image_digest.startswith("sha256:")
 
 
-async def test_python_run_exception_shows_traceback(executor: ToolExecutor) -> None:
-    result = await executor.execute(call("python.run", code="def f():\n    1 / 0\nf()"))
+async def test_python_run_exception_shows_traceback(gateway: Gateway) -> None:
+    result = await gateway.call(call("python.run", code="def f():\n    1 / 0\nf()"))
     assert result.status is ToolStatus.OK, "the tool ran; the snippet failed"
     output = json.loads(result.output)
     assert output["exit_code"] == 1
     assert "ZeroDivisionError" in output["stderr"] and "line 2, in f" in output["stderr"]
 
 
-async def test_workspace_persists_between_tool_calls(executor: ToolExecutor) -> None:
-    first = await executor.execute(
+async def test_workspace_persists_between_tool_calls(gateway: Gateway) -> None:
+    first = await gateway.call(
         call("python.run", run_id="r1", code="open('data.txt', 'w').write('kept')")
     )
     assert first.files_changed == ("data.txt",)
-    second = await executor.execute(call("shell.run", run_id="r1", command="cat data.txt; ls -a"))
+    second = await gateway.call(call("shell.run", run_id="r1", command="cat data.txt; ls -a"))
     assert json.loads(second.output)["stdout"].startswith("kept")
-    other = await executor.execute(call("shell.run", run_id="r2", command="ls"))
+    other = await gateway.call(call("shell.run", run_id="r2", command="ls"))
     assert json.loads(other.output)["stdout"] == "", "another run sees nothing"
 
 
-async def test_shell_run_exit_code_and_timeout(executor: ToolExecutor) -> None:
-    failed = await executor.execute(call("shell.run", command="echo oops >&2; exit 3"))
+async def test_shell_run_exit_code_and_timeout(gateway: Gateway) -> None:
+    failed = await gateway.call(call("shell.run", command="echo oops >&2; exit 3"))
     assert json.loads(failed.output) == {"stdout": "", "stderr": "oops\n", "exit_code": 3}
-    slow = await executor.execute(call("shell.run", command="sleep 10", timeout_s=0.5))
+    slow = await gateway.call(call("shell.run", command="sleep 10", timeout_s=0.5))
     assert json.loads(slow.output) == {
         "stdout": "",
         "stderr": "",
@@ -75,11 +71,11 @@ async def test_shell_run_exit_code_and_timeout(executor: ToolExecutor) -> None:
     }
 
 
-async def test_invalid_calls_never_reach_a_sandbox(executor: ToolExecutor) -> None:
-    missing = await executor.execute(call("python.run"))
+async def test_invalid_calls_never_reach_a_sandbox(gateway: Gateway) -> None:
+    missing = await gateway.call(call("python.run"))
     assert missing.status is ToolStatus.INVALID_ARGUMENTS
     assert "code: Field required" in (missing.error or "")
-    unknown = await executor.execute(call("python.exec", code="1"))
+    unknown = await gateway.call(call("python.exec", code="1"))
     assert unknown.status is ToolStatus.UNKNOWN_TOOL
     assert "python.run" in (unknown.error or "")
     assert missing.duration_s == 0.0 and missing.image_digest is None
@@ -108,52 +104,52 @@ def test_cli_tools_call(images: ImageBuilder, tmp_path: Path) -> None:
     assert json.loads(bad.stdout)["status"] == "invalid_arguments"
 
 
-async def test_files_toolkit_round_trip(executor: ToolExecutor) -> None:
+async def test_files_toolkit_round_trip(gateway: Gateway) -> None:
     run = "files"
-    wrote = await executor.execute(call("files.write", run, path="a/b.txt", content="one\ntwo\n"))
+    wrote = await gateway.call(call("files.write", run, path="a/b.txt", content="one\ntwo\n"))
     assert wrote.status is ToolStatus.OK, wrote
     assert wrote.files_changed == ("a", "a/b.txt")
-    await executor.execute(call("files.append", run, path="a/b.txt", content="three\n"))
-    read = await executor.execute(call("files.read", run, path="a/b.txt"))
+    await gateway.call(call("files.append", run, path="a/b.txt", content="three\n"))
+    read = await gateway.call(call("files.read", run, path="a/b.txt"))
     assert json.loads(read.output)["content"] == "one\ntwo\nthree\n"
     binary = "AAEC/w=="  # bytes 00 01 02 ff
-    await executor.execute(call("files.write", run, path="bin", content=binary, encoding="base64"))
-    back = json.loads((await executor.execute(call("files.read", run, path="bin"))).output)
+    await gateway.call(call("files.write", run, path="bin", content=binary, encoding="base64"))
+    back = json.loads((await gateway.call(call("files.read", run, path="bin"))).output)
     assert back == {"content": binary, "encoding": "base64", "size": 4, "truncated": False}
-    listed = json.loads((await executor.execute(call("files.list", run, recursive=True))).output)
+    listed = json.loads((await gateway.call(call("files.list", run, recursive=True))).output)
     assert [entry["path"] for entry in listed["entries"]] == ["a", "a/b.txt", "bin"]
-    found = json.loads((await executor.execute(call("files.search", run, pattern="^t"))).output)
+    found = json.loads((await gateway.call(call("files.search", run, pattern="^t"))).output)
     assert [(m["path"], m["line"]) for m in found["matches"]] == [("a/b.txt", 2), ("a/b.txt", 3)]
-    deleted = await executor.execute(call("files.delete", run, path="bin"))
+    deleted = await gateway.call(call("files.delete", run, path="bin"))
     assert deleted.status is ToolStatus.OK and deleted.files_changed == ("bin",)
 
 
 @pytest.mark.parametrize("path", ["../escape.txt", "/etc/passwd", "a/../../x", "."])
-async def test_files_outside_the_workspace_are_refused(executor: ToolExecutor, path: str) -> None:
+async def test_files_outside_the_workspace_are_refused(gateway: Gateway, path: str) -> None:
     tool = "files.delete" if path == "." else "files.read"
-    result = await executor.execute(call(tool, "files-out", path=path))
+    result = await gateway.call(call(tool, "files-out", path=path))
     assert result.status is ToolStatus.ERROR
     assert "PermissionError" in (result.error or "")
 
 
-async def test_files_errors_are_readable(executor: ToolExecutor) -> None:
-    missing = await executor.execute(call("files.read", "files-err", path="nope.txt"))
+async def test_files_errors_are_readable(gateway: Gateway) -> None:
+    missing = await gateway.call(call("files.read", "files-err", path="nope.txt"))
     assert missing.status is ToolStatus.ERROR and "FileNotFoundError" in (missing.error or "")
-    bad = await executor.execute(
+    bad = await gateway.call(
         call("files.write", "files-err", path="x", content="!!", encoding="base64")
     )
     assert bad.status is ToolStatus.ERROR and "Error" in (bad.error or "")
 
 
 async def test_user_toolkit_with_its_own_dependency(
-    docker_client: docker.DockerClient, images: ImageBuilder, no_leaks: None
+    images: ImageBuilder, no_leaks: None, tmp_path: Path
 ) -> None:
     registry = ToolRegistry()
     registry.load("toolkits.example_org")
     with pytest.raises(ImportError):
         __import__("tabulate")  # not on the host: only in the sandbox image
-    async with DockerBackend(docker_client, images=images, reap_on_start=False) as backend:
-        result = await ToolExecutor(registry, backend).execute(
+    async with open_test_platform(tmp_path, toolkits=("toolkits.example_org",)) as platform:
+        result = await platform.gateway.call(
             ToolCall(id="u", name="example_org.table", arguments={"rows": [{"a": "1", "b": "2"}]})
         )
     assert result.status is ToolStatus.OK, result
@@ -211,13 +207,13 @@ def test_external_toolkit_is_baked_into_its_image(
         docker_client.images.remove(tag, force=True)
 
 
-async def test_files_read_is_capped(executor: ToolExecutor) -> None:
-    await executor.execute(
+async def test_files_read_is_capped(gateway: Gateway) -> None:
+    await gateway.call(
         call("python.run", "big", code="open('big.bin', 'wb').write(b'x' * (2 * 1024 * 1024))")
     )
-    first = json.loads((await executor.execute(call("files.read", "big", path="big.bin"))).output)
+    first = json.loads((await gateway.call(call("files.read", "big", path="big.bin"))).output)
     assert first["truncated"] is True and first["size"] == 2 * 1024 * 1024
     assert len(first["content"]) == 256 * 1024
     tail = call("files.read", "big", path="big.bin", offset=2 * 1024 * 1024 - 1000)
-    rest = json.loads((await executor.execute(tail)).output)
+    rest = json.loads((await gateway.call(tail)).output)
     assert rest["truncated"] is False and rest["content"] == "x" * 1000

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -10,20 +9,13 @@ from pathlib import Path
 import docker
 import pytest
 
+from orchestrator.gateway import Gateway
 from orchestrator.sandbox._egress_gate import EgressGates
 from orchestrator.sandbox.docker_backend import DockerBackend
-from orchestrator.sandbox.egress import EgressPolicy
-from orchestrator.sandbox.images import TOOLS_IMAGE, ImageBuilder
-from orchestrator.sandbox.profile import SandboxProfile
-from orchestrator.sandbox.workspace import WorkspaceManager
+from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.testing import FixedResolver, HttpRequest, LoopbackOnlyConnector, serve_http
-from orchestrator.tools import (
-    DEFAULT_TOOL_PROFILE,
-    ToolCall,
-    ToolExecutor,
-    ToolRegistry,
-    ToolStatus,
-)
+from orchestrator.testing.platform import open_test_platform
+from orchestrator.tools import ToolCall, ToolStatus
 
 pytestmark = pytest.mark.docker
 
@@ -45,46 +37,36 @@ def origin() -> Iterator[int]:
 
 
 @pytest.fixture
-async def executor(
+async def gateway(
     docker_client: docker.DockerClient,
     images: ImageBuilder,
     no_leaks: None,
     tmp_path: Path,
     origin: int,
-) -> AsyncIterator[ToolExecutor]:
-    registry = ToolRegistry()
-    registry.load("toolkits.http")
-    http = SandboxProfile(
-        name="http",
-        image=TOOLS_IMAGE,
-        pool_size=0,
-        loosen=frozenset({"egress"}),
-        egress=EgressPolicy(
-            allow=(f"127.0.0.1:{origin}",), allow_networks=(ipaddress.ip_network("127.0.0.1/32"),)
-        ),
-    )
+) -> AsyncIterator[Gateway]:
+    http = {
+        "pool_size": 0,
+        "loosen": ["egress"],
+        "egress": {"allow": [f"127.0.0.1:{origin}"], "allow_networks": ["127.0.0.1/32"]},
+    }
     resolver, connector = FixedResolver(), LoopbackOnlyConnector()
     gates = EgressGates(resolver=resolver, connector=connector)
-    async with DockerBackend(
-        docker_client, images=images, reap_on_start=False, egress_gates=gates
-    ) as backend:
-        yield ToolExecutor(
-            registry,
-            backend,
-            profiles=(DEFAULT_TOOL_PROFILE, http),
-            workspaces=WorkspaceManager(tmp_path),
-        )
+    backend = DockerBackend(docker_client, images=images, reap_on_start=False, egress_gates=gates)
+    async with open_test_platform(
+        tmp_path, toolkits=("toolkits.http",), profiles={"http": http}, backend=backend
+    ) as platform:
+        yield platform.gateway
     assert connector.violations == [] and resolver.unknown == []
 
 
-async def test_fetch_allowed_host(executor: ToolExecutor, origin: int) -> None:
+async def test_fetch_allowed_host(gateway: Gateway, origin: int) -> None:
     arguments = {
         "url": f"http://127.0.0.1:{origin}/hello?x=1",
         "method": "POST",
         "body": "ping",
         "headers": {"X-Test": "yes"},
     }
-    result = await executor.execute(ToolCall(id="h", name="http.fetch", arguments=arguments))
+    result = await gateway.call(ToolCall(id="h", name="http.fetch", arguments=arguments))
     assert result.status is ToolStatus.OK, result
     assert [(event.host, event.allowed) for event in result.egress] == [("127.0.0.1", True)]
     response = json.loads(result.output)
@@ -100,9 +82,9 @@ async def test_fetch_allowed_host(executor: ToolExecutor, origin: int) -> None:
 @pytest.mark.parametrize(
     "url", ["http://127.0.0.1:{other}/", "http://10.0.0.1/", "https://blocked.invalid/"]
 )
-async def test_fetch_refused(executor: ToolExecutor, origin: int, url: str) -> None:
+async def test_fetch_refused(gateway: Gateway, origin: int, url: str) -> None:
     call = ToolCall(id="h", name="http.fetch", arguments={"url": url.format(other=origin + 1)})
-    result = await executor.execute(call)
+    result = await gateway.call(call)
     if url.startswith("https"):
         # CONNECT refused: urllib raises instead of returning the 403.
         assert result.status is ToolStatus.ERROR and "403" in (result.error or "")
@@ -112,8 +94,8 @@ async def test_fetch_refused(executor: ToolExecutor, origin: int, url: str) -> N
         assert response["headers"]["X-Stockade-Egress"] == "refused"
 
 
-async def test_fetch_rejects_other_schemes(executor: ToolExecutor) -> None:
-    result = await executor.execute(
+async def test_fetch_rejects_other_schemes(gateway: Gateway) -> None:
+    result = await gateway.call(
         ToolCall(id="h", name="http.fetch", arguments={"url": "file:///etc/passwd"})
     )
     assert result.status is ToolStatus.ERROR and "only http" in (result.error or "")

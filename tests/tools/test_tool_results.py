@@ -13,15 +13,15 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 
-from orchestrator.sandbox.docker_backend import DockerBackend
-from orchestrator.sandbox.images import TOOLS_IMAGE, ImageBuilder
-from orchestrator.sandbox.profile import SandboxProfile
-from orchestrator.tools import ToolCall, ToolExecutor, ToolRegistry, ToolResult, ToolStatus
+from orchestrator.gateway import Gateway
+from orchestrator.sandbox.images import ImageBuilder
+from orchestrator.testing.platform import open_test_platform
+from orchestrator.tools import ToolCall, ToolResult, ToolStatus
 from stockade_sdk.process import run_captured
 
 MEMORY_MB = 256
@@ -30,25 +30,20 @@ PIDS = 64
 
 @pytest.fixture
 async def tools(
-    docker_client: docker.DockerClient, images: ImageBuilder, no_leaks: None, runtime: str
-) -> AsyncIterator[ToolExecutor]:
-    registry = ToolRegistry()
-    for toolkit in ("toolkits.python", "toolkits.shell"):
-        registry.load(toolkit)
-    profile = SandboxProfile(
-        name="default",
-        image=TOOLS_IMAGE,
-        runtime=runtime,  # type: ignore[arg-type]
-        memory_mb=MEMORY_MB,
-        pids=PIDS,
-        pool_size=1,
-    )
-    async with DockerBackend(docker_client, images=images, reap_on_start=False) as backend:
-        yield ToolExecutor(registry, backend, profiles=[profile])
+    images: ImageBuilder, no_leaks: None, runtime: str, tmp_path: Path
+) -> AsyncIterator[Gateway]:
+    profile = {"memory_mb": MEMORY_MB, "pids": PIDS, "pool_size": 1}
+    async with open_test_platform(
+        tmp_path,
+        toolkits=("toolkits.python", "toolkits.shell"),
+        runtime=runtime,
+        profiles={"default": profile},
+    ) as platform:
+        yield platform.gateway
 
 
-async def call(tools: ToolExecutor, name: str, **arguments: object) -> ToolResult:
-    return await tools.execute(ToolCall(id="t", name=name, arguments=json.dumps(arguments)))
+async def call(tools: Gateway, name: str, **arguments: object) -> ToolResult:
+    return await tools.call(ToolCall(id="t", name=name, arguments=json.dumps(arguments)))
 
 
 def output_of(result: ToolResult) -> dict[str, Any]:
@@ -58,7 +53,7 @@ def output_of(result: ToolResult) -> dict[str, Any]:
 
 
 @pytest.mark.docker
-async def test_out_of_memory_says_so_with_the_limit(tools: ToolExecutor, runtime: str) -> None:
+async def test_out_of_memory_says_so_with_the_limit(tools: Gateway, runtime: str) -> None:
     code = "chunks = []\nwhile True:\n    chunks.append(b'x' * (16 * 2**20))"
     result = await call(tools, "python.run", code=code)
     if runtime == "runc":
@@ -74,7 +69,7 @@ async def test_out_of_memory_says_so_with_the_limit(tools: ToolExecutor, runtime
 
 
 @pytest.mark.docker
-async def test_a_flood_of_output_is_capped_inside_the_tool(tools: ToolExecutor) -> None:
+async def test_a_flood_of_output_is_capped_inside_the_tool(tools: Gateway) -> None:
     # 2 GiB: buffered whole, it would not fit the sandbox's memory eight times over.
     code = (
         "import sys\nout = sys.stdout.buffer\nout.write(b'START\\n')\n"
@@ -94,7 +89,7 @@ async def test_a_flood_of_output_is_capped_inside_the_tool(tools: ToolExecutor) 
 
 
 @pytest.mark.docker
-async def test_a_background_server_does_not_hold_the_call(tools: ToolExecutor) -> None:
+async def test_a_background_server_does_not_hold_the_call(tools: Gateway) -> None:
     result = await call(
         tools,
         "shell.run",
@@ -109,7 +104,7 @@ async def test_a_background_server_does_not_hold_the_call(tools: ToolExecutor) -
 
 
 @pytest.mark.docker
-async def test_a_daemonised_child_does_not_hold_the_call(tools: ToolExecutor) -> None:
+async def test_a_daemonised_child_does_not_hold_the_call(tools: Gateway) -> None:
     code = (
         "import os, time\n"
         "if os.fork() == 0:\n"
@@ -128,7 +123,7 @@ async def test_a_daemonised_child_does_not_hold_the_call(tools: ToolExecutor) ->
 
 
 @pytest.mark.docker
-async def test_a_signal_is_named(tools: ToolExecutor) -> None:
+async def test_a_signal_is_named(tools: Gateway) -> None:
     code = "import os, signal\nprint('before', flush=True)\nos.kill(os.getpid(), signal.SIGTERM)"
     output = output_of(await call(tools, "python.run", code=code))
     assert output["killed"] == "signal 15 (SIGTERM)"
@@ -137,7 +132,7 @@ async def test_a_signal_is_named(tools: ToolExecutor) -> None:
 
 
 @pytest.mark.docker
-async def test_its_own_timeout_is_named(tools: ToolExecutor) -> None:
+async def test_its_own_timeout_is_named(tools: Gateway) -> None:
     result = await call(tools, "shell.run", command="echo waiting; sleep 30", timeout_s=1)
     output = output_of(result)
     assert output["killed"] == "timed out after 1 s"
@@ -147,7 +142,7 @@ async def test_its_own_timeout_is_named(tools: ToolExecutor) -> None:
 
 
 @pytest.mark.docker
-async def test_the_process_limit_is_named(tools: ToolExecutor, runtime: str) -> None:
+async def test_the_process_limit_is_named(tools: Gateway, runtime: str) -> None:
     # Threads count against the limit like processes, and cost little memory:
     # under gVisor, forked interpreters would exhaust the sandbox's memory first.
     code = (
