@@ -12,11 +12,12 @@ left is the gateway's own work. Measured side by side in one run:
 The policy has 50 rules; the call is decided by the last one, after 49 rules
 whose tool glob matches and whose conditions are evaluated and fail (the worst
 case for first-match). Three rate limits (run, principal, global) count every
-call. The audit log ``fsync``-s every record before the result returns, in two
-ways side by side: group commit (the default: a writer thread, one ``fsync``
-per batch of concurrent records, the event loop never waits on the disk) and
-the way before it (``group_commit=False``: append and ``fsync`` each record on
-the event loop); and once more without ``fsync`` for comparison.
+call, in the SQLite store a host's orchestrator processes share. The audit
+log ``fsync``-s every record before the result returns, in two ways side by
+side: group commit (the default: a writer thread, one ``fsync`` per batch of
+concurrent records, the event loop never waits on the disk) and the way
+before it (``group_commit=False``: append and ``fsync`` each record on the
+event loop); and once more without ``fsync`` for comparison.
 
 Then throughput: ``--concurrency`` (32) callers on one event loop share one
 gateway, each making calls back to back, with the old and the new commit path,
@@ -30,13 +31,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +46,10 @@ from typing import Any
 
 from orchestrator.approvals import ApprovalStore
 from orchestrator.audit import AuditLog, AuditRecord
+from orchestrator.config import builtin_profiles
 from orchestrator.gateway import ApprovalGate, Gateway
 from orchestrator.metrics import Metrics
-from orchestrator.policy import Policy, RateLimiter, evaluate, parse_policy
+from orchestrator.policy import Policy, RateLimiter, SqliteLimitStore, evaluate, parse_policy
 from orchestrator.testing.backend import ScriptedBackend
 from orchestrator.tools import ToolCall, ToolExecutor, ToolRegistry, ToolResult
 
@@ -100,29 +103,35 @@ def quantiles_us(samples: list[float]) -> tuple[float, float, float]:
     return pick(0.5), pick(0.95), pick(0.99)
 
 
-async def timed(calls: int, step: Callable[[int], Awaitable[Any]]) -> list[float]:
+async def timed(calls: int, step: Callable[[int], Any]) -> list[float]:
+    """Time ``step`` (sync, or returning an awaitable) ``calls`` times, in seconds."""
     samples = []
     for number in range(calls):
         started = time.perf_counter()
-        await step(number)
-        samples.append(time.perf_counter() - started)
-    return samples
-
-
-def timed_sync(calls: int, step: Callable[[int], Any]) -> list[float]:
-    samples = []
-    for number in range(calls):
-        started = time.perf_counter()
-        step(number)
+        done = step(number)
+        if inspect.isawaitable(done):
+            await done
         samples.append(time.perf_counter() - started)
     return samples
 
 
 def build(executor: ToolExecutor, policy: Policy, home: Path, name: str, **audit: Any) -> Gateway:
-    """A gateway with its own audit log (``audit``: AuditLog options) and approval store."""
+    """A gateway as the platform assembles it, with its own files.
+
+    Its own audit log (``audit``: AuditLog options), approval store, and
+    limits shared through SQLite (as between a host's orchestrator processes).
+    """
     log = AuditLog(home / f"{name}.jsonl", redact_patterns=policy.redact, **audit)
     store = ApprovalStore(home / f"{name}.db")  # never asked: no call needs approval
-    return Gateway(executor, policy, log, approvals=ApprovalGate(store), metrics=Metrics())
+    limits = SqliteLimitStore(home / f"{name}-limits.db")
+    return Gateway(
+        executor,
+        policy,
+        log,
+        approvals=ApprovalGate(store),
+        metrics=Metrics(),
+        limit_store=limits,
+    )
 
 
 def setup() -> tuple[Policy, ToolRegistry, ToolExecutor]:
@@ -130,7 +139,8 @@ def setup() -> tuple[Policy, ToolRegistry, ToolExecutor]:
     assert len(policy.rules) == 50
     registry = ToolRegistry()
     registry.load("toolkits.python")
-    return policy, registry, ToolExecutor(registry, ScriptedBackend())
+    profiles = builtin_profiles("runc").values()
+    return policy, registry, ToolExecutor(registry, ScriptedBackend(), profiles=profiles)
 
 
 async def through(gw: Gateway, n: int) -> None:
@@ -147,12 +157,14 @@ async def measure(calls: int, home: Path) -> list[tuple[str, list[float]]]:
     grouped = build(executor, policy, home, "group")
     inline = build(executor, policy, home, "inline", group_commit=False)
     unsynced = build(executor, policy, home, "nofsync", fsync=False)
-    limiter = RateLimiter(policy.rate_limits)
+    limiter = RateLimiter(policy.rate_limits, store=SqliteLimitStore(home / "alone-limits.db"))
     audit = AuditLog(home / "alone.jsonl", redact_patterns=policy.redact)
     metrics = Metrics()
     record = AuditRecord.model_validate(
         {"event": "call", "tool": "python.run", "arguments": checked.arguments, "status": "ok"}
     )
+    raw = os.open(home / "raw.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    line = b"x" * 700 + b"\n"  # about the size of an audit record
 
     async def baseline(_n: int) -> None:
         await executor.run(checked)
@@ -165,41 +177,42 @@ async def measure(calls: int, home: Path) -> list[tuple[str, list[float]]]:
         metrics.tool_call_duration.labels("python.run").observe(0.01)
         metrics.policy_decisions.labels("allow", "python").inc()
 
-    # Warm-up: first calls compile regexes and fill caches.
-    for _ in range(200):
-        await baseline(0)
-        for gw in (grouped, inline, unsynced):
-            await through(gw, 0)
+    def fsync_line(_n: int) -> None:
+        os.write(raw, line)
+        os.fsync(raw)
 
-    # Interleaved rounds so drift (page cache, CPU frequency) hits all alike.
-    results: dict[str, list[float]] = {"executor": [], "group": [], "inline": [], "nofsync": []}
-    rounds = 10
-    for _ in range(rounds):
-        results["executor"] += await timed(calls // rounds, baseline)
-        results["group"] += await timed(calls // rounds, lambda n: through(grouped, n))
-        results["inline"] += await timed(calls // rounds, lambda n: through(inline, n))
-        results["nofsync"] += await timed(calls // rounds, lambda n: through(unsynced, n))
-    return [
-        ("executor only (baseline, no gateway)", results["executor"]),
-        (GROUP, results["group"]),
-        (INLINE, results["inline"]),
-        ("gateway, audit without fsync (group commit)", results["nofsync"]),
-        ("step: schema validation", timed_sync(calls, lambda n: registry.validate(make_call(n)))),
+    rows: list[tuple[str, Callable[[int], Any]]] = [
+        ("executor only (baseline, no gateway)", baseline),
+        (GROUP, lambda n: through(grouped, n)),
+        (INLINE, lambda n: through(inline, n)),
+        ("gateway, audit without fsync (group commit)", lambda n: through(unsynced, n)),
+        ("step: schema validation", lambda n: registry.validate(make_call(n))),
         (
             "step: policy, 50 rules (last decides)",
-            timed_sync(calls, lambda _n: evaluate(policy, "python.run", checked.arguments, "b")),
+            lambda _n: evaluate(policy, "python.run", checked.arguments, "b"),
         ),
         (
-            "step: rate limits (3 limits)",
-            timed_sync(calls, lambda n: limiter.check("python.run", run_id=f"r{n % 8}")),
+            "step: rate limits (3 limits, shared through SQLite)",
+            lambda n: limiter.check("python.run", run_id=f"r{n % 8}"),
         ),
-        (
-            "step: audit append + fsync, on the caller's thread",
-            timed_sync(calls, lambda _n: audit.append(record)),
-        ),
-        ("step: audit write + fsync, group commit, one at a time", await timed(calls, write)),
-        ("step: metrics", timed_sync(calls, count)),
+        ("step: audit append + fsync, on the caller's thread", lambda _n: audit.append(record)),
+        ("step: audit write + fsync, group commit, one at a time", write),
+        ("step: metrics", count),
+        ("disk: raw write + fsync of one line (the floor)", fsync_line),
     ]
+
+    # Warm-up: first calls compile regexes and fill caches.
+    for _, step in rows:
+        await timed(200, step)
+    # Interleaved rounds so drift (page cache, CPU frequency, other work on
+    # the machine and its disk) hits all alike.
+    results: dict[str, list[float]] = {name: [] for name, _ in rows}
+    rounds = 10
+    for _ in range(rounds):
+        for name, step in rows:
+            results[name] += await timed(calls // rounds, step)
+    os.close(raw)
+    return [(name, results[name]) for name, _ in rows]
 
 
 GROUP = "gateway, audit fsync, group commit (default)"
