@@ -6,6 +6,7 @@
 #   scripts/setup.sh            set everything up
 #   scripts/setup.sh test       set up, then run the whole test suite
 #   scripts/setup.sh demo       set up, then run the demo (the main job)
+#   scripts/setup.sh engine     only make sure the Docker engine runs
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -119,13 +120,15 @@ main() {
     install_packages
     configure_daemon
     start_dockerd
+    # `engine`: only the engine (tests restart it this way after stopping it).
+    [ "${1:-}" = engine ] && return 0
     setup_venv
     build_images
     case "${1:-}" in
         "") ;;
         test) shift; exec "$ROOT/scripts/run-tests.sh" "$@" ;;
         demo) shift; exec "$VENV/bin/stockade" demo "$@" ;;
-        *) die "unknown command '$1' (expected: test, demo, or nothing)" ;;
+        *) die "unknown command '$1' (expected: test, demo, engine, or nothing)" ;;
     esac
 }
 

@@ -404,6 +404,7 @@ class Gateway:
                 on_retry=retried,
                 initial_wait_s=first_wait,
                 max_wait_s=max_wait,
+                ready=self._executor.wait_ready,
             )
         except InfrastructureError as exc:
             if exc.retryable and settings.max_attempts > 1:

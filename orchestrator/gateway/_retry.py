@@ -37,6 +37,33 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, InfrastructureError) and exc.retryable
 
 
+def _riding_outages(
+    attempt: Callable[[], Awaitable[T]],
+    ready: Callable[[float], Awaitable[float | None]],
+    deadline: float,
+) -> Callable[[], Awaitable[T]]:
+    """``attempt``, repeated while its failures coincide with the backend being away.
+
+    Without this, an engine restart of a few seconds burns every attempt of a
+    call in about a second (each fails at once) although its budget is far
+    from spent.
+    """
+
+    async def riding() -> T:
+        while True:
+            try:
+                return await attempt()
+            except InfrastructureError as exc:
+                remaining = deadline - time.monotonic()
+                if not exc.retryable or remaining <= 0:
+                    raise
+                away = await ready(remaining)
+                if not away:  # answered at once (a real failure), or never: spend it
+                    raise
+
+    return riding
+
+
 async def run_with_retries(
     attempt: Callable[[], Awaitable[T]],
     settings: RetrySettings,
@@ -45,16 +72,24 @@ async def run_with_retries(
     on_retry: Callable[[int, BaseException | None], None] = lambda _number, _error: None,
     initial_wait_s: float = 0.2,
     max_wait_s: float = 5.0,
+    ready: Callable[[float], Awaitable[float | None]] | None = None,
 ) -> T:
     """Run ``attempt`` until it succeeds, fails for good, or the budget is spent.
 
     ``failed`` tells a result that counts as a failure (a tool error); it is
     retried only when ``settings.retry_on_tool_error`` is set. After the last
     attempt, its exception is raised or its result returned.
+
+    ``ready`` (the sandbox backend's ``wait_ready``) rides out outages: after a
+    retryable failure it waits, within the time budget, for the backend to
+    answer again. An attempt that failed because the backend was away is not
+    spent; one that failed while the backend answered is.
     """
+    started = time.monotonic()
+    if ready is not None:
+        attempt = _riding_outages(attempt, ready, started + settings.max_total_s)
     # The first attempt runs bare: almost every call succeeds at once, and
     # setting up tenacity costs more than the rest of the gateway's checks.
-    started = time.monotonic()
     first_error: BaseException | None = None
     try:
         first = await attempt()

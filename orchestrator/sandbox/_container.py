@@ -7,6 +7,7 @@ import contextlib
 import os
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -171,8 +172,18 @@ class ContainerFactory:
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise engine_error(op, exc) from exc
 
-    async def launch(self, profile: SandboxProfile, image: str, image_id: str) -> SandboxContainer:
-        """Create, attach, start and wait for the runner's ready frame."""
+    async def launch(
+        self,
+        profile: SandboxProfile,
+        image: str,
+        image_id: str,
+        *,
+        on_created: Callable[[str], None] = lambda _id: None,
+    ) -> SandboxContainer:
+        """Create, attach, start and wait for the runner's ready frame.
+
+        ``on_created`` learns the container's id as soon as the engine made it.
+        """
         gate = (
             await self._gates.open(profile.egress, profile=profile.name) if profile.egress else None
         )
@@ -182,6 +193,7 @@ class ContainerFactory:
                 container_options(profile, image, gate.directory if gate else None)
             )
             created = time.perf_counter()
+            on_created(container_id)
             stream = await self._start(container_id)
             if self._metrics is not None:
                 self._metrics.operation("create", profile.runtime, created - began)

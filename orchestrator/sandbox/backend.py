@@ -32,6 +32,14 @@ class SandboxBackend(ABC):
     async def close(self) -> None:
         """Destroy every sandbox this backend still holds."""
 
+    async def wait_ready(self, timeout_s: float) -> float | None:
+        """Wait, at most ``timeout_s``, until the backend can serve calls.
+
+        Returns how long it could not (0.0: it could at once), or None when it
+        still cannot. A backend with nothing to wait for answers at once.
+        """
+        return 0.0
+
     async def __aenter__(self) -> Self:
         await self.start()
         return self

@@ -11,7 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import docker
+import docker.errors
 import pydantic
+import requests.exceptions
 
 from orchestrator.errors import ErrorCode, InfrastructureError
 from orchestrator.metrics import Metrics, PoolSize
@@ -22,6 +24,7 @@ from orchestrator.sandbox._wire import EGRESS_SOCKET_ENV, FrameTooLargeError, en
 from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
 from orchestrator.sandbox.images import ImageBuilder
+from orchestrator.sandbox.labels import OWNER_LABEL, current_owner
 from orchestrator.sandbox.pool import WarmPool
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.reaper import reap
@@ -37,6 +40,9 @@ _TAR_OVERHEAD = 64 * 1024
 # report; after that the host destroys the container itself.
 _REPORT_GRACE_S = 2.0
 _SIGKILL_EXIT = 128 + 9
+# A container of ours that no call or pool holds is removed by the janitor once
+# it is this old: younger ones may be between the engine's create and our books.
+_ORPHAN_GRACE_S = 60.0
 
 
 class _ProfilePool:
@@ -59,13 +65,20 @@ class DockerBackend(SandboxBackend):
         reap_on_start: bool = True,
         egress_gates: EgressGates | None = None,
         metrics: Metrics | None = None,
+        janitor_interval_s: float = 30.0,
+        orphan_grace_s: float = _ORPHAN_GRACE_S,
     ) -> None:
         """``profiles`` are warmed at start; others get a pool on first use.
 
         ``egress_gates`` serves the egress sockets of profiles that allow
         egress (its resolver and connector can be replaced, e.g. in tests).
         ``metrics`` records engine operations, executions, pools and reaping
-        (default: nothing is recorded).
+        (default: nothing is recorded). Every ``janitor_interval_s`` the
+        backend retries removals that failed (the engine was away) and
+        removes containers of this process that nothing holds any more, so a
+        long-lived orchestrator does not accumulate them (only those older
+        than ``orphan_grace_s``: a younger one may still be on its way into
+        a pool).
         """
         self._client = client
         self._images = images or ImageBuilder(client)
@@ -81,6 +94,13 @@ class DockerBackend(SandboxBackend):
         self._pools: dict[str, _ProfilePool] = {}
         self._pool_lock = asyncio.Lock()
         self._destroying: set[asyncio.Task[None]] = set()
+        # Containers this process launched and has not removed; and those whose
+        # removal failed, for the janitor.
+        self._held: set[str] = set()
+        self._unremoved: set[str] = set()
+        self._janitor_interval_s = janitor_interval_s
+        self._orphan_grace_s = orphan_grace_s
+        self._janitor: asyncio.Task[None] | None = None
         self._closed = False
 
     async def start(self) -> None:
@@ -93,6 +113,27 @@ class DockerBackend(SandboxBackend):
                 self._metrics.sandbox.reaped.inc(len(removed))
         for profile in self._warm:
             await self._pool_for(profile)
+        self._janitor = asyncio.create_task(self._janitor_loop())
+
+    async def wait_ready(self, timeout_s: float) -> float | None:
+        """Wait, at most ``timeout_s``, for the engine to answer; how long it did not.
+
+        See :meth:`SandboxBackend.wait_ready`.
+        """
+        loop = asyncio.get_running_loop()
+        began, delay, answered_at_once = loop.time(), 0.1, True
+        while True:
+            try:
+                await loop.run_in_executor(self._executor, self._client.ping)
+            except (docker.errors.DockerException, requests.exceptions.RequestException):
+                answered_at_once = False
+            else:
+                return 0.0 if answered_at_once else loop.time() - began
+            remaining = began + timeout_s - loop.time()
+            if remaining <= 0:
+                return None
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 1.0)
 
     async def wait_warm(self, profile: SandboxProfile, *, timeout_s: float = 120.0) -> None:
         """Wait until the profile's pool is full (for benchmarks, tests, demos)."""
@@ -126,12 +167,14 @@ class DockerBackend(SandboxBackend):
                 image_id = await loop.run_in_executor(self._executor, self._images.image_id, tag)
 
                 async def launch() -> SandboxContainer:
-                    return await self._factory.launch(profile, tag, image_id)
+                    return await self._factory.launch(
+                        profile, tag, image_id, on_created=self._held.add
+                    )
 
                 pool = WarmPool(
                     name=profile.name,
                     launch=launch,
-                    destroy=self._factory.destroy,
+                    destroy=self._destroy_quietly,
                     size=profile.pool_size,
                     max_starting=self._max_starting,
                     max_idle_s=POOL_IDLE_S,
@@ -158,6 +201,12 @@ class DockerBackend(SandboxBackend):
                 sandbox.pool_misses.labels(profile.name).inc()
             try:
                 result = await self._call(container, request, from_pool, started)
+            except InfrastructureError as exc:
+                if exc.code is ErrorCode.CONTAINER_DIED:
+                    # The engine killed or removed it: the pool's other
+                    # containers are from before that too, and as dead.
+                    entry.pool.discard_ready()
+                raise
             finally:
                 self._destroy_later(container)
         self._count(result, profile, time.monotonic() - started)
@@ -181,8 +230,49 @@ class DockerBackend(SandboxBackend):
         try:
             await self._factory.destroy(container)
         except InfrastructureError as exc:
-            # The reaper removes it later (its labels carry a deadline).
+            # The janitor tries again when the engine answers (and the reaper
+            # of any later orchestrator would: its labels carry a deadline).
             _log.warning("could not remove container %s: %s", container.id[:12], exc)
+            self._unremoved.add(container.id)
+        finally:
+            self._held.discard(container.id)
+
+    async def _janitor_loop(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self._janitor_interval_s)
+            try:
+                await self.sweep()
+            except InfrastructureError as exc:  # the engine is away: next round
+                _log.info("janitor: %s", exc)
+
+    async def sweep(self) -> int:
+        """Remove what failed to be removed, and this process's containers nothing holds.
+
+        Runs every ``janitor_interval_s``; returns how many containers went.
+        """
+        removed = 0
+        for container_id in list(self._unremoved):
+            await self._factory.destroy_id(container_id)
+            self._unremoved.discard(container_id)
+            removed += 1
+        loop = asyncio.get_running_loop()
+        label = f"{OWNER_LABEL}={current_owner().label()}"
+        listed = await loop.run_in_executor(
+            self._executor,
+            lambda: self._client.api.containers(all=True, filters={"label": label}),
+        )
+        now = time.time()
+        for info in listed:
+            if (
+                info["Id"] in self._held
+                or now - float(info.get("Created", now)) < self._orphan_grace_s
+            ):
+                continue
+            await self._factory.destroy_id(info["Id"])
+            removed += 1
+        if removed:
+            self._metrics.sandbox.reaped.inc(removed)
+        return removed
 
     async def _call(
         self, container: SandboxContainer, request: ExecRequest, from_pool: bool, started: float
@@ -283,10 +373,21 @@ class DockerBackend(SandboxBackend):
         self, container: SandboxContainer, base: dict[str, Any], started: float
     ) -> ExecResult:
         state = await self._factory.state(container.id)
-        # Nothing here killed it, so a SIGKILL (137) came from the kernel's OOM
-        # killer even when the engine has not flagged it (seen under gVisor,
-        # where the host kills the whole sandbox).
-        if state.get("OOMKilled") or state.get("ExitCode") == _SIGKILL_EXIT:
+        runtime = container.profile.runtime
+        killed = state.get("ExitCode") == _SIGKILL_EXIT and not state.get("OOMKilled")
+        if not state or (killed and runtime == "runc"):
+            # Gone, the engine unreachable, or a SIGKILL that was not the
+            # kernel's OOM killer (under runc the engine flags those): the
+            # engine stopped or removed the container. Not the tool's doing.
+            raise InfrastructureError(
+                "the container was killed or removed by the engine before it replied",
+                code=ErrorCode.CONTAINER_DIED,
+                op="sandbox.execute",
+                retryable=True,
+            )
+        # Under gVisor the host kills the whole sandbox on OOM without the
+        # engine flagging it: a SIGKILL (137) there is the memory limit.
+        if state.get("OOMKilled") or killed:
             limit = f"limit {container.profile.memory_mb} MiB"
             return self._failed(
                 base,
@@ -321,8 +422,19 @@ class DockerBackend(SandboxBackend):
     async def close(self) -> None:
         """Destroy the pools and wait for every pending removal."""
         self._closed = True
+        if self._janitor is not None:
+            self._janitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._janitor
         self._stop_watching()
         await asyncio.gather(*(entry.pool.close() for entry in self._pools.values()))
         if self._destroying:
             await asyncio.gather(*self._destroying, return_exceptions=True)
+        for container_id in list(self._unremoved):  # one last try
+            with contextlib.suppress(InfrastructureError):
+                await self._factory.destroy_id(container_id)
+                self._unremoved.discard(container_id)
+        if self._unremoved:
+            _log.warning("%d container(s) could not be removed; `stockade cleanup` will",
+                         len(self._unremoved))  # fmt: skip
         self._executor.shutdown(wait=True)

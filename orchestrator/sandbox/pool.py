@@ -113,6 +113,12 @@ class WarmPool(Generic[T]):
                 pass  # that start failed: start one of our own
         return await self._launch(), False
 
+    def discard_ready(self) -> None:
+        """Destroy every ready sandbox (they outlived an engine event) and start anew."""
+        while self._ready:
+            self._track(self._destroy(self._ready.popleft().item))
+        self._wake.set()
+
     async def wait_ready(self, count: int | None = None, *, timeout_s: float = 60.0) -> None:
         """Wait until ``count`` (default: the pool size) sandboxes are ready."""
         wanted = self._size if count is None else count

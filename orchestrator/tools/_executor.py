@@ -123,6 +123,10 @@ class ToolExecutor:
         """Names of the sandbox profiles this executor can run tools in."""
         return frozenset(self._profiles)
 
+    async def wait_ready(self, timeout_s: float) -> float | None:
+        """The sandbox backend's :meth:`~orchestrator.sandbox.SandboxBackend.wait_ready`."""
+        return await self._backend.wait_ready(timeout_s)
+
     async def run(
         self,
         checked: ValidatedCall,
