@@ -125,3 +125,41 @@ async def test_each_retry_gets_a_fresh_container(backend: DockerBackend, tmp_pat
     result = await run_with_retries(attempt, RetrySettings(max_attempts=3), **FAST)
     assert result.status is ExecStatus.OK
     assert len(containers) == 3 and len(set(containers)) == 3, "never the same container twice"
+
+
+async def test_attempts_that_failed_while_the_backend_was_away_are_not_spent() -> None:
+    flaky = Flaky(6, infra(retryable=True))
+    waits: list[float] = []
+
+    async def was_away(timeout_s: float) -> float:
+        waits.append(timeout_s)
+        return 0.5  # it did not answer for half a second, and answers now
+
+    settings = RetrySettings(max_attempts=2, max_total_s=30)
+    assert await run_with_retries(flaky, settings, ready=was_away, **FAST) == "done"
+    assert flaky.calls == 7, "six failures during the outage, none of them spent"
+    assert all(0 < wait <= 30 for wait in waits)
+
+
+async def test_failures_while_the_backend_answers_are_spent() -> None:
+    flaky = Flaky(6, infra(retryable=True))
+
+    async def answers(_timeout_s: float) -> float:
+        return 0.0
+
+    with pytest.raises(InfrastructureError):
+        await run_with_retries(flaky, RetrySettings(max_attempts=2), ready=answers, **FAST)
+    assert flaky.calls == 2
+
+
+async def test_an_outage_longer_than_the_budget_ends_the_call() -> None:
+    flaky = Flaky(100, infra(retryable=True))
+
+    async def never(_timeout_s: float) -> float | None:
+        return None  # still away when the budget is spent
+
+    with pytest.raises(InfrastructureError):
+        await run_with_retries(
+            flaky, RetrySettings(max_attempts=3, max_total_s=1), ready=never, **FAST
+        )
+    assert flaky.calls == 3
