@@ -204,7 +204,10 @@ def _runs(board: dashboard.Dashboard) -> dashboard.Dashboard:
                 "Model requests that failed for good per second, by reason; and retries.",
                 "ops",
                 query(f"sum by (reason) ({rate('stockade_model_errors_total')})", "{{reason}}"),
-                query(f"sum({rate('stockade_model_retries_total')})", "retries"),
+                query(
+                    "sum(" + rate("stockade_retries_total", 'operation="model_request"') + ")",
+                    "retries",
+                ),
             )
         )
         .with_panel(

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol, cast
 
+from prometheus_client import Counter
+
 from orchestrator.errors import ErrorCode
 from orchestrator.metrics import genai
 from orchestrator.metrics._buckets import AGENT_ITERATIONS, AGENT_RUN_SECONDS
@@ -102,7 +104,10 @@ class _RunFinished(AgentEventLike, Protocol):
 class AgentMetrics:
     """Instruments of the agent loop (``metrics.agent``)."""
 
-    def __init__(self, make: InstrumentFactory) -> None:
+    def __init__(self, make: InstrumentFactory, *, retries: Counter, exhausted: Counter) -> None:
+        """``retries`` and ``exhausted`` are the platform's retry counters (by operation)."""
+        self._retries = retries
+        self._exhausted = exhausted
         self.runs = make.counter(
             "stockade_agent_runs", "Agent runs that ended, by outcome.", ["outcome"]
         )
@@ -128,11 +133,6 @@ class AgentMetrics:
         self.model_errors = make.counter(
             "stockade_model_errors",
             "Model requests that failed for good (retries spent), by reason.",
-            ["reason"],
-        )
-        self.model_retries = make.counter(
-            "stockade_model_retries",
-            "Model requests tried again, by reason.",
             ["reason"],
         )
         attributes = [genai.ATTR_OPERATION_NAME, genai.ATTR_PROVIDER_NAME, genai.ATTR_REQUEST_MODEL]
@@ -170,7 +170,7 @@ class AgentMetrics:
             self.interventions.labels(pattern)
         for reason in MODEL_ERROR_REASONS:
             self.model_errors.labels(reason)
-            self.model_retries.labels(reason)
+            retries.labels("model_request", reason)
 
     def declare_model(self, model: str, *, provider: str = genai.PROVIDER_OPENAI) -> None:
         """A configured model: its series exist at zero from now on, labelled ``provider``."""
@@ -209,18 +209,22 @@ class AgentMetrics:
         model: str,
         reason: str,
         duration_s: float,
+        attempts: int = 1,
         operation: str = genai.OPERATION_CHAT,
     ) -> None:
-        """A model request failed for good; ``reason`` is its error code."""
+        """A model request failed for good after ``attempts``; ``reason`` is its error code."""
         reason = reason if reason in MODEL_ERROR_REASONS else ErrorCode.MODEL_ERROR.value
         provider = self._providers.get(model, genai.PROVIDER_OPENAI)
         self.model_errors.labels(reason).inc()
+        if attempts > 1:
+            self._exhausted.labels("model_request").inc()
         self.operation_duration.labels(operation, provider, model, reason).observe(duration_s)
 
     def model_retried(self, reason: str) -> None:
-        """A model request is tried again after failing with error code ``reason``."""
+        """A model request is tried again after failing with error code ``reason``
+        (counted as ``stockade_retries_total{operation="model_request"}``)."""
         reason = reason if reason in MODEL_ERROR_REASONS else ErrorCode.MODEL_ERROR.value
-        self.model_retries.labels(reason).inc()
+        self._retries.labels("model_request", reason).inc()
 
     def observe(self, event: AgentEventLike) -> None:
         """Count what one event of a run says (events that carry no measure are ignored)."""

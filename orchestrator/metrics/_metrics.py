@@ -73,9 +73,20 @@ class Metrics:
         self.enabled = enabled
         """Whether anything is recorded."""
         make = InstrumentFactory(self.registry, enabled=enabled)
+        self.retries = make.counter(
+            "stockade_retries",
+            "Attempts after the first, by operation (tool_call, model_request) and the error "
+            "code that caused them.",
+            ["operation", "reason"],
+        )
+        self.retries_exhausted = make.counter(
+            "stockade_retries_exhausted",
+            "Operations that failed on their last allowed attempt, by operation.",
+            ["operation"],
+        )
         self.sandbox = SandboxMetrics(make)
         """The sandbox layer's instruments."""
-        self.agent = AgentMetrics(make)
+        self.agent = AgentMetrics(make, retries=self.retries, exhausted=self.retries_exhausted)
         """The agent loop's instruments (and the GenAI conventions' names)."""
         self.tool_calls = make.counter(
             "stockade_tool_calls",
@@ -113,17 +124,6 @@ class Metrics:
             "stockade_approval_wait_seconds",
             "How long calls waited for an approval decision.",
             buckets=APPROVAL_WAIT_SECONDS,
-        )
-        self.retries = make.counter(
-            "stockade_retries",
-            "Attempts after the first, by operation (tool_call, model_request) and the error "
-            "code that caused them.",
-            ["operation", "reason"],
-        )
-        self.retries_exhausted = make.counter(
-            "stockade_retries_exhausted",
-            "Operations that failed on their last allowed attempt, by operation.",
-            ["operation"],
         )
         self.audit_records = make.counter(
             "stockade_audit_records",

@@ -162,7 +162,7 @@ def test_agent_events_become_stockade_and_genai_metrics() -> None:
     for event in _run_events("r1", "complete") + _run_events("r2", "failed"):
         agent.observe(event)
     agent.model_retried("model_rate_limited")
-    agent.model_failed(model="m1", reason="model_unavailable", duration_s=2.0)
+    agent.model_failed(model="m1", reason="model_unavailable", duration_s=2.0, attempts=3)
     s = metrics.sample
     assert s("stockade_agent_runs_total", outcome="complete") == 1
     assert s("stockade_agent_runs_total", outcome="failed") == 1
@@ -182,7 +182,9 @@ def test_agent_events_become_stockade_and_genai_metrics() -> None:
     )
     assert failed == 1
     assert s("stockade_model_errors_total", reason="model_unavailable") == 1
-    assert s("stockade_model_retries_total", reason="model_rate_limited") == 1
+    retried = {"operation": "model_request", "reason": "model_rate_limited"}
+    assert s("stockade_retries_total", **retried) == 1
+    assert s("stockade_retries_exhausted_total", operation="model_request") == 1
     tool = {"gen_ai_operation_name": "execute_tool", "gen_ai_tool_name": "python.run"}
     assert s("gen_ai_execute_tool_duration_seconds_count", **tool, error_type="") == 2
     unknown = {"gen_ai_operation_name": "execute_tool", "gen_ai_tool_name": "unknown"}
