@@ -30,7 +30,11 @@ from orchestrator.server import _approvals_api, _health, _tools_api
 from orchestrator.server._bind import check_bind, is_loopback_host
 from orchestrator.server._calls import CallsInFlight
 from orchestrator.server._limits import RequestLimits
-from orchestrator.server._problems import PROBLEM_MEDIA_TYPE, install_problem_handlers
+from orchestrator.server._problems import (
+    PROBLEM_MEDIA_TYPE,
+    CancelledAsUnavailable,
+    install_problem_handlers,
+)
 from orchestrator.server._roles import Identity, Role
 from orchestrator.server._run_owners import RunOwners
 from orchestrator.server._state import ServerState
@@ -139,6 +143,7 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         max_json_depth=settings.max_json_depth,
     )
+    app.add_middleware(CancelledAsUnavailable)  # added last: the outermost
     app.include_router(_health.router)
     for router in (*API_ROUTERS, *routers):
         app.include_router(router)

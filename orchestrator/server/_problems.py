@@ -9,6 +9,7 @@ from below the API; those stay in the server's log.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from enum import StrEnum
@@ -19,12 +20,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.errors import InfrastructureError, NotFoundError, UsageError
 from orchestrator.strict import StrictModel
 
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
+    "CancelledAsUnavailable",
     "FieldProblem",
     "Problem",
     "ProblemCode",
@@ -241,3 +244,40 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(UsageError, _usage_error)
     app.add_exception_handler(InfrastructureError, _infrastructure_error)
     app.add_exception_handler(Exception, _internal_error)
+
+
+class CancelledAsUnavailable:
+    """A request cancelled before its answer (the server stopping) answers a 503 problem.
+
+    When the shutdown grace ends, uvicorn cancels what is still running (calls
+    waiting for approval) and would answer a plain-text 500. The client
+    should rather learn that the server went away and that a retry (the same
+    run and call id) finds the approval request again. The cancellation goes on.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._app(scope, receive, tracking)
+        except asyncio.CancelledError:
+            if not started:
+                await problem_response(
+                    503,
+                    ProblemCode.UNAVAILABLE,
+                    "the server stopped before the request was answered; try again (a tool "
+                    "call with the same run and call id finds its approval request again)",
+                    headers={"Retry-After": "5"},
+                )(scope, receive, send)
+            raise

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
 import httpx
 
+from orchestrator.approvals import ApprovalStore
 from orchestrator.config import StockadeConfig
 from orchestrator.testing.backend import ScriptedBackend
 
@@ -176,3 +178,26 @@ async def test_without_self_approval_someone_else_must_decide(tmp_path: Any) -> 
             other = await carol.post(f"/v1/approvals/{request['id']}/approve")
             assert other.json()["decided_by"] == "carol"
             assert (await waiting).json()["status"] == "ok"
+
+
+async def test_stopping_the_server_cancels_a_waiting_call_and_keeps_its_request(
+    tmp_path: Any,
+) -> None:
+    config: StockadeConfig = server_config(tmp_path / "state")
+    tokens = issue_tokens(config)
+    async with contextlib.AsyncExitStack() as clients:
+        async with serve(config, backend=ScriptedBackend()) as running:
+            running.tokens = tokens
+            alice = await clients.enter_async_context(running.client("caller"))
+            bob = await clients.enter_async_context(running.client("approver"))
+            waiting = asyncio.create_task(alice.post("/v1/tool-calls", json=shell("c1")))
+            (request,) = await pending(bob)
+        # The server is gone (shutdown_grace_s is 1 here), and said so before it went.
+        answer = await waiting
+    assert answer.status_code == 503
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["code"] == "unavailable"
+    (call,) = [r for r in running.audit_records() if r["event"] == "call"]
+    assert call["status"] == "cancelled"
+    store_request = ApprovalStore(config.approvals_db).get(request["id"])
+    assert store_request is not None and store_request.status.value == "pending"
