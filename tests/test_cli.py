@@ -72,18 +72,37 @@ def test_images_build_is_idempotent(tmp_path: Path, images: object) -> None:
 
 
 def test_demo_main_job(tmp_path: Path, images: object) -> None:
-    done = stockade("demo", "--calls", "3", home=tmp_path)
+    """No model configured: the recorded session runs twice through the real platform."""
+    started = time.monotonic()
+    done = stockade("demo", home=tmp_path)
     assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 90
     out = done.stdout
-    assert "fork bomb (3 s deadline):  [timeout" in out
-    assert "memory bomb:               [oom_killed" in out
-    assert "read it back in a new container:   [ok" in out and "kept between calls" in out
-    assert '6. tool call python.run (numpy): [ok] {"stdout": "5.0\\n"' in out
-    assert "7. files.read outside the workspace: [error] PermissionError" in out
-    assert "8. shell.run 'rm -rf ./*' needs approval: [approval_denied] auto:demo-no-wiping" in out
-    assert "9. a tool that does not exist: [unknown_tool]" in out
-    assert "10. audit log: 7 hash-chained records, chain intact" in out
-    assert not (tmp_path / "workspaces").exists() or not any((tmp_path / "workspaces").iterdir())
+    assert "RECORDED, SCRIPTED SESSION" in out
+    first, second = out.split("=== run 1 ===")[1].split("=== run 2 ===")
+    # Parallel calls, under the shipped default policy, in real containers.
+    assert "[1] model: 2 tool calls" in first
+    assert '[1]   files.write {"path": "notes.md", ' in first and "→ allow · ok · " in first
+    assert "[3] model: 24 tool calls" in first
+    # The per-run rate limit cuts the burst short; the model waits as told and batches.
+    assert "→ rate_limited · " in first and "rate limit 'tools-per-run' reached" in first
+    assert "writes were rate limited; waiting" in first
+    # Reflection finds the first answer incomplete; a lesson is stored.
+    assert "[5] reflection: not complete — scratch/numbers.txt is still in the workspace" in first
+    assert "memory: lesson remembered: Remove scratch data" in first
+    # An approver's rule denies the recursive delete; the model recovers with one it approves.
+    assert "shell.run {\"command\": \"rm -rf scratch\"}  → require_approval · approval_denied" in first
+    assert "auto:demo-no-recursive-delete denied the call" in first
+    assert "→ require_approval · approved by auto:demo-scratch-files · ok" in first
+    assert "workspace: notes.md  report.txt  scratch/ (0 files)  squares/ (24 files)" in first
+    # The second run recalls the first and its lesson, and does the work in one call.
+    assert "memory: 2 recalled into the prompt" in second and "lesson (" in second
+    assert "My memory has a lesson from an earlier run" in second
+    assert "tool calls     1 (ok 1)" in second
+    assert "workspace: report.txt  squares/ (30 files)" in second
+    assert out.count("run complete after") == 2
+    assert "chain intact" in out
+    assert not any(tmp_path.iterdir()), "the demo keeps its state in a directory of its own"
 
 
 def test_tools_call_goes_through_the_gateway(tmp_path: Path, images: object) -> None:

@@ -1,9 +1,49 @@
-"""The agent side of Stockade: the model client (and, coming, the agent loop and memory).
+"""The agent side of Stockade: the agent loop, its memory, and the model client.
 
-The model client talks to any OpenAI-compatible chat-completions server; see
-:mod:`orchestrator.agent.model`.
+- :class:`Agent` runs goals on an open platform: the model asks for tools,
+  every call goes through the platform's gateway, the run ends
+  ``complete``, ``failed`` or ``cancelled`` with a :class:`RunResult` and an
+  execution log (``runs/<run_id>/`` in the state directory). Settings in
+  :class:`AgentConfig`; progress as typed events (:data:`AgentEvent`).
+- :class:`Memory` (:mod:`orchestrator.agent.memory`): memories recalled for a
+  goal, finished runs and lessons remembered across runs.
+- :class:`ModelClient` (:mod:`orchestrator.agent.model`): any
+  OpenAI-compatible chat-completions server.
 """
 
+from orchestrator.agent._agent import Agent, RunHandle
+from orchestrator.agent._approvals import ApprovalWatch
+from orchestrator.agent._config import DEFAULT_SYSTEM_PROMPT, AgentConfig, DetectionSettings
+from orchestrator.agent._events import (
+    AgentEvent,
+    ApprovalPending,
+    ContextSummarised,
+    Intervened,
+    MemoryRecalled,
+    MemoryStored,
+    ModelTurn,
+    Notice,
+    RecalledEntry,
+    Reflected,
+    RunFinished,
+    RunStarted,
+    StateChanged,
+    ToolCallFinished,
+    ToolCallStarted,
+    event_adapter,
+)
+from orchestrator.agent._result import RunResult
+from orchestrator.agent._run_state import RunState
+from orchestrator.agent._runlog import (
+    RUNS_DIR,
+    RunSummary,
+    list_runs,
+    read_events,
+    read_result,
+    read_state,
+)
+from orchestrator.agent._state import RunStatus
+from orchestrator.agent.memory import Memory
 from orchestrator.agent.model import (
     Embeddings,
     ModelClient,
@@ -17,13 +57,45 @@ from orchestrator.agent.model import (
 )
 
 __all__ = [
+    "DEFAULT_SYSTEM_PROMPT",
+    "RUNS_DIR",
+    "Agent",
+    "AgentConfig",
+    "AgentEvent",
+    "ApprovalPending",
+    "ApprovalWatch",
+    "ContextSummarised",
+    "DetectionSettings",
     "Embeddings",
+    "Intervened",
+    "Memory",
+    "MemoryRecalled",
+    "MemoryStored",
     "ModelClient",
     "ModelError",
     "ModelReply",
     "ModelTimeoutError",
     "ModelToolCall",
+    "ModelTurn",
+    "Notice",
+    "RecalledEntry",
+    "Reflected",
+    "RunFinished",
+    "RunHandle",
+    "RunResult",
+    "RunStarted",
+    "RunState",
+    "RunStatus",
+    "RunSummary",
+    "StateChanged",
     "TokenUsage",
+    "ToolCallFinished",
+    "ToolCallStarted",
     "UsageMeter",
+    "event_adapter",
+    "list_runs",
+    "read_events",
+    "read_result",
+    "read_state",
     "tool_message",
 ]

@@ -15,6 +15,8 @@ from orchestrator.cli.doctor import doctor
 from orchestrator.cli.images import cleanup, images
 from orchestrator.cli.metrics import metrics
 from orchestrator.cli.policy import policy
+from orchestrator.cli.run import run
+from orchestrator.cli.runs import runs
 from orchestrator.cli.sandbox import sandbox
 from orchestrator.cli.serve import serve
 from orchestrator.cli.tokens import tokens
@@ -38,7 +40,7 @@ def cli(log_format: str | None, log_level: str | None) -> None:
 
 for command in (config, doctor, images, cleanup, sandbox, tools, policy, audit, approvals, demo,
                 metrics,
-                serve, tokens):  # fmt: skip
+                serve, tokens, run, runs):  # fmt: skip
     cli.add_command(command)
 
 

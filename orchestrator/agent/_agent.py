@@ -1,0 +1,244 @@
+"""The agent: runs goals on an open platform, every tool call through its gateway.
+
+::
+
+    async with Platform.open(config) as platform, Agent.open(platform) as agent:
+        result = await agent.run("Write primes.txt with the primes below 100")
+
+The agent is an entrance like the CLI or the HTTP API: it takes the
+platform's gateway, registry, workspaces and configuration and wires nothing
+of the platform itself. What it adds is its own: the model client (the
+configuration's ``model`` section) and memory (its ``memory`` section).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from orchestrator.agent._approvals import ApprovalWatch
+from orchestrator.agent._config import AgentConfig
+from orchestrator.agent._events import AgentEvent
+from orchestrator.agent._loop import RunLoop, RunParts
+from orchestrator.agent._result import RunResult
+from orchestrator.agent._run_state import RunState
+from orchestrator.agent._runlog import RunFiles, RunRecorder
+from orchestrator.agent.memory import Memory
+from orchestrator.agent.model import ModelClient
+from orchestrator.errors import UsageError
+from orchestrator.platform import Platform
+
+__all__ = ["Agent", "RunHandle"]
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class RunHandle:
+    """A run under way (from :meth:`Agent.start`): its id, a way to stop it, its result."""
+
+    def __init__(self, run_id: str, loop: RunLoop, task: asyncio.Task[RunResult]) -> None:
+        self.run_id = run_id
+        """The run."""
+        self._loop = loop
+        self._task = task
+
+    @property
+    def state(self) -> RunState:
+        """The run's state as it is now (read only: the run owns it)."""
+        return self._loop.state
+
+    def done(self) -> bool:
+        """Whether the run has ended and been recorded."""
+        return self._task.done()
+
+    def cancel(self, reason: str = "the run was cancelled") -> None:
+        """Stop the run: model and tool calls are cancelled, it is recorded as cancelled."""
+        if not self._task.done():
+            self._loop.cancel_reason = reason
+            self._task.cancel()
+
+    async def wait(self) -> None:
+        """Wait for the run to end, whatever the end (never raises)."""
+        await asyncio.wait([self._task])
+
+    async def result(self) -> RunResult:
+        """Wait for the end; a run cancelled with :meth:`cancel` gives its cancelled result.
+
+        Cancelling the caller of this method leaves the run going (see
+        :meth:`Agent.run` for a run that ends with its caller).
+        """
+        try:
+            return await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            recorded = self._loop.result
+            if self._task.done() and recorded is not None:
+                return recorded
+            raise
+
+
+class Agent:
+    """Runs goals with a model, tools through the platform's gateway, and memory.
+
+    Build one with :meth:`open` (which opens the model client and memory from
+    the platform's configuration and closes them after), or pass a
+    ``model`` and ``memory`` of your own. ``approvals`` is the
+    :class:`ApprovalWatch` given to ``Platform.open``, to report calls
+    waiting for approval as events. ``clock`` gives the events' times.
+    """
+
+    def __init__(
+        self,
+        platform: Platform,
+        config: AgentConfig | None = None,
+        *,
+        model: ModelClient | None = None,
+        memory: Memory | None = None,
+        approvals: ApprovalWatch | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config or AgentConfig()
+        """The agent's settings."""
+        self._platform = platform
+        self._owns_model = model is None
+        self._model = model or ModelClient(self.config.model or platform.config.model)
+        self._memory = memory
+        # One writer thread for every run's files: the event loop never waits
+        # on the disk, and each run's writes land in order.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-runs")
+        self._parts = RunParts(
+            config=self.config,
+            gateway=platform.gateway,
+            registry=platform.registry,
+            workspaces=platform.workspaces,
+            model=self._model,
+            tools=platform.registry.openai_tools(),
+            approvals=approvals,
+            clock=clock,
+        )
+        self._runs: dict[str, RunHandle] = {}
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        platform: Platform,
+        config: AgentConfig | None = None,
+        *,
+        approvals: ApprovalWatch | None = None,
+        memory: Memory | None = None,
+    ) -> AsyncIterator[Agent]:
+        """An agent with the configured model and (when enabled) memory; closed on leaving.
+
+        Memory is on when ``config.memory`` says so, else when the
+        configuration's ``memory.enabled`` does. Raises
+        :class:`~orchestrator.errors.ConfigError` when no model is configured.
+        """
+        config = config or AgentConfig()
+        settings = platform.config
+        enabled = settings.memory.enabled if config.memory is None else config.memory
+        opened = None
+        if memory is None and enabled:
+            opened = memory = await Memory.open(
+                settings.memory,
+                state_dir=settings.state_dir,
+                model=config.model or settings.model,
+            )
+        try:
+            agent = cls(platform, config, memory=memory if enabled else None, approvals=approvals)
+        except BaseException:
+            if opened is not None:
+                await opened.close()
+            raise
+        try:
+            yield agent
+        finally:
+            await agent.close()
+            if opened is not None:
+                await opened.close()
+
+    @property
+    def model(self) -> ModelClient:
+        """The model client."""
+        return self._model
+
+    @property
+    def memory(self) -> Memory | None:
+        """The memory runs recall from and remember in (none: memory off)."""
+        return self._memory
+
+    def start(
+        self,
+        goal: str,
+        *,
+        principal: str | None = None,
+        run_id: str | None = None,
+        on_event: Callable[[AgentEvent], None] | None = None,
+    ) -> RunHandle:
+        """Start a run of ``goal`` and return at once; see :meth:`run`."""
+        if not goal.strip():
+            raise UsageError("a run needs a goal")
+        run_id = run_id or f"run-{uuid.uuid4().hex[:12]}"
+        if not _RUN_ID.match(run_id):
+            raise UsageError(
+                f"invalid run id {run_id!r}: use letters, digits, '.', '_' or '-' (max 128)"
+            )
+        files = RunFiles.of(self._platform.config.state_dir, run_id)
+        if run_id in self._runs or files.root.exists():
+            raise UsageError(f"run id {run_id!r} is already used")
+        who = principal or self.config.default_principal
+        state = RunState(run_id=run_id, goal=goal, principal=who)
+        memory = self._memory.for_run(principal=who, run_id=run_id) if self._memory else None
+        loop = RunLoop(
+            self._parts,
+            state,
+            RunRecorder(files, self._writer),
+            memory=memory,
+            on_event=on_event,
+        )
+        task = asyncio.create_task(loop.run(), name=f"agent-run:{run_id}")
+        handle = RunHandle(run_id, loop, task)
+        self._runs[run_id] = handle
+        task.add_done_callback(lambda _: self._runs.pop(run_id, None))
+        return handle
+
+    async def run(
+        self,
+        goal: str,
+        *,
+        principal: str | None = None,
+        run_id: str | None = None,
+        on_event: Callable[[AgentEvent], None] | None = None,
+    ) -> RunResult:
+        """Run ``goal`` to its end and return how it ended; never raises for the run's sake.
+
+        ``principal`` is who the run acts for (policy rules, rate limits,
+        memory scope; default ``config.default_principal``); ``run_id``
+        names the run (its workspace, budget and files; default: a fresh
+        one); ``on_event`` sees every event as it happens (keep it quick).
+        A failed run is a result (``success`` false, a ``reason``); cancelling
+        the caller cancels the run, records it as cancelled and raises
+        ``CancelledError``.
+        """
+        handle = self.start(goal, principal=principal, run_id=run_id, on_event=on_event)
+        try:
+            return await handle.result()
+        except asyncio.CancelledError:
+            handle.cancel("the caller cancelled the run")
+            await handle.wait()
+            raise
+
+    async def close(self) -> None:
+        """Cancel the runs still going (recorded as cancelled), then release the model client."""
+        handles = list(self._runs.values())
+        for handle in handles:
+            handle.cancel("the agent was closed")
+        for handle in handles:
+            await handle.wait()
+        await asyncio.to_thread(self._writer.shutdown, wait=True)
+        if self._owns_model:
+            await self._model.close()

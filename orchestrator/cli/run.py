@@ -1,0 +1,189 @@
+"""``stockade run "GOAL"``: one agent run on the configured platform, with live progress."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import pydantic
+
+from orchestrator.agent import Agent, AgentConfig, AgentEvent, ApprovalWatch, RunResult, RunStatus
+from orchestrator.approvals import TerminalApprover
+from orchestrator.cli._common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    config_option,
+    json_option,
+    load,
+    run_async,
+    toolkit_option,
+)
+from orchestrator.cli._run_view import ProgressView, show_result
+from orchestrator.config import LoadedConfig
+from orchestrator.platform import Platform
+
+__all__ = ["EXIT_CODES", "agent_config", "run", "run_goal"]
+
+EXIT_CODES = {
+    RunStatus.COMPLETE: EXIT_OK,
+    RunStatus.FAILED: EXIT_FAILED,
+    RunStatus.CANCELLED: EXIT_INTERRUPTED,
+}
+"""How a run's end becomes the command's exit code."""
+
+
+def agent_config(**fields: Any) -> AgentConfig:
+    """An :class:`AgentConfig` from the flags that were given (``None``: not given)."""
+    try:
+        return AgentConfig(**{key: value for key, value in fields.items() if value is not None})
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        raise click.UsageError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+async def run_goal(
+    loaded: LoadedConfig,
+    config: AgentConfig,
+    goal: str,
+    *,
+    principal: str,
+    run_id: str | None = None,
+    prompt: bool = False,
+    on_event: Callable[[AgentEvent], None] | None = None,
+    watch: ApprovalWatch | None = None,
+) -> RunResult:
+    """Open the platform and an agent, run ``goal``; Ctrl-C and SIGTERM cancel the run.
+
+    A first signal cancels the run (recorded as cancelled, sandboxes removed);
+    a second one stops waiting for that.
+    """
+    watch = watch or ApprovalWatch()
+    async with Platform.open(loaded, approvers=[watch]) as platform:
+        if prompt:
+            watch.add(TerminalApprover(redact_patterns=platform.gateway.policy.redact))
+        async with Agent.open(platform, config, approvals=watch) as agent:
+            handle = agent.start(goal, principal=principal, run_id=run_id, on_event=on_event)
+            main = asyncio.current_task()
+            loop = asyncio.get_running_loop()
+            stopping: list[str] = []
+
+            def stop(reason: str) -> None:
+                if stopping and main is not None:
+                    main.cancel()
+                stopping.append(reason)
+                handle.cancel(reason)
+
+            signals = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated"}
+            for number, reason in signals.items():
+                loop.add_signal_handler(number, stop, reason)
+            try:
+                return await handle.result()
+            finally:
+                for number in signals:
+                    loop.remove_signal_handler(number)
+
+
+@click.command("run")
+@config_option
+@toolkit_option
+@json_option
+@click.argument("goal")
+@click.option("--model", "model_name", help="Model name (model.name).")
+@click.option("--base-url", help="OpenAI-compatible server URL (model.base_url).")
+@click.option("--api-key-env", help="Variable holding the API key (model.api_key_env).")
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Policy file (overrides the configuration).")  # fmt: skip
+@click.option("--runtime", type=click.Choice(["runc", "runsc"]),
+              help="Runtime of profiles that name none (sandbox.runtime).")  # fmt: skip
+@click.option("--approvers", "approvers_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Approvers file: auto rules, webhook (approvals.approvers).")  # fmt: skip
+@click.option("--principal", help="Who the run acts for. Default: your user name.")
+@click.option("--run-id", help="Name of the run (its workspace and log). Default: a fresh id.")
+@click.option(
+    "--prompt/--no-prompt",
+    default=None,
+    help="Ask at this terminal when a call needs approval. Default: when stdin is a terminal.",
+)
+@click.option("--max-iterations", type=click.IntRange(min=1), help="Model turns at most.")
+@click.option("--max-tool-calls", type=click.IntRange(min=1), help="Tool calls run per turn.")
+@click.option("--timeout", "run_timeout_s", type=click.FloatRange(min=0, min_open=True),
+              help="Seconds the run may take.")  # fmt: skip
+@click.option("--context-budget", type=click.IntRange(min=500), help="Context budget in tokens.")
+@click.option("--reflection/--no-reflection", default=None, help="Check final answers.")
+@click.option("--memory/--no-memory", default=None, help="Recall and remember (memory.enabled).")
+def run(  # click passes every option by keyword
+    *,
+    config_file: Path | None,
+    toolkits: tuple[str, ...],
+    as_json: bool,
+    goal: str,
+    model_name: str | None,
+    base_url: str | None,
+    api_key_env: str | None,
+    policy_path: Path | None,
+    runtime: str | None,
+    approvers_path: Path | None,
+    principal: str | None,
+    run_id: str | None,
+    prompt: bool | None,
+    max_iterations: int | None,
+    max_tool_calls: int | None,
+    run_timeout_s: float | None,
+    context_budget: int | None,
+    reflection: bool | None,
+    memory: bool | None,
+) -> None:
+    """Run an agent on GOAL: the model plans, every tool call goes through the gateway.
+
+    Progress goes to standard error; the final answer and a summary table (or,
+    with --json, the whole run result) to standard output. Exits 0 when the
+    run completed, 1 when it failed, 130 when it was interrupted. Example:
+
+        stockade run "Write primes.txt with the primes below 100" --base-url \\
+            http://127.0.0.1:11434/v1 --model qwen2.5:7b
+    """
+    loaded = load(
+        config_file,
+        toolkits=toolkits,
+        policy=policy_path,
+        **{
+            "model.name": model_name,
+            "model.base_url": base_url,
+            "model.api_key_env": api_key_env,
+            "sandbox.runtime": runtime,
+            "approvals.approvers": approvers_path,
+            "memory.enabled": memory,
+        },
+    )
+    if not loaded.config.model.base_url or not loaded.config.model.name:
+        raise click.UsageError(
+            "no model configured: set model.base_url and model.name in stockade.yaml, or pass "
+            "--base-url and --model (`stockade demo` runs a scripted model instead)"
+        )
+    config = agent_config(
+        max_iterations=max_iterations,
+        max_tool_calls_per_iteration=max_tool_calls,
+        run_timeout_s=run_timeout_s,
+        context_budget_tokens=context_budget,
+        reflection=reflection,
+    )
+    result = run_async(
+        run_goal(
+            loaded,
+            config,
+            goal,
+            principal=principal or getpass.getuser(),
+            run_id=run_id,
+            prompt=sys.stdin.isatty() if prompt is None else prompt,
+            on_event=ProgressView(),
+        )
+    )
+    show_result(result, as_json=as_json)
+    sys.exit(EXIT_CODES[result.status])

@@ -1,0 +1,97 @@
+"""``stockade runs list|show ID``: past agent runs, from their logs in the state directory."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from orchestrator.agent import list_runs, read_events, read_result, read_state
+from orchestrator.cli._common import (
+    EXIT_FAILED,
+    config_option,
+    echo_json,
+    json_option,
+    load,
+    table,
+)
+from orchestrator.cli._run_view import ProgressView, show_result
+from orchestrator.errors import NotFoundError
+
+__all__ = ["runs"]
+
+
+@click.group()
+def runs() -> None:
+    """Past agent runs (``runs/`` in the state directory)."""
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@runs.command("list")
+@config_option
+@json_option
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Newest runs shown.")  # fmt: skip
+def runs_list(config_file: Path | None, as_json: bool, limit: int) -> None:
+    """The runs recorded here, newest first."""
+    summaries = list_runs(load(config_file).config.state_dir)[:limit]
+    if as_json:
+        echo_json([asdict(summary) for summary in summaries])
+        return
+    table(
+        ["RUN", "STATUS", "STARTED", "DURATION", "TURNS", "CALLS", "TOKENS", "GOAL", "OUTCOME"],
+        [
+            (
+                s.run_id,
+                s.status,
+                _when(s.started_at),
+                f"{s.duration_s:.1f} s",
+                s.iterations,
+                s.tool_calls,
+                f"{s.tokens:,}",
+                _short(s.goal, 50),
+                _short(s.outcome, 60),
+            )
+            for s in summaries
+        ],
+    )
+
+
+@runs.command("show")
+@config_option
+@json_option
+@click.argument("run_id")
+def runs_show(config_file: Path | None, as_json: bool, run_id: str) -> None:
+    """What run RUN_ID did (its log), and how it ended.
+
+    A run without a result (still going, or its process ended) is shown from
+    its latest checkpoint; exits 1 then.
+    """
+    state_dir = load(config_file).config.state_dir
+    try:
+        result = read_result(state_dir, run_id)
+    except NotFoundError as exc:
+        raise click.UsageError(str(exc)) from None
+    if result is not None:
+        if not as_json:
+            ProgressView(click.echo).replay(result.log)
+            click.echo()
+        show_result(result, as_json=as_json)
+        return
+    state = read_state(state_dir, run_id)
+    if as_json:
+        echo_json({"state": state.model_dump(mode="json"), "result": None})
+    else:
+        ProgressView(click.echo).replay(read_events(state_dir, run_id))
+        click.echo(f"\nno result: the run is {state.status.value} at its latest checkpoint")
+    sys.exit(EXIT_FAILED)
