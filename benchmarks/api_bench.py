@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -47,7 +48,7 @@ from orchestrator.sandbox.execution import ExecRequest, ExecResult
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.server import Role, TokenStore, create_app, uvicorn_config
 from orchestrator.testing.backend import ScriptedBackend
-from orchestrator.tools import ToolCall, ToolStatus
+from orchestrator.tools import ToolCall, ToolResult, ToolStatus
 
 POLICY = "version: 1\ndefault: deny\nrules:\n  - {name: all, tools: '*', decision: allow}\n"
 CODE = {"code": "print(1)"}
@@ -227,6 +228,68 @@ async def part_one(home: Path, calls: int, rounds: int) -> None:
     direct50 = quantiles_ms(results[("direct Gateway.call", 1)][0])[0]
     http50 = quantiles_ms(results[("POST /v1/tool-calls", 1)][0])[0]
     print(f"\nHTTP overhead at concurrency 1 (p50 difference): {http50 - direct50:.2f} ms")
+    await server_own_time(home, calls)
+
+
+async def server_own_time(home: Path, calls: int) -> None:
+    """The application's own work per request: ASGI in this process, no socket, no client,
+    the gateway answering at once (authentication, limits, routing, validation, the call's
+    bookkeeping, the response)."""
+    own_home = home / "own"
+    own_home.mkdir()
+    config = write_config(own_home)
+    token = issue_token(config)
+    app = create_app(load_config(config, environ={}), backend=ScriptedBackend())
+    body = json.dumps({"id": "c", "name": "python.run", "arguments": CODE, "run_id": "r"}).encode()
+    requests = {
+        "GET /healthz": ("GET", "/healthz", b""),
+        "GET /v1/tools/python.run (with authentication)": ("GET", "/v1/tools/python.run", b""),
+        "POST /v1/tool-calls": ("POST", "/v1/tool-calls", body),
+    }
+    async with app.router.lifespan_context(app):
+        gateway = app.state.stockade.platform.gateway
+
+        async def at_once(call: ToolCall) -> ToolResult:
+            return ToolResult(call_id=call.id, name=call.name, status=ToolStatus.OK, output="ok")
+
+        gateway.call = at_once  # type: ignore[method-assign]
+
+        async def handle(method: str, path: str, data: bytes) -> None:
+            headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {token}".encode()),
+                       (b"content-type", b"application/json"),
+                       (b"content-length", str(len(data)).encode())]  # fmt: skip
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                     "method": method, "path": path, "raw_path": path.encode(),
+                     "root_path": "", "scheme": "http", "query_string": b"",
+                     "headers": headers, "client": ("127.0.0.1", 1),
+                     "server": ("127.0.0.1", 80), "state": {}}  # fmt: skip
+            messages = [{"type": "http.request", "body": data, "more_body": False}]
+            sent: list[dict[str, Any]] = []
+
+            async def receive() -> dict[str, Any]:
+                return messages.pop() if messages else {"type": "http.disconnect"}
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+
+            await app(scope, receive, send)
+            assert sent[0]["status"] == 200, sent
+
+        print(
+            "\nThe application's own work (in process, no socket; the gateway answers at once):\n"
+        )
+        print("| request | p50 µs | p99 µs |")
+        print("|---|---:|---:|")
+        for name, (method, path, data) in requests.items():
+            for _ in range(200):
+                await handle(method, path, data)
+            samples = []
+            for _ in range(calls):
+                began = time.perf_counter()
+                await handle(method, path, data)
+                samples.append(time.perf_counter() - began)
+            p50, p99 = quantiles_ms(samples)
+            print(f"| {name} | {p50 * 1000:.0f} | {p99 * 1000:.0f} |")
 
 
 class Recorder:
