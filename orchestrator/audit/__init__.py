@@ -12,7 +12,12 @@ kept as its SHA-256, size and first bytes, and the line's ``bounded`` lists
 which. The log rotates by size into numbered files that continue one chain;
 ``verify`` and ``tail`` read them all. Callers on an event loop ``await
 log.write(record)``: a background thread commits concurrent records with one
-``fsync``. See :mod:`orchestrator.audit._log` for the fsync, locking and
+``fsync``.
+
+Write-ahead: the gateway writes an ``intent`` record, durably, before each
+attempt of a call acquires its sandbox, and the call's ``call`` record (its
+outcome) names those intents by ``seq``; ``verify`` reports intents no outcome
+followed apart from tampering. See :mod:`orchestrator.audit._log` for the fsync, locking and
 rotation rules.
 """
 
@@ -26,7 +31,7 @@ from orchestrator.audit._record import (
     RateLimitInfo,
 )
 from orchestrator.audit._redact import REDACTED, redact
-from orchestrator.audit._verify import VerifyReport, tail, verify
+from orchestrator.audit._verify import OpenIntent, VerifyReport, tail, verify
 
 __all__ = [
     "GENESIS",
@@ -36,6 +41,7 @@ __all__ = [
     "AuditLog",
     "AuditRecord",
     "EgressConnection",
+    "OpenIntent",
     "RateLimitInfo",
     "VerifyReport",
     "canonical_json",

@@ -23,6 +23,11 @@ class AuditEvent(StrEnum):
 
     CALL = "call"
     """One tool call, whatever its outcome (denied, rate-limited, failed or done)."""
+    INTENT = "intent"
+    """A call is about to run: written, durably, before its sandbox is acquired; one per
+    attempt. The call's ``call`` record (its outcome) lists the intents' ``seq`` in
+    ``intents``; an intent that no outcome names is a call whose process died (or could not
+    write the outcome) after it may have run."""
     APPROVAL_REQUESTED = "approval_requested"
     """A call is waiting for a human."""
     APPROVAL_DECIDED = "approval_decided"
@@ -101,6 +106,11 @@ class AuditRecord(BaseModel):
     """The rate limiter's answer."""
     retries: int | None = Field(default=None, ge=0)
     """Attempts after the first."""
+    attempt: int | None = Field(default=None, ge=1)
+    """For an intent: which attempt of the call it announces (1 for the first)."""
+    intents: list[int] = Field(default_factory=list)
+    """For a call's outcome: the ``seq`` of the intent record of each attempt that was about
+    to run, in order (empty when the call never reached a sandbox)."""
     sandbox_profile: str | None = None
     """The sandbox profile the call ran in."""
     image_digest: str | None = None

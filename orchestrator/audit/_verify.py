@@ -2,6 +2,12 @@
 
 Both read the whole log: the files rotated out of it, oldest first, then the
 current file (see :mod:`orchestrator.audit._files`), as one chain.
+
+Besides tampering, :func:`verify` reports intents without outcomes: ``intent``
+records (written before a call's sandbox runs anything) that no later ``call``
+record names. They are not damage to the log: the process writing it died
+mid-call, or could not write the outcome, so the call may have run with its
+result unrecorded (or it is still running, for a live log).
 """
 
 from __future__ import annotations
@@ -17,7 +23,83 @@ from typing import Any, BinaryIO
 from orchestrator.audit._chain import GENESIS, encode_record
 from orchestrator.audit._files import archives, open_chain
 
-__all__ = ["VerifyReport", "tail", "verify"]
+__all__ = ["OpenIntent", "VerifyReport", "tail", "verify"]
+
+_INTENT = "intent"
+_CALL = "call"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OpenIntent:
+    """An intent record no outcome followed: the call may have run, its result is unknown."""
+
+    seq: int
+    """The intent's seq."""
+    ts: str
+    """When it was written."""
+    file: Path
+    """The file holding it."""
+    line: int
+    """Its line in that file (1-based)."""
+    call_id: str | None
+    """The call."""
+    run_id: str | None
+    """The run."""
+    tool: str | None
+    """The tool about to run."""
+    attempt: int | None
+    """Which attempt of the call."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "file": str(self.file),
+            "line": self.line,
+            "call_id": self.call_id,
+            "run_id": self.run_id,
+            "tool": self.tool,
+            "attempt": self.attempt,
+        }
+
+
+class _Intents:
+    """Intents seen so far that no outcome has named yet."""
+
+    def __init__(self) -> None:
+        self._open: dict[int, OpenIntent] = {}
+        self._by_call: dict[str, list[int]] = {}
+
+    def see(self, record: dict[str, Any], file: Path, line: int) -> None:
+        event = record.get("event")
+        if event == _INTENT:
+            intent = OpenIntent(
+                seq=record["seq"],
+                ts=str(record.get("ts", "")),
+                file=file,
+                line=line,
+                call_id=record.get("call_id"),
+                run_id=record.get("run_id"),
+                tool=record.get("tool"),
+                attempt=record.get("attempt"),
+            )
+            self._open[intent.seq] = intent
+            if intent.call_id is not None:
+                self._by_call.setdefault(intent.call_id, []).append(intent.seq)
+        elif event == _CALL:
+            named = record.get("intents") or []
+            # An outcome closes the intents it names, and any other of its call's (an
+            # attempt cancelled while its intent was being written is named by none).
+            call_id = record.get("call_id")
+            if isinstance(call_id, str):
+                named = [*named, *self._by_call.pop(call_id, [])]
+            for seq in named:
+                if isinstance(seq, int):
+                    self._open.pop(seq, None)
+
+    def remaining(self) -> tuple[OpenIntent, ...]:
+        return tuple(sorted(self._open.values(), key=lambda intent: intent.seq))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -39,6 +121,10 @@ class VerifyReport:
     last_hash: str = GENESIS
     """Hash of the last good record. A chain cannot show that records were cut
     off its end: compare this (or ``records``) with a copy kept elsewhere."""
+    open_intents: tuple[OpenIntent, ...] = ()
+    """Intents no outcome followed (up to the first bad line): calls whose process died or
+    could not write the outcome, or that are still running. Not tampering: ``ok`` ignores
+    them."""
 
 
 def _intact(raw: bytes) -> dict[str, Any] | str:
@@ -73,7 +159,7 @@ def _problem(record: dict[str, Any], expected_seq: int, previous: str) -> str | 
 
 
 def _check(
-    files: Iterable[tuple[Path, BinaryIO]],
+    files: Iterable[tuple[Path, BinaryIO]], intents: _Intents
 ) -> tuple[int, str, tuple[Path, int, str] | None]:
     """Records checked, the last good hash, and (file, line, problem) at the first bad line."""
     previous, count = GENESIS, 0
@@ -84,13 +170,14 @@ def _check(
             if problem is not None:
                 return count, previous, (path, number, problem)
             assert isinstance(record, dict)
+            intents.see(record, path, number)
             previous, count = record["hash"], count + 1
     return count, previous, None
 
 
 def verify(path: str | Path) -> VerifyReport:
     """Walk the chain through every file of the log; report the first line that was edited,
-    removed, inserted or moved.
+    removed, inserted or moved, and the intents no outcome followed.
 
     Raises :class:`FileNotFoundError` when there is no log at ``path``.
     """
@@ -107,13 +194,20 @@ def verify(path: str | Path) -> VerifyReport:
         if current is not None:
             yield path, current
 
+    intents = _Intents()
     try:
-        count, previous, bad = _check(opened())
+        count, previous, bad = _check(opened(), intents)
     finally:
         if current is not None:
             current.close()
     if bad is None:
-        return VerifyReport(ok=True, records=count, last_hash=previous, files=checked)
+        return VerifyReport(
+            ok=True,
+            records=count,
+            last_hash=previous,
+            files=checked,
+            open_intents=intents.remaining(),
+        )
     file, line, problem = bad
     return VerifyReport(
         ok=False,
@@ -123,6 +217,7 @@ def verify(path: str | Path) -> VerifyReport:
         problem=problem,
         last_hash=previous,
         files=checked,
+        open_intents=intents.remaining(),
     )
 
 

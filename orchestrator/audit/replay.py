@@ -5,11 +5,16 @@ call that reached the policy (its tool existed and its arguments were valid)
 is decided again by the new policy, and the calls whose decision would change
 are listed. Arguments are replayed as recorded, that is *redacted*: a rule
 whose condition looks at a secret's value may decide differently live.
+
+Both kinds of record are read: a call's outcome (``call``) and, for a call
+whose outcome is missing (its process died mid-call), the ``intent`` written
+before it ran, which holds the same call and decision.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +70,8 @@ class ReplayReport:
     """Recorded calls that never reached the policy (unknown tool, invalid arguments)."""
     redacted: int = 0
     """Replayed calls whose recorded arguments had redacted values."""
+    unfinished: int = 0
+    """Replayed calls known only from their intent (no outcome was recorded)."""
     changes: list[ReplayChange] = field(default_factory=list)
     """Calls whose decision would change, in log order."""
 
@@ -114,21 +121,66 @@ def replay(policy: Policy, audit_path: str | Path) -> ReplayReport:
     chain = verify(path)
     calls = skipped = redacted = 0
     changes: list[ReplayChange] = []
+
+    def decide(record: dict[str, Any]) -> None:
+        nonlocal calls, redacted
+        calls += 1
+        arguments = record.get("arguments") or {}
+        redacted += _redacted(arguments)
+        change = _change(policy, record, arguments)
+        if change is not None:
+            changes.append(change)
+
     try:
-        for record in tail(path):
-            if record.get("event") != AuditEvent.CALL.value:
-                continue
-            if "decision" not in record:
+        unfinished = _UnfinishedIntents()
+        for record in decided_calls(path, unfinished=unfinished):
+            if record is None:
                 skipped += 1
-                continue
-            calls += 1
-            arguments = record.get("arguments") or {}
-            redacted += _redacted(arguments)
-            change = _change(policy, record, arguments)
-            if change is not None:
-                changes.append(change)
+            else:
+                decide(record)
+        for record in unfinished.records():
+            decide(record)
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"cannot replay the audit log: {exc!r}", file=str(path)) from exc
     return ReplayReport(
-        chain=chain, calls=calls, skipped=skipped, redacted=redacted, changes=changes
+        chain=chain,
+        calls=calls,
+        skipped=skipped,
+        redacted=redacted,
+        unfinished=len(unfinished.records()),
+        changes=changes,
     )
+
+
+class _UnfinishedIntents:
+    """Intents whose call has no outcome (yet): the last intent of each such call."""
+
+    def __init__(self) -> None:
+        self._by_call: dict[str, dict[str, Any]] = {}
+
+    def intent(self, record: dict[str, Any]) -> None:
+        self._by_call[str(record.get("call_id"))] = record
+
+    def outcome(self, record: dict[str, Any]) -> None:
+        self._by_call.pop(str(record.get("call_id")), None)
+
+    def records(self) -> list[dict[str, Any]]:
+        return sorted(self._by_call.values(), key=lambda record: int(record["seq"]))
+
+
+def decided_calls(
+    path: Path, *, unfinished: _UnfinishedIntents | None = None
+) -> Iterator[dict[str, Any] | None]:
+    """The ``call`` records of the log in order, None for each call that never reached the
+    policy; intents are handed to ``unfinished``, which forgets those whose outcome came."""
+    for record in tail(path):
+        event = record.get("event")
+        if event == AuditEvent.INTENT.value:
+            if unfinished is not None:
+                unfinished.intent(record)
+            continue
+        if event != AuditEvent.CALL.value:
+            continue
+        if unfinished is not None:
+            unfinished.outcome(record)
+        yield record if "decision" in record else None

@@ -8,10 +8,14 @@ from pathlib import Path
 
 import click
 
-from orchestrator.audit import tail, verify
+from orchestrator.audit import OpenIntent, tail, verify
+from orchestrator.audit.timeline import CallEntry, call_timeline
 from orchestrator.cli._common import EXIT_FAILED, config_option, echo_json, json_option, load
 
 __all__ = ["audit"]
+
+# Intents without outcome listed by ``audit verify`` (the JSON lists them all).
+_SHOWN_INTENTS = 20
 
 _PATH = click.argument(
     "path", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -27,20 +31,33 @@ def audit() -> None:
     """The tamper-evident audit log."""
 
 
+def _intent_line(intent: OpenIntent) -> str:
+    return (
+        f"  {intent.file}:{intent.line}  seq {intent.seq}  {intent.ts}  {intent.tool} "
+        f"call {intent.call_id} (run {intent.run_id}, attempt {intent.attempt})"
+    )
+
+
 @audit.command("verify")
 @config_option
 @json_option
 @_PATH
 def audit_verify(config_file: Path | None, as_json: bool, path: Path | None) -> None:
-    """Check the hash chain of the log at PATH (default: the configured log); exit 1 if broken."""
+    """Check the hash chain of the log at PATH (default: the configured log); exit 1 if broken.
+
+    Intents without an outcome (a call whose process died or could not write its
+    result) are listed apart: they are not tampering and do not fail the check.
+    """
     log = _log_path(config_file, path)
     report = verify(log)
     # A rotated log is several files, one chain; a problem is named with its own file.
     bad = str(report.file) if report.file else None
     if as_json:
+        open_intents = [intent.as_dict() for intent in report.open_intents]
         echo_json({"file": str(log), "ok": report.ok, "records": report.records,
                    "files": [str(file) for file in report.files], "bad_file": bad,
-                   "line": report.line, "problem": report.problem})  # fmt: skip
+                   "line": report.line, "problem": report.problem,
+                   "intents_without_outcome": open_intents})  # fmt: skip
     elif report.ok:
         across = f" across {len(report.files)} files" if len(report.files) > 1 else ""
         click.echo(f"{log}: ok, {report.records} records, chain intact{across}")
@@ -49,8 +66,68 @@ def audit_verify(config_file: Path | None, as_json: bool, path: Path | None) -> 
             f"{bad or log}:{report.line}: {report.problem} ({report.records} good records before)",
             err=True,
         )
+    if report.open_intents and not as_json:
+        count = len(report.open_intents)
+        click.echo(
+            f"{count} intent{'s' if count > 1 else ''} without an outcome (not tampering: the "
+            "process died or could not write the result, so the call may have run; or it is "
+            "still running):"
+        )
+        for intent in report.open_intents[:_SHOWN_INTENTS]:
+            click.echo(_intent_line(intent))
+        if count > _SHOWN_INTENTS:
+            click.echo(f"  and {count - _SHOWN_INTENTS} more (--json lists them all)")
     if not report.ok:
         sys.exit(EXIT_FAILED)
+
+
+def _entry_lines(entry: CallEntry) -> list[str]:
+    lines = [f"{entry.call_id}  {entry.tool}  {entry.status}"]
+    for record in entry.approvals:
+        approval = record.get("approval") or {}
+        who = f" by {approval['decided_by']}" if approval.get("decided_by") else ""
+        lines.append(
+            f"  seq {record['seq']}  {record.get('ts', '')}  {record['event']}: "
+            f"{approval.get('status', '')}{who}"
+        )
+    for record in entry.intents:
+        lines.append(
+            f"  seq {record['seq']}  {record.get('ts', '')}  intent: attempt "
+            f"{record.get('attempt')}, {record.get('decision')} by rule "
+            f"{record.get('rule') or 'default'}, profile {record.get('sandbox_profile')}"
+        )
+    outcome = entry.outcome
+    if outcome is not None:
+        lines.append(
+            f"  seq {outcome['seq']}  {outcome.get('ts', '')}  outcome: "
+            f"{outcome.get('status')} in {outcome.get('duration_s', 0):.3f} s"
+            + (f": {outcome['error']}" if outcome.get("error") else "")
+        )
+    return lines
+
+
+@audit.command("timeline")
+@config_option
+@json_option
+@click.option("--run", "run_id", help="Only the calls of this run.")
+@_PATH
+def audit_timeline(
+    config_file: Path | None, as_json: bool, run_id: str | None, path: Path | None
+) -> None:
+    """Each call of the log at PATH: approvals, the intent of each attempt, and the outcome."""
+    entries = call_timeline(_log_path(config_file, path), run_id=run_id)
+    if as_json:
+        echo_json(
+            [
+                {"call_id": e.call_id, "run_id": e.run_id, "tool": e.tool, "status": e.status,
+                 "unfinished": e.unfinished, "approvals": e.approvals, "intents": e.intents,
+                 "outcome": e.outcome}
+                for e in entries
+            ]
+        )  # fmt: skip
+        return
+    for entry in entries:
+        click.echo("\n".join(_entry_lines(entry)))
 
 
 @audit.command("tail")

@@ -4,8 +4,11 @@
 2. the policy decides: allow, deny or require approval (+ profile, timeout, retries);
 3. the rate limits count it, or refuse it with ``retry_after``;
 4. a call that needs approval waits for a durable decision (or its timeout);
-5. the executor runs it in a fresh sandbox, retrying only retryable failures;
-6. an audit record, metrics and a log line are written, whatever the outcome.
+5. the executor runs it in a fresh sandbox, retrying only retryable failures; before each
+   attempt an intent record is durable in the audit log (write-ahead: no call runs without
+   one, and a call whose intent cannot be written does not run);
+6. an audit record (the outcome, naming its intents), metrics and a log line are written,
+   whatever the outcome.
 
 :meth:`Gateway.call` never raises (cancellation aside): every outcome,
 including the gateway's own bugs, is a :class:`~orchestrator.tools.ToolResult`.
@@ -18,7 +21,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.approvals import ApprovalRequest, ApprovalStatus
@@ -86,6 +89,16 @@ class _Trace:
     approval: ApprovalInfo | None = None
     retries: int = 0
     profile: str | None = None
+    intents: list[int] = field(default_factory=list)
+    """The ``seq`` of each attempt's intent record, in order."""
+
+
+class _IntentNotWritten(Exception):
+    """The attempt's intent record could not be made durable, so the attempt did not run."""
+
+    def __init__(self, cause: InfrastructureError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def _refusal(call: ToolCall, status: ToolStatus, error: str, **extra: Any) -> ToolResult:
@@ -391,6 +404,7 @@ class Gateway:
             self._metrics.retries.labels("tool_call", reason).inc()
 
         async def attempt() -> ToolResult:
+            await self._intend(checked, decision, trace)
             return await self._executor.run(
                 checked, profile=decision.sandbox_profile, timeout_s=decision.timeout_s
             )
@@ -406,6 +420,13 @@ class Gateway:
                 max_wait_s=max_wait,
                 ready=self._executor.wait_ready,
             )
+        except _IntentNotWritten as refused:
+            return _refusal(
+                checked.call,
+                ToolStatus.INFRASTRUCTURE_ERROR,
+                "the call did not run: its intent could not be written to the audit log "
+                f"({refused.cause}); no call runs until the log can be written, tell the operator",
+            )
         except InfrastructureError as exc:
             if exc.retryable and settings.max_attempts > 1:
                 self._metrics.retries_exhausted.labels("tool_call").inc()
@@ -413,6 +434,31 @@ class Gateway:
         if trace.retries and settings.retry_on_tool_error and result.status is ToolStatus.ERROR:
             self._metrics.retries_exhausted.labels("tool_call").inc()
         return result
+
+    async def _intend(self, checked: ValidatedCall, decision: Decision, trace: _Trace) -> None:
+        """Make this attempt's intent durable before anything runs; raise if it cannot be."""
+        call = checked.call
+        intent = AuditRecord(
+            event=AuditEvent.INTENT,
+            call_id=call.id,
+            run_id=call.run_id,
+            principal=call.principal,
+            tool=checked.spec.name,
+            arguments=checked.arguments,
+            decision=decision.decision,
+            rule=decision.rule,
+            approval=trace.approval,
+            sandbox_profile=trace.profile,
+            attempt=len(trace.intents) + 1,
+        )
+        try:
+            written = await self._audit.write(intent)
+        except InfrastructureError as exc:
+            self._audit_failed(exc)
+            raise _IntentNotWritten(exc) from exc
+        self._audit_ok = True
+        self._metrics.audit_records.labels(AuditEvent.INTENT.value).inc()
+        trace.intents.append(written["seq"])
 
     def _record_approval(
         self, event: AuditEvent, checked: ValidatedCall, request: ApprovalRequest
@@ -498,6 +544,7 @@ class Gateway:
                     else None
                 ),
                 retries=trace.retries,
+                intents=trace.intents,
                 sandbox_profile=trace.profile,
                 image_digest=result.image_digest,
                 status=result.status.value,

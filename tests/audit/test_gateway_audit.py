@@ -60,7 +60,8 @@ async def test_large_arguments_are_recorded_as_digest_size_and_head(tmp_path: Pa
         )
         assert (await gw.call(call)).status is ToolStatus.OK
     grown = log.stat().st_size - before
-    assert grown < 3 * 6 * 1024, f"three 5 MB writes grew the log by {grown} bytes"
+    # Two records per call, each with the bounded arguments: the intent and the outcome.
+    assert grown < 3 * 2 * 6 * 1024, f"three 5 MB writes grew the log by {grown} bytes"
     for record, content in zip(records(log), contents, strict=True):
         assert record["arguments"]["path"].startswith("big"), "small values stay readable"
         assert record["arguments"]["content"] == {
@@ -147,4 +148,6 @@ async def test_concurrent_calls_share_fsyncs(tmp_path: Path, monkeypatch: Any) -
     results = await asyncio.wait_for(asyncio.gather(*calls), 10)
     assert all(result.status is ToolStatus.OK for result in results)
     assert len(records(log)) == 32 and verify(log).ok
-    assert len(fsyncs) <= 2, f"{len(fsyncs)} fsyncs for 32 concurrent records"
+    # The 32 intents pile up behind the lock and share a batch; the 32 outcomes follow
+    # together: a handful of fsyncs for 64 records, not 64.
+    assert len(fsyncs) <= 4, f"{len(fsyncs)} fsyncs for 32 concurrent calls"

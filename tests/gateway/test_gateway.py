@@ -186,13 +186,17 @@ async def test_an_unwritable_audit_log_stops_further_calls(harness: Build) -> No
     assert (await h.gateway.call(call("python.run", code="1"))).status is ToolStatus.OK
     h.audit_path.rename(h.root / "kept.jsonl")
     h.audit_path.mkdir()  # writes now fail, even for root
-    ran = await h.gateway.call(call("python.run", code="2"))
-    assert ran.status is ToolStatus.OK, "the call had already run when its record failed"
+    # Write-ahead: the call's intent cannot be written, so it does not run, and says why.
+    unrecorded = await h.gateway.call(call("python.run", code="2"))
+    assert unrecorded.status is ToolStatus.INFRASTRUCTURE_ERROR
+    assert unrecorded.error is not None
+    assert "did not run: its intent could not be written" in unrecorded.error
     refused = await h.gateway.call(call("python.run", code="3"))
     assert refused.status is ToolStatus.INFRASTRUCTURE_ERROR
     assert refused.error is not None and "audit log" in refused.error
-    assert len(h.backend.requests) == 2, "fail closed: nothing runs unrecorded"
-    assert h.sample("stockade_audit_write_failures_total") == 2
+    assert len(h.backend.requests) == 1, "fail closed: nothing runs unrecorded"
+    # The intent, the unrecorded call's outcome and the refused call's outcome.
+    assert h.sample("stockade_audit_write_failures_total") == 3
     shutil.rmtree(h.audit_path)
     (h.root / "kept.jsonl").rename(h.audit_path)
     await h.gateway.call(call("python.run", code="4"))  # its refusal is written: healthy again
