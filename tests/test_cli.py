@@ -149,8 +149,8 @@ def test_tools_call_goes_through_the_gateway(tmp_path: Path, images: object) -> 
     verified = stockade("audit", "verify", str(tmp_path / "audit.jsonl"), home=tmp_path)
     assert verified.returncode == 0 and "chain intact" in verified.stdout
     records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
-    assert [r["event"] for r in records][:4] == [
-        "policy_loaded", "approval_requested", "approval_decided", "call",
+    assert [r["event"] for r in records][:5] == [
+        "policy_loaded", "approval_requested", "approval_decided", "intent", "call",
     ]  # fmt: skip
 
 
