@@ -57,7 +57,11 @@ def _host_pids_limit(profile: SandboxProfile) -> int:
 
 
 def container_options(
-    profile: SandboxProfile, image: str, egress_dir: Path | None = None
+    profile: SandboxProfile,
+    image: str,
+    egress_dir: Path | None = None,
+    *,
+    backend: str | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for ``containers.create``: the hardened container of a profile."""
     tmpfs_opts = "rw,nosuid,nodev"
@@ -117,7 +121,9 @@ def container_options(
         if egress_dir
         else [],
         "labels": container_labels(
-            profile.name, lifetime_s=POOL_IDLE_S + profile.timeout_s + _LABEL_MARGIN_S
+            profile.name,
+            lifetime_s=POOL_IDLE_S + profile.timeout_s + _LABEL_MARGIN_S,
+            backend=backend,
         ),
     }
 
@@ -157,9 +163,12 @@ class ContainerFactory:
         executor: ThreadPoolExecutor,
         gates: EgressGates | None = None,
         metrics: SandboxMetrics | None = None,
+        backend: str | None = None,
     ) -> None:
         """``metrics`` times create, start and remove, and counts egress connections when
-        ``gates`` is not given (given gates count with their own)."""
+        ``gates`` is not given (given gates count with their own). ``backend`` labels
+        every container with the backend instance that launched it."""
+        self._backend = backend
         self._client = client
         self._executor = executor
         self._gates = gates or EgressGates(metrics=metrics)
@@ -190,7 +199,9 @@ class ContainerFactory:
         try:
             began = time.perf_counter()
             container_id = await self._create_shielded(
-                container_options(profile, image, gate.directory if gate else None)
+                container_options(
+                    profile, image, gate.directory if gate else None, backend=self._backend
+                )
             )
             created = time.perf_counter()
             on_created(container_id)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,7 +25,7 @@ from orchestrator.sandbox._wire import EGRESS_SOCKET_ENV, FrameTooLargeError, en
 from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
 from orchestrator.sandbox.images import ImageBuilder
-from orchestrator.sandbox.labels import OWNER_LABEL, current_owner
+from orchestrator.sandbox.labels import BACKEND_LABEL
 from orchestrator.sandbox.pool import WarmPool
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.reaper import reap
@@ -85,8 +86,10 @@ class DockerBackend(SandboxBackend):
         self._warm = list(profiles)
         self._metrics = metrics if metrics is not None else Metrics(enabled=False)
         self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="docker")
+        # Labels this backend's containers, so it can sweep exactly its own.
+        self._id = uuid.uuid4().hex
         self._factory = ContainerFactory(
-            client, self._executor, egress_gates, metrics=self._metrics.sandbox
+            client, self._executor, egress_gates, metrics=self._metrics.sandbox, backend=self._id
         )
         self._stop_watching = self._metrics.sandbox.watch_pools(self._pool_sizes)
         self._max_starting = max_starting
@@ -135,6 +138,11 @@ class DockerBackend(SandboxBackend):
             await asyncio.sleep(min(delay, remaining))
             delay = min(delay * 2, 1.0)
 
+    @property
+    def instance_id(self) -> str:
+        """Labels (``org.stockade.backend``) every container this backend launches."""
+        return self._id
+
     async def wait_warm(self, profile: SandboxProfile, *, timeout_s: float = 120.0) -> None:
         """Wait until the profile's pool is full (for benchmarks, tests, demos)."""
         entry = await self._pool_for(profile)
@@ -167,9 +175,21 @@ class DockerBackend(SandboxBackend):
                 image_id = await loop.run_in_executor(self._executor, self._images.image_id, tag)
 
                 async def launch() -> SandboxContainer:
-                    return await self._factory.launch(
-                        profile, tag, image_id, on_created=self._held.add
-                    )
+                    created: list[str] = []
+
+                    def hold(container_id: str) -> None:
+                        created.append(container_id)
+                        self._held.add(container_id)
+
+                    try:
+                        return await self._factory.launch(profile, tag, image_id, on_created=hold)
+                    except BaseException:
+                        # A start that failed (the engine went away mid-way) may
+                        # leave its container: the janitor makes sure it goes.
+                        for container_id in created:
+                            self._held.discard(container_id)
+                            self._unremoved.add(container_id)
+                        raise
 
                 pool = WarmPool(
                     name=profile.name,
@@ -246,7 +266,7 @@ class DockerBackend(SandboxBackend):
                 _log.info("janitor: %s", exc)
 
     async def sweep(self) -> int:
-        """Remove what failed to be removed, and this process's containers nothing holds.
+        """Remove what failed to be removed, and this backend's containers nothing holds.
 
         Runs every ``janitor_interval_s``; returns how many containers went.
         """
@@ -256,17 +276,16 @@ class DockerBackend(SandboxBackend):
             self._unremoved.discard(container_id)
             removed += 1
         loop = asyncio.get_running_loop()
-        label = f"{OWNER_LABEL}={current_owner().label()}"
+        label = f"{BACKEND_LABEL}={self._id}"
         listed = await loop.run_in_executor(
             self._executor,
             lambda: self._client.api.containers(all=True, filters={"label": label}),
         )
+        # Closed: nothing is on its way into a pool any more, so no grace.
+        grace = 0.0 if self._closed else self._orphan_grace_s
         now = time.time()
         for info in listed:
-            if (
-                info["Id"] in self._held
-                or now - float(info.get("Created", now)) < self._orphan_grace_s
-            ):
+            if info["Id"] in self._held or now - float(info.get("Created", now)) < grace:
                 continue
             await self._factory.destroy_id(info["Id"])
             removed += 1
@@ -430,11 +449,8 @@ class DockerBackend(SandboxBackend):
         await asyncio.gather(*(entry.pool.close() for entry in self._pools.values()))
         if self._destroying:
             await asyncio.gather(*self._destroying, return_exceptions=True)
-        for container_id in list(self._unremoved):  # one last try
-            with contextlib.suppress(InfrastructureError):
-                await self._factory.destroy_id(container_id)
-                self._unremoved.discard(container_id)
-        if self._unremoved:
-            _log.warning("%d container(s) could not be removed; `stockade cleanup` will",
-                         len(self._unremoved))  # fmt: skip
+        try:  # one last sweep: failed removals, and starts cut short by an outage
+            await self.sweep()
+        except InfrastructureError as exc:
+            _log.warning("containers of this backend may remain (`stockade cleanup`): %s", exc)
         self._executor.shutdown(wait=True)

@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 
 __all__ = [
+    "BACKEND_LABEL",
     "DEADLINE_LABEL",
     "OWNER_LABEL",
     "PLATFORM_LABEL",
@@ -30,6 +31,8 @@ PLATFORM_VALUE = "stockade"
 OWNER_LABEL = "org.stockade.owner"
 DEADLINE_LABEL = "org.stockade.deadline"
 PROFILE_LABEL = "org.stockade.profile"
+BACKEND_LABEL = "org.stockade.backend"
+"""The backend instance (within its owner process) that launched the container."""
 
 
 def _boot_id() -> str:
@@ -86,11 +89,16 @@ def current_owner() -> Owner:
     return _owner_for(os.getpid())
 
 
-def container_labels(profile: str, *, lifetime_s: float) -> dict[str, str]:
+def container_labels(
+    profile: str, *, lifetime_s: float, backend: str | None = None
+) -> dict[str, str]:
     """Labels for a new container that must be gone ``lifetime_s`` from now."""
-    return {
+    labels = {
         PLATFORM_LABEL: PLATFORM_VALUE,
         OWNER_LABEL: current_owner().label(),
         DEADLINE_LABEL: f"{time.time() + lifetime_s:.0f}",
         PROFILE_LABEL: profile,
     }
+    if backend is not None:
+        labels[BACKEND_LABEL] = backend
+    return labels

@@ -18,7 +18,13 @@ from orchestrator.errors import ErrorCode, InfrastructureError
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecStatus
 from orchestrator.sandbox.images import ImageBuilder
-from orchestrator.sandbox.labels import OWNER_LABEL, PLATFORM_LABEL, PLATFORM_VALUE, current_owner
+from orchestrator.sandbox.labels import (
+    BACKEND_LABEL,
+    OWNER_LABEL,
+    PLATFORM_LABEL,
+    PLATFORM_VALUE,
+    current_owner,
+)
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.testing.platform import open_test_platform
 from orchestrator.tools import ToolCall, ToolStatus
@@ -108,7 +114,11 @@ async def test_the_janitor_removes_containers_of_ours_nothing_holds(
         images.resolve("stockade-sandbox"),
         command=["sleep", "60"],
         network_disabled=True,
-        labels={PLATFORM_LABEL: PLATFORM_VALUE, OWNER_LABEL: current_owner().label()},
+        labels={
+            PLATFORM_LABEL: PLATFORM_VALUE,
+            OWNER_LABEL: current_owner().label(),
+            BACKEND_LABEL: backend.instance_id,
+        },
         host_config=docker_client.api.create_host_config(network_mode="none"),
     )["Id"]
     profile = SandboxProfile(name="held", pool_size=1)
