@@ -23,7 +23,7 @@ from orchestrator.audit import REDACTED, AuditEvent, VerifyReport, tail, verify
 from orchestrator.errors import ConfigError
 from orchestrator.policy import Effect, Policy, evaluate
 
-__all__ = ["ReplayChange", "ReplayReport", "replay"]
+__all__ = ["ReplayChange", "ReplayReport", "UnfinishedIntents", "decided_calls", "replay"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -132,7 +132,7 @@ def replay(policy: Policy, audit_path: str | Path) -> ReplayReport:
             changes.append(change)
 
     try:
-        unfinished = _UnfinishedIntents()
+        unfinished = UnfinishedIntents()
         for record in decided_calls(path, unfinished=unfinished):
             if record is None:
                 skipped += 1
@@ -152,7 +152,7 @@ def replay(policy: Policy, audit_path: str | Path) -> ReplayReport:
     )
 
 
-class _UnfinishedIntents:
+class UnfinishedIntents:
     """Intents whose call has no outcome (yet): the last intent of each such call."""
 
     def __init__(self) -> None:
@@ -169,7 +169,7 @@ class _UnfinishedIntents:
 
 
 def decided_calls(
-    path: Path, *, unfinished: _UnfinishedIntents | None = None
+    path: Path, *, unfinished: UnfinishedIntents | None = None
 ) -> Iterator[dict[str, Any] | None]:
     """The ``call`` records of the log in order, None for each call that never reached the
     policy; intents are handed to ``unfinished``, which forgets those whose outcome came."""

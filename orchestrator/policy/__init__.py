@@ -2,7 +2,9 @@
 
 Load a file with :func:`load_policy`, decide a call with :func:`evaluate`, and
 count calls with a :class:`RateLimiter` built from ``policy.rate_limits``.
-Everything here is pure logic: no I/O beyond reading the policy file.
+Policy tests (:func:`load_policy_tests`, :func:`run_policy_tests`) state what a
+policy must do with given calls, for CI to hold. Everything here is pure
+logic: no I/O beyond reading policy and test files.
 """
 
 from orchestrator.policy._base import Globs
@@ -24,12 +26,24 @@ from orchestrator.policy._model import (
 from orchestrator.policy._ratelimit import RateLimitAnswer, RateLimiter
 from orchestrator.policy._schema import policy_json_schema, render_policy_schema
 from orchestrator.policy._sqlite_limits import SqliteLimitStore
+from orchestrator.policy._suite import (
+    LoadedPolicyTests,
+    PolicyTestCall,
+    PolicyTestCase,
+    PolicyTestExpectation,
+    PolicyTestFile,
+    load_policy_tests,
+    policy_tests_json_schema,
+    render_policy_tests_schema,
+)
+from orchestrator.policy._suite_runner import CaseOutcome, PolicyTestReport, run_policy_tests
 
 __all__ = [
     "AllOf",
     "AnyOf",
     "BudgetUsage",
     "CallMatch",
+    "CaseOutcome",
     "Condition",
     "Decision",
     "Effect",
@@ -37,11 +51,17 @@ __all__ = [
     "InMemoryLimitStore",
     "Leaf",
     "LimitStore",
+    "LoadedPolicyTests",
     "ModelBudget",
     "ModelBudgetAnswer",
     "ModelLimits",
     "NotOf",
     "Policy",
+    "PolicyTestCall",
+    "PolicyTestCase",
+    "PolicyTestExpectation",
+    "PolicyTestFile",
+    "PolicyTestReport",
     "Predicate",
     "RateCell",
     "RateLimit",
@@ -53,8 +73,12 @@ __all__ = [
     "SqliteLimitStore",
     "evaluate",
     "load_policy",
+    "load_policy_tests",
     "parse_policy",
     "parse_yaml_model",
     "policy_json_schema",
+    "policy_tests_json_schema",
     "render_policy_schema",
+    "render_policy_tests_schema",
+    "run_policy_tests",
 ]
