@@ -5,7 +5,7 @@ variable > configuration file > built-in default. See
 :func:`load_config` and ``stockade config show``.
 """
 
-from orchestrator.config._env import CONFIG_VARIABLE, ENVIRONMENT_FIELDS
+from orchestrator.config._env import CONFIG_VARIABLE, ENVIRONMENT_FIELDS, secret_from_env
 from orchestrator.config._load import LoadedConfig, load_config
 from orchestrator.config._model import (
     BUILTIN_TOOLKITS,
@@ -22,6 +22,8 @@ from orchestrator.config._model import (
     ModelSettings,
     OpenAIEmbedderSettings,
     SandboxSettings,
+    SecretBinding,
+    SecretSettings,
     ServerSettings,
     StockadeConfig,
     builtin_profiles,
@@ -46,10 +48,13 @@ __all__ = [
     "ModelSettings",
     "OpenAIEmbedderSettings",
     "SandboxSettings",
+    "SecretBinding",
+    "SecretSettings",
     "ServerSettings",
     "StockadeConfig",
     "builtin_profiles",
     "config_schema",
     "load_config",
     "render_config_schema",
+    "secret_from_env",
 ]

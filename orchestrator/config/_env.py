@@ -1,9 +1,10 @@
 """Every environment variable Stockade reads, in one place.
 
 Each ``STOCKADE_*`` variable sets one field of the configuration; it beats
-the file and loses to a command-line flag. The one other variable read is the
-model's API key, under the name the configuration gives (``model.api_key_env``).
-Nothing else in the project reads the environment (the Docker SDK's own
+the file and loses to a command-line flag. The other variables read are the
+model's API key and the secrets of the egress proxy, under the names the
+configuration gives (``model.api_key_env``, ``secrets.<name>.env``). Nothing
+else in the project reads the environment (the Docker SDK's own
 ``DOCKER_HOST`` aside).
 """
 
@@ -18,6 +19,7 @@ __all__ = [
     "api_key_from_env",
     "config_file_from_env",
     "environment_layer",
+    "secret_from_env",
 ]
 
 CONFIG_VARIABLE = "STOCKADE_CONFIG"
@@ -60,6 +62,16 @@ def api_key_from_env(variable: str, environ: Mapping[str, str] | None = None) ->
 
     The configuration names the variable, never the key, so the key stays out
     of files and out of ``stockade config show``.
+    """
+    value = (os.environ if environ is None else environ).get(variable, "")
+    return value or None
+
+
+def secret_from_env(variable: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The value of a configured secret (``secrets.<name>.env``), if set and not empty.
+
+    Read once, when the platform starts; the value goes to the egress proxy
+    only, never into a sandbox, a prompt, a log or the audit log.
     """
     value = (os.environ if environ is None else environ).get(variable, "")
     return value or None

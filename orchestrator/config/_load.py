@@ -117,6 +117,11 @@ def _file_layer(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict) and node.get(leaf) is not None:
             node[leaf] = _resolve_path(node[leaf], base)
+    secrets = data.get("secrets")
+    if isinstance(secrets, dict):  # each secret's file, like every path of the file
+        for secret in secrets.values():
+            if isinstance(secret, dict) and secret.get("file") is not None:
+                secret["file"] = _resolve_path(secret["file"], base)
     return data, origins
 
 

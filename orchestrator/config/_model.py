@@ -10,7 +10,7 @@ read and validated now so a file written today stays valid as they arrive.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
@@ -34,6 +34,8 @@ __all__ = [
     "ModelSettings",
     "OpenAIEmbedderSettings",
     "SandboxSettings",
+    "SecretBinding",
+    "SecretSettings",
     "ServerSettings",
     "StockadeConfig",
     "builtin_profiles",
@@ -297,6 +299,47 @@ class ServerSettings(StrictModel):
     before they are cancelled; their approval requests stay in the database."""
 
 
+# A DNS name in lower case whose last label is not a number (so never an IP address).
+_HOST_NAME = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+
+class SecretBinding(StrictModel):
+    """Where a secret is sent: the requests of one sandbox profile to one host."""
+
+    profile: str
+    """The sandbox profile whose calls get the secret; it must allow egress to ``host``."""
+    host: str = Field(pattern=_HOST_NAME, max_length=253)
+    """The host (a DNS name in lower case, not a glob or an address) the secret is sent to,
+    over HTTPS only; it must be in the profile's egress allowlist."""
+    port: int = Field(default=443, ge=1, le=65535)
+    """The HTTPS port."""
+    principals: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
+    """Principal globs the secret is for (``[alice, "team-*"]``); absent: every caller."""
+
+
+class SecretSettings(StrictModel):
+    """A credential the egress proxy adds to requests, so no sandbox, tool argument, prompt
+    or audit record ever holds it (the audit log and the metrics name it, never its value).
+    """
+
+    env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Environment variable holding the secret (the value never goes in this file)."""
+    file: Path | None = None
+    """File holding the secret (read at start; a final newline is dropped)."""
+    header: str = Field(default="Authorization", pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+    """The request header that carries it."""
+    format: str = Field(default="Bearer {secret}", pattern=r"^[^\r\n]*\{secret\}[^\r\n]*$")
+    """The header's value, with ``{secret}`` where the secret goes."""
+    bind: list[SecretBinding] = Field(min_length=1)
+    """The (profile, host) pairs whose requests get the secret."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give the secret's source as exactly one of env or file")
+        return self
+
+
 class StockadeConfig(StrictModel):
     """The whole platform's configuration (``stockade.yaml``)."""
 
@@ -328,6 +371,33 @@ class StockadeConfig(StrictModel):
     """The process's log format and level."""
     server: ServerSettings = Field(default_factory=ServerSettings)
     """HTTP API and approval page."""
+    secrets: dict[
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")], SecretSettings
+    ] = Field(default_factory=dict)
+    """Credentials by name, which the egress proxy adds to the requests of bound (profile,
+    host) pairs; the sandbox, the model and the audit log never see their values."""
+
+    @model_validator(mode="after")
+    def _secrets_bound_to_allowed_hosts(self) -> Self:
+        profiles = self.sandbox.effective_profiles()
+        for name, secret in self.secrets.items():
+            for index, binding in enumerate(secret.bind):
+                where = ("secrets", name, "bind", index)
+                profile = profiles.get(binding.profile)
+                if profile is None:
+                    raise LocatedValueError(
+                        f"profile {binding.profile!r} is not configured; configured profiles: "
+                        f"{', '.join(sorted(profiles))}",
+                        (*where, "profile"),
+                    )
+                if profile.egress is None or not profile.egress.allows(binding.host, binding.port):
+                    raise LocatedValueError(
+                        f"{binding.host}:{binding.port} is not in the egress allowlist of "
+                        f"profile {binding.profile!r}; a secret goes only where the profile "
+                        "may connect",
+                        (*where, "host"),
+                    )
+        return self
 
     @field_validator("toolkits", mode="before")
     @classmethod

@@ -114,6 +114,12 @@ class SandboxMetrics:
             "(allowed, refused).",
             ["profile", "outcome"],
         )
+        self.egress_credentials = make.counter(
+            "stockade_egress_credentials",
+            "Connections to which the egress proxy added a secret, by profile and the "
+            "secret's name (never its value).",
+            ["profile", "secret"],
+        )
         self._pools = _Pools()
         if make.enabled:
             make.registry.register(self._pools)
@@ -156,3 +162,7 @@ class SandboxMetrics:
     def egress(self, profile: str, *, allowed: bool) -> None:
         """A sandbox of ``profile`` tried a connection through the proxy."""
         self.egress_connections.labels(profile, "allowed" if allowed else "refused").inc()
+
+    def credential_used(self, profile: str, secret: str) -> None:
+        """The proxy added secret ``secret`` (its name) to a connection of ``profile``."""
+        self.egress_credentials.labels(profile, secret).inc()

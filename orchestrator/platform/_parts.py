@@ -15,9 +15,15 @@ import docker
 
 from orchestrator.approvals import ApproversConfig, load_approvers
 from orchestrator.assets import shipped
-from orchestrator.config import LoadedConfig, StockadeConfig
+from orchestrator.config import LoadedConfig, SecretSettings, StockadeConfig, secret_from_env
 from orchestrator.errors import ConfigError
 from orchestrator.policy import Policy, load_policy
+from orchestrator.sandbox.credentials import (
+    MIN_SECRET_LENGTH,
+    Credential,
+    CredentialBinding,
+    CredentialBindings,
+)
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.tools import ToolRegistry
@@ -32,6 +38,7 @@ __all__ = [
     "image_builder",
     "load_configured_approvers",
     "load_configured_policy",
+    "load_credentials",
     "policy_file",
 ]
 
@@ -129,6 +136,63 @@ def check_profiles(
                 line=line_of(source, loc),
                 field=f"rules[{index}].sandbox_profile",
             )
+
+
+def _secret_value(
+    loaded: LoadedConfig, name: str, secret: SecretSettings, environ: Mapping[str, str] | None
+) -> str:
+    field = f"secrets.{name}.{'env' if secret.env else 'file'}"
+    file, line = _config_file(loaded, field)
+
+    def refused(message: str) -> ConfigError:
+        return ConfigError(message, file=file, line=line, field=field)
+
+    if secret.env is not None:
+        value = secret_from_env(secret.env, environ)
+        if value is None:
+            raise refused(f"the environment variable {secret.env} is not set")
+    else:
+        assert secret.file is not None
+        try:
+            value = secret.file.read_text(encoding="utf-8").removesuffix("\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise refused(f"cannot read the secret's file: {exc}") from exc
+    if len(value) < MIN_SECRET_LENGTH or any(c in value for c in "\r\n\0"):
+        # Never say what it is: only what is wrong with it.
+        raise refused(
+            f"the secret must be one line of at least {MIN_SECRET_LENGTH} characters "
+            f"(it has {len(value)})"
+        )
+    return value
+
+
+def load_credentials(
+    loaded: LoadedConfig, environ: Mapping[str, str] | None = None
+) -> CredentialBindings:
+    """The configured secrets, read from their variables and files, bound as configured.
+
+    Raises :class:`~orchestrator.errors.ConfigError` naming the secret's field
+    when a variable is unset, a file unreadable or a value unfit (never the value).
+    """
+    bindings: list[CredentialBinding] = []
+    for name, secret in loaded.config.secrets.items():
+        value = _secret_value(loaded, name, secret, environ)
+        for bound in secret.bind:
+            credential = Credential(
+                name=name,
+                host=bound.host,
+                port=bound.port,
+                header=secret.header,
+                template=secret.format,
+                value=value,
+            )
+            principals = tuple(bound.principals) if bound.principals is not None else None
+            bindings.append(
+                CredentialBinding(
+                    profile=bound.profile, credential=credential, principals=principals
+                )
+            )
+    return CredentialBindings(bindings)
 
 
 @dataclass(frozen=True, kw_only=True)

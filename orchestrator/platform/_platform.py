@@ -24,10 +24,18 @@ from orchestrator.audit import AuditLog
 from orchestrator.config import LoadedConfig, StockadeConfig
 from orchestrator.gateway import ApprovalGate, Gateway
 from orchestrator.metrics import Metrics
-from orchestrator.platform._parts import check_configuration, image_builder, policy_file
+from orchestrator.platform._parts import (
+    check_configuration,
+    image_builder,
+    load_credentials,
+    policy_file,
+)
 from orchestrator.policy import SqliteLimitStore
+from orchestrator.sandbox._egress_gate import EgressGates
+from orchestrator.sandbox._egress_tls import Interception
 from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.sandbox.docker_backend import DockerBackend
+from orchestrator.sandbox.egress_ca import DeploymentCA
 from orchestrator.sandbox.engine import connect_engine
 from orchestrator.sandbox.execution import ExecStatus
 from orchestrator.sandbox.profile import SandboxProfile
@@ -106,11 +114,23 @@ class Platform:
         )
         if settings.model.name:
             own_metrics.agent.declare_model(settings.model.name)
+        # Secrets are read before the engine is reached: a missing one fails fast.
+        credentials = load_credentials(loaded)
+        for secret_name, secret in settings.secrets.items():
+            for bound in secret.bind:
+                own_metrics.sandbox.egress_credentials.labels(bound.profile, secret_name)
 
         async with contextlib.AsyncExitStack() as stack:
             if backend is None:
                 client = await asyncio.to_thread(connect_engine)
                 stack.callback(client.close)
+                interception = None
+                if credentials:
+                    # The deployment's CA, made in the state directory on first start.
+                    ca = await asyncio.to_thread(
+                        DeploymentCA.open, settings.state_dir, credentials.hosts
+                    )
+                    interception = Interception(ca=ca, profiles=credentials.profiles)
                 backend = DockerBackend(
                     client,
                     images=image_builder(settings, client),
@@ -118,6 +138,9 @@ class Platform:
                     max_threads=settings.sandbox.backend.max_threads,
                     max_starting=settings.sandbox.backend.max_starting,
                     metrics=own_metrics,
+                    egress_gates=EgressGates(
+                        metrics=own_metrics.sandbox, interception=interception
+                    ),
                 )
             await stack.enter_async_context(backend)
             if isinstance(backend, DockerBackend):
@@ -140,7 +163,13 @@ class Platform:
             limits = SqliteLimitStore(settings.limits_db)
             stack.callback(limits.close)
             gateway = Gateway(
-                ToolExecutor(registry, backend, profiles=profiles.values(), workspaces=workspaces),
+                ToolExecutor(
+                    registry,
+                    backend,
+                    profiles=profiles.values(),
+                    workspaces=workspaces,
+                    credentials=credentials,
+                ),
                 policy,
                 audit,
                 approvals=ApprovalGate(store, chain),

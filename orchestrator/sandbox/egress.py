@@ -14,6 +14,12 @@ explicitly. The proxy connects to an address it checked itself, never to the
 name, so a DNS answer that changes between check and use (rebinding) gains
 nothing. Bytes and time per connection are capped. Each connection, allowed
 or refused, is reported through ``on_event``.
+
+A call may carry credentials for some hosts (:meth:`EgressProxy.arm`): a
+CONNECT to such a host is terminated and its requests get the credential's
+header (see :mod:`orchestrator.sandbox._egress_tls`); every other CONNECT stays
+an opaque tunnel, and plain-HTTP requests never get a credential (it would
+cross the network in clear).
 """
 
 from __future__ import annotations
@@ -24,14 +30,19 @@ import fnmatch
 import ipaddress
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pydantic import Field
 
 from orchestrator.strict import StrictModel
+
+if TYPE_CHECKING:
+    from orchestrator.sandbox._egress_tls import Interception
+    from orchestrator.sandbox.credentials import Credential
 
 __all__ = [
     "Connector",
@@ -123,6 +134,8 @@ class EgressConnection(StrictModel):
     """Bytes received."""
     duration_s: float = 0.0
     """How long the connection lasted."""
+    secret: str | None = None
+    """The secret the proxy added to this connection's requests: its name, never its value."""
 
 
 @dataclass(kw_only=True)
@@ -136,6 +149,7 @@ class _Tracked:
     address: str | None = None
     bytes_out: int = 0
     bytes_in: int = 0
+    secret: str | None = None
     started: float = field(default_factory=time.monotonic)
 
     def finished(self) -> EgressConnection:
@@ -148,6 +162,7 @@ class _Tracked:
             bytes_out=self.bytes_out,
             bytes_in=self.bytes_in,
             duration_s=time.monotonic() - self.started,
+            secret=self.secret,
         )
 
 
@@ -199,14 +214,33 @@ class EgressProxy:
         on_event: Callable[[EgressConnection], None] = lambda _event: None,
         resolver: Resolver = system_resolver,
         connector: Connector = direct_connector,
+        interception: Interception | None = None,
     ) -> None:
+        """``interception`` lets the proxy terminate TLS for the hosts of armed credentials."""
         self._policy = policy
         self._on_event = on_event
         self._resolver = resolver
         self._connector = connector
+        self._interception = interception
+        self._credentials: dict[tuple[str, int], Credential] = {}
         self._active = 0
         self._idle = asyncio.Event()
         self._idle.set()
+
+    def arm(self, credentials: Sequence[Credential]) -> None:
+        """Add ``credentials`` to the requests of the call this proxy now serves.
+
+        Held in memory for the call only (the proxy serves one container, which
+        serves one call). Raises :class:`ValueError` when a credential's host
+        cannot be terminated (no interception, or outside the CA's names): the
+        call must not run without the credential it was promised.
+        """
+        for credential in credentials:
+            if self._interception is None:
+                raise ValueError(f"no TLS interception to send secret {credential.name!r}")
+            if credential.host not in self._interception.ca.hosts:
+                raise ValueError(f"the egress CA does not cover {credential.host!r}")
+        self._credentials = {(c.host, c.port): c for c in credentials}
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no connection is open (each has reported its event); False on timeout."""
@@ -230,6 +264,8 @@ class EgressProxy:
         self._idle.clear()
         try:
             upstream = await self._open(client_r, client_w, event)
+            if upstream is None:
+                return  # intercepted and served to its end
         except _Refused as refused:
             event.reason = refused.reason
             await self._answer(client_w, refused.status, refused.reason)
@@ -247,7 +283,8 @@ class EgressProxy:
 
     async def _open(
         self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter, event: _Tracked
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """The upstream connection to relay to; None when the connection was intercepted."""
         head = await client_r.readuntil(b"\r\n\r\n")
         if len(head) > _MAX_HEAD:
             raise _Refused(431, "request head too large")
@@ -257,21 +294,11 @@ class EgressProxy:
         event.host, event.port = host, port
         if not self._policy.allows(host, port):
             raise _Refused(403, f"{host}:{port} is not in the egress allowlist")
-        try:
-            async with asyncio.timeout(self._policy.connect_timeout_s):
-                addresses = await self._resolver(host, port)
-                if not addresses:
-                    raise _Refused(502, f"{host} does not resolve")
-                for address in addresses:
-                    reason = refusal_for_address(address, self._policy.allow_networks)
-                    if reason:
-                        raise _Refused(403, f"{host} resolves to a refused address: {reason}")
-                event.address = str(addresses[0])
-                upstream_r, upstream_w = await self._connector(addresses[0], port)
-        except TimeoutError as exc:
-            raise _Refused(504, f"connecting to {host}:{port} timed out") from exc
-        except OSError as exc:
-            raise _Refused(502, f"cannot reach {host}:{port}: {exc.strerror or exc}") from exc
+        credential = self._credentials.get((host.lower().rstrip("."), port))
+        if path is None and credential is not None:
+            await self._intercept(client_r, client_w, event, credential)
+            return None
+        upstream_r, upstream_w = await self._connect(host, port, event)
         event.allowed = True
         if path is None:
             client_w.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -285,6 +312,73 @@ class EgressProxy:
             upstream_w.write(rewritten.encode("latin-1") + b"\r\n\r\n")
             event.bytes_out += len(rewritten)
         return upstream_r, upstream_w
+
+    async def _intercept(
+        self,
+        client_r: asyncio.StreamReader,
+        client_w: asyncio.StreamWriter,
+        event: _Tracked,
+        credential: Credential,
+    ) -> None:
+        """Terminate the tunnel's TLS and serve its requests with the credential added."""
+        from orchestrator.sandbox._egress_tls import (  # noqa: PLC0415 - credentialed calls only
+            InterceptedConnection,
+            Refusal,
+            Traffic,
+        )
+
+        assert self._interception is not None  # checked when armed
+        host, port = event.host, event.port
+
+        async def open_upstream() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            try:
+                return await self._connect(host, port, event)
+            except _Refused as refused:
+                raise Refusal(refused.status, refused.reason) from refused
+
+        event.allowed, event.secret = True, credential.name
+        client_w.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        traffic = Traffic()
+        served = InterceptedConnection(
+            interception=self._interception,
+            credential=credential,
+            open_upstream=open_upstream,
+            max_bytes=self._policy.max_bytes,
+            connect_timeout_s=self._policy.connect_timeout_s,
+            traffic=traffic,
+        )
+        try:
+            async with asyncio.timeout(self._policy.max_seconds):
+                await served.serve(client_r, client_w)
+        except TimeoutError:
+            traffic.reason = f"time cap of {self._policy.max_seconds:g} s reached"
+        except (OSError, ValueError) as exc:
+            traffic.reason = traffic.reason or f"connection broken: {exc}"
+        finally:
+            event.bytes_out += traffic.bytes_out
+            event.bytes_in += traffic.bytes_in
+            event.reason = event.reason or traffic.reason
+            event.address = traffic.address or event.address
+
+    async def _connect(
+        self, host: str, port: int, event: _Tracked
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Resolve ``host``, check every address, connect to the first; or refuse."""
+        try:
+            async with asyncio.timeout(self._policy.connect_timeout_s):
+                addresses = await self._resolver(host, port)
+                if not addresses:
+                    raise _Refused(502, f"{host} does not resolve")
+                for address in addresses:
+                    reason = refusal_for_address(address, self._policy.allow_networks)
+                    if reason:
+                        raise _Refused(403, f"{host} resolves to a refused address: {reason}")
+                event.address = str(addresses[0])
+                return await self._connector(addresses[0], port)
+        except TimeoutError as exc:
+            raise _Refused(504, f"connecting to {host}:{port} timed out") from exc
+        except OSError as exc:
+            raise _Refused(502, f"cannot reach {host}:{port}: {exc.strerror or exc}") from exc
 
     async def _relay(
         self,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from orchestrator.errors import ConfigError
+from orchestrator.sandbox.credentials import Credential
 from orchestrator.sandbox.egress import EgressConnection
 from orchestrator.sandbox.workspace import Workspace
 from orchestrator.strict import StrictModel
@@ -27,6 +28,9 @@ class ExecRequest:
     """The run's workspace, copied in before and taken back after the call."""
     timeout_s: float | None = None
     """Deadline for this call; may only be shorter than the profile's."""
+    credentials: tuple[Credential, ...] = ()
+    """Secrets the egress proxy adds to this call's requests to their hosts; they stay in
+    the proxy and never enter the sandbox."""
 
     def __post_init__(self) -> None:
         if not self.argv:

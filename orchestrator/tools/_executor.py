@@ -9,6 +9,7 @@ from typing import Any
 
 from orchestrator.errors import ConfigError, InfrastructureError
 from orchestrator.sandbox.backend import SandboxBackend
+from orchestrator.sandbox.credentials import CredentialBindings
 from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.workspace import WorkspaceManager
@@ -100,11 +101,14 @@ class ToolExecutor:
         *,
         profiles: Iterable[SandboxProfile],
         workspaces: WorkspaceManager | None = None,
+        credentials: CredentialBindings | None = None,
     ) -> None:
+        """``credentials`` pick, per call, the secrets the egress proxy adds for it."""
         self._registry = registry
         self._backend = backend
         self._profiles = {profile.name: profile for profile in profiles}
         self._workspaces = workspaces
+        self._credentials = credentials or CredentialBindings()
         for spec in registry.tools():
             if spec.profile not in self._profiles:
                 raise ConfigError(
@@ -157,6 +161,7 @@ class ToolExecutor:
             env={"PYTHONPATH": _LIBRARY},
             workspace=workspace,
             timeout_s=timeout_s,
+            credentials=self._credentials.for_call(name, call.principal),
         )
         result = await self._backend.execute(request, self._profiles[name])
         return tool_result(call, result)

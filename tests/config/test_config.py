@@ -107,6 +107,17 @@ FULL = {
         "unauthenticated_loopback": False,
         "shutdown_grace_s": 30,
     },
+    "secrets": {
+        "example-token": {
+            "env": "EXAMPLE_TOKEN",
+            "file": None,
+            "header": "X-Api-Key",
+            "format": "{secret}",
+            "bind": [
+                {"profile": "big", "host": "api.example.org", "port": 443, "principals": ["ada"]}
+            ],
+        }
+    },
 }
 
 
