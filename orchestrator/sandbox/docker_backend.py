@@ -92,6 +92,7 @@ class DockerBackend(SandboxBackend):
             client, self._executor, egress_gates, metrics=self._metrics.sandbox, backend=self._id
         )
         self._stop_watching = self._metrics.sandbox.watch_pools(self._pool_sizes)
+        self._egress_gates = egress_gates  # closed with the backend (their upstream pool)
         self._max_starting = max_starting
         self._reap_on_start = reap_on_start
         self._pools: dict[str, _ProfilePool] = {}
@@ -304,6 +305,10 @@ class DockerBackend(SandboxBackend):
         env = {**profile.env, **request.env}
         if container.gate:
             env[EGRESS_SOCKET_ENV] = f"{MOUNT_POINT}/{SOCKET_NAME}"
+            # The deployment CA's files beside the socket, and the call's credentials,
+            # which stay in the proxy: never in this environment or the container.
+            env.update(container.gate.environment)
+            container.gate.arm(request.credentials)
         header = encode_request(
             argv=request.argv,
             env=env,
@@ -447,6 +452,8 @@ class DockerBackend(SandboxBackend):
                 await self._janitor
         self._stop_watching()
         await asyncio.gather(*(entry.pool.close() for entry in self._pools.values()))
+        if self._egress_gates is not None:
+            await self._egress_gates.close()
         if self._destroying:
             await asyncio.gather(*self._destroying, return_exceptions=True)
         try:  # one last sweep: failed removals, and starts cut short by an outage
