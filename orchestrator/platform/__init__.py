@@ -5,6 +5,7 @@ from orchestrator.platform._parts import (
     build_registry,
     check_configuration,
     image_builder,
+    load_credentials,
     policy_file,
 )
 from orchestrator.platform._platform import Platform
@@ -15,5 +16,6 @@ __all__ = [
     "build_registry",
     "check_configuration",
     "image_builder",
+    "load_credentials",
     "policy_file",
 ]

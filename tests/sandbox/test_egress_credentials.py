@@ -399,3 +399,64 @@ def test_redaction_across_chunk_boundaries(cut: int) -> None:
     for form in secret_forms(secret):
         assert form not in out
     assert out.startswith(b"head [REDACTED] mid ") and out.endswith(b" tail")
+
+
+def test_secrets_are_checked_against_profiles_and_read_at_start(tmp_path: Path) -> None:
+    from orchestrator.config import load_config
+    from orchestrator.errors import ConfigError
+    from orchestrator.platform import load_credentials
+
+    def config(secrets: str) -> Path:
+        path = tmp_path / "stockade.yaml"
+        path.write_text(
+            "sandbox:\n  profiles:\n    http:\n      loosen: [egress]\n"
+            "      egress: {allow: [api.example.org]}\n" + secrets
+        )
+        return path
+
+    outside = config(
+        "secrets:\n  t:\n    env: T\n    bind:\n      - {profile: http, host: x.example.org}\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(outside, environ={})
+    assert str(raised.value).startswith(
+        f"{outside}:10: secrets.t.bind[0].host: x.example.org:443 is not"
+    )
+    unknown = config(
+        "secrets:\n  t:\n    env: T\n    bind: [{profile: gpu, host: api.example.org}]\n"
+    )
+    with pytest.raises(ConfigError, match=r"secrets.t.bind\[0\].profile: profile 'gpu' is not"):
+        load_config(unknown, environ={})
+    both = config(
+        "secrets:\n  t:\n    env: T\n    file: t.txt\n    bind: [{profile: http, host: api.example.org}]\n"
+    )
+    with pytest.raises(ConfigError, match="exactly one of env or file"):
+        load_config(both, environ={})
+
+    from_file = config(
+        "secrets:\n  t:\n    file: token.txt\n    bind: [{profile: http, host: api.example.org}]\n"
+    )
+    (tmp_path / "token.txt").write_text("short\n")
+    loaded = load_config(from_file, environ={})
+    with pytest.raises(ConfigError) as raised:
+        load_credentials(loaded)
+    assert "secrets.t.file: the secret must be one line of at least 8 characters" in str(
+        raised.value
+    )
+    assert "short" not in str(raised.value), "an error never shows the secret"
+    (tmp_path / "token.txt").write_text("a-long-enough-token\n")
+    (credential,) = load_credentials(loaded).for_call("http", "ada")
+    assert credential.header_value() == "Bearer a-long-enough-token"
+    assert "a-long-enough-token" not in repr(credential)
+
+    from_env = config(
+        "secrets:\n  t:\n    env: THE_TOKEN\n    bind: [{profile: http, host: api.example.org}]\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"secrets\.t\.env: the environment variable THE_TOKEN is not set"
+    ):
+        load_credentials(load_config(from_env, environ={}), environ={})
+    (credential,) = load_credentials(
+        load_config(from_env, environ={}), environ={"THE_TOKEN": "0123456789"}
+    ).for_call("http", None)
+    assert credential.value == "0123456789"
