@@ -106,6 +106,7 @@ class Agent:
         self._platform = platform
         self._owns_model = model is None
         self._model = model or ModelClient(self.config.model or platform.config.model)
+        platform.metrics.agent.declare_model(self._model.model)
         self._memory = memory
         # One writer thread for every run's files: the event loop never waits
         # on the disk, and each run's writes land in order.
@@ -118,6 +119,7 @@ class Agent:
             model=self._model,
             tools=platform.registry.openai_tools(),
             approvals=approvals,
+            metrics=platform.metrics.agent,
             clock=clock,
         )
         self._runs: dict[str, RunHandle] = {}

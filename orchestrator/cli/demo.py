@@ -30,6 +30,7 @@ from orchestrator.cli._demo_script import (
     second_session,
 )
 from orchestrator.cli._run_view import ProgressView, show_result, summary_rows
+from orchestrator.cli.metrics import metrics_port_option, serving_metrics
 from orchestrator.cli.run import EXIT_CODES, run_goal
 from orchestrator.config import ApprovalsSettings, AuditSettings, LoadedConfig, ModelSettings
 from orchestrator.platform import Platform
@@ -79,7 +80,9 @@ def _summary(result: RunResult, echo: Callable[[str], None]) -> None:
     )
 
 
-async def _recorded(loaded: LoadedConfig, *, prompt: bool, echo: Callable[[str], None]) -> bool:
+async def _recorded(
+    loaded: LoadedConfig, *, prompt: bool, metrics_port: int | None, echo: Callable[[str], None]
+) -> bool:
     """The scripted session, two runs, in a state directory of its own; True if both completed."""
     echo(_BANNER)
     results: list[RunResult] = []
@@ -105,7 +108,10 @@ async def _recorded(loaded: LoadedConfig, *, prompt: bool, echo: Callable[[str],
             demo = LoadedConfig(config=settings, file=loaded.file, sources=loaded.sources)
             watch = ApprovalWatch() if prompt else ApprovalWatch([AutoApprover(DEMO_RULES)])
             agent_config = AgentConfig(max_tool_calls_per_iteration=24, run_timeout_s=300)
-            async with Platform.open(demo, approvers=[watch], warm=True) as platform:
+            async with (
+                Platform.open(demo, approvers=[watch], warm=True) as platform,
+                serving_metrics(platform.metrics, loaded, metrics_port, command="demo"),
+            ):
                 if prompt:
                     watch.add(TerminalApprover(redact_patterns=platform.gateway.policy.redact))
                 async with Agent.open(platform, agent_config, approvals=watch) as agent:
@@ -136,8 +142,15 @@ async def _recorded(loaded: LoadedConfig, *, prompt: bool, echo: Callable[[str],
               help="With a real model: the goal (default: a small coding task).")  # fmt: skip
 @click.option("--prompt", is_flag=True,
               help="Decide approvals at this terminal instead of by the demo's rules.")  # fmt: skip
-def demo(
-    config_file: Path | None, base_url: str | None, model_name: str | None, goal: str, prompt: bool
+@metrics_port_option
+def demo(  # click passes every option by keyword
+    *,
+    config_file: Path | None,
+    base_url: str | None,
+    model_name: str | None,
+    goal: str,
+    prompt: bool,
+    metrics_port: int | None,
 ) -> None:
     """Watch an agent work: every tool call through the gateway, in its own container.
 
@@ -149,7 +162,8 @@ def demo(
     flags: dict[str, Any] = {"model.base_url": base_url, "model.name": model_name}
     loaded = load(config_file, **flags)
     if not loaded.config.model.base_url:
-        completed = run_async(_recorded(loaded, prompt=prompt, echo=click.echo))
+        recorded = _recorded(loaded, prompt=prompt, metrics_port=metrics_port, echo=click.echo)
+        completed = run_async(recorded)
         sys.exit(EXIT_OK if completed else EXIT_FAILED)
     if not loaded.config.model.name:
         raise click.UsageError("name the model: model.name in stockade.yaml, or --model")
@@ -161,6 +175,8 @@ def demo(
             principal=getpass.getuser(),
             prompt=prompt or sys.stdin.isatty(),
             on_event=ProgressView(click.echo),
+            metrics_port=metrics_port,
+            command="demo",
         )
     )
     click.echo("")

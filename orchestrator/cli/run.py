@@ -26,6 +26,7 @@ from orchestrator.cli._common import (
     toolkit_option,
 )
 from orchestrator.cli._run_view import ProgressView, show_result
+from orchestrator.cli.metrics import metrics_port_option, serving_metrics
 from orchestrator.config import LoadedConfig
 from orchestrator.platform import Platform
 
@@ -58,14 +59,20 @@ async def run_goal(
     prompt: bool = False,
     on_event: Callable[[AgentEvent], None] | None = None,
     watch: ApprovalWatch | None = None,
+    metrics_port: int | None = None,
+    command: str = "run",
 ) -> RunResult:
     """Open the platform and an agent, run ``goal``; Ctrl-C and SIGTERM cancel the run.
 
     A first signal cancels the run (recorded as cancelled, sandboxes removed);
-    a second one stops waiting for that.
+    a second one stops waiting for that. ``metrics_port`` (or ``metrics.serve``)
+    serves the platform's metrics while the run goes, labelled ``command``.
     """
     watch = watch or ApprovalWatch()
-    async with Platform.open(loaded, approvers=[watch]) as platform:
+    async with (
+        Platform.open(loaded, approvers=[watch]) as platform,
+        serving_metrics(platform.metrics, loaded, metrics_port, command=command),
+    ):
         if prompt:
             watch.add(TerminalApprover(redact_patterns=platform.gateway.policy.redact))
         async with Agent.open(platform, config, approvals=watch) as agent:
@@ -118,6 +125,7 @@ async def run_goal(
 @click.option("--context-budget", type=click.IntRange(min=500), help="Context budget in tokens.")
 @click.option("--reflection/--no-reflection", default=None, help="Check final answers.")
 @click.option("--memory/--no-memory", default=None, help="Recall and remember (memory.enabled).")
+@metrics_port_option
 def run(  # click passes every option by keyword
     *,
     config_file: Path | None,
@@ -139,6 +147,7 @@ def run(  # click passes every option by keyword
     context_budget: int | None,
     reflection: bool | None,
     memory: bool | None,
+    metrics_port: int | None,
 ) -> None:
     """Run an agent on GOAL: the model plans, every tool call goes through the gateway.
 
@@ -183,6 +192,7 @@ def run(  # click passes every option by keyword
             run_id=run_id,
             prompt=sys.stdin.isatty() if prompt is None else prompt,
             on_event=ProgressView(),
+            metrics_port=metrics_port,
         )
     )
     show_result(result, as_json=as_json)

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import docker
-import docker.errors
 import pytest
 
 from orchestrator.agent import Agent, AgentConfig, ApprovalWatch
@@ -43,10 +42,15 @@ class Setup:
     server: ScriptedModelServer
     config: Path
 
-    def audit(self) -> list[dict[str, Any]]:
-        """The audit log's call records."""
-        lines = (self.home / "audit.jsonl").read_text().splitlines()
-        return [r for r in map(json.loads, lines) if r.get("event") == "call"]
+    def audit(self, event: str = "call") -> list[dict[str, Any]]:
+        """The audit log's records of ``event`` (default: the calls' outcomes)."""
+        path = self.home / "audit.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [r for r in map(json.loads, lines) if r.get("event") == event]
+
+    def sandbox_wanted(self, run_id: str) -> bool:
+        """Whether a call of ``run_id`` is about to take a sandbox (its intent is recorded)."""
+        return any(r.get("run_id") == run_id for r in self.audit("intent"))
 
 
 def write_config(
@@ -92,12 +96,13 @@ async def open_agent(
     *,
     approvers: Sequence[Approver] = (),
     warm: bool = False,
+    pools: bool = True,
 ) -> AsyncIterator[Agent]:
     """The platform the file configures, and an agent on it (approvals seen by a watch)."""
     watch = ApprovalWatch(approvers)
     loaded = load_config(config, environ={})
     async with (
-        Platform.open(loaded, approvers=[watch], warm=warm) as platform,
+        Platform.open(loaded, approvers=[watch], warm=warm, pools=pools) as platform,
         Agent.open(platform, agent_config, approvals=watch) as agent,
     ):
         yield agent
@@ -107,15 +112,3 @@ def containers_of(client: docker.DockerClient, pid: int) -> list[str]:
     """Ids of the Stockade containers process ``pid`` owns, in any state."""
     found = client.api.containers(all=True, filters={"label": OWNER_LABEL})
     return [c["Id"] for c in found if (o := Owner.parse(c["Labels"][OWNER_LABEL])) and o.pid == pid]
-
-
-def running_python_tool(client: docker.DockerClient, pid: int) -> bool:
-    """Whether a container of process ``pid`` is running a ``python.run`` call right now."""
-    for container in containers_of(client, pid):
-        try:
-            processes = client.api.top(container)["Processes"] or []
-        except docker.errors.APIError:
-            continue  # it went meanwhile
-        if any("toolkits.python:run" in " ".join(p) for p in processes):
-            return True
-    return False

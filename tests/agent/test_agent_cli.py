@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator.testing import json_reply, server_error, text, tool_call, tool_calls
 
-from .conftest import Setup, containers_of, running_python_tool
+from .conftest import Setup, containers_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
 
@@ -104,7 +104,7 @@ def test_ctrl_c_cancels_the_run_and_leaves_no_container(
     )
     try:
         deadline = time.monotonic() + 60
-        while not running_python_tool(docker_client, process.pid):
+        while not setup.sandbox_wanted("r-int"):
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "the call never started"
             time.sleep(0.1)

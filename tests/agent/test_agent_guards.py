@@ -4,12 +4,11 @@ model failures, the run timeout, the model budget, a platform that cannot run ca
 from __future__ import annotations
 
 import asyncio
-import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 
 from orchestrator.agent import (
@@ -21,6 +20,7 @@ from orchestrator.agent import (
     ModelTurn,
     Reflected,
     RunStatus,
+    read_state,
 )
 from orchestrator.agent._context import SUMMARY_MARK, SUMMARY_PROMPT
 from orchestrator.config import load_config
@@ -40,7 +40,7 @@ from orchestrator.testing import (
 )
 from orchestrator.testing.backend import ScriptedBackend
 
-from .conftest import Setup, containers_of, open_agent, running_python_tool, write_config
+from .conftest import Setup, open_agent, write_config
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 
@@ -208,22 +208,22 @@ async def test_the_model_budget_ends_the_run(
 
 
 async def test_the_run_timeout_cancels_calls_and_leaves_no_container(
-    setup: Setup, docker_client: docker.DockerClient
+    setup: Setup, own_containers: Callable[[], list[str]]
 ) -> None:
     setup.server.extend(
         tool_calls(tool_call("python__run", {"code": "import time; time.sleep(60)"}))
     )
-    # Warm: the call runs in a container already started when the run times out.
-    async with open_agent(setup.config, AgentConfig(run_timeout_s=4), warm=True) as agent:
+    # No warm pool: every container of this process is the call's.
+    async with open_agent(setup.config, AgentConfig(run_timeout_s=8), pools=False) as agent:
         started = time.monotonic()
         result = await agent.run("Sleep a minute.")
-        assert time.monotonic() - started < 15
+        assert time.monotonic() - started < 20
         assert result.status is RunStatus.FAILED
         assert (
-            result.reason == "the run timed out after 4 s (run_timeout_s); its calls were cancelled"
+            result.reason == "the run timed out after 8 s (run_timeout_s); its calls were cancelled"
         )
         deadline = time.monotonic() + 20
-        while running_python_tool(docker_client, os.getpid()):
+        while own_containers():
             assert time.monotonic() < deadline, "the call's container was not removed"
             await asyncio.sleep(0.1)
     cancelled = [r for r in setup.audit() if r["run_id"] == result.run_id]
@@ -231,22 +231,26 @@ async def test_the_run_timeout_cancels_calls_and_leaves_no_container(
 
 
 async def test_a_cancelled_run_is_recorded_as_cancelled(
-    setup: Setup, docker_client: docker.DockerClient
+    setup: Setup, own_containers: Callable[[], list[str]]
 ) -> None:
     setup.server.extend(
         tool_calls(tool_call("python__run", {"code": "import time; time.sleep(60)"}))
     )
-    async with open_agent(setup.config) as agent:
+    async with open_agent(setup.config, warm=True) as agent:
         handle = agent.start("Sleep a minute.")
         deadline = time.monotonic() + 30
-        while not running_python_tool(docker_client, os.getpid()):
+        while not setup.sandbox_wanted(handle.run_id):
             assert time.monotonic() < deadline, "the call never started"
             await asyncio.sleep(0.05)
+        assert handle.state.in_flight, "the checkpointed state names the call in flight"
         handle.cancel("stopped by the test")
         result = await handle.result()
         assert result.status is RunStatus.CANCELLED and result.reason == "stopped by the test"
         assert handle.done() and result.model_calls == 1
-    assert containers_of(docker_client, os.getpid()) == []
+        assert read_state(setup.home, handle.run_id).status is RunStatus.CANCELLED
+    assert not own_containers()
+    cancelled = [r for r in setup.audit() if r["run_id"] == result.run_id]
+    assert [r["status"] for r in cancelled] == ["cancelled"]
 
 
 async def test_an_infrastructure_failure_fails_the_run_cleanly(tmp_path: Path) -> None:

@@ -1,0 +1,223 @@
+"""Orchestrator overhead per agent iteration, model and tool time excluded.
+
+One iteration is one model turn asking for one tool call, the call through
+the gateway, and the loop's own work around them: the conversation, the
+events and the execution log, the checkpoint of the run's state, the model
+budget (SQLite, as the platform assembles it), loop detection and the
+context check. Measured on the assembled platform:
+
+- the model is the scripted OpenAI-compatible server on 127.0.0.1, in a
+  process of its own (so its work never holds this process's GIL),
+  answering at once; each ``complete`` call (HTTP round trip, the SDK,
+  parsing) is timed and subtracted;
+- the sandbox is the scripted backend (``Platform.open(config,
+  backend=ScriptedBackend())``); each ``Gateway.call`` (policy, rate limits,
+  the audit record with its ``fsync``) is timed and subtracted too;
+- what is left, per iteration, is the orchestrator's overhead: the time
+  from one model call's start to the next's, minus that model call and
+  that iteration's tool call.
+
+Runs of ``--iterations`` turns each (the conversation, and so the
+checkpoint, grows along a run); reflection off, memory off (they cost per
+run, not per iteration). Reported: p50, p95, p99 of the overhead, and of the
+subtracted model and tool times for scale.
+
+Run: ``.venv/bin/python benchmarks/agent_bench.py [--runs 20] [--iterations 25]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import multiprocessing
+import os
+import platform as host
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from orchestrator.agent import Agent, AgentConfig, ModelClient, ModelReply
+from orchestrator.config import (
+    LexicalEmbedderSettings,
+    MemorySettings,
+    ModelSettings,
+    StockadeConfig,
+)
+from orchestrator.platform import Platform
+from orchestrator.testing import (
+    ChatRequest,
+    Reply,
+    ScriptedModelServer,
+    text,
+    tool_call,
+    tool_calls,
+)
+from orchestrator.testing.backend import ScriptedBackend
+from orchestrator.tools import ToolCall, ToolResult
+
+
+class TimedModel(ModelClient):
+    """The model client, recording when each completion started and how long it took."""
+
+    def __init__(self, settings: ModelSettings) -> None:
+        super().__init__(settings, environ={})
+        self.calls: list[tuple[float, float]] = []
+
+    async def complete(self, *args: Any, **kwargs: Any) -> ModelReply:
+        started = time.perf_counter()
+        reply = await super().complete(*args, **kwargs)
+        self.calls.append((started, time.perf_counter() - started))
+        return reply
+
+
+class TimedGateway:
+    """The platform's gateway, recording when each call started and how long it took."""
+
+    def __init__(self, gateway: Any) -> None:
+        self._gateway = gateway
+        self.calls: list[tuple[float, float]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._gateway, name)
+
+    async def call(self, call: ToolCall) -> ToolResult:
+        started = time.perf_counter()
+        result: ToolResult = await self._gateway.call(call)
+        self.calls.append((started, time.perf_counter() - started))
+        return result
+
+
+def model_script(iterations: int) -> Any:
+    """A model that asks for one call per turn (each different), then answers."""
+
+    def answer(request: ChatRequest) -> Reply:
+        turn = sum(1 for m in request.messages if m.get("role") == "assistant")
+        if turn < iterations:
+            return tool_calls(tool_call("python__run", {"code": f"print({turn})"}))
+        return text("done")
+
+    return answer
+
+
+def serve_model(iterations: int, address: Connection) -> None:
+    """The scripted model in a process of its own: its work never holds the agent's GIL."""
+    with ScriptedModelServer(handler=model_script(iterations)) as server:
+        address.send(server.base_url)
+        address.recv()  # until the benchmark is done
+
+
+@contextlib.contextmanager
+def model_process(iterations: int) -> Iterator[str]:
+    """Start :func:`serve_model`; its base URL."""
+    ours, theirs = multiprocessing.Pipe()
+    process = multiprocessing.get_context("fork").Process(
+        target=serve_model, args=(iterations, theirs), daemon=True
+    )
+    process.start()
+    try:
+        yield str(ours.recv())
+    finally:
+        ours.send("stop")
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def overheads(
+    model: Sequence[tuple[float, float]], tools: Sequence[tuple[float, float]]
+) -> tuple[list[float], list[float], list[float]]:
+    """Per iteration: overhead, model time, tool time (seconds)."""
+    result: tuple[list[float], list[float], list[float]] = ([], [], [])
+    for (start, model_s), (following, _) in zip(model, model[1:], strict=False):
+        tool_s = sum(d for s, d in tools if start <= s < following)
+        result[0].append(following - start - model_s - tool_s)
+        result[1].append(model_s)
+        result[2].append(tool_s)
+    return result
+
+
+def quantiles_ms(samples: list[float]) -> tuple[float, float, float, float]:
+    ordered = sorted(samples)
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1e3
+
+    return pick(0.5), pick(0.95), pick(0.99), statistics.fmean(ordered) * 1e3
+
+
+async def bench(runs: int, iterations: int) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {"overhead": [], "model": [], "tool": []}
+    with tempfile.TemporaryDirectory(prefix="agent-bench-") as home:
+        with model_process(iterations) as base_url:
+            settings = ModelSettings(base_url=base_url, name="bench", timeout_s=30)
+            config = StockadeConfig(
+                state_dir=Path(home),
+                toolkits=("toolkits.python",),
+                model=settings,
+                memory=MemorySettings(enabled=False, embedder=LexicalEmbedderSettings()),
+            )
+            agent_config = AgentConfig(
+                reflection=False,
+                max_iterations=iterations + 1,
+                context_budget_tokens=10_000_000,
+                # The scripted tool answers the same each time: no loop for this benchmark.
+                detection={"no_progress_turns": 0},  # type: ignore[arg-type]
+            )
+            async with Platform.open(config, backend=ScriptedBackend()) as opened:
+                gateway = TimedGateway(opened.gateway)
+                timed_platform = dataclasses.replace(opened, gateway=gateway)  # type: ignore[arg-type]
+                model = TimedModel(settings)
+                agent = Agent(timed_platform, agent_config, model=model)
+                try:
+                    for number in range(runs + 1):
+                        model.calls.clear()
+                        gateway.calls.clear()
+                        result = await agent.run("count", run_id=f"bench-{number}")
+                        assert result.success and result.iterations == iterations + 1, result
+                        if number == 0:
+                            continue  # warm-up: imports, first connections, SQLite files
+                        overhead, model_s, tool_s = overheads(model.calls, gateway.calls)
+                        samples["overhead"] += overhead
+                        samples["model"] += model_s
+                        samples["tool"] += tool_s
+                finally:
+                    await agent.close()
+                    await model.close()
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--iterations", type=int, default=25)
+    options = parser.parse_args()
+    started = time.time()
+    samples = asyncio.run(bench(options.runs, options.iterations))
+    load = os.getloadavg()
+    print(
+        f"{host.python_implementation()} {host.python_version()}, {os.cpu_count()} cores, "
+        f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {options.runs} runs x "
+        f"{options.iterations} iterations ({time.time() - started:.0f} s)"
+    )
+    print(f"{'per iteration':<40} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
+    names = {
+        "overhead": "orchestrator overhead (the result)",
+        "model": "model call (subtracted)",
+        "tool": "tool call via gateway (subtracted)",
+    }
+    for key, label in names.items():
+        p50, p95, p99, mean = quantiles_ms(samples[key])
+        print(f"{label:<40} {p50:>8.3f} {p95:>8.3f} {p99:>8.3f} {mean:>8.3f}")
+    p50 = quantiles_ms(samples["overhead"])[0]
+    print(f"target p50 <= 2 ms: {'met' if p50 <= 2 else 'NOT met'} ({p50:.3f} ms)")
+
+
+if __name__ == "__main__":
+    main()
