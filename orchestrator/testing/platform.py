@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -12,6 +13,13 @@ from orchestrator.platform import Platform
 from orchestrator.sandbox.backend import SandboxBackend
 
 __all__ = ["open_test_platform"]
+
+
+def _allow_all_policy(state_dir: Path) -> Path:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    policy = state_dir / "allow-all.yaml"
+    policy.write_text("version: 1\ndefault: allow\n", encoding="utf-8")
+    return policy
 
 
 @contextlib.asynccontextmanager
@@ -26,14 +34,12 @@ async def open_test_platform(
     """:meth:`Platform.open` with a policy that allows every tool, for a toolkit's own tests.
 
     A test exercises the tools themselves, still through the one path every
-    call takes (``platform.gateway.call(...)``: validation, sandbox, audit). ``profiles`` are written as in
-    ``stockade.yaml`` (``{"default": {"memory_mb": 256}}``); ``backend``
-    replaces the Docker backend (e.g. with a
-    :class:`~orchestrator.testing.backend.ScriptedBackend`).
+    call takes (``platform.gateway.call(...)``: validation, sandbox, audit).
+    ``profiles`` are written as in ``stockade.yaml``
+    (``{"default": {"memory_mb": 256}}``); ``backend`` replaces the Docker
+    backend (e.g. with a :class:`~orchestrator.testing.backend.ScriptedBackend`).
     """
-    state_dir.mkdir(parents=True, exist_ok=True)
-    policy = state_dir / "allow-all.yaml"
-    policy.write_text("version: 1\ndefault: allow\n", encoding="utf-8")
+    policy = await asyncio.to_thread(_allow_all_policy, state_dir)
     config = StockadeConfig.model_validate(
         {
             "state_dir": state_dir,
