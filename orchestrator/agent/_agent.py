@@ -24,7 +24,8 @@ from contextlib import asynccontextmanager
 from orchestrator.agent._approvals import ApprovalWatch
 from orchestrator.agent._config import AgentConfig
 from orchestrator.agent._events import AgentEvent
-from orchestrator.agent._loop import RunLoop, RunParts
+from orchestrator.agent._loop import RunLoop
+from orchestrator.agent._parts import Reporter, RunParts
 from orchestrator.agent._result import RunResult
 from orchestrator.agent._run_state import RunState
 from orchestrator.agent._runlog import RunFiles, RunRecorder
@@ -111,7 +112,7 @@ class Agent:
         # One writer thread for every run's files: the event loop never waits
         # on the disk, and each run's writes land in order.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-runs")
-        self._parts = RunParts(
+        self._parts = RunParts.build(
             config=self.config,
             gateway=platform.gateway,
             registry=platform.registry,
@@ -195,13 +196,8 @@ class Agent:
         who = principal or self.config.default_principal
         state = RunState(run_id=run_id, goal=goal, principal=who)
         memory = self._memory.for_run(principal=who, run_id=run_id) if self._memory else None
-        loop = RunLoop(
-            self._parts,
-            state,
-            RunRecorder(files, self._writer),
-            memory=memory,
-            on_event=on_event,
-        )
+        reporter = Reporter(run_id, RunRecorder(files, self._writer), self._parts, on_event)
+        loop = RunLoop(self._parts, state, reporter, memory=memory)
         task = asyncio.create_task(loop.run(), name=f"agent-run:{run_id}")
         handle = RunHandle(run_id, loop, task)
         self._runs[run_id] = handle

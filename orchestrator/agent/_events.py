@@ -33,8 +33,22 @@ __all__ = [
     "StateChanged",
     "ToolCallFinished",
     "ToolCallStarted",
+    "clip",
     "event_adapter",
 ]
+
+LOG_TEXT = 20_000
+"""Longest model text an event keeps."""
+LOG_OUTPUT = 2_000
+"""Longest tool output, arguments or reflection an event keeps."""
+LOG_MEMORY = 300
+"""Longest memory content an event keeps."""
+
+
+def clip(text: str | None, limit: int) -> str:
+    """``text`` cut to ``limit`` characters (an ellipsis marks the cut)."""
+    text = text or ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 Purpose: TypeAlias = Literal["turn", "reflection", "summary"]

@@ -34,6 +34,7 @@ from orchestrator.testing import (
     json_reply,
     rate_limited,
     server_error,
+    slow,
     text,
     tool_call,
     tool_calls,
@@ -277,3 +278,26 @@ async def test_an_infrastructure_failure_fails_the_run_cleanly(tmp_path: Path) -
     assert result.reason.startswith("the platform could not run files.write: ")
     assert "engine gone" in result.reason
     assert result.tool_calls == {"infrastructure_error": 1, "ok": 1}
+
+
+async def test_cancelling_stops_a_model_call_in_flight(tmp_path: Path) -> None:
+    """No docker here: the sandbox is scripted, the model takes its time."""
+    async with ScriptedModelServer(
+        [slow(text("too late"), 30), slow(text("too late"), 30)]
+    ) as server:
+        config = load_config(write_config(tmp_path, server.base_url), environ={})
+        async with (
+            Platform.open(config, backend=ScriptedBackend()) as platform,
+            Agent.open(platform, AgentConfig(run_timeout_s=2)) as agent,
+        ):
+            started = time.monotonic()
+            timed_out = await agent.run("Answer slowly.")
+            assert time.monotonic() - started < 10
+            handle = agent.start("Answer slowly.")
+            await asyncio.to_thread(server.wait_for_requests, 2)
+            handle.cancel("stopped by the test")
+            cancelled = await handle.result()
+            assert time.monotonic() - started < 15
+    assert timed_out.status is RunStatus.FAILED and timed_out.model_calls == 0
+    assert timed_out.reason is not None and "timed out after 2 s" in timed_out.reason
+    assert cancelled.status is RunStatus.CANCELLED and cancelled.model_calls == 0

@@ -1,0 +1,168 @@
+"""A turn's tool calls: through the gateway, concurrently, each answered once, in order.
+
+At most ``max_tool_calls_per_iteration`` calls run, all at once; each
+goes to the gateway under the run's id and principal with Stockade's unique
+call id. Every call the model asked for gets exactly one tool message, in the
+model's order, under the id the model knows it by: the gateway's result as
+the model reads it (cut at ``max_tool_output_chars``), or ``[skipped]`` for a
+call past the cap, which never runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.agent._context import message_tokens
+from orchestrator.agent._detect import CallOutcome, outcome_of
+from orchestrator.agent._events import LOG_OUTPUT, ToolCallFinished, ToolCallStarted, clip
+from orchestrator.agent._model_reply import ModelToolCall, tool_message
+from orchestrator.agent._parts import Reporter, RunParts
+from orchestrator.agent._run_state import RunState
+from orchestrator.tools import ToolCall, ToolResult, ToolStatus
+
+__all__ = ["TurnCalls", "call_tools"]
+
+# The policy's side of a call, as far as its status tells: None when the call never
+# reached the policy, or (rate limited) the decision is not known.
+_DECISIONS: Mapping[ToolStatus, str | None] = {
+    ToolStatus.DENIED: "deny",
+    ToolStatus.APPROVAL_DENIED: "require_approval",
+    ToolStatus.RATE_LIMITED: None,
+    ToolStatus.UNKNOWN_TOOL: None,
+    ToolStatus.INVALID_ARGUMENTS: None,
+    ToolStatus.CANCELLED: None,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TurnCalls:
+    """What a turn's calls came to."""
+
+    outcomes: list[CallOutcome]
+    """The calls that ran, as loop detection sees them."""
+    broken: ToolResult | None
+    """The first call the platform itself could not run (its retries spent), if any."""
+
+
+async def call_tools(
+    parts: RunParts, state: RunState, reporter: Reporter, calls: Sequence[ModelToolCall]
+) -> TurnCalls:
+    """Run ``calls`` (up to the cap, concurrently) and answer every one in ``state``, in order."""
+    return await _Turn(parts, state, reporter).run(calls)
+
+
+class _Turn:
+    def __init__(self, parts: RunParts, state: RunState, reporter: Reporter) -> None:
+        self._parts = parts
+        self._state = state
+        self._reporter = reporter
+
+    async def run(self, calls: Sequence[ModelToolCall]) -> TurnCalls:
+        state, reporter = self._state, self._reporter
+        cap = self._parts.config.max_tool_calls_per_iteration
+        running, skipped = calls[:cap], calls[cap:]
+        for call in running:
+            reporter.emit(
+                ToolCallStarted(
+                    run_id=state.run_id,
+                    at=reporter.now(),
+                    iteration=state.iteration,
+                    call_id=call.id,
+                    tool=self._parts.tool_name(call.name),
+                    arguments=clip(call.arguments, LOG_OUTPUT),
+                )
+            )
+        timed = await asyncio.gather(*(self._call(call) for call in running))
+        outcomes = [
+            self._answer(call, result, seconds)
+            for call, (result, seconds) in zip(running, timed, strict=True)
+        ]
+        for call in skipped:
+            self._skip(call, cap)
+        broken = next(
+            (result for result, _ in timed if result.status is ToolStatus.INFRASTRUCTURE_ERROR),
+            None,
+        )
+        return TurnCalls(outcomes=outcomes, broken=broken)
+
+    async def _call(self, call: ModelToolCall) -> tuple[ToolResult, float]:
+        """The gateway's result, and the time it took (approval waits included)."""
+        started = time.monotonic()
+        result = await self._parts.gateway.call(
+            ToolCall(
+                id=call.id,
+                name=call.name or "(none)",
+                arguments=call.arguments,
+                run_id=self._state.run_id,
+                principal=self._state.principal,
+            )
+        )
+        return result, time.monotonic() - started
+
+    def _answer(self, call: ModelToolCall, result: ToolResult, seconds: float) -> CallOutcome:
+        """The tool message for ``call``, its count, its event, and what detection sees."""
+        parts, state = self._parts, self._state
+        limit = parts.config.max_tool_output_chars
+        content = result.for_model()
+        if len(content) > limit:
+            cut = f"\n[cut: the answer was {len(content)} characters, {limit} are shown]"
+            content = content[:limit] + cut
+        self._say(tool_message(call, content))
+        state.count_call(result.status.value)
+        tool = parts.tool_name(call.name)
+        watch = parts.approvals
+        waited = watch.request_of(state.run_id, call.id) if watch else None
+        self._reporter.emit(
+            ToolCallFinished(
+                run_id=state.run_id,
+                at=self._reporter.now(),
+                iteration=state.iteration,
+                call_id=call.id,
+                model_id=call.model_id,
+                tool=tool,
+                status=result.status.value,
+                decision=_DECISIONS.get(result.status, "require_approval" if waited else "allow"),
+                approved_by=watch.approved_by(state.run_id, call.id) if watch and waited else None,
+                duration_s=round(seconds, 6),
+                error=result.error,
+                output=clip(result.output, LOG_OUTPUT),
+                retry_after_s=result.retry_after_s,
+            )
+        )
+        return outcome_of(
+            tool,
+            call.arguments,
+            status=result.status.value,
+            output=result.output,
+            error=result.error,
+        )
+
+    def _skip(self, call: ModelToolCall, cap: int) -> None:
+        state = self._state
+        error = (
+            f"at most {cap} tool calls run per turn; this one was not run. Ask for it again "
+            "if it is still needed."
+        )
+        self._say(tool_message(call, f"[skipped]\n{error}"))
+        state.count_call("skipped")
+        self._reporter.emit(
+            ToolCallFinished(
+                run_id=state.run_id,
+                at=self._reporter.now(),
+                iteration=state.iteration,
+                call_id=call.id,
+                model_id=call.model_id,
+                tool=self._parts.tool_name(call.name),
+                status="skipped",
+                decision=None,
+                duration_s=0.0,
+                error=error,
+            )
+        )
+
+    def _say(self, message: dict[str, Any]) -> None:
+        self._state.append(message, message_tokens(message))
