@@ -107,12 +107,14 @@ class DeploymentCA:
         *,
         directory: Path,
         clock: Callable[[], datetime.datetime] = _now,
+        anchors: bytes | None = None,
     ) -> None:
         """Use :meth:`open`."""
         self._key = key
         self._certificate = certificate
         self._directory = directory
         self._clock = clock
+        self._anchors = anchors
         self._hosts = _constrained_hosts(certificate) or frozenset()
         self._contexts: dict[str, tuple[ssl.SSLContext, datetime.datetime]] = {}
         self._lock = threading.Lock()
@@ -125,9 +127,13 @@ class DeploymentCA:
         hosts: Sequence[str],
         *,
         clock: Callable[[], datetime.datetime] = _now,
+        anchors: bytes | None = None,
     ) -> DeploymentCA:
         """The CA in ``state_dir/egress-ca``: loaded, or made when missing, expiring, or
         constrained to other hosts than ``hosts``.
+
+        ``anchors`` (PEM) are what the sandbox's bundle trusts besides the CA, for
+        tunnelled hosts; default: the host's own trust store.
 
         Raises :class:`~orchestrator.errors.InfrastructureError` when the directory
         cannot be written or its files are damaged.
@@ -138,17 +144,16 @@ class DeploymentCA:
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             directory.chmod(0o700)
-            loaded = cls._load(directory, frozenset(hosts), clock)
-            if loaded is not None:
-                return loaded
-            return cls._create(directory, sorted(set(hosts)), clock)
+            found = cls._load(directory, frozenset(hosts))
+            key, certificate = found or cls._create(directory, sorted(set(hosts)), clock)
+            return cls(key, certificate, directory=directory, clock=clock, anchors=anchors)
         except (OSError, ValueError) as exc:
             raise _failure(f"cannot open the egress CA in {directory}: {exc}") from exc
 
     @classmethod
     def _load(
-        cls, directory: Path, hosts: frozenset[str], clock: Callable[[], datetime.datetime]
-    ) -> DeploymentCA | None:
+        cls, directory: Path, hosts: frozenset[str]
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None:
         cert_path, key_path = directory / "ca.pem", directory / "ca-key.pem"
         if not (cert_path.is_file() and key_path.is_file()):
             return None
@@ -156,16 +161,16 @@ class DeploymentCA:
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             return None
-        fresh = certificate.not_valid_after_utc - clock() > _CA_RENEW
+        fresh = certificate.not_valid_after_utc - _now() > _CA_RENEW
         if _constrained_hosts(certificate) != hosts or not fresh:
             return None  # bound to other hosts, or expiring: a new CA replaces it
         key_path.chmod(0o600)
-        return cls(key, certificate, directory=directory, clock=clock)
+        return key, certificate
 
     @classmethod
     def _create(
         cls, directory: Path, hosts: list[str], clock: Callable[[], datetime.datetime]
-    ) -> DeploymentCA:
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name(
             [
@@ -218,7 +223,7 @@ class DeploymentCA:
         cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
         _write_private(directory / "ca.pem", cert_pem)
         (directory / "ca.pem").chmod(0o644)
-        return cls(key, certificate, directory=directory, clock=clock)
+        return key, certificate
 
     @property
     def hosts(self) -> frozenset[str]:
@@ -237,7 +242,7 @@ class DeploymentCA:
         must still trust what it trusted before.
         """
         if self._bundle is None:
-            anchors = system_trust_anchors()
+            anchors = system_trust_anchors() if self._anchors is None else self._anchors
             separator = b"" if not anchors or anchors.endswith(b"\n") else b"\n"
             self._bundle = anchors + separator + self.certificate_pem
         return self._bundle
@@ -283,6 +288,8 @@ class DeploymentCA:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.set_alpn_protocols(["http/1.1"])
+        # Each sandbox connects once: TLS 1.3 session tickets would only be more writes.
+        context.num_tickets = 0
         # Python loads a certificate and key from files only: a private file in the CA's
         # own directory, gone again once loaded.
         chain = leaf.public_bytes(serialization.Encoding.PEM) + self.certificate_pem
