@@ -114,7 +114,6 @@ async def through_tools(
     connections_before = 0
     try:
         async with Platform.open(loaded, backend=backend, warm=True) as stockade:
-
             profile = stockade.profiles["http"]
 
             async def fetch(principal: str, number: int) -> float:

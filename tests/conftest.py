@@ -109,4 +109,3 @@ async def backend(
     """A started backend, closed (and checked for leaks) after the test."""
     async with DockerBackend(docker_client, images=images, reap_on_start=False) as started:
         yield started
-

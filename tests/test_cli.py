@@ -91,7 +91,7 @@ def test_demo_main_job(tmp_path: Path, images: object) -> None:
     assert "[5] reflection: not complete — scratch/numbers.txt is still in the workspace" in first
     assert "memory: lesson remembered: Remove scratch data" in first
     # An approver's rule denies the recursive delete; the model recovers with one it approves.
-    assert "shell.run {\"command\": \"rm -rf scratch\"}  → require_approval · approval_denied" in first
+    assert 'shell.run {"command": "rm -rf scratch"}  → require_approval · approval_denied' in first
     assert "auto:demo-no-recursive-delete denied the call" in first
     assert "→ require_approval · approved by auto:demo-scratch-files · ok" in first
     assert "workspace: notes.md  report.txt  scratch/ (0 files)  squares/ (24 files)" in first
