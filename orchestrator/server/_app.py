@@ -12,6 +12,7 @@ like the built-in ones.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import getpass
 import json
@@ -19,11 +20,12 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import uvicorn
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 
 from orchestrator.approvals import Approver
 from orchestrator.config import LoadedConfig, StockadeConfig
+from orchestrator.metrics import render
 from orchestrator.platform import Platform
 from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.server import _approvals_api, _health, _tools_api
@@ -147,6 +149,17 @@ def create_app(
     app.include_router(_health.router)
     for router in (*API_ROUTERS, *routers):
         app.include_router(router)
+
+    # Prometheus scrapes without a token: the exposition holds counts under
+    # bounded labels only (no run ids, principals or arguments).
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        accept = request.headers.get("accept")
+        body, content_type = await asyncio.to_thread(
+            render, app.state.stockade.platform.metrics, accept
+        )
+        return Response(body, media_type=content_type)
+
     return app
 
 

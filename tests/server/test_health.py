@@ -39,3 +39,11 @@ async def test_readyz_fails_when_the_audit_log_cannot_be_written(served: Served)
     assert body["checks"]["audit"]["ok"] is False
     assert body["checks"]["approvals"]["ok"] is True
     assert str(audit) not in answer.text
+
+
+async def test_metrics_are_served_without_a_token(served: Served) -> None:
+    async with served.client() as client:
+        exposition = await client.get("/metrics")
+    assert exposition.status_code == 200
+    assert "stockade_tool_calls_total" in exposition.text
+    assert "stockade_build_info" in exposition.text
