@@ -130,6 +130,7 @@ class Platform:
                     ca = await asyncio.to_thread(
                         DeploymentCA.open, settings.state_dir, credentials.hosts
                     )
+                    await asyncio.to_thread(ca.issue_all)  # renewed on the loop, weekly
                     interception = Interception(ca=ca, profiles=credentials.profiles)
                 backend = DockerBackend(
                     client,

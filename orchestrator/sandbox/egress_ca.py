@@ -247,6 +247,12 @@ class DeploymentCA:
             self._bundle = anchors + separator + self.certificate_pem
         return self._bundle
 
+    def issue_all(self) -> None:
+        """Issue every host's leaf now (blocking: call it in a thread), so that no first
+        connection makes its event loop wait for a key to be generated."""
+        for host in sorted(self._hosts):
+            self.server_context(host)
+
     def server_context(self, host: str) -> ssl.SSLContext:
         """A TLS server context presenting a leaf for ``host``; only SNI ``host`` is accepted.
 
