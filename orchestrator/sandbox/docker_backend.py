@@ -444,7 +444,9 @@ class DockerBackend(SandboxBackend):
         )
 
     async def close(self) -> None:
-        """Destroy the pools and wait for every pending removal."""
+        """Destroy the pools and wait for every pending removal; closing twice does nothing."""
+        if self._closed:
+            return
         self._closed = True
         if self._janitor is not None:
             self._janitor.cancel()
