@@ -235,6 +235,7 @@ class ContainerFactory:
 
     async def _start(self, container_id: str) -> AttachedStream:
         api = self._client.api
+        stream: AttachedStream | None = None
         try:
             # Attach before start so not a byte of the runner's output is missed.
             raw = await self._blocking(
@@ -250,6 +251,8 @@ class ContainerFactory:
             if ready != READY:
                 raise ValueError(f"unexpected first frame {ready[:100]!r}")
         except BaseException as exc:
+            if stream is not None:
+                stream.close()  # else its socket lingers until the GC finds it
             await self.destroy_id(container_id)
             if isinstance(exc, InfrastructureError | asyncio.CancelledError):
                 raise
