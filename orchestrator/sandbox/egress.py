@@ -33,16 +33,13 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pydantic import Field
 
+from orchestrator.sandbox._egress_tls import InterceptedConnection, Interception, Refusal, Traffic
+from orchestrator.sandbox.credentials import Credential
 from orchestrator.strict import StrictModel
-
-if TYPE_CHECKING:
-    from orchestrator.sandbox._egress_tls import Interception
-    from orchestrator.sandbox.credentials import Credential
 
 __all__ = [
     "Connector",
@@ -321,12 +318,6 @@ class EgressProxy:
         credential: Credential,
     ) -> None:
         """Terminate the tunnel's TLS and serve its requests with the credential added."""
-        from orchestrator.sandbox._egress_tls import (  # noqa: PLC0415 - credentialed calls only
-            InterceptedConnection,
-            Refusal,
-            Traffic,
-        )
-
         assert self._interception is not None  # checked when armed
         host, port = event.host, event.port
 
