@@ -4,7 +4,8 @@
 :class:`~orchestrator.platform.Platform`. Requests authenticate with bearer
 tokens from the :class:`TokenStore` (``stockade tokens``); the token's
 principal is the one the gateway sees, its :class:`Role` set what the
-request may do. Routers added later (agent runs, metrics, the approval page)
+request may do. Agent runs (``/v1/runs``) run on an agent the server opens
+when a model is configured (:class:`Runs`). Routers added later (metrics, the approval page)
 protect themselves with :func:`require` and reach the platform through
 :data:`State`, answering errors with :class:`ProblemError`.
 """
@@ -29,6 +30,7 @@ from orchestrator.server._problems import (
 )
 from orchestrator.server._roles import ROLE_PERMISSIONS, Identity, Permission, Role
 from orchestrator.server._run_owners import RunOwners
+from orchestrator.server._runs import Runs
 from orchestrator.server._state import ServerState, State, server_state
 from orchestrator.server._tokens import IssuedToken, TokenInfo, TokenStore
 
@@ -47,6 +49,7 @@ __all__ = [
     "RequestLimits",
     "Role",
     "RunOwners",
+    "Runs",
     "ServerState",
     "State",
     "TokenInfo",

@@ -23,12 +23,13 @@ import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 
+from orchestrator.agent import Agent, AgentConfig, ApprovalWatch
 from orchestrator.approvals import Approver
 from orchestrator.config import LoadedConfig, StockadeConfig
 from orchestrator.metrics import render
 from orchestrator.platform import Platform
 from orchestrator.sandbox.backend import SandboxBackend
-from orchestrator.server import _approvals_api, _health, _tools_api
+from orchestrator.server import _approvals_api, _health, _runs_api, _tools_api
 from orchestrator.server._bind import check_bind, is_loopback_host
 from orchestrator.server._calls import CallsInFlight
 from orchestrator.server._limits import RequestLimits
@@ -39,6 +40,7 @@ from orchestrator.server._problems import (
 )
 from orchestrator.server._roles import Identity, Role
 from orchestrator.server._run_owners import RunOwners
+from orchestrator.server._runs import Runs
 from orchestrator.server._state import ServerState
 from orchestrator.server._tokens import TokenStore
 
@@ -47,17 +49,17 @@ __all__ = ["API_ROUTERS", "API_VERSION", "create_app", "render_openapi", "uvicor
 API_VERSION = "1"
 """The API's version; paths carry it as ``/v1``."""
 
-API_ROUTERS: tuple[APIRouter, ...] = (_tools_api.router, _approvals_api.router)
+API_ROUTERS: tuple[APIRouter, ...] = (_tools_api.router, _approvals_api.router, _runs_api.router)
 """The resources under ``/v1`` every server has."""
 
 _DESCRIPTION = """\
-Sandboxed tool calls under policy, and their approvals.
+Sandboxed tool calls under policy, their approvals, and agent runs.
 
 Every request but the probes (`/healthz`, `/readyz`) and this document needs an API token
 (`Authorization: Bearer stk_…`, from `stockade tokens create`). A token acts for one principal,
 the one policies, rate limits, approvals and the audit log see, and carries roles: `caller`
-(tools), `approver` (approvals), `admin` (everything). Errors are `application/problem+json`
-with a stable `code`.
+(tools and runs), `approver` (approvals), `admin` (everything). Errors are
+`application/problem+json` with a stable `code`.
 """
 
 
@@ -73,6 +75,7 @@ def create_app(
     backend: SandboxBackend | None = None,
     approvers: Sequence[Approver] = (),
     routers: Sequence[APIRouter] = (),
+    agent: AgentConfig | None = None,
 ) -> FastAPI:
     """The HTTP API over the platform ``config`` describes.
 
@@ -82,6 +85,9 @@ def create_app(
     configured for a non-loopback address with no active token refuses to
     start (the exception that stopped a start is kept in
     ``app.state.startup_error``). ``routers`` are included after the API's own.
+    When a model is configured (``model.base_url``), an agent (settings
+    ``agent``) runs the runs started through ``/v1/runs``; its
+    :class:`~orchestrator.agent.ApprovalWatch` asks ``approvers`` first.
     """
     loaded = _loaded(config)
     settings = loaded.config.server
@@ -102,9 +108,17 @@ def create_app(
                 local = Identity(
                     principal=getpass.getuser(), roles=frozenset({Role.ADMIN}), token_id=None
                 )
-            async with Platform.open(
-                loaded, backend=backend, approvers=approvers, warm=True
-            ) as platform:
+            # Reports a run's calls waiting for approval as its events.
+            watch = ApprovalWatch(approvers)
+            async with (
+                Platform.open(loaded, backend=backend, approvers=[watch], warm=True) as platform,
+                contextlib.AsyncExitStack() as stack,
+            ):
+                runner = None
+                if loaded.config.model.base_url is not None:
+                    runner = await stack.enter_async_context(
+                        Agent.open(platform, agent, approvals=watch)
+                    )
                 calls = CallsInFlight(platform.gateway)
                 app.state.stockade = ServerState(
                     platform=platform,
@@ -112,6 +126,7 @@ def create_app(
                     tokens=tokens,
                     run_owners=RunOwners(loaded.config.tokens_db),
                     calls=calls,
+                    runs=Runs(runner, loaded.config.state_dir),
                     local=local,
                 )
                 started = True

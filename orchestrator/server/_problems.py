@@ -65,6 +65,8 @@ class ProblemCode(StrEnum):
     """The request was already decided, or expired (409)."""
     CALL_ID_IN_USE = "call_id_in_use"
     """A different call with this run and call id is still running (409)."""
+    RUN_ID_IN_USE = "run_id_in_use"
+    """A run with this id was already started (409)."""
     BODY_TOO_LARGE = "body_too_large"
     """The body is over the server's size limit (413)."""
     JSON_TOO_DEEP = "json_too_deep"

@@ -12,6 +12,7 @@ from orchestrator.platform import Platform
 from orchestrator.server._calls import CallsInFlight
 from orchestrator.server._roles import Identity
 from orchestrator.server._run_owners import RunOwners
+from orchestrator.server._runs import Runs
 from orchestrator.server._tokens import TokenStore
 
 __all__ = ["ServerState", "State", "server_state"]
@@ -31,6 +32,8 @@ class ServerState:
     """Which principal owns each run id."""
     calls: CallsInFlight
     """Tool calls running for clients."""
+    runs: Runs
+    """Agent runs, started through the API or read back from their files."""
     local: Identity | None
     """Who a request without a token acts for while no token was ever issued (a server on
     loopback with ``unauthenticated_loopback``); None: such requests are refused."""

@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 from fastapi import APIRouter, FastAPI
 
+from orchestrator.agent import AgentConfig
 from orchestrator.config import StockadeConfig
 from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.server import Role, TokenStore, create_app, uvicorn_config
@@ -101,9 +102,10 @@ async def serve(
     *,
     backend: SandboxBackend | None = None,
     routers: Sequence[APIRouter] = (),
+    agent: AgentConfig | None = None,
 ) -> AsyncIterator[Served]:
     """Run the API for ``config`` on 127.0.0.1 until the block ends."""
-    app = create_app(config, backend=backend, routers=routers)
+    app = create_app(config, backend=backend, routers=routers, agent=agent)
     server = uvicorn.Server(
         uvicorn_config(
             app,

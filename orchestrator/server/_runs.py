@@ -1,0 +1,145 @@
+"""Agent runs the server is running, and their events as they happen.
+
+The server opens one :class:`~orchestrator.agent.Agent` on its platform
+(when a model is configured). :class:`Runs` starts runs on it and keeps,
+for each run under way, every event so far: a stream that starts late
+replays them, then waits for the next. Once a run has ended it is forgotten
+here; its state, result and events are read back from its files
+(``runs/<run_id>/`` in the state directory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.agent import (
+    Agent,
+    AgentEvent,
+    RunFinished,
+    RunHandle,
+    RunResult,
+    RunState,
+    read_events,
+    read_result,
+    read_state,
+)
+
+__all__ = ["Runs"]
+
+
+@dataclass(kw_only=True)
+class _Live:
+    """A run under way: its handle, its events so far, a signal for the next one."""
+
+    handle: RunHandle
+    events: list[AgentEvent] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, event: AgentEvent) -> None:
+        self.events.append(event)
+        # Wake every waiting stream at once; later waits take the new signal.
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
+
+    @property
+    def ended(self) -> bool:
+        return bool(self.events) and isinstance(self.events[-1], RunFinished)
+
+
+class Runs:
+    """Starts runs on the agent, and answers their state, result and events."""
+
+    def __init__(self, agent: Agent | None, state_dir: Path) -> None:
+        """Runs on ``agent`` (None: no model configured, so no runs); files in ``state_dir``."""
+        self._agent = agent
+        self._state_dir = state_dir
+        self._live: dict[str, _Live] = {}
+        self._forgetting: set[asyncio.Task[None]] = set()
+
+    @property
+    def available(self) -> bool:
+        """Whether runs can be started (a model is configured)."""
+        return self._agent is not None
+
+    def start(self, goal: str, *, principal: str, run_id: str) -> RunHandle:
+        """Start a run (raises :class:`~orchestrator.errors.UsageError` for a used run id)."""
+        assert self._agent is not None, "check available first"
+        live: _Live | None = None
+
+        def on_event(event: AgentEvent) -> None:
+            if live is not None:
+                live.add(event)
+            else:  # events reported before start() returned
+                early.append(event)
+
+        early: list[AgentEvent] = []
+        handle = self._agent.start(goal, principal=principal, run_id=run_id, on_event=on_event)
+        live = _Live(handle=handle)
+        for event in early:
+            live.add(event)
+        self._live[run_id] = live
+        forget = asyncio.create_task(self._forget_at_end(run_id, handle), name=f"runs:{run_id}")
+        self._forgetting.add(forget)
+        forget.add_done_callback(self._forgetting.discard)
+        return handle
+
+    async def _forget_at_end(self, run_id: str, handle: RunHandle) -> None:
+        await handle.wait()
+        self._live.pop(run_id, None)
+
+    def handle(self, run_id: str) -> RunHandle | None:
+        """The run's handle while it is under way."""
+        live = self._live.get(run_id)
+        return None if live is None else live.handle
+
+    async def state(self, run_id: str) -> RunState:
+        """The run's state: as it is now, or its latest checkpoint (raises NotFoundError)."""
+        live = self._live.get(run_id)
+        if live is not None:
+            return live.handle.state.model_copy(deep=True)
+        return await asyncio.to_thread(read_state, self._state_dir, run_id)
+
+    async def result(self, run_id: str) -> RunResult | None:
+        """The run's result without its log, once it has ended (raises NotFoundError)."""
+        live = self._live.get(run_id)
+        if live is not None and not live.handle.done():
+            if not live.handle.state.status.finished:
+                return None
+            # Ended, its files being written: a moment.
+            await live.handle.wait()
+        return await asyncio.to_thread(read_result, self._state_dir, run_id, with_log=False)
+
+    async def events(self, run_id: str) -> AsyncGenerator[AgentEvent]:
+        """Every event of the run, in order, as they happen; ends with the run.
+
+        Raises :class:`~orchestrator.errors.NotFoundError` (at the first
+        ``anext``) when there is no such run.
+        """
+        live = self._live.get(run_id)
+        if live is None:
+            for event in await asyncio.to_thread(read_events, self._state_dir, run_id):
+                yield event
+            return
+        sent = 0
+        while True:
+            changed = live.changed
+            while sent < len(live.events):
+                yield live.events[sent]
+                sent += 1
+            if live.ended:
+                return
+            if live.handle.done():
+                # Ended without a final event seen here: the rest is in its files.
+                for event in (await asyncio.to_thread(read_events, self._state_dir, run_id))[sent:]:
+                    yield event
+                return
+            waiting = asyncio.ensure_future(changed.wait())
+            ending = asyncio.ensure_future(live.handle.wait())
+            try:
+                await asyncio.wait({waiting, ending}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiting.cancel()
+                ending.cancel()
