@@ -14,6 +14,7 @@ import asyncio
 import gc
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -83,9 +84,20 @@ def own_containers(client: docker.DockerClient) -> list[str]:
     return [c["Id"] for c in client.api.containers(all=True, filters={"label": label})]
 
 
+@pytest.fixture
+def engine_client(images: ImageBuilder) -> Iterator[docker.DockerClient]:
+    """A client of our own: the outage breaks its connections, and none of that may
+    linger in the session's client (its leaked sockets would surface in later tests)."""
+    client = docker.from_env()
+    yield client
+    client.close()
+    gc.collect()
+
+
 async def test_calls_ride_out_an_engine_restart(
-    tmp_path: Path, docker_client: docker.DockerClient, images: ImageBuilder
+    tmp_path: Path, engine_client: docker.DockerClient
 ) -> None:
+    docker_client = engine_client
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
     config = tmp_path / "stockade.yaml"
