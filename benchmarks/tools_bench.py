@@ -1,11 +1,22 @@
-"""Tool-call latency through the warm pool: ``python.run`` and ``files.read``.
+"""Tool-call latency through the warm pool, and a large workspace in and out.
 
-Each call goes the whole way an agent's call goes, through the platform's
-gateway (shipped dev policy, durable audit): host-side validation, the policy,
-a warm container from the pool, ``python3 -m stockade_sdk.run``
-inside it, the workspace in and out, the result parsed into a ToolResult.
-Beside them, the trivial sandbox call (``echo ok``) of sandbox_bench.py.
-Run: ``.venv/bin/python benchmarks/tools_bench.py``.
+Rows, measured side by side in one run:
+
+- the trivial sandbox call ``echo ok`` (sandbox_bench.py's path (c));
+- ``python.run`` ``print(1)`` and ``files.read`` of a one-file workspace, each
+  the whole way an agent's call goes, through the platform's gateway (shipped
+  dev policy, durable audit): validation, the policy, a warm ``stockade-tools``
+  container whose tool host (started, SDK and toolkits imported, before the
+  call) serves it (``python.run`` forks the snippet from the host), the
+  workspace in and out, the result parsed into a ToolResult;
+- a workspace of 1 000 files / 100 MB: ``cp -a`` of the tree on the same disk
+  (the baseline), and backend calls with it: one that leaves it untouched (in,
+  and only the runner's listing back), one that appends a byte to every file
+  (in, 100 MB back, the new tree written beside the old and swapped in); the
+  same ``true`` without a workspace beside them.
+
+Each call finds its pool ready (calls in an agent's run are seconds apart).
+Run: ``.venv/bin/python benchmarks/tools_bench.py [--runtime runsc]``.
 """
 
 from __future__ import annotations
@@ -13,9 +24,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from orchestrator.assets import shipped
@@ -23,20 +38,59 @@ from orchestrator.config import load_config
 from orchestrator.platform import Platform
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecStatus
+from orchestrator.sandbox.profile import SandboxProfile
+from orchestrator.sandbox.workspace import Workspace
 from orchestrator.tools import ToolCall, ToolStatus
 
+FILES, FILE_BYTES = 1000, 100_000
+REWRITE = 'for f in d*/*; do printf x >> "$f"; done'
 
-def percentiles(samples: list[float]) -> tuple[float, float]:
+
+def percentiles(samples: list[float]) -> tuple[float, float, float]:
     ordered = sorted(samples)
-    return (
-        ordered[len(ordered) // 2] * 1000,
-        ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))] * 1000,
-    )
+
+    def at(fraction: float) -> float:
+        return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))] * 1000
+
+    return at(0.5), at(0.95), at(0.99)
+
+
+async def timed(
+    times: int, before: Callable[[], Awaitable[None]], call: Callable[[], Awaitable[None]]
+) -> list[float]:
+    samples = []
+    for _ in range(times):
+        await before()
+        began = time.perf_counter()
+        await call()
+        samples.append(time.perf_counter() - began)
+    return samples
+
+
+def fill(workspace: Workspace) -> None:
+    """1 000 files of 100 kB (random: nothing compresses) in 10 directories."""
+    for index in range(FILES):
+        directory = workspace.path / f"d{index % 10}"
+        directory.mkdir(exist_ok=True)
+        (directory / f"f{index:04}.bin").write_bytes(os.urandom(FILE_BYTES))
+
+
+def copy_tree(source: Path, times: int) -> list[float]:
+    """``cp -a`` of the tree beside it (same disk, warm page cache like the calls)."""
+    samples = []
+    for _ in range(times):
+        target = source.with_name(source.name + ".copy")
+        began = time.perf_counter()
+        subprocess.run(["cp", "-a", str(source), str(target)], check=True)
+        samples.append(time.perf_counter() - began)
+        shutil.rmtree(target)
+    return samples
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--workspace-calls", type=int, default=10)
     parser.add_argument("--runtime", choices=["runc", "runsc"], default="runc")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="stockade-bench-") as home:
@@ -47,44 +101,76 @@ async def main() -> None:
             "sandbox:\n  runtime: " + args.runtime + "\n"
             "  profiles:\n    default: {pool_size: 2}\n"
             "    trivial: {image: stockade-sandbox, pool_size: 2}\n"
+            # 100 MB in the workspace's tmpfs, which counts as the container's memory.
+            "    big: {image: stockade-sandbox, pool_size: 1, workspace_mb: 160,"
+            " memory_mb: 1024, loosen: [workspace, memory]}\n"
         )
         async with Platform.open(load_config(config), warm=True) as platform:
             backend = platform.sandbox
             assert isinstance(backend, DockerBackend)
-            profile, trivial = platform.profiles["default"], platform.profiles["trivial"]
+            profiles = platform.profiles
             (platform.workspaces.open("bench").path / "notes.txt").write_text("hello\n" * 100)
-            calls = {
-                "python.run `print(1)`": {"name": "python.run", "arguments": {"code": "print(1)"}},
-                "files.read (workspace of 1 file)": {
-                    "name": "files.read", "arguments": {"path": "notes.txt"}, "run_id": "bench",
-                },
-            }  # fmt: skip
-            rows: list[tuple[str, list[float]]] = []
-            samples: list[float] = []
-            for _ in range(args.calls):
-                await backend.wait_warm(trivial)
-                began = time.perf_counter()
-                result = await backend.execute(ExecRequest(argv=("echo", "ok")), trivial)
-                samples.append(time.perf_counter() - began)
-                assert result.status is ExecStatus.OK
-            rows.append(("trivial sandbox call `echo ok`", samples))
-            for label, call in calls.items():
-                print(f"{label} x{args.calls}", file=sys.stderr)
-                samples = []
-                for number in range(args.calls):
-                    await backend.wait_warm(profile)
-                    began = time.perf_counter()
-                    outcome = await platform.gateway.call(ToolCall(id=f"b{number}", **call))
-                    samples.append(time.perf_counter() - began)
-                    assert outcome.status is ToolStatus.OK, outcome
-                rows.append((label, samples))
-            assert json.loads(outcome.output)["content"].startswith("hello")
-    print(f"runtime: {args.runtime}; tool calls through the gateway (dev policy, no limits)\n")
-    print("| call | calls | p50 ms | p99 ms |")
-    print("|---|---|---|---|")
+
+            def warm(profile: SandboxProfile) -> Callable[[], Awaitable[None]]:
+                return lambda: backend.wait_warm(profile)
+
+            async def execute(profile: SandboxProfile, request: ExecRequest) -> None:
+                result = await backend.execute(request, profile)
+                assert result.status is ExecStatus.OK, result
+
+            async def tool(number: list[int], **call: object) -> None:
+                number[0] += 1
+                outcome = await platform.gateway.call(ToolCall(id=f"b{number[0]}", **call))  # type: ignore[arg-type]
+                assert outcome.status is ToolStatus.OK, outcome
+
+            counter = [0]
+            calls, n = args.calls, args.workspace_calls
+            default, trivial, big = profiles["default"], profiles["trivial"], profiles["big"]
+            echo = ExecRequest(argv=("echo", "ok"))
+            print_one = {"name": "python.run", "arguments": {"code": "print(1)"}}
+            read_one = {"name": "files.read", "arguments": {"path": "notes.txt"}, "run_id": "bench"}
+            print(f"tool calls x{calls}", file=sys.stderr)
+            rows = [
+                ("trivial sandbox call `echo ok`",
+                 await timed(calls, warm(trivial), lambda: execute(trivial, echo))),
+                ("python.run `print(1)`",
+                 await timed(calls, warm(default), lambda: tool(counter, **print_one))),
+                ("files.read (workspace of 1 file)",
+                 await timed(calls, warm(default), lambda: tool(counter, **read_one))),
+            ]  # fmt: skip
+            read = await platform.gateway.call(ToolCall(id="check", **read_one))  # type: ignore[arg-type]
+            assert json.loads(read.output)["content"].startswith("hello")
+
+            print(f"workspace of {FILES} files x{n}", file=sys.stderr)
+            workspace = platform.workspaces.open("big")
+            await asyncio.to_thread(fill, workspace)
+            size = sum(f.stat().st_size for f in workspace.path.rglob("*") if f.is_file())
+            copies = await asyncio.to_thread(copy_tree, workspace.path, n)
+            untouched = ExecRequest(argv=("true",), workspace=workspace)
+            rewrite = ExecRequest(argv=("sh", "-c", REWRITE), workspace=workspace)
+            bare = ExecRequest(argv=("true",))
+            workspace_rows = [
+                (f"`cp -a` of the tree ({FILES} files, {size / 1e6:.0f} MB)", copies),
+                ("call `true`: workspace in, untouched",
+                 await timed(n, warm(big), lambda: execute(big, untouched))),
+                ("call appending a byte to every file: in, all back",
+                 await timed(n, warm(big), lambda: execute(big, rewrite))),
+                ("call `true` without a workspace",
+                 await timed(n, warm(big), lambda: execute(big, bare))),
+            ]  # fmt: skip
+    load = os.getloadavg()
+    print(f"runtime: {args.runtime}; load average before/after: see `uptime`; now {load[0]:.2f}")
+    print("\n| call | calls | p50 ms | p95 ms | p99 ms |")
+    print("|---|---|---|---|---|")
     for label, samples in rows:
-        p50, p99 = percentiles(samples)
-        print(f"| {label} | {len(samples)} | {p50:.1f} | {p99:.1f} |")
+        p50, p95, p99 = percentiles(samples)
+        print(f"| {label} | {len(samples)} | {p50:.1f} | {p95:.1f} | {p99:.1f} |")
+    print("\n| workspace | runs | p50 ms | p95 ms | p50 / `cp -a` p50 |")
+    print("|---|---|---|---|---|")
+    baseline = percentiles(copies)[0]
+    for label, samples in workspace_rows:
+        p50, p95, _ = percentiles(samples)
+        print(f"| {label} | {len(samples)} | {p50:.0f} | {p95:.0f} | {p50 / baseline:.2f}x |")
 
 
 if __name__ == "__main__":

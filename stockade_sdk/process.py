@@ -1,6 +1,7 @@
 """Running a program from inside a tool, with a result a model can act on.
 
-``python.run`` and ``shell.run`` return what :func:`run_captured` returns::
+``shell.run`` returns what :func:`run_captured` returns, ``python.run`` what
+:func:`run_python` returns (the same shape)::
 
     {"stdout": "...", "stderr": "...", "exit_code": 0}
 
@@ -27,6 +28,18 @@ value passed in could. gVisor shows no cgroup inside; there the values come
 from ``STOCKADE_MEMORY_LIMIT_MB`` / ``STOCKADE_PIDS_LIMIT`` when a profile sets
 them, and processes from RLIMIT_NPROC, the limit gVisor itself enforces. (A
 sandbox out of memory under gVisor dies whole; the host reports that.)
+
+A Python snippet is not a cold interpreter start where that can be avoided:
+in the tools image's warm tool host (:mod:`stockade_sdk.host`), which has the
+interpreter, the SDK and the toolkits loaded before the call arrives,
+:func:`run_python` forks the snippet's process from the host and turns it
+into what ``python3 -c CODE`` would be (its own session, stdin from
+``/dev/null``, its own pipes, no descriptor of the host's, ``sys.argv``,
+``sys.path[0]`` and a fresh ``__main__`` as under ``-c``, the interpreter's
+exit: threads joined, ``atexit`` run, streams flushed). Where no host has
+prepared for that, or the environment asks the interpreter for something the
+host's was not started with (any ``PYTHON*`` variable), it starts
+``python3`` instead: the same result, the start-up included.
 """
 
 from __future__ import annotations
@@ -34,14 +47,15 @@ from __future__ import annotations
 import os
 import select
 import signal
-import subprocess
+import sys
 import time
 
-__all__ = ["run_captured"]
+__all__ = ["finish_interpreter", "prepare_fork_start", "run_captured", "run_python"]
 
 TYPE_CHECKING = False  # typing itself costs start-up time in the sandbox
 if TYPE_CHECKING:
-    from typing import IO
+    from collections.abc import Callable
+    from typing import Any, NoReturn
 
 _HEAD_BYTES = _TAIL_BYTES = 16 * 1024
 """Kept of each stream. Escaped as JSON, the worst case (undecodable bytes)
@@ -53,6 +67,8 @@ _DRAIN_S = 0.1  # output still on its way from leftovers after the main exit
 _SWEEP_S = 1.0  # bound on killing leftovers
 _HELPER_NAMES = frozenset({"stockade-egress"})  # the runner's own processes
 _RUNNER_PATH = b"/opt/stockade/runner.py"  # where the sandbox image puts it
+_PR_SET_DUMPABLE = 4
+_SIGINT_EXIT = 130
 _MiB = 1 << 20
 _UNLIMITED = 1 << 60  # cgroup v1 spells "no limit" as a huge number
 _CGROUP = "/sys/fs/cgroup"
@@ -206,17 +222,24 @@ def _in_sandbox() -> bool:
         return False
     try:
         with open("/proc/1/cmdline", "rb") as handle:
-            return handle.read().rstrip(b"\0").endswith(_RUNNER_PATH)
+            return _RUNNER_PATH in handle.read().split(b"\0")
     except OSError:
         return False
 
 
-def _describe(pid: int) -> str:
+def _cmdline(pid: int | str) -> bytes:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            raw = handle.read()
+            return handle.read()
     except OSError:
-        raw = b""
+        return b""
+
+
+def _describe(pid: int) -> str:
+    raw = _cmdline(pid)
+    if raw and raw == _cmdline("self"):
+        # Forked without exec from this process: its command line is ours.
+        return f"a process the program forked (pid {pid})"
     command = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
     if not command:
         stat = _stat(pid)
@@ -275,13 +298,12 @@ def _left_behind_words(leftovers: list[str]) -> str:
 class _Pump:
     """Reads the program's stdout and stderr as they come, keeping head and tail."""
 
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        assert process.stdout is not None and process.stderr is not None
-        pipes: list[IO[bytes]] = [process.stdout, process.stderr]
-        self.streams = {pipe.fileno(): _Stream() for pipe in pipes}
-        self.stdout, self.stderr = self.streams.values()
+    def __init__(self, stdout_fd: int, stderr_fd: int) -> None:
+        self.fds = (stdout_fd, stderr_fd)
+        self.stdout, self.stderr = _Stream(), _Stream()
+        self.streams = {stdout_fd: self.stdout, stderr_fd: self.stderr}
         self.poller = select.poll()
-        for fd in self.streams:
+        for fd in self.fds:
             try:
                 import fcntl  # noqa: PLC0415 - built in, cheap; only here
 
@@ -289,21 +311,27 @@ class _Pump:
             except OSError:
                 pass  # a smaller pipe only costs speed
             self.poller.register(fd, select.POLLIN)
-        self.open = set(self.streams)
+        self.open = set(self.fds)
 
     def poll(self, wait_s: float, extra: int | None = None) -> bool:
         """Read what is ready within ``wait_s``; True if ``extra`` became readable."""
+        if extra is not None:
+            self.poller.register(extra, select.POLLIN)
         woken = False
-        for fd, _ in self.poller.poll(max(wait_s, 0) * 1000):
-            if fd == extra:
-                woken = True
-                continue
-            chunk = os.read(fd, _CHUNK)
-            if chunk:
-                self.streams[fd].feed(chunk)
-            else:
-                self.poller.unregister(fd)
-                self.open.discard(fd)
+        try:
+            for fd, _ in self.poller.poll(max(wait_s, 0) * 1000):
+                if fd == extra:
+                    woken = True
+                    continue
+                chunk = os.read(fd, _CHUNK)
+                if chunk:
+                    self.streams[fd].feed(chunk)
+                else:
+                    self.poller.unregister(fd)
+                    self.open.discard(fd)
+        finally:
+            if extra is not None:
+                self.poller.unregister(extra)
         return woken
 
     def drain(self, seconds: float) -> None:
@@ -312,70 +340,333 @@ class _Pump:
         while self.open and time.monotonic() < until:
             self.poll(until - time.monotonic())
 
-
-def _pidfd(pid: int) -> int | None:
-    try:
-        return os.pidfd_open(pid)
-    except (OSError, AttributeError):
-        return None  # gVisor has no pidfd_open: the exit is polled instead
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
 
 
-def _wait_for_exit(process: subprocess.Popen[bytes], pump: _Pump, deadline: float) -> bool:
-    """Pump output until the main process exits; True if the deadline came first."""
-    pidfd = _pidfd(process.pid)
-    if pidfd is not None:
-        pump.poller.register(pidfd, select.POLLIN)
-    try:
-        while process.poll() is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return True
-            if not pump.open and pidfd is None:
-                # Output closed: the exit follows at once, or the program
-                # closed its output and runs on. Either way, just wait.
-                try:
-                    process.wait(remaining)
-                except subprocess.TimeoutExpired:
-                    return True
+class _Child:
+    """A started program: its pid and, once it exited, its return code (as Popen says it)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def _collect(self, flags: int) -> int | None:
+        while self.returncode is None:
+            pid, status = os.waitpid(self.pid, flags)
+            if not pid:
                 break
-            pump.poll(remaining if pidfd is not None else min(remaining, _EXIT_TICK_S), pidfd)
-    finally:
-        if pidfd is not None:
-            pump.poller.unregister(pidfd)
-            os.close(pidfd)
+            if not os.WIFSTOPPED(status):  # a stop is not an exit
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def poll(self) -> int | None:
+        """The return code if the program has exited (negative: the signal that ended it)."""
+        return self._collect(os.WNOHANG)
+
+    def wait(self) -> int:
+        """Wait for the exit; the return code."""
+        code = self._collect(0)
+        assert code is not None
+        return code
+
+
+_pidfd_works: bool | None = None
+
+
+def _has_pidfd() -> bool:
+    global _pidfd_works  # noqa: PLW0603 - learnt once per process
+    if _pidfd_works is None:
+        try:
+            os.close(os.pidfd_open(os.getpid()))
+            _pidfd_works = True
+        except (OSError, AttributeError):
+            _pidfd_works = False  # gVisor has no pidfd_open
+    return _pidfd_works
+
+
+def _on_child(signum: int, frame: object) -> None:
+    """Nothing to do: the wake-up descriptor already woke the wait."""
+
+
+class _ExitWatch:
+    """A descriptor that becomes readable when the program exits.
+
+    Its pidfd; without pidfds (gVisor), SIGCHLD's wake-up pipe, set up before
+    the program starts so its exit cannot be missed. A tick instead of
+    either cost up to 10 ms per call under gVisor. Off the main thread
+    neither is possible: :attr:`fd` is None, the caller polls.
+    """
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self._pipe: tuple[int, int] | None = None
+        self._previous: tuple[Any, int] | None = None
+        if _has_pidfd():
+            return
+        read_end, write_end = os.pipe()
+        try:
+            os.set_blocking(read_end, False)
+            os.set_blocking(write_end, False)
+            previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+            self._previous = (signal.signal(signal.SIGCHLD, _on_child), previous_fd)
+        except ValueError:  # not the main thread
+            os.close(read_end)
+            os.close(write_end)
+            return
+        self._pipe = (read_end, write_end)
+        self.fd = read_end
+
+    def started(self, pid: int) -> None:
+        """Watch ``pid`` (with a pidfd, now that it exists)."""
+        if self._pipe is None and _has_pidfd():
+            self.fd = os.pidfd_open(pid)
+
+    def drain(self) -> None:
+        if self._pipe is not None:
+            try:
+                while os.read(self._pipe[0], 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def close(self) -> None:
+        if self._pipe is not None:
+            assert self._previous is not None
+            handler, previous_fd = self._previous
+            signal.set_wakeup_fd(previous_fd)
+            signal.signal(signal.SIGCHLD, handler)
+            for fd in self._pipe:
+                os.close(fd)
+        elif self.fd is not None:
+            os.close(self.fd)
+        self.fd = self._pipe = None
+
+
+def _wait_for_exit(child: _Child, pump: _Pump, deadline: float, watch: _ExitWatch) -> bool:
+    """Pump output until the main process exits; True if the deadline came first."""
+    while child.poll() is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return True
+        if watch.fd is None:
+            pump.poll(min(remaining, _EXIT_TICK_S))
+        elif pump.poll(remaining, watch.fd):
+            watch.drain()
     return False
 
 
-def _run(
-    argv: list[str], timeout_s: float
-) -> tuple[subprocess.Popen[bytes], _Pump, bool, list[str]]:
+if TYPE_CHECKING:
+    _Start = Callable[[], tuple[_Child, int, int]]
+
+
+def _run(start: _Start, timeout_s: float) -> tuple[_Child, _Pump, bool, list[str]]:
     """Run until the main process exits (or the deadline); then kill what is left."""
     deadline = time.monotonic() + timeout_s
-    process = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    pump = _Pump(process)
-    timed_out = _wait_for_exit(process, pump, deadline)
+    watch = _ExitWatch()
+    try:
+        child, stdout_fd, stderr_fd = start()
+        pump = _Pump(stdout_fd, stderr_fd)
+        watch.started(child.pid)
+        timed_out = _wait_for_exit(child, pump, deadline, watch)
+    finally:
+        watch.close()
     leftovers: list[str] = []
     if timed_out:
         try:  # noqa: SIM105 - contextlib costs start-up time
-            os.killpg(process.pid, signal.SIGKILL)
+            os.killpg(child.pid, signal.SIGKILL)
         except OSError:
             pass  # the group is gone already
-        process.wait()
-        _kill_leftovers(process.pid)  # not "left behind": the program never finished
+        child.wait()
+        _kill_leftovers(child.pid)  # not "left behind": the program never finished
     else:
         pump.drain(_DRAIN_S)
-        leftovers = _kill_leftovers(process.pid)
+        leftovers = _kill_leftovers(child.pid)
     pump.drain(_DRAIN_S)  # what the killed ones had written; their pipes close now
-    for pipe in (process.stdout, process.stderr):
-        if pipe is not None:
-            pipe.close()
-    return process, pump, timed_out, leftovers
+    pump.close()
+    return child, pump, timed_out, leftovers
+
+
+def _spawner(argv: list[str]) -> _Start:
+    """Start ``argv`` in a session of its own, stdin from /dev/null, stdout and stderr piped."""
+
+    def start() -> tuple[_Child, int, int]:
+        stdout_r, stdout_w = os.pipe()
+        stderr_r, stderr_w = os.pipe()
+        try:
+            pid = os.posix_spawnp(
+                argv[0],
+                argv,
+                os.environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, stdout_w, 1),
+                    (os.POSIX_SPAWN_DUP2, stderr_w, 2),
+                ],
+                setsid=True,
+                # Python ignores these; the program gets the defaults back.
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+            )
+        except BaseException:
+            os.close(stdout_r)
+            os.close(stderr_r)
+            raise
+        finally:
+            os.close(stdout_w)
+            os.close(stderr_w)
+        return _Child(pid), stdout_r, stderr_r
+
+    return start
+
+
+# Forking snippets from a warm host (see the module docstring).
+
+_fork_environment: dict[str, str] | None = None
+"""The host's own ``PYTHON*`` variables; None where no host prepared to fork."""
+
+
+def _python_variables() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if key.startswith("PYTHON")}
+
+
+def _set_dumpable(value: int) -> None:
+    import ctypes  # noqa: PLC0415 - loaded by the host before any call
+
+    if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE)")
+
+
+def prepare_fork_start() -> None:
+    """Declare this interpreter a warm host that :func:`run_python` may fork snippets from.
+
+    Called once by :mod:`stockade_sdk.host` after its imports: it also makes
+    this process non-dumpable, so the snippets cannot ptrace it or touch its
+    memory (each snippet makes itself dumpable again: it is an ordinary
+    process, and this one's memory stays its own).
+    """
+    global _fork_environment  # noqa: PLW0603 - set once, by the host
+    _set_dumpable(0)
+    _fork_environment = _python_variables()
+
+
+def _exit_status(exc: SystemExit) -> int:
+    """What the interpreter makes of an uncaught SystemExit (printing a non-int code)."""
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    try:  # noqa: SIM105 - contextlib costs start-up time
+        print(code, file=sys.stderr)
+    except BaseException:  # noqa: S110 - the exit goes on whatever printing does
+        pass
+    return 1
+
+
+def _wind_down(status: int) -> int:
+    """The interpreter's exit without tearing its modules down: threads, atexit, flush."""
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        try:  # noqa: SIM105 - contextlib costs start-up time
+            threading._shutdown()  # what Py_FinalizeEx calls: joins non-daemon threads
+        except BaseException:  # noqa: S110 - as at a real exit, it does not change the status
+            pass
+    import atexit  # noqa: PLC0415 - built in, already loaded
+
+    atexit._run_exitfuncs()  # prints what a handler raised, as at exit
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            if stream is sys.stdout and status == 0:
+                status = 120  # as CPython: stdout could not be flushed
+    return status
+
+
+def finish_interpreter(status: int) -> NoReturn:
+    """End this process with ``status`` the way the interpreter ends, minus module teardown.
+
+    Non-daemon threads are joined, ``atexit`` handlers run and the standard
+    streams flushed; freeing every module's objects, which nothing would
+    see, is skipped (the process is gone a moment later).
+    """
+    os._exit(_wind_down(status))
+
+
+def _exec_main(source: str) -> int:
+    """Run ``source`` as ``python3 -c`` runs it: a fresh ``__main__``, its errors printed."""
+    import builtins  # noqa: PLC0415 - built in
+    import importlib.machinery  # noqa: PLC0415 - loaded by the interpreter itself
+    import types  # noqa: PLC0415 - loaded by the interpreter itself
+
+    main = types.ModuleType("__main__")
+    main.__dict__.update(
+        __builtins__=builtins,
+        __loader__=importlib.machinery.BuiltinImporter,
+        __annotations__={},
+    )
+    sys.modules["__main__"] = main
+    try:
+        code = compile(source, "<string>", "exec")
+    except SyntaxError as exc:
+        # No traceback, as under -c: the hook prints the one the exception holds.
+        sys.excepthook(type(exc), exc.with_traceback(None), None)
+        return 1
+    try:
+        exec(code, main.__dict__)  # noqa: S102 - running the model's code is this tool's purpose
+    except SystemExit as exc:
+        return _exit_status(exc)
+    except BaseException as exc:
+        # This function's own frame is not the snippet's: -c shows none of it.
+        traceback = exc.__traceback__.tb_next if exc.__traceback__ else None
+        sys.excepthook(type(exc), exc.with_traceback(traceback), traceback)
+        return -signal.SIGINT if isinstance(exc, KeyboardInterrupt) else 1
+    return 0
+
+
+def _become_snippet(source: str, stdout_w: int, stderr_w: int) -> NoReturn:
+    """In the forked child: turn into ``python3 -c source``; never return into the host."""
+    status = 1
+    try:
+        os.setsid()
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(stdout_w, 1)
+        os.dup2(stderr_w, 2)
+        # Nothing of the host's goes on: one close_range call.
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        _set_dumpable(1)
+        sys.argv[:] = ["-c"]
+        sys.path[0] = ""  # as under -c (the host's is the directory it started in)
+        status = _exec_main(source)
+        if status == -signal.SIGINT:
+            # As CPython after an uncaught KeyboardInterrupt: die of the signal.
+            _wind_down(0)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+            status = _SIGINT_EXIT
+        status = _wind_down(status)
+    finally:
+        os._exit(status)
+
+
+def _forker(source: str) -> _Start:
+    def start() -> tuple[_Child, int, int]:
+        stdout_r, stdout_w = os.pipe()
+        stderr_r, stderr_w = os.pipe()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # nothing of the host's may be written twice
+        pid = os.fork()
+        if pid == 0:
+            _become_snippet(source, stdout_w, stderr_w)
+        os.close(stdout_w)
+        os.close(stderr_w)
+        return _Child(pid), stdout_r, stderr_r
+
+    return start
 
 
 def _how_it_ended(
@@ -413,17 +704,18 @@ def _how_it_ended(
     return said
 
 
-def run_captured(argv: list[str], timeout_s: float) -> dict[str, object]:
-    """Run ``argv`` with a deadline; return its output and how it ended (see the module doc)."""
-    limits = _Limits()
-    process, pump, timed_out, leftovers = _run(argv, timeout_s)
+def _result(
+    child: _Child, pump: _Pump, timed_out: bool, leftovers: list[str], *, timeout_s: float,
+    limits: _Limits,
+) -> dict[str, object]:  # fmt: skip
+    returncode = child.returncode if child.returncode is not None else -signal.SIGKILL
     stderr = pump.stderr.text()
     result: dict[str, object] = {
         "stdout": pump.stdout.text(),
         "stderr": stderr,
-        "exit_code": process.returncode if process.returncode >= 0 else None,
+        "exit_code": returncode if returncode >= 0 else None,
     }
-    result.update(_how_it_ended(process.returncode, timed_out, timeout_s, limits, stderr))
+    result.update(_how_it_ended(returncode, timed_out, timeout_s, limits, stderr))
     if pump.stdout.truncated or pump.stderr.truncated:
         result["truncated"] = True
         result["stdout_bytes"] = pump.stdout.total
@@ -431,3 +723,41 @@ def run_captured(argv: list[str], timeout_s: float) -> dict[str, object]:
     if leftovers:
         result["left_behind"] = _left_behind_words(leftovers)
     return result
+
+
+def run_captured(argv: list[str], timeout_s: float) -> dict[str, object]:
+    """Run ``argv`` with a deadline; return its output and how it ended (see the module doc)."""
+    limits = _Limits()
+    return _result(*_run(_spawner(argv), timeout_s), timeout_s=timeout_s, limits=limits)
+
+
+# The snippet travels in a file, not as the -c argument: one argument is capped
+# near 128 KB by the kernel, and the policy admits longer programs. The
+# bootstrap keeps -c's behaviour (the workspace first on sys.path, a fresh
+# __main__, tracebacks naming "<string>").
+_BOOTSTRAP = (
+    "import sys\n"
+    "with open(sys.argv.pop(1), encoding='utf-8') as snippet:\n"
+    "    source = snippet.read()\n"
+    "exec(compile(source, '<string>', 'exec'), {'__name__': '__main__'})\n"
+)
+
+
+def run_python(source: str, timeout_s: float) -> dict[str, object]:
+    """Run Python ``source`` as ``python3 -c`` would, with a deadline; like :func:`run_captured`.
+
+    Forked from the warm host where there is one (see the module docstring),
+    else a new interpreter.
+    """
+    limits = _Limits()
+    if _fork_environment is not None and _python_variables() == _fork_environment:
+        return _result(*_run(_forker(source), timeout_s), timeout_s=timeout_s, limits=limits)
+    import tempfile  # noqa: PLC0415 - only the cold path needs a file
+
+    with tempfile.NamedTemporaryFile("w", suffix=".py", encoding="utf-8", delete=False) as file:
+        file.write(source)
+    try:
+        argv = [sys.executable, "-c", _BOOTSTRAP, file.name]
+        return _result(*_run(_spawner(argv), timeout_s), timeout_s=timeout_s, limits=limits)
+    finally:
+        os.unlink(file.name)

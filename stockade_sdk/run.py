@@ -6,6 +6,10 @@ separator, so whatever the tool prints itself cannot be mistaken for it:
 
     <anything the tool printed>\\x1e{"ok": true, "value": ...}
     <anything the tool printed>\\x1e{"ok": false, "error": "...", "traceback": "..."}
+
+The tools image usually serves the same call from its warm tool host
+(:mod:`stockade_sdk.host`), which calls :func:`serve` just as :func:`main`
+does here; this entry point is what runs where no host is waiting.
 """
 
 from __future__ import annotations
@@ -14,13 +18,15 @@ import importlib
 import json
 import sys
 
-__all__ = ["RESULT_SEPARATOR", "main"]
+__all__ = ["ENTRY_ARGV", "RESULT_SEPARATOR", "main", "serve"]
 
 TYPE_CHECKING = False  # typing itself costs start-up time in the sandbox
 if TYPE_CHECKING:
     from typing import Any
 
 RESULT_SEPARATOR = "\x1e"
+ENTRY_ARGV = ("python3", "-S", "-m", "stockade_sdk.run")
+"""This entry point's command, completed by ``MODULE:FUNCTION``."""
 
 
 def _call(entrypoint: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -41,17 +47,22 @@ def _call(entrypoint: str, arguments: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "value": value}
 
 
-def main() -> int:
-    """Entry point inside the container."""
-    arguments = json.load(sys.stdin)
-    outcome = _call(sys.argv[1], arguments)
+def serve(entrypoint: str, arguments: bytes) -> int:
+    """Call ``entrypoint`` with the JSON ``arguments``; write the outcome line; the exit code."""
+    outcome = _call(entrypoint, json.loads(arguments))
     try:
         encoded = json.dumps(outcome, default=str)
     except (TypeError, ValueError) as exc:
         encoded = json.dumps({"ok": False, "error": f"result is not JSON: {exc}", "traceback": ""})
     sys.stdout.flush()
     sys.stdout.write(f"\n{RESULT_SEPARATOR}{encoded}\n")
+    sys.stdout.flush()
     return 0 if outcome["ok"] else 1
+
+
+def main() -> int:
+    """Entry point inside the container."""
+    return serve(sys.argv[1], sys.stdin.buffer.read())
 
 
 if __name__ == "__main__":

@@ -1,35 +1,67 @@
-"""Reading archives that come out of a sandbox, which are hostile by definition.
+"""Reading the workspace a sandbox sends back, which is hostile by definition.
 
-Only regular files and directories are accepted; links, devices, FIFOs and
-anything with a path that is absolute, climbs out with ``..`` or repeats an
-earlier entry are refused and reported. Sizes and counts are capped before any
-byte reaches the host's disk. The archive is never extracted by ``tarfile``
-itself: entries are read into memory (already bounded by the caller) and
-written by :mod:`orchestrator.sandbox.workspace` under its own rules.
+The runner returns a workspace as a stream of entries (``_wire``): directories,
+files with their content, files it says it left untouched, and entries it
+refused itself. Only regular files and directories are accepted; a path that
+is absolute, climbs out with ``..``, holds a NUL, repeats an earlier entry or
+sits under a file is refused and reported, and so is any other kind of
+entry. An "untouched" claim can only keep the host's own copy of a file the
+host sent in: it brings no byte from the sandbox. Sizes and counts are capped
+as entries arrive, before any byte reaches the host's disk; nothing is written
+here (:mod:`orchestrator.sandbox.workspace` writes, under its own rules).
 """
 
 from __future__ import annotations
 
-import io
-import tarfile
+import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import Protocol
 
-__all__ = ["ArchiveLimitError", "SafeArchive", "read_hostile_tar"]
+from orchestrator.sandbox._wire import (
+    ENTRY_DIRECTORY,
+    ENTRY_FILE,
+    ENTRY_KEPT,
+    ENTRY_LIMIT,
+    ENTRY_REFUSED,
+    FrameTooLargeError,
+)
+
+__all__ = ["KEPT", "ArchiveLimitError", "FrameSource", "SafeWorkspace", "WorkspaceReader"]
+
+_MAX_REASON = 200
 
 
 class ArchiveLimitError(ValueError):
-    """The archive is larger or holds more entries than allowed."""
+    """The workspace is larger or holds more entries than allowed."""
+
+
+class FrameSource(Protocol):
+    """Where the entries come from (the runner's stream)."""
+
+    async def read_frame(self, limit: int) -> bytes:
+        """The next frame; :class:`FrameTooLargeError` if larger than ``limit``."""
+        ...
+
+
+class _Kept(enum.Enum):
+    KEPT = "kept"
+
+
+KEPT = _Kept.KEPT
+"""An entry's value when the host keeps its own copy of the file."""
 
 
 @dataclass(kw_only=True)
-class SafeArchive:
-    """The accepted content of an archive: relative paths to file bytes (None for a directory)."""
+class SafeWorkspace:
+    """The accepted content: relative paths to file bytes, :data:`KEPT`, or None for a directory."""
 
-    entries: dict[PurePosixPath, bytes | None] = field(default_factory=dict)
+    entries: dict[PurePosixPath, bytes | _Kept | None] = field(default_factory=dict)
     rejected: list[str] = field(default_factory=list)
-    """Each refused entry with the reason, e.g. ``'link -> /etc/passwd: symbolic link'``."""
+    """Each refused entry with the reason, e.g. ``"link: symbolic link to '/etc/passwd'"``."""
     executable: set[PurePosixPath] = field(default_factory=set)
+    """Files returned with the owner's execute bit."""
 
 
 def _safe_path(name: str) -> PurePosixPath | str:
@@ -47,67 +79,107 @@ def _safe_path(name: str) -> PurePosixPath | str:
     return PurePosixPath(*parts)
 
 
-def _kind(member: tarfile.TarInfo) -> str:
-    if member.issym():
-        return f"symbolic link to {member.linkname!r}"
-    if member.islnk():
-        return f"hard link to {member.linkname!r}"
-    if member.ischr() or member.isblk():
-        return "device file"
-    if member.isfifo():
-        return "FIFO"
-    return "unsupported entry type"
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
 
 
-def read_hostile_tar(data: bytes, *, max_bytes: int, max_files: int) -> SafeArchive:
-    """Validate an uncompressed tar archive and return what may be kept.
+class WorkspaceReader:
+    """Validates returned entries as they arrive; :meth:`result` is what may be kept."""
 
-    Raises :class:`ArchiveLimitError` when the archive as a whole breaks the
-    byte or entry limits (nothing of it should then be kept); refuses single
-    bad entries into :attr:`SafeArchive.rejected` and keeps the rest.
-    """
-    if len(data) > max_bytes + 64 * 1024:  # tar headers add a little
-        raise ArchiveLimitError(f"archive of {len(data)} bytes exceeds the quota of {max_bytes}")
-    result = SafeArchive()
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
-            _collect(archive, result, max_bytes=max_bytes, max_files=max_files)
-    except tarfile.TarError as exc:
-        raise ArchiveLimitError(f"not a valid tar archive: {exc}") from exc
-    return result
+    def __init__(
+        self, *, sent: Mapping[PurePosixPath, int], max_bytes: int, max_files: int
+    ) -> None:
+        """``sent``: the files the host sent in, with their sizes (what ``K`` may keep)."""
+        self._sent = sent
+        self._max_bytes = max_bytes
+        self._max_files = max_files
+        self._total = 0
+        self._safe = SafeWorkspace()
 
+    @property
+    def room(self) -> int:
+        """Bytes the next file's content may have within the quota."""
+        return self._max_bytes - self._total
 
-def _collect(
-    archive: tarfile.TarFile, result: SafeArchive, *, max_bytes: int, max_files: int
-) -> None:
-    total = 0
-    for count, member in enumerate(archive, start=1):
-        if count > max_files:
-            raise ArchiveLimitError(f"more than {max_files} files and directories")
-        path = _safe_path(member.name)
+    @staticmethod
+    def wants_content(header: bytes) -> bool:
+        """Whether the entry is followed by a frame with the file's content."""
+        return header[:1] == ENTRY_FILE
+
+    def _refuse(self, name: str, reason: str) -> None:
+        if len(self._safe.rejected) >= self._max_files:
+            raise ArchiveLimitError(f"more than {self._max_files} refused entries")
+        self._safe.rejected.append(f"{name}: {reason[:_MAX_REASON]}")
+
+    def add(self, header: bytes, content: bytes | None = None) -> None:
+        """One entry (``content``: the frame after an ``F`` entry).
+
+        Raises :class:`ArchiveLimitError` when the workspace as a whole breaks
+        the byte or entry limits (nothing of it should then be kept); refuses
+        single bad entries into :attr:`SafeWorkspace.rejected`.
+        """
+        kind, body = header[:1], header[1:]
+        # F and R carry a field before the path; the path is last, after a NUL.
+        fields, raw_path = b"", body
+        if kind in (ENTRY_FILE, ENTRY_REFUSED):
+            fields, _, raw_path = body.rpartition(b"\0")
+        name = _text(raw_path)
+        if kind == ENTRY_REFUSED:
+            self._refuse(name, _text(fields) or "refused by the sandbox")
+            return
+        path = _safe_path(name)
         if isinstance(path, str):
-            result.rejected.append(f"{member.name!r}: {path}")
-            continue
-        if path in result.entries:
-            result.rejected.append(f"{path}: duplicate entry")
-            continue
-        if not (member.isreg() or member.isdir()):
-            result.rejected.append(f"{path}: {_kind(member)}")
-            continue
-        if any(result.entries.get(parent, None) is not None for parent in path.parents):
-            result.rejected.append(f"{path}: a parent is a file")
-            continue
-        if member.isdir():
-            result.entries[path] = None
-            continue
-        total += member.size
-        if total > max_bytes:
-            raise ArchiveLimitError(f"files add up to more than the quota of {max_bytes} bytes")
-        source = archive.extractfile(member)
-        content = source.read() if source is not None else b""
-        if len(content) != member.size:
-            result.rejected.append(f"{path}: truncated entry")
-            continue
-        result.entries[path] = content
-        if member.mode & 0o100:
-            result.executable.add(path)
+            self._refuse(repr(name), path)
+            return
+        entries = self._safe.entries
+        if kind not in (ENTRY_DIRECTORY, ENTRY_FILE, ENTRY_KEPT):
+            self._refuse(str(path), f"unknown entry kind {kind!r}")
+        elif path in entries:
+            self._refuse(str(path), "duplicate entry")
+        elif any(entries.get(parent) is not None for parent in path.parents):
+            self._refuse(str(path), "a parent is a file")
+        elif kind == ENTRY_KEPT and path not in self._sent:
+            self._refuse(str(path), "kept, but never sent in")
+        else:
+            self._accept(kind, fields, path, content)
+
+    def _accept(self, kind: bytes, mode: bytes, path: PurePosixPath, content: bytes | None) -> None:
+        if len(self._safe.entries) >= self._max_files:
+            raise ArchiveLimitError(f"more than {self._max_files} files and directories")
+        if kind == ENTRY_DIRECTORY:
+            self._safe.entries[path] = None
+            return
+        size = self._sent[path] if kind == ENTRY_KEPT else len(content or b"")
+        self._total += size
+        if self._total > self._max_bytes:
+            raise ArchiveLimitError(
+                f"files add up to more than the quota of {self._max_bytes} bytes"
+            )
+        if kind == ENTRY_KEPT:
+            self._safe.entries[path] = KEPT
+            return
+        self._safe.entries[path] = content or b""
+        if mode.isdigit() and int(mode, 8) & 0o100:
+            self._safe.executable.add(path)
+
+    def result(self) -> SafeWorkspace:
+        """What was accepted so far."""
+        return self._safe
+
+    async def read(self, source: FrameSource) -> SafeWorkspace:
+        """Every entry from ``source`` up to the end frame; what may be kept.
+
+        Raises :class:`ArchiveLimitError` as soon as the limits break (a
+        file's content announced larger than the quota's room included).
+        """
+        while header := await source.read_frame(ENTRY_LIMIT):
+            content = None
+            if self.wants_content(header):
+                try:
+                    content = await source.read_frame(self.room)
+                except FrameTooLargeError as exc:
+                    raise ArchiveLimitError(
+                        f"files add up to more than the quota of {self._max_bytes} bytes"
+                    ) from exc
+            self.add(header, content)
+        return self._safe

@@ -18,10 +18,20 @@ import requests.exceptions
 
 from orchestrator.errors import ErrorCode, InfrastructureError
 from orchestrator.metrics import Metrics, PoolSize
+from orchestrator.sandbox._archive import SafeWorkspace
 from orchestrator.sandbox._container import POOL_IDLE_S, ContainerFactory, SandboxContainer
 from orchestrator.sandbox._egress_gate import MOUNT_POINT, SOCKET_NAME, EgressGates
 from orchestrator.sandbox._report import RunnerReport, status_of
-from orchestrator.sandbox._wire import EGRESS_SOCKET_ENV, FrameTooLargeError, encode_request
+from orchestrator.sandbox._wire import (
+    EGRESS_SOCKET_ENV,
+    MODE_EXEC,
+    MODE_TOOL,
+    TOOL_ENTRY_ARGV,
+    AttachedStream,
+    FrameTooLargeError,
+    encode_request,
+    frame,
+)
 from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
 from orchestrator.sandbox.images import ImageBuilder
@@ -29,14 +39,13 @@ from orchestrator.sandbox.labels import BACKEND_LABEL
 from orchestrator.sandbox.pool import WarmPool
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.reaper import reap
-from orchestrator.sandbox.workspace import ArchiveLimitError, WorkspaceChanges
+from orchestrator.sandbox.workspace import ArchiveLimitError, Outgoing, WorkspaceChanges
 
 __all__ = ["DockerBackend"]
 
 _log = logging.getLogger(__name__)
 
 _HEADER_LIMIT = 64 * 1024
-_TAR_OVERHEAD = 64 * 1024
 # Time the runner gets past the call's deadline to kill the program and
 # report; after that the host destroys the container itself.
 _REPORT_GRACE_S = 2.0
@@ -301,24 +310,6 @@ class DockerBackend(SandboxBackend):
         timeout = min(request.timeout_s or profile.timeout_s, profile.timeout_s)
         workspace = request.workspace
         loop = asyncio.get_running_loop()
-        workspace_in = await loop.run_in_executor(None, workspace.pack) if workspace else b""
-        env = {**profile.env, **request.env}
-        if container.gate:
-            env[EGRESS_SOCKET_ENV] = f"{MOUNT_POINT}/{SOCKET_NAME}"
-            # The deployment CA's files beside the socket, and the call's credentials,
-            # which stay in the proxy: never in this environment or the container.
-            env.update(container.gate.environment)
-            container.gate.arm(request.credentials)
-        header = encode_request(
-            argv=request.argv,
-            env=env,
-            cwd="/workspace",
-            timeout_s=timeout,
-            output_limit=profile.output_limit_bytes,
-            stdin_limit=len(request.stdin),
-            workspace_limit=profile.workspace_bytes + _TAR_OVERHEAD,
-            return_workspace=workspace is not None,
-        )
         base: dict[str, Any] = {
             "image_digest": container.image_id,
             "profile": profile.name,
@@ -326,15 +317,56 @@ class DockerBackend(SandboxBackend):
             "container_id": container.id,
             "from_pool": from_pool,
         }
+        limits = {"max_bytes": profile.workspace_bytes, "max_files": profile.workspace_max_files}
+        sent: Outgoing | None = None
+        if workspace is not None:
+            try:
+                sent = await loop.run_in_executor(None, lambda: workspace.outgoing(**limits))
+            except ArchiveLimitError as exc:
+                return self._failed(
+                    base, started, ExecStatus.WORKSPACE_REJECTED, f"{exc}; the call did not run"
+                )
+        env = {**profile.env, **request.env}
+        if container.gate:
+            env[EGRESS_SOCKET_ENV] = f"{MOUNT_POINT}/{SOCKET_NAME}"
+            # The deployment CA's files beside the socket, and the call's credentials,
+            # which stay in the proxy: never in this environment or the container.
+            env.update(container.gate.environment)
+            container.gate.arm(request.credentials)
+        # The SDK's tool entry point may be served by the image's warm tool host.
+        tool = (
+            len(request.argv) == len(TOOL_ENTRY_ARGV) + 1 and request.argv[:-1] == TOOL_ENTRY_ARGV
+        )
+        header = encode_request(
+            argv=request.argv,
+            env=env,
+            cwd="/workspace",
+            timeout_s=timeout,
+            output_limit=profile.output_limit_bytes,
+            stdin_limit=len(request.stdin),
+            workspace_limit=profile.workspace_bytes,
+            return_workspace=workspace is not None,
+            mode=MODE_TOOL if tool else MODE_EXEC,
+        )
         stream = container.stream
+        returned: SafeWorkspace | None = None
+        rejection: str | None = None
         try:
             async with asyncio.timeout(timeout + _REPORT_GRACE_S):
-                await stream.write_frames(header, request.stdin, workspace_in)
+                await stream.write_framed([frame(header), frame(request.stdin)])
+                await self._send_workspace(stream, sent)
                 report_raw = await stream.read_frame(_HEADER_LIMIT)
                 stdout = await stream.read_frame(profile.output_limit_bytes)
                 stderr = await stream.read_frame(profile.output_limit_bytes)
-                workspace_out = await stream.read_frame(profile.workspace_bytes + _TAR_OVERHEAD)
-            report = RunnerReport.model_validate_json(report_raw)
+                report = RunnerReport.model_validate_json(report_raw)
+                # After a timeout, or when the runner could not list it, the
+                # workspace does not come back: the old one stays.
+                comes_back = not report.timed_out and report.workspace_error is None
+                if sent is not None and workspace is not None and comes_back:
+                    try:
+                        returned = await workspace.reader(sent, **limits).read(stream)
+                    except ArchiveLimitError as exc:
+                        rejection = str(exc)
         except TimeoutError:
             # Destroying the container is how a call is killed: every process
             # in it dies, whatever it does with signals.
@@ -361,22 +393,11 @@ class DockerBackend(SandboxBackend):
         # connections; wait for them to report before the result is final.
         egress = await container.gate.settle() if container.gate else []
         changes = WorkspaceChanges(changed=(), rejected=())
-        if workspace is not None and status not in (
-            ExecStatus.TIMEOUT,
-            ExecStatus.WORKSPACE_REJECTED,
-        ):
-            try:
-                changes = await loop.run_in_executor(
-                    None,
-                    lambda: workspace.replace(
-                        workspace_out,
-                        max_bytes=profile.workspace_bytes,
-                        max_files=profile.workspace_max_files,
-                    ),
-                )
-            except ArchiveLimitError as exc:
-                status = ExecStatus.WORKSPACE_REJECTED
-                message = f"{exc}; workspace left unchanged"
+        if rejection is not None:
+            status = ExecStatus.WORKSPACE_REJECTED
+            message = f"{rejection}; workspace left unchanged"
+        elif returned is not None and workspace is not None and sent is not None:
+            changes = await loop.run_in_executor(None, workspace.apply, returned, sent)
         return ExecResult(
             status=status,
             exit_code=report.exit_code,
@@ -392,6 +413,19 @@ class DockerBackend(SandboxBackend):
             egress=tuple(egress),
             **base,
         )
+
+    @staticmethod
+    async def _send_workspace(stream: AttachedStream, sent: Outgoing | None) -> None:
+        """The workspace's entries; each batch is read (in a thread) while the last is sent."""
+        if sent is None:
+            await stream.write_framed([frame(b"")])
+            return
+        loop = asyncio.get_running_loop()
+        batches = sent.batches()
+        reading = loop.run_in_executor(None, next, batches, None)
+        while (batch := await reading) is not None:
+            reading = loop.run_in_executor(None, next, batches, None)
+            await stream.write_framed(batch)
 
     async def _died(
         self, container: SandboxContainer, base: dict[str, Any], started: float

@@ -2,31 +2,48 @@
 
 A workspace is a host directory owned by the orchestrator. Pooled containers
 are started before anyone knows which run they will serve, so nothing is
-bind-mounted: the workspace travels into the container as a tar archive and
-comes back out as one, where it is treated as hostile (see ``_archive``).
-The new content replaces the old in one rename, so a rejected or failed call
-never leaves a half-written workspace behind.
+bind-mounted: the workspace travels into the container over the runner's
+stream, one frame per entry, into the container's own sized tmpfs; and comes
+back the same way, where it is treated as hostile (see ``_archive``).
+
+Why not a bind mount: a mount must exist when the container is created,
+before its run is known; a writable host directory has no quota (the tmpfs
+has: its size); and a workspace that travels can be served by any sandbox
+host. What makes the stream cheap instead: no tar on either side (framed
+entries, written by the runner straight to its tmpfs with raw reads and sent
+back with ``sendfile``), and files the call did not touch do not come back
+at all (the runner names them; the host keeps its own copy, hard-linked
+into the new tree). The new content replaces the old in one rename, so a
+rejected or failed call never leaves a half-written workspace behind; a call
+that changed nothing writes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import io
 import os
 import re
 import shutil
-import tarfile
+import stat
 import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from orchestrator.errors import ConfigError
-from orchestrator.sandbox._archive import ArchiveLimitError, read_hostile_tar
+from orchestrator.sandbox._archive import KEPT, ArchiveLimitError, SafeWorkspace, WorkspaceReader
+from orchestrator.sandbox._wire import ENTRY_DIRECTORY, ENTRY_FILE, frame
 
-__all__ = ["ArchiveLimitError", "Workspace", "WorkspaceChanges", "WorkspaceManager"]
+__all__ = [
+    "ArchiveLimitError",
+    "Outgoing",
+    "Workspace",
+    "WorkspaceChanges",
+    "WorkspaceManager",
+]
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_END = frame(b"")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +56,60 @@ class WorkspaceChanges:
     """Entries refused on the way out, with reasons."""
 
 
+_BATCH_BYTES = 4 << 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outgoing:
+    """A workspace on its way into a container, and what the way back is checked against."""
+
+    root: Path
+    """The workspace directory."""
+    entries: list[tuple[bytes, bytes | None]]
+    """Each entry's frame payload, and for a file the path to read its content from."""
+    files: Mapping[PurePosixPath, tuple[int, bool]]
+    """Each regular file sent: size and owner-execute bit."""
+    directories: frozenset[PurePosixPath]
+    """Each directory sent."""
+
+    @property
+    def sizes(self) -> dict[PurePosixPath, int]:
+        """Each file's size: what an "untouched" claim on the way back may keep."""
+        return {path: size for path, (size, _) in self.files.items()}
+
+    def batches(self) -> Iterator[list[bytes]]:
+        """The entries as runner-protocol frames, the end frame last, a few MiB at a time.
+
+        Blocking (it reads the files): the caller sends one batch while the
+        next is read, so reading 100 MiB costs little more than sending it.
+        """
+        batch: list[bytes] = []
+        size = 0
+        for header, source in self.entries:
+            batch.append(frame(header))
+            if source is not None:
+                with open(source, "rb") as handle:
+                    content = handle.read()
+                batch.append(frame(content))
+                size += len(content)
+                if size >= _BATCH_BYTES:
+                    yield batch
+                    batch, size = [], 0
+        batch.append(_END)
+        yield batch
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        # The old tree is removed right after: sharing unchanged files costs
+        # no copy. The host never writes into a file in place, so the two
+        # names never see different content.
+        os.link(source, target, follow_symlinks=False)
+    except OSError:
+        shutil.copyfile(source, target, follow_symlinks=False)
+        shutil.copymode(source, target, follow_symlinks=False)
+
+
 @dataclass(eq=False, kw_only=True)
 class Workspace:
     """The workspace of one run. Calls of the same run take turns on it."""
@@ -47,45 +118,98 @@ class Workspace:
     path: Path
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    def pack(self) -> bytes:
-        """The current content as an uncompressed tar archive."""
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w:", format=tarfile.PAX_FORMAT) as archive:
-            for entry in sorted(self.path.iterdir()):
-                archive.add(entry, arcname=entry.name, recursive=True)
-        return buffer.getvalue()
+    def outgoing(self, *, max_bytes: int, max_files: int) -> Outgoing:
+        """The current content as entries for the runner, parents first (nothing read yet).
 
-    def digest(self) -> dict[PurePosixPath, str]:
-        """A content hash per file (``'dir'`` for directories), for change detection."""
-        digests: dict[PurePosixPath, str] = {}
-        for dirpath, dirnames, filenames in os.walk(self.path):
-            base = Path(dirpath)
-            for name in dirnames:
-                digests[PurePosixPath((base / name).relative_to(self.path).as_posix())] = "dir"
-            for name in filenames:
-                file = base / name
-                rel = PurePosixPath(file.relative_to(self.path).as_posix())
-                digests[rel] = hashlib.sha256(file.read_bytes()).hexdigest()
-        return digests
+        Only regular files and directories travel; links and special files
+        (which only the host's user could have put here) stay behind.
+        Raises :class:`ArchiveLimitError` if the content breaks the quota of
+        the container it is meant for: it could not come back.
+        """
+        entries: list[tuple[bytes, bytes | None]] = []
+        files: dict[PurePosixPath, tuple[int, bool]] = {}
+        directories: set[PurePosixPath] = set()
+        total = 0
+        pending = [b""]
+        root = os.fsencode(self.path)
+        while pending:
+            directory = pending.pop()
+            with os.scandir(os.path.join(root, directory) if directory else root) as scan:
+                found = sorted(scan, key=lambda entry: entry.name)
+            subdirectories = []
+            for entry in found:
+                relative = os.path.join(directory, entry.name) if directory else entry.name
+                info = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(info.st_mode):
+                    entries.append((ENTRY_DIRECTORY + relative, None))
+                    directories.add(PurePosixPath(os.fsdecode(relative)))
+                    subdirectories.append(relative)
+                elif stat.S_ISREG(info.st_mode):
+                    total += info.st_size
+                    mode = f"{stat.S_IMODE(info.st_mode):o}".encode()
+                    entries.append((ENTRY_FILE + mode + b"\0" + relative, entry.path))
+                    executable = bool(info.st_mode & stat.S_IXUSR)
+                    files[PurePosixPath(os.fsdecode(relative))] = (info.st_size, executable)
+            pending.extend(reversed(subdirectories))
+        if total > max_bytes:
+            raise ArchiveLimitError(
+                f"the workspace holds {total} bytes, over the quota of {max_bytes}"
+            )
+        if len(files) + len(directories) > max_files:
+            raise ArchiveLimitError(
+                f"the workspace holds more than {max_files} files and directories"
+            )
+        return Outgoing(
+            root=self.path, entries=entries, files=files, directories=frozenset(directories)
+        )
 
-    def replace(self, archive: bytes, *, max_bytes: int, max_files: int) -> WorkspaceChanges:
+    def reader(self, sent: Outgoing, *, max_bytes: int, max_files: int) -> WorkspaceReader:
+        """A validator for what comes back from the container ``sent`` went into."""
+        return WorkspaceReader(sent=sent.sizes, max_bytes=max_bytes, max_files=max_files)
+
+    def _changes(self, returned: SafeWorkspace, sent: Outgoing) -> list[str]:
+        changed: set[PurePosixPath] = set()
+        for path, value in returned.entries.items():
+            if value is None:
+                if path not in sent.directories:
+                    changed.add(path)
+            elif value is not KEPT:
+                assert isinstance(value, bytes)
+                before = sent.files.get(path)
+                now = (len(value), path in returned.executable)
+                # Rewritten with the same bytes is no change (one read, only
+                # for files the sandbox sent back with the same size).
+                if before != now or self.path.joinpath(*path.parts).read_bytes() != value:
+                    changed.add(path)
+        changed.update(path for path in sent.files if path not in returned.entries)
+        changed.update(path for path in sent.directories if path not in returned.entries)
+        return sorted(str(path) for path in changed)
+
+    def apply(self, returned: SafeWorkspace, sent: Outgoing) -> WorkspaceChanges:
         """Replace the content with what a container returned, atomically.
 
-        Raises :class:`ArchiveLimitError` (and keeps the old content) when the
-        archive breaks the quota.
+        ``sent`` is what went in; files the sandbox left untouched are kept
+        from this directory. A call that changed nothing writes nothing.
         """
-        safe = read_hostile_tar(archive, max_bytes=max_bytes, max_files=max_files)
+        changed = self._changes(returned, sent)
+        rejected = tuple(returned.rejected)
+        if not changed:
+            return WorkspaceChanges(changed=(), rejected=rejected)
         staging = Path(tempfile.mkdtemp(prefix=f".{self.run_id}.new-", dir=self.path.parent))
         try:
-            for rel, content in sorted(safe.entries.items()):
-                target = staging.joinpath(*rel.parts)
-                if content is None:
+            for path, value in sorted(returned.entries.items()):
+                target = staging.joinpath(*path.parts)
+                if value is None:
                     target.mkdir(parents=True, exist_ok=True)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(content)
-                target.chmod(0o700 if rel in safe.executable else 0o600)
-            before = self.digest()
+                if value is KEPT:
+                    _link_or_copy(self.path.joinpath(*path.parts), target)
+                    continue
+                assert isinstance(value, bytes)
+                with open(target, "xb") as handle:  # never through anything already there
+                    handle.write(value)
+                target.chmod(0o700 if path in returned.executable else 0o600)
             retired = self.path.with_name(f".{self.run_id}.old-{os.getpid()}")
             self.path.rename(retired)
             staging.rename(self.path)
@@ -93,13 +217,7 @@ class Workspace:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         shutil.rmtree(retired, ignore_errors=True)
-        after = self.digest()
-        changed = sorted(
-            str(path)
-            for path in before.keys() | after.keys()
-            if before.get(path) != after.get(path)
-        )
-        return WorkspaceChanges(changed=tuple(changed), rejected=tuple(safe.rejected))
+        return WorkspaceChanges(changed=tuple(changed), rejected=rejected)
 
 
 class WorkspaceManager:

@@ -15,7 +15,7 @@ from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.workspace import WorkspaceManager
 from orchestrator.tools._models import ToolCall, ToolResult, ToolStatus
 from orchestrator.tools._registry import ToolRegistry, ValidatedCall
-from stockade_sdk.run import RESULT_SEPARATOR
+from stockade_sdk.run import ENTRY_ARGV, RESULT_SEPARATOR
 
 __all__ = [
     "SANDBOX_STATUS",
@@ -156,7 +156,8 @@ class ToolExecutor:
         if call.run_id and self._workspaces is not None:
             workspace = self._workspaces.open(call.run_id)
         request = ExecRequest(
-            argv=("python3", "-S", "-m", "stockade_sdk.run", checked.spec.entrypoint),
+            # The tools image's warm tool host serves exactly this command.
+            argv=(*ENTRY_ARGV, checked.spec.entrypoint),
             stdin=json.dumps(checked.arguments).encode(),
             env={"PYTHONPATH": _LIBRARY},
             workspace=workspace,

@@ -3,19 +3,39 @@
 Standard library only: it runs inside the sandbox image, started as the
 container's command and so its init (pid 1). The host speaks to it over the
 container's attached stdin/stdout with length-prefixed frames (4-byte
-big-endian size, then the payload):
+big-endian size, then the payload). The protocol (version 2) is specified in
+``docs/runner-protocol.md``; in short:
 
-    ready    runner -> host   b"stockade-ready"                  (once, at start)
-    request  host -> runner   header, stdin bytes, workspace tar
-    response runner -> host   report JSON, stdout, stderr, workspace tar
+    ready     runner -> host   b"stockade-ready"                 (once, when up)
+    request   host -> runner   header, stdin bytes, workspace entries, end
+    response  runner -> host   report JSON, stdout, stderr[, workspace entries, end]
 
 The request header is NUL-separated text (no argument or environment entry
 can hold a NUL): version, timeout, output limit, stdin limit, workspace
-limit, return-workspace flag, cwd, argc, argv..., envc, KEY=VALUE...
+limit, return-workspace flag, cwd, mode, argc, argv..., envc, KEY=VALUE...
 
-A container starts one runner for one call, so start-up time is paid on
-every call: this file imports only built-in modules (no ``subprocess``,
-``json`` or ``selectors``, which cost more than the rest of the start).
+A workspace travels as one frame per entry, parents first, then an empty
+frame: ``D<path>`` a directory, ``F<mode>\\0<path>`` a regular file whose
+content is the next frame; on the way back also ``K<path>`` (a file this
+runner wrote and nobody touched since: the host keeps its own copy, so an
+unchanged workspace does not travel back) and ``R<reason>\\0<path>`` (an
+entry the runner does not send: a link, FIFO, socket or device). Nothing
+here is trusted by the host; it validates every entry as hostile.
+
+Mode ``exec`` runs argv. Mode ``tool`` says argv is the SDK's tool entry
+point (``python3 -S -m stockade_sdk.run MODULE:FUNCTION``). An image whose
+command names ``--tool-host LIBRARY`` has this runner start the SDK's tool
+host (``python3 -m stockade_sdk.host``) before it says ready: an interpreter
+with the SDK and the toolkits already imported, waiting for one request on
+its stdin. A ``tool`` request then goes to it instead of a new interpreter
+(the result is the same, minus the start-up); any other request, or a host
+that is gone, gets argv spawned, and an idle host is killed first. The host
+serves one call and exits; the container still serves one request.
+
+A pooled container has paid for everything here before its request
+arrives; what a call pays for is kept small: this file imports only built-in
+modules (no ``subprocess``, ``json`` or ``selectors``), frames go through
+raw descriptors, and file content moves with ``sendfile`` where it can.
 
 The host treats everything this process sends as hostile, so nothing here is
 trusted for safety. Still, nothing the tool runs may inspect or alter the
@@ -31,22 +51,31 @@ another uid; instead, before it says ready, the runner (see ``_Guard``):
   privilege nobody in the container has (under runc also ``/proc/1/environ``,
   ``fd``, ``maps``...);
 - ignores every signal it can and installs a seccomp filter, inherited by all
-  it starts, that refuses the calls acting on pid 1 (kill, tkill, tgkill,
-  sigqueue, pidfd, ptrace, process_vm_*, prlimit) and ``kill(-1)``. runc's
-  kernel already drops signals sent to a namespace's init from inside, but
-  gVisor delivers even SIGKILL and SIGSTOP;
+  it starts (the tool host included), that refuses the calls acting on pid 1
+  (kill, tkill, tgkill, sigqueue, pidfd, ptrace, process_vm_*, prlimit) and
+  ``kill(-1)``. runc's kernel already drops signals sent to a namespace's
+  init from inside, but gVisor delivers even SIGKILL and SIGSTOP;
 - keeps the host's stream out of its descriptor table while the tool runs
   (in flight inside a Unix socket): gVisor lets a same-uid process open
   ``/proc/1/fd/N`` even when pid 1 is not dumpable, and a socket cannot be
-  opened through ``/proc``;
+  opened through ``/proc``. The tool host never holds it: it is spawned with
+  its own pipes, and only trusted code (the SDK, the toolkits) runs in it
+  before the stream is hidden;
 - runs the egress forwarder, whose threads the filter could not name, in a
   forked process of its own.
+
+The tool host gets nothing a spawned tool process would not: the same uid,
+filter, limits and environment (it receives the request's), in its own
+session like any program. It makes itself non-dumpable, so what the tool
+runs (a ``python.run`` snippet, forked from it) cannot read or write its
+memory either.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import stat
 import sys
 import time
 
@@ -54,18 +83,24 @@ import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal as _signal  # the same calls, typed (the C module has no stubs)
+    from collections.abc import Callable
     from types import FrameType
-    from typing import BinaryIO
 
     # syscall number -> (argument naming the target or None, values refused)
     _Rules = dict[int, tuple[int | None, tuple[int, ...]]]
+    # path -> (inode, size, mtime ns, ctime ns) of each file the runner wrote
+    _Snapshot = dict[bytes, tuple[int, int, int, int]]
+    # (entry frame, file to send or None, its size)
+    _Listing = list[tuple[bytes, bytes | None, int]]
 else:
     import _signal  # the signal module imports enum: 4 ms here, 14 ms under gVisor
 
-PROTOCOL_VERSION = "1"
+PROTOCOL_VERSION = "2"
 READY = b"stockade-ready"
+MODE_EXEC, MODE_TOOL = "exec", "tool"
 _LEN_BYTES = 4
 _MAX_HEADER = 1 << 20
+_MAX_ENTRY = 64 * 1024  # one workspace entry's kind, fields and path
 _CHUNK = 1 << 20
 _F_SETPIPE_SZ = 1031  # fcntl: bigger pipes mean fewer reads of a flood
 # After the tool's main process exits, background children that still hold
@@ -89,6 +124,11 @@ _EGRESS_SOCKET_ENV = "STOCKADE_EGRESS_SOCKET"
 _EGRESS_PORT = 3128
 # The SDK leaves processes by this name out of what a tool left behind.
 _EGRESS_PROCESS_NAME = b"stockade-egress"
+_TOOL_HOST_FLAG = "--tool-host"
+_TOOL_HOST_ARGV = ["python3", "-m", "stockade_sdk.host"]
+_TOOL_HOST_READY_FD = 3
+# A host still importing after this long is given up (requests are spawned).
+_TOOL_HOST_START_S = 20.0
 
 _PR_SET_NAME, _PR_SET_DUMPABLE, _PR_SET_SECCOMP = 15, 4, 22
 _SECCOMP_MODE_FILTER = 2
@@ -157,39 +197,285 @@ class Request:
         self.workspace_limit = int(fields[4])
         self.return_workspace = fields[5] == "1"
         self.cwd = fields[6]
-        argc = int(fields[7])
-        self.argv = fields[8 : 8 + argc]
-        envc = int(fields[8 + argc])
+        self.mode = fields[7]
+        if self.mode not in (MODE_EXEC, MODE_TOOL):
+            raise ValueError(f"unknown mode {self.mode!r}")
+        argc = int(fields[8])
+        self.argv = fields[9 : 9 + argc]
+        envc = int(fields[9 + argc])
         self.env = dict(_BASE_ENV)
-        for entry in fields[9 + argc : 9 + argc + envc]:
+        for entry in fields[10 + argc : 10 + argc + envc]:
             key, _, value = entry.partition("=")
             self.env[key] = value
 
 
-def _read_exact(stream: BinaryIO, size: int) -> bytes:
-    chunks: list[bytes] = []
-    remaining = size
-    while remaining:
-        chunk = stream.read(remaining)
-        if not chunk:
-            raise EOFError(f"stdin closed with {remaining} of {size} bytes missing")
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
-def _read_frame(stream: BinaryIO, limit: int) -> bytes:
-    size = int.from_bytes(_read_exact(stream, _LEN_BYTES), "big")
-    if size > limit:
-        raise ValueError(f"frame of {size} bytes exceeds {limit}")
-    return _read_exact(stream, size)
+def _set_pipe_size(fd: int) -> None:
+    try:
+        import fcntl  # noqa: PLC0415 - built in, cheap; only here
+
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, _CHUNK)
+    except OSError:
+        pass  # not a pipe, or a smaller one: it only costs speed
 
 
-def _write_frames(stream: BinaryIO, *payloads: bytes) -> None:
-    for payload in payloads:
-        stream.write(len(payload).to_bytes(_LEN_BYTES, "big"))
-        stream.write(payload)
-    stream.flush()
+class _Channel:
+    """Frames over the host's stream: fd 0 in, fd 1 out, without Python's buffered files.
+
+    Raw descriptors let a file's content go from the stream to the workspace
+    and back in large chunks (``sendfile`` on the way out), and survive
+    :class:`_HiddenStream` moving fds 0 and 1 away and back.
+    """
+
+    def __init__(self) -> None:
+        self._in = bytearray()
+        self._out = bytearray()
+        for fd in (0, 1):
+            os.set_blocking(fd, True)
+            _set_pipe_size(fd)
+
+    def _fill(self, size: int) -> None:
+        while len(self._in) < size:
+            # Reading ahead is safe: the host sends nothing after its request.
+            chunk = os.read(0, max(size - len(self._in), _CHUNK))
+            if not chunk:
+                raise EOFError(f"stdin closed with {size - len(self._in)} bytes missing")
+            self._in += chunk
+
+    def _size(self, limit: int) -> int:
+        self._fill(_LEN_BYTES)
+        size = int.from_bytes(self._in[:_LEN_BYTES], "big")
+        del self._in[:_LEN_BYTES]
+        if size > limit:
+            raise ValueError(f"frame of {size} bytes exceeds {limit}")
+        return size
+
+    def frame(self, limit: int) -> bytes:
+        """The next frame's payload, at most ``limit`` bytes."""
+        size = self._size(limit)
+        self._fill(size)
+        data = bytes(self._in[:size])
+        del self._in[:size]
+        return data
+
+    def frame_to(self, fd: int, limit: int) -> tuple[int, OSError | None]:
+        """Copy the next frame's payload (at most ``limit`` bytes) into ``fd``.
+
+        Returns its size and the error that stopped the writing, if any; the
+        frame is read to its end either way, so the stream stays in step.
+        """
+        size = self._size(limit)
+        failure: OSError | None = None
+        buffered = min(size, len(self._in))
+        try:
+            _write_all(fd, self._in[:buffered])
+        except OSError as exc:
+            failure = exc
+        del self._in[:buffered]
+        remaining = size - buffered
+        while remaining:
+            chunk = os.read(0, min(remaining, _CHUNK))
+            if not chunk:
+                raise EOFError(f"stdin closed with {remaining} bytes of a file missing")
+            remaining -= len(chunk)
+            if failure is None:
+                try:
+                    _write_all(fd, chunk)
+                except OSError as exc:
+                    failure = exc
+        return size, failure
+
+    def send(self, payload: bytes) -> None:
+        """Queue one frame (written on :meth:`flush`, or when the queue grows large)."""
+        self._out += len(payload).to_bytes(_LEN_BYTES, "big")
+        self._out += payload
+        if len(self._out) >= _CHUNK:
+            self.flush()
+
+    def send_file(self, path: bytes, size: int) -> None:
+        """One frame holding ``size`` bytes of the file at ``path``.
+
+        The size was announced by the listing; a file that changed since
+        (only if the sweep gave up on a process) is cut or padded to it, so
+        the stream stays in step. The host checks what it gets either way.
+        """
+        self._out += size.to_bytes(_LEN_BYTES, "big")
+        self.flush()
+        sent = 0
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            try:
+                sent = self._copy(fd, size)
+            finally:
+                os.close(fd)
+        if sent < size:
+            _write_all(1, bytes(size - sent))
+
+    @staticmethod
+    def _copy(fd: int, size: int) -> int:
+        sent = 0
+        try:
+            while sent < size:
+                done = os.sendfile(1, fd, sent, min(size - sent, 1 << 30))
+                if not done:
+                    return sent
+                sent += done
+        except OSError:
+            # No sendfile into this descriptor: copy through memory instead.
+            while sent < size:
+                chunk = os.pread(fd, min(size - sent, _CHUNK), sent)
+                if not chunk:
+                    break
+                _write_all(1, chunk)
+                sent += len(chunk)
+        return sent
+
+    def flush(self) -> None:
+        """Write every queued frame."""
+        if self._out:
+            _write_all(1, self._out)
+            self._out.clear()
+
+
+def _entry_path(header: bytes) -> bytes:
+    """The path of an entry from the host, normalised; refused if it could leave the root."""
+    path = header.rpartition(b"\0")[2] if b"\0" in header else header[1:]
+    parts = [part for part in path.split(b"/") if part not in (b"", b".")]
+    if not parts or b".." in parts or path.startswith(b"/"):
+        raise ValueError(f"workspace entry {path!r} leaves the workspace")
+    return b"/".join(parts)
+
+
+def _receive_workspace(channel: _Channel, root: str, limit: int) -> tuple[_Snapshot, str | None]:
+    """Write the host's workspace entries under ``root``; what was written, or why it failed.
+
+    The host sends only what it validated, parents first; stay strict anyway.
+    After a failure (say, the workspace's tmpfs is full) the remaining
+    entries are still read, so the stream stays in step.
+    """
+    snapshot: _Snapshot = {}
+    base = os.fsencode(root) + b"/"
+    room = limit
+    error: OSError | None = None
+    while header := channel.frame(_MAX_ENTRY):
+        kind, path = header[:1], _entry_path(header)
+        if kind == b"D":
+            if error is None:
+                try:
+                    os.makedirs(base + path, exist_ok=True)
+                except OSError as exc:
+                    error = exc
+            continue
+        if kind != b"F":
+            raise ValueError(f"unknown workspace entry {header[:40]!r}")
+        fd = -1
+        if error is None:
+            try:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                fd = os.open(base + path, flags, 0o600)
+            except OSError as exc:
+                error = exc
+        if fd < 0:
+            channel.frame(room)  # read past it
+            continue
+        try:
+            size, error = channel.frame_to(fd, room)
+            room -= size
+            if error is None:
+                os.fchmod(fd, int(header[1 : header.index(b"\0")], 8) & 0o755 | 0o600)
+                # Taken after the last change: ctime moves on any later write,
+                # chmod or utime, and userspace cannot set it back.
+                info = os.fstat(fd)
+                snapshot[path] = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        finally:
+            os.close(fd)
+    if error is not None:
+        return snapshot, f"the workspace could not be copied in: {error.strerror or error}"
+    return snapshot, None
+
+
+def _describe(info: os.stat_result, path: bytes) -> str | None:
+    """Why an entry that is neither a file nor a directory is not sent back."""
+    if stat.S_ISLNK(info.st_mode):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = b"?"
+        return f"symbolic link to {os.fsdecode(target)!r}"
+    if stat.S_ISFIFO(info.st_mode):
+        return "FIFO"
+    if stat.S_ISSOCK(info.st_mode):
+        return "socket"
+    if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode):
+        return "device file"
+    return None
+
+
+def _list_workspace(root: str, snapshot: _Snapshot, limit: int) -> tuple[_Listing, str | None]:
+    """Every entry under ``root``, parents first and sorted; or why it cannot go back.
+
+    Files this runner wrote and nobody changed since (same inode, size, mtime
+    and ctime; userspace cannot set ctime) become ``K`` entries: the host
+    keeps its copy. Nothing is followed: links are reported, not read.
+    """
+    base = os.fsencode(root)
+    listing: _Listing = []
+    total = 0
+    first_name: dict[tuple[int, int], bytes] = {}
+    pending = [b""]
+    while pending:
+        directory = pending.pop()
+        try:
+            with os.scandir(base + b"/" + directory if directory else base) as scan:
+                entries = sorted(scan, key=lambda entry: entry.name)
+        except OSError as exc:
+            return [], f"workspace could not be read: {exc}"
+        subdirectories = []
+        for entry in entries:
+            path = directory + b"/" + entry.name if directory else entry.name
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(info.st_mode):
+                listing.append((b"D" + path, None, 0))
+                subdirectories.append(path)
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                said = _describe(info, entry.path) or "unsupported entry type"
+                listing.append((b"R" + os.fsencode(said) + b"\0" + path, None, 0))
+                continue
+            if info.st_nlink > 1:
+                first = first_name.setdefault((info.st_dev, info.st_ino), path)
+                if first != path:
+                    said = f"hard link to {os.fsdecode(first)!r}"
+                    listing.append((b"R" + os.fsencode(said) + b"\0" + path, None, 0))
+                    continue
+            total += info.st_size
+            if total > limit:
+                return [], f"workspace exceeds its quota of {limit} bytes"
+            stamp = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+            if snapshot.get(path) == stamp:
+                listing.append((b"K" + path, None, 0))
+            else:
+                mode = f"{stat.S_IMODE(info.st_mode):o}".encode()
+                listing.append((b"F" + mode + b"\0" + path, entry.path, info.st_size))
+        # Depth first, parents before children, in sorted order.
+        pending.extend(reversed(subdirectories))
+    return listing, None
+
+
+def _send_workspace(channel: _Channel, listing: _Listing) -> None:
+    for header, source, size in listing:
+        channel.send(header)
+        if source is not None:
+            channel.send_file(source, size)
+    channel.send(b"")
 
 
 def _escape(char: str) -> str:
@@ -225,51 +511,6 @@ def _oom_kills() -> int:
         except OSError:
             continue
     return 0
-
-
-def _extract_workspace(data: bytes, root: str) -> None:
-    if not data:
-        return
-    import io  # noqa: PLC0415 - only calls with a workspace pay for these imports
-    import tarfile  # noqa: PLC0415
-
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
-        for member in archive.getmembers():
-            # The host only sends what it validated, but stay strict anyway.
-            name = os.path.normpath(member.name)
-            if name.startswith(("/", "..")) or not (member.isfile() or member.isdir()):
-                continue
-            target = os.path.join(root, name)
-            if member.isdir():
-                os.makedirs(target, exist_ok=True)
-                continue
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            source = archive.extractfile(member)
-            assert source is not None
-            with open(target, "wb") as out:
-                out.write(source.read())
-            os.chmod(target, member.mode & 0o755 | 0o600)
-
-
-def _pack_workspace(root: str, limit: int) -> tuple[bytes, str | None]:
-    import io  # noqa: PLC0415 - only calls with a workspace pay for these imports
-    import tarfile  # noqa: PLC0415
-
-    buffer = io.BytesIO()
-    try:
-        with tarfile.open(fileobj=buffer, mode="w:", format=tarfile.PAX_FORMAT) as archive:
-            for entry in sorted(os.listdir(root)):
-                # Links and special files are added as what they are; the host
-                # refuses them. Nothing is dereferenced here.
-                archive.add(os.path.join(root, entry), arcname=entry, recursive=True)
-                if buffer.tell() > limit:
-                    return b"", f"workspace exceeds its quota of {limit} bytes"
-    except OSError as exc:
-        return b"", f"workspace could not be archived: {exc}"
-    data = buffer.getvalue()
-    if len(data) > limit:
-        return b"", f"workspace exceeds its quota of {limit} bytes"
-    return data, None
 
 
 def _bpf(code: int, k: int, jump_true: int = 0, jump_false: int = 0) -> bytes:
@@ -432,44 +673,68 @@ class _Capture:
             self.kept += chunk[:room]
 
 
-class _Program:
-    """The tool's process: spawned in its own session, its pipes pumped until done.
+class _Pipes:
+    """A child's stdin, stdout and stderr: its ends and the runner's."""
 
-    The runner is init: every exited child (the program, and orphans handed
-    to pid 1) is reaped here, woken by SIGCHLD through the guard's pipe.
-    """
+    def __init__(self) -> None:
+        self.stdin_r, self.stdin_w = os.pipe()
+        self.stdout_r, self.stdout_w = os.pipe()
+        self.stderr_r, self.stderr_w = os.pipe()
+        for fd in (self.stdout_r, self.stderr_r):
+            _set_pipe_size(fd)
 
-    def __init__(self, request: Request, stdin_data: bytes, guard: _Guard) -> None:
-        self.guard = guard
-        stdin_r, self.stdin_w = os.pipe()
-        self.stdout_r, stdout_w = os.pipe()
-        self.stderr_r, stderr_w = os.pipe()
-        # The runner serves one call: it can move into the workspace itself,
-        # which posix_spawn cannot do for the child.
-        os.chdir(request.cwd)
+    def spawn(
+        self, argv: list[str], env: dict[str, str], guard: _Guard, ready_w: int | None = None
+    ) -> int:
+        """Start ``argv`` on the child's ends, in its own session; close those ends here."""
+        actions = [
+            (os.POSIX_SPAWN_DUP2, self.stdin_r, 0),
+            (os.POSIX_SPAWN_DUP2, self.stdout_w, 1),
+            (os.POSIX_SPAWN_DUP2, self.stderr_w, 2),
+        ]
+        if ready_w is not None:
+            actions.append((os.POSIX_SPAWN_DUP2, ready_w, _TOOL_HOST_READY_FD))
         try:
-            self.pid = os.posix_spawnp(
-                request.argv[0],
-                request.argv,
-                request.env,
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, stdin_r, 0),
-                    (os.POSIX_SPAWN_DUP2, stdout_w, 1),
-                    (os.POSIX_SPAWN_DUP2, stderr_w, 2),
-                ],
+            return os.posix_spawnp(
+                argv[0],
+                argv,
+                env,
+                file_actions=actions,
                 # Its own session: the whole tree dies with one killpg.
                 setsid=True,
-                # An ignored signal stays ignored across exec: the tool gets
+                # An ignored signal stays ignored across exec: the child gets
                 # the defaults back (Python also ignores SIGPIPE and SIGXFSZ).
                 setsigdef=(*guard.inherited, _SIGPIPE, _SIGXFSZ),
             )
         finally:
-            for fd in (stdin_r, stdout_w, stderr_w):
+            for fd in (self.stdin_r, self.stdout_w, self.stderr_w):
                 os.close(fd)
+
+    def close(self) -> None:
+        """Close the runner's ends."""
+        for fd in (self.stdin_w, self.stdout_r, self.stderr_r):
+            os.close(fd)
+
+
+class _Program:
+    """The tool's process, its pipes pumped until done.
+
+    Spawned for the request, or the tool host started before it, whose
+    request is then what its stdin receives. The runner is init: every
+    exited child (the program, and orphans handed to pid 1) is reaped here,
+    woken by SIGCHLD through the guard's pipe.
+    """
+
+    def __init__(
+        self, pid: int, pipes: _Pipes, stdin_data: bytes, output_limit: int, guard: _Guard
+    ) -> None:
+        self.guard = guard
+        self.pid = pid
+        self.stdin_w, self.stdout_r, self.stderr_r = pipes.stdin_w, pipes.stdout_r, pipes.stderr_r
         self.status: int | None = None
         self.captures = {
-            self.stdout_r: _Capture(request.output_limit),
-            self.stderr_r: _Capture(request.output_limit),
+            self.stdout_r: _Capture(output_limit),
+            self.stderr_r: _Capture(output_limit),
         }
         self.pending = memoryview(stdin_data)
         self.poller = select.poll()
@@ -477,12 +742,6 @@ class _Program:
         self.waker = select.poll()
         self.waker.register(guard.wake_r, select.POLLIN)
         for fd in self.captures:
-            try:
-                import fcntl  # noqa: PLC0415 - built in, cheap; only here
-
-                fcntl.fcntl(fd, _F_SETPIPE_SZ, _CHUNK)
-            except OSError:
-                pass  # a smaller pipe only costs speed
             self.poller.register(fd, select.POLLIN)
         self.open = set(self.captures)
         if self.pending:
@@ -491,6 +750,20 @@ class _Program:
             self.open.add(self.stdin_w)
         else:
             os.close(self.stdin_w)
+
+    @classmethod
+    def spawn(cls, request: Request, stdin_data: bytes, guard: _Guard) -> _Program:
+        """Start ``request.argv`` in the workspace."""
+        pipes = _Pipes()
+        # The runner serves one call: it can move into the workspace itself,
+        # which posix_spawn cannot do for the child.
+        try:
+            os.chdir(request.cwd)
+            pid = pipes.spawn(request.argv, request.env, guard)
+        except BaseException:
+            pipes.close()
+            raise
+        return cls(pid, pipes, stdin_data, request.output_limit, guard)
 
     def reap(self) -> bool:
         """Collect every exited child; True once the program itself has exited."""
@@ -588,14 +861,117 @@ class _Program:
                 pass
 
 
-def _run(
-    request: Request, stdin_data: bytes, guard: _Guard
-) -> tuple[dict[str, object], bytes, bytes]:
+def _host_message(request: Request, stdin_data: bytes) -> bytes:
+    """What the tool host reads on its stdin: two frames, the call and its stdin.
+
+    The call is NUL-separated: cwd, argc, argv..., envc, KEY=VALUE... The
+    frames delimit themselves, so the host never waits for an end of file
+    (a forked process could hold a copy of the pipe's other end).
+    """
+    fields = [
+        request.cwd,
+        str(len(request.argv)),
+        *request.argv,
+        str(len(request.env)),
+        *(f"{key}={value}" for key, value in request.env.items()),
+    ]
+    call = "\0".join(fields).encode("utf-8", "surrogateescape")
+    return b"".join(
+        (
+            len(call).to_bytes(_LEN_BYTES, "big"),
+            call,
+            len(stdin_data).to_bytes(_LEN_BYTES, "big"),
+            stdin_data,
+        )
+    )
+
+
+class _ToolHost:
+    """The SDK's tool host, started before the request (see the module docstring).
+
+    It imports the SDK and the toolkits, makes itself non-dumpable, writes
+    one byte to fd 3 and waits for its one request on stdin.
+    """
+
+    def __init__(self, library: str, guard: _Guard) -> None:
+        self.guard = guard
+        self.pipes = _Pipes()
+        self.pid: int | None = None
+        ready_r, ready_w = os.pipe()
+        try:
+            env = dict(_BASE_ENV, PYTHONPATH=library)
+            self.pid = self.pipes.spawn(_TOOL_HOST_ARGV, env, guard, ready_w)
+        except OSError:
+            self.pipes.close()
+        finally:
+            os.close(ready_w)
+        try:
+            if self.pid is not None and not self._says_ready(ready_r):
+                self.discard()
+        finally:
+            os.close(ready_r)
+
+    @staticmethod
+    def _says_ready(ready_r: int) -> bool:
+        poller = select.poll()
+        poller.register(ready_r, select.POLLIN)
+        if not poller.poll(_TOOL_HOST_START_S * 1000):
+            return False
+        try:
+            return os.read(ready_r, 1) == b"1"
+        except OSError:
+            return False
+
+    def waiting(self) -> bool:
+        """True while the host is up and has no request yet."""
+        if self.pid is None:
+            return False
+        try:
+            pid, _ = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid = self.pid
+        if pid:  # it ended before its request
+            self.pid = None
+            self.pipes.close()
+        return self.pid is not None
+
+    def discard(self) -> None:
+        """Kill the host, unused: the request is not its to serve."""
+        if self.pid is None:
+            return
+        try:
+            os.kill(self.pid, _SIGKILL)
+            os.waitpid(self.pid, 0)
+        except (OSError, ChildProcessError):
+            pass
+        self.pid = None
+        self.pipes.close()
+
+    def close_copies(self) -> None:
+        """Close the runner's ends of the host's pipes (in a forked child)."""
+        if self.pid is not None:
+            self.pipes.close()
+
+    def take(self, request: Request, stdin_data: bytes) -> _Program:
+        """Hand the request to the host: it becomes the call's program."""
+        assert self.pid is not None
+        program = _Program(
+            self.pid,
+            self.pipes,
+            _host_message(request, stdin_data),
+            request.output_limit,
+            self.guard,
+        )
+        self.pid = None
+        return program
+
+
+def _run(request: Request, start: Callable[[], _Program]) -> tuple[dict[str, object], bytes, bytes]:
     started = time.monotonic()
     deadline = started + request.timeout_s
     oom_before = _oom_kills()
     try:
-        program = _Program(request, stdin_data, guard)
+        program = start()
     except (OSError, IndexError) as exc:
         return {"spawn_error": f"{type(exc).__name__}: {exc}"}, b"", b""
     timed_out = program.pump(deadline)
@@ -618,7 +994,9 @@ def _run(
     return report, bytes(stdout.kept), bytes(stderr.kept)
 
 
-def _start_egress(request: Request, guard: _Guard, stream: _HiddenStream) -> None:
+def _start_egress(
+    request: Request, guard: _Guard, stream: _HiddenStream, host: _ToolHost | None
+) -> None:
     """Give the tool an HTTP(S) proxy on loopback that leads to the egress socket.
 
     The forwarder serves in threads of a forked process: in the runner's own
@@ -633,6 +1011,8 @@ def _start_egress(request: Request, guard: _Guard, stream: _HiddenStream) -> Non
         try:
             _signal.set_wakeup_fd(-1)
             stream.close_copy()
+            if host is not None:
+                host.close_copies()
             os.close(ready_r)
             guard.name_process(_EGRESS_PROCESS_NAME)
             sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -656,27 +1036,56 @@ def _start_egress(request: Request, guard: _Guard, stream: _HiddenStream) -> Non
     request.env["NO_PROXY"] = request.env["no_proxy"] = "localhost"
 
 
-def main() -> int:
-    """Serve one request on stdin/stdout, then exit."""
-    guard = _Guard()
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    _write_frames(stdout, READY)
-    request = Request(_read_frame(stdin, _MAX_HEADER))
-    stdin_data = _read_frame(stdin, request.stdin_limit)
-    workspace_in = _read_frame(stdin, request.workspace_limit)
-    _extract_workspace(workspace_in, request.cwd)
-    stream = _HiddenStream()
-    _start_egress(request, guard, stream)
+def _tool_host_library(args: list[str]) -> str | None:
+    """The library directory named by ``--tool-host DIR``, or None."""
+    if not args:
+        return None
+    if len(args) != 2 or args[0] != _TOOL_HOST_FLAG:
+        raise ValueError(f"usage: runner.py [{_TOOL_HOST_FLAG} LIBRARY], got {args!r}")
+    return args[1]
 
-    report, out, err = _run(request, stdin_data, guard)
-    workspace_out = b""
-    if request.return_workspace:
-        workspace_out, error = _pack_workspace(request.cwd, request.workspace_limit)
-        report["workspace_error"] = error
+
+def main(args: list[str] | None = None) -> int:
+    """Serve one request on stdin/stdout, then exit."""
+    library = _tool_host_library(sys.argv[1:] if args is None else args)
+    guard = _Guard()
+    channel = _Channel()
+    host = _ToolHost(library, guard) if library else None
+    channel.send(READY)
+    channel.flush()
+    request = Request(channel.frame(_MAX_HEADER))
+    stdin_data = channel.frame(request.stdin_limit)
+    snapshot, copy_error = _receive_workspace(channel, request.cwd, request.workspace_limit)
+    stream = _HiddenStream()
+    _start_egress(request, guard, stream, host)
+
+    report: dict[str, object]
+    if copy_error is not None:
+        # Nothing ran; the host keeps the workspace it has.
+        report, out, err = {"spawn_error": copy_error, "workspace_error": copy_error}, b"", b""
+    else:
+        served = host is not None and request.mode == MODE_TOOL and host.waiting()
+        if host is not None and not served:
+            host.discard()  # nothing may run beside the program but what it starts
+        start = (
+            (lambda: host.take(request, stdin_data))
+            if served and host is not None
+            else (lambda: _Program.spawn(request, stdin_data, guard))
+        )
+        report, out, err = _run(request, start)
+    listing: _Listing = []
+    if request.return_workspace and copy_error is None and not report.get("timed_out"):
+        # After a timeout the host keeps its workspace: nothing to list.
+        listing, report["workspace_error"] = _list_workspace(
+            request.cwd, snapshot, request.workspace_limit
+        )
     stream.restore()
-    _write_frames(
-        stdout, _json(report).encode("utf-8", "backslashreplace"), out, err, workspace_out
-    )
+    channel.send(_json(report).encode("utf-8", "backslashreplace"))
+    channel.send(out)
+    channel.send(err)
+    if request.return_workspace:
+        _send_workspace(channel, listing)
+    channel.flush()
     return 0
 
 

@@ -336,32 +336,45 @@ async def test_workspace_links_and_special_files_do_not_come_back(
 
 
 # A runner that lies: it answers every request with a reply of its own, whose
-# archive is full of escapes. (The program can no longer reach the real
-# runner's stream; see tests/sandbox/test_runner_isolation.py. The host must
-# contain a lying sandbox all the same.)
+# workspace entries are full of escapes. (The program can no longer reach the
+# real runner's stream; see tests/sandbox/test_runner_isolation.py. The host
+# must contain a lying sandbox all the same.) argv[0] of the request picks the
+# lie: "escapes", "huge" (a file announced past the quota) or "flood" (more
+# entries than the profile allows).
 LYING_RUNNER = """
-import io, json, struct, sys, tarfile
+import json, struct, sys
 out, inp = sys.stdout.buffer, sys.stdin.buffer
 def frame(data):
     out.write(struct.pack(">I", len(data)) + data)
-def entry(archive, name, data=b"x", kind=tarfile.REGTYPE, link=""):
-    info = tarfile.TarInfo(name)
-    info.type, info.linkname, info.size = kind, link, len(data) if kind == tarfile.REGTYPE else 0
-    archive.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+def read_frame():
+    return inp.read(struct.unpack(">I", inp.read(4))[0])
 frame(b"stockade-ready")
 out.flush()
-for _ in range(3):
-    inp.read(struct.unpack(">I", inp.read(4))[0])
-buffer = io.BytesIO()
-with tarfile.open(fileobj=buffer, mode="w:") as archive:
-    entry(archive, "../escaped.txt")
-    entry(archive, "/abs/escaped.txt")
-    entry(archive, "a/../../escaped2.txt")
-    entry(archive, "link", kind=tarfile.SYMTYPE, link="/etc/passwd")
-    entry(archive, "dev", kind=tarfile.CHRTYPE)
-    entry(archive, "fine.txt", b"fine")
-for data in (json.dumps({"exit_code": 0, "stdout_total": 6}).encode(), b"forged", b"", buffer.getvalue()):
+header = read_frame().split(b"\\0")
+lie = header[9].decode()  # argv[0], after version, timeout, 3 limits, flag, cwd, mode, argc
+read_frame()  # stdin
+while read_frame():  # the workspace, up to its end frame
+    pass
+for data in (json.dumps({"exit_code": 0, "stdout_total": 6}).encode(), b"forged", b""):
     frame(data)
+if lie == "escapes":
+    for entry in (
+        b"F644\\0../escaped.txt", b"x",
+        b"F644\\0/abs/escaped.txt", b"x",
+        b"F644\\0a/../../escaped2.txt", b"x",
+        b"Rsymbolic link to '/etc/passwd'\\0link",
+        b"Rdevice file\\0dev",
+        b"Kkept-but-never-sent.txt",
+        b"F755\\0fine.txt", b"fine",
+    ):
+        frame(entry)
+    frame(b"")
+elif lie == "huge":
+    frame(b"F644\\0huge")
+    out.write(struct.pack(">I", 1 << 31))  # announced; the host must not wait for it
+elif lie == "flood":
+    for index in range(100000):
+        frame(b"Dd%d" % index)
 out.flush()
 """
 
@@ -389,9 +402,26 @@ async def test_forged_runner_reply_with_path_traversal(
     root = tmp_path / "ws"
     workspace = WorkspaceManager(root).open("forged")
     lying = profile.model_copy(update={"image": lying_image, "pool_size": 0})
-    result = await run(backend, lying, "true", workspace=workspace)
+    result = await backend.execute(ExecRequest(argv=("escapes",), workspace=workspace), lying)
     assert result.stdout == "forged"  # the forgery is what the host got...
     assert sorted(p.name for p in workspace.path.iterdir()) == ["fine.txt"]  # ...and contained
     assert not list(tmp_path.rglob("escaped*"))
-    assert len(result.files_rejected) == 5
+    rejected = "\n".join(result.files_rejected)
+    assert len(result.files_rejected) == 6, rejected
+    for reason in ("climbs out", "absolute path", "symbolic link", "device file", "never sent"):
+        assert reason in rejected
     await assert_next_call_unaffected(backend, profile)
+
+
+@pytest.mark.parametrize("lie", ["huge", "flood"])
+async def test_a_lying_runner_cannot_break_the_workspace_quota(
+    backend: DockerBackend, profile: SandboxProfile, tmp_path: Path, lying_image: str, lie: str
+) -> None:
+    workspace = WorkspaceManager(tmp_path / "ws").open("quota")
+    (workspace.path / "precious.txt").write_text("kept")
+    lying = profile.model_copy(update={"image": lying_image, "pool_size": 0})
+    result = await backend.execute(ExecRequest(argv=(lie,), workspace=workspace), lying)
+    assert result.status is ExecStatus.WORKSPACE_REJECTED, result
+    assert "workspace left unchanged" in result.message
+    assert [p.name for p in workspace.path.iterdir()] == ["precious.txt"]
+    assert (workspace.path / "precious.txt").read_text() == "kept"

@@ -1,98 +1,159 @@
-"""Hostile archives: only regular files and directories inside the root come back."""
+"""Hostile workspaces: only regular files and directories inside the root come back."""
 
 from __future__ import annotations
 
-import io
-import tarfile
+import os
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 import pytest
 
-from orchestrator.sandbox._archive import ArchiveLimitError, read_hostile_tar
-from orchestrator.sandbox.workspace import WorkspaceManager
+from orchestrator.sandbox._archive import KEPT, ArchiveLimitError, SafeWorkspace, WorkspaceReader
+from orchestrator.sandbox._wire import FrameTooLargeError
+from orchestrator.sandbox.workspace import Outgoing, WorkspaceManager
+
+P = PurePosixPath
 
 
-def make_tar(*entries: tuple[str, bytes | None, bytes]) -> bytes:
-    """entries: (name, data or None for a directory, tar type)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:") as archive:
-        for name, data, kind in entries:
-            info = tarfile.TarInfo(name)
-            info.type = kind
-            if kind == tarfile.REGTYPE:
-                assert data is not None
-                info.size = len(data)
-                archive.addfile(info, io.BytesIO(data))
-            else:
-                info.linkname = "/etc/passwd"
-                archive.addfile(info)
-    return buffer.getvalue()
-
-
-REG, DIR = tarfile.REGTYPE, tarfile.DIRTYPE
+def read(
+    entries: Iterable[tuple[bytes, bytes | None]],
+    *,
+    sent: dict[PurePosixPath, int] | None = None,
+    max_bytes: int = 1024,
+    max_files: int = 10,
+) -> SafeWorkspace:
+    reader = WorkspaceReader(sent=sent or {}, max_bytes=max_bytes, max_files=max_files)
+    for header, content in entries:
+        reader.add(header, content)
+    return reader.result()
 
 
 @pytest.mark.parametrize(
-    ("name", "kind", "reason"),
+    ("header", "reason"),
     [
-        ("../up.txt", REG, "climbs out"),
-        ("a/../../up.txt", REG, "climbs out"),
-        ("/etc/cron.d/evil", REG, "absolute path"),
-        ("link", tarfile.SYMTYPE, "symbolic link"),
-        ("hard", tarfile.LNKTYPE, "hard link"),
-        ("dev", tarfile.CHRTYPE, "device file"),
-        ("blk", tarfile.BLKTYPE, "device file"),
-        ("fifo", tarfile.FIFOTYPE, "FIFO"),
-        (".", DIR, "empty path"),
+        (b"F644\0../up.txt", "climbs out"),
+        (b"Fa/../../up.txt", "climbs out"),
+        (b"F644\0/etc/cron.d/evil", "absolute path"),
+        (b"D.", "empty path"),
+        (b"D", "empty path"),
+        (b"Xthing", "unknown entry kind"),
+        (b"Rsymbolic link to '/etc/passwd'\0link", "symbolic link to '/etc/passwd'"),
+        (b"Rhard link to 'ok.txt'\0hard", "hard link"),
+        (b"RFIFO\0fifo", "FIFO"),
+        (b"Knever-sent.txt", "never sent in"),
     ],
 )
-def test_refused_entries(name: str, kind: bytes, reason: str) -> None:
-    data = make_tar((name, b"x" if kind == REG else None, kind), ("ok.txt", b"fine", REG))
-    safe = read_hostile_tar(data, max_bytes=1024, max_files=10)
-    assert safe.entries == {PurePosixPath("ok.txt"): b"fine"}
+def test_refused_entries(header: bytes, reason: str) -> None:
+    content = b"x" if header.startswith(b"F") else None
+    safe = read([(header, content), (b"F644\0ok.txt", b"fine")])
+    assert safe.entries == {P("ok.txt"): b"fine"}
     assert len(safe.rejected) == 1
     assert reason in safe.rejected[0]
 
 
 def test_duplicates_and_files_under_files_are_refused() -> None:
-    data = make_tar(("a", b"1", REG), ("a", b"2", REG), ("a/b", b"3", REG))
-    safe = read_hostile_tar(data, max_bytes=1024, max_files=10)
-    assert safe.entries == {PurePosixPath("a"): b"1"}
-    assert any("duplicate" in reason for reason in safe.rejected)
-    assert any("parent is a file" in reason for reason in safe.rejected)
+    safe = read([(b"F644\0a", b"1"), (b"F644\0a", b"2"), (b"F644\0a/b", b"3"), (b"Da/c", None)])
+    assert safe.entries == {P("a"): b"1"}
+    assert sum("duplicate" in reason for reason in safe.rejected) == 1
+    assert sum("parent is a file" in reason for reason in safe.rejected) == 2
 
 
-def test_limits_reject_the_whole_archive() -> None:
+def test_kept_files_bring_no_byte_from_the_sandbox() -> None:
+    sent = {P("kept.txt"): 5, P("sub/deep.txt"): 7}
+    safe = read([(b"Dsub", None), (b"Ksub/deep.txt", None), (b"Kkept.txt", b"forged")], sent=sent)
+    assert safe.entries == {P("sub"): None, P("sub/deep.txt"): KEPT, P("kept.txt"): KEPT}
+    assert read([(b"F755\0run.sh", b"#!")]).executable == {P("run.sh")}
+
+
+def test_limits_reject_the_whole_workspace() -> None:
     with pytest.raises(ArchiveLimitError, match="quota"):
-        read_hostile_tar(make_tar(("big", b"x" * 5000, REG)), max_bytes=4096, max_files=10)
-    many = make_tar(*[(f"f{i}", b"", REG) for i in range(11)])
-    with pytest.raises(ArchiveLimitError, match="more than 10"):
-        read_hostile_tar(many, max_bytes=4096, max_files=10)
-    with pytest.raises(ArchiveLimitError, match="not a valid tar"):
-        read_hostile_tar(b"\x00garbage" * 100, max_bytes=4096, max_files=10)
+        read([(b"F644\0a", b"x" * 600), (b"F644\0b", b"x" * 600)])
+    with pytest.raises(ArchiveLimitError, match="quota"):  # kept files count with their size
+        read([(b"Kbig", None), (b"F644\0b", b"x" * 600)], sent={P("big"): 600})
+    with pytest.raises(ArchiveLimitError, match="more than 10 files"):
+        read([(f"F644\0f{i}".encode(), b"") for i in range(11)])
+    with pytest.raises(ArchiveLimitError, match="more than 10 refused"):
+        read([(f"RFIFO\0p{i}".encode(), None) for i in range(11)])
 
 
-def test_workspace_replace_is_atomic_and_reports_changes(tmp_path: Path) -> None:
+class Frames:
+    """A stream of frames, as the runner's reply carries them."""
+
+    def __init__(self, *frames: bytes) -> None:
+        self.frames = list(frames)
+
+    async def read_frame(self, limit: int) -> bytes:
+        payload = self.frames.pop(0)
+        if len(payload) > limit:
+            raise FrameTooLargeError(f"{len(payload)} > {limit}")
+        return payload
+
+
+async def test_reading_a_stream_stops_at_the_end_frame_and_caps_content() -> None:
+    reader = WorkspaceReader(sent={}, max_bytes=100, max_files=10)
+    stream = Frames(b"Dd", b"F644\0d/f", b"data", b"", b"never read")
+    safe = await reader.read(stream)
+    assert safe.entries == {P("d"): None, P("d/f"): b"data"}
+    assert stream.frames == [b"never read"]
+    too_big = WorkspaceReader(sent={}, max_bytes=100, max_files=10)
+    with pytest.raises(ArchiveLimitError, match="quota"):
+        await too_big.read(Frames(b"F644\0f", b"x" * 101, b""))
+
+
+def returned(outgoing: Outgoing, *entries: tuple[bytes, bytes | None]) -> SafeWorkspace:
+    return read(entries, sent=outgoing.sizes)
+
+
+def test_workspace_apply_is_atomic_and_reports_changes(tmp_path: Path) -> None:
     workspace = WorkspaceManager(tmp_path).open("run-1")
     (workspace.path / "keep.txt").write_text("same")
+    (workspace.path / "rewritten.txt").write_text("same bytes")
     (workspace.path / "gone.txt").write_text("bye")
     (workspace.path / "edit.txt").write_text("old")
-    archive = make_tar(
-        ("keep.txt", b"same", REG),
-        ("edit.txt", b"new", REG),
-        ("sub", None, DIR),
-        ("sub/new.txt", b"hi", REG),
-        ("../evil", b"x", REG),
+    (workspace.path / "link").symlink_to("/etc/passwd")  # the host's user put it there
+    sent = workspace.outgoing(max_bytes=1024, max_files=10)
+    assert set(sent.files) == {P("keep.txt"), P("rewritten.txt"), P("gone.txt"), P("edit.txt")}
+    back = returned(
+        sent,
+        (b"F644\0edit.txt", b"new"),
+        (b"Kkeep.txt", None),
+        (b"F644\0rewritten.txt", b"same bytes"),
+        (b"Dsub", None),
+        (b"F644\0sub/new.txt", b"hi"),
+        (b"F644\0../evil", b"x"),
     )
-    changes = workspace.replace(archive, max_bytes=1024, max_files=10)
+    inode = (workspace.path / "keep.txt").stat().st_ino
+    changes = workspace.apply(back, sent)
     assert changes.changed == ("edit.txt", "gone.txt", "sub", "sub/new.txt")
     assert len(changes.rejected) == 1
     assert (workspace.path / "edit.txt").read_text() == "new"
+    assert (workspace.path / "keep.txt").stat().st_ino == inode, "kept, not copied"
+    assert not (workspace.path / "link").exists()
     assert not (tmp_path / "evil").exists()
-    with pytest.raises(ArchiveLimitError):
-        workspace.replace(make_tar(("huge", b"x" * 2048, REG)), max_bytes=1024, max_files=10)
-    assert (workspace.path / "edit.txt").read_text() == "new", "a rejected archive changes nothing"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run-1"], "no staging left behind"
+
+
+def test_a_call_that_changed_nothing_writes_nothing(tmp_path: Path) -> None:
+    workspace = WorkspaceManager(tmp_path).open("run-1")
+    (workspace.path / "a").mkdir()
+    (workspace.path / "a" / "f").write_text("x")
+    sent = workspace.outgoing(max_bytes=1024, max_files=10)
+    directory = os.stat(workspace.path)
+    changes = workspace.apply(returned(sent, (b"Da", None), (b"Ka/f", None)), sent)
+    assert changes.changed == ()
+    after = os.stat(workspace.path)
+    assert (after.st_ino, after.st_mtime_ns) == (directory.st_ino, directory.st_mtime_ns)
+
+
+def test_a_workspace_over_the_quota_does_not_leave(tmp_path: Path) -> None:
+    workspace = WorkspaceManager(tmp_path).open("big")
+    (workspace.path / "big").write_bytes(b"x" * 2048)
+    with pytest.raises(ArchiveLimitError, match="quota"):
+        workspace.outgoing(max_bytes=1024, max_files=10)
+    for index in range(11):
+        (workspace.path / f"f{index}").write_bytes(b"")
+    with pytest.raises(ArchiveLimitError, match="more than 10"):
+        workspace.outgoing(max_bytes=4096, max_files=10)
 
 
 def test_workspaces_are_separate_and_removed(tmp_path: Path) -> None:

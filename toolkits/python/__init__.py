@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
-
 from stockade_sdk import tool
-from stockade_sdk.process import run_captured
+from stockade_sdk.process import run_python
 
 __all__ = ["run"]
-
-# The snippet travels in a file, not as the -c argument: one argument is capped
-# near 128 KB by the kernel, and the policy admits longer programs. The
-# bootstrap keeps -c's behaviour (the workspace first on sys.path, a fresh
-# __main__, tracebacks naming "<string>").
-_BOOTSTRAP = (
-    "import sys\n"
-    "with open(sys.argv.pop(1), encoding='utf-8') as snippet:\n"
-    "    source = snippet.read()\n"
-    "exec(compile(source, '<string>', 'exec'), {'__name__': '__main__'})\n"
-)
 
 
 @tool
@@ -38,9 +23,6 @@ def run(code: str, timeout_s: float = 20.0) -> dict[str, object]:
         code: The Python source to execute.
         timeout_s: Seconds the snippet may run (the sandbox's own deadline still applies).
     """
-    with tempfile.NamedTemporaryFile("w", suffix=".py", encoding="utf-8", delete=False) as file:
-        file.write(code)
-    try:
-        return run_captured([sys.executable, "-c", _BOOTSTRAP, file.name], timeout_s)
-    finally:
-        os.unlink(file.name)
+    # In the tools image's warm host the snippet's process is forked from it
+    # (no interpreter start); elsewhere a python3 of its own.
+    return run_python(code, timeout_s)

@@ -1,0 +1,104 @@
+"""The warm tool host: an interpreter ready for one tool call before the call exists.
+
+The tools image's runner (``runner.py --tool-host /opt/stockade/lib``) starts
+``python3 -m stockade_sdk.host`` while its container waits in the pool. The
+host:
+
+1. imports what a call needs: the SDK, ``json``, and the toolkits baked into
+   the image (``stockade-preload.txt`` beside the SDK, written by the image
+   build: one module per line);
+2. makes itself non-dumpable (:func:`stockade_sdk.process.prepare_fork_start`):
+   a ``python.run`` snippet is forked from this process, and must not be able
+   to ptrace it or read or write its memory;
+3. says it is ready: one byte on fd 3, which it then closes;
+4. reads its one request on stdin (two length-prefixed frames: the call as
+   NUL-separated ``cwd, argc, argv..., envc, KEY=VALUE...``, then the
+   arguments), takes the request's working directory and environment, and
+   serves it exactly as ``python3 -S -m stockade_sdk.run MODULE:FUNCTION``
+   would (:func:`stockade_sdk.run.serve`);
+5. exits. It never reads a second request: a container serves one call.
+
+It runs with the tool's uid, under the runner's seccomp filter and the
+container's limits, like any program the runner starts; it holds nothing the
+request does not bring. Before the request only the SDK's and the toolkits'
+own code runs in it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from stockade_sdk import process, run
+
+__all__ = ["ENTRY_ARGV", "main"]
+
+ENTRY_ARGV = run.ENTRY_ARGV
+"""The command this host stands in for, completed by ``MODULE:FUNCTION``."""
+PRELOAD_FILE = "stockade-preload.txt"
+"""Beside the ``stockade_sdk`` package: the modules to import before the call, one a line."""
+_READY_FD = 3
+_LEN_BYTES = 4
+
+
+def _preload() -> None:
+    library = os.path.dirname(os.path.dirname(os.path.abspath(process.__file__)))
+    try:
+        with open(os.path.join(library, PRELOAD_FILE), encoding="utf-8") as listing:
+            names = [line.strip() for line in listing if line.strip()]
+    except OSError:
+        names = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: S112 - the call imports it again and reports the error
+            continue
+
+
+def _read_exact(size: int) -> bytes:
+    chunks: list[bytes] = []
+    while size:
+        chunk = os.read(0, size)
+        if not chunk:
+            raise EOFError("the runner closed the request early")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_frame() -> bytes:
+    return _read_exact(int.from_bytes(_read_exact(_LEN_BYTES), "big"))
+
+
+def _read_request() -> tuple[str, list[str], dict[str, str], bytes]:
+    """The call (cwd, argv, environment) and its arguments, from stdin."""
+    fields = _read_frame().decode("utf-8", "surrogateescape").split("\0")
+    cwd, argc = fields[0], int(fields[1])
+    argv = fields[2 : 2 + argc]
+    envc = int(fields[2 + argc])
+    env = dict(entry.partition("=")[::2] for entry in fields[3 + argc : 3 + argc + envc])
+    return cwd, argv, env, _read_frame()
+
+
+def main() -> None:
+    """Prepare, wait for the one request, serve it, exit."""
+    _preload()
+    process.prepare_fork_start()
+    try:
+        os.write(_READY_FD, b"1")
+        os.close(_READY_FD)
+    except OSError:
+        pass  # not started by a runner (a test): nobody waits for the byte
+    cwd, argv, env, arguments = _read_request()
+    if tuple(argv[:-1]) != ENTRY_ARGV or len(argv) != len(ENTRY_ARGV) + 1:
+        print(f"the tool host serves {' '.join(ENTRY_ARGV)} only, not {argv!r}", file=sys.stderr)
+        process.finish_interpreter(2)
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    process.finish_interpreter(run.serve(argv[-1], arguments))
+
+
+if __name__ == "__main__":
+    main()
