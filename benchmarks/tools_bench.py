@@ -3,6 +3,10 @@
 Rows, measured side by side in one run:
 
 - the trivial sandbox call ``echo ok`` (sandbox_bench.py's path (c));
+- ``python.run`` ``print(1)`` at the sandbox layer, served by the warm tool
+  host and, for comparison, as it ran before it (``python3 -S -m
+  stockade_sdk.run`` started for the call, which starts the snippet's own
+  ``python3``);
 - ``python.run`` ``print(1)`` and ``files.read`` of a one-file workspace, each
   the whole way an agent's call goes, through the platform's gateway (shipped
   dev policy, durable audit): validation, the policy, a warm ``stockade-tools``
@@ -41,6 +45,7 @@ from orchestrator.sandbox.execution import ExecRequest, ExecStatus
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.workspace import Workspace
 from orchestrator.tools import ToolCall, ToolStatus
+from stockade_sdk.run import ENTRY_ARGV
 
 FILES, FILE_BYTES = 1000, 100_000
 REWRITE = 'for f in d*/*; do printf x >> "$f"; done'
@@ -127,6 +132,18 @@ async def main() -> None:
             calls, n = args.calls, args.workspace_calls
             default, trivial, big = profiles["default"], profiles["trivial"], profiles["big"]
             echo = ExecRequest(argv=("echo", "ok"))
+            # The same tool call at the sandbox layer: served by the warm host,
+            # and (another spelling of the command, so not a tool request) the
+            # way it ran before: an interpreter for the tool, another for the snippet.
+            tool_env = {"PYTHONPATH": "/opt/stockade/lib"}
+            warm_run = ExecRequest(
+                argv=(*ENTRY_ARGV, "toolkits.python:run"), stdin=b'{"code": "print(1)"}',
+                env=tool_env,
+            )  # fmt: skip
+            cold_run = ExecRequest(
+                argv=("/usr/bin/python3", *ENTRY_ARGV[1:], "toolkits.python:run"),
+                stdin=b'{"code": "print(1)"}', env=tool_env,
+            )  # fmt: skip
             print_one = {"name": "python.run", "arguments": {"code": "print(1)"}}
             read_one = {"name": "files.read", "arguments": {"path": "notes.txt"}, "run_id": "bench"}
             print(f"tool calls x{calls}", file=sys.stderr)
@@ -137,6 +154,10 @@ async def main() -> None:
                  await timed(calls, warm(default), lambda: tool(counter, **print_one))),
                 ("files.read (workspace of 1 file)",
                  await timed(calls, warm(default), lambda: tool(counter, **read_one))),
+                ("sandbox layer: python.run `print(1)`, warm tool host",
+                 await timed(calls, warm(default), lambda: execute(default, warm_run))),
+                ("sandbox layer: python.run `print(1)`, cold (two interpreter starts)",
+                 await timed(calls, warm(default), lambda: execute(default, cold_run))),
             ]  # fmt: skip
             read = await platform.gateway.call(ToolCall(id="check", **read_one))  # type: ignore[arg-type]
             assert json.loads(read.output)["content"].startswith("hello")

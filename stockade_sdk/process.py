@@ -548,6 +548,13 @@ def prepare_fork_start() -> None:
     global _fork_environment  # noqa: PLW0603 - set once, by the host
     _set_dumpable(0)
     _fork_environment = _python_variables()
+    import gc  # noqa: PLC0415 - built in
+
+    # Everything loaded so far out of the collector's sight: a collection in
+    # a forked snippet then touches (and copies) none of the host's pages.
+    # python.run print(1) inside the runner: 13-14 ms before, 11-12 ms after.
+    gc.collect()
+    gc.freeze()
 
 
 def _exit_status(exc: SystemExit) -> int:

@@ -89,15 +89,16 @@ class AttachedStream:
         """Wrap the raw socket of a hijacked attach connection."""
         for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
             # Fewer event-loop turns per megabyte of workspace (the kernel
-            # caps the size at net.core.[wr]mem_max).
+            # caps the size at net.core.[wr]mem_max). 100 MiB into a
+            # container: 0.41-0.78 s with the default buffers, 0.27-0.52 s.
             sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
         reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
         return cls(reader, writer)
 
     async def _fill(self, size: int) -> None:
         # Whatever the engine's stream already holds is taken in one piece
-        # (up to _READ_CHUNK), not one await per engine frame and per header:
-        # 100 MiB came back in 0.8 s frame by frame, in 0.25 s like this.
+        # (up to _READ_CHUNK), not one readexactly per engine frame: 100 MiB
+        # of stdout, p50 of 5 on the loaded 2-core VM, 0.40 s before, 0.36 s.
         while len(self._pending) < size:
             if not self._docker_left:
                 self._docker_stream, self._docker_left = _DOCKER_HEADER.unpack(
@@ -131,7 +132,7 @@ class AttachedStream:
     async def write_framed(self, frames: Iterable[bytes]) -> None:
         """Send frames that already carry their length prefix (see :func:`frame`)."""
         # One write per frame, not writelines: that joins everything into one
-        # more copy first.
+        # more copy first (100 MiB: 0.57-1.1 s with writelines, 0.41-0.78 s).
         for payload in frames:
             self._writer.write(payload)
         await self._writer.drain()

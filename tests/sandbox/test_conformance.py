@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecStatus
 from orchestrator.sandbox.profile import SandboxProfile
+from orchestrator.sandbox.workspace import WorkspaceManager
 
 pytestmark = pytest.mark.docker
 
@@ -144,3 +146,37 @@ async def test_request_timeout_cannot_exceed_profile(
     result = await backend.execute(req("sleep", "30", timeout_s=600), short)
     assert result.status is ExecStatus.TIMEOUT
     assert result.duration_s < 5
+
+
+async def test_only_what_a_call_changed_comes_back(
+    backend: DockerBackend, profile: SandboxProfile, tmp_path: Path
+) -> None:
+    workspace = WorkspaceManager(tmp_path).open("delta")
+    for name in ("same.txt", "touched.txt", "sneaky.txt", "gone.txt"):
+        (workspace.path / name).write_text(f"{name}\n")
+    kept = (workspace.path / "same.txt").stat().st_ino
+    untouched = await backend.execute(req("cat", "same.txt", workspace=workspace), profile)
+    assert untouched.status is ExecStatus.OK and untouched.files_changed == ()
+    assert (workspace.path / "same.txt").stat().st_ino == kept, "nothing changed: nothing written"
+    # Rewritten with its mtime put back: only ctime, which no one can set, tells.
+    script = (
+        "touch touched.txt; t=$(stat -c %y sneaky.txt); echo SNEAKY.txt > sneaky.txt;"
+        ' touch -d "$t" sneaky.txt; rm gone.txt; mkdir new; echo n > new/n.txt'
+    )
+    changed = await backend.execute(req("sh", "-c", script, workspace=workspace), profile)
+    assert changed.status is ExecStatus.OK, changed
+    assert changed.files_changed == ("gone.txt", "new", "new/n.txt", "sneaky.txt")
+    assert (workspace.path / "sneaky.txt").read_text() == "SNEAKY.txt\n"
+    assert (workspace.path / "same.txt").read_text() == "same.txt\n"
+    assert (workspace.path / "same.txt").stat().st_ino == kept, "kept files are linked, not copied"
+
+
+async def test_a_workspace_over_the_quota_never_goes_in(
+    backend: DockerBackend, profile: SandboxProfile, tmp_path: Path
+) -> None:
+    workspace = WorkspaceManager(tmp_path).open("too-big")
+    (workspace.path / "big.bin").write_bytes(b"x" * (profile.workspace_bytes + 1))
+    result = await backend.execute(req("true", workspace=workspace), profile)
+    assert result.status is ExecStatus.WORKSPACE_REJECTED
+    assert "the call did not run" in result.message
+    assert (workspace.path / "big.bin").stat().st_size == profile.workspace_bytes + 1
