@@ -7,7 +7,7 @@ host:
 1. imports what a call needs: the SDK, ``json``, and the toolkits baked into
    the image (``stockade-preload.txt`` beside the SDK, written by the image
    build: one module per line);
-2. makes itself non-dumpable (:func:`stockade_sdk.process.prepare_fork_start`):
+2. makes itself non-dumpable (:func:`stockade_sdk._snippet.prepare_fork_start`):
    a ``python.run`` snippet is forked from this process, and must not be able
    to ptrace it or read or write its memory;
 3. says it is ready: one byte on fd 3, which it then closes;
@@ -30,7 +30,7 @@ import importlib
 import os
 import sys
 
-from stockade_sdk import process, run
+from stockade_sdk import _snippet, process, run
 
 __all__ = ["ENTRY_ARGV", "main"]
 
@@ -84,7 +84,7 @@ def _read_request() -> tuple[str, list[str], dict[str, str], bytes]:
 def main() -> None:
     """Prepare, wait for the one request, serve it, exit."""
     _preload()
-    process.prepare_fork_start()
+    _snippet.prepare_fork_start()
     try:
         os.write(_READY_FD, b"1")
         os.close(_READY_FD)
@@ -93,11 +93,11 @@ def main() -> None:
     cwd, argv, env, arguments = _read_request()
     if tuple(argv[:-1]) != ENTRY_ARGV or len(argv) != len(ENTRY_ARGV) + 1:
         print(f"the tool host serves {' '.join(ENTRY_ARGV)} only, not {argv!r}", file=sys.stderr)
-        process.finish_interpreter(2)
+        _snippet.finish_interpreter(2)
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    process.finish_interpreter(run.serve(argv[-1], arguments))
+    _snippet.finish_interpreter(run.serve(argv[-1], arguments))
 
 
 if __name__ == "__main__":
