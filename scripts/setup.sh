@@ -30,6 +30,9 @@ install_packages() {
     # example; the observability tests also run a real Prometheus.
     command -v promtool >/dev/null || missing+=(prometheus)
     command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
+    # The approval page's browser tests drive a headless chromium.
+    command -v chromium >/dev/null || missing+=(chromium)
+    command -v chromedriver >/dev/null || missing+=(chromium-driver)
     [ ${#missing[@]} -eq 0 ] && return 0
     need_root
     log "installing Debian packages: ${missing[*]}"
