@@ -10,6 +10,7 @@ from orchestrator.config._load import LoadedConfig, load_config
 from orchestrator.config._model import (
     BUILTIN_TOOLKITS,
     ApprovalsSettings,
+    ArtifactsSettings,
     AuditSettings,
     DockerBackendSettings,
     EmbedderSettings,
@@ -35,6 +36,7 @@ __all__ = [
     "CONFIG_VARIABLE",
     "ENVIRONMENT_FIELDS",
     "ApprovalsSettings",
+    "ArtifactsSettings",
     "AuditSettings",
     "DockerBackendSettings",
     "EmbedderSettings",

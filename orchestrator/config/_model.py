@@ -22,6 +22,7 @@ from orchestrator.strict import LocatedValueError, StrictModel
 __all__ = [
     "BUILTIN_TOOLKITS",
     "ApprovalsSettings",
+    "ArtifactsSettings",
     "AuditSettings",
     "DockerBackendSettings",
     "EmbedderSettings",
@@ -171,6 +172,21 @@ class ModelSettings(StrictModel):
     """First wait between attempts when the server names none (exponential, full jitter)."""
     backoff_max_s: float = Field(default=30.0, gt=0)
     """Longest wait between attempts when the server names none."""
+    accepts_images: bool = False
+    """The model reads images: a batch's image artifacts (PNG, JPEG, GIF, WebP) are sent to it
+    in one user message after the tool messages; false: only a text line per artifact."""
+
+
+class ArtifactsSettings(StrictModel):
+    """Files tool calls write under ``outputs/`` of their workspace, kept as artifacts."""
+
+    max_per_call: int = Field(default=32, ge=0, le=10_000)
+    """Artifacts one call may leave; the rest (by name) are dropped and named in the result."""
+    max_file_mb: float = Field(default=16, gt=0)
+    """Largest artifact; larger files are dropped and named in the result."""
+    run_quota_mb: float = Field(default=256, gt=0)
+    """What a run's artifacts may take in all (identical contents counted once); files past
+    it are dropped and named in the result."""
 
 
 class MiniLMEmbedderSettings(StrictModel):
@@ -361,6 +377,8 @@ class StockadeConfig(StrictModel):
     """The audit log."""
     approvals: ApprovalsSettings = Field(default_factory=ApprovalsSettings)
     """Approval requests and approvers."""
+    artifacts: ArtifactsSettings = Field(default_factory=ArtifactsSettings)
+    """Caps on the artifacts tool calls leave under ``outputs/``."""
     model: ModelSettings = Field(default_factory=ModelSettings)
     """The agent's model."""
     memory: MemorySettings = Field(default_factory=MemorySettings)
