@@ -74,7 +74,9 @@ FULL = {
         "retry_max_total_s": 60.0,
         "backoff_initial_s": 0.25,
         "backoff_max_s": 8.0,
+        "accepts_images": True,
     },
+    "artifacts": {"max_per_call": 4, "max_file_mb": 2.0, "run_quota_mb": 8.0},
     "memory": {
         "enabled": False,
         "namespace": "team",
