@@ -458,6 +458,11 @@ class StockadeConfig(StrictModel):
         return self.state_dir / "metrics" / "targets"
 
     @property
+    def runs_dir(self) -> Path:
+        """The runs' directories (execution logs, checkpoints, artifacts): one per run."""
+        return self.state_dir / "runs"
+
+    @property
     def workspaces_root(self) -> Path:
         """Where runs' workspaces live."""
         return self.workspaces_dir or self.state_dir / "workspaces"

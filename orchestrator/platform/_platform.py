@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from orchestrator.approvals import ApprovalStore, Approver
+from orchestrator.artifacts import ArtifactLimits, ArtifactStore
 from orchestrator.audit import AuditLog
 from orchestrator.config import LoadedConfig, StockadeConfig
 from orchestrator.gateway import ApprovalGate, Gateway
@@ -63,6 +64,9 @@ class Platform:
     """The durable approval requests."""
     workspaces: WorkspaceManager
     """The runs' workspaces."""
+    artifacts: ArtifactStore
+    """The runs' artifacts (``outputs/`` files), in ``runs/<run_id>/artifacts`` of the state
+    directory."""
     metrics: Metrics
     """The platform's Prometheus metrics."""
     sandbox: SandboxBackend
@@ -148,6 +152,14 @@ class Platform:
                 for profile in warm_profiles:
                     await backend.wait_warm(profile)
             workspaces = WorkspaceManager(settings.workspaces_root)
+            artifacts = ArtifactStore(
+                settings.runs_dir,
+                ArtifactLimits(
+                    max_per_call=settings.artifacts.max_per_call,
+                    max_bytes=int(settings.artifacts.max_file_mb * (1 << 20)),
+                    run_quota_bytes=int(settings.artifacts.run_quota_mb * (1 << 20)),
+                ),
+            )
             store = ApprovalStore(settings.approvals_db)
             chain = [
                 *checked.approvers.approvers(terminal=terminal, redact_patterns=policy.redact),
@@ -170,6 +182,7 @@ class Platform:
                     profiles=profiles.values(),
                     workspaces=workspaces,
                     credentials=credentials,
+                    artifacts=artifacts,
                 ),
                 policy,
                 audit,
@@ -187,6 +200,7 @@ class Platform:
                 profiles=profiles,
                 approvals=store,
                 workspaces=workspaces,
+                artifacts=artifacts,
                 metrics=own_metrics,
                 sandbox=backend,
             )

@@ -410,6 +410,7 @@ class DockerBackend(SandboxBackend):
             message=message,
             files_changed=changes.changed,
             files_rejected=changes.rejected,
+            outputs=changes.outputs,
             egress=tuple(egress),
             **base,
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from pydantic import Field
+
 from orchestrator.errors import ConfigError
 from orchestrator.sandbox.credentials import Credential
 from orchestrator.sandbox.egress import EgressConnection
@@ -94,5 +96,8 @@ class ExecResult(StrictModel):
     """Workspace paths added, modified or deleted by the call."""
     files_rejected: tuple[str, ...] = ()
     """Workspace entries refused on the way out (links, devices, bad paths)."""
+    outputs: tuple[tuple[str, bytes], ...] = Field(default=(), exclude=True, repr=False)
+    """Files under the workspace's ``outputs/`` the call added or changed (path below it,
+    bytes), for the artifact store; never serialised."""
     egress: tuple[EgressConnection, ...] = ()
     """Connections the call tried through the egress proxy, allowed and refused."""

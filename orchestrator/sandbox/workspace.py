@@ -35,6 +35,7 @@ from orchestrator.sandbox._archive import KEPT, ArchiveLimitError, SafeWorkspace
 from orchestrator.sandbox._wire import ENTRY_DIRECTORY, ENTRY_FILE, frame
 
 __all__ = [
+    "OUTPUTS_DIR",
     "ArchiveLimitError",
     "Outgoing",
     "Workspace",
@@ -45,6 +46,9 @@ __all__ = [
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _END = frame(b"")
 
+OUTPUTS_DIR = "outputs"
+"""The workspace directory whose new and changed files a call returns as artifacts."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class WorkspaceChanges:
@@ -54,6 +58,9 @@ class WorkspaceChanges:
     """Paths added, modified or deleted, sorted."""
     rejected: tuple[str, ...]
     """Entries refused on the way out, with reasons."""
+    outputs: tuple[tuple[str, bytes], ...] = ()
+    """Files under ``outputs/`` the call added or changed: path below ``outputs/``, bytes
+    (accepted by the hostile reader; they stay in the workspace too)."""
 
 
 _BATCH_BYTES = 4 << 20
@@ -217,7 +224,21 @@ class Workspace:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         shutil.rmtree(retired, ignore_errors=True)
-        return WorkspaceChanges(changed=tuple(changed), rejected=rejected)
+        return WorkspaceChanges(
+            changed=tuple(changed), rejected=rejected, outputs=_outputs(returned, changed)
+        )
+
+
+def _outputs(returned: SafeWorkspace, changed: list[str]) -> tuple[tuple[str, bytes], ...]:
+    """The changed regular files under ``outputs/``, with the bytes the sandbox sent."""
+    found = []
+    for name in changed:
+        path = PurePosixPath(name)
+        value = returned.entries.get(path)
+        # Only bytes the reader accepted: a deleted file or a directory has none.
+        if len(path.parts) > 1 and path.parts[0] == OUTPUTS_DIR and isinstance(value, bytes):
+            found.append((str(path.relative_to(OUTPUTS_DIR)), value))
+    return tuple(found)
 
 
 class WorkspaceManager:

@@ -29,7 +29,7 @@ from orchestrator.config import LoadedConfig, StockadeConfig
 from orchestrator.metrics import render
 from orchestrator.platform import Platform
 from orchestrator.sandbox.backend import SandboxBackend
-from orchestrator.server import _approvals_api, _health, _runs_api, _tools_api
+from orchestrator.server import _approvals_api, _artifacts_api, _health, _runs_api, _tools_api
 from orchestrator.server._bind import check_bind, is_loopback_host
 from orchestrator.server._calls import CallsInFlight
 from orchestrator.server._limits import RequestLimits
@@ -49,7 +49,12 @@ __all__ = ["API_ROUTERS", "API_VERSION", "create_app", "render_openapi", "uvicor
 API_VERSION = "1"
 """The API's version; paths carry it as ``/v1``."""
 
-API_ROUTERS: tuple[APIRouter, ...] = (_tools_api.router, _approvals_api.router, _runs_api.router)
+API_ROUTERS: tuple[APIRouter, ...] = (
+    _tools_api.router,
+    _approvals_api.router,
+    _runs_api.router,
+    _artifacts_api.router,
+)
 """The resources under ``/v1`` every server has."""
 
 _DESCRIPTION = """\

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from orchestrator.artifacts import ArtifactStore
 from orchestrator.errors import ConfigError, InfrastructureError
 from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.sandbox.credentials import CredentialBindings
@@ -102,13 +104,16 @@ class ToolExecutor:
         profiles: Iterable[SandboxProfile],
         workspaces: WorkspaceManager | None = None,
         credentials: CredentialBindings | None = None,
+        artifacts: ArtifactStore | None = None,
     ) -> None:
-        """``credentials`` pick, per call, the secrets the egress proxy adds for it."""
+        """``credentials`` pick, per call, the secrets the egress proxy adds for it;
+        ``artifacts`` keeps what a run's calls write under ``outputs/`` (none: nothing kept)."""
         self._registry = registry
         self._backend = backend
         self._profiles = {profile.name: profile for profile in profiles}
         self._workspaces = workspaces
         self._credentials = credentials or CredentialBindings()
+        self._artifacts = artifacts
         for spec in registry.tools():
             if spec.profile not in self._profiles:
                 raise ConfigError(
@@ -165,7 +170,13 @@ class ToolExecutor:
             credentials=self._credentials.for_call(name, call.principal),
         )
         result = await self._backend.execute(request, self._profiles[name])
-        return tool_result(call, result)
+        answer = tool_result(call, result)
+        if result.outputs and call.run_id and self._artifacts is not None:
+            kept = await asyncio.to_thread(self._artifacts.keep, call.run_id, result.outputs)
+            answer = answer.model_copy(
+                update={"artifacts": kept.artifacts, "artifacts_dropped": kept.dropped}
+            )
+        return answer
 
 
 def infrastructure_result(call: ToolCall, exc: InfrastructureError) -> ToolResult:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
+from orchestrator.artifacts import Artifact
 from orchestrator.sandbox.egress import EgressConnection
 from orchestrator.strict import StrictModel
 
@@ -74,11 +75,24 @@ class ToolResult(StrictModel):
     """For ``rate_limited``: when trying again can succeed."""
     egress: tuple[EgressConnection, ...] = ()
     """Connections the tool tried through the egress proxy, allowed and refused."""
+    artifacts: tuple[Artifact, ...] = ()
+    """Files the call added or changed under ``outputs/`` of its workspace, kept as artifacts
+    (metadata only: id, name, media type, size, SHA-256; the bytes are in the run's store)."""
+    artifacts_dropped: tuple[str, ...] = ()
+    """``outputs/`` files not kept as artifacts, each with the cap it broke."""
+
+    def artifact_lines(self) -> list[str]:
+        """One line per artifact and per dropped file: what a model reads in their place."""
+        return [
+            *(artifact.stand_in() for artifact in self.artifacts),
+            *(f"artifact dropped: {reason}" for reason in self.artifacts_dropped),
+        ]
 
     def for_model(self) -> str:
-        """The text a model reads as the tool's answer."""
+        """The text a model reads as the tool's answer (artifacts as one line each)."""
+        lines = self.artifact_lines()
         if self.status is ToolStatus.OK:
-            return self.output
+            return "\n".join([self.output, *lines]) if lines else self.output
         parts = [f"[{self.status.value}]"]
         if self.error:
             parts.append(self.error)
@@ -88,4 +102,4 @@ class ToolResult(StrictModel):
             parts.append("(output truncated)")
         if self.retry_after_s is not None:
             parts.append(f"retry after {self.retry_after_s:.1f} s")
-        return "\n".join(parts)
+        return "\n".join([*parts, *lines])
