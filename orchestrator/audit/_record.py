@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrator.artifacts import Artifact
 from orchestrator.policy import Effect
 from orchestrator.sandbox.egress import EgressConnection
 from orchestrator.strict import STRICT
@@ -128,6 +129,9 @@ class AuditRecord(BaseModel):
     arguments (a large output is kept as its SHA-256, size and first bytes)."""
     egress: list[EgressConnection] = Field(default_factory=list)
     """Connections the sandbox tried."""
+    artifacts: list[Artifact] = Field(default_factory=list)
+    """The artifacts the call left under ``outputs/``: id, name, media type, size and SHA-256
+    of each; never their bytes (the SHA-256 ties a served file to this record)."""
     error: str | None = None
     """Error message, for failures; redacted and bounded before it is written."""
     detail: dict[str, Any] = Field(default_factory=dict)

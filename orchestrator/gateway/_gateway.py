@@ -553,6 +553,7 @@ class Gateway:
                 output_bytes=output_bytes,
                 output=result.output or None,
                 egress=list(result.egress),
+                artifacts=list(result.artifacts),
                 error=result.error,
                 detail=detail,
             )
