@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import click
 
 from orchestrator.approvals import ApprovalRequest
+from orchestrator.artifacts import ArtifactStore
 from orchestrator.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -89,6 +92,30 @@ def _read_arguments(text: str) -> str:
     return text
 
 
+ARTIFACTS_DIR = "stockade-artifacts"
+"""Where ``tools call`` writes a call's artifacts by default: ``./stockade-artifacts/<call id>``."""
+
+
+def _write_artifacts(store: ArtifactStore, result: ToolResult, run_id: str, target: Path) -> None:
+    """Write the call's artifacts into ``target`` under their names (blocking).
+
+    The names passed the hostile reader already; they are checked again
+    here, and each file is created new, never through a link.
+    """
+    for artifact in result.artifacts:
+        name = PurePosixPath(artifact.name)
+        if name.is_absolute() or ".." in name.parts:
+            raise click.ClickException(f"refusing artifact name {artifact.name!r}")
+        path = target.joinpath(*name.parts)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with os.fdopen(os.open(path, flags, 0o600), "wb") as handle:
+                handle.write(store.read(run_id, artifact))
+        except OSError as exc:
+            raise click.ClickException(f"cannot write artifact {artifact.name}: {exc}") from exc
+
+
 def _show(result: ToolResult) -> None:
     duration = f"{result.duration_s * 1000:.0f} ms" if result.duration_s else ""
     click.echo(
@@ -100,6 +127,8 @@ def _show(result: ToolResult) -> None:
         click.echo(result.error, err=True)
     if result.truncated:
         click.echo("(output truncated)", err=True)
+    for line in result.artifact_lines():
+        click.echo(line, err=True)
 
 
 @tools.command("call")
@@ -120,6 +149,12 @@ def _show(result: ToolResult) -> None:
     help="Directory the tool sees as its workspace (kept afterwards).",
 )
 @click.option("--run-id", help="Run the call belongs to (its workspace, limits and approvals).")
+@click.option(
+    "--artifacts-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory the call's artifacts (files it wrote under outputs/) are written to. "
+    f"Default: ./{ARTIFACTS_DIR}/<call id>.",
+)
 @click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Policy file (overrides the configuration).")  # fmt: skip
 @click.option("--runtime", type=click.Choice(["runc", "runsc"]),
@@ -145,6 +180,7 @@ def tools_call(  # click passes every option by keyword
     arguments: str,
     workspace: Path | None,
     run_id: str | None,
+    artifacts_dir: Path | None,
     policy_path: Path | None,
     runtime: str | None,
     principal: str | None,
@@ -157,7 +193,9 @@ def tools_call(  # click passes every option by keyword
 
     The call is validated, decided by the policy, rate-limited, approved if
     the policy asks for it, run in a sandbox and recorded in the audit log.
-    Exits 0 when the call succeeded, 1 otherwise. Example:
+    Exits 0 when the call succeeded, 1 otherwise. With a workspace (``--workspace``
+    or ``--run-id``), files the call writes under ``outputs/`` come back as artifacts,
+    written to ``--artifacts-dir`` (the directory is printed). Example:
 
         stockade tools call python.run --args '{"code": "print(6 * 7)"}'
     """
@@ -190,9 +228,17 @@ def tools_call(  # click passes every option by keyword
         async with Platform.open(
             loaded, terminal=terminal, approvers=() if terminal else (_announce,), pools=False
         ) as platform:
-            return await platform.gateway.call(call)
+            answer = await platform.gateway.call(call)
+            if answer.artifacts and call.run_id:
+                await asyncio.to_thread(
+                    _write_artifacts, platform.artifacts, answer, call.run_id, target
+                )
+            return answer
 
+    target = artifacts_dir or Path.cwd() / ARTIFACTS_DIR / call.id
     result = run_async(run())
+    if result.artifacts:
+        click.echo(f"artifacts written to {target}", err=True)
     if as_json:
         click.echo(result.model_dump_json(indent=2))
     else:
