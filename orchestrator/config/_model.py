@@ -313,6 +313,9 @@ class ServerSettings(StrictModel):
     shutdown_grace_s: int = Field(default=10, ge=0, le=3600)
     """On shutdown, how long requests still open (calls waiting for approval) may finish
     before they are cancelled; their approval requests stay in the database."""
+    mcp_path: str | None = Field(default="/mcp", pattern=r"^/[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$")
+    """Where the server serves MCP (streamable HTTP) to clients with a caller token; none:
+    not at all."""
 
 
 # A DNS name in lower case whose last label is not a number (so never an IP address).

@@ -108,6 +108,7 @@ FULL = {
         "self_approval": False,
         "unauthenticated_loopback": False,
         "shutdown_grace_s": 30,
+        "mcp_path": "/tools/mcp",
     },
     "secrets": {
         "example-token": {
