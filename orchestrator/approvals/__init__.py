@@ -13,6 +13,12 @@ from orchestrator.approvals._approver import ApprovalDecision, Approver
 from orchestrator.approvals._auto import AutoApprovalRule, AutoApprover
 from orchestrator.approvals._config import ApproversConfig, WebhookConfig, load_approvers
 from orchestrator.approvals._describe import describe_request
+from orchestrator.approvals._elicit import (
+    ElicitationApprover,
+    ElicitationChannel,
+    ElicitationConfig,
+    ElicitationMode,
+)
 from orchestrator.approvals._request import ApprovalRequest, ApprovalScope, ApprovalStatus
 from orchestrator.approvals._store import ApprovalStore
 from orchestrator.approvals._terminal import TerminalApprover
@@ -28,6 +34,10 @@ __all__ = [
     "ApproversConfig",
     "AutoApprovalRule",
     "AutoApprover",
+    "ElicitationApprover",
+    "ElicitationChannel",
+    "ElicitationConfig",
+    "ElicitationMode",
     "TerminalApprover",
     "WebhookConfig",
     "WebhookNotifier",

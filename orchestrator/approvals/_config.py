@@ -10,6 +10,8 @@
     webhook:                   # announce every request (Slack-compatible JSON)
       url: https://hooks.slack.com/services/T000/B000/XXXX
       headers: {}
+    elicitation:               # ask MCP clients' users (off unless present)
+      mode: form               # or url: send them to the approval page
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pydantic import Field, field_validator
 
 from orchestrator.approvals._approver import Approver
 from orchestrator.approvals._auto import AutoApprovalRule, AutoApprover
+from orchestrator.approvals._elicit import ElicitationConfig
 from orchestrator.approvals._terminal import TerminalApprover
 from orchestrator.approvals._webhook import WebhookNotifier
 from orchestrator.strict import StrictModel
@@ -55,6 +58,10 @@ class ApproversConfig(StrictModel):
     """Rules that approve or deny without a human; the first match decides."""
     webhook: WebhookConfig | None = None
     """Announce requests that no rule decided."""
+    elicitation: ElicitationConfig | None = None
+    """Ask the user of the MCP client whose call raised a request (``stockade mcp``, the
+    server's MCP endpoint), after the rules and the webhook; absent: off. Only MCP entrances
+    build this approver (it needs the client's session), so :meth:`approvers` leaves it out."""
 
     def approvers(
         self,
