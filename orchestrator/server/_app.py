@@ -43,6 +43,7 @@ from orchestrator.server._run_owners import RunOwners
 from orchestrator.server._runs import Runs
 from orchestrator.server._state import ServerState
 from orchestrator.server._tokens import TokenStore
+from orchestrator.server.page import page_router
 
 __all__ = ["API_ROUTERS", "API_VERSION", "create_app", "render_openapi", "uvicorn_config"]
 
@@ -169,6 +170,7 @@ def create_app(
     app.include_router(_health.router)
     for router in (*API_ROUTERS, *routers):
         app.include_router(router)
+    app.include_router(page_router())  # the approval page, under /ui
 
     # Prometheus scrapes without a token: the exposition holds counts under
     # bounded labels only (no run ids, principals or arguments).
