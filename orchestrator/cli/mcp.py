@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from orchestrator.cli._common import config_option, load, run_async
-from orchestrator.platform import Platform
+from orchestrator.platform import Platform, check_configuration
 
 __all__ = ["mcp"]
 
@@ -24,19 +24,31 @@ def mcp(config_file: Path | None, principal: str | None, run_id: str | None) -> 
     """Serve the tools as an MCP server over stdin and stdout (for IDEs and assistants).
 
     Every call goes through the gateway as PRINCIPAL: policy, approvals
-    (decided with `stockade approvals`), rate limits and the audit log apply.
+    (decided with `stockade approvals` or the approval page; the client sees
+    progress while a call waits, and is asked itself when the approvers file
+    turns elicitation on), rate limits and the audit log apply.
     """
     from mcp.server.stdio import stdio_server  # noqa: PLC0415 - only this command needs the SDK
 
-    from orchestrator.server._mcp import mcp_server  # noqa: PLC0415 - and it imports the SDK
+    # And these import the SDK.
+    from orchestrator.server._mcp import McpCaller, mcp_server  # noqa: PLC0415
+    from orchestrator.server._mcp_waits import McpWaits, approval_page_url  # noqa: PLC0415
 
     loaded = load(config_file)
     who = principal or getpass.getuser()
     run = run_id or f"mcp-{uuid.uuid4().hex[:12]}"
+    checked = check_configuration(loaded)
+    server_settings = loaded.config.server
+    waits = McpWaits(
+        elicitation=checked.approvers.elicitation,
+        self_approval=server_settings.self_approval,
+        page_url=approval_page_url(server_settings.host, server_settings.port),
+        redact_patterns=checked.policy.redact,
+    )
 
     async def serve() -> None:
-        async with Platform.open(loaded) as platform:
-            server = mcp_server(platform, principal=who, run_id=run)
+        async with Platform.open(loaded, approvers=[waits]) as platform:
+            server = mcp_server(platform, McpCaller(principal=who, run_id=run), waits=waits)
             async with stdio_server() as (read_stream, write_stream):
                 await server.run(read_stream, write_stream, server.create_initialization_options())
 

@@ -33,6 +33,7 @@ from orchestrator.server import _approvals_api, _artifacts_api, _health, _runs_a
 from orchestrator.server._bind import check_bind, is_loopback_host
 from orchestrator.server._calls import CallsInFlight
 from orchestrator.server._limits import RequestLimits
+from orchestrator.server._mcp_http import serve_mcp
 from orchestrator.server._problems import (
     PROBLEM_MEDIA_TYPE,
     CancelledAsUnavailable,
@@ -135,6 +136,8 @@ def create_app(
                     runs=Runs(runner, loaded.config.state_dir),
                     local=local,
                 )
+                # MCP at server.mcp_path; its sessions end before the platform closes.
+                await stack.enter_async_context(serve_mcp(app, watch))
                 started = True
                 try:
                     yield

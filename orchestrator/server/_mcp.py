@@ -5,12 +5,15 @@ Built on the official ``mcp`` SDK's low-level :class:`~mcp.server.lowlevel.Serve
 gateway checks arguments, policy, rate limits and approvals, and audits.
 A result maps to one text content (the output, or the status and error) with
 the whole :class:`~orchestrator.tools.ToolResult` as structured content, and
-``isError`` for every status but ``ok``.
+``isError`` for every status but ``ok``. While a call waits for approval,
+:class:`~orchestrator.server._mcp_waits.McpWaits` reports it as progress.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import mcp_types as types
@@ -18,9 +21,10 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 
 from orchestrator.platform import Platform
+from orchestrator.server._mcp_waits import McpWaits
 from orchestrator.tools import ToolCall, ToolResult, ToolStatus
 
-__all__ = ["mcp_result", "mcp_server"]
+__all__ = ["Identify", "McpCaller", "McpRefused", "mcp_result", "mcp_server"]
 
 
 def mcp_result(result: ToolResult) -> types.CallToolResult:
@@ -38,12 +42,47 @@ def mcp_result(result: ToolResult) -> types.CallToolResult:
     )
 
 
-def mcp_server(platform: Platform, *, principal: str, run_id: str) -> Server[Any]:
-    """An MCP server of ``platform``'s tools; every call acts for ``principal`` in ``run_id``."""
+@dataclass(frozen=True, kw_only=True, slots=True)
+class McpCaller:
+    """Who an MCP request's tool call acts for, and in which run."""
+
+    principal: str
+    """The principal policies, rate limits, approvals and the audit log see."""
+    run_id: str
+    """The session's run: its workspace, rate limits and standing approval grants."""
+
+
+class McpRefused(Exception):
+    """A request the entrance will not serve; its message goes back as an error result."""
+
+
+Identify = Callable[[ServerRequestContext[Any]], Awaitable[McpCaller]]
+"""Finds who a request acts for (raises :class:`McpRefused` when nobody it may serve)."""
+
+
+def mcp_server(
+    platform: Platform,
+    caller: McpCaller | Identify,
+    *,
+    waits: McpWaits | None = None,
+) -> Server[Any]:
+    """An MCP server of ``platform``'s tools.
+
+    Every call acts for ``caller``: fixed (stdio), or found per request (the
+    HTTP endpoint: the token's principal and the session's run). ``waits``
+    is told about each call while it runs, so an approval it waits for is
+    reported to the client as progress (and, when configured, asked of the
+    client's user).
+    """
     tools = [
         types.Tool(name=spec.name, description=spec.description, input_schema=spec.schema)
         for spec in platform.registry.tools()
     ]
+
+    async def identify(ctx: ServerRequestContext[Any]) -> McpCaller:
+        if isinstance(caller, McpCaller):
+            return caller
+        return await caller(ctx)
 
     async def list_tools(
         _ctx: ServerRequestContext[Any], _params: types.PaginatedRequestParams | None
@@ -51,16 +90,26 @@ def mcp_server(platform: Platform, *, principal: str, run_id: str) -> Server[Any
         return types.ListToolsResult(tools=tools)
 
     async def call_tool(
-        _ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+        ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
+        try:
+            who = await identify(ctx)
+        except McpRefused as refused:
+            return types.CallToolResult(
+                content=[types.TextContent(type="text", text=f"refused: {refused}")],
+                is_error=True,
+            )
         call = ToolCall(
             id=f"mcp-{uuid.uuid4().hex}",
             name=params.name,
             arguments=dict(params.arguments or {}),
-            run_id=run_id,
-            principal=principal,
+            run_id=who.run_id,
+            principal=who.principal,
         )
-        return mcp_result(await platform.gateway.call(call))
+        if waits is None:
+            return mcp_result(await platform.gateway.call(call))
+        async with waits.calling(call, ctx):
+            return mcp_result(await platform.gateway.call(call))
 
     return Server(
         "stockade",
