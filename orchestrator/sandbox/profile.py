@@ -27,6 +27,9 @@ Loosening = Literal[
 ]
 
 _MiB = 1024 * 1024
+PYTHON_STATE_ENV = "STOCKADE_PYTHON_STATE"
+"""Set for a ``python.run`` call that keeps its namespace: the cap in bytes
+(``stockade_sdk._state.STATE_ENV``; the host does not import the SDK's internals)."""
 
 
 class SandboxProfile(StrictModel):
@@ -79,6 +82,21 @@ class SandboxProfile(StrictModel):
 
     loosen: frozenset[Loosening] = frozenset()
     """Limits this profile deliberately sets looser than the hardened defaults."""
+
+    python_state: bool = True
+    """``python.run`` keeps its namespace between the calls of a run (in the run's
+    workspace), as a notebook does; false makes every call stateless."""
+
+    python_state_mb: int = Field(default=32, ge=1)
+    """Cap on a kept ``python.run`` namespace, serialised; a bigger one is not saved (the
+    previous one stays). The workspace quota bounds it too."""
+
+    def python_state_env(self) -> dict[str, str]:
+        """The environment that makes a ``python.run`` call of a kept workspace stateful."""
+        if not self.python_state:
+            return {}
+        cap = min(self.python_state_mb, self.workspace_mb) * _MiB
+        return {PYTHON_STATE_ENV: str(cap)}
 
     @field_serializer("loosen")
     def _sorted(self, loosen: frozenset[Loosening]) -> list[Loosening]:

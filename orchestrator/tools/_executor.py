@@ -164,7 +164,11 @@ class ToolExecutor:
             # The tools image's warm tool host serves exactly this command.
             argv=(*ENTRY_ARGV, checked.spec.entrypoint),
             stdin=json.dumps(checked.arguments).encode(),
-            env={"PYTHONPATH": _LIBRARY},
+            # A call with a kept workspace (a run's) keeps python.run's namespace there.
+            env={
+                "PYTHONPATH": _LIBRARY,
+                **(self._profiles[name].python_state_env() if workspace is not None else {}),
+            },
             workspace=workspace,
             timeout_s=timeout_s,
             credentials=self._credentials.for_call(name, call.principal),

@@ -57,6 +57,8 @@ FULL = {
                     "connect_timeout_s": 1.0,
                 },
                 "loosen": ["egress", "memory"],
+                "python_state": False,
+                "python_state_mb": 8,
             }
         },
     },
