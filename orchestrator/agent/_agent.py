@@ -106,7 +106,8 @@ class Agent:
         """The agent's settings."""
         self._platform = platform
         self._owns_model = model is None
-        self._model = model or ModelClient(self.config.model or platform.config.model)
+        settings = self.config.model or platform.config.model
+        self._model = model or ModelClient(settings)
         platform.metrics.agent.declare_model(self._model.model)
         self._memory = memory
         # One writer thread for every run's files: the event loop never waits
@@ -122,6 +123,8 @@ class Agent:
             approvals=approvals,
             metrics=platform.metrics.agent,
             clock=clock,
+            artifacts=platform.artifacts,
+            accepts_images=settings.accepts_images,
         )
         self._runs: dict[str, RunHandle] = {}
 

@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.agent._images import IMAGE_TOKENS
+
 __all__ = [
     "HEAD",
     "SUMMARY_MARK",
@@ -50,13 +52,22 @@ _PER_MESSAGE_CHARS = 2_000
 _MESSAGE_OVERHEAD_TOKENS = 4
 
 
+def _text_of(content: Any) -> tuple[str, int]:
+    """A content's text, and how many images it holds (content is a string or a list of parts)."""
+    if not isinstance(content, list):
+        return content or "", 0
+    texts = [str(part.get("text", "")) for part in content if part.get("type") == "text"]
+    return "\n".join(texts), sum(1 for part in content if part.get("type") == "image_url")
+
+
 def message_tokens(message: Mapping[str, Any]) -> int:
     """Estimated tokens of one message (its content, its tool calls, a little overhead)."""
-    size = len(message.get("content") or "")
+    text, images = _text_of(message.get("content"))
+    size = len(text)
     calls = message.get("tool_calls")
     if calls:
         size += len(json.dumps(calls))
-    return (size + 3) // 4 + _MESSAGE_OVERHEAD_TOKENS
+    return (size + 3) // 4 + _MESSAGE_OVERHEAD_TOKENS + images * IMAGE_TOKENS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,7 +132,9 @@ def transcript(messages: Sequence[Mapping[str, Any]]) -> str:
     lines = []
     for message in messages:
         role = message.get("role", "?")
-        content = message.get("content") or ""
+        content, images = _text_of(message.get("content"))
+        if images:
+            content += f" [{images} image(s), not shown]"
         if role == "tool":
             lines.append(f"[tool result {message.get('tool_call_id', '')}] " + content)
             continue

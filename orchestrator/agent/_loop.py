@@ -47,6 +47,7 @@ from orchestrator.agent._events import (
     StateChanged,
     clip,
 )
+from orchestrator.agent._images import is_image_message
 from orchestrator.agent._model_errors import ModelError
 from orchestrator.agent._model_reply import ModelReply
 from orchestrator.agent._parts import Reporter, RunParts
@@ -306,6 +307,18 @@ class RunLoop:
         )
         if plan is None:
             return
+        if self._drop_images():
+            plan = plan_compaction(
+                state.messages,
+                budget_tokens=config.context_budget_tokens,
+                summarise_at=config.summarise_at,
+                keep_recent_turns=config.keep_recent_turns,
+                fixed_tokens=self._parts.tool_tokens,
+                tokens=state.message_tokens,
+            )
+            if plan is None:
+                self._checkpoint()
+                return
         old = state.messages[HEAD : plan.end]
         work = f"The goal: {state.goal}\n\nThe work so far:\n{transcript(old)}"
         request = [
@@ -329,6 +342,24 @@ class RunLoop:
             )
         )
         self._checkpoint()
+
+    def _drop_images(self) -> int:
+        """Remove every image message (the first thing to go); how many went.
+
+        Their tool messages still name each artifact, so only pixels are lost.
+        """
+        state = self.state
+        kept = [
+            (message, tokens)
+            for message, tokens in zip(state.messages, state.message_tokens, strict=True)
+            if not is_image_message(message)
+        ]
+        dropped = len(state.messages) - len(kept)
+        if dropped:
+            state.messages = [message for message, _ in kept]
+            state.message_tokens = [tokens for _, tokens in kept]
+            self._reporter.notice(f"{dropped} image message(s) dropped to fit the context")
+        return dropped
 
     # -- reflection ------------------------------------------------------------
 
@@ -393,6 +424,9 @@ class RunLoop:
         keep = self._config.keep_workspace
         workspace = parts.workspaces.root / state.run_id
         parts.workspaces.close(state.run_id, keep=keep)
+        if not keep and parts.artifacts is not None:
+            # A run that leaves no workspace behind leaves no artifacts either.
+            await asyncio.to_thread(parts.artifacts.delete, state.run_id)
         duration = round(time.monotonic() - self._started, 6)
         self._reporter.emit(
             RunFinished(

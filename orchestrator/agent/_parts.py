@@ -20,6 +20,7 @@ from orchestrator.agent._context import message_tokens
 from orchestrator.agent._events import AgentEvent, Notice
 from orchestrator.agent._runlog import RunRecorder
 from orchestrator.agent.model import ModelClient
+from orchestrator.artifacts import ArtifactStore
 from orchestrator.gateway import Gateway
 from orchestrator.metrics import AgentMetrics
 from orchestrator.sandbox.workspace import WorkspaceManager
@@ -49,6 +50,10 @@ class RunParts:
     metrics: AgentMetrics
     clock: Callable[[], float]
     """Unix time, for the events."""
+    artifacts: ArtifactStore | None = None
+    """The runs' artifacts (image ones are shown to a model that reads images)."""
+    accepts_images: bool = False
+    """The model reads images (``model.accepts_images``)."""
 
     @classmethod
     def build(
@@ -63,6 +68,8 @@ class RunParts:
         approvals: ApprovalWatch | None,
         metrics: AgentMetrics,
         clock: Callable[[], float],
+        artifacts: ArtifactStore | None = None,
+        accepts_images: bool = False,
     ) -> RunParts:
         """The parts, with the schemas' names and size worked out once."""
         names = tuple(
@@ -80,6 +87,8 @@ class RunParts:
             approvals=approvals,
             metrics=metrics,
             clock=clock,
+            artifacts=artifacts,
+            accepts_images=accepts_images,
         )
 
     def tool_name(self, name: str) -> str:

@@ -5,7 +5,9 @@ goes to the gateway under the run's id and principal with Stockade's unique
 call id. Every call the model asked for gets exactly one tool message, in the
 model's order, under the id the model knows it by: the gateway's result as
 the model reads it (cut at ``max_tool_output_chars``), or ``[skipped]`` for a
-call past the cap, which never runs.
+call past the cap, which never runs. Each tool message names the call's
+artifacts, one line each; for a model that reads images, one user message
+after the batch's tool messages shows the image ones (``_images``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from orchestrator.agent._context import message_tokens
 from orchestrator.agent._detect import CallOutcome, outcome_of
 from orchestrator.agent._events import LOG_OUTPUT, ToolCallFinished, ToolCallStarted, clip
+from orchestrator.agent._images import MAX_IMAGES, ShownImage, image_message, showable
 from orchestrator.agent._model_reply import ModelToolCall, tool_message
 from orchestrator.agent._parts import Reporter, RunParts
 from orchestrator.agent._run_state import RunState
@@ -83,6 +86,8 @@ class _Turn:
         ]
         for call in skipped:
             self._skip(call, cap)
+        if self._parts.accepts_images:
+            await self._show_images(running, [result for result, _ in timed])
         broken = next(
             (result for result, _ in timed if result.status is ToolStatus.INFRASTRUCTURE_ERROR),
             None,
@@ -140,6 +145,35 @@ class _Turn:
             output=result.output,
             error=result.error,
         )
+
+    async def _show_images(
+        self, calls: Sequence[ModelToolCall], results: Sequence[ToolResult]
+    ) -> None:
+        """One user message with the batch's image artifacts, after all its tool messages."""
+        store = self._parts.artifacts
+        wanted = [
+            (call.model_id, artifact)
+            for call, result in zip(calls, results, strict=True)
+            for artifact in result.artifacts
+            if showable(artifact)
+        ][:MAX_IMAGES]
+        if store is None or not wanted:
+            return
+        run_id = self._state.run_id
+
+        def read() -> list[ShownImage]:
+            shown = []
+            for tool_call_id, artifact in wanted:
+                try:
+                    data = store.read(run_id, artifact)
+                except OSError:  # gone meanwhile: its tool message still names it
+                    continue
+                shown.append(ShownImage(tool_call_id=tool_call_id, artifact=artifact, data=data))
+            return shown
+
+        images = await asyncio.to_thread(read)
+        if images:
+            self._say(image_message(images))
 
     def _skip(self, call: ModelToolCall, cap: int) -> None:
         state = self._state
