@@ -24,8 +24,9 @@ def test_the_checked_in_document_is_the_applications() -> None:
     assert {"/v1/tools", "/v1/tools/{name}", "/v1/tool-calls", "/v1/approvals",
             "/v1/approvals/{request_id}", "/v1/approvals/{request_id}/approve",
             "/v1/approvals/{request_id}/deny", "/v1/runs", "/v1/runs/{run_id}",
-            "/v1/runs/{run_id}/events", "/v1/runs/{run_id}/cancel", "/healthz",
-            "/readyz"} == set(document["paths"])  # fmt: skip
+            "/v1/runs/{run_id}/events", "/v1/runs/{run_id}/cancel",
+            "/v1/runs/{run_id}/artifacts", "/v1/runs/{run_id}/artifacts/{artifact_id}",
+            "/healthz", "/readyz"} == set(document["paths"])  # fmt: skip
     assert document["components"]["securitySchemes"]["token"]["scheme"] == "bearer"
     for path, operations in document["paths"].items():
         for operation in operations.values():
