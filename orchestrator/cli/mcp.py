@@ -32,6 +32,7 @@ def mcp(config_file: Path | None, principal: str | None, run_id: str | None) -> 
 
     # And these import the SDK.
     from orchestrator.server._mcp import McpCaller, mcp_server  # noqa: PLC0415
+    from orchestrator.server._mcp_rounds import McpRounds  # noqa: PLC0415
     from orchestrator.server._mcp_waits import McpWaits, approval_page_url  # noqa: PLC0415
 
     loaded = load(config_file)
@@ -48,8 +49,14 @@ def mcp(config_file: Path | None, principal: str | None, run_id: str | None) -> 
 
     async def serve() -> None:
         async with Platform.open(loaded, approvers=[waits]) as platform:
-            server = mcp_server(platform, McpCaller(principal=who, run_id=run), waits=waits)
-            async with stdio_server() as (read_stream, write_stream):
-                await server.run(read_stream, write_stream, server.create_initialization_options())
+            rounds = McpRounds(platform.gateway, waits)
+            caller = McpCaller(principal=who, run_id=run)
+            server = mcp_server(platform, caller, waits=waits, rounds=rounds)
+            try:
+                async with stdio_server() as (read_stream, write_stream):
+                    options = server.create_initialization_options()
+                    await server.run(read_stream, write_stream, options)
+            finally:
+                await rounds.aclose()
 
     run_async(serve())

@@ -11,6 +11,7 @@ the whole :class:`~orchestrator.tools.ToolResult` as structured content, and
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,8 +20,11 @@ from typing import Any
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
+from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from orchestrator.platform import Platform
+from orchestrator.server._mcp_rounds import McpRounds
 from orchestrator.server._mcp_waits import McpWaits
 from orchestrator.tools import ToolCall, ToolResult, ToolStatus
 
@@ -65,6 +69,7 @@ def mcp_server(
     caller: McpCaller | Identify,
     *,
     waits: McpWaits | None = None,
+    rounds: McpRounds | None = None,
 ) -> Server[Any]:
     """An MCP server of ``platform``'s tools.
 
@@ -72,7 +77,9 @@ def mcp_server(
     HTTP endpoint: the token's principal and the session's run). ``waits``
     is told about each call while it runs, so an approval it waits for is
     reported to the client as progress (and, when configured, asked of the
-    client's user).
+    client's user); ``rounds`` (made on the same ``waits``) carries the calls
+    of 2026-07-28 clients across their ``input_required`` rounds. Without
+    them, calls simply wait.
     """
     tools = [
         types.Tool(name=spec.name, description=spec.description, input_schema=spec.schema)
@@ -91,14 +98,13 @@ def mcp_server(
 
     async def call_tool(
         ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
+    ) -> types.CallToolResult | types.InputRequiredResult:
         try:
             who = await identify(ctx)
         except McpRefused as refused:
-            return types.CallToolResult(
-                content=[types.TextContent(type="text", text=f"refused: {refused}")],
-                is_error=True,
-            )
+            return _refused(str(refused))
+        if rounds is not None and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return await _in_rounds(ctx, params, who)
         call = ToolCall(
             id=f"mcp-{uuid.uuid4().hex}",
             name=params.name,
@@ -111,9 +117,45 @@ def mcp_server(
         async with waits.calling(call, ctx):
             return mcp_result(await platform.gateway.call(call))
 
-    return Server(
+    async def _in_rounds(
+        ctx: ServerRequestContext[Any], params: types.CallToolRequestParams, who: McpCaller
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        assert rounds is not None
+        if params.request_state is not None:
+            answer = await rounds.resume(params.request_state, params, ctx, who.principal)
+        else:
+            call = ToolCall(
+                id=f"mcp-{uuid.uuid4().hex}",
+                name=params.name,
+                arguments=dict(params.arguments or {}),
+                run_id=who.run_id,
+                principal=who.principal,
+            )
+            answer = await rounds.start(call, ctx)
+        if isinstance(answer, str):
+            return _refused(answer)
+        if isinstance(answer, ToolResult):
+            return mcp_result(answer)
+        return answer
+
+    server: Server[Any] = Server(
         "stockade",
         instructions="Sandboxed tools; every call is checked by policy and audited.",
         on_list_tools=list_tools,
         on_call_tool=call_tool,
+    )
+    # 2026-07-28 rounds: the state a client echoes is sealed, bound to the tool and
+    # arguments, and expires (the rounds check the principal themselves).
+    server.middleware.append(
+        RequestStateBoundary(
+            RequestStateSecurity(keys=[os.urandom(32)], bind_principal=None),
+            default_audience="stockade",
+        )
+    )
+    return server
+
+
+def _refused(why: str) -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=f"refused: {why}")], is_error=True
     )

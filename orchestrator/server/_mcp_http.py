@@ -16,7 +16,8 @@ inside the server's lifespan. Before the SDK sees a request, this endpoint:
 Request bodies are bounded by the API's middleware (size, JSON depth) before
 any of this. Each session's calls act for its token's principal in one run
 of its own (``mcp-`` and a hash of the session id), claimed in the server's
-run-owner map, so no other principal reaches its workspace.
+run-owner map, so no other principal reaches its workspace. A 2026-07-28
+client has no session: its requests share one run per token.
 """
 
 from __future__ import annotations
@@ -43,12 +44,13 @@ from orchestrator.approvals import load_approvers
 from orchestrator.server._auth import authenticate
 from orchestrator.server._bind import is_loopback_host, is_loopback_origin
 from orchestrator.server._mcp import McpCaller, McpRefused, mcp_server
+from orchestrator.server._mcp_rounds import McpRounds
 from orchestrator.server._mcp_waits import McpWaits, approval_page_url
 from orchestrator.server._problems import ProblemCode, ProblemError, problem_response
 from orchestrator.server._roles import Identity, Permission
 from orchestrator.server._state import ServerState
 
-__all__ = ["McpEndpoint", "serve_mcp", "session_run_id"]
+__all__ = ["McpEndpoint", "serve_mcp", "session_run_id", "token_run_id"]
 
 _IDENTITY = "stockade.identity"  # the scope key this endpoint leaves for the call handler
 _STATE = "stockade.state"
@@ -59,7 +61,13 @@ _SESSION_IDLE_S = 30 * 60
 
 def session_run_id(session_id: str) -> str:
     """The run of one MCP session (the session id itself stays out of logs and run lists)."""
-    return "mcp-" + hashlib.sha256(session_id.encode()).hexdigest()[:24]
+    return "mcp-" + hashlib.sha256(f"session:{session_id}".encode()).hexdigest()[:24]
+
+
+def token_run_id(identity: Identity) -> str:
+    """The run of a token's sessionless (2026-07-28) requests."""
+    holder = identity.token_id or f"local:{identity.principal}"
+    return "mcp-" + hashlib.sha256(f"token:{holder}".encode()).hexdigest()[:24]
 
 
 async def _identify(ctx: ServerRequestContext[Any]) -> McpCaller:
@@ -70,13 +78,8 @@ async def _identify(ctx: ServerRequestContext[Any]) -> McpCaller:
     identity: Identity = request.scope[_IDENTITY]
     state: ServerState = request.scope[_STATE]
     session_id = request.headers.get(MCP_SESSION_ID_HEADER)
-    if not session_id:
-        # The 2026-07-28 single-exchange requests carry no session, so no run.
-        raise McpRefused(
-            "tool calls need an MCP session (connect with the initialize handshake, "
-            "protocol 2025-11-25 or earlier)"
-        )
-    run_id = session_run_id(session_id)
+    # A 2026-07-28 request belongs to no session: the token's calls share one run.
+    run_id = session_run_id(session_id) if session_id else token_run_id(identity)
     if not await state.run_owners.claim(run_id, identity.principal):
         raise McpRefused(f"run {run_id} belongs to another principal")
     return McpCaller(principal=identity.principal, run_id=run_id)
@@ -112,8 +115,9 @@ class McpEndpoint:
             redact_patterns=platform.gateway.policy.redact,
         )
         watch.add(waits)
+        rounds = McpRounds(platform.gateway, waits)
         manager = StreamableHTTPSessionManager(
-            mcp_server(platform, _identify, waits=waits),
+            mcp_server(platform, _identify, waits=waits, rounds=rounds),
             max_request_body_size=settings.max_body_bytes,
             session_idle_timeout=_SESSION_IDLE_S,
         )
@@ -123,6 +127,7 @@ class McpEndpoint:
                 yield
             finally:
                 self._manager = None
+                await rounds.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         manager = self._manager

@@ -19,7 +19,6 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from mcp.server.context import ServerRequestContext
@@ -29,8 +28,8 @@ from orchestrator.approvals import (
     ApprovalRequest,
     ElicitationApprover,
     ElicitationConfig,
-    ElicitationMode,
 )
+from orchestrator.server._mcp_channels import RoundsChannel, SessionChannel, WaitingCall
 from orchestrator.tools import ToolCall
 
 __all__ = ["APPROVAL_PAGE_PATH", "PROGRESS_EVERY_S", "McpWaits", "approval_page_url"]
@@ -40,57 +39,6 @@ _log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 5.0
 """How often a waiting call tells its client it still waits (clients time requests out
 unless they see progress; five seconds is well inside the usual read timeouts)."""
-
-
-@dataclass(kw_only=True)
-class _Waiting:
-    """One call an MCP client is waiting on."""
-
-    call: ToolCall
-    ctx: ServerRequestContext[Any]
-    request: ApprovalRequest | None = None
-    ticker: asyncio.Task[None] | None = None
-    url_elicitations: list[str] = field(default_factory=list)
-
-
-class _SessionChannel:
-    """Asks the user of the MCP client that made one call (the elicitation channel)."""
-
-    def __init__(self, waiting: _Waiting) -> None:
-        self._waiting = waiting
-
-    @property
-    def principal(self) -> str:
-        return self._waiting.call.principal or ""
-
-    def supports(self, mode: ElicitationMode) -> bool:
-        session = self._waiting.ctx.session
-        if not session.can_send_request:
-            # A 2026-07-28 single-exchange request has no way back to the client.
-            return False
-        capabilities = session.client_capabilities
-        elicitation = capabilities.elicitation if capabilities is not None else None
-        if elicitation is None:
-            return False
-        if mode == "url":
-            return elicitation.url is not None
-        # 2025-06-18 declares ``elicitation: {}``, which means form (and only form).
-        return elicitation.form is not None or elicitation.url is None
-
-    async def ask_form(
-        self, message: str, schema: dict[str, Any]
-    ) -> tuple[str, dict[str, Any] | None]:
-        ctx = self._waiting.ctx
-        result = await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)
-        return result.action, None if result.content is None else dict(result.content)
-
-    async def ask_url(self, message: str, url: str, elicitation_id: str) -> str:
-        ctx = self._waiting.ctx
-        self._waiting.url_elicitations.append(elicitation_id)
-        result = await ctx.session.elicit_url(
-            message, url, elicitation_id, related_request_id=ctx.request_id
-        )
-        return result.action
 
 
 class McpWaits:
@@ -110,7 +58,7 @@ class McpWaits:
         ``self_approval`` and ``page_url`` (the approval page as users reach
         it) are for the elicitation approver.
         """
-        self._calls: dict[tuple[str | None, str], _Waiting] = {}
+        self._calls: dict[tuple[str | None, str], WaitingCall] = {}
         self._every = progress_every_s
         self._elicit = (
             None
@@ -135,16 +83,11 @@ class McpWaits:
     @contextlib.asynccontextmanager
     async def calling(self, call: ToolCall, ctx: ServerRequestContext[Any]) -> AsyncIterator[None]:
         """While ``call`` runs for the client of ``ctx``: report its approval, if one is asked."""
-        key = (call.run_id, call.id)
-        waiting = _Waiting(call=call, ctx=ctx)
-        self._calls[key] = waiting
+        waiting = self.register(call, ctx)
         try:
             yield
         finally:
-            del self._calls[key]
-            if waiting.ticker is not None:
-                waiting.ticker.cancel()
-                await asyncio.gather(waiting.ticker, return_exceptions=True)
+            self.unregister(waiting)
             for elicitation_id in waiting.url_elicitations:
                 # The page's decision is in: the client may close what it opened.
                 with contextlib.suppress(Exception):
@@ -152,9 +95,27 @@ class McpWaits:
                         elicitation_id, related_request_id=ctx.request_id
                     )
 
-    def _channel(self, request: ApprovalRequest) -> _SessionChannel | None:
+    def register(
+        self, call: ToolCall, ctx: ServerRequestContext[Any], *, rounds: bool = False
+    ) -> WaitingCall:
+        """Watch ``call``'s approval until :meth:`unregister` (``rounds``: a 2026-07-28 client)."""
+        waiting = WaitingCall(call=call, ctx=ctx, rounds=rounds)
+        self._calls[(call.run_id, call.id)] = waiting
+        return waiting
+
+    def unregister(self, waiting: WaitingCall) -> None:
+        """Stop watching a call (it has ended): no more progress for it."""
+        self._calls.pop((waiting.call.run_id, waiting.call.id), None)
+        if waiting.ticker is not None:
+            waiting.ticker.cancel()
+        for answer in waiting.answers.values():
+            answer.cancel()
+
+    def _channel(self, request: ApprovalRequest) -> SessionChannel | RoundsChannel | None:
         waiting = self._calls.get((request.run_id, request.call_id or ""))
-        return None if waiting is None else _SessionChannel(waiting)
+        if waiting is None:
+            return None
+        return RoundsChannel(waiting) if waiting.rounds else SessionChannel(waiting)
 
     async def __call__(self, request: ApprovalRequest, /) -> ApprovalDecision | None:
         """Start reporting a waiting call's request; the user's decision if elicitation is on."""
@@ -171,7 +132,7 @@ class McpWaits:
             return None
         return await self._elicit(request)
 
-    async def _report(self, waiting: _Waiting) -> None:
+    async def _report(self, waiting: WaitingCall) -> None:
         """Progress notifications on the call's request, until the call returns."""
         beat = 0
         while True:
@@ -181,11 +142,11 @@ class McpWaits:
             message = f"waiting for approval {request.id} (rule {request.rule or '-'}): "
             message += request.reason
             try:
+                # On the call's request (over 2026-07-28: the latest round's).
                 await waiting.ctx.session.report_progress(float(beat), None, message)
             except Exception:
-                # The client went away; the call itself ends with its request.
+                # The client went away; the call ends with its request (or its rounds).
                 _log.debug("progress for request %s not delivered", request.id, exc_info=True)
-                return
             await asyncio.sleep(self._every)
 
 

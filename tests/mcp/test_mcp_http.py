@@ -23,7 +23,7 @@ import mcp_types as types
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from mcp import ClientSession
+from mcp import Client, ClientSession
 from mcp.client.session import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -57,7 +57,7 @@ PEOPLE: dict[str, tuple[str, tuple[Role, ...]]] = {
     "bob": ("bob", (Role.APPROVER,)),
 }
 
-INITIALIZE = {
+INITIALIZE: dict[str, Any] = {
     "jsonrpc": "2.0",
     "id": 1,
     "method": "initialize",
@@ -105,6 +105,17 @@ class Served:
         ):
             await mcp_session.initialize()
             yield mcp_session
+
+    @contextlib.asynccontextmanager
+    async def modern(self, who: str, **options: Any) -> AsyncIterator[Client]:
+        """The SDK's high-level client of ``who``: it negotiates 2026-07-28 (no session)."""
+        http = httpx2.AsyncClient(
+            headers=self.auth(who), trust_env=False, timeout=httpx2.Timeout(30, read=120)
+        )
+        transport = streamable_http_client(f"{self.url}/mcp", http_client=http)
+        async with http, Client(transport, **options) as client:
+            assert client.protocol_version == "2026-07-28"
+            yield client
 
     def audit_calls(self) -> list[dict[str, Any]]:
         lines = self.config.audit_path.read_text().splitlines()
@@ -408,7 +419,7 @@ class Answers:
         self.asked: list[types.ElicitRequestParams] = []
 
     async def __call__(
-        self, _context: ClientRequestContext, params: types.ElicitRequestParams
+        self, context: ClientRequestContext, params: types.ElicitRequestParams
     ) -> types.ElicitResult | types.ErrorData:
         self.asked.append(params)
         return self.answers.pop(0)
@@ -545,3 +556,133 @@ async def test_a_bad_elicitation_mode_is_a_clear_error(tmp_path: Path) -> None:
     message = str(failed.value)
     assert "approvers.yaml" in message and "elicitation" in message and "mode" in message
     assert "telepathy" in message
+
+
+# -- the protocol revisions: 2026-07-28 (no session, rounds) and 2025-06-18 (form only) --------
+
+
+async def test_a_2026_client_calls_and_sees_progress_without_a_session(
+    tmp_path: Path, scripted: ScriptedBackend
+) -> None:
+    config = make_config(tmp_path)
+    progress = Progress()
+    async with serve(config, scripted) as served, served.modern("alice") as client:
+        listed = await client.list_tools()
+        denied = await client.call_tool("files.delete", {"path": "a.txt"})
+        call = asyncio.create_task(
+            client.call_tool("shell.run", {"command": "ls"}, progress_callback=progress)
+        )
+        request = await _pending(served)
+        async with asyncio.timeout(30):
+            while not progress.messages:
+                await asyncio.sleep(0.02)
+        async with served.http("bob") as api:
+            await api.post(f"/v1/approvals/{request['id']}/approve", json={})
+        result = await asyncio.wait_for(call, 30)
+        calls = served.audit_calls()
+    assert "shell.run" in {tool.name for tool in listed.tools}
+    assert denied.is_error is True and "nothing is deleted here" in _text(denied)
+    assert result.is_error is False, _text(result)
+    assert f"waiting for approval {request['id']}" in progress.messages[0]
+    # No session: the token's calls share one run of its own.
+    assert {(r["principal"], r["run_id"]) for r in calls} == {("alice", request["run_id"])}
+
+
+async def test_a_2026_client_answers_the_elicitation_form_in_its_next_round(
+    tmp_path: Path, scripted: ScriptedBackend
+) -> None:
+    config = make_config(tmp_path, approvers=FORM)
+    answers = Answers(
+        types.ElicitResult(action="accept", content={"decision": "approve", "note": "go"}),
+        types.ElicitResult(action="accept", content={"decision": "deny", "note": "not today"}),
+    )
+    async with (
+        serve(config, scripted) as served,
+        served.modern("alice", elicitation_callback=answers) as client,
+    ):
+        approved = await client.call_tool("shell.run", {"command": "ls"})
+        denied = await client.call_tool("shell.run", {"command": "rm -rf /"})
+    assert approved.is_error is False, _text(approved)
+    assert denied.is_error is True and "not today" in _text(denied)
+    assert all(isinstance(asked, types.ElicitRequestFormParams) for asked in answers.asked)
+    decided = ApprovalStore(config.approvals_db).find(None)
+    assert [(r.status, r.decided_by) for r in decided] == [
+        (ApprovalStatus.APPROVED, "alice"),
+        (ApprovalStatus.DENIED, "alice"),
+    ]
+
+
+async def test_a_2026_retry_by_another_principal_or_with_other_arguments_is_refused(
+    tmp_path: Path, scripted: ScriptedBackend
+) -> None:
+    config = make_config(tmp_path, approvers=FORM)
+    async with (
+        serve(config, scripted) as served,
+        served.modern("alice", elicitation_callback=Answers()) as alice,
+    ):
+        first = await alice.session.call_tool(
+            "shell.run", {"command": "ls"}, allow_input_required=True
+        )
+        assert isinstance(first, types.InputRequiredResult), first
+        assert first.request_state is not None and first.input_requests
+        (key,) = first.input_requests
+        approve: types.InputResponses = {
+            key: types.ElicitResult(action="accept", content={"decision": "approve"})
+        }
+        # The SDK's sealed state is bound to the tool and arguments.
+        with pytest.raises(MCPError, match="Invalid or expired requestState"):
+            await alice.session.call_tool(
+                "shell.run",
+                {"command": "rm -rf /"},
+                input_responses=approve,
+                request_state=first.request_state,
+                allow_input_required=True,
+            )
+        async with served.modern("dave") as dave:
+            other_principal = await dave.session.call_tool(
+                "shell.run",
+                {"command": "ls"},
+                input_responses=approve,
+                request_state=first.request_state,
+                allow_input_required=True,
+            )
+        pending = await _pending(served)
+    assert isinstance(other_principal, types.CallToolResult) and other_principal.is_error
+    assert "names no call of yours" in _text(other_principal)
+    assert pending["status"] == "pending"  # nobody's answer was taken
+
+
+async def test_a_2025_06_18_client_gets_the_form_and_no_url(
+    tmp_path: Path, scripted: ScriptedBackend
+) -> None:
+    config = make_config(tmp_path, approvers=FORM)
+    answers = Answers(types.ElicitResult(action="accept", content={"decision": "approve"}))
+    async with serve(config, scripted) as served:
+        client = httpx2.AsyncClient(
+            headers=served.auth("alice"), trust_env=False, timeout=httpx2.Timeout(30, read=120)
+        )
+        async with (
+            client,
+            streamable_http_client(f"{served.url}/mcp", http_client=client) as (read, write),
+            ClientSession(read, write, elicitation_callback=answers) as session,
+        ):
+            # The handshake of a 2025-06-18 client: elicitation declared as {} (form only).
+            init = await session.send_request(
+                types.InitializeRequest(
+                    params=types.InitializeRequestParams(
+                        protocol_version="2025-06-18",
+                        capabilities=types.ClientCapabilities(
+                            elicitation=types.ElicitationCapability()
+                        ),
+                        client_info=types.Implementation(name="old", version="1"),
+                    )
+                ),
+                types.InitializeResult,
+            )
+            session.adopt(init)
+            await session.send_notification(types.InitializedNotification())
+            result = await session.call_tool("shell.run", {"command": "ls"})
+    assert init.protocol_version == "2025-06-18"
+    assert result.is_error is False, _text(result)
+    (asked,) = answers.asked
+    assert isinstance(asked, types.ElicitRequestFormParams)
