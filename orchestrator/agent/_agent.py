@@ -194,7 +194,9 @@ class Agent:
                 f"invalid run id {run_id!r}: use letters, digits, '.', '_' or '-' (max 128)"
             )
         files = RunFiles.of(self._platform.config.state_dir, run_id)
-        if run_id in self._runs or files.root.exists():
+        # A run's log or checkpoint marks its id as used (its artifacts alone do not:
+        # tool calls outside any agent run keep theirs there too).
+        if run_id in self._runs or files.log.exists() or files.state.exists():
             raise UsageError(f"run id {run_id!r} is already used")
         who = principal or self.config.default_principal
         state = RunState(run_id=run_id, goal=goal, principal=who)

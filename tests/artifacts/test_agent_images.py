@@ -14,9 +14,11 @@ import pytest
 from orchestrator.agent import Agent, AgentConfig, Notice
 from orchestrator.agent._images import IMAGE_MARK
 from orchestrator.config import load_config
+from orchestrator.errors import UsageError
 from orchestrator.platform import Platform
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.testing import ScriptedModelServer, text, tool_call, tool_calls
+from orchestrator.tools import ToolCall
 
 from .helpers import PNG_WRITER, png, png_size
 
@@ -171,3 +173,23 @@ async def test_a_run_that_keeps_no_workspace_keeps_no_artifacts(
     assert "artifact: chart.png, image/png" in answer, "the call left artifacts"
     assert not (tmp_path / "runs" / "run-gone" / "artifacts").exists()
     assert (tmp_path / "runs" / "run-gone" / "log.jsonl").exists(), "the run's log stays"
+
+
+async def test_a_run_id_with_artifacts_only_can_still_start_a_run(
+    tmp_path: Path, server: ScriptedModelServer
+) -> None:
+    """Tool calls outside an agent run keep artifacts under runs/<id>/ too; that is no run."""
+    server.extend(text("Nothing to do."))
+    config = write_config(tmp_path, server.base_url, accepts_images=False)
+    async with (
+        Platform.open(load_config(config, environ={}), pools=False) as platform,
+        Agent.open(platform, AgentConfig(reflection=False)) as agent,
+    ):
+        called = await platform.gateway.call(
+            ToolCall(id="c1", name="python.run", arguments={"code": CHART}, run_id="shared")
+        )
+        assert len(called.artifacts) == 3, called
+        result = await agent.run("Anything?", run_id="shared")
+        assert result.success, result.reason
+        with pytest.raises(UsageError, match="already used"):
+            agent.start("Again", run_id="shared")
