@@ -113,6 +113,8 @@ class Appender:
         # (device, inode, size) of the file after our last batch, and the head
         # then: if nothing changed, the chain resumes without reading the file.
         self._cache: tuple[tuple[int, int, int], int, str] | None = None
+        self._stamp_second: int | None = None
+        self._stamp_prefix = ""
 
     def close(self) -> None:
         """Close the file (the next batch opens it again)."""
@@ -129,12 +131,12 @@ class Appender:
         ``audit``) when the batch could not be written; then none of it was.
         """
         try:
-            fd = self._locked()
+            fd, held = self._locked()
         except OSError as exc:
             self.close()
             raise audit_failure(f"cannot open {self._path}: {exc}") from exc
         try:
-            return self._commit(fd, bodies)
+            return self._commit(fd, held, bodies)
         except OSError as exc:
             self._cache = None
             self.close()  # also releases the flock
@@ -143,8 +145,8 @@ class Appender:
             if self._fd is not None:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def _locked(self) -> int:
-        """The current file's descriptor, exclusively locked."""
+    def _locked(self) -> tuple[int, os.stat_result]:
+        """The current file's descriptor, exclusively locked, and its ``fstat`` under the lock."""
         for _ in range(_REOPEN_ATTEMPTS):
             if self._fd is None:
                 self._fd = _open(self._path)
@@ -159,16 +161,16 @@ class Appender:
                 held.st_dev,
                 held.st_ino,
             ):
-                return self._fd
+                return self._fd, held
             # Another process rotated (or someone removed) the file while we
             # held it open: what we locked is no longer the log's current file.
             self.close()
         raise OSError(f"{self._path} keeps being replaced while we try to lock it")
 
     def _commit(
-        self, fd: int, bodies: Sequence[dict[str, Any]]
+        self, fd: int, held: os.stat_result, bodies: Sequence[dict[str, Any]]
     ) -> list[dict[str, Any] | InfrastructureError]:
-        seq, prev, start = self._head(fd)
+        seq, prev, start = self._head(fd, held)
         stamp = self._timestamp()
         results: list[dict[str, Any] | InfrastructureError] = []
         lines: list[bytes] = []
@@ -200,15 +202,19 @@ class Appender:
             self._sync_directory()
         self._sync_directory_pending = False
         end = start + len(data)
-        stat = os.fstat(fd)
-        self._cache = ((stat.st_dev, stat.st_ino, end), seq - 1, prev)
+        # The lock is still ours, so the file is the one fstat-ed under it and
+        # its size is what we wrote past ``start``: no second fstat (each
+        # system call is a few µs on this VM, and a batch costs four now).
+        self._cache = ((held.st_dev, held.st_ino, end), seq - 1, prev)
         if self._rotate_bytes is not None and end >= self._rotate_bytes:
             self._rotate_after(fd, last_seq=seq - 1, last_hash=prev)
         return results
 
-    def _head(self, fd: int) -> tuple[int, str, int]:
-        """The next seq, the hash to chain to, and the file's size (after a torn line is cut)."""
-        stat = os.fstat(fd)
+    def _head(self, fd: int, stat: os.stat_result) -> tuple[int, str, int]:
+        """The next seq, the hash to chain to, and the file's size (after a torn line is cut).
+
+        ``stat`` is the file's ``fstat`` taken under the lock.
+        """
         end = stat.st_size
         if self._cache is not None and self._cache[0] == (stat.st_dev, stat.st_ino, end):
             return self._cache[1] + 1, self._cache[2], end
@@ -284,8 +290,15 @@ class Appender:
         _log.info("audit log %s: rotated to %s", self._path, target)
 
     def _timestamp(self) -> str:
-        moment = datetime.fromtimestamp(self._clock(), tz=UTC)
-        return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+        # The date and time to the second are formatted once per second, the
+        # microseconds appended: 0.5 against 1.7 µs per batch (datetime's
+        # isoformat), the same text (microseconds rounded half to even).
+        second, micros = divmod(round(self._clock() * 1_000_000), 1_000_000)
+        if second != self._stamp_second:
+            moment = datetime.fromtimestamp(second, tz=UTC)
+            self._stamp_prefix = moment.strftime("%Y-%m-%dT%H:%M:%S")
+            self._stamp_second = second
+        return f"{self._stamp_prefix}.{micros:06d}Z"
 
     def _sync_directory(self) -> None:
         fd = os.open(self._path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

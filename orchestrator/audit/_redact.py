@@ -25,6 +25,16 @@ MAX_REPLACEMENTS = 100
 of the string is replaced whole. Each further match can cost a pass over the rest of the
 string (see :meth:`LinearRegex.replace`); a cap of 100 keeps a 256 KiB argument to ~60 ms."""
 
+# Strings up to this many characters found free of secrets are remembered, up to
+# _CLEAN_ENTRIES of them per pattern list: a call's intent and its outcome
+# record carry the same arguments, and keys ("code", "path") recur in every
+# record. A remembered string costs a dict lookup (its hash is cached on the
+# str) instead of an RE2 pass: redacting the gateway benchmark's arguments
+# again measured 3.0 against 11.2 µs, a short output 0.24 against 2.0 µs.
+# Only clean strings are kept, so no secret outlives the record that carried it.
+_CLEAN_CHARS = 2048
+_CLEAN_ENTRIES = 4096
+
 # Python flags a compiled ``re.Pattern`` may carry, as RE2's inline flags.
 _INLINE_FLAGS = ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"))
 
@@ -41,7 +51,15 @@ def redact(value: Any, patterns: Sequence[str | re.Pattern[str] | LinearRegex]) 
     """
     if not patterns:
         return value
-    return _redact(value, _compiled(tuple(_source(pattern) for pattern in patterns)))
+    return _redact(value, _compiled_as_given(tuple(patterns)))
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_as_given(patterns: tuple[str | re.Pattern[str] | LinearRegex, ...]) -> _Patterns:
+    # Keyed on the patterns as the caller holds them (the audit log passes the
+    # same tuple every time): translating each to its RE2 source on every
+    # call cost 2 µs of the 7 of a small record's redaction.
+    return _compiled(tuple(_source(pattern) for pattern in patterns))
 
 
 def _source(pattern: str | re.Pattern[str] | LinearRegex) -> str:
@@ -63,6 +81,8 @@ class _Patterns:
     """All of them as one alternation: one pass tells whether a string holds a secret
     (most hold none), instead of one pass per pattern (~1 µs each, even on short strings).
     None if the alternation outgrows RE2's memory budget although each pattern fits."""
+    clean: dict[str, bool]
+    """Short strings known to hold no secret (see ``_CLEAN_CHARS``)."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -74,13 +94,23 @@ def _compiled(sources: tuple[str, ...]) -> _Patterns:
         combined: LinearRegex | None = LinearRegex("|".join(f"(?:{s})" for s in sources))
     except RegexError:
         combined = None
-    return _Patterns(each=each, any=combined)
+    return _Patterns(each=each, any=combined, clean={})
 
 
 def _found(patterns: _Patterns, text: str) -> bool:
+    short = len(text) <= _CLEAN_CHARS
+    if short and text in patterns.clean:
+        return False
     if patterns.any is not None:
-        return patterns.any.search(text)
-    return any(pattern.search(text) for pattern in patterns.each)
+        found = patterns.any.search(text)
+    else:
+        found = any(pattern.search(text) for pattern in patterns.each)
+    if short and not found:
+        clean = patterns.clean
+        if len(clean) >= _CLEAN_ENTRIES:
+            clean.clear()  # a dict's operations are atomic: threads may share it
+        clean[text] = False
+    return found
 
 
 def _redact(value: Any, patterns: _Patterns) -> Any:
