@@ -8,10 +8,20 @@ from pydantic import Field
 
 from orchestrator.strict import StrictModel
 
-__all__ = ["ARTIFACT_ID_PATTERN", "Artifact", "ArtifactLimits", "KeptArtifacts", "human_size"]
+__all__ = [
+    "ARTIFACT_ID_PATTERN",
+    "MAX_NAME_CHARS",
+    "Artifact",
+    "ArtifactLimits",
+    "KeptArtifacts",
+    "human_size",
+]
 
 ARTIFACT_ID_PATTERN = r"^[0-9a-f]{32}$"
 """An artifact id: 32 lower-case hex digits (random: ids are not guessable)."""
+
+MAX_NAME_CHARS = 1024
+"""Longest artifact name kept (a workspace path may be longer; such a file is dropped)."""
 
 
 def human_size(size: int) -> str:
@@ -29,7 +39,7 @@ class Artifact(StrictModel):
 
     id: str = Field(pattern=ARTIFACT_ID_PATTERN)
     """The artifact's id within its run (``GET /v1/runs/{run_id}/artifacts/{id}``)."""
-    name: str = Field(min_length=1, max_length=4096)
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     """Its path under ``outputs/``, e.g. ``chart.png`` or ``plots/a.png``."""
     media_type: str
     """Decided from the bytes, never from the name (``application/octet-stream`` if unknown)."""

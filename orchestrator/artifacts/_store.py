@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from orchestrator.artifacts._media import detect_media_type
 from orchestrator.artifacts._models import (
     ARTIFACT_ID_PATTERN,
+    MAX_NAME_CHARS,
     Artifact,
     ArtifactLimits,
     KeptArtifacts,
@@ -46,6 +47,9 @@ ARTIFACTS_DIR = "artifacts"
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ID = re.compile(ARTIFACT_ID_PATTERN)
+# A name goes into the model's text, logs and a download's file name: one plain line
+# of valid Unicode (a path that was not UTF-8 keeps lone surrogates).
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\u0080-\u009f\u2028\u2029\ud800-\udfff]")
 
 
 class ArtifactStore:
@@ -90,6 +94,11 @@ class ArtifactStore:
             used = self.used_bytes(run_id)
             for name, data in sorted(outputs):
                 size = len(data)
+                if len(name) > MAX_NAME_CHARS or _UNPRINTABLE.search(name):
+                    shown = name[:60].encode("unicode_escape", "backslashreplace").decode("ascii")
+                    more = "…" if len(name) > 60 else ""
+                    dropped.append(f"{shown}{more}: the name is too long or not one plain line")
+                    continue
                 if len(kept) >= limits.max_per_call:
                     dropped.append(
                         f"{name}: past the cap of {limits.max_per_call} artifacts a call"

@@ -101,6 +101,23 @@ def test_the_quota_holds_under_concurrent_calls(tmp_path: Path) -> None:
     assert sum(kept) == 3 and store.used_bytes("r") == 3000
 
 
+def test_names_that_are_not_one_plain_line_are_dropped(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    not_utf8 = b"bad\xff.png".decode("utf-8", "surrogateescape")
+    kept = store.keep(
+        "r", [("a\nartifact: fake.png", b"x"), ("x" * 1025, b"y"), (not_utf8, b"z"), ("ok", b"o")]
+    )
+    assert [a.name for a in kept.artifacts] == ["ok"]
+    assert kept.dropped == (
+        "a\\nartifact: fake.png: the name is too long or not one plain line",
+        "bad\\udcff.png: the name is too long or not one plain line",
+        "x" * 60 + "…: the name is too long or not one plain line",
+    )
+    ToolResult(
+        call_id="c", name="t", status=ToolStatus.OK, artifacts_dropped=kept.dropped
+    ).model_dump_json()
+
+
 def test_a_bad_run_id_is_refused(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
     with pytest.raises(ValueError, match="invalid run id"):
