@@ -39,6 +39,7 @@ from orchestrator.artifacts._models import (
     human_size,
 )
 from orchestrator.errors import ConfigError
+from orchestrator.metrics import Metrics
 
 __all__ = ["ARTIFACTS_DIR", "ArtifactStore"]
 
@@ -55,11 +56,19 @@ _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\u0080-\u009f\u2028\u2029\ud800-\udfff
 class ArtifactStore:
     """The artifacts of every run under one runs directory (``<state_dir>/runs``)."""
 
-    def __init__(self, runs_dir: Path, limits: ArtifactLimits | None = None) -> None:
-        """Keep artifacts in ``runs_dir/<run_id>/artifacts`` within ``limits``."""
+    def __init__(
+        self,
+        runs_dir: Path,
+        limits: ArtifactLimits | None = None,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
+        """Keep artifacts in ``runs_dir/<run_id>/artifacts`` within ``limits``; count them in
+        ``metrics`` (by media type)."""
         self._runs_dir = runs_dir
         self.limits = limits or ArtifactLimits()
         """The caps applied by :meth:`keep`."""
+        self._metrics = metrics or Metrics(enabled=False)
         self._lock = threading.Lock()
 
     def directory(self, run_id: str) -> Path:
@@ -134,6 +143,11 @@ class ArtifactStore:
                     artifact.model_dump_json().encode(),
                 )
                 kept.append(artifact)
+        for artifact in kept:
+            self._metrics.artifacts.labels(artifact.media_type).inc()
+            self._metrics.artifact_bytes.labels(artifact.media_type).inc(artifact.size)
+        if dropped:
+            self._metrics.artifacts_dropped.inc(len(dropped))
         return KeptArtifacts(artifacts=tuple(kept), dropped=tuple(dropped))
 
     def get(self, run_id: str, artifact_id: str) -> Artifact | None:

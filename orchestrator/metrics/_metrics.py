@@ -99,6 +99,21 @@ class Metrics:
             ["tool"],
             buckets=TOOL_CALL_SECONDS,
         )
+        self.artifacts = make.counter(
+            "stockade_artifacts",
+            "Artifacts kept from the files tool calls wrote under outputs/, by media type "
+            "(decided from the bytes: a short allow-list, so the label is bounded).",
+            ["media_type"],
+        )
+        self.artifact_bytes = make.counter(
+            "stockade_artifact_bytes",
+            "Bytes of the artifacts kept, by media type.",
+            ["media_type"],
+        )
+        self.artifacts_dropped = make.counter(
+            "stockade_artifacts_dropped",
+            "Files under outputs/ not kept as artifacts (a cap, the run's quota, a bad name).",
+        )
         self.tool_output_bytes = make.histogram(
             "stockade_tool_output_bytes",
             "Size of the output tool calls return to the caller.",

@@ -159,6 +159,7 @@ class Platform:
                     max_bytes=int(settings.artifacts.max_file_mb * (1 << 20)),
                     run_quota_bytes=int(settings.artifacts.run_quota_mb * (1 << 20)),
                 ),
+                metrics=own_metrics,
             )
             store = ApprovalStore(settings.approvals_db)
             chain = [

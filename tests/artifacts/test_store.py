@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from orchestrator.artifacts import Artifact, ArtifactLimits, ArtifactStore, detect_media_type
+from orchestrator.metrics import Metrics
 from orchestrator.sandbox._archive import WorkspaceReader
 from orchestrator.sandbox.workspace import WorkspaceManager
 from orchestrator.tools import ToolResult, ToolStatus
@@ -172,3 +173,14 @@ def test_the_result_carries_metadata_only() -> None:
         Artifact.model_validate({**artifact.model_dump(), "id": "../x"})
     with pytest.raises(ValidationError):
         Artifact.model_validate({**artifact.model_dump(), "sha256": "nothex"})
+
+
+def test_kept_and_dropped_artifacts_are_counted(tmp_path: Path) -> None:
+    metrics = Metrics()
+    store = ArtifactStore(tmp_path, ArtifactLimits(max_bytes=10), metrics=metrics)
+    store.keep("r", [("a.png", png(1, 1)), ("b.csv", b"a,b\n1,2\n"), ("c.txt", b"x" * 11)])
+    value = metrics.registry.get_sample_value
+    assert value("stockade_artifacts_total", {"media_type": "image/png"}) is None  # over 10 B
+    assert value("stockade_artifacts_total", {"media_type": "text/csv"}) == 1
+    assert value("stockade_artifact_bytes_total", {"media_type": "text/csv"}) == 8
+    assert value("stockade_artifacts_dropped_total") == 2
