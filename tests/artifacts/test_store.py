@@ -40,6 +40,8 @@ SVG = b'<?xml version="1.0"?>\n<!-- a comment -->\n<svg xmlns="http://www.w3.org
         (b"42", "application/json"),
         (b"name,qty\nbolt,3\nnut,4\n", "text/csv"),
         (b"one,two\n", "text/plain"),  # one row is no table
+        (b"a,b,c\n" + b"1,2,3\n" * 400_000, "text/csv"),  # judged on its first MiB
+        (b'"' + b"x" * (2 << 20) + b'"', "application/json"),
         (b"a,b\n1,2,3\n", "text/plain"),  # ragged rows are no table
         (b"hello\nworld\n", "text/plain"),
         (b"", "text/plain"),
