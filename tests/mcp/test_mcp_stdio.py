@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -10,8 +11,10 @@ import docker
 import mcp_types as types
 import pytest
 from mcp import ClientSession
+from mcp.client.session import ClientRequestContext
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
+from orchestrator.approvals import ApprovalStore
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.labels import OWNER_LABEL, PLATFORM_LABEL, Owner
 
@@ -88,4 +91,103 @@ async def test_tools_listed_called_and_a_denial_is_an_error_result(
     assert {(r["principal"], r["run_id"]) for r in calls} == {("alice", "mcp-run")}
     assert [r["status"] for r in calls][:2] == ["ok", "denied"]
     # The server process removed its containers when the client closed it.
+    assert _containers(docker_client) <= before
+
+
+GATED = """\
+version: 1
+default: deny
+approval_timeout_s: 60
+rules:
+  - {name: python-needs-a-person, tools: python.run, decision: require_approval,
+     reason: code runs only with a person's consent}
+  - {name: everything-else, tools: "*", decision: allow}
+"""
+
+
+class _Answers:
+    """An elicitation callback answering with the next of its answers."""
+
+    def __init__(self, *answers: types.ElicitResult) -> None:
+        self.answers = list(answers)
+        self.asked: list[types.ElicitRequestParams] = []
+
+    async def __call__(
+        self, context: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData:
+        self.asked.append(params)
+        return self.answers.pop(0)
+
+
+async def test_over_stdio_the_client_is_asked_and_sees_progress_while_a_call_waits(
+    tmp_path: Path, images: ImageBuilder, docker_client: docker.DockerClient, stockade_home: Path
+) -> None:
+    (tmp_path / "policy.yaml").write_text(GATED)
+    (tmp_path / "approvers.yaml").write_text("elicitation: {mode: form}\n")
+    config = tmp_path / "stockade.yaml"
+    config.write_text(
+        "toolkits: [toolkits.python]\n"
+        f"policy: {tmp_path / 'policy.yaml'}\n"
+        f"approvals: {{approvers: {tmp_path / 'approvers.yaml'}}}\n"
+        "sandbox: {profiles: {default: {pool_size: 0}}}\n"
+    )
+    # STOCKADE_HOME (the environment) wins over the file's state_dir.
+    approvals_db = stockade_home / "approvals.db"
+    before = _containers(docker_client)
+    answers = _Answers(
+        types.ElicitResult(action="accept", content={"decision": "approve", "note": "go"}),
+        types.ElicitResult(action="accept", content={"decision": "deny", "note": "not now"}),
+        types.ElicitResult(action="cancel"),  # dismissed: someone else decides
+    )
+    messages: list[str] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        messages.append(message or "")
+
+    async def decide_elsewhere() -> str:
+        """Approve the pending request as bob, once there is one (another terminal would)."""
+        async with asyncio.timeout(60):
+            while True:
+                if len(answers.asked) == 3:
+                    store = ApprovalStore(approvals_db)
+                    pending = await asyncio.to_thread(store.find)
+                    if pending and messages:
+                        (request,) = pending
+                        await asyncio.to_thread(store.decide, request.id, approve=True, by="bob")
+                        return request.id
+                await asyncio.sleep(0.05)
+
+    server = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "orchestrator", "mcp", "--config", str(config), "--principal", "alice"],
+        env={"STOCKADE_HOME": str(stockade_home)},
+    )
+    errors = (tmp_path / "mcp.stderr").open("w")
+    try:
+        async with (
+            stdio_client(server, errlog=errors) as (read, write),
+            ClientSession(read, write, elicitation_callback=answers) as session,
+        ):
+            await session.initialize()
+            approved = await session.call_tool("python.run", {"code": "print(6 * 7)"})
+            denied = await session.call_tool("python.run", {"code": "print(1)"})
+            decider = asyncio.create_task(decide_elsewhere())
+            waited = await session.call_tool(
+                "python.run", {"code": "print(2)"}, progress_callback=on_progress
+            )
+            request_id = await decider
+    finally:
+        errors.close()
+    stderr = (tmp_path / "mcp.stderr").read_text()
+    assert approved.is_error is False, stderr
+    assert json.loads(_text(approved))["stdout"] == "42\n"  # approved, then run in a container
+    assert denied.is_error is True and "not now" in _text(denied)
+    assert waited.is_error is False, _text(waited)
+    assert any(f"waiting for approval {request_id}" in m for m in messages), messages
+    decided = ApprovalStore(approvals_db).find(None)
+    assert [(r.status.value, r.decided_by) for r in decided] == [
+        ("approved", "alice"),
+        ("denied", "alice"),
+        ("approved", "bob"),
+    ]
     assert _containers(docker_client) <= before
