@@ -686,3 +686,30 @@ async def test_a_2025_06_18_client_gets_the_form_and_no_url(
     assert result.is_error is False, _text(result)
     (asked,) = answers.asked
     assert isinstance(asked, types.ElicitRequestFormParams)
+
+
+async def test_a_2026_client_is_sent_to_the_approval_page_in_its_next_round(
+    tmp_path: Path, scripted: ScriptedBackend
+) -> None:
+    page = "https://stockade.example.org/ui/approvals"
+    config = make_config(tmp_path, approvers=f"elicitation: {{mode: url, page_url: {page}}}\n")
+    answers = Answers(types.ElicitResult(action="accept"))
+    async with (
+        serve(config, scripted) as served,
+        served.modern("alice", elicitation_callback=answers) as client,
+    ):
+        call = asyncio.create_task(client.call_tool("shell.run", {"command": "ls"}))
+        request = await _pending(served)
+        async with asyncio.timeout(30):
+            while not answers.asked:
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+        still = ApprovalStore(config.approvals_db).get(request["id"])
+        async with served.http("bob") as api:
+            await api.post(f"/v1/approvals/{request['id']}/deny", json={"note": "see the page"})
+        result = await asyncio.wait_for(call, 30)
+    (asked,) = answers.asked
+    assert isinstance(asked, types.ElicitRequestURLParams)
+    assert asked.url == f"{page}/{request['id']}"
+    assert still is not None and still.status is ApprovalStatus.PENDING
+    assert result.is_error is True and "see the page" in _text(result)
