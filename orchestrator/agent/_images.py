@@ -26,10 +26,12 @@ __all__ = [
     "IMAGE_MARK",
     "IMAGE_TOKENS",
     "MAX_IMAGES",
+    "MAX_IMAGES_BYTES",
     "MAX_IMAGE_BYTES",
     "ShownImage",
     "image_message",
     "is_image_message",
+    "pick",
     "showable",
 ]
 
@@ -45,6 +47,9 @@ MAX_IMAGES = 8
 MAX_IMAGE_BYTES = 4 << 20
 """Largest image sent (its data URL is a third larger, and rides in every later request)."""
 
+MAX_IMAGES_BYTES = 8 << 20
+"""Most image bytes in one message (the run's checkpoint carries the message too)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class ShownImage:
@@ -56,6 +61,19 @@ class ShownImage:
     """The artifact."""
     data: bytes
     """Its bytes, as stored."""
+
+
+def pick(candidates: Sequence[tuple[str, Artifact]]) -> list[tuple[str, Artifact]]:
+    """The (tool_call_id, artifact) pairs to show, in order, within the caps."""
+    chosen: list[tuple[str, Artifact]] = []
+    total = 0
+    for tool_call_id, artifact in candidates:
+        if len(chosen) == MAX_IMAGES:
+            break
+        if showable(artifact) and total + artifact.size <= MAX_IMAGES_BYTES:
+            chosen.append((tool_call_id, artifact))
+            total += artifact.size
+    return chosen
 
 
 def showable(artifact: Artifact) -> bool:

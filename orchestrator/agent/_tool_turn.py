@@ -21,7 +21,7 @@ from typing import Any
 from orchestrator.agent._context import message_tokens
 from orchestrator.agent._detect import CallOutcome, outcome_of
 from orchestrator.agent._events import LOG_OUTPUT, ToolCallFinished, ToolCallStarted, clip
-from orchestrator.agent._images import MAX_IMAGES, ShownImage, image_message, showable
+from orchestrator.agent._images import ShownImage, image_message, pick
 from orchestrator.agent._model_reply import ModelToolCall, tool_message
 from orchestrator.agent._parts import Reporter, RunParts
 from orchestrator.agent._run_state import RunState
@@ -151,12 +151,13 @@ class _Turn:
     ) -> None:
         """One user message with the batch's image artifacts, after all its tool messages."""
         store = self._parts.artifacts
-        wanted = [
-            (call.model_id, artifact)
-            for call, result in zip(calls, results, strict=True)
-            for artifact in result.artifacts
-            if showable(artifact)
-        ][:MAX_IMAGES]
+        wanted = pick(
+            [
+                (call.model_id, artifact)
+                for call, result in zip(calls, results, strict=True)
+                for artifact in result.artifacts
+            ]
+        )
         if store is None or not wanted:
             return
         run_id = self._state.run_id

@@ -11,6 +11,14 @@ from pathlib import Path, PurePosixPath
 import pytest
 from pydantic import ValidationError
 
+from orchestrator.agent._images import (
+    MAX_IMAGE_BYTES,
+    MAX_IMAGES,
+    MAX_IMAGES_BYTES,
+    ShownImage,
+    image_message,
+    pick,
+)
 from orchestrator.artifacts import Artifact, ArtifactLimits, ArtifactStore, detect_media_type
 from orchestrator.metrics import Metrics
 from orchestrator.sandbox._archive import WorkspaceReader
@@ -186,3 +194,30 @@ def test_kept_and_dropped_artifacts_are_counted(tmp_path: Path) -> None:
     assert value("stockade_artifacts_total", {"media_type": "text/csv"}) == 1
     assert value("stockade_artifact_bytes_total", {"media_type": "text/csv"}) == 8
     assert value("stockade_artifacts_dropped_total") == 2
+
+
+def test_images_shown_to_a_model_are_capped() -> None:
+    def artifact(n: int, media_type: str, size: int) -> Artifact:
+        return Artifact(
+            id=f"{n:032x}", name=f"{n}", media_type=media_type, size=size, sha256="a" * 64
+        )
+
+    candidates = [
+        ("c1", artifact(1, "image/svg+xml", 10)),  # active content: never
+        ("c1", artifact(2, "image/png", MAX_IMAGE_BYTES + 1)),  # too large
+        ("c2", artifact(3, "image/jpeg", MAX_IMAGE_BYTES)),
+        ("c2", artifact(4, "image/gif", MAX_IMAGES_BYTES - MAX_IMAGE_BYTES - 50)),
+        ("c3", artifact(5, "image/webp", 100)),  # past the message's bytes
+        *(("c4", artifact(10 + n, "image/png", 1)) for n in range(20)),  # past the count
+    ]
+    chosen = pick(candidates)
+    assert [a.name for _, a in chosen[:2]] == ["3", "4"]
+    assert len(chosen) == MAX_IMAGES and "5" not in [a.name for _, a in chosen]
+    message = image_message(
+        [ShownImage(tool_call_id="call_9", artifact=artifact(7, "image/png", 3), data=b"abc")]
+    )
+    assert message["content"][1] == {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64,YWJj"},
+    }
+    assert "call_9" in message["content"][0]["text"]
