@@ -96,48 +96,48 @@ class ArtifactStore:
         count cap or over the run's quota is dropped and named in
         :attr:`KeptArtifacts.dropped`.
         """
+        self.directory(run_id)  # a bad run id fails before anything else
         limits = self.limits
         kept: list[Artifact] = []
         dropped: list[str] = []
-        with self._lock:
-            used = self.used_bytes(run_id)
-            for name, data in sorted(outputs):
-                size = len(data)
-                if len(name) > MAX_NAME_CHARS or _UNPRINTABLE.search(name):
-                    shown = name[:60].encode("unicode_escape", "backslashreplace").decode("ascii")
-                    more = "…" if len(name) > 60 else ""
-                    dropped.append(f"{shown}{more}: the name is too long or not one plain line")
-                    continue
-                if len(kept) >= limits.max_per_call:
-                    dropped.append(
-                        f"{name}: past the cap of {limits.max_per_call} artifacts a call"
-                    )
-                    continue
-                if size > limits.max_bytes:
-                    dropped.append(
-                        f"{name}: {human_size(size)}, over the cap of "
-                        f"{human_size(limits.max_bytes)} an artifact"
-                    )
-                    continue
-                sha256 = hashlib.sha256(data).hexdigest()
-                blob = self._blob(run_id, sha256)
-                fresh = not blob.exists()
-                if fresh and used + size > limits.run_quota_bytes:
-                    dropped.append(
-                        f"{name}: the run's artifacts would pass their quota of "
-                        f"{human_size(limits.run_quota_bytes)}"
-                    )
-                    continue
+        candidates: list[tuple[Artifact, bytes]] = []
+        # Checked, hashed and typed before the lock: only the quota and the writes need it.
+        for name, data in sorted(outputs):
+            size = len(data)
+            if len(name) > MAX_NAME_CHARS or _UNPRINTABLE.search(name):
+                shown = name[:60].encode("unicode_escape", "backslashreplace").decode("ascii")
+                more = "…" if len(name) > 60 else ""
+                dropped.append(f"{shown}{more}: the name is too long or not one plain line")
+            elif len(candidates) >= limits.max_per_call:
+                dropped.append(f"{name}: past the cap of {limits.max_per_call} artifacts a call")
+            elif size > limits.max_bytes:
+                dropped.append(
+                    f"{name}: {human_size(size)}, over the cap of "
+                    f"{human_size(limits.max_bytes)} an artifact"
+                )
+            else:
                 artifact = Artifact(
                     id=secrets.token_hex(16),
                     name=name,
                     media_type=detect_media_type(data),
                     size=size,
-                    sha256=sha256,
+                    sha256=hashlib.sha256(data).hexdigest(),
                 )
+                candidates.append((artifact, data))
+        with self._lock:
+            used = self.used_bytes(run_id)
+            for artifact, data in candidates:
+                blob = self._blob(run_id, artifact.sha256)
+                fresh = not blob.exists()
+                if fresh and used + artifact.size > limits.run_quota_bytes:
+                    dropped.append(
+                        f"{artifact.name}: the run's artifacts would pass their quota of "
+                        f"{human_size(limits.run_quota_bytes)}"
+                    )
+                    continue
                 if fresh:
                     _write_new(blob, data)
-                    used += size
+                    used += artifact.size
                 _write_new(
                     self.directory(run_id) / "index" / f"{artifact.id}.json",
                     artifact.model_dump_json().encode(),
