@@ -21,10 +21,18 @@ import os
 import signal
 import sys
 
-__all__ = ["become_snippet", "can_fork", "finish_interpreter", "prepare_fork_start"]
+__all__ = [
+    "Options",
+    "become_snippet",
+    "can_fork",
+    "cold_main",
+    "finish_interpreter",
+    "prepare_fork_start",
+]
 
 TYPE_CHECKING = False  # typing itself costs start-up time in the sandbox
 if TYPE_CHECKING:
+    from types import CodeType
     from typing import NoReturn
 
 _PR_SET_DUMPABLE = 4
@@ -110,8 +118,92 @@ def finish_interpreter(status: int) -> NoReturn:
     os._exit(_wind_down(status))
 
 
-def _exec_main(source: str) -> int:
-    """Run ``source`` as ``python3 -c`` runs it: a fresh ``__main__``, its errors printed."""
+class Options:
+    """What a ``python.run`` call asks of its snippet beyond running it."""
+
+    __slots__ = ("report", "reset", "state_cap")
+
+    def __init__(self, *, report: str, state_cap: int | None = None, reset: bool = False) -> None:
+        self.report = report
+        """File the snippet writes its report to (JSON), when it has something to say."""
+        self.state_cap = state_cap
+        """Size cap of the namespace kept across calls; None: a stateless call."""
+        self.reset = reset
+        """Start from an empty namespace even if one was kept."""
+
+    def argv(self) -> list[str]:
+        """These options as command-line arguments (the cold path's)."""
+        cap = "" if self.state_cap is None else str(self.state_cap)
+        return [self.report, cap, "1" if self.reset else ""]
+
+    @classmethod
+    def from_argv(cls, args: list[str]) -> Options:
+        """The options :meth:`argv` wrote."""
+        report, cap, reset = args
+        return cls(report=report, state_cap=int(cap) if cap else None, reset=bool(reset))
+
+
+def _compile(source: str) -> tuple[CodeType, CodeType | None]:
+    """The code of ``source`` and, if it ends in an expression, that expression's apart.
+
+    The expression's value is then shown as the interactive interpreter
+    shows it (its repr, nothing for None).
+    """
+    import ast  # noqa: PLC0415 - loaded by the host before any call
+
+    tree = ast.parse(source, "<string>")
+    if not tree.body or not isinstance(tree.body[-1], ast.Expr):
+        return compile(tree, "<string>", "exec"), None
+    last = tree.body.pop()
+    assert isinstance(last, ast.Expr)
+    expression = ast.Expression(last.value)
+    return compile(tree, "<string>", "exec"), compile(expression, "<string>", "eval")
+
+
+def _exec_code(source: str, namespace: dict[str, object]) -> int:
+    """Run ``source`` as ``python3 -c`` runs it, a trailing expression shown; the status."""
+    try:
+        code, expression = _compile(source)
+    except SyntaxError as exc:
+        # No traceback, as under -c: the hook prints the one the exception holds.
+        sys.excepthook(type(exc), exc.with_traceback(None), None)
+        return 1
+    try:
+        exec(code, namespace)  # noqa: S102 - running the model's code is this tool's purpose
+        if expression is not None:
+            value = eval(expression, namespace)  # noqa: S307 - the same code's last expression
+            sys.displayhook(value)  # as the REPL: the repr, nothing for None
+    except SystemExit as exc:
+        return _exit_status(exc)
+    except BaseException as exc:
+        # This function's own frame is not the snippet's: -c shows none of it.
+        traceback = exc.__traceback__.tb_next if exc.__traceback__ else None
+        sys.excepthook(type(exc), exc.with_traceback(traceback), traceback)
+        return -signal.SIGINT if isinstance(exc, KeyboardInterrupt) else 1
+    return 0
+
+
+def _keep_state(
+    namespace: dict[str, object], cap: int, root: str, report: dict[str, object]
+) -> None:
+    from stockade_sdk import _state  # noqa: PLC0415 - preloaded by the host
+
+    try:
+        outcome = _state.save(namespace, cap, root)
+    except BaseException as exc:
+        trouble: str | None = f"{type(exc).__name__}: {exc}"
+    else:
+        trouble = outcome.error
+        if outcome.not_kept:
+            report["not_kept"] = outcome.not_kept
+    report["saved"] = trouble is None
+    if trouble is not None:
+        said = f"not saved: {trouble}; the previous state is kept"
+        report["state"] = f"{report['state']}; {said}" if "state" in report else said
+
+
+def _exec_main(source: str, options: Options | None = None) -> int:
+    """Run ``source`` in a fresh ``__main__``: restored first and saved after, if stateful."""
     import builtins  # noqa: PLC0415 - built in
     import importlib.machinery  # noqa: PLC0415 - loaded by the interpreter itself
     import types  # noqa: PLC0415 - loaded by the interpreter itself
@@ -123,25 +215,50 @@ def _exec_main(source: str) -> int:
         __annotations__={},
     )
     sys.modules["__main__"] = main
-    try:
-        code = compile(source, "<string>", "exec")
-    except SyntaxError as exc:
-        # No traceback, as under -c: the hook prints the one the exception holds.
-        sys.excepthook(type(exc), exc.with_traceback(None), None)
-        return 1
-    try:
-        exec(code, main.__dict__)  # noqa: S102 - running the model's code is this tool's purpose
-    except SystemExit as exc:
-        return _exit_status(exc)
-    except BaseException as exc:
-        # This function's own frame is not the snippet's: -c shows none of it.
-        traceback = exc.__traceback__.tb_next if exc.__traceback__ else None
-        sys.excepthook(type(exc), exc.with_traceback(traceback), traceback)
-        return -signal.SIGINT if isinstance(exc, KeyboardInterrupt) else 1
-    return 0
+    report: dict[str, object] = {}
+    root = os.getcwd()  # the workspace; the snippet may change directory
+    stateful = options is not None and options.state_cap is not None
+    if options is not None:
+        from stockade_sdk import _figures  # noqa: PLC0415 - preloaded by the host
+
+        _figures.start(root)
+    if stateful and options is not None and not options.reset:
+        from stockade_sdk import _state  # noqa: PLC0415 - preloaded by the host
+
+        trouble = _state.restore(main.__dict__, root)
+        if trouble is not None:
+            report["state"] = f"{trouble}; this call started with an empty namespace"
+    status = _exec_code(source, main.__dict__)
+    if options is None:
+        return status
+    if "matplotlib.pyplot" in sys.modules:
+        try:
+            _figures.save_open_figures()
+        except BaseException as exc:
+            report["figures_error"] = f"{type(exc).__name__}: {exc}"
+        report["figures"], failed = _figures.saved()
+        if failed:
+            report["figures_error"] = "; ".join(failed)
+    if stateful and options.state_cap is not None:
+        _keep_state(main.__dict__, options.state_cap, root, report)
+    if report:
+        _write_report(options.report, report)
+    return status
 
 
-def become_snippet(source: str, stdout_w: int, stderr_w: int) -> NoReturn:
+def _write_report(path: str, report: dict[str, object]) -> None:
+    import json  # noqa: PLC0415 - loaded by the host
+
+    try:
+        with open(path, "w", encoding="utf-8") as file:
+            json.dump(report, file)
+    except OSError:
+        pass  # the result then says less; the snippet's own outcome stands
+
+
+def become_snippet(
+    source: str, stdout_w: int, stderr_w: int, options: Options | None = None
+) -> NoReturn:
     """In the forked child: turn into ``python3 -c source``; never return into the host."""
     status = 1
     try:
@@ -157,14 +274,31 @@ def become_snippet(source: str, stdout_w: int, stderr_w: int) -> NoReturn:
         _set_dumpable(1)
         sys.argv[:] = ["-c"]
         sys.path[0] = ""  # as under -c (the host's is the directory it started in)
-        status = _exec_main(source)
-        if status == -signal.SIGINT:
-            # As CPython after an uncaught KeyboardInterrupt: die of the signal.
-            _wind_down(0)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGINT)
-            status = _SIGINT_EXIT
-        status = _wind_down(status)
+        status = _finish(_exec_main(source, options))
+    finally:
+        os._exit(status)
+
+
+def _finish(status: int) -> int:
+    """The interpreter's exit after ``__main__`` ran; the process's exit status."""
+    if status == -signal.SIGINT:
+        # As CPython after an uncaught KeyboardInterrupt: die of the signal.
+        _wind_down(0)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+        status = _SIGINT_EXIT
+    return _wind_down(status)
+
+
+def cold_main(args: list[str]) -> NoReturn:
+    """In a new ``python3 -c`` (no warm host): ``args`` are the source file, then the options."""
+    with open(args[0], encoding="utf-8") as file:
+        source = file.read()
+    options = Options.from_argv(args[1:])
+    sys.argv[:] = ["-c"]
+    status = 1
+    try:
+        status = _finish(_exec_main(source, options))
     finally:
         os._exit(status)
 

@@ -6,7 +6,12 @@ host:
 
 1. imports what a call needs: the SDK, ``json``, and the toolkits baked into
    the image (``stockade-preload.txt`` beside the SDK, written by the image
-   build: one module per line);
+   build: one module per line); then what ``python.run`` snippets need at
+   once: the state serialiser (``cloudpickle``) and the heavy modules of the
+   profile's preload list (``STOCKADE_PRELOAD``, comma-separated, set when the
+   container is created; ``numpy`` when it is not set), so a snippet that
+   restores or imports them finds them loaded. Only module imports run here:
+   a kept namespace is loaded by the forked snippet, never by this process;
 2. makes itself non-dumpable (:func:`stockade_sdk._snippet.prepare_fork_start`):
    a ``python.run`` snippet is forked from this process, and must not be able
    to ptrace it or read or write its memory;
@@ -38,18 +43,32 @@ ENTRY_ARGV = run.ENTRY_ARGV
 """The command this host stands in for, completed by ``MODULE:FUNCTION``."""
 PRELOAD_FILE = "stockade-preload.txt"
 """Beside the ``stockade_sdk`` package: the modules to import before the call, one a line."""
+PRELOAD_ENV = "STOCKADE_PRELOAD"
+"""Comma-separated modules snippets use, imported before the call (the profile's list)."""
+DEFAULT_PRELOAD = ("numpy",)
+"""The list when :data:`PRELOAD_ENV` is not set."""
+# What every python.run call may use: its parser (a trailing expression is
+# shown), the state serialiser and its module.
+_SNIPPET_MODULES = ("ast", "cloudpickle", "stockade_sdk._state", "stockade_sdk._figures")
 _READY_FD = 3
 _LEN_BYTES = 4
 
 
-def _preload() -> None:
+def preload_names() -> list[str]:
+    """The modules imported before the call: the image's toolkits, then the snippets' modules."""
     library = os.path.dirname(os.path.dirname(os.path.abspath(process.__file__)))
     try:
         with open(os.path.join(library, PRELOAD_FILE), encoding="utf-8") as listing:
             names = [line.strip() for line in listing if line.strip()]
     except OSError:
         names = []
-    for name in names:
+    listed = os.environ.get(PRELOAD_ENV)
+    heavy = DEFAULT_PRELOAD if listed is None else listed.replace(",", " ").split()
+    return [*names, *_SNIPPET_MODULES, *heavy]
+
+
+def _preload() -> None:
+    for name in preload_names():
         try:
             importlib.import_module(name)
         except Exception:  # noqa: S112 - the call imports it again and reports the error

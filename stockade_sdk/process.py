@@ -514,7 +514,7 @@ def _spawner(argv: list[str]) -> _Start:
     return start
 
 
-def _forker(source: str) -> _Start:
+def _forker(source: str, options: _snippet.Options) -> _Start:
     def start() -> tuple[_Child, int, int]:
         stdout_r, stdout_w = os.pipe()
         stderr_r, stderr_w = os.pipe()
@@ -522,7 +522,7 @@ def _forker(source: str) -> _Start:
             stream.flush()  # nothing of the host's may be written twice
         pid = os.fork()
         if pid == 0:
-            _snippet.become_snippet(source, stdout_w, stderr_w)
+            _snippet.become_snippet(source, stdout_w, stderr_w, options)
         os.close(stdout_w)
         os.close(stderr_w)
         return _Child(pid), stdout_r, stderr_r
@@ -594,31 +594,103 @@ def run_captured(argv: list[str], timeout_s: float) -> dict[str, object]:
 
 # The snippet travels in a file, not as the -c argument: one argument is capped
 # near 128 KB by the kernel, and the policy admits longer programs. The
-# bootstrap keeps -c's behaviour (the workspace first on sys.path, a fresh
-# __main__, tracebacks naming "<string>").
+# bootstrap finds the SDK where this process found it, then leaves sys.path as
+# -c has it; the SDK runs the snippet as the warm host's fork does.
 _BOOTSTRAP = (
     "import sys\n"
-    "with open(sys.argv.pop(1), encoding='utf-8') as snippet:\n"
-    "    source = snippet.read()\n"
-    "exec(compile(source, '<string>', 'exec'), {'__name__': '__main__'})\n"
+    "sys.path.insert(0, sys.argv.pop(1))\n"
+    "from stockade_sdk import _snippet\n"
+    "del sys.path[0]\n"
+    "_snippet.cold_main(sys.argv[1:])\n"
 )
+_REPORT_LISTS = ("not_kept", "figures")
+_REPORT_TEXTS = ("state", "figures_error")
+_NOT_SAVED = (
+    "not saved: the snippet ended before the namespace could be saved ({why}); "
+    "the next call starts from the namespace this call started with"
+)
+_report_count = 0
 
 
-def run_python(source: str, timeout_s: float) -> dict[str, object]:
+def _report_path() -> str:
+    global _report_count  # noqa: PLW0603 - one name per call of this process
+    _report_count += 1
+    directory = os.environ.get("TMPDIR") or "/tmp"
+    path = os.path.join(directory, f".stockade-python-{os.getpid()}-{_report_count}.json")
+    try:  # noqa: SIM105 - contextlib costs start-up time
+        os.unlink(path)  # not a leftover's report
+    except OSError:
+        pass
+    return path
+
+
+def _take_report(path: str) -> dict[str, object]:
+    """What the snippet reported (it runs the model's code: only known, well-typed keys count)."""
+    import json  # noqa: PLC0415 - loaded by the host
+
+    try:
+        with open(path, encoding="utf-8") as file:
+            raw = json.load(file)
+        os.unlink(path)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    report: dict[str, object] = {}
+    for key in _REPORT_LISTS:
+        value = raw.get(key)
+        if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+            report[key] = value
+    for key in (*_REPORT_TEXTS, "saved"):
+        if isinstance(raw.get(key), str | bool):
+            report[key] = raw[key]
+    return report
+
+
+def _add_report(result: dict[str, object], options: _snippet.Options) -> None:
+    report = _take_report(options.report)
+    saved = report.pop("saved", False) is True
+    result.update(report)
+    if options.state_cap is not None and not saved and "state" not in result:
+        why = result.get("killed") or "it exited without the interpreter's exit"
+        result["state"] = _NOT_SAVED.format(why=why)
+
+
+def run_python(
+    source: str, timeout_s: float, *, state_cap: int | None = None, reset: bool = False
+) -> dict[str, object]:
     """Run Python ``source`` as ``python3 -c`` would, with a deadline; like :func:`run_captured`.
 
     Forked from the warm host where there is one (see the module docstring),
-    else a new interpreter.
+    else a new interpreter. A trailing expression's value is shown as the
+    interactive interpreter shows it, and figures left open are saved under
+    ``outputs/`` (listed as ``figures``). With ``state_cap`` the namespace is
+    kept across calls in the working directory (:mod:`stockade_sdk._state`):
+    restored before the code runs (unless ``reset``) and saved after it;
+    the result then says what was not kept (``not_kept``) and, in
+    ``state``, when the namespace was not saved or not restored.
     """
+    from stockade_sdk import _figures  # noqa: PLC0415 - small, and loaded by the host
+
     limits = _Limits()
+    for key, value in _figures.environment().items():
+        os.environ.setdefault(key, value)
+    options = _snippet.Options(report=_report_path(), state_cap=state_cap, reset=reset)
     if _snippet.can_fork():
-        return _result(*_run(_forker(source), timeout_s), timeout_s=timeout_s, limits=limits)
+        result = _result(
+            *_run(_forker(source, options), timeout_s), timeout_s=timeout_s, limits=limits
+        )
+        _add_report(result, options)
+        return result
     import tempfile  # noqa: PLC0415 - only the cold path needs a file
 
     with tempfile.NamedTemporaryFile("w", suffix=".py", encoding="utf-8", delete=False) as file:
         file.write(source)
     try:
-        argv = [sys.executable, "-c", _BOOTSTRAP, file.name]
-        return _result(*_run(_spawner(argv), timeout_s), timeout_s=timeout_s, limits=limits)
+        library = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        argv = [sys.executable, "-c", _BOOTSTRAP, library, file.name, *options.argv()]
+        result = _result(*_run(_spawner(argv), timeout_s), timeout_s=timeout_s, limits=limits)
+        _add_report(result, options)
+        return result
     finally:
         os.unlink(file.name)
