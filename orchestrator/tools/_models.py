@@ -92,7 +92,7 @@ class ToolResult(StrictModel):
         """The text a model reads as the tool's answer (artifacts as one line each)."""
         lines = self.artifact_lines()
         if self.status is ToolStatus.OK:
-            return "\n".join([self.output, *lines]) if lines else self.output
+            return "\n".join([self.output, *lines] if self.output else lines)
         parts = [f"[{self.status.value}]"]
         if self.error:
             parts.append(self.error)
