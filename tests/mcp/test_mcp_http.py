@@ -240,11 +240,19 @@ async def test_tools_listed_and_called_in_a_real_container_a_denial_is_an_error_
     tmp_path: Path, images: ImageBuilder, no_leaks: None
 ) -> None:
     config = make_config(tmp_path)
-    async with serve(config, backend=None) as served, served.mcp("alice") as session:
+    async with (
+        serve(config, backend=None) as served,
+        served.mcp("alice") as session,
+        served.mcp("dave") as other,
+    ):
         listed = await session.list_tools()
         ran = await session.call_tool("python.run", {"code": "print(6 * 7)"})
         denied = await session.call_tool("files.delete", {"path": "a.txt"})
         invalid = await session.call_tool("python.run", {"cod": "print(1)"})
+        # Another principal's session has a workspace of its own.
+        await session.call_tool("files.write", {"path": "secret.txt", "content": "alice's"})
+        foreign = await other.call_tool("files.read", {"path": "secret.txt"})
+        own = await session.call_tool("files.read", {"path": "secret.txt"})
         calls = served.audit_calls()
     tools = {tool.name: tool for tool in listed.tools}
     assert {"python.run", "files.read", "files.delete", "shell.run"} <= set(tools)
@@ -256,10 +264,12 @@ async def test_tools_listed_and_called_in_a_real_container_a_denial_is_an_error_
     assert denied.is_error is True
     assert _text(denied).startswith("denied: ") and "nothing is deleted here" in _text(denied)
     assert invalid.is_error is True
+    assert foreign.is_error is True
+    assert own.is_error is False and "alice's" in _text(own)
     # Every call acted for the token's principal, in one run of the session.
-    assert {r["principal"] for r in calls} == {"alice"}
-    (run_id,) = {r["run_id"] for r in calls}
+    (run_id,) = {r["run_id"] for r in calls if r["principal"] == "alice"}
     assert run_id.startswith("mcp-")
+    assert {r["run_id"] for r in calls if r["principal"] == "dave"} != {run_id}
     assert [r["status"] for r in calls][:2] == ["ok", "denied"]
 
 
