@@ -147,3 +147,19 @@ async def test_a_call_without_a_run_keeps_no_artifacts(platform: Platform) -> No
     assert result.status is ToolStatus.OK, result
     assert result.artifacts == () and result.artifacts_dropped == ()
     assert not (platform.config.runs_dir).exists()
+
+
+async def test_outputs_as_a_link_out_of_the_workspace_brings_nothing(platform: Platform) -> None:
+    code = (
+        "import os\n"
+        "os.symlink('/etc', 'outputs')\n"
+        "os.makedirs('real', exist_ok=True)\n"
+        "os.symlink('/etc/hostname', 'real/hostname')\n"
+        "print(sorted(os.listdir('outputs'))[:3])\n"
+    )
+    result = await python(platform, code, "c1", run_id="run-link")
+    assert "adduser.conf" in result.output, "the link worked inside the sandbox"
+    assert result.artifacts == () and result.artifacts_dropped == ()
+    workspace = platform.workspaces.root / "run-link"
+    assert not (workspace / "outputs").exists() and not (workspace / "outputs").is_symlink()
+    assert platform.artifacts.list("run-link") == []
