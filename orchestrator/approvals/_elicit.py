@@ -4,7 +4,8 @@ When a call made by an MCP client needs approval, the server can ask that
 client's user to decide it: in **form** mode the client shows a small form
 (approve or deny, and a note) and the answer is the decision of the MCP
 session's principal; in **URL** mode the client is given the approval page's
-address (``/ui/approvals/{id}`` on the server), where an approver signs in and
+address (``/ui/approvals#request-<id>`` on the server: the page of pending
+requests, at this one's card), where an approver signs in and
 decides, so the client itself decides nothing.
 
 The durable :class:`~orchestrator.approvals.ApprovalStore` stays the
@@ -79,11 +80,11 @@ class ElicitationConfig(StrictModel):
     mode: ElicitationMode = "form"
     """``form``: the client shows approve/deny and a note, and its answer is the session
     principal's decision (a client may answer on its own); ``url``: the client is sent to the
-    approval page (``/ui/approvals/{id}``), where an approver signs in and decides."""
+    approval page (``/ui/approvals#request-<id>``), where an approver signs in and decides."""
     page_url: str | None = None
     """The approval page as users reach it, for URL mode
-    (``https://stockade.example.org/ui/approvals``); a request's address is this and
-    ``/<request id>``. None: the page of the server's own address
+    (``https://stockade.example.org/ui/approvals``); a request's address is this with
+    ``#request-<id>`` (its card on the page). None: the page of the server's own address
     (``http://<server.host>:<server.port>/ui/approvals``)."""
 
     @field_validator("page_url")
@@ -153,8 +154,8 @@ class ElicitationApprover:
         return self._config.mode
 
     def page_of(self, request_id: str) -> str:
-        """The approval page of one request."""
-        return f"{self._page_url}/{quote(request_id, safe='')}"
+        """The approval page at one request's card (the page lists every pending request)."""
+        return f"{self._page_url}#request-{quote(request_id, safe='')}"
 
     async def __call__(self, request: ApprovalRequest, /) -> ApprovalDecision | None:
         """The user's decision in form mode; None (abstain) otherwise, or when not asked."""

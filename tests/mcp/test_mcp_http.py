@@ -551,7 +551,7 @@ async def test_url_mode_sends_the_user_to_the_approval_page_and_the_page_decides
                 await asyncio.sleep(0.02)
     (asked,) = answers.asked
     assert isinstance(asked, types.ElicitRequestURLParams)
-    assert asked.url == f"{page}/{request['id']}"
+    assert asked.url == f"{page}#request-{request['id']}"
     assert asked.elicitation_id == request["id"]
     # Consenting to open the page decides nothing: an approver there does.
     assert still is not None and still.status is ApprovalStatus.PENDING
@@ -720,6 +720,6 @@ async def test_a_2026_client_is_sent_to_the_approval_page_in_its_next_round(
         result = await asyncio.wait_for(call, 30)
     (asked,) = answers.asked
     assert isinstance(asked, types.ElicitRequestURLParams)
-    assert asked.url == f"{page}/{request['id']}"
+    assert asked.url == f"{page}#request-{request['id']}"
     assert still is not None and still.status is ApprovalStatus.PENDING
     assert result.is_error is True and "see the page" in _text(result)
