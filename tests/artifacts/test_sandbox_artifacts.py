@@ -163,3 +163,15 @@ async def test_outputs_as_a_link_out_of_the_workspace_brings_nothing(platform: P
     workspace = platform.workspaces.root / "run-link"
     assert not (workspace / "outputs").exists() and not (workspace / "outputs").is_symlink()
     assert platform.artifacts.list("run-link") == []
+
+
+async def test_a_matplotlib_figure_comes_back_as_a_png_artifact(platform: Platform) -> None:
+    code = (
+        "import matplotlib.pyplot as plt\nplt.figure(figsize=(4, 3), dpi=50)\nplt.plot([1, 3, 2])\n"
+    )
+    result = await python(platform, code, "c1", run_id="run-plot")
+    (figure,) = result.artifacts
+    assert figure.name.endswith(".png") and figure.media_type == "image/png"
+    data = platform.artifacts.read("run-plot", figure)
+    assert hashlib.sha256(data).hexdigest() == figure.sha256 and len(data) == figure.size
+    assert png_size(data) == (200, 150)
