@@ -62,6 +62,9 @@ _log = logging.getLogger(__name__)
 # Raw arguments of a call that failed validation are kept, capped: they are
 # hostile and may be huge.
 _RAW_ARGUMENTS_CAP = 4096
+# Metric children kept per (metric, label values); the values come from bounded
+# sets (registered tools, statuses, rules, events), the cap is a safety net.
+_CHILDREN_CAP = 4096
 # Why a sandboxed call is retried: the retryable error codes, and a tool's own failure.
 _RETRY_REASONS = (
     *(
@@ -159,6 +162,7 @@ class Gateway:
         self._clock = clock
         self._audit_ok = True
         self._budgets: dict[str, ModelBudget] = {}
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         self._check_config(policy_source)
         self._declare_metrics()
         audit.append(
@@ -213,6 +217,18 @@ class Gateway:
             audit_events=[event.value for event in AuditEvent],
             retry_reasons=_RETRY_REASONS,
         )
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, remembered: prometheus_client checks and looks the
+        values up under a lock on every call (an ``inc`` through ``labels`` measured 2.1 µs,
+        on the child 0.6; a histogram's ``observe`` 3.3 against 1.0), six times a call."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) >= _CHILDREN_CAP:
+                self._children.clear()
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     @property
     def policy(self) -> Policy:
@@ -318,7 +334,9 @@ class Gateway:
     def _decide(self, checked: ValidatedCall) -> Decision:
         call = checked.call
         decision = evaluate(self._policy, checked.spec.name, checked.arguments, call.principal)
-        self._metrics.policy_decisions.labels(decision.decision.value, decision.rule or "").inc()
+        self._child(
+            self._metrics.policy_decisions, decision.decision.value, decision.rule or ""
+        ).inc()
         return decision
 
     async def _approve(
@@ -457,7 +475,7 @@ class Gateway:
             self._audit_failed(exc)
             raise _IntentNotWritten(exc) from exc
         self._audit_ok = True
-        self._metrics.audit_records.labels(AuditEvent.INTENT.value).inc()
+        self._child(self._metrics.audit_records, AuditEvent.INTENT.value).inc()
         trace.intents.append(written["seq"])
 
     def _record_approval(
@@ -496,9 +514,10 @@ class Gateway:
         tool = spec.name if spec else call.name
         label = spec.name if spec else UNKNOWN_TOOL_LABEL
         output_bytes = len(result.output.encode("utf-8", "replace"))
-        self._metrics.tool_calls.labels(label, result.status.value).inc()
-        self._metrics.tool_call_duration.labels(label).observe(elapsed)
-        self._metrics.tool_output_bytes.labels(label).observe(output_bytes)
+        metrics = self._metrics
+        self._child(metrics.tool_calls, label, result.status.value).inc()
+        self._child(metrics.tool_call_duration, label).observe(elapsed)
+        self._child(metrics.tool_output_bytes, label).observe(output_bytes)
         decision = trace.decision
         rate = trace.rate
         if _log.isEnabledFor(logging.INFO):
@@ -568,7 +587,7 @@ class Gateway:
             self._audit_failed(exc)
         else:
             self._audit_ok = True
-            self._metrics.audit_records.labels(record.event.value).inc()
+            self._child(self._metrics.audit_records, record.event.value).inc()
 
     def _append(self, record: AuditRecord) -> None:
         """Queue ``record`` without waiting; the call's own record, awaited later and written

@@ -139,3 +139,33 @@ async def test_the_writer_thread_ends_when_idle() -> None:
         assert time.monotonic() < deadline, "the idle writer thread never ended"
         await asyncio.sleep(0.005)
     assert await group.submit(8) == 8, "a new thread starts for the next item"
+
+
+async def test_small_records_are_prepared_on_the_loop_large_ones_on_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redacting a model's multi-megabyte argument must never hold up the event loop."""
+    log = AuditLog(tmp_path / "audit.jsonl", redact_patterns=[r"sk-[a-z]{8}"])
+    where: dict[str, str] = {}
+    real = log._prepare
+
+    def prepare(model: AuditRecord) -> dict[str, Any]:
+        where[model.call_id or ""] = threading.current_thread().name
+        return real(model)
+
+    monkeypatch.setattr(log, "_prepare", prepare)
+    small = AuditRecord(event=AuditEvent.INTENT, call_id="small", arguments={"code": "sk-abcdefgh"})
+    many = AuditRecord(event=AuditEvent.INTENT, call_id="many", arguments={"n": list(range(20000))})
+    large = AuditRecord(
+        event=AuditEvent.CALL, call_id="large", output="sk-abcdefgh " + "x" * 3_000_000
+    )
+    written = [await log.write(item) for item in (small, many, large)]
+    loop_thread = threading.current_thread().name
+    assert where["small"] == loop_thread
+    assert where["many"] != loop_thread and where["large"] != loop_thread
+    # Wherever it was prepared, a record is redacted and bounded the same way.
+    assert written[0]["arguments"] == {"code": "[REDACTED]"}
+    assert written[2]["output"]["bytes"] == len("[REDACTED] ") + 3_000_000
+    assert written[1]["bounded"] == ["/arguments/n"]
+    log.close()
+    assert verify(tmp_path / "audit.jsonl").ok
