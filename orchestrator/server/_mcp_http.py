@@ -22,6 +22,7 @@ client has no session: its requests share one run per token.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator
@@ -71,7 +72,7 @@ def token_run_id(identity: Identity) -> str:
 
 
 async def _identify(ctx: ServerRequestContext[Any]) -> McpCaller:
-    """Who a request of a session acts for: its token's principal, in the session's run."""
+    """Who a request acts for: its token's principal, in its session's run (or its token's)."""
     request = ctx.request
     if not isinstance(request, Request) or _IDENTITY not in request.scope:
         raise McpRefused("the request did not come through the server's MCP endpoint")
@@ -90,12 +91,6 @@ class McpEndpoint:
 
     def __init__(self) -> None:
         self._manager: StreamableHTTPSessionManager | None = None
-        self._waits: McpWaits | None = None
-
-    @property
-    def waits(self) -> McpWaits | None:
-        """The calls under way (while running)."""
-        return self._waits
 
     @contextlib.asynccontextmanager
     async def run(self, state: ServerState, watch: ApprovalWatch) -> AsyncIterator[None]:
@@ -107,7 +102,9 @@ class McpEndpoint:
         platform = state.platform
         settings = state.settings
         path = platform.config.approvals.approvers
-        elicitation = load_approvers(path).elicitation if path is not None else None
+        # Already checked when the platform opened; read again for its elicitation section.
+        approvers = await asyncio.to_thread(load_approvers, path) if path is not None else None
+        elicitation = approvers.elicitation if approvers is not None else None
         waits = McpWaits(
             elicitation=elicitation,
             self_approval=settings.self_approval,
@@ -122,7 +119,7 @@ class McpEndpoint:
             session_idle_timeout=_SESSION_IDLE_S,
         )
         async with manager.run():
-            self._manager, self._waits = manager, waits
+            self._manager = manager
             try:
                 yield
             finally:
