@@ -723,3 +723,36 @@ async def test_a_2026_client_is_sent_to_the_approval_page_in_its_next_round(
     assert asked.url == f"{page}#request-{request['id']}"
     assert still is not None and still.status is ApprovalStatus.PENDING
     assert result.is_error is True and "see the page" in _text(result)
+
+
+async def test_a_decision_taken_elsewhere_first_wins_over_the_clients_late_answer(
+    tmp_path: Path, scripted: ScriptedBackend
+) -> None:
+    config = make_config(tmp_path, approvers=FORM)
+    asked = asyncio.Event()
+    decided_elsewhere = asyncio.Event()
+
+    async def late_approval(
+        context: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData:
+        asked.set()
+        await decided_elsewhere.wait()  # the user answers after bob has denied
+        return types.ElicitResult(action="accept", content={"decision": "approve"})
+
+    async with (
+        serve(config, scripted) as served,
+        served.mcp("alice", elicitation_callback=late_approval) as session,
+    ):
+        call = asyncio.create_task(session.call_tool("shell.run", {"command": "ls"}))
+        request = await _pending(served)
+        await asyncio.wait_for(asked.wait(), 30)
+        async with served.http("bob") as api:
+            denied = await api.post(f"/v1/approvals/{request['id']}/deny", json={"note": "no"})
+        decided_elsewhere.set()
+        result = await asyncio.wait_for(call, 30)
+    assert denied.status_code == 200, denied.text
+    assert result.is_error is True and "no" in _text(result)
+    decided = ApprovalStore(config.approvals_db).get(request["id"])
+    assert decided is not None
+    assert (decided.status, decided.decided_by) == (ApprovalStatus.DENIED, "bob")
+    assert scripted.requests == []  # nothing ran
