@@ -10,7 +10,7 @@ from pathlib import Path
 import docker
 import mcp_types as types
 import pytest
-from mcp import ClientSession
+from mcp import Client, ClientSession
 from mcp.client.session import ClientRequestContext
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
@@ -191,3 +191,39 @@ async def test_over_stdio_the_client_is_asked_and_sees_progress_while_a_call_wai
         ("approved", "bob"),
     ]
     assert _containers(docker_client) <= before
+
+
+async def test_over_stdio_a_2026_client_answers_in_its_next_round(
+    tmp_path: Path, stockade_home: Path
+) -> None:
+    (tmp_path / "policy.yaml").write_text(
+        "version: 1\ndefault: deny\nrules:\n"
+        "  - {name: deleting-needs-a-person, tools: files.delete, decision: require_approval,"
+        " reason: deleting needs consent}\n"
+        "  - {name: everything-else, tools: '*', decision: allow}\n"
+    )
+    (tmp_path / "approvers.yaml").write_text("elicitation: {mode: form}\n")
+    config = tmp_path / "stockade.yaml"
+    config.write_text(
+        "toolkits: [toolkits.files]\n"
+        f"policy: {tmp_path / 'policy.yaml'}\n"
+        f"approvals: {{approvers: {tmp_path / 'approvers.yaml'}}}\n"
+        "sandbox: {profiles: {default: {pool_size: 0}}}\n"
+    )
+    answers = _Answers(
+        types.ElicitResult(action="accept", content={"decision": "deny", "note": "keep it"})
+    )
+    server = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "orchestrator", "mcp", "--config", str(config), "--principal", "alice"],
+        env={"STOCKADE_HOME": str(stockade_home)},
+    )
+    async with Client(server, elicitation_callback=answers) as client:
+        version = client.protocol_version
+        denied = await client.call_tool("files.delete", {"path": "a.txt"})
+    assert version == "2026-07-28"
+    assert denied.is_error is True and "keep it" in _text(denied)
+    (asked,) = answers.asked
+    assert isinstance(asked, types.ElicitRequestFormParams) and "files.delete" in asked.message
+    (decided,) = ApprovalStore(stockade_home / "approvals.db").find(None)
+    assert (decided.status.value, decided.decided_by) == ("denied", "alice")
