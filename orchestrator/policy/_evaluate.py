@@ -40,7 +40,13 @@ def evaluate(
 ) -> Decision:
     """The first rule that matches the call decides; otherwise the policy's default."""
     for match, rule in policy.rules_for(tool_name):
-        if match.matches_call(arguments, principal):
+        # CallMatch.matches_call, inlined (keep the two alike): the gateway
+        # benchmark's 50-rule decision measured 45.8 against 49.3 µs.
+        principals = match.principals
+        if principals is not None and (principal is None or principals.match(principal) is None):
+            continue
+        when = match.when
+        if when is None or when(arguments):
             effect = rule.decision
             return Decision(
                 decision=effect,

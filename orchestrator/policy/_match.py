@@ -46,7 +46,10 @@ class CallMatch:
         return self.tools.match(tool) is not None and self.matches_call(arguments, principal)
 
     def matches_call(self, arguments: dict[str, Any], principal: str | None) -> bool:
-        """Whether a call whose tool is already known to match falls under this matcher."""
+        """Whether a call whose tool is already known to match falls under this matcher.
+
+        :func:`~orchestrator.policy.evaluate` inlines this test; change both alike.
+        """
         if self.principals is not None and (
             principal is None or self.principals.match(principal) is None
         ):
