@@ -39,10 +39,15 @@ if TYPE_CHECKING:
 class ToolMark:
     """What the decorator records; the host derives everything else."""
 
-    __slots__ = ("description", "name", "profile")
+    __slots__ = ("description", "idempotent", "name", "profile")
 
     def __init__(
-        self, *, name: str | None = None, description: str | None = None, profile: str | None = None
+        self,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        profile: str | None = None,
+        idempotent: bool = False,
     ) -> None:
         self.name = name
         """Function part of the tool name; default: the function's own name."""
@@ -50,9 +55,15 @@ class ToolMark:
         """Description for the model; default: the docstring's summary."""
         self.profile = profile
         """Sandbox profile to run in; default: the toolkit's."""
+        self.idempotent = idempotent
+        """Running it twice has the effect of running it once (a read): a call interrupted by
+        an orchestrator restart is run again instead of being reported as of unknown effect."""
 
     def __repr__(self) -> str:
-        fields = f"name={self.name!r}, description={self.description!r}, profile={self.profile!r}"
+        fields = (
+            f"name={self.name!r}, description={self.description!r}, profile={self.profile!r}, "
+            f"idempotent={self.idempotent!r}"
+        )
         return f"ToolMark({fields})"
 
 
@@ -63,7 +74,11 @@ if TYPE_CHECKING:
 
     @overload
     def tool(
-        *, name: str | None = None, description: str | None = None, profile: str | None = None
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        profile: str | None = None,
+        idempotent: bool = False,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
 
@@ -74,12 +89,20 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     profile: str | None = None,
+    idempotent: bool = False,
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
-    """Mark a typed, documented function as a tool. The function is returned unchanged."""
+    """Mark a typed, documented function as a tool. The function is returned unchanged.
+
+    ``idempotent=True`` declares that running the tool twice does what running it once
+    does (it only reads): a call cut short by an orchestrator restart is then run again
+    rather than reported to the model as of unknown effect.
+    """
 
     def mark(function: Callable[P, R]) -> Callable[P, R]:
         setattr(
-            function, TOOL_ATTRIBUTE, ToolMark(name=name, description=description, profile=profile)
+            function,
+            TOOL_ATTRIBUTE,
+            ToolMark(name=name, description=description, profile=profile, idempotent=idempotent),
         )
         return function
 

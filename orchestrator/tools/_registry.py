@@ -57,6 +57,9 @@ class ToolSpec:
     """Sandbox profile the tool runs in."""
     entrypoint: str
     """``module:function``, imported inside the container to run the tool."""
+    idempotent: bool = False
+    """Running it twice does what running it once does (``@tool(idempotent=True)``): a call
+    interrupted by an orchestrator restart is run again on resume."""
 
     def openai(self) -> dict[str, Any]:
         """The tool in OpenAI's function-calling format."""
@@ -162,6 +165,7 @@ class ToolRegistry:
             strict=is_strict_compatible(schema),
             profile=mark.profile or profile,
             entrypoint=f"{func.__module__}:{func.__qualname__}",
+            idempotent=mark.idempotent,
         )
         self._tools[name] = spec
         return spec

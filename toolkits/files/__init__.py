@@ -45,7 +45,7 @@ def _decode(content: str, encoding: Encoding) -> bytes:
     return data
 
 
-@tool
+@tool(idempotent=True)
 def read(path: str, encoding: Encoding = "text", offset: int = 0) -> dict[str, object]:
     """Read a file from the workspace.
 
@@ -110,7 +110,7 @@ def append(path: str, content: str, encoding: Encoding = "text") -> dict[str, ob
     return {"path": path, "size": target.stat().st_size}
 
 
-@tool(name="list")
+@tool(name="list", idempotent=True)
 def list_files(path: str = ".", recursive: bool = False) -> dict[str, object]:
     """List the files and directories under a workspace directory.
 
@@ -130,7 +130,7 @@ def list_files(path: str = ".", recursive: bool = False) -> dict[str, object]:
     return {"entries": entries, "truncated": False}
 
 
-@tool
+@tool(idempotent=True)
 def search(pattern: str, path: str = ".", glob: str = "*") -> dict[str, object]:
     """Search workspace files for lines matching a regular expression (like grep -rn).
 
