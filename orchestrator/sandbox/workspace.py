@@ -13,14 +13,28 @@ host. What makes the stream cheap instead: no tar on either side (framed
 entries, written by the runner straight to its tmpfs with raw reads and sent
 back with ``sendfile``), and files the call did not touch do not come back
 at all (the runner names them; the host keeps its own copy, hard-linked
-into the new tree). The new content replaces the old in one rename, so a
+into the new tree). The new content replaces the old in one atomic step, so a
 rejected or failed call never leaves a half-written workspace behind; a call
 that changed nothing writes nothing.
+
+Crash consistency: the new tree is built beside the workspace, its files and
+directories ``fsync``-ed, then swapped with the workspace by
+``renameat2(RENAME_EXCHANGE)`` (one atomic step: at every instant the
+workspace's name holds either the whole old or the whole new tree), and the
+parent directory ``fsync``-ed. Why an exchange and not two renames: with
+``rename(old → retired); rename(new → old)`` a kill between the two leaves no
+workspace at all. Where the filesystem refuses the exchange (EINVAL, ENOSYS),
+the two renames are used and :meth:`WorkspaceManager.open` recovers: a
+workspace missing beside its retired tree gets the retired (old) tree back.
+Either way, trees left beside a workspace by a killed process are removed
+when the workspace is next opened.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import errno
 import os
 import re
 import shutil
@@ -104,6 +118,35 @@ class Outgoing:
                     batch, size = [], 0
         batch.append(_END)
         yield batch
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two directories atomically; False when this filesystem (or libc) cannot."""
+    if _renameat2 is None:
+        return False
+    status = _renameat2(
+        _AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE
+    )
+    if status == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(first))
+
+
+def _fsync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -203,23 +246,33 @@ class Workspace:
         if not changed:
             return WorkspaceChanges(changed=(), rejected=rejected)
         staging = Path(tempfile.mkdtemp(prefix=f".{self.run_id}.new-", dir=self.path.parent))
+        directories = {staging}
         try:
             for path, value in sorted(returned.entries.items()):
                 target = staging.joinpath(*path.parts)
                 if value is None:
                     target.mkdir(parents=True, exist_ok=True)
+                    directories.add(target)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
+                directories.add(target.parent)
                 if value is KEPT:
                     _link_or_copy(self.path.joinpath(*path.parts), target)
                     continue
                 assert isinstance(value, bytes)
                 with open(target, "xb") as handle:  # never through anything already there
                     handle.write(value)
+                    os.fsync(handle.fileno())
                 target.chmod(0o700 if path in returned.executable else 0o600)
-            retired = self.path.with_name(f".{self.run_id}.old-{os.getpid()}")
-            self.path.rename(retired)
-            staging.rename(self.path)
+            for directory in directories:
+                _fsync_directory(directory)
+            if _exchange(staging, self.path):
+                retired = staging  # now holds the old tree
+            else:
+                retired = self.path.with_name(f".{self.run_id}.old-{os.getpid()}")
+                self.path.rename(retired)
+                staging.rename(self.path)
+            _fsync_directory(self.path.parent)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -239,6 +292,26 @@ def _outputs(returned: SafeWorkspace, changed: list[str]) -> tuple[tuple[str, by
         if len(path.parts) > 1 and path.parts[0] == OUTPUTS_DIR and isinstance(value, bytes):
             found.append((str(path.relative_to(OUTPUTS_DIR)), value))
     return tuple(found)
+
+
+def _recover(path: Path) -> None:
+    """Undo what a process killed inside :meth:`Workspace.apply` left beside ``path``.
+
+    A staged ``.new-`` tree is either an unfinished new content or (after the
+    exchange) the old one: removed either way. A ``.old-`` tree is the old
+    content retired by the two-rename fallback: put back when the kill came
+    between the renames (``path`` missing), else removed.
+    """
+    parent = path.parent
+    if not parent.is_dir():
+        return
+    for leftover in sorted(parent.glob(f".{path.name}.old-*")):
+        if not path.exists():
+            leftover.rename(path)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in parent.glob(f".{path.name}.new-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 class WorkspaceManager:
@@ -263,6 +336,7 @@ class WorkspaceManager:
         workspace = self._open.get(run_id)
         if workspace is None:
             path = self._root / run_id
+            _recover(path)
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
             workspace = Workspace(run_id=run_id, path=path)
             self._open[run_id] = workspace
