@@ -223,7 +223,9 @@ def browser(request: pytest.FixtureRequest, tmp_path: Path, artifacts: Path) -> 
     """A headless chromium with a throwaway profile; it and its processes gone afterwards."""
     chromedriver = shutil.which("chromedriver")
     if chromedriver is None:
-        pytest.fail("chromedriver is not installed (Debian's chromium-driver): run scripts/setup.sh")
+        pytest.fail(
+            "chromedriver is not installed (Debian's chromium-driver): run scripts/setup.sh"
+        )
     home = tmp_path / "browser-home"
     profile = home / "profile"
     profile.mkdir(parents=True)
@@ -359,7 +361,9 @@ async def test_edited_arguments_refused_then_accepted(
 
         async def edit(arguments: str) -> None:
             def replace_and_send(driver: WebDriver) -> None:
-                article = driver.find_element(By.CSS_SELECTOR, f'article[data-id="{request["id"]}"]')
+                article = driver.find_element(
+                    By.CSS_SELECTOR, f'article[data-id="{request["id"]}"]'
+                )
                 details = article.find_element(By.CSS_SELECTOR, "details.edit")
                 if details.get_attribute("open") is None:
                     details.find_element(By.TAG_NAME, "summary").click()
@@ -493,8 +497,9 @@ async def test_an_mcp_call_completes_after_approval_in_the_browser(
     stockade_home: Path,
     browser: Browser,
 ) -> None:
-    state = tmp_path / "state"
-    state.mkdir()
+    # STOCKADE_HOME (set for every test) is stockade mcp's state directory, whatever the
+    # file says: the page's server shares it, and with it the approval store.
+    state = stockade_home
     (tmp_path / "policy.yaml").write_text(GATED_PYTHON_POLICY)
     config_file = tmp_path / "stockade.yaml"
     config_file.write_text(
@@ -503,7 +508,6 @@ async def test_an_mcp_call_completes_after_approval_in_the_browser(
         f"policy: {tmp_path / 'policy.yaml'}\n"
         "sandbox: {profiles: {default: {pool_size: 0}}}\n"
     )
-    # The page's server shares the state directory (the approval store) with stockade mcp.
     config = StockadeConfig.model_validate(
         {"state_dir": state, "toolkits": ["toolkits.python"], "policy": tmp_path / "policy.yaml",
          "sandbox": {"profiles": {"default": {"pool_size": 0}}}}
@@ -513,9 +517,7 @@ async def test_an_mcp_call_completes_after_approval_in_the_browser(
         served.tokens = tokens
         await browser.sign_in(served.url, tokens["approver"])
         async with mcp_session(config_file, stockade_home, tmp_path / "mcp.stderr") as session:
-            calling = asyncio.create_task(
-                session.call_tool("python.run", {"code": "print(6 * 7)"})
-            )
+            calling = asyncio.create_task(session.call_tool("python.run", {"code": "print(6 * 7)"}))
             (request,) = await one_pending(served)
             assert (request["principal"], request["run_id"]) == ("alice", "mcp-run")
             card = await browser.card(request["id"])
