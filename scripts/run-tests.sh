@@ -19,4 +19,9 @@ export RUFF_CACHE_DIR="$cache/ruff" MYPY_CACHE_DIR="$cache/mypy" HYPOTHESIS_STOR
 echo "== mypy --strict" >&2
 "$VENV/bin/mypy"
 echo "== pytest" >&2
-"$VENV/bin/pytest" -o cache_dir="$cache" --basetemp="$cache/pytest" "$@"
+# Screenshots of the approval page's browser tests outlive the temporary directory.
+export STOCKADE_TEST_ARTIFACTS="${STOCKADE_TEST_ARTIFACTS:-/tmp/stockade-test-artifacts}"
+status=0
+"$VENV/bin/pytest" -o cache_dir="$cache" --basetemp="$cache/pytest" "$@" || status=$?
+echo "test artifacts (browser screenshots): $STOCKADE_TEST_ARTIFACTS" >&2
+exit "$status"
