@@ -16,6 +16,8 @@ from orchestrator.cli._common import (
     table,
     toolkit_option,
 )
+from orchestrator.config import LoadedConfig
+from orchestrator.errors import ConfigError
 from orchestrator.platform import image_builder
 from orchestrator.sandbox.engine import connect_engine
 from orchestrator.sandbox.reaper import reap
@@ -43,12 +45,18 @@ def images_build(
     """Build the sandbox images; only what changed is rebuilt.
 
     Toolkits outside the built-ins (named in the configuration or with
-    --toolkit) are baked into the tools image with their requirements.
+    --toolkit) are baked into the tools image with their requirements, and
+    every image spec of images.specs gets its image. Python requirements are
+    resolved (with hashes) before anything is built: a package that cannot be
+    installed is named, with the setting, and nothing is built (exit 2).
     """
-    settings = load(config_file, toolkits=toolkits, **{"images.base_image": base_image}).config
-    builder = image_builder(settings, connect_engine(), progress=progress)
+    loaded = load(config_file, toolkits=toolkits, **{"images.base_image": base_image})
+    builder = image_builder(loaded.config, connect_engine(), progress=progress)
     started = time.monotonic()
-    built = builder.build_all()
+    try:
+        built = builder.build_all()
+    except ConfigError as exc:
+        raise _located(exc, loaded) from None
     if as_json:
         echo_json(
             [
@@ -65,6 +73,16 @@ def images_build(
         ],
     )
     click.echo(f"images ready in {time.monotonic() - started:.1f}s")
+
+
+def _located(error: ConfigError, loaded: LoadedConfig) -> ConfigError:
+    """``error`` with the file and line its field was written at, when it was written."""
+    if error.file is not None or error.field is None:
+        return error
+    file, _, line = loaded.source_of(error.field).rpartition(":")
+    if not file or not line.isdigit():
+        return error
+    return ConfigError(error.message, file=file, line=int(line), field=error.field)
 
 
 @click.command()

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
+from orchestrator.sandbox._image_spec import SPEC_NAME_PATTERN, ImageSpec
 from orchestrator.sandbox.egress import EgressPolicy
 from orchestrator.sandbox.images import TOOLS_IMAGE
 from orchestrator.sandbox.profile import Runtime, SandboxProfile
@@ -125,6 +126,11 @@ class ImagesSettings(StrictModel):
     """A registry image to use as base (e.g. ``python:3.12-slim``); none: build from Debian."""
     sources: Path | None = None
     """Directory of the image sources; none: the ``sandbox_images/`` shipped with Stockade."""
+    specs: dict[Annotated[str, Field(pattern=SPEC_NAME_PATTERN, max_length=40)], ImageSpec] = Field(
+        default_factory=dict
+    )
+    """Image specs by name: Debian packages and Python requirements added to the tools image,
+    for the profiles that name the spec in ``image_spec``."""
 
 
 class AuditSettings(StrictModel):
@@ -397,6 +403,18 @@ class StockadeConfig(StrictModel):
     ] = Field(default_factory=dict)
     """Credentials by name, which the egress proxy adds to the requests of bound (profile,
     host) pairs; the sandbox, the model and the audit log never see their values."""
+
+    @model_validator(mode="after")
+    def _image_specs_configured(self) -> Self:
+        for name, profile in self.sandbox.profiles.items():
+            if profile.image_spec is not None and profile.image_spec not in self.images.specs:
+                known = ", ".join(sorted(self.images.specs)) or "none"
+                raise LocatedValueError(
+                    f"image spec {profile.image_spec!r} is not in images.specs "
+                    f"(configured: {known})",
+                    ("sandbox", "profiles", name, "image_spec"),
+                )
+        return self
 
     @model_validator(mode="after")
     def _secrets_bound_to_allowed_hosts(self) -> Self:

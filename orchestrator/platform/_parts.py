@@ -97,12 +97,13 @@ def image_builder(
     *,
     progress: Callable[[str], None] = lambda _message: None,
 ) -> ImageBuilder:
-    """The image builder for the configured sources, base and toolkits."""
+    """The image builder for the configured sources, base, toolkits and image specs."""
     return ImageBuilder(
         client,
         images_dir=config.images.sources,
         base_image=config.images.base_image,
         toolkits=external_toolkits(config),
+        specs=config.images.specs,
         wheel_cache=config.state_dir / "cache" / "wheels",
         progress=progress,
     )

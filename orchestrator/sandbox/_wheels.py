@@ -1,53 +1,93 @@
-"""Python dependencies of toolkits, downloaded on the host as wheels for an image.
+"""Pinned wheels downloaded on the host for an image build (which has no network).
 
-Image builds have no network, so a toolkit's ``requirements.txt`` is resolved
-on the host with pip (binary wheels only, for the image's Python and machine)
-and the wheels are copied into the build. Downloads are cached by content.
+Each wheel is fetched by pip against its pinned SHA-256 (``--require-hashes``,
+binary only, for the image's Python and platform) and kept in a cache shared
+by every image and build, checked again before use: a wheel already there is
+not fetched twice.
 """
 
 from __future__ import annotations
 
 import hashlib
-import platform
+import shutil
 import subprocess
-import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.sandbox._resolve import Pin, Target, pip_command
 
 __all__ = ["download_wheels"]
 
+_DOWNLOAD_TIMEOUT_S = 1800
+_MiB = 1 << 20
 
-def download_wheels(requirements: list[Path], python_tag: str, cache: Path) -> list[Path]:
-    """Wheels for all ``requirements`` files, for CPython ``python_tag`` (e.g. ``311``).
 
-    Downloads are kept under ``cache``, keyed by the requirements and the target.
-    """
-    if not requirements:
-        return []
-    machine = platform.machine()
-    key = hashlib.sha256(
-        b"".join(path.read_bytes() for path in requirements) + f"{python_tag}/{machine}".encode()
-    ).hexdigest()[:16]
-    target = cache / key
-    done = target / ".complete"
-    if not done.exists():
-        target.mkdir(parents=True, exist_ok=True)
-        command = [
-            sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-            "--only-binary=:all:", "--implementation", "cp", "--python-version", python_tag,
-            "--platform", f"manylinux2014_{machine}", "--platform", f"manylinux_2_28_{machine}",
-            "--dest", str(target),
-        ]  # fmt: skip
-        for path in requirements:
-            command += ["-r", str(path)]
-        completed = subprocess.run(command, capture_output=True, text=True, check=False)
-        if completed.returncode != 0:
-            raise InfrastructureError(
-                f"downloading toolkit dependencies failed: {completed.stderr.strip()[-2000:]}",
-                code=ErrorCode.IMAGE_BUILD_FAILED,
-                op="images.wheels",
-                retryable=True,
-            )
-        done.touch()
-    return sorted(target.glob("*.whl"))
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(_MiB), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _cached(pin: Pin, files: Path) -> bool:
+    path = files / pin.filename
+    return path.is_file() and _sha256(path) == pin.sha256
+
+
+def download_wheels(
+    pins: Sequence[Pin],
+    target: Target,
+    cache: Path,
+    progress: Callable[[str], None] = lambda _message: None,
+) -> list[Path]:
+    """The wheel file of every pin, under ``cache`` (downloaded if missing, hashes checked)."""
+    files = cache / "files"
+    files.mkdir(parents=True, exist_ok=True)
+    missing = [pin for pin in pins if not _cached(pin, files)]
+    if missing:
+        progress(f"downloading {len(missing)} wheel(s) for {target}")
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="download-", dir=cache) as work:
+            lock = Path(work) / "lock.txt"
+            lock.write_text("".join(f"{pin.line()}\n" for pin in missing))
+            command = pip_command(
+                "download", "--quiet", "--no-deps", "--require-hashes", *target.pip_options(),
+                "--dest", work, "-r", str(lock),
+            )  # fmt: skip
+            try:
+                completed = subprocess.run(
+                    command,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    timeout=_DOWNLOAD_TIMEOUT_S,
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise _failed(f"pip did not finish: {exc}") from exc
+            if completed.returncode != 0:
+                raise _failed(completed.stderr.strip()[-2000:])
+            size = 0
+            for pin in missing:
+                fetched = Path(work) / pin.filename
+                if not fetched.is_file() or _sha256(fetched) != pin.sha256:
+                    raise _failed(f"{pin.filename} did not arrive with SHA-256 {pin.sha256}")
+                size += fetched.stat().st_size
+                shutil.move(fetched, files / pin.filename)
+        progress(
+            f"downloaded {len(missing)} wheel(s), {size / _MiB:.1f} MiB, "
+            f"in {time.monotonic() - started:.1f}s"
+        )
+    return [files / pin.filename for pin in pins]
+
+
+def _failed(detail: str) -> InfrastructureError:
+    return InfrastructureError(
+        f"downloading wheels failed: {detail}",
+        code=ErrorCode.IMAGE_BUILD_FAILED,
+        op="images.wheels",
+        retryable=True,
+    )

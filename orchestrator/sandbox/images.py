@@ -1,49 +1,78 @@
 """Offline image builds, tagged by a content hash of their inputs.
 
-Two images: the *base* (Debian with Python 3) and the *sandbox* image (base
-plus the in-container runner). The base comes from a registry image when one
-is configured and can be had, otherwise it is built from Debian packages with
-debootstrap and ``docker import`` — no registry needed. An image is rebuilt
-only when the hash of its inputs changes, so a second build is a no-op.
+The images, each on the one before:
+
+- *base*: Debian with Python 3 — from debootstrap and ``docker import`` (no
+  registry needed), or a registry image when one is configured and can be had.
+  There is one base per Debian package set: the plain one, the tools image's
+  (plus ``nodejs``), and one per image spec that adds packages. Equal sets
+  share one base; debootstrap's downloads are cached between sets.
+- *sandbox*: a base plus the in-container runner (``stockade-sandbox``).
+- *tools*: the sandbox image on the tools base plus the SDK, the toolkits and
+  their Python dependencies (``stockade-tools``).
+- *spec images*: for each image spec in ``stockade.yaml``, the tools image
+  on the spec's package set plus the spec's Python distributions
+  (``stockade-tools-<spec>``).
+
+Python dependencies are resolved on the host for the image's own Python and
+platform, pinned with hashes and checked *before any build starts*
+(:meth:`ImageBuilder.check_requirements`), downloaded on the host and
+installed properly (PyPA's ``installer``) in builds without network. An image
+is rebuilt only when the hash of its inputs changes, so a second build is a
+no-op.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 import docker.errors
-import requests.exceptions
 
 from orchestrator.assets import shipped
 from orchestrator.errors import ConfigError, ErrorCode, InfrastructureError
+from orchestrator.sandbox._image_spec import ImageSpec, spec_image_name
+from orchestrator.sandbox._image_steps import debootstrap_import, docker_build, host_debian_suite
+from orchestrator.sandbox._resolve import PROBE, Pin, Target, resolve
 from orchestrator.sandbox._wheels import download_wheels
-from orchestrator.sandbox.engine import engine_error, engine_errors
-from orchestrator.sandbox.labels import PLATFORM_LABEL, PLATFORM_VALUE
-from orchestrator.sandbox.profile import DEFAULT_IMAGE
+from orchestrator.sandbox.engine import engine_errors
+from orchestrator.sandbox.labels import PLATFORM_LABEL, PLATFORM_VALUE, container_labels
+from orchestrator.sandbox.profile import DEFAULT_IMAGE, TOOLS_IMAGE
 
-__all__ = ["BASE_IMAGE", "TOOLS_IMAGE", "BuiltImage", "ImageBuilder", "default_images_dir"]
+__all__ = [
+    "BASE_IMAGE",
+    "TOOLS_IMAGE",
+    "TOOLS_PACKAGES",
+    "BuiltImage",
+    "ImageBuilder",
+    "default_images_dir",
+]
 
 BASE_IMAGE = "stockade-base"
 """Logical name of the base image."""
-TOOLS_IMAGE = "stockade-tools"
-"""Logical name of the image with the toolkit SDK and the built-in toolkits."""
+TOOLS_PACKAGES = ("nodejs",)
+"""Debian packages the tools image's base adds to the plain base (``node.run``'s ``node``)."""
 
 _INPUTS_LABEL = "org.stockade.inputs"
+_SPEC_LABEL = "org.stockade.image-spec"
 _BASE_SCRIPT = "base/build-rootfs.sh"
 _SANDBOX_FILES = (
     "sandbox/Dockerfile",
     "runner/stockade_runner.py",
     "runner/egress_forwarder.py",
 )
+_INSTALL_SCRIPT = "tools/install_wheels.py"
+_SPEC_DOCKERFILE = "spec/Dockerfile"
+_PROBE_S = 60
 
 
 def default_images_dir() -> Path:
@@ -58,6 +87,15 @@ def _package_dir(name: str) -> Path:
     if not locations:
         raise ConfigError(f"toolkit {name!r} is not an importable package", field="toolkits")
     return Path(locations[0])
+
+
+def _package_files(source: Path, destination: Path) -> list[tuple[Path, Path]]:
+    """Every file of a package directory: (source, destination), in a stable order."""
+    return [
+        (path, destination / path.relative_to(source))
+        for path in sorted(source.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
+    ]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,27 +132,36 @@ class ImageBuilder:
         images_dir: Path | None = None,
         base_image: str | None = None,
         toolkits: Sequence[str] = (),
+        specs: Mapping[str, ImageSpec] | None = None,
         wheel_cache: Path | None = None,
         progress: Callable[[str], None] = lambda _message: None,
     ) -> None:
-        """``base_image``: a registry image to use as base (e.g. ``python:3.12-slim``).
+        """``base_image``: a registry image to use as the plain base (e.g. ``python:3.12-slim``).
 
         It is used when present locally or when it can be pulled; otherwise
         the base is built from Debian packages. ``None`` (the default) means
-        build from Debian packages and never contact a registry.
+        build from Debian packages and never contact a registry. Bases with
+        added packages (the tools image's, specs') always come from Debian.
 
         ``toolkits``: importable toolkit packages outside ``toolkits/`` to bake
         into the tools image too (with their ``requirements.txt``).
 
-        ``wheel_cache``: where downloaded toolkit wheels are kept between
-        builds (default ``~/.cache/stockade/wheels``).
+        ``specs``: image specs by name (``stockade.yaml``'s ``images.specs``).
+
+        ``wheel_cache``: where resolutions and downloaded wheels are kept
+        between builds (default ``~/.cache/stockade/wheels``); debootstrap's
+        packages are kept beside it, in ``debs``.
         """
         self._client = client
         self._dir = images_dir or default_images_dir()
         self._base_image = base_image
         self._toolkits = tuple(toolkits)
+        self._specs = dict(specs or {})
         self._wheel_cache = wheel_cache or Path.home() / ".cache" / "stockade" / "wheels"
         self._progress = progress
+        self._target: Target | None = None
+
+    # -- inputs and tags --------------------------------------------------
 
     def _read(self, relative: str) -> bytes:
         path = self._dir / relative
@@ -138,36 +185,195 @@ class ImageBuilder:
             raise
         return str(image.id)
 
-    def base_tag(self) -> str:
-        """The tag the base image has for the current inputs."""
-        source = (self._base_image or "debootstrap").encode()
-        return f"{BASE_IMAGE}:{_hash([source, self._read(_BASE_SCRIPT)])}"
+    def spec_packages(self, spec: str) -> tuple[str, ...]:
+        """The Debian packages the base of ``spec``'s image adds (the tools' included)."""
+        return tuple(sorted({*TOOLS_PACKAGES, *self._spec(spec).debian}))
+
+    def _spec(self, name: str) -> ImageSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            known = ", ".join(sorted(self._specs)) or "none"
+            raise ConfigError(
+                f"image spec {name!r} is not configured (configured: {known})",
+                field="images.specs",
+            ) from None
+
+    def base_tag(self, packages: Sequence[str] = ()) -> str:
+        """The tag the base image with ``packages`` added has for the current inputs."""
+        if not packages:
+            source = (self._base_image or "debootstrap").encode()
+            return f"{BASE_IMAGE}:{_hash([source, self._read(_BASE_SCRIPT)])}"
+        added = [name.encode() for name in sorted(set(packages))]
+        return f"{BASE_IMAGE}:{_hash([b'debootstrap', self._read(_BASE_SCRIPT), *added])}"
 
     def sandbox_tag(self, base_id: str) -> str:
         """The tag the sandbox image has for the current inputs on ``base_id``."""
         inputs = [base_id.encode(), *(self._read(name) for name in _SANDBOX_FILES)]
         return f"{DEFAULT_IMAGE}:{_hash(inputs)}"
 
+    def _package_dirs(self) -> list[tuple[Path, Path]]:
+        """(source directory, destination under the image's library) of each package."""
+        packages = [
+            (_package_dir("stockade_sdk"), Path("stockade_sdk")),
+            (_package_dir("toolkits"), Path("toolkits")),
+        ]
+        packages += [(_package_dir(name), Path(*name.split("."))) for name in self._toolkits]
+        return packages
+
+    def _tools_inputs(self) -> list[tuple[Path, Path]]:
+        """Every file of the tools image's library: (source, destination)."""
+        inputs: list[tuple[Path, Path]] = []
+        for source, destination in self._package_dirs():
+            inputs += _package_files(source, destination)
+        return inputs
+
+    def _installer_inputs(self) -> list[bytes]:
+        """The install script and PyPA's installer, as they go into a build."""
+        parts = [self._read(_INSTALL_SCRIPT)]
+        for source, destination in _package_files(_package_dir("installer"), Path("installer")):
+            parts += [str(destination).encode(), source.read_bytes()]
+        return parts
+
+    def tools_tag(self, sandbox_id: str) -> str:
+        """The tag the tools image has for the current inputs on ``sandbox_id``."""
+        inputs = [sandbox_id.encode(), self._read("tools/Dockerfile"), *self._installer_inputs()]
+        for source, destination in self._tools_inputs():
+            inputs += [str(destination).encode(), source.read_bytes()]
+        return f"{TOOLS_IMAGE}:{_hash(inputs)}"
+
+    def spec_tag(self, spec: str, tools_id: str) -> str:
+        """The tag ``spec``'s image has for its current inputs on the tools image ``tools_id``.
+
+        The spec's packages are inputs of ``tools_id`` (its base); its Python
+        requirements are inputs here: a changed spec is a new image.
+        """
+        requirements = json.dumps(self._spec(spec).python).encode()
+        inputs = [tools_id.encode(), self._read(_SPEC_DOCKERFILE), requirements]
+        return f"{spec_image_name(spec)}:{_hash([*inputs, *self._installer_inputs()])}"
+
+    # -- what the images install --------------------------------------------
+
+    def target(self) -> Target:
+        """The Python and platform of the tools images, learnt before they are built.
+
+        From the tools base when it exists; else from the host's Debian Python
+        when the host is the Debian suite the bases come from; else the tools
+        base is built first to ask it.
+        """
+        if self._target is None:
+            tag = self.base_tag(TOOLS_PACKAGES)
+            debian_host = host_debian_suite(self._dir / _BASE_SCRIPT) is not None
+            if self._existing(tag) is None and debian_host:
+                probe = subprocess.run(
+                    ["/usr/bin/python3", "-I", "-c", PROBE],
+                    capture_output=True, text=True, check=False, timeout=60,
+                )  # fmt: skip
+                self._target = Target.parse(probe.stdout)
+            else:
+                if self._existing(tag) is None:
+                    self._progress("the image's Python is learnt from its base: building it first")
+                    self.build_base(TOOLS_PACKAGES)
+                self._target = Target.parse(self._run_probe(tag))
+        return self._target
+
+    def _run_probe(self, tag: str) -> str:
+        """:data:`PROBE`'s output in a container of ``tag`` (removed after; labelled as ours)."""
+        with engine_errors("images.python_version"):
+            container = self._client.containers.create(
+                tag,
+                ["python3", "-I", "-c", PROBE],
+                network_mode="none",
+                labels=container_labels("image-probe", lifetime_s=_PROBE_S),  # not reaped
+            )
+            try:
+                container.start()
+                container.wait(timeout=_PROBE_S)
+                return bytes(container.logs(stdout=True, stderr=False)).decode()
+            finally:
+                container.remove(force=True)
+
+    def _requirement_files(self) -> list[Path]:
+        return [source for source, _ in self._tools_inputs() if source.name == "requirements.txt"]
+
+    def toolkit_pins(self) -> list[Pin]:
+        """The toolkits' Python dependencies, resolved for the images and pinned with hashes."""
+        lines: list[str] = []
+        for path in self._requirement_files():
+            for text in path.read_text().splitlines():
+                line = text.split("#", 1)[0].strip()
+                if line and line not in lines:
+                    lines.append(line)
+        files = ", ".join(str(path) for path in self._requirement_files())
+        return resolve(
+            lines,
+            self.target(),
+            cache=self._wheel_cache,
+            field="toolkits",
+            what=f"the toolkits' requirements ({files})",
+            progress=self._progress,
+        )
+
+    def spec_pins(self, spec: str, toolkit_pins: Sequence[Pin] | None = None) -> list[Pin]:
+        """What ``spec``'s image adds to the tools image's, pinned (the toolkits' pins held)."""
+        held = list(self.toolkit_pins() if toolkit_pins is None else toolkit_pins)
+        pins = resolve(
+            self._spec(spec).python,
+            self.target(),
+            cache=self._wheel_cache,
+            field=f"images.specs.{spec}.python",
+            what=f"image spec {spec!r}",
+            constraints=held,
+            progress=self._progress,
+        )
+        installed = {pin.name for pin in held}
+        return [pin for pin in pins if pin.name not in installed]
+
+    def check_requirements(self) -> None:
+        """Resolve every requirement the images install, before any build starts.
+
+        Raises :class:`~orchestrator.errors.ConfigError` naming the setting
+        and every package that cannot be had: unknown on the index, no wheel
+        for the image's platform, or in conflict with the toolkits' pins.
+        """
+        held = self.toolkit_pins()
+        for spec in self._specs:
+            self.spec_pins(spec, held)
+
+    # -- building -----------------------------------------------------------
+
     def _ensure(self, name: str, tag: str, build: Callable[[], str]) -> BuiltImage:
         """The image ``tag``: found, or made by ``build`` (which returns its id)."""
         started = time.monotonic()
         existing = self._existing(tag)
         image_id = existing or build()
+        seconds = time.monotonic() - started
+        if existing is None:
+            self._progress(f"built {tag} in {seconds:.1f}s")
         return BuiltImage(
-            name=name,
-            tag=tag,
-            image_id=image_id,
-            built=existing is None,
-            seconds=time.monotonic() - started,
+            name=name, tag=tag, image_id=image_id, built=existing is None, seconds=seconds
         )
 
-    def build_base(self) -> BuiltImage:
-        """The base image, built only if missing."""
-        tag = self.base_tag()
+    def build_base(self, packages: Sequence[str] = ()) -> BuiltImage:
+        """The base image with ``packages`` added, built only if missing."""
+        packages = tuple(sorted(set(packages)))
+        tag = self.base_tag(packages)
 
         def build() -> str:
-            from_registry = self._base_from_registry(tag) if self._base_image else None
-            return from_registry or self._base_from_debian(tag)
+            from_registry = (
+                self._base_from_registry(tag) if self._base_image and not packages else None
+            )
+            if from_registry:
+                return from_registry
+            debootstrap_import(
+                self._client,
+                script=self._dir / _BASE_SCRIPT,
+                packages=packages,
+                tag=tag,
+                deb_cache=self._wheel_cache.parent / "debs",
+                progress=self._progress,
+            )
+            return self.image_id(tag)
 
         return self._ensure(BASE_IMAGE, tag, build)
 
@@ -186,153 +392,113 @@ class ImageBuilder:
             image.tag(tag)
         return str(image.id)
 
-    def _base_from_debian(self, tag: str) -> str:
-        if shutil.which("debootstrap") is None:
-            raise InfrastructureError(
-                "debootstrap is not installed (scripts/setup.sh installs it)",
-                code=ErrorCode.IMAGE_BUILD_FAILED,
-                op="images.build_base",
-                retryable=False,
-            )
-        self._progress(f"building {tag} from Debian packages (debootstrap, about a minute)")
-        with tempfile.TemporaryDirectory(prefix="stockade-base-") as work:
-            rootfs = Path(work) / "rootfs.tar"
-            script = self._dir / _BASE_SCRIPT
-            completed = subprocess.run(
-                ["bash", str(script), str(rootfs)], capture_output=True, text=True, check=False
-            )
-            if completed.returncode != 0:
-                raise InfrastructureError(
-                    f"{script} failed (exit {completed.returncode}): {completed.stderr.strip()}",
-                    code=ErrorCode.IMAGE_BUILD_FAILED,
-                    op="images.build_base",
-                    retryable=True,
-                )
-            self._progress(f"importing root filesystem ({rootfs.stat().st_size // 2**20} MiB)")
-            repository, _, version = tag.partition(":")
-            with engine_errors("images.import"):
-                self._client.api.import_image_from_file(
-                    str(rootfs),
-                    repository=repository,
-                    tag=version,
-                    changes=[f"LABEL {PLATFORM_LABEL}={PLATFORM_VALUE}", 'CMD ["python3"]'],
-                )
-        image_id = self._existing(tag)
-        if image_id is None:
-            raise InfrastructureError(
-                f"docker import did not produce {tag}",
-                code=ErrorCode.IMAGE_BUILD_FAILED,
-                op="images.build_base",
-                retryable=True,
-            )
-        return image_id
+    def _build(self, context: Path, tag: str, buildargs: dict[str, str], **labels: str) -> str:
+        self._progress(f"building {tag}")
+        return docker_build(
+            self._client,
+            context,
+            tag=tag,
+            buildargs=buildargs,
+            labels={PLATFORM_LABEL: PLATFORM_VALUE, _INPUTS_LABEL: tag, **labels},
+            progress=self._progress,
+        )
 
     def build_sandbox(self, base: BuiltImage) -> BuiltImage:
         """The sandbox image on ``base``, built only if its inputs changed."""
         tag = self.sandbox_tag(base.image_id)
 
         def build() -> str:
-            self._progress(f"building {tag}")
             with tempfile.TemporaryDirectory(prefix="stockade-context-") as context:
                 for name in _SANDBOX_FILES:
                     shutil.copy(self._dir / name, Path(context) / Path(name).name)
-                return self._docker_build(Path(context), tag, {"BASE_IMAGE": base.tag})
+                return self._build(Path(context), tag, {"BASE_IMAGE": base.tag})
 
         return self._ensure(DEFAULT_IMAGE, tag, build)
 
-    def _docker_build(self, context: Path, tag: str, buildargs: dict[str, str]) -> str:
-        try:
-            image, _logs = self._client.images.build(
-                path=str(context),
-                tag=tag,
-                buildargs=buildargs,
-                labels={PLATFORM_LABEL: PLATFORM_VALUE, _INPUTS_LABEL: tag},
-                rm=True,
-                forcerm=True,
-                network_mode="none",
-            )
-        except docker.errors.BuildError as exc:
-            raise InfrastructureError(
-                f"building {tag} failed: {exc.msg}",
-                code=ErrorCode.IMAGE_BUILD_FAILED,
-                op="images.build",
-                retryable=False,
-            ) from exc
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise engine_error("images.build", exc) from exc
-        return str(image.id)
-
-    def _package_dirs(self) -> list[tuple[Path, Path]]:
-        """(source directory, destination under the image's library) of each package."""
-        packages = [
-            (_package_dir("stockade_sdk"), Path("stockade_sdk")),
-            (_package_dir("toolkits"), Path("toolkits")),
-        ]
-        packages += [(_package_dir(name), Path(*name.split("."))) for name in self._toolkits]
-        return packages
-
-    def _tools_inputs(self) -> list[tuple[Path, Path]]:
-        """Every file of the tools image's library: (source, destination)."""
-        inputs: list[tuple[Path, Path]] = []
-        for source, destination in self._package_dirs():
-            for path in sorted(source.rglob("*")):
-                if path.is_file() and "__pycache__" not in path.parts:
-                    inputs.append((path, destination / path.relative_to(source)))
-        return inputs
-
-    def tools_tag(self, sandbox_id: str) -> str:
-        """The tag the tools image has for the current inputs on ``sandbox_id``."""
-        inputs = [sandbox_id.encode(), self._read("tools/Dockerfile")]
-        for source, destination in self._tools_inputs():
-            inputs += [str(destination).encode(), source.read_bytes()]
-        return f"{TOOLS_IMAGE}:{_hash(inputs)}"
+    def _installer_context(self, context: Path, wheels: Sequence[Path]) -> None:
+        """The install script, the installer and ``wheels`` into a build context."""
+        shutil.copy(self._dir / _INSTALL_SCRIPT, context / "install_wheels.py")
+        for source, destination in _package_files(_package_dir("installer"), Path("installer")):
+            target = context / "installer" / destination
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, target)
+        (context / "wheels").mkdir()
+        for wheel in wheels:
+            shutil.copy(wheel, context / "wheels" / wheel.name)
 
     def build_tools(self, sandbox: BuiltImage) -> BuiltImage:
         """The tools image on ``sandbox``: SDK, toolkits and their wheels."""
         tag = self.tools_tag(sandbox.image_id)
         return self._ensure(TOOLS_IMAGE, tag, lambda: self._make_tools(tag, sandbox))
 
-    def _image_python(self, image: str) -> str:
-        """The image's CPython version tag, e.g. ``311``."""
-        version = "import sys; print(f'{sys.version_info[0]}{sys.version_info[1]}')"
-        with engine_errors("images.python_version"):
-            output = self._client.containers.run(
-                image, ["python3", "-c", version], network_mode="none", remove=True
-            )
-        return bytes(output).decode().strip()
-
     def _make_tools(self, tag: str, sandbox: BuiltImage) -> str:
-        self._progress(f"building {tag}")
-        inputs = self._tools_inputs()
+        wheels = download_wheels(
+            self.toolkit_pins(), self.target(), self._wheel_cache, self._progress
+        )
         with tempfile.TemporaryDirectory(prefix="stockade-context-") as context_dir:
             context = Path(context_dir)
             shutil.copy(self._dir / "tools" / "Dockerfile", context / "Dockerfile")
-            (context / "wheels").mkdir()
-            requirements = [source for source, _ in inputs if source.name == "requirements.txt"]
-            for wheel in download_wheels(
-                requirements, self._image_python(sandbox.tag), self._wheel_cache
-            ):
-                shutil.copy(wheel, context / "wheels" / wheel.name)
-            for source, destination in inputs:
+            self._installer_context(context, wheels)
+            for source, destination in self._tools_inputs():
                 if source.name != "requirements.txt":
                     target = context / "lib" / destination
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy(source, target)
-            return self._docker_build(context, tag, {"SANDBOX_IMAGE": sandbox.tag})
+            return self._build(context, tag, {"SANDBOX_IMAGE": sandbox.tag})
+
+    def build_spec(self, spec: str) -> list[BuiltImage]:
+        """``spec``'s image and those it stands on, each built only if missing."""
+        base = self.build_base(self.spec_packages(spec))
+        sandbox = self.build_sandbox(base)
+        tools = self.build_tools(sandbox)
+        tag = self.spec_tag(spec, tools.image_id)
+
+        def build() -> str:
+            pins = self.spec_pins(spec)
+            wheels = download_wheels(pins, self.target(), self._wheel_cache, self._progress)
+            with tempfile.TemporaryDirectory(prefix="stockade-context-") as context_dir:
+                context = Path(context_dir)
+                shutil.copy(self._dir / _SPEC_DOCKERFILE, context / "Dockerfile")
+                self._installer_context(context, wheels)
+                labels = {_SPEC_LABEL: spec}
+                return self._build(context, tag, {"TOOLS_IMAGE": tools.tag}, **labels)
+
+        return [base, sandbox, tools, self._ensure(spec_image_name(spec), tag, build)]
 
     def build_all(self) -> list[BuiltImage]:
-        """Base, sandbox and tools image, in order."""
+        """Every image, in order: plain base and sandbox, the tools image, each spec's image.
+
+        Requirements are resolved first (:meth:`check_requirements`): a spec
+        that cannot be installed fails before anything is built.
+        """
+        self.check_requirements()
         base = self.build_base()
-        sandbox = self.build_sandbox(base)
-        return [base, sandbox, self.build_tools(sandbox)]
+        built = [base, self.build_sandbox(base)]
+        tools_base = self.build_base(TOOLS_PACKAGES)
+        tools_sandbox = self.build_sandbox(tools_base)
+        built += [tools_base, tools_sandbox, self.build_tools(tools_sandbox)]
+        for spec in self._specs:
+            built += self.build_spec(spec)
+        unique = {image.tag: image for image in reversed(built)}
+        return [image for image in built if unique.pop(image.tag, None) is not None]
+
+    # -- finding --------------------------------------------------------------
 
     def resolve(self, image: str) -> str:
         """Map a logical image name to its current tag; other references pass through."""
-        if image == TOOLS_IMAGE:
-            return self.tools_tag(self.image_id(self.resolve(DEFAULT_IMAGE)))
         if image == DEFAULT_IMAGE:
             return self.sandbox_tag(self.image_id(self.base_tag()))
+        if image == TOOLS_IMAGE:
+            return self._tools_tag_on(TOOLS_PACKAGES)
+        for spec in self._specs:
+            if image == spec_image_name(spec):
+                tools_id = self.image_id(self._tools_tag_on(self.spec_packages(spec)))
+                return self.spec_tag(spec, tools_id)
         return image
+
+    def _tools_tag_on(self, packages: Sequence[str]) -> str:
+        sandbox = self.sandbox_tag(self.image_id(self.base_tag(packages)))
+        return self.tools_tag(self.image_id(sandbox))
 
     def image_id(self, tag: str) -> str:
         """The content digest of an image that must exist."""

@@ -7,17 +7,20 @@ profile is visible in review and in the audit log.
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, field_serializer, model_validator
 
+from orchestrator.sandbox._image_spec import SPEC_NAME_PATTERN, spec_image_name
 from orchestrator.sandbox.egress import EgressPolicy
 from orchestrator.strict import StrictModel
 
-__all__ = ["DEFAULT_IMAGE", "Loosening", "Runtime", "SandboxProfile"]
+__all__ = ["DEFAULT_IMAGE", "TOOLS_IMAGE", "Loosening", "Runtime", "SandboxProfile"]
 
 DEFAULT_IMAGE = "stockade-sandbox"
 """Logical name of the image built from ``sandbox_images/sandbox``."""
+TOOLS_IMAGE = "stockade-tools"
+"""Logical name of the image with the toolkit SDK and the built-in toolkits."""
 
 Runtime = Literal["runc", "runsc"]
 """OCI runtimes a profile may name: ``runc`` (kernel namespaces), ``runsc`` (gVisor)."""
@@ -40,6 +43,10 @@ class SandboxProfile(StrictModel):
 
     image: str = DEFAULT_IMAGE
     """Image: a logical name built by ``stockade images build`` or a full reference."""
+
+    image_spec: str | None = Field(default=None, pattern=SPEC_NAME_PATTERN)
+    """An image spec of ``images.specs``: the tools image with the spec's packages, built by
+    ``stockade images build``. The profile's image is then that image (leave ``image`` out)."""
 
     runtime: Runtime = "runc"
     """OCI runtime: ``runc`` (kernel namespaces) or ``runsc`` (gVisor, a user-space kernel)."""
@@ -97,6 +104,20 @@ class SandboxProfile(StrictModel):
             return {}
         cap = min(self.python_state_mb, self.workspace_mb) * _MiB
         return {PYTHON_STATE_ENV: str(cap)}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spec_image(cls, data: Any) -> Any:
+        # The spec's image replaces the tools image the profile would run.
+        if not isinstance(data, dict) or not isinstance(data.get("image_spec"), str):
+            return data
+        image = spec_image_name(data["image_spec"])
+        if data.get("image", image) not in (image, TOOLS_IMAGE):
+            raise ValueError(
+                f"image {data['image']!r} and image_spec {data['image_spec']!r} both name the "
+                "profile's image; an image spec builds on the tools image: leave image out"
+            )
+        return {**data, "image": image}
 
     @field_serializer("loosen")
     def _sorted(self, loosen: frozenset[Loosening]) -> list[Loosening]:

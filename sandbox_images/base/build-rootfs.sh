@@ -1,15 +1,41 @@
 #!/usr/bin/env bash
-# Builds the sandbox base root filesystem from Debian packages and writes it
-# as a tar archive: the offline path, used when no registry can be reached.
+# Builds a sandbox base root filesystem from Debian packages and writes it as
+# a tar archive: the offline path, used when no registry can be reached.
 #
-#   build-rootfs.sh OUTPUT.tar
+#   build-rootfs.sh [--cache-dir DIR] OUTPUT.tar [PACKAGE...]
+#   build-rootfs.sh --suite            (prints the Debian suite it builds)
+#
+# The root filesystem is Debian's minbase with Python 3 and CA certificates,
+# plus the PACKAGEs named (the tools image adds nodejs; an image spec adds its
+# own): one root filesystem per package set.
 #
 # The mirror is the host's own apt source unless STOCKADE_DEBIAN_MIRROR is set;
 # the suite is STOCKADE_DEBIAN_SUITE (default: the host's codename).
+# --cache-dir, an absolute directory, keeps the downloaded packages between
+# builds (debootstrap checks each cached one against the mirror's checksum
+# before use), so a second package set downloads only what it adds.
 set -euo pipefail
 
-out="${1:?usage: build-rootfs.sh OUTPUT.tar}"
+suite="${STOCKADE_DEBIAN_SUITE:-$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")}"
+if [ "${1:-}" = "--suite" ]; then
+    printf '%s\n' "$suite"
+    exit 0
+fi
+cache=()
+if [ "${1:-}" = "--cache-dir" ]; then
+    mkdir -p "${2:?--cache-dir needs a directory}"
+    cache=("--cache-dir=$2")
+    shift 2
+fi
+
+out="${1:?usage: build-rootfs.sh [--cache-dir DIR] OUTPUT.tar [PACKAGE...]}"
+shift
 packages="python3-minimal,python3,ca-certificates"
+for package in "$@"; do
+    # Names only: nothing that debootstrap could read as an option or a list.
+    [[ "$package" =~ ^[a-z0-9][a-z0-9+.-]+$ ]] || { echo "not a Debian package name: $package" >&2; exit 2; }
+    packages="$packages,$package"
+done
 
 host_mirror() {
     local uri=""
@@ -22,7 +48,6 @@ host_mirror() {
     printf '%s' "$uri"
 }
 
-suite="${STOCKADE_DEBIAN_SUITE:-$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")}"
 mirror="${STOCKADE_DEBIAN_MIRROR:-$(host_mirror)}"
 [ -n "$mirror" ] || { echo "no Debian mirror found in the host's apt sources; set STOCKADE_DEBIAN_MIRROR" >&2; exit 1; }
 
@@ -30,7 +55,7 @@ work="$(mktemp -d /var/tmp/stockade-rootfs.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 
 echo "debootstrap $suite (minbase + $packages)" >&2
-debootstrap --variant=minbase --include="$packages" "$suite" "$work/rootfs" "$mirror" \
+debootstrap --variant=minbase "${cache[@]}" --include="$packages" "$suite" "$work/rootfs" "$mirror" \
     >"$work/debootstrap.log" 2>&1 || { tail -n 30 "$work/debootstrap.log" >&2; exit 1; }
 
 # Nothing in a sandbox installs packages: drop the caches and documentation.

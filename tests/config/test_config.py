@@ -36,7 +36,8 @@ FULL = {
         "profiles": {
             "big": {
                 "name": "big",
-                "image": "stockade-tools",
+                "image": "stockade-tools-science",
+                "image_spec": "science",
                 "runtime": "runc",
                 "user": "10001:10001",
                 "memory_mb": 2048,
@@ -62,7 +63,11 @@ FULL = {
             }
         },
     },
-    "images": {"base_image": "python:3.12-slim", "sources": "/opt/images"},
+    "images": {
+        "base_image": "python:3.12-slim",
+        "sources": "/opt/images",
+        "specs": {"science": {"debian": ["graphviz"], "python": ["sympy>=1.12"]}},
+    },
     "audit": {"path": "/var/log/audit.jsonl", "max_value_bytes": 512, "rotate_mb": 8},
     "approvals": {"database": "/srv/approvals.db", "approvers": "/etc/approvers.yaml"},
     "model": {

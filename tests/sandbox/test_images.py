@@ -9,7 +9,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from orchestrator.sandbox.images import ImageBuilder
+from orchestrator.sandbox.images import TOOLS_PACKAGES, ImageBuilder
+from orchestrator.sandbox.labels import container_labels
 
 pytestmark = pytest.mark.docker
 
@@ -18,11 +19,34 @@ def test_second_build_changes_nothing(
     docker_client: docker.DockerClient, images: ImageBuilder
 ) -> None:
     began = time.monotonic()
-    base, sandbox, tools = ImageBuilder(docker_client).build_all()
-    assert not base.built and not sandbox.built and not tools.built
+    built = ImageBuilder(docker_client).build_all()
+    assert not [image.tag for image in built if image.built]
     assert time.monotonic() - began < 10
+    base, sandbox, tools_base, tools_sandbox, tools = built
     assert sandbox.tag == images.resolve("stockade-sandbox")
     assert sandbox.tag == images.sandbox_tag(base.image_id), "the tag is the hash of the inputs"
+    assert tools_base.tag == images.base_tag(TOOLS_PACKAGES) != base.tag, (
+        "nodejs: a base of its own"
+    )
+    assert tools_sandbox.tag == images.sandbox_tag(tools_base.image_id)
+    assert tools.tag == images.resolve("stockade-tools") == images.tools_tag(tools_sandbox.image_id)
+
+
+def test_tools_image_has_node_and_wheels_installed_not_unzipped(
+    docker_client: docker.DockerClient, images: ImageBuilder
+) -> None:
+    script = (
+        "node --version; ls /usr/local/bin; cat /opt/stockade/lib/numpy-*.dist-info/INSTALLER;"
+        " ls /opt/stockade/lib | grep -c '[.]data$'; head -c 19 /usr/local/bin/f2py"
+    )
+    output = docker_client.containers.run(
+        images.resolve("stockade-tools"), ["sh", "-c", script], network_mode="none", remove=True,
+        labels=container_labels("test", lifetime_s=60),
+    )  # fmt: skip
+    lines = bytes(output).decode().splitlines()
+    assert lines[0].startswith("v"), "nodejs, from the same bootstrap as Python"
+    assert "f2py" in lines and "tabulate" in lines, "the wheels' console scripts"
+    assert lines[-3:] == ["stockade", "0", "#!/usr/bin/python3"]
 
 
 def test_changed_input_rebuilds_only_what_depends_on_it(

@@ -1,0 +1,177 @@
+"""The long steps of an image build: debootstrap a root filesystem, run a Docker build.
+
+Both report progress as they go (debootstrap's phases, the Dockerfile's
+steps) and fail with an :class:`~orchestrator.errors.InfrastructureError`
+carrying the tail of what went wrong.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.sandbox.engine import engine_error, engine_errors
+from orchestrator.sandbox.labels import PLATFORM_LABEL, PLATFORM_VALUE
+
+__all__ = ["debootstrap_import", "docker_build", "host_debian_suite"]
+
+_LOG_TAIL = 30
+_DEBOOTSTRAP_TIMEOUT_S = 1800
+
+
+def host_debian_suite(script: Path) -> str | None:
+    """The host's Debian codename when it is the suite ``script`` builds bases from, else None.
+
+    Then the host's own ``/usr/bin/python3`` is Debian's Python of that suite:
+    what the images will have, known before any of them is built.
+    """
+    try:
+        release = Path("/etc/os-release").read_text()
+        said = subprocess.run(
+            ["bash", str(script), "--suite"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    fields = dict(
+        line.split("=", 1)
+        for line in release.splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    if fields.get("ID", "").strip('"') != "debian":
+        return None
+    codename = fields.get("VERSION_CODENAME", "").strip('"')
+    return codename if codename and said.stdout.strip() == codename else None
+
+
+def debootstrap_import(
+    client: docker.DockerClient,
+    *,
+    script: Path,
+    packages: Sequence[str],
+    tag: str,
+    deb_cache: Path,
+    progress: Callable[[str], None],
+) -> None:
+    """Build a root filesystem with ``script`` (Debian + ``packages``) and import it as ``tag``."""
+    if shutil.which("debootstrap") is None:
+        raise InfrastructureError(
+            "debootstrap is not installed (scripts/setup.sh installs it)",
+            code=ErrorCode.IMAGE_BUILD_FAILED,
+            op="images.build_base",
+            retryable=False,
+        )
+    extra = f" + {', '.join(packages)}" if packages else ""
+    progress(f"building {tag} from Debian packages{extra} (debootstrap, about a minute)")
+    with tempfile.TemporaryDirectory(prefix="stockade-base-") as work:
+        rootfs = Path(work) / "rootfs.tar"
+        command = ["bash", str(script), "--cache-dir", str(deb_cache.resolve())]
+        try:
+            completed = subprocess.run(
+                [*command, str(rootfs), *packages],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=_DEBOOTSTRAP_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise _failed(f"{script} did not finish in {_DEBOOTSTRAP_TIMEOUT_S}s", True) from exc
+        if completed.returncode != 0:
+            raise _failed(
+                f"{script} failed (exit {completed.returncode}): {completed.stderr.strip()}",
+                completed.returncode != 2,  # 2: a package name the script refused
+            )
+        progress(f"importing root filesystem ({rootfs.stat().st_size // 2**20} MiB)")
+        repository, _, version = tag.partition(":")
+        with engine_errors("images.import"):
+            client.api.import_image_from_file(
+                str(rootfs),
+                repository=repository,
+                tag=version,
+                changes=[f"LABEL {PLATFORM_LABEL}={PLATFORM_VALUE}", 'CMD ["python3"]'],
+            )
+
+
+def _failed(message: str, retryable: bool) -> InfrastructureError:
+    return InfrastructureError(
+        message, code=ErrorCode.IMAGE_BUILD_FAILED, op="images.build_base", retryable=retryable
+    )
+
+
+def docker_build(
+    client: docker.DockerClient,
+    context: Path,
+    *,
+    tag: str,
+    buildargs: dict[str, str],
+    labels: dict[str, str],
+    progress: Callable[[str], None],
+) -> str:
+    """Build ``context`` as ``tag`` with no network; its image id. Steps are shown as they run."""
+    tail: deque[str] = deque(maxlen=_LOG_TAIL)
+    image_id: str | None = None
+    try:
+        stream = client.api.build(
+            path=str(context),
+            tag=tag,
+            buildargs=buildargs,
+            labels=labels,
+            rm=True,
+            forcerm=True,
+            network_mode="none",
+            decode=True,
+        )
+        for chunk in stream:
+            image_id = _follow(chunk, tail, progress) or image_id
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise engine_error("images.build", exc) from exc
+    except _BuildFailed as exc:
+        log = "\n".join(tail)
+        raise InfrastructureError(
+            f"building {tag} failed: {exc}\n{log}",
+            code=ErrorCode.IMAGE_BUILD_FAILED,
+            op="images.build",
+            retryable=False,
+        ) from None
+    if image_id is None:
+        raise InfrastructureError(
+            f"building {tag} produced no image",
+            code=ErrorCode.IMAGE_BUILD_FAILED,
+            op="images.build",
+            retryable=True,
+        )
+    return image_id
+
+
+class _BuildFailed(Exception):
+    pass
+
+
+def _follow(chunk: Any, tail: deque[str], progress: Callable[[str], None]) -> str | None:
+    """Take one decoded message of the build's stream; the image id once it is announced."""
+    if not isinstance(chunk, dict):
+        return None
+    if "error" in chunk:
+        raise _BuildFailed(str(chunk["error"]).strip())
+    aux = chunk.get("aux")
+    if isinstance(aux, dict) and isinstance(aux.get("ID"), str):
+        return str(aux["ID"])
+    for line in str(chunk.get("stream", "")).splitlines():
+        if line.strip():
+            tail.append(line)
+        if line.startswith("Step "):
+            progress(line.strip())
+    return None
