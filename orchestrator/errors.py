@@ -78,6 +78,8 @@ class ErrorCode(StrEnum):
     INSTALLATION = "installation"
     TOKENS = "tokens"
     """The HTTP server's token database could not be read or written."""
+    RUNS = "runs"
+    """The agent runs' database (``runs.db``: checkpoints and leases) could not be used."""
     MODEL_UNAVAILABLE = "model_unavailable"
     """The model server could not be reached, or answered 5xx."""
     MODEL_RATE_LIMITED = "model_rate_limited"
