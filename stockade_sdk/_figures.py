@@ -15,12 +15,22 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["BACKEND", "OUTPUTS_DIR", "environment", "save_open_figures", "saved", "start"]
+__all__ = [
+    "BACKEND",
+    "MAX_FIGURES",
+    "OUTPUTS_DIR",
+    "environment",
+    "save_open_figures",
+    "saved",
+    "start",
+]
 
 BACKEND = "module://stockade_sdk._mpl_backend"
 """``MPLBACKEND`` of a snippet."""
 OUTPUTS_DIR = "outputs"
 """Relative to the working directory, the workspace."""
+MAX_FIGURES = 20
+"""Figures saved in one call; more are closed unsaved, and the result says how many."""
 _CONFIG_DIR = "/tmp/matplotlib"
 
 _saved: list[str] = []
@@ -56,7 +66,12 @@ def save_open_figures() -> None:
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is None:
         return
-    for number in pyplot.get_fignums():
+    numbers = pyplot.get_fignums()
+    if len(_saved) + len(numbers) > MAX_FIGURES:
+        unsaved = len(_saved) + len(numbers) - MAX_FIGURES
+        _failed.append(f"{unsaved} more figures not saved (at most {MAX_FIGURES} a call)")
+        numbers = numbers[: max(MAX_FIGURES - len(_saved), 0)]
+    for number in numbers:
         path = _next_name()
         try:
             # dpi="figure": the figure's own size and resolution, whatever rcParams say.

@@ -9,7 +9,13 @@ its own pipes, no descriptor of the host's, dumpable again (the host is not),
 ``sys.argv == ['-c']``, ``sys.path[0] == ''``, a fresh ``__main__``, errors
 printed as under ``-c``, and the interpreter's exit (non-daemon threads
 joined, ``atexit`` run, streams flushed; ``SystemExit`` and
-``KeyboardInterrupt`` handled as CPython handles them). :func:`can_fork` says
+``KeyboardInterrupt`` handled as CPython handles them). For ``python.run``
+it also does what a notebook cell does (:class:`Options`): a trailing
+expression's value is shown as the interactive interpreter shows it, open
+matplotlib figures are saved under ``outputs/`` (:mod:`stockade_sdk._figures`)
+and, for a stateful call, the namespace kept by the run's previous call is
+restored before the code runs and saved after it (:mod:`stockade_sdk._state`):
+here, in the snippet's own process, never in the host. :func:`can_fork` says
 when that is faithful: only in a host that called :func:`prepare_fork_start`,
 and only while the environment asks nothing of the interpreter (no
 ``PYTHON*`` variable) that the host's was not started with.

@@ -603,6 +603,7 @@ _BOOTSTRAP = (
     "del sys.path[0]\n"
     "_snippet.cold_main(sys.argv[1:])\n"
 )
+_REPORT_LIMIT = 1 << 20  # the snippet writes it: a bigger one is not read
 _REPORT_LISTS = ("not_kept", "figures")
 _REPORT_TEXTS = ("state", "figures_error")
 _NOT_SAVED = (
@@ -629,9 +630,10 @@ def _take_report(path: str) -> dict[str, object]:
     import json  # noqa: PLC0415 - loaded by the host
 
     try:
-        with open(path, encoding="utf-8") as file:
-            raw = json.load(file)
+        with open(path, "rb") as file:
+            text = file.read(_REPORT_LIMIT + 1)
         os.unlink(path)
+        raw = json.loads(text) if len(text) <= _REPORT_LIMIT else None
     except (OSError, ValueError):
         return {}
     if not isinstance(raw, dict):

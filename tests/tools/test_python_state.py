@@ -13,6 +13,8 @@ import os
 import pickle
 import re
 import struct
+import subprocess
+import sys
 import textwrap
 import time
 import zlib
@@ -316,3 +318,25 @@ async def test_a_hostile_state_file_is_never_loaded_by_the_host(
     await python(platform, rewrite, run_id="hostile", stateless=True)
     assert planted.read_bytes() == hostile
     assert not marker.exists(), "the host unpickled the workspace's state file"
+
+
+def test_tools_call_with_a_workspace_keeps_state_and_without_one_does_not(
+    images: ImageBuilder, no_leaks: None, tmp_path: Path
+) -> None:
+    def stockade(code: str, *where: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "tools", "call", "--json", "python.run",
+             "--args", json.dumps({"code": code}), *where],
+            capture_output=True, text=True, timeout=120, check=False,
+            env={**os.environ, "STOCKADE_TOOLKITS": ""},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        output: dict[str, Any] = json.loads(json.loads(done.stdout)["output"])
+        return output
+
+    workspace = tmp_path / "ws"
+    stockade("def double(x):\n    return 2 * x", "--workspace", str(workspace))
+    assert (workspace / _state.STATE_PATH).is_file()
+    assert stockade("double(21)", "--workspace", str(workspace))["stdout"] == "42\n"
+    stockade("y = 1")
+    assert "NameError" in stockade("y")["stderr"], "no workspace: stateless"
