@@ -314,6 +314,20 @@ async def test_sign_in_a_request_appears_without_reload_and_deny_reaches_the_cal
             assert value in shown
         await browser.wait(lambda driver: driver.find_element(By.ID, "count").text == "1 pending")
         await browser.screenshot("request-appeared")
+        # A second request, decided elsewhere (the API) while the page is open: it comes and
+        # goes without a reload, and the first card stays as it was.
+        second = asyncio.create_task(alice.post("/v1/tool-calls", json=shell("c2", "pwd")))
+        other = (await one_pending(served, 2))[1]
+        other_card = await browser.card(other["id"])
+        await browser.wait(lambda driver: driver.find_element(By.ID, "count").text == "2 pending")
+        async with served.client("admin") as carol:
+            decided = await carol.post(f"/v1/approvals/{other['id']}/approve")
+            assert decided.status_code == 200, decided.text
+        await browser.wait(ec.staleness_of(other_card))
+        await browser.wait(lambda driver: driver.find_element(By.ID, "count").text == "1 pending")
+        assert (await second).json()["status"] == "ok"
+        assert await browser.do(lambda driver: driver.execute_script("return window.stockadeMark"))
+        assert await browser.do(lambda _: card.is_displayed())  # the same element, not redrawn
         await browser.submit(card, "deny", "not the build directory, please")
         await browser.find("#done")
         answer = (await waiting).json()
