@@ -19,7 +19,7 @@ import httpx
 
 from orchestrator.config import StockadeConfig
 from orchestrator.server import TokenStore
-from orchestrator.server.page import SECURITY_HEADERS, SESSION_COOKIE
+from orchestrator.server.page import SECURITY_HEADERS, SESSION_COOKIE, SESSION_LIFETIME_S, Sessions
 from orchestrator.testing.backend import ScriptedBackend
 
 from .conftest import Served, issue_tokens, serve, server_config
@@ -372,3 +372,20 @@ async def test_without_self_approval_the_page_refuses_ones_own_request(tmp_path:
     assert answer["status"] == "ok"
     decided: list[dict[str, Any]] = [r for r in running.audit_records() if r["event"] == "call"]
     assert decided[0]["approval"]["decided_by"] == "carol"
+
+
+def test_sessions_expire_and_sign_in_nonces_are_keyed() -> None:
+    now = [1000.0]
+    sessions = Sessions(clock=lambda: now[0])
+    session = sessions.open("stk_token")
+    assert sessions.get(session.id) == session
+    assert sessions.get(session.id + "x") is None and sessions.get(None) is None
+    now[0] += SESSION_LIFETIME_S - 1
+    assert sessions.get(session.id) is not None
+    now[0] += 1
+    assert sessions.get(session.id) is None  # expired: gone for good
+    now[0] -= 10
+    assert sessions.get(session.id) is None
+    nonce = sessions.sign_in_nonce()
+    assert sessions.sign_in_csrf(nonce) == sessions.sign_in_csrf(nonce)
+    assert sessions.sign_in_csrf(nonce) != Sessions().sign_in_csrf(nonce)  # a key per server
