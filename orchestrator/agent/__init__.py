@@ -3,7 +3,9 @@
 - :class:`Agent` runs goals on an open platform: the model asks for tools,
   every call goes through the platform's gateway, the run ends
   ``complete``, ``failed`` or ``cancelled`` with a :class:`RunResult` and an
-  execution log (``runs/<run_id>/`` in the state directory). Settings in
+  execution log (``runs/<run_id>/`` in the state directory); checkpointed
+  after every step (``runs.db``), so :meth:`Agent.resume` continues a run
+  whose process stopped. Settings in
   :class:`AgentConfig`; progress as typed events (:data:`AgentEvent`).
 - :class:`Memory` (:mod:`orchestrator.agent.memory`): memories recalled for a
   goal, finished runs and lessons remembered across runs.
@@ -11,9 +13,10 @@
   OpenAI-compatible chat-completions server.
 """
 
-from orchestrator.agent._agent import Agent, RunHandle
+from orchestrator.agent._agent import Agent, LeaseHeld, RunHandle
 from orchestrator.agent._approvals import ApprovalWatch
 from orchestrator.agent._config import DEFAULT_SYSTEM_PROMPT, AgentConfig, DetectionSettings
+from orchestrator.agent._durable import RunRow
 from orchestrator.agent._events import (
     AgentEvent,
     ApprovalPending,
@@ -68,6 +71,7 @@ __all__ = [
     "DetectionSettings",
     "Embeddings",
     "Intervened",
+    "LeaseHeld",
     "Memory",
     "MemoryRecalled",
     "MemoryStored",
@@ -83,6 +87,7 @@ __all__ = [
     "RunFinished",
     "RunHandle",
     "RunResult",
+    "RunRow",
     "RunStarted",
     "RunState",
     "RunStatus",

@@ -9,11 +9,18 @@ The agent is an entrance like the CLI or the HTTP API: it takes the
 platform's gateway, registry, workspaces and configuration and wires nothing
 of the platform itself. What it adds is its own: the model client (the
 configuration's ``model`` section) and memory (its ``memory`` section).
+
+Runs are durable (``config.checkpoint``): each is checkpointed after every
+step in ``runs.db`` and driven under a lease renewed by a heartbeat;
+:meth:`Agent.resume` continues a run whose process stopped, and
+:meth:`Agent.interrupted` lists the runs waiting for that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import re
 import time
 import uuid
@@ -23,6 +30,7 @@ from contextlib import asynccontextmanager
 
 from orchestrator.agent._approvals import ApprovalWatch
 from orchestrator.agent._config import AgentConfig
+from orchestrator.agent._durable import RUNS_DB, LeaseHeld, RunRow, RunStore, new_holder
 from orchestrator.agent._events import AgentEvent
 from orchestrator.agent._loop import RunLoop
 from orchestrator.agent._parts import Reporter, RunParts
@@ -31,10 +39,12 @@ from orchestrator.agent._run_state import RunState
 from orchestrator.agent._runlog import RunFiles, RunRecorder
 from orchestrator.agent.memory import Memory
 from orchestrator.agent.model import ModelClient
-from orchestrator.errors import UsageError
+from orchestrator.errors import NotFoundError, UsageError
 from orchestrator.platform import Platform
 
-__all__ = ["Agent", "RunHandle"]
+__all__ = ["Agent", "LeaseHeld", "RunHandle"]
+
+_log = logging.getLogger(__name__)
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -125,8 +135,12 @@ class Agent:
             clock=clock,
             artifacts=platform.artifacts,
             accepts_images=settings.accepts_images,
+            audit_path=platform.config.audit_path,
         )
         self._runs: dict[str, RunHandle] = {}
+        self._store = (
+            RunStore(platform.config.state_dir / RUNS_DB) if self.config.checkpoint else None
+        )
 
     @classmethod
     @asynccontextmanager
@@ -195,19 +209,138 @@ class Agent:
             )
         files = RunFiles.of(self._platform.config.state_dir, run_id)
         # A run's log or checkpoint marks its id as used (its artifacts alone do not:
-        # tool calls outside any agent run keep theirs there too).
-        if run_id in self._runs or files.log.exists() or files.state.exists():
+        # tool calls outside any agent run keep theirs there too). The database is
+        # asked on the loop: one indexed read, well under a millisecond.
+        if (
+            run_id in self._runs
+            or files.log.exists()
+            or files.state.exists()
+            or (self._store is not None and self._store.exists(run_id))
+        ):
             raise UsageError(f"run id {run_id!r} is already used")
         who = principal or self.config.default_principal
         state = RunState(run_id=run_id, goal=goal, principal=who)
+        return self._launch(state, files, on_event=on_event, holder=None, resumed=False)
+
+    async def resume(
+        self, run_id: str, *, on_event: Callable[[AgentEvent], None] | None = None
+    ) -> RunHandle:
+        """Continue run ``run_id`` from its latest checkpoint (its process stopped).
+
+        Takes the run's lease first: raises :class:`LeaseHeld` when a live
+        process drives it, :class:`~orchestrator.errors.NotFoundError` when
+        there is no such run, :class:`~orchestrator.errors.UsageError` when it
+        has ended (or checkpoints are off). Calls in flight at the stop are
+        settled as ``_resume`` says; then the run goes on with this agent's
+        settings (its deadline, if it had one, stays).
+        """
+        store = self._store
+        if store is None:
+            raise UsageError("checkpoints are off (checkpoint: false): no run can be resumed")
+        if run_id in self._runs:
+            raise LeaseHeld(f"run {run_id} is already being driven by this agent")
+        holder = new_holder()
+        exists = await asyncio.to_thread(store.exists, run_id)
+        if not exists:
+            raise NotFoundError(f"no checkpoint of run {run_id!r} in {store.path}")
+        await asyncio.to_thread(store.acquire, run_id, holder, lease_s=self.config.lease_s)
+        try:
+            state = await asyncio.to_thread(store.load, run_id)
+            if state is None:  # pragma: no cover - checked above
+                raise NotFoundError(f"no checkpoint of run {run_id!r} in {store.path}")
+            if state.status.finished:
+                raise UsageError(
+                    f"run {run_id} has ended ({state.status.value}): nothing to resume"
+                )
+        except BaseException:
+            await asyncio.to_thread(store.release, run_id, holder)
+            raise
+        files = RunFiles.of(self._platform.config.state_dir, run_id)
+        return self._launch(state, files, on_event=on_event, holder=holder, resumed=True)
+
+    async def interrupted(self) -> list[RunRow]:
+        """Unfinished runs no live process drives: the ones :meth:`resume` can continue."""
+        if self._store is None:
+            return []
+        rows = await asyncio.to_thread(self._store.interrupted)
+        return [row for row in rows if row.run_id not in self._runs]
+
+    def _launch(
+        self,
+        state: RunState,
+        files: RunFiles,
+        *,
+        on_event: Callable[[AgentEvent], None] | None,
+        holder: str | None,
+        resumed: bool,
+    ) -> RunHandle:
+        run_id, who = state.run_id, state.principal
+        store = self._store
+        if store is not None and holder is None:
+            holder = new_holder()
         memory = self._memory.for_run(principal=who, run_id=run_id) if self._memory else None
-        reporter = Reporter(run_id, RunRecorder(files, self._writer), self._parts, on_event)
-        loop = RunLoop(self._parts, state, reporter, memory=memory)
-        task = asyncio.create_task(loop.run(), name=f"agent-run:{run_id}")
+        recorder = RunRecorder(
+            files,
+            self._writer,
+            store=store,
+            holder=holder,
+            written=len(state.messages),
+            rewrites=state.rewrites,
+        )
+        reporter = Reporter(run_id, recorder, self._parts, on_event)
+        loop = RunLoop(self._parts, state, reporter, memory=memory, resumed=resumed)
+        task = asyncio.create_task(
+            self._drive(loop, holder, leased=resumed), name=f"agent-run:{run_id}"
+        )
         handle = RunHandle(run_id, loop, task)
         self._runs[run_id] = handle
         task.add_done_callback(lambda _: self._runs.pop(run_id, None))
         return handle
+
+    async def _drive(self, loop: RunLoop, holder: str | None, *, leased: bool) -> RunResult:
+        """Run ``loop`` under the run's lease (taken first unless ``leased``), renewed
+        by a heartbeat, given up at the end."""
+        store, run_id = self._store, loop.state.run_id
+        if store is None or holder is None:
+            return await loop.run()
+        lease_s = self.config.lease_s
+        if not leased:
+            await asyncio.to_thread(store.acquire, run_id, holder, lease_s=lease_s)
+        beating = asyncio.create_task(
+            self._heartbeat(store, loop, holder, asyncio.current_task()),
+            name=f"agent-lease:{run_id}",
+        )
+        try:
+            return await loop.run()
+        finally:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
+            if not loop.lost:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(asyncio.to_thread(store.release, run_id, holder))
+
+    async def _heartbeat(
+        self,
+        store: RunStore,
+        loop: RunLoop,
+        holder: str,
+        driver: asyncio.Task[object] | None,
+    ) -> None:
+        """Renew the lease every third of its length; stop the run if it was taken."""
+        run_id, lease_s = loop.state.run_id, self.config.lease_s
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            try:
+                held = await asyncio.to_thread(store.heartbeat, run_id, holder, lease_s=lease_s)
+            except Exception:
+                _log.warning("run %s: the lease could not be renewed", run_id, exc_info=True)
+                continue
+            if not held:
+                loop.lost = True
+                if driver is not None:
+                    driver.cancel()
+                return
 
     async def run(
         self,
@@ -242,6 +375,9 @@ class Agent:
             handle.cancel("the agent was closed")
         for handle in handles:
             await handle.wait()
+        if self._store is not None:
+            # The writer thread's own connection to runs.db goes with it.
+            self._writer.submit(self._store.close_thread_connection)
         await asyncio.to_thread(self._writer.shutdown, wait=True)
         if self._owns_model:
             await self._model.close()

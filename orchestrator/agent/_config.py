@@ -61,8 +61,20 @@ class AgentConfig(StrictModel):
     max_tool_calls_per_iteration: int = Field(default=8, ge=1, le=256)
     """Tool calls run from one model turn (concurrently); the rest are answered ``skipped``."""
     run_timeout_s: float | None = Field(default=900.0, gt=0)
-    """Wall-clock bound on a run (model and tool calls, approvals included); the run then
-    fails and its calls are cancelled. None: no bound."""
+    """Bound on the time a run is worked on (model and tool calls, approvals included; time
+    its process was down before a resume is not counted); the run then fails and its calls
+    are cancelled. None: no bound."""
+    deadline_s: float | None = Field(default=None, gt=0)
+    """Wall-clock bound from the run's start, downtime included (a run resumed past it fails
+    at once). None: no deadline."""
+    checkpoint: bool = True
+    """Checkpoint the run's state after every step (``runs.db``), so it can be resumed after
+    a restart. False: nothing is written but the log and the result (benchmarks)."""
+    lease_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+    """How long a run's lease lasts without a heartbeat (one every third of it): after a
+    process stops without a trace (another host, a frozen process), another may resume the
+    run this long after its last heartbeat. A process of this host that died frees its runs
+    at once."""
     reflection: bool = True
     """Ask the model whether the goal is fully achieved before accepting a final answer."""
     max_reflections: int = Field(default=2, ge=0, le=20)

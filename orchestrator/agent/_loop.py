@@ -11,9 +11,15 @@
 
 Before every model call the conversation is kept within its budget (older
 turns summarised) and the run's model budget is drawn on (the policy's
-``model_limits``). The state is checkpointed after every step. A run never
-raises, cancellation aside: whatever happens ends it with a status and a
-reason.
+``model_limits``). The state is checkpointed after every step; the step that
+names calls about to run is committed before they go to the gateway. A
+resumed run (``resumed=True``, its state from the latest checkpoint) goes on
+from there: the calls in flight are settled first (``_resume``), then the
+turns continue. ``run_timeout_s`` bounds the time worked over every process
+that drove the run; ``deadline_s`` bounds the wall-clock time since its start.
+A run never raises, cancellation aside: whatever happens ends it with a
+status and a reason; a run whose lease another process took stops without
+writing anything more.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from orchestrator.agent._context import (
     transcript,
 )
 from orchestrator.agent._detect import CallOutcome, Finding, observe
+from orchestrator.agent._durable import LeaseLost
 from orchestrator.agent._events import (
     LOG_OUTPUT,
     LOG_TEXT,
@@ -53,11 +60,12 @@ from orchestrator.agent._model_reply import ModelReply
 from orchestrator.agent._parts import Reporter, RunParts
 from orchestrator.agent._reflect import parse_reflection, reflection_messages
 from orchestrator.agent._result import RunResult
+from orchestrator.agent._resume import settle_in_flight
 from orchestrator.agent._run_budget import RunBudget
 from orchestrator.agent._run_memory import MemoryUse
 from orchestrator.agent._run_state import RunState
 from orchestrator.agent._state import RunStatus, check_transition
-from orchestrator.agent._tool_turn import call_tools
+from orchestrator.agent._tool_turn import TurnCalls, call_tools
 from orchestrator.agent.memory import RunMemory
 from orchestrator.approvals import ApprovalRequest
 
@@ -98,7 +106,9 @@ class RunLoop:
         reporter: Reporter,
         *,
         memory: RunMemory | None,
+        resumed: bool = False,
     ) -> None:
+        """``resumed``: ``state`` is a checkpoint of a run whose process stopped."""
         self._parts = parts
         self._config = parts.config
         self.state = state
@@ -109,6 +119,10 @@ class RunLoop:
             release=lambda: parts.gateway.end_run(state.run_id),
         )
         self._started = time.monotonic()
+        self._worked_before = state.elapsed_s
+        self._resumed = resumed
+        self.lost = False
+        """Set when another process took the run's lease: the run stops, writing nothing."""
         self.cancel_reason = "the run was cancelled"
         """Why, should the run be cancelled (set by whoever cancels it)."""
         self.result: RunResult | None = None
@@ -120,9 +134,53 @@ class RunLoop:
         """Run to the end and return the result. Raises only ``CancelledError`` (after the run
         has been recorded as cancelled)."""
         state, parts = self.state, self._parts
-        state.started_at = parts.clock()
         if parts.approvals is not None:
             parts.approvals.watch(state.run_id, self._approval_pending)
+        self._begin()
+        left, bound = self._time_left()
+        if left is not None and left <= 0:
+            return await self._finish(RunStatus.FAILED, self._out_of_time(bound), None)
+        timeout = asyncio.timeout(left)
+        try:
+            async with timeout:
+                if self._resumed and state.messages:
+                    await self._settle()
+                else:
+                    await self._plan()
+                await self._turns()
+        except _Ended as end:
+            return await self._finish(end.status, end.reason, end.answer)
+        except LeaseLost:
+            return self._abandon()
+        except asyncio.CancelledError:
+            if self.lost or self._reporter.recorder.lost:
+                return self._abandon()
+            await self._finish(RunStatus.CANCELLED, self.cancel_reason, None)
+            raise
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            return await self._finish(RunStatus.FAILED, self._out_of_time(bound), None)
+        except Exception as exc:
+            _log.exception("run %s failed", state.run_id)
+            return await self._finish(
+                RunStatus.FAILED, f"the agent failed: {type(exc).__name__}: {exc}", None
+            )
+        raise AssertionError("a run ends by _Ended")  # pragma: no cover
+
+    def _begin(self) -> None:
+        """Report the start, or the resume."""
+        state, parts, config = self.state, self._parts, self._config
+        if self._resumed:
+            state.resumes += 1
+            self._reporter.notice(
+                f"resumed after its process stopped (resume {state.resumes}; "
+                f"{state.elapsed_s:.1f} s worked so far, at iteration {state.iteration})"
+            )
+            return
+        state.started_at = parts.clock()
+        if config.deadline_s is not None:
+            state.deadline_at = state.started_at + config.deadline_s
         self._reporter.emit(
             RunStarted(
                 run_id=state.run_id,
@@ -133,31 +191,33 @@ class RunLoop:
                 tools=parts.tool_names,
             )
         )
-        timeout = asyncio.timeout(self._config.run_timeout_s)
-        try:
-            async with timeout:
-                await self._plan()
-                await self._turns()
-        except _Ended as end:
-            return await self._finish(end.status, end.reason, end.answer)
-        except asyncio.CancelledError:
-            await self._finish(RunStatus.CANCELLED, self.cancel_reason, None)
-            raise
-        except TimeoutError:
-            if not timeout.expired():
-                raise
-            return await self._finish(
-                RunStatus.FAILED,
-                f"the run timed out after {self._config.run_timeout_s:g} s (run_timeout_s); "
-                "its calls were cancelled",
-                None,
+
+    def _worked(self) -> float:
+        """Time worked on the run, over every process that drove it."""
+        return self._worked_before + time.monotonic() - self._started
+
+    def _time_left(self) -> tuple[float | None, str]:
+        """Seconds the run may still take, and which bound that is."""
+        config, state = self._config, self.state
+        bounds = []
+        if config.run_timeout_s is not None:
+            bounds.append((config.run_timeout_s - state.elapsed_s, "run_timeout_s"))
+        if state.deadline_at is not None:
+            bounds.append((state.deadline_at - self._parts.clock(), "deadline_s"))
+        if not bounds:
+            return None, ""
+        return min(bounds)
+
+    def _out_of_time(self, bound: str) -> str:
+        if bound == "deadline_s":
+            return (
+                f"the run passed its deadline ({self._config.deadline_s or 0:g} s after its "
+                "start, downtime included: deadline_s); its calls were cancelled"
             )
-        except Exception as exc:
-            _log.exception("run %s failed", state.run_id)
-            return await self._finish(
-                RunStatus.FAILED, f"the agent failed: {type(exc).__name__}: {exc}", None
-            )
-        raise AssertionError("a run ends by _Ended")  # pragma: no cover
+        return (
+            f"the run timed out after {self._config.run_timeout_s:g} s (run_timeout_s); "
+            "its calls were cancelled"
+        )
 
     async def _plan(self) -> None:
         self._move(RunStatus.PLANNING)
@@ -178,29 +238,53 @@ class RunLoop:
                     f"the goal was not reached within {config.max_iterations} model turns "
                     "(max_iterations)",
                 )
+            # Counted once the context fits: a summary's checkpoint still names the
+            # turn before, so a run resumed from it asks for this turn again.
+            await self._fit_context(state.iteration + 1)
             state.iteration += 1
-            await self._fit_context()
             reply = await self._ask(state.messages, purpose="turn", tools=self._parts.tools)
             self._say(reply.to_message())
             if reply.tool_calls:
                 state.in_flight = list(reply.tool_calls)
-                self._checkpoint()
+                # Committed before any call goes out: after a restart, the run knows
+                # which calls may have run (never run again blindly).
+                await self._checkpoint_durably()
                 self._move(RunStatus.EXECUTING)
                 done = await call_tools(self._parts, state, self._reporter, reply.tool_calls)
-                state.in_flight = []
-                if done.broken is not None:
-                    raise _Ended(
-                        RunStatus.FAILED,
-                        f"the platform could not run {self._parts.tool_name(done.broken.name)}:"
-                        f" {done.broken.error}",
-                    )
-                self._detect(done.outcomes)
+                self._after_calls(done)
             elif not (reply.content or "").strip():
                 self._say({"role": "user", "content": _EMPTY_REPLY})
                 self._detect([])
             else:
                 await self._judge(reply.content or "")
             self._checkpoint()
+
+    async def _settle(self) -> None:
+        """A resumed run: answer the calls in flight at the stop, then go on with the turns."""
+        state, parts = self.state, self._parts
+        calls = state.in_flight
+        if not calls:
+            return
+        settled = await settle_in_flight(parts, state.run_id, calls, parts.audit_path)
+        if settled:
+            self._reporter.notice(
+                f"{len(settled)} call(s) in flight at the stop are not run again: "
+                + ", ".join(sorted(settled))
+            )
+        self._move(RunStatus.EXECUTING)
+        done = await call_tools(parts, state, self._reporter, calls, settled=settled)
+        self._after_calls(done)
+        self._checkpoint()
+
+    def _after_calls(self, done: TurnCalls) -> None:
+        self.state.in_flight = []
+        if done.broken is not None:
+            raise _Ended(
+                RunStatus.FAILED,
+                f"the platform could not run {self._parts.tool_name(done.broken.name)}:"
+                f" {done.broken.error}",
+            )
+        self._detect(done.outcomes)
 
     # -- model calls ---------------------------------------------------------
 
@@ -294,8 +378,8 @@ class RunLoop:
 
     # -- context -------------------------------------------------------------
 
-    async def _fit_context(self) -> None:
-        """Summarise older turns when the conversation nears its budget."""
+    async def _fit_context(self, turn: int) -> None:
+        """Summarise older turns when the conversation nears its budget (before ``turn``)."""
         state, config = self.state, self._config
         plan = plan_compaction(
             state.messages,
@@ -330,11 +414,12 @@ class RunLoop:
         state.messages[HEAD : plan.end] = [summary]
         state.message_tokens[HEAD : plan.end] = [message_tokens(summary)]
         state.summaries += 1
+        state.rewrites += 1
         self._reporter.emit(
             ContextSummarised(
                 run_id=state.run_id,
                 at=self._reporter.now(),
-                iteration=state.iteration,
+                iteration=turn,
                 summarised_messages=len(old),
                 tokens_before=plan.tokens_before,
                 tokens_after=self._parts.tool_tokens + sum(state.message_tokens),
@@ -356,6 +441,7 @@ class RunLoop:
         ]
         dropped = len(state.messages) - len(kept)
         if dropped:
+            state.rewrites += 1
             state.messages = [message for message, _ in kept]
             state.message_tokens = [tokens for _, tokens in kept]
             self._reporter.notice(f"{dropped} image message(s) dropped to fit the context")
@@ -406,6 +492,8 @@ class RunLoop:
     async def _finish(self, status: RunStatus, reason: str | None, answer: str | None) -> RunResult:
         """Record the end: state, memory, budget, workspace, result. Never raises."""
         state, parts = self.state, self._parts
+        if self._reporter.recorder.lost:
+            return self._abandon()
         state.answer = answer
         state.reason = reason
         state.in_flight = []
@@ -427,7 +515,7 @@ class RunLoop:
         if not keep and parts.artifacts is not None:
             # A run that leaves no workspace behind leaves no artifacts either.
             await asyncio.to_thread(parts.artifacts.delete, state.run_id)
-        duration = round(time.monotonic() - self._started, 6)
+        duration = round(self._worked(), 6)
         self._reporter.emit(
             RunFinished(
                 run_id=state.run_id,
@@ -476,8 +564,35 @@ class RunLoop:
 
     def _checkpoint(self) -> None:
         """Write the state as it is now (the writing goes on in the background)."""
-        self.state.elapsed_s = round(time.monotonic() - self._started, 6)
+        self.state.elapsed_s = round(self._worked(), 6)
         self._reporter.recorder.checkpoint(self.state)
+
+    async def _checkpoint_durably(self) -> None:
+        """Write the state as it is now and wait for the commit (:class:`LeaseLost` if lost)."""
+        self.state.elapsed_s = round(self._worked(), 6)
+        await self._reporter.recorder.durable(self.state)
+
+    def _abandon(self) -> RunResult:
+        """Another process took the run's lease: stop, writing and releasing nothing.
+
+        The run's workspace, budget and files are the new holder's now; the
+        result returned here (cancelled) is this process's only.
+        """
+        state, parts = self.state, self._parts
+        self.lost = True
+        if parts.approvals is not None:
+            parts.approvals.unwatch(state.run_id)
+        reason = "this process lost the run's lease to another one, which drives it now"
+        _log.warning("run %s: %s", state.run_id, reason)
+        result = RunResult.of(
+            state.model_copy(update={"status": RunStatus.CANCELLED, "reason": reason}),
+            duration_s=round(self._worked(), 6),
+            workspace=None,
+            log_path=str(self._reporter.recorder.files.log),
+            log=tuple(self._reporter.recorder.events),
+        )
+        self.result = result
+        return result
 
 
 def _intervention(finding: Finding) -> str:

@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from orchestrator.agent._approvals import ApprovalWatch
@@ -54,6 +55,8 @@ class RunParts:
     """The runs' artifacts (image ones are shown to a model that reads images)."""
     accepts_images: bool = False
     """The model reads images (``model.accepts_images``)."""
+    audit_path: Path | None = None
+    """The audit log, which tells a resumed run how far its calls in flight got."""
 
     @classmethod
     def build(
@@ -70,6 +73,7 @@ class RunParts:
         clock: Callable[[], float],
         artifacts: ArtifactStore | None = None,
         accepts_images: bool = False,
+        audit_path: Path | None = None,
     ) -> RunParts:
         """The parts, with the schemas' names and size worked out once."""
         names = tuple(
@@ -89,6 +93,7 @@ class RunParts:
             clock=clock,
             artifacts=artifacts,
             accepts_images=accepts_images,
+            audit_path=audit_path,
         )
 
     def tool_name(self, name: str) -> str:

@@ -2,11 +2,13 @@
 
 Everything a run needs to go on lives in :class:`RunState`: the conversation,
 the iteration, the calls in flight (asked for by the model, not all answered
-yet), the budget used, detection's memory, the memories recalled. The loop
-writes it to ``runs/<run_id>/state.json`` in the state directory after every
-step (a model turn, a batch of tool calls, a reflection, a summary), so a run
-can later be resumed after a restart: calls in flight are replayed with
-their ids, which is how the approval gate finds a decision taken meanwhile.
+yet), the budget used, detection's memory, the memories recalled, the time
+worked. The loop checkpoints it after every step (a model turn, the calls
+asked for, their answers, a reflection, a summary) into ``runs.db`` in the
+state directory (``_durable``: the small state row rewritten, new messages
+appended), so a run can be resumed after a restart: calls in flight that
+never reached a sandbox are replayed with their ids, which is how the
+approval gate finds a decision taken meanwhile.
 
 It is the one mutable value of a run: the loop owns it and changes it step
 by step; a checkpoint is a copy of it as JSON.
@@ -71,7 +73,16 @@ class RunState(BaseModel):
     started_at: float = 0.0
     """Unix time the run started."""
     elapsed_s: float = 0.0
-    """Time the run has been running (at the latest checkpoint)."""
+    """Time the run has been worked on (at the latest checkpoint), over all the processes
+    that drove it; ``run_timeout_s`` bounds it (downtime is not counted)."""
+    deadline_at: float | None = None
+    """Unix time by which the run must end, downtime included (``deadline_s``); none: no
+    deadline."""
+    rewrites: int = 0
+    """Times older messages were rewritten (summaries, images dropped): a checkpoint then
+    writes the whole conversation again instead of appending the new messages."""
+    resumes: int = 0
+    """Times the run was resumed after its process stopped."""
     answer: str | None = None
     """The final answer, once there is one."""
     reason: str | None = None

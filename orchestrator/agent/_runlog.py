@@ -1,17 +1,22 @@
-"""A run's files in the state directory: execution log, checkpoint, result.
+"""A run's records in the state directory: execution log, checkpoints, result.
 
 ``runs/<run_id>/`` holds ``log.jsonl`` (every event, one JSON line each, in
-order), ``state.json`` (the latest checkpoint of the :class:`RunState`) and,
-once the run has ended, ``result.json`` (the :class:`RunResult` without its
-log, which ``log.jsonl`` holds). The directory is private to the user (the
-log holds what the model wrote and what the tools answered).
+order) and, once the run has ended, ``result.json`` (the :class:`RunResult`
+without its log, which ``log.jsonl`` holds). The directory is private to the
+user (the log holds what the model wrote and what the tools answered). The
+checkpoints of the :class:`RunState` go to ``runs.db`` (``_durable``: one
+transaction per step, new messages appended); runs recorded before it have a
+``state.json`` instead, which the readers still read.
 
 A :class:`RunRecorder` writes them on one writer thread shared by the
 agent's runs, so the event loop never waits on the disk and a run's writes
-land in the order they were made. Checkpoints are not ``fsync``-ed: they
-outlive the orchestrator process (a redeploy), not a power cut; and a
-process killed within the milliseconds a write takes loses that last step
-(its run resumes from the step before).
+land in the order they were made: the step's transaction first (it checks
+the run's lease: a process that lost it writes nothing more), then the log
+lines, then the result. Checkpoints are not ``fsync``-ed: they outlive the
+orchestrator process (a redeploy, a kill), not a power cut; a process killed
+within the milliseconds a write takes loses that last step (its run resumes
+from the step before), except for the step that names calls about to run,
+which the loop waits for.
 """
 
 from __future__ import annotations
@@ -21,13 +26,16 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
+from orchestrator.agent._durable import RUNS_DB, Delta, LeaseLost, RunStore, delta_of
 from orchestrator.agent._events import AgentEvent, event_adapter
 from orchestrator.agent._result import RunResult
 from orchestrator.agent._run_state import RunState
@@ -69,7 +77,7 @@ class RunFiles:
 
     @property
     def state(self) -> Path:
-        """The latest checkpoint."""
+        """The latest checkpoint of a run recorded before ``runs.db`` (read only)."""
         return self.root / "state.json"
 
     @property
@@ -78,32 +86,60 @@ class RunFiles:
         return self.root / "result.json"
 
 
-def _write(files: RunFiles, lines: list[str], state: str | None, result: str | None) -> None:
-    """Append ``lines`` to the log, then replace the checkpoint and the result (atomically)."""
+def _write(
+    files: RunFiles,
+    lines: list[str],
+    store: RunStore | None,
+    delta: Delta | None,
+    result: str | None,
+) -> None:
+    """Commit the step, then append ``lines`` to the log and replace the result (atomically)."""
+    if store is not None and delta is not None:
+        store.write(delta)  # LeaseLost: nothing more is written
     files.root.mkdir(mode=0o700, parents=True, exist_ok=True)
     if lines:
         descriptor = os.open(files.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         with os.fdopen(descriptor, "a", encoding="utf-8") as log:
             log.write("".join(lines))
-    for path, text in ((files.state, state), (files.result, result)):
-        if text is None:
-            continue
+    if result is not None:
+        path = files.result
         temporary = path.with_name(path.name + ".tmp")
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
+            handle.write(result)
         os.replace(temporary, path)
 
 
 class RunRecorder:
     """Keeps one run's events and writes its log, checkpoints and result."""
 
-    def __init__(self, files: RunFiles, writer: Executor) -> None:
-        """Write ``files`` on ``writer`` (one thread: writes land in order)."""
+    def __init__(
+        self,
+        files: RunFiles,
+        writer: Executor,
+        *,
+        store: RunStore | None = None,
+        holder: str | None = None,
+        written: int = 0,
+        rewrites: int = 0,
+    ) -> None:
+        """Write ``files`` on ``writer`` (one thread: writes land in order).
+
+        ``store`` takes the checkpoints (None: none are written), under the
+        lease of ``holder``; ``written`` messages (and ``rewrites``) are
+        already in it (a resumed run's).
+        """
         self.files = files
         self._writer = writer
+        self._store = store
+        self._holder = holder
+        self._written = written
+        self._rewrites = rewrites
+        self._resync = False
         self._pending: list[str] = []
         self._last: Future[None] | None = None
+        self.lost = False
+        """True once a checkpoint found the run's lease held by another process."""
         self.events: list[AgentEvent] = []
         """Every event of the run so far."""
 
@@ -125,18 +161,42 @@ class RunRecorder:
         awaited checkpoint on the loaded 2-core VM, two per iteration).
         """
         lines, self._pending = self._pending, []
-        snapshot = state.model_dump_json()
+        delta = None
+        if self._store is not None:
+            if self._resync:  # a write failed: its messages are written again
+                self._resync, self._written = False, 0
+            delta, self._written, self._rewrites = delta_of(
+                state, holder=self._holder, written=self._written, rewrites=self._rewrites
+            )
         document = result.model_copy(update={"log": ()}).model_dump_json() if result else None
-        written = self._writer.submit(_write, self.files, lines, snapshot, document)
-        written.add_done_callback(self._written)
+        written = self._writer.submit(_write, self.files, lines, self._store, delta, document)
+        written.add_done_callback(self._written_back)
         self._last = written
         return written
 
-    def _written(self, written: Future[None]) -> None:
+    def _written_back(self, written: Future[None]) -> None:
         error = None if written.cancelled() else written.exception()
-        if error is not None:
+        if isinstance(error, LeaseLost):
+            self.lost = True
+            _log.warning("%s; this process stops driving the run", error)
+        elif error is not None:
+            self._resync = True
             # The run goes on (its result is returned); only resuming it would suffer.
             _log.error("run files %s could not be written", self.files.root, exc_info=error)
+
+    async def durable(self, state: RunState) -> None:
+        """Checkpoint and wait until it is committed; :class:`LeaseLost` if the lease is gone.
+
+        For the step that names calls about to run: a call must never run
+        without its run knowing, after a restart, that it was asked for.
+        """
+        written = asyncio.wrap_future(self.checkpoint(state))
+        try:
+            await asyncio.shield(written)
+        except LeaseLost:
+            raise
+        except Exception:  # logged by _written_back; the run goes on
+            return
 
     async def flush(self, state: RunState, result: RunResult | None = None) -> None:
         """Checkpoint, and wait until everything written so far is on disk.
@@ -144,12 +204,22 @@ class RunRecorder:
         Shielded: a run being cancelled still gets its last checkpoint written.
         """
         written = asyncio.wrap_future(self.checkpoint(state, result))
-        with contextlib.suppress(OSError):  # logged by _written
+        with contextlib.suppress(Exception):  # logged by _written_back
             await asyncio.shield(written)
+
+
+def _store(state_dir: Path) -> RunStore | None:
+    """The runs' database, when there is one (readers never create it)."""
+    path = state_dir / RUNS_DB
+    return RunStore(path) if path.exists() else None
 
 
 def read_state(state_dir: Path, run_id: str) -> RunState:
     """The latest checkpoint of ``run_id`` (:class:`NotFoundError` when there is none)."""
+    store = _store(state_dir)
+    state = store.load(run_id) if store is not None else None
+    if state is not None:
+        return state
     path = RunFiles.of(state_dir, run_id).state
     try:
         return RunState.model_validate_json(path.read_bytes())
@@ -177,7 +247,7 @@ def read_result(state_dir: Path, run_id: str, *, with_log: bool = True) -> RunRe
     Raises :class:`NotFoundError` when there is no such run.
     """
     files = RunFiles.of(state_dir, run_id)
-    if not files.root.is_dir():
+    if not files.root.is_dir() and not _known(state_dir, run_id):
         raise NotFoundError(f"no run {run_id!r} in {state_dir / RUNS_DIR}")
     try:
         result = RunResult.model_validate_json(files.result.read_bytes())
@@ -206,9 +276,18 @@ class RunSummary:
     """The answer's first line, or the reason it ended."""
 
 
-def _summaries(root: Path) -> Iterator[RunSummary]:
+def _known(state_dir: Path, run_id: str) -> bool:
+    store = _store(state_dir)
+    return store is not None and store.exists(run_id)
+
+
+def _summaries(state_dir: Path) -> Iterator[RunSummary]:
+    root = state_dir / RUNS_DIR
+    store = _store(state_dir)
+    rows = {row.run_id: row for row in store.rows()} if store is not None else {}
     for directory in root.iterdir() if root.is_dir() else ():
         files = RunFiles(root=directory)
+        row = rows.pop(directory.name, None)
         try:
             if files.result.exists():
                 result = RunResult.model_validate_json(files.result.read_bytes())
@@ -225,6 +304,8 @@ def _summaries(root: Path) -> Iterator[RunSummary]:
                     tokens=result.usage.total_tokens,
                     outcome=(outcome or "").strip().split("\n")[0],
                 )
+            elif row is not None:
+                yield _row_summary(row.state, row.lease_free(time.time()))
             elif files.state.exists():
                 state = RunState.model_validate_json(files.state.read_bytes())
                 yield RunSummary(
@@ -241,8 +322,30 @@ def _summaries(root: Path) -> Iterator[RunSummary]:
                 )
         except (OSError, ValidationError, json.JSONDecodeError):
             continue  # a run being written, or not one of ours
+    for row in rows.values():  # checkpointed, no files yet
+        yield _row_summary(row.state, row.lease_free(time.time()))
+
+
+def _row_summary(document: dict[str, Any], free: bool) -> RunSummary:
+    """A run without a result, from its checkpoint's state row."""
+    return RunSummary(
+        run_id=document["run_id"],
+        status=document["status"],
+        goal=document["goal"],
+        principal=document["principal"],
+        started_at=document.get("started_at", 0.0),
+        duration_s=document.get("elapsed_s", 0.0),
+        iterations=document.get("iteration", 0),
+        tool_calls=sum(document.get("tool_calls", {}).values()),
+        tokens=document.get("usage", {}).get("total_tokens", 0),
+        outcome=(
+            "(interrupted: its process stopped; `stockade runs resume` continues it)"
+            if free
+            else "(running)"
+        ),
+    )
 
 
 def list_runs(state_dir: Path) -> list[RunSummary]:
     """Every run recorded under ``state_dir``, newest first."""
-    return sorted(_summaries(state_dir / RUNS_DIR), key=lambda s: -s.started_at)
+    return sorted(_summaries(state_dir), key=lambda s: -s.started_at)

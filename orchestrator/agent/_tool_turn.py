@@ -5,7 +5,9 @@ goes to the gateway under the run's id and principal with Stockade's unique
 call id. Every call the model asked for gets exactly one tool message, in the
 model's order, under the id the model knows it by: the gateway's result as
 the model reads it (cut at ``max_tool_output_chars``), or ``[skipped]`` for a
-call past the cap, which never runs. Each tool message names the call's
+call past the cap, which never runs, or (a resumed run) ``[interrupted]`` for a
+call that may have run before the orchestrator stopped and is not run again
+(see ``_resume``). Each tool message names the call's
 artifacts, one line each; for a model that reads images, one user message
 after the batch's tool messages shows the image ones (``_images``).
 """
@@ -52,23 +54,40 @@ class TurnCalls:
 
 
 async def call_tools(
-    parts: RunParts, state: RunState, reporter: Reporter, calls: Sequence[ModelToolCall]
+    parts: RunParts,
+    state: RunState,
+    reporter: Reporter,
+    calls: Sequence[ModelToolCall],
+    *,
+    settled: Mapping[str, str] | None = None,
 ) -> TurnCalls:
-    """Run ``calls`` (up to the cap, concurrently) and answer every one in ``state``, in order."""
-    return await _Turn(parts, state, reporter).run(calls)
+    """Run ``calls`` (up to the cap, concurrently) and answer every one in ``state``, in order.
+
+    ``settled`` answers calls by id without running them (``[interrupted]`` and the
+    text given): calls of a resumed run that may have run already.
+    """
+    return await _Turn(parts, state, reporter, settled or {}).run(calls)
+
+
+_INTERRUPTED = "interrupted"
 
 
 class _Turn:
-    def __init__(self, parts: RunParts, state: RunState, reporter: Reporter) -> None:
+    def __init__(
+        self, parts: RunParts, state: RunState, reporter: Reporter, settled: Mapping[str, str]
+    ) -> None:
         self._parts = parts
         self._state = state
         self._reporter = reporter
+        self._settled = settled
 
     async def run(self, calls: Sequence[ModelToolCall]) -> TurnCalls:
         state, reporter = self._state, self._reporter
         cap = self._parts.config.max_tool_calls_per_iteration
         running, skipped = calls[:cap], calls[cap:]
         for call in running:
+            if call.id in self._settled:
+                continue
             reporter.emit(
                 ToolCallStarted(
                     run_id=state.run_id,
@@ -81,7 +100,9 @@ class _Turn:
             )
         timed = await asyncio.gather(*(self._call(call) for call in running))
         outcomes = [
-            self._answer(call, result, seconds)
+            self._interrupted(call, self._settled[call.id])
+            if call.id in self._settled
+            else self._answer(call, result, seconds)
             for call, (result, seconds) in zip(running, timed, strict=True)
         ]
         for call in skipped:
@@ -96,6 +117,11 @@ class _Turn:
 
     async def _call(self, call: ModelToolCall) -> tuple[ToolResult, float]:
         """The gateway's result, and the time it took (approval waits included)."""
+        if call.id in self._settled:  # not run again: answered by _interrupted
+            error = self._settled[call.id]
+            return ToolResult(
+                call_id=call.id, name=call.name, status=ToolStatus.CANCELLED, error=error
+            ), 0.0
         started = time.monotonic()
         result = await self._parts.gateway.call(
             ToolCall(
@@ -175,6 +201,28 @@ class _Turn:
         images = await asyncio.to_thread(read)
         if images:
             self._say(image_message(images))
+
+    def _interrupted(self, call: ModelToolCall, error: str) -> CallOutcome:
+        """Answer a call that may have run before a restart, without running it again."""
+        state = self._state
+        self._say(tool_message(call, f"[{_INTERRUPTED}]\n{error}"))
+        state.count_call(_INTERRUPTED)
+        tool = self._parts.tool_name(call.name)
+        self._reporter.emit(
+            ToolCallFinished(
+                run_id=state.run_id,
+                at=self._reporter.now(),
+                iteration=state.iteration,
+                call_id=call.id,
+                model_id=call.model_id,
+                tool=tool,
+                status=_INTERRUPTED,
+                decision=None,
+                duration_s=0.0,
+                error=error,
+            )
+        )
+        return outcome_of(tool, call.arguments, status=_INTERRUPTED, output="", error=error)
 
     def _skip(self, call: ModelToolCall, cap: int) -> None:
         state = self._state
