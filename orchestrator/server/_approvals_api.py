@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import Field
 
 from orchestrator.approvals import ApprovalRequest, ApprovalScope, ApprovalStatus
-from orchestrator.audit import redact
+from orchestrator.audit import REDACTED, redact
 from orchestrator.server._auth import require
 from orchestrator.server._problems import ProblemCode, ProblemError, problem_responses
 from orchestrator.server._roles import Identity, Permission
@@ -72,6 +72,29 @@ class Deny(StrictModel):
 
     note: str | None = Field(default=None, max_length=_NOTE_LENGTH)
     """Why; the model reads it."""
+
+
+def _redaction_left(value: Any, path: str = "$") -> str | None:
+    """Where edited arguments still hold the redaction marker, if anywhere.
+
+    An approver only ever sees arguments redacted; editing them and sending the
+    marker back would run the call with ``[REDACTED]`` in place of the secret.
+    """
+    if isinstance(value, str):
+        return path if REDACTED in value else None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _redaction_left(
+            item, f"{path}[{key!r}]" if isinstance(key, int) else f"{path}.{key}"
+        )
+        if found is not None:
+            return found
+    return None
 
 
 def _shown(state: ServerState, request: ApprovalRequest) -> ApprovalRequest:
@@ -164,6 +187,14 @@ async def approve(
     body = body or Approve()
     request = await _pending(state, request_id, identity)
     if body.arguments is not None:
+        left = _redaction_left(body.arguments)
+        if left is not None:
+            raise ProblemError(
+                422,
+                ProblemCode.INVALID_ARGUMENTS,
+                f"the edited arguments still hold {REDACTED} at {left}: arguments are shown with "
+                "secrets redacted, so type the whole value there, or approve without editing",
+            )
         checked = state.platform.registry.validate(
             ToolCall(
                 id=request.call_id or request.id,

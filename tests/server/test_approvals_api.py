@@ -131,6 +131,25 @@ async def test_approvals_show_arguments_redacted_and_filter_by_status(served: Se
     assert missing.json()["code"] == "not_found"
 
 
+async def test_edited_arguments_holding_the_redaction_marker_are_refused(served: Served) -> None:
+    async with served.client("caller") as alice, served.client("approver") as bob:
+        waiting = asyncio.create_task(
+            alice.post("/v1/tool-calls", json=shell("c1", f"curl -H 'key: {SECRET}'"))
+        )
+        (request,) = await pending(bob)
+        url = f"/v1/approvals/{request['id']}/approve"
+        # The approver edits what it was shown: the secret is gone from it.
+        resent = await bob.post(url, json={"arguments": request["arguments"]})
+        still = (await bob.get(f"/v1/approvals/{request['id']}")).json()["status"]
+        await bob.post(f"/v1/approvals/{request['id']}/deny")
+        answer = (await waiting).json()
+    assert resent.status_code == 422
+    assert resent.json()["code"] == "invalid_arguments"
+    assert "[REDACTED] at $.command" in resent.json()["detail"]
+    assert still == "pending"
+    assert answer["status"] == "approval_denied"
+
+
 async def test_a_grant_for_the_run_covers_the_runs_later_calls(
     served: Served, scripted: ScriptedBackend
 ) -> None:
