@@ -23,7 +23,7 @@ from orchestrator.errors import ErrorCode, InfrastructureError
 from orchestrator.sandbox.engine import engine_error, engine_errors
 from orchestrator.sandbox.labels import PLATFORM_LABEL, PLATFORM_VALUE
 
-__all__ = ["debootstrap_import", "docker_build", "host_debian_suite"]
+__all__ = ["debootstrap_import", "docker_build", "host_debian_suite", "missing_debian_packages"]
 
 _LOG_TAIL = 30
 _DEBOOTSTRAP_TIMEOUT_S = 1800
@@ -55,6 +55,32 @@ def host_debian_suite(script: Path) -> str | None:
         return None
     codename = fields.get("VERSION_CODENAME", "").strip('"')
     return codename if codename and said.stdout.strip() == codename else None
+
+
+def missing_debian_packages(script: Path, packages: Sequence[str]) -> list[str] | None:
+    """Which of ``packages`` Debian does not have, asked of the host's apt lists; None: unknown.
+
+    Known only when the host is the suite ``script`` builds from and its apt
+    lists are there (``python3-minimal`` is found): then an unknown package is
+    named before any build, instead of failing debootstrap a minute in.
+    """
+    if not packages or shutil.which("apt-cache") is None or host_debian_suite(script) is None:
+        return None
+    try:
+        said = subprocess.run(
+            ["apt-cache", "show", "--no-all-versions", "python3-minimal", *packages],
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = {
+        line.split(":", 1)[1].strip()
+        for line in said.stdout.splitlines()
+        if line.startswith("Package:")
+    }
+    if "python3-minimal" not in found:
+        return None  # no apt lists to ask
+    return [name for name in packages if name not in found]
 
 
 def debootstrap_import(

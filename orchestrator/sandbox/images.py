@@ -41,7 +41,12 @@ import docker.errors
 from orchestrator.assets import shipped
 from orchestrator.errors import ConfigError, ErrorCode, InfrastructureError
 from orchestrator.sandbox._image_spec import ImageSpec, spec_image_name
-from orchestrator.sandbox._image_steps import debootstrap_import, docker_build, host_debian_suite
+from orchestrator.sandbox._image_steps import (
+    debootstrap_import,
+    docker_build,
+    host_debian_suite,
+    missing_debian_packages,
+)
 from orchestrator.sandbox._resolve import PROBE, Pin, Target, resolve
 from orchestrator.sandbox._wheels import download_wheels
 from orchestrator.sandbox.engine import engine_errors
@@ -333,9 +338,19 @@ class ImageBuilder:
         """Resolve every requirement the images install, before any build starts.
 
         Raises :class:`~orchestrator.errors.ConfigError` naming the setting
-        and every package that cannot be had: unknown on the index, no wheel
-        for the image's platform, or in conflict with the toolkits' pins.
+        and every package that cannot be had: a Debian package the suite does
+        not have (when the host's apt lists can tell), a Python one unknown on
+        the index, without a wheel for the image's platform, or in conflict
+        with the toolkits' pins.
         """
+        for spec, wanted in self._specs.items():
+            missing = missing_debian_packages(self._dir / _BASE_SCRIPT, wanted.debian)
+            if missing:
+                raise ConfigError(
+                    f"image spec {spec!r}: no Debian package named {', '.join(missing)} in the "
+                    "suite the images are built from",
+                    field=f"images.specs.{spec}.debian",
+                )
         held = self.toolkit_pins()
         for spec in self._specs:
             self.spec_pins(spec, held)

@@ -22,7 +22,8 @@ from orchestrator.errors import ConfigError
 from orchestrator.platform import Platform
 from orchestrator.platform.doctor import diagnose
 from orchestrator.sandbox._image_spec import ImageSpec
-from orchestrator.sandbox.images import TOOLS_PACKAGES, ImageBuilder
+from orchestrator.sandbox._image_steps import missing_debian_packages
+from orchestrator.sandbox.images import TOOLS_PACKAGES, ImageBuilder, default_images_dir
 from orchestrator.tools import ToolCall, ToolResult, ToolStatus
 
 UNKNOWN = "this-package-does-not-exist-stockade"
@@ -140,6 +141,29 @@ def test_what_cannot_be_installed_is_named_before_any_build(
     assert caught.value.field == "images.specs.team.python"
     assert named in str(caught.value), str(caught.value)
     assert not [line for line in progress if line.startswith(("building", "Step"))], progress
+
+
+@pytest.mark.docker
+def test_an_unknown_debian_package_is_named_before_any_build(
+    docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    # This host is the Debian suite the bases come from, with its apt lists:
+    # they tell, so debootstrap is never started to find out.
+    script = default_images_dir() / "base" / "build-rootfs.sh"
+    if missing_debian_packages(script, ["jq"]) != []:
+        pytest.fail("the host's apt lists cannot tell: run apt-get update (scripts/setup.sh)")
+    progress: list[str] = []
+    builder = ImageBuilder(
+        docker_client,
+        specs={"team": ImageSpec(debian=["jq", UNKNOWN])},
+        wheel_cache=tmp_path / "wheels",
+        progress=progress.append,
+    )
+    with pytest.raises(ConfigError) as caught:
+        builder.check_requirements()
+    assert caught.value.field == "images.specs.team.debian"
+    assert f"no Debian package named {UNKNOWN}" in str(caught.value)
+    assert progress == [], "nothing resolved, downloaded or built"
 
 
 async def _call(platform: Platform, name: str, **arguments: object) -> dict[str, object]:
