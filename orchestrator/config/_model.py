@@ -322,6 +322,10 @@ class ServerSettings(StrictModel):
     mcp_path: str | None = Field(default="/mcp", pattern=r"^/[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$")
     """Where the server serves MCP (streamable HTTP) to clients with a caller token; none:
     not at all."""
+    resume_runs: bool = True
+    """At start, resume the agent runs a stopped orchestrator left unfinished (and no live
+    process drives); at shutdown, suspend runs under way so the next start resumes them.
+    False: runs under way are cancelled at shutdown and nothing is resumed."""
 
 
 # A DNS name in lower case whose last label is not a number (so never an IP address).

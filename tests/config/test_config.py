@@ -116,6 +116,7 @@ FULL = {
         "unauthenticated_loopback": False,
         "shutdown_grace_s": 30,
         "mcp_path": "/tools/mcp",
+        "resume_runs": False,
     },
     "secrets": {
         "example-token": {
