@@ -73,6 +73,13 @@ class RunHandle:
             self._loop.cancel_reason = reason
             self._task.cancel()
 
+    def suspend(self) -> None:
+        """Stop driving the run without ending it (the orchestrator stops): its checkpoint,
+        calls in flight included, stays for :meth:`Agent.resume`."""
+        if not self._task.done():
+            self._loop.suspending = True
+            self._task.cancel()
+
     async def wait(self) -> None:
         """Wait for the run to end, whatever the end (never raises)."""
         await asyncio.wait([self._task])
@@ -151,8 +158,10 @@ class Agent:
         *,
         approvals: ApprovalWatch | None = None,
         memory: Memory | None = None,
+        suspend_on_close: bool = False,
     ) -> AsyncIterator[Agent]:
-        """An agent with the configured model and (when enabled) memory; closed on leaving.
+        """An agent with the configured model and (when enabled) memory; closed on leaving
+        (its runs under way suspended rather than cancelled with ``suspend_on_close``).
 
         Memory is on when ``config.memory`` says so, else when the
         configuration's ``memory.enabled`` does. Raises
@@ -177,7 +186,7 @@ class Agent:
         try:
             yield agent
         finally:
-            await agent.close()
+            await agent.close(suspend=suspend_on_close)
             if opened is not None:
                 await opened.close()
 
@@ -368,11 +377,18 @@ class Agent:
             await handle.wait()
             raise
 
-    async def close(self) -> None:
-        """Cancel the runs still going (recorded as cancelled), then release the model client."""
+    async def close(self, *, suspend: bool = False) -> None:
+        """Cancel the runs still going (recorded as cancelled), then release the model client.
+
+        ``suspend``: stop them without ending them instead (a server being
+        redeployed), so they can be resumed; checkpoints off, they are cancelled.
+        """
         handles = list(self._runs.values())
         for handle in handles:
-            handle.cancel("the agent was closed")
+            if suspend and self._store is not None:
+                handle.suspend()
+            else:
+                handle.cancel("the agent was closed")
         for handle in handles:
             await handle.wait()
         if self._store is not None:

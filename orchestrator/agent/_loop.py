@@ -123,6 +123,9 @@ class RunLoop:
         self._resumed = resumed
         self.lost = False
         """Set when another process took the run's lease: the run stops, writing nothing."""
+        self.suspending = False
+        """Set before cancelling to suspend the run (the orchestrator stops; it resumes later)
+        instead of ending it as cancelled."""
         self.cancel_reason = "the run was cancelled"
         """Why, should the run be cancelled (set by whoever cancels it)."""
         self.result: RunResult | None = None
@@ -155,6 +158,9 @@ class RunLoop:
         except asyncio.CancelledError:
             if self.lost or self._reporter.recorder.lost:
                 return self._abandon()
+            if self.suspending:
+                await self._suspend()
+                raise
             await self._finish(RunStatus.CANCELLED, self.cancel_reason, None)
             raise
         except TimeoutError:
@@ -571,6 +577,16 @@ class RunLoop:
         """Write the state as it is now and wait for the commit (:class:`LeaseLost` if lost)."""
         self.state.elapsed_s = round(self._worked(), 6)
         await self._reporter.recorder.durable(self.state)
+
+    async def _suspend(self) -> None:
+        """The orchestrator stops: keep the run as it is (calls in flight included) for a
+        resume, and end nothing (workspace, budget, memory stay)."""
+        state, parts = self.state, self._parts
+        if parts.approvals is not None:
+            parts.approvals.unwatch(state.run_id)
+        self._reporter.notice("suspended: the orchestrator is stopping; the run resumes later")
+        state.elapsed_s = round(self._worked(), 6)
+        await self._reporter.recorder.flush(state)
 
     def _abandon(self) -> RunResult:
         """Another process took the run's lease: stop, writing and releasing nothing.

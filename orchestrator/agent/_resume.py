@@ -5,8 +5,9 @@ any of them goes to the gateway); the audit log says how far each got, since
 the gateway writes an ``intent`` record (``fsync``-ed) before an attempt
 takes a sandbox and a ``call`` record (the outcome) after:
 
-- **no intent, no outcome**: it never reached a sandbox (the policy, a rate
-  limit, an approval wait): run it again under the same id, which is how the
+- **no intent, no outcome** (or ``cancelled``: a server suspending its runs
+  cancels their calls): it never reached a sandbox (the policy, a rate limit,
+  an approval wait): run it again under the same id, which is how the
   approval gate finds its request, and a decision taken meanwhile applies;
 - **an outcome and no intent**: it ended without running (refused, rate
   limited, approval denied): its answer is rebuilt from the outcome;
@@ -40,9 +41,15 @@ _UNKNOWN = (
     "removed; its effects are unknown (it may have done all, part or none of its work) and it "
     "was not run again. Check its effects before deciding whether to repeat it."
 )
+_CANCELLED = "cancelled"
 _ENDED_WITH_NO_RUN = frozenset(
     {"denied", "rate_limited", "approval_denied", "unknown_tool", "invalid_arguments"}
 )
+
+
+def _gave_up(entry: CallEntry) -> bool:
+    """No outcome, or ``cancelled``: the process stopped before the call ended."""
+    return entry.outcome is None or entry.outcome.get("status") == _CANCELLED
 
 
 def _ended(entry: CallEntry) -> str:
@@ -72,10 +79,10 @@ async def settle_in_flight(
     settled: dict[str, str] = {}
     for call in calls:
         entry = entries.get(call.id)
-        if entry is None or (not entry.intents and entry.outcome is None):
+        if entry is None or (not entry.intents and _gave_up(entry)):
             continue  # never reached a sandbox: replayed under its id
         spec = parts.registry.get(call.name) if call.name else None
         if entry.intents and spec is not None and spec.idempotent:
             continue  # safe to run again
-        settled[call.id] = _UNKNOWN if entry.outcome is None else _ended(entry)
+        settled[call.id] = _UNKNOWN if _gave_up(entry) else _ended(entry)
     return settled

@@ -6,14 +6,22 @@ import asyncio
 import getpass
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import click
 import pydantic
 
-from orchestrator.agent import Agent, AgentConfig, AgentEvent, ApprovalWatch, RunResult, RunStatus
+from orchestrator.agent import (
+    Agent,
+    AgentConfig,
+    AgentEvent,
+    ApprovalWatch,
+    RunHandle,
+    RunResult,
+    RunStatus,
+)
 from orchestrator.approvals import TerminalApprover
 from orchestrator.cli._common import (
     EXIT_FAILED,
@@ -30,7 +38,7 @@ from orchestrator.cli.metrics import metrics_port_option, serving_metrics
 from orchestrator.config import LoadedConfig
 from orchestrator.platform import Platform
 
-__all__ = ["EXIT_CODES", "agent_config", "run", "run_goal"]
+__all__ = ["EXIT_CODES", "agent_config", "resume_run", "run", "run_goal"]
 
 EXIT_CODES = {
     RunStatus.COMPLETE: EXIT_OK,
@@ -68,6 +76,46 @@ async def run_goal(
     a second one stops waiting for that. ``metrics_port`` (or ``metrics.serve``)
     serves the platform's metrics while the run goes, labelled ``command``.
     """
+
+    async def start(agent: Agent) -> RunHandle:
+        return agent.start(goal, principal=principal, run_id=run_id, on_event=on_event)
+
+    return await _drive(
+        loaded, config, start, prompt=prompt, watch=watch, metrics_port=metrics_port,
+        command=command,
+    )  # fmt: skip
+
+
+async def resume_run(
+    loaded: LoadedConfig,
+    config: AgentConfig,
+    run_id: str,
+    *,
+    prompt: bool = False,
+    on_event: Callable[[AgentEvent], None] | None = None,
+    metrics_port: int | None = None,
+) -> RunResult:
+    """Open the platform and an agent, resume ``run_id`` (see :meth:`Agent.resume`)."""
+
+    async def start(agent: Agent) -> RunHandle:
+        return await agent.resume(run_id, on_event=on_event)
+
+    return await _drive(
+        loaded, config, start, prompt=prompt, watch=None, metrics_port=metrics_port,
+        command="resume",
+    )  # fmt: skip
+
+
+async def _drive(
+    loaded: LoadedConfig,
+    config: AgentConfig,
+    start: Callable[[Agent], Awaitable[RunHandle]],
+    *,
+    prompt: bool,
+    watch: ApprovalWatch | None,
+    metrics_port: int | None,
+    command: str,
+) -> RunResult:
     watch = watch or ApprovalWatch()
     async with (
         Platform.open(loaded, approvers=[watch]) as platform,
@@ -76,7 +124,7 @@ async def run_goal(
         if prompt:
             watch.add(TerminalApprover(redact_patterns=platform.gateway.policy.redact))
         async with Agent.open(platform, config, approvals=watch) as agent:
-            handle = agent.start(goal, principal=principal, run_id=run_id, on_event=on_event)
+            handle = await start(agent)
             main = asyncio.current_task()
             loop = asyncio.get_running_loop()
             stopping: list[str] = []

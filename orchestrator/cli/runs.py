@@ -1,4 +1,9 @@
-"""``stockade runs list|show ID``: past agent runs, from their logs in the state directory."""
+"""``stockade runs list|show|resume ID``: agent runs, from their records in the state directory.
+
+``resume`` continues a run whose process stopped (killed, the machine
+restarted) from its latest checkpoint, under the run's lease: it refuses a
+run another live process drives.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +14,20 @@ from pathlib import Path
 
 import click
 
-from orchestrator.agent import list_runs, read_events, read_result, read_state
+from orchestrator.agent import LeaseHeld, list_runs, read_events, read_result, read_state
 from orchestrator.cli._common import (
     EXIT_FAILED,
     config_option,
     echo_json,
     json_option,
     load,
+    run_async,
     table,
+    toolkit_option,
 )
 from orchestrator.cli._run_view import ProgressView, show_result
-from orchestrator.errors import NotFoundError
+from orchestrator.cli.run import EXIT_CODES, agent_config, resume_run
+from orchestrator.errors import NotFoundError, UsageError
 
 __all__ = ["runs"]
 
@@ -95,3 +103,54 @@ def runs_show(config_file: Path | None, as_json: bool, run_id: str) -> None:
         ProgressView(click.echo).replay(read_events(state_dir, run_id))
         click.echo(f"\nno result: the run is {state.status.value} at its latest checkpoint")
     sys.exit(EXIT_FAILED)
+
+
+@runs.command("resume")
+@config_option
+@toolkit_option
+@json_option
+@click.argument("run_id")
+@click.option(
+    "--prompt/--no-prompt",
+    default=None,
+    help="Ask at this terminal when a call needs approval. Default: when stdin is a terminal.",
+)
+@click.option("--max-iterations", type=click.IntRange(min=1), help="Model turns at most.")
+@click.option("--timeout", "run_timeout_s", type=click.FloatRange(min=0, min_open=True),
+              help="Seconds the run may be worked on, over all its processes.")  # fmt: skip
+def runs_resume(
+    *,
+    config_file: Path | None,
+    toolkits: tuple[str, ...],
+    as_json: bool,
+    run_id: str,
+    prompt: bool | None,
+    max_iterations: int | None,
+    run_timeout_s: float | None,
+) -> None:
+    """Continue run RUN_ID, interrupted when its process stopped, from its latest checkpoint.
+
+    Calls that never reached a sandbox run again (a decision taken on an
+    approval meanwhile applies); a call that may have run is not run again
+    unless its tool is idempotent, and the model is told its effects are
+    unknown. Refused while another live process drives the run. Exits like
+    ``stockade run``.
+    """
+    loaded = load(config_file, toolkits=toolkits)
+    if not loaded.config.model.base_url or not loaded.config.model.name:
+        raise click.UsageError("no model configured: set model.base_url and model.name")
+    config = agent_config(max_iterations=max_iterations, run_timeout_s=run_timeout_s)
+    try:
+        result = run_async(
+            resume_run(
+                loaded,
+                config,
+                run_id,
+                prompt=sys.stdin.isatty() if prompt is None else prompt,
+                on_event=ProgressView(),
+            )
+        )
+    except (LeaseHeld, NotFoundError, UsageError) as exc:
+        raise click.UsageError(str(exc)) from None
+    show_result(result, as_json=as_json)
+    sys.exit(EXIT_CODES[result.status])

@@ -124,7 +124,12 @@ def create_app(
                 runner = None
                 if loaded.config.model.base_url is not None:
                     runner = await stack.enter_async_context(
-                        Agent.open(platform, agent, approvals=watch)
+                        Agent.open(
+                            platform,
+                            agent,
+                            approvals=watch,
+                            suspend_on_close=settings.resume_runs,
+                        )
                     )
                 calls = CallsInFlight(platform.gateway)
                 app.state.stockade = ServerState(
@@ -136,6 +141,8 @@ def create_app(
                     runs=Runs(runner, loaded.config.state_dir),
                     local=local,
                 )
+                if settings.resume_runs:  # runs a stopped server left unfinished
+                    await app.state.stockade.runs.resume_interrupted()
                 # MCP at server.mcp_path; its sessions end before the platform closes.
                 await stack.enter_async_context(serve_mcp(app, watch))
                 started = True

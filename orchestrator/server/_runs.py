@@ -5,12 +5,18 @@ The server opens one :class:`~orchestrator.agent.Agent` on its platform
 for each run under way, every event so far: a stream that starts late
 replays them, then waits for the next. Once a run has ended it is forgotten
 here; its state, result and events are read back from its files
-(``runs/<run_id>/`` in the state directory).
+(``runs/<run_id>/`` and ``runs.db`` in the state directory).
+
+With ``server.resume_runs``, :meth:`Runs.resume_interrupted` (called as the
+server starts) resumes every run a stopped process left unfinished and no
+live process drives (see :meth:`~orchestrator.agent.Agent.resume`); the
+server's shutdown suspends its runs instead of cancelling them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +24,7 @@ from pathlib import Path
 from orchestrator.agent import (
     Agent,
     AgentEvent,
+    LeaseHeld,
     RunFinished,
     RunHandle,
     RunResult,
@@ -29,12 +36,15 @@ from orchestrator.agent import (
 
 __all__ = ["Runs"]
 
+_log = logging.getLogger(__name__)
+
 
 @dataclass(kw_only=True)
 class _Live:
     """A run under way: its handle, its events so far, a signal for the next one."""
 
-    handle: RunHandle
+    handle: RunHandle = field(init=False)
+    """Set once the run has started (its first events may come before)."""
     events: list[AgentEvent] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -67,19 +77,32 @@ class Runs:
     def start(self, goal: str, *, principal: str, run_id: str) -> RunHandle:
         """Start a run (raises :class:`~orchestrator.errors.UsageError` for a used run id)."""
         assert self._agent is not None, "check available first"
-        live: _Live | None = None
+        live = _Live()
+        live.handle = self._agent.start(goal, principal=principal, run_id=run_id, on_event=live.add)
+        return self._track(run_id, live)
 
-        def on_event(event: AgentEvent) -> None:
-            if live is not None:
-                live.add(event)
-            else:  # events reported before start() returned
-                early.append(event)
+    async def resume_interrupted(self) -> list[str]:
+        """Resume every interrupted run no live process drives; the ids resumed."""
+        if self._agent is None:
+            return []
+        resumed = []
+        for row in await self._agent.interrupted():
+            live = _Live()
+            try:
+                live.handle = await self._agent.resume(row.run_id, on_event=live.add)
+            except LeaseHeld:
+                continue  # another process took it first
+            except Exception:
+                _log.exception("run %s could not be resumed", row.run_id)
+                continue
+            self._track(row.run_id, live)
+            resumed.append(row.run_id)
+        if resumed:
+            _log.info("resumed %d interrupted run(s): %s", len(resumed), ", ".join(resumed))
+        return resumed
 
-        early: list[AgentEvent] = []
-        handle = self._agent.start(goal, principal=principal, run_id=run_id, on_event=on_event)
-        live = _Live(handle=handle)
-        for event in early:
-            live.add(event)
+    def _track(self, run_id: str, live: _Live) -> RunHandle:
+        handle = live.handle
         self._live[run_id] = live
         forget = asyncio.create_task(self._forget_at_end(run_id, handle), name=f"runs:{run_id}")
         self._forgetting.add(forget)
