@@ -51,7 +51,8 @@ def tokens() -> None:
     multiple=True,
     required=True,
     type=click.Choice([role.value for role in Role]),
-    help="caller: call tools; approver: decide approvals; admin: everything. Repeatable.",
+    help="caller: call tools and start runs; approver: decide approvals; viewer: read its "
+    "principal's runs (the run timeline pages); admin: everything. Repeatable.",
 )
 @click.option("--note", help="What the token is for (shown by `tokens list`).")
 def tokens_create(

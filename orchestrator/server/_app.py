@@ -65,7 +65,8 @@ Sandboxed tool calls under policy, their approvals, and agent runs.
 Every request but the probes (`/healthz`, `/readyz`) and this document needs an API token
 (`Authorization: Bearer stk_…`, from `stockade tokens create`). A token acts for one principal,
 the one policies, rate limits, approvals and the audit log see, and carries roles: `caller`
-(tools and runs), `approver` (approvals), `admin` (everything). Errors are
+(tools and runs), `approver` (approvals), `viewer` (reads its principal's runs),
+`admin` (everything). Errors are
 `application/problem+json` with a stable `code`.
 """
 

@@ -73,7 +73,7 @@ async def _find(state: ServerState, run_id: str, artifact_id: str) -> Artifact:
 async def list_artifacts(
     run_id: RunId,
     state: State,
-    identity: Annotated[Identity, Depends(require(Permission.START_RUNS))],
+    identity: Annotated[Identity, Depends(require(Permission.READ_RUNS))],
 ) -> list[Artifact]:
     """The run's artifacts (metadata: id, name, media type, size, SHA-256), by name."""
     await _owned(state, run_id, identity)
@@ -100,7 +100,7 @@ async def get_artifact(
     run_id: RunId,
     artifact_id: ArtifactId,
     state: State,
-    identity: Annotated[Identity, Depends(require(Permission.START_RUNS))],
+    identity: Annotated[Identity, Depends(require(Permission.READ_RUNS))],
 ) -> Response:
     """One artifact's bytes, to be saved: never rendered in this origin."""
     await _owned(state, run_id, identity)

@@ -16,6 +16,9 @@ class Role(StrEnum):
     """Calls tools (and, with the agent, starts runs): the programs that use Stockade."""
     APPROVER = "approver"
     """Sees and decides approval requests; calls nothing unless also a caller."""
+    VIEWER = "viewer"
+    """Reads its own principal's runs (the run timeline pages, the runs endpoints' reads);
+    starts, cancels and approves nothing."""
     ADMIN = "admin"
     """Everything."""
 
@@ -29,6 +32,8 @@ class Permission(StrEnum):
     """Call a tool through the gateway."""
     START_RUNS = "runs:start"
     """Start, watch and cancel agent runs (for the runs endpoints)."""
+    READ_RUNS = "runs:read"
+    """Read runs, their events and artifacts (own principal's; an admin's: every run)."""
     READ_APPROVALS = "approvals:read"
     """List and show approval requests."""
     DECIDE_APPROVALS = "approvals:decide"
@@ -36,11 +41,14 @@ class Permission(StrEnum):
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.CALLER: frozenset({Permission.READ_TOOLS, Permission.CALL_TOOLS, Permission.START_RUNS}),
+    Role.CALLER: frozenset(
+        {Permission.READ_TOOLS, Permission.CALL_TOOLS, Permission.START_RUNS, Permission.READ_RUNS}
+    ),
     # An approver reads the tools to judge (and edit) the calls it decides.
     Role.APPROVER: frozenset(
         {Permission.READ_TOOLS, Permission.READ_APPROVALS, Permission.DECIDE_APPROVALS}
     ),
+    Role.VIEWER: frozenset({Permission.READ_RUNS}),
     Role.ADMIN: frozenset(Permission),
 }
 """The permissions of each role (total: every role has an entry; tested)."""

@@ -160,7 +160,7 @@ async def _has_files(state: ServerState, run_id: str) -> bool:
 async def get_run(
     run_id: str,
     state: State,
-    identity: Annotated[Identity, Depends(require(Permission.START_RUNS))],
+    identity: Annotated[Identity, Depends(require(Permission.READ_RUNS))],
 ) -> RunView:
     """A run's state, and its result once it has ended."""
     await _owned(state, run_id, identity)
@@ -191,7 +191,7 @@ def _sse(place: int, event: AgentEvent) -> bytes:
 async def stream_run_events(
     run_id: str,
     state: State,
-    identity: Annotated[Identity, Depends(require(Permission.START_RUNS))],
+    identity: Annotated[Identity, Depends(require(Permission.READ_RUNS))],
 ) -> StreamingResponse:
     """A run's events as server-sent events, as they happen; the stream ends with the run."""
     await _owned(state, run_id, identity)
