@@ -181,17 +181,22 @@ async def test_cookies_are_secure_off_loopback(tmp_path: Path) -> None:
     assert 'id="insecure"' in form.text  # plain HTTP off loopback: the page says it cannot work
 
 
-async def test_only_approvers_and_admins_sign_in(served: Served) -> None:
+async def test_only_approvers_and_admins_open_the_approvals(served: Served) -> None:
     answers: dict[str, httpx.Response] = {}
-    for who in ("caller", "approver", "admin", "both"):
+    for who in ("approver", "admin", "both"):
         async with served.client() as browser:
             answers[who] = await sign_in(browser, served.tokens[who])
     async with served.client() as browser:
         unknown = await sign_in(browser, "stk_" + "0" * 40)
         empty = await sign_in(browser, "")
-    assert answers["caller"].status_code == 403
-    assert "alice&#39;s token (roles: caller) may not decide approvals" in answers["caller"].text
-    assert SESSION_COOKIE not in answers["caller"].headers.get("set-cookie", "")
+        # A caller signs in for the runs pages (tests/server/test_run_timeline.py), not these.
+        caller = await sign_in(browser, served.tokens["caller"])
+        refused = await browser.get("/ui/approvals", headers={"Accept": "text/html"})
+        cards = await browser.get("/ui/approvals/cards")
+        post = await browser.post("/ui/approvals/x/approve", data={"csrf": "x"})
+    assert (caller.status_code, caller.headers["location"]) == (303, "/ui/runs")
+    assert refused.status_code == cards.status_code == post.status_code == 403
+    assert "alice&#39;s token (roles: caller) may not decide approvals" in refused.text
     for who in ("approver", "admin", "both"):
         assert answers[who].status_code == 303, answers[who].text
     assert unknown.status_code == empty.status_code == 401

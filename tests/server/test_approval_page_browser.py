@@ -292,10 +292,12 @@ async def test_sign_in_a_request_appears_without_reload_and_deny_reaches_the_cal
     field = await browser.find("#token")
     await browser.do(lambda _: field.send_keys(served.tokens["caller"]))
     await browser.do(lambda driver: driver.find_element(By.ID, "sign-in-button").click())
+    await browser.wait(ec.url_to_be(f"{served.url}/ui/runs"))  # a caller signs in for runs
+    await browser.open(f"{served.url}/ui/approvals")
     refusal = await browser.find("#problem")
     assert "may not decide approvals" in await browser.do(lambda _: refusal.text)
-    assert await browser.do(lambda driver: driver.get_cookie(SESSION_COOKIE)) is None
     await browser.screenshot("caller-refused")
+    await browser.do(lambda driver: driver.delete_cookie(SESSION_COOKIE))
 
     await browser.sign_in(served.url, served.tokens["approver"])
     await browser.find("#empty")

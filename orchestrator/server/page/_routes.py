@@ -10,6 +10,10 @@ token on every form.
 
 The list updates itself by polling a fragment of the page (see
 ``static/approvals.js`` for why polling).
+
+The same sign-in opens the run timeline pages (``_runs_pages``) to tokens
+that may read runs (caller, viewer, admin); the approvals stay approver- or
+admin-only (403 for a session of any other token).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from orchestrator.server._problems import ProblemCode, ProblemError
 from orchestrator.server._roles import Identity, Permission, Role
 from orchestrator.server._state import ServerState
 from orchestrator.server.page._render import harden, problem_page, render, static_file
+from orchestrator.server.page._runs_pages import RUNS_PATH, add_runs_routes
 from orchestrator.server.page._sessions import (
     SESSION_LIFETIME_S,
     SIGN_IN_LIFETIME_S,
@@ -123,6 +128,16 @@ async def _form(request: Request) -> dict[str, str]:
     return fields
 
 
+def _may_sign_in(identity: Identity) -> bool:
+    """Whether the token opens any page: the approvals, or the runs."""
+    return identity.can(Permission.DECIDE_APPROVALS) or identity.can(Permission.READ_RUNS)
+
+
+def _home(identity: Identity) -> str:
+    """Where a signed-in browser lands: the approvals for an approver, else the runs."""
+    return _APPROVALS if identity.can(Permission.DECIDE_APPROVALS) else RUNS_PATH
+
+
 def _csrf_refused() -> _Refused:
     return _Refused(
         403,
@@ -138,7 +153,10 @@ class _Page:
         self.sessions = sessions
 
     def signed_in(self, request: Request) -> tuple[Session, Identity] | None:
-        """The browser's session and who it acts for; None unless it may decide approvals now."""
+        """The browser's session and who it acts for; None unless its token still opens a page.
+
+        A page then checks its own permission (:meth:`approver` for the approvals).
+        """
         session = self.sessions.get(request.cookies.get(SESSION_COOKIE))
         if session is None:
             return None
@@ -146,10 +164,31 @@ class _Page:
         identity = None
         if token is not None:
             identity = Identity(principal=token.principal, roles=token.roles, token_id=token.id)
-        if identity is None or not identity.can(Permission.DECIDE_APPROVALS):
+        if identity is None or not _may_sign_in(identity):
             self.sessions.close(session.id)  # revoked since the sign-in
             return None
         return session, identity
+
+    def approver(self, request: Request) -> tuple[Session, Identity] | Response:
+        """The session of someone who may decide approvals; else where to send the browser.
+
+        Not signed in: the sign-in page. Signed in with a caller's or viewer's
+        token (for the runs pages): refused, 403.
+        """
+        found = self.signed_in(request)
+        if found is None:
+            return _redirect(_SIGN_IN)
+        identity = found[1]
+        if not identity.can(Permission.DECIDE_APPROVALS):
+            roles = ", ".join(sorted(identity.roles)) or "none"
+            return problem_page(
+                request,
+                403,
+                ProblemCode.FORBIDDEN,
+                f"{identity.principal}'s token (roles: {roles}) may not decide approvals; "
+                f"the approvals page needs the {Role.APPROVER.value} or {Role.ADMIN.value} role.",
+            )
+        return found
 
     def sign_in_page(
         self,
@@ -200,8 +239,9 @@ class _Page:
             drafts=drafts or {},
         )
 
-    async def root(self) -> Response:
-        return _redirect(_APPROVALS)
+    async def root(self, request: Request) -> Response:
+        found = self.signed_in(request)
+        return _redirect(_APPROVALS if found is None else _home(found[1]))
 
     async def static(self, name: str, request: Request) -> Response:
         found = static_file(name)
@@ -210,8 +250,9 @@ class _Page:
         return found
 
     async def sign_in_form(self, request: Request) -> Response:
-        if self.signed_in(request) is not None:
-            return _redirect(_APPROVALS)
+        found = self.signed_in(request)
+        if found is not None:
+            return _redirect(_home(found[1]))
         return self.sign_in_page(request)
 
     async def sign_in(self, request: Request) -> Response:
@@ -227,17 +268,18 @@ class _Page:
         if info is None:
             return self.sign_in_page(request, 401, "That token is unknown or revoked.", nonce)
         identity = Identity(principal=info.principal, roles=info.roles, token_id=info.id)
-        if not identity.can(Permission.DECIDE_APPROVALS):
+        if not _may_sign_in(identity):
             roles = ", ".join(sorted(identity.roles)) or "none"
             return self.sign_in_page(
                 request,
                 403,
-                f"{identity.principal}'s token (roles: {roles}) may not decide approvals; "
-                f"signing in here needs the {Role.APPROVER.value} or {Role.ADMIN.value} role.",
+                f"{identity.principal}'s token (roles: {roles}) may neither read runs nor "
+                "decide approvals; signing in here needs the caller, viewer, approver or "
+                "admin role.",
                 nonce,
             )
         session = self.sessions.open(token)
-        response = _redirect(_APPROVALS)
+        response = _redirect(_home(identity))
         _set_cookie(request, response, SESSION_COOKIE, session.id, SESSION_LIFETIME_S)
         response.delete_cookie(SIGN_IN_COOKIE, path=PAGE_PREFIX)
         return response
@@ -258,16 +300,18 @@ class _Page:
         return response
 
     async def approvals(self, request: Request) -> Response:
-        found = self.signed_in(request)
-        if found is None:
-            return _redirect(_SIGN_IN)
+        found = self.approver(request)
+        if isinstance(found, Response):
+            return found
         return await self.approvals_page(request, *found)
 
     async def cards(self, request: Request) -> Response:
-        found = self.signed_in(request)
-        if found is None:
+        if self.signed_in(request) is None:
             # The script sends the browser to the sign-in page.
             return problem_page(request, 401, ProblemCode.UNAUTHENTICATED, "sign in again")
+        found = self.approver(request)
+        if isinstance(found, Response):
+            return found
         session, identity = found
         listed = await _approvals_api.list_approvals(
             state=_state(request), _identity=identity, status=_approvals_api.StatusFilter.PENDING
@@ -284,9 +328,9 @@ class _Page:
 
     async def _decide(self, request: Request, request_id: str, *, approve: bool) -> Response:
         """A decision form, taken as ``/v1/approvals/{id}/approve`` (or ``deny``) takes it."""
-        found = self.signed_in(request)
-        if found is None:
-            return _redirect(_SIGN_IN)
+        found = self.approver(request)
+        if isinstance(found, Response):
+            return found
         session, identity = found
         drafts: dict[str, str] = {}
         try:
@@ -335,6 +379,7 @@ def page_router(*, sessions: Sessions | None = None) -> APIRouter:
     router.add_api_route("/approvals/cards", page.cards, methods=["GET"])
     router.add_api_route("/approvals/{request_id}/approve", page.approve, methods=["POST"])
     router.add_api_route("/approvals/{request_id}/deny", page.deny, methods=["POST"])
+    add_runs_routes(router, page.signed_in)
     return router
 
 
