@@ -43,7 +43,13 @@ __all__ = [
     "builtin_profiles",
 ]
 
-BUILTIN_TOOLKITS = ("toolkits.files", "toolkits.http", "toolkits.python", "toolkits.shell")
+BUILTIN_TOOLKITS = (
+    "toolkits.files",
+    "toolkits.http",
+    "toolkits.node",
+    "toolkits.python",
+    "toolkits.shell",
+)
 """The toolkits a platform loads when the configuration names none."""
 
 _MiB = 1024 * 1024
