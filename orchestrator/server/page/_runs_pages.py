@@ -90,6 +90,13 @@ def _instant(name: str, value: str, *, end: bool) -> float | None:
     return moment.timestamp()
 
 
+def _live(state: ServerState, run_id: str, run: RunState, timeline: Timeline) -> bool:
+    """Whether more may come: no final event yet, and the run is under way or may resume."""
+    if timeline.finished:
+        return False
+    return state.runs.handle(run_id) is not None or not run.status.finished
+
+
 def _visible(identity: Identity, principal: str) -> bool:
     return Role.ADMIN in identity.roles or principal == identity.principal
 
@@ -256,7 +263,7 @@ class RunsPages:
         if isinstance(found, Response):
             return found
         session, identity, run, timeline = found
-        live = _state(request).runs.handle(run_id) is not None or not run.status.finished
+        live = _live(_state(request), run_id, run, timeline)
         return render(
             "run.html",
             principal=identity.principal,
@@ -272,7 +279,7 @@ class RunsPages:
         if isinstance(found, Response):
             return found
         _, identity, run, timeline = found
-        live = _state(request).runs.handle(run_id) is not None or not run.status.finished
+        live = _live(_state(request), run_id, run, timeline)
         return render("timeline.html", **self._context(identity, run, timeline, live))
 
     async def artifact(self, run_id: str, artifact_id: str, request: Request) -> Response:
