@@ -215,10 +215,11 @@ class RunLoop:
         return min(bounds)
 
     def _out_of_time(self, bound: str) -> str:
-        if bound == "deadline_s":
+        state = self.state
+        if bound == "deadline_s" and state.deadline_at is not None:
             return (
-                f"the run passed its deadline ({self._config.deadline_s or 0:g} s after its "
-                "start, downtime included: deadline_s); its calls were cancelled"
+                f"the run passed its deadline ({state.deadline_at - state.started_at:g} s after "
+                "its start, downtime included: deadline_s); its calls were cancelled"
             )
         return (
             f"the run timed out after {self._config.run_timeout_s:g} s (run_timeout_s); "

@@ -1,0 +1,160 @@
+"""runs.db: append-only checkpoints, leases (expiry, a dead holder, a lost lease), time bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.agent import AgentConfig, RunState, RunStatus, read_state
+from orchestrator.agent._durable import (
+    RUNS_DB,
+    LeaseHeld,
+    LeaseLost,
+    RunStore,
+    delta_of,
+    new_holder,
+)
+from orchestrator.testing import json_reply, slow, text
+
+from .conftest import Setup, open_agent
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _state(run_id: str = "r1", messages: int = 2) -> RunState:
+    state = RunState(run_id=run_id, goal="g", principal="p", status=RunStatus.EXECUTING)
+    for i in range(messages):
+        state.append({"role": "user", "content": f"m{i}"}, 3)
+    return state
+
+
+def _rows(path: Path, run_id: str) -> list[tuple[int, str]]:
+    with sqlite3.connect(path) as db:
+        return db.execute(
+            "SELECT position, message FROM messages WHERE run_id = ? ORDER BY position", (run_id,)
+        ).fetchall()
+
+
+def test_a_step_appends_its_new_messages_and_a_rewrite_writes_them_all(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / RUNS_DB)
+    holder = new_holder()
+    store.acquire("r1", holder, lease_s=30)
+    state = _state()
+    delta, written, rewrites = delta_of(state, holder=holder, written=0, rewrites=0)
+    store.write(delta)
+    state.append({"role": "assistant", "content": "a"}, 1)
+    delta, written, rewrites = delta_of(state, holder=holder, written=written, rewrites=rewrites)
+    assert delta.start == 2 and len(delta.messages) == 1, "only the new message is sent"
+    assert "messages" not in json.loads(delta.state), "the state row leaves the conversation out"
+    store.write(delta)
+    assert [p for p, _ in _rows(tmp_path / RUNS_DB, "r1")] == [0, 1, 2]
+    # A summary replaces older messages: the next checkpoint rewrites the conversation.
+    state.messages[0:2] = [{"role": "user", "content": "summary"}]
+    state.message_tokens[0:2] = [1]
+    state.rewrites += 1
+    delta, written, rewrites = delta_of(state, holder=holder, written=written, rewrites=rewrites)
+    assert delta.start == 0 and len(delta.messages) == 2
+    store.write(delta)
+    loaded = store.load("r1")
+    assert loaded is not None and loaded.messages == state.messages
+    assert loaded.message_tokens == [1, 1] and loaded == state
+    assert len(_rows(tmp_path / RUNS_DB, "r1")) == 2, "rows past the end are gone"
+    assert read_state(tmp_path, "r1") == state
+
+
+def test_a_live_holders_lease_is_refused_an_expired_one_is_taken(tmp_path: Path) -> None:
+    clock = Clock()
+    store = RunStore(tmp_path / RUNS_DB, clock=clock)
+    first, second = new_holder(), new_holder()  # one live process, two drivings
+    store.acquire("r1", first, lease_s=30)
+    with pytest.raises(LeaseHeld, match="being driven by another process"):
+        store.acquire("r1", second, lease_s=30)
+    clock.now += 20
+    assert store.heartbeat("r1", first, lease_s=30)  # renewed: runs until 1050
+    clock.now += 20
+    with pytest.raises(LeaseHeld):
+        store.acquire("r1", second, lease_s=30)
+    clock.now += 11  # past the last heartbeat's expiry
+    store.acquire("r1", second, lease_s=30)
+    assert store.holder("r1") == second
+    assert not store.heartbeat("r1", first, lease_s=30), "the old holder learns it lost"
+    # The old holder's next checkpoint is refused, whole.
+    delta, _, _ = delta_of(_state(), holder=first, written=0, rewrites=0)
+    with pytest.raises(LeaseLost):
+        store.write(delta)
+    assert store.load("r1") is None and _rows(tmp_path / RUNS_DB, "r1") == []
+
+
+def test_a_dead_processs_lease_is_free_at_once(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / RUNS_DB)
+    # A holder label made by a process that has exited (same boot, its pid and start time).
+    code = "from orchestrator.agent._durable import new_holder; print(new_holder())"
+    dead = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    store.acquire("r1", dead, lease_s=3600)
+    delta, _, _ = delta_of(_state(), holder=dead, written=0, rewrites=0)
+    store.write(delta)
+    assert [row.run_id for row in store.interrupted()] == ["r1"]
+    store.acquire("r1", new_holder(), lease_s=30)
+    assert store.interrupted() == []
+
+
+async def test_the_timeout_counts_time_worked_and_the_deadline_counts_downtime(
+    setup: Setup,
+) -> None:
+    store = RunStore(setup.home / RUNS_DB)
+    worked = _state("r-worked")
+    worked.elapsed_s = 100.0  # worked 100 s before its process stopped
+    late = _state("r-late")
+    late.deadline_at = 1.0  # long past
+    fresh = _state("r-fresh")
+    fresh.elapsed_s = 5.0
+    fresh.started_at = 1.0  # started long ago: downtime does not count against the timeout
+    for state in (worked, late, fresh):
+        holder = new_holder()
+        store.acquire(state.run_id, holder, lease_s=30)
+        store.write(delta_of(state, holder=holder, written=0, rewrites=0)[0])
+        store.release(state.run_id, holder)
+    setup.server.extend(text("done"), json_reply({"complete": True, "reason": "ok"}))
+    async with open_agent(setup.config, AgentConfig(run_timeout_s=60), pools=False) as agent:
+        timed_out = await (await agent.resume("r-worked")).result()
+        passed = await (await agent.resume("r-late")).result()
+        goes_on = await (await agent.resume("r-fresh")).result()
+    assert timed_out.status is RunStatus.FAILED
+    assert (
+        timed_out.reason == "the run timed out after 60 s (run_timeout_s); its calls were cancelled"
+    )
+    assert passed.status is RunStatus.FAILED and "passed its deadline" in (passed.reason or "")
+    assert goes_on.status is RunStatus.COMPLETE and goes_on.duration_s >= 5.0
+    assert len(setup.server.chat_requests) == 2, "only the run with time left asked the model"
+
+
+async def test_a_run_whose_lease_is_taken_stops_and_writes_nothing_more(setup: Setup) -> None:
+    setup.server.extend(slow(text("too late"), 30))
+    async with open_agent(setup.config, AgentConfig(lease_s=1.0), pools=False) as agent:
+        handle = agent.start("Answer slowly", run_id="r-taken")
+        await asyncio.to_thread(setup.server.wait_for_requests, 1)
+        path = setup.home / RUNS_DB
+        store = RunStore(path)
+        before = store.load("r-taken")
+        # Another process takes the run over (as after an expiry it would).
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE leases SET holder = 'someone-else#1' WHERE run_id = 'r-taken'")
+        result = await asyncio.wait_for(handle.result(), 10)
+    assert result.status is RunStatus.CANCELLED and "lost the run's lease" in (result.reason or "")
+    assert store.load("r-taken") == before, "the state it no longer drives is untouched"
+    assert store.holder("r-taken") == "someone-else#1"
+    assert not (setup.home / "runs" / "r-taken" / "result.json").exists()
