@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from orchestrator.server._problems import ProblemCode, problem_response
+from orchestrator.server.page._timeline import inert_text
 
 __all__ = [
     "SECURITY_HEADERS",
@@ -74,6 +75,7 @@ _ENV = Environment(
     lstrip_blocks=True,
 )
 _ENV.filters["pretty"] = pretty
+_ENV.filters["inert"] = inert_text  # untrusted run text: control sequences removed
 _ENV.globals["waited"] = waited
 
 _STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import re
 from collections.abc import Callable
@@ -95,6 +96,17 @@ def _live(state: ServerState, run_id: str, run: RunState, timeline: Timeline) ->
     if timeline.finished:
         return False
     return state.runs.handle(run_id) is not None or not run.status.finished
+
+
+def _now(state: ServerState, run: RunSummary) -> RunSummary:
+    """``run`` with the state of its run under way here (its checkpoint may be a step behind)."""
+    handle = state.runs.handle(run.run_id)
+    if handle is None:
+        return run
+    now = handle.state
+    return dataclasses.replace(
+        run, status=now.status.value, iterations=now.iteration, tokens=now.usage.total_tokens
+    )
 
 
 def _visible(identity: Identity, principal: str) -> bool:
@@ -188,8 +200,9 @@ class RunsPages:
             until = _instant("until", query.get("until", ""), end=True)
         except ProblemError as exc:
             return problem_page(request, exc.status, ProblemCode.INVALID_REQUEST, exc.detail)
-        state_dir: Path = _state(request).platform.config.state_dir
-        every = await asyncio.to_thread(list_runs, state_dir)
+        state = _state(request)
+        recorded = await asyncio.to_thread(list_runs, state.platform.config.state_dir)
+        every = [_now(state, run) for run in recorded]
 
         def wanted(run: RunSummary) -> bool:
             if not _visible(identity, run.principal):
