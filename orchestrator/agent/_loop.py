@@ -586,8 +586,9 @@ class RunLoop:
         if parts.approvals is not None:
             parts.approvals.unwatch(state.run_id)
         self._reporter.notice("suspended: the orchestrator is stopping; the run resumes later")
-        state.elapsed_s = round(self._worked(), 6)
-        await self._reporter.recorder.flush(state)
+        # The state stays as its latest step left it (mid-step, it would count a turn
+        # not taken); only the events are written. Time since that step is not counted.
+        await self._reporter.recorder.flush_events()
 
     def _abandon(self) -> RunResult:
         """Another process took the run's lease: stop, writing and releasing nothing.

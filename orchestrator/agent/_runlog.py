@@ -198,6 +198,13 @@ class RunRecorder:
         except Exception:  # logged by _written_back; the run goes on
             return
 
+    async def flush_events(self) -> None:
+        """Write the events so far (no checkpoint), and wait for them to be on disk."""
+        lines, self._pending = self._pending, []
+        written = self._writer.submit(_write, self.files, lines, None, None, None)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(asyncio.wrap_future(written))
+
     async def flush(self, state: RunState, result: RunResult | None = None) -> None:
         """Checkpoint, and wait until everything written so far is on disk.
 

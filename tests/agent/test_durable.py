@@ -30,8 +30,10 @@ from typing import Any
 import docker
 import pytest
 
-from orchestrator.agent import read_state
+from orchestrator.agent import RunStatus, read_state
 from orchestrator.approvals import ApprovalStore
+from orchestrator.config import load_config
+from orchestrator.server import create_app
 from orchestrator.testing import ScriptedModelServer, json_reply, text, tool_call, tool_calls
 from orchestrator.testing.model_server import Answer, ChatRequest
 
@@ -419,3 +421,45 @@ def test_two_processes_never_drive_one_run(
     answered_once(state.messages)
     no_double_execution(setup, "r-two")
     no_containers_of(docker_engine, first, winner, loser)
+
+
+async def test_the_server_resumes_interrupted_runs_and_suspends_its_own_at_shutdown(
+    durable: Durable, docker_engine: docker.DockerClient
+) -> None:
+    setup, brain = durable.setup, durable.brain
+    brain.hold = ("turn", 1)
+    _writes(brain)
+    first = start(setup, "run", "Write a.txt, then b.txt", "--run-id", "r-serve")
+    try:
+        assert await asyncio.to_thread(brain.arrived.wait, _WAIT_S)
+        kill(first)
+    finally:
+        if first.poll() is None:
+            kill(first)
+    loaded = load_config(setup.config, environ={})
+    # A server starts on the state directory (server.resume_runs: true by default) and
+    # resumes the run; it is redeployed while the run waits for its model: the run is
+    # suspended, not cancelled, and the next start finishes it.
+    brain.arrived.clear()
+    brain.hold = ("turn", 2)
+    app = create_app(loaded)
+    async with app.router.lifespan_context(app):
+        handle = app.state.stockade.runs.handle("r-serve")
+        assert handle is not None, "the interrupted run was not resumed at start"
+        assert await asyncio.to_thread(brain.arrived.wait, _WAIT_S)
+    assert handle.done()
+    suspended = read_state(setup.home, "r-serve")
+    assert suspended.status is RunStatus.EXECUTING and suspended.iteration == 2
+    assert (setup.home / "workspaces" / "r-serve" / "b.txt").read_text() == "B"
+    brain.release.set()
+    app = create_app(loaded)
+    async with app.router.lifespan_context(app):
+        handle = app.state.stockade.runs.handle("r-serve")
+        assert handle is not None
+        result = await asyncio.wait_for(handle.result(), 60)
+    assert result.status is RunStatus.COMPLETE and result.answer == "Both files are written."
+    state = read_state(setup.home, "r-serve")
+    answered_once(state.messages)
+    no_double_execution(setup, "r-serve")
+    assert state.resumes == 2 and state.iteration == 3
+    no_containers_of(docker_engine, first)
