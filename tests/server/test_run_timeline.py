@@ -26,6 +26,7 @@ import pytest
 from orchestrator.agent import RunFinished, RunStarted, ToolCallFinished, ToolCallStarted
 from orchestrator.agent._state import RunStatus
 from orchestrator.audit.timeline import CallEntry
+from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.server import Role, TokenStore
 from orchestrator.server.page import SECURITY_HEADERS
 from orchestrator.server.page._timeline import build_timeline, inert_text
@@ -337,3 +338,46 @@ async def test_the_page_of_a_run_under_way_reads_its_events_from_memory(tmp_path
                 ended = (await page.get("/ui/runs/r1/timeline")).text
     assert 'data-live="false"' in ended and 'id="final"' in ended
     assert "approval_denied" in ended and '“<span class="note text">no</span>”' in ended
+
+
+@pytest.mark.docker
+async def test_artifacts_of_a_real_call_are_linked_and_served_to_be_saved(
+    tmp_path: Path, images: ImageBuilder, no_leaks: None
+) -> None:
+    code = (
+        "import os\nos.makedirs('outputs', exist_ok=True)\n"
+        "open('outputs/report.html', 'w').write('<script>alert(1)</script>')\nprint('written')"
+    )
+    script = [tool_calls(tool_call("python__run", {"code": code})), text("see report.html")]
+    async with ScriptedModelServer(script) as model:
+        config = model_config(
+            tmp_path / "state",
+            model.base_url,
+            toolkits=["toolkits.python"],
+            sandbox={"profiles": {"default": {"pool_size": 1}}},
+        )
+        tokens = issue_tokens(config)
+        async with serve(config, agent=NO_REFLECTION) as served:
+            served.tokens = tokens
+            issue_viewers(served)
+            await run_to_end(served, "caller", "r1", "write a report")
+            async with session(served, "viewer") as viewer, session(served, "stranger") as erin:
+                page = await viewer.get("/ui/runs/r1")
+                (link,) = re.findall(r'<a href="([^"]+)" class="artifact"', page.text)
+                served_file = await viewer.get(html.unescape(link))
+                refused = await erin.get(html.unescape(link), headers={"Accept": "text/html"})
+            async with served.client("viewer") as api:
+                listed_api = await api.get("/v1/runs/r1/artifacts")
+    assert page.status_code == 200
+    assert "report.html" in page.text and "written" in page.text
+    assert "profile <code>default</code>, runtime <code>runc</code>, exit code 0" in page.text
+    assert link.startswith("/ui/runs/r1/artifacts/")
+    assert served_file.status_code == 200
+    assert served_file.content == b"<script>alert(1)</script>"
+    assert served_file.headers["content-disposition"].startswith("attachment;")
+    assert served_file.headers["content-security-policy"] == "sandbox; default-src 'none'"
+    assert not served_file.headers["content-type"].startswith("text/html")
+    assert refused.status_code == 404
+    assert listed_api.status_code == 200 and [a["name"] for a in listed_api.json()] == [
+        "report.html"
+    ]
