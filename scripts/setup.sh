@@ -33,6 +33,8 @@ install_packages() {
     # The approval page's browser tests drive a headless chromium.
     command -v chromium >/dev/null || missing+=(chromium)
     command -v chromedriver >/dev/null || missing+=(chromium-driver)
+    # The Redis limit store's tests run a real redis-server on 127.0.0.1.
+    command -v redis-server >/dev/null || missing+=(redis-server)
     [ ${#missing[@]} -eq 0 ] && return 0
     need_root
     log "installing Debian packages: ${missing[*]}"

@@ -35,6 +35,7 @@ ENVIRONMENT_FIELDS: Mapping[str, str] = {
     "STOCKADE_AUDIT_LOG": "audit.path",
     "STOCKADE_APPROVALS_DB": "approvals.database",
     "STOCKADE_APPROVERS": "approvals.approvers",
+    "STOCKADE_LIMITS_STORE": "limits.store",
     "STOCKADE_MODEL_BASE_URL": "model.base_url",
     "STOCKADE_MODEL": "model.name",
 }

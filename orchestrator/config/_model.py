@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
+from orchestrator.policy._redis_limits import describe_redis_url
 from orchestrator.sandbox._image_spec import SPEC_NAME_PATTERN, ImageSpec
 from orchestrator.sandbox.egress import EgressPolicy
 from orchestrator.sandbox.images import TOOLS_IMAGE
@@ -29,6 +30,7 @@ __all__ = [
     "EmbedderSettings",
     "ImagesSettings",
     "LexicalEmbedderSettings",
+    "LimitsSettings",
     "LoggingSettings",
     "MemorySettings",
     "MetricsSettings",
@@ -148,6 +150,32 @@ class AuditSettings(StrictModel):
     """Largest argument or output value recorded whole; larger ones as SHA-256, size and head."""
     rotate_mb: int | None = Field(default=64, ge=1)
     """Start a new file (the chain continues) past this size; none: never rotate."""
+
+
+class LimitsSettings(StrictModel):
+    """Where rate limits and model budgets live, and who shares them."""
+
+    store: str = "sqlite"
+    """``sqlite``: ``limits.db`` in state_dir, shared by this host's processes; or a Redis
+    URL (``redis://[:password@]host:6379/0``, ``rediss://`` for TLS, ``unix:///path``)
+    shared by every orchestrator using that server (``pip install 'stockade[redis]'``)."""
+    on_unavailable: Literal["closed", "open"] = "closed"
+    """Redis unreachable: ``closed`` refuses calls (naming the store), ``open`` admits them
+    uncounted; either is counted by ``stockade_limit_store_unavailable_total``."""
+    key_prefix: str = Field(default="stockade:", min_length=1, max_length=64)
+    """Prefix of every Redis key (several platforms may share one server)."""
+    timeout_s: float = Field(default=0.5, gt=0, le=30)
+    """Longest wait for Redis to connect or answer before it counts as unavailable."""
+
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if value != "sqlite":
+            try:
+                describe_redis_url(value)
+            except ValueError as exc:
+                raise ValueError(f"give sqlite or a Redis URL: {exc}") from None
+        return value
 
 
 class ApprovalsSettings(StrictModel):
@@ -396,6 +424,8 @@ class StockadeConfig(StrictModel):
     """The audit log."""
     approvals: ApprovalsSettings = Field(default_factory=ApprovalsSettings)
     """Approval requests and approvers."""
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    """Where rate limits and model budgets live (this host, or Redis for many)."""
     artifacts: ArtifactsSettings = Field(default_factory=ArtifactsSettings)
     """Caps on the artifacts tool calls leave under ``outputs/``."""
     model: ModelSettings = Field(default_factory=ModelSettings)

@@ -32,10 +32,18 @@ from orchestrator.metrics._buckets import APPROVAL_WAIT_SECONDS, OUTPUT_BYTES, T
 from orchestrator.metrics._factory import InstrumentFactory
 from orchestrator.metrics._sandbox import SandboxMetrics
 
-__all__ = ["APPROVAL_OUTCOMES", "RETRY_OPERATIONS", "UNKNOWN_TOOL_LABEL", "Metrics"]
+__all__ = [
+    "APPROVAL_OUTCOMES",
+    "LIMIT_STORE_OUTCOMES",
+    "RETRY_OPERATIONS",
+    "UNKNOWN_TOOL_LABEL",
+    "Metrics",
+]
 
 APPROVAL_OUTCOMES = ("approved", "denied", "expired")
 """How an approval request ends."""
+LIMIT_STORE_OUTCOMES = ("denied", "admitted")
+"""What a limit check did while its shared store was unreachable: fail closed, or open."""
 RETRY_OPERATIONS = ("tool_call", "model_request")
 """What is retried: a tool call in a fresh sandbox, a request to the model server."""
 
@@ -130,6 +138,12 @@ class Metrics:
             "Calls refused by a rate limit, by the limit that refused.",
             ["limit"],
         )
+        self.limit_store_unavailable = make.counter(
+            "stockade_limit_store_unavailable",
+            "Limit checks answered without a shared limit store that could not be reached "
+            "(Redis), by outcome: denied (failing closed) or admitted (failing open).",
+            ["outcome"],
+        )
         self.approvals = make.counter(
             "stockade_approvals",
             "Approval requests that ended, by outcome (approved, denied, expired).",
@@ -162,6 +176,8 @@ class Metrics:
             self.approvals.labels(outcome)
         for operation in RETRY_OPERATIONS:
             self.retries_exhausted.labels(operation)
+        for outcome in LIMIT_STORE_OUTCOMES:
+            self.limit_store_unavailable.labels(outcome)
 
     def declare_gateway(
         self,

@@ -31,7 +31,7 @@ from orchestrator.platform._parts import (
     load_credentials,
     policy_file,
 )
-from orchestrator.policy import SqliteLimitStore
+from orchestrator.platform._limits import open_limit_store
 from orchestrator.sandbox._egress_gate import EgressGates
 from orchestrator.sandbox._egress_tls import Interception
 from orchestrator.sandbox.backend import SandboxBackend
@@ -174,7 +174,7 @@ class Platform:
             )
             # Pending records are made durable before the backend goes (LIFO).
             stack.push_async_callback(audit.aclose)
-            limits = SqliteLimitStore(settings.limits_db)
+            limits = open_limit_store(settings, own_metrics)
             stack.callback(limits.close)
             gateway = Gateway(
                 ToolExecutor(
@@ -189,7 +189,8 @@ class Platform:
                 audit,
                 approvals=ApprovalGate(store, chain),
                 metrics=own_metrics,
-                # Every orchestrator process of this host draws on one set of limits.
+                # Every orchestrator process of this host (or, through Redis, of
+                # every host) draws on one set of limits.
                 limit_store=limits,
                 policy_source=str(policy_file(settings)),
             )

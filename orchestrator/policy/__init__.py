@@ -24,6 +24,7 @@ from orchestrator.policy._model import (
     Rule,
 )
 from orchestrator.policy._ratelimit import RateLimitAnswer, RateLimiter
+from orchestrator.policy._redis_limits import OnUnavailable, RedisLimitStore, describe_redis_url
 from orchestrator.policy._schema import policy_json_schema, render_policy_schema
 from orchestrator.policy._sqlite_limits import SqliteLimitStore
 from orchestrator.policy._suite import (
@@ -56,6 +57,7 @@ __all__ = [
     "ModelBudgetAnswer",
     "ModelLimits",
     "NotOf",
+    "OnUnavailable",
     "Policy",
     "PolicyTestCall",
     "PolicyTestCase",
@@ -68,9 +70,11 @@ __all__ = [
     "RateLimitAnswer",
     "RateLimiter",
     "RateVerdict",
+    "RedisLimitStore",
     "RetrySettings",
     "Rule",
     "SqliteLimitStore",
+    "describe_redis_url",
     "evaluate",
     "load_policy",
     "load_policy_tests",

@@ -52,6 +52,9 @@ class RateVerdict:
     """Seconds until the refusing cell would have room; 0 when allowed."""
     refused: int | None = None
     """Index (in the cells given) of the cell with the longest wait; None when allowed."""
+    reason: str | None = None
+    """Why the store refused without a cell deciding (it could not reach its state, and
+    fails closed), naming the store; None otherwise."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -159,7 +159,12 @@ def _key(limit: _Limit, run_id: str | None, principal: str | None) -> str:
 def _answer(limits: Sequence[_Limit], verdict: RateVerdict) -> RateLimitAnswer:
     if verdict.allowed:
         return _ALLOWED
-    assert verdict.refused is not None  # a refusal names the cell
+    if verdict.refused is None:
+        # No cell decided: the store could not be reached and fails closed. Its
+        # reason (one per store, so a bounded metric label) stands for the limit.
+        return RateLimitAnswer(
+            allowed=False, retry_after_s=verdict.retry_after_s, limit=verdict.reason or "store"
+        )
     return RateLimitAnswer(
         allowed=False, retry_after_s=verdict.retry_after_s, limit=limits[verdict.refused].name
     )

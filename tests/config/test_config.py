@@ -70,6 +70,12 @@ FULL = {
     },
     "audit": {"path": "/var/log/audit.jsonl", "max_value_bytes": 512, "rotate_mb": 8},
     "approvals": {"database": "/srv/approvals.db", "approvers": "/etc/approvers.yaml"},
+    "limits": {
+        "store": "redis://:secret@127.0.0.1:6390/2",
+        "on_unavailable": "open",
+        "key_prefix": "org:",
+        "timeout_s": 0.25,
+    },
     "model": {
         "base_url": "http://127.0.0.1:8000/v1",
         "name": "local",
@@ -175,6 +181,14 @@ def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
             "name them in 'loosen'",
         ),
         ("toolkits: []\n", 1, "toolkits", "name at least one toolkit"),
+        (
+            "version: 1\nlimits:\n  on_unavailable: closed\n  store: redis://127.0.0.1:port/0\n",
+            4,
+            "limits.store",
+            "give sqlite or a Redis URL",
+        ),
+        ("limits:\n  store: http://r:6379\n", 2, "limits.store", "the scheme must be"),
+        ("limits:\n  on_unavailable: maybe\n", 2, "limits.on_unavailable", "closed, open"),
         ("x: &a 1\ny: *a\n", 1, None, "anchors and aliases are refused"),
     ],
 )

@@ -1,0 +1,29 @@
+"""The platform's limit store, chosen by ``limits.store``: this host's SQLite file, or Redis."""
+
+from __future__ import annotations
+
+from orchestrator.config import StockadeConfig
+from orchestrator.metrics import Metrics
+from orchestrator.policy import LimitStore, RedisLimitStore, SqliteLimitStore
+
+__all__ = ["open_limit_store"]
+
+
+def open_limit_store(settings: StockadeConfig, metrics: Metrics) -> LimitStore:
+    """Open the store ``settings.limits`` names; the caller closes it.
+
+    SQLite (the default) is shared by the processes of this host; a Redis URL
+    by every orchestrator that uses the server, whose unavailability is
+    counted in ``metrics`` as it fails closed or open.
+    """
+    limits = settings.limits
+    if limits.store == "sqlite":
+        return SqliteLimitStore(settings.limits_db)
+    counter = metrics.limit_store_unavailable
+    return RedisLimitStore(
+        limits.store,
+        key_prefix=limits.key_prefix,
+        on_unavailable=limits.on_unavailable,
+        on_unavailable_hook=lambda outcome: counter.labels(outcome).inc(),
+        timeout_s=limits.timeout_s,
+    )
