@@ -1,9 +1,11 @@
-"""The approval page: pending approval requests in a browser, decided by a signed-in approver.
+"""The web pages: pending approvals decided by a signed-in approver, and the run timelines.
 
 Served by ``stockade serve`` under ``/ui`` (see :func:`page_router`). A
-person signs in with an approver (or admin) API token and gets a session
-cookie; every form carries a CSRF token bound to the session; each decision
-is the one ``/v1/approvals`` takes, with the same checks and audit record.
+person signs in with an API token and gets a session cookie; every form
+carries a CSRF token bound to the session. The approvals page (approver or
+admin) decides as ``/v1/approvals`` does, with the same checks and audit
+record; the runs pages (caller, viewer or admin: ``runs:read``) show the
+runs of the token's principal (an admin's: every run), one page per run.
 """
 
 from orchestrator.server.page._render import SECURITY_HEADERS
