@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -22,12 +23,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
 from orchestrator.agent import RunFinished, RunStarted, ToolCallFinished, ToolCallStarted
 from orchestrator.agent._state import RunStatus
 from orchestrator.audit.timeline import CallEntry
+from orchestrator.cli import cli
 from orchestrator.sandbox.images import ImageBuilder
-from orchestrator.server import Role, TokenStore
+from orchestrator.server import ROLE_PERMISSIONS, Permission, Role, TokenStore
 from orchestrator.server.page import SECURITY_HEADERS
 from orchestrator.server.page._timeline import build_timeline, inert_text
 from orchestrator.testing import ScriptedModelServer, server_error, text, tool_call, tool_calls
@@ -381,3 +384,25 @@ async def test_artifacts_of_a_real_call_are_linked_and_served_to_be_saved(
     assert listed_api.status_code == 200 and [a["name"] for a in listed_api.json()] == [
         "report.html"
     ]
+
+
+def test_the_cli_issues_viewer_tokens(tmp_path: Path) -> None:
+    config = tmp_path / "stockade.yaml"
+    config.write_text("server: {tokens: tokens.db}\n")
+    created = CliRunner().invoke(
+        cli,
+        ["tokens", "create", "--config", str(config), "--principal", "ci-bot", "--role", "viewer",
+         "--json"],
+    )  # fmt: skip
+    assert created.exit_code == 0, created.output
+    issued = json.loads(created.stdout)
+    assert issued["roles"] == ["viewer"]
+    store = TokenStore(tmp_path / "tokens.db")
+    try:
+        info = store.authenticate(issued["token"])
+    finally:
+        store.close()
+    assert info is not None and info.roles == frozenset({Role.VIEWER})
+    assert ROLE_PERMISSIONS[Role.VIEWER] == frozenset({Permission.READ_RUNS})
+    assert Permission.READ_RUNS in ROLE_PERMISSIONS[Role.CALLER]
+    assert Permission.READ_RUNS not in ROLE_PERMISSIONS[Role.APPROVER]
