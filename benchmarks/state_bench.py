@@ -6,6 +6,8 @@ forks the snippet, the workspace in and out):
 
 - ``print(1)`` stateless (``stateless: true``, a run with an empty workspace):
   the baseline;
+- the same stateless call in the run below: its 1 MB state file travels into
+  the container but is not loaded (the transfer's share);
 - ``print(1)`` in a run whose namespace holds a few functions, a class
   instance and 1 MB (serialised) of lists and dicts: the namespace is
   restored before the snippet and serialised after it; unchanged, so the file
@@ -196,13 +198,14 @@ async def main() -> None:
             numpy = await bench.setup("numpy", one_mb + ARRAY.format(count=MiB // 8))
             print(f"default profile x{args.calls}", file=sys.stderr)
             kinds = [
-                plain,
+                plain, ("small", "print(1)", {"stateless": True}),
                 ("small", "print(1)", {}), ("small", "tick += 1\nprint(1)", {}),
                 ("numpy", "print(1)", {}), ("numpy", "tick += 1\nprint(1)", {}),
             ]  # fmt: skip
             samples = await bench.interleaved(args.calls, kinds)
     names = [
         "`print(1)` stateless",
+        "`print(1)` stateless, the 1 MB state file in the workspace (it travels in)",
         f"`print(1)`, functions + instance + lists and dicts ({small:.1f} MB), unchanged",
         "`tick += 1; print(1)`, the same, rewritten and back to the host",
         f"`print(1)`, the same + 1 MiB numpy array ({numpy:.1f} MB), unchanged",

@@ -108,6 +108,19 @@ async def test_a_function_defined_in_one_call_is_used_in_the_next(
             await asyncio.sleep(0.05)
 
 
+async def test_state_is_kept_under_gvisor_too(
+    images: ImageBuilder, no_leaks: None, tmp_path: Path
+) -> None:
+    async with open_test_platform(
+        tmp_path, toolkits=("toolkits.python",), runtime="runsc", profiles={"default": {}}
+    ) as platform:
+        await python(
+            platform, "import numpy as np\nsquares = np.arange(4) ** 2\nf = open('x', 'w')"
+        )
+        later = await python(platform, "squares.tolist()")
+    assert later["stdout"] == "[0, 1, 4, 9]\n", later
+
+
 async def test_numpy_arrays_instances_and_modules_survive(platform: Platform) -> None:
     await python(
         platform,
