@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -291,9 +292,15 @@ class Appender:
 
     def _timestamp(self) -> str:
         # The date and time to the second are formatted once per second, the
-        # microseconds appended: 0.5 against 1.7 µs per batch (datetime's
-        # isoformat), the same text (microseconds rounded half to even).
-        second, micros = divmod(round(self._clock() * 1_000_000), 1_000_000)
+        # microseconds appended: 0.8 against 3.2 µs per batch (datetime's
+        # isoformat). Rounded as datetime.fromtimestamp rounds (the fraction,
+        # half to even), so the text is the same.
+        fraction, whole = math.modf(self._clock())
+        second, micros = int(whole), round(fraction * 1e6)
+        if micros >= 1_000_000:
+            second, micros = second + 1, micros - 1_000_000
+        elif micros < 0:
+            second, micros = second - 1, micros + 1_000_000
         if second != self._stamp_second:
             moment = datetime.fromtimestamp(second, tz=UTC)
             self._stamp_prefix = moment.strftime("%Y-%m-%dT%H:%M:%S")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,28 @@ from orchestrator.sandbox.egress import EgressConnection
 
 def call_record(index: int = 0) -> AuditRecord:
     return AuditRecord(event=AuditEvent.CALL, call_id=f"c{index}", tool="python.run", status="ok")
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        1_700_000_000.25,
+        1_700_000_000.9999996,  # rounds up into the next second
+        1_797_964_259.1549525,  # a half microsecond, as a float sees it
+        85_958_821.0636355,
+        59.9999999,
+        0.0,
+        -0.5,
+    ],
+)
+def test_timestamps_read_as_datetime_writes_them(tmp_path: Path, moment: float) -> None:
+    """The log formats its timestamps itself (the date once a second); the text is
+    datetime's, rounding included."""
+    log = AuditLog(tmp_path / "audit.jsonl", clock=lambda: moment)
+    written = log.append(call_record())
+    expected = datetime.fromtimestamp(moment, tz=UTC).isoformat(timespec="microseconds")
+    assert written["ts"] == expected.replace("+00:00", "Z")
+    log.close()
 
 
 def test_a_record_carries_everything_the_gateway_knows(tmp_path: Path) -> None:

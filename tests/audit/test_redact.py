@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from orchestrator.audit import REDACTED, redact
-from orchestrator.audit._redact import MAX_REPLACEMENTS
+from orchestrator.audit._redact import MAX_REPLACEMENTS, _compiled_as_given
 from orchestrator.tools import MAX_ARGUMENT_BYTES
 
 LARGEST = MAX_ARGUMENT_BYTES - len(json.dumps({"x": ""}))
@@ -96,3 +96,19 @@ def test_inline_flags_stay_inside_their_own_pattern() -> None:
     assert redact({"x": "ab"}, [re.compile("A", re.IGNORECASE)]) == {"x": f"{REDACTED}b"}
     with pytest.raises(ValueError, match="verbose"):
         redact("a", [re.compile("a  # comment", re.VERBOSE)])
+
+
+def test_strings_remembered_clean_never_hide_a_secret() -> None:
+    """Short strings found clean are remembered per pattern list; secrets never are."""
+    patterns = (r"sk-[a-z]{8}",)
+    clean, secret = "print(1)", "key = sk-abcdefgh"
+    for _ in range(3):  # the second and third time come from what was remembered
+        assert redact({"code": clean, "key": secret}, patterns) == {
+            "code": clean,
+            "key": "key = [REDACTED]",
+        }
+    remembered = _compiled_as_given(patterns).clean
+    assert clean in remembered and "code" in remembered and secret not in remembered
+    # Another pattern list remembers on its own: "print(1)" is a secret to this one.
+    assert redact(clean, [r"print\(\d\)"]) == REDACTED
+    assert redact(clean, patterns) == clean
