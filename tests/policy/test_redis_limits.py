@@ -1,0 +1,418 @@
+"""The Redis limit store against a real redis-server on 127.0.0.1: the same answers as SQLite.
+
+Every test gets its own server (random free port, its own directory, no
+persistence), stopped at the end. Limits use long intervals where the
+server's clock would otherwise make an answer depend on the test's speed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.audit import AuditLog
+from orchestrator.config import builtin_profiles, load_config
+from orchestrator.errors import ConfigError, InfrastructureError, UsageError
+from orchestrator.gateway import Gateway
+from orchestrator.metrics import Metrics
+from orchestrator.platform._limits import open_limit_store
+from orchestrator.policy import (
+    LimitStore,
+    ModelBudget,
+    ModelLimits,
+    RateCell,
+    RateLimiter,
+    RedisLimitStore,
+    SqliteLimitStore,
+    parse_policy,
+)
+from orchestrator.testing.backend import ScriptedBackend, tool_output
+from orchestrator.tools import ToolCall, ToolExecutor, ToolRegistry, ToolStatus
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
+
+BOUND_S = 10.0
+HOUR = 3600.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """One redis-server on 127.0.0.1, a free port and a directory of its own."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--bind", "127.0.0.1",
+                "--port", str(self.port),
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.directory),
+                "--daemonize", "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + BOUND_S
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
+                    probe.sendall(b"PING\r\n")
+                    if probe.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            assert self.process.poll() is None, "redis-server exited"
+            assert time.monotonic() < deadline, "redis-server did not answer"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=BOUND_S)
+            self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = RedisServer(directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LimitStore]:
+    """Each conformance test runs on the SQLite store and on the Redis store."""
+    opened: LimitStore
+    if request.param == "sqlite":
+        opened = SqliteLimitStore(tmp_path / "limits.db")
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        opened = RedisLimitStore(server.url)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def cell(key: str, *, interval_s: float = HOUR, burst: int = 1) -> RateCell:
+    return RateCell(key=key, interval_s=interval_s, tolerance_s=(burst - 1) * interval_s)
+
+
+# --- conformance: what every shared store must answer --------------------------------------
+
+
+def test_a_burst_is_admitted_then_refused_with_the_wait(store: LimitStore) -> None:
+    cells = [cell("g", burst=3)]
+    assert [store.acquire(cells).allowed for _ in range(3)] == [True, True, True]
+    refused = store.acquire(cells)
+    assert (refused.allowed, refused.refused, refused.reason) == (False, 0, None)
+    assert HOUR - 5 < refused.retry_after_s <= HOUR
+
+
+def test_all_cells_are_charged_or_none(store: LimitStore) -> None:
+    wide, narrow = cell("wide", burst=5), cell("narrow", burst=1)
+    assert store.acquire([wide, narrow]).allowed
+    refused = store.acquire([wide, narrow])
+    assert (refused.allowed, refused.refused) == (False, 1)
+    # The refusal took nothing from the wide limit: 4 of its 5 remain.
+    assert [store.acquire([wide]).allowed for _ in range(5)] == [True] * 4 + [False]
+
+
+def test_the_longest_wait_names_the_refusing_cell(store: LimitStore) -> None:
+    short, long = cell("short", interval_s=60), cell("long", interval_s=HOUR)
+    assert store.acquire([short, long]).allowed
+    refused = store.acquire([short, long])
+    assert refused.refused == 1 and refused.retry_after_s > 60
+
+
+def test_budgets_reserve_calls_and_settle_tokens(store: LimitStore) -> None:
+    assert store.count_call("run", max_calls=2, max_tokens=None) == (True, _usage(1, 0))
+    store.add_tokens("run", 40)
+    assert store.count_call("run", max_calls=2, max_tokens=None) == (True, _usage(2, 40))
+    assert store.count_call("run", max_calls=2, max_tokens=None) == (False, _usage(2, 40))
+    assert store.usage("other") == _usage(0, 0), "budgets are per key"
+    store.forget("run")
+    assert store.usage("run") == _usage(0, 0)
+
+
+def test_the_token_limit_stops_the_next_call(store: LimitStore) -> None:
+    budget = ModelBudget(ModelLimits(max_tokens_per_run=100), store=store, run_id="r")
+    first = budget.start_call()
+    assert first.allowed and first.remaining_tokens == 100
+    budget.add_tokens(120)  # known only after the call: settled, overshooting once
+    refused = budget.start_call()
+    assert (refused.allowed, refused.limit, refused.used) == (False, "max_tokens_per_run", 120)
+
+
+def test_a_rate_limiter_names_the_limit(store: LimitStore) -> None:
+    policy = parse_policy(
+        "version: 1\nrate_limits:\n"
+        "  - {name: per-run, tools: 't.*', scope: run, rate: 1, per_s: 3600, burst: 2}\n"
+    )
+    limiter = RateLimiter(policy.rate_limits, store=store)
+    answers = [limiter.check("t.x", run_id="a") for _ in range(3)]
+    assert [a.allowed for a in answers] == [True, True, False]
+    assert answers[2].limit == "per-run"
+    assert limiter.check("t.x", run_id="b").allowed, "another run has its own state"
+
+
+def _usage(calls: int, tokens: int) -> object:
+    from orchestrator.policy import BudgetUsage
+
+    return BudgetUsage(calls=calls, tokens=tokens)
+
+
+# --- Redis: the server's clock, scripts, keys ------------------------------------------------
+
+
+def test_capacity_returns_on_the_servers_clock(redis_server: RedisServer) -> None:
+    store = RedisLimitStore(redis_server.url)
+    cells = [cell("fast", interval_s=0.2)]
+    assert store.acquire(cells).allowed
+    refused = store.acquire(cells)
+    assert not refused.allowed and 0 < refused.retry_after_s <= 0.2
+    time.sleep(refused.retry_after_s + 0.01)
+    assert store.acquire(cells).allowed
+    store.close()
+
+
+def test_a_tat_far_ahead_is_clamped(redis_server: RedisServer) -> None:
+    # A state written against a clock far ahead (or before a limit was tightened)
+    # costs at most one interval of waiting, as in every store.
+    store = RedisLimitStore(redis_server.url)
+    seconds, _ = store.client.time()
+    store.client.set(store.rate_key("g"), str(seconds + 10 * HOUR))
+    refused = store.acquire([cell("g", interval_s=60, burst=2)])
+    assert not refused.allowed and 55 < refused.retry_after_s <= 61
+    store.close()
+
+
+def test_keys_live_under_the_prefix_and_expire(redis_server: RedisServer) -> None:
+    store = RedisLimitStore(redis_server.url, key_prefix="org-a:")
+    other = RedisLimitStore(redis_server.url, key_prefix="org-b:")
+    assert store.acquire([cell("g", interval_s=30)]).allowed
+    assert other.acquire([cell("g", interval_s=30)]).allowed, "another prefix, other limits"
+    store.count_call("run", max_calls=None, max_tokens=None)
+    client = store.client
+    assert sorted(client.keys("*")) == ["org-a:budget:run", "org-a:rate:g", "org-b:rate:g"]
+    # A state expires when its TAT has passed (then it carries nothing), plus a margin.
+    assert 29_000 < client.pttl("org-a:rate:g") <= 31_000
+    assert 0 < client.ttl("org-a:budget:run") <= 7 * 24 * 3600
+    assert store.tracked_keys() == 1
+    store.acquire([cell("short", interval_s=0.05)])
+    deadline = time.monotonic() + BOUND_S
+    while client.exists("org-a:rate:short"):
+        assert time.monotonic() < deadline, "an idle state never expired"
+        time.sleep(0.05)
+    store.close()
+    other.close()
+
+
+def test_a_server_that_lost_its_scripts_gets_them_again(redis_server: RedisServer) -> None:
+    store = RedisLimitStore(redis_server.url)
+    assert store.acquire([cell("g", burst=2)]).allowed
+    store.client.script_flush()
+    assert store.acquire([cell("g", burst=2)]).allowed
+    assert not store.acquire([cell("g", burst=2)]).allowed
+    store.close()
+
+
+def test_hostile_keys_stay_keys(redis_server: RedisServer) -> None:
+    # Run ids and principals end up in keys; Lua sees them only as KEYS.
+    store = RedisLimitStore(redis_server.url)
+    for key in ["') redis.call('FLUSHALL') --", "*", "a\nb", "ü" * 300]:
+        assert store.acquire([cell(key)]).allowed
+        assert not store.acquire([cell(key)]).allowed
+        assert store.count_call(key, max_calls=1, max_tokens=None)[0]
+    assert store.tracked_keys() == 4
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://127.0.0.1:6379", "the scheme must be"),
+        ("redis://127.0.0.1:notaport/0", "not a valid URL"),
+        ("redis:///0", "give the server's host"),
+        ("redis://127.0.0.1:6379/db", "the database must be a number"),
+    ],
+)
+def test_bad_urls_are_refused_before_anything_is_sent(url: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        RedisLimitStore(url)
+
+
+def test_the_name_never_shows_the_password() -> None:
+    store = RedisLimitStore("redis://:hunter2@127.0.0.1:1/3")
+    assert store.name == "redis://127.0.0.1:1/3"
+    assert "hunter2" not in (store.acquire([cell("g")]).reason or "")
+    store.close()
+
+
+# --- Redis unreachable: closed by default, open when configured ------------------------------
+
+
+def test_unreachable_fails_closed_with_the_reason(redis_server: RedisServer) -> None:
+    outcomes: list[str] = []
+    store = RedisLimitStore(redis_server.url, on_unavailable_hook=outcomes.append, cooldown_s=0)
+    policy = parse_policy(
+        "version: 1\nrate_limits:\n"
+        "  - {name: g, tools: 't.*', scope: global, rate: 1, per_s: 3600, burst: 100}\n"
+    )
+    limiter = RateLimiter(policy.rate_limits, store=store)
+    assert limiter.check("t.x").allowed
+    redis_server.stop()
+    refused = limiter.check("t.x")
+    assert not refused.allowed and refused.retry_after_s > 0
+    assert refused.limit == f"limit store {redis_server.url} unavailable"
+    with pytest.raises(InfrastructureError, match="unavailable") as caught:
+        store.count_call("r", max_calls=5, max_tokens=None)
+    assert caught.value.retryable and caught.value.op == "limits.count_call"
+    with pytest.raises(InfrastructureError):
+        store.add_tokens("r", 5)
+    store.forget("r")  # at a run's end: left to the TTL, never an error
+    assert outcomes == ["denied", "denied"]
+    # Back again: the state it kept is still there (one call of 100 used).
+    redis_server.start()
+    assert limiter.check("t.x").allowed
+    assert store.client.exists(store.rate_key("global:1:g-"))
+    store.close()
+
+
+def test_unreachable_fails_open_when_configured(redis_server: RedisServer) -> None:
+    outcomes: list[str] = []
+    store = RedisLimitStore(
+        redis_server.url, on_unavailable="open", on_unavailable_hook=outcomes.append
+    )
+    assert store.acquire([cell("g")]).allowed
+    assert not store.acquire([cell("g")]).allowed, "reachable: the limit holds"
+    redis_server.stop()
+    assert all(store.acquire([cell("g")]).allowed for _ in range(3))
+    assert store.count_call("r", max_calls=0, max_tokens=None)[0]
+    store.add_tokens("r", 10)
+    assert store.usage("r").calls == 0
+    assert outcomes == ["admitted"] * 4
+    store.close()
+
+
+def test_a_dead_server_costs_one_wait_not_one_per_call() -> None:
+    # Nothing listens there: the first step fails at once, the next ones do not try.
+    store = RedisLimitStore(f"redis://127.0.0.1:{free_port()}/0", cooldown_s=60)
+    started = time.monotonic()
+    answers = [store.acquire([cell("g")]) for _ in range(200)]
+    assert not any(answer.allowed for answer in answers)
+    assert time.monotonic() - started < 2
+    store.close()
+
+
+# --- through the platform's assembly and the gateway -----------------------------------------
+
+POLICY = """
+version: 1
+default: deny
+rules:
+  - {name: read, tools: files.read, decision: allow}
+rate_limits:
+  - {name: reads, tools: files.read, scope: global, rate: 1, per_s: 3600, burst: 2}
+"""
+
+
+def gateway(root: Path, store: LimitStore, metrics: Metrics, replies: int) -> Gateway:
+    registry = ToolRegistry()
+    registry.load("toolkits.files")
+    policy = parse_policy(POLICY)
+    backend = ScriptedBackend([tool_output({"content": "x"}) for _ in range(replies)])
+    return Gateway(
+        ToolExecutor(registry, backend, profiles=builtin_profiles("runc").values()),
+        policy,
+        AuditLog(root / "audit.jsonl"),
+        metrics=metrics,
+        limit_store=store,
+    )
+
+
+def read(number: int) -> ToolCall:
+    return ToolCall(id=f"c{number}", name="files.read", arguments={"path": "a"}, run_id="r")
+
+
+def test_the_configured_store_limits_the_gateway_and_fails_closed(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    config = tmp_path / "stockade.yaml"
+    config.write_text(f"limits:\n  store: {redis_server.url}\n  key_prefix: 'gw:'\n")
+    settings = load_config(config, environ={}).config
+    metrics = Metrics()
+    store = open_limit_store(settings, metrics)
+    assert isinstance(store, RedisLimitStore)
+    gate = gateway(tmp_path, store, metrics, replies=2)
+
+    async def calls(count: int, first: int) -> list[ToolStatus]:
+        return [(await gate.call(read(first + n))).status for n in range(count)]
+
+    import asyncio
+
+    statuses = asyncio.run(calls(3, 0))
+    assert statuses == [ToolStatus.OK, ToolStatus.OK, ToolStatus.RATE_LIMITED]
+    redis_server.stop()
+    refused = asyncio.run(gate.call(read(10)))
+    assert refused.status is ToolStatus.RATE_LIMITED
+    assert f"limit store {redis_server.url} unavailable" in (refused.error or "")
+    sample = metrics.registry.get_sample_value
+    assert sample("stockade_limit_store_unavailable_total", {"outcome": "denied"}) == 1
+    assert sample("stockade_limit_store_unavailable_total", {"outcome": "admitted"}) == 0
+    store.close()
+
+
+def test_sqlite_stays_the_default(tmp_path: Path) -> None:
+    config = tmp_path / "stockade.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\n")
+    store = open_limit_store(load_config(config, environ={}).config, Metrics())
+    assert isinstance(store, SqliteLimitStore)
+    store.close()
+
+
+def test_a_malformed_url_names_file_line_and_field(tmp_path: Path) -> None:
+    config = tmp_path / "stockade.yaml"
+    config.write_text("version: 1\nlimits:\n  on_unavailable: open\n  store: redis//r:6379\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config, environ={})
+    error = caught.value
+    assert (error.file, error.line, error.field) == (str(config), 4, "limits.store")
+    assert "redis//r:6379" in str(error)
+
+
+def test_the_environment_names_the_store(tmp_path: Path) -> None:
+    config = tmp_path / "stockade.yaml"
+    config.write_text("version: 1\n")
+    loaded = load_config(config, environ={"STOCKADE_LIMITS_STORE": "redis://127.0.0.1:1/0"})
+    assert loaded.config.limits.store == "redis://127.0.0.1:1/0"
+
+
+Hook = Callable[[str], None]
