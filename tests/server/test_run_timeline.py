@@ -25,8 +25,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from orchestrator.agent import RunFinished, RunStarted, ToolCallFinished, ToolCallStarted
-from orchestrator.agent._state import RunStatus
+from orchestrator.agent import RunFinished, RunStarted, RunStatus, ToolCallFinished, ToolCallStarted
 from orchestrator.audit.timeline import CallEntry
 from orchestrator.cli import cli
 from orchestrator.sandbox.images import ImageBuilder
