@@ -276,7 +276,11 @@ class RedisLimitStore(LimitStore):
         outcome = "admitted" if self._open else "denied"
         if down.cause is not None:  # one line per outage, not one per call
             _log.warning(
-                "%s (%s): %s; failing %s", self._reason, op, down, "open" if self._open else "closed"
+                "%s (%s): %s; failing %s",
+                self._reason,
+                op,
+                down,
+                "open" if self._open else "closed",
             )
         if self._hook is not None:
             self._hook(outcome)
@@ -301,9 +305,10 @@ class _Unavailable(Exception):
 
 def _connect(url: str, timeout_s: float) -> redis.Redis:
     try:
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
+        # Optional (stockade[redis]): the single-host quick start never imports it.
+        import redis  # noqa: PLC0415
+        from redis.backoff import NoBackoff  # noqa: PLC0415
+        from redis.retry import Retry  # noqa: PLC0415
     except ImportError as exc:
         raise InfrastructureError(
             "limits.store is a Redis URL but the redis package is missing: "
@@ -322,7 +327,7 @@ def _connect(url: str, timeout_s: float) -> redis.Redis:
 
 
 def _redis_errors() -> Any:
-    import redis.exceptions
+    import redis.exceptions  # noqa: PLC0415 - optional, as in _connect
 
     return redis.exceptions
 

@@ -8,7 +8,7 @@ in a reply into an integer, which would cut a TAT or a wait to whole seconds.
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "COUNT_CALL", "ADD_TOKENS"]
+__all__ = ["ACQUIRE", "ADD_TOKENS", "COUNT_CALL"]
 
 # GCRA on the server's clock, the same arithmetic as
 # orchestrator.policy._limitstore.gcra (clamp of a TAT too far ahead, epsilon,
