@@ -31,6 +31,7 @@ from orchestrator.cli import cli
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.server import ROLE_PERMISSIONS, Permission, Role, TokenStore
 from orchestrator.server.page import SECURITY_HEADERS
+from orchestrator.server.page._call_reads import MAX_AGE_S, CallReads
 from orchestrator.server.page._timeline import build_timeline, inert_text
 from orchestrator.testing import ScriptedModelServer, server_error, text, tool_call, tool_calls
 from orchestrator.testing.backend import ScriptedBackend
@@ -405,3 +406,33 @@ def test_the_cli_issues_viewer_tokens(tmp_path: Path) -> None:
     assert ROLE_PERMISSIONS[Role.VIEWER] == frozenset({Permission.READ_RUNS})
     assert Permission.READ_RUNS in ROLE_PERMISSIONS[Role.CALLER]
     assert Permission.READ_RUNS not in ROLE_PERMISSIONS[Role.APPROVER]
+
+
+async def test_a_runs_calls_are_read_from_the_audit_log_again_only_when_worth_it(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "audit.jsonl"
+    seq = iter(range(1_000))
+
+    def append(run_id: str, call_id: str) -> None:
+        record = {"seq": next(seq), "event": "call", "call_id": call_id, "run_id": run_id,
+                  "tool": "t", "status": "ok"}  # fmt: skip
+        with log.open("a") as file:
+            file.write(json.dumps(record) + "\n")
+
+    now = [0.0]
+    reads = CallReads(clock=lambda: now[0])
+    assert await reads.calls(log, "r1", 0) == []  # no log yet
+    append("r1", "c1")
+    first = await reads.calls(log, "r1", 1)
+    assert [entry.call_id for entry in first] == ["c1"]
+    assert await reads.calls(log, "r1", 1) is first  # nothing changed
+    assert await reads.calls(log, "r1", 2) is first  # the log did not change
+    append("r2", "c2")  # another run's record: kept while young and the run's events stand
+    assert await reads.calls(log, "r1", 2) is not first  # …but its events changed: read
+    kept = await reads.calls(log, "r1", 2)
+    append("r1", "c3")
+    now[0] += 1.0
+    assert await reads.calls(log, "r1", 2) is kept  # young, same events: at most MAX_AGE_S late
+    now[0] += MAX_AGE_S
+    assert [e.call_id for e in await reads.calls(log, "r1", 2)] == ["c1", "c3"]

@@ -10,7 +10,8 @@ clients chose the run id and need to know it is taken).
 Runs are read through the agent package's readers (:func:`list_runs`,
 :func:`read_events`, the server's :class:`~orchestrator.server._runs.Runs`
 for runs under way), the calls' decisions and approvals through the audit
-log's :func:`~orchestrator.audit.timeline.call_timeline`. A page of a run
+log's :func:`~orchestrator.audit.timeline.call_timeline` (kept between a
+page's refreshes: ``_call_reads``). A page of a run
 under way asks for its timeline again every second (``static/runs.js``).
 """
 
@@ -30,13 +31,13 @@ from starlette.responses import RedirectResponse, Response
 
 from orchestrator.agent import AgentEvent, RunState, RunStatus, RunSummary, list_runs, read_events
 from orchestrator.artifacts import ARTIFACT_ID_PATTERN
-from orchestrator.audit.timeline import CallEntry, call_timeline
 from orchestrator.errors import NotFoundError
 from orchestrator.server import _artifacts_api
 from orchestrator.server._problems import ProblemCode, ProblemError
 from orchestrator.server._roles import Identity, Permission, Role
 from orchestrator.server._state import ServerState
 from orchestrator.server._tools_api import RUN_ID_PATTERN
+from orchestrator.server.page._call_reads import CallReads
 from orchestrator.server.page._render import harden, problem_page, render
 from orchestrator.server.page._sessions import Session
 from orchestrator.server.page._timeline import Timeline, build_timeline
@@ -140,20 +141,13 @@ async def _events_now(state: ServerState, run_id: str) -> list[AgentEvent]:
     return events
 
 
-def _read_calls(path: Path, run_id: str) -> list[CallEntry]:
-    return call_timeline(path, run_id=run_id) if path.exists() else []
-
-
-async def _calls(state: ServerState, run_id: str) -> list[CallEntry]:
-    return await asyncio.to_thread(_read_calls, state.platform.config.audit_path, run_id)
-
-
 class RunsPages:
     """The handlers of the runs pages."""
 
     def __init__(self, signed_in: SignedIn) -> None:
         """Pages for sessions ``signed_in`` finds (the approval page's sessions)."""
         self._signed_in = signed_in
+        self._calls = CallReads()
 
     def _reader(
         self, request: Request, *, page: bool = True
@@ -255,7 +249,8 @@ class RunsPages:
             return missing
         if not _visible(identity, run.principal):
             return missing  # another principal's run: as if there were none
-        events, calls = await asyncio.gather(_events_now(state, run_id), _calls(state, run_id))
+        events = await _events_now(state, run_id)
+        calls = await self._calls.calls(state.platform.config.audit_path, run_id, len(events))
         runtimes = {name: profile.runtime for name, profile in state.platform.profiles.items()}
         return session, identity, run, build_timeline(events, calls, runtimes)
 
