@@ -230,6 +230,7 @@ class _Page:
             "approvals.html",
             status,
             principal=identity.principal,
+            reads_runs=identity.can(Permission.READ_RUNS),
             csrf=session.csrf,
             requests=listed.approvals,
             now=time.time(),
