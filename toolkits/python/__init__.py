@@ -19,7 +19,8 @@ def run(
     Names that cannot be kept (open files, sockets, threads, generators) are
     listed in `not_kept`; `state` says when the namespace was not saved (too
     big, or the snippet was killed: the next call then starts from the previous
-    one) or could not be restored. A trailing expression's value is shown as in
+    one) or could not be restored. A call the sandbox itself ends at its deadline
+    keeps the previous namespace too. A trailing expression's value is shown as in
     the interactive interpreter. numpy and matplotlib are available: figures
     still open at the end (or shown with plt.show()) are saved as PNG under
     outputs/ and listed in `figures`. Files written to the current directory
