@@ -243,6 +243,19 @@ async def test_a_timeout_keeps_the_previous_state_and_says_so(platform: Platform
     assert after["stdout"] == "before\n", after
 
 
+async def test_an_oom_kill_keeps_the_previous_state_and_says_so(
+    images: ImageBuilder, no_leaks: None, tmp_path: Path
+) -> None:
+    async with open_test_platform(
+        tmp_path, toolkits=("toolkits.python",), profiles={"default": {"memory_mb": 128}}
+    ) as platform:
+        await python(platform, "x = 'before'")
+        killed = await python(platform, "x = 'during'\nhog = b'x' * (400 << 20)")
+        assert killed["killed"] == "out of memory (limit 128 MiB)", killed
+        assert killed["state"].startswith("not saved: the snippet ended before"), killed
+        assert (await python(platform, "x"))["stdout"] == "'before'\n"
+
+
 async def test_an_exception_still_saves(platform: Platform) -> None:
     # Saved into the workspace, wherever the snippet went meanwhile.
     failed = await python(platform, "import os\nos.chdir('/tmp')\nx = 41\nraise ValueError('boom')")
