@@ -101,7 +101,11 @@ def runs_show(config_file: Path | None, as_json: bool, run_id: str) -> None:
         echo_json({"state": state.model_dump(mode="json"), "result": None})
     else:
         ProgressView(click.echo).replay(read_events(state_dir, run_id))
-        click.echo(f"\nno result: the run is {state.status.value} at its latest checkpoint")
+        click.echo(
+            f"\nno result: the run is {state.status.value} at its latest checkpoint "
+            f"(iteration {state.iteration}); if its process stopped, "
+            f"`stockade runs resume {run_id}` continues it"
+        )
     sys.exit(EXIT_FAILED)
 
 
