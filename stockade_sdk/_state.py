@@ -101,12 +101,29 @@ def _pickler_class() -> type:
         def __init__(self, file: io.BytesIO, namespace: _Namespace, main: dict[str, Any]) -> None:
             super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
             self._namespace = namespace
+            self._main = main
             self.globals_ref[id(main)] = namespace
 
         def reducer_override(self, obj: object) -> Any:
             if obj is self._namespace:
                 return _main_namespace, (), None, None, iter(self._namespace.items())
             return super().reducer_override(obj)
+
+        def _dynamic_function_reduce(self, func: Any) -> Any:
+            # cloudpickle also stores the globals a function names beside it. For
+            # a function of __main__ they are the namespace itself, restored as
+            # __main__: what was kept is there, and what was not (an open file the
+            # function uses) must not make the function unkeepable too. After a
+            # restore the function finds such a name again once the code redefines it.
+            reduced = super()._dynamic_function_reduce(func)
+            try:
+                _, slotstate = reduced[2]
+                if func.__globals__ is self._main:
+                    named = slotstate["__globals__"]
+                    slotstate["__globals__"] = {k: named[k] for k in named if k in self._namespace}
+            except (TypeError, ValueError, KeyError, IndexError):
+                pass  # another cloudpickle's layout: its own behaviour stands
+            return reduced
 
     return Pickler
 

@@ -159,6 +159,8 @@ async def test_what_cannot_be_kept_is_dropped_and_named(platform: Platform) -> N
         squares = (i * i for i in range(3))
         lock = threading.Lock()
         kept = [1, 2, 3]
+        def note(text):
+            return log.write(text)
         """,
     )
     assert first["exit_code"] == 0, first
@@ -171,6 +173,9 @@ async def test_what_cannot_be_kept_is_dropped_and_named(platform: Platform) -> N
         platform, "print(kept, [n for n in ('log', 'squares', 'lock') if n in dir()])"
     )
     assert second["stdout"] == "[1, 2, 3] []\n", second
+    # A function using a name that was not kept is kept; it works once the name is back.
+    third = await python(platform, "log = open('log.txt', 'a')\nnote('again')")
+    assert third["stdout"] == "5\n", third
 
 
 async def test_state_over_the_cap_is_refused_with_its_biggest_names(
