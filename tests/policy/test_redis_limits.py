@@ -390,6 +390,46 @@ def test_the_configured_store_limits_the_gateway_and_fails_closed(
     store.close()
 
 
+async def test_two_platforms_share_one_limit_and_fail_closed(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # Two orchestrators (each its own state directory, as on two hosts) assembled
+    # from their stockade.yaml: the burst of 2 is one for both of them.
+    from orchestrator.platform import Platform
+
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    platforms = []
+    for name in ("a", "b"):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(
+            f"state_dir: {tmp_path / name}\npolicy: policy.yaml\n"
+            f"limits:\n  store: {redis_server.url}\n"
+        )
+        platforms.append(load_config(config, environ={}))
+    backend = ScriptedBackend([tool_output({"content": "x"}) for _ in range(2)])
+    async with (
+        Platform.open(platforms[0], backend=backend) as first,
+        Platform.open(platforms[1], backend=backend) as second,
+    ):
+        assert (await first.gateway.call(read(1))).status is ToolStatus.OK
+        assert (await second.gateway.call(read(2))).status is ToolStatus.OK
+        refused = await first.gateway.call(read(3))
+        assert (refused.status, refused.retry_after_s is not None) == (
+            ToolStatus.RATE_LIMITED,
+            True,
+        )
+        assert "'reads'" in (refused.error or "")
+        assert (await second.gateway.call(read(4))).status is ToolStatus.RATE_LIMITED
+        redis_server.stop()
+        down = await second.gateway.call(read(5))
+        assert down.status is ToolStatus.RATE_LIMITED
+        assert f"limit store {redis_server.url} unavailable" in (down.error or "")
+        unavailable = second.metrics.registry.get_sample_value
+        assert unavailable("stockade_limit_store_unavailable_total", {"outcome": "denied"}) == 1
+        assert unavailable("stockade_limit_store_unavailable_total", {"outcome": "admitted"}) == 0
+    assert backend.requests and len(backend.requests) == 2, "only the two admitted calls ran"
+
+
 def test_sqlite_stays_the_default(tmp_path: Path) -> None:
     config = tmp_path / "stockade.yaml"
     config.write_text(f"state_dir: {tmp_path / 'state'}\n")
