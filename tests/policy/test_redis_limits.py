@@ -7,11 +7,12 @@ server's clock would otherwise make an answer depend on the test's speed.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,10 @@ from orchestrator.config import builtin_profiles, load_config
 from orchestrator.errors import ConfigError, InfrastructureError, UsageError
 from orchestrator.gateway import Gateway
 from orchestrator.metrics import Metrics
+from orchestrator.platform import Platform
 from orchestrator.platform._limits import open_limit_store
 from orchestrator.policy import (
+    BudgetUsage,
     LimitStore,
     ModelBudget,
     ModelLimits,
@@ -34,8 +37,6 @@ from orchestrator.policy import (
 )
 from orchestrator.testing.backend import ScriptedBackend, tool_output
 from orchestrator.tools import ToolCall, ToolExecutor, ToolRegistry, ToolStatus
-
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
 
 BOUND_S = 10.0
 HOUR = 3600.0
@@ -61,9 +62,11 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is missing: scripts/setup.sh installs it (Debian redis-server)"
         self.process = subprocess.Popen(
             [
-                "redis-server",
+                binary,
                 "--bind", "127.0.0.1",
                 "--port", str(self.port),
                 "--save", "",
@@ -183,9 +186,7 @@ def test_a_rate_limiter_names_the_limit(store: LimitStore) -> None:
     assert limiter.check("t.x", run_id="b").allowed, "another run has its own state"
 
 
-def _usage(calls: int, tokens: int) -> object:
-    from orchestrator.policy import BudgetUsage
-
+def _usage(calls: int, tokens: int) -> BudgetUsage:
     return BudgetUsage(calls=calls, tokens=tokens)
 
 
@@ -376,8 +377,6 @@ def test_the_configured_store_limits_the_gateway_and_fails_closed(
     async def calls(count: int, first: int) -> list[ToolStatus]:
         return [(await gate.call(read(first + n))).status for n in range(count)]
 
-    import asyncio
-
     statuses = asyncio.run(calls(3, 0))
     assert statuses == [ToolStatus.OK, ToolStatus.OK, ToolStatus.RATE_LIMITED]
     redis_server.stop()
@@ -395,8 +394,6 @@ async def test_two_platforms_share_one_limit_and_fail_closed(
 ) -> None:
     # Two orchestrators (each its own state directory, as on two hosts) assembled
     # from their stockade.yaml: the burst of 2 is one for both of them.
-    from orchestrator.platform import Platform
-
     (tmp_path / "policy.yaml").write_text(POLICY)
     platforms = []
     for name in ("a", "b"):
@@ -453,6 +450,3 @@ def test_the_environment_names_the_store(tmp_path: Path) -> None:
     config.write_text("version: 1\n")
     loaded = load_config(config, environ={"STOCKADE_LIMITS_STORE": "redis://127.0.0.1:1/0"})
     assert loaded.config.limits.store == "redis://127.0.0.1:1/0"
-
-
-Hook = Callable[[str], None]

@@ -9,7 +9,6 @@ platform does, and calls the way the gateway does.
 from __future__ import annotations
 
 import multiprocessing
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing.queues import Queue
@@ -27,8 +26,6 @@ from orchestrator.policy import (
     RedisLimitStore,
     parse_policy,
 )
-
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
 
 PROCESSES = 4
 BOUND_S = 60.0
