@@ -29,6 +29,7 @@ from orchestrator.platform._parts import (
     policy_file,
 )
 from orchestrator.platform._platform import Platform
+from orchestrator.policy import RedisLimitStore
 from orchestrator.sandbox.engine import connect_engine
 from orchestrator.sandbox.execution import ExecRequest, ExecStatus
 
@@ -102,6 +103,33 @@ class _Doctor:
             )
             return
         self.ok("state directory writable", str(state))
+
+    def limit_store(self) -> None:
+        """A Redis limit store answers (the SQLite default is the state directory's)."""
+        limits = self.settings.limits
+        if limits.store == "sqlite":
+            return
+        name = "limit store reachable"
+        try:
+            store = RedisLimitStore(
+                limits.store, key_prefix=limits.key_prefix, timeout_s=limits.timeout_s
+            )
+        except StockadeError as exc:
+            self.failed(name, str(exc), "pip install 'stockade[redis]'")
+            return
+        try:
+            store.client.ping()
+            version = store.client.info("server").get("redis_version", "?")
+        except Exception as exc:  # the client's errors, whatever they are, are the answer
+            self.failed(
+                name,
+                f"{store.name}: {type(exc).__name__}: {exc}",
+                f"start Redis at {store.name}, or set limits.store: sqlite (one host only)",
+            )
+            return
+        finally:
+            store.close()
+        self.ok(name, f"{store.name} (Redis {version})")
 
     def configuration(self) -> CheckedConfiguration | None:
         check = f"stockade config check {self.loaded.file}" if self.loaded.file else ""
@@ -210,6 +238,7 @@ async def diagnose(loaded: LoadedConfig, *, config_flag: str = "") -> list[Check
     """Run every check against ``loaded``; ``config_flag`` is repeated in the fix commands."""
     doctor = _Doctor(loaded, config_flag)
     doctor.state_dir()
+    await asyncio.to_thread(doctor.limit_store)
     checked = doctor.configuration()
     client = await asyncio.to_thread(doctor.engine)
     if client is None:
