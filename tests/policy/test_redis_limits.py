@@ -450,3 +450,24 @@ def test_the_environment_names_the_store(tmp_path: Path) -> None:
     config.write_text("version: 1\n")
     loaded = load_config(config, environ={"STOCKADE_LIMITS_STORE": "redis://127.0.0.1:1/0"})
     assert loaded.config.limits.store == "redis://127.0.0.1:1/0"
+
+
+def test_doctor_checks_a_redis_store(tmp_path: Path, redis_server: RedisServer) -> None:
+    from orchestrator.platform.doctor import _Doctor
+
+    config = tmp_path / "stockade.yaml"
+    config.write_text(f"limits:\n  store: {redis_server.url}\n")
+    doctor = _Doctor(load_config(config, environ={}), "")
+    doctor.limit_store()
+    redis_server.stop()
+    doctor.limit_store()
+    (up, down) = doctor.checks
+    assert (up.name, up.outcome) == ("limit store reachable", "ok")
+    assert up.detail.startswith(f"{redis_server.url} (Redis ")
+    assert (down.outcome, down.detail.split(":")[0:2]) == ("failed", ["redis", "//127.0.0.1"])
+    assert "ConnectionError" in down.detail and "limits.store: sqlite" in down.fix
+    sqlite = tmp_path / "sqlite.yaml"
+    sqlite.write_text("version: 1\n")
+    quiet = _Doctor(load_config(sqlite, environ={}), "")
+    quiet.limit_store()
+    assert quiet.checks == [], "the default store is the state directory's check"
