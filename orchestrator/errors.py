@@ -73,6 +73,8 @@ class ErrorCode(StrEnum):
     TIMEOUT = "timeout"
     WORKSPACE = "workspace"
     CLOSED = "closed"
+    HOST_LOST = "host_lost"
+    """A sandbox host (a Ray actor, its node or its engine) went away during a call."""
     AUDIT = "audit"
     APPROVALS = "approvals"
     INSTALLATION = "installation"
