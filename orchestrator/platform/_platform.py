@@ -25,13 +25,13 @@ from orchestrator.audit import AuditLog
 from orchestrator.config import LoadedConfig, StockadeConfig
 from orchestrator.gateway import ApprovalGate, Gateway
 from orchestrator.metrics import Metrics
+from orchestrator.platform._limits import open_limit_store
 from orchestrator.platform._parts import (
     check_configuration,
     image_builder,
     load_credentials,
     policy_file,
 )
-from orchestrator.platform._limits import open_limit_store
 from orchestrator.sandbox._egress_gate import EgressGates
 from orchestrator.sandbox._egress_tls import Interception
 from orchestrator.sandbox.backend import SandboxBackend
