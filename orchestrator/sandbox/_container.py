@@ -93,7 +93,9 @@ def container_options(
         "ipc_mode": "private",
         "shm_size": 16 * 1024 * 1024,
         "hostname": "sandbox",
-        "environment": {},
+        # Nothing of the host's: at most the profile's preload list for the
+        # runner's tool host; a request's environment goes with the request.
+        "environment": profile.container_env(),
         # Output travels over the attach stream only; a log driver would
         # store whatever a hostile tool prints on the host's disk.
         "log_config": {"type": "none", "config": {}},

@@ -7,7 +7,7 @@ profile is visible in review and in the audit log.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, field_serializer, model_validator
 
@@ -30,6 +30,10 @@ Loosening = Literal[
 ]
 
 _MiB = 1024 * 1024
+PRELOAD_ENV = "STOCKADE_PRELOAD"
+"""On the container: the modules the warm tool host imports before its call
+(``stockade_sdk.host.PRELOAD_ENV``)."""
+_MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 PYTHON_STATE_ENV = "STOCKADE_PYTHON_STATE"
 """Set for a ``python.run`` call that keeps its namespace: the cap in bytes
 (``stockade_sdk._state.STATE_ENV``; the host does not import the SDK's internals)."""
@@ -97,6 +101,20 @@ class SandboxProfile(StrictModel):
     python_state_mb: int = Field(default=32, ge=1)
     """Cap on a kept ``python.run`` namespace, serialised; a bigger one is not saved (the
     previous one stays). The workspace quota bounds it too."""
+
+    python_preload: tuple[Annotated[str, Field(pattern=_MODULE_NAME)], ...] | None = Field(
+        default=None, max_length=32
+    )
+    """Modules the tools image's warm host imports before a call arrives, so snippets (and
+    restoring their kept namespace) find them loaded; ``None``: the image's default
+    (``numpy``); ``[]``: none. Each costs every pooled container start-up time and memory,
+    and each fork a little."""
+
+    def container_env(self) -> dict[str, str]:
+        """What the container's own environment holds: only the preload list, when set."""
+        if self.python_preload is None:
+            return {}
+        return {PRELOAD_ENV: ",".join(self.python_preload)}
 
     def python_state_env(self) -> dict[str, str]:
         """The environment that makes a ``python.run`` call of a kept workspace stateful."""

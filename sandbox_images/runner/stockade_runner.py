@@ -127,6 +127,7 @@ _EGRESS_PROCESS_NAME = b"stockade-egress"
 _TOOL_HOST_FLAG = "--tool-host"
 _TOOL_HOST_ARGV = ["python3", "-m", "stockade_sdk.host"]
 _TOOL_HOST_READY_FD = 3
+_PRELOAD_ENV = "STOCKADE_PRELOAD"
 # A host still importing after this long is given up (requests are spawned).
 _TOOL_HOST_START_S = 20.0
 
@@ -900,6 +901,11 @@ class _ToolHost:
         ready_r, ready_w = os.pipe()
         try:
             env = dict(_BASE_ENV, PYTHONPATH=library)
+            # The profile's preload list, set on the container by the host
+            # (never by a request): what the host imports before the call.
+            preload = os.environ.get(_PRELOAD_ENV)
+            if preload is not None:
+                env[_PRELOAD_ENV] = preload
             self.pid = self.pipes.spawn(_TOOL_HOST_ARGV, env, guard, ready_w)
         except OSError:
             self.pipes.close()

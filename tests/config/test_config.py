@@ -60,6 +60,7 @@ FULL = {
                 "loosen": ["egress", "memory"],
                 "python_state": False,
                 "python_state_mb": 8,
+                "python_preload": ["numpy", "scipy.stats"],
             }
         },
     },

@@ -371,3 +371,31 @@ def test_tools_call_with_a_workspace_keeps_state_and_without_one_does_not(
     assert stockade("double(21)", "--workspace", str(workspace))["stdout"] == "42\n"
     stockade("y = 1")
     assert "NameError" in stockade("y")["stderr"], "no workspace: stateless"
+
+
+@pytest.mark.parametrize(
+    ("preload", "loaded"),
+    [(None, {"numpy": True, "fractions": False}), ([], {"numpy": False, "fractions": False}),
+     (["fractions"], {"numpy": False, "fractions": True})],
+)  # fmt: skip
+async def test_the_profiles_preload_list_is_what_the_host_imports_before_the_call(
+    images: ImageBuilder,
+    no_leaks: None,
+    tmp_path: Path,
+    preload: list[str] | None,
+    loaded: dict[str, bool],
+) -> None:
+    profile: dict[str, Any] = {"pool_size": 1}
+    if preload is not None:
+        profile["python_preload"] = preload
+    async with open_test_platform(
+        tmp_path / "state", toolkits=("toolkits.python",), profiles={"default": profile}
+    ) as opened:
+        # Forked from the warm host: what it imported is in sys.modules before the snippet's
+        # first line (the SDK itself imports neither module).
+        output = await python(
+            opened,
+            "import sys\nprint(sorted(n for n in ('numpy', 'fractions') if n in sys.modules))",
+            run_id=None,
+        )
+    assert output["stdout"] == f"{sorted(name for name, yes in loaded.items() if yes)}\n"
