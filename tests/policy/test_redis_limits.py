@@ -38,6 +38,8 @@ from orchestrator.policy import (
 from orchestrator.testing.backend import ScriptedBackend, tool_output
 from orchestrator.tools import ToolCall, ToolExecutor, ToolRegistry, ToolStatus
 
+pytestmark = pytest.mark.redis
+
 BOUND_S = 10.0
 HOUR = 3600.0
 

@@ -27,6 +27,8 @@ from orchestrator.policy import (
     parse_policy,
 )
 
+pytestmark = pytest.mark.redis
+
 PROCESSES = 4
 BOUND_S = 60.0
 
