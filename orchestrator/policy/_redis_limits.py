@@ -26,7 +26,8 @@ refusal whose limit names the store and budget steps raise a retryable
 admitted and budgets count nothing. ``on_unavailable_hook`` is told of each
 (``"denied"`` or ``"admitted"``) for the metric. After a failure the store
 does not try the server again for ``cooldown_s``, so a server that stops
-answering costs one timeout, not one per call.
+answering costs one timeout, not one per call. An outage is logged once when
+it starts and once when the server answers again.
 
 Every method blocks on the network (about 0.1 ms to a local server): the
 gateway calls :meth:`~RedisLimitStore.acquire` in a thread, since
@@ -137,6 +138,8 @@ class RedisLimitStore(LimitStore):
         self._hook = on_unavailable_hook
         self._cooldown_s = cooldown_s
         self._down_until = 0.0
+        self._down = False
+        self._last_error = ""
         self._down_lock = threading.Lock()
         self._reason = f"limit store {self._name} unavailable"
         self._client = client if client is not None else _connect(url, timeout_s)
@@ -171,8 +174,8 @@ class RedisLimitStore(LimitStore):
             allowed, wait, refused = self._script(
                 ACQUIRE, [self.rate_key(cell.key) for cell in cells], [repr(a) for a in arguments]
             )
-        except _Unavailable as down:
-            self._unavailable("acquire", down)
+        except _Unavailable:
+            self._unavailable()
             if self._open:
                 return RateVerdict(allowed=True)
             return RateVerdict(
@@ -192,7 +195,7 @@ class RedisLimitStore(LimitStore):
                 COUNT_CALL, [self.budget_key(key)], [*limits, _BUDGET_TTL_S]
             )
         except _Unavailable as down:
-            self._unavailable("count_call", down)
+            self._unavailable()
             if self._open:
                 return True, BudgetUsage()
             raise self._failure("count_call", down) from down.cause
@@ -252,14 +255,24 @@ class RedisLimitStore(LimitStore):
 
     def _guarded(self, step: Callable[[], Any]) -> Any:
         if self._down_until and time.monotonic() < self._down_until:
-            raise _Unavailable("it did not answer a moment ago", None)
+            raise _Unavailable(self._last_error, None)
         errors = self._errors
         try:
             result = step()
         except (errors.ConnectionError, errors.TimeoutError, errors.ReadOnlyError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
             with self._down_lock:
                 self._down_until = time.monotonic() + self._cooldown_s
-            raise _Unavailable(f"{type(exc).__name__}: {exc}", exc) from exc
+                self._last_error = error
+                starts, self._down = not self._down, True
+            if starts:  # one line per outage, not one per call
+                _log.warning(
+                    "%s (%s); failing %s until it answers",
+                    self._reason,
+                    error,
+                    "open" if self._open else "closed",
+                )
+            raise _Unavailable(error, exc) from exc
         except errors.RedisError as exc:
             raise InfrastructureError(
                 f"{self._name}: {type(exc).__name__}: {exc}",
@@ -267,23 +280,17 @@ class RedisLimitStore(LimitStore):
                 op="limits.redis",
                 retryable=False,
             ) from exc
-        if self._down_until:
+        if self._down:
             with self._down_lock:
-                self._down_until = 0.0
+                ended, self._down, self._down_until = self._down, False, 0.0
+            if ended:
+                _log.warning("%s no longer: it answers again", self._reason)
         return result
 
-    def _unavailable(self, op: str, down: _Unavailable) -> None:
-        outcome = "admitted" if self._open else "denied"
-        if down.cause is not None:  # one line per outage, not one per call
-            _log.warning(
-                "%s (%s): %s; failing %s",
-                self._reason,
-                op,
-                down,
-                "open" if self._open else "closed",
-            )
+    def _unavailable(self) -> None:
+        """Count one step answered without the server (for the metric)."""
         if self._hook is not None:
-            self._hook(outcome)
+            self._hook("admitted" if self._open else "denied")
 
     def _failure(self, op: str, down: _Unavailable) -> InfrastructureError:
         return InfrastructureError(

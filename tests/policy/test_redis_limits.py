@@ -473,3 +473,21 @@ def test_doctor_checks_a_redis_store(tmp_path: Path, redis_server: RedisServer) 
     quiet = _Doctor(load_config(sqlite, environ={}), "")
     quiet.limit_store()
     assert quiet.checks == [], "the default store is the state directory's check"
+
+
+def test_an_outage_is_logged_once_and_its_end_too(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RedisLimitStore(redis_server.url, cooldown_s=0)
+    assert store.acquire([cell("g", burst=9)]).allowed
+    redis_server.stop()
+    with caplog.at_level("WARNING", logger="orchestrator.policy._redis_limits"):
+        for _ in range(5):
+            assert not store.acquire([cell("g", burst=9)]).allowed
+        redis_server.start()
+        assert store.acquire([cell("g", burst=9)]).allowed
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2, messages
+    assert "unavailable (ConnectionError" in messages[0] and "failing closed" in messages[0]
+    assert "answers again" in messages[1]
+    store.close()
