@@ -7,7 +7,6 @@ server's clock would otherwise make an answer depend on the test's speed.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import socket
 import subprocess
@@ -365,7 +364,7 @@ def read(number: int) -> ToolCall:
     return ToolCall(id=f"c{number}", name="files.read", arguments={"path": "a"}, run_id="r")
 
 
-def test_the_configured_store_limits_the_gateway_and_fails_closed(
+async def test_the_configured_store_limits_the_gateway_and_fails_closed(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     config = tmp_path / "stockade.yaml"
@@ -375,14 +374,11 @@ def test_the_configured_store_limits_the_gateway_and_fails_closed(
     store = open_limit_store(settings, metrics)
     assert isinstance(store, RedisLimitStore)
     gate = gateway(tmp_path, store, metrics, replies=2)
-
-    async def calls(count: int, first: int) -> list[ToolStatus]:
-        return [(await gate.call(read(first + n))).status for n in range(count)]
-
-    statuses = asyncio.run(calls(3, 0))
+    statuses = [(await gate.call(read(n))).status for n in range(3)]
     assert statuses == [ToolStatus.OK, ToolStatus.OK, ToolStatus.RATE_LIMITED]
+    assert store.client.keys("gw:*") == ["gw:rate:global:5:reads-"]
     redis_server.stop()
-    refused = asyncio.run(gate.call(read(10)))
+    refused = await gate.call(read(10))
     assert refused.status is ToolStatus.RATE_LIMITED
     assert f"limit store {redis_server.url} unavailable" in (refused.error or "")
     sample = metrics.registry.get_sample_value
@@ -490,4 +486,23 @@ def test_an_outage_is_logged_once_and_its_end_too(
     assert len(messages) == 2, messages
     assert "unavailable (ConnectionError" in messages[0] and "failing closed" in messages[0]
     assert "answers again" in messages[1]
+    store.close()
+
+
+async def test_failing_open_is_counted_by_the_metric(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    config = tmp_path / "stockade.yaml"
+    config.write_text(f"limits:\n  store: {redis_server.url}\n  on_unavailable: open\n")
+    metrics = Metrics()
+    store = open_limit_store(load_config(config, environ={}).config, metrics)
+    gate = gateway(tmp_path, store, metrics, replies=4)
+    statuses = [(await gate.call(read(n))).status for n in range(3)]
+    assert statuses == [ToolStatus.OK, ToolStatus.OK, ToolStatus.RATE_LIMITED]
+    redis_server.stop()
+    # Unreachable and failing open: the calls run, uncounted, and the metric says so.
+    assert [(await gate.call(read(n))).status for n in range(3, 5)] == [ToolStatus.OK] * 2
+    sample = metrics.registry.get_sample_value
+    assert sample("stockade_limit_store_unavailable_total", {"outcome": "admitted"}) == 2
+    assert sample("stockade_limit_store_unavailable_total", {"outcome": "denied"}) == 0
     store.close()
