@@ -187,34 +187,34 @@ class RayCluster:
         }
         (base / "daemon.json").write_text(json.dumps(config))
         socket_path = base / "docker.sock"
-        log = (base / "dockerd.log").open("ab")
-        self._dockerd = subprocess.Popen(
-            [
-                "nsenter",
-                f"--net=/run/netns/{self.prefix}2",
-                "dockerd",
-                "--config-file",
-                str(base / "daemon.json"),
-                "--data-root",
-                str(base / "data"),
-                "--exec-root",
-                str(base / "exec"),
-                "-H",
-                f"unix://{socket_path}",
-                "--pidfile",
-                str(base / "docker.pid"),
-                "--cgroup-parent",
-                f"/{self.prefix}-engine2",
-                "--bridge=none",
-                "--iptables=false",
-                "--ip-masq=false",
-                "--ip6tables=false",
-            ],
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        with (base / "dockerd.log").open("ab") as log:  # the child keeps its own copy
+            self._dockerd = subprocess.Popen(
+                [
+                    "nsenter",
+                    f"--net=/run/netns/{self.prefix}2",
+                    "dockerd",
+                    "--config-file",
+                    str(base / "daemon.json"),
+                    "--data-root",
+                    str(base / "data"),
+                    "--exec-root",
+                    str(base / "exec"),
+                    "-H",
+                    f"unix://{socket_path}",
+                    "--pidfile",
+                    str(base / "docker.pid"),
+                    "--cgroup-parent",
+                    f"/{self.prefix}-engine2",
+                    "--bridge=none",
+                    "--iptables=false",
+                    "--ip-masq=false",
+                    "--ip6tables=false",
+                ],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         host = f"unix://{socket_path}"
         deadline = time.monotonic() + 60
         while not _run(
@@ -248,7 +248,7 @@ class RayCluster:
             f"--temp-dir={node.temp_dir}",
             f"--object-store-memory={self.object_store_bytes}",
             "--num-cpus=1",
-            f"--resources={json.dumps({HOST_RESOURCE: 1})}",
+            f"--resources={json.dumps({HOST_RESOURCE: 1, f'{HOST_RESOURCE}:{node.name}': 1})}",
             "--disable-usage-stats",
             *(f"{flag}={port}" for flag, port in _PORTS.items()),
         ]
@@ -256,7 +256,11 @@ class RayCluster:
             argv += ["--head", f"--port={_GCS_PORT}", "--include-dashboard=false"]
         else:
             argv += [f"--address={self.address}"]
-        env = {**os.environ, **self.environment()}
+        # The node's host actor reaches the node's engine through this.
+        env = {**os.environ, **self.environment(), "STOCKADE_DOCKER_HOST": node.docker_host}
+        if head:
+            # A node that stops answering is declared dead after ~3 s, not ~30 s.
+            env |= {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
         done = subprocess.run(
             argv, capture_output=True, text=True, env=env, check=False, timeout=180
         )

@@ -1,0 +1,308 @@
+"""A sandbox host: the Ray actor that owns one node's Docker engine (issue 14).
+
+One detached, named actor per node that carries the ``stockade_host``
+resource. The operator names the host with a second resource on the same
+node, ``stockade_host:<name>`` (e.g. ``ray start --resources
+'{"stockade_host": 1, "stockade_host:host-b": 1}'``), and tells it the
+node's engine with ``STOCKADE_DOCKER_HOST`` in ``ray start``'s environment
+(default: the local engine). The actor is shared by every orchestrator in the
+Ray namespace; each orchestrator gets its own warm pools on it, whose
+containers carry the orchestrator's id (``org.stockade.backend``), so the
+host can remove exactly one orchestrator's containers.
+
+A host is a stateless executor and a dumb pipe: it takes the request frames
+the orchestrator encoded (header, stdin, workspace archive), writes them to a
+warm container and hands back **raw bytes** (the runner's reply frames, as
+the runner sent them) and a **JSON record** (how the exchange ended, the
+container, its image, the engine's view of a container that died). It never
+returns pickled objects and judges none of the reply's content: the
+orchestrator parses and checks everything, as it does for the Docker backend.
+The only things it reads are the frame lengths (to stop at the caps the
+orchestrator gave) and, to know whether a workspace follows, the report.
+
+At :meth:`SandboxHost.register` the host checks that every image it is asked
+to serve exists on its engine under the tag its inputs hash to; a host where
+one is missing or different refuses, naming the command that fixes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import docker
+import pydantic
+
+from orchestrator.errors import InfrastructureError
+from orchestrator.sandbox._archive import ENTRY_FILE
+from orchestrator.sandbox._container import POOL_IDLE_S, ContainerFactory, SandboxContainer
+from orchestrator.sandbox._report import RunnerReport
+from orchestrator.sandbox._wire import ENTRY_LIMIT, AttachedStream, FrameTooLargeError, frame
+from orchestrator.sandbox.images import ImageBuilder
+from orchestrator.sandbox.labels import BACKEND_LABEL
+from orchestrator.sandbox.pool import WarmPool
+from orchestrator.sandbox.profile import SandboxProfile
+from orchestrator.sandbox.reaper import reap
+
+__all__ = ["DOCKER_HOST_ENV", "HOST_RESOURCE", "SandboxHost", "host_actor_name"]
+
+_log = logging.getLogger(__name__)
+
+HOST_RESOURCE = "stockade_host"
+"""The custom Ray resource of nodes with a Docker engine; ``stockade_host:<name>`` names one."""
+DOCKER_HOST_ENV = "STOCKADE_DOCKER_HOST"
+"""The node's engine (``unix://…``), from ``ray start``'s environment; default: the local one."""
+_HEADER_LIMIT = 64 * 1024
+_REPORT_GRACE_S = 2.0
+
+
+def host_actor_name(host: str) -> str:
+    """The Ray actor name of the host the operator named ``host``."""
+    return f"stockade-host:{host}"
+
+
+class _Pool:
+    def __init__(self, pool: WarmPool[SandboxContainer], image_id: str) -> None:
+        self.pool = pool
+        self.image_id = image_id
+
+
+class SandboxHost:
+    """The actor's body (wrapped with ``ray.remote`` by the Ray backend; async methods)."""
+
+    def __init__(self, name: str, *, max_threads: int = 8) -> None:
+        self._name = name
+        self._docker_host = os.environ.get(DOCKER_HOST_ENV) or None
+        self._client = docker.DockerClient(base_url=self._docker_host or None)
+        self._images = ImageBuilder(self._client)
+        self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="host")
+        self._pools: dict[tuple[str, str], _Pool] = {}
+        self._lock = asyncio.Lock()
+        self._factories: dict[str, ContainerFactory] = {}
+        self._in_flight = 0
+        self._served = 0
+        self._last_error = ""
+        self._refused = ""
+        self._reaped = False
+
+    async def _blocking(self, func: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    async def register(self, images: list[str]) -> str:
+        """Check the engine and ``images`` (logical names); a JSON record of this host.
+
+        The record's ``refused`` names what is wrong and the command that
+        fixes it; a refusing host serves nothing.
+        """
+        self._refused = ""
+        problems = []
+        for image in images:
+            try:
+                tag = await self._blocking(self._images.resolve, image)
+                await self._blocking(self._images.image_id, tag)
+            except InfrastructureError as exc:
+                problems.append(f"{image}: {exc}")
+        if problems:
+            engine = f"DOCKER_HOST={self._docker_host} " if self._docker_host else ""
+            self._refused = (
+                f"host {self._name} refuses to register: its engine lacks images built from "
+                f"this checkout's inputs ({'; '.join(problems)}); fix: run `{engine}stockade "
+                "images build` on the node, or copy them with `docker save IMAGE... | "
+                f"docker {'-H ' + self._docker_host + ' ' if self._docker_host else ''}load`"
+            )
+        elif not self._reaped:
+            # Containers of orchestrators (or of an earlier life of this host) that are gone.
+            removed = await self._blocking(reap, self._client)
+            self._reaped = True
+            if removed:
+                _log.info("host %s reaped %d leftover container(s)", self._name, len(removed))
+        return await self.describe()
+
+    async def describe(self) -> str:
+        """This host as a JSON record: node, engine, pools, load, last error."""
+        try:
+            version = (await self._blocking(self._client.version)).get("Version", "")
+            runtimes = sorted((await self._blocking(self._client.info)).get("Runtimes", {}))
+        except docker.errors.DockerException as exc:
+            version, runtimes = "", []
+            self._last_error = f"engine: {exc}"
+        return json.dumps(
+            {
+                "host": self._name,
+                "node": os.uname().nodename,
+                "pid": os.getpid(),
+                "engine": self._docker_host or "local",
+                "engine_version": version,
+                "runtimes": runtimes,
+                "refused": self._refused,
+                "pools": {
+                    f"{orch[:8]}/{json.loads(key)['name']}": entry.pool.ready
+                    for (orch, key), entry in self._pools.items()
+                },
+                "ready": {
+                    key: entry.pool.ready
+                    for (orch, key), entry in self._pools.items()
+                    if entry.pool.ready
+                },
+                "in_flight": self._in_flight,
+                "served": self._served,
+                "last_error": self._last_error,
+            }
+        )
+
+    def _factory(self, orchestrator: str) -> ContainerFactory:
+        factory = self._factories.get(orchestrator)
+        if factory is None:
+            factory = ContainerFactory(self._client, self._executor, backend=orchestrator)
+            self._factories[orchestrator] = factory
+        return factory
+
+    async def _pool(self, orchestrator: str, profile_json: str) -> _Pool:
+        key = (orchestrator, profile_json)
+        entry = self._pools.get(key)
+        if entry is not None:
+            return entry
+        async with self._lock:
+            entry = self._pools.get(key)
+            if entry is None:
+                profile = SandboxProfile.model_validate_json(profile_json)
+                tag = await self._blocking(self._images.resolve, profile.image)
+                image_id = await self._blocking(self._images.image_id, tag)
+                factory = self._factory(orchestrator)
+
+                async def launch() -> SandboxContainer:
+                    return await factory.launch(profile, tag, image_id)
+
+                pool = WarmPool(
+                    name=profile.name,
+                    launch=launch,
+                    destroy=factory.destroy,
+                    size=profile.pool_size,
+                    max_starting=2,
+                    max_idle_s=POOL_IDLE_S,
+                )
+                pool.start()
+                entry = _Pool(pool, image_id)
+                self._pools[key] = entry
+        return entry
+
+    async def warm(self, orchestrator: str, profile_json: str, timeout_s: float) -> str:
+        """Fill the orchestrator's pool for the profile; this host's record."""
+        entry = await self._pool(orchestrator, profile_json)
+        await entry.pool.wait_ready(timeout_s=timeout_s)
+        return await self.describe()
+
+    async def execute(
+        self,
+        orchestrator: str,
+        profile_json: str,
+        request: bytes,
+        timeout_s: float,
+        return_workspace: bool,
+    ) -> tuple[str, bytes]:
+        """Relay one call: ``request`` (framed header, stdin, workspace) into a warm container.
+
+        Returns a JSON record and the runner's reply frames as raw bytes. The
+        container is destroyed whatever happens, cancellation included.
+        """
+        started = time.monotonic()
+        self._in_flight += 1
+        try:
+            entry = await self._pool(orchestrator, profile_json)
+            container, from_pool = await entry.pool.acquire()
+        except InfrastructureError as exc:
+            self._in_flight -= 1
+            self._last_error = str(exc)
+            return json.dumps({"ended": "engine", "message": str(exc)}), b""
+        record: dict[str, Any] = {
+            "host": self._name,
+            "container_id": container.id,
+            "image_digest": container.image_id,
+            "from_pool": from_pool,
+        }
+        factory = self._factory(orchestrator)
+        reply = bytearray()
+        try:
+            async with asyncio.timeout(timeout_s + _REPORT_GRACE_S):
+                await container.stream.write_framed([request])
+                record["ended"] = await self._relay(
+                    container.stream, container.profile, reply, return_workspace=return_workspace
+                )
+        except TimeoutError:
+            record["ended"] = "timeout"
+        except (asyncio.IncompleteReadError, ConnectionError):
+            record["ended"] = "died"
+            record["state"] = await factory.state(container.id)
+        finally:
+            self._in_flight -= 1
+            self._served += 1
+            # Destroying the container is how a call ends on every path
+            # (cancellation too: the orchestrator's ray.cancel lands here).
+            with contextlib.suppress(InfrastructureError):
+                await asyncio.shield(factory.destroy(container))
+        record["host_s"] = time.monotonic() - started
+        return json.dumps(record), bytes(reply)
+
+    @staticmethod
+    async def _relay(
+        stream: AttachedStream, profile: SandboxProfile, reply: bytearray, *, return_workspace: bool
+    ) -> str:
+        """Copy the reply's frames, at most the caps the orchestrator checks against.
+
+        A frame past its cap is passed on as an announcement of cap + 1 bytes,
+        so the orchestrator refuses it as it would from the container itself.
+        """
+
+        async def copy(limit: int) -> bytes | None:
+            try:
+                payload = await stream.read_frame(limit)
+            except FrameTooLargeError:
+                reply.extend((limit + 1).to_bytes(4, "big"))
+                return None
+            reply.extend(frame(payload))
+            return payload
+
+        report = await copy(_HEADER_LIMIT)
+        if report is None:
+            return "complete"
+        for _ in range(2):  # stdout, stderr
+            if await copy(profile.output_limit_bytes) is None:
+                return "complete"
+        try:
+            parsed = RunnerReport.model_validate_json(report)
+        except pydantic.ValidationError:
+            return "complete"  # the orchestrator refuses it in its own check
+        if not return_workspace or parsed.timed_out or parsed.workspace_error is not None:
+            return "complete"
+        room = profile.workspace_bytes
+        while header := await copy(ENTRY_LIMIT):
+            if header[:1] == ENTRY_FILE:
+                content = await copy(room)
+                if content is None:
+                    return "complete"
+                room -= len(content)
+        return "complete"
+
+    async def release(self, orchestrator: str) -> int:
+        """Close the orchestrator's pools and remove every container it has here."""
+        for key in [key for key in self._pools if key[0] == orchestrator]:
+            await self._pools.pop(key).pool.close()
+        factory = self._factories.pop(orchestrator, None)
+        label = f"{BACKEND_LABEL}={orchestrator}"
+        listed = await self._blocking(
+            lambda: self._client.api.containers(all=True, filters={"label": label})
+        )
+        for info in listed:
+            if factory is not None:
+                await factory.destroy_id(info["Id"])
+            else:
+                await self._blocking(
+                    lambda cid=info["Id"]: self._client.api.remove_container(cid, force=True)
+                )
+        return len(listed)

@@ -1,0 +1,234 @@
+"""The Ray backend on a real two-node cluster: two namespaces, two Docker engines (issue 14).
+
+One cluster for the module (forming it costs ~30 s and a lot of the machine):
+the head and its host in namespace 1 with the main engine, a worker node and
+its host in namespace 2 with a second engine. This process is the Ray driver,
+inside namespace 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.sandbox.execution import ExecRequest, ExecStatus
+from orchestrator.sandbox.images import ImageBuilder
+from orchestrator.sandbox.labels import PLATFORM_LABEL, PLATFORM_VALUE
+from orchestrator.sandbox.profile import DEFAULT_IMAGE, TOOLS_IMAGE, SandboxProfile
+from orchestrator.sandbox.ray_backend import RayBackend
+from orchestrator.sandbox.workspace import WorkspaceManager
+from orchestrator.testing.ray_cluster import RayCluster
+
+pytestmark = [pytest.mark.cluster, pytest.mark.docker, pytest.mark.timeout(600)]
+
+PROFILE = SandboxProfile(name="ray-test", pool_size=1, timeout_s=20)
+
+
+def _stockade_containers(client: docker.DockerClient) -> list[str]:
+    label = f"{PLATFORM_LABEL}={PLATFORM_VALUE}"
+    return [c["Id"] for c in client.api.containers(all=True, filters={"label": label})]
+
+
+@pytest.fixture(scope="module")
+def cluster(images: ImageBuilder) -> Iterator[RayCluster]:
+    if os.geteuid() != 0 or not shutil.which("nsenter"):
+        pytest.fail("the cluster tests need root and nsenter (network namespaces)")
+    tags = [images.resolve(DEFAULT_IMAGE), images.base_tag()]
+    made = RayCluster(root=Path("/tmp/stk-ray-t"), prefix="stkrt", images=tuple(tags))
+    made.up()
+    try:
+        with made.enter():
+            yield made
+            import ray
+
+            ray.shutdown()
+    finally:
+        made.down()
+    assert not Path("/run/netns/stkrt1").exists()
+    assert not Path("/tmp/stk-ray-t").exists()
+
+
+@pytest.fixture(scope="module")
+def second_engine(cluster: RayCluster) -> Iterator[docker.DockerClient]:
+    client = docker.DockerClient(base_url=cluster.nodes[1].docker_host)
+    yield client
+    client.close()
+
+
+async def _backend(cluster: RayCluster, **options: object) -> RayBackend:
+    backend = RayBackend(address=cluster.address, images=[DEFAULT_IMAGE], **options)  # type: ignore[arg-type]
+    await backend.start()
+    return backend
+
+
+def _echo(text: str, **options: object) -> ExecRequest:
+    return ExecRequest(argv=("sh", "-c", f"echo {text}"), **options)  # type: ignore[arg-type]
+
+
+async def test_calls_land_on_both_hosts(
+    cluster: RayCluster, docker_client: docker.DockerClient, second_engine: docker.DockerClient
+) -> None:
+    backend = await _backend(cluster, profiles=[PROFILE])
+    try:
+        assert set(backend.hosts) == {"host-a", "host-b"}
+        results = await asyncio.gather(*(backend.execute(_echo(f"n{i}"), PROFILE) for i in range(12)))
+        assert [r.stdout for r in results] == [f"n{i}\n" for i in range(12)]
+        assert all(r.status is ExecStatus.OK for r in results)
+        served = {name: host.served for name, host in backend.hosts.items()}
+        assert served["host-a"] > 0 and served["host-b"] > 0, served
+        assert served["host-a"] + served["host-b"] == 12
+    finally:
+        await backend.close()
+    assert _stockade_containers(second_engine) == []
+
+
+async def test_workspace_written_on_one_host_is_read_on_the_other(
+    cluster: RayCluster, tmp_path: Path
+) -> None:
+    backend = await _backend(cluster, profiles=[PROFILE])
+    workspace = WorkspaceManager(tmp_path).open("run-1")
+    try:
+        served = {name: host.served for name, host in backend.hosts.items()}
+        wrote = await backend.execute(
+            ExecRequest(argv=("sh", "-c", "echo written-remotely > note.txt"), workspace=workspace),
+            PROFILE,
+        )
+        assert wrote.status is ExecStatus.OK, wrote
+        assert wrote.files_changed == ("note.txt",)
+        writer = next(n for n, h in backend.hosts.items() if h.served != served[n])
+        # Placement spreads by calls served: the next call goes to the other host.
+        served = {name: host.served for name, host in backend.hosts.items()}
+        read = await backend.execute(
+            ExecRequest(argv=("cat", "note.txt"), workspace=workspace), PROFILE
+        )
+        reader = next(n for n, h in backend.hosts.items() if h.served != served[n])
+        assert reader != writer
+        assert read.stdout == "written-remotely\n"
+        assert (workspace.root / "note.txt").read_text() == "written-remotely\n"
+    finally:
+        await backend.close()
+
+
+async def test_hostile_reply_is_checked_by_the_orchestrator(
+    cluster: RayCluster, tmp_path: Path
+) -> None:
+    """A symlink out of the workspace and output past the cap, through a host: both refused here."""
+    profile = SandboxProfile(name="ray-caps", pool_size=0, timeout_s=20, output_limit_bytes=1000)
+    backend = await _backend(cluster)
+    workspace = WorkspaceManager(tmp_path).open("run-2")
+    try:
+        result = await backend.execute(
+            ExecRequest(
+                argv=("sh", "-c", "ln -s /etc/passwd leak; head -c 5000 /dev/zero | tr '\\0' x"),
+                workspace=workspace,
+            ),
+            profile,
+        )
+        assert result.truncated and len(result.stdout) == 1000
+        assert result.files_rejected and not (workspace.root / "leak").exists()
+    finally:
+        await backend.close()
+
+
+async def test_a_timeout_reaches_the_host_and_removes_the_container(
+    cluster: RayCluster, docker_client: docker.DockerClient, second_engine: docker.DockerClient
+) -> None:
+    backend = await _backend(cluster)
+    profile = SandboxProfile(name="ray-slow", pool_size=0, timeout_s=2)
+    try:
+        results = await asyncio.gather(
+            *(backend.execute(ExecRequest(argv=("sleep", "60")), profile) for _ in range(2))
+        )
+        assert {r.status for r in results} == {ExecStatus.TIMEOUT}
+        # A cancelled caller cancels the host's task; its container goes.
+        call = asyncio.create_task(backend.execute(ExecRequest(argv=("sleep", "60")), profile))
+        await asyncio.sleep(3)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    finally:
+        await backend.close()
+    for engine in (docker_client, second_engine):
+        for _ in range(50):
+            mine = [
+                c for c in engine.api.containers(all=True, filters={"label": "org.stockade.profile=ray-slow"})
+            ]
+            if not mine:
+                break
+            await asyncio.sleep(0.2)
+        assert mine == []
+
+
+async def test_a_host_with_a_missing_image_refuses_to_register(cluster: RayCluster) -> None:
+    # The second engine was given the sandbox image only, not the tools image.
+    backend = RayBackend(address=cluster.address, images=[DEFAULT_IMAGE, TOOLS_IMAGE])
+    await backend.start()
+    try:
+        assert set(backend.hosts) == {"host-a"}
+        refusal = backend.refused["host-b"]
+        assert "refuses to register" in refusal and "stockade images build" in refusal
+        assert cluster.nodes[1].docker_host in refusal  # the command names the node's engine
+    finally:
+        await backend.close()
+
+
+async def test_a_node_killed_during_calls(
+    cluster: RayCluster, docker_client: docker.DockerClient, second_engine: docker.DockerClient
+) -> None:
+    """Every call returns with the right output or an infrastructure error; nothing is left."""
+    backend = await _backend(cluster, profiles=[PROFILE], refresh_s=0.5)
+    done = 0
+    try:
+        semaphore = asyncio.Semaphore(8)
+
+        async def call(index: int) -> object:
+            nonlocal done
+            async with semaphore:
+                try:
+                    result = await backend.execute(_echo(f"c{index}"), PROFILE)
+                except InfrastructureError as exc:
+                    return exc
+                finally:
+                    done += 1
+                return result
+
+        calls = [asyncio.create_task(call(i)) for i in range(60)]
+        while done < 15:
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(cluster.kill_node, 1)
+        outcomes = await asyncio.wait_for(asyncio.gather(*calls), 240)
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, InfrastructureError):
+                assert outcome.code in (ErrorCode.HOST_LOST, ErrorCode.CONTAINER_DIED, ErrorCode.ENGINE_UNAVAILABLE)
+            else:
+                assert outcome.status is ExecStatus.OK and outcome.stdout == f"c{index}\n"  # type: ignore[union-attr]
+        assert backend.hosts["host-b"].lost
+        ok = sum(1 for o in outcomes if not isinstance(o, InfrastructureError))
+        assert ok >= 55, outcomes  # lost calls were retried on the surviving host
+
+        # The node comes back: it rejoins, serves, and its leftovers are reaped.
+        await asyncio.to_thread(cluster.restart_node, 1)
+        for _ in range(120):
+            await backend.refresh()
+            if not backend.hosts["host-b"].lost:
+                break
+            await asyncio.sleep(0.5)
+        assert not backend.hosts["host-b"].lost
+        before = backend.hosts["host-b"].served
+        results = await asyncio.gather(*(backend.execute(_echo(f"r{i}"), PROFILE) for i in range(6)))
+        assert all(r.stdout == f"r{i}\n" for i, r in enumerate(results))
+        assert backend.hosts["host-b"].served > before
+    finally:
+        await backend.close()
+    for engine in (docker_client, second_engine):
+        leftovers = [
+            c for c in engine.api.containers(all=True, filters={"label": "org.stockade.profile=ray-test"})
+        ]
+        assert leftovers == []
