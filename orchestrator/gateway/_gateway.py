@@ -47,6 +47,7 @@ from orchestrator.policy import (
     RetrySettings,
     evaluate,
 )
+from orchestrator.sandbox.live import OutputListener, listening
 from orchestrator.tools import (
     ToolCall,
     ToolExecutor,
@@ -264,12 +265,15 @@ class Gateway:
         """The tools in OpenAI's function-calling format, to offer a model."""
         return self._registry.openai_tools()
 
-    async def call(self, call: ToolCall) -> ToolResult:
-        """Take one call the whole way; the result is what the caller (the model) reads."""
+    async def call(self, call: ToolCall, *, on_output: OutputListener | None = None) -> ToolResult:
+        """Take one call the whole way; the result is what the caller (the model) reads.
+
+        ``on_output`` gets the tool's output while it runs (sync, must not block)."""
         started = self._clock()
         trace = _Trace()
         try:
-            result = await self._run(call, trace)
+            with listening(on_output):
+                result = await self._run(call, trace)
         except asyncio.CancelledError:
             await self._finish(
                 call,
