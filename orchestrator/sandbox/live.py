@@ -1,0 +1,212 @@
+"""Live tool output: chunks as a call prints them, decoded from the runner's hostile frames.
+
+The runner sends a program's output as it comes in ``L`` frames (see
+``docs/runner-protocol.md``): coalesced (at most every 50 ms or 4 KiB per
+stream), capped per call. The host decodes them here and hands each chunk to
+the call's listener (``ExecRequest.on_output``), a plain function the
+backend calls and never awaits: consumers buffer in bounded queues
+(:class:`ChunkQueue`) and drop, with a marker, what they cannot keep up with,
+so a slow reader never slows a call. Nothing above the backend knows frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import contextvars
+import logging
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "LIVE_CAP_BYTES",
+    "LIVE_ENV",
+    "LIVE_FRAME_LIMIT",
+    "LIVE_TAG",
+    "ChunkQueue",
+    "LiveDecoder",
+    "OutputChunk",
+    "OutputListener",
+    "current_listener",
+    "for_display",
+    "listening",
+]
+
+_log = logging.getLogger(__name__)
+
+LIVE_ENV = "STOCKADE_LIVE_OUTPUT"
+"""Set in a request's environment (the runner removes it) to the number of bytes that may
+stream live; absent, the runner sends no live frames."""
+LIVE_TAG = b"L"
+"""First byte of a live frame; then ``1`` (stdout) or ``2`` (stderr), then the bytes."""
+LIVE_FRAME_LIMIT = 16 * 1024 + 2
+"""Largest live frame the host accepts (the runner sends at most 16 KiB of output in one)."""
+LIVE_CAP_BYTES = 256 * 1024
+"""Bytes of output one call streams live; past it the stream stops (the result keeps its
+own capture rules)."""
+_STREAMS = {b"1": "stdout", b"2": "stderr"}
+_HEAD = _TAIL = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class OutputChunk:
+    """A piece of a running call's output, as it came (not yet made safe to display)."""
+
+    stream: Literal["stdout", "stderr", "notice"]
+    """Which stream wrote it; ``notice`` for the platform's own words (the cap was hit,
+    chunks were dropped)."""
+    text: str
+    """The bytes decoded as UTF-8 (invalid sequences replaced); may hold control sequences:
+    see :func:`for_display`."""
+
+
+OutputListener = Callable[[OutputChunk], None]
+"""Called with each chunk while the call runs, on the event loop: must not block."""
+
+_listener: contextvars.ContextVar[OutputListener | None] = contextvars.ContextVar(
+    "stockade_output_listener", default=None
+)
+
+
+@contextlib.contextmanager
+def listening(listener: OutputListener | None) -> Iterator[None]:
+    """Make ``listener`` the current call's output listener (the gateway sets it per call)."""
+    token = _listener.set(listener)
+    try:
+        yield
+    finally:
+        _listener.reset(token)
+
+
+def current_listener() -> OutputListener | None:
+    """The listener :func:`listening` set for the call in progress, if any."""
+    return _listener.get()
+
+
+# CSI, OSC, DCS/PM/APC/SOS strings, two-byte escapes, then lone C0/C1 controls.
+_CONTROL = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
+    r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|(?:\x1b[P^_X]|[\x90\x98\x9e\x9f])[^\x1b\x9c]*(?:\x1b\\|\x9c)?"
+    r"|\x1b[ -/]*[0-~]?"
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
+
+
+def for_display(text: str) -> str:
+    """``text`` with terminal control sequences and control characters removed
+    (newlines and tabs stay): safe to put on a terminal or a page."""
+    return _CONTROL.sub("", text)
+
+
+class LiveDecoder:
+    """Turns the runner's live frames into :class:`OutputChunk` calls; keeps head and tail.
+
+    Every frame is checked as hostile: its stream byte, its size, and the
+    call's cap (bytes past it are dropped, and one notice says so). A
+    listener that raises is logged and dropped; the call goes on.
+    """
+
+    def __init__(self, listener: OutputListener | None, cap: int = LIVE_CAP_BYTES) -> None:
+        self._listener = listener
+        self._room = cap
+        self._cap = cap
+        self._decoders = {
+            name: codecs.getincrementaldecoder("utf-8")("replace") for name in _STREAMS.values()
+        }
+        self._head = bytearray()
+        self._tail = bytearray()
+        self.total = 0
+        """Bytes of output received."""
+
+    def take(self, payload: bytes) -> None:
+        """One live frame (its tag included); ValueError if it is malformed."""
+        which = _STREAMS.get(payload[1:2])
+        if payload[:1] != LIVE_TAG or which is None:
+            raise ValueError(f"malformed live frame {payload[:8]!r}")
+        if len(payload) > LIVE_FRAME_LIMIT:
+            raise ValueError(f"live frame of {len(payload)} bytes, limit {LIVE_FRAME_LIMIT}")
+        data = payload[2:]
+        if self._room <= 0:
+            return
+        data = data[: self._room]
+        self._room -= len(data)
+        self.total += len(data)
+        self._keep(data)
+        text = self._decoders[which].decode(data)
+        if text:
+            self._emit(OutputChunk(which, text))  # type: ignore[arg-type]
+        if self._room <= 0:
+            self._emit(
+                OutputChunk(
+                    "notice",
+                    f"[live output stopped at {self._cap} bytes; the result keeps its own]\n",
+                )
+            )
+
+    def _keep(self, data: bytes) -> None:
+        room = _HEAD - len(self._head)
+        if room > 0:
+            self._head += data[:room]
+            data = data[room:]
+        if data:
+            self._tail += data
+            del self._tail[:-_TAIL]
+
+    def printed(self) -> tuple[str, bool]:
+        """What was received (stdout and stderr interleaved): head and tail, and if cut."""
+        if self.total <= len(self._head) + len(self._tail):
+            return (self._head + self._tail).decode("utf-8", "replace"), False
+        omitted = self.total - len(self._head) - len(self._tail)
+        text = (
+            self._head.decode("utf-8", "replace")
+            + f"\n[... {omitted} bytes omitted ...]\n"
+            + self._tail.decode("utf-8", "replace")
+        )
+        return text, True
+
+    def _emit(self, chunk: OutputChunk) -> None:
+        if self._listener is None:
+            return
+        try:
+            self._listener(chunk)
+        except Exception:
+            _log.exception("output listener failed; it gets no more chunks of this call")
+            self._listener = None
+
+
+class ChunkQueue:
+    """A bounded buffer between a listener (never blocks) and a reader that may be slow.
+
+    When full, new chunks are dropped and counted; the reader gets one
+    ``notice`` chunk saying how many before the next chunk it can take.
+    """
+
+    def __init__(self, maxsize: int = 256) -> None:
+        self._queue: asyncio.Queue[OutputChunk] = asyncio.Queue(maxsize)
+        self.dropped = 0
+        """Chunks dropped since the last notice."""
+
+    def put(self, chunk: OutputChunk) -> None:
+        """An :data:`OutputListener`: queue ``chunk`` or count it dropped."""
+        if self.dropped and self._queue.qsize() < self._queue.maxsize - 1:
+            self._queue.put_nowait(OutputChunk("notice", f"[{self.dropped} chunks dropped]\n"))
+            self.dropped = 0
+        try:
+            self._queue.put_nowait(chunk)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def get(self) -> OutputChunk:
+        """The next chunk, waiting for one."""
+        return await self._queue.get()
+
+    def get_nowait(self) -> OutputChunk | None:
+        """The next chunk, or None when there is none."""
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
