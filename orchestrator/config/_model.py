@@ -162,6 +162,9 @@ class LimitsSettings(StrictModel):
     on_unavailable: Literal["closed", "open"] = "closed"
     """Redis unreachable: ``closed`` refuses calls (naming the store), ``open`` admits them
     uncounted; either is counted by ``stockade_limit_store_unavailable_total``."""
+    password_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Environment variable holding Redis's password, so the URL (shown by ``stockade config
+    show``) carries none; none: the URL's own, if any."""
     key_prefix: str = Field(default="stockade:", min_length=1, max_length=64)
     """Prefix of every Redis key (several platforms may share one server)."""
     timeout_s: float = Field(default=0.5, gt=0, le=30)

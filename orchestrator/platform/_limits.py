@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from orchestrator.config import StockadeConfig
+from orchestrator.config._env import api_key_from_env
+from orchestrator.errors import ConfigError
 from orchestrator.metrics import Metrics
 from orchestrator.policy import LimitStore, RedisLimitStore, SqliteLimitStore
 
@@ -19,9 +21,18 @@ def open_limit_store(settings: StockadeConfig, metrics: Metrics) -> LimitStore:
     limits = settings.limits
     if limits.store == "sqlite":
         return SqliteLimitStore(settings.limits_db)
+    password = None
+    if limits.password_env is not None:
+        password = api_key_from_env(limits.password_env)
+        if password is None:
+            raise ConfigError(
+                f"environment variable {limits.password_env} (Redis's password) is not set",
+                field="limits.password_env",
+            )
     counter = metrics.limit_store_unavailable
     return RedisLimitStore(
         limits.store,
+        password=password,
         key_prefix=limits.key_prefix,
         on_unavailable=limits.on_unavailable,
         on_unavailable_hook=lambda outcome: counter.labels(outcome).inc(),

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -74,26 +75,32 @@ def describe_redis_url(url: str) -> str:
     Redis URL: scheme ``redis``, ``rediss`` or ``unix``, a host (or a socket
     path), a valid port, a numeric database.
     """
+    shown = _without_password(url)
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ValueError(f"{url!r} is not a valid URL: {exc}") from None
+        raise ValueError(f"{shown!r} is not a valid URL: {exc}") from None
     if parts.scheme not in _SCHEMES:
         raise ValueError(
-            f"{url!r}: the scheme must be one of {', '.join(s + '://' for s in _SCHEMES)}"
+            f"{shown!r}: the scheme must be one of {', '.join(s + '://' for s in _SCHEMES)}"
         )
     if parts.scheme == "unix":
         if not parts.path:
-            raise ValueError(f"{url!r}: give the socket's path (unix:///run/redis.sock)")
+            raise ValueError(f"{shown!r}: give the socket's path (unix:///run/redis.sock)")
         return f"unix://{parts.path}"
     if not parts.hostname:
-        raise ValueError(f"{url!r}: give the server's host (redis://host:6379/0)")
+        raise ValueError(f"{shown!r}: give the server's host (redis://host:6379/0)")
     database = parts.path.strip("/") or "0"
     if not database.isdigit():
-        raise ValueError(f"{url!r}: the database must be a number, got {database!r}")
+        raise ValueError(f"{shown!r}: the database must be a number, got {database!r}")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"{parts.scheme}://{host}:{port or 6379}/{database}"
+
+
+def _without_password(url: str) -> str:
+    """``url`` with any password in it replaced by ``***``, for error messages."""
+    return re.sub(r"^([^:/]*://[^:@/]*):[^@/]*@", r"\1:***@", url)
 
 
 class RedisLimitStore(LimitStore):
@@ -113,13 +120,15 @@ class RedisLimitStore(LimitStore):
         on_unavailable_hook: Callable[[str], None] | None = None,
         timeout_s: float = 0.5,
         cooldown_s: float = 1.0,
+        password: str | None = None,
         client: redis.Redis | None = None,
     ) -> None:
         """Use the server at ``url`` (nothing is sent until the first step).
 
         ``timeout_s`` bounds connecting and each reply; ``cooldown_s`` is how
         long the store answers "unavailable" without trying after a failure
-        (also the ``retry_after`` of a fail-closed refusal). ``client`` is an
+        (also the ``retry_after`` of a fail-closed refusal). ``password`` is
+        used when the URL has none (keep it out of files). ``client`` is an
         already configured ``redis.Redis`` (``url`` then only names it).
         Raises :class:`~orchestrator.errors.UsageError` for a bad URL or
         setting, and :class:`~orchestrator.errors.InfrastructureError` when
@@ -142,7 +151,7 @@ class RedisLimitStore(LimitStore):
         self._last_error = ""
         self._down_lock = threading.Lock()
         self._reason = f"limit store {self._name} unavailable"
-        self._client = client if client is not None else _connect(url, timeout_s)
+        self._client = client if client is not None else _connect(url, timeout_s, password)
         self._errors = _redis_errors()
 
     @property
@@ -310,7 +319,7 @@ class _Unavailable(Exception):
         self.cause = cause
 
 
-def _connect(url: str, timeout_s: float) -> redis.Redis:
+def _connect(url: str, timeout_s: float, password: str | None) -> redis.Redis:
     try:
         # Optional (stockade[redis]): the single-host quick start never imports it.
         import redis  # noqa: PLC0415
@@ -330,6 +339,8 @@ def _connect(url: str, timeout_s: float) -> redis.Redis:
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), _RETRIES),
         decode_responses=True,
+        # The URL's own password, if it has one, wins.
+        **({} if password is None else {"password": password}),
     )
 
 

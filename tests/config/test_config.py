@@ -74,6 +74,7 @@ FULL = {
     "limits": {
         "store": "redis://:secret@127.0.0.1:6390/2",
         "on_unavailable": "open",
+        "password_env": "LIMITS_PASSWORD",
         "key_prefix": "org:",
         "timeout_s": 0.25,
     },

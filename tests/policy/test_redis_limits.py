@@ -53,8 +53,9 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server on 127.0.0.1, a free port and a directory of its own."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *arguments: str) -> None:
         self.directory = directory
+        self.arguments = arguments
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -74,16 +75,25 @@ class RedisServer:
                 "--appendonly", "no",
                 "--dir", str(self.directory),
                 "--daemonize", "no",
+                *self.arguments,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()  # nothing left behind, even when it never answered
+            raise
+
+    def _wait_ready(self) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + BOUND_S
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as probe:
                     probe.sendall(b"PING\r\n")
-                    if probe.recv(16).startswith(b"+PONG"):
+                    if probe.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                         return
             except OSError:
                 pass
@@ -506,3 +516,35 @@ async def test_failing_open_is_counted_by_the_metric(
     assert sample("stockade_limit_store_unavailable_total", {"outcome": "admitted"}) == 2
     assert sample("stockade_limit_store_unavailable_total", {"outcome": "denied"}) == 0
     store.close()
+
+
+def test_the_password_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = RedisServer(tmp_path, "--requirepass", "s3cret-pw")
+    server.start()
+    try:
+        config = tmp_path / "stockade.yaml"
+        config.write_text(f"limits:\n  store: {server.url}\n  password_env: LIMITS_PW\n")
+        settings = load_config(config, environ={}).config
+        with pytest.raises(ConfigError, match="LIMITS_PW") as caught:
+            open_limit_store(settings, Metrics())
+        assert caught.value.field == "limits.password_env"
+        monkeypatch.setenv("LIMITS_PW", "s3cret-pw")
+        store = open_limit_store(settings, Metrics())
+        assert store.acquire([cell("g")]).allowed
+        store.close()
+        # A wrong password is an unavailable store: refused, naming it, never the password.
+        monkeypatch.setenv("LIMITS_PW", "wrong")
+        wrong = open_limit_store(settings, Metrics())
+        refused = wrong.acquire([cell("g")])
+        assert (refused.allowed, refused.reason) == (False, f"limit store {server.url} unavailable")
+        wrong.close()
+    finally:
+        server.stop()
+
+
+def test_a_password_in_a_bad_url_is_not_repeated() -> None:
+    with pytest.raises(UsageError) as caught:
+        RedisLimitStore("redis://:hunter2@127.0.0.1:port/0")
+    assert "hunter2" not in str(caught.value) and ":***@" in str(caught.value)
