@@ -306,6 +306,7 @@ class _Pump:
                 pass  # a smaller pipe only costs speed
             self.poller.register(fd, select.POLLIN)
         self.open = set(self.fds)
+        self.forwarding = True
 
     def poll(self, wait_s: float, extra: int | None = None) -> bool:
         """Read what is ready within ``wait_s``; True if ``extra`` became readable."""
@@ -320,6 +321,7 @@ class _Pump:
                 chunk = os.read(fd, _CHUNK)
                 if chunk:
                     self.streams[fd].feed(chunk)
+                    self._forward(chunk)
                 else:
                     self.poller.unregister(fd)
                     self.open.discard(fd)
@@ -327,6 +329,22 @@ class _Pump:
             if extra is not None:
                 self.poller.unregister(extra)
         return woken
+
+    def _forward(self, chunk: bytes) -> None:
+        """Pass the program's output on to this tool's stderr as it comes.
+
+        The sandbox's runner streams the tool's output live (capped) and keeps
+        its head and tail when the call is killed at its deadline, when this
+        process's own capture is lost; the result (stdout) is unchanged.
+        """
+        if not self.forwarding:
+            return
+        view = memoryview(chunk)
+        try:
+            while view:
+                view = view[os.write(2, view) :]
+        except OSError:
+            self.forwarding = False  # nobody reads it: stop
 
     def drain(self, seconds: float) -> None:
         """Read until both pipes close or ``seconds`` pass."""

@@ -7,7 +7,7 @@ from pydantic import Field
 from orchestrator.sandbox.execution import ExecStatus
 from orchestrator.strict import StrictModel
 
-__all__ = ["RunnerReport", "status_of"]
+__all__ = ["RunnerReport", "head_and_tail", "status_of"]
 
 
 class RunnerReport(StrictModel):
@@ -31,6 +31,22 @@ class RunnerReport(StrictModel):
     """Why the workspace could not be returned."""
     spawn_error: str | None = Field(default=None, max_length=1000)
     """Why the program could not be started."""
+    stdout_cut: int | None = Field(default=None, ge=0)
+    """After a timeout, where in the stdout frame the head ends and the tail begins."""
+    stderr_cut: int | None = Field(default=None, ge=0)
+    """The same for stderr."""
+
+
+def head_and_tail(data: bytes, total: int, cut: int | None) -> str:
+    """A stream the runner cut at ``cut`` (head, then tail) as text saying what is omitted."""
+    if cut is None or cut > len(data) or total <= len(data):
+        return data.decode("utf-8", errors="replace")
+    omitted = total - len(data)
+    return (
+        data[:cut].decode("utf-8", errors="replace")
+        + f"\n[... {omitted} bytes omitted ...]\n"
+        + data[cut:].decode("utf-8", errors="replace")
+    )
 
 
 def status_of(  # noqa: PLR0911 - one return per status, most severe first

@@ -21,7 +21,7 @@ from orchestrator.metrics import Metrics, PoolSize
 from orchestrator.sandbox._archive import SafeWorkspace
 from orchestrator.sandbox._container import POOL_IDLE_S, ContainerFactory, SandboxContainer
 from orchestrator.sandbox._egress_gate import MOUNT_POINT, SOCKET_NAME, EgressGates
-from orchestrator.sandbox._report import RunnerReport, status_of
+from orchestrator.sandbox._report import RunnerReport, head_and_tail, status_of
 from orchestrator.sandbox._wire import (
     EGRESS_SOCKET_ENV,
     MODE_EXEC,
@@ -36,6 +36,7 @@ from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.labels import BACKEND_LABEL
+from orchestrator.sandbox.live import LIVE_CAP_BYTES, LIVE_ENV, LIVE_TAG, LiveDecoder
 from orchestrator.sandbox.pool import WarmPool
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.reaper import reap
@@ -333,6 +334,7 @@ class DockerBackend(SandboxBackend):
             # which stay in the proxy: never in this environment or the container.
             env.update(container.gate.environment)
             container.gate.arm(request.credentials)
+        live = self._live(request, env)
         # The SDK's tool entry point may be served by the image's warm tool host.
         tool = (
             len(request.argv) == len(TOOL_ENTRY_ARGV) + 1 and request.argv[:-1] == TOOL_ENTRY_ARGV
@@ -355,7 +357,7 @@ class DockerBackend(SandboxBackend):
             async with asyncio.timeout(timeout + _REPORT_GRACE_S):
                 await stream.write_framed([frame(header), frame(request.stdin)])
                 await self._send_workspace(stream, sent)
-                report_raw = await stream.read_frame(_HEADER_LIMIT)
+                report_raw = await self._read_report(stream, live)
                 stdout = await stream.read_frame(profile.output_limit_bytes)
                 stderr = await stream.read_frame(profile.output_limit_bytes)
                 report = RunnerReport.model_validate_json(report_raw)
@@ -371,15 +373,10 @@ class DockerBackend(SandboxBackend):
             # Destroying the container is how a call is killed: every process
             # in it dies, whatever it does with signals.
             await self._factory.destroy(container)
-            return self._failed(
-                base,
-                started,
-                ExecStatus.TIMEOUT,
-                f"the call ran past its deadline of {timeout:g} s and was killed",
-            )
+            return self._killed(base, started, timeout, live)
         except (asyncio.IncompleteReadError, ConnectionError):
             return await self._died(container, base, started)
-        except (FrameTooLargeError, pydantic.ValidationError) as exc:
+        except (FrameTooLargeError, pydantic.ValidationError, ValueError) as exc:
             return self._failed(
                 base,
                 started,
@@ -401,8 +398,8 @@ class DockerBackend(SandboxBackend):
         return ExecResult(
             status=status,
             exit_code=report.exit_code,
-            stdout=stdout.decode("utf-8", errors="replace"),
-            stderr=stderr.decode("utf-8", errors="replace"),
+            stdout=head_and_tail(stdout, report.stdout_total, report.stdout_cut),
+            stderr=head_and_tail(stderr, report.stderr_total, report.stderr_cut),
             truncated=truncated,
             stdout_bytes=report.stdout_total,
             stderr_bytes=report.stderr_total,
@@ -459,6 +456,41 @@ class DockerBackend(SandboxBackend):
             started,
             ExecStatus.ERROR,
             f"the sandbox died before replying (exit code {state.get('ExitCode', 'unknown')})",
+        )
+
+    @staticmethod
+    def _live(request: ExecRequest, env: dict[str, str]) -> LiveDecoder | None:
+        """With a listener, ask the runner for live output (``env`` is the request's)."""
+        if request.on_output is None:
+            return None
+        env[LIVE_ENV] = str(LIVE_CAP_BYTES)
+        return LiveDecoder(request.on_output)
+
+    @staticmethod
+    async def _read_report(stream: AttachedStream, live: LiveDecoder | None) -> bytes:
+        """The report frame; live output frames before it go to ``live``."""
+        report_raw = await stream.read_frame(_HEADER_LIMIT)
+        while live is not None and report_raw[:1] == LIVE_TAG:
+            live.take(report_raw)
+            report_raw = await stream.read_frame(_HEADER_LIMIT)
+        return report_raw
+
+    @classmethod
+    def _killed(
+        cls, base: dict[str, Any], started: float, timeout: float, live: LiveDecoder | None
+    ) -> ExecResult:
+        """The runner did not report by the deadline: what streamed live is what it printed."""
+        failed = cls._failed(
+            base,
+            started,
+            ExecStatus.TIMEOUT,
+            f"the call ran past its deadline of {timeout:g} s and was killed",
+        )
+        if live is None or not live.total:
+            return failed
+        printed, cut = live.printed()
+        return failed.model_copy(
+            update={"stdout": printed, "truncated": cut, "stdout_bytes": live.total}
         )
 
     @staticmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -10,6 +11,7 @@ from pydantic import Field
 from orchestrator.errors import ConfigError
 from orchestrator.sandbox.credentials import Credential
 from orchestrator.sandbox.egress import EgressConnection
+from orchestrator.sandbox.live import OutputChunk
 from orchestrator.sandbox.workspace import Workspace
 from orchestrator.strict import StrictModel
 
@@ -33,6 +35,9 @@ class ExecRequest:
     credentials: tuple[Credential, ...] = ()
     """Secrets the egress proxy adds to this call's requests to their hosts; they stay in
     the proxy and never enter the sandbox."""
+    on_output: Callable[[OutputChunk], None] | None = field(default=None, compare=False, repr=False)
+    """Called (never awaited) with the program's output as it comes, while the call runs;
+    it must not block. None: no live output. A backend without live output ignores it."""
 
     def __post_init__(self) -> None:
         if not self.argv:

@@ -13,6 +13,7 @@ from orchestrator.errors import ConfigError, InfrastructureError
 from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.sandbox.credentials import CredentialBindings
 from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
+from orchestrator.sandbox.live import current_listener
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.workspace import WorkspaceManager
 from orchestrator.tools._models import ToolCall, ToolResult, ToolStatus
@@ -64,7 +65,9 @@ def tool_result(call: ToolCall, result: ExecResult) -> ToolResult:
     printed, separator, encoded = result.stdout.rpartition(RESULT_SEPARATOR)
     forced = SANDBOX_STATUS[result.status]
     if forced is not None:
-        return ToolResult(status=forced, error=result.message, **common)
+        # Killed from outside: what it printed up to then tells the model how far it got.
+        seen = "\n".join(text for text in (printed or result.stdout, result.stderr) if text)
+        return ToolResult(status=forced, output=seen, error=result.message, **common)
     if not separator:
         # No outcome line: the tool died, or its output was cut before the end.
         status = ToolStatus.OUTPUT_TRUNCATED if result.truncated else ToolStatus.ERROR
@@ -172,6 +175,8 @@ class ToolExecutor:
             workspace=workspace,
             timeout_s=timeout_s,
             credentials=self._credentials.for_call(name, call.principal),
+            # The gateway's per-call listener (Gateway.call(on_output=...)), if any.
+            on_output=current_listener(),
         )
         result = await self._backend.execute(request, self._profiles[name])
         answer = tool_result(call, result)

@@ -128,6 +128,14 @@ _TOOL_HOST_FLAG = "--tool-host"
 _TOOL_HOST_ARGV = ["python3", "-m", "stockade_sdk.host"]
 _TOOL_HOST_READY_FD = 3
 _PRELOAD_ENV = "STOCKADE_PRELOAD"
+# Set by the host in a request's environment (and removed here) to ask for
+# live output frames: its value is how many bytes of output may stream.
+_LIVE_ENV = "STOCKADE_LIVE_OUTPUT"
+_LIVE_TAG = b"L"
+_LIVE_FRAME = 16 * 1024  # largest chunk in one live frame
+_LIVE_BYTES = 4 * 1024  # a stream's pending output is sent once this much waits...
+_LIVE_EVERY_S = 0.05  # ...or this long after the last send
+_UNBUFFERED = "PYTHONUNBUFFERED"
 # A host still importing after this long is given up (requests are spawned).
 _TOOL_HOST_START_S = 20.0
 
@@ -208,6 +216,12 @@ class Request:
         for entry in fields[10 + argc : 10 + argc + envc]:
             key, _, value = entry.partition("=")
             self.env[key] = value
+        live = self.env.pop(_LIVE_ENV, "")
+        self.live_cap = int(live) if live.isdigit() else 0
+        # Output is worth streaming (and keeping at a kill) only if programs
+        # write it as it comes. The tool host runs with the same setting, so
+        # python.run still forks from it.
+        self.env.setdefault(_UNBUFFERED, "1")
 
 
 def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -297,6 +311,10 @@ class _Channel:
         self._out += payload
         if len(self._out) >= _CHUNK:
             self.flush()
+
+    def send_raw(self, framed: bytes) -> None:
+        """Queue bytes that are already frames."""
+        self._out += framed
 
     def send_file(self, path: bytes, size: int) -> None:
         """One frame holding ``size`` bytes of the file at ``path``.
@@ -648,23 +666,48 @@ class _HiddenStream:
         self._send.close()
         self._receive.close()
 
-    def restore(self) -> None:
-        """Put the stream back on fds 0 and 1."""
+    def _take(self) -> tuple[int, int]:
         _, ancillary, _, _ = self._receive.recvmsg(1, self._socket.CMSG_SPACE(8))
         data = ancillary[0][2]
-        for fd, offset in ((0, 0), (1, 4)):
-            received = int.from_bytes(data[offset : offset + 4], sys.byteorder)
+        return (
+            int.from_bytes(data[0:4], sys.byteorder),
+            int.from_bytes(data[4:8], sys.byteorder),
+        )
+
+    def write(self, data: bytes) -> None:
+        """Write ``data`` to the stream and park it again at once (live output frames).
+
+        The stream's descriptors are in the table only for this write.
+        """
+        fds = self._take()
+        try:
+            _write_all(fds[1], data)
+        finally:
+            packed = b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds)
+            self._send.sendmsg([b"s"], [(self._socket.SOL_SOCKET, self._socket.SCM_RIGHTS, packed)])
+            for fd in fds:
+                os.close(fd)
+
+    def restore(self) -> None:
+        """Put the stream back on fds 0 and 1."""
+        for fd, received in zip((0, 1), self._take(), strict=True):
             os.dup2(received, fd)
             os.close(received)
         self.close_copy()
 
 
 class _Capture:
-    """Keeps the first ``limit`` bytes of a stream and counts the rest."""
+    """Keeps the first ``limit`` bytes of a stream, the last ``limit // 2``, and counts all.
+
+    A call that ends normally reports its first ``limit`` bytes; one killed
+    at its deadline reports head and tail (:meth:`head_and_tail`), so what it
+    printed last, which says how far it got, is not lost.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.kept = bytearray()
+        self.tail = bytearray()
         self.total = 0
 
     def feed(self, chunk: bytes) -> None:
@@ -672,6 +715,58 @@ class _Capture:
         room = self.limit - len(self.kept)
         if room > 0:
             self.kept += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self.tail += chunk
+            del self.tail[: -(self.limit // 2)]
+
+    def head_and_tail(self) -> tuple[bytes, int | None]:
+        """At most ``limit`` bytes: head, then tail; and where the omission is (None: none)."""
+        if not self.tail:
+            return bytes(self.kept), None
+        cut = self.limit - len(self.tail)
+        return bytes(self.kept[:cut] + self.tail), cut
+
+
+class _Live:
+    """The program's output as live frames, coalesced and capped (see the protocol doc)."""
+
+    def __init__(self, cap: int, stream: _HiddenStream) -> None:
+        self.room = cap
+        self.stream = stream
+        self.pending: dict[bytes, bytearray] = {b"1": bytearray(), b"2": bytearray()}
+        self.last = 0.0
+        self.due: float | None = None
+
+    def feed(self, which: bytes, chunk: bytes) -> None:
+        if self.room <= 0:
+            return
+        chunk = chunk[: self.room]
+        self.room -= len(chunk)
+        self.pending[which] += chunk
+        now = time.monotonic()
+        if len(self.pending[which]) >= _LIVE_BYTES or now - self.last >= _LIVE_EVERY_S:
+            self.send(now)
+        elif self.due is None:
+            self.due = self.last + _LIVE_EVERY_S
+
+    def frames(self) -> bytes:
+        """Every pending chunk as frames, emptied."""
+        out = bytearray()
+        for which, data in self.pending.items():
+            for start in range(0, len(data), _LIVE_FRAME):
+                piece = data[start : start + _LIVE_FRAME]
+                out += (len(piece) + 2).to_bytes(_LEN_BYTES, "big") + _LIVE_TAG + which + piece
+            data.clear()
+        self.due = None
+        return bytes(out)
+
+    def send(self, now: float) -> None:
+        """Send what is pending through the hidden stream."""
+        self.last = now
+        data = self.frames()
+        if data:
+            self.stream.write(data)
 
 
 class _Pipes:
@@ -738,6 +833,7 @@ class _Program:
             self.stderr_r: _Capture(output_limit),
         }
         self.pending = memoryview(stdin_data)
+        self.live: _Live | None = None
         self.poller = select.poll()
         self.poller.register(guard.wake_r, select.POLLIN)
         self.waker = select.poll()
@@ -792,6 +888,12 @@ class _Program:
             if self.reap() and exited_at is None:
                 exited_at = now
             wait = min(deadline - now, _REAP_EVERY_S)
+            live = self.live
+            if live is not None and live.due is not None:
+                if now >= live.due:
+                    live.send(now)
+                else:
+                    wait = min(wait, live.due - now)
             if exited_at is not None:
                 if now - exited_at >= _EXIT_GRACE_S:
                     return False
@@ -821,6 +923,8 @@ class _Program:
         chunk = os.read(fd, _CHUNK)
         if chunk:
             self.captures[fd].feed(chunk)
+            if self.live is not None:
+                self.live.feed(b"1" if fd == self.stdout_r else b"2", chunk)
         else:
             self._close(fd)
 
@@ -900,7 +1004,7 @@ class _ToolHost:
         self.pid: int | None = None
         ready_r, ready_w = os.pipe()
         try:
-            env = dict(_BASE_ENV, PYTHONPATH=library)
+            env = dict(_BASE_ENV, PYTHONPATH=library, PYTHONUNBUFFERED="1")
             # The profile's preload list, set on the container by the host
             # (never by a request): what the host imports before the call.
             preload = os.environ.get(_PRELOAD_ENV)
@@ -972,7 +1076,9 @@ class _ToolHost:
         return program
 
 
-def _run(request: Request, start: Callable[[], _Program]) -> tuple[dict[str, object], bytes, bytes]:
+def _run(
+    request: Request, start: Callable[[], _Program], live: _Live | None
+) -> tuple[dict[str, object], bytes, bytes]:
     started = time.monotonic()
     deadline = started + request.timeout_s
     oom_before = _oom_kills()
@@ -980,6 +1086,7 @@ def _run(request: Request, start: Callable[[], _Program]) -> tuple[dict[str, obj
         program = start()
     except (OSError, IndexError) as exc:
         return {"spawn_error": f"{type(exc).__name__}: {exc}"}, b"", b""
+    program.live = live
     timed_out = program.pump(deadline)
     # Output closed does not mean exited: the program gets the rest of its
     # deadline. Then whatever it left behind goes.
@@ -997,7 +1104,12 @@ def _run(request: Request, start: Callable[[], _Program]) -> tuple[dict[str, obj
         "stdout_total": stdout.total,
         "stderr_total": stderr.total,
     }
-    return report, bytes(stdout.kept), bytes(stderr.kept)
+    if not timed_out:
+        return report, bytes(stdout.kept), bytes(stderr.kept)
+    # Killed at its deadline: what it printed last says how far it got.
+    out, report["stdout_cut"] = stdout.head_and_tail()
+    err, report["stderr_cut"] = stderr.head_and_tail()
+    return report, out, err
 
 
 def _start_egress(
@@ -1064,6 +1176,7 @@ def main(args: list[str] | None = None) -> int:
     snapshot, copy_error = _receive_workspace(channel, request.cwd, request.workspace_limit)
     stream = _HiddenStream()
     _start_egress(request, guard, stream, host)
+    live = _Live(request.live_cap, stream) if request.live_cap else None
 
     report: dict[str, object]
     if copy_error is not None:
@@ -1078,7 +1191,7 @@ def main(args: list[str] | None = None) -> int:
             if served and host is not None
             else (lambda: _Program.spawn(request, stdin_data, guard))
         )
-        report, out, err = _run(request, start)
+        report, out, err = _run(request, start, live)
     listing: _Listing = []
     if request.return_workspace and copy_error is None and not report.get("timed_out"):
         # After a timeout the host keeps its workspace: nothing to list.
@@ -1086,6 +1199,8 @@ def main(args: list[str] | None = None) -> int:
             request.cwd, snapshot, request.workspace_limit
         )
     stream.restore()
+    if live is not None:  # what came in since the last live frame, before the report
+        channel.send_raw(live.frames())
     channel.send(_json(report).encode("utf-8", "backslashreplace"))
     channel.send(out)
     channel.send(err)
