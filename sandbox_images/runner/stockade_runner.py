@@ -218,10 +218,11 @@ class Request:
             self.env[key] = value
         live = self.env.pop(_LIVE_ENV, "")
         self.live_cap = int(live) if live.isdigit() else 0
-        # Output is worth streaming (and keeping at a kill) only if programs
-        # write it as it comes. The tool host runs with the same setting, so
-        # python.run still forks from it.
-        self.env.setdefault(_UNBUFFERED, "1")
+        if self.mode == MODE_TOOL or self.live_cap:
+            # Output is worth streaming (and keeping at a kill) only if programs
+            # write it as it comes. The tool host runs with the same setting, so
+            # python.run still forks from it.
+            self.env.setdefault(_UNBUFFERED, "1")
 
 
 def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
