@@ -33,6 +33,7 @@ __all__ = [
     "StateChanged",
     "ToolCallFinished",
     "ToolCallStarted",
+    "ToolOutput",
     "clip",
     "event_adapter",
 ]
@@ -181,6 +182,20 @@ class ToolCallFinished(_Event):
     """For ``rate_limited``: when trying again can succeed."""
 
 
+class ToolOutput(_Event):
+    """A piece of a running tool call's output, as it came (live only: never in the run's log
+    or its checkpoints; the call's result is in :class:`ToolCallFinished`)."""
+
+    type: Literal["tool_output"] = "tool_output"
+    call_id: str
+    """The running call."""
+    stream: Literal["stdout", "stderr", "notice"]
+    """Which stream wrote it; ``notice``: the platform's (live output capped, chunks dropped)."""
+    text: str
+    """UTF-8 (invalid bytes replaced); untrusted: strip control sequences before showing it
+    (:func:`orchestrator.sandbox.live.for_display`)."""
+
+
 class ApprovalPending(_Event):
     """A call waits for a person's decision."""
 
@@ -284,6 +299,7 @@ AgentEvent: TypeAlias = Annotated[
     | ModelTurn
     | ToolCallStarted
     | ToolCallFinished
+    | ToolOutput
     | ApprovalPending
     | ContextSummarised
     | Reflected

@@ -122,6 +122,14 @@ class Reporter:
         """Unix time, for an event."""
         return self._clock()
 
+    def emit_live(self, event: AgentEvent) -> None:
+        """Report ``event`` to the caller only: live output is neither logged nor checkpointed."""
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:
+                _log.exception("on_event failed on %s", event.type)
+
     def emit(self, event: AgentEvent) -> None:
         """Report ``event``."""
         self.recorder.event(event)

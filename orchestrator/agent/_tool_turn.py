@@ -22,7 +22,13 @@ from typing import Any
 
 from orchestrator.agent._context import message_tokens
 from orchestrator.agent._detect import CallOutcome, outcome_of
-from orchestrator.agent._events import LOG_OUTPUT, ToolCallFinished, ToolCallStarted, clip
+from orchestrator.agent._events import (
+    LOG_OUTPUT,
+    ToolCallFinished,
+    ToolCallStarted,
+    ToolOutput,
+    clip,
+)
 from orchestrator.agent._images import ShownImage, image_message, pick
 from orchestrator.agent._model_reply import ModelToolCall, tool_message
 from orchestrator.agent._parts import Reporter, RunParts
@@ -130,7 +136,16 @@ class _Turn:
                 arguments=call.arguments,
                 run_id=self._state.run_id,
                 principal=self._state.principal,
-            )
+            ),
+            on_output=lambda chunk: self._reporter.emit_live(
+                ToolOutput(
+                    run_id=self._state.run_id,
+                    at=self._reporter.now(),
+                    call_id=call.id,
+                    stream=chunk.stream,
+                    text=chunk.text,
+                )
+            ),
         )
         return result, time.monotonic() - started
 
