@@ -33,6 +33,7 @@ from orchestrator.agent._events import (
     StateChanged,
     ToolCallFinished,
     ToolCallStarted,
+    ToolOutput,
     event_adapter,
 )
 from orchestrator.agent._result import RunResult
@@ -96,6 +97,7 @@ __all__ = [
     "TokenUsage",
     "ToolCallFinished",
     "ToolCallStarted",
+    "ToolOutput",
     "UsageMeter",
     "event_adapter",
     "list_runs",

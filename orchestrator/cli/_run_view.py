@@ -4,6 +4,7 @@ from its events, then the answer and a summary table."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -25,8 +26,10 @@ from orchestrator.agent import (
     RunStarted,
     StateChanged,
     ToolCallFinished,
+    ToolOutput,
 )
 from orchestrator.cli._common import table
+from orchestrator.cli._live_tail import LiveTail
 
 __all__ = ["ProgressView", "describe_event", "show_result", "summary_rows"]
 
@@ -166,9 +169,17 @@ class ProgressView:
     def __init__(self, echo: Callable[[str], None] | None = None) -> None:
         self._echo = echo or (lambda line: click.echo(line, err=True))
         self._arguments: dict[str, str] = {}
+        # Running calls' last output lines, redrawn in place: on a terminal only.
+        self._tail = LiveTail() if echo is None and sys.stderr.isatty() else None
 
     def __call__(self, event: AgentEvent) -> None:
         """Show ``event`` (the agent's ``on_event``)."""
+        if isinstance(event, ToolOutput):
+            if self._tail is not None:
+                self._tail.add(event)
+            return
+        if self._tail is not None:
+            self._tail.clear()
         if isinstance(event, ModelTurn):
             for call in event.tool_calls:
                 self._arguments[call.id] = call.arguments
