@@ -17,6 +17,7 @@ import contextlib
 import contextvars
 import logging
 import re
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -183,30 +184,42 @@ class ChunkQueue:
 
     When full, new chunks are dropped and counted; the reader gets one
     ``notice`` chunk saying how many before the next chunk it can take.
+    Made on the event loop's thread, and used there.
     """
 
     def __init__(self, maxsize: int = 256) -> None:
-        self._queue: asyncio.Queue[OutputChunk] = asyncio.Queue(maxsize)
+        self._chunks: deque[OutputChunk] = deque()
+        self._maxsize = maxsize
+        self._wake = asyncio.Event()
+        self._closed = False
         self.dropped = 0
         """Chunks dropped since the last notice."""
 
     def put(self, chunk: OutputChunk) -> None:
         """An :data:`OutputListener`: queue ``chunk`` or count it dropped."""
-        if self.dropped and self._queue.qsize() < self._queue.maxsize - 1:
-            self._queue.put_nowait(OutputChunk("notice", f"[{self.dropped} chunks dropped]\n"))
+        if self.dropped and len(self._chunks) < self._maxsize - 1:
+            self._chunks.append(OutputChunk("notice", f"[{self.dropped} chunks dropped]\n"))
             self.dropped = 0
-        try:
-            self._queue.put_nowait(chunk)
-        except asyncio.QueueFull:
+        if len(self._chunks) < self._maxsize:
+            self._chunks.append(chunk)
+            self._wake.set()
+        else:
             self.dropped += 1
 
-    async def get(self) -> OutputChunk:
-        """The next chunk, waiting for one."""
-        return await self._queue.get()
+    def close(self) -> None:
+        """No more chunks: :meth:`get` answers None once the queue is empty."""
+        self._closed = True
+        self._wake.set()
+
+    async def get(self) -> OutputChunk | None:
+        """The next chunk, waiting for one; None once closed and empty."""
+        while not self._chunks:
+            if self._closed:
+                return None
+            self._wake.clear()
+            await self._wake.wait()
+        return self._chunks.popleft()
 
     def get_nowait(self) -> OutputChunk | None:
         """The next chunk, or None when there is none."""
-        try:
-            return self._queue.get_nowait()
-        except asyncio.QueueEmpty:
-            return None
+        return self._chunks.popleft() if self._chunks else None

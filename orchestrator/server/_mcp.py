@@ -24,6 +24,7 @@ from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from orchestrator.platform import Platform
+from orchestrator.server._mcp_live import output_progress
 from orchestrator.server._mcp_rounds import McpRounds
 from orchestrator.server._mcp_waits import McpWaits
 from orchestrator.tools import ToolCall, ToolResult, ToolStatus
@@ -113,9 +114,10 @@ def mcp_server(
             principal=who.principal,
         )
         if waits is None:
-            return mcp_result(await platform.gateway.call(call))
-        async with waits.calling(call, ctx):
-            return mcp_result(await platform.gateway.call(call))
+            async with output_progress(ctx) as on_output:
+                return mcp_result(await platform.gateway.call(call, on_output=on_output))
+        async with waits.calling(call, ctx), output_progress(ctx) as on_output:
+            return mcp_result(await platform.gateway.call(call, on_output=on_output))
 
     async def _in_rounds(
         ctx: ServerRequestContext[Any], params: types.CallToolRequestParams, who: McpCaller
