@@ -163,9 +163,11 @@ class RayBackend(SandboxBackend):
             )
         for profile in self._warm:
             for host in list(self._hosts.values()):
-                await self._remote(
+                raw = await self._remote(
                     host, host.actor.warm.remote(self._id, profile.model_dump_json(), 120.0)
                 )
+                if raw is not None:
+                    host.record = json.loads(raw)
         self._refresher = asyncio.create_task(self._refresh_loop())
 
     async def _remote(self, host: HostInfo, ref: Any, timeout_s: float = 60.0) -> Any:
@@ -224,6 +226,14 @@ class RayBackend(SandboxBackend):
             info.record = record
             if host is not None:
                 info.served = host.served
+            if host is not None or self._refresher is not None:
+                # A host that came back (or joined later) gets this orchestrator's pools started.
+                for profile in self._warm:
+                    raw = await self._remote(
+                        info, actor.warm.remote(self._id, profile.model_dump_json(), 0.0)
+                    )
+                    if raw is not None:
+                        info.record = json.loads(raw)
             self._hosts[name] = info
 
     async def _refresh_loop(self) -> None:
@@ -253,7 +263,7 @@ class RayBackend(SandboxBackend):
             )
 
         def load(host: HostInfo) -> tuple[bool, int, int]:
-            warm = bool(host.record.get("ready", {}).get(profile_json))
+            warm = bool(host.record.get("ready", {}).get(self._id, {}).get(profile_json))
             return (not warm, host.in_flight, host.served)
 
         return min(candidates, key=load)
@@ -281,7 +291,10 @@ class RayBackend(SandboxBackend):
                     sent = await asyncio.to_thread(lambda: workspace.outgoing(**limits))
                 except ArchiveLimitError as exc:
                     return _failed(
-                        profile, {}, started, ExecStatus.WORKSPACE_REJECTED,
+                        profile,
+                        {},
+                        started,
+                        ExecStatus.WORKSPACE_REJECTED,
                         f"{exc}; the call did not run",
                     )
             payload = await asyncio.to_thread(self._payload, request, profile, timeout, sent)
@@ -331,6 +344,14 @@ class RayBackend(SandboxBackend):
                 # The host's task is cancelled too: its finally removes the container.
                 ray.cancel(ref)
                 raise
+            except ray.exceptions.RayTaskError as exc:
+                # The host's own code failed (not the tool, not a lost node).
+                raise InfrastructureError(
+                    f"host {host.name} failed: {str(exc.cause)[:1000]}",
+                    code=ErrorCode.ENGINE_ERROR,
+                    op=_OP,
+                    retryable=False,
+                ) from None
             except (ray.exceptions.RayActorError, TimeoutError) as exc:
                 ray.cancel(ref)
                 host.lost, host.last_error = True, f"{type(exc).__name__}"
@@ -371,7 +392,10 @@ class RayBackend(SandboxBackend):
         ended = record.get("ended")
         if ended == "timeout":
             return _failed(
-                profile, base, started, ExecStatus.TIMEOUT,
+                profile,
+                base,
+                started,
+                ExecStatus.TIMEOUT,
                 f"the call ran past its deadline of {timeout:g} s and was killed",
             )
         if ended == "died":
@@ -396,7 +420,10 @@ class RayBackend(SandboxBackend):
             return _died(profile, base, started, record.get("state") or {})
         except (FrameTooLargeError, pydantic.ValidationError) as exc:
             return _failed(
-                profile, base, started, ExecStatus.ERROR,
+                profile,
+                base,
+                started,
+                ExecStatus.ERROR,
                 f"the sandbox sent a malformed reply and was destroyed: {exc}",
             )
         truncated = report.stdout_total > len(stdout) or report.stderr_total > len(stderr)
@@ -453,11 +480,17 @@ def _died(
         )
     if state.get("OOMKilled") or killed:
         return _failed(
-            profile, base, started, ExecStatus.OOM_KILLED,
+            profile,
+            base,
+            started,
+            ExecStatus.OOM_KILLED,
             f"the sandbox ran out of memory and was killed (limit {profile.memory_mb} MiB)",
         )
     return _failed(
-        profile, base, started, ExecStatus.ERROR,
+        profile,
+        base,
+        started,
+        ExecStatus.ERROR,
         f"the sandbox died before replying (exit code {state.get('ExitCode', 'unknown')})",
     )
 

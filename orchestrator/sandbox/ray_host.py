@@ -132,6 +132,11 @@ class SandboxHost:
         except docker.errors.DockerException as exc:
             version, runtimes = "", []
             self._last_error = f"engine: {exc}"
+        # Warm containers per orchestrator and profile, for placement.
+        ready: dict[str, dict[str, int]] = {}
+        for (orch, key), entry in self._pools.items():
+            if entry.pool.ready:
+                ready.setdefault(orch, {})[key] = entry.pool.ready
         return json.dumps(
             {
                 "host": self._name,
@@ -145,11 +150,7 @@ class SandboxHost:
                     f"{orch[:8]}/{json.loads(key)['name']}": entry.pool.ready
                     for (orch, key), entry in self._pools.items()
                 },
-                "ready": {
-                    key: entry.pool.ready
-                    for (orch, key), entry in self._pools.items()
-                    if entry.pool.ready
-                },
+                "ready": ready,
                 "in_flight": self._in_flight,
                 "served": self._served,
                 "last_error": self._last_error,
@@ -193,9 +194,11 @@ class SandboxHost:
         return entry
 
     async def warm(self, orchestrator: str, profile_json: str, timeout_s: float) -> str:
-        """Fill the orchestrator's pool for the profile; this host's record."""
+        """Start the orchestrator's pool for the profile and wait up to ``timeout_s`` for it
+        to fill (0: do not wait); this host's record."""
         entry = await self._pool(orchestrator, profile_json)
-        await entry.pool.wait_ready(timeout_s=timeout_s)
+        if timeout_s > 0:
+            await entry.pool.wait_ready(timeout_s=timeout_s)
         return await self.describe()
 
     async def execute(
