@@ -392,8 +392,10 @@ class Agent:
         for handle in handles:
             await handle.wait()
         if self._store is not None:
-            # The writer thread's own connection to runs.db goes with it.
+            # The writer thread's own connection to runs.db goes with it, and this
+            # thread's (the event loop's, for the steps committed on it).
             self._writer.submit(self._store.close_thread_connection)
+            self._store.close_thread_connection()
         await asyncio.to_thread(self._writer.shutdown, wait=True)
         if self._owns_model:
             await self._model.close()

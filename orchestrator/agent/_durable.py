@@ -202,11 +202,12 @@ class RunStore:
         return db
 
     def close_thread_connection(self) -> None:
-        """Close this thread's connection (the writer thread's, when the agent closes)."""
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        """Close this thread's connections (the writer thread's, the event loop's)."""
+        for name in ("db", "now"):
+            db: sqlite3.Connection | None = getattr(self._local, name, None)
+            if db is not None:
+                db.close()
+                setattr(self._local, name, None)
 
     # -- checkpoints ----------------------------------------------------------
 
@@ -214,6 +215,31 @@ class RunStore:
         """Commit one step in one transaction; :class:`LeaseLost` if the lease is not held."""
         db = self._writer()
         db.execute("BEGIN IMMEDIATE")
+        self._commit(db, delta)
+
+    def write_if_free(self, delta: Delta) -> bool:
+        """Commit one step now if the database's write lock is free; False (nothing written)
+        when another writer holds it. :class:`LeaseLost` as :meth:`write`.
+
+        For the event loop's thread: it never waits for a lock (busy timeout 0) and never
+        ``fsync``-s (``synchronous=NORMAL`` commits to the WAL in the page cache, and this
+        connection leaves WAL checkpoints, which do ``fsync``, to the writer thread's).
+        """
+        db: sqlite3.Connection | None = getattr(self._local, "now", None)
+        if db is None:
+            db = self._open()
+            db.execute("PRAGMA busy_timeout=0")
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            self._local.now = db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:  # locked by another writer
+            return False
+        self._commit(db, delta)
+        return True
+
+    def _commit(self, db: sqlite3.Connection, delta: Delta) -> None:
+        """The body of one step's transaction (begun), committed or rolled back."""
         try:
             if delta.holder is not None:
                 row = db.execute(

@@ -189,7 +189,31 @@ class RunRecorder:
 
         For the step that names calls about to run: a call must never run
         without its run knowing, after a restart, that it was asked for.
+        When the run's earlier writes are done and the database is not
+        locked, the step is committed right here (a WAL commit to the page
+        cache, no ``fsync``, no wait for a lock: ~0.1 ms of the loop's time),
+        which saves the hop to the writer thread and back: two wake-ups of
+        sleeping threads, ~0.9 ms p50 per iteration on the loaded 2-core VM
+        (``benchmarks/agent_bench.py --compare checkpoint``). Its events are
+        written with the next checkpoint.
         """
+        store, last = self._store, self._last
+        if store is not None and not self._resync and (last is None or last.done()):
+            delta, messages, rewrites = delta_of(
+                state, holder=self._holder, written=self._written, rewrites=self._rewrites
+            )
+            try:
+                committed = store.write_if_free(delta)
+            except LeaseLost:
+                self.lost = True
+                raise
+            except Exception:
+                _log.exception("run %s: the checkpoint could not be written", state.run_id)
+                self._resync = True
+                return
+            if committed:
+                self._written, self._rewrites = messages, rewrites
+                return
         written = asyncio.wrap_future(self.checkpoint(state))
         try:
             await asyncio.shield(written)
