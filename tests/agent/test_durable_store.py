@@ -112,6 +112,7 @@ def test_a_dead_processs_lease_is_free_at_once(tmp_path: Path) -> None:
     assert store.interrupted() == []
 
 
+@pytest.mark.docker
 async def test_the_timeout_counts_time_worked_and_the_deadline_counts_downtime(
     setup: Setup,
 ) -> None:
@@ -142,6 +143,7 @@ async def test_the_timeout_counts_time_worked_and_the_deadline_counts_downtime(
     assert len(setup.server.chat_requests) == 2, "only the run with time left asked the model"
 
 
+@pytest.mark.docker
 async def test_a_run_whose_lease_is_taken_stops_and_writes_nothing_more(setup: Setup) -> None:
     setup.server.extend(slow(text("too late"), 30))
     async with open_agent(setup.config, AgentConfig(lease_s=1.0), pools=False) as agent:
