@@ -35,6 +35,8 @@ install_packages() {
     command -v chromedriver >/dev/null || missing+=(chromium-driver)
     # The Redis limit store's tests run a real redis-server on 127.0.0.1.
     command -v redis-server >/dev/null || missing+=(redis-server)
+    # stockade run's live output tail is tested on a real terminal: tmux.
+    command -v tmux >/dev/null || missing+=(tmux)
     [ ${#missing[@]} -eq 0 ] && return 0
     need_root
     log "installing Debian packages: ${missing[*]}"
