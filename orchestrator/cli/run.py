@@ -169,7 +169,11 @@ async def _drive(
 @click.option("--max-iterations", type=click.IntRange(min=1), help="Model turns at most.")
 @click.option("--max-tool-calls", type=click.IntRange(min=1), help="Tool calls run per turn.")
 @click.option("--timeout", "run_timeout_s", type=click.FloatRange(min=0, min_open=True),
-              help="Seconds the run may take.")  # fmt: skip
+              help="Seconds the run may be worked on (downtime not counted).")  # fmt: skip
+@click.option("--deadline", "deadline_s", type=click.FloatRange(min=0, min_open=True),
+              help="Seconds from its start the run may take, downtime included.")  # fmt: skip
+@click.option("--lease", "lease_s", type=click.FloatRange(min=1, max=3600),
+              help="Seconds the run's lease lasts without a heartbeat (default 30).")  # fmt: skip
 @click.option("--context-budget", type=click.IntRange(min=500), help="Context budget in tokens.")
 @click.option("--reflection/--no-reflection", default=None, help="Check final answers.")
 @click.option("--memory/--no-memory", default=None, help="Recall and remember (memory.enabled).")
@@ -192,6 +196,8 @@ def run(  # click passes every option by keyword
     max_iterations: int | None,
     max_tool_calls: int | None,
     run_timeout_s: float | None,
+    deadline_s: float | None,
+    lease_s: float | None,
     context_budget: int | None,
     reflection: bool | None,
     memory: bool | None,
@@ -228,6 +234,8 @@ def run(  # click passes every option by keyword
         max_iterations=max_iterations,
         max_tool_calls_per_iteration=max_tool_calls,
         run_timeout_s=run_timeout_s,
+        deadline_s=deadline_s,
+        lease_s=lease_s,
         context_budget_tokens=context_budget,
         reflection=reflection,
     )

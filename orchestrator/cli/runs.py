@@ -122,6 +122,8 @@ def runs_show(config_file: Path | None, as_json: bool, run_id: str) -> None:
 @click.option("--max-iterations", type=click.IntRange(min=1), help="Model turns at most.")
 @click.option("--timeout", "run_timeout_s", type=click.FloatRange(min=0, min_open=True),
               help="Seconds the run may be worked on, over all its processes.")  # fmt: skip
+@click.option("--lease", "lease_s", type=click.FloatRange(min=1, max=3600),
+              help="Seconds the run's lease lasts without a heartbeat (default 30).")  # fmt: skip
 def runs_resume(
     *,
     config_file: Path | None,
@@ -131,6 +133,7 @@ def runs_resume(
     prompt: bool | None,
     max_iterations: int | None,
     run_timeout_s: float | None,
+    lease_s: float | None,
 ) -> None:
     """Continue run RUN_ID, interrupted when its process stopped, from its latest checkpoint.
 
@@ -143,7 +146,9 @@ def runs_resume(
     loaded = load(config_file, toolkits=toolkits)
     if not loaded.config.model.base_url or not loaded.config.model.name:
         raise click.UsageError("no model configured: set model.base_url and model.name")
-    config = agent_config(max_iterations=max_iterations, run_timeout_s=run_timeout_s)
+    config = agent_config(
+        max_iterations=max_iterations, run_timeout_s=run_timeout_s, lease_s=lease_s
+    )
     try:
         result = run_async(
             resume_run(
