@@ -86,7 +86,12 @@ class Runs:
         if self._agent is None:
             return []
         resumed = []
-        for row in await self._agent.interrupted():
+        try:
+            interrupted = await self._agent.interrupted()
+        except Exception:  # the server serves on; the runs wait for the next start
+            _log.exception("the interrupted runs could not be listed")
+            return []
+        for row in interrupted:
             live = _Live()
             try:
                 live.handle = await self._agent.resume(row.run_id, on_event=live.add)
