@@ -135,6 +135,9 @@ _LIVE_TAG = b"L"
 _LIVE_FRAME = 16 * 1024  # largest chunk in one live frame
 _LIVE_BYTES = 4 * 1024  # a stream's pending output is sent once this much waits...
 _LIVE_EVERY_S = 0.05  # ...or this long after the last send
+# Output after a quiet spell waits this long for the rest of its write (print
+# writes a line and its newline apart when unbuffered), not the 50 ms.
+_LIVE_LINGER_S = 0.005
 _UNBUFFERED = "PYTHONUNBUFFERED"
 # A host still importing after this long is given up (requests are spawned).
 _TOOL_HOST_START_S = 20.0
@@ -746,10 +749,10 @@ class _Live:
         self.room -= len(chunk)
         self.pending[which] += chunk
         now = time.monotonic()
-        if len(self.pending[which]) >= _LIVE_BYTES or now - self.last >= _LIVE_EVERY_S:
+        if len(self.pending[which]) >= _LIVE_BYTES:
             self.send(now)
         elif self.due is None:
-            self.due = self.last + _LIVE_EVERY_S
+            self.due = max(self.last + _LIVE_EVERY_S, now + _LIVE_LINGER_S)
 
     def frames(self) -> bytes:
         """Every pending chunk as frames, emptied."""
