@@ -319,10 +319,15 @@ class Gateway:
         trace.rate = rate
         if not rate.allowed:
             self._metrics.rate_limited.labels(rate.limit or "").inc()
+            reached = (
+                f"rate limit {rate.limit!r} reached"
+                if rate.reason is None
+                else f"{rate.reason}, and limits fail closed: the call was not run"
+            )
             return _refusal(
                 call,
                 ToolStatus.RATE_LIMITED,
-                f"rate limit {rate.limit!r} reached; try again in {rate.retry_after_s:.1f} s",
+                f"{reached}; try again in {rate.retry_after_s:.1f} s",
                 retry_after_s=rate.retry_after_s,
             )
 

@@ -45,6 +45,8 @@ class RateLimitAnswer:
     """Seconds until the call would be allowed; 0 when allowed."""
     limit: str | None = None
     """The limit that refused (the one with the longest wait); None when allowed."""
+    reason: str | None = None
+    """Why no limit could decide, when the store could not be reached and fails closed."""
 
 
 _ALLOWED = RateLimitAnswer(allowed=True)
@@ -163,7 +165,10 @@ def _answer(limits: Sequence[_Limit], verdict: RateVerdict) -> RateLimitAnswer:
         # No cell decided: the store could not be reached and fails closed. Its
         # reason (one per store, so a bounded metric label) stands for the limit.
         return RateLimitAnswer(
-            allowed=False, retry_after_s=verdict.retry_after_s, limit=verdict.reason or "store"
+            allowed=False,
+            retry_after_s=verdict.retry_after_s,
+            limit=verdict.reason or "store",
+            reason=verdict.reason or "the limit store could not be reached",
         )
     return RateLimitAnswer(
         allowed=False, retry_after_s=verdict.retry_after_s, limit=limits[verdict.refused].name

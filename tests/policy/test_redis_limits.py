@@ -390,7 +390,9 @@ async def test_the_configured_store_limits_the_gateway_and_fails_closed(
     redis_server.stop()
     refused = await gate.call(read(10))
     assert refused.status is ToolStatus.RATE_LIMITED
-    assert f"limit store {redis_server.url} unavailable" in (refused.error or "")
+    assert (refused.error or "").startswith(
+        f"limit store {redis_server.url} unavailable, and limits fail closed: the call was not run;"
+    )
     sample = metrics.registry.get_sample_value
     assert sample("stockade_limit_store_unavailable_total", {"outcome": "denied"}) == 1
     assert sample("stockade_limit_store_unavailable_total", {"outcome": "admitted"}) == 0
