@@ -80,11 +80,22 @@ class DockerBackendSettings(StrictModel):
     """Sandboxes on the local Docker engine (the engine the ``DOCKER_HOST`` environment names)."""
 
     type: Literal["docker"] = "docker"
-    """Which backend runs sandboxes; ``docker`` is the one there is today."""
+    """Which backend runs sandboxes: ``docker`` (this machine's engine) or ``ray``."""
     max_threads: int = Field(default=8, ge=1, le=64)
     """Threads for blocking engine calls (create, start, remove)."""
     max_starting: int = Field(default=2, ge=1, le=32)
     """Containers a pool starts at once."""
+
+
+class RayBackendSettings(StrictModel):
+    """Sandboxes on the sandbox hosts of a Ray cluster (``docs/scale-out.md``; the ray extra)."""
+
+    type: Literal["ray"]
+    """Sandboxes on a Ray cluster's hosts: nodes with the ``stockade_host`` resource."""
+    address: str = Field(min_length=3, pattern=r"^[^\s]+:[0-9]{1,5}$")
+    """The cluster's GCS address, ``host:port`` (the head's ``ray start --port``)."""
+    namespace: str = Field(default="stockade", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    """The Ray namespace the host actors live in, shared by every orchestrator that uses them."""
 
 
 class SandboxSettings(StrictModel):
@@ -92,8 +103,10 @@ class SandboxSettings(StrictModel):
 
     runtime: Runtime = "runc"
     """Runtime of every profile that does not name its own: ``runc`` or ``runsc`` (gVisor)."""
-    backend: DockerBackendSettings = Field(default_factory=DockerBackendSettings)
-    """The sandbox backend."""
+    backend: Annotated[DockerBackendSettings | RayBackendSettings, Field(discriminator="type")] = (
+        Field(default_factory=DockerBackendSettings)
+    )
+    """The sandbox backend (the engine): ``type: docker`` (default) or ``type: ray``."""
     profiles: dict[str, SandboxProfile] = Field(default_factory=dict)
     """Profiles by name, added to (or replacing) the built-in ``default`` and ``http``.
 

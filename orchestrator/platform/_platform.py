@@ -22,7 +22,12 @@ from dataclasses import dataclass
 from orchestrator.approvals import ApprovalStore, Approver
 from orchestrator.artifacts import ArtifactLimits, ArtifactStore
 from orchestrator.audit import AuditLog
-from orchestrator.config import LoadedConfig, StockadeConfig
+from orchestrator.config import (
+    DockerBackendSettings,
+    LoadedConfig,
+    RayBackendSettings,
+    StockadeConfig,
+)
 from orchestrator.gateway import ApprovalGate, Gateway
 from orchestrator.metrics import Metrics
 from orchestrator.platform._limits import open_limit_store
@@ -125,7 +130,15 @@ class Platform:
                 own_metrics.sandbox.egress_credentials.labels(bound.profile, secret_name)
 
         async with contextlib.AsyncExitStack() as stack:
-            if backend is None:
+            engine = settings.sandbox.backend
+            if backend is None and isinstance(engine, RayBackendSettings):
+                from orchestrator.sandbox.ray_backend import RayBackend  # noqa: PLC0415 - extra
+
+                backend = RayBackend(
+                    address=engine.address, namespace=engine.namespace, profiles=warm_profiles
+                )
+            elif backend is None:
+                assert isinstance(engine, DockerBackendSettings)  # the union's other member
                 client = await asyncio.to_thread(connect_engine)
                 stack.callback(client.close)
                 interception = None
@@ -140,8 +153,8 @@ class Platform:
                     client,
                     images=image_builder(settings, client),
                     profiles=warm_profiles,
-                    max_threads=settings.sandbox.backend.max_threads,
-                    max_starting=settings.sandbox.backend.max_starting,
+                    max_threads=engine.max_threads,
+                    max_starting=engine.max_starting,
                     metrics=own_metrics,
                     egress_gates=EgressGates(
                         metrics=own_metrics.sandbox, interception=interception

@@ -48,8 +48,7 @@ from orchestrator.sandbox._wire import (
 )
 from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
-from orchestrator.sandbox.profile import DEFAULT_IMAGE, TOOLS_IMAGE
-from orchestrator.sandbox.profile import SandboxProfile
+from orchestrator.sandbox.profile import DEFAULT_IMAGE, TOOLS_IMAGE, SandboxProfile
 from orchestrator.sandbox.ray_host import HOST_RESOURCE, SandboxHost, host_actor_name
 from orchestrator.sandbox.workspace import ArchiveLimitError, Outgoing, WorkspaceChanges
 
@@ -115,7 +114,8 @@ class RayBackend(SandboxBackend):
         the host actors live in; ``images`` must exist on every host, ``profiles`` are warmed."""
         self._address = address
         self._namespace = namespace
-        self._warm = list(profiles)
+        # Egress is not carried to hosts yet: such profiles are refused per call.
+        self._warm = [profile for profile in profiles if profile.egress is None]
         self._images = list(images)
         self._refresh_s = refresh_s
         self._id = uuid.uuid4().hex
@@ -192,14 +192,15 @@ class RayBackend(SandboxBackend):
             for key in node.get("Resources", {})
             if key.startswith(prefix)
         }
-        for name, host in self._hosts.items():
+        for name, known in self._hosts.items():
             if name not in alive:
-                host.lost = True
+                known.lost = True
         for name in alive:
             host = self._hosts.get(name)
             if host is not None and not host.lost:
                 continue
-            actor = (
+            # Typed Any: Ray's stubs do not know the async methods' .remote.
+            actor: Any = (
                 ray.remote(SandboxHost)
                 .options(
                     name=host_actor_name(name),
@@ -246,7 +247,7 @@ class RayBackend(SandboxBackend):
                         raw = await self._remote(host, host.actor.describe.remote(), 10.0)
                         if raw is not None:
                             host.record = json.loads(raw)
-            except Exception as exc:  # noqa: BLE001 - the next round tries again
+            except Exception as exc:
                 _log.info("refreshing hosts: %s", exc)
 
     def _pick(self, profile_json: str, avoid: set[str]) -> HostInfo:
@@ -299,7 +300,14 @@ class RayBackend(SandboxBackend):
                     )
             payload = await asyncio.to_thread(self._payload, request, profile, timeout, sent)
             record, reply = await self._dispatch(profile, payload, timeout, sent is not None)
-            return await self._result(record, reply, request, profile, sent, started)
+            return await self._result(
+                record=record,
+                reply=reply,
+                request=request,
+                profile=profile,
+                sent=sent,
+                started=started,
+            )
 
     @staticmethod
     def _payload(
@@ -328,7 +336,7 @@ class RayBackend(SandboxBackend):
         return b"".join(parts)
 
     async def _dispatch(
-        self, profile: SandboxProfile, payload: bytes, timeout: float, workspace: bool
+        self, profile: SandboxProfile, payload: bytes, deadline_s: float, workspace: bool
     ) -> tuple[dict[str, Any], bytes]:
         import ray  # noqa: PLC0415
 
@@ -337,9 +345,9 @@ class RayBackend(SandboxBackend):
         while True:
             host = self._pick(profile_json, lost)
             host.in_flight += 1
-            ref = host.actor.execute.remote(self._id, profile_json, payload, timeout, workspace)
+            ref = host.actor.execute.remote(self._id, profile_json, payload, deadline_s, workspace)
             try:
-                raw, reply = await asyncio.wait_for(ref, timeout + _LOST_AFTER_S)
+                raw, reply = await asyncio.wait_for(ref, deadline_s + _LOST_AFTER_S)
             except asyncio.CancelledError:
                 # The host's task is cancelled too: its finally removes the container.
                 ray.cancel(ref)
@@ -376,6 +384,7 @@ class RayBackend(SandboxBackend):
 
     async def _result(
         self,
+        *,
         record: dict[str, Any],
         reply: bytes,
         request: ExecRequest,
@@ -384,7 +393,7 @@ class RayBackend(SandboxBackend):
         started: float,
     ) -> ExecResult:
         timeout = min(request.timeout_s or profile.timeout_s, profile.timeout_s)
-        base = {
+        base: dict[str, Any] = {
             "image_digest": str(record.get("image_digest", "")),
             "container_id": str(record.get("container_id", "")),
             "from_pool": bool(record.get("from_pool", False)),
@@ -449,7 +458,9 @@ class RayBackend(SandboxBackend):
             outputs=changes.outputs,
             profile=profile.name,
             runtime=profile.runtime,
-            **base,
+            image_digest=base["image_digest"],
+            container_id=base["container_id"],
+            from_pool=base["from_pool"],
         )
 
     async def close(self) -> None:

@@ -4,8 +4,8 @@ One detached, named actor per node that carries the ``stockade_host``
 resource. The operator names the host with a second resource on the same
 node, ``stockade_host:<name>`` (e.g. ``ray start --resources
 '{"stockade_host": 1, "stockade_host:host-b": 1}'``), and tells it the
-node's engine with ``STOCKADE_DOCKER_HOST`` in ``ray start``'s environment
-(default: the local engine). The actor is shared by every orchestrator in the
+node's engine with ``DOCKER_HOST`` in ``ray start``'s environment (default:
+the local engine). The actor is shared by every orchestrator in the
 Ray namespace; each orchestrator gets its own warm pools on it, whose
 containers carry the orchestrator's id (``org.stockade.backend``), so the
 host can remove exactly one orchestrator's containers.
@@ -40,24 +40,27 @@ import docker
 import pydantic
 
 from orchestrator.errors import InfrastructureError
-from orchestrator.sandbox._archive import ENTRY_FILE
 from orchestrator.sandbox._container import POOL_IDLE_S, ContainerFactory, SandboxContainer
 from orchestrator.sandbox._report import RunnerReport
-from orchestrator.sandbox._wire import ENTRY_LIMIT, AttachedStream, FrameTooLargeError, frame
+from orchestrator.sandbox._wire import (
+    ENTRY_FILE,
+    ENTRY_LIMIT,
+    AttachedStream,
+    FrameTooLargeError,
+    frame,
+)
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.labels import BACKEND_LABEL
 from orchestrator.sandbox.pool import WarmPool
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.reaper import reap
 
-__all__ = ["DOCKER_HOST_ENV", "HOST_RESOURCE", "SandboxHost", "host_actor_name"]
+__all__ = ["HOST_RESOURCE", "SandboxHost", "host_actor_name"]
 
 _log = logging.getLogger(__name__)
 
 HOST_RESOURCE = "stockade_host"
 """The custom Ray resource of nodes with a Docker engine; ``stockade_host:<name>`` names one."""
-DOCKER_HOST_ENV = "STOCKADE_DOCKER_HOST"
-"""The node's engine (``unix://…``), from ``ray start``'s environment; default: the local one."""
 _HEADER_LIMIT = 64 * 1024
 _REPORT_GRACE_S = 2.0
 
@@ -78,8 +81,8 @@ class SandboxHost:
 
     def __init__(self, name: str, *, max_threads: int = 8) -> None:
         self._name = name
-        self._docker_host = os.environ.get(DOCKER_HOST_ENV) or None
-        self._client = docker.DockerClient(base_url=self._docker_host or None)
+        # The node's engine: DOCKER_HOST in `ray start`'s environment, read by the SDK.
+        self._client = docker.from_env()
         self._images = ImageBuilder(self._client)
         self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="host")
         self._pools: dict[tuple[str, str], _Pool] = {}
@@ -101,20 +104,22 @@ class SandboxHost:
         fixes it; a refusing host serves nothing.
         """
         self._refused = ""
-        problems = []
+        problems, tags = [], []
         for image in images:
             try:
                 tag = await self._blocking(self._images.resolve, image)
+                tags.append(tag)
                 await self._blocking(self._images.image_id, tag)
             except InfrastructureError as exc:
                 problems.append(f"{image}: {exc}")
         if problems:
-            engine = f"DOCKER_HOST={self._docker_host} " if self._docker_host else ""
             self._refused = (
                 f"host {self._name} refuses to register: its engine lacks images built from "
-                f"this checkout's inputs ({'; '.join(problems)}); fix: run `{engine}stockade "
-                "images build` on the node, or copy them with `docker save IMAGE... | "
-                f"docker {'-H ' + self._docker_host + ' ' if self._docker_host else ''}load`"
+                f"the orchestrator's inputs ({'; '.join(problems)}); fix: on node "
+                f"{os.uname().nodename}, with the DOCKER_HOST that `ray start` was given, run "
+                "`stockade images build` from the same checkout, or copy the images from an "
+                f"engine that has them: `docker save {' '.join(tags)} | "
+                "docker -H <the node's engine> load`"
             )
         elif not self._reaped:
             # Containers of orchestrators (or of an earlier life of this host) that are gone.
@@ -142,7 +147,6 @@ class SandboxHost:
                 "host": self._name,
                 "node": os.uname().nodename,
                 "pid": os.getpid(),
-                "engine": self._docker_host or "local",
                 "engine_version": version,
                 "runtimes": runtimes,
                 "refused": self._refused,

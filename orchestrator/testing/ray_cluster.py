@@ -256,14 +256,17 @@ class RayCluster:
             argv += ["--head", f"--port={_GCS_PORT}", "--include-dashboard=false"]
         else:
             argv += [f"--address={self.address}"]
-        # The node's host actor reaches the node's engine through this.
-        env = {**os.environ, **self.environment(), "STOCKADE_DOCKER_HOST": node.docker_host}
+        # The node's host actor reaches the node's engine through DOCKER_HOST; `env`
+        # adds the variables to this process's environment for the child.
+        extra = {**self.environment(), "DOCKER_HOST": node.docker_host}
         if head:
             # A node that stops answering is declared dead after ~3 s, not ~30 s.
-            env |= {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
-        done = subprocess.run(
-            argv, capture_output=True, text=True, env=env, check=False, timeout=180
-        )
+            extra |= {
+                "RAY_health_check_period_ms": "1000",
+                "RAY_health_check_failure_threshold": "3",
+            }
+        argv = ["env", *(f"{key}={value}" for key, value in extra.items()), *argv]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=180)
         if done.returncode != 0:
             raise RuntimeError(f"ray start on {node.name} failed: {done.stdout}{done.stderr}")
 
@@ -271,27 +274,21 @@ class RayCluster:
 
     @contextlib.contextmanager
     def enter(self) -> Iterator[None]:
-        """Run the calling thread (and threads it starts) in the head's namespace.
+        """Run the calling thread (and threads it starts later) in the head's namespace.
 
-        A Ray driver must be on a node of the cluster; it also needs the
-        cluster's token in its environment, set here for the duration.
+        A Ray driver must be on a node of the cluster. It also needs
+        :meth:`environment` (the token) in its environment before Ray is
+        imported: that is the caller's to set.
         """
         libc = ctypes.CDLL(None, use_errno=True)
         own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         target = os.open(f"/run/netns/{self.head_netns}", os.O_RDONLY)
-        saved = {key: os.environ.get(key) for key in self.environment()}
         try:
             if libc.setns(target, _CLONE_NEWNET) != 0:
                 raise OSError(ctypes.get_errno(), "setns into the head's namespace")
-            os.environ.update(self.environment())
             yield
         finally:
             libc.setns(own, _CLONE_NEWNET)
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
             os.close(own)
             os.close(target)
 

@@ -155,6 +155,13 @@ def test_every_section_round_trips(tmp_path: Path) -> None:
     assert again.config == config
 
 
+def test_the_ray_engine_is_a_backend_type(tmp_path: Path) -> None:
+    text = "sandbox:\n  backend:\n    type: ray\n    address: 10.77.0.1:6390\n"
+    backend = load_config(write(tmp_path, text), environ={}).config.sandbox.backend
+    assert backend.type == "ray"
+    assert (backend.address, backend.namespace) == ("10.77.0.1:6390", "stockade")
+
+
 def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
     (tmp_path / "conf").mkdir()
     path = write(tmp_path / "conf", "state_dir: state\npolicy: ../p.yaml\n")
@@ -192,6 +199,13 @@ def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
         ("limits:\n  store: http://r:6379\n", 2, "limits.store", "the scheme must be"),
         ("limits:\n  on_unavailable: maybe\n", 2, "limits.on_unavailable", "closed, open"),
         ("x: &a 1\ny: *a\n", 1, None, "anchors and aliases are refused"),
+        (
+            "sandbox:\n  backend:\n    type: ray\n",
+            2,
+            "sandbox.backend.ray.address",
+            "required field is missing",
+        ),
+        ("sandbox:\n  backend:\n    type: kubernetes\n", 2, "sandbox.backend", "'docker', 'ray'"),
     ],
 )
 def test_mistakes_name_file_line_and_field(
