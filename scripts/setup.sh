@@ -33,6 +33,9 @@ install_packages() {
     # The approval page's browser tests drive a headless chromium.
     command -v chromium >/dev/null || missing+=(chromium)
     command -v chromedriver >/dev/null || missing+=(chromium-driver)
+    # The cluster tests put each Ray node in a network namespace (ip, nsenter).
+    command -v ip >/dev/null || missing+=(iproute2)
+    command -v nsenter >/dev/null || missing+=(util-linux)
     # The Redis limit store's tests run a real redis-server on 127.0.0.1.
     command -v redis-server >/dev/null || missing+=(redis-server)
     # stockade run's live output tail is tested on a real terminal: tmux.
