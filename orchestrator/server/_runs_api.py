@@ -171,8 +171,10 @@ _EVENTS_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Server-sent events, one per event of the run from its first (`event:` "
         "the event's `type`, `data:` the event as JSON, `id:` its place in the run): state "
-        "changes, model turns, tool calls with their decisions, approvals waiting, the final "
-        "answer (`run_finished`). The stream ends when the run does.",
+        "changes, model turns, tool calls with their decisions, approvals waiting, a running "
+        "call's output as it comes (`tool_output`: coalesced, capped, untrusted text; live "
+        "only, not in the run's log), the final answer (`run_finished`). The stream ends when "
+        "the run does.",
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     },
     **_ID_RESPONSES,
