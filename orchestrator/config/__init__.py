@@ -28,6 +28,7 @@ from orchestrator.config._model import (
     SecretBinding,
     SecretSettings,
     ServerSettings,
+    TracingSettings,
     StockadeConfig,
     builtin_profiles,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "SecretBinding",
     "SecretSettings",
     "ServerSettings",
+    "TracingSettings",
     "StockadeConfig",
     "builtin_profiles",
     "config_schema",

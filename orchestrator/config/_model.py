@@ -41,6 +41,7 @@ __all__ = [
     "SecretBinding",
     "SecretSettings",
     "ServerSettings",
+    "TracingSettings",
     "StockadeConfig",
     "builtin_profiles",
 ]
@@ -344,6 +345,34 @@ class LoggingSettings(StrictModel):
     """Lowest level written; none: ``info`` for JSON, ``warning`` for text."""
 
 
+class TracingSettings(StrictModel):
+    """OpenTelemetry traces of runs (GenAI conventions), exported over OTLP/HTTP.
+
+    Needs the ``stockade[tracing]`` extra when enabled; off, nothing of it is imported."""
+
+    enabled: bool = False
+    """Export one trace per run: the agent, its model calls, its tool calls and their steps."""
+    endpoint: str = Field(
+        default="http://127.0.0.1:4318/v1/traces", pattern=r"^https?://[^\s/]+(/[^\s]*)?$"
+    )
+    """The OTLP/HTTP traces URL of the collector (its ``/v1/traces``)."""
+    headers: dict[
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")],
+        Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")],
+    ] = Field(default_factory=dict)
+    """Request headers for the collector: header name → the environment variable holding its
+    value (a token stays out of the file)."""
+    sampling_ratio: float = Field(default=1.0, ge=0, le=1)
+    """Share of runs traced (decided once per run, from its trace id)."""
+    capture_content: bool = False
+    """Also record messages, tool arguments and tool outputs on the spans (they may hold
+    secrets and personal data: off by default)."""
+    service_name: str = Field(default="stockade", min_length=1, max_length=128)
+    """The ``service.name`` resource attribute of the spans."""
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    """How long one export request may take."""
+
+
 class ServerSettings(StrictModel):
     """The HTTP API and the approval page."""
 
@@ -454,6 +483,8 @@ class StockadeConfig(StrictModel):
     """The process's log format and level."""
     server: ServerSettings = Field(default_factory=ServerSettings)
     """HTTP API and approval page."""
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    """OpenTelemetry traces of runs, exported over OTLP/HTTP (off by default)."""
     secrets: dict[
         Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")], SecretSettings
     ] = Field(default_factory=dict)

@@ -126,6 +126,15 @@ FULL = {
         "mcp_path": "/tools/mcp",
         "resume_runs": False,
     },
+    "tracing": {
+        "enabled": True,
+        "endpoint": "https://otel.example.org:4318/v1/traces",
+        "headers": {"Authorization": "OTLP_TOKEN"},
+        "sampling_ratio": 0.25,
+        "capture_content": True,
+        "service_name": "stockade-prod",
+        "timeout_s": 5.0,
+    },
     "secrets": {
         "example-token": {
             "env": "EXAMPLE_TOKEN",
