@@ -93,6 +93,7 @@ class SandboxHost:
         self._last_error = ""
         self._refused = ""
         self._reaped = False
+        self._destroying: set[asyncio.Task[None]] = set()
 
     async def _blocking(self, func: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
@@ -243,18 +244,31 @@ class SandboxHost:
                 )
         except TimeoutError:
             record["ended"] = "timeout"
+            # Killed before the answer says so: every process in it dies.
+            with contextlib.suppress(InfrastructureError):
+                await factory.destroy(container)
         except (asyncio.IncompleteReadError, ConnectionError):
             record["ended"] = "died"
             record["state"] = await factory.state(container.id)
         finally:
             self._in_flight -= 1
             self._served += 1
-            # Destroying the container is how a call ends on every path
-            # (cancellation too: the orchestrator's ray.cancel lands here).
-            with contextlib.suppress(InfrastructureError):
-                await asyncio.shield(factory.destroy(container))
+            # Destroying the container ends a call on every path (cancellation
+            # too: the orchestrator's ray.cancel lands here), off the reply's path.
+            self._destroy_later(factory, container)
         record["host_s"] = time.monotonic() - started
         return json.dumps(record), bytes(reply)
+
+    def _destroy_later(self, factory: ContainerFactory, container: SandboxContainer) -> None:
+        async def destroy() -> None:
+            try:
+                await factory.destroy(container)
+            except InfrastructureError as exc:  # release() or the next reap removes it
+                self._last_error = f"could not remove {container.id[:12]}: {exc}"
+
+        task = asyncio.get_running_loop().create_task(destroy())
+        self._destroying.add(task)
+        task.add_done_callback(self._destroying.discard)
 
     @staticmethod
     async def _relay(
@@ -300,6 +314,8 @@ class SandboxHost:
         """Close the orchestrator's pools and remove every container it has here."""
         for key in [key for key in self._pools if key[0] == orchestrator]:
             await self._pools.pop(key).pool.close()
+        if self._destroying:
+            await asyncio.gather(*self._destroying, return_exceptions=True)
         factory = self._factories.pop(orchestrator, None)
         label = f"{BACKEND_LABEL}={orchestrator}"
         listed = await self._blocking(
