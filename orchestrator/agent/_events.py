@@ -75,6 +75,8 @@ class RunStarted(_Event):
     """The model's name."""
     tools: tuple[str, ...]
     """The tools offered to the model."""
+    trace_id: str | None = None
+    """The run's OpenTelemetry trace id (32 hex digits), when tracing is on."""
 
 
 class StateChanged(_Event):

@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from orchestrator.agent._context import (
     HEAD,
@@ -68,10 +69,14 @@ from orchestrator.agent._state import RunStatus, check_transition
 from orchestrator.agent._tool_turn import TurnCalls, call_tools
 from orchestrator.agent.memory import RunMemory
 from orchestrator.approvals import ApprovalRequest
+from orchestrator.tracing import current_trace_id
 
 __all__ = ["RunLoop"]
 
 _log = logging.getLogger(__name__)
+
+AGENT_NAME = "stockade"
+"""``gen_ai.agent.name`` of a run's ``invoke_agent`` span."""
 
 _EMPTY_REPLY = (
     "Your reply had no text and no tool call. Continue working towards the goal, or give "
@@ -136,6 +141,23 @@ class RunLoop:
     async def run(self) -> RunResult:
         """Run to the end and return the result. Raises only ``CancelledError`` (after the run
         has been recorded as cancelled)."""
+        tracer = self._parts.gateway.tracer
+        if tracer is None:
+            return await self._run()
+        state = self.state
+        with tracer.run(
+            run_id=state.run_id,
+            agent=AGENT_NAME,
+            model=self._parts.model.model,
+            goal=state.goal,
+            principal=state.principal,
+            resumed=self._resumed,
+        ) as span:
+            result = await self._run()
+            span.ended(result.status.value, result.reason, result.answer, result.usage)
+            return result
+
+    async def _run(self) -> RunResult:
         state, parts = self.state, self._parts
         if parts.approvals is not None:
             parts.approvals.watch(state.run_id, self._approval_pending)
@@ -195,6 +217,7 @@ class RunLoop:
                 principal=state.principal,
                 model=parts.model.model,
                 tools=parts.tool_names,
+                trace_id=current_trace_id.get(),
             )
         )
 
@@ -312,8 +335,23 @@ class RunLoop:
                 f"run has used {answer.used} (the policy's model_limits)"
             )
         asked = time.monotonic()
+        tracer = parts.gateway.tracer
         try:
-            reply = await parts.model.complete(messages, tools=tools or None, json_mode=json_mode)
+            if tracer is None:
+                reply = await parts.model.complete(
+                    messages, tools=tools or None, json_mode=json_mode
+                )
+            else:
+                with tracer.chat(
+                    model=parts.model.model,
+                    server=urlsplit(parts.model.settings.base_url or "").hostname,
+                    messages=messages,
+                    purpose=purpose,
+                ) as chat:
+                    reply = await parts.model.complete(
+                        messages, tools=tools or None, json_mode=json_mode
+                    )
+                    chat.reply(reply)
         except ModelError as exc:
             parts.metrics.model_failed(
                 model=parts.model.model,

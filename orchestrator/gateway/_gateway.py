@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.approvals import ApprovalRequest, ApprovalStatus
 from orchestrator.audit import (
@@ -56,6 +56,9 @@ from orchestrator.tools import (
     ValidatedCall,
     infrastructure_result,
 )
+
+if TYPE_CHECKING:
+    from orchestrator.tracing import RunTracer
 
 __all__ = ["Gateway"]
 
@@ -260,6 +263,12 @@ class Gateway:
     def metrics(self) -> Metrics:
         """The gateway's metrics (serve ``metrics.registry`` to Prometheus)."""
         return self._metrics
+
+    @property
+    def tracer(self) -> RunTracer | None:
+        """The runs' tracer; None here: this gateway traces nothing and checks nothing for it
+        (the platform builds ``orchestrator.tracing``'s ``TracedGateway`` when tracing is on)."""
+        return None
 
     def tools(self) -> list[dict[str, Any]]:
         """The tools in OpenAI's function-calling format, to offer a model."""

@@ -1,7 +1,8 @@
 """Structured logs: one JSON object per line, with the identifiers metrics must not carry.
 
 Metrics say how many and how long; a log line says which: the run, the call,
-the tool, the policy's decision and the call's status. The gateway logs one
+the tool, the policy's decision and the call's status, and the OpenTelemetry
+trace id of the run when tracing is on. The gateway logs one
 line per call (``orchestrator.gateway``, INFO) with those fields as record
 attributes (``extra=``); :class:`JsonLinesFormatter` writes them as keys, so
 a log pipeline (Loki, Elasticsearch) can index them and a Grafana user can
@@ -16,6 +17,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 from typing import IO, Any, Final, Literal
+
+from orchestrator.tracing import current_trace_id
 
 __all__ = ["CONTEXT_FIELDS", "LOG_FORMATS", "JsonLinesFormatter", "LogFormat", "configure_logging"]
 
@@ -35,6 +38,7 @@ CONTEXT_FIELDS: Final = (
     "retries",
     "profile",
     "request_id",
+    "trace_id",
 )
 """Record attributes a JSON line carries as keys when a log call sets them (``extra=``)."""
 
@@ -56,6 +60,9 @@ class JsonLinesFormatter(logging.Formatter):
             value = getattr(record, field, None)
             if value is not None:
                 line[field] = value
+        if "trace_id" not in line and (trace_id := current_trace_id.get()) is not None:
+            # The OpenTelemetry trace of the run (or call) the line was written in.
+            line["trace_id"] = trace_id
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False, default=str)

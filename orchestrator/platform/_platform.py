@@ -47,6 +47,7 @@ from orchestrator.sandbox.execution import ExecStatus
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.workspace import WorkspaceManager
 from orchestrator.tools import ToolExecutor, ToolRegistry
+from orchestrator.tracing import gateway_type, open_tracer
 
 __all__ = ["Platform"]
 
@@ -129,7 +130,14 @@ class Platform:
             for bound in secret.bind:
                 own_metrics.sandbox.egress_credentials.labels(bound.profile, secret_name)
 
+        # None when tracing is off: then no OpenTelemetry is imported and the plain
+        # gateway is built.
+        tracer = open_tracer(loaded, redact=policy.redact)
+
         async with contextlib.AsyncExitStack() as stack:
+            if tracer is not None:
+                # Last out: the runs' spans are flushed to the collector (off the loop).
+                stack.push_async_callback(asyncio.to_thread, tracer.shutdown)
             engine = settings.sandbox.backend
             if backend is None and isinstance(engine, RayBackendSettings):
                 from orchestrator.sandbox.ray_backend import RayBackend  # noqa: PLC0415 - extra
@@ -189,7 +197,7 @@ class Platform:
             stack.push_async_callback(audit.aclose)
             limits = open_limit_store(settings, own_metrics)
             stack.callback(limits.close)
-            gateway = Gateway(
+            gateway = gateway_type(tracer)(
                 ToolExecutor(
                     registry,
                     backend,

@@ -164,6 +164,8 @@ class Timeline:
     tool_calls: int
     finished: bool
     """Its final event is in: nothing more will come."""
+    trace_id: str | None = None
+    """The run's OpenTelemetry trace id, when it was traced."""
 
 
 def _approval(call: CallItem, records: Sequence[Mapping[str, Any]]) -> None:
@@ -376,6 +378,7 @@ def build_timeline(
     by_call: dict[str, CallItem] = {}
     model: str | None = None
     offered: tuple[str, ...] = ()
+    trace_id: str | None = None
     turns = 0
     finished = False
 
@@ -388,7 +391,7 @@ def build_timeline(
 
     for event in events:
         if isinstance(event, RunStarted):
-            model, offered = event.model, event.tools
+            model, offered, trace_id = event.model, event.tools, event.trace_id
         elif isinstance(event, ToolCallStarted):
             call = call_of(event.call_id, event.at)
             call.iteration, call.tool = event.iteration, event.tool
@@ -419,4 +422,5 @@ def build_timeline(
         model_turns=turns,
         tool_calls=len(by_call),
         finished=finished,
+        trace_id=trace_id,
     )

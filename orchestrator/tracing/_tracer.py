@@ -1,0 +1,258 @@
+"""The tracer: OpenTelemetry SDK, OTLP/HTTP exporter, batch processor, GenAI span shapes.
+
+Imported only when tracing is on (the ``stockade[tracing]`` extra). Span and
+attribute names follow the OpenTelemetry GenAI semantic conventions
+(``gen_ai.operation.name``, ``gen_ai.provider.name``, ``gen_ai.request.model``,
+``gen_ai.usage.*``, ``gen_ai.tool.*``, ``gen_ai.agent.*``); the gateway's
+steps are ``stockade.*`` spans under ``execute_tool``.
+
+A run's trace id is derived from its run id, so a run resumed by another
+process continues the same trace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from orchestrator.audit import redact as redact_value
+from orchestrator.tracing._context import current_trace_id
+
+if TYPE_CHECKING:
+    from orchestrator.agent._model_reply import ModelReply
+    from orchestrator.config import TracingSettings
+    from orchestrator.tools import ToolCall, ToolResult
+
+__all__ = ["ChatSpan", "RunSpan", "RunTracer"]
+
+PROVIDER = "openai"
+"""``gen_ai.provider.name``: the model is reached through the OpenAI API (its server may be
+any OpenAI-compatible one; ``server.address`` says which)."""
+_CONTENT_CAP = 32 * 1024
+"""Characters of one captured content attribute; the rest is cut (a conversation can be
+megabytes, and collectors refuse big spans)."""
+_SUCCEEDED = frozenset({"ok", "output_truncated"})
+_TRACE_OF_RUN: ContextVar[str | None] = ContextVar("stockade_trace_of_run", default=None)
+
+
+class _RunIds(RandomIdGenerator):
+    """Trace ids from run ids (while a run's root span starts), random otherwise."""
+
+    def generate_trace_id(self) -> int:
+        run_id = _TRACE_OF_RUN.get()
+        if run_id is None:
+            return super().generate_trace_id()
+        digest = hashlib.sha256(b"stockade-run:" + run_id.encode()).digest()
+        return int.from_bytes(digest[:16], "big") or 1
+
+
+def _hex(span: Span) -> str:
+    return format(span.get_span_context().trace_id, "032x")
+
+
+class RunSpan:
+    """The ``invoke_agent`` span of one run: records how it ended."""
+
+    def __init__(self, span: Span, tracer: RunTracer) -> None:
+        self.span = span
+        self.trace_id = _hex(span)
+        """The run's trace id (32 hex digits), for the run log, log lines and the run page."""
+        self._tracer = tracer
+
+    def ended(self, status: str, reason: str | None, answer: str | None, tokens: Any) -> None:
+        """The run's status, reason, answer (content) and total token usage."""
+        span = self.span
+        span.set_attribute("stockade.run.status", status)
+        span.set_attribute("gen_ai.usage.input_tokens", tokens.prompt_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", tokens.completion_tokens)
+        if answer is not None:
+            self._tracer.content(span, "gen_ai.output.messages", _assistant(answer))
+        if status != "complete":
+            span.set_attribute("error.type", status)
+            span.set_status(Status(StatusCode.ERROR, reason or status))
+
+
+class ChatSpan:
+    """One ``chat`` span: records the model's reply."""
+
+    def __init__(self, span: Span, tracer: RunTracer) -> None:
+        self.span = span
+        self._tracer = tracer
+
+    def reply(self, reply: ModelReply) -> None:
+        """Usage, finish reason, response model and (content) the reply's message."""
+        span = self.span
+        usage = reply.usage
+        span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+        if reply.finish_reason:
+            span.set_attribute("gen_ai.response.finish_reasons", (reply.finish_reason,))
+        if reply.model:
+            span.set_attribute("gen_ai.response.model", reply.model)
+        span.set_attribute("stockade.model.attempts", reply.attempts)
+        if self._tracer.capture_content:
+            self._tracer.content(span, "gen_ai.output.messages", [reply.to_message()])
+
+
+class RunTracer:
+    """Makes a run's spans and exports them (batched) over OTLP/HTTP."""
+
+    def __init__(
+        self,
+        settings: TracingSettings,
+        *,
+        headers: Mapping[str, str] | None = None,
+        redact: Sequence[str] = (),
+        exporter: SpanExporter | None = None,
+    ) -> None:
+        """A tracer per ``settings``; ``exporter`` replaces the OTLP one (benchmarks pass an
+        in-memory exporter)."""
+        self.capture_content = settings.capture_content
+        """Whether messages, arguments and outputs are recorded."""
+        self._redact = tuple(redact)
+        self._provider = TracerProvider(
+            resource=Resource.create({"service.name": settings.service_name}),
+            sampler=ParentBased(TraceIdRatioBased(settings.sampling_ratio)),
+            id_generator=_RunIds(),
+        )
+        if exporter is None:
+            exporter = OTLPSpanExporter(
+                endpoint=settings.endpoint, headers=dict(headers or {}), timeout=settings.timeout_s
+            )
+        self._provider.add_span_processor(BatchSpanProcessor(exporter))
+        self._tracer = self._provider.get_tracer("stockade")
+
+    def content(self, span: Span, key: str, value: Any) -> None:
+        """Set content attribute ``key`` (JSON, redacted, capped) if content is captured."""
+        if not self.capture_content or not span.is_recording():
+            return
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        text = str(redact_value(text, self._redact))
+        span.set_attribute(key, text[:_CONTENT_CAP])
+
+    @contextmanager
+    def run(
+        self, *, run_id: str, agent: str, model: str, goal: str, principal: str, resumed: bool
+    ) -> Iterator[RunSpan]:
+        """The ``invoke_agent`` span of a run, the root of its trace (current while open)."""
+        marked = _TRACE_OF_RUN.set(run_id)
+        try:
+            span = self._tracer.start_span(
+                f"invoke_agent {agent}",
+                context=otel_context.Context(),  # a new trace, whatever encloses the run
+                kind=SpanKind.INTERNAL,
+                attributes={
+                    "gen_ai.operation.name": "invoke_agent",
+                    "gen_ai.provider.name": PROVIDER,
+                    "gen_ai.agent.name": agent,
+                    "gen_ai.agent.id": run_id,
+                    "gen_ai.conversation.id": run_id,
+                    "gen_ai.request.model": model,
+                    "stockade.run.principal": principal,
+                    "stockade.run.resumed": resumed,
+                },
+            )
+        finally:
+            _TRACE_OF_RUN.reset(marked)
+        run_span = RunSpan(span, self)
+        self.content(span, "gen_ai.input.messages", [{"role": "user", "content": goal}])
+        known = current_trace_id.set(run_span.trace_id)
+        try:
+            with trace.use_span(span, end_on_exit=True):
+                yield run_span
+        finally:
+            current_trace_id.reset(known)
+
+    @contextmanager
+    def chat(
+        self,
+        *,
+        model: str,
+        server: str | None,
+        messages: Sequence[Mapping[str, Any]],
+        purpose: str,
+    ) -> Iterator[ChatSpan]:
+        """A ``chat`` span around one model call (an exception marks it failed)."""
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": PROVIDER,
+            "gen_ai.request.model": model,
+            "stockade.model.purpose": purpose,
+        }
+        if server:
+            attributes["server.address"] = server
+        with self._tracer.start_as_current_span(
+            f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            self.content(span, "gen_ai.input.messages", list(messages))
+            yield ChatSpan(span, self)
+
+    @contextmanager
+    def tool(self, call: ToolCall) -> Iterator[Span]:
+        """An ``execute_tool`` span around one gateway call (a root of its own outside a run,
+        whose trace id then goes on the call's log line)."""
+        with self._tracer.start_as_current_span(
+            f"execute_tool {call.name}",
+            kind=SpanKind.INTERNAL,
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": call.name,
+                "gen_ai.tool.call.id": call.id,
+                "gen_ai.tool.type": "function",
+                "stockade.run.id": call.run_id or "",
+                "stockade.principal": call.principal or "",
+            },
+        ) as span:
+            self.content(span, "gen_ai.tool.call.arguments", call.arguments)
+            if current_trace_id.get() is None:
+                known = current_trace_id.set(_hex(span))
+                try:
+                    yield span
+                finally:
+                    current_trace_id.reset(known)
+            else:
+                yield span
+
+    def tool_result(self, span: Span, result: ToolResult) -> None:
+        """The call's status (and, as content, its output or error) on its span."""
+        span.set_attribute("stockade.tool.status", result.status.value)
+        if result.exit_code is not None:
+            span.set_attribute("stockade.tool.exit_code", result.exit_code)
+        if result.status.value not in _SUCCEEDED:
+            span.set_attribute("error.type", result.status.value)
+            span.set_status(Status(StatusCode.ERROR, result.error or result.status.value))
+        self.content(span, "gen_ai.tool.call.result", result.output or result.error or "")
+
+    @contextmanager
+    def step(self, name: str, **attributes: Any) -> Iterator[Span]:
+        """A child span for one of the gateway's steps (``stockade.<name>``)."""
+        with self._tracer.start_as_current_span(
+            f"stockade.{name}", kind=SpanKind.INTERNAL, attributes=attributes
+        ) as span:
+            yield span
+
+    def force_flush(self, timeout_s: float = 10.0) -> bool:
+        """Export what is queued now; False if it did not finish in time (blocks)."""
+        return self._provider.force_flush(int(timeout_s * 1000))
+
+    def shutdown(self) -> None:
+        """Flush what is queued and stop the exporter (blocks; call it off the event loop)."""
+        self._provider.shutdown()
+
+
+def _assistant(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
