@@ -96,9 +96,9 @@ class TimedGateway:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._gateway, name)
 
-    async def call(self, call: ToolCall) -> ToolResult:
+    async def call(self, call: ToolCall, **options: Any) -> ToolResult:
         started = time.perf_counter()
-        result: ToolResult = await self._gateway.call(call)
+        result: ToolResult = await self._gateway.call(call, **options)
         self.calls.append((started, time.perf_counter() - started))
         return result
 
