@@ -28,6 +28,8 @@ __all__ = [
 ]
 
 _LIBRARY = "/opt/stockade/lib"
+# What a call ended from outside (its deadline, the memory limit) shows of its output.
+_KILLED_HEAD = _KILLED_TAIL = 8 * 1024
 
 SANDBOX_STATUS: Mapping[ExecStatus, ToolStatus | None] = MappingProxyType(
     {
@@ -50,6 +52,17 @@ def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
+def _head_and_tail(text: str) -> tuple[str, bool]:
+    """``text`` cut to its head and tail when long (the tail says how far a call got)."""
+    if len(text) <= _KILLED_HEAD + _KILLED_TAIL:
+        return text, False
+    omitted = len(text) - _KILLED_HEAD - _KILLED_TAIL
+    return (
+        f"{text[:_KILLED_HEAD]}\n[... {omitted} characters omitted ...]\n{text[-_KILLED_TAIL:]}",
+        True,
+    )
+
+
 def tool_result(call: ToolCall, result: ExecResult) -> ToolResult:
     """The model's view of a sandboxed tool run."""
     common: dict[str, Any] = {
@@ -65,8 +78,10 @@ def tool_result(call: ToolCall, result: ExecResult) -> ToolResult:
     printed, separator, encoded = result.stdout.rpartition(RESULT_SEPARATOR)
     forced = SANDBOX_STATUS[result.status]
     if forced is not None:
-        # Killed from outside: what it printed up to then tells the model how far it got.
-        seen = "\n".join(text for text in (printed or result.stdout, result.stderr) if text)
+        # Ended from outside: what it printed up to then tells the model how far it got.
+        streams = (printed if separator else result.stdout, result.stderr)
+        seen, cut = _head_and_tail("\n".join(text for text in streams if text))
+        common["truncated"] = result.truncated or cut
         return ToolResult(status=forced, output=seen, error=result.message, **common)
     if not separator:
         # No outcome line: the tool died, or its output was cut before the end.
