@@ -307,7 +307,10 @@ class RayBackend(SandboxBackend):
                         ExecStatus.WORKSPACE_REJECTED,
                         f"{exc}; the call did not run",
                     )
-            payload = await asyncio.to_thread(self._payload, request, profile, timeout, sent)
+            if sent is None:  # a few hundred bytes: a thread hop would cost more
+                payload = self._payload(request, profile, timeout, sent)
+            else:  # reads the workspace's files
+                payload = await asyncio.to_thread(self._payload, request, profile, timeout, sent)
             record, reply = await self._dispatch(profile, payload, timeout, sent is not None)
             return await self._result(
                 record=record,
