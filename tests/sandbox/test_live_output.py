@@ -7,6 +7,7 @@ never breaks the stream or the result; a listener nobody drains stays bounded.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import time
@@ -35,15 +36,22 @@ pytestmark = pytest.mark.docker
 DEADLINE_S = 4
 
 
-@pytest.fixture
-async def gateway(images: ImageBuilder, no_leaks: None, tmp_path: Path) -> AsyncIterator[Gateway]:
+@contextlib.asynccontextmanager
+async def open_gateway(tmp_path: Path, runtime: str = "runc") -> AsyncIterator[Gateway]:
     config = tmp_path / "stockade.yaml"
     config.write_text(
         f"state_dir: {tmp_path}\ntoolkits: [toolkits.python, toolkits.shell]\n"
-        f"sandbox:\n  profiles:\n    default: {{pool_size: 1, timeout_s: {DEADLINE_S}}}\n"
+        f"sandbox:\n  runtime: {runtime}\n"
+        f"  profiles:\n    default: {{pool_size: 1, timeout_s: {DEADLINE_S}}}\n"
     )
     async with Platform.open(load_config(config, environ={})) as platform:
         yield platform.gateway
+
+
+@pytest.fixture
+async def gateway(images: ImageBuilder, no_leaks: None, tmp_path: Path) -> AsyncIterator[Gateway]:
+    async with open_gateway(tmp_path) as opened:
+        yield opened
 
 
 def python(code: str, number: int = 1) -> ToolCall:
@@ -94,6 +102,17 @@ async def test_a_listener_sees_each_line_while_the_call_runs(gateway: Gateway) -
     assert returned - times[0] > 1.2, "the first line came before the snippet ended"
     # One result per call for the model; the stream is separate.
     assert "line 5" in recorder.text()
+
+
+async def test_under_gvisor_too_the_lines_come_one_by_one(
+    images: ImageBuilder, no_leaks: None, tmp_path: Path
+) -> None:
+    recorder = Recorder()
+    async with open_gateway(tmp_path, "runsc") as gateway:
+        result = await gateway.call(python(LINES), on_output=recorder)
+    assert result.status is ToolStatus.OK, result
+    times = recorder.line_times([f"line {i}" for i in range(6)])
+    assert len(times) == 6 and all(b - a > 0.15 for a, b in itertools.pairwise(times)), times
 
 
 async def test_a_call_killed_at_its_deadline_returns_what_it_printed(gateway: Gateway) -> None:
