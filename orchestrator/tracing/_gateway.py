@@ -86,6 +86,9 @@ class TracedGateway(Gateway):
         """:meth:`Gateway.call` in an ``execute_tool`` span."""
         tracer = self._tracer
         with tracer.tool(call) as span:
+            spec = self._registry.get(call.name)
+            if spec is not None:  # the registered name (the model may spell it its way)
+                span.set_attribute("stockade.tool", spec.name)
             result = await super().call(call, on_output=on_output)
             tracer.tool_result(span, result)
         return result
