@@ -405,6 +405,10 @@ class ServerSettings(StrictModel):
     """At start, resume the agent runs a stopped orchestrator left unfinished (and no live
     process drives); at shutdown, suspend runs under way so the next start resumes them.
     False: runs under way are cancelled at shutdown and nothing is resumed."""
+    run_lease_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+    """How long the lease of a run the server drives lasts without a heartbeat (one every
+    third of it): another process may resume a run this long after its driver stopped
+    renewing it (at once when that driver was a process of this host that died)."""
 
 
 # A DNS name in lower case whose last label is not a number (so never an IP address).

@@ -127,7 +127,7 @@ def create_app(
                     runner = await stack.enter_async_context(
                         Agent.open(
                             platform,
-                            agent,
+                            agent or AgentConfig(lease_s=settings.run_lease_s),
                             approvals=watch,
                             suspend_on_close=settings.resume_runs,
                         )

@@ -125,6 +125,7 @@ FULL = {
         "shutdown_grace_s": 30,
         "mcp_path": "/tools/mcp",
         "resume_runs": False,
+        "run_lease_s": 90.0,
     },
     "tracing": {
         "enabled": True,
