@@ -110,15 +110,21 @@ class RayBackend(SandboxBackend):
         profiles: Iterable[SandboxProfile] = (),
         images: Iterable[str] = (DEFAULT_IMAGE, TOOLS_IMAGE),
         refresh_s: float = 2.0,
+        lease_s: float = 30.0,
     ) -> None:
         """``address`` is the cluster's GCS (``host:port``), ``namespace`` the Ray namespace
-        the host actors live in; ``images`` must exist on every host, ``profiles`` are warmed."""
+        the host actors live in; ``images`` must exist on every host, ``profiles`` are warmed.
+
+        Every ``refresh_s`` the backend looks for hosts and renews its lease on
+        each; a host removes the pools and containers of an orchestrator whose
+        lease (``lease_s``) ran out (it was killed, or lost the cluster)."""
         self._address = address
         self._namespace = namespace
         # Egress is not carried to hosts yet: such profiles are refused per call.
         self._warm = [profile for profile in profiles if profile.egress is None]
         self._images = list(images)
         self._refresh_s = refresh_s
+        self._lease_s = max(lease_s, 3 * refresh_s)
         self._id = uuid.uuid4().hex
         self._hosts: dict[str, HostInfo] = {}
         self._refused: dict[str, str] = {}
@@ -170,6 +176,8 @@ class RayBackend(SandboxBackend):
                 op="sandbox.start",
                 retryable=True,
             )
+        # Renewing the leases from now on: warming may take longer than one.
+        self._refresher = asyncio.create_task(self._refresh_loop())
         for profile in self._warm:
             for host in list(self._hosts.values()):
                 raw = await self._remote(
@@ -177,7 +185,6 @@ class RayBackend(SandboxBackend):
                 )
                 if raw is not None:
                     host.record = json.loads(raw)
-        self._refresher = asyncio.create_task(self._refresh_loop())
 
     async def _remote(self, host: HostInfo, ref: Any, timeout_s: float = 60.0) -> Any:
         import ray  # noqa: PLC0415
@@ -224,7 +231,9 @@ class RayBackend(SandboxBackend):
                 .remote(name)
             )
             info = HostInfo(name=name, actor=actor)
-            raw = await self._remote(info, actor.register.remote(self._images), 120.0)
+            raw = await self._remote(
+                info, actor.register.remote(self._images, self._id, self._lease_s), 120.0
+            )
             if raw is None:
                 continue
             record = json.loads(raw)
@@ -253,7 +262,7 @@ class RayBackend(SandboxBackend):
                 await self.refresh()
                 for host in list(self._hosts.values()):
                     if not host.lost:
-                        raw = await self._remote(host, host.actor.describe.remote(), 10.0)
+                        raw = await self._remote(host, host.actor.describe.remote(self._id), 10.0)
                         if raw is not None:
                             host.record = json.loads(raw)
             except Exception as exc:

@@ -63,6 +63,7 @@ HOST_RESOURCE = "stockade_host"
 """The custom Ray resource of nodes with a Docker engine; ``stockade_host:<name>`` names one."""
 _HEADER_LIMIT = 64 * 1024
 _REPORT_GRACE_S = 2.0
+_DEFAULT_LEASE_S = 30.0
 
 
 def host_actor_name(host: str) -> str:
@@ -93,17 +94,26 @@ class SandboxHost:
         self._last_error = ""
         self._refused = ""
         self._reaped = False
+        # Orchestrators' leases: (last renewal, length), and the task expiring them.
+        self._leases: dict[str, tuple[float, float]] = {}
+        self._janitor: asyncio.Task[None] | None = None
         self._destroying: set[asyncio.Task[None]] = set()
 
     async def _blocking(self, func: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
-    async def register(self, images: list[str]) -> str:
+    async def register(self, images: list[str], orchestrator: str, lease_s: float) -> str:
         """Check the engine and ``images`` (logical names); a JSON record of this host.
 
         The record's ``refused`` names what is wrong and the command that
-        fixes it; a refusing host serves nothing.
+        fixes it; a refusing host serves nothing. ``orchestrator`` takes a
+        lease of ``lease_s``, renewed by each :meth:`describe` and call: when
+        it expires (the orchestrator was killed, or cut off), the host
+        removes that orchestrator's pools and containers.
         """
+        self._leases[orchestrator] = (time.monotonic(), lease_s)
+        if self._janitor is None:
+            self._janitor = asyncio.get_running_loop().create_task(self._expire_leases())
         self._refused = ""
         problems, tags = [], []
         for image in images:
@@ -130,8 +140,34 @@ class SandboxHost:
                 _log.info("host %s reaped %d leftover container(s)", self._name, len(removed))
         return await self.describe()
 
-    async def describe(self) -> str:
-        """This host as a JSON record: node, engine, pools, load, last error."""
+    async def _expire_leases(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for orchestrator, (renewed, lease_s) in list(self._leases.items()):
+                if now - renewed > lease_s:
+                    del self._leases[orchestrator]
+                    try:
+                        removed = await self.release(orchestrator)
+                    except InfrastructureError as exc:  # the engine is away: next round
+                        self._leases[orchestrator] = (renewed, lease_s)
+                        self._last_error = f"expiring {orchestrator[:8]}: {exc}"
+                        continue
+                    _log.info("lease of %s expired: %d container(s)", orchestrator[:8], removed)
+
+    def _renew(self, orchestrator: str) -> None:
+        if not orchestrator:
+            return
+        # An orchestrator back after its lease ran out takes a new one.
+        lease_s = self._leases.get(orchestrator, (0.0, _DEFAULT_LEASE_S))[1]
+        self._leases[orchestrator] = (time.monotonic(), lease_s)
+
+    async def describe(self, orchestrator: str = "") -> str:
+        """This host as a JSON record: node, engine, pools, load, last error.
+
+        Renews ``orchestrator``'s lease.
+        """
+        self._renew(orchestrator)
         try:
             version = (await self._blocking(self._client.version)).get("Version", "")
             runtimes = sorted((await self._blocking(self._client.info)).get("Runtimes", {}))
@@ -220,6 +256,7 @@ class SandboxHost:
         container is destroyed whatever happens, cancellation included.
         """
         started = time.monotonic()
+        self._renew(orchestrator)
         self._in_flight += 1
         try:
             entry = await self._pool(orchestrator, profile_json)
@@ -312,6 +349,7 @@ class SandboxHost:
 
     async def release(self, orchestrator: str) -> int:
         """Close the orchestrator's pools and remove every container it has here."""
+        self._leases.pop(orchestrator, None)
         for key in [key for key in self._pools if key[0] == orchestrator]:
             await self._pools.pop(key).pool.close()
         if self._destroying:

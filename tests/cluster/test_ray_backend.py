@@ -185,6 +185,30 @@ async def test_a_timeout_reaches_the_host_and_removes_the_container(
         assert mine == []
 
 
+async def test_hosts_remove_the_containers_of_an_orchestrator_whose_lease_expired(
+    cluster: RayCluster, docker_client: docker.DockerClient, second_engine: docker.DockerClient
+) -> None:
+    backend = await _backend(cluster, profiles=[PROFILE], refresh_s=1.0, lease_s=3.0)
+    label = f"org.stockade.backend={backend.instance_id}"
+    try:
+        held = [e.api.containers(filters={"label": label}) for e in (docker_client, second_engine)]
+        assert all(held), held  # a warm pool on each host
+        # The orchestrator goes silent (as if killed): nothing renews its lease.
+        assert backend._refresher is not None
+        backend._refresher.cancel()
+        for _ in range(100):
+            left = [
+                e.api.containers(all=True, filters={"label": label})
+                for e in (docker_client, second_engine)
+            ]
+            if not any(left):
+                break
+            await asyncio.sleep(0.2)
+        assert not any(left), left
+    finally:
+        await backend.close()
+
+
 async def test_a_host_with_a_missing_image_refuses_to_register(cluster: RayCluster) -> None:
     # The second engine was given the sandbox image only, not the tools image.
     backend = RayBackend(address=cluster.address, images=[DEFAULT_IMAGE, TOOLS_IMAGE])
