@@ -334,7 +334,7 @@ class DockerBackend(SandboxBackend):
             # which stay in the proxy: never in this environment or the container.
             env.update(container.gate.environment)
             container.gate.arm(request.credentials)
-        live = self._live(request, env)
+        live = self._live(request, env, profile)
         # The SDK's tool entry point may be served by the image's warm tool host.
         tool = (
             len(request.argv) == len(TOOL_ENTRY_ARGV) + 1 and request.argv[:-1] == TOOL_ENTRY_ARGV
@@ -459,9 +459,17 @@ class DockerBackend(SandboxBackend):
         )
 
     @staticmethod
-    def _live(request: ExecRequest, env: dict[str, str]) -> LiveDecoder | None:
-        """With a listener, ask the runner for live output (``env`` is the request's)."""
-        if request.on_output is None:
+    def _live(
+        request: ExecRequest, env: dict[str, str], profile: SandboxProfile
+    ) -> LiveDecoder | None:
+        """With a listener, ask the runner for live output (``env`` is the request's).
+
+        Not under gVisor: there a program can open ``/proc/1/fd/N`` of the
+        runner whatever its dumpable flag, and each live write puts the
+        hidden stream back in that table for a moment (a test caught it).
+        The call's result, and what a deadline kill keeps, are unchanged.
+        """
+        if request.on_output is None or profile.runtime != "runc":
             return None
         env[LIVE_ENV] = str(LIVE_CAP_BYTES)
         return LiveDecoder(request.on_output)

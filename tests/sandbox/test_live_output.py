@@ -104,15 +104,48 @@ async def test_a_listener_sees_each_line_while_the_call_runs(gateway: Gateway) -
     assert "line 5" in recorder.text()
 
 
-async def test_under_gvisor_too_the_lines_come_one_by_one(
-    images: ImageBuilder, no_leaks: None, tmp_path: Path
+# While it prints (and so while the runner sends live frames), the program
+# tries to open the runner's descriptors through /proc/1/fd: the host's stream
+# must never be among what it can reach. Under gVisor /proc/1/fd is open to the
+# program's uid, so there the runner sends no live frames at all.
+PROBE = """
+import os, threading, time
+found, stop = set(), []
+def spin():
+    while not stop:
+        for n in range(3, 16):
+            try:
+                fd = os.open(f"/proc/1/fd/{n}", os.O_WRONLY)
+            except OSError:
+                continue
+            found.add(os.readlink(f"/proc/self/fd/{fd}"))
+            os.close(fd)
+thread = threading.Thread(target=spin)
+thread.start()
+for i in range(30):
+    print("tick", i, flush=True)
+    time.sleep(0.06)
+stop.append(1)
+thread.join()
+print("REACHED", sorted(kind.split(":")[0] for kind in found))
+"""
+
+
+@pytest.mark.parametrize("runtime", ["runc", "runsc"])
+async def test_a_program_never_reaches_the_hosts_stream_while_output_streams(
+    images: ImageBuilder, no_leaks: None, tmp_path: Path, runtime: str
 ) -> None:
     recorder = Recorder()
-    async with open_gateway(tmp_path, "runsc") as gateway:
-        result = await gateway.call(python(LINES), on_output=recorder)
+    async with open_gateway(tmp_path, runtime) as gateway:
+        result = await gateway.call(python(PROBE), on_output=recorder)
     assert result.status is ToolStatus.OK, result
-    times = recorder.line_times([f"line {i}" for i in range(6)])
-    assert len(times) == 6 and all(b - a > 0.15 for a, b in itertools.pairwise(times)), times
+    last = json.loads(result.output or "{}")["stdout"].splitlines()[-1]
+    assert last.startswith("REACHED") and "host" not in last, last
+    if runtime == "runc":
+        assert "tick 29" in recorder.text()
+        assert "'pipe'" not in last and "'socket'" not in last, last  # not dumpable: nothing
+    else:
+        assert recorder.chunks == [], "no live output under gVisor"
 
 
 async def test_a_call_killed_at_its_deadline_returns_what_it_printed(gateway: Gateway) -> None:
