@@ -105,6 +105,18 @@ def start(setup: Setup, *args: str) -> subprocess.Popen[str]:
     )
 
 
+def stockade(setup: Setup, *args: str) -> subprocess.CompletedProcess[str]:
+    """``stockade ARGS`` to its end."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=_env(setup),
+    )
+
+
 def kill(process: subprocess.Popen[str]) -> None:
     """SIGKILL: no clean-up of any kind runs."""
     process.send_signal(signal.SIGKILL)
@@ -322,6 +334,14 @@ def test_killed_during_reflection_the_resumed_run_completes(
         brain.release.set()
         if first.poll() is None:
             kill(first)
+    # Readers see it as interrupted, from its checkpoint in runs.db.
+    listed = json.loads(stockade(setup, "runs", "list", "--json").stdout)
+    assert [(r["run_id"], r["status"], r["iterations"]) for r in listed] == [
+        ("r-reflect", "executing", 2)
+    ]
+    assert listed[0]["outcome"].startswith("(interrupted")
+    shown = stockade(setup, "runs", "show", "r-reflect")
+    assert shown.returncode == 1 and "stockade runs resume r-reflect" in shown.stdout
     code, result, err = resume(setup, "r-reflect")
     assert code == 0, err
     assert result["status"] == "complete" and result["reflections"] == 1
