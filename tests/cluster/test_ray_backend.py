@@ -17,7 +17,9 @@ from pathlib import Path
 import docker
 import pytest
 
+from orchestrator.config import load_config
 from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.platform import Platform
 from orchestrator.sandbox.execution import ExecRequest, ExecStatus
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.labels import PLATFORM_LABEL, PLATFORM_VALUE
@@ -25,6 +27,7 @@ from orchestrator.sandbox.profile import DEFAULT_IMAGE, TOOLS_IMAGE, SandboxProf
 from orchestrator.sandbox.ray_backend import RayBackend
 from orchestrator.sandbox.workspace import WorkspaceManager
 from orchestrator.testing.ray_cluster import RayCluster
+from orchestrator.tools import ToolCall, ToolStatus
 
 pytestmark = [pytest.mark.cluster, pytest.mark.docker, pytest.mark.timeout(600)]
 
@@ -291,3 +294,26 @@ async def test_a_node_killed_during_calls(
             )
         ]
         assert leftovers == []
+
+
+async def test_the_platform_runs_tool_calls_on_the_cluster(
+    cluster: RayCluster, tmp_path: Path
+) -> None:
+    """sandbox.backend.type: ray in stockade.yaml: a gateway call runs on a host, audited."""
+    config = tmp_path / "stockade.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        f"sandbox:\n  backend:\n    type: ray\n    address: {cluster.address}\n"
+    )
+    async with Platform.open(load_config(config, environ={}), pools=False) as platform:
+        backend = platform.sandbox
+        assert isinstance(backend, RayBackend)
+        # The second engine has no tools image: that host refuses, the first serves.
+        assert set(backend.hosts) == {"host-a"} and "host-b" in backend.refused
+        call = ToolCall(id="c1", name="python.run", arguments={"code": "print(6 * 7)"})
+        result = await platform.gateway.call(call)
+        assert result.status is ToolStatus.OK, result
+        assert '"stdout": "42\\n"' in (result.output or "")
+        assert backend.hosts["host-a"].served == 1
+    audit = (tmp_path / "state").rglob("*.jsonl")
+    assert any("c1" in path.read_text() for path in audit)
