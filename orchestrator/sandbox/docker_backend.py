@@ -36,7 +36,13 @@ from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.labels import BACKEND_LABEL
-from orchestrator.sandbox.live import LIVE_CAP_BYTES, LIVE_ENV, LIVE_TAG, LiveDecoder
+from orchestrator.sandbox.live import (
+    LIVE_CAP_BYTES,
+    LIVE_ENV,
+    LIVE_TAG,
+    LiveDecoder,
+    LiveFrameError,
+)
 from orchestrator.sandbox.pool import WarmPool
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.reaper import reap
@@ -376,7 +382,7 @@ class DockerBackend(SandboxBackend):
             return self._killed(base, started, timeout, live)
         except (asyncio.IncompleteReadError, ConnectionError):
             return await self._died(container, base, started)
-        except (FrameTooLargeError, pydantic.ValidationError, ValueError) as exc:
+        except (FrameTooLargeError, pydantic.ValidationError, LiveFrameError) as exc:
             return self._failed(
                 base,
                 started,

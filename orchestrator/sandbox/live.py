@@ -29,6 +29,7 @@ __all__ = [
     "LIVE_TAG",
     "ChunkQueue",
     "LiveDecoder",
+    "LiveFrameError",
     "OutputChunk",
     "OutputListener",
     "current_listener",
@@ -103,6 +104,10 @@ def for_display(text: str) -> str:
     return _CONTROL.sub("", text)
 
 
+class LiveFrameError(ValueError):
+    """A live frame the runner could not have sent: the reply is malformed."""
+
+
 class LiveDecoder:
     """Turns the runner's live frames into :class:`OutputChunk` calls; keeps head and tail.
 
@@ -124,12 +129,12 @@ class LiveDecoder:
         """Bytes of output received."""
 
     def take(self, payload: bytes) -> None:
-        """One live frame (its tag included); ValueError if it is malformed."""
+        """One live frame (its tag included); :class:`LiveFrameError` if it is malformed."""
         which = _STREAMS.get(payload[1:2])
         if payload[:1] != LIVE_TAG or which is None:
-            raise ValueError(f"malformed live frame {payload[:8]!r}")
+            raise LiveFrameError(f"malformed live frame {payload[:8]!r}")
         if len(payload) > LIVE_FRAME_LIMIT:
-            raise ValueError(f"live frame of {len(payload)} bytes, limit {LIVE_FRAME_LIMIT}")
+            raise LiveFrameError(f"live frame of {len(payload)} bytes, limit {LIVE_FRAME_LIMIT}")
         data = payload[2:]
         if self._room <= 0:
             return
