@@ -3,7 +3,7 @@
 One trace per run: an ``invoke_agent`` span, a ``chat`` span per model call
 and an ``execute_tool`` span per tool call, whose children are the gateway's
 steps (``stockade.policy``, ``stockade.rate_limit``, ``stockade.approval``,
-``stockade.sandbox`` with its ``stockade.audit_intent`` per attempt). Spans
+``stockade.sandbox``: acquiring the sandbox and running in it, every attempt). Spans
 go over OTLP/HTTP through a batch processor. Content (messages, arguments,
 outputs) is recorded only with ``tracing.capture_content``, redacted by the
 policy's patterns.

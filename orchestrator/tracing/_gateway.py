@@ -8,6 +8,7 @@ class and adds what the step decided to its span.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from orchestrator.gateway import Gateway
@@ -30,31 +31,32 @@ class TracedRateLimiter(RateLimiter):
     def check(
         self, tool_name: str, *, run_id: str | None = None, principal: str | None = None
     ) -> RateLimitAnswer:
-        """:meth:`RateLimiter.check` in a span (in the thread it waits in)."""
-        with self._tracer.step("rate_limit", **{"stockade.rate_limit.waited": True}) as span:
-            answer = super().check(tool_name, run_id=run_id, principal=principal)
-            _limited(span, answer)
-            return answer
+        """:meth:`RateLimiter.check` as a span (in the thread it waits in)."""
+        started = time.time_ns()
+        answer = super().check(tool_name, run_id=run_id, principal=principal)
+        self._tracer.step("rate_limit", started, _limited(answer, waited=True))
+        return answer
 
     def try_check(
         self, tool_name: str, *, run_id: str | None = None, principal: str | None = None
     ) -> RateLimitAnswer | None:
-        """:meth:`RateLimiter.try_check` in a span."""
-        with self._tracer.step("rate_limit") as span:
-            answer = super().try_check(tool_name, run_id=run_id, principal=principal)
-            if answer is None:
-                span.set_attribute("stockade.rate_limit.deferred", True)
-            else:
-                _limited(span, answer)
-            return answer
+        """:meth:`RateLimiter.try_check` as a span (none when it defers to :meth:`check`)."""
+        started = time.time_ns()
+        answer = super().try_check(tool_name, run_id=run_id, principal=principal)
+        if answer is not None:
+            self._tracer.step("rate_limit", started, _limited(answer, waited=False))
+        return answer
 
 
-def _limited(span: Any, answer: RateLimitAnswer) -> None:
-    span.set_attribute("stockade.rate_limit.allowed", answer.allowed)
+def _limited(answer: RateLimitAnswer, *, waited: bool) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"stockade.rate_limit.allowed": answer.allowed}
+    if waited:
+        attributes["stockade.rate_limit.waited"] = True
     if answer.limit:
-        span.set_attribute("stockade.rate_limit.limit", answer.limit)
+        attributes["stockade.rate_limit.limit"] = answer.limit
     if not answer.allowed:
-        span.set_attribute("stockade.rate_limit.retry_after_s", answer.retry_after_s)
+        attributes["stockade.rate_limit.retry_after_s"] = answer.retry_after_s
+    return attributes
 
 
 class TracedGateway(Gateway):
@@ -85,46 +87,47 @@ class TracedGateway(Gateway):
     async def call(self, call: ToolCall, *, on_output: OutputListener | None = None) -> ToolResult:
         """:meth:`Gateway.call` in an ``execute_tool`` span."""
         tracer = self._tracer
-        with tracer.tool(call) as span:
-            spec = self._registry.get(call.name)
-            if spec is not None:  # the registered name (the model may spell it its way)
-                span.set_attribute("stockade.tool", spec.name)
+        spec = self._registry.get(call.name)
+        with tracer.tool(call, spec.name if spec is not None else None) as span:
             result = await super().call(call, on_output=on_output)
             tracer.tool_result(span, result)
         return result
 
     def _decide(self, checked: ValidatedCall) -> Decision:
-        with self._tracer.step("policy") as span:
-            decision = super()._decide(checked)
-            span.set_attribute("stockade.policy.decision", decision.decision.value)
-            if decision.rule:
-                span.set_attribute("stockade.policy.rule", decision.rule)
-            return decision
+        started = time.time_ns()
+        decision = super()._decide(checked)
+        attributes = {"stockade.policy.decision": decision.decision.value}
+        if decision.rule:
+            attributes["stockade.policy.rule"] = decision.rule
+        self._tracer.step("policy", started, attributes)
+        return decision
 
     async def _approve(
         self, checked: ValidatedCall, decision: Decision, trace: _Trace
     ) -> tuple[ValidatedCall, Decision] | ToolResult:
-        with self._tracer.step("approval") as span:
-            answer = await super()._approve(checked, decision, trace)
-            if trace.approval is not None:
-                span.set_attribute("stockade.approval.status", trace.approval.status)
-                span.set_attribute("stockade.approval.waited_s", trace.approval.waited_s or 0.0)
-                if trace.approval.decided_by:
-                    span.set_attribute("stockade.approval.decided_by", trace.approval.decided_by)
-            return answer
+        started = time.time_ns()
+        try:
+            return await super()._approve(checked, decision, trace)
+        finally:  # a wait that was cancelled shows too
+            approval = trace.approval
+            attributes: dict[str, Any] = {
+                "stockade.approval.status": approval.status if approval else "cancelled"
+            }
+            if approval is not None and approval.decided_by:
+                attributes["stockade.approval.decided_by"] = approval.decided_by
+            self._tracer.step("approval", started, attributes)
 
     async def _execute(
         self, checked: ValidatedCall, decision: Decision, trace: _Trace
     ) -> ToolResult:
-        with self._tracer.step("sandbox") as span:
-            result = await super()._execute(checked, decision, trace)
-            span.set_attribute("stockade.sandbox.profile", trace.profile or "")
-            span.set_attribute("stockade.sandbox.attempts", len(trace.intents))
-            span.set_attribute("stockade.tool.status", result.status.value)
-            if result.image_digest:
-                span.set_attribute("stockade.sandbox.image_digest", result.image_digest)
-            return result
-
-    async def _intend(self, checked: ValidatedCall, decision: Decision, trace: _Trace) -> None:
-        with self._tracer.step("audit_intent", **{"stockade.attempt": len(trace.intents) + 1}):
-            await super()._intend(checked, decision, trace)
+        started = time.time_ns()
+        result = await super()._execute(checked, decision, trace)
+        attributes: dict[str, Any] = {
+            "stockade.sandbox.profile": trace.profile or "",
+            "stockade.sandbox.attempts": len(trace.intents),
+            "stockade.tool.status": result.status.value,
+        }
+        if result.image_digest:
+            attributes["stockade.sandbox.image_digest"] = result.image_digest
+        self._tracer.step("sandbox", started, attributes)
+        return result

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -23,11 +24,12 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
 
 from orchestrator.audit import redact as redact_value
 from orchestrator.tracing._context import current_trace_id
@@ -45,6 +47,7 @@ any OpenAI-compatible one; ``server.address`` says which)."""
 _CONTENT_CAP = 32 * 1024
 """Characters of one captured content attribute; the rest is cut (a conversation can be
 megabytes, and collectors refuse big spans)."""
+_SCOPE = "stockade"
 _SUCCEEDED = frozenset({"ok", "output_truncated"})
 _TRACE_OF_RUN: ContextVar[str | None] = ContextVar("stockade_trace_of_run", default=None)
 
@@ -124,17 +127,20 @@ class RunTracer:
         self.capture_content = settings.capture_content
         """Whether messages, arguments and outputs are recorded."""
         self._redact = tuple(redact)
+        self._ids = _RunIds()
         self._provider = TracerProvider(
             resource=Resource.create({"service.name": settings.service_name}),
             sampler=ParentBased(TraceIdRatioBased(settings.sampling_ratio)),
-            id_generator=_RunIds(),
+            id_generator=self._ids,
         )
         if exporter is None:
             exporter = OTLPSpanExporter(
                 endpoint=settings.endpoint, headers=dict(headers or {}), timeout=settings.timeout_s
             )
-        self._provider.add_span_processor(BatchSpanProcessor(exporter))
-        self._tracer = self._provider.get_tracer("stockade")
+        self._processor = BatchSpanProcessor(exporter)
+        self._provider.add_span_processor(self._processor)
+        self._scope = InstrumentationScope(_SCOPE)
+        self._tracer = self._provider.get_tracer(_SCOPE)
 
     def content(self, span: Span, key: str, value: Any) -> None:
         """Set content attribute ``key`` (JSON, redacted, capped) if content is captured."""
@@ -202,30 +208,30 @@ class RunTracer:
             yield ChatSpan(span, self)
 
     @contextmanager
-    def tool(self, call: ToolCall) -> Iterator[Span]:
-        """An ``execute_tool`` span around one gateway call (a root of its own outside a run,
-        whose trace id then goes on the call's log line)."""
-        with self._tracer.start_as_current_span(
-            f"execute_tool {call.name}",
-            kind=SpanKind.INTERNAL,
-            attributes={
-                "gen_ai.operation.name": "execute_tool",
-                "gen_ai.tool.name": call.name,
-                "gen_ai.tool.call.id": call.id,
-                "gen_ai.tool.type": "function",
-                "stockade.run.id": call.run_id or "",
-                "stockade.principal": call.principal or "",
-            },
-        ) as span:
-            self.content(span, "gen_ai.tool.call.arguments", call.arguments)
-            if current_trace_id.get() is None:
-                known = current_trace_id.set(_hex(span))
-                try:
-                    yield span
-                finally:
-                    current_trace_id.reset(known)
-            else:
+    def tool(self, call: ToolCall, registered: str | None) -> Iterator[Span]:
+        """An ``execute_tool`` span around one gateway call, current while open (a root of
+        its own outside a run, whose trace id then goes on the call's log line)."""
+        attributes = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": call.name,
+            "gen_ai.tool.call.id": call.id,
+            "gen_ai.tool.type": "function",
+            "stockade.run.id": call.run_id or "",
+            "stockade.principal": call.principal or "",
+        }
+        if registered is not None:  # the registered name (the model may spell it its way)
+            attributes["stockade.tool"] = registered
+        span = self._tracer.start_span(
+            f"execute_tool {call.name}", kind=SpanKind.INTERNAL, attributes=attributes
+        )
+        self.content(span, "gen_ai.tool.call.arguments", call.arguments)
+        known = None if current_trace_id.get() is not None else current_trace_id.set(_hex(span))
+        try:
+            with trace.use_span(span, end_on_exit=True):
                 yield span
+        finally:
+            if known is not None:
+                current_trace_id.reset(known)
 
     def tool_result(self, span: Span, result: ToolResult) -> None:
         """The call's status (and, as content, its output or error) on its span."""
@@ -237,13 +243,38 @@ class RunTracer:
             span.set_status(Status(StatusCode.ERROR, result.error or result.status.value))
         self.content(span, "gen_ai.tool.call.result", result.output or result.error or "")
 
-    @contextmanager
-    def step(self, name: str, **attributes: Any) -> Iterator[Span]:
-        """A child span for one of the gateway's steps (``stockade.<name>``)."""
-        with self._tracer.start_as_current_span(
-            f"stockade.{name}", kind=SpanKind.INTERNAL, attributes=attributes
-        ) as span:
-            yield span
+    def step(self, name: str, started_ns: int, attributes: Mapping[str, Any]) -> None:
+        """Record one of the gateway's steps, begun at ``started_ns`` (``time.time_ns()``) and
+        done now, as a ``stockade.<name>`` child of the current span (the call's).
+
+        A step is over before its span is made, has no children and its attributes are
+        known, so the finished span goes straight to the batch processor: the SDK's live
+        span (start, sampler, attribute checks under a lock, end) measured ~25 µs per span
+        under load, four times a call; this ~6 µs. It inherits the parent's sampling
+        decision (the sampler is parent-based anyway); the gateway's attributes are plain
+        strings, numbers and booleans."""
+        parent = trace.get_current_span().get_span_context()
+        if not parent.trace_flags.sampled:  # also: no span is current (invalid context)
+            return
+        self._processor.on_end(
+            ReadableSpan(
+                name=f"stockade.{name}",
+                context=SpanContext(
+                    parent.trace_id,
+                    self._ids.generate_span_id(),
+                    is_remote=False,
+                    trace_flags=parent.trace_flags,
+                    trace_state=parent.trace_state,
+                ),
+                parent=parent,
+                resource=self._provider.resource,
+                attributes=attributes,
+                kind=SpanKind.INTERNAL,
+                start_time=started_ns,
+                end_time=time.time_ns(),
+                instrumentation_scope=self._scope,
+            )
+        )
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:
         """Export what is queued now; False if it did not finish in time (blocks)."""
