@@ -122,6 +122,16 @@ setup_venv() {
     touch "$stamp"
 }
 
+# The tracing tests' OTLP receiver, Phoenix, in a virtual environment of its own
+# (its dependencies are many); tests/tracing/conftest.py makes it too when missing.
+setup_phoenix() {
+    local dir="${STOCKADE_TEST_CACHE:-$HOME/.cache/stockade}/phoenix-venv"
+    [ -x "$dir/bin/phoenix" ] && return 0
+    log "installing arize-phoenix into $dir (the tracing tests' receiver)"
+    python3 -m venv --clear "$dir"
+    "$dir/bin/python" -m pip install -q arize-phoenix
+}
+
 build_images() {
     "$VENV/bin/stockade" images build
 }
@@ -136,7 +146,7 @@ main() {
     build_images
     case "${1:-}" in
         "") ;;
-        test) shift; exec "$ROOT/scripts/run-tests.sh" "$@" ;;
+        test) shift; setup_phoenix; exec "$ROOT/scripts/run-tests.sh" "$@" ;;
         demo) shift; exec "$VENV/bin/stockade" demo "$@" ;;
         *) die "unknown command '$1' (expected: test, demo, engine, or nothing)" ;;
     esac
