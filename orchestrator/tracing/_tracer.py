@@ -235,12 +235,13 @@ class RunTracer:
 
     def tool_result(self, span: Span, result: ToolResult) -> None:
         """The call's status (and, as content, its output or error) on its span."""
-        span.set_attribute("stockade.tool.status", result.status.value)
+        attributes: dict[str, Any] = {"stockade.tool.status": result.status.value}
         if result.exit_code is not None:
-            span.set_attribute("stockade.tool.exit_code", result.exit_code)
+            attributes["stockade.tool.exit_code"] = result.exit_code
         if result.status.value not in _SUCCEEDED:
-            span.set_attribute("error.type", result.status.value)
+            attributes["error.type"] = result.status.value
             span.set_status(Status(StatusCode.ERROR, result.error or result.status.value))
+        span.set_attributes(attributes)  # one pass under the span's lock
         self.content(span, "gen_ai.tool.call.result", result.output or result.error or "")
 
     def step(self, name: str, started_ns: int, attributes: Mapping[str, Any]) -> None:
