@@ -124,6 +124,7 @@ def p(samples: list[float], q: float) -> float:
 
 
 async def main(rounds: int, calls: int) -> None:
+    load_at_start = os.getloadavg()[0]
     exporter = InMemorySpanExporter()
     tracer = RunTracer(TracingSettings(enabled=True), exporter=exporter)
     with tempfile.TemporaryDirectory(prefix="tracing-bench-") as folder:
@@ -159,7 +160,7 @@ async def main(rounds: int, calls: int) -> None:
     tracer.shutdown()
 
     print(f"# {platform.python_implementation()} {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; "
+          f"{os.cpu_count()} CPUs, load {load_at_start:.2f} at the start; "
           f"{rounds} rounds x {calls} calls per gateway")  # fmt: skip
     print(f"spans exported while tracing on: {exported} "
           f"({exported / (rounds * calls):.1f} per call)")  # fmt: skip
@@ -175,6 +176,7 @@ async def main(rounds: int, calls: int) -> None:
     )
     print(f"tracing on - off, median of per-round p50 differences: {on_off:.1f} µs per call")
     print(f"tracing off - untraced build, same: {off_build:+.2f} µs per call")
+    print(f"# load at the end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
