@@ -395,13 +395,18 @@ class RayBackend(SandboxBackend):
             host.served += 1
             record: dict[str, Any] = json.loads(raw)
             self._overheads.append(time.perf_counter() - sent_at - float(record.get("host_s", 0.0)))
-            if record.get("ended") in ("refused", "engine"):
-                host.last_error = record.get("message", "")
+            if record.get("ended") == "engine":
+                # The host's engine failed the call (down, image missing): its own code.
+                host.last_error = str(record.get("message", ""))
+                try:
+                    code = ErrorCode(str(record.get("code")))
+                except ValueError:
+                    code = ErrorCode.ENGINE_ERROR
                 raise InfrastructureError(
                     f"host {host.name}: {host.last_error}",
-                    code=ErrorCode.ENGINE_UNAVAILABLE,
+                    code=code,
                     op=_OP,
-                    retryable=True,
+                    retryable=bool(record.get("retryable", False)),
                 )
             return record, reply
 

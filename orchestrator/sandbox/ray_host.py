@@ -264,7 +264,11 @@ class SandboxHost:
         except InfrastructureError as exc:
             self._in_flight -= 1
             self._last_error = str(exc)
-            return json.dumps({"ended": "engine", "message": str(exc)}), b""
+            failure = {"code": exc.code.value, "retryable": exc.retryable, "message": str(exc)}
+            return json.dumps({"ended": "engine", **failure}), b""
+        except BaseException:  # cancelled while waiting for a container
+            self._in_flight -= 1
+            raise
         record: dict[str, Any] = {
             "host": self._name,
             "container_id": container.id,
