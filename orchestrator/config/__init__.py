@@ -28,8 +28,8 @@ from orchestrator.config._model import (
     SecretBinding,
     SecretSettings,
     ServerSettings,
-    TracingSettings,
     StockadeConfig,
+    TracingSettings,
     builtin_profiles,
 )
 from orchestrator.config._schema import config_schema, render_config_schema
@@ -58,8 +58,8 @@ __all__ = [
     "SecretBinding",
     "SecretSettings",
     "ServerSettings",
-    "TracingSettings",
     "StockadeConfig",
+    "TracingSettings",
     "builtin_profiles",
     "config_schema",
     "load_config",

@@ -41,8 +41,8 @@ __all__ = [
     "SecretBinding",
     "SecretSettings",
     "ServerSettings",
-    "TracingSettings",
     "StockadeConfig",
+    "TracingSettings",
     "builtin_profiles",
 ]
 
