@@ -79,6 +79,9 @@ class ExecResult(StrictModel):
     """Standard error, decoded as UTF-8 (invalid bytes replaced), capped."""
     truncated: bool
     """True when stdout or stderr was cut at the profile's cap."""
+    stdout_truncated: bool = False
+    """True when stdout itself was cut: a tool's result travels there, while its stderr
+    carries diagnostics and the program output it passes on as it comes."""
     stdout_bytes: int
     """Bytes the program wrote to stdout in all, kept or not."""
     stderr_bytes: int

@@ -103,6 +103,10 @@ def tool_result(call: ToolCall, result: ExecResult) -> ToolResult:
         return ToolResult(status=ToolStatus.ERROR, output=printed, error=error, **common)
     value = _as_text(outcome.get("value"))
     output = f"{printed}\n{value}" if printed else value
+    # The tool reported its result whole: only a cut in what it printed before it
+    # counts. Its stderr (diagnostics, and the program output it passes on live)
+    # may pass the cap without the result losing anything.
+    common["truncated"] = result.stdout_truncated
     return ToolResult(status=ToolStatus.OK, output=output, **common)
 
 

@@ -74,7 +74,8 @@ async def test_a_flood_of_output_is_capped_inside_the_tool(tools: Gateway) -> No
     code = (
         "import sys\nout = sys.stdout.buffer\nout.write(b'START\\n')\n"
         "chunk = b'x' * (1 << 20)\nfor _ in range(2048):\n    out.write(chunk)\n"
-        "out.write(b'\\nTHE END\\n')"
+        # Assigned: a trailing expression's value would be shown, as a REPL shows it.
+        "_ = out.write(b'\\nTHE END\\n')"
     )
     result = await call(tools, "python.run", code=code)
     output = output_of(result)
