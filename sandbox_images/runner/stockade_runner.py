@@ -735,15 +735,18 @@ class _Capture:
 class _Live:
     """The program's output as live frames, coalesced and capped (see the protocol doc)."""
 
-    def __init__(self, cap: int, stream: _HiddenStream) -> None:
+    def __init__(self, cap: int, stream: _HiddenStream, *, tool: bool) -> None:
         self.room = cap
         self.stream = stream
+        # A tool's stdout carries its result line, not output for people: a tool
+        # passes its program's output on through stderr (stockade_sdk.process).
+        self.tool = tool
         self.pending: dict[bytes, bytearray] = {b"1": bytearray(), b"2": bytearray()}
         self.last = 0.0
         self.due: float | None = None
 
     def feed(self, which: bytes, chunk: bytes) -> None:
-        if self.room <= 0:
+        if self.room <= 0 or (self.tool and which == b"1"):
             return
         chunk = chunk[: self.room]
         self.room -= len(chunk)
@@ -1180,7 +1183,11 @@ def main(args: list[str] | None = None) -> int:
     snapshot, copy_error = _receive_workspace(channel, request.cwd, request.workspace_limit)
     stream = _HiddenStream()
     _start_egress(request, guard, stream, host)
-    live = _Live(request.live_cap, stream) if request.live_cap else None
+    live = (
+        _Live(request.live_cap, stream, tool=request.mode == MODE_TOOL)
+        if request.live_cap
+        else None
+    )
 
     report: dict[str, object]
     if copy_error is not None:
