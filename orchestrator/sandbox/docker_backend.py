@@ -390,8 +390,7 @@ class DockerBackend(SandboxBackend):
                 f"the sandbox sent a malformed reply and was destroyed: {exc}",
             )
 
-        stdout_truncated = report.stdout_total > len(stdout)
-        truncated = stdout_truncated or report.stderr_total > len(stderr)
+        truncated = report.stdout_total > len(stdout) or report.stderr_total > len(stderr)
         status, message = status_of(report, truncated=truncated)
         # The runner exits after its reply, closing the tool's proxy
         # connections; wait for them to report before the result is final.
@@ -408,7 +407,7 @@ class DockerBackend(SandboxBackend):
             stdout=head_and_tail(stdout, report.stdout_total, report.stdout_cut),
             stderr=head_and_tail(stderr, report.stderr_total, report.stderr_cut),
             truncated=truncated,
-            stdout_truncated=stdout_truncated,
+            stdout_truncated=report.stdout_total > len(stdout),
             stdout_bytes=report.stdout_total,
             stderr_bytes=report.stderr_total,
             duration_s=time.monotonic() - started,
