@@ -9,7 +9,10 @@ one run at concurrency 1, ``echo ok`` in the same image and profile:
       engine, host-b: the second engine);
   (c) what Ray adds to each call of (b): the orchestrator's round trip of the
       host's task minus the host's own time (encoding, RPC, object transfer,
-      scheduling) — the dispatch cost the target is about (p50 ≤ 2 ms, p99 ≤ 5 ms).
+      scheduling) — the dispatch cost the target is about (p50 ≤ 2 ms, p99 ≤ 5 ms);
+  (d) scale of dispatch and placement: host actors backed by a fixed-latency
+      scripted executor (50 ms a call, one at a time per host), 200 calls at
+      concurrency 8 over one host and over two (target: two at least 1.8 times one).
 
 Run: ``.venv/bin/python benchmarks/ray_bench.py [--calls 200]``.
 """
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import statistics
 import time
@@ -25,12 +30,88 @@ from pathlib import Path
 
 import docker
 
+from orchestrator.sandbox._wire import frame
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecStatus
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.profile import DEFAULT_IMAGE, SandboxProfile
 from orchestrator.sandbox.ray_backend import RayBackend
+from orchestrator.sandbox.ray_host import host_actor_name
 from orchestrator.testing.ray_cluster import RayCluster
+
+SCRIPTED_S = 0.05
+
+
+class ScriptedHost:
+    """A host actor with the real one's methods whose engine is a 50 ms sleep, one call at a time.
+
+    Named like a real host in its own namespace, so the Ray backend finds it
+    instead of creating a ``SandboxHost`` (``get_if_exists``).
+    """
+
+    def __init__(self, name: str, refuse: bool) -> None:
+        self._name, self._refuse = name, refuse
+        self._lock: asyncio.Lock | None = None
+        self._served = 0
+
+    async def register(self, images: list[str], orchestrator: str, lease_s: float) -> str:
+        return await self.describe()
+
+    async def describe(self, orchestrator: str = "") -> str:
+        refused = f"{self._name} sits this run out" if self._refuse else ""
+        return json.dumps({"host": self._name, "refused": refused, "ready": {}})
+
+    async def warm(self, orchestrator: str, profile_json: str, timeout_s: float) -> str:
+        return await self.describe()
+
+    async def execute(
+        self, orchestrator: str, profile_json: str, request: bytes, timeout_s: float, ws: bool
+    ) -> tuple[str, bytes]:
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
+            began = time.monotonic()
+            await asyncio.sleep(SCRIPTED_S)
+            self._served += 1
+        report = json.dumps({"exit_code": 0, "stdout_total": 3}).encode()
+        reply = b"".join(frame(part) for part in (report, b"ok\n", b""))
+        record = {"ended": "complete", "container_id": "scripted", "image_digest": "",
+                  "from_pool": True, "host_s": time.monotonic() - began}  # fmt: skip
+        return json.dumps(record), reply
+
+    async def release(self, orchestrator: str) -> int:
+        return 0
+
+
+async def _scaling(cluster: RayCluster, hosts: int, calls: int = 200) -> float:
+    import ray  # noqa: PLC0415 - only once the token is in the environment
+
+    namespace = f"bench-scripted-{hosts}"
+    actors = [
+        ray.remote(ScriptedHost)
+        .options(name=host_actor_name(node.name), namespace=namespace, lifetime="detached",
+                 num_cpus=0, resources={f"stockade_host:{node.name}": 0.001})
+        .remote(node.name, index >= hosts)
+        for index, node in enumerate(cluster.nodes)
+    ]  # fmt: skip
+    backend = RayBackend(address=cluster.address, namespace=namespace, images=[])
+    await backend.start()
+    try:
+        assert len(backend.hosts) == hosts, backend.hosts
+        semaphore = asyncio.Semaphore(8)
+
+        async def one() -> None:
+            async with semaphore:
+                result = await backend.execute(REQUEST, PROFILE)
+                assert result.stdout == "ok\n", result
+
+        began = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(calls)))
+        return calls / (time.perf_counter() - began)
+    finally:
+        await backend.close()
+        for actor in actors:
+            ray.kill(actor)
+
 
 PROFILE = SandboxProfile(name="bench-ray", image=DEFAULT_IMAGE, pool_size=2)
 REQUEST = ExecRequest(argv=("echo", "ok"))
@@ -56,7 +137,10 @@ async def _series(backend: DockerBackend | RayBackend, calls: int) -> list[float
     return latencies
 
 
-async def _measure(cluster: RayCluster, calls: int) -> None:
+async def _measure(cluster: RayCluster, calls: int, *, scaling_only: bool) -> None:
+    if scaling_only:
+        await _print_scaling(cluster)
+        return
     client = docker.from_env()
     async with DockerBackend(client, profiles=[PROFILE]) as local:
         await local.wait_warm(PROFILE)
@@ -80,6 +164,19 @@ async def _measure(cluster: RayCluster, calls: int) -> None:
         p50, p99 = _quantiles(values)
         print(f"{name:<34}{p50:>9.2f}{p99:>9.2f}")
     print(f"calls served per host: {hosts}")
+    await _print_scaling(cluster)
+
+
+async def _print_scaling(cluster: RayCluster) -> None:
+    import ray  # noqa: PLC0415 - only once the token is in the environment
+
+    for node in cluster.nodes:  # the real hosts of (b) hold the nodes' host resources
+        with contextlib.suppress(ValueError):
+            ray.kill(ray.get_actor(host_actor_name(node.name), namespace="stockade"))
+    one = await _scaling(cluster, 1)
+    two = await _scaling(cluster, 2)
+    print(f"(d) scripted hosts, 50 ms a call: 1 host {one:.1f} calls/s, 2 hosts {two:.1f} calls/s,"
+          f" x{two / one:.2f}")  # fmt: skip
     load = os.getloadavg()
     print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} cores)")
 
@@ -87,6 +184,7 @@ async def _measure(cluster: RayCluster, calls: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--scaling-only", action="store_true", help="Only (d).")
     args = parser.parse_args()
     builder = ImageBuilder(docker.from_env())
     base = builder.build_base()
@@ -96,9 +194,12 @@ def main() -> None:
     try:
         os.environ.update(cluster.environment())  # the driver's token, before Ray is imported
         with cluster.enter():
-            asyncio.run(_measure(cluster, args.calls))
             import ray  # noqa: PLC0415 - only once the token is in the environment
 
+            # Joined before anything else touches Ray: an actor created first
+            # would start a local Ray instead, which looks for an address of its own.
+            ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+            asyncio.run(_measure(cluster, args.calls, scaling_only=args.scaling_only))
             ray.shutdown()
     finally:
         cluster.down()

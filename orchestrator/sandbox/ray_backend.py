@@ -238,8 +238,9 @@ class RayBackend(SandboxBackend):
                 continue
             record = json.loads(raw)
             if record["refused"]:
+                if self._refused.get(name) != record["refused"]:  # once, not every refresh
+                    _log.warning("%s", record["refused"])
                 self._refused[name] = record["refused"]
-                _log.warning("%s", record["refused"])
                 continue
             self._refused.pop(name, None)
             info.record = record
