@@ -33,7 +33,7 @@ from orchestrator.sandbox._wire import (
     frame,
 )
 from orchestrator.sandbox.backend import SandboxBackend
-from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
+from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus, container_acquired
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.labels import BACKEND_LABEL
 from orchestrator.sandbox.live import (
@@ -232,6 +232,7 @@ class DockerBackend(SandboxBackend):
         workspace_lock = request.workspace.lock if request.workspace else contextlib.nullcontext()
         async with workspace_lock:
             container, from_pool = await entry.pool.acquire()
+            container_acquired(from_pool)
             sandbox = self._metrics.sandbox
             sandbox.pool_acquisitions.labels(profile.name).inc()
             if not from_pool:

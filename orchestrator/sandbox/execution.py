@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -15,7 +16,22 @@ from orchestrator.sandbox.live import OutputChunk
 from orchestrator.sandbox.workspace import Workspace
 from orchestrator.strict import StrictModel
 
-__all__ = ["ExecRequest", "ExecResult", "ExecStatus"]
+__all__ = ["ExecRequest", "ExecResult", "ExecStatus", "container_acquired", "on_acquired"]
+
+on_acquired: ContextVar[Callable[[bool], None] | None] = ContextVar(
+    "stockade_on_acquired", default=None
+)
+"""Set by whoever times a call's steps (the traced gateway, per attempt): called with
+``from_pool`` once the call's container is in hand. Unset (tracing off): nothing is called."""
+
+
+def container_acquired(from_pool: bool) -> None:
+    """A backend's report that the call's container is in hand (taken warm from the pool or
+    just made), splitting "sandbox acquire" from "execution" in traces; a backend that does
+    not report it gets one execution span for both."""
+    watch = on_acquired.get()
+    if watch is not None:
+        watch(from_pool)
 
 
 @dataclass(frozen=True, kw_only=True)
