@@ -14,8 +14,9 @@ from typing import Any
 from orchestrator.gateway import Gateway
 from orchestrator.gateway._gateway import _Trace
 from orchestrator.policy import Decision, RateLimitAnswer, RateLimiter
+from orchestrator.sandbox.execution import on_acquired
 from orchestrator.sandbox.live import OutputListener
-from orchestrator.tools import ToolCall, ToolExecutor, ToolResult, ValidatedCall
+from orchestrator.tools import ToolCall, ToolExecutor, ToolRegistry, ToolResult, ValidatedCall
 from orchestrator.tracing._tracer import RunTracer
 
 __all__ = ["TracedGateway", "TracedRateLimiter"]
@@ -77,7 +78,9 @@ class TracedGateway(Gateway):
             rate_limiter = TracedRateLimiter(
                 policy.rate_limits, store=kwargs.get("limit_store"), tracer=tracer
             )
-        super().__init__(executor, *args, rate_limiter=rate_limiter, **kwargs)
+        super().__init__(
+            _TimedExecutor(executor, tracer), *args, rate_limiter=rate_limiter, **kwargs
+        )
 
     @property
     def tracer(self) -> RunTracer:
@@ -117,17 +120,78 @@ class TracedGateway(Gateway):
                 attributes["stockade.approval.decided_by"] = approval.decided_by
             self._tracer.step("approval", started, attributes)
 
-    async def _execute(
-        self, checked: ValidatedCall, decision: Decision, trace: _Trace
-    ) -> ToolResult:
+    async def _intend(self, checked: ValidatedCall, decision: Decision, trace: _Trace) -> None:
+        # A span, not an event: the intent is a durable (fsync'd) audit write before every
+        # attempt, and its time is part of the call's latency worth seeing.
         started = time.time_ns()
-        result = await super()._execute(checked, decision, trace)
-        attributes: dict[str, Any] = {
-            "stockade.sandbox.profile": trace.profile or "",
-            "stockade.sandbox.attempts": len(trace.intents),
-            "stockade.tool.status": result.status.value,
-        }
-        if result.image_digest:
-            attributes["stockade.sandbox.image_digest"] = result.image_digest
-        self._tracer.step("sandbox", started, attributes)
+        await super()._intend(checked, decision, trace)
+        attributes = {"stockade.attempt": len(trace.intents)}
+        if trace.intents:
+            attributes["stockade.audit.seq"] = trace.intents[-1]
+        self._tracer.step("intent", started, attributes)
+
+
+class _TimedExecutor(ToolExecutor):
+    """The gateway's executor, timing each attempt: a ``stockade.sandbox.acquire`` span up to
+    the moment the backend has the container in hand, a ``stockade.sandbox.execute`` span from
+    there to the result (one execute span for the whole attempt when the backend does not
+    report the hand-over)."""
+
+    def __init__(self, inner: ToolExecutor, tracer: RunTracer) -> None:
+        # Delegates everything: the inner executor is the one the platform built.
+        self._inner = inner
+        self._tracer = tracer
+
+    @property
+    def registry(self) -> ToolRegistry:
+        """The inner executor's tools."""
+        return self._inner.registry
+
+    @property
+    def profiles(self) -> frozenset[str]:
+        """The inner executor's sandbox profiles."""
+        return self._inner.profiles
+
+    async def wait_ready(self, timeout_s: float) -> float | None:
+        """The inner executor's :meth:`~ToolExecutor.wait_ready`."""
+        return await self._inner.wait_ready(timeout_s)
+
+    async def run(
+        self,
+        checked: ValidatedCall,
+        *,
+        profile: str | None = None,
+        timeout_s: float | None = None,
+    ) -> ToolResult:
+        """One attempt of :meth:`ToolExecutor.run`, as acquire and execute spans."""
+        started = time.time_ns()
+        acquired: list[tuple[int, bool]] = []
+        watching = on_acquired.set(lambda from_pool: acquired.append((time.time_ns(), from_pool)))
+        attributes: dict[str, Any] = {"stockade.sandbox.profile": profile or checked.spec.profile}
+        try:
+            result = await self._inner.run(checked, profile=profile, timeout_s=timeout_s)
+        except BaseException as exc:
+            attributes["error.type"] = type(exc).__name__
+            raise
+        else:
+            attributes["stockade.tool.status"] = result.status.value
+            if result.image_digest:
+                attributes["stockade.sandbox.image_digest"] = result.image_digest
+        finally:
+            on_acquired.reset(watching)
+            execute_from = started
+            if acquired:
+                execute_from, from_pool = acquired[0]
+                self._tracer.step(
+                    "sandbox.acquire",
+                    started,
+                    {
+                        "stockade.sandbox.profile": attributes["stockade.sandbox.profile"],
+                        "stockade.sandbox.from_pool": from_pool,
+                    },
+                    ended_ns=execute_from,
+                )
+            else:
+                attributes["stockade.sandbox.acquire_reported"] = False
+            self._tracer.step("sandbox.execute", execute_from, attributes)
         return result

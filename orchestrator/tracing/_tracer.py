@@ -244,9 +244,17 @@ class RunTracer:
         span.set_attributes(attributes)  # one pass under the span's lock
         self.content(span, "gen_ai.tool.call.result", result.output or result.error or "")
 
-    def step(self, name: str, started_ns: int, attributes: Mapping[str, Any]) -> None:
+    def step(
+        self,
+        name: str,
+        started_ns: int,
+        attributes: Mapping[str, Any],
+        *,
+        ended_ns: int | None = None,
+    ) -> None:
         """Record one of the gateway's steps, begun at ``started_ns`` (``time.time_ns()``) and
-        done now, as a ``stockade.<name>`` child of the current span (the call's).
+        done at ``ended_ns`` (default: now), as a ``stockade.<name>`` child of the current span
+        (the call's).
 
         A step is over before its span is made, has no children and its attributes are
         known, so the finished span goes straight to the batch processor: the SDK's live
@@ -272,7 +280,7 @@ class RunTracer:
                 attributes=attributes,
                 kind=SpanKind.INTERNAL,
                 start_time=started_ns,
-                end_time=time.time_ns(),
+                end_time=time.time_ns() if ended_ns is None else ended_ns,
                 instrumentation_scope=self._scope,
             )
         )

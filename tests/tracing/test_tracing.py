@@ -33,6 +33,8 @@ CONTENT_KEYS = {
     "gen_ai.tool.call.result",
 }
 MODEL_CALLS = 5  # three tool turns, the answer, the reflection
+SANDBOX_STEPS = {"stockade.intent", "stockade.sandbox.acquire", "stockade.sandbox.execute"}
+STEPS = 5 + 1 + 6  # the gateway's step spans of the write, the denied read, the delete
 
 
 def trace_of_run(home: Path, run_id: str) -> str:
@@ -67,9 +69,9 @@ def test_a_runs_trace_lands_in_phoenix_with_the_genai_shape(
     assert result["status"] == "complete", result
     run_id = result["run_id"]
     trace_id = trace_of_run(tmp_path, run_id)
-    # One root, 5 chats, 3 tool calls, and the steps: write (policy, rate limit, sandbox),
-    # denied read (policy), approved delete (policy, rate limit, approval, sandbox).
-    spans = spans_landed(phoenix, trace_id, 1 + MODEL_CALLS + 3 + 3 + 1 + 4)
+    # One root, 5 chats, 3 tool calls, and the steps: write (policy, rate limit, intent,
+    # acquire, execute), denied read (policy), approved delete (those of write and approval).
+    spans = spans_landed(phoenix, trace_id, 1 + MODEL_CALLS + 3 + STEPS)
 
     roots = [s for s in spans if s["parent_id"] is None]
     assert [r["name"] for r in roots] == ["invoke_agent stockade"]
@@ -116,12 +118,23 @@ def test_a_runs_trace_lands_in_phoenix_with_the_genai_shape(
         assert a["gen_ai.tool.type"] == "function"
 
     write = children(spans, tools["files.write"])
-    assert names(write) == {"stockade.policy", "stockade.rate_limit", "stockade.sandbox"}
-    sandbox = next(s for s in write if s["name"] == "stockade.sandbox")
-    assert sandbox["attributes"]["stockade.sandbox.profile"] == "default"
-    assert sandbox["attributes"]["stockade.sandbox.image_digest"].startswith("sha256:")
-    assert sandbox["attributes"]["stockade.sandbox.attempts"] == 1
-    assert children(spans, sandbox) == []
+    assert names(write) == {"stockade.policy", "stockade.rate_limit", *SANDBOX_STEPS}
+    assert len(write) == 5  # one attempt
+    step = {s["name"]: s for s in write}
+    intent, acquire, execute = (step[n] for n in sorted(SANDBOX_STEPS))
+    assert intent["attributes"]["stockade.attempt"] == 1
+    assert intent["attributes"]["stockade.audit.seq"] > 0
+    # In order, back to back: the durable intent, then the container, then the run in it.
+    assert intent["end_time"] <= acquire["start_time"]
+    assert acquire["end_time"] == execute["start_time"]
+    assert acquire["start_time"] < acquire["end_time"] < execute["end_time"]
+    assert acquire["attributes"]["stockade.sandbox.profile"] == "default"
+    assert acquire["attributes"]["stockade.sandbox.from_pool"] is False  # pool_size: 0
+    assert execute["attributes"]["stockade.sandbox.profile"] == "default"
+    assert execute["attributes"]["stockade.sandbox.image_digest"].startswith("sha256:")
+    assert execute["attributes"]["stockade.tool.status"] == "ok"
+    assert "stockade.sandbox.acquire_reported" not in execute["attributes"]
+    assert all(children(spans, s) == [] for s in write)
 
     read = children(spans, tools["files.read"])
     assert names(read) == {"stockade.policy"}
@@ -135,8 +148,9 @@ def test_a_runs_trace_lands_in_phoenix_with_the_genai_shape(
         "stockade.policy",
         "stockade.rate_limit",
         "stockade.approval",
-        "stockade.sandbox",
+        *SANDBOX_STEPS,
     }
+    assert len(delete) == 6
     approval = next(s for s in delete if s["name"] == "stockade.approval")
     assert approval["attributes"]["stockade.approval.status"] == "approved"
     assert approval["attributes"]["stockade.approval.decided_by"] == "auto:ok"
@@ -161,7 +175,7 @@ def test_content_is_on_the_spans_only_when_opted_in(
     result = phoenix.traced_run(tmp_path, capture=True)
     assert result["status"] == "complete", result
     trace_id = trace_of_run(tmp_path, result["run_id"])
-    spans = spans_landed(phoenix, trace_id, 1 + MODEL_CALLS + 3 + 8)
+    spans = spans_landed(phoenix, trace_id, 1 + MODEL_CALLS + 3 + STEPS)
     by_tool = {
         s["attributes"].get("stockade.tool"): s["attributes"]
         for s in spans
