@@ -7,7 +7,11 @@ attribute names follow the OpenTelemetry GenAI semantic conventions
 steps are ``stockade.*`` spans under ``execute_tool``.
 
 A run's trace id is derived from its run id, so a run resumed by another
-process continues the same trace.
+process continues the same trace; so is the span id of its first part's
+``invoke_agent`` span, which every resumed part's ``invoke_agent`` span
+(``stockade.run.resumed``) links to: a process killed mid-run never ends its
+root span, but the spans it did export still name that parent, and the link
+ties the resumed part to it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from orchestrator.audit import redact as redact_value
 from orchestrator.tracing._context import current_trace_id
@@ -39,7 +43,14 @@ if TYPE_CHECKING:
     from orchestrator.config import TracingSettings
     from orchestrator.tools import ToolCall, ToolResult
 
-__all__ = ["ChatSpan", "RunSpan", "RunTracer"]
+__all__ = [
+    "RESUMES_LINK",
+    "ChatSpan",
+    "RunSpan",
+    "RunTracer",
+    "first_part_span_id",
+    "run_trace_id",
+]
 
 PROVIDER = "openai"
 """``gen_ai.provider.name``: the model is reached through the OpenAI API (its server may be
@@ -50,17 +61,36 @@ megabytes, and collectors refuse big spans)."""
 _SCOPE = "stockade"
 _SUCCEEDED = frozenset({"ok", "output_truncated"})
 _TRACE_OF_RUN: ContextVar[str | None] = ContextVar("stockade_trace_of_run", default=None)
+_FIRST_PART_OF_RUN: ContextVar[str | None] = ContextVar("stockade_first_part", default=None)
+RESUMES_LINK = "resumes"
+"""``stockade.link.type`` of a resumed part's link to the run's first ``invoke_agent`` span."""
+
+
+def run_trace_id(run_id: str) -> int:
+    """The trace id of run ``run_id`` (the same in every process that drives it)."""
+    digest = hashlib.sha256(b"stockade-run:" + run_id.encode()).digest()
+    return int.from_bytes(digest[:16], "big") or 1
+
+
+def first_part_span_id(run_id: str) -> int:
+    """The span id of the ``invoke_agent`` span of run ``run_id``'s first part."""
+    digest = hashlib.sha256(b"stockade-run-root:" + run_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") or 1
 
 
 class _RunIds(RandomIdGenerator):
-    """Trace ids from run ids (while a run's root span starts), random otherwise."""
+    """Trace ids from run ids (while a run's root span starts), and the span id of a run's
+    first root span from its run id; random otherwise."""
 
     def generate_trace_id(self) -> int:
         run_id = _TRACE_OF_RUN.get()
-        if run_id is None:
-            return super().generate_trace_id()
-        digest = hashlib.sha256(b"stockade-run:" + run_id.encode()).digest()
-        return int.from_bytes(digest[:16], "big") or 1
+        return super().generate_trace_id() if run_id is None else run_trace_id(run_id)
+
+    def generate_span_id(self) -> int:
+        # Resumed parts get random ids: a part killed before its resume count was
+        # checkpointed would otherwise be numbered, and identified, twice.
+        run_id = _FIRST_PART_OF_RUN.get()
+        return super().generate_span_id() if run_id is None else first_part_span_id(run_id)
 
 
 def _hex(span: Span) -> str:
@@ -154,13 +184,27 @@ class RunTracer:
     def run(
         self, *, run_id: str, agent: str, model: str, goal: str, principal: str, resumed: bool
     ) -> Iterator[RunSpan]:
-        """The ``invoke_agent`` span of a run, the root of its trace (current while open)."""
+        """The ``invoke_agent`` span of a run, the root of its trace (current while open).
+
+        A ``resumed`` run's span is a second root in the same trace, linked to the first
+        part's span (whose id is derived from the run id)."""
+        links: list[Link] = []
+        if resumed:
+            first = SpanContext(
+                run_trace_id(run_id),
+                first_part_span_id(run_id),
+                is_remote=True,
+                trace_flags=TraceFlags(TraceFlags.SAMPLED),
+            )
+            links.append(Link(first, {"stockade.link.type": RESUMES_LINK}))
         marked = _TRACE_OF_RUN.set(run_id)
+        first_part = None if resumed else _FIRST_PART_OF_RUN.set(run_id)
         try:
             span = self._tracer.start_span(
                 f"invoke_agent {agent}",
                 context=otel_context.Context(),  # a new trace, whatever encloses the run
                 kind=SpanKind.INTERNAL,
+                links=links,
                 attributes={
                     "gen_ai.operation.name": "invoke_agent",
                     "gen_ai.provider.name": PROVIDER,
@@ -174,6 +218,8 @@ class RunTracer:
             )
         finally:
             _TRACE_OF_RUN.reset(marked)
+            if first_part is not None:
+                _FIRST_PART_OF_RUN.reset(first_part)
         run_span = RunSpan(span, self)
         self.content(span, "gen_ai.input.messages", [{"role": "user", "content": goal}])
         known = current_trace_id.set(run_span.trace_id)
