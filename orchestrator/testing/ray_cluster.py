@@ -27,6 +27,7 @@ directories, every process in the namespaces, and the namespaces.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import json
@@ -119,6 +120,17 @@ class RayCluster:
 
     def up(self) -> None:
         """Form the cluster; on any failure, remove what was made and raise."""
+        taken = [
+            ns for ns in (f"{self.prefix}1", f"{self.prefix}2") if Path(f"/run/netns/{ns}").exists()
+        ]
+        if taken or self.root.exists():
+            # Another cluster of these names is up (or a killed run left it): not ours to remove.
+            raise RuntimeError(
+                f"network namespace(s) {taken} or {self.root} already exist: another cluster of "
+                f"these names is running, or a killed run left it (remove it with "
+                f"`python -m orchestrator.testing.ray_cluster down --prefix {self.prefix} --root "
+                f"{self.root}` when nothing uses it)"
+            )
         try:
             self._network()
             self.root.mkdir(parents=True, exist_ok=True)
@@ -378,17 +390,22 @@ def _stop(pid: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``up`` forms the cluster and prints its address and token; ``down`` removes it."""
-    if argv[:1] == ["up"]:
-        cluster = RayCluster(images=tuple(argv[1:]))
+    """``up [IMAGE...]`` forms the cluster and prints its address and token; ``down`` removes
+    it. ``--prefix`` and ``--root`` name another cluster (the tests': ``stkrt``,
+    ``/tmp/stk-ray-t``; the benchmark's: ``stkrb``, ``/tmp/stk-ray-b``)."""
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.testing.ray_cluster")
+    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("images", nargs="*", help="images to copy to the second engine (up)")
+    parser.add_argument("--prefix", default="stkray", help="network namespace name prefix")
+    parser.add_argument("--root", type=Path, default=Path("/tmp/stk-ray"))
+    args = parser.parse_args(argv)
+    cluster = RayCluster(root=args.root, prefix=args.prefix, images=tuple(args.images))
+    if args.action == "up":
         cluster.up()
         print(json.dumps({"address": cluster.address, "token": cluster.token}))
-        return 0
-    if argv[:1] == ["down"]:
-        RayCluster().down()
-        return 0
-    print("usage: python -m orchestrator.testing.ray_cluster up [IMAGE...] | down")
-    return 2
+    else:
+        cluster.down()
+    return 0
 
 
 if __name__ == "__main__":
