@@ -35,6 +35,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from orchestrator.audit import REDACTED
 from orchestrator.audit import redact as redact_value
 from orchestrator.tracing._context import current_trace_id
 
@@ -62,6 +63,11 @@ _SCOPE = "stockade"
 _SUCCEEDED = frozenset({"ok", "output_truncated"})
 _TRACE_OF_RUN: ContextVar[str | None] = ContextVar("stockade_trace_of_run", default=None)
 _FIRST_PART_OF_RUN: ContextVar[str | None] = ContextVar("stockade_first_part", default=None)
+_HIDDEN: ContextVar[set[str] | None] = ContextVar("stockade_hidden_values", default=None)
+"""Values a rule on a key hid from a run's (or call's) content so far: a tool's error may
+quote them ("got \"...\""), and a later message may repeat them, where no key is in sight."""
+_MIN_HIDDEN = 4
+"""Hidden values shorter than this are not searched for in text (they would mangle it)."""
 RESUMES_LINK = "resumes"
 """``stockade.link.type`` of a resumed part's link to the run's first ``invoke_agent`` span."""
 
@@ -116,7 +122,7 @@ class RunSpan:
             self._tracer.content(span, "gen_ai.output.messages", _assistant(answer))
         if status != "complete":
             span.set_attribute("error.type", status)
-            span.set_status(Status(StatusCode.ERROR, reason or status))
+            span.set_status(Status(StatusCode.ERROR, self._tracer.text(reason or status)))
 
 
 class ChatSpan:
@@ -176,9 +182,39 @@ class RunTracer:
         """Set content attribute ``key`` (JSON, redacted, capped) if content is captured."""
         if not self.capture_content or not span.is_recording():
             return
-        text = value if isinstance(value, str) else json.dumps(value, default=str)
-        text = str(redact_value(text, self._redact))
+        if not self._redact:
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+        else:  # on the structure, so a rule on a key hides the entry's value
+            value = _redacted(value, self._redact, self._hidden())
+            text = self.text(value if isinstance(value, str) else json.dumps(value, default=str))
         span.set_attribute(key, text[:_CONTENT_CAP])
+
+    def text(self, value: str) -> str:
+        """``value`` (a reason, error or content, which may quote arguments) with the policy's
+        patterns applied and the values hidden by key so far cut out: on spans whether or not
+        content is captured."""
+        if not self._redact:
+            return value
+        value = str(redact_value(value, self._redact))
+        for hidden in self._hidden():
+            if hidden in value:
+                value = value.replace(hidden, REDACTED)
+            escaped = json.dumps(hidden)[1:-1]  # as it shows inside JSON text
+            if escaped != hidden and escaped in value:
+                value = value.replace(escaped, REDACTED)
+        return value
+
+    def _hidden(self) -> set[str]:
+        found = _HIDDEN.get()
+        if found is None:  # outside a run and a call: nothing to remember for
+            found = set()
+        return found
+
+    def learn(self, arguments: Any) -> None:
+        """Remember the values of ``arguments`` a rule on a key hides (content or not: a
+        failed call's error, on its span, may quote them)."""
+        if self._redact:
+            _redacted(arguments, self._redact, self._hidden())
 
     @contextmanager
     def run(
@@ -223,10 +259,12 @@ class RunTracer:
         run_span = RunSpan(span, self)
         self.content(span, "gen_ai.input.messages", [{"role": "user", "content": goal}])
         known = current_trace_id.set(run_span.trace_id)
+        hidden = _HIDDEN.set(set())
         try:
             with trace.use_span(span, end_on_exit=True):
                 yield run_span
         finally:
+            _HIDDEN.reset(hidden)
             current_trace_id.reset(known)
 
     @contextmanager
@@ -270,12 +308,16 @@ class RunTracer:
         span = self._tracer.start_span(
             f"execute_tool {call.name}", kind=SpanKind.INTERNAL, attributes=attributes
         )
-        self.content(span, "gen_ai.tool.call.arguments", call.arguments)
         known = None if current_trace_id.get() is not None else current_trace_id.set(_hex(span))
+        hidden = _HIDDEN.set(set()) if _HIDDEN.get() is None else None  # a call of its own
         try:
+            self.learn(call.arguments)
+            self.content(span, "gen_ai.tool.call.arguments", call.arguments)
             with trace.use_span(span, end_on_exit=True):
                 yield span
         finally:
+            if hidden is not None:
+                _HIDDEN.reset(hidden)
             if known is not None:
                 current_trace_id.reset(known)
 
@@ -286,7 +328,9 @@ class RunTracer:
             attributes["stockade.tool.exit_code"] = result.exit_code
         if result.status.value not in _SUCCEEDED:
             attributes["error.type"] = result.status.value
-            span.set_status(Status(StatusCode.ERROR, result.error or result.status.value))
+            span.set_status(
+                Status(StatusCode.ERROR, self.text(result.error or result.status.value))
+            )
         span.set_attributes(attributes)  # one pass under the span's lock
         self.content(span, "gen_ai.tool.call.result", result.output or result.error or "")
 
@@ -342,3 +386,55 @@ class RunTracer:
 
 def _assistant(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
+
+
+def _redacted(value: Any, patterns: Sequence[str], hidden: set[str]) -> Any:
+    """``value`` redacted as the audit log is, and inside the JSON text it carries too (a
+    model's tool call arguments are a JSON string, where a rule on a key must apply as well);
+    the values hidden whole go into ``hidden``."""
+    done = redact_value(value, patterns)
+    _collect_hidden(value, done, hidden)
+    return _inner_json(done, patterns, hidden)
+
+
+def _inner_json(value: Any, patterns: Sequence[str], hidden: set[str]) -> Any:
+    if isinstance(value, str):
+        if value.startswith(("{", "[")):
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                return value
+            if isinstance(parsed, dict | list):
+                return json.dumps(_redacted(parsed, patterns, hidden))
+        return value
+    if isinstance(value, Mapping):
+        return {key: _inner_json(item, patterns, hidden) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_inner_json(item, patterns, hidden) for item in value]
+    return value
+
+
+def _collect_hidden(original: Any, redacted: Any, hidden: set[str]) -> None:
+    """Add to ``hidden`` the leaves of ``original`` that ``redacted`` replaced whole."""
+    if isinstance(original, Mapping) and isinstance(redacted, Mapping):
+        for key, item in original.items():
+            _collect_hidden(item, redacted.get(key), hidden)
+    elif isinstance(original, list | tuple) and isinstance(redacted, list | tuple):
+        for item, done in zip(original, redacted, strict=False):
+            _collect_hidden(item, done, hidden)
+    elif redacted == REDACTED and original != REDACTED:
+        hidden.update(_leaves(original))
+
+
+def _leaves(value: Any) -> Iterator[str]:
+    """The strings and numbers in ``value``, long enough to search for."""
+    if isinstance(value, Mapping):
+        for item in value.values():
+            yield from _leaves(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _leaves(item)
+    elif isinstance(value, str | int | float) and not isinstance(value, bool):
+        text = str(value)
+        if len(text) >= _MIN_HIDDEN:
+            yield text
