@@ -240,11 +240,13 @@ class ContainerFactory:
         stream: AttachedStream | None = None
         try:
             # Attach before start so not a byte of the runner's output is missed.
+            # Stderr is the live output stream (display only), apart from the
+            # reply on stdout: the runner never takes that out for live writes.
             raw = await self._blocking(
                 "container.attach",
                 api.attach_socket,
                 container_id,
-                params={"stdin": 1, "stdout": 1, "stderr": 0, "stream": 1},
+                params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1},
             )
             stream = await AttachedStream.from_socket(_take_socket(raw))
             await self._blocking("container.start", api.start, container_id)

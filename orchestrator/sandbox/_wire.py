@@ -1,20 +1,23 @@
 """The byte stream between the host and the in-container runner (protocol 2).
 
-The host attaches to the container's stdin and stdout through the Docker
-engine (a hijacked HTTP connection). The engine wraps stdout in its own
-multiplexing frames (8-byte header: stream, 3 zero bytes, big-endian size);
-inside that stream the runner speaks length-prefixed frames (4-byte
-big-endian size, then the payload). Every size the container sends is checked
-against a limit before anything is buffered. The whole protocol, both sides,
-is specified in ``docs/runner-protocol.md`` and the runner's docstring.
+The host attaches to the container's stdin, stdout and stderr through the
+Docker engine (a hijacked HTTP connection). The engine wraps stdout and
+stderr in its own multiplexing frames (8-byte header: stream, 3 zero bytes,
+big-endian size); inside stdout the runner speaks length-prefixed frames
+(4-byte big-endian size, then the payload). Stderr carries only live output
+(display text, hostile), handed as it comes to the call's sink. Every size
+the container sends is checked against a limit before anything is buffered.
+The whole protocol, both sides, is specified in ``docs/runner-protocol.md``
+and the runner's docstring.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 __all__ = [
     "ENTRY_DIRECTORY",
@@ -60,6 +63,7 @@ ENTRY_REFUSED = b"R"
 _DOCKER_HEADER = struct.Struct(">BxxxI")
 _FRAME_LEN = struct.Struct(">I")
 _STDOUT = 1
+_STDERR = 2
 # Largest read from the engine's stream at once; its frames are ~32 KiB.
 _READ_CHUNK = 1 << 20
 _SOCKET_BUFFER = 4 << 20
@@ -83,6 +87,8 @@ class AttachedStream:
         self._pending = bytearray()
         self._docker_left = 0  # payload bytes left in the engine's current frame
         self._docker_stream = _STDOUT
+        self.on_stderr: Callable[[bytes], None] | None = None
+        """Gets the container's stderr as it is read (live output); None: dropped."""
 
     @classmethod
     async def from_socket(cls, sock: socket.socket) -> AttachedStream:
@@ -100,17 +106,23 @@ class AttachedStream:
         # (up to _READ_CHUNK), not one readexactly per engine frame: 100 MiB
         # of stdout, p50 of 5 on the loaded 2-core VM, 0.40 s before, 0.36 s.
         while len(self._pending) < size:
-            if not self._docker_left:
-                self._docker_stream, self._docker_left = _DOCKER_HEADER.unpack(
-                    await self._reader.readexactly(_DOCKER_HEADER.size)
-                )
-                continue
-            chunk = await self._reader.read(min(self._docker_left, _READ_CHUNK))
-            if not chunk:
-                raise asyncio.IncompleteReadError(bytes(self._pending), size)
-            self._docker_left -= len(chunk)
-            if self._docker_stream == _STDOUT:
-                self._pending += chunk
+            await self._read_some(size)
+
+    async def _read_some(self, size: int) -> None:
+        """One engine header, or what the engine's current frame has ready."""
+        if not self._docker_left:
+            self._docker_stream, self._docker_left = _DOCKER_HEADER.unpack(
+                await self._reader.readexactly(_DOCKER_HEADER.size)
+            )
+            return
+        chunk = await self._reader.read(min(self._docker_left, _READ_CHUNK))
+        if not chunk:
+            raise asyncio.IncompleteReadError(bytes(self._pending), size)
+        self._docker_left -= len(chunk)
+        if self._docker_stream == _STDOUT:
+            self._pending += chunk
+        elif self._docker_stream == _STDERR and self.on_stderr is not None:
+            self.on_stderr(chunk)
 
     async def _take(self, size: int) -> bytes:
         await self._fill(size)
@@ -124,6 +136,18 @@ class AttachedStream:
         if size > limit:
             raise FrameTooLargeError(f"frame of {size} bytes announced, limit {limit}")
         return await self._take(size)
+
+    async def drain(self, done: Callable[[], bool], timeout_s: float) -> None:
+        """Read on (stderr to its sink) until ``done()``, the stream ends or time is up.
+
+        Stdout after the reply is kept for :meth:`read_frame`; the engine
+        passes the two streams on independently, so the end of the live
+        output may come after the report.
+        """
+        with contextlib.suppress(TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            async with asyncio.timeout(timeout_s):
+                while not done():
+                    await self._read_some(len(self._pending) + 1)
 
     async def write_frames(self, *payloads: bytes) -> None:
         """Send frames to the runner's stdin."""

@@ -36,13 +36,7 @@ from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus, container_acquired
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.labels import BACKEND_LABEL
-from orchestrator.sandbox.live import (
-    LIVE_CAP_BYTES,
-    LIVE_ENV,
-    LIVE_TAG,
-    LiveDecoder,
-    LiveFrameError,
-)
+from orchestrator.sandbox.live import LIVE_CAP_BYTES, LIVE_ENV, LiveDecoder, LiveFrameError
 from orchestrator.sandbox.pool import WarmPool
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.reaper import reap
@@ -57,6 +51,9 @@ _HEADER_LIMIT = 64 * 1024
 # report; after that the host destroys the container itself.
 _REPORT_GRACE_S = 2.0
 _SIGKILL_EXIT = 128 + 9
+# After the reply, the end of the live stream (stderr, passed on by the engine
+# apart from stdout) is awaited this long at most.
+_LIVE_END_WAIT_S = 0.5
 # A container of ours that no call or pool holds is removed by the janitor once
 # it is this old: younger ones may be between the engine's create and our books.
 _ORPHAN_GRACE_S = 60.0
@@ -341,11 +338,11 @@ class DockerBackend(SandboxBackend):
             # which stay in the proxy: never in this environment or the container.
             env.update(container.gate.environment)
             container.gate.arm(request.credentials)
-        live = self._live(request, env, profile)
         # The SDK's tool entry point may be served by the image's warm tool host.
         tool = (
             len(request.argv) == len(TOOL_ENTRY_ARGV) + 1 and request.argv[:-1] == TOOL_ENTRY_ARGV
         )
+        live = self._live(request, env, tool=tool)
         header = encode_request(
             argv=request.argv,
             env=env,
@@ -358,16 +355,14 @@ class DockerBackend(SandboxBackend):
             mode=MODE_TOOL if tool else MODE_EXEC,
         )
         stream = container.stream
+        stream.on_stderr = live.feed if live is not None else None
         returned: SafeWorkspace | None = None
         rejection: str | None = None
         try:
             async with asyncio.timeout(timeout + _REPORT_GRACE_S):
                 await stream.write_framed([frame(header), frame(request.stdin)])
                 await self._send_workspace(stream, sent)
-                report_raw = await self._read_report(stream, live)
-                stdout = await stream.read_frame(profile.output_limit_bytes)
-                stderr = await stream.read_frame(profile.output_limit_bytes)
-                report = RunnerReport.model_validate_json(report_raw)
+                report, stdout, stderr = await self._read_reply(stream, profile)
                 # After a timeout, or when the runner could not list it, the
                 # workspace does not come back: the old one stays.
                 comes_back = not report.timed_out and report.workspace_error is None
@@ -376,13 +371,15 @@ class DockerBackend(SandboxBackend):
                         returned = await workspace.reader(sent, **limits).read(stream)
                     except ArchiveLimitError as exc:
                         rejection = str(exc)
+                if live is not None:  # its last frames, for the listener
+                    await stream.drain(lambda: live.ended, _LIVE_END_WAIT_S)
         except TimeoutError:
             # Destroying the container is how a call is killed: every process
             # in it dies, whatever it does with signals.
             await self._factory.destroy(container)
             return self._killed(base, started, timeout, live)
         except (asyncio.IncompleteReadError, ConnectionError):
-            return await self._died(container, base, started)
+            return await self._died(container, base, started, live)
         except (FrameTooLargeError, pydantic.ValidationError, LiveFrameError) as exc:
             return self._failed(
                 base,
@@ -434,7 +431,11 @@ class DockerBackend(SandboxBackend):
             await stream.write_framed(batch)
 
     async def _died(
-        self, container: SandboxContainer, base: dict[str, Any], started: float
+        self,
+        container: SandboxContainer,
+        base: dict[str, Any],
+        started: float,
+        live: LiveDecoder | None,
     ) -> ExecResult:
         state = await self._factory.state(container.id)
         runtime = container.profile.runtime
@@ -453,11 +454,14 @@ class DockerBackend(SandboxBackend):
         # engine flagging it: a SIGKILL (137) there is the memory limit.
         if state.get("OOMKilled") or killed:
             limit = f"limit {container.profile.memory_mb} MiB"
-            return self._failed(
-                base,
-                started,
-                ExecStatus.OOM_KILLED,
-                f"the sandbox ran out of memory and was killed ({limit})",
+            return self._printed(
+                self._failed(
+                    base,
+                    started,
+                    ExecStatus.OOM_KILLED,
+                    f"the sandbox ran out of memory and was killed ({limit})",
+                ),
+                live,
             )
         return self._failed(
             base,
@@ -467,29 +471,29 @@ class DockerBackend(SandboxBackend):
         )
 
     @staticmethod
-    def _live(
-        request: ExecRequest, env: dict[str, str], profile: SandboxProfile
-    ) -> LiveDecoder | None:
-        """With a listener, ask the runner for live output (``env`` is the request's).
+    async def _read_reply(
+        stream: AttachedStream, profile: SandboxProfile
+    ) -> tuple[RunnerReport, bytes, bytes]:
+        """The runner's report (validated as hostile), then the program's stdout and stderr."""
+        report_raw = await stream.read_frame(_HEADER_LIMIT)
+        stdout = await stream.read_frame(profile.output_limit_bytes)
+        stderr = await stream.read_frame(profile.output_limit_bytes)
+        return RunnerReport.model_validate_json(report_raw), stdout, stderr
 
-        Not under gVisor: there a program can open ``/proc/1/fd/N`` of the
-        runner whatever its dumpable flag, and each live write puts the
-        hidden stream back in that table for a moment (a test caught it).
-        The call's result, and what a deadline kill keeps, are unchanged.
+    @staticmethod
+    def _live(request: ExecRequest, env: dict[str, str], *, tool: bool) -> LiveDecoder | None:
+        """Ask the runner for live output (``env`` is the request's), if worth it.
+
+        With a listener, for it; for a tool request also without one: its
+        program's output (which the SDK passes on through stderr) is then what
+        the host keeps should the whole sandbox die (gVisor's OOM kill) or
+        miss its deadline. Live frames come on the container's stderr, a
+        stream of their own (see ``docs/runner-protocol.md``).
         """
-        if request.on_output is None or profile.runtime != "runc":
+        if request.on_output is None and not tool:
             return None
         env[LIVE_ENV] = str(LIVE_CAP_BYTES)
         return LiveDecoder(request.on_output)
-
-    @staticmethod
-    async def _read_report(stream: AttachedStream, live: LiveDecoder | None) -> bytes:
-        """The report frame; live output frames before it go to ``live``."""
-        report_raw = await stream.read_frame(_HEADER_LIMIT)
-        while live is not None and report_raw[:1] == LIVE_TAG:
-            live.take(report_raw)
-            report_raw = await stream.read_frame(_HEADER_LIMIT)
-        return report_raw
 
     @classmethod
     def _killed(
@@ -502,6 +506,11 @@ class DockerBackend(SandboxBackend):
             ExecStatus.TIMEOUT,
             f"the call ran past its deadline of {timeout:g} s and was killed",
         )
+        return cls._printed(failed, live)
+
+    @staticmethod
+    def _printed(failed: ExecResult, live: LiveDecoder | None) -> ExecResult:
+        """``failed`` with what streamed live as its output (head and tail), if anything did."""
         if live is None or not live.total:
             return failed
         printed, cut = live.printed()

@@ -17,6 +17,7 @@ import contextlib
 import contextvars
 import logging
 import re
+import struct
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Literal
 
 __all__ = [
     "LIVE_CAP_BYTES",
+    "LIVE_END",
     "LIVE_ENV",
     "LIVE_FRAME_LIMIT",
     "LIVE_TAG",
@@ -44,13 +46,19 @@ LIVE_ENV = "STOCKADE_LIVE_OUTPUT"
 stream live; absent, the runner sends no live frames."""
 LIVE_TAG = b"L"
 """First byte of a live frame; then ``1`` (stdout) or ``2`` (stderr), then the bytes."""
+LIVE_END = b"L0"
+"""The runner's last live frame: nothing follows on the live stream."""
 LIVE_FRAME_LIMIT = 16 * 1024 + 2
-"""Largest live frame the host accepts (the runner sends at most 16 KiB of output in one)."""
+"""Largest live frame the host accepts (the runner sends at most 16 KiB of output in one,
+or a tail frame of 8 KiB and a count)."""
 LIVE_CAP_BYTES = 256 * 1024
 """Bytes of output one call streams live; past it the stream stops (the result keeps its
 own capture rules)."""
 _STREAMS = {b"1": "stdout", b"2": "stderr"}
 _HEAD = _TAIL = 16 * 1024
+_LEN = struct.Struct(">I")
+_TAIL_TAG = b"LT"
+_COUNT_DIGITS = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +122,12 @@ class LiveDecoder:
     Every frame is checked as hostile: its stream byte, its size, and the
     call's cap (bytes past it are dropped, and one notice says so). A
     listener that raises is logged and dropped; the call goes on.
+
+    :meth:`feed` takes the live stream (the container's stderr) as it comes.
+    Under gVisor the program itself can write into that stream, so a stream
+    that stops making sense ends the live output (with a notice), never the
+    call: what it carries is display text, and what streamed never decides
+    a result the runner reported.
     """
 
     def __init__(self, listener: OutputListener | None, cap: int = LIVE_CAP_BYTES) -> None:
@@ -127,14 +141,51 @@ class LiveDecoder:
         self._tail = bytearray()
         self.total = 0
         """Bytes of output received."""
+        self._past = 0  # bytes the runner says came past the cap (its tail frames)
+        self._buffer = bytearray()
+        self.ended = False
+        """The runner's end frame came, or the stream broke: nothing more will be taken."""
+
+    def feed(self, data: bytes) -> None:
+        """Bytes of the live stream: whole frames are taken, a partial one waits (bounded)."""
+        if self.ended:
+            return
+        self._buffer += data
+        while len(self._buffer) >= _LEN.size:
+            (size,) = _LEN.unpack_from(self._buffer)
+            if size > LIVE_FRAME_LIMIT:
+                self._break(f"frame of {size} bytes announced")
+                return
+            if len(self._buffer) < _LEN.size + size:
+                return
+            payload = bytes(self._buffer[_LEN.size : _LEN.size + size])
+            del self._buffer[: _LEN.size + size]
+            if payload == LIVE_END:
+                self.ended = True
+                self._buffer.clear()
+                return
+            try:
+                self.take(payload)
+            except LiveFrameError as exc:
+                self._break(str(exc))
+                return
+
+    def _break(self, why: str) -> None:
+        _log.info("live output stream stopped making sense: %s", why)
+        self.ended = True
+        self._buffer.clear()
+        self._emit(OutputChunk("notice", "[live output stopped: the stream was garbled]\n"))
 
     def take(self, payload: bytes) -> None:
         """One live frame (its tag included); :class:`LiveFrameError` if it is malformed."""
+        if len(payload) > LIVE_FRAME_LIMIT:
+            raise LiveFrameError(f"live frame of {len(payload)} bytes, limit {LIVE_FRAME_LIMIT}")
+        if payload[:2] == _TAIL_TAG:
+            self._take_tail(payload[2:])
+            return
         which = _STREAMS.get(payload[1:2])
         if payload[:1] != LIVE_TAG or which is None:
             raise LiveFrameError(f"malformed live frame {payload[:8]!r}")
-        if len(payload) > LIVE_FRAME_LIMIT:
-            raise LiveFrameError(f"live frame of {len(payload)} bytes, limit {LIVE_FRAME_LIMIT}")
         data = payload[2:]
         if self._room <= 0:
             return
@@ -152,6 +203,19 @@ class LiveDecoder:
                     f"[live output stopped at {self._cap} bytes; the result keeps its own]\n",
                 )
             )
+
+    def _take_tail(self, body: bytes) -> None:
+        """``LT<bytes past the cap>\\0<latest of them>``: kept as the tail, not shown."""
+        count, nul, data = body.partition(b"\0")
+        if not nul or not count.isdigit() or len(count) > _COUNT_DIGITS:
+            raise LiveFrameError(f"malformed tail frame {body[:24]!r}")
+        past = int(count)
+        if past - self._past > len(data):
+            self._tail.clear()  # bytes between the last tail frame and this one are gone
+        self._past = max(self._past, past)
+        self._tail += data  # never the head: that is what came first
+        del self._tail[:-_TAIL]
+        self.total = self._cap - self._room + self._past
 
     def _keep(self, data: bytes) -> None:
         room = _HEAD - len(self._head)

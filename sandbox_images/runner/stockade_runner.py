@@ -9,6 +9,7 @@ big-endian size, then the payload). The protocol (version 2) is specified in
     ready     runner -> host   b"stockade-ready"                 (once, when up)
     request   host -> runner   header, stdin bytes, workspace entries, end
     response  runner -> host   report JSON, stdout, stderr[, workspace entries, end]
+    live      runner -> host   L1/L2 output frames, then L0, on stderr (if asked)
 
 The request header is NUL-separated text (no argument or environment entry
 can hold a NUL): version, timeout, output limit, stdin limit, workspace
@@ -133,6 +134,9 @@ _PRELOAD_ENV = "STOCKADE_PRELOAD"
 _LIVE_ENV = "STOCKADE_LIVE_OUTPUT"
 _LIVE_TAG = b"L"
 _LIVE_FRAME = 16 * 1024  # largest chunk in one live frame
+_LIVE_TAIL = 8 * 1024  # latest output past the cap in one tail frame
+_LIVE_END = b"L0"  # the last live frame: nothing follows on the live stream
+_LIVE_FD = 2  # live frames go to the container's stderr, not the host's stream
 _LIVE_BYTES = 4 * 1024  # a stream's pending output is sent once this much waits...
 _LIVE_EVERY_S = 0.05  # ...or this long after the last send
 # Output after a quiet spell waits this long for the rest of its write (print
@@ -315,10 +319,6 @@ class _Channel:
         self._out += payload
         if len(self._out) >= _CHUNK:
             self.flush()
-
-    def send_raw(self, framed: bytes) -> None:
-        """Queue bytes that are already frames."""
-        self._out += framed
 
     def send_file(self, path: bytes, size: int) -> None:
         """One frame holding ``size`` bytes of the file at ``path``.
@@ -678,20 +678,6 @@ class _HiddenStream:
             int.from_bytes(data[4:8], sys.byteorder),
         )
 
-    def write(self, data: bytes) -> None:
-        """Write ``data`` to the stream and park it again at once (live output frames).
-
-        The stream's descriptors are in the table only for this write.
-        """
-        fds = self._take()
-        try:
-            _write_all(fds[1], data)
-        finally:
-            packed = b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds)
-            self._send.sendmsg([b"s"], [(self._socket.SOL_SOCKET, self._socket.SCM_RIGHTS, packed)])
-            for fd in fds:
-                os.close(fd)
-
     def restore(self) -> None:
         """Put the stream back on fds 0 and 1."""
         for fd, received in zip((0, 1), self._take(), strict=True):
@@ -733,28 +719,44 @@ class _Capture:
 
 
 class _Live:
-    """The program's output as live frames, coalesced and capped (see the protocol doc)."""
+    """The program's output as live frames, coalesced and capped (see the protocol doc).
 
-    def __init__(self, cap: int, stream: _HiddenStream, *, tool: bool) -> None:
+    Frames go to fd 2, the container's stderr, which the host attaches as a
+    stream of its own: never to the hidden stream, so it is not taken out of
+    its socket while the program runs. Under gVisor the program can open
+    ``/proc/1/fd/2`` and write there too; it can forge only display text.
+    """
+
+    def __init__(self, cap: int, *, tool: bool) -> None:
         self.room = cap
-        self.stream = stream
+        os.set_blocking(_LIVE_FD, True)
         # A tool's stdout carries its result line, not output for people: a tool
         # passes its program's output on through stderr (stockade_sdk.process).
         self.tool = tool
         self.pending: dict[bytes, bytearray] = {b"1": bytearray(), b"2": bytearray()}
+        self.tail = bytearray()
+        self.past = 0  # bytes that came past the cap
         self.last = 0.0
         self.due: float | None = None
 
     def feed(self, which: bytes, chunk: bytes) -> None:
-        if self.room <= 0 or (self.tool and which == b"1"):
+        if self.tool and which == b"1":
             return
-        chunk = chunk[: self.room]
-        self.room -= len(chunk)
-        self.pending[which] += chunk
         now = time.monotonic()
-        if len(self.pending[which]) >= _LIVE_BYTES:
-            self.send(now)
-        elif self.due is None:
+        if self.room <= 0:
+            # Past the cap only the latest bytes go on (in tail frames, at the
+            # same pace): what the host keeps should the sandbox die at once.
+            self.past += len(chunk)
+            self.tail += chunk[-_LIVE_TAIL:]
+            del self.tail[:-_LIVE_TAIL]
+        else:
+            chunk = chunk[: self.room]
+            self.room -= len(chunk)
+            self.pending[which] += chunk
+            if len(self.pending[which]) >= _LIVE_BYTES:
+                self.send(now)
+                return
+        if self.due is None:
             self.due = max(self.last + _LIVE_EVERY_S, now + _LIVE_LINGER_S)
 
     def frames(self) -> bytes:
@@ -765,15 +767,30 @@ class _Live:
                 piece = data[start : start + _LIVE_FRAME]
                 out += (len(piece) + 2).to_bytes(_LEN_BYTES, "big") + _LIVE_TAG + which + piece
             data.clear()
+        if self.tail:
+            tail = b"T" + str(self.past).encode() + b"\0" + self.tail
+            out += (len(tail) + 1).to_bytes(_LEN_BYTES, "big") + _LIVE_TAG + tail
+            self.tail.clear()
         self.due = None
         return bytes(out)
 
     def send(self, now: float) -> None:
-        """Send what is pending through the hidden stream."""
+        """Send what is pending on the live stream."""
         self.last = now
         data = self.frames()
         if data:
-            self.stream.write(data)
+            self._write(data)
+
+    def finish(self) -> None:
+        """Send what is left, then the end frame (the host stops waiting for more)."""
+        self._write(self.frames() + (2).to_bytes(_LEN_BYTES, "big") + _LIVE_END)
+
+    @staticmethod
+    def _write(data: bytes) -> None:
+        try:  # noqa: SIM105 - contextlib costs start-up time
+            _write_all(_LIVE_FD, data)
+        except OSError:
+            pass  # nobody reads the live stream: it is display only
 
 
 class _Pipes:
@@ -1183,11 +1200,7 @@ def main(args: list[str] | None = None) -> int:
     snapshot, copy_error = _receive_workspace(channel, request.cwd, request.workspace_limit)
     stream = _HiddenStream()
     _start_egress(request, guard, stream, host)
-    live = (
-        _Live(request.live_cap, stream, tool=request.mode == MODE_TOOL)
-        if request.live_cap
-        else None
-    )
+    live = _Live(request.live_cap, tool=request.mode == MODE_TOOL) if request.live_cap else None
 
     report: dict[str, object]
     if copy_error is not None:
@@ -1209,9 +1222,9 @@ def main(args: list[str] | None = None) -> int:
         listing, report["workspace_error"] = _list_workspace(
             request.cwd, snapshot, request.workspace_limit
         )
-    stream.restore()
     if live is not None:  # what came in since the last live frame, before the report
-        channel.send_raw(live.frames())
+        live.finish()
+    stream.restore()
     channel.send(_json(report).encode("utf-8", "backslashreplace"))
     channel.send(out)
     channel.send(err)
