@@ -11,6 +11,9 @@ approver and waits again. The state is random, sealed by the SDK's
 :class:`~mcp.server.request_state.RequestStateBoundary` (expiry, tool and
 arguments bound), and a retry by another principal finds nothing.
 
+The call's live output goes out as progress notifications on the latest
+round's request, as the approval wait's progress does (``_mcp_live``).
+
 A client that never retries leaves the call waiting for a decision taken
 elsewhere (or the policy's approval timeout); its result is audited as usual.
 """
@@ -27,6 +30,7 @@ from mcp.server.context import ServerRequestContext
 
 from orchestrator.gateway import Gateway
 from orchestrator.server._mcp_channels import WaitingCall
+from orchestrator.server._mcp_live import output_progress
 from orchestrator.server._mcp_waits import McpWaits
 from orchestrator.tools import ToolCall, ToolResult
 
@@ -63,7 +67,7 @@ class McpRounds:
         """The first round: the call's result, or the question it waits on."""
         waiting = self._waits.register(call, ctx, rounds=True)
         state = secrets.token_urlsafe(24)
-        task = asyncio.create_task(self._gateway.call(call), name=f"mcp-call:{call.id}")
+        task = asyncio.create_task(self._run(waiting), name=f"mcp-call:{call.id}")
         pending = _Pending(state=state, waiting=waiting, task=task)
         self._pending[state] = pending
 
@@ -74,6 +78,11 @@ class McpRounds:
 
         task.add_done_callback(ended)
         return await self._round(pending)
+
+    async def _run(self, waiting: WaitingCall) -> ToolResult:
+        """The call, its live output as progress on the latest round's request."""
+        async with output_progress(waiting.ctx, latest=lambda: waiting.ctx) as on_output:
+            return await self._gateway.call(waiting.call, on_output=on_output)
 
     async def resume(
         self,

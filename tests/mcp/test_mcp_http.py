@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -271,6 +272,36 @@ async def test_tools_listed_and_called_in_a_real_container_a_denial_is_an_error_
     assert run_id.startswith("mcp-")
     assert {r["run_id"] for r in calls if r["principal"] == "dave"} != {run_id}
     assert [r["status"] for r in calls][:2] == ["ok", "denied"]
+
+
+@pytest.mark.docker
+async def test_a_2026_client_sees_a_calls_output_line_by_line_as_progress(
+    tmp_path: Path, images: ImageBuilder, no_leaks: None
+) -> None:
+    config = make_config(tmp_path)
+    code = "import time\nfor i in range(5):\n    print(f'line {i}')\n    time.sleep(0.4)\n"
+    arrived: list[tuple[float, str]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        arrived.append((asyncio.get_running_loop().time(), message or ""))
+
+    async with serve(config, backend=None) as served, served.modern("alice") as client:
+        result = await client.call_tool(
+            "python.run", {"code": code, "stateless": True}, progress_callback=on_progress
+        )
+        returned = asyncio.get_running_loop().time()
+    assert result.is_error is False, _text(result)
+    assert json.loads(_text(result))["stdout"] == "".join(f"line {i}\n" for i in range(5))
+    # Each line came as it was printed (0.4 s apart), all before the result.
+    seen, times = "", list[float]()
+    for at, message in arrived:
+        seen += message
+        while len(times) < 5 and f"line {len(times)}\n" in seen:
+            times.append(at)
+    assert len(times) == 5, arrived
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert all(gap > 0.2 for gap in gaps), gaps
+    assert returned - times[0] > 1.2, "the first line came only with the result"
 
 
 # -- who may connect --------------------------------------------------------------------------
