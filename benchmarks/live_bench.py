@@ -16,7 +16,11 @@ the engine's attach stream, the backend's decoder, the gateway's listener,
 the agent's ``tool_output`` event, the server's run stream and the SSE
 response.
 
-Run: ``.venv/bin/python benchmarks/live_bench.py [--runs 10] [--lines 5]``.
+Under ``--runtime runsc`` the stamp is gVisor's clock, which follows the
+host's (its vDSO reads the same TSC); live frames travel on the container's
+stderr under both runtimes.
+
+Run: ``.venv/bin/python benchmarks/live_bench.py [--runs 10] [--lines 5] [--runtime runsc]``.
 """
 
 from __future__ import annotations
@@ -102,7 +106,7 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-async def main(runs: int, lines: int) -> None:
+async def main(runs: int, lines: int, runtime: str) -> None:
     script = []
     for _ in range(runs + 1):  # one warm-up run
         code = SNIPPET.format(lines=lines)
@@ -116,7 +120,7 @@ async def main(runs: int, lines: int) -> None:
                     "state_dir": state,
                     "policy": state / "policy.yaml",
                     "toolkits": ["toolkits.python"],
-                    "sandbox": {"profiles": {"default": {"pool_size": 2}}},
+                    "sandbox": {"runtime": runtime, "profiles": {"default": {"pool_size": 2}}},
                     "model": {"base_url": model.base_url, "name": "m", "max_attempts": 1},
                 }
             )
@@ -135,7 +139,7 @@ async def main(runs: int, lines: int) -> None:
     first = [run[0] * 1000 for run in results]
     every = [value * 1000 for run in results for value in run]
     print(f"host: {host.machine()}, {host.python_implementation()} {host.python_version()}")
-    print(f"{runs} runs x {lines} lines, 0.2 s apart (runc, python.run)")
+    print(f"{runs} runs x {lines} lines, 0.2 s apart ({runtime}, python.run)")
     for name, values in (("first line", first), ("every line", every)):
         print(
             f"{name:>10}: p50 {statistics.median(values):6.1f} ms  "
@@ -148,5 +152,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--lines", type=int, default=5)
+    parser.add_argument("--runtime", choices=["runc", "runsc"], default="runc")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.runs, arguments.lines))
+    asyncio.run(main(arguments.runs, arguments.lines, arguments.runtime))
