@@ -17,6 +17,11 @@ without group commit so the disk and thread hops do not drown microseconds):
   ``InMemorySpanExporter``, cleared between rounds), under an open
   ``invoke_agent`` span as in a run; sampling ratio 1, content not captured.
 
+The backends of ``tracing off`` and ``tracing on`` report the container in hand
+(:func:`~orchestrator.sandbox.execution.container_acquired`) as the Docker
+backend does, so tracing on makes its acquire and execute spans and tracing off
+pays the report's check; the untraced build's backend does not report.
+
 They run in interleaved rounds (``--rounds`` of ``--calls`` calls each, the
 order rotating per round) so that drift of a shared machine hits all three
 alike. Reported: per-call p50 and p95 over all rounds, and the median over
@@ -52,6 +57,8 @@ from orchestrator.config import TracingSettings, builtin_profiles
 from orchestrator.gateway import ApprovalGate, Gateway
 from orchestrator.metrics import Metrics
 from orchestrator.policy import parse_policy
+from orchestrator.sandbox import ExecRequest, ExecResult, SandboxProfile
+from orchestrator.sandbox.execution import container_acquired
 from orchestrator.testing.backend import ScriptedBackend
 from orchestrator.tools import ToolCall, ToolExecutor, ToolRegistry
 from orchestrator.tracing._gateway import TracedGateway
@@ -93,11 +100,20 @@ def call(number: int) -> ToolCall:
     )
 
 
+class ReportingBackend(ScriptedBackend):
+    """The scripted backend, reporting the container in hand as the Docker backend does."""
+
+    async def execute(self, request: ExecRequest, profile: SandboxProfile) -> ExecResult:
+        container_acquired(False)
+        return await super().execute(request, profile)
+
+
 def build(kind: type[Gateway], home: Path, name: str, **extra: Any) -> Gateway:
     policy = parse_policy(POLICY)
     registry = ToolRegistry()
     registry.load("toolkits.python")
-    executor = ToolExecutor(registry, ScriptedBackend(), profiles=builtin_profiles("runc").values())
+    backend = ScriptedBackend() if name == "untraced" else ReportingBackend()
+    executor = ToolExecutor(registry, backend, profiles=builtin_profiles("runc").values())
     return kind(
         executor,
         policy,

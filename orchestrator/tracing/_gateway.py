@@ -122,13 +122,16 @@ class TracedGateway(Gateway):
 
     async def _intend(self, checked: ValidatedCall, decision: Decision, trace: _Trace) -> None:
         # A span, not an event: the intent is a durable (fsync'd) audit write before every
-        # attempt, and its time is part of the call's latency worth seeing.
+        # attempt, whose time is part of the call's latency, and it numbers the attempts
+        # (and names the audit record) that the acquire and execute spans after it time.
+        # An event on the call's span measured no cheaper (~6 µs against ~4 µs).
         started = time.time_ns()
         await super()._intend(checked, decision, trace)
-        attributes = {"stockade.attempt": len(trace.intents)}
-        if trace.intents:
-            attributes["stockade.audit.seq"] = trace.intents[-1]
-        self._tracer.step("intent", started, attributes)
+        self._tracer.step(
+            "intent",
+            started,
+            {"stockade.attempt": len(trace.intents), "stockade.audit.seq": trace.intents[-1]},
+        )
 
 
 class _TimedExecutor(ToolExecutor):
@@ -167,7 +170,8 @@ class _TimedExecutor(ToolExecutor):
         started = time.time_ns()
         acquired: list[tuple[int, bool]] = []
         watching = on_acquired.set(lambda from_pool: acquired.append((time.time_ns(), from_pool)))
-        attributes: dict[str, Any] = {"stockade.sandbox.profile": profile or checked.spec.profile}
+        where: dict[str, Any] = {"stockade.sandbox.profile": profile or checked.spec.profile}
+        attributes = dict(where)
         try:
             result = await self._inner.run(checked, profile=profile, timeout_s=timeout_s)
         except BaseException as exc:
@@ -182,15 +186,8 @@ class _TimedExecutor(ToolExecutor):
             execute_from = started
             if acquired:
                 execute_from, from_pool = acquired[0]
-                self._tracer.step(
-                    "sandbox.acquire",
-                    started,
-                    {
-                        "stockade.sandbox.profile": attributes["stockade.sandbox.profile"],
-                        "stockade.sandbox.from_pool": from_pool,
-                    },
-                    ended_ns=execute_from,
-                )
+                where["stockade.sandbox.from_pool"] = from_pool
+                self._tracer.step("sandbox.acquire", started, where, ended_ns=execute_from)
             else:
                 attributes["stockade.sandbox.acquire_reported"] = False
             self._tracer.step("sandbox.execute", execute_from, attributes)
