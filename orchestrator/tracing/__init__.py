@@ -2,11 +2,12 @@
 
 One trace per run: an ``invoke_agent`` span, a ``chat`` span per model call
 and an ``execute_tool`` span per tool call, whose children are the gateway's
-steps (``stockade.policy``, ``stockade.rate_limit``, ``stockade.approval``,
-``stockade.sandbox``: acquiring the sandbox and running in it, every attempt). Spans
-go over OTLP/HTTP through a batch processor. Content (messages, arguments,
-outputs) is recorded only with ``tracing.capture_content``, redacted by the
-policy's patterns.
+steps (``stockade.policy``, ``stockade.rate_limit``, ``stockade.approval``, and
+per attempt ``stockade.intent``, ``stockade.sandbox.acquire``,
+``stockade.sandbox.execute``). Spans go over OTLP/HTTP through a batch
+processor. Content (messages, arguments, outputs) is recorded only with
+``tracing.capture_content``, redacted by the policy's patterns. A resumed run
+is a second root in its trace, linked to the first.
 
 Off (the default), nothing here imports OpenTelemetry and nothing on the
 hot path checks for it: the platform builds the plain :class:`Gateway`; only
