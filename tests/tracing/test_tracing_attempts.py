@@ -75,7 +75,9 @@ def steps(spans: list[ReadableSpan]) -> list[tuple[str, dict[str, Any]]]:
     (tool,) = [s for s in spans if s.name.startswith("execute_tool")]
     assert tool.context is not None
     under = [s for s in spans if s.parent and s.parent.span_id == tool.context.span_id]
-    return [(s.name, dict(s.attributes or {})) for s in sorted(under, key=lambda s: s.start_time)]
+    return [
+        (s.name, dict(s.attributes or {})) for s in sorted(under, key=lambda s: s.start_time or 0)
+    ]
 
 
 async def test_each_attempt_has_its_intent_acquire_and_execute_spans(tmp_path: Path) -> None:
@@ -105,7 +107,8 @@ async def test_each_attempt_has_its_intent_acquire_and_execute_spans(tmp_path: P
     assert "stockade.sandbox.acquire_reported" not in second[2][1]
     # Acquire ends where execute begins, attempt by attempt.
     timed = sorted(
-        (s for s in spans if s.name.startswith("stockade.sandbox.")), key=lambda s: s.start_time
+        (s for s in spans if s.name.startswith("stockade.sandbox.")),
+        key=lambda s: s.start_time or 0,
     )
     for acquire, execute in zip(timed[::2], timed[1::2], strict=True):
         assert acquire.name.endswith("acquire") and execute.name.endswith("execute")

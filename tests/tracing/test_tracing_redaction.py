@@ -71,8 +71,8 @@ async def test_a_secret_in_captured_content_never_reaches_the_receiver(
     with serve_http(collector) as port:
         async with ScriptedModelServer(answers) as server:
             config = write_config(tmp_path, server.base_url, policy=POLICY)
-            with config.open("a") as out:
-                out.write(
+            with config.open("a") as file:
+                file.write(
                     f"tracing: {{enabled: true, capture_content: true, "
                     f"endpoint: 'http://127.0.0.1:{port}/v1/traces'}}\n"
                 )
