@@ -54,8 +54,9 @@ def first_seen(arrivals: list[tuple[float, str]]) -> list[float]:
     return times
 
 
+@pytest.mark.parametrize("runtime", ["runc", "runsc"])
 async def test_an_api_client_sees_the_lines_on_the_run_event_stream(
-    tmp_path: Path, images: ImageBuilder, no_leaks: None
+    tmp_path: Path, images: ImageBuilder, no_leaks: None, runtime: str
 ) -> None:
     script = [tool_calls(tool_call("python__run", {"code": LINES})), text("counted")]
     async with ScriptedModelServer(script) as model:
@@ -67,7 +68,7 @@ async def test_an_api_client_sees_the_lines_on_the_run_event_stream(
                 "state_dir": state,
                 "policy": state / "policy.yaml",
                 "toolkits": ["toolkits.python"],
-                "sandbox": {"profiles": {"default": {"pool_size": 1}}},
+                "sandbox": {"runtime": runtime, "profiles": {"default": {"pool_size": 1}}},
                 "model": {"base_url": model.base_url, "name": "m", "max_attempts": 1},
             }
         )
