@@ -53,7 +53,7 @@ from orchestrator.audit._appender import Appender, audit_failure
 from orchestrator.audit._bound import bound_record
 from orchestrator.audit._group import GroupCommit, GroupCommitClosed
 from orchestrator.audit._record import AuditRecord
-from orchestrator.audit._redact import redact
+from orchestrator.audit._redact import redact, redact_keyed, scrub
 from orchestrator.errors import InfrastructureError
 
 __all__ = ["AuditLog"]
@@ -253,12 +253,20 @@ class AuditLog:
     def _prepare(self, model: AuditRecord) -> dict[str, Any]:
         body = model.model_dump(mode="json", exclude_defaults=True)
         if self._patterns:
+            hidden: set[str] = set()
             for field in _REDACTED_FIELDS:
                 if field in body:
-                    body[field] = redact(body[field], self._patterns)
+                    body[field] = redact_keyed(body[field], self._patterns, hidden)
             approval = body.get("approval")
             if approval and "edited_arguments" in approval:
-                approval["edited_arguments"] = redact(approval["edited_arguments"], self._patterns)
+                approval["edited_arguments"] = redact_keyed(
+                    approval["edited_arguments"], self._patterns, hidden
+                )
+            if hidden:
+                # What a key rule hid is secret wherever else the record quotes it.
+                for field in (*_REDACTED_FIELDS, "reason", "approval"):
+                    if field in body:
+                        body[field] = scrub(body[field], hidden)
         bounded = bound_record(body, self._max_value_bytes)
         if bounded:
             body["bounded"] = bounded

@@ -15,7 +15,7 @@ from typing import Any
 
 from orchestrator.policy._re2 import LinearRegex, RegexError
 
-__all__ = ["MAX_REPLACEMENTS", "REDACTED", "redact"]
+__all__ = ["MAX_REPLACEMENTS", "REDACTED", "redact", "redact_keyed", "scrub"]
 
 REDACTED = "[REDACTED]"
 """What a secret is replaced with."""
@@ -115,7 +115,52 @@ def _found(patterns: _Patterns, text: str) -> bool:
     return found
 
 
-def _redact(value: Any, patterns: _Patterns) -> Any:
+# A value hidden by a key rule is also taken out of the record's other strings
+# (a validation error quotes it: 'got "hunter2"'); shorter ones are not, as
+# they would blank out ordinary words and numbers everywhere.
+_MIN_SCRUBBED_CHARS = 4
+
+
+def redact_keyed(
+    value: Any, patterns: Sequence[str | re.Pattern[str] | LinearRegex], hidden: set[str]
+) -> Any:
+    """:func:`redact`, also adding to ``hidden`` every string a key rule hid (the scalars
+    under a matching key, as text), so :func:`scrub` can take them out of other fields."""
+    if not patterns:
+        return value
+    return _redact(value, _compiled_as_given(tuple(patterns)), hidden)
+
+
+def scrub(value: Any, hidden: set[str]) -> Any:
+    """A copy of ``value`` with each of ``hidden`` replaced by ``[REDACTED]`` in every string."""
+    if not hidden:
+        return value
+    if isinstance(value, str):
+        for secret in hidden:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {key: scrub(item, hidden) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(item, hidden) for item in value]
+    return value
+
+
+def _hide(value: Any, hidden: set[str]) -> None:
+    if isinstance(value, dict):
+        for item in value.values():
+            _hide(item, hidden)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _hide(item, hidden)
+    elif value is not None and not isinstance(value, bool):
+        text = value if isinstance(value, str) else str(value)
+        if len(text) >= _MIN_SCRUBBED_CHARS:
+            hidden.add(text)
+
+
+def _redact(value: Any, patterns: _Patterns, hidden: set[str] | None = None) -> Any:
     if isinstance(value, str):
         if not _found(patterns, value):
             return value
@@ -123,12 +168,15 @@ def _redact(value: Any, patterns: _Patterns) -> Any:
             value = pattern.replace(value, REDACTED, limit=MAX_REPLACEMENTS)
         return value
     if isinstance(value, dict):
-        return {
-            key: REDACTED
-            if isinstance(key, str) and _found(patterns, key)
-            else _redact(item, patterns)
-            for key, item in value.items()
-        }
+        kept: dict[Any, Any] = {}
+        for key, item in value.items():
+            if isinstance(key, str) and _found(patterns, key):
+                kept[key] = REDACTED
+                if hidden is not None:
+                    _hide(item, hidden)
+            else:
+                kept[key] = _redact(item, patterns, hidden)
+        return kept
     if isinstance(value, list | tuple):
-        return [_redact(item, patterns) for item in value]
+        return [_redact(item, patterns, hidden) for item in value]
     return value

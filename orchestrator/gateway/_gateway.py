@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -106,6 +107,24 @@ class _IntentNotWritten(Exception):
     def __init__(self, cause: InfrastructureError) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
+def _raw_arguments(arguments: Any) -> Any:
+    """Arguments that failed validation, as the audit record keeps them.
+
+    A JSON object stays an object, so the audit log's key rules hide
+    ``{"password": ...}`` in it (and wherever else the record quotes the value,
+    such as the validation error); anything else is kept as text, capped.
+    """
+    if isinstance(arguments, str) and len(arguments) <= _RAW_ARGUMENTS_CAP:
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            return arguments
+    if isinstance(arguments, dict):
+        return arguments  # the audit log bounds every value of it
+    raw = arguments if isinstance(arguments, str) else repr(arguments)
+    return raw[:_RAW_ARGUMENTS_CAP]
 
 
 def _refusal(call: ToolCall, status: ToolStatus, error: str, **extra: Any) -> ToolResult:
@@ -559,8 +578,7 @@ class Gateway:
             )
         detail: dict[str, Any] = {}
         if trace.arguments is None:
-            raw = call.arguments if isinstance(call.arguments, str) else repr(call.arguments)
-            detail["raw_arguments"] = raw[:_RAW_ARGUMENTS_CAP]
+            detail["raw_arguments"] = _raw_arguments(call.arguments)
         await self._record(
             AuditRecord(
                 event=AuditEvent.CALL,

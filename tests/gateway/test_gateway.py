@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -107,6 +108,23 @@ async def test_calls_that_never_reach_the_policy_are_recorded_without_a_decision
     assert record["detail"]["raw_arguments"].startswith('{"password"')
     # A name the model invented never becomes a metric label.
     assert h.sample("stockade_tool_calls_total", tool="unknown", status="unknown_tool") == 1
+
+
+@pytest.mark.parametrize("encoded", [True, False])
+async def test_a_value_a_key_rule_hides_is_hidden_everywhere_in_a_refused_calls_record(
+    harness: Build, encoded: bool
+) -> None:
+    h = harness()
+    arguments = {"path": {"not": "a path"}, "token": "hunter2-xyz", "password": 123456}
+    sent = json.dumps(arguments) if encoded else arguments
+    result = await h.gateway.call(ToolCall(id="x", name="files.read", arguments=sent))
+    assert result.status is ToolStatus.INVALID_ARGUMENTS
+    (record,) = h.records()
+    assert record["detail"]["raw_arguments"]["token"] == "[REDACTED]"
+    assert record["detail"]["raw_arguments"]["password"] == "[REDACTED]"
+    assert record["detail"]["raw_arguments"]["path"] == {"not": "a path"}
+    log = h.audit_path.read_text()
+    assert "hunter2-xyz" not in log and "123456" not in log
 
 
 async def test_rate_limits_answer_with_retry_after_and_refill_exactly(harness: Build) -> None:
