@@ -52,7 +52,9 @@ async def test_a_call_goes_through_the_gateway_and_answers_its_result(
     assert result["call_id"] == "c1"
     assert result["output"] == "ok"
     request, _profile = scripted.requests[0]
-    assert json.loads(request.stdin) == {"code": "print(1)", "timeout_s": 20.0}
+    assert json.loads(request.stdin) == {
+        "code": "print(1)", "timeout_s": 20.0, "reset": False, "stateless": False,
+    }  # fmt: skip
     record = [r for r in served.audit_records() if r.get("call_id") == "c1"][-1]
     assert (record["principal"], record["run_id"], record["status"]) == ("alice", "run-1", "ok")
 
