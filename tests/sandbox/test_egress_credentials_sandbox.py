@@ -57,7 +57,10 @@ HUNT = textwrap.dedent(
 
     files = {}
     for root in ("/run", "/tmp", "/workspace", "/etc", "/home", "/var", "/opt", "/root"):
-        for folder, _dirs, names in os.walk(root):
+        for folder, dirs, names in os.walk(root):
+            # The image's own library (toolkits and their wheels, read-only, the same for
+            # every deployment): thousands of files, more than the workspace can take back.
+            dirs[:] = [d for d in dirs if os.path.join(folder, d) != "/opt/stockade/lib"]
             for name in names:
                 path = os.path.join(folder, name)
                 if os.path.isfile(path) and not os.path.islink(path):
