@@ -60,6 +60,8 @@ def _workspace_listing(path: str | None) -> str:
     root = Path(path)
     entries = []
     for entry in sorted(root.iterdir()):
+        if entry.name == ".stockade":
+            continue  # the platform's own (python.run's kept namespace), not the agent's work
         if entry.is_dir():
             entries.append(
                 f"{entry.name}/ ({sum(1 for p in entry.rglob('*') if p.is_file())} files)"
