@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -219,14 +220,23 @@ class Browser:
 
 
 @pytest.fixture
-def browser(request: pytest.FixtureRequest, tmp_path: Path, artifacts: Path) -> Iterator[Browser]:
+def browser(request: pytest.FixtureRequest, artifacts: Path) -> Iterator[Browser]:
     """A headless chromium with a throwaway profile; it and its processes gone afterwards."""
     chromedriver = shutil.which("chromedriver")
     if chromedriver is None:
         pytest.fail(
             "chromedriver is not installed (Debian's chromium-driver): run scripts/setup.sh"
         )
-    home = tmp_path / "browser-home"
+    # A short path of its own, not pytest's: chromium puts a Unix socket in its profile,
+    # and under a long base directory (CI's) the socket's path passes the kernel's 108
+    # bytes and the browser exits at start.
+    with tempfile.TemporaryDirectory(prefix="stk-chromium-") as short:
+        yield from _browser(request, artifacts, chromedriver, Path(short) / "home")
+
+
+def _browser(
+    request: pytest.FixtureRequest, artifacts: Path, chromedriver: str, home: Path
+) -> Iterator[Browser]:
     profile = home / "profile"
     profile.mkdir(parents=True)
     options = Options()
