@@ -218,19 +218,22 @@ async def main() -> None:
         ("1 MB lists and dicts + numpy", one_mb + ARRAY.format(count=9 * MiB // 8)),
         ("1 MB lists and dicts + numpy", one_mb + ARRAY.format(count=99 * MiB // 8)),
     ]
-    with tempfile.TemporaryDirectory(prefix="stockade-bench-") as home:
-        await asyncio.to_thread(builder.build_all)
-        async with open_platform(home, BIG_PROFILE) as platform:
-            bench = Bench(platform)
-            sizes = [await bench.setup(f"big{i}", setup) for i, (_, setup) in enumerate(curve)]
-            print(f"state-big profile x{args.big_calls}", file=sys.stderr)
-            kinds = [plain] + [(f"big{i}", "tick += 1\nprint(1)", {}) for i in range(len(curve))]
-            samples = await bench.interleaved(args.big_calls, kinds)
-    names = ["`print(1)` stateless"] + [
-        f"`tick += 1; print(1)`, {label} ({size:.0f} MB), rewritten and back"
-        for (label, _), size in zip(curve, sizes, strict=True)
-    ]
-    table("state-big profile", list(zip(names, samples, strict=True)))
+    if args.big_calls > 0:  # --big-calls 0 skips the curve (it takes minutes)
+        with tempfile.TemporaryDirectory(prefix="stockade-bench-") as home:
+            await asyncio.to_thread(builder.build_all)
+            async with open_platform(home, BIG_PROFILE) as platform:
+                bench = Bench(platform)
+                sizes = [await bench.setup(f"big{i}", setup) for i, (_, setup) in enumerate(curve)]
+                print(f"state-big profile x{args.big_calls}", file=sys.stderr)
+                kinds = [plain] + [
+                    (f"big{i}", "tick += 1\nprint(1)", {}) for i in range(len(curve))
+                ]
+                samples = await bench.interleaved(args.big_calls, kinds)
+        names = ["`print(1)` stateless"] + [
+            f"`tick += 1; print(1)`, {label} ({size:.0f} MB), rewritten and back"
+            for (label, _), size in zip(curve, sizes, strict=True)
+        ]
+        table("state-big profile", list(zip(names, samples, strict=True)))
 
     print(f"docker exec x{args.calls}", file=sys.stderr)
     image = builder.resolve(TOOLS_IMAGE)
