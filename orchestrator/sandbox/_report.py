@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
-from orchestrator.sandbox.execution import ExecStatus
+from orchestrator.sandbox.execution import ExecResult, ExecStatus
+from orchestrator.sandbox.workspace import WorkspaceChanges
 from orchestrator.strict import StrictModel
 
-__all__ = ["RunnerReport", "head_and_tail", "status_of"]
+__all__ = ["RunnerReport", "head_and_tail", "replied", "status_of"]
 
 
 class RunnerReport(StrictModel):
@@ -71,3 +74,39 @@ def status_of(  # noqa: PLR0911 - one return per status, most severe first
     if truncated:
         return ExecStatus.OUTPUT_TRUNCATED, "output exceeded the cap and was truncated"
     return ExecStatus.OK, ""
+
+
+def replied(
+    report: RunnerReport,
+    stdout: bytes,
+    stderr: bytes,
+    *,
+    rejection: str | None,
+    changes: WorkspaceChanges,
+    **fields: Any,
+) -> ExecResult:
+    """The result of a call whose runner replied, whichever backend carried the reply.
+
+    ``rejection`` says why the returned workspace was refused (then ``changes`` is
+    empty); ``fields`` are the backend's own (container, image, profile, duration…).
+    """
+    stdout_truncated = report.stdout_total > len(stdout)
+    truncated = stdout_truncated or report.stderr_total > len(stderr)
+    status, message = status_of(report, truncated=truncated)
+    if rejection is not None:
+        status, message = ExecStatus.WORKSPACE_REJECTED, f"{rejection}; workspace left unchanged"
+    return ExecResult(
+        status=status,
+        exit_code=report.exit_code,
+        stdout=head_and_tail(stdout, report.stdout_total, report.stdout_cut),
+        stderr=head_and_tail(stderr, report.stderr_total, report.stderr_cut),
+        truncated=truncated,
+        stdout_truncated=stdout_truncated,
+        stdout_bytes=report.stdout_total,
+        stderr_bytes=report.stderr_total,
+        message=message,
+        files_changed=changes.changed,
+        files_rejected=changes.rejected,
+        outputs=changes.outputs,
+        **fields,
+    )

@@ -21,7 +21,7 @@ from orchestrator.metrics import Metrics, PoolSize
 from orchestrator.sandbox._archive import SafeWorkspace
 from orchestrator.sandbox._container import POOL_IDLE_S, ContainerFactory, SandboxContainer
 from orchestrator.sandbox._egress_gate import MOUNT_POINT, SOCKET_NAME, EgressGates
-from orchestrator.sandbox._report import RunnerReport, head_and_tail, status_of
+from orchestrator.sandbox._report import RunnerReport, replied
 from orchestrator.sandbox._wire import (
     EGRESS_SOCKET_ENV,
     MODE_EXEC,
@@ -388,31 +388,24 @@ class DockerBackend(SandboxBackend):
                 f"the sandbox sent a malformed reply and was destroyed: {exc}",
             )
 
-        truncated = report.stdout_total > len(stdout) or report.stderr_total > len(stderr)
-        status, message = status_of(report, truncated=truncated)
         # The runner exits after its reply, closing the tool's proxy
         # connections; wait for them to report before the result is final.
         egress = await container.gate.settle() if container.gate else []
         changes = WorkspaceChanges(changed=(), rejected=())
-        if rejection is not None:
-            status = ExecStatus.WORKSPACE_REJECTED
-            message = f"{rejection}; workspace left unchanged"
-        elif returned is not None and workspace is not None and sent is not None:
+        if (
+            rejection is None
+            and returned is not None
+            and workspace is not None
+            and sent is not None
+        ):
             changes = await loop.run_in_executor(None, workspace.apply, returned, sent)
-        return ExecResult(
-            status=status,
-            exit_code=report.exit_code,
-            stdout=head_and_tail(stdout, report.stdout_total, report.stdout_cut),
-            stderr=head_and_tail(stderr, report.stderr_total, report.stderr_cut),
-            truncated=truncated,
-            stdout_truncated=report.stdout_total > len(stdout),
-            stdout_bytes=report.stdout_total,
-            stderr_bytes=report.stderr_total,
+        return replied(
+            report,
+            stdout,
+            stderr,
+            rejection=rejection,
+            changes=changes,
             duration_s=time.monotonic() - started,
-            message=message,
-            files_changed=changes.changed,
-            files_rejected=changes.rejected,
-            outputs=changes.outputs,
             egress=tuple(egress),
             **base,
         )

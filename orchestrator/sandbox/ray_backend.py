@@ -38,7 +38,7 @@ from typing import Any
 import pydantic
 
 from orchestrator.errors import ConfigError, ErrorCode, InfrastructureError
-from orchestrator.sandbox._report import RunnerReport, status_of
+from orchestrator.sandbox._report import RunnerReport, replied
 from orchestrator.sandbox._wire import (
     MODE_EXEC,
     MODE_TOOL,
@@ -464,32 +464,24 @@ class RayBackend(SandboxBackend):
                 ExecStatus.ERROR,
                 f"the sandbox sent a malformed reply and was destroyed: {exc}",
             )
-        truncated = report.stdout_total > len(stdout) or report.stderr_total > len(stderr)
-        status, message = status_of(report, truncated=truncated)
         changes = WorkspaceChanges(changed=(), rejected=())
-        if rejection is not None:
-            status = ExecStatus.WORKSPACE_REJECTED
-            message = f"{rejection}; workspace left unchanged"
-        elif returned is not None and workspace is not None and sent is not None:
+        if (
+            rejection is None
+            and returned is not None
+            and workspace is not None
+            and sent is not None
+        ):
             changes = await asyncio.to_thread(workspace.apply, returned, sent)
-        return ExecResult(
-            status=status,
-            exit_code=report.exit_code,
-            stdout=stdout.decode("utf-8", errors="replace"),
-            stderr=stderr.decode("utf-8", errors="replace"),
-            truncated=truncated,
-            stdout_bytes=report.stdout_total,
-            stderr_bytes=report.stderr_total,
+        return replied(
+            report,
+            stdout,
+            stderr,
+            rejection=rejection,
+            changes=changes,
             duration_s=time.monotonic() - started,
-            message=message,
-            files_changed=changes.changed,
-            files_rejected=changes.rejected,
-            outputs=changes.outputs,
             profile=profile.name,
             runtime=profile.runtime,
-            image_digest=base["image_digest"],
-            container_id=base["container_id"],
-            from_pool=base["from_pool"],
+            **base,
         )
 
     async def close(self) -> None:
