@@ -124,7 +124,7 @@ async def main() -> None:
             "toolkits: [toolkits.python]\n"
             f"sandbox:\n  runtime: {args.runtime}\n"
             # The pool starts as many containers at once as calls arrive at once.
-            f"  backend: {{max_starting: {args.concurrency}}}\n"
+            f"  docker: {{max_starting: {args.concurrency}}}\n"
             f"  profiles:\n    default: {{pool_size: {args.pool_size}}}\n"
         )
         settings = load_config(config)

@@ -139,7 +139,7 @@ async def main() -> None:
     config = Path(state.name) / "stockade.yaml"
     config.write_text(
         f"state_dir: {state.name}\nsandbox:\n  runtime: {args.runtime}\n"
-        "  backend: {max_starting: " + str(args.max_starting) + "}\n"
+        "  docker: {max_starting: " + str(args.max_starting) + "}\n"
         "  profiles:\n    bench: {image: stockade-sandbox, pool_size: 4}\n"
     )
     loaded = load_config(config)

@@ -28,6 +28,7 @@ __all__ = [
     "AuditSettings",
     "DockerBackendSettings",
     "EmbedderSettings",
+    "Engine",
     "ImagesSettings",
     "LexicalEmbedderSettings",
     "LimitsSettings",
@@ -77,11 +78,13 @@ def builtin_profiles(runtime: Runtime) -> dict[str, SandboxProfile]:
     }
 
 
-class DockerBackendSettings(StrictModel):
-    """Sandboxes on the local Docker engine (the engine the ``DOCKER_HOST`` environment names)."""
+Engine = Literal["docker", "ray"]
+"""Where sandboxes run: this machine's Docker engine, or the sandbox hosts of a Ray cluster."""
 
-    type: Literal["docker"] = "docker"
-    """Which backend runs sandboxes: ``docker`` (this machine's engine) or ``ray``."""
+
+class DockerBackendSettings(StrictModel):
+    """The local Docker engine (the one the ``DOCKER_HOST`` environment names): tuning."""
+
     max_threads: int = Field(default=8, ge=1, le=64)
     """Threads for blocking engine calls (create, start, remove)."""
     max_starting: int = Field(default=2, ge=1, le=32)
@@ -89,10 +92,8 @@ class DockerBackendSettings(StrictModel):
 
 
 class RayBackendSettings(StrictModel):
-    """Sandboxes on the sandbox hosts of a Ray cluster (``docs/scale-out.md``; the ray extra)."""
+    """The Ray cluster whose sandbox hosts run the calls (``docs/scale-out.md``; the ray extra)."""
 
-    type: Literal["ray"]
-    """Sandboxes on a Ray cluster's hosts: nodes with the ``stockade_host`` resource."""
     address: str = Field(min_length=3, pattern=r"^[^\s]+:[0-9]{1,5}$")
     """The cluster's GCS address, ``host:port`` (the head's ``ray start --port``)."""
     namespace: str = Field(default="stockade", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
@@ -104,16 +105,43 @@ class SandboxSettings(StrictModel):
 
     runtime: Runtime = "runc"
     """Runtime of every profile that does not name its own: ``runc`` or ``runsc`` (gVisor)."""
-    backend: Annotated[DockerBackendSettings | RayBackendSettings, Field(discriminator="type")] = (
-        Field(default_factory=DockerBackendSettings)
-    )
-    """The sandbox backend (the engine): ``type: docker`` (default) or ``type: ray``."""
+    engine: Engine = "docker"
+    """Where sandboxes run: ``docker`` (this machine's engine, default) or ``ray`` (the hosts
+    of the cluster that ``ray`` names)."""
+    docker: DockerBackendSettings = Field(default_factory=DockerBackendSettings)
+    """Tuning of the ``docker`` engine."""
+    ray: RayBackendSettings | None = None
+    """The cluster of the ``ray`` engine: required when ``engine`` is ``ray``."""
     profiles: dict[str, SandboxProfile] = Field(default_factory=dict)
     """Profiles by name, added to (or replacing) the built-in ``default`` and ``http``.
 
     Each starts from the hardened defaults on the tools image; loosening a
     limit needs the limit named in ``loosen``.
     """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_backend_key(cls, data: Any) -> Any:
+        # The key before issue 14's naming: refused with the new spelling, not
+        # silently ignored (a cluster configured that way would run on Docker).
+        if isinstance(data, dict) and "backend" in data:
+            raise LocatedValueError(
+                "sandbox.backend was replaced: write `engine: docker` or `engine: ray` "
+                "in the sandbox section, with the engine's settings under `docker:` "
+                "(max_threads, max_starting) or `ray:` (address, namespace)",
+                ("backend",),
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _engine_has_settings(self) -> Self:
+        if self.engine == "ray" and self.ray is None:
+            raise LocatedValueError(
+                "sandbox.engine is ray: give the cluster as `ray: {address: <head's "
+                "host>:<GCS port>}` in the sandbox section",
+                ("engine",),
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -22,12 +22,7 @@ from dataclasses import dataclass
 from orchestrator.approvals import ApprovalStore, Approver
 from orchestrator.artifacts import ArtifactLimits, ArtifactStore
 from orchestrator.audit import AuditLog
-from orchestrator.config import (
-    DockerBackendSettings,
-    LoadedConfig,
-    RayBackendSettings,
-    StockadeConfig,
-)
+from orchestrator.config import LoadedConfig, StockadeConfig
 from orchestrator.gateway import ApprovalGate, Gateway
 from orchestrator.metrics import Metrics
 from orchestrator.platform._limits import open_limit_store
@@ -138,15 +133,18 @@ class Platform:
             if tracer is not None:
                 # Last out: the runs' spans are flushed to the collector (off the loop).
                 stack.push_async_callback(asyncio.to_thread, tracer.shutdown)
-            engine = settings.sandbox.backend
-            if backend is None and isinstance(engine, RayBackendSettings):
+            cluster = settings.sandbox.ray
+            if backend is None and settings.sandbox.engine == "ray":
                 from orchestrator.sandbox.ray_backend import RayBackend  # noqa: PLC0415 - extra
 
+                assert cluster is not None  # the config's validator requires it
                 backend = RayBackend(
-                    address=engine.address, namespace=engine.namespace, profiles=warm_profiles
+                    address=cluster.address,
+                    namespace=cluster.namespace,
+                    profiles=warm_profiles,
                 )
             elif backend is None:
-                assert isinstance(engine, DockerBackendSettings)  # the union's other member
+                engine = settings.sandbox.docker
                 client = await asyncio.to_thread(connect_engine)
                 stack.callback(client.close)
                 interception = None

@@ -299,11 +299,11 @@ async def test_a_node_killed_during_calls(
 async def test_the_platform_runs_tool_calls_on_the_cluster(
     cluster: RayCluster, tmp_path: Path
 ) -> None:
-    """sandbox.backend.type: ray in stockade.yaml: a gateway call runs on a host, audited."""
+    """sandbox.engine: ray in stockade.yaml: a gateway call runs on a host, audited."""
     config = tmp_path / "stockade.yaml"
     config.write_text(
         f"state_dir: {tmp_path / 'state'}\n"
-        f"sandbox:\n  backend:\n    type: ray\n    address: {cluster.address}\n"
+        f"sandbox:\n  engine: ray\n  ray:\n    address: {cluster.address}\n"
     )
     async with Platform.open(load_config(config, environ={}), pools=False) as platform:
         backend = platform.sandbox

@@ -32,7 +32,9 @@ FULL = {
     "toolkits": ["toolkits.files", "toolkits.python"],
     "sandbox": {
         "runtime": "runsc",
-        "backend": {"type": "docker", "max_threads": 4, "max_starting": 1},
+        "engine": "ray",
+        "docker": {"max_threads": 4, "max_starting": 1},
+        "ray": {"address": "10.77.0.1:6390", "namespace": "team-a"},
         "profiles": {
             "big": {
                 "name": "big",
@@ -165,11 +167,13 @@ def test_every_section_round_trips(tmp_path: Path) -> None:
     assert again.config == config
 
 
-def test_the_ray_engine_is_a_backend_type(tmp_path: Path) -> None:
-    text = "sandbox:\n  backend:\n    type: ray\n    address: 10.77.0.1:6390\n"
-    backend = load_config(write(tmp_path, text), environ={}).config.sandbox.backend
-    assert backend.type == "ray"
-    assert (backend.address, backend.namespace) == ("10.77.0.1:6390", "stockade")
+def test_the_engine_is_docker_unless_the_file_names_ray(tmp_path: Path) -> None:
+    default = load_config(write(tmp_path, "sandbox: {}\n"), environ={}).config.sandbox
+    assert (default.engine, default.ray) == ("docker", None)
+    text = "sandbox:\n  engine: ray\n  ray:\n    address: 10.77.0.1:6390\n"
+    sandbox = load_config(write(tmp_path, text), environ={}).config.sandbox
+    assert sandbox.engine == "ray" and sandbox.ray is not None
+    assert (sandbox.ray.address, sandbox.ray.namespace) == ("10.77.0.1:6390", "stockade")
 
 
 def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
@@ -209,13 +213,26 @@ def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
         ("limits:\n  store: http://r:6379\n", 2, "limits.store", "the scheme must be"),
         ("limits:\n  on_unavailable: maybe\n", 2, "limits.on_unavailable", "closed, open"),
         ("x: &a 1\ny: *a\n", 1, None, "anchors and aliases are refused"),
+        ("sandbox:\n  engine: ray\n", 2, "sandbox.engine", "give the cluster as `ray: {address"),
+        (
+            "sandbox:\n  engine: ray\n  ray:\n    namespace: a\n",
+            3,
+            "sandbox.ray.address",
+            "required field is missing",
+        ),
+        (
+            "sandbox:\n  engine: ray\n  ray: {address: head}\n",
+            3,
+            "sandbox.ray.address",
+            "pattern",
+        ),
+        ("sandbox:\n  engine: kubernetes\n", 2, "sandbox.engine", "docker, ray"),
         (
             "sandbox:\n  backend:\n    type: ray\n",
             2,
-            "sandbox.backend.ray.address",
-            "required field is missing",
+            "sandbox.backend",
+            "sandbox.backend was replaced: write `engine: docker` or `engine: ray`",
         ),
-        ("sandbox:\n  backend:\n    type: kubernetes\n", 2, "sandbox.backend", "'docker', 'ray'"),
     ],
 )
 def test_mistakes_name_file_line_and_field(
