@@ -228,7 +228,8 @@ class DockerBackend(SandboxBackend):
         entry = await self._pool_for(profile)
         workspace_lock = request.workspace.lock if request.workspace else contextlib.nullcontext()
         async with workspace_lock:
-            container, from_pool = await entry.pool.acquire()
+            # Its replacement starts after this call, not on the cores it runs on.
+            container, from_pool = await entry.pool.acquire(defer_refill=True)
             container_acquired(from_pool)
             sandbox = self._metrics.sandbox
             sandbox.pool_acquisitions.labels(profile.name).inc()
@@ -244,6 +245,7 @@ class DockerBackend(SandboxBackend):
                 raise
             finally:
                 self._destroy_later(container)
+                entry.pool.refill()
         self._count(result, profile, time.monotonic() - started)
         return result
 

@@ -5,6 +5,16 @@ hands one out without waiting on a start while any is ready, and a background
 task refills the pool. A sandbox leaves the pool exactly once: the caller owns
 it and must destroy it. When the pool is empty the caller gets a fresh one.
 Generic over the sandbox type so its logic is testable without an engine.
+
+A caller may ask for the replacement to wait for the end of its call
+(``acquire(defer_refill=True)``, then :meth:`WarmPool.refill`): starting a
+container (the engine's work, then its tool host's imports, ~250 ms of CPU in
+the tools image) on the same cores as the call slows the call down. It waits
+only while another sandbox is still ready, and at most ``refill_delay_s``:
+the next call is served warm all the same, and a pool taken empty refills at
+once. Measured through the gateway (python.run, pool of 2, 15 interleaved
+rounds, load ~4): stateless ``print(1)`` 27.0 → 19.7 ms p50, restoring and
+saving a 1 MB namespace 60.3 → 43.1 ms.
 """
 
 from __future__ import annotations
@@ -45,14 +55,17 @@ class WarmPool(Generic[T]):
         size: int,
         max_starting: int = 2,
         max_idle_s: float = 600.0,
+        refill_delay_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``refill_delay_s`` bounds how long ``acquire(defer_refill=True)`` delays a start."""
         self._name = name
         self._launch = launch
         self._destroy = destroy
         self._size = size
         self._max_starting = max(1, max_starting)
         self._max_idle_s = max_idle_s
+        self._refill_delay_s = refill_delay_s
         self._clock = clock
         self._ready: deque[_Ready[T]] = deque()
         self._starting = 0
@@ -89,8 +102,13 @@ class WarmPool(Generic[T]):
         if self._refiller is None and self._size > 0:
             self._refiller = asyncio.create_task(self._refill(), name=f"pool-{self._name}")
 
-    async def acquire(self) -> tuple[T, bool]:
-        """A sandbox for one call and whether it came warm from the pool."""
+    async def acquire(self, *, defer_refill: bool = False) -> tuple[T, bool]:
+        """A sandbox for one call and whether it came warm from the pool.
+
+        With ``defer_refill`` its replacement starts when the caller calls
+        :meth:`refill` (its call is over) or after ``refill_delay_s``, as
+        long as another sandbox is still ready; else at once.
+        """
         if self._closed:
             raise InfrastructureError(
                 f"pool {self._name} is closed",
@@ -98,8 +116,13 @@ class WarmPool(Generic[T]):
                 op="pool.acquire",
                 retryable=False,
             )
-        self._wake.set()
         self._expire_idle()
+        if defer_refill and len(self._ready) > 1:
+            # A spare stays ready for the next call: the start can wait for
+            # this call's end instead of competing with it for the CPU.
+            asyncio.get_running_loop().call_later(self._refill_delay_s, self._wake.set)
+            return self._ready.popleft().item, True
+        self._wake.set()
         if self._ready:
             return self._ready.popleft().item, True
         if len(self._waiters) < self._starting:
@@ -112,6 +135,10 @@ class WarmPool(Generic[T]):
             except InfrastructureError:
                 pass  # that start failed: start one of our own
         return await self._launch(), False
+
+    def refill(self) -> None:
+        """Start the replacements a deferred :meth:`acquire` held back (its call is over)."""
+        self._wake.set()
 
     def discard_ready(self) -> None:
         """Destroy every ready sandbox (they outlived an engine event) and start anew."""

@@ -142,3 +142,51 @@ async def test_failed_handover_falls_back_to_a_fresh_start() -> None:
     assert not warm
     assert item in fake.live
     await pool.close()
+
+
+async def _settle() -> None:
+    """Let every task the pool woke run until it waits again (no time passes)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_deferred_refill_waits_for_the_call_while_a_spare_is_ready() -> None:
+    fake = FakeSandboxes()
+    pool = WarmPool(name="t", launch=fake.launch, destroy=fake.destroy, size=2, refill_delay_s=60.0)
+    pool.start()
+    await pool.wait_ready(timeout_s=5)
+    await _settle()  # the refiller has seen the pool full
+    launched = len(fake.live)
+    _, warm = await pool.acquire(defer_refill=True)
+    await _settle()
+    assert warm and pool.ready == 1, "the spare is still there for the next call"
+    assert pool.starting == 0 and len(fake.live) == launched, "no start during the call"
+    pool.refill()  # the call is over
+    await pool.wait_ready(timeout_s=5)
+    assert len(fake.live) == launched + 1
+    await pool.close()
+
+
+async def test_deferred_refill_starts_at_once_when_the_pool_is_taken_empty() -> None:
+    fake = FakeSandboxes()
+    pool = WarmPool(name="t", launch=fake.launch, destroy=fake.destroy, size=2, refill_delay_s=60.0)
+    pool.start()
+    await pool.wait_ready(timeout_s=5)
+    await pool.acquire(defer_refill=True)
+    await pool.acquire(defer_refill=True)  # no spare left: this one does not wait
+    await pool.wait_ready(timeout_s=5)  # both replaced, though no call said it was over
+    assert pool.ready == 2
+    await pool.close()
+
+
+async def test_deferred_refill_starts_after_the_delay_if_the_call_goes_on() -> None:
+    fake = FakeSandboxes()
+    pool = WarmPool(name="t", launch=fake.launch, destroy=fake.destroy, size=2, refill_delay_s=0.05)
+    pool.start()
+    await pool.wait_ready(timeout_s=5)
+    await pool.acquire(defer_refill=True)
+    # wait_ready wakes the refiller itself: watch the count instead, bounded.
+    async with asyncio.timeout(5):
+        while pool.ready < 2:
+            await asyncio.sleep(0.01)
+    await pool.close()
