@@ -142,6 +142,7 @@ class Platform:
                     address=cluster.address,
                     namespace=cluster.namespace,
                     profiles=warm_profiles,
+                    metrics=own_metrics,
                 )
             elif backend is None:
                 engine = settings.sandbox.docker
@@ -194,7 +195,7 @@ class Platform:
             # Pending records are made durable before the backend goes (LIFO).
             stack.push_async_callback(audit.aclose)
             limits = open_limit_store(settings, own_metrics)
-            stack.callback(limits.close)
+            stack.push_async_callback(limits.aclose)
             gateway = gateway_type(tracer)(
                 ToolExecutor(
                     registry,

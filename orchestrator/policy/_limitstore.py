@@ -20,6 +20,7 @@ same answers.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -117,7 +118,8 @@ class LimitStore(ABC):
 
     Methods may wait: for a lock another process holds, or for the network.
     Code on an event loop first tries :meth:`try_acquire`, which never waits,
-    and runs :meth:`acquire` in a thread only when that declines. The budget
+    and awaits :meth:`acquire_async` only when that declines (a thread by
+    default; a networked store answers on the event loop itself). The budget
     methods are called once per model call, not per tool call, and have no
     non-waiting form: from async code, call them in a thread on a store
     whose :attr:`may_wait` is true.
@@ -136,6 +138,18 @@ class LimitStore(ABC):
         The default always declines (a networked store always waits for a reply).
         """
         return None
+
+    async def acquire_async(self, cells: Sequence[RateCell]) -> RateVerdict:
+        """:meth:`acquire` for code on an event loop, which it never blocks.
+
+        The default answers inline when :meth:`try_acquire` can, else runs
+        :meth:`acquire` in a thread; a store that can wait on the loop itself
+        (Redis, through ``redis.asyncio``) overrides it and saves the hop.
+        """
+        verdict = self.try_acquire(cells)
+        if verdict is not None:
+            return verdict
+        return await asyncio.to_thread(self.acquire, cells)
 
     @abstractmethod
     def count_call(
@@ -161,3 +175,7 @@ class LimitStore(ABC):
 
     def close(self) -> None:  # noqa: B027 -- most stores hold nothing to release
         """Release what the store holds (files, connections); it is not used afterwards."""
+
+    async def aclose(self) -> None:
+        """:meth:`close` from an event loop, also closing what the store opened on that loop."""
+        self.close()

@@ -120,13 +120,24 @@ class RateLimiter:
     ) -> RateLimitAnswer | None:
         """:meth:`check` if the store can answer without waiting; None when it cannot.
 
-        On None, call :meth:`check` in a thread: nothing has been counted yet.
+        On None, await :meth:`check_async`: nothing has been counted yet.
         """
         limits, cells = self._cells(tool_name, run_id, principal)
         if not cells:
             return _ALLOWED
         verdict = self._store.try_acquire(cells)
         return None if verdict is None else _answer(limits, verdict)
+
+    async def check_async(
+        self, tool_name: str, *, run_id: str | None = None, principal: str | None = None
+    ) -> RateLimitAnswer:
+        """:meth:`check` without blocking the event loop: the store's
+        :meth:`~orchestrator.policy.LimitStore.acquire_async` (Redis answers on the
+        loop, SQLite inline when it can and in a thread when it must wait)."""
+        limits, cells = self._cells(tool_name, run_id, principal)
+        if not cells:
+            return _ALLOWED
+        return _answer(limits, await self._store.acquire_async(cells))
 
     def _cells(
         self, tool_name: str, run_id: str | None, principal: str | None

@@ -29,21 +29,27 @@ does not try the server again for ``cooldown_s``, so a server that stops
 answering costs one timeout, not one per call. An outage is logged once when
 it starts and once when the server answers again.
 
-Every method blocks on the network (about 0.1 ms to a local server): the
-gateway calls :meth:`~RedisLimitStore.acquire` in a thread, since
-:meth:`~RedisLimitStore.try_acquire` always declines. A reply lost after the
-server ran a step is retried once on a fresh connection, which may charge a
-call twice: the error is on the strict side.
+Every synchronous method blocks on the network (about 0.1 ms to a local
+server). The gateway awaits :meth:`~RedisLimitStore.acquire_async` instead,
+which sends the same script through ``redis.asyncio`` on the caller's event
+loop: no thread hop, whose two wake-ups cost more than the round trip itself
+on a loaded 2-core VM (see ``docs/benchmarks.md``, "Redis limit check"). The
+asynchronous client is one per event loop (its connections belong to the loop
+that opened them); :meth:`~RedisLimitStore.aclose` closes the caller's. A
+reply lost after the server ran a step is retried once on a fresh connection,
+which may charge a call twice: the error is on the strict side.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
@@ -53,6 +59,7 @@ from orchestrator.policy._redis_lua import ACQUIRE, ADD_TOKENS, COUNT_CALL
 
 if TYPE_CHECKING:
     import redis
+    import redis.asyncio
 
 __all__ = ["OnUnavailable", "RedisLimitStore", "describe_redis_url"]
 
@@ -153,6 +160,16 @@ class RedisLimitStore(LimitStore):
         self._reason = f"limit store {self._name} unavailable"
         self._client = client if client is not None else _connect(url, timeout_s, password)
         self._errors = _redis_errors()
+        # The asynchronous side, opened per event loop on first use; with a
+        # caller's own client there is nothing to open it from, so that store
+        # answers async callers from a thread.
+        self._connect_async: Callable[[], redis.asyncio.Redis] | None = (
+            None if client is not None else lambda: _connect_async(url, timeout_s, password)
+        )
+        self._async_clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, redis.asyncio.Redis
+        ] = weakref.WeakKeyDictionary()
+        self._closing: set[asyncio.Future[None]] = set()
 
     @property
     def name(self) -> str:
@@ -175,24 +192,60 @@ class RedisLimitStore(LimitStore):
     def acquire(self, cells: Sequence[RateCell]) -> RateVerdict:
         """Check and charge every cell in one server-side step on the server's clock."""
         if not cells:
-            return RateVerdict(allowed=True)
-        arguments: list[float] = []
-        for cell in cells:
-            arguments += (cell.interval_s, cell.tolerance_s)
+            return _ALLOWED
+        keys, arguments = self._acquire_arguments(cells)
         try:
-            allowed, wait, refused = self._script(
-                ACQUIRE, [self.rate_key(cell.key) for cell in cells], [repr(a) for a in arguments]
-            )
+            reply = self._script(ACQUIRE, keys, arguments)
         except _Unavailable:
-            self._unavailable()
-            if self._open:
-                return RateVerdict(allowed=True)
-            return RateVerdict(
-                allowed=False, retry_after_s=max(self._cooldown_s, 0.1), reason=self._reason
-            )
-        if int(allowed):
-            return RateVerdict(allowed=True)
-        return RateVerdict(allowed=False, retry_after_s=float(wait), refused=int(refused) - 1)
+            return self._acquire_unavailable()
+        return _verdict(reply)
+
+    async def acquire_async(self, cells: Sequence[RateCell]) -> RateVerdict:
+        """:meth:`acquire` on the caller's event loop (``redis.asyncio``), never blocking it."""
+        if not cells:
+            return _ALLOWED
+        client = self._async_client()
+        if client is None:
+            return await asyncio.to_thread(self.acquire, cells)
+        keys, arguments = self._acquire_arguments(cells)
+        sha = _SHAS[ACQUIRE]
+
+        async def run() -> Any:
+            try:
+                return await client.evalsha(sha, len(keys), *keys, *arguments)
+            except self._errors.NoScriptError:
+                return await client.eval(ACQUIRE, len(keys), *keys, *arguments)
+
+        try:
+            reply = await self._guarded_async(run)
+        except _Unavailable:
+            return self._acquire_unavailable()
+        return _verdict(reply)
+
+    def _acquire_arguments(self, cells: Sequence[RateCell]) -> tuple[list[str], list[str]]:
+        keys = [self.rate_key(cell.key) for cell in cells]
+        arguments: list[str] = []
+        for cell in cells:
+            arguments += (repr(cell.interval_s), repr(cell.tolerance_s))
+        return keys, arguments
+
+    def _acquire_unavailable(self) -> RateVerdict:
+        self._unavailable()
+        if self._open:
+            return _ALLOWED
+        return RateVerdict(
+            allowed=False, retry_after_s=max(self._cooldown_s, 0.1), reason=self._reason
+        )
+
+    def _async_client(self) -> redis.asyncio.Redis | None:
+        """This event loop's client, opened on first use (None: only a thread can ask)."""
+        if self._connect_async is None:
+            return None
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = self._async_clients[loop] = self._connect_async()
+        return client
 
     def count_call(
         self, key: str, *, max_calls: int | None, max_tokens: int | None
@@ -238,8 +291,46 @@ class RedisLimitStore(LimitStore):
         return sum(1 for _ in self._client.scan_iter(match=pattern, count=1000))
 
     def close(self) -> None:
-        """Close the client's connections."""
+        """Close the clients' connections.
+
+        An event loop's asynchronous client is closed on that loop: at once when
+        the loop is idle, in the background when this is called on the loop
+        itself (prefer :meth:`aclose` there, which waits for it).
+        """
         self._client.close()
+        clients = list(self._async_clients.items())
+        self._async_clients.clear()
+        for loop, client in clients:
+            self._close_on(loop, client)
+
+    async def aclose(self) -> None:
+        """Close the clients' connections, waiting for this event loop's to close."""
+        client = self._async_clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+        self.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    def _close_on(self, loop: asyncio.AbstractEventLoop, client: redis.asyncio.Redis) -> None:
+        if loop.is_closed():
+            return  # its connections went with it
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        closing: asyncio.Future[None]
+        if running is loop:
+            closing = loop.create_task(client.aclose())
+        elif loop.is_running():
+            closing = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(client.aclose(), loop))
+            if running is None:
+                return  # another thread's loop closes it; nothing here could wait for it
+        else:
+            loop.run_until_complete(client.aclose())
+            return
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     def _call(self, op: str, command: str, *arguments: Any) -> Any:
         """One plain command; unavailability raises (or, failing open, answers nothing)."""
@@ -263,38 +354,58 @@ class RedisLimitStore(LimitStore):
         return self._guarded(run)
 
     def _guarded(self, step: Callable[[], Any]) -> Any:
-        if self._down_until and time.monotonic() < self._down_until:
-            raise _Unavailable(self._last_error, None)
-        errors = self._errors
+        self._check_cooldown()
         try:
             result = step()
-        except (errors.ConnectionError, errors.TimeoutError, errors.ReadOnlyError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            with self._down_lock:
-                self._down_until = time.monotonic() + self._cooldown_s
-                self._last_error = error
-                starts, self._down = not self._down, True
-            if starts:  # one line per outage, not one per call
-                _log.warning(
-                    "%s (%s); failing %s until it answers",
-                    self._reason,
-                    error,
-                    "open" if self._open else "closed",
-                )
-            raise _Unavailable(error, exc) from exc
-        except errors.RedisError as exc:
-            raise InfrastructureError(
+        except self._errors.RedisError as exc:
+            raise self._failed(exc) from exc
+        self._answered()
+        return result
+
+    async def _guarded_async(self, step: Callable[[], Awaitable[Any]]) -> Any:
+        """:meth:`_guarded` for a step on the event loop: the same cooldown and outage log."""
+        self._check_cooldown()
+        try:
+            result = await step()
+        except self._errors.RedisError as exc:
+            raise self._failed(exc) from exc
+        self._answered()
+        return result
+
+    def _check_cooldown(self) -> None:
+        if self._down_until and time.monotonic() < self._down_until:
+            raise _Unavailable(self._last_error, None)
+
+    def _failed(self, exc: Exception) -> Exception:
+        """What a step that failed with ``exc`` raises: unavailable, or a plain error."""
+        errors = self._errors
+        if not isinstance(exc, errors.ConnectionError | errors.TimeoutError | errors.ReadOnlyError):
+            return InfrastructureError(
                 f"{self._name}: {type(exc).__name__}: {exc}",
                 code=ErrorCode.CLOSED,
                 op="limits.redis",
                 retryable=False,
-            ) from exc
+            )
+        error = f"{type(exc).__name__}: {exc}"
+        with self._down_lock:
+            self._down_until = time.monotonic() + self._cooldown_s
+            self._last_error = error
+            starts, self._down = not self._down, True
+        if starts:  # one line per outage, not one per call
+            _log.warning(
+                "%s (%s); failing %s until it answers",
+                self._reason,
+                error,
+                "open" if self._open else "closed",
+            )
+        return _Unavailable(error, exc)
+
+    def _answered(self) -> None:
         if self._down:
             with self._down_lock:
                 ended, self._down, self._down_until = self._down, False, 0.0
             if ended:
                 _log.warning("%s no longer: it answers again", self._reason)
-        return result
 
     def _unavailable(self) -> None:
         """Count one step answered without the server (for the metric)."""
@@ -309,6 +420,17 @@ class RedisLimitStore(LimitStore):
             op=f"limits.{op}",
             retryable=True,
         )
+
+
+_ALLOWED = RateVerdict(allowed=True)
+
+
+def _verdict(reply: Any) -> RateVerdict:
+    """The acquire script's reply ``[allowed, wait, refused index from 1]`` as a verdict."""
+    allowed, wait, refused = reply
+    if int(allowed):
+        return _ALLOWED
+    return RateVerdict(allowed=False, retry_after_s=float(wait), refused=int(refused) - 1)
 
 
 class _Unavailable(Exception):
@@ -342,6 +464,24 @@ def _connect(url: str, timeout_s: float, password: str | None) -> redis.Redis:
         # The URL's own password, if it has one, wins.
         **({} if password is None else {"password": password}),
     )
+
+
+def _connect_async(url: str, timeout_s: float, password: str | None) -> redis.asyncio.Redis:
+    """The same client as :func:`_connect` for one event loop (its connections live there)."""
+    import redis.asyncio  # noqa: PLC0415 - optional, as in _connect
+    from redis.asyncio.retry import Retry  # noqa: PLC0415
+    from redis.backoff import NoBackoff  # noqa: PLC0415
+
+    options: dict[str, Any] = {} if password is None else {"password": password}
+    client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), _RETRIES),
+        decode_responses=True,
+        **options,
+    )
+    return client
 
 
 def _redis_errors() -> Any:

@@ -7,14 +7,16 @@ server's clock would otherwise make an answer depend on the test's speed.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import redis
 
 from orchestrator.audit import AuditLog
 from orchestrator.config import builtin_profiles, load_config
@@ -30,6 +32,7 @@ from orchestrator.policy import (
     ModelLimits,
     RateCell,
     RateLimiter,
+    RateVerdict,
     RedisLimitStore,
     SqliteLimitStore,
     parse_policy,
@@ -197,6 +200,34 @@ def test_a_rate_limiter_names_the_limit(store: LimitStore) -> None:
     assert limiter.check("t.x", run_id="b").allowed, "another run has its own state"
 
 
+async def test_the_async_check_answers_as_the_sync_one(store: LimitStore) -> None:
+    # The gateway's path: the same cells, charged all or none, on the event loop.
+    wide, narrow = cell("wide", burst=3), cell("narrow", burst=1)
+    assert (await store.acquire_async([wide, narrow])).allowed
+    refused = await store.acquire_async([wide, narrow])
+    assert (refused.allowed, refused.refused) == (False, 1)
+    assert HOUR - 5 < refused.retry_after_s <= HOUR
+    # Both paths charge one state: 2 of the wide limit's 3 remain, sync or async.
+    assert store.acquire([wide]).allowed
+    assert (await store.acquire_async([wide])).allowed
+    assert not store.acquire([wide]).allowed
+    await store.aclose()
+
+
+async def test_the_async_rate_limiter_names_the_limit(store: LimitStore) -> None:
+    policy = parse_policy(
+        "version: 1\nrate_limits:\n"
+        "  - {name: per-run, tools: 't.*', scope: run, rate: 1, per_s: 3600, burst: 2}\n"
+    )
+    limiter = RateLimiter(policy.rate_limits, store=store)
+    answers = [await limiter.check_async("t.x", run_id="a") for _ in range(3)]
+    assert [a.allowed for a in answers] == [True, True, False]
+    assert answers[2].limit == "per-run"
+    assert (await limiter.check_async("t.x", run_id="b")).allowed
+    assert (await limiter.check_async("untouched")).allowed, "no limit counts it"
+    await store.aclose()
+
+
 def _usage(calls: int, tokens: int) -> BudgetUsage:
     return BudgetUsage(calls=calls, tokens=tokens)
 
@@ -334,6 +365,71 @@ def test_unreachable_fails_open_when_configured(redis_server: RedisServer) -> No
     store.close()
 
 
+async def test_the_async_check_fails_closed_and_comes_back(redis_server: RedisServer) -> None:
+    outcomes: list[str] = []
+    store = RedisLimitStore(redis_server.url, on_unavailable_hook=outcomes.append, cooldown_s=0)
+    assert (await store.acquire_async([cell("g", burst=9)])).allowed
+    redis_server.stop()
+    refused = await store.acquire_async([cell("g", burst=9)])
+    assert (refused.allowed, refused.reason) == (
+        False,
+        f"limit store {redis_server.url} unavailable",
+    )
+    assert refused.retry_after_s > 0 and outcomes == ["denied"]
+    redis_server.start()
+    assert (await store.acquire_async([cell("g", burst=9)])).allowed, "a fresh connection"
+    await store.aclose()
+
+
+async def test_the_async_check_fails_open_when_configured(redis_server: RedisServer) -> None:
+    outcomes: list[str] = []
+    store = RedisLimitStore(
+        redis_server.url, on_unavailable="open", on_unavailable_hook=outcomes.append
+    )
+    assert (await store.acquire_async([cell("g")])).allowed
+    assert not (await store.acquire_async([cell("g")])).allowed, "reachable: the limit holds"
+    redis_server.stop()
+    assert all([(await store.acquire_async([cell("g")])).allowed for _ in range(3)])
+    assert outcomes == ["admitted"] * 3
+    await store.aclose()
+
+
+async def test_a_dead_server_costs_the_async_check_one_wait() -> None:
+    store = RedisLimitStore(f"redis://127.0.0.1:{free_port()}/0", cooldown_s=60)
+    started = time.monotonic()
+    answers = [await store.acquire_async([cell("g")]) for _ in range(200)]
+    assert not any(answer.allowed for answer in answers)
+    assert time.monotonic() - started < 2
+    await store.aclose()
+
+
+def test_each_event_loop_gets_its_own_async_client(redis_server: RedisServer) -> None:
+    # redis.asyncio's connections belong to the loop that opened them; a store
+    # shared by two loops must not mix them, and close() from outside any loop
+    # closes the clients of both on their own loops.
+    store = RedisLimitStore(redis_server.url, key_prefix="loops:")
+    loops = [asyncio.new_event_loop() for _ in range(2)]
+
+    async def check() -> bool:
+        return (await store.acquire_async([cell("g", burst=3)])).allowed
+
+    try:
+        assert [loop.run_until_complete(check()) for loop in loops] == [True, True]
+        assert store.acquire([cell("g", burst=3)]).allowed
+        assert not store.acquire([cell("g", burst=3)]).allowed, "three calls on one state"
+        observer = redis.Redis.from_url(redis_server.url)
+        assert len(observer.client_list()) == 4, "two loops' clients, the store's, this one"
+        store.close()
+        deadline = time.monotonic() + BOUND_S
+        while len(observer.client_list()) != 1:
+            assert time.monotonic() < deadline, "a loop's connection was left open"
+            time.sleep(0.01)
+        observer.close()
+    finally:
+        for loop in loops:
+            loop.close()
+
+
 def test_a_dead_server_costs_one_wait_not_one_per_call() -> None:
     # Nothing listens there: the first step fails at once, the next ones do not try.
     store = RedisLimitStore(f"redis://127.0.0.1:{free_port()}/0", cooldown_s=60)
@@ -396,7 +492,29 @@ async def test_the_configured_store_limits_the_gateway_and_fails_closed(
     sample = metrics.registry.get_sample_value
     assert sample("stockade_limit_store_unavailable_total", {"outcome": "denied"}) == 1
     assert sample("stockade_limit_store_unavailable_total", {"outcome": "admitted"}) == 0
-    store.close()
+    await store.aclose()
+
+
+class _ThreadWatchingStore(RedisLimitStore):
+    """The Redis store, noting each synchronous acquire (which only a thread would make)."""
+
+    synchronous: int = 0
+
+    def acquire(self, cells: Sequence[RateCell]) -> RateVerdict:
+        self.synchronous += 1
+        return super().acquire(cells)
+
+
+async def test_the_gateway_awaits_redis_on_its_event_loop(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    store = _ThreadWatchingStore(redis_server.url)
+    gate = gateway(tmp_path, store, Metrics(), replies=2)
+    statuses = [(await gate.call(read(n))).status for n in range(3)]
+    assert statuses == [ToolStatus.OK, ToolStatus.OK, ToolStatus.RATE_LIMITED]
+    assert store.synchronous == 0, "the check went through a thread"
+    assert store.client.keys("stockade:*") == ["stockade:rate:global:5:reads-"]
+    await store.aclose()
 
 
 async def test_two_platforms_share_one_limit_and_fail_closed(
@@ -517,7 +635,7 @@ async def test_failing_open_is_counted_by_the_metric(
     sample = metrics.registry.get_sample_value
     assert sample("stockade_limit_store_unavailable_total", {"outcome": "admitted"}) == 2
     assert sample("stockade_limit_store_unavailable_total", {"outcome": "denied"}) == 0
-    store.close()
+    await store.aclose()
 
 
 def test_the_password_comes_from_the_environment(
