@@ -9,9 +9,6 @@ inside namespace 1.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -21,8 +18,7 @@ from orchestrator.config import load_config
 from orchestrator.errors import ErrorCode, InfrastructureError
 from orchestrator.platform import Platform
 from orchestrator.sandbox.execution import ExecRequest, ExecStatus
-from orchestrator.sandbox.images import ImageBuilder
-from orchestrator.sandbox.labels import PLATFORM_LABEL, PLATFORM_VALUE
+from orchestrator.sandbox.labels import BACKEND_LABEL
 from orchestrator.sandbox.profile import DEFAULT_IMAGE, TOOLS_IMAGE, SandboxProfile
 from orchestrator.sandbox.ray_backend import RayBackend
 from orchestrator.sandbox.workspace import WorkspaceManager
@@ -34,44 +30,23 @@ pytestmark = [pytest.mark.cluster, pytest.mark.docker, pytest.mark.timeout(600)]
 PROFILE = SandboxProfile(name="ray-test", pool_size=1, timeout_s=20)
 
 
-def _stockade_containers(client: docker.DockerClient) -> list[str]:
-    label = f"{PLATFORM_LABEL}={PLATFORM_VALUE}"
+def _containers_of(client: docker.DockerClient, backend: RayBackend) -> list[str]:
+    """The containers of ``backend`` (its orchestrator id) on ``client``'s engine.
+
+    Only its own: other developers' tests run containers on the main engine meanwhile.
+    """
+    label = f"{BACKEND_LABEL}={backend.instance_id}"
     return [c["Id"] for c in client.api.containers(all=True, filters={"label": label})]
 
 
-@pytest.fixture(scope="module")
-def cluster(images: ImageBuilder) -> Iterator[RayCluster]:
-    if os.geteuid() != 0 or not shutil.which("nsenter"):
-        pytest.fail("the cluster tests need root and nsenter (network namespaces)")
-    # Built now: the checkout's inputs may have changed since the session's images were.
-    base = images.build_base()
-    tags = [images.build_sandbox(base).tag, base.tag]
-    made = RayCluster(root=Path("/tmp/stk-ray-t"), prefix="stkrt", images=tuple(tags))
-    made.up()
-    saved = {key: os.environ.get(key) for key in made.environment()}
-    os.environ.update(made.environment())  # the driver's token, before Ray is imported
-    try:
-        with made.enter():
-            yield made
-            import ray
-
-            ray.shutdown()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        made.down()
-    assert not Path("/run/netns/stkrt1").exists()
-    assert not Path("/tmp/stk-ray-t").exists()
-
-
-@pytest.fixture(scope="module")
-def second_engine(cluster: RayCluster) -> Iterator[docker.DockerClient]:
-    client = docker.DockerClient(base_url=cluster.nodes[1].docker_host)
-    yield client
-    client.close()
+async def _until_none_of(engines: list[docker.DockerClient], backend: RayBackend) -> None:
+    """Wait (10 s at most) until no engine holds a container of ``backend``; assert it."""
+    for _ in range(50):
+        left = [_containers_of(engine, backend) for engine in engines]
+        if not any(left):
+            return
+        await asyncio.sleep(0.2)
+    assert not any(left), left
 
 
 async def _backend(cluster: RayCluster, **options: object) -> RayBackend:
@@ -100,7 +75,7 @@ async def test_calls_land_on_both_hosts(
         assert served["host-a"] + served["host-b"] == 12
     finally:
         await backend.close()
-    assert _stockade_containers(second_engine) == []
+    await _until_none_of([docker_client, second_engine], backend)
 
 
 async def test_workspace_written_on_one_host_is_read_on_the_other(
@@ -174,18 +149,7 @@ async def test_a_timeout_reaches_the_host_and_removes_the_container(
             await call
     finally:
         await backend.close()
-    for engine in (docker_client, second_engine):
-        for _ in range(50):
-            mine = [
-                c
-                for c in engine.api.containers(
-                    all=True, filters={"label": "org.stockade.profile=ray-slow"}
-                )
-            ]
-            if not mine:
-                break
-            await asyncio.sleep(0.2)
-        assert mine == []
+    await _until_none_of([docker_client, second_engine], backend)
 
 
 async def test_hosts_remove_the_containers_of_an_orchestrator_whose_lease_expired(
@@ -286,14 +250,7 @@ async def test_a_node_killed_during_calls(
         assert backend.hosts["host-b"].served > before
     finally:
         await backend.close()
-    for engine in (docker_client, second_engine):
-        leftovers = [
-            c
-            for c in engine.api.containers(
-                all=True, filters={"label": "org.stockade.profile=ray-test"}
-            )
-        ]
-        assert leftovers == []
+    await _until_none_of([docker_client, second_engine], backend)
 
 
 async def test_the_platform_runs_tool_calls_on_the_cluster(
