@@ -7,6 +7,9 @@
   after every step (``runs.db``), so :meth:`Agent.resume` continues a run
   whose process stopped. Settings in
   :class:`AgentConfig`; progress as typed events (:data:`AgentEvent`).
+- :func:`run_batch` runs many goals at once (``stockade run --batch``): items
+  from a JSON-lines file (:func:`read_batch`), results as runs end
+  (:class:`BatchResult`, kept by :class:`BatchResultsFile`).
 - :class:`Memory` (:mod:`orchestrator.agent.memory`): memories recalled for a
   goal, finished runs and lessons remembered across runs.
 - :class:`ModelClient` (:mod:`orchestrator.agent.model`): any
@@ -15,6 +18,14 @@
 
 from orchestrator.agent._agent import Agent, LeaseHeld, RunHandle
 from orchestrator.agent._approvals import ApprovalWatch
+from orchestrator.agent._batch import Batch, BatchProgress, run_batch
+from orchestrator.agent._batch_file import (
+    BatchItem,
+    BatchResult,
+    BatchResultsFile,
+    read_batch,
+    results_path_for,
+)
 from orchestrator.agent._config import DEFAULT_SYSTEM_PROMPT, AgentConfig, DetectionSettings
 from orchestrator.agent._durable import RunRow
 from orchestrator.agent._events import (
@@ -68,6 +79,11 @@ __all__ = [
     "AgentEvent",
     "ApprovalPending",
     "ApprovalWatch",
+    "Batch",
+    "BatchItem",
+    "BatchProgress",
+    "BatchResult",
+    "BatchResultsFile",
     "ContextSummarised",
     "DetectionSettings",
     "Embeddings",
@@ -101,8 +117,11 @@ __all__ = [
     "UsageMeter",
     "event_adapter",
     "list_runs",
+    "read_batch",
     "read_events",
     "read_result",
     "read_state",
+    "results_path_for",
+    "run_batch",
     "tool_message",
 ]

@@ -191,6 +191,11 @@ class Agent:
                 await opened.close()
 
     @property
+    def platform(self) -> Platform:
+        """The platform the agent's runs use."""
+        return self._platform
+
+    @property
     def model(self) -> ModelClient:
         """The model client."""
         return self._model

@@ -1,4 +1,5 @@
-"""``stockade run "GOAL"``: one agent run on the configured platform, with live progress."""
+"""``stockade run "GOAL"``: one agent run on the configured platform, with live progress;
+``stockade run --batch FILE``: many (``orchestrator/cli/_batch_view.py``)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,15 @@ from orchestrator.agent import (
     AgentConfig,
     AgentEvent,
     ApprovalWatch,
+    BatchResultsFile,
     RunHandle,
     RunResult,
     RunStatus,
+    read_batch,
+    results_path_for,
 )
 from orchestrator.approvals import TerminalApprover
+from orchestrator.cli._batch_view import drive_batch, show_summary
 from orchestrator.cli._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -149,7 +154,17 @@ async def _drive(
 @config_option
 @toolkit_option
 @json_option
-@click.argument("goal")
+@click.argument("goal", required=False)
+@click.option("--batch", "batch_file",
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Run each line of this JSON-lines file (id, goal, files).")  # fmt: skip
+@click.option("--concurrency", type=click.IntRange(min=1, max=256), default=4, show_default=True,
+              help="With --batch: runs at once.")  # fmt: skip
+@click.option("--results", "results_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --batch: the results file (default: beside the batch file, "
+              "NAME.results.jsonl); ids already there are skipped.")  # fmt: skip
+@click.option("--retry-failed", is_flag=True,
+              help="With --batch: run again the ids whose result says failed.")  # fmt: skip
 @click.option("--model", "model_name", help="Model name (model.name).")
 @click.option("--base-url", help="OpenAI-compatible server URL (model.base_url).")
 @click.option("--api-key-env", help="Variable holding the API key (model.api_key_env).")
@@ -183,7 +198,11 @@ def run(  # click passes every option by keyword
     config_file: Path | None,
     toolkits: tuple[str, ...],
     as_json: bool,
-    goal: str,
+    goal: str | None,
+    batch_file: Path | None,
+    concurrency: int,
+    results_file: Path | None,
+    retry_failed: bool,
     model_name: str | None,
     base_url: str | None,
     api_key_env: str | None,
@@ -211,7 +230,18 @@ def run(  # click passes every option by keyword
 
         stockade run "Write primes.txt with the primes below 100" --base-url \\
             http://127.0.0.1:11434/v1 --model qwen2.5:7b
+
+    With --batch FILE (one JSON object a line: id, goal, optional files and
+    principal) the runs go CONCURRENCY at once, one result line each in the
+    results file as it ends, a summary at the end; exits 0 when every run of
+    the file completed, 1 when any failed, 130 when interrupted. Rerun the
+    same command to finish an interrupted batch.
     """
+    if (goal is None) == (batch_file is None):
+        raise click.UsageError("give a GOAL or --batch FILE (one of the two)")
+    if batch_file is not None and (run_id is not None or prompt):
+        raise click.UsageError("--run-id and --prompt are for one run, not --batch")
+    items = read_batch(batch_file) if batch_file is not None else []
     loaded = load(
         config_file,
         toolkits=toolkits,
@@ -239,6 +269,23 @@ def run(  # click passes every option by keyword
         context_budget_tokens=context_budget,
         reflection=reflection,
     )
+    if batch_file is not None:
+        summary = run_async(
+            drive_batch(
+                loaded,
+                config,
+                items,
+                batch_file=batch_file,
+                results=BatchResultsFile(results_file or results_path_for(batch_file)),
+                concurrency=concurrency,
+                principal=principal or getpass.getuser(),
+                retry_failed=retry_failed,
+                metrics_port=metrics_port,
+            )
+        )
+        show_summary(summary, as_json=as_json)
+        sys.exit(summary.exit_code)
+    assert goal is not None  # checked above
     result = run_async(
         run_goal(
             loaded,
