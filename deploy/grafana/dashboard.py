@@ -421,6 +421,62 @@ def _sandbox(board: dashboard.Dashboard) -> dashboard.Dashboard:
     )
 
 
+def _hosts(board: dashboard.Dashboard) -> dashboard.Dashboard:
+    """Sandbox hosts of the ray engine, by the operator's host names (empty under docker)."""
+    return (
+        board.with_row(dashboard.Row("Sandbox hosts (Ray)"))
+        .with_panel(
+            series(
+                "Hosts up and draining",
+                "Sandbox hosts registered and answering (1) or lost or refused (0), and hosts "
+                "drained with stockade hosts drain, as each orchestrator sees them.",
+                "short",
+                query(f"max by (host) ({sel('stockade_host_up')})", "{{host}} up"),
+                query(f"max by (host) ({sel('stockade_host_draining')})", "{{host}} draining"),
+            )
+        )
+        .with_panel(
+            series(
+                "Calls per host",
+                "Calls the sandbox hosts answered per second, and calls running on them now.",
+                "short",
+                query(f"sum by (host) ({rate('stockade_host_calls_total')})", "{{host}} calls/s"),
+                query(
+                    f"sum by (host) ({sel('stockade_host_calls_in_flight')})",
+                    "{{host}} in flight",
+                ),
+            )
+        )
+        .with_panel(
+            series(
+                "Dispatch to hosts",
+                "What dispatching a call to a host adds (Ray round trip minus the host's own "
+                "time), p50 and p99 by host.",
+                "s",
+                query(
+                    quantile(0.5, "stockade_host_dispatch_duration_seconds", "host"),
+                    "{{host}} p50",
+                ),
+                query(
+                    quantile(0.99, "stockade_host_dispatch_duration_seconds", "host"),
+                    "{{host}} p99",
+                ),
+            )
+        )
+        .with_panel(
+            series(
+                "Warm pools per host",
+                "Warm containers ready on each host, by profile.",
+                "short",
+                query(
+                    f"sum by (host, profile) ({sel('stockade_host_pool_ready')})",
+                    "{{host}} {{profile}}",
+                ),
+            )
+        )
+    )
+
+
 def build() -> dashboard.Dashboard:
     """The dashboard's builder."""
     board = (
@@ -434,7 +490,7 @@ def build() -> dashboard.Dashboard:
         .time("now-1h", "now")
         .timezone("browser")
     )
-    for section in (_variables, _overview, _runs, _tool_calls, _approvals, _sandbox):
+    for section in (_variables, _overview, _runs, _tool_calls, _approvals, _sandbox, _hosts):
         board = section(board)
     return board
 

@@ -12,6 +12,7 @@ from orchestrator.cli.audit import audit
 from orchestrator.cli.config import config
 from orchestrator.cli.demo import demo
 from orchestrator.cli.doctor import doctor
+from orchestrator.cli.hosts import hosts
 from orchestrator.cli.images import cleanup, images
 from orchestrator.cli.mcp import mcp
 from orchestrator.cli.metrics import metrics
@@ -40,7 +41,7 @@ def cli(log_format: str | None, log_level: str | None) -> None:
 
 
 for command in (config, doctor, images, cleanup, sandbox, tools, policy, audit, approvals, demo,
-                metrics,
+                metrics, hosts,
                 serve, tokens, run, runs, mcp):  # fmt: skip
     cli.add_command(command)
 

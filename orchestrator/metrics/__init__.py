@@ -4,7 +4,9 @@
   ``_agent``; the GenAI conventions' names in :mod:`~orchestrator.metrics.genai`,
   buckets in ``_buckets``). :meth:`~orchestrator.platform.Platform.open`
   makes one and hands it to the gateway and the sandbox backend; the agent
-  loop reports its events to ``metrics.agent.observe``.
+  loop reports its events to ``metrics.agent.observe``; the Ray backend reports
+  its sandbox hosts to ``metrics.hosts`` (``_hosts``: a ``host`` label of the
+  operator's host names).
 - :func:`serve_metrics` serves ``/metrics`` from a long-running process;
   :func:`metrics_app` is the same as an ASGI application for the HTTP server;
   :func:`render` is the exposition itself (see ``_exposition`` for how several
@@ -22,6 +24,7 @@ from orchestrator.metrics._exposition import (
     render,
     serve_metrics,
 )
+from orchestrator.metrics._hosts import HostMetrics, HostSample
 from orchestrator.metrics._logs import LOG_FORMATS, JsonLinesFormatter, configure_logging
 from orchestrator.metrics._metrics import (
     APPROVAL_OUTCOMES,
@@ -38,6 +41,8 @@ __all__ = [
     "UNKNOWN_TOOL_LABEL",
     "AgentEventLike",
     "AgentMetrics",
+    "HostMetrics",
+    "HostSample",
     "JsonLinesFormatter",
     "Metrics",
     "MetricsEndpoint",

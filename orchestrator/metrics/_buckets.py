@@ -10,6 +10,7 @@ __all__ = [
     "AGENT_ITERATIONS",
     "AGENT_RUN_SECONDS",
     "APPROVAL_WAIT_SECONDS",
+    "HOST_DISPATCH_SECONDS",
     "OUTPUT_BYTES",
     "SANDBOX_OPERATION_SECONDS",
     "TOOL_CALL_SECONDS",
@@ -41,3 +42,10 @@ AGENT_ITERATIONS = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89)
 
 OUTPUT_BYTES = (0, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 """A tool's output: empty, a line, a page, up to the profile's output limit (1 MiB by default)."""
+
+HOST_DISPATCH_SECONDS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+)  # fmt: skip
+"""What a Ray round trip adds to a call on a sandbox host: ~1.5 ms p50 on a quiet cluster
+(DESIGN.md), 5-40 ms on a loaded 2-core machine; seconds mean a large workspace through the
+object store or a struggling node."""

@@ -30,6 +30,7 @@ from orchestrator import __version__
 from orchestrator.metrics._agent import UNKNOWN_TOOL_LABEL, AgentMetrics
 from orchestrator.metrics._buckets import APPROVAL_WAIT_SECONDS, OUTPUT_BYTES, TOOL_CALL_SECONDS
 from orchestrator.metrics._factory import InstrumentFactory
+from orchestrator.metrics._hosts import HostMetrics
 from orchestrator.metrics._sandbox import SandboxMetrics
 
 __all__ = [
@@ -93,6 +94,7 @@ class Metrics:
             ["operation"],
         )
         self.sandbox = SandboxMetrics(make)
+        self.hosts = HostMetrics(make)
         """The sandbox layer's instruments."""
         self.agent = AgentMetrics(make, retries=self.retries, exhausted=self.retries_exhausted)
         """The agent loop's instruments (and the GenAI conventions' names)."""

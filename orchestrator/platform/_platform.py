@@ -142,6 +142,7 @@ class Platform:
                     address=cluster.address,
                     namespace=cluster.namespace,
                     profiles=warm_profiles,
+                    metrics=own_metrics,
                 )
             elif backend is None:
                 engine = settings.sandbox.docker

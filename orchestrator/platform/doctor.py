@@ -19,6 +19,7 @@ import docker
 from orchestrator.assets import shipped
 from orchestrator.config import LoadedConfig
 from orchestrator.errors import ConfigError, InfrastructureError, StockadeError
+from orchestrator.platform._doctor_cluster import check_cluster
 from orchestrator.platform._parts import (
     CheckedConfiguration,
     build_registry,
@@ -225,6 +226,9 @@ class _Doctor:
                     result = await platform.sandbox.execute(
                         ExecRequest(argv=("true",), timeout_s=30), profile
                     )
+                except ConfigError as exc:  # the engine cannot run this profile
+                    self.failed(label, str(exc), f"stockade config check {self.loaded.file or ''}")
+                    continue
                 except InfrastructureError as exc:
                     self.failed(label, str(exc), _setup_command())
                     continue
@@ -240,6 +244,21 @@ async def diagnose(loaded: LoadedConfig, *, config_flag: str = "") -> list[Check
     doctor.state_dir()
     await asyncio.to_thread(doctor.limit_store)
     checked = doctor.configuration()
+    cluster = doctor.settings.sandbox.ray
+    if doctor.settings.sandbox.engine == "ray" and cluster is not None:
+        # The cluster's hosts run the calls: their engines are checked, not this machine's.
+        hosts_ok = await check_cluster(
+            loaded,
+            cluster,
+            ok=lambda name, detail, _: doctor.ok(name, detail),
+            failed=doctor.failed,
+            skipped=doctor.skipped,
+        )
+        if checked is None or not hosts_ok:
+            doctor.skipped("profiles start containers", "an earlier check failed")
+            return doctor.checks
+        await doctor.containers(checked)
+        return doctor.checks
     client = await asyncio.to_thread(doctor.engine)
     if client is None:
         for name in (

@@ -38,6 +38,7 @@ from typing import Any
 import pydantic
 
 from orchestrator.errors import ConfigError, ErrorCode, InfrastructureError
+from orchestrator.metrics import HostSample, Metrics
 from orchestrator.sandbox._report import RunnerReport, replied
 from orchestrator.sandbox._wire import (
     MODE_EXEC,
@@ -49,8 +50,9 @@ from orchestrator.sandbox._wire import (
 )
 from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
+from orchestrator.sandbox.hosts import HostState, connect, host_actor, named_nodes, state_of
 from orchestrator.sandbox.profile import DEFAULT_IMAGE, TOOLS_IMAGE, SandboxProfile
-from orchestrator.sandbox.ray_host import HOST_RESOURCE, SandboxHost, host_actor_name
+from orchestrator.sandbox.ray_host import HOST_RESOURCE
 from orchestrator.sandbox.workspace import ArchiveLimitError, Outgoing, WorkspaceChanges
 
 __all__ = ["HostInfo", "RayBackend"]
@@ -94,9 +96,16 @@ class HostInfo:
     actor: Any
     record: dict[str, Any] = field(default_factory=dict)
     in_flight: int = 0
+    """This orchestrator's calls on the host now."""
     served: int = 0
+    """This orchestrator's calls the host answered."""
     lost: bool = False
     last_error: str = ""
+
+    @property
+    def state(self) -> HostState:
+        """up, draining (``stockade hosts drain``: placement skips it) or lost."""
+        return "lost" if self.lost else state_of(self.record)
 
 
 class RayBackend(SandboxBackend):
@@ -111,13 +120,15 @@ class RayBackend(SandboxBackend):
         images: Iterable[str] = (DEFAULT_IMAGE, TOOLS_IMAGE),
         refresh_s: float = 2.0,
         lease_s: float = 30.0,
+        metrics: Metrics | None = None,
     ) -> None:
         """``address`` is the cluster's GCS (``host:port``), ``namespace`` the Ray namespace
         the host actors live in; ``images`` must exist on every host, ``profiles`` are warmed.
 
         Every ``refresh_s`` the backend looks for hosts and renews its lease on
         each; a host removes the pools and containers of an orchestrator whose
-        lease (``lease_s``) ran out (it was killed, or lost the cluster)."""
+        lease (``lease_s``) ran out (it was killed, or lost the cluster). ``metrics``
+        gets the hosts' series (``host`` label: the operator's host names)."""
         self._address = address
         self._namespace = namespace
         # Egress is not carried to hosts yet: such profiles are refused per call.
@@ -133,6 +144,8 @@ class RayBackend(SandboxBackend):
         # What Ray adds to each call (the orchestrator's wall time of the host's task
         # minus the host's own time): the last calls' values, for benchmarks.
         self._overheads: deque[float] = deque(maxlen=10_000)
+        self._metrics = metrics if metrics is not None else Metrics(enabled=False)
+        self._metrics.hosts.watch(self._host_samples)
 
     @property
     def instance_id(self) -> str:
@@ -156,17 +169,7 @@ class RayBackend(SandboxBackend):
 
     async def start(self) -> None:
         """Join the cluster, register its hosts and warm the configured profiles there."""
-        import ray  # noqa: PLC0415 - optional dependency (the ray extra)
-
-        if not ray.is_initialized():
-            await asyncio.to_thread(
-                ray.init,
-                address=self._address,
-                namespace=self._namespace,
-                log_to_driver=False,
-                logging_level=logging.WARNING,
-                configure_logging=False,
-            )
+        await asyncio.to_thread(connect, self._address, self._namespace)
         await self.refresh()
         if not self._hosts:
             raise InfrastructureError(
@@ -199,15 +202,8 @@ class RayBackend(SandboxBackend):
         """Find the cluster's hosts: register new ones, mark lost ones, re-admit returned ones."""
         import ray  # noqa: PLC0415
 
-        nodes = await asyncio.to_thread(ray.nodes)
-        prefix = f"{HOST_RESOURCE}:"
-        alive = {
-            key[len(prefix) :]
-            for node in nodes
-            if node.get("Alive")
-            for key in node.get("Resources", {})
-            if key.startswith(prefix)
-        }
+        nodes = named_nodes(await asyncio.to_thread(ray.nodes))
+        alive = {name for name, node in nodes.items() if node.alive}
         for name, known in self._hosts.items():
             if name not in alive:
                 known.lost = True
@@ -215,21 +211,7 @@ class RayBackend(SandboxBackend):
             host = self._hosts.get(name)
             if host is not None and not host.lost:
                 continue
-            # Typed Any: Ray's stubs do not know the async methods' .remote.
-            actor: Any = (
-                ray.remote(SandboxHost)
-                .options(
-                    name=host_actor_name(name),
-                    namespace=self._namespace,
-                    lifetime="detached",
-                    get_if_exists=True,
-                    num_cpus=0,
-                    resources={HOST_RESOURCE: 1, f"{prefix}{name}": 1},
-                    max_concurrency=256,
-                    max_restarts=0,
-                )
-                .remote(name)
-            )
+            actor = host_actor(name, self._namespace)
             info = HostInfo(name=name, actor=actor)
             raw = await self._remote(
                 info, actor.register.remote(self._images, self._id, self._lease_s), 120.0
@@ -269,14 +251,41 @@ class RayBackend(SandboxBackend):
             except Exception as exc:
                 _log.info("refreshing hosts: %s", exc)
 
+    def _dispatched(self, host: HostInfo, overhead_s: float) -> None:
+        """What Ray added to one call on ``host`` (round trip minus the host's own time)."""
+        self._overheads.append(overhead_s)
+        self._metrics.hosts.dispatch.labels(host.name).observe(max(overhead_s, 0.0))
+
+    def _host_samples(self) -> list[HostSample]:
+        """The hosts' series at scrape time (refused hosts are down, with no pools)."""
+        samples = [
+            HostSample(
+                host=host.name,
+                up=not host.lost,
+                draining=host.state == "draining",
+                calls=host.served,
+                in_flight=host.in_flight,
+                pools={
+                    json.loads(key)["name"]: ready
+                    for key, ready in host.record.get("ready", {}).get(self._id, {}).items()
+                },
+            )
+            for host in self._hosts.values()
+        ]
+        samples += [HostSample(host=name, up=False) for name in self._refused]
+        return samples
+
     def _pick(self, profile_json: str, avoid: set[str]) -> HostInfo:
+        # A draining host (its record says so, read every refresh) gets nothing new.
         candidates = [
-            host for host in self._hosts.values() if not host.lost and host.name not in avoid
+            host for host in self._hosts.values() if host.state == "up" and host.name not in avoid
         ]
         if not candidates:
+            draining = sorted(h.name for h in self._hosts.values() if h.state == "draining")
             raise InfrastructureError(
                 "no sandbox host is available"
-                + (f" (lost during this call: {', '.join(sorted(avoid))})" if avoid else ""),
+                + (f" (lost during this call: {', '.join(sorted(avoid))})" if avoid else "")
+                + (f" (draining: {', '.join(draining)})" if draining else ""),
                 code=ErrorCode.HOST_LOST,
                 op=_OP,
                 retryable=True,
@@ -395,7 +404,7 @@ class RayBackend(SandboxBackend):
                 host.in_flight -= 1
             host.served += 1
             record: dict[str, Any] = json.loads(raw)
-            self._overheads.append(time.perf_counter() - sent_at - float(record.get("host_s", 0.0)))
+            self._dispatched(host, time.perf_counter() - sent_at - float(record.get("host_s", 0.0)))
             if record.get("ended") == "engine":
                 # The host's engine failed the call (down, image missing): its own code.
                 host.last_error = str(record.get("message", ""))

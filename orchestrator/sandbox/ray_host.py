@@ -94,6 +94,8 @@ class SandboxHost:
         self._last_error = ""
         self._refused = ""
         self._reaped = False
+        # Set by `stockade hosts drain`: placement sends this host nothing new.
+        self._draining = False
         # Orchestrators' leases: (last renewal, length), and the task expiring them.
         self._leases: dict[str, tuple[float, float]] = {}
         self._janitor: asyncio.Task[None] | None = None
@@ -163,9 +165,10 @@ class SandboxHost:
         self._leases[orchestrator] = (time.monotonic(), lease_s)
 
     async def describe(self, orchestrator: str = "") -> str:
-        """This host as a JSON record: node, engine, pools, load, last error.
+        """This host as a JSON record: node, engine, pools, load, drain state, last error.
 
-        Renews ``orchestrator``'s lease.
+        Renews ``orchestrator``'s lease. Only JSON text leaves the host, never
+        a pickled object (``stockade hosts``, ``doctor`` and placement read it).
         """
         self._renew(orchestrator)
         try:
@@ -174,29 +177,54 @@ class SandboxHost:
         except docker.errors.DockerException as exc:
             version, runtimes = "", []
             self._last_error = f"engine: {exc}"
-        # Warm containers per orchestrator and profile, for placement.
+        # Warm containers per orchestrator and profile, for placement; per profile
+        # name over every orchestrator, for operators.
         ready: dict[str, dict[str, int]] = {}
+        profiles: dict[str, dict[str, int]] = {}
         for (orch, key), entry in self._pools.items():
             if entry.pool.ready:
                 ready.setdefault(orch, {})[key] = entry.pool.ready
+            sizes = profiles.setdefault(entry.pool.name, {"ready": 0, "starting": 0, "target": 0})
+            sizes["ready"] += entry.pool.ready
+            sizes["starting"] += entry.pool.starting
+            sizes["target"] += entry.pool.size
+        node_id = _node_id()
         return json.dumps(
             {
                 "host": self._name,
                 "node": os.uname().nodename,
+                "node_id": node_id,
                 "pid": os.getpid(),
                 "engine_version": version,
                 "runtimes": runtimes,
+                # The node's Ray processes inherit `ray start`'s environment: a node
+                # started without token authentication says so here (doctor fails it).
+                "token_auth": os.environ.get("RAY_AUTH_MODE", "").lower() == "token",
                 "refused": self._refused,
+                "draining": self._draining,
                 "pools": {
                     f"{orch[:8]}/{json.loads(key)['name']}": entry.pool.ready
                     for (orch, key), entry in self._pools.items()
                 },
+                "profiles": profiles,
                 "ready": ready,
+                "orchestrators": len(self._leases),
                 "in_flight": self._in_flight,
                 "served": self._served,
                 "last_error": self._last_error,
             }
         )
+
+    async def drain(self, draining: bool) -> str:
+        """Stop (``True``) or resume (``False``) taking new calls; this host's record.
+
+        Every orchestrator's placement reads the flag from the host's record at
+        its next refresh and sends nothing new; calls in flight finish. The
+        flag lives in this actor: a host whose node restarts comes back serving.
+        """
+        self._draining = draining
+        _log.info("host %s %s", self._name, "draining" if draining else "serving again")
+        return await self.describe()
 
     def _factory(self, orchestrator: str) -> ContainerFactory:
         factory = self._factories.get(orchestrator)
@@ -371,3 +399,10 @@ class SandboxHost:
                     lambda cid=info["Id"]: self._client.api.remove_container(cid, force=True)
                 )
         return len(listed)
+
+
+def _node_id() -> str:
+    """Ray's id of the node this actor runs on (for operators; never a metric label)."""
+    import ray  # noqa: PLC0415 - only inside a Ray worker
+
+    return str(ray.get_runtime_context().get_node_id())
