@@ -64,7 +64,8 @@ def builtin_profiles(runtime: Runtime) -> dict[str, SandboxProfile]:
 
     ``default`` is the hardened profile on the tools image; ``http`` (the
     ``http`` toolkit's) adds egress through the proxy with an empty allowlist:
-    everything is refused until the organisation names its hosts.
+    everything is refused until the organisation names its hosts, and its warm
+    hosts preload ``urllib.request`` (what ``http.fetch`` imports) instead of numpy.
     """
     return {
         "default": SandboxProfile(name="default", image=TOOLS_IMAGE, runtime=runtime),
@@ -74,6 +75,9 @@ def builtin_profiles(runtime: Runtime) -> dict[str, SandboxProfile]:
             runtime=runtime,
             egress=EgressPolicy(),
             loosen=frozenset({"egress"}),
+            # Its containers serve http.fetch: they preload what fetch imports
+            # (no longer every tools container's toolkits), not numpy for snippets.
+            python_preload=("urllib.request",),
         ),
     }
 

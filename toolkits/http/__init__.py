@@ -3,12 +3,17 @@
 Its tools run under the ``http`` sandbox profile, which must allow egress to
 the hosts an organisation permits; the sandbox itself has no network, so every
 request goes through the proxy (``HTTP(S)_PROXY``), which enforces the list.
+
+``urllib.request`` is imported by :func:`fetch` itself, not with the toolkit:
+every pooled tools container's warm host imports all toolkits before its
+call, and this one import (``http.client``, ``email``, ...) was 15-18 ms of a
+host's start under runc, over a third of it for the SDK and toolkits, in
+containers of the ``default`` profile that never serve ``fetch``. The ``http``
+profile preloads it instead (``python_preload``).
 """
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from typing import Literal
 
 from stockade_sdk import tool
@@ -38,6 +43,9 @@ def fetch(
         body: Request body (UTF-8 text), for POST, PUT and PATCH.
         timeout_s: Seconds to wait for the response.
     """
+    import urllib.error  # noqa: PLC0415 - see the module doc
+    import urllib.request  # noqa: PLC0415 - see the module doc
+
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"only http:// and https:// URLs can be fetched, got {url!r}")
     request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
