@@ -16,16 +16,19 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 import pytest_asyncio
 from prometheus_client import generate_latest
 
 from orchestrator.metrics import Metrics
 from orchestrator.sandbox.execution import ExecRequest, ExecStatus
+from orchestrator.sandbox.hosts import connect, named_nodes
+from orchestrator.sandbox.labels import BACKEND_LABEL
 from orchestrator.sandbox.profile import DEFAULT_IMAGE, SandboxProfile
 from orchestrator.sandbox.ray_backend import RayBackend
 from orchestrator.testing.ray_cluster import RayCluster
@@ -253,3 +256,56 @@ async def test_doctor_fails_a_bad_address_and_a_driver_without_the_token(
     token = {check["name"]: check for check in _json(done)}["token authentication on"]
     assert token["outcome"] == "failed" and "RAY_AUTH_MODE is unset" in token["detail"]
     assert "export RAY_AUTH_MODE=token" in token["fix"]
+
+
+async def test_a_host_that_joins_later_is_used_without_a_restart(
+    cluster: RayCluster, second_engine: docker.DockerClient
+) -> None:
+    """host-b's node is away when the orchestrator starts; it joins, and the refresh uses it."""
+    import ray
+
+    await asyncio.to_thread(connect, cluster.address, "stockade")
+
+    nodes: Callable[[], list[dict[str, Any]]] = ray.nodes
+
+    def host_b_alive() -> bool:
+        seen = named_nodes(nodes()).get("host-b")
+        return seen is not None and seen.alive
+
+    await asyncio.to_thread(cluster.kill_node, 1)
+    backend: RayBackend | None = None
+    try:
+        await _until(lambda: not host_b_alive(), "host-b's node declared dead", 60)
+        backend = RayBackend(
+            address=cluster.address, images=[DEFAULT_IMAGE], profiles=[PROFILE], refresh_s=0.5
+        )
+        await backend.start()
+        assert set(backend.hosts) == {"host-a"}
+    finally:
+        await asyncio.to_thread(cluster.restart_node, 1)
+    assert backend is not None
+    try:
+        await _until(
+            lambda: "host-b" in backend.hosts and backend.hosts["host-b"].state == "up",
+            "host-b registered by the refresh loop",
+            90,
+        )
+        # The refresh started this orchestrator's pool there too.
+        await _until(
+            lambda: bool(backend.hosts["host-b"].record.get("ready", {}).get(backend.instance_id)),
+            "host-b's pool for this orchestrator warm",
+            90,
+        )
+        results = await asyncio.gather(
+            *(backend.execute(_echo(f"j{i}"), PROFILE) for i in range(6))
+        )
+        assert [r.stdout for r in results] == [f"j{i}\n" for i in range(6)]
+        assert backend.hosts["host-b"].served > 0
+    finally:
+        await backend.close()
+    assert _own(second_engine, backend) == []
+
+
+def _own(engine: docker.DockerClient, backend: RayBackend) -> list[str]:
+    label = f"{BACKEND_LABEL}={backend.instance_id}"
+    return [c["Id"] for c in engine.api.containers(all=True, filters={"label": label})]
