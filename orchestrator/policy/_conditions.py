@@ -103,6 +103,36 @@ def _sized(value: Any) -> bool:
     return isinstance(value, str | list | dict)
 
 
+def _compile_glob(glob: str) -> Callable[[Any], bool]:
+    """A glob as a test of a string: a plain string operation when ``*`` stands only at its
+    ends (``*rm -rf*``, ``/etc/*``, ``*.pem``: most policies' globs), else a regex.
+
+    The same answers as ``fnmatch.fnmatchcase`` (``*`` crosses ``/`` and newlines; no
+    escapes): ``*x*`` is ``x in value``, ``x*`` a prefix, ``*x`` a suffix, ``x`` equality.
+    The gateway benchmark's 50-rule decision, ten of them ``*forbidden-n*`` on a 200-char
+    argument: a substring test 0.12 µs against 1.4 µs for the regex, each.
+    """
+    literal = glob.strip("*")
+    if "*" not in literal and "?" not in literal and "[" not in literal:
+        leading, trailing = glob.startswith("*"), glob.endswith("*")
+        if not literal:  # only stars: any string
+            return lambda value: isinstance(value, str)
+        if leading and trailing:
+            return lambda value: isinstance(value, str) and literal in value
+        if trailing:
+            return lambda value: isinstance(value, str) and value.startswith(literal)
+        if leading:
+            return lambda value: isinstance(value, str) and value.endswith(literal)
+        return lambda value: isinstance(value, str) and value == literal
+    # Python's re is safe here: since 3.11 fnmatch translates each `*` into an
+    # atomic group that commits to the earliest place the next fixed-width
+    # segment fits (the textbook glob algorithm), so a match costs
+    # O(len(value) * len(glob)) and never backtracks further; measured linear
+    # on 256 KB (tests/policy/test_linear.py).
+    match = re.compile(fnmatch.translate(glob)).match
+    return lambda value: isinstance(value, str) and match(value) is not None
+
+
 class Leaf(BaseModel):
     """One test on one argument: ``arg`` plus exactly one operator."""
 
@@ -168,13 +198,7 @@ class Leaf(BaseModel):
             search = LinearRegex(self.regex or "").search
             return lambda value: isinstance(value, str) and search(value)
         if operator == "glob":
-            # Python's re is safe here: since 3.11 fnmatch translates each `*`
-            # into an atomic group that commits to the earliest place the next
-            # fixed-width segment fits (the textbook glob algorithm), so a
-            # match costs O(len(value) * len(glob)) and never backtracks
-            # further; measured linear on 256 KB (tests/policy/test_linear.py).
-            match = re.compile(fnmatch.translate(self.glob or "")).match
-            return lambda value: isinstance(value, str) and match(value) is not None
+            return _compile_glob(self.glob or "")
         bound = getattr(self, operator)
         tests: dict[str, Callable[[Any], bool]] = {
             "gt": lambda value: _is_number(value) and value > bound,

@@ -60,6 +60,12 @@ def _options() -> Any:
 
 
 _OPTIONS = _options()
+# search() asks the compiled RE2 object (google-re2's ``_Regexp._regexp``)
+# directly: the wrapper's search builds a generator and a match object to say
+# yes or no (0.94 against 0.72 µs on a 200-character argument, ten times in the
+# gateway benchmark's 50-rule decision). Its answer is the span of the whole
+# match, (-1, -1) for none.
+_UNANCHORED = re2._Anchor.UNANCHORED
 
 # `{,n}` after an unescaped character: a repetition to Python, literal text to RE2.
 _OPEN_LOWER_BOUND = re.compile(r"(?:^|[^\\])(?:\\\\)*\{,\d*\}")
@@ -105,7 +111,9 @@ class LinearRegex:
 
     def search(self, text: str) -> bool:
         """Whether the pattern matches anywhere in ``text`` (one pass over it)."""
-        return self._regexp.search(_utf8(text)) is not None
+        data = _utf8(text)
+        start: int = self._regexp._regexp.Match(_UNANCHORED, data, 0, len(data))[0][0]
+        return start >= 0
 
     def replace(self, text: str, replacement: str, *, limit: int) -> str:
         """``text`` with each match replaced, up to ``limit`` matches; past them, all the rest.

@@ -124,3 +124,21 @@ def test_conditions_can_be_built_in_code() -> None:
     assert rule.match.matches("t", ARGS, None)
     assert not rule.match.matches("t", {**ARGS, "mode": "slow"}, None)
     assert rule.match.matches("t", {"n": 2}, None), "missing mode: the leaf is false, not is true"
+
+
+GLOBS = ["*", "**", "*rm -rf*", "**rm*", "/etc/*", "*.pem", "exact", "a*b", "*a*b*", "[ab]*",
+         "?x*", "*\\*", "*.*", "x]*", "*\n*", ""]  # fmt: skip
+VALUES = ["", "rm -rf /", "x rm -rf /tmp", "/etc/passwd", "/etc", "key.pem", "key.pem\n",
+          "exact", "Exact", "ab", "a-b", "ba", "\\", "x\\", "x]y", "a\nb", "rm", "*"]  # fmt: skip
+
+
+@pytest.mark.parametrize("glob", [glob for glob in GLOBS if glob])
+def test_globs_answer_as_fnmatch_does(glob: str) -> None:
+    # Globs with stars only at their ends are plain string tests; every glob
+    # must still answer exactly as fnmatch's case-sensitive match does.
+    import fnmatch
+
+    for value in VALUES:
+        expected = fnmatch.fnmatchcase(value, glob)
+        assert Leaf(arg="v", glob=glob).matches({"v": value}) is expected, (glob, value)
+    assert not Leaf(arg="v", glob=glob).matches({"v": 1}), "a glob never matches a number"
