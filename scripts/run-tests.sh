@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, format, strict types, then pytest against the
-# real Docker engine (runc and gVisor). scripts/setup.sh runs this after setup;
+# real Docker engine (runc and gVisor), listing the 40 slowest tests (CI time
+# is budgeted). scripts/setup.sh runs this after setup;
 # extra arguments go to pytest.
 set -euo pipefail
 
@@ -22,6 +23,6 @@ echo "== pytest" >&2
 # Screenshots of the approval page's browser tests outlive the temporary directory.
 export STOCKADE_TEST_ARTIFACTS="${STOCKADE_TEST_ARTIFACTS:-/tmp/stockade-test-artifacts}"
 status=0
-"$VENV/bin/pytest" -o cache_dir="$cache" --basetemp="$cache/pytest" "$@" || status=$?
+"$VENV/bin/pytest" -o cache_dir="$cache" --basetemp="$cache/pytest" --durations=40 "$@" || status=$?
 echo "test artifacts (browser screenshots): $STOCKADE_TEST_ARTIFACTS" >&2
 exit "$status"
