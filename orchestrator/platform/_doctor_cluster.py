@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from orchestrator.config import LoadedConfig, RayBackendSettings
@@ -29,17 +27,6 @@ _JOIN_TIMEOUT_S = 60.0
 
 Report = Callable[[str, str, str], None]
 """(check name, detail, fix): ``fix`` empty for a passed check."""
-
-
-def _token_configured() -> bool:
-    """This process would present a token (Ray reads it from these three places)."""
-    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
-        return False
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH", "")
-    default = Path.home() / ".ray" / "auth_token"
-    return bool(os.environ.get("RAY_AUTH_TOKEN")) or (
-        Path(path).is_file() if path else default.is_file()
-    )
 
 
 async def _reachable(address: str) -> str:
@@ -108,12 +95,16 @@ async def check_cluster(
         return skip_after(_NAMES[0], "the cluster's address does not answer")
     ok(_NAMES[0], cluster.address, "")
 
-    if not _token_configured():
+    from orchestrator.sandbox._ray_auth import token_authentication  # noqa: PLC0415
+
+    on, token = token_authentication()
+    if not (on and token):
         failed(
             _NAMES[1],
-            "this orchestrator has no Ray token (RAY_AUTH_MODE is "
-            f"{os.environ.get('RAY_AUTH_MODE') or 'unset'}): a cluster without token "
-            "authentication lets anyone who reaches it run code with its nodes' Docker sockets",
+            "this orchestrator runs "
+            + ("with RAY_AUTH_MODE=token but no token" if on else "without RAY_AUTH_MODE=token")
+            + ": a cluster without token authentication lets anyone who reaches it run code "
+            "with its nodes' Docker sockets",
             _TOKEN_FIX,
         )
         return skip_after(_NAMES[1], "token authentication is off")

@@ -41,6 +41,7 @@ import pydantic
 
 from orchestrator.errors import InfrastructureError
 from orchestrator.sandbox._container import POOL_IDLE_S, ContainerFactory, SandboxContainer
+from orchestrator.sandbox._ray_auth import token_authentication
 from orchestrator.sandbox._report import RunnerReport
 from orchestrator.sandbox._wire import (
     ENTRY_FILE,
@@ -199,7 +200,7 @@ class SandboxHost:
                 "runtimes": runtimes,
                 # The node's Ray processes inherit `ray start`'s environment: a node
                 # started without token authentication says so here (doctor fails it).
-                "token_auth": os.environ.get("RAY_AUTH_MODE", "").lower() == "token",
+                "token_auth": token_authentication()[0],
                 "refused": self._refused,
                 "draining": self._draining,
                 "pools": {

@@ -254,7 +254,7 @@ async def test_doctor_fails_a_bad_address_and_a_driver_without_the_token(
     )
     assert done.returncode == 1
     token = {check["name"]: check for check in _json(done)}["token authentication on"]
-    assert token["outcome"] == "failed" and "RAY_AUTH_MODE is unset" in token["detail"]
+    assert token["outcome"] == "failed" and "without RAY_AUTH_MODE=token" in token["detail"]
     assert "export RAY_AUTH_MODE=token" in token["fix"]
 
 
