@@ -24,6 +24,16 @@ anything that fails to serialise) is dropped and named; a namespace over the
 cap is not written at all, and the message names its largest names.
 Functions share the namespace they were defined in after a restore, as they
 did before it: a function still sees a global redefined in a later call.
+
+The file: a header, the pickle (protocol 5), then the big binary buffers
+(numpy arrays' data, bytearrays of 64 KiB or more) out of band, each as raw
+bytes. Out of band, an array's bytes are written straight from its memory
+and loaded back as one read into memory the new array then uses, instead of
+being copied into the pickle stream and out of it again (two copies each
+way, and a 100 MB array's pickle stream regrown as it is written). Whether
+the namespace changed is told by comparing what would be written with the
+file as it is now (a read, no copy kept), so an array changed in place is
+never mistaken for the one restored.
 """
 
 from __future__ import annotations
@@ -52,14 +62,19 @@ STATE_ENV = "STOCKADE_PYTHON_STATE"
 STATE_DIR = os.path.join(".stockade", "python-state")
 STATE_PATH = os.path.join(STATE_DIR, "namespace.pickle")
 """Relative to the working directory, the workspace."""
-_MAGIC = b"stockade-python-state 1\n"
+_MAGIC_IN_BAND = b"stockade-python-state 1\n"
+"""The first format: the pickle alone, every buffer in band (still restored)."""
+_MAGIC = b"stockade-python-state 2\n"
+"""Then: the pickle's size (8 bytes), the buffer count (4), each buffer's size (8 each),
+the pickle, and each buffer at an offset that is a multiple of :data:`_ALIGN`."""
+_OUT_OF_BAND_MIN = 64 * 1024
+"""Smaller buffers stay in the pickle: a separate part costs more than it saves."""
+_ALIGN = 64
+_COMPARE_CHUNK = 1 << 16
 _TEMP_PREFIX = ".namespace-"
 _LARGEST_NAMED = 3
 _REASON_CHARS = 120
 _KiB = 1024
-
-_restored: bytes | None = None
-"""The state file's bytes as this process restored them."""
 
 
 def cap_from_env() -> int | None:
@@ -98,8 +113,14 @@ def _pickler_class() -> type:
         new ``__main__``: after a restore they see its globals, as before.
         """
 
-        def __init__(self, file: io.BytesIO, namespace: _Namespace, main: dict[str, Any]) -> None:
-            super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        def __init__(
+            self,
+            file: io.BytesIO,
+            namespace: _Namespace,
+            main: dict[str, Any],
+            buffer_callback: Any,
+        ) -> None:
+            super().__init__(file, protocol=5, buffer_callback=buffer_callback)
             self._namespace = namespace
             self._main = main
             self.globals_ref[id(main)] = namespace
@@ -128,14 +149,38 @@ def _pickler_class() -> type:
     return Pickler
 
 
-def _dumps(namespace: _Namespace, main: dict[str, Any]) -> bytes:
-    buffer = io.BytesIO()
-    buffer.write(_MAGIC)
-    _pickler_class()(buffer, namespace, main).dump(namespace)
-    return buffer.getvalue()
+def _dumps(namespace: _Namespace, main: dict[str, Any]) -> list[bytes | memoryview]:
+    """The state file's content, in parts: header and pickle, then padding and buffer, each."""
+    buffers: list[memoryview] = []
+
+    def in_band(buffer: pickle.PickleBuffer) -> bool:
+        raw = buffer.raw()  # numpy hands out contiguous buffers only
+        if raw.nbytes < _OUT_OF_BAND_MIN:
+            return True
+        buffers.append(raw)
+        return False
+
+    stream = io.BytesIO()
+    _pickler_class()(stream, namespace, main, in_band).dump(namespace)
+    data = stream.getvalue()
+    header = bytearray(_MAGIC)
+    header += len(data).to_bytes(8, "big") + len(buffers).to_bytes(4, "big")
+    for raw in buffers:
+        header += raw.nbytes.to_bytes(8, "big")
+    parts: list[bytes | memoryview] = [bytes(header), data]
+    offset = len(header) + len(data)
+    for raw in buffers:
+        padding = -offset % _ALIGN
+        parts += [b"\0" * padding, raw]
+        offset += padding + raw.nbytes
+    return parts
 
 
-def _loads(data: memoryview) -> object:
+def _size(parts: list[bytes | memoryview]) -> int:
+    return sum(len(part) if isinstance(part, bytes) else part.nbytes for part in parts)
+
+
+def _loads(data: memoryview, buffers: list[memoryview] | None = None) -> object:
     """``pickle.loads`` without the cyclic collector: what it makes is all alive anyway.
 
     Tens of thousands of new containers would otherwise set off collections
@@ -146,10 +191,70 @@ def _loads(data: memoryview) -> object:
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return pickle.loads(data)  # noqa: S301 - see the module doc
+        return pickle.loads(data, buffers=buffers)  # noqa: S301 - see the module doc
     finally:
         if enabled:
             gc.enable()
+
+
+def _read_state(path: str) -> tuple[memoryview, list[memoryview] | None] | str:
+    """The pickle and its out-of-band buffers from the file at ``path``, or what is wrong.
+
+    The buffers are views of one bytearray read once: the arrays restored
+    from them use that memory as their own (writable, like any array's).
+    The bytearray starts at the first buffer, so each buffer sits at a
+    multiple of :data:`_ALIGN` in it: aligned in memory as numpy wants.
+    """
+    with open(path, "rb", buffering=0) as file:
+        magic = file.read(len(_MAGIC))
+        if magic == _MAGIC_IN_BAND:
+            return memoryview(file.readall()), None
+        if magic != _MAGIC:
+            return "the saved namespace is not in a format this SDK writes"
+        fixed = file.read(12)
+        size, count = int.from_bytes(fixed[:8], "big"), int.from_bytes(fixed[8:12], "big")
+        sizes_raw = file.read(8 * count)
+        sizes = [int.from_bytes(sizes_raw[i : i + 8], "big") for i in range(0, len(sizes_raw), 8)]
+        data = file.read(size)
+        offset = len(_MAGIC) + len(fixed) + len(sizes_raw) + len(data)
+        if len(sizes) != count or len(data) != size:
+            return "the saved namespace is cut short"
+        if not count:
+            return memoryview(data), []
+        file.seek(offset + -offset % _ALIGN)
+        rest = bytearray(max(0, os.fstat(file.fileno()).st_size - file.tell()))
+        view = memoryview(rest)
+        got = 0
+        while got < len(rest) and (count_read := file.readinto(view[got:])):
+            got += count_read
+    buffers = []
+    at = 0
+    for length in sizes:
+        at += -at % _ALIGN
+        if at + length > got:
+            return "the saved namespace is cut short"
+        buffers.append(view[at : at + length])
+        at += length
+    return memoryview(data), buffers
+
+
+def _same_as_file(path: str, parts: list[bytes | memoryview]) -> bool:
+    """Whether the file at ``path`` holds exactly ``parts`` (read in chunks, nothing kept)."""
+    try:
+        with open(path, "rb", buffering=0) as file:
+            if os.fstat(file.fileno()).st_size != _size(parts):
+                return False
+            chunk = bytearray(_COMPARE_CHUNK)
+            for part in parts:
+                view = memoryview(part)
+                for start in range(0, len(view), _COMPARE_CHUNK):
+                    piece = view[start : start + _COMPARE_CHUNK]
+                    got = bytearray(len(piece)) if len(piece) < len(chunk) else chunk
+                    if file.readinto(got) != len(piece) or got != piece:
+                        return False
+    except OSError:
+        return False
+    return True
 
 
 def _unkeepable(value: object) -> str | None:
@@ -208,31 +313,34 @@ def _candidates(main: dict[str, Any], outcome: SaveOutcome) -> _Namespace:
     return namespace
 
 
-def _each_alone(namespace: _Namespace, main: dict[str, Any]) -> dict[str, bytes | BaseException]:
+def _each_alone(namespace: _Namespace, main: dict[str, Any]) -> dict[str, int | BaseException]:
     """Every name serialised on its own: its size, or why it fails. The slow path only."""
-    found: dict[str, bytes | BaseException] = {}
+    found: dict[str, int | BaseException] = {}
     for name, value in namespace.items():
         try:
-            found[name] = _dumps(_Namespace({name: value}), main)
+            found[name] = _size(_dumps(_Namespace({name: value}), main))
         except Exception as exc:
             found[name] = exc
     return found
 
 
-def _largest(alone: dict[str, bytes | BaseException]) -> str:
+def _largest(alone: dict[str, int | BaseException]) -> str:
     sizes = sorted(
-        ((len(data), name) for name, data in alone.items() if isinstance(data, bytes)),
+        ((size, name) for name, size in alone.items() if isinstance(size, int)),
         reverse=True,
     )
     return ", ".join(f"{name} ({describe_size(size)})" for size, name in sizes[:_LARGEST_NAMED])
 
 
-def _write(root: str, data: bytes) -> None:
+def _write(root: str, parts: list[bytes | memoryview]) -> None:
     directory = os.path.join(root, STATE_DIR)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     temporary = os.path.join(directory, f"{_TEMP_PREFIX}{os.getpid()}")
-    with open(temporary, "wb") as file:
-        file.write(data)
+    with open(temporary, "wb", buffering=0) as file:
+        for part in parts:
+            view = memoryview(part)
+            while view:  # straight from the array's memory
+                view = view[file.write(view) :]
     os.replace(temporary, os.path.join(root, STATE_PATH))
 
 
@@ -266,32 +374,33 @@ def save(main: dict[str, Any], cap: int, root: str) -> SaveOutcome:
             os.unlink(path)
         return outcome
     try:
-        data = _dumps(namespace, main)
+        parts = _dumps(namespace, main)
     except Exception:
         alone = _each_alone(namespace, main)
         for name, result in alone.items():
-            if not isinstance(result, bytes):
+            if not isinstance(result, int):
                 del namespace[name]
                 outcome.not_kept.append(f"{name} — {_reason(result)}")
         try:
-            data = _dumps(namespace, main)
+            parts = _dumps(namespace, main)
         except Exception as exc:
             outcome.error = f"the namespace could not be saved: {_reason(exc)}"
             return outcome
-    if len(data) > cap:
+    size = _size(parts)
+    if size > cap:
         outcome.error = (
-            f"the namespace is {describe_size(len(data))}, over the cap of "
+            f"the namespace is {describe_size(size)}, over the cap of "
             f"{describe_size(cap)}; largest names: {_largest(_each_alone(namespace, main))}. "
             f"Delete or shrink them (del NAME), or write big data to files"
         )
         return outcome
-    outcome.size = len(data)
-    if data == _restored:
+    outcome.size = size
+    if _same_as_file(path, parts):
         # The file already holds exactly this: not rewriting it means it does not
         # travel back to the host either (the runner reports it unchanged).
         return outcome
     _clear_leftovers(root)
-    _write(root, data)
+    _write(root, parts)
     return outcome
 
 
@@ -302,18 +411,15 @@ def restore(main: dict[str, Any], root: str) -> str | None:
     not (the call then starts with an empty namespace).
     """
     try:
-        with open(os.path.join(root, STATE_PATH), "rb") as file:
-            data = file.read()
+        read = _read_state(os.path.join(root, STATE_PATH))
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        return f"the saved namespace could not be read ({exc})"
-    global _restored  # noqa: PLW0603 - one restore per snippet process
-    _restored = data
-    if not data.startswith(_MAGIC):
-        return "the saved namespace is not in a format this SDK writes"
+    except (OSError, MemoryError) as exc:
+        return f"the saved namespace could not be read ({type(exc).__name__}: {exc})"
+    if isinstance(read, str):
+        return read
     try:
-        loaded = _loads(memoryview(data)[len(_MAGIC) :])
+        loaded = _loads(*read)
     except BaseException as exc:
         _forget_names(main)
         return f"the saved namespace could not be restored ({type(exc).__name__}: {exc})"

@@ -8,6 +8,7 @@ one's, never by the host. Figures come back as PNG files under ``outputs/``.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import pickle
@@ -143,6 +144,44 @@ async def test_numpy_arrays_instances_and_modules_survive(platform: Platform) ->
         """,
     )
     assert second["stdout"] == "ada 15.0 numpy Account\nTrue float64\n", second
+
+
+async def test_a_big_array_changed_in_place_is_kept_changed(platform: Platform) -> None:
+    # 1 MiB of float64 travels out of band (raw bytes after the pickle) and is
+    # restored into memory the array then owns: changing it in place must make
+    # the next save differ from the file, never pass for the namespace restored.
+    await python(platform, "import numpy as np\nbig = np.arange(131072, dtype=np.float64)")
+    file = state_file(platform, "r1")
+    assert file.read_bytes().startswith(b"stockade-python-state 2\n")
+    assert file.stat().st_size > 131072 * 8, "the array's bytes are in the file"
+    changed = await python(
+        platform,
+        """
+        print(big.flags.writeable, big.flags.aligned, big.ctypes.data % 16)
+        big[7] = -1.0
+        big *= 2
+        """,
+    )
+    assert changed["stdout"] == "True True 0\n", changed
+    later = await python(
+        platform, "print(big[7], big[8], big.sum() == 2 * (131072 * 131071 / 2 - 8))"
+    )
+    assert later["stdout"] == "-2.0 16.0 True\n", later
+    unchanged = file.read_bytes()
+    await python(platform, "print(big.shape)")
+    assert file.read_bytes() == unchanged
+
+
+async def test_a_namespace_saved_in_the_first_format_is_restored(platform: Platform) -> None:
+    # Written by the earlier SDK: the pickle alone, every buffer in band. Built
+    # here with the SDK's own pickler (the test writes it; the host never loads it).
+    namespace = _state._Namespace({"answer": 41, "words": ["a", "b"]})
+    stream = io.BytesIO()
+    _state._pickler_class()(stream, namespace, {}, None).dump(namespace)
+    await python(platform, "seed = 1")  # creates the run's workspace
+    state_file(platform, "r1").write_bytes(_state._MAGIC_IN_BAND + stream.getvalue())
+    output = await python(platform, "print(answer + 1, words, 'seed' in globals())")
+    assert output["stdout"] == "42 ['a', 'b'] False\n", output
 
 
 async def test_numpy_is_loaded_before_the_call(platform: Platform) -> None:
