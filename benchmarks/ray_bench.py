@@ -14,7 +14,13 @@ one run at concurrency 1, ``echo ok`` in the same image and profile:
       scripted executor (50 ms a call, one at a time per host), 200 calls at
       concurrency 8 over one host and over two (target: two at least 1.8 times one).
 
-Run: ``.venv/bin/python benchmarks/ray_bench.py [--calls 200]``.
+  (e) Ray's transport alone, interleaved round by round: a probe actor on the
+      second node answering with one return value (the host's protocol before)
+      or with the host's streaming generator (a ``started`` item, then the end;
+      with the back-pressure of one item the backend uses, and without).
+
+Run: ``.venv/bin/python benchmarks/ray_bench.py [--calls 200]`` (``STOCKADE_CLUSTER_SLOT``
+picks the cluster's names, as for the cluster tests).
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import json
 import os
 import statistics
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import docker
 
@@ -65,18 +73,27 @@ class ScriptedHost:
         return await self.describe()
 
     async def execute(
-        self, orchestrator: str, profile_json: str, request: bytes, timeout_s: float, ws: bool
-    ) -> tuple[str, bytes]:
+        self,
+        orchestrator: str,
+        profile_json: str,
+        request: bytes,
+        timeout_s: float,
+        ws: bool,
+        *,
+        live: int = 0,
+    ) -> AsyncIterator[tuple[str, str, bytes]]:
+        """The real host's streaming protocol: started, then the end record and reply."""
         self._lock = self._lock or asyncio.Lock()
         async with self._lock:
             began = time.monotonic()
+            yield "started", json.dumps({"from_pool": True}), b""
             await asyncio.sleep(SCRIPTED_S)
             self._served += 1
         report = json.dumps({"exit_code": 0, "stdout_total": 3}).encode()
         reply = b"".join(frame(part) for part in (report, b"ok\n", b""))
         record = {"ended": "complete", "container_id": "scripted", "image_digest": "",
                   "from_pool": True, "host_s": time.monotonic() - began}  # fmt: skip
-        return json.dumps(record), reply
+        yield "end", json.dumps(record), reply
 
     async def release(self, orchestrator: str) -> int:
         return 0
@@ -86,7 +103,7 @@ async def _scaling(cluster: RayCluster, hosts: int, calls: int = 200) -> float:
     import ray  # noqa: PLC0415 - only once the token is in the environment
 
     namespace = f"bench-scripted-{hosts}"
-    actors = [
+    actors: list[Any] = [
         ray.remote(ScriptedHost)
         .options(name=host_actor_name(node.name), namespace=namespace, lifetime="detached",
                  num_cpus=0, resources={f"stockade_host:{node.name}": 0.001})
@@ -111,6 +128,66 @@ async def _scaling(cluster: RayCluster, hosts: int, calls: int = 200) -> float:
         await backend.close()
         for actor in actors:
             ray.kill(actor)
+
+
+class Probe:
+    """Ray's transport alone: the host's two call protocols with no engine behind them."""
+
+    async def plain(self, payload: bytes) -> tuple[str, bytes]:
+        """One return value (the protocol before the streaming generator)."""
+        return json.dumps({"ended": "complete", "host_s": 0.0}), _PROBE_REPLY
+
+    async def streamed(self, payload: bytes) -> AsyncIterator[tuple[str, str, bytes]]:
+        """The host's streaming generator: a started item, then the end record and reply."""
+        yield "started", json.dumps({"from_pool": True}), b""
+        yield "end", json.dumps({"ended": "complete", "host_s": 0.0}), _PROBE_REPLY
+
+
+_PROBE_REPLY = b"".join(
+    frame(part) for part in (b'{"exit_code": 0, "stdout_total": 3}', b"ok\n", b"")
+)
+
+
+async def _transport(cluster: RayCluster, rounds: int) -> dict[str, list[float]]:
+    """Interleaved in one run (the order turns each round): the round trip to a probe actor
+    on the second node with each protocol; the payload is a trivial call's (~300 bytes)."""
+    import ray  # noqa: PLC0415 - only once the token is in the environment
+
+    node = cluster.nodes[1].name
+    probe: Any = (
+        ray.remote(Probe)
+        .options(namespace="bench-probe", num_cpus=0, resources={f"stockade_host:{node}": 0.001})
+        .remote()
+    )
+    payload = b"x" * 300
+    streamed = probe.streamed.options(
+        num_returns="streaming", _generator_backpressure_num_objects=1
+    )
+    unpaced = probe.streamed.options(num_returns="streaming")
+
+    async def plain() -> None:
+        await probe.plain.remote(payload)
+
+    async def drain(method: Any) -> None:
+        async for ref in method.remote(payload):
+            await ref
+
+    variants: dict[str, Callable[[], Awaitable[None]]] = {
+        "return value (before)": plain,
+        "streaming, back-pressure 1 (now)": lambda: drain(streamed),
+        "streaming, no back-pressure": lambda: drain(unpaced),
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for index in range(rounds + 10):
+        order = names[index % len(names) :] + names[: index % len(names)]
+        for name in order:
+            began = time.perf_counter()
+            await variants[name]()
+            if index >= 10:  # the first rounds warm up
+                times[name].append(time.perf_counter() - began)
+    ray.kill(probe)
+    return times
 
 
 PROFILE = SandboxProfile(name="bench-ray", image=DEFAULT_IMAGE, pool_size=2)
@@ -164,6 +241,12 @@ async def _measure(cluster: RayCluster, calls: int, *, scaling_only: bool) -> No
         p50, p99 = _quantiles(values)
         print(f"{name:<34}{p50:>9.2f}{p99:>9.2f}")
     print(f"calls served per host: {hosts}")
+    transport = await _transport(cluster, calls * 2)
+    print(f"(e) Ray's transport alone, probe actor on the second node, {calls * 2} rounds each,"
+          " interleaved:")  # fmt: skip
+    for name, values in transport.items():
+        p50, p99 = _quantiles(values)
+        print(f"    {name:<36}{p50:>9.2f}{p99:>9.2f}")
     await _print_scaling(cluster)
 
 
@@ -189,7 +272,14 @@ def main() -> None:
     builder = ImageBuilder(docker.from_env())
     base = builder.build_base()
     tags = (builder.build_sandbox(base).tag, base.tag)
-    cluster = RayCluster(root=Path("/tmp/stk-ray-b"), prefix="stkrb", images=tags)
+    # STOCKADE_CLUSTER_SLOT (0-9) as the cluster tests: several developers, one machine.
+    slot = int(os.environ.get("STOCKADE_CLUSTER_SLOT", "0"))
+    cluster = RayCluster(
+        root=Path(f"/tmp/stk-ray-b{slot}"),
+        prefix=f"stkb{slot}n",
+        subnet=f"10.78.{slot}",
+        images=tags,
+    )
     cluster.up()
     try:
         os.environ.update(cluster.environment())  # the driver's token, before Ray is imported

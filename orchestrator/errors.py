@@ -75,6 +75,10 @@ class ErrorCode(StrEnum):
     CLOSED = "closed"
     HOST_LOST = "host_lost"
     """A sandbox host (a Ray actor, its node or its engine) went away during a call."""
+    EFFECTS_UNKNOWN = "effects_unknown"
+    """A sandbox host went away after the call started, and the call may not run again
+    (its sandbox could reach the network, its tool is not idempotent): it may have done
+    all, part or none of its work."""
     AUDIT = "audit"
     APPROVALS = "approvals"
     INSTALLATION = "installation"

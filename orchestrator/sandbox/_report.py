@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import Field
 
@@ -10,7 +10,28 @@ from orchestrator.sandbox.execution import ExecResult, ExecStatus
 from orchestrator.sandbox.workspace import WorkspaceChanges
 from orchestrator.strict import StrictModel
 
-__all__ = ["RunnerReport", "head_and_tail", "replied", "status_of"]
+__all__ = [
+    "HEADER_LIMIT",
+    "FrameSource",
+    "RunnerReport",
+    "head_and_tail",
+    "read_reply",
+    "replied",
+    "status_of",
+    "workspace_follows",
+]
+
+HEADER_LIMIT = 64 * 1024
+"""Largest report frame (JSON) a runner may send."""
+
+
+class FrameSource(Protocol):
+    """Where a runner's reply frames are read from: a container's stream, a host's bytes."""
+
+    async def read_frame(self, limit: int) -> bytes:
+        """The next frame; :class:`~orchestrator.sandbox._wire.FrameTooLargeError` past
+        ``limit``, :class:`asyncio.IncompleteReadError` when the source ends early."""
+        ...
 
 
 class RunnerReport(StrictModel):
@@ -38,6 +59,22 @@ class RunnerReport(StrictModel):
     """After a timeout, where in the stdout frame the head ends and the tail begins."""
     stderr_cut: int | None = Field(default=None, ge=0)
     """The same for stderr."""
+
+
+async def read_reply(source: FrameSource, output_limit: int) -> tuple[RunnerReport, bytes, bytes]:
+    """The runner's report (validated as hostile), then the program's stdout and stderr."""
+    report_raw = await source.read_frame(HEADER_LIMIT)
+    stdout = await source.read_frame(output_limit)
+    stderr = await source.read_frame(output_limit)
+    return RunnerReport.model_validate_json(report_raw), stdout, stderr
+
+
+def workspace_follows(report: RunnerReport, asked: bool) -> bool:
+    """Whether the runner sends the workspace after ``report`` (``asked``: the request did).
+
+    After a timeout, or when the runner could not list it, it does not: the old one stays.
+    """
+    return asked and not report.timed_out and report.workspace_error is None
 
 
 def head_and_tail(data: bytes, total: int, cut: int | None) -> str:

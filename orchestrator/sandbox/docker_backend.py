@@ -21,7 +21,7 @@ from orchestrator.metrics import Metrics, PoolSize
 from orchestrator.sandbox._archive import SafeWorkspace
 from orchestrator.sandbox._container import POOL_IDLE_S, ContainerFactory, SandboxContainer
 from orchestrator.sandbox._egress_gate import MOUNT_POINT, SOCKET_NAME, EgressGates
-from orchestrator.sandbox._report import RunnerReport, replied
+from orchestrator.sandbox._report import read_reply, replied, workspace_follows
 from orchestrator.sandbox._wire import (
     EGRESS_SOCKET_ENV,
     MODE_EXEC,
@@ -46,7 +46,6 @@ __all__ = ["DockerBackend"]
 
 _log = logging.getLogger(__name__)
 
-_HEADER_LIMIT = 64 * 1024
 # Time the runner gets past the call's deadline to kill the program and
 # report; after that the host destroys the container itself.
 _REPORT_GRACE_S = 2.0
@@ -364,11 +363,8 @@ class DockerBackend(SandboxBackend):
             async with asyncio.timeout(timeout + _REPORT_GRACE_S):
                 await stream.write_framed([frame(header), frame(request.stdin)])
                 await self._send_workspace(stream, sent)
-                report, stdout, stderr = await self._read_reply(stream, profile)
-                # After a timeout, or when the runner could not list it, the
-                # workspace does not come back: the old one stays.
-                comes_back = not report.timed_out and report.workspace_error is None
-                if sent is not None and workspace is not None and comes_back:
+                report, stdout, stderr = await read_reply(stream, profile.output_limit_bytes)
+                if workspace is not None and sent is not None and workspace_follows(report, True):
                     try:
                         returned = await workspace.reader(sent, **limits).read(stream)
                     except ArchiveLimitError as exc:
@@ -464,16 +460,6 @@ class DockerBackend(SandboxBackend):
             ExecStatus.ERROR,
             f"the sandbox died before replying (exit code {state.get('ExitCode', 'unknown')})",
         )
-
-    @staticmethod
-    async def _read_reply(
-        stream: AttachedStream, profile: SandboxProfile
-    ) -> tuple[RunnerReport, bytes, bytes]:
-        """The runner's report (validated as hostile), then the program's stdout and stderr."""
-        report_raw = await stream.read_frame(_HEADER_LIMIT)
-        stdout = await stream.read_frame(profile.output_limit_bytes)
-        stderr = await stream.read_frame(profile.output_limit_bytes)
-        return RunnerReport.model_validate_json(report_raw), stdout, stderr
 
     @staticmethod
     def _live(request: ExecRequest, env: dict[str, str], *, tool: bool) -> LiveDecoder | None:

@@ -54,6 +54,9 @@ class ExecRequest:
     on_output: Callable[[OutputChunk], None] | None = field(default=None, compare=False, repr=False)
     """Called (never awaited) with the program's output as it comes, while the call runs;
     it must not block. None: no live output. A backend without live output ignores it."""
+    idempotent: bool = False
+    """Running the call twice does what running it once does (``@tool(idempotent=True)``):
+    a backend may run it again after losing it mid-way, even with egress."""
 
     def __post_init__(self) -> None:
         if not self.argv:

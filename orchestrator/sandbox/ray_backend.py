@@ -7,15 +7,20 @@ Steps of a call, top to bottom in :meth:`RayBackend.execute`:
    moves it through its object store when it is large;
 2. the call goes to the least-loaded registered host, a host with a warm
    container for the profile first (:mod:`orchestrator.sandbox.ray_host`);
-3. the host relays the frames into a container and returns raw reply bytes
-   and a JSON record; every check of that hostile reply runs here, with the
-   Docker backend's own readers, and the workspace is replaced only now;
+3. the host relays the frames into a container and answers as a Ray
+   streaming generator: ``started`` (it holds a container; nothing is written
+   into it before that item is here), the container's live frames when the
+   caller listens, then raw reply bytes and a JSON record; every check of
+   that hostile reply (live frames and egress records included) runs here,
+   with the Docker backend's own readers, and the workspace is replaced only
+   now;
 4. a host lost mid-call (actor, node or engine gone) is an
-   :class:`~orchestrator.errors.InfrastructureError` (``host_lost``), never a
-   tool result. Profiles reaching this backend have no egress, so their
-   workspace changes were discarded with the lost call: it is retried on
-   another host. Cancelling the caller cancels the host's task, which
-   removes the container.
+   :class:`~orchestrator.errors.InfrastructureError`, never a tool result. The
+   call runs again on another host when it had not started there, when its
+   profile has no egress (its workspace changes are applied only on return:
+   what it did died with its sandbox) or when its tool is idempotent;
+   otherwise it fails with ``effects_unknown``. Cancelling the caller cancels
+   the host's task, which removes the container.
 
 Hosts are discovered from the cluster's nodes (``stockade_host:<name>``
 resources) at start and every ``refresh_s``, so a host that joins later is
@@ -39,8 +44,10 @@ import pydantic
 
 from orchestrator.errors import ConfigError, ErrorCode, InfrastructureError
 from orchestrator.metrics import HostSample, Metrics
-from orchestrator.sandbox._report import RunnerReport, replied
+from orchestrator.sandbox._egress_gate import MOUNT_POINT, SOCKET_NAME
+from orchestrator.sandbox._report import read_reply, replied, workspace_follows
 from orchestrator.sandbox._wire import (
+    EGRESS_SOCKET_ENV,
     MODE_EXEC,
     MODE_TOOL,
     TOOL_ENTRY_ARGV,
@@ -49,17 +56,23 @@ from orchestrator.sandbox._wire import (
     frame,
 )
 from orchestrator.sandbox.backend import SandboxBackend
-from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
+from orchestrator.sandbox.egress import EgressConnection
+from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus, container_acquired
 from orchestrator.sandbox.hosts import HostState, connect, host_actor, named_nodes, state_of
+from orchestrator.sandbox.live import LIVE_CAP_BYTES, LIVE_ENV, LiveDecoder
 from orchestrator.sandbox.profile import DEFAULT_IMAGE, TOOLS_IMAGE, SandboxProfile
-from orchestrator.sandbox.ray_host import HOST_RESOURCE
+from orchestrator.sandbox.ray_host import (
+    HOST_RESOURCE,
+    LIVE_KEEP,
+    LIVE_OFF,
+    LIVE_STREAM,
+)
 from orchestrator.sandbox.workspace import ArchiveLimitError, Outgoing, WorkspaceChanges
 
 __all__ = ["HostInfo", "RayBackend"]
 
 _log = logging.getLogger(__name__)
 
-_HEADER_LIMIT = 64 * 1024
 _SIGKILL_EXIT = 128 + 9
 # How long past a call's own deadline the host may stay silent before the
 # call counts as lost (Ray reports a dead node itself within seconds).
@@ -131,8 +144,7 @@ class RayBackend(SandboxBackend):
         gets the hosts' series (``host`` label: the operator's host names)."""
         self._address = address
         self._namespace = namespace
-        # Egress is not carried to hosts yet: such profiles are refused per call.
-        self._warm = [profile for profile in profiles if profile.egress is None]
+        self._warm = list(profiles)
         self._images = list(images)
         self._refresh_s = refresh_s
         self._lease_s = max(lease_s, 3 * refresh_s)
@@ -303,15 +315,18 @@ class RayBackend(SandboxBackend):
             raise InfrastructureError(
                 "backend is closed", code=ErrorCode.CLOSED, op=_OP, retryable=False
             )
-        if profile.egress is not None:
+        if request.credentials:
             raise ConfigError(
-                f"profile {profile.name!r} allows egress, which the ray engine does not carry yet",
+                f"profile {profile.name!r} has credentials bound for egress, which the ray "
+                "engine does not carry to its hosts yet (they would leave the orchestrator)",
                 field="sandbox.engine",
             )
         started = time.monotonic()
         timeout = min(request.timeout_s or profile.timeout_s, profile.timeout_s)
         workspace = request.workspace
         limits = {"max_bytes": profile.workspace_bytes, "max_files": profile.workspace_max_files}
+        live_mode = _live_mode(request)
+        live = None if live_mode == LIVE_OFF else LiveDecoder(request.on_output)
         lock = workspace.lock if workspace else contextlib.nullcontext()
         async with lock:
             sent: Outgoing | None = None
@@ -327,10 +342,26 @@ class RayBackend(SandboxBackend):
                         f"{exc}; the call did not run",
                     )
             if sent is None:  # a few hundred bytes: a thread hop would cost more
-                payload = self._payload(request, profile, timeout, sent)
+                payload = self._payload(request, profile, timeout, sent, live_mode)
             else:  # reads the workspace's files
-                payload = await asyncio.to_thread(self._payload, request, profile, timeout, sent)
-            record, reply = await self._dispatch(profile, payload, timeout, sent is not None)
+                payload = await asyncio.to_thread(
+                    self._payload, request, profile, timeout, sent, live_mode
+                )
+            record, reply = await self._dispatch(
+                _Call(
+                    profile=profile,
+                    payload=payload,
+                    deadline_s=timeout,
+                    workspace=sent is not None,
+                    live_mode=live_mode,
+                    live=live,
+                    # The rule for a host lost mid-call (docs/scale-out.md): without
+                    # egress the lost call's effects died with its container (its
+                    # workspace changes are only applied here), an idempotent tool
+                    # may run twice; anything else is not run again.
+                    repeatable=profile.egress is None or request.idempotent,
+                )
+            )
             return await self._result(
                 record=record,
                 reply=reply,
@@ -338,18 +369,30 @@ class RayBackend(SandboxBackend):
                 profile=profile,
                 sent=sent,
                 started=started,
+                live=live,
             )
 
     @staticmethod
     def _payload(
-        request: ExecRequest, profile: SandboxProfile, timeout: float, sent: Outgoing | None
+        request: ExecRequest,
+        profile: SandboxProfile,
+        timeout: float,
+        sent: Outgoing | None,
+        live_mode: int = LIVE_OFF,
     ) -> bytes:
         tool = (
             len(request.argv) == len(TOOL_ENTRY_ARGV) + 1 and request.argv[:-1] == TOOL_ENTRY_ARGV
         )
+        env = {**profile.env, **request.env}
+        if profile.egress is not None:
+            # The host mounts its proxy's socket there (its own egress gate, as the
+            # Docker backend's containers get one).
+            env[EGRESS_SOCKET_ENV] = f"{MOUNT_POINT}/{SOCKET_NAME}"
+        if live_mode != LIVE_OFF:
+            env[LIVE_ENV] = str(LIVE_CAP_BYTES)
         header = encode_request(
             argv=request.argv,
-            env={**profile.env, **request.env},
+            env=env,
             cwd="/workspace",
             timeout_s=timeout,
             output_limit=profile.output_limit_bytes,
@@ -366,45 +409,41 @@ class RayBackend(SandboxBackend):
                 parts.extend(batch)
         return b"".join(parts)
 
-    async def _dispatch(
-        self, profile: SandboxProfile, payload: bytes, deadline_s: float, workspace: bool
-    ) -> tuple[dict[str, Any], bytes]:
+    async def _dispatch(self, call: _Call) -> tuple[dict[str, Any], bytes]:
+        """Send the call to a host, again to another while the rule allows; its end record
+        and reply bytes."""
         import ray  # noqa: PLC0415
 
-        profile_json = profile.model_dump_json()
+        profile_json = call.profile.model_dump_json()
         lost: set[str] = set()
         while True:
             host = self._pick(profile_json, lost)
+            attempt = _Attempt()
             host.in_flight += 1
-            ref = host.actor.execute.remote(self._id, profile_json, payload, deadline_s, workspace)
-            sent_at = time.perf_counter()
             try:
-                raw, reply = await asyncio.wait_for(ref, deadline_s + _LOST_AFTER_S)
-            except asyncio.CancelledError:
-                # The host's task is cancelled too: its finally removes the container.
-                ray.cancel(ref)
-                raise
-            except ray.exceptions.RayTaskError as exc:
-                # The host's own code failed (not the tool, not a lost node).
-                raise InfrastructureError(
-                    f"host {host.name} failed: {str(exc.cause)[:1000]}",
-                    code=ErrorCode.ENGINE_ERROR,
-                    op=_OP,
-                    retryable=False,
-                ) from None
-            except (ray.exceptions.RayActorError, TimeoutError) as exc:
-                ray.cancel(ref)
+                record, reply = await self._on_host(host, call, profile_json, attempt)
+            except (
+                ray.exceptions.RayActorError,
+                ray.exceptions.ObjectLostError,
+                TimeoutError,
+            ) as exc:
                 host.lost, host.last_error = True, f"{type(exc).__name__}"
                 lost.add(host.name)
-                _log.warning("host %s lost during a call: %s", host.name, host.last_error)
-                # No egress (checked above): the lost call's workspace changes were
-                # never applied, so running it again on another host is safe.
+                _log.warning(
+                    "host %s lost during a call (%s): %s",
+                    host.name,
+                    "started" if attempt.began else "not started",
+                    host.last_error,
+                )
+                if attempt.began and not call.repeatable:
+                    raise _effects_unknown(host.name, host.last_error) from None
                 continue
             finally:
                 host.in_flight -= 1
             host.served += 1
-            record: dict[str, Any] = json.loads(raw)
-            self._dispatched(host, time.perf_counter() - sent_at - float(record.get("host_s", 0.0)))
+            self._dispatched(
+                host, time.perf_counter() - attempt.sent_at - float(record.get("host_s", 0.0))
+            )
             if record.get("ended") == "engine":
                 # The host's engine failed the call (down, image missing): its own code.
                 host.last_error = str(record.get("message", ""))
@@ -420,6 +459,59 @@ class RayBackend(SandboxBackend):
                 )
             return record, reply
 
+    async def _on_host(
+        self, host: HostInfo, call: _Call, profile_json: str, attempt: _Attempt
+    ) -> tuple[dict[str, Any], bytes]:
+        """One attempt on ``host``: its items as they come (``attempt`` notes the start)."""
+        import ray  # noqa: PLC0415
+
+        attempt.sent_at = time.perf_counter()
+        # A back-pressure of one item: the host's generator waits until its
+        # "started" item is here before it writes the request to the container.
+        stream = host.actor.execute.options(
+            num_returns="streaming", _generator_backpressure_num_objects=1
+        ).remote(
+            self._id,
+            profile_json,
+            call.payload,
+            call.deadline_s,
+            call.workspace,
+            live=call.live_mode,
+        )
+        try:
+            async with asyncio.timeout(call.deadline_s + _LOST_AFTER_S):
+                async for ref in stream:
+                    kind, text, data = await ref
+                    if kind == "started":
+                        attempt.began = True
+                        container_acquired(bool(json.loads(text).get("from_pool", False)))
+                    elif kind == "live":
+                        if call.live is not None:
+                            call.live.feed(data)
+                    else:
+                        return json.loads(text), data
+        except ray.exceptions.RayTaskError as exc:
+            # The host's own code failed (not the tool, not a lost node).
+            if attempt.began and not call.repeatable:
+                raise _effects_unknown(host.name, f"its code failed: {exc.cause}") from None
+            raise InfrastructureError(
+                f"host {host.name} failed: {str(exc.cause)[:1000]}",
+                code=ErrorCode.ENGINE_ERROR,
+                op=_OP,
+                retryable=False,
+            ) from None
+        except BaseException:
+            # Cancelled, timed out, lost: the host's task is cancelled too (if it
+            # still runs), and its finally removes the container.
+            ray.cancel(stream)
+            raise
+        raise InfrastructureError(
+            f"host {host.name} ended the call without its record",
+            code=ErrorCode.ENGINE_ERROR,
+            op=_OP,
+            retryable=not attempt.began or call.repeatable,
+        )
+
     async def _result(
         self,
         *,
@@ -429,6 +521,7 @@ class RayBackend(SandboxBackend):
         profile: SandboxProfile,
         sent: Outgoing | None,
         started: float,
+        live: LiveDecoder | None = None,
     ) -> ExecResult:
         timeout = min(request.timeout_s or profile.timeout_s, profile.timeout_s)
         base: dict[str, Any] = {
@@ -436,35 +529,43 @@ class RayBackend(SandboxBackend):
             "container_id": str(record.get("container_id", "")),
             "from_pool": bool(record.get("from_pool", False)),
         }
+        try:
+            # The host's report of the proxy's connections: checked as any hostile record.
+            egress = tuple(
+                EgressConnection.model_validate(event) for event in record.get("egress", ())
+            )
+        except pydantic.ValidationError as exc:
+            return _failed(
+                profile, base, started, ExecStatus.ERROR, f"the host sent a malformed record: {exc}"
+            )
         ended = record.get("ended")
         if ended == "timeout":
-            return _failed(
-                profile,
-                base,
-                started,
-                ExecStatus.TIMEOUT,
-                f"the call ran past its deadline of {timeout:g} s and was killed",
+            return _printed(
+                _failed(
+                    profile,
+                    base,
+                    started,
+                    ExecStatus.TIMEOUT,
+                    f"the call ran past its deadline of {timeout:g} s and was killed",
+                ),
+                live,
             )
         if ended == "died":
-            return _died(profile, base, started, record.get("state") or {})
+            return _died(profile, base, started, record.get("state") or {}, live)
         workspace = request.workspace
         limits = {"max_bytes": profile.workspace_bytes, "max_files": profile.workspace_max_files}
         source = _Reply(reply)
         rejection: str | None = None
         returned = None
         try:
-            report_raw = await source.read_frame(_HEADER_LIMIT)
-            stdout = await source.read_frame(profile.output_limit_bytes)
-            stderr = await source.read_frame(profile.output_limit_bytes)
-            report = RunnerReport.model_validate_json(report_raw)
-            comes_back = not report.timed_out and report.workspace_error is None
-            if sent is not None and workspace is not None and comes_back:
+            report, stdout, stderr = await read_reply(source, profile.output_limit_bytes)
+            if sent is not None and workspace is not None and workspace_follows(report, True):
                 try:
                     returned = await workspace.reader(sent, **limits).read(source)
                 except ArchiveLimitError as exc:
                     rejection = str(exc)
         except asyncio.IncompleteReadError:
-            return _died(profile, base, started, record.get("state") or {})
+            return _died(profile, base, started, record.get("state") or {}, live)
         except (FrameTooLargeError, pydantic.ValidationError) as exc:
             return _failed(
                 profile,
@@ -490,6 +591,7 @@ class RayBackend(SandboxBackend):
             duration_s=time.monotonic() - started,
             profile=profile.name,
             runtime=profile.runtime,
+            egress=egress,
             **base,
         )
 
@@ -507,8 +609,74 @@ class RayBackend(SandboxBackend):
                 await self._remote(host, host.actor.release.remote(self._id), 60.0)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Call:
+    """One call on its way to a host."""
+
+    profile: SandboxProfile
+    payload: bytes
+    """The request frames (header, stdin, workspace), as the runner reads them."""
+    deadline_s: float
+    workspace: bool
+    """The workspace comes back (it was sent)."""
+    live_mode: int
+    live: LiveDecoder | None
+    """Decodes the live frames the host passes on (None: the call asked for none)."""
+    repeatable: bool
+    """A host lost after the call started may be replaced by another (see the rule)."""
+
+
+@dataclass
+class _Attempt:
+    """One try of a call on one host."""
+
+    began: bool = False
+    """The host had a container in hand and was about to hand it the request: from then
+    on the call may have run."""
+    sent_at: float = 0.0
+    """When the task was sent (``time.perf_counter``)."""
+
+
+def _live_mode(request: ExecRequest) -> int:
+    """What the host does with the runner's live frames, as the Docker backend decides.
+
+    A listener gets them as they come; a tool call without one keeps them (what its
+    program printed is the output should the sandbox die or miss its deadline).
+    """
+    if request.on_output is not None:
+        return LIVE_STREAM
+    tool = len(request.argv) == len(TOOL_ENTRY_ARGV) + 1 and request.argv[:-1] == TOOL_ENTRY_ARGV
+    return LIVE_KEEP if tool else LIVE_OFF
+
+
+def _effects_unknown(host: str, why: str) -> InfrastructureError:
+    """A call that may have run on a host lost mid-call, and may not be run again."""
+    return InfrastructureError(
+        f"host {host} was lost while the call ran ({why}); its effects are unknown: it may "
+        "have done all, part or none of its work (its sandbox could reach the network) and "
+        "it was not run again. Check its effects before repeating it",
+        code=ErrorCode.EFFECTS_UNKNOWN,
+        op=_OP,
+        retryable=False,
+    )
+
+
+def _printed(failed: ExecResult, live: LiveDecoder | None) -> ExecResult:
+    """``failed`` with what streamed live as its output (head and tail), if anything did."""
+    if live is None or not live.total:
+        return failed
+    printed, cut = live.printed()
+    return failed.model_copy(
+        update={"stdout": printed, "truncated": cut, "stdout_bytes": live.total}
+    )
+
+
 def _died(
-    profile: SandboxProfile, base: dict[str, Any], started: float, state: dict[str, Any]
+    profile: SandboxProfile,
+    base: dict[str, Any],
+    started: float,
+    state: dict[str, Any],
+    live: LiveDecoder | None = None,
 ) -> ExecResult:
     """The Docker backend's reading of a container that ended before replying."""
     killed = state.get("ExitCode") == _SIGKILL_EXIT and not state.get("OOMKilled")
@@ -520,12 +688,15 @@ def _died(
             retryable=True,
         )
     if state.get("OOMKilled") or killed:
-        return _failed(
-            profile,
-            base,
-            started,
-            ExecStatus.OOM_KILLED,
-            f"the sandbox ran out of memory and was killed (limit {profile.memory_mb} MiB)",
+        return _printed(
+            _failed(
+                profile,
+                base,
+                started,
+                ExecStatus.OOM_KILLED,
+                f"the sandbox ran out of memory and was killed (limit {profile.memory_mb} MiB)",
+            ),
+            live,
         )
     return _failed(
         profile,

@@ -13,12 +13,16 @@ host can remove exactly one orchestrator's containers.
 A host is a stateless executor and a dumb pipe: it takes the request frames
 the orchestrator encoded (header, stdin, workspace archive), writes them to a
 warm container and hands back **raw bytes** (the runner's reply frames, as
-the runner sent them) and a **JSON record** (how the exchange ended, the
-container, its image, the engine's view of a container that died). It never
-returns pickled objects and judges none of the reply's content: the
-orchestrator parses and checks everything, as it does for the Docker backend.
-The only things it reads are the frame lengths (to stop at the caps the
-orchestrator gave) and, to know whether a workspace follows, the report.
+the runner sent them; the container's stderr, which carries the runner's live
+frames) and a **JSON record** (how the exchange ended, the container, its
+image, the engine's view of a container that died, the egress proxy's
+connection records). It never returns pickled objects and judges none of the
+reply's content: the orchestrator parses and checks everything, as it does for
+the Docker backend. The only things it reads are the frame lengths (to stop at
+the caps the orchestrator gave), the report (to know whether a workspace
+follows) and the live stream's end frame. It runs the egress proxy of its own
+containers (one per container of a profile that allows egress, with the
+policy the call's profile carries), as the Docker backend's process does.
 
 At :meth:`SandboxHost.register` the host checks that every image it is asked
 to serve exists on its engine under the tag its inputs hash to; a host where
@@ -33,6 +37,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -42,7 +47,7 @@ import pydantic
 from orchestrator.errors import InfrastructureError
 from orchestrator.sandbox._container import POOL_IDLE_S, ContainerFactory, SandboxContainer
 from orchestrator.sandbox._ray_auth import token_authentication
-from orchestrator.sandbox._report import RunnerReport
+from orchestrator.sandbox._report import HEADER_LIMIT, RunnerReport, workspace_follows
 from orchestrator.sandbox._wire import (
     ENTRY_FILE,
     ENTRY_LIMIT,
@@ -52,18 +57,34 @@ from orchestrator.sandbox._wire import (
 )
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.labels import BACKEND_LABEL
+from orchestrator.sandbox.live import LIVE_CAP_BYTES, LiveDecoder
 from orchestrator.sandbox.pool import WarmPool
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.reaper import reap
 
-__all__ = ["HOST_RESOURCE", "SandboxHost", "host_actor_name"]
+__all__ = [
+    "HOST_RESOURCE",
+    "LIVE_KEEP",
+    "LIVE_OFF",
+    "LIVE_STREAM",
+    "SandboxHost",
+    "host_actor_name",
+]
 
 _log = logging.getLogger(__name__)
 
 HOST_RESOURCE = "stockade_host"
 """The custom Ray resource of nodes with a Docker engine; ``stockade_host:<name>`` names one."""
-_HEADER_LIMIT = 64 * 1024
 _REPORT_GRACE_S = 2.0
+# After the reply, the end of the live stream (the engine passes stderr on apart
+# from stdout) is awaited this long at most, as the Docker backend does.
+_LIVE_END_WAIT_S = 0.5
+LIVE_OFF, LIVE_KEEP, LIVE_STREAM = 0, 1, 2
+"""What a host does with a call's live frames: drop them (the runner sends none), keep
+them for the end (a tool call's printed output, should it time out or die), stream them."""
+# The runner streams at most LIVE_CAP_BYTES of output live, in frames of at most
+# LIVE_FRAME_LIMIT; kept for the end, more than this is not the runner's doing.
+_LIVE_KEEP_LIMIT = 2 * LIVE_CAP_BYTES + 64 * 1024
 _DEFAULT_LEASE_S = 30.0
 
 
@@ -278,11 +299,23 @@ class SandboxHost:
         request: bytes,
         timeout_s: float,
         return_workspace: bool,
-    ) -> tuple[str, bytes]:
+        *,
+        live: int = LIVE_OFF,
+    ) -> AsyncIterator[tuple[str, str, bytes]]:
         """Relay one call: ``request`` (framed header, stdin, workspace) into a warm container.
 
-        Returns a JSON record and the runner's reply frames as raw bytes. The
-        container is destroyed whatever happens, cancellation included.
+        A Ray streaming generator (``num_returns="streaming"``) of ``(kind, record, data)``:
+
+        - ``("started", record, b"")`` once a container is in hand, just before the
+          request goes into it: a host lost after this may have run the call;
+        - ``("live", "", data)`` the container's stderr (the runner's live frames, not
+          decoded here) as it comes, when ``live`` is :data:`LIVE_STREAM`;
+        - ``("end", record, reply)`` last: how the exchange ended (JSON) and the
+          runner's reply frames as raw bytes. With :data:`LIVE_KEEP` the live bytes
+          come with it (``data`` of a ``("live", ...)`` item just before), for a
+          call that timed out or died: what it printed.
+
+        The container is destroyed whatever happens, cancellation included.
         """
         started = time.monotonic()
         self._renew(orchestrator)
@@ -294,7 +327,8 @@ class SandboxHost:
             self._in_flight -= 1
             self._last_error = str(exc)
             failure = {"code": exc.code.value, "retryable": exc.retryable, "message": str(exc)}
-            return json.dumps({"ended": "engine", **failure}), b""
+            yield "end", json.dumps({"ended": "engine", **failure}), b""
+            return
         except BaseException:  # cancelled while waiting for a container
             self._in_flight -= 1
             raise
@@ -305,29 +339,55 @@ class SandboxHost:
             "from_pool": from_pool,
         }
         factory = self._factory(orchestrator)
-        reply = bytearray()
+        relay = _Relay(container, live)
         try:
-            async with asyncio.timeout(timeout_s + _REPORT_GRACE_S):
-                await container.stream.write_framed([request])
-                record["ended"] = await self._relay(
-                    container.stream, container.profile, reply, return_workspace=return_workspace
-                )
-        except TimeoutError:
-            record["ended"] = "timeout"
-            # Killed before the answer says so: every process in it dies.
-            with contextlib.suppress(InfrastructureError):
-                await factory.destroy(container)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            record["ended"] = "died"
-            record["state"] = await factory.state(container.id)
+            # Consumed by the orchestrator before the request is written (the
+            # backend asks for a back-pressure of one item): it knows whether
+            # the call may have started before anything could have.
+            yield "started", json.dumps(record), b""
+            task = asyncio.get_running_loop().create_task(
+                relay.run(request, timeout_s, return_workspace)
+            )
+            try:
+                while not task.done():
+                    await relay.wait(task)
+                    if live == LIVE_STREAM and relay.live:
+                        yield "live", "", relay.take_live()
+                ended = await task
+            finally:
+                if not task.done():  # cancelled: the relay stops with it
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+            await self._ended(record, ended, factory, container)
+            if relay.live:
+                yield "live", "", relay.take_live()
+            record["host_s"] = time.monotonic() - started
+            yield "end", json.dumps(record), bytes(relay.reply)
         finally:
             self._in_flight -= 1
             self._served += 1
             # Destroying the container ends a call on every path (cancellation
             # too: the orchestrator's ray.cancel lands here), off the reply's path.
             self._destroy_later(factory, container)
-        record["host_s"] = time.monotonic() - started
-        return json.dumps(record), bytes(reply)
+
+    @staticmethod
+    async def _ended(
+        record: dict[str, Any], ended: str, factory: ContainerFactory, container: SandboxContainer
+    ) -> None:
+        """Complete the call's record: how it ended, a dead container's state, its egress."""
+        record["ended"] = ended
+        if ended == "timeout":
+            # Killed before the answer says so: every process in it dies.
+            with contextlib.suppress(InfrastructureError):
+                await factory.destroy(container)
+        elif ended == "died":
+            record["state"] = await factory.state(container.id)
+        if container.gate is not None:
+            # The runner exits after its reply, closing the tool's proxy
+            # connections: their reports come in now.
+            settled = await container.gate.settle()
+            record["egress"] = [event.model_dump(mode="json") for event in settled]
 
     def _destroy_later(self, factory: ContainerFactory, container: SandboxContainer) -> None:
         async def destroy() -> None:
@@ -339,46 +399,6 @@ class SandboxHost:
         task = asyncio.get_running_loop().create_task(destroy())
         self._destroying.add(task)
         task.add_done_callback(self._destroying.discard)
-
-    @staticmethod
-    async def _relay(
-        stream: AttachedStream, profile: SandboxProfile, reply: bytearray, *, return_workspace: bool
-    ) -> str:
-        """Copy the reply's frames, at most the caps the orchestrator checks against.
-
-        A frame past its cap is passed on as an announcement of cap + 1 bytes,
-        so the orchestrator refuses it as it would from the container itself.
-        """
-
-        async def copy(limit: int) -> bytes | None:
-            try:
-                payload = await stream.read_frame(limit)
-            except FrameTooLargeError:
-                reply.extend((limit + 1).to_bytes(4, "big"))
-                return None
-            reply.extend(frame(payload))
-            return payload
-
-        report = await copy(_HEADER_LIMIT)
-        if report is None:
-            return "complete"
-        for _ in range(2):  # stdout, stderr
-            if await copy(profile.output_limit_bytes) is None:
-                return "complete"
-        try:
-            parsed = RunnerReport.model_validate_json(report)
-        except pydantic.ValidationError:
-            return "complete"  # the orchestrator refuses it in its own check
-        if not return_workspace or parsed.timed_out or parsed.workspace_error is not None:
-            return "complete"
-        room = profile.workspace_bytes
-        while header := await copy(ENTRY_LIMIT):
-            if header[:1] == ENTRY_FILE:
-                content = await copy(room)
-                if content is None:
-                    return "complete"
-                room -= len(content)
-        return "complete"
 
     async def release(self, orchestrator: str) -> int:
         """Close the orchestrator's pools and remove every container it has here."""
@@ -400,6 +420,104 @@ class SandboxHost:
                     lambda cid=info["Id"]: self._client.api.remove_container(cid, force=True)
                 )
         return len(listed)
+
+
+class _Relay:
+    """One call's exchange with its container, the host's side (a dumb pipe with caps)."""
+
+    def __init__(self, container: SandboxContainer, live: int) -> None:
+        self._container = container
+        self._live_mode = live
+        self.reply = bytearray()
+        """The runner's reply frames, copied as they came (cut at the orchestrator's caps)."""
+        self.live = bytearray()
+        """The container's stderr (live frames) not yet handed on."""
+        self._kept = 0
+        # Only to know when the live stream ended (L0): the orchestrator decodes it.
+        self._ending = LiveDecoder(None)
+        self._woken = asyncio.Event()
+
+    def _stderr(self, data: bytes) -> None:
+        self._ending.feed(data)
+        if self._kept + len(data) > _LIVE_KEEP_LIMIT:
+            return
+        self._kept += len(data)
+        self.live += data
+        if self._live_mode == LIVE_STREAM:
+            self._woken.set()
+
+    def take_live(self) -> bytes:
+        """The live bytes received since the last call."""
+        data = bytes(self.live)
+        self.live.clear()
+        return data
+
+    async def wait(self, task: asyncio.Task[str]) -> None:
+        """Until live bytes came in (when streaming) or ``task`` ended."""
+        waiter = asyncio.ensure_future(self._woken.wait())
+        try:
+            await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        self._woken.clear()
+
+    async def run(self, request: bytes, timeout_s: float, return_workspace: bool) -> str:
+        """Write the request and copy the reply: ``complete``, ``timeout`` or ``died``."""
+        stream = self._container.stream
+        if self._live_mode != LIVE_OFF:
+            stream.on_stderr = self._stderr
+        try:
+            async with asyncio.timeout(timeout_s + _REPORT_GRACE_S):
+                await stream.write_framed([request])
+                await self._copy_reply(stream, self._container.profile, return_workspace)
+                if self._live_mode != LIVE_OFF:  # the live stream's last frames
+                    await stream.drain(lambda: self._ending.ended, _LIVE_END_WAIT_S)
+        except TimeoutError:
+            return "timeout"
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return "died"
+        finally:
+            self._woken.set()
+        return "complete"
+
+    async def _copy_reply(
+        self, stream: AttachedStream, profile: SandboxProfile, return_workspace: bool
+    ) -> None:
+        """Copy the reply's frames, at most the caps the orchestrator checks against.
+
+        A frame past its cap is passed on as an announcement of cap + 1 bytes,
+        so the orchestrator refuses it as it would from the container itself.
+        """
+        reply = self.reply
+
+        async def copy(limit: int) -> bytes | None:
+            try:
+                payload = await stream.read_frame(limit)
+            except FrameTooLargeError:
+                reply.extend((limit + 1).to_bytes(4, "big"))
+                return None
+            reply.extend(frame(payload))
+            return payload
+
+        report = await copy(HEADER_LIMIT)
+        if report is None:
+            return
+        for _ in range(2):  # stdout, stderr
+            if await copy(profile.output_limit_bytes) is None:
+                return
+        try:
+            parsed = RunnerReport.model_validate_json(report)
+        except pydantic.ValidationError:
+            return  # the orchestrator refuses it in its own check
+        if not workspace_follows(parsed, return_workspace):
+            return
+        room = profile.workspace_bytes
+        while header := await copy(ENTRY_LIMIT):
+            if header[:1] == ENTRY_FILE:
+                content = await copy(room)
+                if content is None:
+                    return
+                room -= len(content)
 
 
 def _node_id() -> str:

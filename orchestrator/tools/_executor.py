@@ -196,6 +196,8 @@ class ToolExecutor:
             credentials=self._credentials.for_call(name, call.principal),
             # The gateway's per-call listener (Gateway.call(on_output=...)), if any.
             on_output=current_listener(),
+            # A backend that loses the call mid-way may run it again (Ray hosts).
+            idempotent=checked.spec.idempotent,
         )
         result = await self._backend.execute(request, self._profiles[name])
         answer = tool_result(call, result)

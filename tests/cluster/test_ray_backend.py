@@ -9,6 +9,7 @@ inside namespace 1.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import docker
@@ -17,8 +18,9 @@ import pytest
 from orchestrator.config import load_config
 from orchestrator.errors import ErrorCode, InfrastructureError
 from orchestrator.platform import Platform
-from orchestrator.sandbox.execution import ExecRequest, ExecStatus
+from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
 from orchestrator.sandbox.labels import BACKEND_LABEL
+from orchestrator.sandbox.live import OutputChunk
 from orchestrator.sandbox.profile import DEFAULT_IMAGE, TOOLS_IMAGE, SandboxProfile
 from orchestrator.sandbox.ray_backend import RayBackend
 from orchestrator.sandbox.workspace import WorkspaceManager
@@ -37,6 +39,11 @@ def _containers_of(client: docker.DockerClient, backend: RayBackend) -> list[str
     """
     label = f"{BACKEND_LABEL}={backend.instance_id}"
     return [c["Id"] for c in client.api.containers(all=True, filters={"label": label})]
+
+
+def _lost(backend: RayBackend, host: str) -> bool:
+    """Whether ``backend`` counts ``host`` lost (a call, not an attribute: it changes)."""
+    return backend.hosts[host].lost
 
 
 async def _until_none_of(engines: list[docker.DockerClient], backend: RayBackend) -> None:
@@ -200,7 +207,7 @@ async def test_a_node_killed_during_calls(
     try:
         semaphore = asyncio.Semaphore(8)
 
-        async def call(index: int) -> object:
+        async def call(index: int) -> ExecResult | InfrastructureError:
             nonlocal done
             async with semaphore:
                 try:
@@ -224,8 +231,8 @@ async def test_a_node_killed_during_calls(
                     ErrorCode.ENGINE_UNAVAILABLE,
                 )
             else:
-                assert outcome.status is ExecStatus.OK and outcome.stdout == f"c{index}\n"  # type: ignore[union-attr]
-        assert backend.hosts["host-b"].lost
+                assert outcome.status is ExecStatus.OK and outcome.stdout == f"c{index}\n"
+        assert _lost(backend, "host-b")
         ok = sum(1 for o in outcomes if not isinstance(o, InfrastructureError))
         # The lost calls had no egress: all were retried on the surviving host.
         assert ok == 300, [o for o in outcomes if isinstance(o, InfrastructureError)]
@@ -234,10 +241,10 @@ async def test_a_node_killed_during_calls(
         await asyncio.to_thread(cluster.restart_node, 1)
         for _ in range(120):
             await backend.refresh()
-            if not backend.hosts["host-b"].lost:
+            if not _lost(backend, "host-b"):
                 break
             await asyncio.sleep(0.5)
-        assert not backend.hosts["host-b"].lost
+        assert not _lost(backend, "host-b")
         for _ in range(120):  # its pool for this orchestrator fills again
             if backend.hosts["host-b"].record.get("ready", {}).get(backend.instance_id):
                 break
@@ -274,3 +281,29 @@ async def test_the_platform_runs_tool_calls_on_the_cluster(
         assert backend.hosts["host-a"].served == 1
     audit = (tmp_path / "state").rglob("*.jsonl")
     assert any("c1" in path.read_text() for path in audit)
+
+
+async def test_live_output_from_a_host_reaches_the_gateways_listener(
+    cluster: RayCluster, tmp_path: Path
+) -> None:
+    """Gateway.call(on_output=) with the ray engine: python.run's lines come while it runs."""
+    config = tmp_path / "stockade.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        f"sandbox:\n  engine: ray\n  ray:\n    address: {cluster.address}\n"
+    )
+    seen: list[tuple[float, OutputChunk]] = []
+    code = "import time\nfor i in range(3):\n    print(f'tick {i}', flush=True)\n    time.sleep(1)"
+    async with Platform.open(load_config(config, environ={}), pools=False) as platform:
+        call = ToolCall(id="live-1", name="python.run", arguments={"code": code})
+        result = await platform.gateway.call(
+            call, on_output=lambda chunk: seen.append((time.monotonic(), chunk))
+        )
+        ended = time.monotonic()
+    assert result.status is ToolStatus.OK, result
+    # A tool's program prints to the SDK, which passes its output on through stderr.
+    streamed = "".join(chunk.text for _, chunk in seen if chunk.stream != "notice")
+    assert streamed == "tick 0\ntick 1\ntick 2\n", seen
+    # The first line came while the call still slept (about 2 s before it ended).
+    first = next(at for at, chunk in seen if "tick 0" in chunk.text)
+    assert ended - first > 1.5, (ended - first, seen)
