@@ -128,6 +128,9 @@ def test_every_dashboard_query_finds_what_the_process_did(prometheus: Prometheus
     prometheus.wait_for('count_over_time(up{job="stockade"}[1m]) >= bool 3', 1)
 
     for title, expr in dashboard_queries():
+        if "stockade_host_" in expr:
+            # The ray engine's hosts: none under docker (tests/cluster/test_hosts.py has them).
+            continue
         result = prometheus.query(substitute(expr))
         assert result, f"{title}: {expr} found no series"
         totals = prometheus.query(substitute(_RATE.sub(r"\1", expr)))
