@@ -24,8 +24,8 @@ from orchestrator.cli._common import (
     table,
 )
 from orchestrator.config import RayBackendSettings
-from orchestrator.errors import ConfigError
-from orchestrator.sandbox.hosts import HostView, connect, list_hosts, set_draining
+from orchestrator.errors import ConfigError, ErrorCode, InfrastructureError
+from orchestrator.sandbox.hosts import HostView, connect, list_hosts, reachable, set_draining
 
 __all__ = ["hosts"]
 
@@ -41,6 +41,15 @@ def _cluster(config_file: Path | None) -> RayBackendSettings:
 
 
 async def _joined(cluster: RayBackendSettings) -> None:
+    why = await reachable(cluster.address)
+    if why:
+        raise InfrastructureError(
+            f"the Ray cluster at {cluster.address} does not answer ({why}); "
+            "`stockade doctor` checks the cluster and names the fix",
+            code=ErrorCode.ENGINE_UNAVAILABLE,
+            op="hosts",
+            retryable=True,
+        )
     await asyncio.to_thread(connect, cluster.address, cluster.namespace)
 
 

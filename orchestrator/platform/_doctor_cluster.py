@@ -19,6 +19,7 @@ from typing import Any
 
 from orchestrator.config import LoadedConfig, RayBackendSettings
 from orchestrator.errors import StockadeError
+from orchestrator.sandbox.hosts import reachable
 
 __all__ = ["check_cluster"]
 
@@ -27,19 +28,6 @@ _JOIN_TIMEOUT_S = 60.0
 
 Report = Callable[[str, str, str], None]
 """(check name, detail, fix): ``fix`` empty for a passed check."""
-
-
-async def _reachable(address: str) -> str:
-    """ "" when a TCP connection to ``address`` opens, else why not."""
-    host, _, port = address.rpartition(":")
-    try:
-        _, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, int(port)), _CONNECT_TIMEOUT_S
-        )
-    except (OSError, TimeoutError) as exc:
-        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    writer.close()
-    return ""
 
 
 _NAMES = (
@@ -82,7 +70,7 @@ async def check_cluster(
     ok("ray installed", f"Ray {ray.__version__}", "")
 
     head, _, port = cluster.address.rpartition(":")
-    why = await _reachable(cluster.address)
+    why = await reachable(cluster.address, _CONNECT_TIMEOUT_S)
     if why:
         where = f" in {loaded.file}" if loaded.file else ""
         failed(

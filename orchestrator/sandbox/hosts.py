@@ -33,6 +33,7 @@ __all__ = [
     "host_actor",
     "list_hosts",
     "named_nodes",
+    "reachable",
     "set_draining",
     "unnamed_nodes",
 ]
@@ -100,6 +101,21 @@ def state_of(record: Mapping[str, Any]) -> HostState:
     if record.get("refused"):
         return "refused"
     return "draining" if record.get("draining") else "up"
+
+
+async def reachable(address: str, timeout_s: float = 5.0) -> str:
+    """ "" when a TCP connection to ``address`` (``host:port``) opens in time, else why not.
+
+    Checked before joining: Ray's own connect retries an unreachable address for
+    a long while before it fails.
+    """
+    host, _, port = address.rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_s)
+    except (OSError, TimeoutError) as exc:
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    writer.close()
+    return ""
 
 
 def connect(address: str, namespace: str) -> None:

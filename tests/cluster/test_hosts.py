@@ -168,6 +168,16 @@ async def test_draining_an_unknown_host_names_the_live_ones(
     assert "host-a, host-b" in done.stderr
 
 
+async def test_hosts_of_an_unreachable_cluster_is_a_clear_error(
+    cluster: RayCluster, tmp_path: Path
+) -> None:
+    head = cluster.nodes[0].address  # its own address, a closed port: inside the namespace
+    done = _stockade(cluster, "hosts", "--config", str(_config(tmp_path, f"{head}:1")))
+    assert done.returncode == 1
+    assert f"the Ray cluster at {head}:1 does not answer" in done.stderr
+    assert "stockade doctor" in done.stderr and "Traceback" not in done.stderr
+
+
 async def test_metrics_carry_the_operators_host_names(
     cluster: RayCluster, backend: RayBackend
 ) -> None:
