@@ -268,6 +268,25 @@ async def test_doctor_fails_a_bad_address_and_a_driver_without_the_token(
     assert "export RAY_AUTH_MODE=token" in token["fix"]
 
 
+async def test_doctor_names_the_fix_of_a_host_that_lacks_an_image(
+    cluster: RayCluster, tmp_path: Path
+) -> None:
+    """The built-in profiles use the tools image, which the second engine does not have."""
+    config = tmp_path / "stockade.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        f"sandbox:\n  engine: ray\n  ray:\n    address: {cluster.address}\n"
+    )
+    done = _stockade(cluster, "doctor", "--json", "--config", str(config))
+    assert done.returncode == 1
+    checks = {check["name"]: check for check in _json(done)}
+    refused = checks["host host-b registered"]
+    assert refused["outcome"] == "failed"
+    assert "host host-b refuses to register" in refused["detail"]
+    assert "stockade images build" in refused["detail"] and "docker save" in refused["detail"]
+    assert checks["profiles start containers"]["outcome"] == "skipped"
+
+
 async def test_a_host_that_joins_later_is_used_without_a_restart(
     cluster: RayCluster, second_engine: docker.DockerClient
 ) -> None:
