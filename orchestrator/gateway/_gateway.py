@@ -549,15 +549,83 @@ class Gateway:
         # name is recorded as sent but never becomes a metric label.
         spec = self._registry.get(call.name)
         tool = spec.name if spec else call.name
-        label = spec.name if spec else UNKNOWN_TOOL_LABEL
         output_bytes = len(result.output.encode("utf-8", "replace"))
+        decision = trace.decision
+        rate = trace.rate
+        detail: dict[str, Any] = {}
+        if trace.arguments is None:
+            detail["raw_arguments"] = _raw_arguments(call.arguments)
+        record = AuditRecord(
+            event=AuditEvent.CALL,
+            call_id=call.id,
+            run_id=call.run_id,
+            principal=call.principal,
+            tool=tool,
+            arguments=trace.arguments,
+            decision=decision.decision if decision else None,
+            rule=decision.rule if decision else None,
+            reason=decision.reason if decision else None,
+            approval=trace.approval,
+            rate_limit=(
+                RateLimitInfo(
+                    allowed=rate.allowed, retry_after_s=rate.retry_after_s, limit=rate.limit
+                )
+                if rate
+                else None
+            ),
+            retries=trace.retries,
+            intents=trace.intents,
+            sandbox_profile=trace.profile,
+            image_digest=result.image_digest,
+            status=result.status.value,
+            exit_code=result.exit_code,
+            duration_s=round(elapsed, 6),
+            output_bytes=output_bytes,
+            output=result.output or None,
+            egress=list(result.egress),
+            artifacts=list(result.artifacts),
+            error=result.error,
+            detail=detail,
+        )
+        # The record is handed to the writer first, and the metrics and the log
+        # line are done while it writes and fsyncs (the loop would idle meanwhile):
+        # ~5 µs off each call's path. The result still waits for the record.
+        try:
+            written: asyncio.Future[dict[str, Any]] | InfrastructureError = self._audit.submit(
+                record
+            )
+        except InfrastructureError as exc:
+            written = exc
+        self._count_and_log(
+            call,
+            result,
+            trace=trace,
+            tool=tool,
+            label=spec.name if spec else UNKNOWN_TOOL_LABEL,
+            elapsed=elapsed,
+            output_bytes=output_bytes,
+        )
+        await self._recorded(record, written)
+        return result
+
+    def _count_and_log(
+        self,
+        call: ToolCall,
+        result: ToolResult,
+        *,
+        trace: _Trace,
+        tool: str,
+        label: str,
+        elapsed: float,
+        output_bytes: int,
+    ) -> None:
+        """The call's metrics and its log line."""
         metrics = self._metrics
         self._child(metrics.tool_calls, label, result.status.value).inc()
         self._child(metrics.tool_call_duration, label).observe(elapsed)
         self._child(metrics.tool_output_bytes, label).observe(output_bytes)
-        decision = trace.decision
-        rate = trace.rate
         if _log.isEnabledFor(logging.INFO):
+            decision = trace.decision
             _log.info(
                 "call %s (%s): %s",
                 call.id,
@@ -576,49 +644,15 @@ class Gateway:
                     "profile": trace.profile,
                 },
             )
-        detail: dict[str, Any] = {}
-        if trace.arguments is None:
-            detail["raw_arguments"] = _raw_arguments(call.arguments)
-        await self._record(
-            AuditRecord(
-                event=AuditEvent.CALL,
-                call_id=call.id,
-                run_id=call.run_id,
-                principal=call.principal,
-                tool=tool,
-                arguments=trace.arguments,
-                decision=decision.decision if decision else None,
-                rule=decision.rule if decision else None,
-                reason=decision.reason if decision else None,
-                approval=trace.approval,
-                rate_limit=(
-                    RateLimitInfo(
-                        allowed=rate.allowed, retry_after_s=rate.retry_after_s, limit=rate.limit
-                    )
-                    if rate
-                    else None
-                ),
-                retries=trace.retries,
-                intents=trace.intents,
-                sandbox_profile=trace.profile,
-                image_digest=result.image_digest,
-                status=result.status.value,
-                exit_code=result.exit_code,
-                duration_s=round(elapsed, 6),
-                output_bytes=output_bytes,
-                output=result.output or None,
-                egress=list(result.egress),
-                artifacts=list(result.artifacts),
-                error=result.error,
-                detail=detail,
-            )
-        )
-        return result
 
-    async def _record(self, record: AuditRecord) -> None:
-        """Write ``record`` off the event loop; return once it is durable (or failed)."""
+    async def _recorded(
+        self, record: AuditRecord, written: asyncio.Future[dict[str, Any]] | InfrastructureError
+    ) -> None:
+        """Wait until ``record``, already submitted, is durable (or failed)."""
         try:
-            await self._audit.write(record)
+            if isinstance(written, InfrastructureError):
+                raise written
+            await written
         except InfrastructureError as exc:
             self._audit_failed(exc)
         else:
