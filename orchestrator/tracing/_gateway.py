@@ -38,10 +38,20 @@ class TracedRateLimiter(RateLimiter):
         self._tracer.step("rate_limit", started, _limited(answer, waited=True))
         return answer
 
+    async def check_async(
+        self, tool_name: str, *, run_id: str | None = None, principal: str | None = None
+    ) -> RateLimitAnswer:
+        """:meth:`RateLimiter.check_async` as a span: how the gateway waits for a store
+        that cannot answer inline (Redis on the event loop, a busy SQLite in a thread)."""
+        started = time.time_ns()
+        answer = await super().check_async(tool_name, run_id=run_id, principal=principal)
+        self._tracer.step("rate_limit", started, _limited(answer, waited=True))
+        return answer
+
     def try_check(
         self, tool_name: str, *, run_id: str | None = None, principal: str | None = None
     ) -> RateLimitAnswer | None:
-        """:meth:`RateLimiter.try_check` as a span (none when it defers to :meth:`check`)."""
+        """:meth:`RateLimiter.try_check` as a span (none when it defers to :meth:`check_async`)."""
         started = time.time_ns()
         answer = super().try_check(tool_name, run_id=run_id, principal=principal)
         if answer is not None:

@@ -668,3 +668,41 @@ def test_a_password_in_a_bad_url_is_not_repeated() -> None:
     with pytest.raises(UsageError) as caught:
         RedisLimitStore("redis://:hunter2@127.0.0.1:port/0")
     assert "hunter2" not in str(caught.value) and ":***@" in str(caught.value)
+
+
+async def test_a_traced_gateway_spans_the_check_it_awaits(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # Redis never answers inline, so the traced gateway's rate_limit span is the
+    # awaited check's, marked as waited.
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from orchestrator.config import TracingSettings
+    from orchestrator.tracing._gateway import TracedGateway
+    from orchestrator.tracing._tracer import RunTracer
+
+    exporter = InMemorySpanExporter()
+    tracer = RunTracer(TracingSettings(enabled=True), exporter=exporter)
+    store = RedisLimitStore(redis_server.url)
+    registry = ToolRegistry()
+    registry.load("toolkits.files")
+    gate = TracedGateway(
+        ToolExecutor(
+            registry,
+            ScriptedBackend([tool_output({"content": "x"})]),
+            profiles=builtin_profiles("runc").values(),
+        ),
+        parse_policy(POLICY),
+        AuditLog(tmp_path / "audit.jsonl"),
+        metrics=Metrics(),
+        limit_store=store,
+        tracer=tracer,
+    )
+    with tracer.run(run_id="r", agent="a", model="m", goal="g", principal="p", resumed=False):
+        assert (await gate.call(read(1))).status is ToolStatus.OK
+    tracer.shutdown()
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "stockade.rate_limit"]
+    attributes = dict(span.attributes or {})
+    assert attributes["stockade.rate_limit.allowed"] is True
+    assert attributes["stockade.rate_limit.waited"] is True
+    await store.aclose()
