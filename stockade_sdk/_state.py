@@ -213,12 +213,12 @@ def _read_state(path: str) -> tuple[memoryview, list[memoryview] | None] | str:
             return "the saved namespace is not in a format this SDK writes"
         fixed = file.read(12)
         size, count = int.from_bytes(fixed[:8], "big"), int.from_bytes(fixed[8:12], "big")
+        if len(fixed) != 12 or size + 8 * count > os.fstat(file.fileno()).st_size:
+            return "the saved namespace is cut short"  # never read past what is there
         sizes_raw = file.read(8 * count)
         sizes = [int.from_bytes(sizes_raw[i : i + 8], "big") for i in range(0, len(sizes_raw), 8)]
         data = file.read(size)
         offset = len(_MAGIC) + len(fixed) + len(sizes_raw) + len(data)
-        if len(sizes) != count or len(data) != size:
-            return "the saved namespace is cut short"
         if not count:
             return memoryview(data), []
         file.seek(offset + -offset % _ALIGN)

@@ -184,6 +184,17 @@ async def test_a_namespace_saved_in_the_first_format_is_restored(platform: Platf
     assert output["stdout"] == "42 ['a', 'b'] False\n", output
 
 
+async def test_a_state_file_cut_short_is_reported_and_the_call_starts_empty(
+    platform: Platform,
+) -> None:
+    await python(platform, "import numpy as np\nbig = np.ones(131072)\nkept = 1")
+    file = state_file(platform, "r1")
+    file.write_bytes(file.read_bytes()[:-100])  # its last buffer cut
+    output = await python(platform, "print('kept' in globals())")
+    assert output["stdout"] == "False\n", output
+    assert output["state"].startswith("the saved namespace is cut short"), output
+
+
 async def test_numpy_is_loaded_before_the_call(platform: Platform) -> None:
     output = await python(platform, "import sys\nprint('numpy' in sys.modules)", run_id=None)
     assert output["stdout"] == "True\n", "the warm host imported numpy (the default preload)"
