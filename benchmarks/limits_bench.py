@@ -115,7 +115,10 @@ def make_call(number: int) -> ToolCall:
 
 def quantiles_us(samples: list[float]) -> tuple[float, float, float]:
     ordered = sorted(samples)
-    pick = lambda q: ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1e6  # noqa: E731
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1e6
+
     return pick(0.5), pick(0.95), pick(0.99)
 
 
