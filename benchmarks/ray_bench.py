@@ -15,9 +15,11 @@ one run at concurrency 1, ``echo ok`` in the same image and profile:
       concurrency 8 over one host and over two (target: two at least 1.8 times one).
 
   (e) Ray's transport alone, interleaved round by round: a probe actor on the
-      second node answering with one return value (the host's protocol before)
-      or with the host's streaming generator (a ``started`` item, then the end;
-      with the back-pressure of one item the backend uses, and without).
+      second node answering as the host does, with one return value (a call
+      that may run again and has no listener: most calls, (b)'s) or with its
+      streaming generator (a ``started`` item, then the end): with the
+      back-pressure of one item the backend asks for a call that may not run
+      twice (egress, not idempotent), and without (a call with a listener).
 
 Run: ``.venv/bin/python benchmarks/ray_bench.py [--calls 200]`` (``STOCKADE_CLUSTER_SLOT``
 picks the cluster's names, as for the cluster tests).
@@ -81,19 +83,18 @@ class ScriptedHost:
         ws: bool,
         *,
         live: int = 0,
-    ) -> AsyncIterator[tuple[str, str, bytes]]:
-        """The real host's streaming protocol: started, then the end record and reply."""
+    ) -> tuple[str, bytes, bytes]:
+        """The real host's one-value protocol (a call that may run again, no listener)."""
         self._lock = self._lock or asyncio.Lock()
         async with self._lock:
             began = time.monotonic()
-            yield "started", json.dumps({"from_pool": True}), b""
             await asyncio.sleep(SCRIPTED_S)
             self._served += 1
         report = json.dumps({"exit_code": 0, "stdout_total": 3}).encode()
         reply = b"".join(frame(part) for part in (report, b"ok\n", b""))
         record = {"ended": "complete", "container_id": "scripted", "image_digest": "",
                   "from_pool": True, "host_s": time.monotonic() - began}  # fmt: skip
-        yield "end", json.dumps(record), reply
+        return json.dumps(record), reply, b""
 
     async def release(self, orchestrator: str) -> int:
         return 0
@@ -134,11 +135,11 @@ class Probe:
     """Ray's transport alone: the host's two call protocols with no engine behind them."""
 
     async def plain(self, payload: bytes) -> tuple[str, bytes]:
-        """One return value (the protocol before the streaming generator)."""
+        """One return value (``SandboxHost.execute``)."""
         return json.dumps({"ended": "complete", "host_s": 0.0}), _PROBE_REPLY
 
     async def streamed(self, payload: bytes) -> AsyncIterator[tuple[str, str, bytes]]:
-        """The host's streaming generator: a started item, then the end record and reply."""
+        """The host's streaming generator (``SandboxHost.stream``): started, then the end."""
         yield "started", json.dumps({"from_pool": True}), b""
         yield "end", json.dumps({"ended": "complete", "host_s": 0.0}), _PROBE_REPLY
 
@@ -173,9 +174,9 @@ async def _transport(cluster: RayCluster, rounds: int) -> dict[str, list[float]]
             await ref
 
     variants: dict[str, Callable[[], Awaitable[None]]] = {
-        "return value (before)": plain,
-        "streaming, back-pressure 1 (now)": lambda: drain(streamed),
-        "streaming, no back-pressure": lambda: drain(unpaced),
+        "one return value (most calls)": plain,
+        "streaming, back-pressure 1 (egress)": lambda: drain(streamed),
+        "streaming, no back-pressure (listener)": lambda: drain(unpaced),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
@@ -240,22 +241,28 @@ async def _measure(cluster: RayCluster, calls: int, *, scaling_only: bool) -> No
     ):
         p50, p99 = _quantiles(values)
         print(f"{name:<34}{p50:>9.2f}{p99:>9.2f}")
-    print(f"calls served per host: {hosts}")
+    print(f"calls served per host: {hosts}", flush=True)
+    _kill_hosts(cluster)  # the probe and the scripted hosts take the nodes' host resources
     transport = await _transport(cluster, calls * 2)
     print(f"(e) Ray's transport alone, probe actor on the second node, {calls * 2} rounds each,"
           " interleaved:")  # fmt: skip
     for name, values in transport.items():
         p50, p99 = _quantiles(values)
-        print(f"    {name:<36}{p50:>9.2f}{p99:>9.2f}")
+        print(f"    {name:<38}{p50:>9.2f}{p99:>9.2f}", flush=True)
     await _print_scaling(cluster)
 
 
-async def _print_scaling(cluster: RayCluster) -> None:
+def _kill_hosts(cluster: RayCluster) -> None:
+    """Remove the real host actors of (b): they hold the nodes' host resources."""
     import ray  # noqa: PLC0415 - only once the token is in the environment
 
-    for node in cluster.nodes:  # the real hosts of (b) hold the nodes' host resources
+    for node in cluster.nodes:
         with contextlib.suppress(ValueError):
             ray.kill(ray.get_actor(host_actor_name(node.name), namespace="stockade"))
+
+
+async def _print_scaling(cluster: RayCluster) -> None:
+    _kill_hosts(cluster)
     one = await _scaling(cluster, 1)
     two = await _scaling(cluster, 2)
     print(f"(d) scripted hosts, 50 ms a call: 1 host {one:.1f} calls/s, 2 hosts {two:.1f} calls/s,"

@@ -7,13 +7,14 @@ Steps of a call, top to bottom in :meth:`RayBackend.execute`:
    moves it through its object store when it is large;
 2. the call goes to the least-loaded registered host, a host with a warm
    container for the profile first (:mod:`orchestrator.sandbox.ray_host`);
-3. the host relays the frames into a container and answers as a Ray
-   streaming generator: ``started`` (it holds a container; nothing is written
-   into it before that item is here), the container's live frames when the
-   caller listens, then raw reply bytes and a JSON record; every check of
-   that hostile reply (live frames and egress records included) runs here,
-   with the Docker backend's own readers, and the workspace is replaced only
-   now;
+3. the host relays the frames into a container and answers with raw reply
+   bytes and a JSON record: as one return value for a call that may run
+   again and has no listener, else as a Ray streaming generator that first
+   says ``started`` (it holds a container; for a call that may not run twice
+   nothing is written into it before that item is here) and passes on the
+   container's live frames; every check of that hostile reply (live frames
+   and egress records included) runs here, with the Docker backend's own
+   readers, and the workspace is replaced only now;
 4. a host lost mid-call (actor, node or engine gone) is an
    :class:`~orchestrator.errors.InfrastructureError`, never a tool result. The
    call runs again on another host when it had not started there, when its
@@ -462,26 +463,25 @@ class RayBackend(SandboxBackend):
     async def _on_host(
         self, host: HostInfo, call: _Call, profile_json: str, attempt: _Attempt
     ) -> tuple[dict[str, Any], bytes]:
-        """One attempt on ``host``: its items as they come (``attempt`` notes the start)."""
+        """One attempt on ``host``; ``attempt`` notes when it was sent and whether it started."""
         import ray  # noqa: PLC0415
 
+        args = (self._id, profile_json, call.payload, call.deadline_s, call.workspace)
         attempt.sent_at = time.perf_counter()
-        # A back-pressure of one item: the host's generator waits until its
-        # "started" item is here before it writes the request to the container.
-        stream = host.actor.execute.options(
-            num_returns="streaming", _generator_backpressure_num_objects=1
-        ).remote(
-            self._id,
-            profile_json,
-            call.payload,
-            call.deadline_s,
-            call.workspace,
-            live=call.live_mode,
-        )
+        if call.repeatable and call.live_mode != LIVE_STREAM:
+            return await self._returned(host, call, args)
+        # A call that may not run twice asks for a back-pressure of one item: the
+        # host's generator waits until its "started" item is here before it writes
+        # the request to the container, so a call lost without that item never
+        # started. One more round trip, which calls that may run again are spared.
+        options: dict[str, Any] = {"num_returns": "streaming"}
+        if not call.repeatable:
+            options["_generator_backpressure_num_objects"] = 1
+        stream = host.actor.stream.options(**options).remote(*args, live=call.live_mode)
         try:
             async with asyncio.timeout(call.deadline_s + _LOST_AFTER_S):
-                async for ref in stream:
-                    kind, text, data = await ref
+                async for item in stream:
+                    kind, text, data = await item
                     if kind == "started":
                         attempt.began = True
                         container_acquired(bool(json.loads(text).get("from_pool", False)))
@@ -491,15 +491,9 @@ class RayBackend(SandboxBackend):
                     else:
                         return json.loads(text), data
         except ray.exceptions.RayTaskError as exc:
-            # The host's own code failed (not the tool, not a lost node).
             if attempt.began and not call.repeatable:
                 raise _effects_unknown(host.name, f"its code failed: {exc.cause}") from None
-            raise InfrastructureError(
-                f"host {host.name} failed: {str(exc.cause)[:1000]}",
-                code=ErrorCode.ENGINE_ERROR,
-                op=_OP,
-                retryable=False,
-            ) from None
+            raise _host_failed(host.name, exc) from None
         except BaseException:
             # Cancelled, timed out, lost: the host's task is cancelled too (if it
             # still runs), and its finally removes the container.
@@ -511,6 +505,27 @@ class RayBackend(SandboxBackend):
             op=_OP,
             retryable=not attempt.began or call.repeatable,
         )
+
+    @staticmethod
+    async def _returned(
+        host: HostInfo, call: _Call, args: tuple[Any, ...]
+    ) -> tuple[dict[str, Any], bytes]:
+        """A call nobody needs to see start (it may run again anyway) or print as it runs:
+        the host's answer as one return value, Ray's cheapest call."""
+        import ray  # noqa: PLC0415
+
+        ref = host.actor.execute.remote(*args, live=call.live_mode)
+        try:
+            async with asyncio.timeout(call.deadline_s + _LOST_AFTER_S):
+                text, reply, kept = await ref
+        except ray.exceptions.RayTaskError as exc:
+            raise _host_failed(host.name, exc) from None
+        except BaseException:
+            ray.cancel(ref)  # the host's task, if it still runs: its finally cleans up
+            raise
+        if call.live is not None and kept:
+            call.live.feed(kept)
+        return json.loads(text), reply
 
     async def _result(
         self,
@@ -647,6 +662,16 @@ def _live_mode(request: ExecRequest) -> int:
         return LIVE_STREAM
     tool = len(request.argv) == len(TOOL_ENTRY_ARGV) + 1 and request.argv[:-1] == TOOL_ENTRY_ARGV
     return LIVE_KEEP if tool else LIVE_OFF
+
+
+def _host_failed(host: str, exc: Any) -> InfrastructureError:
+    """The host's own code failed (not the tool, not a lost node): ``exc`` is Ray's error."""
+    return InfrastructureError(
+        f"host {host} failed: {str(exc.cause)[:1000]}",
+        code=ErrorCode.ENGINE_ERROR,
+        op=_OP,
+        retryable=False,
+    )
 
 
 def _effects_unknown(host: str, why: str) -> InfrastructureError:
