@@ -61,7 +61,7 @@ def hammer(
     allowed, tries, began = 0, 0, time.time()
     while (tries < attempts) if seconds == 0 else (time.time() - began < seconds):
         answer = limiter.try_check("t.run", run_id="r", principal=principal)
-        if answer is None:  # a networked store always declines: a thread, in the gateway
+        if answer is None:  # a networked store always declines (the gateway then awaits it)
             answer = limiter.check("t.run", run_id="r", principal=principal)
         allowed += answer.allowed
         tries += 1
