@@ -67,6 +67,8 @@ def _print(views: list[HostView], as_json: bool) -> None:
     rows = []
     for view in views:
         state = f"{view.state}: {view.reason}" if view.reason else view.state
+        if view.refused_for and view.state != "refused":  # images are per orchestrator
+            state += f" (refuses orchestrator(s) {', '.join(sorted(view.refused_for))})"
         rows.append(
             (
                 view.name,

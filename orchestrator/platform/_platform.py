@@ -143,6 +143,7 @@ class Platform:
                     namespace=cluster.namespace,
                     profiles=warm_profiles,
                     metrics=own_metrics,
+                    state_dir=settings.state_dir,
                 )
             elif backend is None:
                 engine = settings.sandbox.docker

@@ -77,6 +77,10 @@ class HostView:
     last_error: str = ""
     token_auth: bool = False
     """The node runs with Ray's token authentication (``RAY_AUTH_MODE=token``)."""
+    refused_for: Mapping[str, str] = field(default_factory=dict)
+    """Orchestrators (first 8 characters of their ids) this host refuses, and why: images
+    are per orchestrator, so a host up for one may refuse another. The state is
+    ``refused`` only when it refuses every orchestrator it knows."""
 
     def as_json(self) -> dict[str, Any]:
         """The view as ``stockade hosts --json`` prints it."""
@@ -93,6 +97,7 @@ class HostView:
             "served": self.served,
             "last_error": self.last_error,
             "token_auth": self.token_auth,
+            "refused_for": dict(self.refused_for),
         }
 
 
@@ -207,6 +212,7 @@ def view(name: str, record: Mapping[str, Any], *, node: str = "") -> HostView:
         served=int(record.get("served", 0)),
         last_error=str(record.get("last_error", "")),
         token_auth=bool(record.get("token_auth", False)),
+        refused_for={str(k): str(v) for k, v in record.get("refused_for", {}).items()},
     )
 
 

@@ -39,6 +39,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pydantic
@@ -68,6 +69,7 @@ from orchestrator.sandbox.ray_host import (
     LIVE_OFF,
     LIVE_STREAM,
 )
+from orchestrator.sandbox.ray_identity import InstanceClaim, claim_instance_id
 from orchestrator.sandbox.workspace import ArchiveLimitError, Outgoing, WorkspaceChanges
 
 __all__ = ["HostInfo", "RayBackend"]
@@ -135,6 +137,7 @@ class RayBackend(SandboxBackend):
         refresh_s: float = 2.0,
         lease_s: float = 30.0,
         metrics: Metrics | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         """``address`` is the cluster's GCS (``host:port``), ``namespace`` the Ray namespace
         the host actors live in; ``images`` must exist on every host, ``profiles`` are warmed.
@@ -142,7 +145,10 @@ class RayBackend(SandboxBackend):
         Every ``refresh_s`` the backend looks for hosts and renews its lease on
         each; a host removes the pools and containers of an orchestrator whose
         lease (``lease_s``) ran out (it was killed, or lost the cluster). ``metrics``
-        gets the hosts' series (``host`` label: the operator's host names)."""
+        gets the hosts' series (``host`` label: the operator's host names).
+        ``state_dir`` keeps this orchestrator's id across restarts
+        (:mod:`~orchestrator.sandbox.ray_identity`): started again after a kill,
+        it removes its earlier life's containers on every host at once."""
         self._address = address
         self._namespace = namespace
         self._warm = list(profiles)
@@ -150,6 +156,11 @@ class RayBackend(SandboxBackend):
         self._refresh_s = refresh_s
         self._lease_s = max(lease_s, 3 * refresh_s)
         self._id = uuid.uuid4().hex
+        self._state_dir = state_dir
+        self._claim: InstanceClaim | None = None
+        # Hosts registered with since start (refused ones too): a first registration
+        # tells the host that what it holds for this id is an earlier life's.
+        self._registered: set[str] = set()
         self._hosts: dict[str, HostInfo] = {}
         self._refused: dict[str, str] = {}
         self._refresher: asyncio.Task[None] | None = None
@@ -182,6 +193,9 @@ class RayBackend(SandboxBackend):
 
     async def start(self) -> None:
         """Join the cluster, register its hosts and warm the configured profiles there."""
+        if self._state_dir is not None and self._claim is None:
+            self._claim = await asyncio.to_thread(claim_instance_id, self._state_dir)
+            self._id = self._claim.instance_id
         await asyncio.to_thread(connect, self._address, self._namespace)
         await self.refresh()
         if not self._hosts:
@@ -226,11 +240,15 @@ class RayBackend(SandboxBackend):
                 continue
             actor = host_actor(name, self._namespace)
             info = HostInfo(name=name, actor=actor)
+            fresh = name not in self._registered
             raw = await self._remote(
-                info, actor.register.remote(self._images, self._id, self._lease_s), 120.0
+                info,
+                actor.register.remote(self._images, self._id, self._lease_s, fresh=fresh),
+                120.0,
             )
             if raw is None:
                 continue
+            self._registered.add(name)
             record = json.loads(raw)
             if record["refused"]:
                 if self._refused.get(name) != record["refused"]:  # once, not every refresh
@@ -622,6 +640,13 @@ class RayBackend(SandboxBackend):
         for host in self._hosts.values():
             if not host.lost:
                 await self._remote(host, host.actor.release.remote(self._id), 60.0)
+        # A host that refused this orchestrator holds its lease (and the refusal
+        # `stockade hosts` shows) until released.
+        for name in self._refused:
+            info = HostInfo(name=name, actor=host_actor(name, self._namespace))
+            await self._remote(info, info.actor.release.remote(self._id), 60.0)
+        if self._claim is not None:
+            await asyncio.to_thread(self._claim.release)
 
 
 @dataclass(frozen=True, kw_only=True)

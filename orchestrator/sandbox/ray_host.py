@@ -114,7 +114,9 @@ class SandboxHost:
         self._in_flight = 0
         self._served = 0
         self._last_error = ""
-        self._refused = ""
+        # Why this host refuses each orchestrator that registered (their image sets
+        # differ: one may be served while another is refused), by orchestrator id.
+        self._refused: dict[str, str] = {}
         self._reaped = False
         # Set by `stockade hosts drain`: placement sends this host nothing new.
         self._draining = False
@@ -126,19 +128,39 @@ class SandboxHost:
     async def _blocking(self, func: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
-    async def register(self, images: list[str], orchestrator: str, lease_s: float) -> str:
+    async def register(
+        self, images: list[str], orchestrator: str, lease_s: float, *, fresh: bool = False
+    ) -> str:
         """Check the engine and ``images`` (logical names); a JSON record of this host.
 
-        The record's ``refused`` names what is wrong and the command that
-        fixes it; a refusing host serves nothing. ``orchestrator`` takes a
-        lease of ``lease_s``, renewed by each :meth:`describe` and call: when
-        it expires (the orchestrator was killed, or cut off), the host
-        removes that orchestrator's pools and containers.
+        The record's ``refused`` names what is wrong for this orchestrator and
+        the command that fixes it; a host refuses an orchestrator whose images
+        it lacks and serves nothing to it (other orchestrators, with other
+        images, are judged on their own). ``orchestrator`` takes a lease of
+        ``lease_s``, renewed by each :meth:`describe` and call: when it expires
+        (the orchestrator was killed, or cut off), the host removes that
+        orchestrator's pools and containers. ``fresh``: the orchestrator has
+        not used this host since it started, so whatever this host holds for
+        its id belongs to an earlier life of it (killed, then restarted with
+        the same identity) and is removed now, not at the lease's end.
         """
+        if fresh:
+            try:
+                removed = await self.release(orchestrator)
+            except InfrastructureError as exc:  # the engine is away: the lease or reap
+                self._last_error = f"releasing {orchestrator[:8]}'s earlier life: {exc}"
+            else:
+                if removed:
+                    _log.info(
+                        "host %s removed %d container(s) of %s's earlier life",
+                        self._name,
+                        removed,
+                        orchestrator[:8],
+                    )
         self._leases[orchestrator] = (time.monotonic(), lease_s)
         if self._janitor is None:
             self._janitor = asyncio.get_running_loop().create_task(self._expire_leases())
-        self._refused = ""
+        self._refused.pop(orchestrator, None)
         problems, tags = [], []
         for image in images:
             try:
@@ -148,7 +170,7 @@ class SandboxHost:
             except InfrastructureError as exc:
                 problems.append(f"{image}: {exc}")
         if problems:
-            self._refused = (
+            self._refused[orchestrator] = (
                 f"host {self._name} refuses to register: its engine lacks images built from "
                 f"the orchestrator's inputs ({'; '.join(problems)}); fix: on node "
                 f"{os.uname().nodename}, with the DOCKER_HOST that `ray start` was given, run "
@@ -162,7 +184,7 @@ class SandboxHost:
             self._reaped = True
             if removed:
                 _log.info("host %s reaped %d leftover container(s)", self._name, len(removed))
-        return await self.describe()
+        return await self.describe(orchestrator)
 
     async def _expire_leases(self) -> None:
         while True:
@@ -193,6 +215,13 @@ class SandboxHost:
         a pickled object (``stockade hosts``, ``doctor`` and placement read it).
         """
         self._renew(orchestrator)
+        if orchestrator:
+            refused = self._refused.get(orchestrator, "")
+        elif self._refused and set(self._leases) <= set(self._refused):
+            # An operator's view: refused when it refuses every orchestrator it knows.
+            refused = "; ".join(sorted(set(self._refused.values())))
+        else:
+            refused = ""
         try:
             version = (await self._blocking(self._client.version)).get("Version", "")
             runtimes = sorted((await self._blocking(self._client.info)).get("Runtimes", {}))
@@ -222,7 +251,10 @@ class SandboxHost:
                 # The node's Ray processes inherit `ray start`'s environment: a node
                 # started without token authentication says so here (doctor fails it).
                 "token_auth": token_authentication()[0],
-                "refused": self._refused,
+                # For this orchestrator (an operator: for all of them), and per
+                # orchestrator (short ids): a host may refuse one and serve another.
+                "refused": refused,
+                "refused_for": {orch[:8]: why for orch, why in self._refused.items()},
                 "draining": self._draining,
                 "pools": {
                     f"{orch[:8]}/{json.loads(key)['name']}": entry.pool.ready
@@ -436,6 +468,7 @@ class SandboxHost:
     async def release(self, orchestrator: str) -> int:
         """Close the orchestrator's pools and remove every container it has here."""
         self._leases.pop(orchestrator, None)
+        self._refused.pop(orchestrator, None)
         for key in [key for key in self._pools if key[0] == orchestrator]:
             await self._pools.pop(key).pool.close()
         if self._destroying:
