@@ -162,7 +162,7 @@ async def _drive(
               help="With --batch: runs at once.")  # fmt: skip
 @click.option("--results", "results_file", type=click.Path(dir_okay=False, path_type=Path),
               help="With --batch: the results file (default: beside the batch file, "
-              "NAME.results.jsonl); ids already there are skipped.")  # fmt: skip
+              "NAME.results.jsonl); ids it has as complete or failed are skipped.")  # fmt: skip
 @click.option("--retry-failed", is_flag=True,
               help="With --batch: run again the ids whose result says failed.")  # fmt: skip
 @click.option("--model", "model_name", help="Model name (model.name).")
