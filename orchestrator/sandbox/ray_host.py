@@ -161,21 +161,30 @@ class SandboxHost:
         if self._janitor is None:
             self._janitor = asyncio.get_running_loop().create_task(self._expire_leases())
         self._refused.pop(orchestrator, None)
-        problems, tags = [], []
+        problems, missing, unresolved = [], [], False
         for image in images:
             try:
                 tag = await self._blocking(self._images.resolve, image)
-                tags.append(tag)
+            except InfrastructureError as exc:
+                # A tag names its base's image id: without the base here, the
+                # host cannot say which tag the orchestrator's checkout wants.
+                problems.append(f"{image}: {exc}")
+                unresolved = True
+                continue
+            try:
                 await self._blocking(self._images.image_id, tag)
             except InfrastructureError as exc:
                 problems.append(f"{image}: {exc}")
+                missing.append(tag)
+        if unresolved:
+            missing.append("<the tags `stockade images build` lists there>")
         if problems:
             self._refused[orchestrator] = (
                 f"host {self._name} refuses to register: its engine lacks images built from "
                 f"the orchestrator's inputs ({'; '.join(problems)}); fix: on node "
                 f"{os.uname().nodename}, with the DOCKER_HOST that `ray start` was given, run "
                 "`stockade images build` from the same checkout, or copy the images from an "
-                f"engine that has them: `docker save {' '.join(tags)} | "
+                f"engine that has them: `docker save {' '.join(missing)} | "
                 "docker -H <the node's engine> load`"
             )
         elif not self._reaped:

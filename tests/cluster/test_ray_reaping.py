@@ -7,8 +7,12 @@
   orchestrator (images it lacks) does not refuse another, nor show the host
   refused to an operator while it serves someone.
 
+- Containers left on a lost host (its node's Ray processes SIGKILLed, its
+  engine still running them) are reaped by the host's next life when it
+  registers, while the orchestrator that owns them still runs.
+
 (A host reaping the containers of an orchestrator whose lease expired is in
-``test_ray_backend.py``; a lost node's leftovers at its return in its node-kill case.)
+``test_ray_backend.py``.)
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -126,6 +132,9 @@ async def test_a_host_refusing_one_orchestrator_serves_another(cluster: RayClust
             for_tools = json.loads(await actor.describe.remote(tools.instance_id))
             assert for_plain["refused"] == ""
             assert "host host-b refuses to register" in for_tools["refused"]
+            # The copy command names what is missing, not the images the host has.
+            assert "docker save <the tags `stockade images build` lists" in for_tools["refused"]
+            assert "stockade-sandbox:" not in for_tools["refused"].split("docker save")[1]
             assert set(for_plain["refused_for"]) == {tools.instance_id[:8]}
             await plain.refresh()
             assert plain.hosts["host-b"].state == "up"
@@ -147,3 +156,40 @@ async def test_a_host_refusing_one_orchestrator_serves_another(cluster: RayClust
         assert views["host-b"].refused_for == {}
     finally:
         await plain.close()
+
+
+async def test_containers_left_on_a_lost_host_are_reaped_when_it_comes_back(
+    cluster: RayCluster, second_engine: docker.DockerClient
+) -> None:
+    backend = RayBackend(
+        address=cluster.address, images=[DEFAULT_IMAGE], profiles=[PROFILE], refresh_s=0.5
+    )
+    await backend.start()
+    try:
+        left = _own(second_engine, backend.instance_id)
+        assert left  # host-b's warm container of this orchestrator
+        await asyncio.to_thread(cluster.kill_node, 1)
+        try:
+            await _until(lambda: backend.hosts["host-b"].lost, "host-b lost", 60)
+            # Its engine still runs them: nothing else removes them while the host is away.
+            assert _own(second_engine, backend.instance_id) >= left
+        finally:
+            await asyncio.to_thread(cluster.restart_node, 1)
+        await _until(lambda: backend.hosts["host-b"].state == "up", "host-b back", 120)
+        # The new host actor reaped them at registration (their owner, the old actor, is
+        # gone); the orchestrator did not release anything: it never closed.
+        await _until(
+            lambda: not (_own(second_engine, backend.instance_id) & left), "leftovers reaped", 30
+        )
+        result = await backend.execute(ExecRequest(argv=("echo", "back")), PROFILE)
+        assert result.stdout == "back\n"
+    finally:
+        await backend.close()
+
+
+async def _until(condition: Callable[[], bool], what: str, bound_s: float) -> None:
+    """Wait for ``condition()`` (the backend's refreshes, the host's reaper), at most ``bound_s``."""
+    deadline = time.monotonic() + bound_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not reached in {bound_s:g} s: {what}"
+        await asyncio.sleep(0.2)
