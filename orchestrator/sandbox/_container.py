@@ -242,12 +242,23 @@ class ContainerFactory:
             # Attach before start so not a byte of the runner's output is missed.
             # Stderr is the live output stream (display only), apart from the
             # reply on stdout: the runner never takes that out for live writes.
-            raw = await self._blocking(
-                "container.attach",
-                api.attach_socket,
-                container_id,
-                params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1},
+            attach = asyncio.ensure_future(
+                self._blocking(
+                    "container.attach",
+                    api.attach_socket,
+                    container_id,
+                    params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1},
+                )
             )
+            try:
+                raw = await asyncio.shield(attach)
+            except asyncio.CancelledError:
+                # The engine's thread goes on and returns a connected socket that
+                # nobody would close (a ResourceWarning whenever the GC finds it):
+                # wait for it and close it.
+                with contextlib.suppress(Exception):
+                    _take_socket(await attach).close()
+                raise
             stream = await AttachedStream.from_socket(_take_socket(raw))
             await self._blocking("container.start", api.start, container_id)
             async with asyncio.timeout(_RUNNER_READY_TIMEOUT_S):
