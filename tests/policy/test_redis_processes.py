@@ -152,7 +152,10 @@ def test_with_refill_as_strict_as_one_process_and_as_generous(redis_server: Redi
         total = sum(allowed for allowed, _, _ in spans)
         whole = max(end for _, _, end in spans) - min(began for _, began, _ in spans)
         common = min(end for _, _, end in spans) - max(began for _, began, _ in spans)
-        return total, burst + rate * whole + 1, burst + rate * common - 2
+        # The floor allows 5 % of the common window for all the hammering processes
+        # being off the CPU at once (it happened at load 12-17 on 2 cores): not
+        # asking is not being refused.
+        return total, burst + rate * whole + 1, burst + rate * common * 0.95 - 2
 
     alone = in_processes(hammer, [(redis_server.url, limits, "solo", 0, seconds)])
     redis_server.stop()  # a fresh server: a fresh limit
