@@ -68,6 +68,7 @@ from orchestrator.sandbox.ray_host import (
     LIVE_KEEP,
     LIVE_OFF,
     LIVE_STREAM,
+    host_actor_name,
 )
 from orchestrator.sandbox.ray_identity import InstanceClaim, claim_instance_id
 from orchestrator.sandbox.workspace import ArchiveLimitError, Outgoing, WorkspaceChanges
@@ -641,10 +642,20 @@ class RayBackend(SandboxBackend):
             if not host.lost:
                 await self._remote(host, host.actor.release.remote(self._id), 60.0)
         # A host that refused this orchestrator holds its lease (and the refusal
-        # `stockade hosts` shows) until released.
+        # `stockade hosts` shows) until released. Only an existing actor: creating
+        # one for a node that is gone would wait for that node.
+        import ray  # noqa: PLC0415
+
         for name in self._refused:
-            info = HostInfo(name=name, actor=host_actor(name, self._namespace))
-            await self._remote(info, info.actor.release.remote(self._id), 60.0)
+            try:
+                actor = await asyncio.to_thread(
+                    ray.get_actor, host_actor_name(name), namespace=self._namespace
+                )
+            except ValueError:  # no such actor (its node went away)
+                continue
+            await self._remote(
+                HostInfo(name=name, actor=actor), actor.release.remote(self._id), 10.0
+            )
         if self._claim is not None:
             await asyncio.to_thread(self._claim.release)
 
