@@ -117,7 +117,25 @@ async def test_a_killed_orchestrator_restarted_removes_its_containers_on_every_h
     assert [_own(engine, instance_id) for engine in engines] == [set(), set()]
 
 
-async def test_a_host_refusing_one_orchestrator_serves_another(cluster: RayCluster) -> None:
+def _hosts_table(cluster: RayCluster, tmp_path: Path) -> str:
+    """``stockade hosts`` as an operator runs it: a separate driver in the head's namespace."""
+    config = tmp_path / "stockade.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\n"
+        f"sandbox:\n  engine: ray\n  ray:\n    address: {cluster.address}\n"
+    )
+    done = subprocess.run(
+        ["nsenter", f"--net=/run/netns/{cluster.head_netns}", sys.executable, "-m",
+         "orchestrator", "hosts", "--config", str(config)],
+        capture_output=True, text=True, check=False, timeout=240, env=os.environ.copy(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr  # no host lost or refused
+    return done.stdout
+
+
+async def test_a_host_refusing_one_orchestrator_serves_another(
+    cluster: RayCluster, tmp_path: Path
+) -> None:
     """host-b lacks the tools image: it refuses the orchestrator that needs it, only that one."""
     plain = RayBackend(address=cluster.address, images=[DEFAULT_IMAGE], refresh_s=0.5)
     tools = RayBackend(address=cluster.address, images=[DEFAULT_IMAGE, TOOLS_IMAGE])
@@ -142,6 +160,9 @@ async def test_a_host_refusing_one_orchestrator_serves_another(cluster: RayClust
             views = {view.name: view for view in await list_hosts("stockade")}
             assert views["host-b"].state == "up" and views["host-b"].reason == ""
             assert set(views["host-b"].refused_for) == {tools.instance_id[:8]}
+            table = await asyncio.to_thread(_hosts_table, cluster, tmp_path)
+            (row,) = [line for line in table.splitlines() if line.startswith("host-b ")]
+            assert f"up (refuses orchestrator(s) {tools.instance_id[:8]})" in row, table
             # And placement still sends the plain orchestrator's calls there.
             before = plain.hosts["host-b"].served
             results = await asyncio.gather(
