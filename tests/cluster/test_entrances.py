@@ -138,3 +138,7 @@ async def test_cli_api_and_mcp_calls_run_on_the_hosts_and_are_audited(
         assert record["image_digest"].startswith("sha256:"), record  # a real container
     assert sum(1 for r in calls if r["principal"] == "alice") == 2  # the API and MCP
     assert any(r["call_id"] == "api-1" for r in calls), calls
+    # Both orchestrators kept their id on the hosts in the state directory, one after
+    # the other in the same slot (a restart there would sweep that id's leftovers).
+    slots = tmp_path / "state" / "ray-orchestrators"
+    assert sorted(path.name for path in slots.iterdir()) == ["0.id"]
