@@ -200,7 +200,9 @@ def _quantiles(values: list[float]) -> tuple[float, float]:
     return cuts[49] * 1000, cuts[98] * 1000
 
 
-async def _series(backend: DockerBackend | RayBackend, calls: int) -> list[float]:
+async def _series(
+    backend: DockerBackend | RayBackend, calls: int, pause_s: float = 0.15
+) -> list[float]:
     for _ in range(10):  # warm-up
         await backend.execute(REQUEST, PROFILE)
     latencies = []
@@ -211,28 +213,33 @@ async def _series(backend: DockerBackend | RayBackend, calls: int) -> list[float
         assert result.status is ExecStatus.OK and result.stdout == "ok\n", result
         # Let the pool refill, as between an agent's calls: the engine's
         # create/start rate, not the dispatch, would set the pace otherwise.
-        await asyncio.sleep(0.15)
+        await asyncio.sleep(pause_s)
     return latencies
 
 
-async def _measure(cluster: RayCluster, calls: int, *, scaling_only: bool) -> None:
+async def _measure(
+    cluster: RayCluster, calls: int, *, scaling_only: bool, pause_s: float = 0.15
+) -> None:
     if scaling_only:
         await _print_scaling(cluster)
         return
     client = docker.from_env()
     async with DockerBackend(client, profiles=[PROFILE]) as local:
         await local.wait_warm(PROFILE)
-        docker_lat = await _series(local, calls)
+        docker_lat = await _series(local, calls, pause_s)
     client.close()
     remote = RayBackend(address=cluster.address, images=[DEFAULT_IMAGE], profiles=[PROFILE])
     await remote.start()
     try:
-        ray_lat = await _series(remote, calls)
+        ray_lat = await _series(remote, calls, pause_s)
         added = remote.dispatch_overheads[-calls:]
         hosts = {name: host.served for name, host in remote.hosts.items()}
     finally:
         await remote.close()
-    print(f"calls per series: {calls}, concurrency 1, profile pool_size 2, image {DEFAULT_IMAGE}")
+    print(
+        f"calls per series: {calls}, concurrency 1, {pause_s:g} s between calls, "
+        f"profile pool_size 2, image {DEFAULT_IMAGE}"
+    )
     print(f"{'path':<34}{'p50 ms':>9}{'p99 ms':>9}")
     for name, values in (
         ("(a) DockerBackend, main engine", docker_lat),
@@ -275,6 +282,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--scaling-only", action="store_true", help="Only (d).")
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=0.15,
+        help="Seconds between the calls of (a) and (b), for the pool to refill (default 0.15).",
+    )
     args = parser.parse_args()
     builder = ImageBuilder(docker.from_env())
     base = builder.build_base()
@@ -296,7 +309,9 @@ def main() -> None:
             # Joined before anything else touches Ray: an actor created first
             # would start a local Ray instead, which looks for an address of its own.
             ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
-            asyncio.run(_measure(cluster, args.calls, scaling_only=args.scaling_only))
+            asyncio.run(
+                _measure(cluster, args.calls, scaling_only=args.scaling_only, pause_s=args.pause)
+            )
             ray.shutdown()
     finally:
         cluster.down()

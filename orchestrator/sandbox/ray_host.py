@@ -79,6 +79,10 @@ _REPORT_GRACE_S = 2.0
 # After the reply, the end of the live stream (the engine passes stderr on apart
 # from stdout) is awaited this long at most, as the Docker backend does.
 _LIVE_END_WAIT_S = 0.5
+# A call's cleanup (its container's removal, its replacement's start) waits this
+# long after the call: docker-py's work in the host's threads would otherwise take
+# the GIL (and the 2 cores) from Ray while it sends the reply.
+_AFTER_REPLY_S = 0.05
 LIVE_OFF, LIVE_KEEP, LIVE_STREAM = 0, 1, 2
 """What a host does with a call's live frames: drop them (the runner sends none), keep
 them for the end (a tool call's printed output, should it time out or die), stream them."""
@@ -391,7 +395,9 @@ class SandboxHost:
         self._in_flight += 1
         try:
             entry = await self._pool(orchestrator, profile_json)
-            container, from_pool = await entry.pool.acquire()
+            # The replacement starts after the call (if another container is
+            # ready meanwhile), not on the same cores during it.
+            container, from_pool = await entry.pool.acquire(defer_refill=True)
         except InfrastructureError as exc:
             self._in_flight -= 1
             self._last_error = str(exc)
@@ -443,7 +449,9 @@ class SandboxHost:
             self._served += 1
             # Destroying the container ends a call on every path (cancellation
             # too: the orchestrator's ray.cancel lands here), off the reply's path.
-            self._destroy_later(factory, container)
+            asyncio.get_running_loop().call_later(
+                _AFTER_REPLY_S, self._after_call, factory, container, entry.pool
+            )
 
     @staticmethod
     async def _ended(
@@ -462,6 +470,16 @@ class SandboxHost:
             # connections: their reports come in now.
             settled = await container.gate.settle()
             record["egress"] = [event.model_dump(mode="json") for event in settled]
+
+    def _after_call(
+        self,
+        factory: ContainerFactory,
+        container: SandboxContainer,
+        pool: WarmPool[SandboxContainer],
+    ) -> None:
+        """Remove the call's container and start its replacement (the reply has left)."""
+        self._destroy_later(factory, container)
+        pool.refill()
 
     def _destroy_later(self, factory: ContainerFactory, container: SandboxContainer) -> None:
         async def destroy() -> None:
