@@ -318,3 +318,31 @@ async def test_live_output_from_a_host_reaches_the_gateways_listener(
     # The first line came while the call still slept (about 2 s before it ended).
     first = next(at for at, chunk in seen if "tick 0" in chunk.text)
     assert ended - first > 1.5, (ended - first, seen)
+
+
+async def test_a_tool_call_killed_on_a_host_at_its_deadline_returns_what_it_printed(
+    cluster: RayCluster, tmp_path: Path
+) -> None:
+    """The host keeps a tool call's live frames (streams them to a listener): the result of a
+    call killed at its deadline holds what it printed, with a listener and without."""
+    config = tmp_path / "stockade.yaml"
+    config.write_text(
+        f"state_dir: {tmp_path / 'state'}\ntoolkits: [toolkits.python]\n"
+        f"sandbox:\n  engine: ray\n  ray:\n    address: {cluster.address}\n"
+        "  profiles:\n    default: {pool_size: 1, timeout_s: 4}\n"
+    )
+    code = "import time\nfor i in range(1000):\n    print(f'step {i}', flush=True)\n    time.sleep(0.2)"
+    # The snippet's own deadline is past the sandbox's: the host's deadline kills it.
+    arguments = {"code": code, "timeout_s": 60, "stateless": True}
+    seen: list[OutputChunk] = []
+    async with Platform.open(load_config(config, environ={}), pools=False) as platform:
+        heard = await platform.gateway.call(
+            ToolCall(id="t1", name="python.run", arguments=arguments), on_output=seen.append
+        )
+        quiet = await platform.gateway.call(
+            ToolCall(id="t2", name="python.run", arguments=arguments)
+        )
+    for result in (heard, quiet):
+        assert result.status is ToolStatus.TIMEOUT, result
+        assert "step 0\n" in (result.output or "") and "step 5\n" in (result.output or ""), result
+    assert "step 0" in "".join(chunk.text for chunk in seen)
