@@ -452,7 +452,7 @@ class RayBackend(SandboxBackend):
                 _log.warning(
                     "host %s lost during a call (%s): %s",
                     host.name,
-                    "started" if attempt.began else "not started",
+                    _progress(attempt, call),
                     host.last_error,
                 )
                 if attempt.began and not call.repeatable:
@@ -698,6 +698,14 @@ def _live_mode(request: ExecRequest) -> int:
         return LIVE_STREAM
     tool = len(request.argv) == len(TOOL_ENTRY_ARGV) + 1 and request.argv[:-1] == TOOL_ENTRY_ARGV
     return LIVE_KEEP if tool else LIVE_OFF
+
+
+def _progress(attempt: _Attempt, call: _Call) -> str:
+    """How far a lost call got, as far as the orchestrator can tell (for the log)."""
+    if attempt.began:
+        return "started"
+    # Only a call that may not run twice waits for the host's "started" item.
+    return "may run again" if call.repeatable else "not started"
 
 
 def _host_failed(host: str, exc: Any) -> InfrastructureError:
