@@ -233,6 +233,7 @@ async def _measure(
     try:
         ray_lat = await _series(remote, calls, pause_s)
         added = remote.dispatch_overheads[-calls:]
+        legs = remote.dispatch_legs[-calls:]
         hosts = {name: host.served for name, host in remote.hosts.items()}
     finally:
         await remote.close()
@@ -245,6 +246,8 @@ async def _measure(
         ("(a) DockerBackend, main engine", docker_lat),
         ("(b) RayBackend, two hosts", ray_lat),
         ("(c) added by Ray (round trip - host)", added),
+        ("    of which sent -> host began", [leg[0] for leg in legs]),
+        ("    of which host ended -> here", [leg[1] for leg in legs]),
     ):
         p50, p99 = _quantiles(values)
         print(f"{name:<34}{p50:>9.2f}{p99:>9.2f}")

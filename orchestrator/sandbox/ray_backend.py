@@ -169,6 +169,7 @@ class RayBackend(SandboxBackend):
         # What Ray adds to each call (the orchestrator's wall time of the host's task
         # minus the host's own time): the last calls' values, for benchmarks.
         self._overheads: deque[float] = deque(maxlen=10_000)
+        self._legs: deque[tuple[float, float]] = deque(maxlen=10_000)
         self._metrics = metrics if metrics is not None else Metrics(enabled=False)
         self._metrics.hosts.watch(self._host_samples)
 
@@ -181,6 +182,20 @@ class RayBackend(SandboxBackend):
     def dispatch_overheads(self) -> list[float]:
         """Seconds Ray added to each of the last calls (round trip minus the host's time)."""
         return list(self._overheads)
+
+    @property
+    def dispatch_legs(self) -> list[tuple[float, float]]:
+        """Seconds of the last calls' two legs through Ray: sent until the host began, and
+        the host's end until the answer was here — by the wall clocks of both sides, so
+        meaningful only where they agree (one machine, as in ``benchmarks/ray_bench.py``)."""
+        return list(self._legs)
+
+    def _legs_of(self, record: dict[str, Any], attempt: _Attempt) -> None:
+        clock = record.get("clock")
+        if isinstance(clock, list) and len(clock) == 2:
+            with contextlib.suppress(TypeError, ValueError):
+                began, ended = float(clock[0]), float(clock[1])
+                self._legs.append((began - attempt.sent_wall, time.time() - ended))
 
     @property
     def hosts(self) -> dict[str, HostInfo]:
@@ -461,6 +476,7 @@ class RayBackend(SandboxBackend):
             finally:
                 host.in_flight -= 1
             host.served += 1
+            self._legs_of(record, attempt)
             self._dispatched(
                 host, time.perf_counter() - attempt.sent_at - float(record.get("host_s", 0.0))
             )
@@ -486,7 +502,7 @@ class RayBackend(SandboxBackend):
         import ray  # noqa: PLC0415
 
         args = (self._id, profile_json, call.payload, call.deadline_s, call.workspace)
-        attempt.sent_at = time.perf_counter()
+        attempt.sent_at, attempt.sent_wall = time.perf_counter(), time.time()
         if call.repeatable and call.live_mode != LIVE_STREAM:
             return await self._returned(host, call, args)
         # A call that may not run twice asks for a back-pressure of one item: the
@@ -686,6 +702,8 @@ class _Attempt:
     on the call may have run."""
     sent_at: float = 0.0
     """When the task was sent (``time.perf_counter``)."""
+    sent_wall: float = 0.0
+    """The same by the wall clock (``time.time``), to compare with the host's."""
 
 
 def _live_mode(request: ExecRequest) -> int:

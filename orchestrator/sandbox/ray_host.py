@@ -390,7 +390,7 @@ class SandboxHost:
 
         The container is destroyed whatever happens, cancellation included.
         """
-        started = time.monotonic()
+        started, began_at = time.monotonic(), time.time()
         self._renew(orchestrator)
         self._in_flight += 1
         try:
@@ -443,6 +443,9 @@ class SandboxHost:
                 yield "live", "", relay.take_live()
                 waited += time.monotonic() - paused
             record["host_s"] = time.monotonic() - started - waited
+            # Wall clock when the host began and ended: with the orchestrator's own
+            # (one machine, or synchronised clocks) Ray's time splits into its legs.
+            record["clock"] = [began_at, time.time()]
             yield "end", json.dumps(record), bytes(relay.reply)
         finally:
             self._in_flight -= 1
