@@ -34,6 +34,7 @@ import json
 import os
 import statistics
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,9 @@ class ScriptedHost:
         self._lock: asyncio.Lock | None = None
         self._served = 0
 
-    async def register(self, images: list[str], orchestrator: str, lease_s: float) -> str:
+    async def register(
+        self, images: list[str], orchestrator: str, lease_s: float, *, fresh: bool = False
+    ) -> str:
         return await self.describe()
 
     async def describe(self, orchestrator: str = "") -> str:
@@ -149,9 +152,10 @@ _PROBE_REPLY = b"".join(
 )
 
 
-async def _transport(cluster: RayCluster, rounds: int) -> dict[str, list[float]]:
+async def _transport(cluster: RayCluster, rounds: int, pause_s: float) -> dict[str, list[float]]:
     """Interleaved in one run (the order turns each round): the round trip to a probe actor
-    on the second node with each protocol; the payload is a trivial call's (~300 bytes)."""
+    on the second node with each protocol; the payload is a trivial call's (~300 bytes).
+    One more variant waits ``pause_s`` first (idle, as (b)'s calls are between calls)."""
     import ray  # noqa: PLC0415 - only once the token is in the environment
 
     node = cluster.nodes[1].name
@@ -178,13 +182,16 @@ async def _transport(cluster: RayCluster, rounds: int) -> dict[str, list[float]]
         "streaming, back-pressure 1 (egress)": lambda: drain(streamed),
         "streaming, no back-pressure (listener)": lambda: drain(unpaced),
     }
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
+    idle = f"one return value after {pause_s:g} s idle"
+    names = [*variants, idle]
+    times: dict[str, list[float]] = {name: [] for name in names}
     for index in range(rounds + 10):
         order = names[index % len(names) :] + names[: index % len(names)]
         for name in order:
+            if name == idle:
+                await asyncio.sleep(pause_s)
             began = time.perf_counter()
-            await variants[name]()
+            await variants.get(name, plain)()
             if index >= 10:  # the first rounds warm up
                 times[name].append(time.perf_counter() - began)
     ray.kill(probe)
@@ -253,7 +260,7 @@ async def _measure(
         print(f"{name:<34}{p50:>9.2f}{p99:>9.2f}")
     print(f"calls served per host: {hosts}", flush=True)
     _kill_hosts(cluster)  # the probe and the scripted hosts take the nodes' host resources
-    transport = await _transport(cluster, calls * 2)
+    transport = await _transport(cluster, calls * 2, pause_s)
     print(f"(e) Ray's transport alone, probe actor on the second node, {calls * 2} rounds each,"
           " interleaved:")  # fmt: skip
     for name, values in transport.items():
@@ -312,9 +319,17 @@ def main() -> None:
             # Joined before anything else touches Ray: an actor created first
             # would start a local Ray instead, which looks for an address of its own.
             ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
-            asyncio.run(
-                _measure(cluster, args.calls, scaling_only=args.scaling_only, pause_s=args.pause)
-            )
+            try:
+                asyncio.run(
+                    _measure(
+                        cluster, args.calls, scaling_only=args.scaling_only, pause_s=args.pause
+                    )
+                )
+            except BaseException:
+                # Now: once the cluster is down, Ray's core ends this process (GCS gone)
+                # before the traceback would be printed.
+                traceback.print_exc()
+                raise
             ray.shutdown()
     finally:
         cluster.down()
