@@ -29,7 +29,7 @@ def _slot() -> int:
 
 @pytest.fixture(scope="session")
 def cluster(images: ImageBuilder) -> Iterator[RayCluster]:
-    """The cluster, formed once; the driver (this process) runs in the head's namespace."""
+    """The cluster, formed once for the session (each test enters the head's namespace)."""
     if os.geteuid() != 0 or not shutil.which("nsenter"):
         pytest.fail("the cluster tests need root and nsenter (network namespaces)")
     # Built now: the checkout's inputs may have changed since the session's images were.
@@ -42,8 +42,8 @@ def cluster(images: ImageBuilder) -> Iterator[RayCluster]:
     saved = {key: os.environ.get(key) for key in made.environment()}
     os.environ.update(made.environment())  # the driver's token, before Ray is imported
     try:
+        yield made
         with made.enter():
-            yield made
             import ray
 
             ray.shutdown()
@@ -64,3 +64,18 @@ def second_engine(cluster: RayCluster) -> Iterator[docker.DockerClient]:
     client = docker.DockerClient(base_url=cluster.nodes[1].docker_host)
     yield client
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def _in_the_heads_namespace(cluster: RayCluster) -> Iterator[None]:
+    """Run each cluster test (the Ray driver) in the head's namespace, and only those.
+
+    Entered per test, not for the session: the tests that run after these must
+    find the machine's own network (the image tests reach PyPI and Debian's
+    mirror), and an engine a later test restarts must not start inside a
+    namespace this module's teardown empties.
+    """
+    before = os.stat("/proc/thread-self/ns/net").st_ino
+    with cluster.enter():
+        yield
+    assert os.stat("/proc/thread-self/ns/net").st_ino == before
