@@ -271,6 +271,12 @@ class RayCluster:
         # The node's host actor reaches the node's engine through DOCKER_HOST; `env`
         # adds the variables to this process's environment for the child.
         extra = {**self.environment(), "DOCKER_HOST": node.docker_host}
+        # The node's temporary files (its host's egress gates among them) under the
+        # cluster's root, which teardown removes: a node killed with SIGKILL never
+        # removes its own, and they would outlive the cluster in /tmp.
+        scratch = self.root / f"{node.name}-tmp"
+        scratch.mkdir(parents=True, exist_ok=True)
+        extra["TMPDIR"] = str(scratch)
         if head:
             # A node that stops answering is declared dead after ~3 s, not ~30 s.
             extra |= {
