@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import Field
 
 from orchestrator.sandbox.execution import ExecResult, ExecStatus
 from orchestrator.sandbox.workspace import WorkspaceChanges
 from orchestrator.strict import StrictModel
+
+if TYPE_CHECKING:
+    from orchestrator.sandbox.live import LiveDecoder
 
 __all__ = [
     "HEADER_LIMIT",
@@ -18,6 +21,7 @@ __all__ = [
     "read_reply",
     "replied",
     "status_of",
+    "with_printed",
     "workspace_follows",
 ]
 
@@ -146,4 +150,18 @@ def replied(
         files_rejected=changes.rejected,
         outputs=changes.outputs,
         **fields,
+    )
+
+
+def with_printed(failed: ExecResult, live: LiveDecoder | None) -> ExecResult:
+    """``failed`` with what streamed live as its output (head and tail), if anything did.
+
+    For a call ended without a reply (a deadline, an OOM kill, a lost host): what
+    it printed is all there is to show, whichever backend ran it.
+    """
+    if live is None or not live.total:
+        return failed
+    printed, cut = live.printed()
+    return failed.model_copy(
+        update={"stdout": printed, "truncated": cut, "stdout_bytes": live.total}
     )

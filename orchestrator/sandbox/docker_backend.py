@@ -21,7 +21,7 @@ from orchestrator.metrics import Metrics, PoolSize
 from orchestrator.sandbox._archive import SafeWorkspace
 from orchestrator.sandbox._container import POOL_IDLE_S, ContainerFactory, SandboxContainer
 from orchestrator.sandbox._egress_gate import MOUNT_POINT, SOCKET_NAME, EgressGates
-from orchestrator.sandbox._report import read_reply, replied, workspace_follows
+from orchestrator.sandbox._report import read_reply, replied, with_printed, workspace_follows
 from orchestrator.sandbox._wire import (
     EGRESS_SOCKET_ENV,
     MODE_EXEC,
@@ -445,7 +445,7 @@ class DockerBackend(SandboxBackend):
         # engine flagging it: a SIGKILL (137) there is the memory limit.
         if state.get("OOMKilled") or killed:
             limit = f"limit {container.profile.memory_mb} MiB"
-            return self._printed(
+            return with_printed(
                 self._failed(
                     base,
                     started,
@@ -487,17 +487,7 @@ class DockerBackend(SandboxBackend):
             ExecStatus.TIMEOUT,
             f"the call ran past its deadline of {timeout:g} s and was killed",
         )
-        return cls._printed(failed, live)
-
-    @staticmethod
-    def _printed(failed: ExecResult, live: LiveDecoder | None) -> ExecResult:
-        """``failed`` with what streamed live as its output (head and tail), if anything did."""
-        if live is None or not live.total:
-            return failed
-        printed, cut = live.printed()
-        return failed.model_copy(
-            update={"stdout": printed, "truncated": cut, "stdout_bytes": live.total}
-        )
+        return with_printed(failed, live)
 
     @staticmethod
     def _failed(

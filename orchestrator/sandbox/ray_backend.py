@@ -47,7 +47,7 @@ import pydantic
 from orchestrator.errors import ConfigError, ErrorCode, InfrastructureError
 from orchestrator.metrics import HostSample, Metrics
 from orchestrator.sandbox._egress_gate import MOUNT_POINT, SOCKET_NAME
-from orchestrator.sandbox._report import read_reply, replied, workspace_follows
+from orchestrator.sandbox._report import read_reply, replied, with_printed, workspace_follows
 from orchestrator.sandbox._wire import (
     EGRESS_SOCKET_ENV,
     MODE_EXEC,
@@ -590,7 +590,7 @@ class RayBackend(SandboxBackend):
             )
         ended = record.get("ended")
         if ended == "timeout":
-            return _printed(
+            return with_printed(
                 _failed(
                     profile,
                     base,
@@ -748,16 +748,6 @@ def _effects_unknown(host: str, why: str) -> InfrastructureError:
     )
 
 
-def _printed(failed: ExecResult, live: LiveDecoder | None) -> ExecResult:
-    """``failed`` with what streamed live as its output (head and tail), if anything did."""
-    if live is None or not live.total:
-        return failed
-    printed, cut = live.printed()
-    return failed.model_copy(
-        update={"stdout": printed, "truncated": cut, "stdout_bytes": live.total}
-    )
-
-
 def _died(
     profile: SandboxProfile,
     base: dict[str, Any],
@@ -775,7 +765,7 @@ def _died(
             retryable=True,
         )
     if state.get("OOMKilled") or killed:
-        return _printed(
+        return with_printed(
             _failed(
                 profile,
                 base,
