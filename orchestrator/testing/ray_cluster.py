@@ -108,6 +108,22 @@ class RayCluster:
     def head_netns(self) -> str:
         return f"{self.prefix}1"
 
+    def write_config(
+        self, directory: Path, *, address: str | None = None, top: str = "", sandbox: str = ""
+    ) -> Path:
+        """A ``stockade.yaml`` in ``directory`` that runs sandboxes on this cluster.
+
+        Its state directory is ``directory/state``. ``address`` replaces the
+        cluster's (to point at something that does not answer); ``top`` adds
+        top-level lines, ``sandbox`` lines under ``sandbox:`` (two-space indented).
+        """
+        path = directory / "stockade.yaml"
+        path.write_text(
+            f"state_dir: {directory / 'state'}\n{top}"
+            f"sandbox:\n  engine: ray\n  ray:\n    address: {address or self.address}\n{sandbox}"
+        )
+        return path
+
     def environment(self) -> dict[str, str]:
         """What every Ray process (nodes and drivers) needs in its environment."""
         return {

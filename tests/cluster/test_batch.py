@@ -74,13 +74,11 @@ async def test_a_batch_of_50_runs_completes_over_both_hosts(
     results = BatchResultsFile(tmp_path / "batch.results.jsonl")
     # Started from this thread: its socket is in the head's namespace, with the driver.
     with ScriptedModelServer(handler=write_model) as server:
-        config = tmp_path / "stockade.yaml"
-        config.write_text(
-            f"state_dir: {tmp_path / 'state'}\n"
-            "toolkits: [toolkits.files]\n"
-            + f"sandbox: {{engine: ray, ray: {{address: '{cluster.address}'}}, "
-            "profiles: {default: {pool_size: 2}}}\n"
-            + f"model: {{base_url: '{server.base_url}', name: test-model, timeout_s: 30}}\n"
+        config = cluster.write_config(
+            tmp_path,
+            top="toolkits: [toolkits.files]\n"
+            f"model: {{base_url: '{server.base_url}', name: test-model, timeout_s: 30}}\n",
+            sandbox="  profiles: {default: {pool_size: 2}}\n",
         )
         async with Platform.open(load_config(config, environ={})) as platform:
             backend = platform.sandbox

@@ -39,16 +39,14 @@ PROFILE = SandboxProfile(name="hosts-test", pool_size=1, timeout_s=20)
 HOSTS = {"host-a", "host-b"}
 
 
-def _config(tmp_path: Path, address: str) -> Path:
+def _config(cluster: RayCluster, tmp_path: Path, address: str | None = None) -> Path:
     """A configuration whose profiles use only the image both engines have."""
-    path = tmp_path / "stockade.yaml"
-    path.write_text(
-        f"state_dir: {tmp_path / 'state'}\n"
-        f"sandbox:\n  engine: ray\n  ray:\n    address: {address}\n"
-        f"  profiles:\n    default: {{image: {DEFAULT_IMAGE}, pool_size: 1}}\n"
-        f"    http: {{image: {DEFAULT_IMAGE}, pool_size: 1}}\n"
+    return cluster.write_config(
+        tmp_path,
+        address=address,
+        sandbox=f"  profiles:\n    default: {{image: {DEFAULT_IMAGE}, pool_size: 1}}\n"
+        f"    http: {{image: {DEFAULT_IMAGE}, pool_size: 1}}\n",
     )
-    return path
 
 
 def _stockade(
@@ -107,9 +105,7 @@ async def test_stockade_hosts_lists_both_hosts_with_their_fields(
     cluster: RayCluster, backend: RayBackend, tmp_path: Path
 ) -> None:
     assert set(backend.hosts) == HOSTS
-    done = _stockade(
-        cluster, "hosts", "--json", "--config", str(_config(tmp_path, cluster.address))
-    )
+    done = _stockade(cluster, "hosts", "--json", "--config", str(_config(cluster, tmp_path)))
     assert done.returncode == 0, done.stderr
     listed = {host["name"]: host for host in _json(done)}
     assert set(listed) == HOSTS
@@ -124,7 +120,7 @@ async def test_stockade_hosts_lists_both_hosts_with_their_fields(
         assert isinstance(host["in_flight"], int) and isinstance(host["served"], int)
         assert host["token_auth"] is True
         assert "last_error" in host
-    table = _stockade(cluster, "hosts", "--config", str(_config(tmp_path, cluster.address)))
+    table = _stockade(cluster, "hosts", "--config", str(_config(cluster, tmp_path)))
     assert table.returncode == 0, table.stderr
     assert "host-a" in table.stdout and "host-b" in table.stdout and "IN FLIGHT" in table.stdout
 
@@ -132,7 +128,7 @@ async def test_stockade_hosts_lists_both_hosts_with_their_fields(
 async def test_a_drained_host_gets_no_new_calls_until_undrained(
     cluster: RayCluster, backend: RayBackend, tmp_path: Path
 ) -> None:
-    config = str(_config(tmp_path, cluster.address))
+    config = str(_config(cluster, tmp_path))
     try:
         drained = _stockade(cluster, "hosts", "drain", "host-b", "--json", "--config", config)
         assert drained.returncode == 0, drained.stderr
@@ -161,7 +157,7 @@ async def test_a_drained_host_gets_no_new_calls_until_undrained(
 async def test_draining_an_unknown_host_names_the_live_ones(
     cluster: RayCluster, tmp_path: Path
 ) -> None:
-    config = str(_config(tmp_path, cluster.address))
+    config = str(_config(cluster, tmp_path))
     done = _stockade(cluster, "hosts", "drain", "host-z", "--config", config)
     assert done.returncode == 2
     assert "no live sandbox host named 'host-z'" in done.stderr
@@ -172,7 +168,7 @@ async def test_hosts_of_an_unreachable_cluster_is_a_clear_error(
     cluster: RayCluster, tmp_path: Path
 ) -> None:
     head = cluster.nodes[0].address  # its own address, a closed port: inside the namespace
-    done = _stockade(cluster, "hosts", "--config", str(_config(tmp_path, f"{head}:1")))
+    done = _stockade(cluster, "hosts", "--config", str(_config(cluster, tmp_path, f"{head}:1")))
     assert done.returncode == 1
     assert f"the Ray cluster at {head}:1 does not answer" in done.stderr
     assert "stockade doctor" in done.stderr and "Traceback" not in done.stderr
@@ -219,9 +215,7 @@ async def test_metrics_carry_the_operators_host_names(
 
 
 async def test_doctor_passes_on_the_cluster(cluster: RayCluster, tmp_path: Path) -> None:
-    done = _stockade(
-        cluster, "doctor", "--json", "--config", str(_config(tmp_path, cluster.address))
-    )
+    done = _stockade(cluster, "doctor", "--json", "--config", str(_config(cluster, tmp_path)))
     checks = {check["name"]: check for check in _json(done)}
     failed = {name: check for name, check in checks.items() if check["outcome"] != "ok"}
     assert done.returncode == 0 and not failed, failed
@@ -244,7 +238,9 @@ async def test_doctor_fails_a_bad_address_and_a_driver_without_the_token(
 ) -> None:
     # The head's own address, a closed port: refused at once, inside the namespace.
     head = cluster.nodes[0].address
-    done = _stockade(cluster, "doctor", "--json", "--config", str(_config(tmp_path, f"{head}:1")))
+    done = _stockade(
+        cluster, "doctor", "--json", "--config", str(_config(cluster, tmp_path, f"{head}:1"))
+    )
     assert done.returncode == 1
     checks = {check["name"]: check for check in _json(done)}
     reach = checks["cluster address reachable"]
@@ -259,7 +255,7 @@ async def test_doctor_fails_a_bad_address_and_a_driver_without_the_token(
         "doctor",
         "--json",
         "--config",
-        str(_config(tmp_path, cluster.address)),
+        str(_config(cluster, tmp_path)),
         environ=open_env,
     )
     assert done.returncode == 1
@@ -272,11 +268,7 @@ async def test_doctor_names_the_fix_of_a_host_that_lacks_an_image(
     cluster: RayCluster, tmp_path: Path
 ) -> None:
     """The built-in profiles use the tools image, which the second engine does not have."""
-    config = tmp_path / "stockade.yaml"
-    config.write_text(
-        f"state_dir: {tmp_path / 'state'}\n"
-        f"sandbox:\n  engine: ray\n  ray:\n    address: {cluster.address}\n"
-    )
+    config = cluster.write_config(tmp_path)
     done = _stockade(cluster, "doctor", "--json", "--config", str(config))
     assert done.returncode == 1
     checks = {check["name"]: check for check in _json(done)}

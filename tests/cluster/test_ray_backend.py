@@ -275,11 +275,7 @@ async def test_the_platform_runs_tool_calls_on_the_cluster(
     cluster: RayCluster, tmp_path: Path
 ) -> None:
     """sandbox.engine: ray in stockade.yaml: a gateway call runs on a host, audited."""
-    config = tmp_path / "stockade.yaml"
-    config.write_text(
-        f"state_dir: {tmp_path / 'state'}\n"
-        f"sandbox:\n  engine: ray\n  ray:\n    address: {cluster.address}\n"
-    )
+    config = cluster.write_config(tmp_path)
     async with Platform.open(load_config(config, environ={}), pools=False) as platform:
         backend = platform.sandbox
         assert isinstance(backend, RayBackend)
@@ -298,11 +294,7 @@ async def test_live_output_from_a_host_reaches_the_gateways_listener(
     cluster: RayCluster, tmp_path: Path
 ) -> None:
     """Gateway.call(on_output=) with the ray engine: python.run's lines come while it runs."""
-    config = tmp_path / "stockade.yaml"
-    config.write_text(
-        f"state_dir: {tmp_path / 'state'}\n"
-        f"sandbox:\n  engine: ray\n  ray:\n    address: {cluster.address}\n"
-    )
+    config = cluster.write_config(tmp_path)
     seen: list[tuple[float, OutputChunk]] = []
     code = "import time\nfor i in range(3):\n    print(f'tick {i}', flush=True)\n    time.sleep(1)"
     async with Platform.open(load_config(config, environ={}), pools=False) as platform:
@@ -325,11 +317,10 @@ async def test_a_tool_call_killed_on_a_host_at_its_deadline_returns_what_it_prin
 ) -> None:
     """The host keeps a tool call's live frames (streams them to a listener): the result of a
     call killed at its deadline holds what it printed, with a listener and without."""
-    config = tmp_path / "stockade.yaml"
-    config.write_text(
-        f"state_dir: {tmp_path / 'state'}\ntoolkits: [toolkits.python]\n"
-        f"sandbox:\n  engine: ray\n  ray:\n    address: {cluster.address}\n"
-        "  profiles:\n    default: {pool_size: 1, timeout_s: 4}\n"
+    config = cluster.write_config(
+        tmp_path,
+        top="toolkits: [toolkits.python]\n",
+        sandbox="  profiles:\n    default: {pool_size: 1, timeout_s: 4}\n",
     )
     code = "import time\nfor i in range(1000):\n    print(f'step {i}', flush=True)\n    time.sleep(0.2)"
     # The snippet's own deadline is past the sandbox's: the host's deadline kills it.

@@ -119,11 +119,7 @@ async def test_a_killed_orchestrator_restarted_removes_its_containers_on_every_h
 
 def _hosts_table(cluster: RayCluster, tmp_path: Path) -> str:
     """``stockade hosts`` as an operator runs it: a separate driver in the head's namespace."""
-    config = tmp_path / "stockade.yaml"
-    config.write_text(
-        f"state_dir: {tmp_path / 'state'}\n"
-        f"sandbox:\n  engine: ray\n  ray:\n    address: {cluster.address}\n"
-    )
+    config = cluster.write_config(tmp_path)
     done = subprocess.run(
         ["nsenter", f"--net=/run/netns/{cluster.head_netns}", sys.executable, "-m",
          "orchestrator", "hosts", "--config", str(config)],
