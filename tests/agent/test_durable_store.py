@@ -47,6 +47,15 @@ def _rows(path: Path, run_id: str) -> list[tuple[int, str]]:
         ).fetchall()
 
 
+async def _landed(store: RunStore, run_id: str, timeout_s: float = 10.0) -> RunState:
+    """The run's first checkpoint, once it is committed."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while (state := store.load(run_id)) is None:
+        assert asyncio.get_running_loop().time() < deadline, f"no checkpoint of {run_id}"
+        await asyncio.sleep(0.02)
+    return state
+
+
 def test_a_step_appends_its_new_messages_and_a_rewrite_writes_them_all(tmp_path: Path) -> None:
     store = RunStore(tmp_path / RUNS_DB)
     holder = new_holder()
@@ -151,7 +160,9 @@ async def test_a_run_whose_lease_is_taken_stops_and_writes_nothing_more(setup: S
         await asyncio.to_thread(setup.server.wait_for_requests, 1)
         path = setup.home / RUNS_DB
         store = RunStore(path)
-        before = store.load("r-taken")
+        # The planning checkpoint is written in the background, maybe after the
+        # model was asked: the state to compare with is the one that landed.
+        before = await _landed(store, "r-taken")
         # Another process takes the run over (as after an expiry it would).
         with sqlite3.connect(path) as db:
             db.execute("UPDATE leases SET holder = 'someone-else#1' WHERE run_id = 'r-taken'")
