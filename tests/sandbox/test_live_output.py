@@ -86,6 +86,17 @@ class Recorder:
 LINES = "import time\nfor i in range(6):\n    print(f'line {i}')\n    time.sleep(0.3)\n"
 
 
+def assert_spread(times: list[float]) -> None:
+    """The lines of LINES (printed 0.3 s apart) came one by one, as they were printed.
+
+    Judged on the median gap and the whole span, not on every gap: on a loaded
+    machine one line may be late and arrive with the next (what CI saw).
+    """
+    gaps = sorted(later - earlier for earlier, later in itertools.pairwise(times))
+    assert gaps[len(gaps) // 2] > 0.15, gaps
+    assert times[-1] - times[0] > 0.9, gaps
+
+
 async def test_a_listener_sees_each_line_while_the_call_runs(gateway: Gateway) -> None:
     recorder = Recorder()
     result = await gateway.call(python(LINES), on_output=recorder)
@@ -98,8 +109,7 @@ async def test_a_listener_sees_each_line_while_the_call_runs(gateway: Gateway) -
     assert len(times) == 6, recorder.text()
     # In order, one by one, about 0.3 s apart, and all before the call returned.
     assert times == sorted(times)
-    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-    assert all(gap > 0.15 for gap in gaps), gaps
+    assert_spread(times)
     assert returned - times[0] > 1.2, "the first line came before the snippet ended"
     # One result per call for the model; the stream is separate.
     assert "line 5" in recorder.text()
@@ -116,8 +126,7 @@ async def test_under_gvisor_a_listener_sees_each_line_while_the_call_runs(
     assert result.status is ToolStatus.OK, result
     times = recorder.line_times([f"line {i}" for i in range(6)])
     assert len(times) == 6, recorder.text()
-    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-    assert all(gap > 0.15 for gap in gaps), gaps
+    assert_spread(times)
     assert returned - times[0] > 1.2, "the first line came before the snippet ended"
 
 
