@@ -116,6 +116,8 @@ class AuditRecord(BaseModel):
     """The sandbox profile the call ran in."""
     image_digest: str | None = None
     """The image the sandbox ran."""
+    host: str | None = None
+    """The sandbox host that ran the call (``sandbox.engine: ray``; the last attempt's)."""
     status: str | None = None
     """The call's outcome, e.g. ``ok``, ``error``, ``timeout``, ``denied``."""
     exit_code: int | None = None

@@ -101,6 +101,7 @@ def _entry_lines(entry: CallEntry) -> list[str]:
         lines.append(
             f"  seq {outcome['seq']}  {outcome.get('ts', '')}  outcome: "
             f"{outcome.get('status')} in {outcome.get('duration_s', 0):.3f} s"
+            + (f" on host {outcome['host']}" if outcome.get("host") else "")
             + (f": {outcome['error']}" if outcome.get("error") else "")
         )
     return lines

@@ -577,6 +577,7 @@ class Gateway:
             intents=trace.intents,
             sandbox_profile=trace.profile,
             image_digest=result.image_digest,
+            host=result.host,
             status=result.status.value,
             exit_code=result.exit_code,
             duration_s=round(elapsed, 6),

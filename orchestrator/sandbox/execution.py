@@ -117,6 +117,9 @@ class ExecResult(StrictModel):
     """The (now destroyed) container, for correlating with engine logs."""
     from_pool: bool
     """True when a warm container served the call, False for a fresh one."""
+    host: str | None = None
+    """The sandbox host that ran the call, by the operator's name for it
+    (``sandbox.engine: ray``); None on the orchestrator's own engine."""
     message: str = ""
     """Why the call did not succeed, in words a model can read."""
     files_changed: tuple[str, ...] = ()

@@ -493,6 +493,8 @@ class RayBackend(SandboxBackend):
                     op=_OP,
                     retryable=bool(record.get("retryable", False)),
                 )
+            # Which host served it is ours to say, not the host's (for the audit record).
+            record["host"] = host.name
             return record, reply
 
     async def _on_host(
@@ -578,6 +580,7 @@ class RayBackend(SandboxBackend):
             "image_digest": str(record.get("image_digest", "")),
             "container_id": str(record.get("container_id", "")),
             "from_pool": bool(record.get("from_pool", False)),
+            "host": record.get("host"),
         }
         try:
             # The host's report of the proxy's connections: checked as any hostile record.
@@ -804,6 +807,7 @@ def _failed(
         image_digest=str(base.get("image_digest", "")),
         container_id=str(base.get("container_id", "")),
         from_pool=bool(base.get("from_pool", False)),
+        host=base.get("host"),
         profile=profile.name,
         runtime=profile.runtime,
     )

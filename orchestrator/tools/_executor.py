@@ -72,6 +72,7 @@ def tool_result(call: ToolCall, result: ExecResult) -> ToolResult:
         "duration_s": result.duration_s,
         "files_changed": result.files_changed,
         "image_digest": result.image_digest,
+        "host": result.host,
         "truncated": result.truncated,
         "egress": result.egress,
     }

@@ -71,6 +71,8 @@ class ToolResult(StrictModel):
     """Workspace paths the call added, modified or deleted."""
     image_digest: str | None = None
     """Digest of the image the tool ran in."""
+    host: str | None = None
+    """The sandbox host that ran the tool (``sandbox.engine: ray``), None on the local engine."""
     retry_after_s: float | None = None
     """For ``rate_limited``: when trying again can succeed."""
     egress: tuple[EgressConnection, ...] = ()

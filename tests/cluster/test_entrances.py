@@ -26,10 +26,12 @@ from typing import Any
 
 import httpx2
 import pytest
+from click.testing import CliRunner
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from server.conftest import POLICY, issue_tokens, serve  # the server tests' helpers
 
+from orchestrator.cli import cli
 from orchestrator.config import StockadeConfig
 from orchestrator.sandbox.hosts import connect, list_hosts
 from orchestrator.sandbox.images import ImageBuilder
@@ -136,7 +138,10 @@ async def test_cli_api_and_mcp_calls_run_on_the_hosts_and_are_audited(
             "everything-else",
         ), record
         assert record["image_digest"].startswith("sha256:"), record  # a real container
+        assert record["host"] == "host-a", record  # the one host with the tools image
     assert sum(1 for r in calls if r["principal"] == "alice") == 2  # the API and MCP
+    timeline = CliRunner().invoke(cli, ["audit", "timeline", str(config.audit_path)])
+    assert timeline.output.count("on host host-a") == 3, timeline.output
     assert any(r["call_id"] == "api-1" for r in calls), calls
     # Both orchestrators kept their id on the hosts in the state directory, one after
     # the other in the same slot (a restart there would sweep that id's leftovers).

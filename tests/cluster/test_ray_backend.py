@@ -89,6 +89,9 @@ async def test_calls_land_on_both_hosts(
         served = {name: host.served for name, host in backend.hosts.items()}
         assert served["host-a"] > 0 and served["host-b"] > 0, served
         assert served["host-a"] + served["host-b"] == 12
+        # Each result names the host that ran it, as the hosts counted them.
+        named = {name: sum(r.host == name for r in results) for name in served}
+        assert named == served, (named, served)
     finally:
         await backend.close()
     await _until_none_of([docker_client, second_engine], backend)

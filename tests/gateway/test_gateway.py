@@ -50,6 +50,7 @@ async def test_an_allowed_call_runs_once_and_is_recorded_in_full(harness: Build)
     assert record["rate_limit"] == {"allowed": True}
     assert record["sandbox_profile"] == "default"
     assert record["image_digest"] == "sha256:" + "0" * 64
+    assert "host" not in record, "no sandbox host named on the local engine"
     assert (record["status"], record["exit_code"], record["retries"]) == ("ok", 0, 0)
     assert record["output_bytes"] == len('{"content": "hello"}')
     assert record["duration_s"] >= 0

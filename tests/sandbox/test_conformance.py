@@ -30,6 +30,7 @@ async def test_runs_a_command_with_exit_code_and_streams(
     assert not result.truncated
     assert result.image_digest.startswith("sha256:")
     assert result.runtime == profile.runtime
+    assert result.host is None, "the local engine is no named sandbox host"
 
 
 async def test_ok_and_stdin(backend: DockerBackend, profile: SandboxProfile) -> None:
