@@ -31,6 +31,7 @@ import docker
 
 from orchestrator.config import builtin_profiles
 from orchestrator.sandbox._container import ContainerFactory
+from orchestrator.sandbox._egress_gate import EgressGates
 from orchestrator.sandbox.images import TOOLS_IMAGE, ImageBuilder
 from orchestrator.sandbox.profile import SandboxProfile
 
@@ -61,7 +62,8 @@ async def main() -> None:
     ids = {name: str(client.images.get(tag).id) for name, tag in images.items()}
     profiles = builtin_profiles(args.runtime)
     executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bench")
-    factory = ContainerFactory(client, executor, backend="host-start-bench")
+    gates = EgressGates()  # the http profile's containers get egress gates
+    factory = ContainerFactory(client, executor, gates, backend="host-start-bench")
     print(f"load average at the start {os.getloadavg()[0]:.2f}; images {images}", flush=True)
     samples: dict[tuple[str, str], list[float]] = {}
     for round_ in range(args.launches):
@@ -74,6 +76,7 @@ async def main() -> None:
                     profile = profile.model_copy(update={"python_preload": None})
                 took = await launch_time(factory, profile, images[which], ids[which])
                 samples.setdefault((name, which), []).append(took)
+    await gates.close()
     executor.shutdown()
     client.close()
     print(f"\n| profile ({args.runtime}) | image | launches | p50 ms | p95 ms |")

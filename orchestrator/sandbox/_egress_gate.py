@@ -24,6 +24,7 @@ from pathlib import Path
 
 from orchestrator.metrics import SandboxMetrics
 from orchestrator.sandbox._egress_tls import Interception
+from orchestrator.sandbox._gate_directory import GateDirectory
 from orchestrator.sandbox.credentials import Credential
 from orchestrator.sandbox.egress import (
     Connector,
@@ -73,7 +74,7 @@ class EgressGate:
 
 
 class EgressGates:
-    """Opens a gate per container under one root directory."""
+    """Opens a gate per container, in a directory of its own (see :class:`GateDirectory`)."""
 
     def __init__(
         self,
@@ -84,18 +85,27 @@ class EgressGates:
         metrics: SandboxMetrics | None = None,
         interception: Interception | None = None,
     ) -> None:
-        """``interception`` (the deployment CA, the profiles it serves, the upstream TLS)
-        lets the proxies add credentials; without it, every CONNECT is a tunnel."""
-        self._root = root
+        """``root``: where the gates' directory is made (default: the system's temporary
+        directory). ``interception`` (the deployment CA, the profiles it serves, the
+        upstream TLS) lets the proxies add credentials; without it, every CONNECT is a
+        tunnel."""
+        self._directory = GateDirectory(root)
         self._resolver = resolver
         self._connector = connector
         self._metrics = metrics
         self._interception = interception
 
+    async def prepare(self) -> None:
+        """Make the gates' directory now, not at the first gate (sweeping, under its root,
+        what owners killed before left)."""
+        await asyncio.to_thread(self._directory.path)
+
     async def close(self) -> None:
-        """Close the upstream connections kept for credentialed requests."""
+        """Close the upstream connections kept for credentialed requests, and remove the
+        gates' directory (call it once no container uses a gate any more)."""
         if self._interception is not None:
             await self._interception.pool.close()
+        await asyncio.to_thread(self._directory.remove)
 
     def _ca_files(self, directory: Path, profile: str) -> dict[str, str]:
         """Write the CA files into a gate's directory; the variables that point at them."""
@@ -117,7 +127,8 @@ class EgressGates:
 
     async def open(self, policy: EgressPolicy, *, profile: str = "") -> EgressGate:
         """A socket directory with a proxy listening in it; ``profile`` labels its metrics."""
-        directory = Path(tempfile.mkdtemp(prefix="stockade-egress-", dir=self._root))
+        parent = await asyncio.to_thread(self._directory.path)
+        directory = Path(tempfile.mkdtemp(prefix="gate-", dir=parent))
         # The sandbox user must reach the socket; nothing else lives here.
         await asyncio.to_thread(directory.chmod, 0o755)
         events: list[EgressConnection] = []

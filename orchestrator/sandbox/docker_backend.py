@@ -100,11 +100,16 @@ class DockerBackend(SandboxBackend):
         self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="docker")
         # Labels this backend's containers, so it can sweep exactly its own.
         self._id = uuid.uuid4().hex
+        # Closed with the backend: their upstream pool, and their directory.
+        self._egress_gates = egress_gates or EgressGates(metrics=self._metrics.sandbox)
         self._factory = ContainerFactory(
-            client, self._executor, egress_gates, metrics=self._metrics.sandbox, backend=self._id
+            client,
+            self._executor,
+            self._egress_gates,
+            metrics=self._metrics.sandbox,
+            backend=self._id,
         )
         self._stop_watching = self._metrics.sandbox.watch_pools(self._pool_sizes)
-        self._egress_gates = egress_gates  # closed with the backend (their upstream pool)
         self._max_starting = max_starting
         self._reap_on_start = reap_on_start
         self._pools: dict[str, _ProfilePool] = {}
@@ -517,12 +522,12 @@ class DockerBackend(SandboxBackend):
                 await self._janitor
         self._stop_watching()
         await asyncio.gather(*(entry.pool.close() for entry in self._pools.values()))
-        if self._egress_gates is not None:
-            await self._egress_gates.close()
         if self._destroying:
             await asyncio.gather(*self._destroying, return_exceptions=True)
         try:  # one last sweep: failed removals, and starts cut short by an outage
             await self.sweep()
         except InfrastructureError as exc:
             _log.warning("containers of this backend may remain (`stockade cleanup`): %s", exc)
+        # Last: no container holds a gate any more.
+        await self._egress_gates.close()
         self._executor.shutdown(wait=True)

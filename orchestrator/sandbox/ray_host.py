@@ -46,6 +46,7 @@ import pydantic
 
 from orchestrator.errors import InfrastructureError
 from orchestrator.sandbox._container import POOL_IDLE_S, ContainerFactory, SandboxContainer
+from orchestrator.sandbox._egress_gate import EgressGates
 from orchestrator.sandbox._ray_auth import token_authentication
 from orchestrator.sandbox._report import HEADER_LIMIT, RunnerReport, workspace_follows
 from orchestrator.sandbox._wire import (
@@ -115,6 +116,9 @@ class SandboxHost:
         self._pools: dict[tuple[str, str], _Pool] = {}
         self._lock = asyncio.Lock()
         self._factories: dict[str, ContainerFactory] = {}
+        # One directory of egress gates for every orchestrator's containers; a host
+        # killed with its node leaves it, and the next one started here removes it.
+        self._gates = EgressGates()
         self._in_flight = 0
         self._served = 0
         self._last_error = ""
@@ -132,6 +136,13 @@ class SandboxHost:
     async def _blocking(self, func: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
+    async def _prepare_gates(self) -> None:
+        """Once per host: what a host killed here before left of its gates goes now."""
+        try:
+            await self._gates.prepare()
+        except OSError as exc:
+            _log.warning("host %s: cannot make its egress gates' directory: %s", self._name, exc)
+
     async def register(
         self, images: list[str], orchestrator: str, lease_s: float, *, fresh: bool = False
     ) -> str:
@@ -148,6 +159,7 @@ class SandboxHost:
         its id belongs to an earlier life of it (killed, then restarted with
         the same identity) and is removed now, not at the lease's end.
         """
+        await self._prepare_gates()
         if fresh:
             try:
                 removed = await self.release(orchestrator)
@@ -296,7 +308,9 @@ class SandboxHost:
     def _factory(self, orchestrator: str) -> ContainerFactory:
         factory = self._factories.get(orchestrator)
         if factory is None:
-            factory = ContainerFactory(self._client, self._executor, backend=orchestrator)
+            factory = ContainerFactory(
+                self._client, self._executor, self._gates, backend=orchestrator
+            )
             self._factories[orchestrator] = factory
         return factory
 

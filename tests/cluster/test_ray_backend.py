@@ -236,6 +236,9 @@ async def test_a_node_killed_during_calls(
         calls = [asyncio.create_task(call(i)) for i in range(300)]
         while done < 40:
             await asyncio.sleep(0.05)
+        scratch = cluster.root / f"{cluster.nodes[1].name}-tmp"  # the node's TMPDIR
+        killed_gates = set(scratch.glob("stockade-egress-*"))
+        assert killed_gates, "host-b served egress calls: its gates' directory exists"
         await asyncio.to_thread(cluster.kill_node, 1)
         outcomes = await asyncio.wait_for(asyncio.gather(*calls), 240)
         unknown = 0
@@ -259,6 +262,9 @@ async def test_a_node_killed_during_calls(
                 break
             await asyncio.sleep(0.5)
         assert not _lost(backend, "host-b")
+        # The new host removed what the killed one left of its gates, and made its own.
+        now = set(scratch.glob("stockade-egress-*"))
+        assert not now & killed_gates and len(now) == 1, (killed_gates, now)
         for _ in range(120):  # its pool for this orchestrator fills again
             if backend.hosts["host-b"].record.get("ready", {}).get(backend.instance_id):
                 break

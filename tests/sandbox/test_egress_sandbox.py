@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import textwrap
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import docker
 import pytest
@@ -32,17 +33,20 @@ def origin() -> Iterator[int]:
 
 @pytest.fixture
 async def egress_backend(
-    docker_client: docker.DockerClient, images: ImageBuilder, no_leaks: None
+    docker_client: docker.DockerClient, images: ImageBuilder, no_leaks: None, tmp_path: Path
 ) -> AsyncIterator[DockerBackend]:
     resolver = FixedResolver({"private.test": ["10.9.8.7"]})
     connector = LoopbackOnlyConnector()
-    gates = EgressGates(resolver=resolver, connector=connector)
+    gates_root = tmp_path / "gates"
+    gates_root.mkdir()
+    gates = EgressGates(gates_root, resolver=resolver, connector=connector)
     async with DockerBackend(
         docker_client, images=images, reap_on_start=False, egress_gates=gates
     ) as backend:
         yield backend
     assert connector.violations == [], "the proxy tried to connect beyond loopback"
     assert resolver.unknown == [], "the proxy resolved a name it should have refused first"
+    assert list(gates_root.iterdir()) == [], "the closed backend left its gates' directory"
 
 
 FETCH = """
