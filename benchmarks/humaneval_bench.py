@@ -111,6 +111,12 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--pool-size", type=int, default=4)
     parser.add_argument("--limit", type=int, default=0, help="only the first N problems")
+    parser.add_argument(
+        "--no-preload",
+        action="store_true",
+        help="the profile's python_preload empty (the default preloads numpy for data work; "
+        "a deployment that only runs plain Python can drop it)",
+    )
     args = parser.parse_args()
     checks = programs()
     if args.limit:
@@ -125,7 +131,9 @@ async def main() -> None:
             f"sandbox:\n  runtime: {args.runtime}\n"
             # The pool starts as many containers at once as calls arrive at once.
             f"  docker: {{max_starting: {args.concurrency}}}\n"
-            f"  profiles:\n    default: {{pool_size: {args.pool_size}}}\n"
+            f"  profiles:\n    default: {{pool_size: {args.pool_size}"
+            + (", python_preload: []" if args.no_preload else "")
+            + "}\n"
         )
         settings = load_config(config)
         async with Platform.open(settings, warm=True) as platform:
