@@ -460,3 +460,20 @@ def test_secrets_are_checked_against_profiles_and_read_at_start(tmp_path: Path) 
         load_config(from_env, environ={}), environ={"THE_TOKEN": "0123456789"}
     ).for_call("http", None)
     assert credential.value == "0123456789"
+
+
+def test_secrets_on_the_ray_engine_are_refused_at_load(tmp_path: Path) -> None:
+    from orchestrator.config import load_config
+    from orchestrator.errors import ConfigError
+
+    path = tmp_path / "stockade.yaml"
+    path.write_text(
+        "sandbox:\n  engine: ray\n  ray: {address: '127.0.0.1:6379'}\n"
+        "  profiles:\n    http:\n      loosen: [egress]\n"
+        "      egress: {allow: [api.example.org]}\n"
+        "secrets:\n  t:\n    env: T\n    bind:\n      - {profile: http, host: api.example.org}\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={})
+    assert str(raised.value).startswith(f"{path}:12: secrets.t.bind[0].profile: secret 't'")
+    assert "sandbox.engine is ray" in str(raised.value)
