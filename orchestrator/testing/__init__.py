@@ -8,6 +8,7 @@
 """
 
 from orchestrator.testing.egress import (
+    FETCH,
     FixedResolver,
     HttpApp,
     HttpRequest,
@@ -36,6 +37,7 @@ from orchestrator.testing.model_server import (
 )
 
 __all__ = [
+    "FETCH",
     "ChatRequest",
     "Failure",
     "FixedResolver",

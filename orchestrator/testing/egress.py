@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from orchestrator.sandbox.egress import IPAddress
 
 __all__ = [
+    "FETCH",
     "FixedResolver",
     "HttpApp",
     "HttpRequest",
@@ -24,6 +25,22 @@ __all__ = [
     "UnknownNameError",
     "serve_http",
 ]
+
+
+FETCH = """
+import sys, urllib.request, urllib.error
+for url in sys.argv[1:]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            print(url, response.status, response.read().decode())
+    except urllib.error.HTTPError as error:
+        print(url, error.code, error.headers.get("X-Stockade-Egress"))
+    except OSError as error:
+        print(url, "error", error)
+"""
+"""A program for a sandbox: fetch each URL of its arguments through the proxy (the
+runner's ``HTTP_PROXY``), one line per URL: the status and body, the refusal's code and
+``X-Stockade-Egress`` header, or the error."""
 
 
 class NonLoopbackConnectionError(ConnectionRefusedError):

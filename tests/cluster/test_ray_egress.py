@@ -26,21 +26,10 @@ from orchestrator.sandbox.execution import ExecRequest, ExecStatus
 from orchestrator.sandbox.labels import BACKEND_LABEL
 from orchestrator.sandbox.profile import DEFAULT_IMAGE, SandboxProfile
 from orchestrator.sandbox.ray_backend import RayBackend
+from orchestrator.testing import FETCH
 from orchestrator.testing.ray_cluster import RayCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.docker, pytest.mark.timeout(600)]
-
-FETCH = """
-import sys, urllib.request, urllib.error
-for url in sys.argv[1:]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            print(url, response.status, response.read().decode())
-    except urllib.error.HTTPError as error:
-        print(url, error.code, error.headers.get("X-Stockade-Egress"))
-    except OSError as error:
-        print(url, "error", error)
-"""
 
 
 class _Hello(BaseHTTPRequestHandler):

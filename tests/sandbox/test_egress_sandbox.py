@@ -20,7 +20,7 @@ from orchestrator.sandbox.egress import EgressPolicy
 from orchestrator.sandbox.execution import ExecRequest, ExecStatus
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.profile import SandboxProfile
-from orchestrator.testing import FixedResolver, LoopbackOnlyConnector, serve_http
+from orchestrator.testing import FETCH, FixedResolver, LoopbackOnlyConnector, serve_http
 
 pytestmark = [pytest.mark.docker, pytest.mark.adversarial]
 
@@ -47,19 +47,6 @@ async def egress_backend(
     assert connector.violations == [], "the proxy tried to connect beyond loopback"
     assert resolver.unknown == [], "the proxy resolved a name it should have refused first"
     assert list(gates_root.iterdir()) == [], "the closed backend left its gates' directory"
-
-
-FETCH = """
-import sys, urllib.request, urllib.error
-for url in sys.argv[1:]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            print(url, response.status, response.read().decode())
-    except urllib.error.HTTPError as error:
-        print(url, error.code, error.headers.get("X-Stockade-Egress"))
-    except OSError as error:
-        print(url, "error", error)
-"""
 
 
 def test_egress_must_be_named_as_a_loosening() -> None:
