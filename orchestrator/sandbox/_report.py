@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import Field
@@ -11,7 +12,9 @@ from orchestrator.sandbox.workspace import WorkspaceChanges
 from orchestrator.strict import StrictModel
 
 if TYPE_CHECKING:
+    from orchestrator.sandbox._archive import SafeWorkspace
     from orchestrator.sandbox.live import LiveDecoder
+    from orchestrator.sandbox.workspace import Outgoing, Workspace
 
 __all__ = [
     "HEADER_LIMIT",
@@ -20,6 +23,7 @@ __all__ = [
     "head_and_tail",
     "read_reply",
     "replied",
+    "replied_applying",
     "status_of",
     "with_printed",
     "workspace_follows",
@@ -151,6 +155,25 @@ def replied(
         outputs=changes.outputs,
         **fields,
     )
+
+
+async def replied_applying(
+    report: RunnerReport,
+    stdout: bytes,
+    stderr: bytes,
+    *,
+    rejection: str | None,
+    workspace: Workspace | None,
+    sent: Outgoing | None,
+    returned: SafeWorkspace | None,
+    **fields: Any,
+) -> ExecResult:
+    """:func:`replied`, once the workspace the runner returned (when one came back and
+    was not rejected) has replaced the run's, in a thread."""
+    changes = WorkspaceChanges(changed=(), rejected=())
+    if rejection is None and returned is not None and workspace is not None and sent is not None:
+        changes = await asyncio.to_thread(workspace.apply, returned, sent)
+    return replied(report, stdout, stderr, rejection=rejection, changes=changes, **fields)
 
 
 def with_printed(failed: ExecResult, live: LiveDecoder | None) -> ExecResult:

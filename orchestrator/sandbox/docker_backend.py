@@ -21,7 +21,12 @@ from orchestrator.metrics import Metrics, PoolSize
 from orchestrator.sandbox._archive import SafeWorkspace
 from orchestrator.sandbox._container import POOL_IDLE_S, ContainerFactory, SandboxContainer
 from orchestrator.sandbox._egress_gate import MOUNT_POINT, SOCKET_NAME, EgressGates
-from orchestrator.sandbox._report import read_reply, replied, with_printed, workspace_follows
+from orchestrator.sandbox._report import (
+    read_reply,
+    replied_applying,
+    with_printed,
+    workspace_follows,
+)
 from orchestrator.sandbox._wire import (
     EGRESS_SOCKET_ENV,
     MODE_EXEC,
@@ -40,7 +45,7 @@ from orchestrator.sandbox.live import LIVE_CAP_BYTES, LIVE_ENV, LiveDecoder, Liv
 from orchestrator.sandbox.pool import WarmPool
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.reaper import reap
-from orchestrator.sandbox.workspace import ArchiveLimitError, Outgoing, WorkspaceChanges
+from orchestrator.sandbox.workspace import ArchiveLimitError, Outgoing
 
 __all__ = ["DockerBackend"]
 
@@ -394,20 +399,14 @@ class DockerBackend(SandboxBackend):
         # The runner exits after its reply, closing the tool's proxy
         # connections; wait for them to report before the result is final.
         egress = await container.gate.settle() if container.gate else []
-        changes = WorkspaceChanges(changed=(), rejected=())
-        if (
-            rejection is None
-            and returned is not None
-            and workspace is not None
-            and sent is not None
-        ):
-            changes = await loop.run_in_executor(None, workspace.apply, returned, sent)
-        return replied(
+        return await replied_applying(
             report,
             stdout,
             stderr,
             rejection=rejection,
-            changes=changes,
+            workspace=workspace,
+            sent=sent,
+            returned=returned,
             duration_s=time.monotonic() - started,
             egress=tuple(egress),
             **base,

@@ -47,7 +47,12 @@ import pydantic
 from orchestrator.errors import ConfigError, ErrorCode, InfrastructureError
 from orchestrator.metrics import HostSample, Metrics
 from orchestrator.sandbox._egress_gate import MOUNT_POINT, SOCKET_NAME
-from orchestrator.sandbox._report import read_reply, replied, with_printed, workspace_follows
+from orchestrator.sandbox._report import (
+    read_reply,
+    replied_applying,
+    with_printed,
+    workspace_follows,
+)
 from orchestrator.sandbox._wire import (
     EGRESS_SOCKET_ENV,
     MODE_EXEC,
@@ -71,7 +76,7 @@ from orchestrator.sandbox.ray_host import (
     host_actor_name,
 )
 from orchestrator.sandbox.ray_identity import InstanceClaim, claim_instance_id
-from orchestrator.sandbox.workspace import ArchiveLimitError, Outgoing, WorkspaceChanges
+from orchestrator.sandbox.workspace import ArchiveLimitError, Outgoing
 
 __all__ = ["HostInfo", "RayBackend"]
 
@@ -627,20 +632,14 @@ class RayBackend(SandboxBackend):
                 ExecStatus.ERROR,
                 f"the sandbox sent a malformed reply and was destroyed: {exc}",
             )
-        changes = WorkspaceChanges(changed=(), rejected=())
-        if (
-            rejection is None
-            and returned is not None
-            and workspace is not None
-            and sent is not None
-        ):
-            changes = await asyncio.to_thread(workspace.apply, returned, sent)
-        return replied(
+        return await replied_applying(
             report,
             stdout,
             stderr,
             rejection=rejection,
-            changes=changes,
+            workspace=workspace,
+            sent=sent,
+            returned=returned,
             duration_s=time.monotonic() - started,
             profile=profile.name,
             runtime=profile.runtime,
