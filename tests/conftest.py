@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import shutil
+import tempfile
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -126,3 +128,13 @@ def _collect_leaked_sockets_per_module() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         gc.collect()
+
+
+@pytest.fixture
+def gates_root() -> Iterator[Path]:
+    """A short directory for egress gates, removed after the test: a gate's socket path
+    must fit in 107 bytes, and pytest's ``tmp_path`` under CI's temporary directory is
+    ~60 bytes before the gates' own names."""
+    root = Path(tempfile.mkdtemp(prefix="stk-g-", dir="/tmp"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)

@@ -89,7 +89,8 @@ class EgressGates:
         directory). ``interception`` (the deployment CA, the profiles it serves, the
         upstream TLS) lets the proxies add credentials; without it, every CONNECT is a
         tunnel."""
-        self._directory = GateDirectory(root)
+        # Below it: "/<8 random characters>/egress.sock".
+        self._directory = GateDirectory(root, below=1 + 8 + 1 + len(SOCKET_NAME))
         self._resolver = resolver
         self._connector = connector
         self._metrics = metrics
@@ -128,7 +129,8 @@ class EgressGates:
     async def open(self, policy: EgressPolicy, *, profile: str = "") -> EgressGate:
         """A socket directory with a proxy listening in it; ``profile`` labels its metrics."""
         parent = await asyncio.to_thread(self._directory.path)
-        directory = Path(tempfile.mkdtemp(prefix="gate-", dir=parent))
+        # A short name: the socket's whole path must fit in 107 bytes.
+        directory = Path(tempfile.mkdtemp(prefix="", dir=parent))
         # The sandbox user must reach the socket; nothing else lives here.
         await asyncio.to_thread(directory.chmod, 0o755)
         events: list[EgressConnection] = []

@@ -20,6 +20,7 @@ so no sweeper ever finds an ``owner.lock`` that is not yet locked.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -37,21 +38,42 @@ PREFIX = "stockade-egress-"
 LOCK_NAME = "owner.lock"
 
 
+SOCKET_PATH_MAX = 107
+"""Bytes of a Unix socket's path (``sun_path`` is 108 with the final NUL)."""
+_RANDOM_NAME = 8
+"""Characters ``mkdtemp`` adds to a prefix."""
+
+
 class GateDirectory:
     """One owner's directory of gates, made (and the root swept) on first use."""
 
-    def __init__(self, root: Path | None = None) -> None:
-        """``root``: where to make it (default: the system's temporary directory)."""
+    def __init__(self, root: Path | None = None, *, below: int = 0) -> None:
+        """``root``: where to make it (default: the system's temporary directory);
+        ``below``: bytes the longest path under the directory needs (a gate's socket),
+        checked against what a Unix socket's path may hold."""
         self._root = root
+        self._below = below
         self._path: Path | None = None
         self._lock_fd: int | None = None
         self._mutex = threading.Lock()
 
     def path(self) -> Path:
-        """The directory, made (after a sweep of the root) the first time it is asked for."""
+        """The directory, made (after a sweep of the root) the first time it is asked for.
+
+        Raises :class:`OSError` (``ENAMETOOLONG``) when the root is too long for the
+        sockets below it, naming it and what to do.
+        """
         with self._mutex:
             if self._path is None:
                 root = self._root or Path(tempfile.gettempdir())
+                longest = len(os.fsencode(root)) + 1 + len(PREFIX) + _RANDOM_NAME + self._below
+                if longest > SOCKET_PATH_MAX:
+                    raise OSError(
+                        errno.ENAMETOOLONG,
+                        f"egress sockets under {root} would have paths of {longest} bytes, "
+                        f"over the {SOCKET_PATH_MAX} a Unix socket allows: point TMPDIR at "
+                        "a shorter directory",
+                    )
                 sweep(root)
                 self._path, self._lock_fd = _make(root)
             return self._path

@@ -121,13 +121,15 @@ def origin() -> Iterator[tuple[TlsOrigin, int]]:
 
 
 @pytest.fixture
-async def setup(tmp_path: Path, origin: tuple[TlsOrigin, int]) -> AsyncIterator[Setup]:
+async def setup(
+    tmp_path: Path, gates_root: Path, origin: tuple[TlsOrigin, int]
+) -> AsyncIterator[Setup]:
     server, port = origin
     ca = DeploymentCA.open(tmp_path / "state", [BOUND])
     resolver = FixedResolver({BOUND: ["127.0.0.1"], UNBOUND: ["127.0.0.1"]})
     connector = LoopbackOnlyConnector()
     gates = EgressGates(
-        tmp_path,
+        gates_root,
         resolver=resolver,
         connector=connector,
         interception=Interception(

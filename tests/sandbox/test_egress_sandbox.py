@@ -33,12 +33,10 @@ def origin() -> Iterator[int]:
 
 @pytest.fixture
 async def egress_backend(
-    docker_client: docker.DockerClient, images: ImageBuilder, no_leaks: None, tmp_path: Path
+    docker_client: docker.DockerClient, images: ImageBuilder, no_leaks: None, gates_root: Path
 ) -> AsyncIterator[DockerBackend]:
     resolver = FixedResolver({"private.test": ["10.9.8.7"]})
     connector = LoopbackOnlyConnector()
-    gates_root = tmp_path / "gates"
-    gates_root.mkdir()
     gates = EgressGates(gates_root, resolver=resolver, connector=connector)
     async with DockerBackend(
         docker_client, images=images, reap_on_start=False, egress_gates=gates

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from orchestrator.sandbox._gate_directory import LOCK_NAME, GateDirectory, sweep
+import pytest
+
+from orchestrator.sandbox._gate_directory import LOCK_NAME, SOCKET_PATH_MAX, GateDirectory, sweep
 
 # A process that makes its gates' directory, says where, and waits to be killed.
 OWNER = """
@@ -64,3 +67,13 @@ def test_the_directory_is_the_sandbox_users_to_traverse_and_made_once(tmp_path: 
     again = gates.path()
     assert again != first and again.is_dir()
     gates.remove()
+
+
+def test_a_root_too_long_for_the_sockets_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * (SOCKET_PATH_MAX - len(str(tmp_path)) - 20))
+    deep.mkdir()
+    with pytest.raises(OSError, match="a Unix socket allows") as raised:
+        GateDirectory(deep, below=21).path()
+    assert raised.value.errno == errno.ENAMETOOLONG
+    assert str(deep) in str(raised.value) and "TMPDIR" in str(raised.value)
+    assert list(deep.iterdir()) == [], "nothing made"

@@ -262,10 +262,12 @@ async def test_the_runner_reaps_orphans_like_an_init(
     backend: DockerBackend, profile: SandboxProfile
 ) -> None:
     # Orphans come to pid 1. Unreaped, their zombies would use up the pids
-    # limit long before this loop ends.
+    # limit long before this loop ends. Under gVisor a fork costs ~20 ms, so
+    # the loop takes ~9 s unloaded: the deadline is the default profile's, not
+    # the test profile's 10 s (a loaded CI machine went past that).
     result = await attack(
         backend,
-        profile,
+        profile.model_copy(update={"timeout_s": 30.0}),
         f"""
         import time
         for _ in range({profile.pids * 3}):
