@@ -163,17 +163,17 @@ class ContainerFactory:
         self,
         client: docker.DockerClient,
         executor: ThreadPoolExecutor,
-        gates: EgressGates | None = None,
+        gates: EgressGates,
         metrics: SandboxMetrics | None = None,
         backend: str | None = None,
     ) -> None:
-        """``metrics`` times create, start and remove, and counts egress connections when
-        ``gates`` is not given (given gates count with their own). ``backend`` labels
-        every container with the backend instance that launched it."""
+        """``gates`` serve the egress profiles' containers (their owner closes them, which
+        removes their directory); ``metrics`` times create, start and remove.
+        ``backend`` labels every container with the backend instance that launched it."""
         self._backend = backend
         self._client = client
         self._executor = executor
-        self._gates = gates or EgressGates(metrics=metrics)
+        self._gates = gates
         self._metrics = metrics
 
     async def _blocking(self, op: str, func: Any, *args: Any, **kwargs: Any) -> Any:

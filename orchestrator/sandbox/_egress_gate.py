@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,8 +88,7 @@ class EgressGates:
         directory). ``interception`` (the deployment CA, the profiles it serves, the
         upstream TLS) lets the proxies add credentials; without it, every CONNECT is a
         tunnel."""
-        # Below it: "/<8 random characters>/egress.sock".
-        self._directory = GateDirectory(root, below=1 + 8 + 1 + len(SOCKET_NAME))
+        self._directory = GateDirectory(root, socket_name=SOCKET_NAME)
         self._resolver = resolver
         self._connector = connector
         self._metrics = metrics
@@ -128,9 +126,7 @@ class EgressGates:
 
     async def open(self, policy: EgressPolicy, *, profile: str = "") -> EgressGate:
         """A socket directory with a proxy listening in it; ``profile`` labels its metrics."""
-        parent = await asyncio.to_thread(self._directory.path)
-        # A short name: the socket's whole path must fit in 107 bytes.
-        directory = Path(tempfile.mkdtemp(prefix="", dir=parent))
+        directory = await asyncio.to_thread(self._directory.gate)
         # The sandbox user must reach the socket; nothing else lives here.
         await asyncio.to_thread(directory.chmod, 0o755)
         events: list[EgressConnection] = []

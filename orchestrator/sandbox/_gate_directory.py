@@ -47,12 +47,13 @@ _RANDOM_NAME = 8
 class GateDirectory:
     """One owner's directory of gates, made (and the root swept) on first use."""
 
-    def __init__(self, root: Path | None = None, *, below: int = 0) -> None:
+    def __init__(self, root: Path | None = None, *, socket_name: str) -> None:
         """``root``: where to make it (default: the system's temporary directory);
-        ``below``: bytes the longest path under the directory needs (a gate's socket),
-        checked against what a Unix socket's path may hold."""
+        ``socket_name``: the socket each gate's directory holds, whose whole path must fit
+        in what a Unix socket's path may hold."""
         self._root = root
-        self._below = below
+        # Below the directory: "/<gate's random name>/<socket>".
+        self._below = 1 + _RANDOM_NAME + 1 + len(os.fsencode(socket_name))
         self._path: Path | None = None
         self._lock_fd: int | None = None
         self._mutex = threading.Lock()
@@ -77,6 +78,11 @@ class GateDirectory:
                 sweep(root)
                 self._path, self._lock_fd = _make(root)
             return self._path
+
+    def gate(self) -> Path:
+        """A new directory for one gate, in :meth:`path` (a short name: the socket's
+        whole path must fit)."""
+        return Path(tempfile.mkdtemp(prefix="", dir=self.path()))
 
     def remove(self) -> None:
         """Remove the directory and everything in it, and let go of its lock."""

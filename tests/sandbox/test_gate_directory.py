@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.sandbox._egress_gate import SOCKET_NAME
 from orchestrator.sandbox._gate_directory import LOCK_NAME, SOCKET_PATH_MAX, GateDirectory, sweep
 
 # A process that makes its gates' directory, says where, and waits to be killed.
@@ -18,7 +19,7 @@ OWNER = """
 import sys, time
 from pathlib import Path
 from orchestrator.sandbox._gate_directory import GateDirectory
-path = GateDirectory(Path(sys.argv[1])).path()
+path = GateDirectory(Path(sys.argv[1]), socket_name="egress.sock").path()
 (path / "gate-x").mkdir()
 print(path, flush=True)
 time.sleep(600)
@@ -43,7 +44,7 @@ def test_a_killed_owners_directory_is_swept_and_a_live_ones_is_not(tmp_path: Pat
     foreign = tmp_path / "stockade-egress-old"
     foreign.mkdir()
     (tmp_path / "stockade-egress-link").symlink_to(left)
-    mine = GateDirectory(tmp_path)
+    mine = GateDirectory(tmp_path, socket_name=SOCKET_NAME)
     path = mine.path()  # the first use sweeps the root
     assert not left.exists(), "the killed owner's directory was removed"
     assert foreign.is_dir() and (tmp_path / "stockade-egress-link").is_symlink()
@@ -57,7 +58,7 @@ def test_a_killed_owners_directory_is_swept_and_a_live_ones_is_not(tmp_path: Pat
 
 
 def test_the_directory_is_the_sandbox_users_to_traverse_and_made_once(tmp_path: Path) -> None:
-    gates = GateDirectory(tmp_path)
+    gates = GateDirectory(tmp_path, socket_name=SOCKET_NAME)
     first = gates.path()
     assert gates.path() == first
     assert first.stat().st_mode & 0o777 == 0o755
@@ -73,7 +74,7 @@ def test_a_root_too_long_for_the_sockets_is_refused_with_what_to_do(tmp_path: Pa
     deep = tmp_path / ("d" * (SOCKET_PATH_MAX - len(str(tmp_path)) - 20))
     deep.mkdir()
     with pytest.raises(OSError, match="a Unix socket allows") as raised:
-        GateDirectory(deep, below=21).path()
+        GateDirectory(deep, socket_name=SOCKET_NAME).path()  # 21 bytes below it
     assert raised.value.errno == errno.ENAMETOOLONG
     assert str(deep) in str(raised.value) and "TMPDIR" in str(raised.value)
     assert list(deep.iterdir()) == [], "nothing made"
