@@ -234,3 +234,33 @@ def test_two_cli_processes_share_one_rate_limit(tmp_path: Path, images: object) 
     assert json.loads(first.stdout)["status"] == "ok", first.stdout
     refused = json.loads(second.stdout)
     assert refused["status"] == "rate_limited" and refused["retry_after_s"] > 3000
+
+
+def test_every_command_loads_under_its_name_and_only_what_it_needs() -> None:
+    """Commands are imported when they run: a light one does not pay for the agent loop's
+    OpenAI client, the HTTP server or the MCP SDK (~2 s a process, measured)."""
+    probe = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from orchestrator.cli import cli\n"
+        "result = CliRunner().invoke(cli, ['approvals', '--help'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print(sorted(m for m in ('openai', 'mcp', 'starlette', 'orchestrator.agent') "
+        "if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
+
+    import click
+
+    from orchestrator.cli import COMMANDS, cli
+
+    context = click.Context(cli)
+    assert cli.list_commands(context) == sorted(COMMANDS)
+    for name in COMMANDS:
+        command = cli.get_command(context, name)
+        assert command is not None and command.name == name, (name, command)
+    assert cli.get_command(context, "no-such-command") is None

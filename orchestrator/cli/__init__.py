@@ -2,34 +2,63 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from orchestrator.cli._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
-from orchestrator.cli.approvals import approvals
-from orchestrator.cli.audit import audit
-from orchestrator.cli.config import config
-from orchestrator.cli.demo import demo
-from orchestrator.cli.doctor import doctor
-from orchestrator.cli.hosts import hosts
-from orchestrator.cli.images import cleanup, images
-from orchestrator.cli.mcp import mcp
-from orchestrator.cli.metrics import metrics
-from orchestrator.cli.policy import policy
-from orchestrator.cli.run import run
-from orchestrator.cli.runs import runs
-from orchestrator.cli.sandbox import sandbox
-from orchestrator.cli.serve import serve
-from orchestrator.cli.tokens import tokens
-from orchestrator.cli.tools import tools
 from orchestrator.errors import ConfigError, StockadeError
 from orchestrator.metrics import LOG_FORMATS
 
-__all__ = ["cli", "main"]
+__all__ = ["COMMANDS", "cli", "main"]
+
+COMMANDS = {
+    "approvals": "orchestrator.cli.approvals:approvals",
+    "audit": "orchestrator.cli.audit:audit",
+    "cleanup": "orchestrator.cli.images:cleanup",
+    "config": "orchestrator.cli.config:config",
+    "demo": "orchestrator.cli.demo:demo",
+    "doctor": "orchestrator.cli.doctor:doctor",
+    "hosts": "orchestrator.cli.hosts:hosts",
+    "images": "orchestrator.cli.images:images",
+    "mcp": "orchestrator.cli.mcp:mcp",
+    "metrics": "orchestrator.cli.metrics:metrics",
+    "policy": "orchestrator.cli.policy:policy",
+    "run": "orchestrator.cli.run:run",
+    "runs": "orchestrator.cli.runs:runs",
+    "sandbox": "orchestrator.cli.sandbox:sandbox",
+    "serve": "orchestrator.cli.serve:serve",
+    "tokens": "orchestrator.cli.tokens:tokens",
+    "tools": "orchestrator.cli.tools:tools",
+}
+"""Every command, by name: the module and attribute that define it."""
 
 
-@click.group()
+class _LazyGroup(click.Group):
+    """Imports a command's module only when that command runs (or help lists it).
+
+    Importing every command eagerly cost ~2 s per invocation (the agent loop's
+    OpenAI client, the HTTP server, the MCP SDK): `stockade approvals list`
+    does not need them. The pattern is click's own ("lazily loading subcommands").
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None or cmd_name in self.commands:
+            return super().get_command(ctx, cmd_name)
+        module, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        if not isinstance(command, click.Command):  # a wrong entry in COMMANDS
+            raise TypeError(f"{target} is not a click command")
+        self.add_command(command, cmd_name)
+        return command
+
+
+@click.group(cls=_LazyGroup)
 @click.version_option(package_name="stockade")
 @click.option("--log-format", type=click.Choice(LOG_FORMATS),
               help="Log as text or JSON lines (run, call, tool, decision, status). "
@@ -38,12 +67,6 @@ __all__ = ["cli", "main"]
               help="Lowest level logged. Default: logging.level.")  # fmt: skip
 def cli(log_format: str | None, log_level: str | None) -> None:
     """Stockade: every tool call of an LLM agent in a throwaway, hardened container."""
-
-
-for command in (config, doctor, images, cleanup, sandbox, tools, policy, audit, approvals, demo,
-                metrics, hosts,
-                serve, tokens, run, runs, mcp):  # fmt: skip
-    cli.add_command(command)
 
 
 def main() -> None:
