@@ -559,16 +559,6 @@ class StockadeConfig(StrictModel):
                         "may connect",
                         (*where, "host"),
                     )
-                if self.sandbox.engine == "ray":
-                    # Refused at load, not at each call: the hosts' proxies would need
-                    # the secret and the deployment CA's leaves sent to them, which is
-                    # not built (docs/scale-out.md).
-                    raise LocatedValueError(
-                        f"secret {name!r} is bound to profile {binding.profile!r}, but "
-                        "sandbox.engine is ray, whose hosts cannot add credentials yet; run "
-                        "the calls that need it on an orchestrator with sandbox.engine: docker",
-                        (*where, "profile"),
-                    )
         return self
 
     @field_validator("toolkits", mode="before")

@@ -134,6 +134,13 @@ class Platform:
                 # Last out: the runs' spans are flushed to the collector (off the loop).
                 stack.push_async_callback(asyncio.to_thread, tracer.shutdown)
             cluster = settings.sandbox.ray
+            ca = None
+            if backend is None and credentials:
+                # The deployment's CA, made in the state directory on first start.
+                ca = await asyncio.to_thread(
+                    DeploymentCA.open, settings.state_dir, credentials.hosts
+                )
+                await asyncio.to_thread(ca.issue_all)  # renewed on the loop, weekly
             if backend is None and settings.sandbox.engine == "ray":
                 from orchestrator.sandbox.ray_backend import RayBackend  # noqa: PLC0415 - extra
 
@@ -144,18 +151,16 @@ class Platform:
                     profiles=warm_profiles,
                     metrics=own_metrics,
                     state_dir=settings.state_dir,
+                    # Hosts get its certificate; calls bring their leaves, sealed.
+                    egress_ca=ca,
+                    credential_profiles=credentials.profiles,
                 )
             elif backend is None:
                 engine = settings.sandbox.docker
                 client = await asyncio.to_thread(connect_engine)
                 stack.callback(client.close)
                 interception = None
-                if credentials:
-                    # The deployment's CA, made in the state directory on first start.
-                    ca = await asyncio.to_thread(
-                        DeploymentCA.open, settings.state_dir, credentials.hosts
-                    )
-                    await asyncio.to_thread(ca.issue_all)  # renewed on the loop, weekly
+                if ca is not None:
                     interception = Interception(ca=ca, profiles=credentials.profiles)
                 backend = DockerBackend(
                     client,

@@ -35,7 +35,15 @@ from orchestrator.sandbox.egress import (
     system_resolver,
 )
 
-__all__ = ["CA_BUNDLE_NAME", "CA_NAME", "MOUNT_POINT", "SOCKET_NAME", "EgressGate", "EgressGates"]
+__all__ = [
+    "CA_BUNDLE_NAME",
+    "CA_NAME",
+    "MOUNT_POINT",
+    "SOCKET_NAME",
+    "EgressGate",
+    "EgressGates",
+    "ca_environment",
+]
 
 MOUNT_POINT = "/run/stockade"
 SOCKET_NAME = "egress.sock"
@@ -43,6 +51,18 @@ CA_NAME = "ca.pem"
 """The deployment CA alone (Node adds it to its own roots)."""
 CA_BUNDLE_NAME = "ca-bundle.pem"
 """The host's trust anchors and the deployment CA (OpenSSL and requests replace theirs)."""
+
+
+def ca_environment() -> dict[str, str]:
+    """The variables that make a sandbox trust the CA files of its gate (the usual
+    libraries' own: OpenSSL, requests, curl, Node)."""
+    bundle = f"{MOUNT_POINT}/{CA_BUNDLE_NAME}"
+    return {
+        "SSL_CERT_FILE": bundle,
+        "REQUESTS_CA_BUNDLE": bundle,
+        "CURL_CA_BUNDLE": bundle,
+        "NODE_EXTRA_CA_CERTS": f"{MOUNT_POINT}/{CA_NAME}",
+    }
 
 
 @dataclass(eq=False, kw_only=True)
@@ -116,13 +136,7 @@ class EgressGates:
         (directory / CA_BUNDLE_NAME).write_bytes(ca.trust_bundle())
         for name in (CA_NAME, CA_BUNDLE_NAME):
             (directory / name).chmod(0o644)
-        bundle = f"{MOUNT_POINT}/{CA_BUNDLE_NAME}"
-        return {
-            "SSL_CERT_FILE": bundle,
-            "REQUESTS_CA_BUNDLE": bundle,
-            "CURL_CA_BUNDLE": bundle,
-            "NODE_EXTRA_CA_CERTS": f"{MOUNT_POINT}/{CA_NAME}",
-        }
+        return ca_environment()
 
     async def open(self, policy: EgressPolicy, *, profile: str = "") -> EgressGate:
         """A socket directory with a proxy listening in it; ``profile`` labels its metrics."""

@@ -31,16 +31,17 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import h11
 
 from orchestrator.sandbox._egress_redact import StreamRedactor
 from orchestrator.sandbox.credentials import Credential
-from orchestrator.sandbox.egress_ca import DeploymentCA
 
 __all__ = [
     "InterceptedConnection",
     "Interception",
+    "ProxyCA",
     "Refusal",
     "Traffic",
     "UpstreamPool",
@@ -141,12 +142,35 @@ class UpstreamPool:
                 await upstream.writer.wait_closed()
 
 
+class ProxyCA(Protocol):
+    """The CA a proxy terminates TLS with: :class:`~orchestrator.sandbox.egress_ca.DeploymentCA`
+    in the orchestrator, :class:`~orchestrator.sandbox._host_credentials.HostCA` on a Ray host."""
+
+    @property
+    def hosts(self) -> frozenset[str]:
+        """The names it may vouch for."""
+        ...
+
+    @property
+    def certificate_pem(self) -> bytes:
+        """Its certificate (what sandboxes trust)."""
+        ...
+
+    def trust_bundle(self) -> bytes:
+        """Trust anchors and its certificate: the sandbox's ``SSL_CERT_FILE``."""
+        ...
+
+    def server_context(self, host: str) -> ssl.SSLContext:
+        """A TLS server context presenting a leaf for ``host`` (SNI ``host`` only)."""
+        ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class Interception:
     """What the proxy needs to terminate TLS for the hosts of credentials."""
 
-    ca: DeploymentCA
-    """Issues the leaves the sandboxes see."""
+    ca: ProxyCA
+    """Issues the leaves the sandboxes see (the deployment's CA, or a host's view of it)."""
     profiles: frozenset[str]
     """Profiles whose sandboxes get the CA (those some credential is bound to)."""
     upstream_tls: ssl.SSLContext = field(default_factory=default_upstream_tls)

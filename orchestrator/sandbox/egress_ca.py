@@ -20,6 +20,7 @@ import ssl
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -29,7 +30,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from orchestrator.errors import ErrorCode, InfrastructureError
 
-__all__ = ["CA_DIRECTORY", "DeploymentCA", "system_trust_anchors"]
+__all__ = [
+    "CA_DIRECTORY",
+    "DeploymentCA",
+    "constrained_hosts",
+    "leaf_context",
+    "system_trust_anchors",
+    "trust_bundle",
+]
 
 CA_DIRECTORY = "egress-ca"
 """The CA's directory in the state directory."""
@@ -66,6 +74,14 @@ def system_trust_anchors() -> bytes:
         return b""
 
 
+def trust_bundle(certificate_pem: bytes, anchors: bytes | None = None) -> bytes:
+    """``anchors`` (default: the host's trust store) followed by the CA's certificate."""
+    if anchors is None:
+        anchors = system_trust_anchors()
+    separator = b"" if not anchors or anchors.endswith(b"\n") else b"\n"
+    return anchors + separator + certificate_pem
+
+
 def _write_private(path: Path, data: bytes) -> None:
     """Write ``data`` so that only this user can ever read it, replacing ``path`` atomically."""
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -81,7 +97,8 @@ def _write_private(path: Path, data: bytes) -> None:
         raise
 
 
-def _constrained_hosts(certificate: x509.Certificate) -> frozenset[str] | None:
+def constrained_hosts(certificate: x509.Certificate) -> frozenset[str] | None:
+    """The DNS names a CA certificate's name constraints permit; None without constraints."""
     try:
         constraints = certificate.extensions.get_extension_for_class(x509.NameConstraints).value
     except x509.ExtensionNotFound:
@@ -115,8 +132,8 @@ class DeploymentCA:
         self._directory = directory
         self._clock = clock
         self._anchors = anchors
-        self._hosts = _constrained_hosts(certificate) or frozenset()
-        self._contexts: dict[str, tuple[ssl.SSLContext, datetime.datetime]] = {}
+        self._hosts = constrained_hosts(certificate) or frozenset()
+        self._leaves: dict[str, _Leaf] = {}
         self._lock = threading.Lock()
         self._bundle: bytes | None = None
 
@@ -162,7 +179,7 @@ class DeploymentCA:
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             return None
         fresh = certificate.not_valid_after_utc - _now() > _CA_RENEW
-        if _constrained_hosts(certificate) != hosts or not fresh:
+        if constrained_hosts(certificate) != hosts or not fresh:
             return None  # bound to other hosts, or expiring: a new CA replaces it
         key_path.chmod(0o600)
         return key, certificate
@@ -242,9 +259,7 @@ class DeploymentCA:
         must still trust what it trusted before.
         """
         if self._bundle is None:
-            anchors = system_trust_anchors() if self._anchors is None else self._anchors
-            separator = b"" if not anchors or anchors.endswith(b"\n") else b"\n"
-            self._bundle = anchors + separator + self.certificate_pem
+            self._bundle = trust_bundle(self.certificate_pem, self._anchors)
         return self._bundle
 
     def issue_all(self) -> None:
@@ -259,17 +274,32 @@ class DeploymentCA:
         HTTP/1.1 is the only protocol offered in ALPN. Raises :class:`ValueError`
         for a host outside the CA's constraints.
         """
+        return self._leaf(host).context
+
+    def leaf_pem(self, host: str) -> bytes:
+        """``host``'s leaf as PEM: its certificate, the CA's, and its private key.
+
+        What a sandbox host's proxy needs to terminate TLS for ``host`` (sent
+        sealed, with the call's credentials, see :mod:`orchestrator.sandbox._sealed`);
+        never the CA's own key. Raises :class:`ValueError` like :meth:`server_context`.
+        """
+        return self._leaf(host).pem
+
+    def _leaf(self, host: str) -> _Leaf:
         if host not in self._hosts:
             raise ValueError(f"the egress CA is not constrained to {host!r}")
         with self._lock:
-            cached = self._contexts.get(host)
-            if cached is not None and cached[1] - self._clock() > _LEAF_RENEW:
-                return cached[0]
-            context, expires = self._issue(host)
-            self._contexts[host] = (context, expires)
-            return context
+            cached = self._leaves.get(host)
+            if cached is not None and cached.expires - self._clock() > _LEAF_RENEW:
+                return cached
+            pem, expires = self._issue(host)
+            leaf = _Leaf(
+                pem=pem, expires=expires, context=leaf_context(host, pem, directory=self._directory)
+            )
+            self._leaves[host] = leaf
+            return leaf
 
-    def _issue(self, host: str) -> tuple[ssl.SSLContext, datetime.datetime]:
+    def _issue(self, host: str) -> tuple[bytes, datetime.datetime]:
         key = ec.generate_private_key(ec.SECP256R1())
         now = self._clock()
         expires = now + _LEAF_LIFETIME
@@ -291,31 +321,51 @@ class DeploymentCA:
             )
             .sign(self._key, hashes.SHA256())
         )
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.set_alpn_protocols(["http/1.1"])
-        # Each sandbox connects once: TLS 1.3 session tickets would only be more writes.
-        context.num_tickets = 0
-        # Python loads a certificate and key from files only: a private file in the CA's
-        # own directory, gone again once loaded.
         chain = leaf.public_bytes(serialization.Encoding.PEM) + self.certificate_pem
         secret = key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        material = self._directory / f".leaf-{os.getpid()}-{threading.get_ident()}.pem"
-        try:
-            _write_private(material, chain + secret)
-            context.load_cert_chain(material)
-        finally:
-            material.unlink(missing_ok=True)
+        return chain + secret, expires
 
-        def only_the_bound_name(
-            _connection: ssl.SSLObject, name: str | None, _context: ssl.SSLContext
-        ) -> int | None:
-            # The CONNECT target named the host; the TLS SNI must name it too.
-            return None if name == host else ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
 
-        context.sni_callback = only_the_bound_name
-        return context, expires
+@dataclass(frozen=True, slots=True)
+class _Leaf:
+    pem: bytes
+    expires: datetime.datetime
+    context: ssl.SSLContext
+
+
+def leaf_context(host: str, pem: bytes, *, directory: Path | None = None) -> ssl.SSLContext:
+    """A TLS server context presenting ``pem`` (a leaf's chain and key) for ``host`` only.
+
+    HTTP/1.1 is the only protocol offered in ALPN, and a handshake whose SNI
+    names another host (or none) fails. ``directory``: where the key passes
+    through a private file for the moment it is loaded (default: the system's
+    temporary directory). Raises :class:`ssl.SSLError` for material that is not
+    a certificate chain with its key.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    # Each sandbox connects once: TLS 1.3 session tickets would only be more writes.
+    context.num_tickets = 0
+    # Python loads a certificate and key from files only: a private file (mkstemp
+    # makes it 0600), gone again once loaded.
+    descriptor, material = tempfile.mkstemp(dir=directory, prefix=".leaf-", suffix=".pem")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(pem)
+        context.load_cert_chain(material)
+    finally:
+        Path(material).unlink(missing_ok=True)
+
+    def only_the_bound_name(
+        _connection: ssl.SSLObject, name: str | None, _context: ssl.SSLContext
+    ) -> int | None:
+        # The CONNECT target named the host; the TLS SNI must name it too.
+        return None if name == host else ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+
+    context.sni_callback = only_the_bound_name
+    return context

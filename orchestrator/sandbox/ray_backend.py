@@ -6,7 +6,9 @@ Steps of a call, top to bottom in :meth:`RayBackend.execute`:
    backend would write (header, stdin, archive), one ``bytes`` value — Ray
    moves it through its object store when it is large;
 2. the call goes to the least-loaded registered host, a host with a warm
-   container for the profile first (:mod:`orchestrator.sandbox.ray_host`);
+   container for the profile first (:mod:`orchestrator.sandbox.ray_host`); a
+   call bound to credentials brings them and its bound hosts' leaves sealed
+   to that host's key (:mod:`orchestrator.sandbox._host_credentials`);
 3. the host relays the frames into a container and answers with raw reply
    bytes and a JSON record: as one return value for a call that may run
    again and has no listener, else as a Ray streaming generator that first
@@ -46,7 +48,8 @@ import pydantic
 
 from orchestrator.errors import ConfigError, ErrorCode, InfrastructureError
 from orchestrator.metrics import HostSample, Metrics
-from orchestrator.sandbox._egress_gate import MOUNT_POINT, SOCKET_NAME
+from orchestrator.sandbox._egress_gate import MOUNT_POINT, SOCKET_NAME, ca_environment
+from orchestrator.sandbox._host_credentials import CallCredentials, seal
 from orchestrator.sandbox._report import (
     read_reply,
     replied_applying,
@@ -63,7 +66,9 @@ from orchestrator.sandbox._wire import (
     frame,
 )
 from orchestrator.sandbox.backend import SandboxBackend
+from orchestrator.sandbox.credentials import Credential
 from orchestrator.sandbox.egress import EgressConnection
+from orchestrator.sandbox.egress_ca import DeploymentCA
 from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus, container_acquired
 from orchestrator.sandbox.hosts import HostState, connect, host_actor, named_nodes, state_of
 from orchestrator.sandbox.live import LIVE_CAP_BYTES, LIVE_ENV, LiveDecoder
@@ -144,6 +149,9 @@ class RayBackend(SandboxBackend):
         lease_s: float = 30.0,
         metrics: Metrics | None = None,
         state_dir: Path | None = None,
+        egress_ca: DeploymentCA | None = None,
+        credential_profiles: Iterable[str] = (),
+        upstream_ca: bytes | None = None,
     ) -> None:
         """``address`` is the cluster's GCS (``host:port``), ``namespace`` the Ray namespace
         the host actors live in; ``images`` must exist on every host, ``profiles`` are warmed.
@@ -154,7 +162,14 @@ class RayBackend(SandboxBackend):
         gets the hosts' series (``host`` label: the operator's host names).
         ``state_dir`` keeps this orchestrator's id across restarts
         (:mod:`~orchestrator.sandbox.ray_identity`): started again after a kill,
-        it removes its earlier life's containers on every host at once."""
+        it removes its earlier life's containers on every host at once.
+
+        ``egress_ca`` (the deployment's CA; needed when credentials are bound) is
+        registered with every host, by its certificate: sandboxes of
+        ``credential_profiles`` trust it, and a call's credentials go to its host
+        with their leaves, sealed to that host (never the CA's key).
+        ``upstream_ca`` (PEM) is what the hosts' proxies trust upstream besides
+        their own trust store, for bound hosts with a private CA."""
         self._address = address
         self._namespace = namespace
         self._warm = list(profiles)
@@ -177,6 +192,17 @@ class RayBackend(SandboxBackend):
         self._legs: deque[tuple[float, float]] = deque(maxlen=10_000)
         self._metrics = metrics if metrics is not None else Metrics(enabled=False)
         self._metrics.hosts.watch(self._host_samples)
+        self._ca = egress_ca
+        self._credential_profiles = frozenset(credential_profiles)
+        self._egress = ""
+        if egress_ca is not None:
+            self._egress = json.dumps(
+                {
+                    "ca": egress_ca.certificate_pem.decode("ascii"),
+                    "profiles": sorted(self._credential_profiles),
+                    "upstream_ca": (upstream_ca or b"").decode("ascii"),
+                }
+            )
 
     @property
     def instance_id(self) -> str:
@@ -264,7 +290,9 @@ class RayBackend(SandboxBackend):
             fresh = name not in self._registered
             raw = await self._remote(
                 info,
-                actor.register.remote(self._images, self._id, self._lease_s, fresh=fresh),
+                actor.register.remote(
+                    self._images, self._id, self._lease_s, fresh=fresh, egress=self._egress
+                ),
                 120.0,
             )
             if raw is None:
@@ -355,11 +383,13 @@ class RayBackend(SandboxBackend):
             raise InfrastructureError(
                 "backend is closed", code=ErrorCode.CLOSED, op=_OP, retryable=False
             )
-        if request.credentials:
+        if request.credentials and (
+            self._ca is None or profile.name not in self._credential_profiles
+        ):
             raise ConfigError(
-                f"profile {profile.name!r} has credentials bound for egress, which the ray "
-                "engine does not carry to its hosts yet (they would leave the orchestrator)",
-                field="sandbox.engine",
+                f"profile {profile.name!r} got credentials, but this ray backend was given "
+                "no egress CA for it (credential_profiles), so its hosts cannot add them",
+                field="secrets",
             )
         started = time.monotonic()
         timeout = min(request.timeout_s or profile.timeout_s, profile.timeout_s)
@@ -387,6 +417,8 @@ class RayBackend(SandboxBackend):
                 payload = await asyncio.to_thread(
                     self._payload, request, profile, timeout, sent, live_mode
                 )
+            if request.credentials:  # the leaves' key material, issued at most weekly
+                await asyncio.to_thread(self._issue_leaves, request.credentials)
             record, reply = await self._dispatch(
                 _Call(
                     profile=profile,
@@ -400,6 +432,7 @@ class RayBackend(SandboxBackend):
                     # workspace changes are only applied here), an idempotent tool
                     # may run twice; anything else is not run again.
                     repeatable=profile.egress is None or request.idempotent,
+                    credentials=request.credentials,
                 )
             )
             return await self._result(
@@ -412,8 +445,30 @@ class RayBackend(SandboxBackend):
                 live=live,
             )
 
-    @staticmethod
+    def _issue_leaves(self, credentials: tuple[Credential, ...]) -> None:
+        """Have the leaves of ``credentials``' hosts ready (blocking: key generation)."""
+        assert self._ca is not None  # checked in execute
+        for credential in credentials:
+            try:
+                self._ca.leaf_pem(credential.host)
+            except ValueError as exc:  # a binding outside the CA's names
+                raise ConfigError(str(exc), field="secrets") from None
+
+    def _sealed(self, host: HostInfo, credentials: tuple[Credential, ...]) -> bytes:
+        """The call's credentials and their hosts' leaves, sealed to ``host``'s key."""
+        assert self._ca is not None  # checked in execute
+        ca = self._ca
+        bound = CallCredentials(credentials, {c.host: ca.leaf_pem(c.host) for c in credentials})
+        public_key = str(host.record.get("sealing_key", ""))
+        try:
+            return seal(public_key, bound.encode(), host=host.name, orchestrator=self._id)
+        except ValueError as exc:
+            raise InfrastructureError(
+                f"{exc}; update its Stockade", code=ErrorCode.ENGINE_ERROR, op=_OP, retryable=False
+            ) from None
+
     def _payload(
+        self,
         request: ExecRequest,
         profile: SandboxProfile,
         timeout: float,
@@ -428,6 +483,10 @@ class RayBackend(SandboxBackend):
             # The host mounts its proxy's socket there (its own egress gate, as the
             # Docker backend's containers get one).
             env[EGRESS_SOCKET_ENV] = f"{MOUNT_POINT}/{SOCKET_NAME}"
+            if profile.name in self._credential_profiles:
+                # The host writes the CA's files beside the socket, as the Docker
+                # backend's gates do for the same profiles.
+                env.update(ca_environment())
         if live_mode != LIVE_OFF:
             env[LIVE_ENV] = str(LIVE_CAP_BYTES)
         header = encode_request(
@@ -509,9 +568,10 @@ class RayBackend(SandboxBackend):
         import ray  # noqa: PLC0415
 
         args = (self._id, profile_json, call.payload, call.deadline_s, call.workspace)
+        sealed = self._sealed(host, call.credentials) if call.credentials else b""
         attempt.sent_at, attempt.sent_wall = time.perf_counter(), time.time()
         if call.repeatable and call.live_mode != LIVE_STREAM:
-            return await self._returned(host, call, args)
+            return await self._returned(host, call, args, sealed)
         # A call that may not run twice asks for a back-pressure of one item: the
         # host's generator waits until its "started" item is here before it writes
         # the request to the container, so a call lost without that item never
@@ -519,7 +579,9 @@ class RayBackend(SandboxBackend):
         options: dict[str, Any] = {"num_returns": "streaming"}
         if not call.repeatable:
             options["_generator_backpressure_num_objects"] = 1
-        stream = host.actor.stream.options(**options).remote(*args, live=call.live_mode)
+        stream = host.actor.stream.options(**options).remote(
+            *args, live=call.live_mode, credentials=sealed
+        )
         try:
             async with asyncio.timeout(call.deadline_s + _LOST_AFTER_S):
                 async for item in stream:
@@ -550,13 +612,13 @@ class RayBackend(SandboxBackend):
 
     @staticmethod
     async def _returned(
-        host: HostInfo, call: _Call, args: tuple[Any, ...]
+        host: HostInfo, call: _Call, args: tuple[Any, ...], sealed: bytes
     ) -> tuple[dict[str, Any], bytes]:
         """A call nobody needs to see start (it may run again anyway) or print as it runs:
         the host's answer as one return value, Ray's cheapest call."""
         import ray  # noqa: PLC0415
 
-        ref = host.actor.execute.remote(*args, live=call.live_mode)
+        ref = host.actor.execute.remote(*args, live=call.live_mode, credentials=sealed)
         try:
             async with asyncio.timeout(call.deadline_s + _LOST_AFTER_S):
                 text, reply, kept = await ref
@@ -693,6 +755,8 @@ class _Call:
     """Decodes the live frames the host passes on (None: the call asked for none)."""
     repeatable: bool
     """A host lost after the call started may be replaced by another (see the rule)."""
+    credentials: tuple[Credential, ...] = ()
+    """What the host's proxy adds to the call's requests (sealed to the host when sent)."""
 
 
 @dataclass

@@ -24,6 +24,13 @@ follows) and the live stream's end frame. It runs the egress proxy of its own
 containers (one per container of a profile that allows egress, with the
 policy the call's profile carries), as the Docker backend's process does.
 
+An orchestrator whose configuration binds credentials registers its
+deployment CA's certificate (and, optionally, what its proxies trust
+upstream); its containers of the bound profiles get the CA beside their egress
+socket. A call bound to credentials brings them sealed to this host's key,
+with its hosts' leaves (:mod:`orchestrator.sandbox._host_credentials`); they
+live in the call's proxy, in memory, until its container is destroyed.
+
 At :meth:`SandboxHost.register` the host checks that every image it is asked
 to serve exists on its engine under the tag its inputs hash to; a host where
 one is missing or different refuses, naming the command that fixes it.
@@ -36,6 +43,7 @@ import contextlib
 import json
 import logging
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -44,9 +52,11 @@ from typing import Any
 import docker
 import pydantic
 
-from orchestrator.errors import InfrastructureError
+from orchestrator.errors import ErrorCode, InfrastructureError
 from orchestrator.sandbox._container import POOL_IDLE_S, ContainerFactory, SandboxContainer
 from orchestrator.sandbox._egress_gate import EgressGates
+from orchestrator.sandbox._egress_tls import Interception, default_upstream_tls
+from orchestrator.sandbox._host_credentials import CallCredentials, HostCA, SealingKey
 from orchestrator.sandbox._ray_auth import token_authentication
 from orchestrator.sandbox._report import HEADER_LIMIT, RunnerReport, workspace_follows
 from orchestrator.sandbox._wire import (
@@ -119,6 +129,11 @@ class SandboxHost:
         # One directory of egress gates for every orchestrator's containers; a host
         # killed with its node leaves it, and the next one started here removes it.
         self._gates = EgressGates()
+        # Orchestrators that bind credentials: their CA and their own gates (whose
+        # proxies terminate TLS for the bound hosts), by orchestrator id.
+        self._egress: dict[str, tuple[HostCA, EgressGates]] = {}
+        # Credentials come sealed to this key, which never leaves this process.
+        self._sealing = SealingKey()
         self._in_flight = 0
         self._served = 0
         self._last_error = ""
@@ -144,7 +159,13 @@ class SandboxHost:
             _log.warning("host %s: cannot make its egress gates' directory: %s", self._name, exc)
 
     async def register(
-        self, images: list[str], orchestrator: str, lease_s: float, *, fresh: bool = False
+        self,
+        images: list[str],
+        orchestrator: str,
+        lease_s: float,
+        *,
+        fresh: bool = False,
+        egress: str = "",
     ) -> str:
         """Check the engine and ``images`` (logical names); a JSON record of this host.
 
@@ -158,6 +179,11 @@ class SandboxHost:
         not used this host since it started, so whatever this host holds for
         its id belongs to an earlier life of it (killed, then restarted with
         the same identity) and is removed now, not at the lease's end.
+
+        ``egress`` (JSON, for an orchestrator that binds credentials): ``ca``, its
+        deployment CA's certificate (PEM); ``profiles``, those whose sandboxes
+        trust it; ``upstream_ca``, PEM its proxies trust upstream besides this
+        host's store (may be empty). Kept for the orchestrator's life.
         """
         await self._prepare_gates()
         if fresh:
@@ -177,6 +203,20 @@ class SandboxHost:
         if self._janitor is None:
             self._janitor = asyncio.get_running_loop().create_task(self._expire_leases())
         self._refused.pop(orchestrator, None)
+        refusal = await self._register_egress(orchestrator, egress)
+        refusal = refusal or await self._check_images(images)
+        if refusal:
+            self._refused[orchestrator] = refusal
+        elif not self._reaped:
+            # Containers of orchestrators (or of an earlier life of this host) that are gone.
+            removed = await self._blocking(reap, self._client)
+            self._reaped = True
+            if removed:
+                _log.info("host %s reaped %d leftover container(s)", self._name, len(removed))
+        return await self.describe(orchestrator)
+
+    async def _check_images(self, images: list[str]) -> str:
+        """Why this host cannot serve ``images`` (logical names), or ``""``."""
         problems, missing, unresolved = [], [], False
         for image in images:
             try:
@@ -194,22 +234,40 @@ class SandboxHost:
                 missing.append(tag)
         if unresolved:
             missing.append("<the tags `stockade images build` lists there>")
-        if problems:
-            self._refused[orchestrator] = (
-                f"host {self._name} refuses to register: its engine lacks images built from "
-                f"the orchestrator's inputs ({'; '.join(problems)}); fix: on node "
-                f"{os.uname().nodename}, with the DOCKER_HOST that `ray start` was given, run "
-                "`stockade images build` from the same checkout, or copy the images from an "
-                f"engine that has them: `docker save {' '.join(missing)} | "
-                "docker -H <the node's engine> load`"
+        if not problems:
+            return ""
+        return (
+            f"host {self._name} refuses to register: its engine lacks images built from "
+            f"the orchestrator's inputs ({'; '.join(problems)}); fix: on node "
+            f"{os.uname().nodename}, with the DOCKER_HOST that `ray start` was given, run "
+            "`stockade images build` from the same checkout, or copy the images from an "
+            f"engine that has them: `docker save {' '.join(missing)} | "
+            "docker -H <the node's engine> load`"
+        )
+
+    async def _register_egress(self, orchestrator: str, egress: str) -> str:
+        """Keep the orchestrator's CA and make its gates (see :meth:`register`); why this
+        host refuses it, or ``""``."""
+        if not egress or orchestrator in self._egress:
+            return ""
+        try:
+            parsed = json.loads(egress)
+            ca = HostCA(str(parsed["ca"]).encode("ascii"))
+            upstream = default_upstream_tls()
+            if parsed.get("upstream_ca"):
+                upstream.load_verify_locations(cadata=str(parsed["upstream_ca"]))
+            profiles = frozenset(map(str, parsed["profiles"]))
+            gates = EgressGates(
+                interception=Interception(ca=ca, profiles=profiles, upstream_tls=upstream)
             )
-        elif not self._reaped:
-            # Containers of orchestrators (or of an earlier life of this host) that are gone.
-            removed = await self._blocking(reap, self._client)
-            self._reaped = True
-            if removed:
-                _log.info("host %s reaped %d leftover container(s)", self._name, len(removed))
-        return await self.describe(orchestrator)
+            await gates.prepare()
+        except (ValueError, KeyError, TypeError, ssl.SSLError, OSError) as exc:
+            return (
+                f"host {self._name} refuses to register: the orchestrator's egress CA "
+                f"is unusable here ({type(exc).__name__}: {exc})"
+            )
+        self._egress[orchestrator] = (ca, gates)
+        return ""
 
     async def _expire_leases(self) -> None:
         while True:
@@ -276,6 +334,8 @@ class SandboxHost:
                 # The node's Ray processes inherit `ray start`'s environment: a node
                 # started without token authentication says so here (doctor fails it).
                 "token_auth": token_authentication()[0],
+                # What a call's credentials are sealed to (see _host_credentials).
+                "sealing_key": self._sealing.public,
                 # For this orchestrator (an operator: for all of them), and per
                 # orchestrator (short ids): a host may refuse one and serve another.
                 "refused": refused,
@@ -308,9 +368,9 @@ class SandboxHost:
     def _factory(self, orchestrator: str) -> ContainerFactory:
         factory = self._factories.get(orchestrator)
         if factory is None:
-            factory = ContainerFactory(
-                self._client, self._executor, self._gates, backend=orchestrator
-            )
+            egress = self._egress.get(orchestrator)
+            gates = self._gates if egress is None else egress[1]
+            factory = ContainerFactory(self._client, self._executor, gates, backend=orchestrator)
             self._factories[orchestrator] = factory
         return factory
 
@@ -360,6 +420,7 @@ class SandboxHost:
         return_workspace: bool,
         *,
         live: int = LIVE_OFF,
+        credentials: bytes = b"",
     ) -> tuple[str, bytes, bytes]:
         """:meth:`stream` as one return value: the end record, the reply, the live bytes.
 
@@ -370,7 +431,13 @@ class SandboxHost:
         """
         record, reply, kept = "", b"", bytearray()
         items = self.stream(
-            orchestrator, profile_json, request, timeout_s, return_workspace, live=live
+            orchestrator,
+            profile_json,
+            request,
+            timeout_s,
+            return_workspace,
+            live=live,
+            credentials=credentials,
         )
         async for kind, text, data in items:
             if kind == "live":
@@ -388,6 +455,7 @@ class SandboxHost:
         return_workspace: bool,
         *,
         live: int = LIVE_OFF,
+        credentials: bytes = b"",
     ) -> AsyncIterator[tuple[str, str, bytes]]:
         """Relay one call: ``request`` (framed header, stdin, workspace) into a warm container.
 
@@ -402,16 +470,17 @@ class SandboxHost:
           come with it (``data`` of a ``("live", ...)`` item just before), for a
           call that timed out or died: what it printed.
 
+        ``credentials``: the call's credentials and leaves, sealed to this host
+        (see :mod:`orchestrator.sandbox._host_credentials`); the container's proxy
+        adds them, and the call does not start when they cannot be opened or used.
+
         The container is destroyed whatever happens, cancellation included.
         """
         started, began_at = time.monotonic(), time.time()
         self._renew(orchestrator)
         self._in_flight += 1
         try:
-            entry = await self._pool(orchestrator, profile_json)
-            # The replacement starts after the call (if another container is
-            # ready meanwhile), not on the same cores during it.
-            container, from_pool = await entry.pool.acquire(defer_refill=True)
+            entry, container, from_pool = await self._take(orchestrator, profile_json, credentials)
         except InfrastructureError as exc:
             self._in_flight -= 1
             self._last_error = str(exc)
@@ -469,6 +538,64 @@ class SandboxHost:
             asyncio.get_running_loop().call_later(
                 _AFTER_REPLY_S, self._after_call, factory, container, entry.pool
             )
+
+    async def _take(
+        self, orchestrator: str, profile_json: str, credentials: bytes
+    ) -> tuple[_Pool, SandboxContainer, bool]:
+        """The call's pool, a container from it (armed with the call's credentials), and
+        whether it was warm."""
+        bound = await self._unseal(orchestrator, credentials) if credentials else None
+        entry = await self._pool(orchestrator, profile_json)
+        # The replacement starts after the call (if another container is
+        # ready meanwhile), not on the same cores during it.
+        container, from_pool = await entry.pool.acquire(defer_refill=True)
+        self._arm(orchestrator, entry, container, bound)
+        return entry, container, from_pool
+
+    def _arm(
+        self,
+        orchestrator: str,
+        entry: _Pool,
+        container: SandboxContainer,
+        bound: CallCredentials | None,
+    ) -> None:
+        """Give the container's proxy the call's credentials. A call that cannot have
+        them never runs: its container goes, and :class:`InfrastructureError` says why."""
+        if bound is None:
+            return
+        try:
+            if container.gate is None:
+                raise ValueError(f"profile {container.profile.name!r} has no egress proxy")
+            container.gate.arm(bound.credentials)
+        except ValueError as exc:
+            self._after_call(self._factory(orchestrator), container, entry.pool)
+            raise InfrastructureError(
+                f"host {self._name} cannot add the call's credentials: {exc}",
+                code=ErrorCode.ENGINE_ERROR,
+                op="sandbox.execute",
+                retryable=False,
+            ) from None
+
+    async def _unseal(self, orchestrator: str, sealed: bytes) -> CallCredentials:
+        """Open a call's sealed credentials and install their leaves in the orchestrator's CA."""
+        egress = self._egress.get(orchestrator)
+        try:
+            if egress is None:
+                raise ValueError("the orchestrator registered no egress CA with this host")
+            bound = CallCredentials.decode(
+                self._sealing.open(sealed, host=self._name, orchestrator=orchestrator)
+            )
+            ca = egress[0]
+            if not ca.holds(bound.leaves):  # a new leaf: its key is loaded through a file
+                await self._blocking(ca.install, bound.leaves)
+        except (ValueError, ssl.SSLError) as exc:
+            raise InfrastructureError(
+                f"host {self._name} cannot add the call's credentials: {exc}",
+                code=ErrorCode.ENGINE_ERROR,
+                op="sandbox.execute",
+                retryable=False,
+            ) from None
+        return bound
 
     @staticmethod
     async def _ended(
@@ -529,6 +656,9 @@ class SandboxHost:
                 await self._blocking(
                     lambda cid=info["Id"]: self._client.api.remove_container(cid, force=True)
                 )
+        egress = self._egress.pop(orchestrator, None)
+        if egress is not None:  # its CA and gates go with its containers
+            await egress[1].close()
         return len(listed)
 
 

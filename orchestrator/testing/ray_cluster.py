@@ -307,8 +307,9 @@ class RayCluster:
     # -- using -----------------------------------------------------------
 
     @contextlib.contextmanager
-    def enter(self) -> Iterator[None]:
-        """Run the calling thread (and threads it starts later) in the head's namespace.
+    def enter(self, node: int = 0) -> Iterator[None]:
+        """Run the calling thread (and threads it starts later) in the head's namespace
+        (``node``: another node's, e.g. to listen on that node's loopback).
 
         A Ray driver must be on a node of the cluster. It also needs
         :meth:`environment` (the token) in its environment before Ray is
@@ -316,10 +317,10 @@ class RayCluster:
         """
         libc = ctypes.CDLL(None, use_errno=True)
         own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        target = os.open(f"/run/netns/{self.head_netns}", os.O_RDONLY)
+        target = os.open(f"/run/netns/{self.nodes[node].netns}", os.O_RDONLY)
         try:
             if libc.setns(target, _CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns into the head's namespace")
+                raise OSError(ctypes.get_errno(), f"setns into {self.nodes[node].name}'s namespace")
             yield
         finally:
             libc.setns(own, _CLONE_NEWNET)

@@ -130,11 +130,15 @@ class TlsOrigin:
         return Handler
 
     @contextmanager
-    def serve(self) -> Iterator[int]:
-        """Serve in a thread; yields the port."""
+    def serve(self, port: int = 0) -> Iterator[int]:
+        """Serve on ``port`` (0: any free one) in a thread; yields the port.
+
+        May be entered more than once (e.g. in two network namespaces): every
+        server records into the same :attr:`requests`.
+        """
         with tempfile.TemporaryDirectory(prefix="stockade-origin-") as directory:
             context = self._server_context(Path(directory))
-            server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+            server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
             server.daemon_threads = True
             server.socket = context.wrap_socket(
                 server.socket, server_side=True, do_handshake_on_connect=False

@@ -10,24 +10,29 @@ the proxy before anything is resolved or connected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import json
 import textwrap
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import docker
 import pytest
 
-from orchestrator.errors import ConfigError
 from orchestrator.sandbox.credentials import Credential
 from orchestrator.sandbox.egress import EgressPolicy
+from orchestrator.sandbox.egress_ca import DeploymentCA
 from orchestrator.sandbox.execution import ExecRequest, ExecStatus
 from orchestrator.sandbox.labels import BACKEND_LABEL
 from orchestrator.sandbox.profile import DEFAULT_IMAGE, SandboxProfile
 from orchestrator.sandbox.ray_backend import RayBackend
 from orchestrator.testing import FETCH
+from orchestrator.testing.egress import HttpRequest
 from orchestrator.testing.ray_cluster import RayCluster
+from orchestrator.testing.tls import TlsOrigin
 
 pytestmark = [pytest.mark.cluster, pytest.mark.docker, pytest.mark.timeout(600)]
 
@@ -120,26 +125,117 @@ async def test_egress_reaches_the_allowlisted_origin_from_both_hosts(
         assert engine.api.containers(all=True, filters={"label": label}) == []
 
 
-async def test_credentials_are_not_sent_to_hosts(cluster: RayCluster) -> None:
-    """A call carrying egress credentials is refused here: secrets stay in the orchestrator."""
+CANARY = "sk-ray-canary-7e3a91c0d2b4"
+
+# Through the proxy to the bound host: the runner's NO_PROXY keeps "localhost" off the
+# proxy, which is right for anything else but not for this test's origin, which
+# listens on each host's own loopback.
+FETCH_BOUND = """
+import os, sys, urllib.request
+for name in ("NO_PROXY", "no_proxy"):
+    os.environ.pop(name, None)
+with urllib.request.urlopen(sys.argv[1], timeout=20) as response:
+    print(response.status, response.read().decode())
+print("env", any("sk-ray" in value for value in os.environ.values()))
+print("trust", os.environ.get("SSL_CERT_FILE"))
+"""
+
+
+def _echo(request: HttpRequest) -> tuple[int, dict[str, str], bytes]:
+    return 200, {}, f"seen: {request.headers.get('authorization', '')}".encode()
+
+
+@pytest.fixture
+def bound_origin(cluster: RayCluster) -> Iterator[tuple[TlsOrigin, int]]:
+    """One HTTPS origin for ``localhost`` on both nodes' loopback, at the same port."""
+    origin = TlsOrigin(["localhost"], _echo)
+    with contextlib.ExitStack() as stack:
+        port = stack.enter_context(origin.serve())  # the head's namespace (this thread's)
+        with cluster.enter(1):
+            stack.enter_context(origin.serve(port))
+        yield origin, port
+
+
+async def test_credentials_reach_the_bound_host_through_each_hosts_proxy_never_the_sandbox(
+    cluster: RayCluster, bound_origin: tuple[TlsOrigin, int], tmp_path: Path
+) -> None:
+    """A call bound to a credential sends it, sealed, to its host; the host's proxy adds it.
+
+    The CA's key stays here (the hosts get its certificate at registration and a
+    call's leaves with the call); the sandbox sees the proxy's leaf, trusted through
+    the CA mounted beside its socket, and the bound host's answer with the secret
+    redacted.
+    """
+    origin, port = bound_origin
     profile = SandboxProfile(
-        name="ray-credentials",
+        name="ray-bound",
         pool_size=0,
-        egress=EgressPolicy(allow=("api.example.com",)),
+        timeout_s=30,
+        egress=EgressPolicy(
+            allow=(f"localhost:{port}",),
+            allow_networks=(ipaddress.ip_network("127.0.0.1/32"),),
+        ),
         loosen=frozenset({"egress"}),
     )
     credential = Credential(
-        name="api",
-        host="api.example.com",
-        port=443,
+        name="canary",
+        host="localhost",
+        port=port,
         header="Authorization",
         template="Bearer {secret}",
-        value="s3cret",
+        value=CANARY,
     )
-    backend = RayBackend(address=cluster.address, images=[DEFAULT_IMAGE])
+    ca = DeploymentCA.open(tmp_path, ["localhost"])
+    backend = RayBackend(
+        address=cluster.address,
+        images=[DEFAULT_IMAGE],
+        egress_ca=ca,
+        credential_profiles=["ray-bound"],
+        upstream_ca=origin.certificate_pem,
+    )
     await backend.start()
     try:
-        with pytest.raises(ConfigError, match="credentials"):
-            await backend.execute(ExecRequest(argv=("true",), credentials=(credential,)), profile)
+        request = ExecRequest(
+            argv=("python3", "-c", FETCH_BOUND, f"https://localhost:{port}/"),
+            credentials=(credential,),
+        )
+        # Sent together, the calls are spread over both hosts (least in flight first).
+        results = await asyncio.gather(*(backend.execute(request, profile) for _ in range(4)))
+        assert {result.host for result in results} == {"host-a", "host-b"}
+
+        # A host given credentials not sealed to it takes no container and runs nothing.
+        host = backend.hosts["host-a"]
+        served = json.loads(await host.actor.describe.remote(backend.instance_id))["served"]
+        record, reply, _live = await host.actor.execute.remote(
+            backend.instance_id,
+            profile.model_dump_json(),
+            b"",
+            10.0,
+            False,
+            credentials=b"not sealed to this host",
+        )
+        refused = json.loads(record)
+        assert refused["ended"] == "engine" and not refused["retryable"], refused
+        assert "cannot add the call's credentials" in refused["message"], refused
+        assert reply == b""
+        assert json.loads(await host.actor.describe.remote(backend.instance_id))["served"] == served
     finally:
         await backend.close()
+    for result in results:
+        assert result.status is ExecStatus.OK, result
+        lines = result.stdout.splitlines()
+        assert lines == [
+            "200 seen: Bearer [REDACTED]",
+            "env False",
+            "trust /run/stockade/ca-bundle.pem",
+        ], result.stdout + result.stderr
+        assert CANARY not in result.stdout + result.stderr
+        (event,) = result.egress
+        assert (event.host, event.port, event.allowed, event.secret) == (
+            "localhost",
+            port,
+            True,
+            "canary",
+        )
+    # The bound host got the secret on every request, through both hosts' proxies.
+    assert [r.headers.get("authorization") for r in origin.requests] == [f"Bearer {CANARY}"] * 4

@@ -32,8 +32,6 @@ FULL = {
     "toolkits": ["toolkits.files", "toolkits.python"],
     "sandbox": {
         "runtime": "runsc",
-        # docker: the secrets below cannot be bound with the ray engine; its
-        # settings round-trip all the same.
         "engine": "docker",
         "docker": {"max_threads": 4, "max_starting": 1},
         "ray": {"address": "10.77.0.1:6390", "namespace": "team-a"},
