@@ -325,11 +325,25 @@ class RayBackend(SandboxBackend):
                 await self.refresh()
                 for host in list(self._hosts.values()):
                     if not host.lost:
-                        raw = await self._remote(host, host.actor.describe.remote(self._id), 10.0)
-                        if raw is not None:
-                            host.record = json.loads(raw)
+                        await self._renew(host)
             except Exception as exc:
                 _log.info("refreshing hosts: %s", exc)
+
+    async def _renew(self, host: HostInfo) -> None:
+        """Renew this orchestrator's lease on ``host`` and read its record."""
+        raw = await self._remote(host, host.actor.describe.remote(self._id), 10.0)
+        if raw is None:
+            return
+        host.record = json.loads(raw)
+        if self._egress and not host.record.get("egress_registered"):
+            # Released while this orchestrator was cut off (its lease ran out):
+            # its CA goes to the host again.
+            ref = host.actor.register.remote(
+                self._images, self._id, self._lease_s, egress=self._egress
+            )
+            raw = await self._remote(host, ref, 120.0)
+            if raw is not None:
+                host.record = json.loads(raw)
 
     def _dispatched(self, host: HostInfo, overhead_s: float) -> None:
         """What Ray added to one call on ``host`` (round trip minus the host's own time)."""

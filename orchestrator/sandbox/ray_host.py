@@ -348,6 +348,10 @@ class SandboxHost:
                 "profiles": profiles,
                 "ready": ready,
                 "orchestrators": len(self._leases),
+                # Whether this host holds the asking orchestrator's egress CA: one whose
+                # lease ran out (cut off for a while) was released, CA included, and
+                # registers again when it sees False here.
+                "egress_registered": orchestrator in self._egress,
                 "in_flight": self._in_flight,
                 "served": self._served,
                 "last_error": self._last_error,

@@ -200,7 +200,7 @@ async def test_credentials_reach_the_bound_host_through_each_hosts_proxy_never_t
             credentials=(credential,),
         )
         # Sent together, the calls are spread over both hosts (least in flight first).
-        results = await asyncio.gather(*(backend.execute(request, profile) for _ in range(4)))
+        results = list(await asyncio.gather(*(backend.execute(request, profile) for _ in range(4))))
         assert {result.host for result in results} == {"host-a", "host-b"}
 
         # A host given credentials not sealed to it takes no container and runs nothing.
@@ -219,6 +219,17 @@ async def test_credentials_reach_the_bound_host_through_each_hosts_proxy_never_t
         assert "cannot add the call's credentials" in refused["message"], refused
         assert reply == b""
         assert json.loads(await host.actor.describe.remote(backend.instance_id))["served"] == served
+
+        # A host that released this orchestrator (its lease ran out while it was cut
+        # off) drops its CA too; the next refresh registers it again.
+        await host.actor.release.remote(backend.instance_id)
+        async with asyncio.timeout(20):
+            while not json.loads(await host.actor.describe.remote(backend.instance_id))[
+                "egress_registered"
+            ]:
+                await asyncio.sleep(0.2)
+        again = await asyncio.gather(*(backend.execute(request, profile) for _ in range(2)))
+        results += again
     finally:
         await backend.close()
     for result in results:
@@ -238,4 +249,4 @@ async def test_credentials_reach_the_bound_host_through_each_hosts_proxy_never_t
             "canary",
         )
     # The bound host got the secret on every request, through both hosts' proxies.
-    assert [r.headers.get("authorization") for r in origin.requests] == [f"Bearer {CANARY}"] * 4
+    assert [r.headers.get("authorization") for r in origin.requests] == [f"Bearer {CANARY}"] * 6
