@@ -61,6 +61,12 @@ _LIVE_END_WAIT_S = 0.5
 # A container of ours that no call or pool holds is removed by the janitor once
 # it is this old: younger ones may be between the engine's create and our books.
 _ORPHAN_GRACE_S = 60.0
+# A finished call's container is removed, and the pool's replacement started,
+# this long after the call returns: the caller's own work on the result (the
+# gateway's durable outcome record) runs first, not beside the engine's kill,
+# remove and create, which on a small machine tripled its time (see
+# docs/benchmarks.md, "Where the gateway's time went").
+_AFTER_CALL_S = 0.05
 
 
 class _ProfilePool:
@@ -253,8 +259,7 @@ class DockerBackend(SandboxBackend):
                     entry.pool.discard_ready()
                 raise
             finally:
-                self._destroy_later(container)
-                entry.pool.refill()
+                self._after_call(container, entry.pool)
         self._count(result, profile, time.monotonic() - started)
         return result
 
@@ -267,8 +272,16 @@ class DockerBackend(SandboxBackend):
         elif result.status is ExecStatus.TIMEOUT:
             sandbox.timeouts.labels(profile.name).inc()
 
-    def _destroy_later(self, container: SandboxContainer) -> None:
-        task = asyncio.create_task(self._destroy_quietly(container))
+    def _after_call(self, container: SandboxContainer, pool: WarmPool[SandboxContainer]) -> None:
+        """Remove the call's container and start its replacement, :data:`_AFTER_CALL_S` on."""
+
+        async def settle() -> None:
+            if not self._closed:  # closing: at once
+                await asyncio.sleep(_AFTER_CALL_S)
+            pool.refill()
+            await self._destroy_quietly(container)
+
+        task = asyncio.create_task(settle())
         self._destroying.add(task)
         task.add_done_callback(self._destroying.discard)
 
