@@ -459,6 +459,19 @@ class RayBackend(SandboxBackend):
                 live=live,
             )
 
+    def _count_egress(
+        self, egress: tuple[EgressConnection, ...], profile: SandboxProfile, request: ExecRequest
+    ) -> None:
+        """The egress metrics the Docker backend's gates count locally, from the host's
+        records: a secret's name only when it is one this call was given (the host's
+        word cannot add label values)."""
+        sandbox = self._metrics.sandbox
+        given = {credential.name for credential in request.credentials}
+        for event in egress:
+            sandbox.egress(profile.name, allowed=event.allowed)
+            if event.secret is not None and event.secret in given:
+                sandbox.credential_used(profile.name, event.secret)
+
     def _issue_leaves(self, credentials: tuple[Credential, ...]) -> None:
         """Have the leaves of ``credentials``' hosts ready (blocking: key generation)."""
         assert self._ca is not None  # checked in execute
@@ -672,6 +685,7 @@ class RayBackend(SandboxBackend):
             return _failed(
                 profile, base, started, ExecStatus.ERROR, f"the host sent a malformed record: {exc}"
             )
+        self._count_egress(egress, profile, request)
         ended = record.get("ended")
         if ended == "timeout":
             return with_printed(

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import docker
 import pytest
+from prometheus_client import generate_latest
 
+from orchestrator.metrics import Metrics
 from orchestrator.sandbox.credentials import Credential
 from orchestrator.sandbox.egress import EgressPolicy
 from orchestrator.sandbox.egress_ca import DeploymentCA
@@ -186,9 +188,11 @@ async def test_credentials_reach_the_bound_host_through_each_hosts_proxy_never_t
         value=CANARY,
     )
     ca = DeploymentCA.open(tmp_path, ["localhost"])
+    metrics = Metrics()
     backend = RayBackend(
         address=cluster.address,
         images=[DEFAULT_IMAGE],
+        metrics=metrics,
         egress_ca=ca,
         credential_profiles=["ray-bound"],
         upstream_ca=origin.certificate_pem,
@@ -248,5 +252,14 @@ async def test_credentials_reach_the_bound_host_through_each_hosts_proxy_never_t
             True,
             "canary",
         )
+    # Counted here from the hosts' records, by the secret's name only.
+    exposition = generate_latest(metrics.registry).decode()
+    assert 'stockade_egress_credentials_total{profile="ray-bound",secret="canary"} 6.0' in (
+        exposition
+    )
+    assert 'stockade_egress_connections_total{outcome="allowed",profile="ray-bound"} 6.0' in (
+        exposition
+    )
+    assert CANARY not in exposition
     # The bound host got the secret on every request, through both hosts' proxies.
     assert [r.headers.get("authorization") for r in origin.requests] == [f"Bearer {CANARY}"] * 6
