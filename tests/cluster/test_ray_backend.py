@@ -211,7 +211,7 @@ async def test_a_host_with_a_missing_image_refuses_to_register(cluster: RayClust
 async def test_a_node_killed_during_calls(
     cluster: RayCluster, docker_client: docker.DockerClient, second_engine: docker.DockerClient
 ) -> None:
-    """200 calls at concurrency 8 (every fifth with egress), one node killed after 40: every
+    """300 calls at concurrency 8 (every fifth with egress), one node killed after 40: every
     call returns with its own output or an infrastructure error — a call without egress
     always with its output (retried on the survivor), a call with egress that had started
     on the lost host as effects-unknown, nothing else; the node rejoins; nothing is left on
@@ -233,7 +233,7 @@ async def test_a_node_killed_during_calls(
                     done += 1
                 return result
 
-        calls = [asyncio.create_task(call(i)) for i in range(200)]
+        calls = [asyncio.create_task(call(i)) for i in range(300)]
         while done < 40:
             await asyncio.sleep(0.05)
         scratch = cluster.root / f"{cluster.nodes[1].name}-tmp"  # the node's TMPDIR
