@@ -290,9 +290,7 @@ class RayBackend(SandboxBackend):
             fresh = name not in self._registered
             raw = await self._remote(
                 info,
-                actor.register.remote(
-                    self._images, self._id, self._lease_s, fresh=fresh, egress=self._egress
-                ),
+                self._register(actor, fresh=fresh),
                 120.0,
             )
             if raw is None:
@@ -329,6 +327,12 @@ class RayBackend(SandboxBackend):
             except Exception as exc:
                 _log.info("refreshing hosts: %s", exc)
 
+    def _register(self, actor: Any, *, fresh: bool = False) -> Any:
+        """The host's ``register`` call for this orchestrator (its images, lease and CA)."""
+        return actor.register.remote(
+            self._images, self._id, self._lease_s, fresh=fresh, egress=self._egress
+        )
+
     async def _renew(self, host: HostInfo) -> None:
         """Renew this orchestrator's lease on ``host`` and read its record."""
         raw = await self._remote(host, host.actor.describe.remote(self._id), 10.0)
@@ -338,10 +342,7 @@ class RayBackend(SandboxBackend):
         if self._egress and not host.record.get("egress_registered"):
             # Released while this orchestrator was cut off (its lease ran out):
             # its CA goes to the host again.
-            ref = host.actor.register.remote(
-                self._images, self._id, self._lease_s, egress=self._egress
-            )
-            raw = await self._remote(host, ref, 120.0)
+            raw = await self._remote(host, self._register(host.actor), 120.0)
             if raw is not None:
                 host.record = json.loads(raw)
 

@@ -573,12 +573,7 @@ class SandboxHost:
             container.gate.arm(bound.credentials)
         except ValueError as exc:
             self._after_call(self._factory(orchestrator), container, entry.pool)
-            raise InfrastructureError(
-                f"host {self._name} cannot add the call's credentials: {exc}",
-                code=ErrorCode.ENGINE_ERROR,
-                op="sandbox.execute",
-                retryable=False,
-            ) from None
+            raise self._uncredentialed(exc) from None
 
     async def _unseal(self, orchestrator: str, sealed: bytes) -> CallCredentials:
         """Open a call's sealed credentials and install their leaves in the orchestrator's CA."""
@@ -593,13 +588,17 @@ class SandboxHost:
             if not ca.holds(bound.leaves):  # a new leaf: its key is loaded through a file
                 await self._blocking(ca.install, bound.leaves)
         except (ValueError, ssl.SSLError) as exc:
-            raise InfrastructureError(
-                f"host {self._name} cannot add the call's credentials: {exc}",
-                code=ErrorCode.ENGINE_ERROR,
-                op="sandbox.execute",
-                retryable=False,
-            ) from None
+            raise self._uncredentialed(exc) from None
         return bound
+
+    def _uncredentialed(self, exc: Exception) -> InfrastructureError:
+        """Why a call does not run: its credentials cannot be opened or added here."""
+        return InfrastructureError(
+            f"host {self._name} cannot add the call's credentials: {exc}",
+            code=ErrorCode.ENGINE_ERROR,
+            op="sandbox.execute",
+            retryable=False,
+        )
 
     @staticmethod
     async def _ended(
