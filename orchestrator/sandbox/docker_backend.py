@@ -120,7 +120,7 @@ class DockerBackend(SandboxBackend):
             metrics=self._metrics.sandbox,
             backend=self._id,
         )
-        self._stop_watching = self._metrics.sandbox.watch_pools(self._pool_sizes)
+        self._stop_watching = self._metrics.sandbox.watch_pools(self.pool_sizes)
         self._max_starting = max_starting
         self._reap_on_start = reap_on_start
         self._pools: dict[str, _ProfilePool] = {}
@@ -177,8 +177,8 @@ class DockerBackend(SandboxBackend):
         entry = await self._pool_for(profile)
         await entry.pool.wait_ready(timeout_s=timeout_s)
 
-    def _pool_sizes(self) -> list[PoolSize]:
-        """Every pool's containers, for the metrics (read when Prometheus scrapes)."""
+    def pool_sizes(self) -> list[PoolSize]:
+        """Every pool's containers: ready, starting, target (metrics and readiness read it)."""
         return [
             PoolSize(
                 profile=entry.pool.name,

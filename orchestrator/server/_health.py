@@ -93,11 +93,20 @@ def _engine_and_pools(platform: Platform) -> dict[str, Check]:
     pooled = sorted(
         name for name, profile in platform.profiles.items() if name in used and profile.pool_size
     )
-    cold = [name for name in pooled if not up[name]]
+    # A pool whose replacement is being started (a pool of one, right after a call)
+    # still serves: the next call waits for that start, as the first one in it would.
+    starting = Counter({size.profile: size.starting for size in platform.sandbox.pool_sizes()})
+    cold = [name for name in pooled if not up[name] and not starting[name]]
     engine = Check(ok=True, detail="answers")
     if cold:
         return {"engine": engine, "pools": Check(ok=False, detail=f"no container up: {cold}")}
-    counts = ", ".join(f"{name} {up[name]}" for name in pooled) or "none configured"
+    counts = (
+        ", ".join(
+            f"{name} {up[name]}" + (f" (+{starting[name]} starting)" if starting[name] else "")
+            for name in pooled
+        )
+        or "none configured"
+    )
     return {"engine": engine, "pools": Check(ok=True, detail=f"containers up: {counts}")}
 
 
