@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from hypothesis import settings
 
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.images import ImageBuilder
-from orchestrator.sandbox.labels import OWNER_LABEL, current_owner
+from orchestrator.sandbox.labels import OWNER_LABEL, PLATFORM_LABEL, current_owner
 from orchestrator.sandbox.profile import SandboxProfile
 
 RUNTIMES = ("runc", "runsc")
@@ -50,8 +51,19 @@ def docker_client() -> Iterator[docker.DockerClient]:
         client.ping()
     except docker.errors.DockerException as exc:
         pytest.fail(f"no Docker engine: run scripts/setup.sh first ({exc})")
+    began = int(time.time())
     yield client
+    left = _untagged_images(client, since=began)
+    for image_id in left:
+        client.api.remove_image(image_id, force=True)
     client.close()
+    assert left == [], f"the tests left {len(left)} untagged Stockade image(s) behind"
+
+
+def _untagged_images(client: docker.DockerClient, since: int) -> list[str]:
+    """Untagged images with Stockade's label made since ``since`` (a build's leftovers)."""
+    found = client.api.images(filters={"dangling": True, "label": PLATFORM_LABEL})
+    return [image["Id"] for image in found if int(image["Created"]) >= since]
 
 
 @pytest.fixture(scope="session")

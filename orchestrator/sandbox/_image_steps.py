@@ -7,6 +7,7 @@ carrying the tail of what went wrong.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -26,6 +27,9 @@ from orchestrator.sandbox.labels import PLATFORM_LABEL, PLATFORM_VALUE
 __all__ = ["debootstrap_import", "docker_build", "host_debian_suite", "missing_debian_packages"]
 
 _LOG_TAIL = 30
+_SHORT_ID = 12
+_STEP_IMAGE = re.compile(r"---> ([0-9a-f]{12})")
+"""A step's image in the builder's output (`` ---> 0123456789ab``)."""
 _DEBOOTSTRAP_TIMEOUT_S = 1800
 
 
@@ -148,6 +152,7 @@ def docker_build(
 ) -> str:
     """Build ``context`` as ``tag`` with no network; its image id. Steps are shown as they run."""
     tail: deque[str] = deque(maxlen=_LOG_TAIL)
+    steps: set[str] = set()
     image_id: str | None = None
     try:
         stream = client.api.build(
@@ -161,7 +166,7 @@ def docker_build(
             decode=True,
         )
         for chunk in stream:
-            image_id = _follow(chunk, tail, progress) or image_id
+            image_id = _follow(chunk, tail, steps, progress) or image_id
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise engine_error("images.build", exc) from exc
     except _BuildFailed as exc:
@@ -179,15 +184,43 @@ def docker_build(
             op="images.build",
             retryable=True,
         )
+    _remove_stages(client, steps)
     return image_id
+
+
+def _remove_stages(client: docker.DockerClient, steps: set[str]) -> None:
+    """The images of a multi-stage build's earlier stages, which the engine keeps untagged.
+
+    ``steps`` are the short ids of every step's image, as the build announced
+    them. Those of the finished image's own stage are its parents; a finished
+    earlier stage (the tools image's ``install`` stage, ~380 MB) is an untagged
+    image with no children, which the engine would keep for as long as it runs.
+    Only images of this build go (another build's or an operator's never do), and
+    removing one also removes the untagged steps under it.
+    """
+    with engine_errors("images.list"):
+        dangling = client.api.images(filters={"dangling": True}, quiet=True)
+    for full in dangling:
+        if str(full).removeprefix("sha256:")[:_SHORT_ID] in steps:
+            try:
+                client.api.remove_image(full)
+            except docker.errors.NotFound:
+                pass  # gone meanwhile: what was wanted
+            except docker.errors.APIError as exc:
+                raise engine_error("images.remove", exc) from exc
 
 
 class _BuildFailed(Exception):
     pass
 
 
-def _follow(chunk: Any, tail: deque[str], progress: Callable[[str], None]) -> str | None:
-    """Take one decoded message of the build's stream; the image id once it is announced."""
+def _follow(
+    chunk: Any, tail: deque[str], steps: set[str], progress: Callable[[str], None]
+) -> str | None:
+    """Take one decoded message of the build's stream; the image id once it is announced.
+
+    Each step's image (`` ---> 0123456789ab``) is added to ``steps``.
+    """
     if not isinstance(chunk, dict):
         return None
     if "error" in chunk:
@@ -200,4 +233,7 @@ def _follow(chunk: Any, tail: deque[str], progress: Callable[[str], None]) -> st
             tail.append(line)
         if line.startswith("Step "):
             progress(line.strip())
+        step = _STEP_IMAGE.fullmatch(line.strip())
+        if step:
+            steps.add(step.group(1))
     return None

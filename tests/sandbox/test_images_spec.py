@@ -197,13 +197,22 @@ def _tag(images: dict[str, bool], prefix: str) -> str:
 
 @pytest.mark.docker
 async def test_a_spec_with_python_packages_builds_offline_and_its_profile_uses_it(
-    images: ImageBuilder, no_leaks: None, tmp_path: Path, removed_after: list[str]
+    images: ImageBuilder,
+    no_leaks: None,
+    tmp_path: Path,
+    removed_after: list[str],
+    docker_client: docker.DockerClient,
 ) -> None:
     config = write_config(tmp_path, {"science": {"python": ["sympy"]}}, {"image_spec": "science"})
     built, shown = build(config)
     tag = _tag(built, "stockade-tools-science:")
     removed_after.append(tag)
     assert built[tag], "the spec's image was built"
+    # The spec's Dockerfile has an install stage on the tools image: it is not
+    # left behind as an untagged image (it would carry the tools image's labels).
+    tools = _tag(built, "stockade-tools:")
+    leftovers = {"dangling": True, "label": f"org.stockade.inputs={tools}"}
+    assert not docker_client.images.list(filters=leftovers), "no stage is left behind"
     assert "resolving image spec 'science': sympy" in shown
     assert "downloading" in shown and f"built {tag}" in shown
     assert _tag(built, "stockade-tools:") == images.resolve("stockade-tools"), (
