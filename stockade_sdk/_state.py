@@ -42,6 +42,7 @@ import io
 import os
 import pickle
 import sys
+import types
 
 __all__ = [
     "STATE_ENV",
@@ -92,6 +93,22 @@ def describe_size(size: int) -> str:
     return f"{size / (_KiB * _KiB):.1f} MiB"
 
 
+def _import_module(name: str) -> Any:
+    """At load: a kept module, imported under its name as an interned string.
+
+    A module's ``__name__`` is the very string it was imported by, and the
+    pickler shares one entry among identical string objects only: a namespace
+    whose ``numpy`` came from ``import numpy`` (an interned constant) and the
+    same namespace after a restore (a name read from the file) would pickle to
+    different bytes, and an unchanged namespace would be written again.
+    Interned, every import path names it with the same object (the warm host
+    interns its preloads too).
+    """
+    import importlib  # noqa: PLC0415 - only a namespace that holds a module needs it
+
+    return importlib.import_module(sys.intern(name))
+
+
 def _main_namespace() -> dict[str, Any]:
     """At load: the namespace to fill, the running snippet's ``__main__``."""
     return sys.modules["__main__"].__dict__
@@ -128,6 +145,8 @@ def _pickler_class() -> type:
         def reducer_override(self, obj: object) -> Any:
             if obj is self._namespace:
                 return _main_namespace, (), None, None, iter(self._namespace.items())
+            if isinstance(obj, types.ModuleType) and _importable(obj):
+                return _import_module, (obj.__name__,)
             return super().reducer_override(obj)
 
         def _dynamic_function_reduce(self, func: Any) -> Any:
@@ -147,6 +166,12 @@ def _pickler_class() -> type:
             return reduced
 
     return Pickler
+
+
+def _importable(module: types.ModuleType) -> bool:
+    """Whether ``module`` is kept by name (else cloudpickle decides: by value, or not at all)."""
+    name = getattr(module, "__name__", None)
+    return isinstance(name, str) and name != "__main__" and sys.modules.get(name) is module
 
 
 def _dumps(namespace: _Namespace, main: dict[str, Any]) -> list[bytes | memoryview]:

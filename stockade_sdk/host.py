@@ -1,6 +1,6 @@
 """The warm tool host: an interpreter ready for one tool call before the call exists.
 
-The tools image's runner (``runner.py --tool-host /opt/stockade/lib``) starts
+The tools image's runner (``runner.pyc --tool-host /opt/stockade/lib``) starts
 ``python3 -m stockade_sdk.host`` while its container waits in the pool. The
 host:
 
@@ -10,7 +10,11 @@ host:
    once: the state serialiser (``cloudpickle``) and the heavy modules of the
    profile's preload list (``STOCKADE_PRELOAD``, comma-separated, set when the
    container is created; ``numpy`` when it is not set), so a snippet that
-   restores or imports them finds them loaded. Only module imports run here:
+   restores or imports them finds them loaded. In a container a caller
+   already waits for (``STOCKADE_LEAN_START=1``: the pool ran dry) only the
+   first part: the call would wait for the rest (~100 ms of CPU, numpy's
+   import most of it) whether it uses them or not, and a snippet that does
+   imports them itself. Only module imports run here:
    a kept namespace is loaded by the forked snippet, never by this process;
 2. makes itself non-dumpable (:func:`stockade_sdk._snippet.prepare_fork_start`):
    a ``python.run`` snippet is forked from this process, and must not be able
@@ -47,9 +51,13 @@ PRELOAD_ENV = "STOCKADE_PRELOAD"
 """Comma-separated modules snippets use, imported before the call (the profile's list)."""
 DEFAULT_PRELOAD = ("numpy",)
 """The list when :data:`PRELOAD_ENV` is not set."""
+LEAN_START_ENV = "STOCKADE_LEAN_START"
+"""``1``: a caller waits for this container; the optional preloads are skipped."""
 # What every python.run call may use: its parser (a trailing expression is
-# shown), the state serialiser and its module.
-_SNIPPET_MODULES = ("ast", "cloudpickle", "stockade_sdk._state", "stockade_sdk._figures")
+# shown) and the state and figure modules (they import their heavy parts when used).
+_SNIPPET_MODULES = ("ast", "stockade_sdk._state", "stockade_sdk._figures")
+# What a call that keeps its namespace needs: the serialiser.
+_STATE_MODULES = ("cloudpickle",)
 _READY_FD = 3
 _LEN_BYTES = 4
 
@@ -62,15 +70,20 @@ def preload_names() -> list[str]:
             names = [line.strip() for line in listing if line.strip()]
     except OSError:
         names = []
+    if os.environ.get(LEAN_START_ENV) == "1":
+        return [*names, *_SNIPPET_MODULES]
     listed = os.environ.get(PRELOAD_ENV)
     heavy = DEFAULT_PRELOAD if listed is None else listed.replace(",", " ").split()
-    return [*names, *_SNIPPET_MODULES, *heavy]
+    return [*names, *_SNIPPET_MODULES, *_STATE_MODULES, *heavy]
 
 
 def _preload() -> None:
     for name in preload_names():
         try:
-            importlib.import_module(name)
+            # Interned, as ``import numpy`` in a snippet would name it: a kept
+            # namespace then pickles alike whoever imported its modules
+            # (see stockade_sdk._state._import_module).
+            importlib.import_module(sys.intern(name))
         except Exception:  # noqa: S112 - the call imports it again and reports the error
             continue
 

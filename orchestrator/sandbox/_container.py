@@ -62,8 +62,13 @@ def container_options(
     egress_dir: Path | None = None,
     *,
     backend: str | None = None,
+    lean: bool = False,
 ) -> dict[str, Any]:
-    """Keyword arguments for ``containers.create``: the hardened container of a profile."""
+    """Keyword arguments for ``containers.create``: the hardened container of a profile.
+
+    ``lean``: a caller already waits for this container (see
+    :mod:`orchestrator.sandbox.pool`).
+    """
     tmpfs_opts = "rw,nosuid,nodev"
     uid, gid = profile.user.split(":")
     return {
@@ -95,7 +100,7 @@ def container_options(
         "hostname": "sandbox",
         # Nothing of the host's: at most the profile's preload list for the
         # runner's tool host; a request's environment goes with the request.
-        "environment": profile.container_env(),
+        "environment": profile.container_env(lean=lean),
         # Output travels over the attach stream only; a log driver would
         # store whatever a hostile tool prints on the host's disk.
         "log_config": {"type": "none", "config": {}},
@@ -190,10 +195,12 @@ class ContainerFactory:
         image_id: str,
         *,
         on_created: Callable[[str], None] = lambda _id: None,
+        lean: bool = False,
     ) -> SandboxContainer:
         """Create, attach, start and wait for the runner's ready frame.
 
-        ``on_created`` learns the container's id as soon as the engine made it.
+        ``on_created`` learns the container's id as soon as the engine made it;
+        ``lean``: a caller already waits for it (see :mod:`orchestrator.sandbox.pool`).
         """
         gate = (
             await self._gates.open(profile.egress, profile=profile.name) if profile.egress else None
@@ -202,7 +209,11 @@ class ContainerFactory:
             began = time.perf_counter()
             container_id = await self._create_shielded(
                 container_options(
-                    profile, image, gate.directory if gate else None, backend=self._backend
+                    profile,
+                    image,
+                    gate.directory if gate else None,
+                    backend=self._backend,
+                    lean=lean,
                 )
             )
             created = time.perf_counter()

@@ -203,7 +203,7 @@ class DockerBackend(SandboxBackend):
                 )
                 image_id = await loop.run_in_executor(self._executor, self._images.image_id, tag)
 
-                async def launch() -> SandboxContainer:
+                async def launch(waited_for: bool) -> SandboxContainer:
                     created: list[str] = []
 
                     def hold(container_id: str) -> None:
@@ -211,7 +211,9 @@ class DockerBackend(SandboxBackend):
                         self._held.add(container_id)
 
                     try:
-                        return await self._factory.launch(profile, tag, image_id, on_created=hold)
+                        return await self._factory.launch(
+                            profile, tag, image_id, on_created=hold, lean=waited_for
+                        )
                     except BaseException:
                         # A start that failed (the engine went away mid-way) may
                         # leave its container: the janitor makes sure it goes.

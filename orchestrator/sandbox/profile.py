@@ -33,6 +33,10 @@ _MiB = 1024 * 1024
 PRELOAD_ENV = "STOCKADE_PRELOAD"
 """On the container: the modules the warm tool host imports before its call
 (``stockade_sdk.host.PRELOAD_ENV``)."""
+LEAN_START_ENV = "STOCKADE_LEAN_START"
+"""On a container a caller already waits for: its warm tool host imports only
+what every call needs, not the optional preloads (``stockade_sdk.host.LEAN_START_ENV``;
+see :mod:`orchestrator.sandbox.pool`)."""
 _MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 PYTHON_STATE_ENV = "STOCKADE_PYTHON_STATE"
 """Set for a ``python.run`` call that keeps its namespace: the cap in bytes
@@ -110,11 +114,13 @@ class SandboxProfile(StrictModel):
     (``numpy``); ``[]``: none. Each costs every pooled container start-up time and memory,
     and each fork a little."""
 
-    def container_env(self) -> dict[str, str]:
-        """What the container's own environment holds: only the preload list, when set."""
-        if self.python_preload is None:
-            return {}
-        return {PRELOAD_ENV: ",".join(self.python_preload)}
+    def container_env(self, *, lean: bool = False) -> dict[str, str]:
+        """What the container's own environment holds: only the preload list, when set, and
+        whether a caller waits for it (``lean``: the optional preloads are skipped)."""
+        env = {} if self.python_preload is None else {PRELOAD_ENV: ",".join(self.python_preload)}
+        if lean:
+            env[LEAN_START_ENV] = "1"
+        return env
 
     def python_state_env(self) -> dict[str, str]:
         """The environment that makes a ``python.run`` call of a kept workspace stateful."""

@@ -391,8 +391,8 @@ class SandboxHost:
                 image_id = await self._blocking(self._images.image_id, tag)
                 factory = self._factory(orchestrator)
 
-                async def launch() -> SandboxContainer:
-                    return await factory.launch(profile, tag, image_id)
+                async def launch(waited_for: bool) -> SandboxContainer:
+                    return await factory.launch(profile, tag, image_id, lean=waited_for)
 
                 pool = WarmPool(
                     name=profile.name,

@@ -30,6 +30,7 @@ async def open_test_platform(
     runtime: str = "runc",
     profiles: Mapping[str, Mapping[str, Any]] | None = None,
     backend: SandboxBackend | None = None,
+    warm: bool = False,
 ) -> AsyncIterator[Platform]:
     """:meth:`Platform.open` with a policy that allows every tool, for a toolkit's own tests.
 
@@ -37,7 +38,9 @@ async def open_test_platform(
     call takes (``platform.gateway.call(...)``: validation, sandbox, audit).
     ``profiles`` are written as in ``stockade.yaml``
     (``{"default": {"memory_mb": 256}}``); ``backend`` replaces the Docker
-    backend (e.g. with a :class:`~orchestrator.testing.backend.ScriptedBackend`).
+    backend (e.g. with a :class:`~orchestrator.testing.backend.ScriptedBackend`);
+    ``warm`` fills the pools before it returns (a call then finds a container
+    fully prepared, not one started while the call waits).
     """
     policy = await asyncio.to_thread(_allow_all_policy, state_dir)
     config = StockadeConfig.model_validate(
@@ -48,5 +51,5 @@ async def open_test_platform(
             "sandbox": {"runtime": runtime, "profiles": dict(profiles or {})},
         }
     )
-    async with Platform.open(config, backend=backend) as platform:
+    async with Platform.open(config, backend=backend, warm=warm) as platform:
         yield platform

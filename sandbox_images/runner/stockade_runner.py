@@ -129,6 +129,7 @@ _TOOL_HOST_FLAG = "--tool-host"
 _TOOL_HOST_ARGV = ["python3", "-m", "stockade_sdk.host"]
 _TOOL_HOST_READY_FD = 3
 _PRELOAD_ENV = "STOCKADE_PRELOAD"
+_LEAN_START_ENV = "STOCKADE_LEAN_START"
 # Set by the host in a request's environment (and removed here) to ask for
 # live output frames: its value is how many bytes of output may stream.
 _LIVE_ENV = "STOCKADE_LIVE_OUTPUT"
@@ -1029,11 +1030,13 @@ class _ToolHost:
         ready_r, ready_w = os.pipe()
         try:
             env = dict(_BASE_ENV, PYTHONPATH=library, PYTHONUNBUFFERED="1")
-            # The profile's preload list, set on the container by the host
-            # (never by a request): what the host imports before the call.
-            preload = os.environ.get(_PRELOAD_ENV)
-            if preload is not None:
-                env[_PRELOAD_ENV] = preload
+            # The profile's preload list and whether a caller already waits,
+            # set on the container by the host (never by a request): what the
+            # tool host imports before the call.
+            for name in (_PRELOAD_ENV, _LEAN_START_ENV):
+                value = os.environ.get(name)
+                if value is not None:
+                    env[name] = value
             self.pid = self.pipes.spawn(_TOOL_HOST_ARGV, env, guard, ready_w)
         except OSError:
             self.pipes.close()

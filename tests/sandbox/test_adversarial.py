@@ -7,9 +7,10 @@ leak check) that no container outlives the test.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import textwrap
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import docker
@@ -387,19 +388,25 @@ out.flush()
 
 
 @pytest.fixture
-def lying_image(
+async def lying_image(
     docker_client: docker.DockerClient, images: ImageBuilder, tmp_path: Path
-) -> Iterator[str]:
+) -> AsyncIterator[str]:
     """The sandbox image with its runner replaced by ``LYING_RUNNER``."""
     context = tmp_path / "lying-context"
     context.mkdir()
     (context / "runner.py").write_text(LYING_RUNNER)
     (context / "Dockerfile").write_text(
         f"FROM {images.resolve('stockade-sandbox')}\nCOPY runner.py /opt/stockade/runner.py\n"
+        'CMD ["python3", "-I", "-S", "/opt/stockade/runner.py"]\n'
     )
     tag = f"stockade-test-lying-runner:{os.getpid()}"
     docker_client.images.build(path=str(context), tag=tag, rm=True)
     yield tag
+    # The backend removes a call's container just after the call (on this
+    # loop): an image removed before that would only lose its tag and stay behind.
+    async with asyncio.timeout(30):
+        while docker_client.api.containers(all=True, filters={"ancestor": tag}):
+            await asyncio.sleep(0.05)
     docker_client.images.remove(tag, force=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 
 import pytest
 
@@ -18,8 +19,10 @@ class FakeSandboxes:
         self.gate = asyncio.Event()
         self.gate.set()
         self.fail = 0
+        self.waited_for: list[bool] = []
 
-    async def launch(self) -> int:
+    async def launch(self, waited_for: bool) -> int:
+        self.waited_for.append(waited_for)
         await self.gate.wait()
         if self.fail:
             self.fail -= 1
@@ -189,4 +192,38 @@ async def test_deferred_refill_starts_after_the_delay_if_the_call_goes_on() -> N
     async with asyncio.timeout(5):
         while pool.ready < 2:
             await asyncio.sleep(0.01)
+    await pool.close()
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0.001)
+
+
+async def test_a_start_a_caller_waits_for_is_marked_so_and_refills_are_not() -> None:
+    fake = FakeSandboxes()
+    pool = WarmPool(name="t", launch=fake.launch, destroy=fake.destroy, size=1)
+    pool.start()
+    await pool.wait_ready(timeout_s=5)
+    assert fake.waited_for == [False], "filling the pool: nobody waits"
+    fake.gate.clear()  # the next starts hang until the gate opens
+    await pool.acquire()  # the ready one; its replacement starts, nobody waiting
+    await until(lambda: len(fake.waited_for) == 2)
+    assert fake.waited_for == [False, False] and pool.starting == 1
+    waiting = asyncio.ensure_future(pool.acquire())  # waits for the start under way
+    await until(lambda: len(fake.waited_for) == 3)
+    assert fake.waited_for == [False, False, True], "a start made while a caller waits"
+    fake.gate.set()
+    assert (await waiting)[1], "handed over from the pool"
+    await pool.wait_ready(timeout_s=5)
+    await pool.close()
+
+
+async def test_a_caller_launching_its_own_sandbox_is_waiting_for_it() -> None:
+    fake = FakeSandboxes()
+    pool = WarmPool(name="t", launch=fake.launch, destroy=fake.destroy, size=0)
+    pool.start()
+    _, warm = await pool.acquire()
+    assert not warm and fake.waited_for == [True]
     await pool.close()

@@ -66,7 +66,7 @@ async def test_the_runner_is_pid_1_and_not_dumpable(
         """,
     )
     findings = report(result)
-    assert findings["pid1"].startswith("python3 ") and findings["pid1"].endswith("runner.py"), (
+    assert findings["pid1"].startswith("python3 ") and findings["pid1"].endswith("runner.pyc"), (
         findings
     )
     assert findings["parent"] == 1

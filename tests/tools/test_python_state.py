@@ -195,9 +195,38 @@ async def test_a_state_file_cut_short_is_reported_and_the_call_starts_empty(
     assert output["state"].startswith("the saved namespace is cut short"), output
 
 
-async def test_numpy_is_loaded_before_the_call(platform: Platform) -> None:
-    output = await python(platform, "import sys\nprint('numpy' in sys.modules)", run_id=None)
-    assert output["stdout"] == "True\n", "the warm host imported numpy (the default preload)"
+MODULES_LOADED = "import sys\nprint([n for n in ('numpy', 'cloudpickle') if n in sys.modules])"
+
+
+async def test_numpy_is_loaded_before_the_call(
+    images: ImageBuilder, no_leaks: None, tmp_path: Path
+) -> None:
+    async with open_test_platform(
+        tmp_path / "state", toolkits=("toolkits.python",), profiles={}, warm=True
+    ) as warmed:
+        output = await python(warmed, MODULES_LOADED, run_id=None)
+    assert output["stdout"] == "['numpy', 'cloudpickle']\n", (
+        "the warm host imported numpy (the default preload) and the state serialiser"
+    )
+
+
+async def test_a_container_a_call_waits_for_skips_the_optional_preloads(
+    images: ImageBuilder, no_leaks: None, tmp_path: Path
+) -> None:
+    # No pool: every call waits for a container started for it. Its host
+    # imports neither numpy nor the serialiser; a kept namespace holding a
+    # numpy array is saved and restored all the same (the snippet imports them).
+    async with open_test_platform(
+        tmp_path / "state", toolkits=("toolkits.python",), profiles={"default": {"pool_size": 0}}
+    ) as opened:
+        assert (await python(opened, MODULES_LOADED, run_id=None))["stdout"] == "[]\n"
+        await python(opened, "import numpy as np\nkept = np.arange(3)")
+        saved = state_file(opened, "r1").read_bytes()
+        output = await python(opened, "print(kept.sum())")
+        # numpy came from the snippet's import, then from the restore: the same
+        # bytes all the same, so the unchanged namespace is not written again.
+        assert state_file(opened, "r1").read_bytes() == saved
+    assert output["stdout"] == "3\n", output
 
 
 async def test_what_cannot_be_kept_is_dropped_and_named(platform: Platform) -> None:
@@ -439,7 +468,7 @@ async def test_the_profiles_preload_list_is_what_the_host_imports_before_the_cal
     if preload is not None:
         profile["python_preload"] = preload
     async with open_test_platform(
-        tmp_path / "state", toolkits=("toolkits.python",), profiles={"default": profile}
+        tmp_path / "state", toolkits=("toolkits.python",), profiles={"default": profile}, warm=True
     ) as opened:
         # Forked from the warm host: what it imported is in sys.modules before the snippet's
         # first line (the SDK itself imports neither module).
