@@ -118,10 +118,14 @@ def _file_layer(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
         if isinstance(node, dict) and node.get(leaf) is not None:
             node[leaf] = _resolve_path(node[leaf], base)
     secrets = data.get("secrets")
-    if isinstance(secrets, dict):  # each secret's file, like every path of the file
+    if isinstance(secrets, dict):  # each secret's files, like every path of the file
         for secret in secrets.values():
             if isinstance(secret, dict) and secret.get("file") is not None:
                 secret["file"] = _resolve_path(secret["file"], base)
+            bindings = secret.get("bind") if isinstance(secret, dict) else None
+            for binding in bindings if isinstance(bindings, list) else ():
+                if isinstance(binding, dict) and binding.get("ca_file") is not None:
+                    binding["ca_file"] = _resolve_path(binding["ca_file"], base)
     return data, origins
 
 

@@ -459,6 +459,10 @@ class SecretBinding(StrictModel):
     """The HTTPS port."""
     principals: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
     """Principal globs the secret is for (``[alice, "team-*"]``); absent: every caller."""
+    ca_file: Path | None = None
+    """PEM file of the CA certificates the proxy trusts when it connects to ``host`` (read at
+    start), instead of the system's trust store: an internal API whose certificate a private
+    CA issued. Absent: the system's trust store."""
 
 
 class SecretSettings(StrictModel):

@@ -7,6 +7,7 @@ them.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +16,16 @@ import docker
 
 from orchestrator.approvals import ApproversConfig, load_approvers
 from orchestrator.assets import shipped
-from orchestrator.config import LoadedConfig, SecretSettings, StockadeConfig, secret_from_env
+from orchestrator.config import (
+    LoadedConfig,
+    SecretBinding,
+    SecretSettings,
+    StockadeConfig,
+    secret_from_env,
+)
 from orchestrator.errors import ConfigError
 from orchestrator.policy import Policy, load_policy
+from orchestrator.sandbox._egress_tls import upstream_context
 from orchestrator.sandbox.credentials import (
     MIN_SECRET_LENGTH,
     Credential,
@@ -139,6 +147,24 @@ def check_profiles(
             )
 
 
+def _upstream_ca(loaded: LoadedConfig, field: str, bound: SecretBinding) -> bytes | None:
+    """The binding's ``ca_file``, read and checked to hold CA certificates; None if unset."""
+    if bound.ca_file is None:
+        return None
+    file, line = _config_file(loaded, field.partition("[")[0])
+    try:
+        pem = bound.ca_file.read_bytes()
+        upstream_context(pem)
+    except (OSError, ValueError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"{bound.ca_file} must hold the PEM certificates to trust for {bound.host}: {exc}",
+            file=file,
+            line=line,
+            field=field,
+        ) from exc
+    return pem
+
+
 def _secret_value(
     loaded: LoadedConfig, name: str, secret: SecretSettings, environ: Mapping[str, str] | None
 ) -> str:
@@ -178,7 +204,7 @@ def load_credentials(
     bindings: list[CredentialBinding] = []
     for name, secret in loaded.config.secrets.items():
         value = _secret_value(loaded, name, secret, environ)
-        for bound in secret.bind:
+        for index, bound in enumerate(secret.bind):
             credential = Credential(
                 name=name,
                 host=bound.host,
@@ -186,6 +212,7 @@ def load_credentials(
                 header=secret.header,
                 template=secret.format,
                 value=value,
+                upstream_ca=_upstream_ca(loaded, f"secrets.{name}.bind[{index}].ca_file", bound),
             )
             principals = tuple(bound.principals) if bound.principals is not None else None
             bindings.append(

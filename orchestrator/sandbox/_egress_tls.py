@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -46,6 +47,7 @@ __all__ = [
     "Traffic",
     "UpstreamPool",
     "default_upstream_tls",
+    "upstream_context",
 ]
 
 _CHUNK = 64 * 1024
@@ -68,6 +70,8 @@ _HOP_BY_HOP = frozenset(
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+PoolKey = tuple[str, int, str, bytes | None]
+"""Host, port, secret and the CA bundle trusted for it: what makes kept connections alike."""
 OpenUpstream = Callable[[], Awaitable[Streams]]
 """Resolves, checks and connects (plain TCP) to the bound host, as for any connection."""
 
@@ -75,6 +79,18 @@ OpenUpstream = Callable[[], Awaitable[Streams]]
 def default_upstream_tls() -> ssl.SSLContext:
     """The proxy's own TLS to real hosts: the host's trust store, HTTP/1.1."""
     context = ssl.create_default_context()
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+@functools.lru_cache(maxsize=32)
+def upstream_context(ca_pem: bytes) -> ssl.SSLContext:
+    """The proxy's TLS to a host whose binding names the CA certificates to trust (PEM),
+    instead of the system's store; HTTP/1.1. One context per distinct bundle.
+
+    Raises :class:`ssl.SSLError` or :class:`ValueError` when ``ca_pem`` holds no certificate.
+    """
+    context = ssl.create_default_context(cadata=ca_pem.decode("ascii"))
     context.set_alpn_protocols(["http/1.1"])
     return context
 
@@ -101,15 +117,15 @@ class _Upstream:
 
 
 class UpstreamPool:
-    """Idle TLS connections to bound hosts, per (host, port, secret), shared by all gates."""
+    """Idle TLS connections to bound hosts, per :data:`PoolKey`, shared by all gates."""
 
     def __init__(self, *, max_idle: int = 4, idle_s: float = 30.0) -> None:
         """Keep at most ``max_idle`` per key, each for at most ``idle_s`` seconds."""
         self._max_idle = max_idle
         self._idle_s = idle_s
-        self._idle: dict[tuple[str, int, str], list[_Upstream]] = {}
+        self._idle: dict[PoolKey, list[_Upstream]] = {}
 
-    def take(self, key: tuple[str, int, str]) -> _Upstream | None:
+    def take(self, key: PoolKey) -> _Upstream | None:
         """A live idle connection for ``key``, or None."""
         idle = self._idle.get(key, [])
         while idle:
@@ -121,7 +137,7 @@ class UpstreamPool:
             upstream.close()
         return None
 
-    def give(self, key: tuple[str, int, str], upstream: _Upstream) -> None:
+    def give(self, key: PoolKey, upstream: _Upstream) -> None:
         """Keep ``upstream`` for the next request to ``key`` (or close it when full)."""
         idle = self._idle.setdefault(key, [])
         if len(idle) >= self._max_idle:
@@ -223,7 +239,12 @@ class InterceptedConnection:
         self._budget = max_bytes
         self._connect_timeout_s = connect_timeout_s
         self._traffic = traffic
-        self._key = (credential.host, credential.port, credential.name)
+        self._key: PoolKey = (
+            credential.host,
+            credential.port,
+            credential.name,
+            credential.upstream_ca,
+        )
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Terminate TLS on the client's stream, then answer its requests until it closes."""
@@ -340,8 +361,9 @@ class InterceptedConnection:
         host = self._credential.host
         reader, writer = await self._open_upstream()
         try:
+            trusted = self._credential.upstream_ca
             await writer.start_tls(
-                self._interception.upstream_tls,
+                upstream_context(trusted) if trusted else self._interception.upstream_tls,
                 server_hostname=host,
                 ssl_handshake_timeout=self._connect_timeout_s,
             )

@@ -114,6 +114,7 @@ class CallCredentials:
                         "header": c.header,
                         "template": c.template,
                         "value": c.value,
+                        "upstream_ca": c.upstream_ca.decode("ascii") if c.upstream_ca else None,
                     }
                     for c in self.credentials
                 ],
@@ -134,6 +135,9 @@ class CallCredentials:
                     header=str(item["header"]),
                     template=str(item["template"]),
                     value=str(item["value"]),
+                    upstream_ca=str(item["upstream_ca"]).encode("ascii")
+                    if item.get("upstream_ca")
+                    else None,
                 )
                 for item in parsed["credentials"]
             ]

@@ -44,6 +44,9 @@ class Credential:
     """The header's value with ``{secret}`` where the secret goes."""
     value: str = field(repr=False)
     """The secret itself; never printed, logged or recorded."""
+    upstream_ca: bytes | None = None
+    """PEM certificates the proxy trusts for this host instead of the system's trust store
+    (an internal API whose certificate a private CA issued); None: the system's."""
 
     def header_value(self) -> str:
         """The header's value with the secret in it."""

@@ -145,7 +145,13 @@ FULL = {
             "header": "X-Api-Key",
             "format": "{secret}",
             "bind": [
-                {"profile": "big", "host": "api.example.org", "port": 443, "principals": ["ada"]}
+                {
+                    "profile": "big",
+                    "host": "api.example.org",
+                    "port": 443,
+                    "principals": ["ada"],
+                    "ca_file": "/srv/corp-ca.pem",
+                }
             ],
         }
     },

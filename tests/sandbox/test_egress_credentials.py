@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import http.client
 import ipaddress
@@ -120,21 +121,29 @@ def origin() -> Iterator[tuple[TlsOrigin, int]]:
         yield server, port
 
 
-@pytest.fixture
-async def setup(
-    tmp_path: Path, gates_root: Path, origin: tuple[TlsOrigin, int]
+@contextlib.asynccontextmanager
+async def open_setup(
+    state: Path,
+    gates_root: Path,
+    origin: tuple[TlsOrigin, int],
+    *,
+    system_trust: bool = False,
+    upstream_ca: bytes | None = None,
 ) -> AsyncIterator[Setup]:
+    """A gate for profile ``web`` armed with the canary for ``BOUND``. Its proxy trusts the
+    origin upstream, unless ``system_trust`` (the system's store, as a deployment's proxy
+    does); ``upstream_ca`` is the credential's own CA bundle."""
     server, port = origin
-    ca = DeploymentCA.open(tmp_path / "state", [BOUND])
+    ca = DeploymentCA.open(state, [BOUND])
     resolver = FixedResolver({BOUND: ["127.0.0.1"], UNBOUND: ["127.0.0.1"]})
     connector = LoopbackOnlyConnector()
+    interception = (
+        Interception(ca=ca, profiles=frozenset({"web"}))
+        if system_trust
+        else Interception(ca=ca, profiles=frozenset({"web"}), upstream_tls=server.client_context())
+    )
     gates = EgressGates(
-        gates_root,
-        resolver=resolver,
-        connector=connector,
-        interception=Interception(
-            ca=ca, profiles=frozenset({"web"}), upstream_tls=server.client_context()
-        ),
+        gates_root, resolver=resolver, connector=connector, interception=interception
     )
     policy = EgressPolicy(
         allow=(f"{BOUND}:{port}", f"{UNBOUND}:{port}"),
@@ -143,13 +152,38 @@ async def setup(
     gate = await gates.open(policy, profile="web")
     credential = Credential(
         name="canary", host=BOUND, port=port, header="Authorization",
-        template="Bearer {secret}", value=CANARY,
+        template="Bearer {secret}", value=CANARY, upstream_ca=upstream_ca,
     )  # fmt: skip
     gate.arm((credential,))
     yield Setup(gate=gate, gates=gates, origin=server, port=port, ca=ca)
     await gate.close()
     await gates.close()
     assert connector.violations == [] and resolver.unknown == []
+
+
+@pytest.fixture
+async def setup(
+    tmp_path: Path, gates_root: Path, origin: tuple[TlsOrigin, int]
+) -> AsyncIterator[Setup]:
+    async with open_setup(tmp_path / "state", gates_root, origin) as opened:
+        yield opened
+
+
+async def test_a_binding_with_its_own_ca_is_trusted_for_that_host_only(
+    tmp_path: Path, gates_root: Path, origin: tuple[TlsOrigin, int]
+) -> None:
+    # The proxy trusts the system's store, where the origin's certificate is not:
+    # the binding's CA bundle (its ca_file) is what lets the proxy reach it.
+    server, _ = origin
+    trusted = server.certificate_pem
+    async with open_setup(tmp_path / "a", gates_root, origin, system_trust=True) as plain:
+        status, _, body = await asyncio.to_thread(plain.get, BOUND, "/echo")
+    assert status == 502 and b"TLS with bound.test failed" in body, (status, body)
+    async with open_setup(
+        tmp_path / "b", gates_root, origin, system_trust=True, upstream_ca=trusted
+    ) as own:
+        status, headers, _ = await asyncio.to_thread(own.get, BOUND, "/echo")
+    assert status == 200 and headers["x-echo"] == "Bearer [REDACTED]", (status, headers)
 
 
 async def test_the_bound_host_gets_the_header_and_the_sandbox_never_sees_it(setup: Setup) -> None:
@@ -462,6 +496,38 @@ def test_secrets_are_checked_against_profiles_and_read_at_start(tmp_path: Path) 
         load_config(from_env, environ={}), environ={"THE_TOKEN": "0123456789"}
     ).for_call("http", None)
     assert credential.value == "0123456789"
+
+
+def test_a_bindings_ca_file_is_read_at_start_beside_the_config(
+    tmp_path: Path, origin: tuple[TlsOrigin, int]
+) -> None:
+    from orchestrator.config import load_config
+    from orchestrator.errors import ConfigError
+    from orchestrator.platform import load_credentials
+
+    config = tmp_path / "stockade.yaml"
+    config.write_text(
+        "sandbox:\n  profiles:\n    http:\n      loosen: [egress]\n"
+        "      egress: {allow: [api.corp.example, api.example.org]}\n"
+        "secrets:\n  t:\n    env: T\n    bind:\n"
+        "      - {profile: http, host: api.corp.example, ca_file: certs/corp.pem}\n"
+        "      - {profile: http, host: api.example.org}\n"
+    )
+    loaded = load_config(config, environ={})
+    environ = {"T": "a-long-enough-token"}
+    with pytest.raises(ConfigError) as raised:
+        load_credentials(loaded, environ=environ)
+    where = tmp_path / "certs" / "corp.pem"
+    assert str(raised.value).startswith(f"{config}:9: secrets.t.bind[0].ca_file: {where} must"), (
+        "relative to the configuration file; the file, line and field named"
+    )
+    where.parent.mkdir()
+    where.write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match=r"bind\[0\]\.ca_file: .* must hold the PEM certificates"):
+        load_credentials(loaded, environ=environ)
+    where.write_bytes(origin[0].certificate_pem)
+    corp, public = load_credentials(loaded, environ=environ).for_call("http", None)
+    assert corp.upstream_ca == origin[0].certificate_pem and public.upstream_ca is None
 
 
 def test_secrets_load_on_the_ray_engine_too(tmp_path: Path) -> None:

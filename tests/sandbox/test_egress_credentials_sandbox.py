@@ -188,18 +188,17 @@ async def test_no_canary_reaches_the_sandbox_and_the_bound_host_gets_it(
             secrets:
               canary:
                 env: STOCKADE_TEST_CANARY
-                bind: [{{profile: http, host: {BOUND}, port: {port}}}]
+                bind: [{{profile: http, host: {BOUND}, port: {port}, ca_file: origin-ca.pem}}]
             """
         )
     )
+    # The origin's certificate is in no system store: the binding's ca_file
+    # (beside the configuration) is what the proxy trusts for it.
+    (tmp_path / "origin-ca.pem").write_bytes(server.certificate_pem)
     loaded = load_config(config, environ={})
     resolver = FixedResolver({BOUND: ["127.0.0.1"], UNBOUND: ["127.0.0.1"]})
     connector = LoopbackOnlyConnector()
-    interception = Interception(
-        ca=DeploymentCA.open(state, [BOUND]),
-        profiles=frozenset({"http"}),
-        upstream_tls=server.client_context(),
-    )
+    interception = Interception(ca=DeploymentCA.open(state, [BOUND]), profiles=frozenset({"http"}))
     backend = DockerBackend(
         docker_client,
         images=image_builder(loaded.config, docker_client),

@@ -53,6 +53,13 @@ def test_call_credentials_round_trip_and_refuse_what_they_cannot_serve() -> None
     assert back.credentials[0].header_value() == f"Bearer {SECRET}"
     assert back.leaves == {"bound.test": b"-----PEM-----\n"}
     assert SECRET not in repr(back.credentials)
+    # A binding's own CA bundle (its ca_file) travels with its credential.
+    corp = Credential(
+        name="corp", host="api.corp.test", port=8443, header="X-Key", template="{secret}",
+        value=SECRET, upstream_ca=b"-----CA-----\n",
+    )  # fmt: skip
+    both = CallCredentials([_credential(), corp], {"bound.test": b"a", "api.corp.test": b"b"})
+    assert CallCredentials.decode(both.encode()).credentials == (_credential(), corp)
     with pytest.raises(ValueError, match=r"no leaf for bound\.test"):
         CallCredentials([_credential()], {})
     for garbage in (b"", b"[]", b'{"credentials": [{}], "leaves": {}}', b"\xff"):
