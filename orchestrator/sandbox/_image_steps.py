@@ -7,6 +7,7 @@ carrying the tail of what went wrong.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import subprocess
@@ -25,6 +26,8 @@ from orchestrator.sandbox.engine import engine_error, engine_errors
 from orchestrator.sandbox.labels import PLATFORM_LABEL, PLATFORM_VALUE
 
 __all__ = ["debootstrap_import", "docker_build", "host_debian_suite", "missing_debian_packages"]
+
+_log = logging.getLogger(__name__)
 
 _LOG_TAIL = 30
 _SHORT_ID = 12
@@ -207,7 +210,9 @@ def _remove_stages(client: docker.DockerClient, steps: set[str]) -> None:
             except docker.errors.NotFound:
                 pass  # gone meanwhile: what was wanted
             except docker.errors.APIError as exc:
-                raise engine_error("images.remove", exc) from exc
+                # The image was built all the same: a stage left over is untidy,
+                # not a failed build (`docker image prune` removes it).
+                _log.warning("could not remove the build stage %s: %s", full, exc)
 
 
 class _BuildFailed(Exception):
