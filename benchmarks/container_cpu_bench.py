@@ -15,8 +15,10 @@ container's own processes. Rows:
 - the tools image's own command, its stdin closed, so the runner starts the
   warm tool host, the host prepares and says ready, and both exit at the
   request that never comes: a pooled container's start, *lean* (started for
-  a caller already waiting: ``STOCKADE_LEAN_START=1``) and *full* (the
-  profile's preloads: numpy and the state serialiser).
+  a caller already waiting: ``STOCKADE_LEAN_START=1``; also with the one
+  toolkit a HumanEval-like profile serves: ``STOCKADE_TOOLKITS``) and *full*
+  (every toolkit of the image and the profile's preloads: numpy and the state
+  serialiser).
 
 ``--before-image stockade-tools:TAG`` adds the full row of an older tools
 image, so a change to the runner or the host is measured in the same run.
@@ -42,7 +44,7 @@ from docker.models.containers import RUN_CREATE_KWARGS, RUN_HOST_CONFIG_KWARGS
 
 from orchestrator.sandbox._container import container_options
 from orchestrator.sandbox.images import TOOLS_IMAGE, ImageBuilder
-from orchestrator.sandbox.profile import LEAN_START_ENV, SandboxProfile
+from orchestrator.sandbox.profile import LEAN_START_ENV, TOOLKITS_ENV, SandboxProfile
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -141,6 +143,10 @@ def main() -> None:
         ("`true` (the engine's floor)", variant(command=["true"])),
         ("`python3 -I -S -c pass`", variant(command=["python3", "-I", "-S", "-c", "pass"])),
         ("runner + warm tool host, lean", variant(environment={LEAN_START_ENV: "1"})),
+        (
+            "the same, a profile of `toolkits.python` alone",
+            variant(environment={LEAN_START_ENV: "1", TOOLKITS_ENV: "toolkits.python"}),
+        ),
         ("runner + warm tool host, full (numpy, serialiser)", variant()),
     ]
     if args.before_image:

@@ -4,9 +4,11 @@ The tools image's runner (``runner.pyc --tool-host /opt/stockade/lib``) starts
 ``python3 -m stockade_sdk.host`` while its container waits in the pool. The
 host:
 
-1. imports what a call needs: the SDK, ``json``, and the toolkits baked into
-   the image (``stockade-preload.txt`` beside the SDK, written by the image
-   build: one module per line); then what ``python.run`` snippets need at
+1. imports what a call needs: the SDK, ``json``, and the toolkits of the
+   tools its profile serves (``STOCKADE_TOOLKITS``, comma-separated, set when
+   the container is created; when it is not set, every toolkit baked into the
+   image: ``stockade-preload.txt`` beside the SDK, written by the image
+   build, one module per line); then what ``python.run`` snippets need at
    once: the state serialiser (``cloudpickle``) and the heavy modules of the
    profile's preload list (``STOCKADE_PRELOAD``, comma-separated, set when the
    container is created; ``numpy`` when it is not set), so a snippet that
@@ -51,6 +53,9 @@ PRELOAD_ENV = "STOCKADE_PRELOAD"
 """Comma-separated modules snippets use, imported before the call (the profile's list)."""
 DEFAULT_PRELOAD = ("numpy",)
 """The list when :data:`PRELOAD_ENV` is not set."""
+TOOLKITS_ENV = "STOCKADE_TOOLKITS"
+"""Comma-separated toolkit modules to import instead of :data:`PRELOAD_FILE`'s (the toolkits
+of the tools the container's profile serves)."""
 LEAN_START_ENV = "STOCKADE_LEAN_START"
 """``1``: a caller waits for this container; the optional preloads are skipped."""
 # What every python.run call may use: its parser (a trailing expression is
@@ -63,13 +68,17 @@ _LEN_BYTES = 4
 
 
 def preload_names() -> list[str]:
-    """The modules imported before the call: the image's toolkits, then the snippets' modules."""
-    library = os.path.dirname(os.path.dirname(os.path.abspath(process.__file__)))
-    try:
-        with open(os.path.join(library, PRELOAD_FILE), encoding="utf-8") as listing:
-            names = [line.strip() for line in listing if line.strip()]
-    except OSError:
-        names = []
+    """The modules imported before the call: the toolkits, then the snippets' modules."""
+    served = os.environ.get(TOOLKITS_ENV)
+    if served is not None:  # the profile's own toolkits
+        names = served.replace(",", " ").split()
+    else:  # every toolkit of the image
+        library = os.path.dirname(os.path.dirname(os.path.abspath(process.__file__)))
+        try:
+            with open(os.path.join(library, PRELOAD_FILE), encoding="utf-8") as listing:
+                names = [line.strip() for line in listing if line.strip()]
+        except OSError:
+            names = []
     if os.environ.get(LEAN_START_ENV) == "1":
         return [*names, *_SNIPPET_MODULES]
     listed = os.environ.get(PRELOAD_ENV)

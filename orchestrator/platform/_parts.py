@@ -48,6 +48,7 @@ __all__ = [
     "load_configured_policy",
     "load_credentials",
     "policy_file",
+    "served_toolkits",
 ]
 
 
@@ -221,6 +222,22 @@ def load_credentials(
                 )
             )
     return CredentialBindings(bindings)
+
+
+def served_toolkits(
+    registry: ToolRegistry, profiles: Mapping[str, SandboxProfile]
+) -> dict[str, SandboxProfile]:
+    """``profiles`` with ``host_toolkits`` set to the modules of the tools each one runs
+    (where the configuration left it unset): a warm host imports what its calls need only."""
+    served: dict[str, set[str]] = {name: set() for name in profiles}
+    for spec in registry.tools():
+        served.setdefault(spec.profile, set()).add(spec.entrypoint.partition(":")[0])
+    return {
+        name: profile
+        if profile.host_toolkits is not None
+        else profile.model_copy(update={"host_toolkits": tuple(sorted(served[name]))})
+        for name, profile in profiles.items()
+    }
 
 
 @dataclass(frozen=True, kw_only=True)

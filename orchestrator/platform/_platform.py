@@ -31,6 +31,7 @@ from orchestrator.platform._parts import (
     image_builder,
     load_credentials,
     policy_file,
+    served_toolkits,
 )
 from orchestrator.sandbox._egress_gate import EgressGates
 from orchestrator.sandbox._egress_tls import Interception
@@ -109,6 +110,7 @@ class Platform:
         settings = loaded.config
         checked = check_configuration(loaded)
         registry, policy, profiles = checked.registry, checked.policy, checked.profiles
+        profiles = served_toolkits(registry, profiles)
         if not pools:
             profiles = {n: p.model_copy(update={"pool_size": 0}) for n, p in profiles.items()}
         used = {spec.profile for spec in registry.tools()}

@@ -33,6 +33,9 @@ _MiB = 1024 * 1024
 PRELOAD_ENV = "STOCKADE_PRELOAD"
 """On the container: the modules the warm tool host imports before its call
 (``stockade_sdk.host.PRELOAD_ENV``)."""
+TOOLKITS_ENV = "STOCKADE_TOOLKITS"
+"""On the container: the toolkit modules the warm tool host imports before its call
+(``stockade_sdk.host.TOOLKITS_ENV``); absent: every toolkit of the image."""
 LEAN_START_ENV = "STOCKADE_LEAN_START"
 """On a container a caller already waits for: its warm tool host imports only
 what every call needs, not the optional preloads (``stockade_sdk.host.LEAN_START_ENV``;
@@ -114,10 +117,21 @@ class SandboxProfile(StrictModel):
     (``numpy``); ``[]``: none. Each costs every pooled container start-up time and memory,
     and each fork a little."""
 
+    host_toolkits: tuple[Annotated[str, Field(pattern=_MODULE_NAME)], ...] | None = Field(
+        default=None, max_length=256
+    )
+    """Toolkit modules the tools image's warm host imports before a call arrives; ``None``:
+    every toolkit of the image. The platform sets it to the toolkits of the tools that run
+    in this profile; a call routed here otherwise (a policy rule's ``sandbox_profile``) has
+    its host import the tool's module when it arrives."""
+
     def container_env(self, *, lean: bool = False) -> dict[str, str]:
-        """What the container's own environment holds: only the preload list, when set, and
-        whether a caller waits for it (``lean``: the optional preloads are skipped)."""
+        """What the container's own environment holds: only the preload and toolkit lists,
+        when set, and whether a caller waits for it (``lean``: the optional preloads are
+        skipped)."""
         env = {} if self.python_preload is None else {PRELOAD_ENV: ",".join(self.python_preload)}
+        if self.host_toolkits is not None:
+            env[TOOLKITS_ENV] = ",".join(self.host_toolkits)
         if lean:
             env[LEAN_START_ENV] = "1"
         return env

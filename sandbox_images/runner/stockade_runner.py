@@ -130,6 +130,7 @@ _TOOL_HOST_ARGV = ["python3", "-m", "stockade_sdk.host"]
 _TOOL_HOST_READY_FD = 3
 _PRELOAD_ENV = "STOCKADE_PRELOAD"
 _LEAN_START_ENV = "STOCKADE_LEAN_START"
+_TOOLKITS_ENV = "STOCKADE_TOOLKITS"
 # Set by the host in a request's environment (and removed here) to ask for
 # live output frames: its value is how many bytes of output may stream.
 _LIVE_ENV = "STOCKADE_LIVE_OUTPUT"
@@ -1030,10 +1031,10 @@ class _ToolHost:
         ready_r, ready_w = os.pipe()
         try:
             env = dict(_BASE_ENV, PYTHONPATH=library, PYTHONUNBUFFERED="1")
-            # The profile's preload list and whether a caller already waits,
-            # set on the container by the host (never by a request): what the
-            # tool host imports before the call.
-            for name in (_PRELOAD_ENV, _LEAN_START_ENV):
+            # The profile's toolkit and preload lists and whether a caller
+            # already waits, set on the container by the host (never by a
+            # request): what the tool host imports before the call.
+            for name in (_TOOLKITS_ENV, _PRELOAD_ENV, _LEAN_START_ENV):
                 value = os.environ.get(name)
                 if value is not None:
                     env[name] = value

@@ -63,6 +63,7 @@ FULL = {
                 "python_state": False,
                 "python_state_mb": 8,
                 "python_preload": ["numpy", "scipy.stats"],
+                "host_toolkits": ["toolkits.python", "acme_tools"],
             }
         },
     },

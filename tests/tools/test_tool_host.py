@@ -23,6 +23,7 @@ from orchestrator.sandbox.execution import ExecRequest, ExecStatus
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.testing.platform import open_test_platform
 from orchestrator.tools import ToolCall, ToolStatus
+from stockade_sdk.run import ENTRY_ARGV
 
 pytestmark = [pytest.mark.docker, pytest.mark.adversarial]
 
@@ -213,21 +214,38 @@ async def test_a_command_never_runs_beside_an_idle_host(platform: Platform) -> N
     assert "stockade_sdk.host" not in result.stdout, result.stdout
 
 
-async def test_a_default_host_leaves_what_only_http_fetch_needs_unimported(
+async def test_a_host_imports_its_profiles_toolkits_and_others_when_a_call_needs_them(
     platform: Platform,
 ) -> None:
-    # Every toolkit of the image is imported by the host; the http toolkit's
-    # urllib.request (15-18 ms of the host's start) only when a fetch needs it.
+    # The platform gives each profile the toolkits of the tools that run in it:
+    # this one runs files.* and python.run, so its host has those loaded, not
+    # the image's other toolkits (nor the http toolkit's urllib.request, 15-18 ms
+    # of a host's start, which only a fetch needs).
+    default = platform.profiles["default"]
+    assert default.host_toolkits == ("toolkits.files", "toolkits.python")
     output = await python(
         platform,
         """
         import json, sys
-        print(json.dumps({name: name in sys.modules
-                          for name in ("toolkits.http", "urllib.request", "http.client")}))
+        print(json.dumps({name: name in sys.modules for name in (
+            "toolkits.files", "toolkits.python", "toolkits.http", "toolkits.shell",
+            "urllib.request")}))
         """,
     )
     assert findings(output) == {
-        "toolkits.http": True,
+        "toolkits.files": True,
+        "toolkits.python": True,
+        "toolkits.http": False,
+        "toolkits.shell": False,
         "urllib.request": False,
-        "http.client": False,
     }
+    # A call of a toolkit its profile does not list (a policy rule may route
+    # one there) has the host import the tool's module when the call arrives.
+    narrow = default.model_copy(update={"host_toolkits": ("toolkits.python",)})
+    routed = ExecRequest(
+        argv=(*ENTRY_ARGV, "toolkits.shell:run"),
+        stdin=b'{"command": "echo routed"}',
+        env={"PYTHONPATH": "/opt/stockade/lib"},
+    )
+    result = await platform.sandbox.execute(routed, narrow)
+    assert result.status is ExecStatus.OK and "routed" in result.stdout, result
