@@ -12,6 +12,7 @@ from types import ModuleType
 import pytest
 
 from orchestrator.errors import ConfigError
+from orchestrator.sandbox import profile
 from orchestrator.sandbox._archive import KEPT, WorkspaceReader
 from orchestrator.sandbox._report import RunnerReport
 from orchestrator.sandbox._wire import (
@@ -73,6 +74,14 @@ def test_tool_requests_and_the_tool_host_agree(runner: ModuleType) -> None:
     assert tuple(decoded.argv[:-1]) == host.ENTRY_ARGV == TOOL_ENTRY_ARGV
     with pytest.raises(ValueError, match="mode"):
         runner.Request(header.replace(b"\0tool\0", b"\0shell\0"))
+
+
+def test_the_container_variables_for_the_tool_host_agree(runner: ModuleType) -> None:
+    # Spelled three times (the SDK and the runner import nothing of the
+    # orchestrator): what the backend sets is what the runner passes on and
+    # what the host reads.
+    for name in ("PRELOAD_ENV", "TOOLKITS_ENV", "LEAN_START_ENV"):
+        assert getattr(profile, name) == getattr(host, name) == getattr(runner, f"_{name}")
 
 
 def test_runner_refuses_another_protocol_version(runner: ModuleType) -> None:
