@@ -120,9 +120,11 @@ def _file_layer(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     secrets = data.get("secrets")
     if isinstance(secrets, dict):  # each secret's files, like every path of the file
         for secret in secrets.values():
-            if isinstance(secret, dict) and secret.get("file") is not None:
+            if not isinstance(secret, dict):
+                continue  # the model's validation names it
+            if secret.get("file") is not None:
                 secret["file"] = _resolve_path(secret["file"], base)
-            bindings = secret.get("bind") if isinstance(secret, dict) else None
+            bindings = secret.get("bind")
             for binding in bindings if isinstance(bindings, list) else ():
                 if isinstance(binding, dict) and binding.get("ca_file") is not None:
                     binding["ca_file"] = _resolve_path(binding["ca_file"], base)

@@ -95,7 +95,9 @@ def _engine_and_pools(platform: Platform) -> dict[str, Check]:
     )
     # A pool whose replacement is being started (a pool of one, right after a call)
     # still serves: the next call waits for that start, as the first one in it would.
-    starting = Counter({size.profile: size.starting for size in platform.sandbox.pool_sizes()})
+    starting: Counter[str] = Counter()
+    for size in platform.sandbox.pool_sizes():  # a profile may have several pools (images)
+        starting[size.profile] += size.starting
     cold = [name for name in pooled if not up[name] and not starting[name]]
     engine = Check(ok=True, detail="answers")
     if cold:
