@@ -7,6 +7,7 @@ profile is visible in review and in the audit log.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, field_serializer, model_validator
@@ -40,6 +41,9 @@ LEAN_START_ENV = "STOCKADE_LEAN_START"
 """On a container a caller already waits for: its warm tool host imports only
 what every call needs, not the optional preloads (``stockade_sdk.host.LEAN_START_ENV``;
 see :mod:`orchestrator.sandbox.pool`)."""
+THREADS_ENV = "OMP_NUM_THREADS"
+"""On the container: how many threads numeric libraries (OpenBLAS, OpenMP) start, the
+profile's CPU quota rounded up; the runner passes it to every program it starts."""
 _MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 PYTHON_STATE_ENV = "STOCKADE_PYTHON_STATE"
 """Set for a ``python.run`` call that keeps its namespace: the cap in bytes
@@ -126,10 +130,18 @@ class SandboxProfile(StrictModel):
     its host import the tool's module when it arrives."""
 
     def container_env(self, *, lean: bool = False) -> dict[str, str]:
-        """What the container's own environment holds: only the preload and toolkit lists,
-        when set, and whether a caller waits for it (``lean``: the optional preloads are
-        skipped)."""
-        env = {} if self.python_preload is None else {PRELOAD_ENV: ",".join(self.python_preload)}
+        """What the container's own environment holds: the thread count numeric libraries
+        should use (:data:`THREADS_ENV`, the CPU quota rounded up), the preload and toolkit
+        lists when set, and whether a caller waits for it (``lean``: the optional preloads
+        are skipped)."""
+        # OpenBLAS and OpenMP size their pools by the machine's cores, not the
+        # container's quota: threads beyond the quota only contend for it, and
+        # starting them costs every numpy import (~10 ms of CPU here, one
+        # thread instead of two) and every exit. The runner gives the value
+        # to every program it starts; a request's own value wins.
+        env = {THREADS_ENV: str(max(1, math.ceil(self.cpus)))}
+        if self.python_preload is not None:
+            env[PRELOAD_ENV] = ",".join(self.python_preload)
         if self.host_toolkits is not None:
             env[TOOLKITS_ENV] = ",".join(self.host_toolkits)
         if lean:

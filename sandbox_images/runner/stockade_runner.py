@@ -121,6 +121,10 @@ _OOM_FILES = (
 # start-up time than the rest of this file.
 _SIGKILL, _SIGPIPE, _SIGCHLD, _SIGSTOP, _SIGXFSZ = 9, 13, 17, 19, 25
 _BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
+# Set on the container by the host (never by a request) for every program:
+# the thread count numeric libraries should use, the container's CPU quota
+# (they count the machine's cores). A request's own value wins.
+_THREADS_ENV = "OMP_NUM_THREADS"
 _EGRESS_SOCKET_ENV = "STOCKADE_EGRESS_SOCKET"
 _EGRESS_PORT = 3128
 # The SDK leaves processes by this name out of what a tool left behind.
@@ -202,6 +206,15 @@ _SECCOMP_TABLES: dict[str, tuple[int, int | None, _Rules]] = {
 }
 
 
+def _base_env() -> dict[str, str]:
+    """What every program's environment starts from (a request's entries go over it)."""
+    env = dict(_BASE_ENV)
+    threads = os.environ.get(_THREADS_ENV)
+    if threads is not None:
+        env[_THREADS_ENV] = threads
+    return env
+
+
 class Request:
     """One call, decoded from the NUL-separated header."""
 
@@ -221,7 +234,7 @@ class Request:
         argc = int(fields[8])
         self.argv = fields[9 : 9 + argc]
         envc = int(fields[9 + argc])
-        self.env = dict(_BASE_ENV)
+        self.env = _base_env()
         for entry in fields[10 + argc : 10 + argc + envc]:
             key, _, value = entry.partition("=")
             self.env[key] = value
@@ -1030,7 +1043,7 @@ class _ToolHost:
         self.pid: int | None = None
         ready_r, ready_w = os.pipe()
         try:
-            env = dict(_BASE_ENV, PYTHONPATH=library, PYTHONUNBUFFERED="1")
+            env = dict(_base_env(), PYTHONPATH=library, PYTHONUNBUFFERED="1")
             # The profile's toolkit and preload lists and whether a caller
             # already waits, set on the container by the host (never by a
             # request): what the tool host imports before the call.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -137,7 +138,10 @@ async def test_environment_is_only_what_the_profile_gives(
     result = await backend.execute(req("env", env={"EXTRA": "1"}), with_env)
     names = {line.split("=", 1)[0] for line in result.stdout.splitlines()}
     assert {"GREETING", "EXTRA", "PATH"} <= names
-    assert names <= {"GREETING", "EXTRA", "PATH", "HOME", "LANG", "PWD", "SHLVL", "_"}
+    # The base the runner gives every program; OMP_NUM_THREADS is the profile's CPU quota.
+    base = {"PATH", "HOME", "LANG", "OMP_NUM_THREADS", "PWD", "SHLVL", "_"}
+    assert names <= {"GREETING", "EXTRA", *base}
+    assert f"OMP_NUM_THREADS={math.ceil(profile.cpus)}" in result.stdout.splitlines()
 
 
 async def test_request_timeout_cannot_exceed_profile(

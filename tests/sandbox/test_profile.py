@@ -20,7 +20,8 @@ def test_defaults_are_hardened() -> None:
     assert options["user"] == "10001:10001"
     assert options["init"] is False, "the runner is pid 1"
     assert options["ipc_mode"] == "private"
-    assert options["environment"] == {}
+    # Nothing of the host's: only how many threads numeric libraries start (the CPU quota).
+    assert options["environment"] == {"OMP_NUM_THREADS": "1"}
     assert options["memswap_limit"] == options["mem_limit"] == 512 * 2**20
     assert options["pids_limit"] == 128
     assert "privileged" not in options and "volumes" not in options

@@ -84,6 +84,22 @@ def test_the_container_variables_for_the_tool_host_agree(runner: ModuleType) -> 
         assert getattr(profile, name) == getattr(host, name) == getattr(runner, f"_{name}")
 
 
+def test_the_thread_count_is_spelled_alike_and_reaches_every_program(
+    runner: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert profile.THREADS_ENV == runner._THREADS_ENV
+    env = profile.SandboxProfile(cpus=1.5, loosen={"cpus"}).container_env()
+    assert env[profile.THREADS_ENV] == "2"
+    assert profile.SandboxProfile(cpus=0.25).container_env()[profile.THREADS_ENV] == "1"
+    monkeypatch.setenv(profile.THREADS_ENV, env[profile.THREADS_ENV])
+    common = {"cwd": "/workspace", "timeout_s": 1.0, "output_limit": 1, "stdin_limit": 0}
+    common |= {"workspace_limit": 0, "return_workspace": False}
+    plain = runner.Request(encode_request(argv=("true",), env={}, **common))
+    assert plain.env[profile.THREADS_ENV] == "2"
+    own = runner.Request(encode_request(argv=("true",), env={profile.THREADS_ENV: "4"}, **common))
+    assert own.env[profile.THREADS_ENV] == "4"  # the request's own value wins
+
+
 def test_runner_refuses_another_protocol_version(runner: ModuleType) -> None:
     with pytest.raises(ValueError, match="protocol version"):
         runner.Request(b"0\x001")

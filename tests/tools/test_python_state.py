@@ -205,9 +205,20 @@ async def test_numpy_is_loaded_before_the_call(
         tmp_path / "state", toolkits=("toolkits.python",), profiles={}, warm=True
     ) as warmed:
         output = await python(warmed, MODULES_LOADED, run_id=None)
+        # The snippet's parent is the host: numpy's OpenBLAS started no thread
+        # beyond the one the profile's CPU quota (1) allows, whatever the cores.
+        threads = await python(
+            warmed,
+            "import os\n"
+            "status = open(f'/proc/{os.getppid()}/status').read().split('\\n')\n"
+            "print([line for line in status if line.startswith('Threads:')], "
+            "os.environ['OMP_NUM_THREADS'])",
+            run_id=None,
+        )
     assert output["stdout"] == "['numpy', 'cloudpickle']\n", (
         "the warm host imported numpy (the default preload) and the state serialiser"
     )
+    assert threads["stdout"] == "['Threads:\\t1'] 1\n", threads
 
 
 async def test_a_container_a_call_waits_for_skips_the_optional_preloads(
