@@ -1,8 +1,9 @@
 """The warm tool host: an interpreter ready for one tool call before the call exists.
 
-The tools image's runner (``runner.pyc --tool-host /opt/stockade/lib``) starts
-``python3 -m stockade_sdk.host`` while its container waits in the pool. The
-host:
+The tools image's runner (``runner.pyc --tool-host /opt/stockade/lib``) forks
+its interpreter into the host while its container waits in the pool
+(:func:`main_forked`: what ``python3 -m stockade_sdk.host`` would run, without
+another interpreter's start). The host:
 
 1. imports what a call needs: the SDK, ``json``, and the toolkits of the
    tools its profile serves (``STOCKADE_TOOLKITS``, comma-separated, set when
@@ -43,7 +44,11 @@ import sys
 
 from stockade_sdk import _snippet, process, run
 
-__all__ = ["ENTRY_ARGV", "main"]
+TYPE_CHECKING = False  # typing itself costs start-up time in the sandbox
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+__all__ = ["ENTRY_ARGV", "main", "main_forked"]
 
 ENTRY_ARGV = run.ENTRY_ARGV
 """The command this host stands in for, completed by ``MODULE:FUNCTION``."""
@@ -139,6 +144,61 @@ def main() -> None:
     os.environ.clear()
     os.environ.update(env)
     _snippet.finish_interpreter(run.serve(argv[-1], arguments))
+
+
+def _unbuffered_stdio() -> None:
+    """Standard streams as ``PYTHONUNBUFFERED=1`` makes them, in the runner's encodings.
+
+    The runner's interpreter started without the variable (``-I``); the
+    encoding and error handler the locale gave it are the host's too.
+    """
+    import io  # noqa: PLC0415 - loaded by the interpreter itself
+
+    names = ("stdin", "stdout", "stderr")
+    for fd, name in enumerate(names):
+        # The runner's stream (sys.__stdin__...) says what the locale gave it.
+        old = getattr(sys, f"__{name}__")
+        raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
+        raw.name = f"<{name}>"
+        # stdin is always buffered; stdout and stderr are the raw files, as
+        # CPython wraps them under -u.
+        buffer = io.BufferedReader(raw) if fd == 0 else raw
+        stream = io.TextIOWrapper(
+            buffer,
+            encoding=old.encoding,
+            errors=old.errors,
+            newline="\n",
+            write_through=True,
+        )
+        # setattr: __stdin__ and its like are final to type checkers, not here.
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+
+
+def _site() -> None:
+    """What ``site`` does at the start of an interpreter run without ``-I -S``."""
+    import site  # noqa: PLC0415 - only here: the runner's interpreter skipped it
+
+    site.ENABLE_USER_SITE = True  # as for a process whose uid is its effective uid
+    site.main()
+    site.enablerlcompleter()  # main() leaves it out under -I
+
+
+def main_forked() -> NoReturn:
+    """:func:`main` in a child the runner forked: first what ``python3 -m`` would have set up.
+
+    The runner (``python3 -I -S``) forked this process with the host's
+    descriptors, session, signal dispositions, environment and ``sys.path``
+    in place; left are the standard streams (unbuffered, as the environment's
+    ``PYTHONUNBUFFERED=1`` asks), ``site``'s paths and builtins, and
+    ``sys.argv``. Only ``sys.flags`` and ``sys.orig_argv`` still tell the
+    runner's interpreter apart from one started for the host.
+    """
+    _unbuffered_stdio()
+    _site()
+    sys.argv[:] = [__file__]
+    main()
+    _snippet.finish_interpreter(0)
 
 
 if __name__ == "__main__":

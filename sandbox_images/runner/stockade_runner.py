@@ -25,10 +25,10 @@ here is trusted by the host; it validates every entry as hostile.
 
 Mode ``exec`` runs argv. Mode ``tool`` says argv is the SDK's tool entry
 point (``python3 -S -m stockade_sdk.run MODULE:FUNCTION``). An image whose
-command names ``--tool-host LIBRARY`` has this runner start the SDK's tool
-host (``python3 -m stockade_sdk.host``) before it says ready: an interpreter
-with the SDK and the toolkits already imported, waiting for one request on
-its stdin. A ``tool`` request then goes to it instead of a new interpreter
+command names ``--tool-host LIBRARY`` has this runner fork the SDK's tool
+host (:func:`stockade_sdk.host.main_forked`, what ``python3 -m
+stockade_sdk.host`` would run) before it says ready: a process with the SDK
+and the toolkits already imported, waiting for one request on its stdin. A ``tool`` request then goes to it instead of a new interpreter
 (the result is the same, minus the start-up); any other request, or a host
 that is gone, gets argv spawned, and an idle host is killed first. The host
 serves one call and exits; the container still serves one request.
@@ -67,7 +67,9 @@ another uid; instead, before it says ready, the runner (see ``_Guard``):
 
 The tool host gets nothing a spawned tool process would not: the same uid,
 filter, limits and environment (it receives the request's), in its own
-session like any program. It makes itself non-dumpable, so what the tool
+session like any program, with only its own descriptors and a new
+interpreter's signal dispositions. It is forked, not started: the runner's
+memory it shares holds nothing yet (no request has arrived). It makes itself non-dumpable, so what the tool
 runs (a ``python.run`` snippet, forked from it) cannot read or write its
 memory either.
 """
@@ -119,7 +121,7 @@ _OOM_FILES = (
 )
 # Linux signal numbers: the signal module imports enum, which costs more
 # start-up time than the rest of this file.
-_SIGKILL, _SIGPIPE, _SIGCHLD, _SIGSTOP, _SIGXFSZ = 9, 13, 17, 19, 25
+_SIGINT, _SIGKILL, _SIGPIPE, _SIGCHLD, _SIGSTOP, _SIGXFSZ = 2, 9, 13, 17, 19, 25
 _BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
 # Set on the container by the host (never by a request) for every program:
 # the thread count numeric libraries should use, the container's CPU quota
@@ -130,7 +132,6 @@ _EGRESS_PORT = 3128
 # The SDK leaves processes by this name out of what a tool left behind.
 _EGRESS_PROCESS_NAME = b"stockade-egress"
 _TOOL_HOST_FLAG = "--tool-host"
-_TOOL_HOST_ARGV = ["python3", "-m", "stockade_sdk.host"]
 _TOOL_HOST_READY_FD = 3
 _PRELOAD_ENV = "STOCKADE_PRELOAD"
 _LEAN_START_ENV = "STOCKADE_LEAN_START"
@@ -818,17 +819,13 @@ class _Pipes:
         for fd in (self.stdout_r, self.stderr_r):
             _set_pipe_size(fd)
 
-    def spawn(
-        self, argv: list[str], env: dict[str, str], guard: _Guard, ready_w: int | None = None
-    ) -> int:
+    def spawn(self, argv: list[str], env: dict[str, str], guard: _Guard) -> int:
         """Start ``argv`` on the child's ends, in its own session; close those ends here."""
         actions = [
             (os.POSIX_SPAWN_DUP2, self.stdin_r, 0),
             (os.POSIX_SPAWN_DUP2, self.stdout_w, 1),
             (os.POSIX_SPAWN_DUP2, self.stderr_w, 2),
         ]
-        if ready_w is not None:
-            actions.append((os.POSIX_SPAWN_DUP2, ready_w, _TOOL_HOST_READY_FD))
         try:
             return os.posix_spawnp(
                 argv[0],
@@ -842,8 +839,57 @@ class _Pipes:
                 setsigdef=(*guard.inherited, _SIGPIPE, _SIGXFSZ),
             )
         finally:
-            for fd in (self.stdin_r, self.stdout_w, self.stderr_w):
-                os.close(fd)
+            self._close_child_ends()
+
+    def fork_host(self, library: str, env: dict[str, str], guard: _Guard, ready_w: int) -> int:
+        """Fork the SDK's tool host on the child's ends, in its own session; close those ends.
+
+        A fork, not a new interpreter: this one is up, and starting another
+        cost every pooled container ~8 ms of CPU (and a call that waits for
+        its container as much time). Nothing of the runner's goes with it
+        that a spawned program would not get: no request exists yet, the
+        descriptors are closed but its own, the signals are a new
+        interpreter's, and the filter and uid are the same.
+        """
+        try:
+            pid = os.fork()
+        except OSError:
+            self._close_child_ends()
+            raise
+        if pid == 0:  # the host; it never returns into the runner's code
+            try:
+                _signal.set_wakeup_fd(-1)
+                os.setsid()
+                for fd, target in (
+                    (self.stdin_r, 0),
+                    (self.stdout_w, 1),
+                    (self.stderr_w, 2),
+                    (ready_w, _TOOL_HOST_READY_FD),
+                ):
+                    os.dup2(fd, target)
+                os.closerange(_TOOL_HOST_READY_FD + 1, os.sysconf("SC_OPEN_MAX"))
+                # As a new interpreter has them: SIGINT raises, SIGPIPE and
+                # SIGXFSZ are ignored (errors instead), the rest are defaults.
+                for signum in guard.inherited:
+                    _signal.signal(signum, _signal.SIG_DFL)
+                _signal.signal(_SIGINT, _signal.default_int_handler)
+                for signum in (_SIGPIPE, _SIGXFSZ):
+                    _signal.signal(signum, _signal.SIG_IGN)
+                os.environ.clear()
+                os.environ.update(env)
+                # Where python3 -m would look: the directory it started in, then PYTHONPATH.
+                sys.path[:0] = [os.getcwd(), library]
+                from stockade_sdk import host  # noqa: PLC0415 - in the host only
+
+                host.main_forked()
+            finally:
+                os._exit(1)
+        self._close_child_ends()
+        return pid
+
+    def _close_child_ends(self) -> None:
+        for fd in (self.stdin_r, self.stdout_w, self.stderr_w):
+            os.close(fd)
 
     def close(self) -> None:
         """Close the runner's ends."""
@@ -1051,7 +1097,7 @@ class _ToolHost:
                 value = os.environ.get(name)
                 if value is not None:
                     env[name] = value
-            self.pid = self.pipes.spawn(_TOOL_HOST_ARGV, env, guard, ready_w)
+            self.pid = self.pipes.fork_host(library, env, guard, ready_w)
         except OSError:
             self.pipes.close()
         finally:

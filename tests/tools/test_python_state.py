@@ -231,6 +231,9 @@ async def test_a_container_a_call_waits_for_skips_the_optional_preloads(
         tmp_path / "state", toolkits=("toolkits.python",), profiles={"default": {"pool_size": 0}}
     ) as opened:
         assert (await python(opened, MODULES_LOADED, run_id=None))["stdout"] == "[]\n"
+        # Nor pickle: a stateless call never needs it.
+        stateless = "import sys\nprint('pickle' in sys.modules)"
+        assert (await python(opened, stateless, run_id=None))["stdout"] == "False\n"
         await python(opened, "import numpy as np\nkept = np.arange(3)")
         saved = state_file(opened, "r1").read_bytes()
         output = await python(opened, "print(kept.sum())")

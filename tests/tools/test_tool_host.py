@@ -1,7 +1,7 @@
 """The warm tool host, for real under runc and gVisor: fast, faithful, and no stronger than a tool.
 
-A pooled tools container has ``python3 -m stockade_sdk.host`` running, the SDK
-and the toolkits imported, before its call arrives; ``python.run`` forks the
+A pooled tools container has the SDK's tool host running (forked from the
+runner), the SDK and the toolkits imported, before its call arrives; ``python.run`` forks the
 snippet from it. These tests check that calls really take that path, that a
 snippet behaves as under ``python3 -c``, that the host serves one call only,
 and that what the tool runs can reach neither the host's nor the runner's
@@ -67,7 +67,7 @@ async def test_a_snippet_is_forked_from_the_warm_host(platform: Platform) -> Non
         host = os.getppid()
         command = open(f"/proc/{host}/cmdline", "rb").read().split(b"\\0")
         print(json.dumps({
-            "host": b" ".join(command).decode().strip(),
+            "host": b" ".join(command).decode().strip(), "host pid": host > 1,
             "host's parent": open(f"/proc/{host}/stat").read().rsplit(")", 1)[1].split()[1],
             "preloaded": "toolkits.files" in sys.modules,
             "argv": sys.argv, "path0": sys.path[0], "name": __name__,
@@ -77,7 +77,9 @@ async def test_a_snippet_is_forked_from_the_warm_host(platform: Platform) -> Non
         """,
     )
     assert findings(output) == {
-        "host": "python3 -m stockade_sdk.host",
+        # The runner forked the host (no interpreter of its own): its command line is pid 1's.
+        "host": "python3 -I -S /opt/stockade/runner.pyc --tool-host /opt/stockade/lib",
+        "host pid": True,
         "host's parent": "1",
         "preloaded": True,  # the toolkits were imported before the call
         "argv": ["-c"],
@@ -114,6 +116,50 @@ async def test_a_snippet_ends_as_the_interpreter_would(platform: Platform) -> No
     assert interrupted["stderr"].endswith("KeyboardInterrupt\n")
     syntax = await python(platform, "x =")
     assert syntax["stderr"].startswith('  File "<string>", line 1'), syntax
+
+
+# What a Python program can see of how its interpreter started, apart from
+# the command line and sys.flags (the host's are the runner's; a snippet's
+# sys.argv and sys.path[0] are set as under -c).
+PROBE = """
+import builtins, json, os, signal, sys, warnings
+def stream(s):
+    buffer = getattr(s, "buffer", None)
+    return [s.encoding, s.errors, s.line_buffering, s.write_through, repr(s.newlines),
+            type(buffer).__name__, getattr(buffer, "name", None), s.fileno()]
+print(json.dumps({
+    "streams": [stream(s) for s in (sys.stdin, sys.stdout, sys.stderr)],
+    "same dunder streams": [sys.__stdin__ is sys.stdin, sys.__stdout__ is sys.stdout],
+    "path": sys.path[1:], "site builtins": sorted(
+        n for n in ("exit", "quit", "help", "copyright", "credits", "license")
+        if hasattr(builtins, n)),
+    "signals": {int(s): str(signal.getsignal(s)) for s in signal.valid_signals()
+                if s not in (signal.SIGKILL, signal.SIGSTOP)},
+    "blocked": sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])),
+    "umask": os.umask(0o22), "bytecode": sys.dont_write_bytecode,
+    "warnings": [str(f) for f in warnings.filters], "recursion": sys.getrecursionlimit(),
+    "environment": dict(os.environ), "cwd": os.getcwd(), "session leader": os.getsid(0) == os.getpid(),
+}))
+"""
+
+
+async def test_a_snippet_sees_the_interpreter_python3_c_would_start(platform: Platform) -> None:
+    # The reference: python3 -c started from the snippet itself, in the same
+    # container and environment, its own session and stdin from /dev/null.
+    output = await python(
+        platform,
+        f"""
+        import os, subprocess, sys
+        probe = {PROBE!r}
+        exec(probe)
+        subprocess.run(
+            ["python3", "-c", probe], stdin=subprocess.DEVNULL, start_new_session=True, check=True
+        ).check_returncode()
+        """,
+    )
+    assert output["exit_code"] == 0, output
+    forked, started = (json.loads(line) for line in output["stdout"].splitlines())
+    assert forked == started
 
 
 async def test_python_variables_get_an_interpreter_of_their_own(
@@ -208,10 +254,13 @@ async def test_a_command_never_runs_beside_an_idle_host(platform: Platform) -> N
     # Not the tool entry point: the runner kills the waiting host before
     # it starts the command (nothing runs in the container but what it starts).
     backend = platform.sandbox
-    request = ExecRequest(argv=("sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"))
+    # Every process but the shell's own: only the runner (pid 1) may be there.
+    listing = "for p in /proc/[0-9]*; do [ ${p#/proc/} = $$ ] || head -c 40 $p/stat; echo; done"
+    request = ExecRequest(argv=("sh", "-c", listing))
     result = await backend.execute(request, platform.profiles["default"])
     assert result.status is ExecStatus.OK, result
-    assert "stockade_sdk.host" not in result.stdout, result.stdout
+    others = [line for line in result.stdout.splitlines() if line and "(head)" not in line]
+    assert [line.split()[0] for line in others] == ["1"], result.stdout
 
 
 async def test_a_host_imports_its_profiles_toolkits_and_others_when_a_call_needs_them(
