@@ -11,10 +11,24 @@ import requests
 
 from orchestrator.errors import ErrorCode, InfrastructureError
 
-__all__ = ["ENGINE_DOWN_HINT", "connect_engine", "engine_error", "engine_errors"]
+__all__ = ["ENGINE_DOWN_HINT", "connect_engine", "engine_client", "engine_error", "engine_errors"]
 
 ENGINE_DOWN_HINT = "start it with `bash scripts/setup.sh` (or check DOCKER_HOST)"
 """What to do when the engine does not answer."""
+
+
+def engine_client(*, timeout_s: float = 60.0) -> docker.DockerClient:
+    """A client of the engine ``DOCKER_HOST`` names (default: the local socket), not yet checked.
+
+    It reads no proxy variables and no ``.netrc``: the engine is reached
+    directly, and the HTTP client would otherwise scan the whole environment
+    for proxies and look for ``.netrc`` on every request (four a tool call;
+    ~1.5 ms of the orchestrator's CPU a call, a fifth of it, measured on
+    HumanEval with yappi).
+    """
+    client = docker.from_env(timeout=int(timeout_s))
+    client.api.trust_env = False
+    return client
 
 
 def connect_engine(*, timeout_s: float = 60.0) -> docker.DockerClient:
@@ -25,7 +39,7 @@ def connect_engine(*, timeout_s: float = 60.0) -> docker.DockerClient:
     """
     client: docker.DockerClient | None = None
     try:
-        client = docker.from_env(timeout=int(timeout_s))
+        client = engine_client(timeout_s=timeout_s)
         client.ping()
     except (docker.errors.DockerException, requests.RequestException) as exc:
         if client is not None:

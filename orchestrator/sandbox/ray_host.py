@@ -66,6 +66,7 @@ from orchestrator.sandbox._wire import (
     FrameTooLargeError,
     frame,
 )
+from orchestrator.sandbox.engine import engine_client
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.labels import BACKEND_LABEL
 from orchestrator.sandbox.live import LIVE_CAP_BYTES, LiveDecoder
@@ -120,7 +121,7 @@ class SandboxHost:
     def __init__(self, name: str, *, max_threads: int = 8) -> None:
         self._name = name
         # The node's engine: DOCKER_HOST in `ray start`'s environment, read by the SDK.
-        self._client = docker.from_env()
+        self._client = engine_client()
         self._images = ImageBuilder(self._client)
         self._executor = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="host")
         self._pools: dict[tuple[str, str], _Pool] = {}

@@ -9,6 +9,7 @@ from typing import Any
 
 import docker
 import pytest
+import requests.sessions
 
 from orchestrator.errors import ErrorCode, InfrastructureError
 from orchestrator.sandbox.engine import connect_engine
@@ -58,3 +59,37 @@ def test_connect_engine_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path:
     gc.collect()
     assert caught.value.code is ErrorCode.ENGINE_UNAVAILABLE
     assert caught.value.op == "engine.connect"
+
+
+@pytest.mark.docker
+def test_the_engine_client_reads_neither_proxy_variables_nor_netrc(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # requests would scan the environment for proxies and look for .netrc on
+    # every request: CPU spent on every engine call for nothing.
+    consulted: list[str] = []
+
+    def proxies(*_args: object, **_kwargs: object) -> dict[str, str]:
+        consulted.append("proxies")
+        return {}
+
+    def netrc(*_args: object, **_kwargs: object) -> None:
+        consulted.append("netrc")
+
+    monkeypatch.setattr(requests.sessions, "get_environ_proxies", proxies)
+    monkeypatch.setattr(requests.sessions, "get_netrc_auth", netrc)
+    client = connect_engine()
+    consulted.clear()  # the SDK asks the engine's version as it is made, before the setting
+    try:
+        assert client.ping()
+        client.api.containers(limit=1)
+    finally:
+        client.close()
+    assert consulted == []
+    plain = docker.from_env()  # the SDK's default, for contrast: it does consult them
+    consulted.clear()
+    try:
+        plain.ping()
+    finally:
+        plain.close()
+    assert "proxies" in consulted
