@@ -28,10 +28,11 @@ point (``python3 -S -m stockade_sdk.run MODULE:FUNCTION``). An image whose
 command names ``--tool-host LIBRARY`` has this runner fork the SDK's tool
 host (:func:`stockade_sdk.host.main_forked`, what ``python3 -m
 stockade_sdk.host`` would run) before it says ready: a process with the SDK
-and the toolkits already imported, waiting for one request on its stdin. A ``tool`` request then goes to it instead of a new interpreter
-(the result is the same, minus the start-up); any other request, or a host
-that is gone, gets argv spawned, and an idle host is killed first. The host
-serves one call and exits; the container still serves one request.
+and the toolkits already imported, waiting for one request on its stdin.
+A ``tool`` request then goes to it instead of a new interpreter (the result
+is the same, minus the start-up); any other request, or a host that is gone,
+gets argv spawned, and an idle host is killed first. The host serves one
+call and exits; the container still serves one request.
 
 A pooled container has paid for everything here before its request
 arrives; what a call pays for is kept small: this file imports only built-in
@@ -69,9 +70,9 @@ The tool host gets nothing a spawned tool process would not: the same uid,
 filter, limits and environment (it receives the request's), in its own
 session like any program, with only its own descriptors and a new
 interpreter's signal dispositions. It is forked, not started: the runner's
-memory it shares holds nothing yet (no request has arrived). It makes itself non-dumpable, so what the tool
-runs (a ``python.run`` snippet, forked from it) cannot read or write its
-memory either.
+memory it shares holds nothing yet (no request has arrived). It makes itself
+non-dumpable, so what the tool runs (a ``python.run`` snippet, forked from
+it) cannot read or write its memory either.
 """
 
 from __future__ import annotations
