@@ -35,6 +35,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _bench import stop_on_sigterm
+
 import orchestrator.audit._appender as appender
 from orchestrator.assets import shipped
 from orchestrator.config import load_config
@@ -222,4 +224,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     main()

@@ -52,6 +52,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from _bench import stop_on_sigterm
+
 from orchestrator.agent import Agent, AgentConfig, ModelClient, ModelReply
 from orchestrator.config import (
     LexicalEmbedderSettings,
@@ -299,4 +301,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     main()

@@ -39,6 +39,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from _bench import stop_on_sigterm
 
 from orchestrator.config import load_config
 from orchestrator.errors import InfrastructureError
@@ -419,4 +420,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     asyncio.run(main())

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import docker
+from _bench import stop_on_sigterm
 from docker.models.containers import RUN_CREATE_KWARGS, RUN_HOST_CONFIG_KWARGS
 
 from orchestrator.sandbox._container import container_options
@@ -166,4 +167,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     main()

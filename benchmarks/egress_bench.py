@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import docker
+from _bench import stop_on_sigterm
 
 from orchestrator.config import load_config
 from orchestrator.platform import Platform, image_builder
@@ -243,4 +244,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     main()

@@ -55,6 +55,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from _bench import stop_on_sigterm
+
 from orchestrator.approvals import ApprovalStore
 from orchestrator.audit import AuditLog, AuditRecord
 from orchestrator.audit._group import GroupCommit
@@ -403,4 +405,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     main()

@@ -28,6 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import docker
+from _bench import stop_on_sigterm
 
 from orchestrator.config import builtin_profiles
 from orchestrator.sandbox._container import ContainerFactory
@@ -92,4 +93,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     asyncio.run(main())

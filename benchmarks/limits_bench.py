@@ -42,6 +42,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from _bench import stop_on_sigterm
+
 from orchestrator.audit import AuditLog
 from orchestrator.config import builtin_profiles
 from orchestrator.gateway import Gateway
@@ -239,4 +241,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     main()

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from _bench import stop_on_sigterm
 
 from orchestrator.agent import AgentConfig
 from orchestrator.config import StockadeConfig
@@ -149,6 +150,7 @@ async def main(runs: int, lines: int, runtime: str) -> None:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--lines", type=int, default=5)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _bench import stop_on_sigterm
 
 from orchestrator.agent.memory import (
     LexicalEmbedder,
@@ -272,4 +273,5 @@ async def embedders() -> None:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     main()

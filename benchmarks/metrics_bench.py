@@ -25,6 +25,8 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+from _bench import stop_on_sigterm
+
 from orchestrator.config import StockadeConfig
 from orchestrator.metrics import Metrics, configure_logging
 from orchestrator.platform import Platform
@@ -136,4 +138,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     main()

@@ -33,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _bench import stop_on_sigterm
+
 from orchestrator.audit import REDACTED, redact
 from orchestrator.audit._redact import MAX_REPLACEMENTS
 from orchestrator.policy import Effect, evaluate, load_policy, parse_policy
@@ -200,4 +202,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     main()

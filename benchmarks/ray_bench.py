@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+from _bench import stop_on_sigterm
 
 from orchestrator.sandbox._wire import frame
 from orchestrator.sandbox.docker_backend import DockerBackend
@@ -336,4 +337,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     main()

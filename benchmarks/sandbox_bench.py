@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
+from _bench import stop_on_sigterm
 
 from orchestrator.config import load_config
 from orchestrator.platform import Platform, image_builder
@@ -216,4 +217,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     asyncio.run(main())

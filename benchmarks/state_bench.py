@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+from _bench import stop_on_sigterm
 
 from orchestrator.assets import shipped
 from orchestrator.config import load_config
@@ -244,4 +245,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     asyncio.run(main())

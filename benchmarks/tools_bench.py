@@ -37,6 +37,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from _bench import stop_on_sigterm
+
 from orchestrator.assets import shipped
 from orchestrator.config import load_config
 from orchestrator.platform import Platform
@@ -195,4 +197,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()
     asyncio.run(main())

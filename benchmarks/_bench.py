@@ -1,0 +1,23 @@
+"""What every benchmark script shares: being stopped cleanly.
+
+Imported by the scripts as ``_bench`` (their own directory is first on
+``sys.path`` when run as ``.venv/bin/python benchmarks/NAME.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (``timeout``, ``kill``, a CI runner) stop the script as Ctrl-C does.
+
+    The default SIGTERM ends the process at once, leaving its pooled
+    containers to the next start's reaper. Raising KeyboardInterrupt from the
+    handler is no better: it lands wherever the loop happens to be. A SIGINT
+    sent to itself is what ``asyncio.run`` handles: it cancels the main task,
+    and every ``async with Platform.open(...)`` removes its sandboxes on the
+    way out (a script with no loop gets KeyboardInterrupt, as from Ctrl-C).
+    """
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: os.kill(os.getpid(), signal.SIGINT))
