@@ -225,13 +225,22 @@ def load_credentials(
 
 
 def served_toolkits(
-    registry: ToolRegistry, profiles: Mapping[str, SandboxProfile]
+    registry: ToolRegistry, profiles: Mapping[str, SandboxProfile], policy: Policy
 ) -> dict[str, SandboxProfile]:
     """``profiles`` with ``host_toolkits`` set to the modules of the tools each one runs
-    (where the configuration left it unset): a warm host imports what its calls need only."""
+    (where the configuration left it unset): a warm host imports what its calls need only.
+
+    A tool runs in its own profile and in every profile a policy rule that
+    matches its name routes calls to (``sandbox_profile``): a host there has
+    its module loaded too, instead of importing it when such a call arrives.
+    """
     served: dict[str, set[str]] = {name: set() for name in profiles}
     for spec in registry.tools():
-        served.setdefault(spec.profile, set()).add(spec.entrypoint.partition(":")[0])
+        module = spec.entrypoint.partition(":")[0]
+        served.setdefault(spec.profile, set()).add(module)
+        for rule in policy.rules:
+            if rule.sandbox_profile and rule.match.tools.match(spec.name):
+                served.setdefault(rule.sandbox_profile, set()).add(module)
     return {
         name: profile
         if profile.host_toolkits is not None

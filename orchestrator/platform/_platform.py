@@ -110,7 +110,7 @@ class Platform:
         settings = loaded.config
         checked = check_configuration(loaded)
         registry, policy, profiles = checked.registry, checked.policy, checked.profiles
-        profiles = served_toolkits(registry, profiles)
+        profiles = served_toolkits(registry, profiles, policy)
         if not pools:
             profiles = {n: p.model_copy(update={"pool_size": 0}) for n, p in profiles.items()}
         used = {spec.profile for spec in registry.tools()}

@@ -126,8 +126,8 @@ class SandboxProfile(StrictModel):
     )
     """Toolkit modules the tools image's warm host imports before a call arrives; ``None``:
     every toolkit of the image. The platform sets it to the toolkits of the tools that run
-    in this profile; a call routed here otherwise (a policy rule's ``sandbox_profile``) has
-    its host import the tool's module when it arrives."""
+    in this profile or that a policy rule routes here (``sandbox_profile``); any other call
+    has its host import the tool's module when it arrives."""
 
     def container_env(self, *, lean: bool = False) -> dict[str, str]:
         """What the container's own environment holds: the thread count numeric libraries

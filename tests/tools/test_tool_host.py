@@ -288,8 +288,8 @@ async def test_a_host_imports_its_profiles_toolkits_and_others_when_a_call_needs
         "toolkits.shell": False,
         "urllib.request": False,
     }
-    # A call of a toolkit its profile does not list (a policy rule may route
-    # one there) has the host import the tool's module when the call arrives.
+    # A call of a toolkit its profile does not list (a profile set by hand)
+    # has the host import the tool's module when the call arrives.
     narrow = default.model_copy(update={"host_toolkits": ("toolkits.python",)})
     routed = ExecRequest(
         argv=(*ENTRY_ARGV, "toolkits.shell:run"),
