@@ -21,3 +21,15 @@ def stop_on_sigterm() -> None:
     way out (a script with no loop gets KeyboardInterrupt, as from Ctrl-C).
     """
     signal.signal(signal.SIGTERM, lambda _signum, _frame: os.kill(os.getpid(), signal.SIGINT))
+
+
+def percentiles(
+    samples: list[float], *, scale: float = 1000.0, shares: tuple[float, ...] = (0.5, 0.95, 0.99)
+) -> tuple[float, ...]:
+    """The nearest-rank values of ``samples`` (seconds) at ``shares``, times ``scale``.
+
+    ``scale`` 1000 gives milliseconds (the default), 1e6 microseconds.
+    """
+    ordered = sorted(samples)
+    last = len(ordered) - 1
+    return tuple(ordered[min(last, round(share * last))] * scale for share in shares)

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _bench import stop_on_sigterm
+from _bench import percentiles, stop_on_sigterm
 
 from orchestrator.approvals import ApprovalStore
 from orchestrator.audit import AuditLog, AuditRecord
@@ -109,12 +109,6 @@ def make_call(number: int) -> ToolCall:
         run_id=f"run-{number % 8}",
         principal="bench",
     )
-
-
-def quantiles_us(samples: list[float]) -> tuple[float, float, float]:
-    ordered = sorted(samples)
-    pick = lambda q: ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1e6  # noqa: E731
-    return pick(0.5), pick(0.95), pick(0.99)
 
 
 async def timed(calls: int, step: Callable[[int], Any]) -> list[float]:
@@ -359,7 +353,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     medians = {}
     for name, samples in rows:
-        p50, p95, p99 = quantiles_us(samples)
+        p50, p95, p99 = percentiles(samples, scale=1e6)
         medians[name] = p50
         mean = statistics.fmean(samples) * 1e6
         print(f"| {name} | {p50:.1f} | {p95:.1f} | {p99:.1f} | {mean:.1f} |")
@@ -373,7 +367,7 @@ def main() -> None:
     print("| commit path | calls/s | p50 ms | p99 ms | records per fsync |")
     print("|---|---:|---:|---:|---:|")
     for name, total in totals.items():
-        p50, _p95, p99 = quantiles_us(total.latencies or [0.0])
+        p50, _p95, p99 = percentiles(total.latencies or [0.0], scale=1e6)
         records = 2 * total.calls / max(total.fsyncs, 1)  # an intent and an outcome per call
         print(f"| {name} | {total.calls / total.seconds:.0f} | {p50 / 1000:.2f} | "
               f"{p99 / 1000:.2f} | {records:.1f} |")  # fmt: skip
@@ -397,7 +391,7 @@ def main() -> None:
           "| records per fsync |")  # fmt: skip
     print("|---:|---:|---:|---:|---:|---:|")
     for concurrency, total in ahead.items():
-        p50, _p95, p99 = quantiles_us(total.latencies or [0.0])
+        p50, _p95, p99 = percentiles(total.latencies or [0.0], scale=1e6)
         cost = total.seconds / total.calls * 1e6
         records = 2 * total.calls / max(total.fsyncs, 1)  # an intent and an outcome per call
         print(f"| {concurrency} | {total.calls / total.seconds:.0f} | {cost:.1f} | {p50:.1f} | "

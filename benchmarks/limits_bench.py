@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from _bench import stop_on_sigterm
+from _bench import percentiles, stop_on_sigterm
 
 from orchestrator.audit import AuditLog
 from orchestrator.config import builtin_profiles
@@ -113,15 +113,6 @@ def make_call(number: int) -> ToolCall:
         run_id=f"run-{number % 8}",
         principal="bench",
     )
-
-
-def quantiles_us(samples: list[float]) -> tuple[float, float, float]:
-    ordered = sorted(samples)
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1e6
-
-    return pick(0.5), pick(0.95), pick(0.99)
 
 
 async def timed(calls: int, step: Callable[[int], Any]) -> list[float]:
@@ -219,7 +210,7 @@ def main() -> None:
     print(f"\n{'row':<66} {'p50 µs':>9} {'p95 µs':>9} {'p99 µs':>9} {'mean µs':>9}")
     p50: dict[str, float] = {}
     for name, samples in rows:
-        q50, q95, q99 = quantiles_us(samples)
+        q50, q95, q99 = percentiles(samples, scale=1e6)
         p50[name] = q50
         mean = statistics.fmean(samples) * 1e6
         print(f"{name:<66} {q50:>9.1f} {q95:>9.1f} {q99:>9.1f} {mean:>9.1f}")

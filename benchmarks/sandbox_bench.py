@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
-from _bench import stop_on_sigterm
+from _bench import percentiles, stop_on_sigterm
 
 from orchestrator.config import load_config
 from orchestrator.platform import Platform, image_builder
@@ -37,15 +37,6 @@ from orchestrator.sandbox.execution import ExecRequest, ExecStatus
 from orchestrator.sandbox.profile import SandboxProfile
 
 ARGV = ("echo", "ok")
-
-
-def percentiles(samples: list[float]) -> tuple[float, float, float]:
-    ordered = sorted(samples)
-
-    def at(q: float) -> float:
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
-
-    return at(0.50), at(0.95), at(0.99)
 
 
 def docker_run_once(image: str, runtime: str) -> float:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
-from _bench import stop_on_sigterm
+from _bench import percentiles, stop_on_sigterm
 
 from orchestrator.assets import shipped
 from orchestrator.config import load_config
@@ -71,15 +71,6 @@ tick = 0
 ROWS = 'rows = [{{"id": i, "name": f"row{{i}}", "score": i * 0.5}} for i in range({count})]\n'
 ARRAY = "import numpy as np\narray = np.random.default_rng(0).random({count})\n"
 MiB = 1 << 20
-
-
-def percentiles(samples: list[float]) -> tuple[float, float, float]:
-    ordered = sorted(samples)
-
-    def at(fraction: float) -> float:
-        return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))] * 1000
-
-    return at(0.5), at(0.95), at(0.99)
 
 
 async def timed(

@@ -37,7 +37,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from _bench import stop_on_sigterm
+from _bench import percentiles, stop_on_sigterm
 
 from orchestrator.assets import shipped
 from orchestrator.config import load_config
@@ -51,15 +51,6 @@ from stockade_sdk.run import ENTRY_ARGV
 
 FILES, FILE_BYTES = 1000, 100_000
 REWRITE = 'for f in d*/*; do printf x >> "$f"; done'
-
-
-def percentiles(samples: list[float]) -> tuple[float, float, float]:
-    ordered = sorted(samples)
-
-    def at(fraction: float) -> float:
-        return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))] * 1000
-
-    return at(0.5), at(0.95), at(0.99)
 
 
 async def timed(
