@@ -1,4 +1,4 @@
-"""What every benchmark script shares: being stopped cleanly.
+"""What the benchmark scripts share: being stopped cleanly, and their percentiles.
 
 Imported by the scripts as ``_bench`` (their own directory is first on
 ``sys.path`` when run as ``.venv/bin/python benchmarks/NAME.py``).
