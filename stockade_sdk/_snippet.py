@@ -32,8 +32,11 @@ __all__ = [
     "become_snippet",
     "can_fork",
     "cold_main",
+    "detach",
     "finish_interpreter",
     "prepare_fork_start",
+    "quiet_signals",
+    "run_as_snippet",
 ]
 
 TYPE_CHECKING = False  # typing itself costs start-up time in the sandbox
@@ -262,25 +265,46 @@ def _write_report(path: str, report: dict[str, object]) -> None:
         pass  # the result then says less; the snippet's own outcome stands
 
 
+def detach(stdout_w: int, stderr_w: int, keep: int | None = None) -> int | None:
+    """Descriptors as the snippet has them: stdin ``/dev/null``, the two pipes, nothing else.
+
+    ``keep`` (the spare's control pipe) survives as fd 3, which is returned.
+    """
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(stdout_w, 1)
+    os.dup2(stderr_w, 2)
+    # Last: every source above is already where it belongs, whatever fd 3 held.
+    kept = None if keep is None else os.dup2(keep, 3)
+    # Nothing of the host's goes on: one close_range call.
+    os.closerange(3 if kept is None else 4, os.sysconf("SC_OPEN_MAX"))
+    return kept
+
+
+def quiet_signals() -> None:
+    """The host's signal wake-up and SIGCHLD handler are not the child's (first: before fds go)."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
+def run_as_snippet(source: str, options: Options | None) -> int:
+    """The rest of turning a forked child into ``python3 -c source``: run it; the exit status."""
+    os.setsid()
+    _set_dumpable(1)
+    sys.argv[:] = ["-c"]
+    sys.path[0] = ""  # as under -c (the host's is the directory it started in)
+    return _finish(_exec_main(source, options))
+
+
 def become_snippet(
     source: str, stdout_w: int, stderr_w: int, options: Options | None = None
 ) -> NoReturn:
     """In the forked child: turn into ``python3 -c source``; never return into the host."""
     status = 1
     try:
-        os.setsid()
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(stdout_w, 1)
-        os.dup2(stderr_w, 2)
-        # Nothing of the host's goes on: one close_range call.
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-        _set_dumpable(1)
-        sys.argv[:] = ["-c"]
-        sys.path[0] = ""  # as under -c (the host's is the directory it started in)
-        status = _finish(_exec_main(source, options))
+        quiet_signals()
+        detach(stdout_w, stderr_w)
+        status = run_as_snippet(source, options)
     finally:
         os._exit(status)
 

@@ -22,7 +22,10 @@ another interpreter's start). The host:
 2. makes itself non-dumpable (:func:`stockade_sdk._snippet.prepare_fork_start`):
    a ``python.run`` snippet is forked from this process, and must not be able
    to ptrace it or read or write its memory;
-3. says it is ready: one byte on fd 3, which it then closes;
+3. says it is ready: one byte on fd 3, which it then closes; then, if it
+   loaded the ``python.run`` toolkit and no caller waits yet, forks the next
+   snippet's process ahead of the call (:mod:`stockade_sdk._spare`: the call
+   then does not wait for that fork; a call of another tool ends it unused);
 4. reads its one request on stdin (two length-prefixed frames: the call as
    NUL-separated ``cwd, argc, argv..., envc, KEY=VALUE...``, then the
    arguments), takes the request's working directory and environment, and
@@ -42,7 +45,7 @@ import importlib
 import os
 import sys
 
-from stockade_sdk import _snippet, process, run
+from stockade_sdk import _snippet, _spare, process, run
 
 TYPE_CHECKING = False  # typing itself costs start-up time in the sandbox
 if TYPE_CHECKING:
@@ -66,6 +69,9 @@ LEAN_START_ENV = "STOCKADE_LEAN_START"
 # What every python.run call may use: its parser (a trailing expression is
 # shown) and the state and figure modules (they import their heavy parts when used).
 _SNIPPET_MODULES = ("ast", "stockade_sdk._state", "stockade_sdk._figures")
+# Toolkits whose calls fork a snippet (python.run): a host that loaded one
+# forks the next snippet's process while it waits (stockade_sdk._spare).
+_SNIPPET_TOOLKITS = ("toolkits.python",)
 # What a call that keeps its namespace needs: the serialiser.
 _STATE_MODULES = ("cloudpickle",)
 _READY_FD = 3
@@ -136,14 +142,21 @@ def main() -> None:
         os.close(_READY_FD)
     except OSError:
         pass  # not started by a runner (a test): nobody waits for the byte
+    if os.environ.get(LEAN_START_ENV) != "1" and any(
+        name in sys.modules for name in _SNIPPET_TOOLKITS
+    ):
+        _spare.fork()  # while nothing waits: a caller in a lean start already does
     cwd, argv, env, arguments = _read_request()
     if tuple(argv[:-1]) != ENTRY_ARGV or len(argv) != len(ENTRY_ARGV) + 1:
         print(f"the tool host serves {' '.join(ENTRY_ARGV)} only, not {argv!r}", file=sys.stderr)
+        _spare.discard()
         _snippet.finish_interpreter(2)
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    _snippet.finish_interpreter(run.serve(argv[-1], arguments))
+    status = run.serve(argv[-1], arguments)
+    _spare.discard()  # a call that forked no snippet leaves it unused
+    _snippet.finish_interpreter(status)
 
 
 def _unbuffered_stdio() -> None:

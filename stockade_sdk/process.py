@@ -32,8 +32,9 @@ sandbox out of memory under gVisor dies whole; the host reports that.)
 A Python snippet is not a cold interpreter start where that can be avoided:
 in the tools image's warm tool host, :func:`run_python` forks the snippet's
 process from the host and makes it what ``python3 -c CODE`` would be
-(:mod:`stockade_sdk._snippet`); elsewhere it starts ``python3``: the same
-result, the start-up included.
+(:mod:`stockade_sdk._snippet`), or hands the code to the process the host
+forked for it before the call came (:mod:`stockade_sdk._spare`); elsewhere
+it starts ``python3``: the same result, the start-up included.
 """
 
 from __future__ import annotations
@@ -486,10 +487,15 @@ def _run(start: _Start, timeout_s: float) -> tuple[_Child, _Pump, bool, list[str
         watch.close()
     leftovers: list[str] = []
     if timed_out:
-        try:  # noqa: SIM105 - contextlib costs start-up time
+        try:
             os.killpg(child.pid, signal.SIGKILL)
         except OSError:
-            pass  # the group is gone already
+            # No such group: gone already, or a spare that had not yet made
+            # its own session when the deadline came.
+            try:  # noqa: SIM105 - contextlib costs start-up time
+                os.kill(child.pid, signal.SIGKILL)
+            except OSError:
+                pass
         child.wait()
         _kill_leftovers(child.pid)  # not "left behind": the program never finished
     else:
@@ -534,6 +540,12 @@ def _spawner(argv: list[str]) -> _Start:
 
 def _forker(source: str, options: _snippet.Options) -> _Start:
     def start() -> tuple[_Child, int, int]:
+        from stockade_sdk import _spare  # noqa: PLC0415 - loaded by the host
+
+        taken = _spare.take(source, options)
+        if taken is not None:  # forked before the call, waiting for it
+            pid, stdout_r, stderr_r = taken
+            return _Child(pid), stdout_r, stderr_r
         stdout_r, stdout_w = os.pipe()
         stderr_r, stderr_w = os.pipe()
         for stream in (sys.stdout, sys.stderr):

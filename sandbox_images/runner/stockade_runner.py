@@ -31,8 +31,9 @@ stockade_sdk.host`` would run) before it says ready: a process with the SDK
 and the toolkits already imported, waiting for one request on its stdin.
 A ``tool`` request then goes to it instead of a new interpreter (the result
 is the same, minus the start-up); any other request, or a host that is gone,
-gets argv spawned, and an idle host is killed first. The host serves one
-call and exits; the container still serves one request.
+gets argv spawned, and an idle host is killed first (its process group:
+with it the snippet process it forks ahead of a ``python.run`` call). The
+host serves one call and exits; the container still serves one request.
 
 A pooled container has paid for everything here before its request
 arrives; what a call pays for is kept small: this file imports only built-in
@@ -1052,6 +1053,45 @@ class _Program:
                 pass
 
 
+def _in_group(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` (a zombie included) is still there."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as file:
+                stat = file.read()
+        except OSError:
+            continue  # gone meanwhile
+        # After the name, which may hold anything: state, ppid, pgrp.
+        if int(stat[stat.rindex(b")") + 2 :].split()[2]) == pgid:
+            return True
+    return False
+
+
+def _reap_group(pgid: int, guard: _Guard) -> None:
+    """Reap a killed group's processes until none is left (bounded).
+
+    A child of the group's leader comes to pid 1 when the leader dies
+    first: it is this process's to collect then.
+    """
+    waker = select.poll()
+    waker.register(guard.wake_r, select.POLLIN)
+    give_up = time.monotonic() + _SWEEP_S
+    while True:
+        guard.drain_wakeups()
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if not pid:
+                break
+        if not _in_group(pgid) or time.monotonic() >= give_up:
+            return
+        waker.poll(_SWEEP_POLL_S * 1000)
+
+
 def _host_message(request: Request, stdin_data: bytes) -> bytes:
     """What the tool host reads on its stdin: two frames, the call and its stdin.
 
@@ -1134,14 +1174,17 @@ class _ToolHost:
         return self.pid is not None
 
     def discard(self) -> None:
-        """Kill the host, unused: the request is not its to serve."""
+        """Kill the host, unused, with what it forked ahead: the request is not theirs to serve."""
         if self.pid is None:
             return
-        try:
-            os.kill(self.pid, _SIGKILL)
-            os.waitpid(self.pid, 0)
-        except (OSError, ChildProcessError):
-            pass
+        try:  # noqa: SIM105 - contextlib costs start-up time
+            # Its group (it is the leader): the host and the snippet process
+            # it forks before a call (stockade_sdk._spare), which stays in
+            # the group until it has a call.
+            os.killpg(self.pid, _SIGKILL)
+        except OSError:
+            pass  # gone already
+        _reap_group(self.pid, self.guard)
         self.pid = None
         self.pipes.close()
 
