@@ -133,7 +133,7 @@ def _read_request() -> tuple[str, list[str], dict[str, str], bytes]:
     return cwd, argv, env, _read_frame()
 
 
-def main() -> None:
+def main() -> NoReturn:
     """Prepare, wait for the one request, serve it, exit."""
     _preload()
     _snippet.prepare_fork_start()
@@ -211,7 +211,6 @@ def main_forked() -> NoReturn:
     _site()
     sys.argv[:] = [__file__]
     main()
-    _snippet.finish_interpreter(0)
 
 
 if __name__ == "__main__":

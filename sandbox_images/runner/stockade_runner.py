@@ -209,13 +209,18 @@ _SECCOMP_TABLES: dict[str, tuple[int, int | None, _Rules]] = {
 }
 
 
+def _with_container_env(env: dict[str, str], *names: str) -> dict[str, str]:
+    """``env`` plus those of ``names`` set in the container's environment (by its creator only)."""
+    for name in names:
+        value = os.environ.get(name)
+        if value is not None:
+            env[name] = value
+    return env
+
+
 def _base_env() -> dict[str, str]:
     """What every program's environment starts from (a request's entries go over it)."""
-    env = dict(_BASE_ENV)
-    threads = os.environ.get(_THREADS_ENV)
-    if threads is not None:
-        env[_THREADS_ENV] = threads
-    return env
+    return _with_container_env(dict(_BASE_ENV), _THREADS_ENV)
 
 
 class Request:
@@ -1130,14 +1135,15 @@ class _ToolHost:
         self.pid: int | None = None
         ready_r, ready_w = os.pipe()
         try:
-            env = dict(_base_env(), PYTHONPATH=library, PYTHONUNBUFFERED="1")
             # The profile's toolkit and preload lists and whether a caller
             # already waits, set on the container by the host (never by a
             # request): what the tool host imports before the call.
-            for name in (_TOOLKITS_ENV, _PRELOAD_ENV, _LEAN_START_ENV):
-                value = os.environ.get(name)
-                if value is not None:
-                    env[name] = value
+            env = _with_container_env(
+                dict(_base_env(), PYTHONPATH=library, PYTHONUNBUFFERED="1"),
+                _TOOLKITS_ENV,
+                _PRELOAD_ENV,
+                _LEAN_START_ENV,
+            )
             self.pid = self.pipes.fork_host(library, env, guard, ready_w)
         except OSError:
             self.pipes.close()
