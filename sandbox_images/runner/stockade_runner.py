@@ -663,6 +663,20 @@ class _Guard:
         except BlockingIOError:
             pass
 
+    def reap(self) -> list[tuple[int, int]]:
+        """Collect every exited child (pid 1 collects orphans too): pids and wait statuses."""
+        self.drain_wakeups()
+        reaped = []
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if not pid:
+                break
+            reaped.append((pid, status))
+        return reaped
+
     def name_process(self, name: bytes) -> None:
         """Set this process's name (``/proc/PID/comm``)."""
         self._prctl(_PR_SET_NAME, name)
@@ -956,14 +970,7 @@ class _Program:
 
     def reap(self) -> bool:
         """Collect every exited child; True once the program itself has exited."""
-        self.guard.drain_wakeups()
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if not pid:
-                break
+        for pid, status in self.guard.reap():
             # A stop is reported only for a child that asked to be traced;
             # it has not exited.
             if pid == self.pid and not os.WIFSTOPPED(status):
@@ -1084,14 +1091,7 @@ def _reap_group(pgid: int, guard: _Guard) -> None:
     waker.register(guard.wake_r, select.POLLIN)
     give_up = time.monotonic() + _SWEEP_S
     while True:
-        guard.drain_wakeups()
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if not pid:
-                break
+        guard.reap()
         if not _in_group(pgid) or time.monotonic() >= give_up:
             return
         waker.poll(_SWEEP_POLL_S * 1000)
