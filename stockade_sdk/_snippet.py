@@ -34,6 +34,7 @@ __all__ = [
     "cold_main",
     "detach",
     "finish_interpreter",
+    "fork_with_output",
     "prepare_fork_start",
     "quiet_signals",
     "run_as_snippet",
@@ -41,6 +42,7 @@ __all__ = [
 
 TYPE_CHECKING = False  # typing itself costs start-up time in the sandbox
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import CodeType
     from typing import NoReturn
 
@@ -294,6 +296,36 @@ def run_as_snippet(source: str, options: Options | None) -> int:
     sys.argv[:] = ["-c"]
     sys.path[0] = ""  # as under -c (the host's is the directory it started in)
     return _finish(_exec_main(source, options))
+
+
+def fork_with_output(child: Callable[[int, int], NoReturn]) -> tuple[int, int, int]:
+    """Fork a process whose stdout and stderr are new pipes: its pid and their read ends.
+
+    The child runs ``child(stdout_w, stderr_w)``, which never returns into the
+    host. The host's buffered output is flushed first, so nothing of the host's
+    is written twice. Raises :class:`OSError`, with no descriptor left open,
+    when the pipes or the fork cannot be made.
+    """
+    stdout_r, stdout_w = os.pipe()
+    try:
+        stderr_r, stderr_w = os.pipe()
+    except OSError:
+        os.close(stdout_r)
+        os.close(stdout_w)
+        raise
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    try:
+        pid = os.fork()
+    except OSError:
+        for fd in (stdout_r, stdout_w, stderr_r, stderr_w):
+            os.close(fd)
+        raise
+    if pid == 0:
+        child(stdout_w, stderr_w)
+    os.close(stdout_w)
+    os.close(stderr_w)
+    return pid, stdout_r, stderr_r
 
 
 def become_snippet(

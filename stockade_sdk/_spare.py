@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 
 from stockade_sdk import _snippet
 
@@ -63,21 +62,19 @@ def fork() -> None:
     global _spare  # noqa: PLW0603 - one spare per host
     if _spare is not None or not _snippet.can_fork():
         return
-    stdout_r, stdout_w = os.pipe()
-    stderr_r, stderr_w = os.pipe()
-    control_r, control_w = os.pipe()
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()  # nothing of the host's may be written twice
     try:
-        pid = os.fork()
+        control_r, control_w = os.pipe()
     except OSError:
-        for fd in (stdout_r, stdout_w, stderr_r, stderr_w, control_r, control_w):
-            os.close(fd)
+        return  # the call will fork, and say why if it cannot either
+    try:
+        pid, stdout_r, stderr_r = _snippet.fork_with_output(
+            lambda stdout_w, stderr_w: _wait(control_r, stdout_w, stderr_w)
+        )
+    except OSError:
+        os.close(control_r)
+        os.close(control_w)
         return
-    if pid == 0:
-        _wait(control_r, stdout_w, stderr_w)
-    for fd in (stdout_w, stderr_w, control_r):
-        os.close(fd)
+    os.close(control_r)
     _spare = _Spare(pid, control_w, stdout_r, stderr_r)
 
 

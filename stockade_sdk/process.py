@@ -546,15 +546,9 @@ def _forker(source: str, options: _snippet.Options) -> _Start:
         if taken is not None:  # forked before the call, waiting for it
             pid, stdout_r, stderr_r = taken
             return _Child(pid), stdout_r, stderr_r
-        stdout_r, stdout_w = os.pipe()
-        stderr_r, stderr_w = os.pipe()
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()  # nothing of the host's may be written twice
-        pid = os.fork()
-        if pid == 0:
-            _snippet.become_snippet(source, stdout_w, stderr_w, options)
-        os.close(stdout_w)
-        os.close(stderr_w)
+        pid, stdout_r, stderr_r = _snippet.fork_with_output(
+            lambda stdout_w, stderr_w: _snippet.become_snippet(source, stdout_w, stderr_w, options)
+        )
         return _Child(pid), stdout_r, stderr_r
 
     return start

@@ -130,3 +130,33 @@ def test_a_spare_whose_host_ends_exits_by_itself(tmp_path: Path) -> None:
         """,
     )
     assert found == {"orphan running": False}
+
+
+def test_a_fork_that_fails_leaves_no_descriptor_and_the_call_says_why(tmp_path: Path) -> None:
+    # The process limit reached: neither the spare nor the call's own fork can
+    # be made. Nothing of either attempt stays open in the host, and the call
+    # reports the failure instead of hanging on a pipe nobody writes.
+    found = host(
+        tmp_path,
+        f"""
+        _spare.discard()
+        before = sorted(os.listdir("/proc/self/fd"))
+        def refuse():
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        os.fork = refuse
+        _spare.fork()
+        try:
+            process.run_python({WHO!r}, 20)
+            said = None
+        except OSError as exc:
+            said = str(exc)
+        after = sorted(os.listdir("/proc/self/fd"))
+        print(json.dumps({{"spare": _spare._spare is not None, "said": said,
+                          "leaked": sorted(set(after) - set(before))}}))
+        """,
+    )
+    assert found == {
+        "spare": False,
+        "said": "[Errno 11] Resource temporarily unavailable",
+        "leaked": [],
+    }
