@@ -58,10 +58,24 @@ class CallEntry:
         return "unknown (no outcome recorded)" if self.intents else "pending"
 
 
+def _needle(run_id: str | None) -> bytes | None:
+    """Bytes every line of a record of ``run_id`` holds, if there are such bytes.
+
+    A plain ASCII id (no quote, backslash, slash or control character) is
+    written as itself in quotes by any JSON encoder, canonical or not (a log edited by
+    hand, or by a tool, still shows its records; verify tells what changed).
+    The few other lines that hold it (an argument quoting it) are dropped by
+    the check on the parsed record.
+    """
+    if run_id is None or not all(" " <= char <= "~" and char not in '"\\/' for char in run_id):
+        return None
+    return f'"{run_id}"'.encode("ascii")
+
+
 def call_timeline(path: str | Path, *, run_id: str | None = None) -> list[CallEntry]:
     """Every call of the log (of run ``run_id`` only, if given), in the order each began."""
     entries: dict[str, CallEntry] = {}
-    for record in tail(Path(path)):
+    for record in tail(Path(path), containing=_needle(run_id)):
         event, call_id = record.get("event"), record.get("call_id")
         if event not in _CALL_EVENTS or not isinstance(call_id, str):
             continue

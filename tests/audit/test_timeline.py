@@ -1,0 +1,57 @@
+"""One run's call timeline: exactly its records, across rotated files, whatever else quotes it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from orchestrator.audit import AuditLog
+from orchestrator.audit._verify import tail
+from orchestrator.audit.timeline import call_timeline
+
+
+def _log(tmp_path: Path) -> Path:
+    path = tmp_path / "audit.jsonl"
+    # Rotating every few records puts the run's calls in several files.
+    log = AuditLog(path, fsync=False, rotate_bytes=1024, group_commit=False)
+    try:
+        calls = [
+            ("c1", "r1", {"code": "print(1)"}),
+            ("c2", "r10", {"code": "print(2)"}),  # r1 is a prefix of its id
+            # Another run's argument quoting the text of r1's records.
+            ("c3", "r2", {"code": 'note = \'"run_id":"r1"\''}),
+            ("c4", "r1", {"code": "print(4)"}),
+            ("c5", "rün", {"code": "print(5)"}),  # escaped in the log's ASCII JSON
+            ("c6", "r1", {"code": "print(6)"}),
+        ]
+        for call_id, run_id, arguments in calls:
+            common = {"call_id": call_id, "run_id": run_id, "tool": "python.run"}
+            log.append({"event": "intent", "attempt": 1, "arguments": arguments, **common})
+            log.append({"event": "call", "status": "ok", "arguments": arguments, **common})
+    finally:
+        log.close()
+    # A line some other tool wrote, not in the log's canonical form.
+    with path.open("a") as file:
+        file.write(json.dumps({"event": "call", "call_id": "c7", "run_id": "r1"}) + "\n")
+    return path
+
+
+def test_a_runs_timeline_holds_its_calls_only_in_order_across_rotated_files(
+    tmp_path: Path,
+) -> None:
+    path = _log(tmp_path)
+    assert len(list(tmp_path.iterdir())) > 2  # rotated more than once
+    entries = call_timeline(path, run_id="r1")
+    assert [entry.call_id for entry in entries] == ["c1", "c4", "c6", "c7"]
+    assert all(entry.outcome is not None for entry in entries)
+    assert [entry.call_id for entry in call_timeline(path, run_id="rün")] == ["c5"]
+    assert [entry.call_id for entry in call_timeline(path, run_id="r2")] == ["c3"]
+    assert call_timeline(path, run_id="r3") == []
+    assert len(call_timeline(path)) == 7
+
+
+def test_following_the_log_cannot_skip_lines(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="follow"):
+        next(tail(_log(tmp_path), follow=True, containing=b"r1"))
