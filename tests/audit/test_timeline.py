@@ -55,3 +55,14 @@ def test_a_runs_timeline_holds_its_calls_only_in_order_across_rotated_files(
 def test_following_the_log_cannot_skip_lines(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="follow"):
         next(tail(_log(tmp_path), follow=True, containing=b"r1"))
+
+
+def test_lines_across_blocks_are_found_whole_and_a_line_being_written_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _log(tmp_path)
+    with path.open("a") as file:  # a writer that has not finished its line
+        file.write('{"event": "call", "call_id": "c8", "run_id": "r1"')
+    monkeypatch.setattr("orchestrator.audit._verify._BLOCK", 97)  # lines span blocks
+    entries = call_timeline(path, run_id="r1")
+    assert [entry.call_id for entry in entries] == ["c1", "c4", "c6", "c7"]

@@ -1,9 +1,9 @@
 """A run's calls as the audit log tells them, read again only when that can show something new.
 
 :func:`~orchestrator.audit.timeline.call_timeline` reads the whole log (its
-rotated files too) for one run's records: ~0.14 s for a 66 MB log of 100 000
+rotated files too) for one run's records: ~0.08 s for a 66 MB log of 100 000
 records on the 2-core VM, parsing only the lines that name the run
-(``benchmarks/timeline_bench.py``; 0.7–0.8 s when every line was parsed). A page of a run
+(``benchmarks/timeline_bench.py``; 0.7-1.0 s when every line was parsed). A page of a run
 under way asks once a second, so the entries are kept per run and read
 again only when the log has changed since (its current file's inode, size or
 time) and either the run's own events have (a call began, waited, ended) or
