@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from types import SimpleNamespace
-
-from prometheus_client import CollectorRegistry
 
 from orchestrator.config import StockadeConfig
 from orchestrator.metrics import Metrics, genai, render
@@ -118,21 +115,21 @@ async def test_metrics_off_records_nothing_and_registers_nothing(tmp_path: Path)
         assert render(platform.metrics)[0] == b""
 
 
-def test_metrics_off_costs_nothing_measurable() -> None:
-    off, on = Metrics(enabled=False), Metrics(registry=CollectorRegistry())
-    calls = 20_000
-
-    def per_update(metrics: Metrics) -> float:
-        started = time.perf_counter()
-        for _ in range(calls):
-            metrics.tool_calls.labels("python.run", "ok").inc()
-            metrics.tool_call_duration.labels("python.run").observe(0.01)
-        return (time.perf_counter() - started) / calls
-
-    per_update(off), per_update(on)  # warm up
-    # The gateway spends ~400 µs per call; a disabled instrument must be far below 1 µs.
-    assert per_update(off) < 1e-6
-    assert per_update(off) < per_update(on)
+def test_metrics_off_are_one_object_that_records_nothing() -> None:
+    # What a disabled instrument costs a call is a method call that returns:
+    # every instrument is the same object, its labels() is itself (no child,
+    # no lock, no per-label state) and its updates do nothing. (Shown by
+    # structure, not by a clock: a per-update time bound failed on a slower CPU.)
+    off = Metrics(enabled=False)
+    instruments = [value for value in vars(off).values() if hasattr(value, "labels")]
+    assert len(instruments) > 10
+    assert all(instrument is instruments[0] for instrument in instruments)
+    assert off.tool_calls.labels("python.run", "ok") is off.tool_calls
+    for _ in range(3):
+        off.tool_calls.labels("python.run", "ok").inc()
+        off.tool_call_duration.labels("python.run").observe(0.01)
+    assert vars(instruments[0]) == {}
+    assert list(off.registry.collect()) == []
 
 
 def _run_events(run_id: str, outcome: str) -> list[SimpleNamespace]:
