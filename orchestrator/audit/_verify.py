@@ -26,9 +26,9 @@ from orchestrator.audit._files import archives, open_chain
 __all__ = ["OpenIntent", "VerifyReport", "tail", "verify"]
 
 _INTENT = "intent"
+_CALL = "call"
 _BLOCK = 1 << 20
 """Bytes read at a time when searching the log for a run's lines."""
-_CALL = "call"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
