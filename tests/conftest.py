@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import gc
+import os
 import shutil
 import tempfile
 import time
@@ -51,13 +53,49 @@ def docker_client() -> Iterator[docker.DockerClient]:
         client.ping()
     except docker.errors.DockerException as exc:
         pytest.fail(f"no Docker engine: run scripts/setup.sh first ({exc})")
-    began = int(time.time())
     yield client
-    left = _untagged_images(client, since=began)
-    for image_id in left:
-        client.api.remove_image(image_id, force=True)
     client.close()
-    assert left == [], f"the tests left {len(left)} untagged Stockade image(s) behind"
+
+
+_BEGAN = pytest.StashKey[int]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Note when the session began, for the check of what its image builds left."""
+    session.config.stash[_BEGAN] = int(time.time())
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Remove, and fail the session on, untagged Stockade images its builds left behind.
+
+    Checked once, in the process that sees the whole session: under
+    pytest-xdist that is the controller, after every worker is done, since one
+    worker finishing early must not take a build's intermediate image that
+    another worker is still using for one left behind.
+    """
+    if hasattr(session.config, "workerinput") or _BEGAN not in session.config.stash:
+        return
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException:
+        return  # no engine: the tests that needed one have failed already
+    try:
+        left = _untagged_images(client, since=session.config.stash[_BEGAN])
+        for image_id in left:
+            client.api.remove_image(image_id, force=True)
+    finally:
+        client.close()
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write("\n")  # the progress line may still be open
+            reporter.write_line(
+                f"FAILED: the tests left {len(left)} untagged Stockade image(s) behind "
+                "(removed now)",
+                red=True,
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _untagged_images(client: docker.DockerClient, since: int) -> list[str]:
@@ -67,10 +105,19 @@ def _untagged_images(client: docker.DockerClient, since: int) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def images(docker_client: docker.DockerClient) -> ImageBuilder:
-    """The sandbox images, built if missing."""
+def images(
+    docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+) -> ImageBuilder:
+    """The sandbox images, built if missing (by one pytest-xdist worker while the others wait)."""
     builder = ImageBuilder(docker_client)
-    builder.build_all()
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        builder.build_all()
+        return builder
+    # The workers' base temporary directories share this parent, removed after the run.
+    lock_path = tmp_path_factory.getbasetemp().parent / "images.lock"
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        builder.build_all()
     return builder
 
 
@@ -127,6 +174,26 @@ async def backend(
         yield started
 
 
+def _collect_quietly() -> None:
+    """Run the GC with ResourceWarning off (see ``_collect_leaked_sockets_per_module``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The same collection once more when the run ends, before pytest's own.
+
+    Some of what an engine restart leaves (the SDK's sockets of failed
+    connects, made in the backend's threads) becomes garbage only as the
+    session goes; found by pytest's collection at exit instead, it would end a
+    run whose last module restarted the engine with an error after every test
+    had passed.
+    """
+    _collect_quietly()
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _collect_leaked_sockets_per_module() -> Iterator[None]:
     """Collect what a module's tests left for the GC before the next module starts.
@@ -137,9 +204,7 @@ def _collect_leaked_sockets_per_module() -> Iterator[None]:
     test runs next, which then fails on an unrelated ResourceWarning.
     """
     yield
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
+    _collect_quietly()
 
 
 @pytest.fixture

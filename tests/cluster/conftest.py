@@ -1,6 +1,8 @@
-"""One real two-node Ray cluster for every cluster test of the session.
+"""One real two-node Ray cluster for every test of this package.
 
-Forming it costs ~30 s and a lot of the machine, so the test modules share it.
+Forming it costs ~30 s and a lot of the machine, so the test modules share it;
+it is torn down once the package's last test is done, not at the end of the
+session, so that its idle daemons do not tax the tests that follow.
 ``STOCKADE_CLUSTER_SLOT`` (0 to 9, default 0) picks its namespaces, subnet and
 directory, so that two test sessions on one machine (two developers) can each
 form their own cluster without touching the other's.
@@ -27,9 +29,9 @@ def _slot() -> int:
     return int(raw)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster(images: ImageBuilder) -> Iterator[RayCluster]:
-    """The cluster, formed once for the session (each test enters the head's namespace)."""
+    """The cluster, formed once for this package (each test enters the head's namespace)."""
     if os.geteuid() != 0 or not shutil.which("nsenter"):
         pytest.fail("the cluster tests need root and nsenter (network namespaces)")
     # Built now: the checkout's inputs may have changed since the session's images were.
@@ -58,7 +60,7 @@ def cluster(images: ImageBuilder) -> Iterator[RayCluster]:
     assert not root.exists()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def second_engine(cluster: RayCluster) -> Iterator[docker.DockerClient]:
     """A client of the second node's own Docker engine."""
     client = docker.DockerClient(base_url=cluster.nodes[1].docker_host)

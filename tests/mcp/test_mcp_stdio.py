@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -35,13 +37,30 @@ def _text(result: types.CallToolResult) -> str:
     return content.text
 
 
-def _containers(client: docker.DockerClient) -> set[int]:
+def _server_pid() -> int:
+    """The pid of the ``stockade mcp`` server this test process started (its child)."""
+    mine = str(os.getpid())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+                # Fields after the command name, which may hold spaces and parentheses.
+                if stat[stat.rindex(")") + 2 :].split()[1] == mine and b"mcp" in command:
+                    found.append(int(entry.name))
+    (pid,) = found
+    return pid
+
+
+def _containers_of(client: docker.DockerClient, pid: int) -> list[str]:
+    """Ids of the Stockade containers process ``pid`` owns (another test's are not ours)."""
     found = client.api.containers(all=True, filters={"label": PLATFORM_LABEL})
-    return {
-        owner.pid
+    return [
+        c["Id"]
         for c in found
-        if (owner := Owner.parse(c["Labels"].get(OWNER_LABEL, ""))) is not None
-    }
+        if (owner := Owner.parse(c["Labels"].get(OWNER_LABEL, ""))) and owner.pid == pid
+    ]
 
 
 async def test_tools_listed_called_and_a_denial_is_an_error_result(
@@ -55,7 +74,6 @@ async def test_tools_listed_called_and_a_denial_is_an_error_result(
         f"policy: {tmp_path / 'policy.yaml'}\n"
         "sandbox: {profiles: {default: {pool_size: 0}}}\n"
     )
-    before = _containers(docker_client)
     server = StdioServerParameters(
         command=sys.executable,
         args=["-m", "orchestrator", "mcp", "--config", str(config), "--principal", "alice",
@@ -69,6 +87,7 @@ async def test_tools_listed_called_and_a_denial_is_an_error_result(
             ClientSession(read, write) as session,
         ):
             await session.initialize()
+            server_pid = _server_pid()
             listed = await session.list_tools()
             ran = await session.call_tool("python.run", {"code": "print(6 * 7)"})
             denied = await session.call_tool("files.delete", {"path": "a.txt"})
@@ -91,7 +110,7 @@ async def test_tools_listed_called_and_a_denial_is_an_error_result(
     assert {(r["principal"], r["run_id"]) for r in calls} == {("alice", "mcp-run")}
     assert [r["status"] for r in calls][:2] == ["ok", "denied"]
     # The server process removed its containers when the client closed it.
-    assert _containers(docker_client) <= before
+    assert _containers_of(docker_client, server_pid) == []
 
 
 GATED = """\
@@ -133,7 +152,6 @@ async def test_over_stdio_the_client_is_asked_and_sees_progress_while_a_call_wai
     )
     # STOCKADE_HOME (the environment) wins over the file's state_dir.
     approvals_db = stockade_home / "approvals.db"
-    before = _containers(docker_client)
     answers = _Answers(
         types.ElicitResult(action="accept", content={"decision": "approve", "note": "go"}),
         types.ElicitResult(action="accept", content={"decision": "deny", "note": "not now"}),
@@ -169,6 +187,7 @@ async def test_over_stdio_the_client_is_asked_and_sees_progress_while_a_call_wai
             ClientSession(read, write, elicitation_callback=answers) as session,
         ):
             await session.initialize()
+            server_pid = _server_pid()
             approved = await session.call_tool("python.run", {"code": "print(6 * 7)"})
             denied = await session.call_tool("python.run", {"code": "print(1)"})
             decider = asyncio.create_task(decide_elsewhere())
@@ -190,7 +209,7 @@ async def test_over_stdio_the_client_is_asked_and_sees_progress_while_a_call_wai
         ("denied", "alice"),
         ("approved", "bob"),
     ]
-    assert _containers(docker_client) <= before
+    assert _containers_of(docker_client, server_pid) == []
 
 
 async def test_over_stdio_a_2026_client_answers_in_its_next_round(

@@ -48,6 +48,7 @@ def host_process_count() -> int:
     return sum(1 for entry in os.listdir("/proc") if entry.isdigit())
 
 
+@pytest.mark.exclusive  # counts the host's processes: another test's would blur the count
 async def test_fork_bomb(backend: DockerBackend, profile: SandboxProfile) -> None:
     before = host_process_count()
     result = await py(

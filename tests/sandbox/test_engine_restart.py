@@ -28,6 +28,7 @@ from orchestrator.tools import ToolCall, ToolResult, ToolStatus
 
 pytestmark = [
     pytest.mark.docker,
+    pytest.mark.exclusive,  # stops every dockerd on the machine
     # While the engine is away, the SDK's Unix-socket connection leaks the socket of
     # every failed connect (docker-py closes it only on success); the GC finds them.
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),

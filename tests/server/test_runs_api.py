@@ -217,6 +217,10 @@ async def test_cancel_on_real_containers_leaves_no_container(
                         for r in served.audit_records()
                     ):
                         await asyncio.sleep(0.05)
+                    # The intent is written before the call takes its container; the
+                    # pool starts a replacement once it has (pool_size 1): wait for that.
+                    while set(own_containers()) <= {warm}:
+                        await asyncio.sleep(0.05)
                 cancelled = await alice.post("/v1/runs/r5/cancel")
                 # Its removal runs in the background: a bounded wait for it.
                 async with asyncio.timeout(20):

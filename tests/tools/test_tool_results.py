@@ -106,13 +106,17 @@ async def test_a_background_server_does_not_hold_the_call(tools: Gateway) -> Non
 
 @pytest.mark.docker
 async def test_a_daemonised_child_does_not_hold_the_call(tools: Gateway) -> None:
+    # The classic double fork: the parent reaps the first child, so that exactly
+    # one process (the daemon) is left, however slowly the machine runs.
     code = (
         "import os, time\n"
-        "if os.fork() == 0:\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
         "    os.setsid()\n"
         "    if os.fork() == 0:\n"
         "        time.sleep(300)\n"
         "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
         "print('parent done')\n"
     )
     result = await call(tools, "python.run", code=code, timeout_s=10)
