@@ -14,6 +14,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${STOCKADE_VENV:-$ROOT/.venv}"
 cd "$ROOT"
+workers="${STOCKADE_TEST_WORKERS:-2}"
+[[ "$workers" =~ ^[1-9][0-9]*$ ]] || { echo "STOCKADE_TEST_WORKERS must be a positive whole number, not '$workers'" >&2; exit 2; }
 
 # Tests write nothing into the checkout: caches go to a temporary directory.
 # Its path is short: sockets are made under it (a Unix socket's path has at most
@@ -35,8 +37,6 @@ status=0
 if [ "$#" -gt 0 ]; then
     "${pytest[@]}" --basetemp="$cache/pytest" "$@" || status=$?
 else
-    workers="${STOCKADE_TEST_WORKERS:-2}"
-    [[ "$workers" =~ ^[1-9][0-9]*$ ]] || { echo "STOCKADE_TEST_WORKERS must be a positive whole number, not '$workers'" >&2; exit 2; }
     echo "== pytest, part 1: the tests that share the machine ($workers workers)" >&2
     "${pytest[@]}" --basetemp="$cache/p" -n "$workers" --dist loadfile \
         -m "not cluster and not exclusive" || status=$?
