@@ -12,13 +12,13 @@ from pathlib import Path
 import docker
 import mcp_types as types
 import pytest
+from agent.conftest import containers_of  # the agent tests' leak helper
 from mcp import Client, ClientSession
 from mcp.client.session import ClientRequestContext
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from orchestrator.approvals import ApprovalStore
 from orchestrator.sandbox.images import ImageBuilder
-from orchestrator.sandbox.labels import OWNER_LABEL, PLATFORM_LABEL, Owner
 
 pytestmark = pytest.mark.docker
 
@@ -51,16 +51,6 @@ def _server_pid() -> int:
                     found.append(int(entry.name))
     (pid,) = found
     return pid
-
-
-def _containers_of(client: docker.DockerClient, pid: int) -> list[str]:
-    """Ids of the Stockade containers process ``pid`` owns (another test's are not ours)."""
-    found = client.api.containers(all=True, filters={"label": PLATFORM_LABEL})
-    return [
-        c["Id"]
-        for c in found
-        if (owner := Owner.parse(c["Labels"].get(OWNER_LABEL, ""))) and owner.pid == pid
-    ]
 
 
 async def test_tools_listed_called_and_a_denial_is_an_error_result(
@@ -110,7 +100,7 @@ async def test_tools_listed_called_and_a_denial_is_an_error_result(
     assert {(r["principal"], r["run_id"]) for r in calls} == {("alice", "mcp-run")}
     assert [r["status"] for r in calls][:2] == ["ok", "denied"]
     # The server process removed its containers when the client closed it.
-    assert _containers_of(docker_client, server_pid) == []
+    assert containers_of(docker_client, server_pid) == []
 
 
 GATED = """\
@@ -209,7 +199,7 @@ async def test_over_stdio_the_client_is_asked_and_sees_progress_while_a_call_wai
         ("denied", "alice"),
         ("approved", "bob"),
     ]
-    assert _containers_of(docker_client, server_pid) == []
+    assert containers_of(docker_client, server_pid) == []
 
 
 async def test_over_stdio_a_2026_client_answers_in_its_next_round(

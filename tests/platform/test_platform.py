@@ -13,13 +13,13 @@ from pathlib import Path
 
 import docker
 import pytest
+from agent.conftest import containers_of  # the agent tests' leak helper
 
 from orchestrator.config import load_config
 from orchestrator.platform import Platform, image_builder
 from orchestrator.sandbox._egress_gate import EgressGates
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.images import ImageBuilder
-from orchestrator.sandbox.labels import OWNER_LABEL
 from orchestrator.testing import FixedResolver, HttpRequest, LoopbackOnlyConnector, serve_http
 from orchestrator.tools import ToolCall, ToolStatus
 
@@ -104,11 +104,6 @@ async def test_the_http_allowlist_from_the_file_is_the_one_the_proxy_enforces(
     assert connector.violations == [] and resolver.unknown == []
 
 
-def _containers_of(client: docker.DockerClient, pid: int) -> list[str]:
-    found = client.api.containers(all=True, filters={"label": OWNER_LABEL})
-    return [c["Id"] for c in found if f"/{pid}/" in c["Labels"].get(OWNER_LABEL, "")]
-
-
 def test_sigterm_during_a_call_leaves_no_container(
     tmp_path: Path, docker_client: docker.DockerClient, images: ImageBuilder
 ) -> None:
@@ -120,7 +115,7 @@ def test_sigterm_during_a_call_leaves_no_container(
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while not _containers_of(docker_client, process.pid):
+        while not containers_of(docker_client, process.pid):
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "the call never started a container"
             time.sleep(0.1)
@@ -131,7 +126,7 @@ def test_sigterm_during_a_call_leaves_no_container(
         process.wait()
     assert process.returncode == 130, err
     assert "interrupted; sandboxes removed" in err
-    assert _containers_of(docker_client, process.pid) == []
+    assert containers_of(docker_client, process.pid) == []
 
 
 def test_warm_platform_fills_its_pools_and_removes_them(
@@ -159,10 +154,10 @@ def test_warm_platform_fills_its_pools_and_removes_them(
     try:
         assert process.stdout is not None and process.stdin is not None
         assert process.stdout.readline().strip() == "warm", process.stderr
-        assert len(_containers_of(docker_client, process.pid)) == 3
+        assert len(containers_of(docker_client, process.pid)) == 3
         _, err = process.communicate("\n", timeout=60)
         assert process.returncode == 0, err
     finally:
         process.kill()
         process.communicate()
-    assert _containers_of(docker_client, process.pid) == []
+    assert containers_of(docker_client, process.pid) == []

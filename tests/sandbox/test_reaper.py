@@ -11,6 +11,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from agent.conftest import containers_of  # the agent tests' leak helper
 
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.images import ImageBuilder
@@ -25,16 +26,6 @@ from orchestrator.sandbox.labels import (
 from orchestrator.sandbox.reaper import reap
 
 pytestmark = pytest.mark.docker
-
-
-def containers_of(client: docker.DockerClient, pid: int) -> list[str]:
-    found = client.api.containers(all=True, filters={"label": f"{PLATFORM_LABEL}={PLATFORM_VALUE}"})
-    owned = []
-    for info in found:
-        owner = Owner.parse(info["Labels"].get(OWNER_LABEL, ""))
-        if owner is not None and owner.pid == pid:
-            owned.append(info["Id"])
-    return owned
 
 
 def wait_for(condition: Callable[[], bool], *, timeout_s: float, what: str) -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 import docker
 import httpx
 import pytest
+from agent.conftest import containers_of  # the agent tests' leak helper
 
 from orchestrator.config import StockadeConfig
 from orchestrator.sandbox.images import ImageBuilder
-from orchestrator.sandbox.labels import OWNER_LABEL, PLATFORM_LABEL, Owner
 from orchestrator.server import Role, TokenStore
 
 from .conftest import issue_tokens, serve
@@ -64,15 +64,6 @@ def _free_port() -> int:
         return port
 
 
-def _containers_of(client: docker.DockerClient, pid: int) -> list[str]:
-    found = client.api.containers(all=True, filters={"label": PLATFORM_LABEL})
-    return [
-        c["Id"]
-        for c in found
-        if (owner := Owner.parse(c["Labels"].get(OWNER_LABEL, ""))) and owner.pid == pid
-    ]
-
-
 def test_stockade_serve_answers_and_sigterm_removes_every_container(
     tmp_path: Path, images: ImageBuilder, docker_client: docker.DockerClient, stockade_home: Path
 ) -> None:
@@ -107,7 +98,7 @@ def test_stockade_serve_answers_and_sigterm_removes_every_container(
                 timeout=60,
             )
         assert answer.json()["status"] == "ok", answer.text
-        assert _containers_of(docker_client, server.pid)  # the warm pool
+        assert containers_of(docker_client, server.pid)  # the warm pool
         server.send_signal(signal.SIGTERM)
         # uvicorn shuts down cleanly, then lets SIGTERM end the process as it would have.
         assert server.wait(timeout=60) in (0, -signal.SIGTERM)
@@ -117,7 +108,7 @@ def test_stockade_serve_answers_and_sigterm_removes_every_container(
             server.kill()
             server.wait()
         log.close()
-        leaked = _containers_of(docker_client, server.pid)
+        leaked = containers_of(docker_client, server.pid)
         for container in leaked:
             docker_client.api.remove_container(container, force=True)
     assert leaked == []
