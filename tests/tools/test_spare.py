@@ -74,11 +74,21 @@ def test_a_spare_that_died_waiting_is_replaced_by_a_fork(tmp_path: Path) -> None
     found = host(
         tmp_path,
         f"""
+        import time
         os.kill(spare, signal.SIGKILL)
+        # The kill is delivered asynchronously: until the spare is a zombie its
+        # control pipe may still be open and take a call it will never run.
+        def state():
+            with open(f"/proc/{{spare}}/stat") as file:
+                return file.read().rsplit(")", 1)[1].split()[0]
+        give_up = time.monotonic() + 10
+        while state() != "Z" and time.monotonic() < give_up:
+            time.sleep(0.001)
         result = process.run_python({WHO!r}, 20)
         print(json.dumps({{"spare": spare, "result": result}}))
         """,
     )
+    assert found["result"]["exit_code"] == 0, found
     snippet = json.loads(found["result"]["stdout"])
     assert snippet["pid"] != found["spare"]
     assert snippet["leader"] is True
