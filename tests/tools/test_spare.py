@@ -15,8 +15,18 @@ from pathlib import Path
 from typing import Any
 
 HOST = """
-import json, os, signal, sys
+import json, os, signal, sys, time
 from stockade_sdk import _snippet, _spare, process
+def running(pid):  # neither gone nor a zombie (whose descriptors are closed)
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+def wait_until_ended(pid):
+    give_up = time.monotonic() + 10
+    while running(pid) and time.monotonic() < give_up:
+        time.sleep(0.001)
 _snippet.prepare_fork_start()
 _spare.fork()
 spare = _spare._spare.pid if _spare._spare else None
@@ -74,16 +84,10 @@ def test_a_spare_that_died_waiting_is_replaced_by_a_fork(tmp_path: Path) -> None
     found = host(
         tmp_path,
         f"""
-        import time
         os.kill(spare, signal.SIGKILL)
         # The kill is delivered asynchronously: until the spare is a zombie its
         # control pipe may still be open and take a call it will never run.
-        def state():
-            with open(f"/proc/{{spare}}/stat") as file:
-                return file.read().rsplit(")", 1)[1].split()[0]
-        give_up = time.monotonic() + 10
-        while state() != "Z" and time.monotonic() < give_up:
-            time.sleep(0.001)
+        wait_until_ended(spare)
         result = process.run_python({WHO!r}, 20)
         print(json.dumps({{"spare": spare, "result": result}}))
         """,
@@ -116,7 +120,6 @@ def test_a_spare_whose_host_ends_exits_by_itself(tmp_path: Path) -> None:
     found = host(
         tmp_path,
         """
-        import time
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # a host of its own, with its own spare, killed at once
@@ -127,15 +130,7 @@ def test_a_spare_whose_host_ends_exits_by_itself(tmp_path: Path) -> None:
         os.close(write_end)
         orphan = int(os.read(read_end, 32))
         os.waitpid(pid, 0)
-        def running(pid):
-            try:
-                with open(f"/proc/{pid}/stat") as file:
-                    return file.read().rsplit(")", 1)[1].split()[0] != "Z"
-            except OSError:
-                return False
-        give_up = time.monotonic() + 10
-        while running(orphan) and time.monotonic() < give_up:
-            time.sleep(0.01)
+        wait_until_ended(orphan)
         print(json.dumps({"orphan running": running(orphan)}))
         """,
     )
