@@ -1,12 +1,14 @@
-"""Turning the runner's (hostile) report into an :class:`ExecResult`."""
+"""Turning the runner's (hostile) report, or its absence, into an :class:`ExecResult`."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import Field
 
+from orchestrator.errors import ErrorCode, InfrastructureError
 from orchestrator.sandbox.execution import ExecResult, ExecStatus
 from orchestrator.sandbox.workspace import WorkspaceChanges
 from orchestrator.strict import StrictModel
@@ -14,12 +16,15 @@ from orchestrator.strict import StrictModel
 if TYPE_CHECKING:
     from orchestrator.sandbox._archive import SafeWorkspace
     from orchestrator.sandbox.live import LiveDecoder
+    from orchestrator.sandbox.profile import SandboxProfile
     from orchestrator.sandbox.workspace import Outgoing, Workspace
 
 __all__ = [
     "HEADER_LIMIT",
     "FrameSource",
     "RunnerReport",
+    "died",
+    "failed",
     "head_and_tail",
     "read_reply",
     "replied",
@@ -31,6 +36,8 @@ __all__ = [
 
 HEADER_LIMIT = 64 * 1024
 """Largest report frame (JSON) a runner may send."""
+
+_SIGKILL_EXIT = 128 + 9
 
 
 class FrameSource(Protocol):
@@ -187,4 +194,66 @@ def with_printed(failed: ExecResult, live: LiveDecoder | None) -> ExecResult:
     printed, cut = live.printed()
     return failed.model_copy(
         update={"stdout": printed, "truncated": cut, "stdout_bytes": live.total}
+    )
+
+
+def failed(fields: dict[str, Any], started: float, status: ExecStatus, message: str) -> ExecResult:
+    """A call that ended without the runner's report: no exit code, no output (yet).
+
+    ``fields`` name its sandbox (image, profile, runtime, container, pool, host).
+    """
+    return ExecResult(
+        status=status,
+        exit_code=None,
+        stdout="",
+        stderr="",
+        truncated=False,
+        stdout_bytes=0,
+        stderr_bytes=0,
+        duration_s=time.monotonic() - started,
+        message=message,
+        **fields,
+    )
+
+
+def died(
+    state: dict[str, Any],
+    profile: SandboxProfile,
+    fields: dict[str, Any],
+    started: float,
+    live: LiveDecoder | None,
+) -> ExecResult:
+    """A container that ended before its runner replied, read from the engine's ``state`` of it.
+
+    Whichever backend ran it (on a sandbox host, ``state`` comes with the
+    host's record). Raises a retryable ``CONTAINER_DIED`` error when the
+    engine did it: the container is gone (no state), or, under runc, it was
+    SIGKILLed by anything but the kernel's OOM killer (which the engine flags).
+    """
+    killed = state.get("ExitCode") == _SIGKILL_EXIT and not state.get("OOMKilled")
+    if not state or (killed and profile.runtime == "runc"):
+        raise InfrastructureError(
+            "the container was killed or removed by the engine before it replied",
+            code=ErrorCode.CONTAINER_DIED,
+            op="sandbox.execute",
+            retryable=True,
+        )
+    # Under gVisor the host kills the whole sandbox on OOM without the
+    # engine flagging it: a SIGKILL (137) there is the memory limit.
+    if state.get("OOMKilled") or killed:
+        limit = f"limit {profile.memory_mb} MiB"
+        return with_printed(
+            failed(
+                fields,
+                started,
+                ExecStatus.OOM_KILLED,
+                f"the sandbox ran out of memory and was killed ({limit})",
+            ),
+            live,
+        )
+    return failed(
+        fields,
+        started,
+        ExecStatus.ERROR,
+        f"the sandbox died before replying (exit code {state.get('ExitCode', 'unknown')})",
     )

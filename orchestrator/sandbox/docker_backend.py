@@ -22,6 +22,8 @@ from orchestrator.sandbox._archive import SafeWorkspace
 from orchestrator.sandbox._container import POOL_IDLE_S, ContainerFactory, SandboxContainer
 from orchestrator.sandbox._egress_gate import MOUNT_POINT, SOCKET_NAME, EgressGates
 from orchestrator.sandbox._report import (
+    died,
+    failed,
     read_reply,
     replied_applying,
     with_printed,
@@ -54,7 +56,6 @@ _log = logging.getLogger(__name__)
 # Time the runner gets past the call's deadline to kill the program and
 # report; after that the host destroys the container itself.
 _REPORT_GRACE_S = 2.0
-_SIGKILL_EXIT = 128 + 9
 # After the reply, the end of the live stream (stderr, passed on by the engine
 # apart from stdout) is awaited this long at most.
 _LIVE_END_WAIT_S = 0.5
@@ -354,7 +355,7 @@ class DockerBackend(SandboxBackend):
             try:
                 sent = await loop.run_in_executor(None, lambda: workspace.outgoing(**limits))
             except ArchiveLimitError as exc:
-                return self._failed(
+                return failed(
                     base, started, ExecStatus.WORKSPACE_REJECTED, f"{exc}; the call did not run"
                 )
         env = {**profile.env, **request.env}
@@ -404,7 +405,7 @@ class DockerBackend(SandboxBackend):
         except (asyncio.IncompleteReadError, ConnectionError):
             return await self._died(container, base, started, live)
         except (FrameTooLargeError, pydantic.ValidationError, LiveFrameError) as exc:
-            return self._failed(
+            return failed(
                 base,
                 started,
                 ExecStatus.ERROR,
@@ -448,37 +449,7 @@ class DockerBackend(SandboxBackend):
         live: LiveDecoder | None,
     ) -> ExecResult:
         state = await self._factory.state(container.id)
-        runtime = container.profile.runtime
-        killed = state.get("ExitCode") == _SIGKILL_EXIT and not state.get("OOMKilled")
-        if not state or (killed and runtime == "runc"):
-            # Gone, the engine unreachable, or a SIGKILL that was not the
-            # kernel's OOM killer (under runc the engine flags those): the
-            # engine stopped or removed the container. Not the tool's doing.
-            raise InfrastructureError(
-                "the container was killed or removed by the engine before it replied",
-                code=ErrorCode.CONTAINER_DIED,
-                op="sandbox.execute",
-                retryable=True,
-            )
-        # Under gVisor the host kills the whole sandbox on OOM without the
-        # engine flagging it: a SIGKILL (137) there is the memory limit.
-        if state.get("OOMKilled") or killed:
-            limit = f"limit {container.profile.memory_mb} MiB"
-            return with_printed(
-                self._failed(
-                    base,
-                    started,
-                    ExecStatus.OOM_KILLED,
-                    f"the sandbox ran out of memory and was killed ({limit})",
-                ),
-                live,
-            )
-        return self._failed(
-            base,
-            started,
-            ExecStatus.ERROR,
-            f"the sandbox died before replying (exit code {state.get('ExitCode', 'unknown')})",
-        )
+        return died(state, container.profile, base, started, live)
 
     @staticmethod
     def _live(request: ExecRequest, env: dict[str, str], *, tool: bool) -> LiveDecoder | None:
@@ -495,35 +466,18 @@ class DockerBackend(SandboxBackend):
         env[LIVE_ENV] = str(LIVE_CAP_BYTES)
         return LiveDecoder(request.on_output)
 
-    @classmethod
+    @staticmethod
     def _killed(
-        cls, base: dict[str, Any], started: float, timeout: float, live: LiveDecoder | None
+        base: dict[str, Any], started: float, timeout: float, live: LiveDecoder | None
     ) -> ExecResult:
         """The runner did not report by the deadline: what streamed live is what it printed."""
-        failed = cls._failed(
+        ended = failed(
             base,
             started,
             ExecStatus.TIMEOUT,
             f"the call ran past its deadline of {timeout:g} s and was killed",
         )
-        return with_printed(failed, live)
-
-    @staticmethod
-    def _failed(
-        base: dict[str, Any], started: float, status: ExecStatus, message: str
-    ) -> ExecResult:
-        return ExecResult(
-            status=status,
-            exit_code=None,
-            stdout="",
-            stderr="",
-            truncated=False,
-            stdout_bytes=0,
-            stderr_bytes=0,
-            duration_s=time.monotonic() - started,
-            message=message,
-            **base,
-        )
+        return with_printed(ended, live)
 
     async def close(self) -> None:
         """Destroy the pools and wait for every pending removal; closing twice does nothing."""

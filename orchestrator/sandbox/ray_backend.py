@@ -51,6 +51,8 @@ from orchestrator.metrics import HostSample, Metrics
 from orchestrator.sandbox._egress_gate import MOUNT_POINT, SOCKET_NAME, ca_environment
 from orchestrator.sandbox._host_credentials import CallCredentials, seal
 from orchestrator.sandbox._report import (
+    died,
+    failed,
     read_reply,
     replied_applying,
     with_printed,
@@ -87,7 +89,6 @@ __all__ = ["HostInfo", "RayBackend"]
 
 _log = logging.getLogger(__name__)
 
-_SIGKILL_EXIT = 128 + 9
 # How long past a call's own deadline the host may stay silent before the
 # call counts as lost (Ray reports a dead node itself within seconds).
 _LOST_AFTER_S = 30.0
@@ -419,9 +420,9 @@ class RayBackend(SandboxBackend):
                 try:
                     sent = await asyncio.to_thread(lambda: workspace.outgoing(**limits))
                 except ArchiveLimitError as exc:
-                    return _failed(
-                        profile,
-                        {},
+                    unsent = {"image_digest": "", "container_id": "", "from_pool": False}
+                    return failed(
+                        {**unsent, "profile": profile.name, "runtime": profile.runtime},
                         started,
                         ExecStatus.WORKSPACE_REJECTED,
                         f"{exc}; the call did not run",
@@ -676,6 +677,8 @@ class RayBackend(SandboxBackend):
             "container_id": str(record.get("container_id", "")),
             "from_pool": bool(record.get("from_pool", False)),
             "host": record.get("host"),
+            "profile": profile.name,
+            "runtime": profile.runtime,
         }
         try:
             # The host's report of the proxy's connections: checked as any hostile record.
@@ -683,15 +686,14 @@ class RayBackend(SandboxBackend):
                 EgressConnection.model_validate(event) for event in record.get("egress", ())
             )
         except pydantic.ValidationError as exc:
-            return _failed(
-                profile, base, started, ExecStatus.ERROR, f"the host sent a malformed record: {exc}"
+            return failed(
+                base, started, ExecStatus.ERROR, f"the host sent a malformed record: {exc}"
             )
         self._count_egress(egress, profile, request)
         ended = record.get("ended")
         if ended == "timeout":
             return with_printed(
-                _failed(
-                    profile,
+                failed(
                     base,
                     started,
                     ExecStatus.TIMEOUT,
@@ -700,7 +702,7 @@ class RayBackend(SandboxBackend):
                 live,
             )
         if ended == "died":
-            return _died(profile, base, started, record.get("state") or {}, live)
+            return died(record.get("state") or {}, profile, base, started, live)
         workspace = request.workspace
         limits = {"max_bytes": profile.workspace_bytes, "max_files": profile.workspace_max_files}
         source = _Reply(reply)
@@ -714,10 +716,9 @@ class RayBackend(SandboxBackend):
                 except ArchiveLimitError as exc:
                     rejection = str(exc)
         except asyncio.IncompleteReadError:
-            return _died(profile, base, started, record.get("state") or {}, live)
+            return died(record.get("state") or {}, profile, base, started, live)
         except (FrameTooLargeError, pydantic.ValidationError) as exc:
-            return _failed(
-                profile,
+            return failed(
                 base,
                 started,
                 ExecStatus.ERROR,
@@ -732,8 +733,6 @@ class RayBackend(SandboxBackend):
             sent=sent,
             returned=returned,
             duration_s=time.monotonic() - started,
-            profile=profile.name,
-            runtime=profile.runtime,
             egress=egress,
             **base,
         )
@@ -840,66 +839,4 @@ def _effects_unknown(host: str, why: str) -> InfrastructureError:
         code=ErrorCode.EFFECTS_UNKNOWN,
         op=_OP,
         retryable=False,
-    )
-
-
-def _died(
-    profile: SandboxProfile,
-    base: dict[str, Any],
-    started: float,
-    state: dict[str, Any],
-    live: LiveDecoder | None = None,
-) -> ExecResult:
-    """The Docker backend's reading of a container that ended before replying."""
-    killed = state.get("ExitCode") == _SIGKILL_EXIT and not state.get("OOMKilled")
-    if not state or (killed and profile.runtime == "runc"):
-        raise InfrastructureError(
-            "the container was killed or removed by the engine before it replied",
-            code=ErrorCode.CONTAINER_DIED,
-            op=_OP,
-            retryable=True,
-        )
-    if state.get("OOMKilled") or killed:
-        return with_printed(
-            _failed(
-                profile,
-                base,
-                started,
-                ExecStatus.OOM_KILLED,
-                f"the sandbox ran out of memory and was killed (limit {profile.memory_mb} MiB)",
-            ),
-            live,
-        )
-    return _failed(
-        profile,
-        base,
-        started,
-        ExecStatus.ERROR,
-        f"the sandbox died before replying (exit code {state.get('ExitCode', 'unknown')})",
-    )
-
-
-def _failed(
-    profile: SandboxProfile,
-    base: dict[str, Any],
-    started: float,
-    status: ExecStatus,
-    message: str,
-) -> ExecResult:
-    return ExecResult(
-        status=status,
-        exit_code=None,
-        stdout="",
-        stderr="",
-        truncated=False,
-        stdout_bytes=0,
-        stderr_bytes=0,
-        duration_s=time.monotonic() - started,
-        message=message,
-        image_digest=str(base.get("image_digest", "")),
-        container_id=str(base.get("container_id", "")),
-        from_pool=bool(base.get("from_pool", False)),
-        host=base.get("host"),
-        profile=profile.name,
-        runtime=profile.runtime,
     )

@@ -1,0 +1,83 @@
+"""How a call without the runner's report reads, the same for the Docker and the Ray backend.
+
+The engine's part (real containers killed, OOM-killed, removed) is in
+``test_adversarial.py`` and ``test_engine_trouble.py``; here, the reading of
+the engine's state each backend hands over.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.sandbox._report import died, failed
+from orchestrator.sandbox.execution import ExecStatus
+from orchestrator.sandbox.live import LIVE_TAG, LiveDecoder
+from orchestrator.sandbox.profile import SandboxProfile
+
+FIELDS: dict[str, Any] = {
+    "image_digest": "sha256:abc",
+    "container_id": "c0ffee",
+    "from_pool": True,
+    "profile": "default",
+    "runtime": "runsc",
+}
+
+
+def test_a_failed_call_has_no_exit_code_no_output_and_its_sandbox_named() -> None:
+    started = time.monotonic() - 0.25
+    result = failed(FIELDS, started, ExecStatus.ERROR, "why")
+    assert (result.status, result.exit_code, result.stdout, result.stderr) == (
+        ExecStatus.ERROR,
+        None,
+        "",
+        "",
+    )
+    assert (result.message, result.container_id, result.from_pool) == ("why", "c0ffee", True)
+    assert result.duration_s >= 0.25
+
+
+@pytest.mark.parametrize(
+    ("state", "runtime"),
+    [
+        ({}, "runc"),  # gone, or the engine did not answer
+        ({}, "runsc"),
+        ({"ExitCode": 137, "OOMKilled": False}, "runc"),  # killed, not by the OOM killer
+    ],
+)
+def test_what_the_engine_did_is_a_retryable_infrastructure_error(
+    state: dict[str, Any], runtime: str
+) -> None:
+    profile = SandboxProfile(runtime=runtime)  # type: ignore[arg-type]
+    with pytest.raises(InfrastructureError) as caught:
+        died(state, profile, FIELDS, time.monotonic(), None)
+    assert caught.value.code is ErrorCode.CONTAINER_DIED
+    assert caught.value.retryable
+
+
+@pytest.mark.parametrize(
+    ("state", "runtime"),
+    [
+        ({"ExitCode": 137, "OOMKilled": True}, "runc"),  # the engine flags the OOM kill
+        ({"ExitCode": 137, "OOMKilled": False}, "runsc"),  # gVisor kills the whole sandbox
+    ],
+)
+def test_a_memory_kill_names_the_limit_and_keeps_what_streamed(
+    state: dict[str, Any], runtime: str
+) -> None:
+    live = LiveDecoder(None)
+    live.take(LIVE_TAG + b"1" + b"before the bomb\n")  # one stdout frame
+    profile = SandboxProfile(runtime=runtime, memory_mb=64)  # type: ignore[arg-type]
+    result = died(state, profile, FIELDS, time.monotonic(), live)
+    assert result.status is ExecStatus.OOM_KILLED
+    assert result.message == "the sandbox ran out of memory and was killed (limit 64 MiB)"
+    assert result.stdout == "before the bomb\n"
+
+
+def test_any_other_end_is_an_error_with_its_exit_code() -> None:
+    result = died({"ExitCode": 3}, SandboxProfile(), FIELDS, time.monotonic(), None)
+    assert result.status is ExecStatus.ERROR
+    assert result.message == "the sandbox died before replying (exit code 3)"
