@@ -267,9 +267,10 @@ async def test_untrusted_values_render_inert_and_secrets_redacted(served: Served
         assert "{{7*7}}" in shown  # not evaluated as a template
         assert SECRET not in shown
         assert "[REDACTED]" in shown
-    # Exactly one script on the page: the static file.
+    # No script but the page's static files.
     assert re.findall(r"<script[^>]*>", page.text) == [
-        '<script src="/ui/static/approvals.js" defer>'
+        '<script src="/ui/static/poll.js" defer>',
+        '<script src="/ui/static/approvals.js" defer>',
     ]
     assert answer["error"] == "bob denied the call: <b>no</b>"
 
@@ -286,6 +287,7 @@ async def test_every_answer_carries_the_security_headers(served: Served) -> None
             await anonymous.get("/ui/approvals"),
             await anonymous.get("/ui/approvals/cards"),
             await anonymous.get("/ui/static/missing.js"),
+            await bob.get("/ui/static/poll.js"),
         ]
         outside = await anonymous.get("/ui/static/..%2F_app.py")
     for answer in answers:
@@ -300,6 +302,7 @@ async def test_every_answer_carries_the_security_headers(served: Served) -> None
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert "unsafe-inline" not in csp
     assert answers[2].headers["content-type"] == "text/javascript; charset=utf-8"
+    assert answers[8].headers["content-type"] == "text/javascript; charset=utf-8"
     assert answers[3].headers["content-type"] == "text/css; charset=utf-8"
     assert answers[7].status_code == outside.status_code == 404
 

@@ -229,7 +229,10 @@ async def test_a_run_page_shows_decisions_approvals_and_result_and_renders_argum
     assert "&lt;script&gt;window.stockadePwned = 1&lt;/script&gt;" in body
     assert "&lt;img src=x onerror=" in body
     assert "<img" not in body and "\x1b" not in body and "\x9b" not in body and "\x07" not in body
-    assert re.findall(r"<script[^>]*>", body) == ['<script src="/ui/static/runs.js" defer>']
+    assert re.findall(r"<script[^>]*>", body) == [
+        '<script src="/ui/static/poll.js" defer>',
+        '<script src="/ui/static/runs.js" defer>',
+    ]
     assert "red" in body
     for name, value in SECURITY_HEADERS.items():
         assert done.headers[name] == value

@@ -179,7 +179,7 @@ async def test_hostile_arguments_output_and_answer_show_as_text_and_run_nothing(
             output_text = await browser.do(lambda _: output.text)
     assert pwned == "undefined"
     assert images == []
-    assert scripts == [f"{served.url}/ui/static/runs.js"]
+    assert scripts == [f"{served.url}/ui/static/poll.js", f"{served.url}/ui/static/runs.js"]
     for value in (argument_text, output_text, shown):
         assert "\x1b" not in value and "\x9b" not in value and "\x07" not in value
     assert "<script>window.stockadePwned = 1</script>" in argument_text

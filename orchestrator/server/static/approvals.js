@@ -19,7 +19,6 @@
   }
   const url = root.dataset.cardsUrl;
   const pollMs = Number(root.dataset.pollMs) || 1000;
-  const offline = document.getElementById("offline");
   let skew = 0; // the server's clock minus this browser's, in seconds
 
   function readClock(cards) {
@@ -83,34 +82,7 @@
     tick();
   }
 
-  async function refresh() {
-    try {
-      const answer = await fetch(url, {
-        credentials: "same-origin",
-        cache: "no-store",
-        headers: { Accept: "text/html" },
-      });
-      if (answer.status === 401) {
-        window.location.assign("/ui/sign-in");
-        return;
-      }
-      if (!answer.ok) {
-        throw new Error("status " + answer.status);
-      }
-      // DOMParser runs no script and loads nothing; the page's CSP allows no inline script.
-      const doc = new DOMParser().parseFromString(await answer.text(), "text/html");
-      const fresh = doc.getElementById("cards");
-      if (fresh) {
-        merge(fresh);
-      }
-      offline.hidden = true;
-    } catch (error) {
-      offline.hidden = false;
-    }
-    window.setTimeout(refresh, pollMs);
-  }
-
   readClock(document.getElementById("cards"));
   window.setInterval(tick, 1000);
-  window.setTimeout(refresh, pollMs);
+  window.stockadePoll(url, "cards", pollMs, merge, () => true);
 })();

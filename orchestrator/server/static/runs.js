@@ -16,7 +16,6 @@
   }
   const url = root.dataset.timelineUrl;
   const pollMs = Number(root.dataset.pollMs) || 1000;
-  const offline = document.getElementById("offline");
 
   function merge(fresh) {
     const current = document.getElementById("timeline");
@@ -54,36 +53,11 @@
     current.dataset.status = fresh.dataset.status;
   }
 
-  async function refresh() {
-    try {
-      const answer = await fetch(url, {
-        credentials: "same-origin",
-        cache: "no-store",
-        headers: { Accept: "text/html" },
-      });
-      if (answer.status === 401) {
-        window.location.assign("/ui/sign-in");
-        return;
-      }
-      if (!answer.ok) {
-        throw new Error("status " + answer.status);
-      }
-      // DOMParser runs no script and loads nothing; the page's CSP allows no inline script.
-      const doc = new DOMParser().parseFromString(await answer.text(), "text/html");
-      const fresh = doc.getElementById("timeline");
-      if (fresh) {
-        merge(fresh);
-      }
-      offline.hidden = true;
-    } catch (error) {
-      offline.hidden = false;
-    }
-    if (document.getElementById("timeline").dataset.live === "true") {
-      window.setTimeout(refresh, pollMs);
-    }
-  }
-
-  if (document.getElementById("timeline").dataset.live === "true") {
-    window.setTimeout(refresh, pollMs);
-  }
+  window.stockadePoll(
+    url,
+    "timeline",
+    pollMs,
+    merge,
+    () => document.getElementById("timeline").dataset.live === "true",
+  );
 })();
