@@ -81,9 +81,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     except docker.errors.DockerException:
         return  # no engine: the tests that needed one have failed already
     try:
-        left = _untagged_images(client, since=session.config.stash[_BEGAN])
-        for image_id in left:
-            client.api.remove_image(image_id, force=True)
+        left = []
+        for image_id in _untagged_images(client, since=session.config.stash[_BEGAN]):
+            try:
+                client.api.remove_image(image_id, force=True)
+            except docker.errors.APIError as exc:
+                if exc.status_code not in (404, 409):
+                    raise
+                continue  # gone meanwhile, or another session's build took it up again
+            left.append(image_id)
     finally:
         client.close()
     if left:
@@ -99,9 +105,16 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def _untagged_images(client: docker.DockerClient, since: int) -> list[str]:
-    """Untagged images with Stockade's label made since ``since`` (a build's leftovers)."""
+    """Untagged images with Stockade's label made since ``since`` (a build's leftovers).
+
+    Not one a container uses: that is a build still under way, another pytest
+    session's on the same engine (a developer's run beside a whole suite).
+    """
     found = client.api.images(filters={"dangling": True, "label": PLATFORM_LABEL})
-    return [image["Id"] for image in found if int(image["Created"]) >= since]
+    used = {container["ImageID"] for container in client.api.containers(all=True)}
+    return [
+        image["Id"] for image in found if int(image["Created"]) >= since and image["Id"] not in used
+    ]
 
 
 @pytest.fixture(scope="session")
