@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from orchestrator.agent._context import (
     HEAD,
     SUMMARY_PROMPT,
+    Compaction,
     message_tokens,
     plan_compaction,
     summary_message,
@@ -426,18 +427,9 @@ class RunLoop:
     async def _fit_context(self, turn: int) -> None:
         """Summarise older turns when the conversation nears its budget (before ``turn``)."""
         state, config = self.state, self._config
-        plan = plan_compaction(
-            state.messages,
-            budget_tokens=config.context_budget_tokens,
-            summarise_at=config.summarise_at,
-            keep_recent_turns=config.keep_recent_turns,
-            fixed_tokens=self._parts.tool_tokens,
-            tokens=state.message_tokens,
-        )
-        if plan is None:
-            return
-        if self._drop_images():
-            plan = plan_compaction(
+
+        def plan_now() -> Compaction | None:
+            return plan_compaction(
                 state.messages,
                 budget_tokens=config.context_budget_tokens,
                 summarise_at=config.summarise_at,
@@ -445,6 +437,12 @@ class RunLoop:
                 fixed_tokens=self._parts.tool_tokens,
                 tokens=state.message_tokens,
             )
+
+        plan = plan_now()
+        if plan is None:
+            return
+        if self._drop_images():
+            plan = plan_now()
             if plan is None:
                 self._checkpoint()
                 return
