@@ -30,7 +30,7 @@ from orchestrator.audit._record import (
     EgressConnection,
     RateLimitInfo,
 )
-from orchestrator.audit._redact import REDACTED, redact
+from orchestrator.audit._redact import REDACTED, redact, redacted_at
 from orchestrator.audit._verify import OpenIntent, VerifyReport, tail, verify
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "encode_record",
     "record_hash",
     "redact",
+    "redacted_at",
     "tail",
     "verify",
 ]

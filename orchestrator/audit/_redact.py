@@ -15,7 +15,7 @@ from typing import Any
 
 from orchestrator.policy._re2 import LinearRegex, RegexError
 
-__all__ = ["MAX_REPLACEMENTS", "REDACTED", "redact", "redact_keyed", "scrub"]
+__all__ = ["MAX_REPLACEMENTS", "REDACTED", "redact", "redact_keyed", "redacted_at", "scrub"]
 
 REDACTED = "[REDACTED]"
 """What a secret is replaced with."""
@@ -180,3 +180,21 @@ def _redact(value: Any, patterns: _Patterns, hidden: set[str] | None = None) -> 
     if isinstance(value, list | tuple):
         return [_redact(item, patterns, hidden) for item in value]
     return value
+
+
+def redacted_at(value: Any) -> tuple[str | int, ...] | None:
+    """The keys leading to the first string in ``value`` (JSON-like) that holds
+    :data:`REDACTED`, or None if none does."""
+    if isinstance(value, str):
+        return () if REDACTED in value else None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = redacted_at(item)
+        if found is not None:
+            return (key, *found)
+    return None

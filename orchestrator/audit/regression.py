@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.audit._redact import REDACTED
+from orchestrator.audit._redact import redacted_at
 from orchestrator.audit.replay import UnfinishedIntents, decided_calls
 from orchestrator.policy import PolicyTestFile
 
@@ -42,30 +42,14 @@ class SkippedCall:
         return {"seq": self.seq, "tool": self.tool, "reason": self.reason}
 
 
-def _redacted_at(value: Any, at: str) -> str | None:
-    """The JSON Pointer of the first redacted string in ``value``, if any."""
-    if isinstance(value, str):
-        return at if REDACTED in value else None
-    if isinstance(value, dict):
-        items: Any = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)
-    else:
-        return None
-    for key, item in items:
-        found = _redacted_at(item, f"{at}/{key}")
-        if found is not None:
-            return found
-    return None
-
-
 def _why_not(record: dict[str, Any]) -> str | None:
     bounded = [p for p in record.get("bounded", []) if str(p).startswith("/arguments")]
     if bounded:
         return f"argument {bounded[0]} is kept only as its SHA-256, size and head"
-    redacted = _redacted_at(record.get("arguments") or {}, "/arguments")
+    redacted = redacted_at(record.get("arguments") or {})
     if redacted is not None:
-        return f"argument {redacted} was redacted (it held a secret)"
+        pointer = "".join(f"/{key}" for key in redacted)  # a JSON Pointer, as "bounded" has
+        return f"argument /arguments{pointer} was redacted (it held a secret)"
     return None
 
 

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import Field
 
 from orchestrator.approvals import ApprovalRequest, ApprovalScope, ApprovalStatus
-from orchestrator.audit import REDACTED, redact
+from orchestrator.audit import REDACTED, redact, redacted_at
 from orchestrator.server._auth import require
 from orchestrator.server._problems import ProblemCode, ProblemError, problem_responses
 from orchestrator.server._roles import Identity, Permission
@@ -74,27 +74,16 @@ class Deny(StrictModel):
     """Why; the model reads it."""
 
 
-def _redaction_left(value: Any, path: str = "$") -> str | None:
+def _redaction_left(arguments: dict[str, Any]) -> str | None:
     """Where edited arguments still hold the redaction marker, if anywhere.
 
     An approver only ever sees arguments redacted; editing them and sending the
     marker back would run the call with ``[REDACTED]`` in place of the secret.
     """
-    if isinstance(value, str):
-        return path if REDACTED in value else None
-    if isinstance(value, dict):
-        items: Any = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)
-    else:
+    keys = redacted_at(arguments)
+    if keys is None:
         return None
-    for key, item in items:
-        found = _redaction_left(
-            item, f"{path}[{key!r}]" if isinstance(key, int) else f"{path}.{key}"
-        )
-        if found is not None:
-            return found
-    return None
+    return "$" + "".join(f"[{key!r}]" if isinstance(key, int) else f".{key}" for key in keys)
 
 
 def _shown(state: ServerState, request: ApprovalRequest) -> ApprovalRequest:
