@@ -22,6 +22,8 @@ from orchestrator.config import builtin_profiles
 from orchestrator.gateway import Gateway
 from orchestrator.metrics import Metrics
 from orchestrator.policy import parse_policy
+from orchestrator.sandbox.execution import ExecRequest, ExecResult
+from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.testing.backend import ScriptedBackend, tool_output
 from orchestrator.tools import ToolCall, ToolExecutor, ToolRegistry, ToolStatus
 
@@ -34,13 +36,18 @@ rules:
 """
 
 
-def gateway(root: Path, script: list[Any] | None = None, **audit: Any) -> Gateway:
+def gateway(
+    root: Path,
+    script: list[Any] | None = None,
+    *,
+    backend: ScriptedBackend | None = None,
+    **audit: Any,
+) -> Gateway:
     registry = ToolRegistry()
     registry.load("toolkits.files")
     registry.load("toolkits.python")
-    executor = ToolExecutor(
-        registry, ScriptedBackend(script or []), profiles=builtin_profiles("runc").values()
-    )
+    backend = backend or ScriptedBackend(script or [])
+    executor = ToolExecutor(registry, backend, profiles=builtin_profiles("runc").values())
     log = AuditLog(root / "audit.jsonl", **audit)
     return Gateway(executor, parse_policy(POLICY), log, metrics=Metrics())
 
@@ -123,31 +130,58 @@ async def test_a_locked_log_does_not_stall_the_event_loop(tmp_path: Path) -> Non
     assert [r["call_id"] for r in records(log)] == ["c"]
 
 
+class _HeldBackend(ScriptedBackend):
+    """Answers no call until ``go`` is set, so the test decides when outcomes come."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = asyncio.Event()
+
+    async def execute(self, request: ExecRequest, profile: SandboxProfile) -> ExecResult:
+        result = await super().execute(request, profile)
+        await self.go.wait()
+        return result
+
+
+async def _held_back(log: Path, waiting: list[asyncio.Task[Any]]) -> None:
+    """Hold the log's lock (as another process would) while records pile up behind it."""
+    holder = os.open(log, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    rescue = threading.Timer(2.0, fcntl.flock, (holder, fcntl.LOCK_UN))  # as above
+    rescue.start()
+    try:
+        await asyncio.sleep(0.2)
+        assert not any(task.done() for task in waiting)
+    finally:
+        rescue.cancel()
+        os.close(holder)  # releases the lock
+
+
 async def test_concurrent_calls_share_fsyncs(tmp_path: Path, monkeypatch: Any) -> None:
-    gw = gateway(tmp_path)
+    backend = _HeldBackend()
+    gw = gateway(tmp_path, backend=backend)
     log = tmp_path / "audit.jsonl"
     fsyncs = []
     real = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real(fd))[1])
-    holder = os.open(log, os.O_RDWR)
-    fcntl.flock(holder, fcntl.LOCK_EX)  # so the calls' records pile up behind the lock
-    rescue = threading.Timer(2.0, fcntl.flock, (holder, fcntl.LOCK_UN))  # as above
-    rescue.start()
-    try:
-        calls = [
-            asyncio.create_task(
-                gw.call(ToolCall(id=f"c{n}", name="python.run", arguments={"code": str(n)}))
-            )
-            for n in range(32)
-        ]
-        await asyncio.sleep(0.2)
-        assert not any(task.done() for task in calls)
-    finally:
-        rescue.cancel()
-        os.close(holder)  # releases the lock
+    calls = [
+        asyncio.create_task(
+            gw.call(ToolCall(id=f"c{n}", name="python.run", arguments={"code": str(n)}))
+        )
+        for n in range(32)
+    ]
+    # The 32 intents pile up behind the lock and are written in at most two
+    # batches: the one the writer took before it met the lock, and the rest.
+    await _held_back(log, calls)
+    while len(backend.requests) < 32:
+        await asyncio.sleep(0.01)
+    intents = len(fsyncs)
+    # The same for the 32 outcomes, all released at once behind the lock.
+    backend.go.set()
+    await _held_back(log, calls)
     results = await asyncio.wait_for(asyncio.gather(*calls), 10)
     assert all(result.status is ToolStatus.OK for result in results)
     assert len(records(log)) == 32 and verify(log).ok
-    # The 32 intents pile up behind the lock and share a batch; the 32 outcomes follow
-    # together: a handful of fsyncs for 64 records, not 64.
-    assert len(fsyncs) <= 4, f"{len(fsyncs)} fsyncs for 32 concurrent calls"
+    # A handful of fsyncs for 64 records, not 64, however the machine schedules the threads.
+    assert intents <= 2, f"{intents} fsyncs for 32 concurrent intents"
+    assert len(fsyncs) - intents <= 2, f"{len(fsyncs) - intents} fsyncs for 32 outcomes"
