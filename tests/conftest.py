@@ -58,11 +58,36 @@ def docker_client() -> Iterator[docker.DockerClient]:
 
 
 _BEGAN = pytest.StashKey[int]()
+_SESSIONS = pytest.StashKey[int]()
+# Every test session on this machine holds a shared lock on this file while it
+# runs: the untagged images a build leaves are judged only by a session that
+# finds itself alone, since another's build under way has untagged images too
+# (between its steps, in no container), and removing one breaks that build.
+_SESSIONS_LOCK = Path("/run/lock/stockade-test-sessions.lock")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Note when the session began, for the check of what its image builds left."""
+    """Note when the session began and that it runs, for the check of what its builds left."""
+    if hasattr(session.config, "workerinput"):
+        return  # the controller speaks for the whole session
     session.config.stash[_BEGAN] = int(time.time())
+    _SESSIONS_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(_SESSIONS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    session.config.stash[_SESSIONS] = fd
+
+
+def _alone(session: pytest.Session) -> bool:
+    """Whether no other test session runs on this machine (then the lock file goes too)."""
+    fd = session.config.stash[_SESSIONS]
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # lets the lock go, shared or exclusive
+    _SESSIONS_LOCK.unlink(missing_ok=True)
+    return True
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -73,7 +98,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     worker finishing early must not take a build's intermediate image that
     another worker is still using for one left behind.
     """
-    if hasattr(session.config, "workerinput") or _BEGAN not in session.config.stash:
+    if _BEGAN not in session.config.stash:
+        return  # an xdist worker
+    if not _alone(session):
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write("\n")  # the progress line may still be open
+            reporter.write_line("untagged images not checked: another test session is running")
         return
     try:
         client = docker.from_env()
@@ -85,10 +116,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         for image_id in _untagged_images(client, since=session.config.stash[_BEGAN]):
             try:
                 client.api.remove_image(image_id, force=True)
-            except docker.errors.APIError as exc:
-                if exc.status_code not in (404, 409):
-                    raise
-                continue  # gone meanwhile, or another session's build took it up again
+            except docker.errors.NotFound:
+                continue  # gone meanwhile
             left.append(image_id)
     finally:
         client.close()
@@ -105,16 +134,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def _untagged_images(client: docker.DockerClient, since: int) -> list[str]:
-    """Untagged images with Stockade's label made since ``since`` (a build's leftovers).
-
-    Not one a container uses: that is a build still under way, another pytest
-    session's on the same engine (a developer's run beside a whole suite).
-    """
+    """Untagged images with Stockade's label made since ``since`` (a build's leftovers)."""
     found = client.api.images(filters={"dangling": True, "label": PLATFORM_LABEL})
-    used = {container["ImageID"] for container in client.api.containers(all=True)}
-    return [
-        image["Id"] for image in found if int(image["Created"]) >= since and image["Id"] not in used
-    ]
+    return [image["Id"] for image in found if int(image["Created"]) >= since]
 
 
 @pytest.fixture(scope="session")
