@@ -131,7 +131,12 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         grid.add_row(*("" if cell is None else str(cell) for cell in row))
     # Piped output is not cut to 80 columns: a program reads whole lines.
     width = None if sys.stdout.isatty() else 1_000
-    Console(width=width, soft_wrap=True, highlight=False).print(grid)
+    console = Console(width=width, soft_wrap=True, highlight=False)
+    with console.capture() as captured:
+        console.print(grid)
+    # Without the padding rich gives the last column: no line ends in spaces.
+    lines = captured.get().splitlines()
+    click.echo("\n".join(line.rstrip(" ") for line in lines))
 
 
 def progress(message: str) -> None:
