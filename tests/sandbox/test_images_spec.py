@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
+import docker.errors
 import pytest
 
 from orchestrator.config import load_config
@@ -184,11 +186,41 @@ def removed_after(docker_client: docker.DockerClient) -> Iterator[list[str]]:
         docker_client.images.remove(tag, force=True)
 
 
-def build(config: Path) -> tuple[dict[str, bool], str]:
-    """``stockade images build --json``: whether each tag was built; the progress shown."""
+_BUILT = re.compile(r"^\s*built (\S+) in ", re.MULTILINE)
+
+
+def build(config: Path, removed_after: list[str]) -> tuple[dict[str, bool], str]:
+    """``stockade images build --json``: whether each tag was built; the progress shown.
+
+    Every image it built is removed after the test, also when the build
+    failed half-way (its progress names each one as it is done).
+    """
     done = stockade("images", "build", "--json", "--config", str(config))
+    removed_after += [tag for tag in _BUILT.findall(done.stderr) if tag not in removed_after]
     assert done.returncode == 0, done.stderr
     return {image["tag"]: image["built"] for image in json.loads(done.stdout)}, done.stderr
+
+
+def remove_with_what_is_built_on_it(client: docker.DockerClient, tag: str) -> None:
+    """Remove ``tag`` and every image built on it (what an interrupted run may have left)."""
+    try:
+        root = client.images.get(tag).id
+    except docker.errors.ImageNotFound:
+        return
+    parents = {image["Id"]: image["ParentId"] for image in client.api.images(all=True)}
+
+    def built_on_root(image_id: str) -> bool:
+        while image_id:
+            image_id = parents.get(image_id, "")
+            if image_id == root:
+                return True
+        return False
+
+    on_it = [image for image in client.api.images() if built_on_root(image["Id"])]
+    for image in sorted(on_it, key=lambda image: -int(image["Created"])):  # the last built first
+        for name in image["RepoTags"] or []:
+            client.images.remove(name, force=True)
+    client.images.remove(tag, force=True)
 
 
 def _tag(images: dict[str, bool], prefix: str) -> str:
@@ -204,9 +236,10 @@ async def test_a_spec_with_python_packages_builds_offline_and_its_profile_uses_i
     docker_client: docker.DockerClient,
 ) -> None:
     config = write_config(tmp_path, {"science": {"python": ["sympy"]}}, {"image_spec": "science"})
-    built, shown = build(config)
+    built, shown = build(config, removed_after)
     tag = _tag(built, "stockade-tools-science:")
-    removed_after.append(tag)
+    if tag not in removed_after:
+        removed_after.append(tag)
     assert built[tag], "the spec's image was built"
     # The spec's Dockerfile has an install stage on the tools image: it is not
     # left behind as an untagged image (it would carry the tools image's labels).
@@ -242,11 +275,16 @@ async def test_a_spec_with_python_packages_builds_offline_and_its_profile_uses_i
 
 @pytest.mark.docker
 async def test_a_spec_with_a_debian_package_gets_a_base_of_its_own(
-    images: ImageBuilder, no_leaks: None, tmp_path: Path, removed_after: list[str]
+    images: ImageBuilder,
+    no_leaks: None,
+    tmp_path: Path,
+    removed_after: list[str],
+    docker_client: docker.DockerClient,
 ) -> None:
     config = write_config(tmp_path, {"jq": {"debian": ["jq"]}}, {"image_spec": "jq"})
-    built, shown = build(config)
-    removed_after += [tag for tag, new in built.items() if new]
+    stale = ImageBuilder(docker_client, specs={"jq": ImageSpec(debian=["jq"])})
+    remove_with_what_is_built_on_it(docker_client, stale.base_tag(stale.spec_packages("jq")))
+    built, shown = build(config, removed_after)
     assert "debootstrap" in shown and "+ jq, nodejs" in shown
     assert [tag.split(":")[0] for tag, new in built.items() if new] == [
         "stockade-base",
