@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sys
@@ -16,6 +15,7 @@ from agent.conftest import containers_of  # the agent tests' leak helper
 from mcp import Client, ClientSession
 from mcp.client.session import ClientRequestContext
 from mcp.client.stdio import StdioServerParameters, stdio_client
+from processes import command_line, live_parents
 
 from orchestrator.approvals import ApprovalStore
 from orchestrator.sandbox.images import ImageBuilder
@@ -39,17 +39,12 @@ def _text(result: types.CallToolResult) -> str:
 
 def _server_pid() -> int:
     """The pid of the ``stockade mcp`` server this test process started (its child)."""
-    mine = str(os.getpid())
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                stat = (entry / "stat").read_text()
-                command = (entry / "cmdline").read_bytes().split(b"\0")
-                # Fields after the command name, which may hold spaces and parentheses.
-                if stat[stat.rindex(")") + 2 :].split()[1] == mine and b"mcp" in command:
-                    found.append(int(entry.name))
-    (pid,) = found
+    mine = os.getpid()
+    (pid,) = [
+        pid
+        for pid, parent in live_parents().items()
+        if parent == mine and b"mcp" in command_line(pid)
+    ]
     return pid
 
 

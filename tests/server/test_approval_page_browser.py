@@ -35,6 +35,7 @@ import mcp_types as types
 import pytest
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
+from processes import command_line, descendants, live_parents
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -114,36 +115,10 @@ def _chromium() -> str:
     pytest.fail("chromium is not installed: run scripts/setup.sh")
 
 
-def _children(pid: int) -> set[int]:
-    """Every live descendant of ``pid`` (from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            stat = (entry / "stat").read_text()
-            # The command name may hold spaces and parentheses: fields follow the last ')'.
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if fields[0] != "Z":
-                parents[int(entry.name)] = int(fields[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
 def _mentioning(path: Path) -> set[int]:
     """Live processes whose command line names ``path`` (chromium's detached crash handler)."""
     marker = str(path).encode()
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if marker in (entry / "cmdline").read_bytes() and _alive(int(entry.name)):
-                    found.add(int(entry.name))
-    return found
+    return {pid for pid in live_parents() if marker in b"\0".join(command_line(pid))}
 
 
 def _alive(pid: int) -> bool:
@@ -253,7 +228,7 @@ def _browser(
     }
     service = Service(executable_path=chromedriver, env=environment, log_output=os.devnull)
     service.start()
-    descendants: set[int] = set()
+    browser_processes: set[int] = set()
     driver: WebDriver | None = None
     try:
         # Spoken to at 127.0.0.1 itself (selenium would say "localhost"), never via a proxy.
@@ -270,13 +245,15 @@ def _browser(
     finally:
         if service.process is not None:
             # Its crash handler (not a descendant: it detaches) names the throwaway home.
-            descendants = _children(service.process.pid) | {service.process.pid}
-            descendants |= _mentioning(home)
+            browser_processes = descendants(service.process.pid) | {service.process.pid}
+            browser_processes |= _mentioning(home)
         if driver is not None:
             driver.quit()
         service.stop()
     deadline = time.monotonic() + 15
-    while (left := {pid for pid in descendants if _alive(pid)}) and time.monotonic() < deadline:
+    while (
+        left := {pid for pid in browser_processes if _alive(pid)}
+    ) and time.monotonic() < deadline:
         time.sleep(0.05)  # bounded: the browser's processes end on their own after quit()
     for pid in left:
         with contextlib.suppress(ProcessLookupError):
