@@ -183,16 +183,16 @@ async def replied_applying(
     return replied(report, stdout, stderr, rejection=rejection, changes=changes, **fields)
 
 
-def with_printed(failed: ExecResult, live: LiveDecoder | None) -> ExecResult:
-    """``failed`` with what streamed live as its output (head and tail), if anything did.
+def with_printed(ended: ExecResult, live: LiveDecoder | None) -> ExecResult:
+    """``ended`` with what streamed live as its output (head and tail), if anything did.
 
     For a call ended without a reply (a deadline, an OOM kill, a lost host): what
     it printed is all there is to show, whichever backend ran it.
     """
     if live is None or not live.total:
-        return failed
+        return ended
     printed, cut = live.printed()
-    return failed.model_copy(
+    return ended.model_copy(
         update={"stdout": printed, "truncated": cut, "stdout_bytes": live.total}
     )
 
@@ -227,8 +227,9 @@ def died(
 
     Whichever backend ran it (on a sandbox host, ``state`` comes with the
     host's record). Raises a retryable ``CONTAINER_DIED`` error when the
-    engine did it: the container is gone (no state), or, under runc, it was
-    SIGKILLed by anything but the kernel's OOM killer (which the engine flags).
+    engine did it, not the tool: the container is gone or the engine did not
+    answer (no state), or, under runc, it was SIGKILLed by anything but the
+    kernel's OOM killer (which the engine flags).
     """
     killed = state.get("ExitCode") == _SIGKILL_EXIT and not state.get("OOMKilled")
     if not state or (killed and profile.runtime == "runc"):
