@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
+
+
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state, ppid, ...); None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: fields follow the last ')'.
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (neither gone nor a zombie)."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def live_parents() -> dict[int, int]:
     """The parent pid of every live process (zombies left out)."""
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):  # gone meanwhile
-            stat = (entry / "stat").read_text()
-            # The command name may hold spaces and parentheses: fields follow the last ')'.
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if fields[0] != "Z":
-                parents[int(entry.name)] = int(fields[1])
+        if entry.name.isdigit() and (fields := _stat(entry.name)) and fields[0] != "Z":
+            parents[int(entry.name)] = int(fields[1])
     return parents
 
 

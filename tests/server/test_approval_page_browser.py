@@ -35,7 +35,7 @@ import mcp_types as types
 import pytest
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
-from processes import command_line, descendants, live_parents
+from processes import alive, command_line, descendants, live_parents
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -119,14 +119,6 @@ def _mentioning(path: Path) -> set[int]:
     """Live processes whose command line names ``path`` (chromium's detached crash handler)."""
     marker = str(path).encode()
     return {pid for pid in live_parents() if marker in b"\0".join(command_line(pid))}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return state[state.rindex(")") + 2] != "Z"
 
 
 @pytest.fixture(scope="session")
@@ -252,7 +244,7 @@ def _browser(
         service.stop()
     deadline = time.monotonic() + 15
     while (
-        left := {pid for pid in browser_processes if _alive(pid)}
+        left := {pid for pid in browser_processes if alive(pid)}
     ) and time.monotonic() < deadline:
         time.sleep(0.05)  # bounded: the browser's processes end on their own after quit()
     for pid in left:
