@@ -101,10 +101,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if _BEGAN not in session.config.stash:
         return  # an xdist worker
     if not _alone(session):
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write("\n")  # the progress line may still be open
-            reporter.write_line("untagged images not checked: another test session is running")
+        _say(session, "untagged images not checked: another test session is running")
         return
     try:
         client = docker.from_env()
@@ -122,15 +119,20 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     finally:
         client.close()
     if left:
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write("\n")  # the progress line may still be open
-            reporter.write_line(
-                f"FAILED: the tests left {len(left)} untagged Stockade image(s) behind "
-                "(removed now)",
-                red=True,
-            )
+        _say(
+            session,
+            f"FAILED: the tests left {len(left)} untagged Stockade image(s) behind (removed now)",
+            red=True,
+        )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _say(session: pytest.Session, line: str, *, red: bool = False) -> None:
+    """A line on the terminal at the session's end."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write("\n")  # the progress line may still be open
+        reporter.write_line(line, red=red)
 
 
 def _untagged_images(client: docker.DockerClient, since: int) -> list[str]:
