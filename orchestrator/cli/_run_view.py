@@ -199,7 +199,7 @@ def _counts(counts: dict[str, int]) -> str:
     return f"{total}" + (f" ({detail})" if detail else "")
 
 
-def _count(number: int, one: str, many: str) -> str:
+def _plural(number: int, one: str, many: str) -> str:
     return f"{number} {one if number == 1 else many}"
 
 
@@ -219,8 +219,8 @@ def summary_rows(result: RunResult) -> list[tuple[str, str]]:
         ),
         (
             "model calls",
-            f"{result.model_calls} ({_count(result.reflections, 'reflection', 'reflections')}, "
-            f"{_count(result.summaries, 'summary', 'summaries')})",
+            f"{result.model_calls} ({_plural(result.reflections, 'reflection', 'reflections')}, "
+            f"{_plural(result.summaries, 'summary', 'summaries')})",
         ),
         ("duration", _duration(result.duration_s)),
         ("started", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(result.started_at))),
