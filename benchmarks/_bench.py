@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: being stopped cleanly, and their percentiles.
+"""What the benchmark scripts share: being stopped cleanly, their percentiles, the gateway.
 
 Imported by the scripts as ``_bench`` (their own directory is first on
 ``sys.path`` when run as ``.venv/bin/python benchmarks/NAME.py``).
@@ -6,8 +6,17 @@ Imported by the scripts as ``_bench`` (their own directory is first on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from orchestrator.config import StockadeConfig
+from orchestrator.gateway import Gateway
+from orchestrator.platform import Platform
+from orchestrator.testing.backend import ScriptedBackend
 
 
 def stop_on_sigterm() -> None:
@@ -33,3 +42,25 @@ def percentiles(
     ordered = sorted(samples)
     last = len(ordered) - 1
     return tuple(ordered[min(last, round(share * last))] * scale for share in shares)
+
+
+def _config(state: Path, policy: str, settings: dict[str, Any]) -> StockadeConfig:
+    state.mkdir()
+    (state / "policy.yaml").write_text(policy)
+    return StockadeConfig(
+        state_dir=state, toolkits=("toolkits.python",), policy=state / "policy.yaml", **settings
+    )
+
+
+@contextlib.asynccontextmanager
+async def shipped_gateway(state: Path, policy: str, **settings: Any) -> AsyncIterator[Gateway]:
+    """The gateway every entrance gets: ``Platform.open`` with ``policy`` (YAML text).
+
+    ``state`` (made here) is its state directory: its audit log, approvals
+    and, by default, its limits in SQLite; ``settings`` are more of the
+    configuration's sections (``limits=...``). The sandbox is the scripted
+    backend, which answers at once: what is timed is the gateway's own work.
+    """
+    config = _config(state, policy, settings)
+    async with Platform.open(config, backend=ScriptedBackend(), pools=False) as opened:
+        yield opened.gateway

@@ -5,7 +5,8 @@ left is the gateway's own work. Measured side by side in one run:
 
 - ``executor only``: ``ToolExecutor.run`` on an already validated call, the
   baseline (request encoding and result parsing, which any caller pays);
-- ``gateway``: ``Gateway.call`` for the same call, the whole path;
+- ``gateway``: ``Gateway.call`` for the same call, the whole path, on the
+  gateway ``Platform.open`` assembles (as every entrance gets it);
 - the difference of the two medians is the gateway's overhead;
 - each step alone, for where the time goes.
 
@@ -55,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _bench import percentiles, stop_on_sigterm
+from _bench import percentiles, shipped_gateway, stop_on_sigterm
 
 from orchestrator.approvals import ApprovalStore
 from orchestrator.audit import AuditLog, AuditRecord
@@ -76,7 +77,7 @@ CONDITIONS = (
 )
 
 
-def fifty_rule_policy() -> Policy:
+def fifty_rule_policy_text() -> str:
     """49 rules that look at python.run's arguments and do not match, then the deciding one."""
     rules = [
         f"  - name: rule-{n}\n    tools: [python.*, shell.run]\n"
@@ -85,7 +86,7 @@ def fifty_rule_policy() -> Policy:
         for n in range(49)
     ]
     rules.append("  - name: python\n    tools: python.run\n    decision: allow\n")
-    return parse_policy(
+    return (
         "version: 1\ndefault: deny\nrules:\n" + "".join(rules) + "rate_limits:\n"
         "  - {name: per-run, tools: '*', scope: run, rate: 1000000, per_s: 1, burst: 1000000}\n"
         "  - {name: per-principal, tools: 'python.*', scope: principal, rate: 1000000, per_s: 1,"
@@ -96,6 +97,11 @@ def fifty_rule_policy() -> Policy:
         "  - 'sk-[A-Za-z0-9_-]{20,}'\n"
         "  - '(?i)bearer\\s+[A-Za-z0-9._~+/-]+=*'\n"
     )
+
+
+def fifty_rule_policy() -> Policy:
+    """The policy of :func:`fifty_rule_policy_text`, parsed."""
+    return parse_policy(fifty_rule_policy_text())
 
 
 CODE = "import numpy as np\nprint(np.arange(10).sum())\n" * 4
@@ -135,10 +141,12 @@ class Timing:
 
 
 def build(executor: ToolExecutor, policy: Policy, home: Path, name: str, **audit: Any) -> Gateway:
-    """A gateway as the platform assembles it, with its own files.
+    """A gateway made as the platform makes it, but with an audit log the
+    configuration does not offer (``audit``: AuditLog options): the commit
+    paths compared with the shipped one (``_bench.shipped_gateway``).
 
-    Its own audit log (``audit``: AuditLog options), approval store, and
-    limits shared through SQLite (as between a host's orchestrator processes).
+    Its own audit log, approval store, and limits shared through SQLite (as
+    between a host's orchestrator processes).
     """
     log = AuditLog(home / f"{name}.jsonl", redact_patterns=policy.redact, **audit)
     store = ApprovalStore(home / f"{name}.db")  # never asked: no call needs approval
@@ -168,12 +176,17 @@ async def through(gw: Gateway, n: int) -> None:
 
 
 async def measure(calls: int, home: Path) -> list[tuple[str, list[float]]]:
+    async with shipped_gateway(home / "group", fifty_rule_policy_text()) as grouped:
+        return await _measure(calls, home, grouped)
+
+
+async def _measure(calls: int, home: Path, grouped: Gateway) -> list[tuple[str, list[float]]]:
     policy, registry, executor = setup()
     checked = registry.validate(make_call(0))
     assert not isinstance(checked, ToolResult)
     assert evaluate(policy, "python.run", checked.arguments).rule == "python"
 
-    grouped = build(executor, policy, home, "group")
+    by_hand = build(executor, policy, home, "group")
     inline = build(executor, policy, home, "inline", group_commit=False)
     unsynced = build(executor, policy, home, "nofsync", fsync=False)
     limiter = RateLimiter(policy.rate_limits, store=SqliteLimitStore(home / "alone-limits.db"))
@@ -213,6 +226,7 @@ async def measure(calls: int, home: Path) -> list[tuple[str, list[float]]]:
     rows: list[tuple[str, Callable[[int], Any]]] = [
         (BASELINE, baseline),
         (GROUP, lambda n: through(grouped, n)),
+        (BY_HAND, lambda n: through(by_hand, n)),
         (INLINE, lambda n: through(inline, n)),
         ("gateway, audit without fsync (group commit)", lambda n: through(unsynced, n)),
         ("step: schema validation", lambda n: registry.validate(make_call(n))),
@@ -250,7 +264,8 @@ BASELINE = "executor only (baseline, no gateway)"
 FLOOR = "disk: raw write + fsync of one line (the floor)"
 ROUND_TRIP = "thread: empty round trip through the writer thread, both idle before (the wake-ups)"
 IDLE_BEFORE_ROUND_TRIP_S = 0.0002
-GROUP = "gateway, audit fsync, group commit (default)"
+GROUP = "gateway, audit fsync, group commit (default; Platform.open)"
+BY_HAND = "the same gateway built by hand, as this benchmark did before 2026-11-28 evening"
 INLINE = "gateway, audit fsync per record on the event loop (before)"
 
 
@@ -301,17 +316,18 @@ async def concurrent_round(gw: Gateway, calls: int, concurrency: int, into: Thro
 
 async def throughput(calls: int, concurrency: int, home: Path) -> dict[str, Throughput]:
     policy, _registry, executor = setup()
-    gateways = {
-        INLINE: build(executor, policy, home, "tp-inline", group_commit=False),
-        GROUP: build(executor, policy, home, "tp-group"),
-    }
-    for gw in gateways.values():  # warm-up
-        await concurrent_round(gw, 200, concurrency, Throughput())
-    totals = {name: Throughput() for name in gateways}
-    rounds = 5
-    for _ in range(rounds):
-        for name, gw in gateways.items():
-            await concurrent_round(gw, calls // rounds, concurrency, totals[name])
+    async with shipped_gateway(home / "tp-group", fifty_rule_policy_text()) as group:
+        gateways = {
+            INLINE: build(executor, policy, home, "tp-inline", group_commit=False),
+            GROUP: group,
+        }
+        for gw in gateways.values():  # warm-up
+            await concurrent_round(gw, 200, concurrency, Throughput())
+        totals = {name: Throughput() for name in gateways}
+        rounds = 5
+        for _ in range(rounds):
+            for name, gw in gateways.items():
+                await concurrent_round(gw, calls // rounds, concurrency, totals[name])
     return totals
 
 
@@ -323,14 +339,13 @@ OVERHEAD_TARGET_US = 500.0
 
 async def write_ahead(calls: int, home: Path) -> dict[int, Throughput]:
     """The default gateway at concurrency 1, 8 and 32, interleaved in rounds."""
-    policy, _registry, executor = setup()
-    gw = build(executor, policy, home, "write-ahead")
-    await concurrent_round(gw, 200, 8, Throughput())  # warm-up
-    totals = {1: Throughput(), 8: Throughput(), 32: Throughput()}
-    rounds = 5
-    for _ in range(rounds):
-        for concurrency, total in totals.items():
-            await concurrent_round(gw, calls // rounds, concurrency, total)
+    async with shipped_gateway(home / "write-ahead", fifty_rule_policy_text()) as gw:
+        await concurrent_round(gw, 200, 8, Throughput())  # warm-up
+        totals = {1: Throughput(), 8: Throughput(), 32: Throughput()}
+        rounds = 5
+        for _ in range(rounds):
+            for concurrency, total in totals.items():
+                await concurrent_round(gw, calls // rounds, concurrency, total)
     return totals
 
 
