@@ -78,7 +78,7 @@ def _effective(loaded: LoadedConfig) -> dict[str, Any]:
 def config_show(config_file: Path | None, as_json: bool) -> None:
     """The effective configuration, each value with where it came from.
 
-    Origins: a file and line, ``env STOCKADE_…``, ``flag --…``, or ``default``.
+    Origins: a file and line, `env STOCKADE_…`, `flag --…`, or `default`.
     """
     loaded = load(config_file)
     rows = [(field, value, loaded.source_of(field)) for field, value in _leaves(_effective(loaded))]

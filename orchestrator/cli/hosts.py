@@ -137,7 +137,7 @@ def _set(
 @click.pass_context
 def drain(context: click.Context, name: str, config_file: Path | None, as_json: bool) -> None:
     """Send host NAME no new calls (every orchestrator, within its refresh); calls in
-    flight finish. Undo with ``stockade hosts undrain NAME``."""
+    flight finish. Undo with `stockade hosts undrain NAME`."""
     _set(context, config_file, name, as_json, True)
 
 

@@ -34,7 +34,7 @@ __all__ = ["runs"]
 
 @click.group()
 def runs() -> None:
-    """Past agent runs (``runs/`` in the state directory)."""
+    """Past agent runs (`runs/` in the state directory)."""
 
 
 def _when(timestamp: float) -> str:
@@ -141,7 +141,7 @@ def runs_resume(
     approval meanwhile applies); a call that may have run is not run again
     unless its tool is idempotent, and the model is told its effects are
     unknown. Refused while another live process drives the run. Exits like
-    ``stockade run``.
+    `stockade run`.
     """
     loaded = load(config_file, toolkits=toolkits)
     if not loaded.config.model.base_url or not loaded.config.model.name:

@@ -193,9 +193,9 @@ def tools_call(  # click passes every option by keyword
 
     The call is validated, decided by the policy, rate-limited, approved if
     the policy asks for it, run in a sandbox and recorded in the audit log.
-    Exits 0 when the call succeeded, 1 otherwise. With a workspace (``--workspace``
-    or ``--run-id``), files the call writes under ``outputs/`` come back as artifacts,
-    written to ``--artifacts-dir`` (the directory is printed). Example:
+    Exits 0 when the call succeeded, 1 otherwise. With a workspace (`--workspace`
+    or `--run-id`), files the call writes under `outputs/` come back as artifacts,
+    written to `--artifacts-dir` (the directory is printed). Example:
 
         stockade tools call python.run --args '{"code": "print(6 * 7)"}'
     """
