@@ -49,7 +49,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from _bench import stop_on_sigterm
+from _bench import percentiles, stop_on_sigterm
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import orchestrator.gateway._gateway as gateway_module
@@ -144,11 +144,6 @@ async def one_round(gateway: Gateway, calls: int, start: int) -> list[float]:
     return samples
 
 
-def p(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1e6
-
-
 async def main(rounds: int, calls: int) -> None:
     load_at_start = os.getloadavg()[0]
     exporter = InMemorySpanExporter()
@@ -179,7 +174,7 @@ async def main(rounds: int, calls: int) -> None:
                 for name in order:
                     got = await one_round(gateways[name], calls, (index + 1) * calls)
                     samples[name] += got
-                    per_round[name].append(p(got, 0.5))
+                    per_round[name].append(percentiles(got, scale=1e6, shares=(0.5,))[0])
                 tracer.force_flush()
                 exported += len(exporter.get_finished_spans())
                 exporter.clear()
@@ -193,7 +188,8 @@ async def main(rounds: int, calls: int) -> None:
     print("| gateway | p50 µs | p95 µs |")
     print("|---|---:|---:|")
     for name in names:
-        print(f"| {name} | {p(samples[name], 0.5):.1f} | {p(samples[name], 0.95):.1f} |")
+        p50, p95 = percentiles(samples[name], scale=1e6, shares=(0.5, 0.95))
+        print(f"| {name} | {p50:.1f} | {p95:.1f} |")
     on_off = statistics.median(
         a - b for a, b in zip(per_round["tracing on"], per_round["tracing off"], strict=True)
     )
