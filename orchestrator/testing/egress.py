@@ -111,21 +111,47 @@ HttpApp = Callable[[HttpRequest], tuple[int, bytes]]
 """A test origin: request in, status and body out."""
 
 
+def read_request(handler: BaseHTTPRequestHandler) -> HttpRequest:
+    """The request ``handler`` is serving, its body read (``Content-Length`` bytes)."""
+    length = int(handler.headers.get("Content-Length") or 0)
+    return HttpRequest(
+        method=handler.command,
+        path=handler.path,
+        headers={name.lower(): value for name, value in handler.headers.items()},
+        body=handler.rfile.read(length),
+    )
+
+
+def respond(
+    handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str]
+) -> None:
+    """Answer with ``status``, ``headers``, a ``Content-Length`` and ``body``."""
+    handler.send_response(status)
+    for name, value in headers.items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@contextmanager
+def serving(server: ThreadingHTTPServer) -> Iterator[int]:
+    """Run ``server`` in a thread while inside; yields its port, then stops and closes it."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 def _handler(app: HttpApp) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            request = HttpRequest(
-                method=self.command,
-                path=self.path,
-                headers={name.lower(): value for name, value in self.headers.items()},
-                body=self.rfile.read(length),
-            )
-            status, body = app(request)
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            status, body = app(read_request(self))
+            respond(self, status, body, {})
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
@@ -138,12 +164,5 @@ def _handler(app: HttpApp) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def serve_http(app: HttpApp) -> Iterator[int]:
     """An HTTP origin on 127.0.0.1 in a thread, answering with ``app``; yields its port."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(app))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), _handler(app))) as port:
+        yield port

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from orchestrator.testing.egress import HttpRequest
+from orchestrator.testing.egress import HttpRequest, read_request, respond, serving
 
 __all__ = ["TlsApp", "TlsOrigin"]
 
@@ -105,22 +105,11 @@ class TlsOrigin:
                 super().setup()
 
             def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                request = HttpRequest(
-                    method=self.command,
-                    path=self.path,
-                    headers={name.lower(): value for name, value in self.headers.items()},
-                    body=self.rfile.read(length),
-                )
+                request = read_request(self)
                 with origin._lock:
                     origin.requests.append(request)
                 status, headers, body = origin.app(request)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                respond(self, status, body, headers)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _serve
 
@@ -143,11 +132,5 @@ class TlsOrigin:
             server.socket = context.wrap_socket(
                 server.socket, server_side=True, do_handshake_on_connect=False
             )
-            thread = threading.Thread(target=server.serve_forever, daemon=True)
-            thread.start()
-            try:
-                yield int(server.server_address[1])
-            finally:
-                server.shutdown()
-                server.server_close()
-                thread.join()
+            with serving(server) as bound:
+                yield bound
