@@ -1,21 +1,28 @@
-"""The YAML examples of the README and ``docs/`` load with the loaders they document.
+"""The examples of the README and ``docs/`` work with the code they document.
 
-A field renamed, a default's name changed or a rule made stricter shows here,
-not in a reader's first try of the example. Each block is told apart by its
-keys (policy tests, policy, approvers file, sandbox profile, else
-``stockade.yaml``) and loaded from a file, as a user would.
+A field renamed, a rule made stricter, a command or flag renamed shows here,
+not in a reader's first try of the example:
+
+- each YAML block loads with its loader, told apart by its keys (policy
+  tests, policy, approvers file, sandbox profile, else ``stockade.yaml``),
+  from a file, as a user would load it;
+- each ``stockade …`` command line (in shell blocks and in inline code) names
+  commands that exist, with options they have.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import yaml
 
 from orchestrator.approvals import load_approvers
+from orchestrator.cli import cli
 from orchestrator.config import load_config
 from orchestrator.policy import parse_policy
 from orchestrator.policy._suite import load_policy_tests
@@ -23,18 +30,33 @@ from orchestrator.sandbox.profile import SandboxProfile
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-_BLOCK = re.compile(r"^```yaml\n(.*?)^```", re.DOTALL | re.MULTILINE)
 _POLICY_KEYS = {"rules", "rate_limits", "model_limits", "redact", "default"}
+_SHELL = {"sh", "bash", "console", "shell", "text"}
+_INLINE_COMMAND = re.compile(r"`(stockade [^`\n]+)`")
+# In a shell line: "stockade" and its words up to a comment, a pipe or a redirection.
+_SHELL_COMMAND = re.compile(r"(?:^|[\s/])(stockade [^#|>]*)")
 
 
-def yaml_blocks() -> list[tuple[str, str]]:
-    """Each YAML block of the documents: where its text starts (``file:line``), and the text."""
-    return [
-        (f"{path.relative_to(ROOT)}:{text.count(chr(10), 0, found.start(1)) + 1}", found.group(1))
-        for path in DOCUMENTS
-        for text in [path.read_text()]
-        for found in _BLOCK.finditer(text)
-    ]
+def fenced(path: Path) -> Iterator[tuple[str, str, str]]:
+    """Each fenced block of ``path``: its language, ``file:line`` of its first line, its text."""
+    language: str | None = None
+    start, lines = 0, []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.startswith("```"):
+            lines.append(line)
+        elif language is None:
+            language, start, lines = line[3:].strip() or "text", number + 1, []
+        else:
+            yield language, f"{path.relative_to(ROOT)}:{start}", "\n".join(lines) + "\n"
+            language = None
+
+
+YAML_BLOCKS = [
+    (where, text)
+    for path in DOCUMENTS
+    for language, where, text in fenced(path)
+    if language == "yaml"
+]
 
 
 def kind(data: dict[str, Any]) -> str:
@@ -62,18 +84,71 @@ def load(kind: str, path: Path) -> object:
     return load_config(path, environ={})
 
 
-BLOCKS = yaml_blocks()
-
-
 def test_the_readme_has_its_examples() -> None:
-    kinds = {kind(yaml.safe_load(text)) for where, text in BLOCKS if where.startswith("README")}
+    readme = [text for where, text in YAML_BLOCKS if where.startswith("README")]
+    kinds = {kind(yaml.safe_load(text)) for text in readme}
     assert kinds == {"stockade.yaml", "policy", "policy tests", "approvers", "profile"}
 
 
-@pytest.mark.parametrize(("where", "text"), BLOCKS, ids=[where for where, _ in BLOCKS])
+@pytest.mark.parametrize(("where", "text"), YAML_BLOCKS, ids=[where for where, _ in YAML_BLOCKS])
 def test_each_yaml_example_loads(where: str, text: str, tmp_path: Path) -> None:
     data = yaml.safe_load(text)
     assert isinstance(data, dict), f"{where}: not a mapping"
     path = tmp_path / f"{where.replace('/', '-').replace(':', '-')}.yaml"
     path.write_text(text)
     assert load(kind(data), path) is not None
+
+
+def command_lines() -> dict[str, str]:
+    """Each ``stockade …`` command the documents show, and where (one place each)."""
+    found: dict[str, str] = {}
+    for path in DOCUMENTS:
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            for command in _INLINE_COMMAND.findall(line):
+                found.setdefault(command, f"{path.relative_to(ROOT)}:{number}")
+        for language, where, text in fenced(path):
+            if language not in _SHELL:
+                continue
+            for line in text.splitlines():
+                shown = _SHELL_COMMAND.search(line)
+                if shown and not line.lstrip().startswith("#"):
+                    found.setdefault(shown.group(1).strip(), where)
+    return found
+
+
+def mistake(command_line: str) -> str | None:
+    """What is wrong with ``command_line`` (a subcommand or an option it names), or None."""
+    words = command_line.split()[1:]
+    context = click.Context(cli, info_name="stockade")
+    command: click.Command = cli
+    named = ["stockade"]
+    while isinstance(command, click.Group) and words and not words[0].startswith("-"):
+        sub = command.get_command(context, words[0])
+        if sub is None:
+            if re.fullmatch(r"[a-z][a-z-]*", words[0]):
+                return f"{' '.join(named)} has no command {words[0]!r}"
+            break  # an argument (a goal in quotes, a placeholder)
+        context = click.Context(sub, info_name=words[0], parent=context)
+        command, named, words = sub, [*named, words[0]], words[1:]
+    if "--" in words:
+        words = words[: words.index("--")]  # what follows is the sandbox's command
+    options = {"--help"} | {
+        option for param in command.params for option in [*param.opts, *param.secondary_opts]
+    }
+    unknown = [word.split("=")[0] for word in words if word.startswith("--")]
+    unknown = [option for option in unknown if option not in options]
+    return f"{' '.join(named)} has no option {', '.join(unknown)}" if unknown else None
+
+
+def test_each_command_line_names_commands_and_options_that_exist() -> None:
+    found = command_lines()
+    assert len(found) > 50, "the documents' command lines are found"
+    wrong = {where: f"{line}: {why}" for line, where in found.items() if (why := mistake(line))}
+    assert wrong == {}
+
+
+def test_a_mistake_is_found() -> None:
+    assert mistake("stockade runs shwo") == "stockade runs has no command 'shwo'"
+    assert mistake("stockade tools call --worksp x") == "stockade tools call has no option --worksp"
+    assert mistake("stockade sandbox run --run-id r1 -- sh -c 'ls --colour'") is None
+    assert mistake('stockade run "Migrate the schema" --run-id mig-1') is None
