@@ -39,7 +39,11 @@ def wait_for(condition: Callable[[], bool], *, timeout_s: float, what: str) -> N
 # A long-running orchestrator: the platform with a warm pool of two and one long call,
 # run through the CLI's own signal handling (SIGTERM cancels like Ctrl-C).
 _ORCHESTRATOR = """
+import signal
 import sys
+# Ctrl-C as a terminal delivers it: a test run started in the background by a
+# non-interactive shell has SIGINT ignored, and its children inherit that.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from orchestrator.cli._common import run_async
 from orchestrator.config import load_config
 from orchestrator.platform import Platform
@@ -48,8 +52,8 @@ from orchestrator.sandbox.execution import ExecRequest
 async def main():
     async with Platform.open(load_config(sys.argv[1]), warm=True) as platform:
         profile = platform.profiles["reaper-test"]
-        # Longer than any wait of the tests (which end it): on a loaded machine the pool
-        # can take most of 20 s to fill, and a call done by then left nothing to interrupt.
+        # Longer than any wait of the tests, which end it: a call that ended on its own
+        # would leave nothing to interrupt.
         await platform.sandbox.execute(ExecRequest(argv=("sleep", "600")), profile)
 
 run_async(main())
