@@ -13,18 +13,23 @@ dropped and named in the result, never fatal. The store is deleted with the
 run (:meth:`ArtifactStore.delete`).
 
 Every method blocks (disk): callers on the event loop run them in a thread.
-One lock makes the quota check and the write one step within this process.
+The quota check and the writes are one step: under a thread lock within this
+process, and an exclusive ``flock`` on the run's ``artifacts/.lock`` between
+processes sharing the state directory (two ``stockade tools call --run-id``
+at once must not each take the quota's last megabytes).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
 import secrets
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -45,6 +50,7 @@ __all__ = ["ARTIFACTS_DIR", "ArtifactStore"]
 
 ARTIFACTS_DIR = "artifacts"
 """The artifacts' directory within a run's directory."""
+_LOCK_FILE = ".lock"
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ID = re.compile(ARTIFACT_ID_PATTERN)
@@ -124,7 +130,9 @@ class ArtifactStore:
                     sha256=hashlib.sha256(data).hexdigest(),
                 )
                 candidates.append((artifact, data))
-        with self._lock:
+        if not candidates:
+            return self._counted(KeptArtifacts(artifacts=(), dropped=tuple(dropped)))
+        with self._lock, self._locked(run_id):
             used = self.used_bytes(run_id)
             for artifact, data in candidates:
                 blob = self._blob(run_id, artifact.sha256)
@@ -143,12 +151,28 @@ class ArtifactStore:
                     artifact.model_dump_json().encode(),
                 )
                 kept.append(artifact)
-        for artifact in kept:
+        return self._counted(KeptArtifacts(artifacts=tuple(kept), dropped=tuple(dropped)))
+
+    def _counted(self, result: KeptArtifacts) -> KeptArtifacts:
+        for artifact in result.artifacts:
             self._metrics.artifacts.labels(artifact.media_type).inc()
             self._metrics.artifact_bytes.labels(artifact.media_type).inc(artifact.size)
-        if dropped:
-            self._metrics.artifacts_dropped.inc(len(dropped))
-        return KeptArtifacts(artifacts=tuple(kept), dropped=tuple(dropped))
+        if result.dropped:
+            self._metrics.artifacts_dropped.inc(len(result.dropped))
+        return result
+
+    @contextlib.contextmanager
+    def _locked(self, run_id: str) -> Iterator[None]:
+        """``run_id``'s artifacts, held against other processes until the block ends."""
+        directory = self.directory(run_id)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        descriptor = os.open(directory / _LOCK_FILE, flags, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)  # releases the lock
 
     def get(self, run_id: str, artifact_id: str) -> Artifact | None:
         """The artifact ``artifact_id`` of ``run_id``, or None (an id of the wrong shape too)."""

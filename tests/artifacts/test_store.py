@@ -6,10 +6,15 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from spawned import BOUND_S, in_processes
 
 from orchestrator.agent._images import (
     MAX_IMAGE_BYTES,
@@ -111,6 +116,30 @@ def test_the_quota_holds_under_concurrent_calls(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert sum(kept) == 3 and store.used_bytes("r") == 3000
+
+
+class _SlowDisk(ArtifactStore):
+    """Takes its time between reading what the run uses and writing: a busy disk's window."""
+
+    def used_bytes(self, run_id: str) -> int:
+        used = super().used_bytes(run_id)
+        time.sleep(0.2)
+        return used
+
+
+def _keep_in_a_process(runs: Path, number: int, start: Barrier, results: Queue[Any]) -> None:
+    store = _SlowDisk(runs, ArtifactLimits(max_bytes=1000, run_quota_bytes=3000))
+    start.wait(timeout=BOUND_S)
+    kept = store.keep("r", [(f"{number}.bin", os.urandom(1000))]).artifacts
+    results.put((str(number), len(kept)))
+
+
+def test_the_quota_holds_across_processes(tmp_path: Path) -> None:
+    """Each process has its own store (as two ``stockade tools call --run-id r`` would), and
+    all of them read what the run uses before any writes: the run's lock file decides."""
+    kept = in_processes(_keep_in_a_process, [(tmp_path, n) for n in range(6)])
+    assert sum(kept) == 3
+    assert ArtifactStore(tmp_path).used_bytes("r") == 3000
 
 
 def test_names_that_are_not_one_plain_line_are_dropped(tmp_path: Path) -> None:

@@ -8,15 +8,15 @@ platform does, and calls the way the gateway does.
 
 from __future__ import annotations
 
-import multiprocessing
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
 import pytest
+from spawned import BOUND_S, in_processes
 from test_redis_limits import RedisServer
 
 from orchestrator.policy import (
@@ -30,7 +30,6 @@ from orchestrator.policy import (
 pytestmark = pytest.mark.redis
 
 PROCESSES = 4
-BOUND_S = 60.0
 
 
 @pytest.fixture
@@ -88,27 +87,6 @@ def spend(
         budget.add_tokens(tokens_per_call)
     store.close()
     results.put(("budget", allowed))
-
-
-def in_processes(target: Callable[..., None], arguments: list[tuple[Any, ...]]) -> list[Any]:
-    """Run ``target`` once per argument tuple, each in a fresh process, all released at once."""
-    context = multiprocessing.get_context("spawn")
-    start = context.Barrier(len(arguments))
-    results: Queue[tuple[str, Any]] = context.Queue()
-    processes = [context.Process(target=target, args=(*args, start, results)) for args in arguments]
-    try:
-        for process in processes:
-            process.start()
-        answers = [results.get(timeout=BOUND_S) for _ in processes]
-        for process in processes:
-            process.join(timeout=BOUND_S)
-            assert process.exitcode == 0
-        return [answer for _, answer in answers]
-    finally:
-        for process in processes:
-            if process.is_alive():
-                process.kill()
-                process.join(timeout=BOUND_S)
 
 
 def policy(*limits: str) -> str:
