@@ -89,25 +89,29 @@ docker_answers() {
 }
 
 # The engine logs every container it creates and removes (~1 KB each: one run
-# of the test suite adds ~60 MB). Rotated when the engine is started here and
-# the log has grown past this; the one before is kept as $DOCKERD_LOG.1.
+# of the test suite adds ~60 MB). Whenever this script sees the log past this
+# size it keeps a copy as $DOCKERD_LOG.1 and empties it: the engine started
+# here holds it open for appending, so it writes on at the new end (lines
+# written between the copy and the emptying are lost, as with logrotate's
+# copytruncate).
 DOCKERD_LOG_ROTATE_BYTES=$((64 * 1024 * 1024))
 
 rotate_dockerd_log() {
     local size
     size=$(stat -c %s "$DOCKERD_LOG" 2>/dev/null || echo 0)
-    if [ "$size" -gt "$DOCKERD_LOG_ROTATE_BYTES" ]; then
-        mv -f "$DOCKERD_LOG" "$DOCKERD_LOG.1"
+    if [ "$size" -gt "$DOCKERD_LOG_ROTATE_BYTES" ] && [ -w "$DOCKERD_LOG" ]; then
+        cp --sparse=always -f "$DOCKERD_LOG" "$DOCKERD_LOG.1"
+        : >"$DOCKERD_LOG"
         log "rotated the engine's log ($((size / 1024 / 1024)) MB) to $DOCKERD_LOG.1"
     fi
 }
 
 start_dockerd() {
+    rotate_dockerd_log
     if docker_answers; then
         return 0
     fi
     need_root
-    rotate_dockerd_log
     log "starting dockerd (no bridge, no iptables; log: $DOCKERD_LOG)"
     # Sandboxes never get a network: the engine itself is started without a
     # bridge so no container can be given one by mistake.
