@@ -7,11 +7,14 @@ not in a reader's first try of the example:
   tests, policy, approvers file, sandbox profile, else ``stockade.yaml``),
   from a file, as a user would load it;
 - each ``stockade …`` command line (in shell blocks and in inline code) names
-  commands that exist, with options they have.
+  commands that exist, with options they have; so does each command the
+  code's messages tell a user to run (`` `stockade …` `` in a string: the
+  doctor's fixes, the errors' next steps).
 """
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,3 +155,28 @@ def test_a_mistake_is_found() -> None:
     assert mistake("stockade tools call --worksp x") == "stockade tools call has no option --worksp"
     assert mistake("stockade sandbox run --run-id r1 -- sh -c 'ls --colour'") is None
     assert mistake('stockade run "Migrate the schema" --run-id mig-1') is None
+
+
+def commands_in_messages() -> dict[str, str]:
+    """Each `` `stockade …` `` in a string of the code (an f-string's fields as ``{}``)."""
+    found: dict[str, str] = {}
+    for path in sorted((ROOT / "orchestrator").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value
+            elif isinstance(node, ast.JoinedStr):
+                text = "".join(
+                    part.value if isinstance(part, ast.Constant) else "{}" for part in node.values
+                )
+            else:
+                continue
+            for command in re.findall(r"`(stockade [^`]+)`", text):
+                found.setdefault(command, f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_each_command_a_message_names_exists() -> None:
+    found = commands_in_messages()
+    assert len(found) > 30, "the messages' commands are found"
+    wrong = {where: f"{line}: {why}" for line, where in found.items() if (why := mistake(line))}
+    assert wrong == {}
