@@ -9,12 +9,16 @@ not in a reader's first try of the example:
 - each ``stockade …`` command line (in shell blocks and in inline code) names
   commands that exist, with options they have; so does each command the
   code's messages tell a user to run (`` `stockade …` `` in a string: the
-  doctor's fixes, the errors' next steps).
+  doctor's fixes, the errors' next steps);
+- each HTTP endpoint they name (``GET /v1/runs/{id}``) is in the API's
+  OpenAPI document (``docs/openapi.json``, which another test holds to the
+  server) with that method, and ``/mcp`` is where the server mounts MCP.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +30,7 @@ import yaml
 
 from orchestrator.approvals import load_approvers
 from orchestrator.cli import cli
-from orchestrator.config import load_config
+from orchestrator.config import ServerSettings, load_config
 from orchestrator.policy import parse_policy
 from orchestrator.policy._suite import load_policy_tests
 from orchestrator.sandbox.profile import SandboxProfile
@@ -180,3 +184,32 @@ def test_each_command_a_message_names_exists() -> None:
     assert len(found) > 30, "the messages' commands are found"
     wrong = {where: f"{line}: {why}" for line, where in found.items() if (why := mistake(line))}
     assert wrong == {}
+
+
+def endpoints() -> dict[tuple[str, str], str]:
+    """Each ``METHOD /path`` the documents name (the query left out), and where."""
+    found: dict[tuple[str, str], str] = {}
+    for path in DOCUMENTS:
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            for method, route in re.findall(r"\b(GET|POST|PUT|PATCH|DELETE) (/[\w{}/.-]+)", line):
+                found.setdefault((method, route), f"{path.relative_to(ROOT)}:{number}")
+    return found
+
+
+def test_each_endpoint_the_documents_name_is_served() -> None:
+    spec = json.loads((ROOT / "docs" / "openapi.json").read_text())
+    served = [
+        (method.upper(), re.compile(re.sub(r"\{[^}]+\}", "[^/]+", route) + "$"))
+        for route, operations in spec["paths"].items()
+        for method in operations
+    ]
+    found = endpoints()
+    assert len(found) > 10, "the documents' endpoints are found"
+    mcp = ServerSettings().mcp_path
+    unknown = {
+        where: f"{method} {route}"
+        for (method, route), where in found.items()
+        if route != mcp
+        and not any(method == verb and pattern.match(route) for verb, pattern in served)
+    }
+    assert unknown == {}
