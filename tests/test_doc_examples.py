@@ -12,7 +12,9 @@ not in a reader's first try of the example:
   doctor's fixes, the errors' next steps);
 - each HTTP endpoint they name (``GET /v1/runs/{id}``) is in the API's
   OpenAPI document (``docs/openapi.json``, which another test holds to the
-  server) with that method, and ``/mcp`` is where the server mounts MCP.
+  server) with that method, and ``/mcp`` is where the server mounts MCP;
+- each metric they name (``stockade_…{labels}`` or with a metric's suffix)
+  is one the platform registers.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import yaml
 from orchestrator.approvals import load_approvers
 from orchestrator.cli import cli
 from orchestrator.config import ServerSettings, load_config
+from orchestrator.metrics import Metrics
 from orchestrator.policy import parse_policy
 from orchestrator.policy._suite import load_policy_tests
 from orchestrator.sandbox.profile import SandboxProfile
@@ -211,5 +214,29 @@ def test_each_endpoint_the_documents_name_is_served() -> None:
         for (method, route), where in found.items()
         if route != mcp
         and not any(method == verb and pattern.match(route) for verb, pattern in served)
+    }
+    assert unknown == {}
+
+
+# A metric's name as the documents write it: before its labels, or ending as metrics end.
+_METRIC = re.compile(
+    r"\b(stockade_\w+?)(?:\{|(?<=_total)\b|(?<=_seconds)\b|(?<=_bytes)\b|(?<=_bucket)\b)"
+)
+
+
+def test_each_metric_the_documents_name_is_registered() -> None:
+    registered = {family.name for family in Metrics().registry.collect()}
+    found = {
+        name: f"{path.relative_to(ROOT)}:{number}"
+        for path in DOCUMENTS
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        for name in _METRIC.findall(line)
+    }
+    assert len(found) > 20, "the documents' metrics are found"
+    # A counter's family is named without its _total, a histogram's without _bucket.
+    unknown = {
+        where: name
+        for name, where in found.items()
+        if re.sub(r"_(total|bucket)$", "", name) not in registered and name not in registered
     }
     assert unknown == {}
