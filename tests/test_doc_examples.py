@@ -5,7 +5,8 @@ not in a reader's first try of the example:
 
 - each YAML block loads with its loader, told apart by its keys (policy
   tests, policy, approvers file, sandbox profile, else ``stockade.yaml``),
-  from a file, as a user would load it;
+  from a file, as a user would load it; policy tests also pass against the
+  shipped policy;
 - each ``stockade …`` command line (in shell blocks and in inline code) names
   commands that exist, with options they have; so does each command the
   code's messages tell a user to run (`` `stockade …` `` in a string: the
@@ -34,12 +35,12 @@ from orchestrator.approvals import load_approvers
 from orchestrator.cli import cli
 from orchestrator.config import ServerSettings, load_config
 from orchestrator.metrics import Metrics
-from orchestrator.policy import parse_policy
-from orchestrator.policy._suite import load_policy_tests
+from orchestrator.policy import load_policy, load_policy_tests, parse_policy, run_policy_tests
 from orchestrator.sandbox.profile import SandboxProfile
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SHIPPED_POLICY = ROOT / "policies" / "default.yaml"
 _POLICY_KEYS = {"rules", "rate_limits", "model_limits", "redact", "default"}
 _SHELL = {"sh", "bash", "console", "shell", "text"}
 _INLINE_COMMAND = re.compile(r"`(stockade [^`\n]+)`")
@@ -84,7 +85,12 @@ def kind(data: dict[str, Any]) -> str:
 
 def load(kind: str, path: Path) -> object:
     if kind == "policy tests":
-        return load_policy_tests(path)
+        # The documents' cases are the shipped policy's: they must also pass against it.
+        report = run_policy_tests(
+            load_policy(SHIPPED_POLICY), SHIPPED_POLICY, [load_policy_tests(path)]
+        )
+        assert report.ok, [outcome.as_dict() for outcome in report.failed]
+        return report
     if kind == "policy":
         return parse_policy(path.read_text(), source=str(path))
     if kind == "approvers":
