@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
+import fcntl
 import os
 import re
 import shutil
@@ -54,10 +55,13 @@ __all__ = [
     "Outgoing",
     "Workspace",
     "WorkspaceChanges",
+    "WorkspaceLock",
     "WorkspaceManager",
 ]
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_LOCK_RETRY_S = 0.02
+"""How often a call tries again for a workspace another process holds."""
 _END = frame(b"")
 
 OUTPUTS_DIR = "outputs"
@@ -160,13 +164,73 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copymode(source, target, follow_symlinks=False)
 
 
+class WorkspaceLock:
+    """Calls of one run take turns on its workspace: within a process (an asyncio lock) and
+    between the processes sharing the workspaces' directory (an exclusive ``flock`` on
+    ``.<run id>.lock`` beside the workspace).
+
+    The ``flock`` is tried without blocking, and tried again every
+    :data:`_LOCK_RETRY_S` while another process holds it: the event loop never
+    waits on it, and a caller cancelled while waiting holds nothing.
+    """
+
+    def __init__(self, path: Path) -> None:
+        """``path``: the lock file (created on first use)."""
+        self._path = path
+        self._local = asyncio.Lock()
+        self._descriptor: int | None = None
+
+    async def __aenter__(self) -> None:
+        await self._local.acquire()
+        try:
+            descriptor = _open_lock(self._path)
+            try:
+                # Polled: another process holds it, and nothing here hears of its release.
+                while not _try_flock(descriptor):  # noqa: ASYNC110
+                    await asyncio.sleep(_LOCK_RETRY_S)
+            except BaseException:
+                os.close(descriptor)
+                raise
+        except BaseException:
+            self._local.release()
+            raise
+        self._descriptor = descriptor
+
+    async def __aexit__(self, *_exc: object) -> None:
+        descriptor, self._descriptor = self._descriptor, None
+        if descriptor is not None:
+            os.close(descriptor)  # releases the flock
+        self._local.release()
+
+
+def _open_lock(path: Path) -> int:
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.open(path, flags, 0o600)
+
+
+def _try_flock(descriptor: int) -> bool:
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _lock_path(path: Path) -> Path:
+    """The lock file of the workspace at ``path``."""
+    return path.with_name(f".{path.name}.lock")
+
+
 @dataclass(eq=False, kw_only=True)
 class Workspace:
-    """The workspace of one run. Calls of the same run take turns on it."""
+    """The workspace of one run. Calls of the same run take turns on it (:attr:`lock`)."""
 
     run_id: str
     path: Path
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    lock: WorkspaceLock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lock = WorkspaceLock(_lock_path(self.path))
 
     def outgoing(self, *, max_bytes: int, max_files: int) -> Outgoing:
         """The current content as entries for the runner, parents first (nothing read yet).
@@ -301,17 +365,30 @@ def _recover(path: Path) -> None:
     exchange) the old one: removed either way. A ``.old-`` tree is the old
     content retired by the two-rename fallback: put back when the kill came
     between the renames (``path`` missing), else removed.
+
+    Only while no process holds the workspace (its lock taken without waiting):
+    the trees beside a workspace in use are that call's, not a dead one's. And
+    only names this module makes for this run: run ids may hold dots, so
+    ``.a.new-*`` would also match another run's (``a.new-b``) trees.
     """
     parent = path.parent
     if not parent.is_dir():
         return
-    for leftover in sorted(parent.glob(f".{path.name}.old-*")):
-        if not path.exists():
-            leftover.rename(path)
-        else:
-            shutil.rmtree(leftover, ignore_errors=True)
-    for leftover in parent.glob(f".{path.name}.new-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
+    descriptor = _open_lock(_lock_path(path))
+    try:
+        if not _try_flock(descriptor):
+            return
+        ours = re.compile(rf"\.{re.escape(path.name)}\.(new-[a-z0-9_]{{8}}|old-[0-9]+)")
+        leftovers = sorted(
+            entry for entry in parent.iterdir() if ours.fullmatch(entry.name) is not None
+        )
+        for leftover in leftovers:
+            if leftover.name.startswith(f".{path.name}.old-") and not path.exists():
+                leftover.rename(path)
+            else:
+                shutil.rmtree(leftover, ignore_errors=True)
+    finally:
+        os.close(descriptor)
 
 
 class WorkspaceManager:
@@ -348,3 +425,5 @@ class WorkspaceManager:
         path = workspace.path if workspace else self._root / run_id
         if not keep:
             shutil.rmtree(path, ignore_errors=True)
+            # The run is over: nobody takes turns on its workspace any more.
+            _lock_path(path).unlink(missing_ok=True)

@@ -130,7 +130,8 @@ def test_workspace_apply_is_atomic_and_reports_changes(tmp_path: Path) -> None:
     assert (workspace.path / "keep.txt").stat().st_ino == inode, "kept, not copied"
     assert not (workspace.path / "link").exists()
     assert not (tmp_path / "evil").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-1"], "no staging left behind"
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [".run-1.lock", "run-1"], "no staging left behind"
 
 
 def test_a_call_that_changed_nothing_writes_nothing(tmp_path: Path) -> None:
