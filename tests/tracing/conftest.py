@@ -124,6 +124,9 @@ def phoenix() -> Iterator[Phoenix]:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(workdir),
+            # Phoenix keeps a registry of its processes under the temporary directory
+            # (.arize-phoenix/pids), which would outlive the test in /tmp.
+            "TMPDIR": str(workdir),
             "PHOENIX_HOST": "127.0.0.1",
             "PHOENIX_PORT": str(PHOENIX_PORT),
             "PHOENIX_WORKING_DIR": str(workdir),
