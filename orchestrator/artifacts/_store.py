@@ -22,14 +22,13 @@ at once must not each take the quota's last megabytes).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import re
 import secrets
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -44,6 +43,7 @@ from orchestrator.artifacts._models import (
     human_size,
 )
 from orchestrator.errors import ConfigError
+from orchestrator.lockfile import held
 from orchestrator.metrics import Metrics
 
 __all__ = ["ARTIFACTS_DIR", "ArtifactStore"]
@@ -161,18 +161,11 @@ class ArtifactStore:
             self._metrics.artifacts_dropped.inc(len(result.dropped))
         return result
 
-    @contextlib.contextmanager
-    def _locked(self, run_id: str) -> Iterator[None]:
+    def _locked(self, run_id: str) -> contextlib.AbstractContextManager[None]:
         """``run_id``'s artifacts, held against other processes until the block ends."""
         directory = self.directory(run_id)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        descriptor = os.open(directory / _LOCK_FILE, flags, 0o600)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(descriptor)  # releases the lock
+        return held(directory / _LOCK_FILE)
 
     def get(self, run_id: str, artifact_id: str) -> Artifact | None:
         """The artifact ``artifact_id`` of ``run_id``, or None (an id of the wrong shape too)."""

@@ -15,12 +15,13 @@ lock of a killed process, so the restarted one takes that slot, and its id, agai
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from orchestrator.lockfile import try_lock
 
 __all__ = ["InstanceClaim", "claim_instance_id"]
 
@@ -51,9 +52,7 @@ def claim_instance_id(state_dir: Path) -> InstanceClaim:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     for slot in range(_SLOTS):
         fd = os.open(directory / f"{slot}.id", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # another live orchestrator holds it
+        if not try_lock(fd):  # another live orchestrator holds it
             os.close(fd)
             continue
         text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()

@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
-import fcntl
 import os
 import re
 import shutil
@@ -46,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from orchestrator.errors import ConfigError
+from orchestrator.lockfile import open_lock, try_lock
 from orchestrator.sandbox._archive import KEPT, ArchiveLimitError, SafeWorkspace, WorkspaceReader
 from orchestrator.sandbox._wire import ENTRY_DIRECTORY, ENTRY_FILE, frame
 
@@ -183,10 +183,10 @@ class WorkspaceLock:
     async def __aenter__(self) -> None:
         await self._local.acquire()
         try:
-            descriptor = _open_lock(self._path)
+            descriptor = open_lock(self._path)
             try:
                 # Polled: another process holds it, and nothing here hears of its release.
-                while not _try_flock(descriptor):  # noqa: ASYNC110
+                while not try_lock(descriptor):  # noqa: ASYNC110
                     await asyncio.sleep(_LOCK_RETRY_S)
             except BaseException:
                 os.close(descriptor)
@@ -201,19 +201,6 @@ class WorkspaceLock:
         if descriptor is not None:
             os.close(descriptor)  # releases the flock
         self._local.release()
-
-
-def _open_lock(path: Path) -> int:
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-    return os.open(path, flags, 0o600)
-
-
-def _try_flock(descriptor: int) -> bool:
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
 
 
 def _lock_path(path: Path) -> Path:
@@ -374,9 +361,9 @@ def _recover(path: Path) -> None:
     parent = path.parent
     if not parent.is_dir():
         return
-    descriptor = _open_lock(_lock_path(path))
+    descriptor = open_lock(_lock_path(path))
     try:
-        if not _try_flock(descriptor):
+        if not try_lock(descriptor):
             return
         ours = re.compile(rf"\.{re.escape(path.name)}\.(new-[a-z0-9_]{{8}}|old-[0-9]+)")
         leftovers = sorted(
