@@ -3,9 +3,10 @@
 The runner returns a workspace as a stream of entries (``_wire``): directories,
 files with their content, files it says it left untouched, and entries it
 refused itself. Only regular files and directories are accepted; a path that
-is absolute, climbs out with ``..``, holds a NUL, repeats an earlier entry or
-sits under a file is refused and reported, and so is any other kind of
-entry. An "untouched" claim can only keep the host's own copy of a file the
+is absolute, climbs out with ``..``, holds a NUL, repeats an earlier entry,
+sits under a file or is a file where earlier entries sit (the runner sends
+parents first; a hostile one need not) is refused and reported, and so is
+any other kind of entry. An "untouched" claim can only keep the host's own copy of a file the
 host sent in: it brings no byte from the sandbox. Sizes and counts are capped
 as entries arrive, before any byte reaches the host's disk; nothing is written
 here (:mod:`orchestrator.sandbox.workspace` writes, under its own rules).
@@ -95,6 +96,8 @@ class WorkspaceReader:
         self._max_files = max_files
         self._total = 0
         self._safe = SafeWorkspace()
+        self._parents: set[PurePosixPath] = set()
+        """Every directory an accepted entry sits in: no file may take one of these names."""
 
     @property
     def room(self) -> int:
@@ -138,6 +141,8 @@ class WorkspaceReader:
             self._refuse(str(path), "duplicate entry")
         elif any(entries.get(parent) is not None for parent in path.parents):
             self._refuse(str(path), "a parent is a file")
+        elif kind != ENTRY_DIRECTORY and path in self._parents:
+            self._refuse(str(path), "a file where earlier entries have their directory")
         elif kind == ENTRY_KEPT and path not in self._sent:
             self._refuse(str(path), "kept, but never sent in")
         else:
@@ -146,6 +151,7 @@ class WorkspaceReader:
     def _accept(self, kind: bytes, mode: bytes, path: PurePosixPath, content: bytes | None) -> None:
         if len(self._safe.entries) >= self._max_files:
             raise ArchiveLimitError(f"more than {self._max_files} files and directories")
+        self._parents.update(path.parents)
         if kind == ENTRY_DIRECTORY:
             self._safe.entries[path] = None
             return

@@ -58,6 +58,27 @@ def test_duplicates_and_files_under_files_are_refused() -> None:
     assert sum("parent is a file" in reason for reason in safe.rejected) == 2
 
 
+@pytest.mark.parametrize("kind", [b"F644\0", b"K"])
+def test_a_file_where_earlier_entries_have_their_directory_is_refused(
+    tmp_path: Path, kind: bytes
+) -> None:
+    """Children before their parent (a hostile order): the file is refused, and the
+    rest applies instead of failing on the host's disk."""
+    workspace = WorkspaceManager(tmp_path).open("run")
+    (workspace.path / "a").write_bytes(b"old")
+    sent = workspace.outgoing(max_bytes=1024, max_files=10)
+    reader = workspace.reader(sent, max_bytes=1024, max_files=10)
+    reader.add(b"Da/b")
+    reader.add(b"F644\0a/c", b"child")
+    reader.add(kind + b"a", b"file" if kind != b"K" else None)
+    returned = reader.result()
+    assert returned.entries == {P("a/b"): None, P("a/c"): b"child"}
+    assert returned.rejected == ["a: a file where earlier entries have their directory"]
+    changes = workspace.apply(returned, sent)
+    assert changes.changed == ("a", "a/b", "a/c")
+    assert (workspace.path / "a" / "c").read_bytes() == b"child"
+
+
 def test_kept_files_bring_no_byte_from_the_sandbox() -> None:
     sent = {P("kept.txt"): 5, P("sub/deep.txt"): 7}
     safe = read([(b"Dsub", None), (b"Ksub/deep.txt", None), (b"Kkept.txt", b"forged")], sent=sent)
