@@ -3,13 +3,15 @@
 The runner returns a workspace as a stream of entries (``_wire``): directories,
 files with their content, files it says it left untouched, and entries it
 refused itself. Only regular files and directories are accepted; a path that
-is absolute, climbs out with ``..``, holds a NUL, repeats an earlier entry,
-sits under a file or is a file where earlier entries sit (the runner sends
-parents first; a hostile one need not) is refused and reported, and so is
-any other kind of entry. An "untouched" claim can only keep the host's own copy of a file the
-host sent in: it brings no byte from the sandbox. Sizes and counts are capped
-as entries arrive, before any byte reaches the host's disk; nothing is written
-here (:mod:`orchestrator.sandbox.workspace` writes, under its own rules).
+is absolute, climbs out with ``..``, holds a NUL, has a name past 255 bytes or
+is longer than 3 072 bytes (the host could not write it), repeats an earlier
+entry, sits under a file, or is a file named like the directory of entries
+before it (the runner sends parents first; a hostile one need not) is refused
+and reported, and so is any other kind of entry. An "untouched" claim can only
+keep the host's own copy of a file the host sent in: it brings no byte from
+the sandbox. Sizes and counts are capped as entries arrive, before any byte
+reaches the host's disk; nothing is written here
+(:mod:`orchestrator.sandbox.workspace` writes, under its own rules).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from orchestrator.sandbox._wire import (
 __all__ = ["KEPT", "ArchiveLimitError", "FrameSource", "SafeWorkspace", "WorkspaceReader"]
 
 _MAX_REASON = 200
+_MAX_NAME = 255
+_MAX_PATH = 3072
 
 
 class ArchiveLimitError(ValueError):
@@ -77,7 +81,20 @@ def _safe_path(name: str) -> PurePosixPath | str:
         return "path climbs out of the workspace"
     if not parts:
         return "empty path"
-    return PurePosixPath(*parts)
+    return _too_long(parts) or PurePosixPath(*parts)
+
+
+def _too_long(parts: list[str]) -> str | None:
+    """Why the host could not write this path into its tree, if it could not.
+
+    NAME_MAX of its filesystems; PATH_MAX less room for the workspace's own directory.
+    """
+    sizes = [len(part.encode("utf-8", "surrogateescape")) for part in parts]
+    if max(sizes) > _MAX_NAME:
+        return f"a name longer than {_MAX_NAME} bytes"
+    if sum(sizes) + len(sizes) - 1 > _MAX_PATH:
+        return f"path longer than {_MAX_PATH} bytes"
+    return None
 
 
 def _text(raw: bytes) -> str:
@@ -112,6 +129,9 @@ class WorkspaceReader:
     def _refuse(self, name: str, reason: str) -> None:
         if len(self._safe.rejected) >= self._max_files:
             raise ArchiveLimitError(f"more than {self._max_files} refused entries")
+        # Both cut: a hostile stream may name thousands of entries 64 KiB long.
+        if len(name) > _MAX_REASON:
+            name = f"{name[:_MAX_REASON]}… ({len(name)} characters)"
         self._safe.rejected.append(f"{name}: {reason[:_MAX_REASON]}")
 
     def add(self, header: bytes, content: bytes | None = None) -> None:

@@ -41,6 +41,8 @@ def read(
         (b"Rhard link to 'ok.txt'\0hard", "hard link"),
         (b"RFIFO\0fifo", "FIFO"),
         (b"Knever-sent.txt", "never sent in"),
+        (b"F644\0" + b"n" * 256, "a name longer than 255 bytes"),
+        (b"D" + b"/".join([b"d" * 255] * 13), "path longer than 3072 bytes"),
     ],
 )
 def test_refused_entries(header: bytes, reason: str) -> None:
@@ -56,6 +58,13 @@ def test_duplicates_and_files_under_files_are_refused() -> None:
     assert safe.entries == {P("a"): b"1"}
     assert sum("duplicate" in reason for reason in safe.rejected) == 1
     assert sum("parent is a file" in reason for reason in safe.rejected) == 2
+
+
+def test_refused_names_are_cut() -> None:
+    safe = read([(b"Rsocket\0" + b"s" * 60_000, None), (b"F644\0/" + b"a" * 60_000, b"x")])
+    assert [len(reason) < 300 for reason in safe.rejected] == [True, True]
+    assert "(60000 characters)" in safe.rejected[0]
+    assert "(60003 characters)" in safe.rejected[1]  # repr: quoted, and the leading "/"
 
 
 @pytest.mark.parametrize("kind", [b"F644\0", b"K"])
