@@ -6,6 +6,7 @@ import fcntl
 import gc
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 import warnings
@@ -252,3 +253,16 @@ def gates_root() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="stk-g-", dir="/tmp"))
     yield root
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 48 KiB tmpfs, mounted for the test and unmounted after it."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k,mode=0700", "tmpfs", str(mount)],
+                   check=True)  # fmt: skip
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)

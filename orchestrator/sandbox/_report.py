@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,6 +34,8 @@ __all__ = [
     "with_printed",
     "workspace_follows",
 ]
+
+_log = logging.getLogger(__name__)
 
 HEADER_LIMIT = 64 * 1024
 """Largest report frame (JSON) a runner may send."""
@@ -176,10 +179,18 @@ async def replied_applying(
     **fields: Any,
 ) -> ExecResult:
     """:func:`replied`, once the workspace the runner returned (when one came back and
-    was not rejected) has replaced the run's, in a thread."""
+    was not rejected) has replaced the run's, in a thread; if the host cannot write it,
+    the call's workspace is rejected (the run's stays as it was)."""
     changes = WorkspaceChanges(changed=(), rejected=())
     if rejection is None and returned is not None and workspace is not None and sent is not None:
-        changes = await asyncio.to_thread(workspace.apply, returned, sent)
+        try:
+            changes = await asyncio.to_thread(workspace.apply, returned, sent)
+        except OSError as exc:
+            # The host's disk (full, failing), not the tool: the operator gets the
+            # path, the caller the cause and what the tool printed.
+            _log.warning("could not save the workspace of run %s: %s", workspace.run_id, exc)
+            cause = exc.strerror or type(exc).__name__
+            rejection = f"the host could not save the workspace the call left ({cause})"
     return replied(report, stdout, stderr, rejection=rejection, changes=changes, **fields)
 
 

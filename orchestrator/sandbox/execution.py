@@ -82,7 +82,8 @@ class ExecStatus(StrEnum):
     OUTPUT_TRUNCATED = "output_truncated"
     """Exit 0, but stdout or stderr went past the profile's cap."""
     WORKSPACE_REJECTED = "workspace_rejected"
-    """The program ran, but what it left in the workspace broke the quota; nothing was kept."""
+    """The program ran, but what it left in the workspace was not kept: it broke the quota,
+    or the host could not write it; the run's workspace is as it was."""
 
 
 class ExecResult(StrictModel):

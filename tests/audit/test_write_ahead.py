@@ -14,11 +14,9 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from click.testing import CliRunner
 
 from orchestrator.approvals import ApprovalStore, AutoApprovalRule, AutoApprover
@@ -170,19 +168,6 @@ async def test_the_intent_follows_the_approval(tmp_path: Path) -> None:
     assert events == ["approval_requested", "approval_decided", "intent", "call"]
     (intent,) = records(log, "intent")
     assert intent["decision"] == "require_approval" and intent["approval"]["status"] == "approved"
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 48 KiB tmpfs, mounted for the test and unmounted after it."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k,mode=0700", "tmpfs", str(mount)],
-                   check=True)  # fmt: skip
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 async def test_a_full_disk_runs_no_call_without_its_intent(tiny_disk: Path) -> None:

@@ -2,21 +2,24 @@
 
 The engine's part (real containers killed, OOM-killed, removed) is in
 ``test_adversarial.py`` and ``test_engine_trouble.py``; here, the reading of
-the engine's state each backend hands over.
+the engine's state each backend hands over, and a reply whose workspace the
+host cannot write.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from orchestrator.errors import ErrorCode, InfrastructureError
-from orchestrator.sandbox._report import died, failed
+from orchestrator.sandbox._report import RunnerReport, died, failed, replied_applying
 from orchestrator.sandbox.execution import ExecStatus
 from orchestrator.sandbox.live import LIVE_TAG, LiveDecoder
 from orchestrator.sandbox.profile import SandboxProfile
+from orchestrator.sandbox.workspace import WorkspaceManager
 
 FIELDS: dict[str, Any] = {
     "image_digest": "sha256:abc",
@@ -81,3 +84,29 @@ def test_any_other_end_is_an_error_with_its_exit_code() -> None:
     result = died({"ExitCode": 3}, SandboxProfile(), FIELDS, time.monotonic(), None)
     assert result.status is ExecStatus.ERROR
     assert result.message == "the sandbox died before replying (exit code 3)"
+
+
+async def test_a_workspace_the_host_cannot_write_is_rejected_with_what_the_tool_printed(
+    tiny_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    workspace = WorkspaceManager(tiny_disk).open("run")
+    (workspace.path / "kept.txt").write_bytes(b"before")
+    sent = workspace.outgoing(max_bytes=1 << 20, max_files=10)
+    reader = workspace.reader(sent, max_bytes=1 << 20, max_files=10)
+    reader.add(b"F644\0big.bin", b"x" * (100 << 10))  # more than the 48 KiB disk holds
+    reader.add(b"Kkept.txt")
+    report = RunnerReport(exit_code=0, stdout_total=6)
+    result = await replied_applying(
+        report, b"done.\n", b"", rejection=None, workspace=workspace, sent=sent,
+        returned=reader.result(), duration_s=0.1, **FIELDS,
+    )  # fmt: skip
+    assert result.status is ExecStatus.WORKSPACE_REJECTED
+    assert result.message == (
+        "the host could not save the workspace the call left (No space left on device); "
+        "workspace left unchanged"
+    )
+    assert str(tiny_disk) not in result.message  # the host's paths stay in its log
+    assert (result.stdout, result.files_changed) == ("done.\n", ())
+    assert sorted(path.name for path in tiny_disk.iterdir()) == [".run.lock", "run"]
+    assert [path.name for path in workspace.path.iterdir()] == ["kept.txt"]
+    assert "could not save the workspace of run run" in caplog.text
