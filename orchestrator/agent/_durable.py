@@ -43,6 +43,7 @@ from typing import Any
 
 from orchestrator.agent._run_state import RunState
 from orchestrator.errors import ErrorCode, InfrastructureError, UsageError
+from orchestrator.private import private_file
 from orchestrator.sandbox.labels import Owner, current_owner
 
 __all__ = [
@@ -164,10 +165,9 @@ class RunStore:
         self._path = path
         self._clock = clock
         self._local = threading.local()
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_file(path)
         with self._connect("runs.open") as db:
             db.executescript(_SCHEMA)
-        path.chmod(0o600)
 
     @property
     def path(self) -> Path:

@@ -34,6 +34,7 @@ from typing import Any
 
 from orchestrator.approvals._request import ApprovalRequest, ApprovalScope, ApprovalStatus
 from orchestrator.errors import ErrorCode, InfrastructureError, NotFoundError, UsageError
+from orchestrator.private import private_file
 
 __all__ = ["ApprovalStore"]
 
@@ -106,7 +107,7 @@ class ApprovalStore:
         self._path = Path(path)
         self._clock = clock
         self._busy_timeout_s = busy_timeout_s
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self._path)  # requests hold calls' arguments
         with self._connect("approvals.open") as db:
             # WAL is a property of the file: set once, every later connection uses it.
             db.execute("PRAGMA journal_mode=WAL")

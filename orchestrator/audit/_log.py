@@ -142,7 +142,7 @@ class AuditLog:
         self._group: GroupCommit[AuditRecord | _Prepared, dict[str, Any]] = GroupCommit(
             self._commit, name=f"stockade-audit-writer:{self._path.name}"
         )
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         _LIVE.add(self)
 
     @property

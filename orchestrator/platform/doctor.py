@@ -93,7 +93,7 @@ class _Doctor:
     def state_dir(self) -> None:
         state = self.settings.state_dir
         try:
-            state.mkdir(parents=True, exist_ok=True)
+            state.mkdir(mode=0o700, parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=state, prefix=".doctor-"):
                 pass
         except OSError as exc:

@@ -59,6 +59,7 @@ from orchestrator.policy._limitstore import (
     gcra,
     has_room,
 )
+from orchestrator.private import private_file
 
 __all__ = ["SqliteLimitStore"]
 
@@ -151,7 +152,7 @@ class SqliteLimitStore(LimitStore):
 
     def _open(self) -> sqlite3.Connection:
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self._path)
             # The connection is used by one thread at a time, under self._lock.
             db = sqlite3.connect(
                 self._path,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import sqlite3
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import ErrorCode, InfrastructureError, UsageError
+from orchestrator.private import private_file
 from orchestrator.server._roles import Role
 
 __all__ = ["PRINCIPAL_PATTERN", "IssuedToken", "TokenInfo", "TokenStore"]
@@ -128,11 +128,9 @@ class TokenStore:
         self._path = Path(path)
         self._clock = clock
         self._busy_timeout_s = busy_timeout_s
-        self._path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            # Hashes only, but nobody else needs to read them (SQLite's -wal
-            # and -shm files take the database's permissions).
-            os.close(os.open(self._path, os.O_CREAT | os.O_RDWR, 0o600))
+            # Hashes only, but nobody else needs to read them.
+            private_file(self._path)
         except OSError as exc:
             raise self._error("tokens.open", exc) from exc
         with self._connect("tokens.open") as db:

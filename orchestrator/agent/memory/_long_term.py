@@ -63,6 +63,7 @@ from orchestrator.agent.memory._records import (
     Vectors,
 )
 from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.private import private_file
 
 __all__ = ["LongTermMemory"]
 
@@ -134,7 +135,7 @@ class LongTermMemory:
         self._data_version: int | None = None
         self._writes = 0
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self._path)
             self._db = sqlite3.connect(
                 self._path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
             )
