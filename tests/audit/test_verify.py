@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -116,12 +117,24 @@ def test_tail_reads_and_follows(tmp_path: Path) -> None:
     assert list(partial) == []
 
 
-def audit_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def audit_cli(*args: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "STOCKADE_HOME": str(home)} if home else None
     return subprocess.run(
         [sys.executable, "-m", "orchestrator", "audit", *args],
         capture_output=True,
         text=True,
         check=False,
+        env=env,
+    )
+
+
+def test_cli_verify_without_a_log_says_so(tmp_path: Path) -> None:
+    """Nothing recorded yet (a fresh state directory): a usage error, not a traceback."""
+    missing = audit_cli("verify", home=tmp_path)
+    assert missing.returncode == 2
+    assert missing.stderr == (
+        f"Error: no audit log at {tmp_path / 'audit.jsonl'}: nothing is recorded there yet; "
+        "name the log (PATH) or the configuration whose audit.path it is (--config)\n"
     )
 
 
