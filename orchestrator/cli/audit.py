@@ -12,7 +12,6 @@ from orchestrator.audit import OpenIntent, tail, verify
 from orchestrator.audit.timeline import CallEntry, call_timeline
 from orchestrator.cli._common import (
     EXIT_FAILED,
-    EXIT_USAGE,
     config_option,
     echo_json,
     json_option,
@@ -59,12 +58,10 @@ def audit_verify(config_file: Path | None, as_json: bool, path: Path | None) -> 
     try:
         report = verify(log)
     except FileNotFoundError as exc:
-        failure = click.ClickException(
+        raise click.UsageError(
             f"{exc}: nothing is recorded there yet; name the log (PATH) or the configuration "
             "whose audit.path it is (--config)"
-        )
-        failure.exit_code = EXIT_USAGE
-        raise failure from exc
+        ) from exc
     # A rotated log is several files, one chain; a problem is named with its own file.
     bad = str(report.file) if report.file else None
     if as_json:

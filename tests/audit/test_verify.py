@@ -132,10 +132,11 @@ def test_cli_verify_without_a_log_says_so(tmp_path: Path) -> None:
     """Nothing recorded yet (a fresh state directory): a usage error, not a traceback."""
     missing = audit_cli("verify", home=tmp_path)
     assert missing.returncode == 2
-    assert missing.stderr == (
-        f"Error: no audit log at {tmp_path / 'audit.jsonl'}: nothing is recorded there yet; "
+    assert missing.stderr.endswith(
+        f"\nError: no audit log at {tmp_path / 'audit.jsonl'}: nothing is recorded there yet; "
         "name the log (PATH) or the configuration whose audit.path it is (--config)\n"
     )
+    assert "Traceback" not in missing.stderr
 
 
 def test_cli_verify_and_tail(tmp_path: Path) -> None:
