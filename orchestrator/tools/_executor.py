@@ -71,6 +71,7 @@ def tool_result(call: ToolCall, result: ExecResult) -> ToolResult:
         "exit_code": result.exit_code,
         "duration_s": result.duration_s,
         "files_changed": result.files_changed,
+        "files_rejected": result.files_rejected,
         "image_digest": result.image_digest,
         "host": result.host,
         "truncated": result.truncated,

@@ -13,6 +13,9 @@ from orchestrator.strict import StrictModel
 
 __all__ = ["ToolCall", "ToolResult", "ToolStatus"]
 
+_REJECTED_SHOWN = 20
+"""Workspace entries not kept that a model reads one by one (the rest are counted)."""
+
 
 class ToolStatus(StrEnum):
     """How a tool call ended, as the model and the audit log see it."""
@@ -69,6 +72,9 @@ class ToolResult(StrictModel):
     """Wall-clock time of the call."""
     files_changed: tuple[str, ...] = ()
     """Workspace paths the call added, modified or deleted."""
+    files_rejected: tuple[str, ...] = ()
+    """Entries the call left in the workspace that were not kept, each with why (a link,
+    a FIFO, a name the host cannot hold, …): the next call will not find them."""
     image_digest: str | None = None
     """Digest of the image the tool ran in."""
     host: str | None = None
@@ -90,9 +96,18 @@ class ToolResult(StrictModel):
             *(f"artifact dropped: {reason}" for reason in self.artifacts_dropped),
         ]
 
+    def rejected_lines(self) -> list[str]:
+        """One line per workspace entry not kept (the first few, then how many more)."""
+        shown = [f"not kept in the workspace: {entry}" for entry in self.files_rejected]
+        if len(shown) > _REJECTED_SHOWN:
+            more = len(shown) - _REJECTED_SHOWN
+            shown = [*shown[:_REJECTED_SHOWN], f"and {more} more entries not kept"]
+        return shown
+
     def for_model(self) -> str:
-        """The text a model reads as the tool's answer (artifacts as one line each)."""
-        lines = self.artifact_lines()
+        """The text a model reads as the tool's answer (artifacts, and workspace entries not
+        kept, as one line each)."""
+        lines = [*self.artifact_lines(), *self.rejected_lines()]
         if self.status is ToolStatus.OK:
             return "\n".join([self.output, *lines] if self.output else lines)
         parts = [f"[{self.status.value}]"]

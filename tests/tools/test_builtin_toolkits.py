@@ -40,6 +40,28 @@ async def test_python_run_output_and_numpy(gateway: Gateway) -> None:
     assert result.image_digest and result.image_digest.startswith("sha256:")
 
 
+async def test_entries_not_kept_in_the_workspace_are_named_to_the_model(
+    gateway: Gateway,
+) -> None:
+    """A link or a FIFO the call leaves does not come back: the model reads which, and why."""
+    made = await gateway.call(
+        call(
+            "shell.run",
+            run_id="r1",
+            command="echo hi > data.txt; ln -s data.txt latest; mkfifo pipe",
+        )
+    )
+    assert made.status is ToolStatus.OK, made
+    assert made.files_changed == ("data.txt",)
+    assert made.files_rejected == ("latest: symbolic link to 'data.txt'", "pipe: FIFO")
+    assert made.for_model().endswith(
+        "\nnot kept in the workspace: latest: symbolic link to 'data.txt'"
+        "\nnot kept in the workspace: pipe: FIFO"
+    )
+    listed = await gateway.call(call("shell.run", run_id="r1", command="ls"))
+    assert json.loads(listed.output)["stdout"] == "data.txt\n"
+
+
 async def test_python_run_exception_shows_traceback(gateway: Gateway) -> None:
     result = await gateway.call(call("python.run", code="def f():\n    1 / 0\nf()"))
     assert result.status is ToolStatus.OK, "the tool ran; the snippet failed"

@@ -223,3 +223,20 @@ def test_cli_lists_tools_and_prints_schemas() -> None:
         check=False,
     )
     assert missing.returncode == 2 and "unknown tool" in missing.stderr
+
+
+def test_a_model_reads_the_first_entries_not_kept_and_how_many_more() -> None:
+    rejected = tuple(f"l{n}: symbolic link to 'x'" for n in range(25))
+    result = ToolResult(call_id="c", name="shell.run", status=ToolStatus.OK, output="done",
+                        files_rejected=rejected)  # fmt: skip
+    lines = result.for_model().splitlines()
+    assert lines[0] == "done"
+    assert lines[1:3] == [
+        "not kept in the workspace: l0: symbolic link to 'x'",
+        "not kept in the workspace: l1: symbolic link to 'x'",
+    ]
+    assert lines[-2:] == [
+        "not kept in the workspace: l19: symbolic link to 'x'",
+        "and 5 more entries not kept",
+    ]
+    assert len(lines) == 22
