@@ -3,8 +3,9 @@
 Built on the official ``mcp`` SDK's low-level :class:`~mcp.server.lowlevel.Server`
 (a tool list known only at run time). It validates nothing itself: the
 gateway checks arguments, policy, rate limits and approvals, and audits.
-A result maps to one text content (the output, or the status and error) with
-the whole :class:`~orchestrator.tools.ToolResult` as structured content, and
+A result maps to one text content (the output, or the status and error, then a
+line per artifact and per workspace entry not kept) with the whole
+:class:`~orchestrator.tools.ToolResult` as structured content, and
 ``isError`` for every status but ``ok``. While a call waits for approval,
 :class:`~orchestrator.server._mcp_waits.McpWaits` reports it as progress.
 """
@@ -40,6 +41,10 @@ def mcp_result(result: ToolResult) -> types.CallToolResult:
         text = f"{result.status.value}: {result.error or 'the call failed'}"
         if result.output:
             text += f"\n{result.output}"
+    # What a client's model reads: the artifacts and the entries not kept, too.
+    text = "\n".join(
+        [*([text] if text else []), *result.artifact_lines(), *result.rejected_lines()]
+    )
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=text)],
         structured_content=result.model_dump(mode="json"),
