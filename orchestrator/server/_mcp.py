@@ -4,7 +4,8 @@ Built on the official ``mcp`` SDK's low-level :class:`~mcp.server.lowlevel.Serve
 (a tool list known only at run time). It validates nothing itself: the
 gateway checks arguments, policy, rate limits and approvals, and audits.
 A result maps to one text content (the output, or the status and error, then a
-line per artifact and per workspace entry not kept) with the whole
+line per artifact and per workspace entry not kept), then one image content
+per raster image artifact within the agent's caps, with the whole
 :class:`~orchestrator.tools.ToolResult` as structured content, and
 ``isError`` for every status but ``ok``. While a call waits for approval,
 :class:`~orchestrator.server._mcp_waits.McpWaits` reports it as progress.
@@ -12,9 +13,11 @@ line per artifact and per workspace entry not kept) with the whole
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import os
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +27,8 @@ from mcp.server.lowlevel import Server
 from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from orchestrator.agent._images import pick
+from orchestrator.artifacts import Artifact
 from orchestrator.platform import Platform
 from orchestrator.server._mcp_live import output_progress
 from orchestrator.server._mcp_rounds import McpRounds
@@ -33,8 +38,11 @@ from orchestrator.tools import ToolCall, ToolResult, ToolStatus
 __all__ = ["Identify", "McpCaller", "McpRefused", "mcp_result", "mcp_server"]
 
 
-def mcp_result(result: ToolResult) -> types.CallToolResult:
-    """A gateway result as MCP's: text content, the result as structured content, isError."""
+def mcp_result(
+    result: ToolResult, images: Sequence[tuple[Artifact, bytes]] = ()
+) -> types.CallToolResult:
+    """A gateway result as MCP's: text content (then ``images``, the call's raster image
+    artifacts with their bytes, as image content), the result as structured content, isError."""
     failed = result.status is not ToolStatus.OK
     text = result.output
     if failed:
@@ -45,11 +53,33 @@ def mcp_result(result: ToolResult) -> types.CallToolResult:
     text = "\n".join(
         [*([text] if text else []), *result.artifact_lines(), *result.rejected_lines()]
     )
+    shown = [
+        types.ImageContent(
+            type="image", data=base64.b64encode(data).decode("ascii"), mime_type=artifact.media_type
+        )
+        for artifact, data in images
+    ]
     return types.CallToolResult(
-        content=[types.TextContent(type="text", text=text)],
+        content=[types.TextContent(type="text", text=text), *shown],
         structured_content=result.model_dump(mode="json"),
         is_error=failed,
     )
+
+
+async def _shown_images(
+    platform: Platform, result: ToolResult, run_id: str
+) -> list[tuple[Artifact, bytes]]:
+    """The call's image artifacts a client's model may be shown, with their bytes (the agent's
+    caps: raster types only, never SVG, a few MiB); an image that cannot be read is left out
+    (its text line stays)."""
+    shown = []
+    for _, artifact in pick([(result.call_id, artifact) for artifact in result.artifacts]):
+        try:
+            data = await asyncio.to_thread(platform.artifacts.read, run_id, artifact)
+        except OSError:
+            continue
+        shown.append((artifact, data))
+    return shown
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -120,9 +150,11 @@ def mcp_server(
         )
         if waits is None:
             async with output_progress(ctx) as on_output:
-                return mcp_result(await platform.gateway.call(call, on_output=on_output))
-        async with waits.calling(call, ctx), output_progress(ctx) as on_output:
-            return mcp_result(await platform.gateway.call(call, on_output=on_output))
+                result = await platform.gateway.call(call, on_output=on_output)
+        else:
+            async with waits.calling(call, ctx), output_progress(ctx) as on_output:
+                result = await platform.gateway.call(call, on_output=on_output)
+        return mcp_result(result, await _shown_images(platform, result, who.run_id))
 
     async def _in_rounds(
         ctx: ServerRequestContext[Any], params: types.CallToolRequestParams, who: McpCaller
@@ -142,7 +174,7 @@ def mcp_server(
         if isinstance(answer, str):
             return _refused(answer)
         if isinstance(answer, ToolResult):
-            return mcp_result(answer)
+            return mcp_result(answer, await _shown_images(platform, answer, who.run_id))
         return answer
 
     server: Server[Any] = Server(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import sys
@@ -29,6 +30,9 @@ rules:
   - {name: no-deleting, tools: files.delete, decision: deny, reason: nothing is deleted here}
   - {name: everything-else, tools: "*", decision: allow}
 """
+
+
+CHART = "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"
 
 
 def _text(result: types.CallToolResult) -> str:
@@ -77,6 +81,7 @@ async def test_tools_listed_called_and_a_denial_is_an_error_result(
             ran = await session.call_tool("python.run", {"code": "print(6 * 7)"})
             denied = await session.call_tool("files.delete", {"path": "a.txt"})
             invalid = await session.call_tool("python.run", {"cod": "print(1)"})
+            charted = await session.call_tool("python.run", {"code": CHART})
     finally:
         errors.close()
     tools = {tool.name: tool for tool in listed.tools}
@@ -90,10 +95,18 @@ async def test_tools_listed_called_and_a_denial_is_an_error_result(
     assert _text(denied).startswith("denied: ")
     assert "nothing is deleted here" in _text(denied)
     assert isinstance(invalid, types.CallToolResult) and invalid.is_error is True
+    # A chart the call drew: named in the text, and shown as an image.
+    assert isinstance(charted, types.CallToolResult) and charted.is_error is False
+    text, image = charted.content
+    assert (
+        isinstance(text, types.TextContent) and "\nartifact: figure-1.png, image/png" in text.text
+    )
+    assert isinstance(image, types.ImageContent) and image.mime_type == "image/png"
+    assert base64.b64decode(image.data).startswith(b"\x89PNG\r\n\x1a\n")
     audit = stockade_home / "audit.jsonl"
     calls = [r for r in map(json.loads, audit.read_text().splitlines()) if r["event"] == "call"]
     assert {(r["principal"], r["run_id"]) for r in calls} == {("alice", "mcp-run")}
-    assert [r["status"] for r in calls][:2] == ["ok", "denied"]
+    assert [r["status"] for r in calls] == ["ok", "denied", "invalid_arguments", "ok"]
     # The server process removed its containers when the client closed it.
     assert containers_of(docker_client, server_pid) == []
 
