@@ -96,6 +96,10 @@ class Outgoing:
     """Each regular file sent: size and owner-execute bit."""
     directories: frozenset[PurePosixPath]
     """Each directory sent."""
+    stayed: tuple[PurePosixPath, ...] = ()
+    """Entries that did not travel (links, FIFOs… the host's user put there): kept as they
+    are in the new tree, unless the call put something at their path or removed their
+    directory."""
 
     @property
     def sizes(self) -> dict[PurePosixPath, int]:
@@ -223,13 +227,15 @@ class Workspace:
         """The current content as entries for the runner, parents first (nothing read yet).
 
         Only regular files and directories travel; links and special files
-        (which only the host's user could have put here) stay behind.
+        (which only the host's user could have put here) stay behind, and
+        stay in the workspace when the call's changes are applied.
         Raises :class:`ArchiveLimitError` if the content breaks the quota of
         the container it is meant for: it could not come back.
         """
         entries: list[tuple[bytes, bytes | None]] = []
         files: dict[PurePosixPath, tuple[int, bool]] = {}
         directories: set[PurePosixPath] = set()
+        stayed: list[PurePosixPath] = []
         total = 0
         pending = [b""]
         root = os.fsencode(self.path)
@@ -251,6 +257,8 @@ class Workspace:
                     entries.append((ENTRY_FILE + mode + b"\0" + relative, entry.path))
                     executable = bool(info.st_mode & stat.S_IXUSR)
                     files[PurePosixPath(os.fsdecode(relative))] = (info.st_size, executable)
+                else:
+                    stayed.append(PurePosixPath(os.fsdecode(relative)))
             pending.extend(reversed(subdirectories))
         if total > max_bytes:
             raise ArchiveLimitError(
@@ -261,7 +269,11 @@ class Workspace:
                 f"the workspace holds more than {max_files} files and directories"
             )
         return Outgoing(
-            root=self.path, entries=entries, files=files, directories=frozenset(directories)
+            root=self.path,
+            entries=entries,
+            files=files,
+            directories=frozenset(directories),
+            stayed=tuple(stayed),
         )
 
     def reader(self, sent: Outgoing, *, max_bytes: int, max_files: int) -> WorkspaceReader:
@@ -315,6 +327,9 @@ class Workspace:
                     handle.write(value)
                     os.fsync(handle.fileno())
                 target.chmod(0o700 if path in returned.executable else 0o600)
+            self._keep_stayed(sent, returned, staging)
+            # The workspace's own mode stays (a directory given with --workspace).
+            staging.chmod(stat.S_IMODE(self.path.stat().st_mode))
             for directory in directories:
                 _fsync_directory(directory)
             if _exchange(staging, self.path):
@@ -331,6 +346,24 @@ class Workspace:
         return WorkspaceChanges(
             changed=tuple(changed), rejected=rejected, outputs=_outputs(returned, changed)
         )
+
+    def _keep_stayed(self, sent: Outgoing, returned: SafeWorkspace, staging: Path) -> None:
+        """Put the entries that never travelled into the new tree, where it still has room."""
+        for path in sent.stayed:
+            parent = path.parent
+            source, target = self.path.joinpath(*path.parts), staging.joinpath(*path.parts)
+            if (
+                path in returned.entries
+                or (parent != PurePosixPath(".") and returned.entries.get(parent, KEPT) is not None)
+                or os.path.lexists(target)
+            ):
+                continue  # the call wrote there (or below), or removed or replaced the directory
+            try:  # the entry itself, never what a link points to
+                os.link(source, target, follow_symlinks=False)
+            except OSError:
+                if not source.is_symlink():
+                    raise
+                target.symlink_to(os.readlink(source))
 
 
 def _outputs(returned: SafeWorkspace, changed: list[str]) -> tuple[tuple[str, bytes], ...]:

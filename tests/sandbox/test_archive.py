@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
@@ -158,10 +159,45 @@ def test_workspace_apply_is_atomic_and_reports_changes(tmp_path: Path) -> None:
     assert len(changes.rejected) == 1
     assert (workspace.path / "edit.txt").read_text() == "new"
     assert (workspace.path / "keep.txt").stat().st_ino == inode, "kept, not copied"
-    assert not (workspace.path / "link").exists()
+    assert os.readlink(workspace.path / "link") == "/etc/passwd", "it stays, never followed"
     assert not (tmp_path / "evil").exists()
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == [".run-1.lock", "run-1"], "no staging left behind"
+
+
+def test_entries_that_never_travel_stay_unless_the_call_took_their_place(
+    tmp_path: Path,
+) -> None:
+    """A directory given with ``--workspace`` holds the user's links and FIFOs: a call that
+    changes something else must not delete them, nor change the directory's mode."""
+    root = tmp_path / "mine"
+    root.mkdir(mode=0o755)
+    root.chmod(0o755)
+    (root / "data.txt").write_text("kept")
+    (root / "latest").symlink_to("data.txt")
+    (root / "elsewhere").symlink_to(tmp_path)  # a directory outside: never followed
+    os.mkfifo(root / "pipe")
+    (root / "old").mkdir()
+    (root / "old" / "link").symlink_to("../data.txt")
+    (root / "taken").symlink_to("data.txt")
+    workspace = WorkspaceManager(tmp_path).open("mine")
+    sent = workspace.outgoing(max_bytes=1024, max_files=10)
+    assert sent.stayed == (P("elsewhere"), P("latest"), P("pipe"), P("taken"), P("old/link"))
+    back = returned(
+        sent,
+        (b"Kdata.txt", None),
+        (b"F644\0new.txt", b"new"),
+        (b"F644\0taken", b"the call's file"),  # where a link was: the call's wins
+        (b"F644\0elsewhere/planted", b"x"),  # a hostile "parent" where a link was
+    )  # "old" is gone: the call removed it, and the link in it with it
+    changes = workspace.apply(back, sent)
+    assert changes.changed == ("elsewhere/planted", "new.txt", "old", "taken")
+    assert os.readlink(root / "latest") == "data.txt"
+    assert stat.S_ISFIFO(os.lstat(root / "pipe").st_mode)
+    assert (root / "taken").read_bytes() == b"the call's file"
+    assert not (root / "elsewhere").is_symlink() and not (tmp_path / "planted").exists()
+    assert not (root / "old").exists()
+    assert stat.S_IMODE(root.stat().st_mode) == 0o755
 
 
 def test_a_call_that_changed_nothing_writes_nothing(tmp_path: Path) -> None:
