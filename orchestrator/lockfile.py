@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["held", "open_lock", "try_lock"]
+__all__ = ["held", "open_lock", "release_lock_file", "try_lock", "try_lock_file"]
 
 
 def open_lock(path: Path) -> int:
@@ -42,3 +42,34 @@ def held(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(descriptor)  # releases the lock
+
+
+def try_lock_file(path: Path) -> int | None:
+    """The lock file at ``path`` taken, as a descriptor; None while another holds it. Never
+    waits.
+
+    For lock files that exist only while held (:func:`release_lock_file` removes them):
+    a lock won on a file removed meanwhile (its holder released it) excludes nobody,
+    so the file now at ``path`` is tried instead.
+    """
+    while True:
+        descriptor = open_lock(path)
+        if not try_lock(descriptor):
+            os.close(descriptor)
+            return None
+        try:
+            same = os.path.samestat(os.fstat(descriptor), os.stat(path, follow_symlinks=False))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return descriptor
+        os.close(descriptor)
+
+
+def release_lock_file(descriptor: int, path: Path) -> None:
+    """Release a lock taken with :func:`try_lock_file`, removing its file (no lock file is
+    left beside what it guards; the next taker makes a new one)."""
+    try:
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(descriptor)

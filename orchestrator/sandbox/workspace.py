@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from orchestrator.errors import ConfigError
-from orchestrator.lockfile import open_lock, try_lock
+from orchestrator.lockfile import release_lock_file, try_lock_file
 from orchestrator.sandbox._archive import KEPT, ArchiveLimitError, SafeWorkspace, WorkspaceReader
 from orchestrator.sandbox._wire import ENTRY_DIRECTORY, ENTRY_FILE, frame
 
@@ -171,7 +171,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 class WorkspaceLock:
     """Calls of one run take turns on its workspace: within a process (an asyncio lock) and
     between the processes sharing the workspaces' directory (an exclusive ``flock`` on
-    ``.<run id>.lock`` beside the workspace).
+    ``.<run id>.lock`` beside the workspace, which exists only while a call holds it).
 
     The ``flock`` is tried without blocking, and tried again every
     :data:`_LOCK_RETRY_S` while another process holds it: the event loop never
@@ -179,7 +179,7 @@ class WorkspaceLock:
     """
 
     def __init__(self, path: Path) -> None:
-        """``path``: the lock file (created on first use)."""
+        """``path``: the lock file (made by each taker, removed on release)."""
         self._path = path
         self._local = asyncio.Lock()
         self._descriptor: int | None = None
@@ -187,14 +187,9 @@ class WorkspaceLock:
     async def __aenter__(self) -> None:
         await self._local.acquire()
         try:
-            descriptor = open_lock(self._path)
-            try:
-                # Polled: another process holds it, and nothing here hears of its release.
-                while not try_lock(descriptor):  # noqa: ASYNC110
-                    await asyncio.sleep(_LOCK_RETRY_S)
-            except BaseException:
-                os.close(descriptor)
-                raise
+            # Polled: another process holds it, and nothing here hears of its release.
+            while (descriptor := try_lock_file(self._path)) is None:  # noqa: ASYNC110
+                await asyncio.sleep(_LOCK_RETRY_S)
         except BaseException:
             self._local.release()
             raise
@@ -203,7 +198,9 @@ class WorkspaceLock:
     async def __aexit__(self, *_exc: object) -> None:
         descriptor, self._descriptor = self._descriptor, None
         if descriptor is not None:
-            os.close(descriptor)  # releases the flock
+            # The file goes with the lock: nothing is left beside a directory
+            # given with --workspace.
+            release_lock_file(descriptor, self._path)
         self._local.release()
 
 
@@ -394,10 +391,11 @@ def _recover(path: Path) -> None:
     parent = path.parent
     if not parent.is_dir():
         return
-    descriptor = open_lock(_lock_path(path))
+    lock = _lock_path(path)
+    descriptor = try_lock_file(lock)
+    if descriptor is None:
+        return
     try:
-        if not try_lock(descriptor):
-            return
         ours = re.compile(rf"\.{re.escape(path.name)}\.(new-[a-z0-9_]{{8}}|old-[0-9]+)")
         leftovers = sorted(
             entry for entry in parent.iterdir() if ours.fullmatch(entry.name) is not None
@@ -408,7 +406,7 @@ def _recover(path: Path) -> None:
             else:
                 shutil.rmtree(leftover, ignore_errors=True)
     finally:
-        os.close(descriptor)
+        release_lock_file(descriptor, lock)
 
 
 class WorkspaceManager:
@@ -445,5 +443,3 @@ class WorkspaceManager:
         path = workspace.path if workspace else self._root / run_id
         if not keep:
             shutil.rmtree(path, ignore_errors=True)
-            # The run is over: nobody takes turns on its workspace any more.
-            _lock_path(path).unlink(missing_ok=True)

@@ -162,7 +162,7 @@ def test_workspace_apply_is_atomic_and_reports_changes(tmp_path: Path) -> None:
     assert os.readlink(workspace.path / "link") == "/etc/passwd", "it stays, never followed"
     assert not (tmp_path / "evil").exists()
     left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == [".run-1.lock", "run-1"], "no staging left behind"
+    assert left == ["run-1"], "no staging (nor lock file) left behind"
 
 
 def test_entries_that_never_travel_stay_unless_the_call_took_their_place(

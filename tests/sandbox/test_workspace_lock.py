@@ -16,7 +16,11 @@ import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
+
+from spawned import BOUND_S, in_processes
 
 from orchestrator.sandbox.workspace import WorkspaceManager
 
@@ -81,3 +85,43 @@ def test_recovery_takes_nothing_of_another_run(tmp_path: Path) -> None:
     workspace = WorkspaceManager(tmp_path).open("a")
     assert list(workspace.path.iterdir()) == [], "another run's tree became this workspace"
     assert all(tree.is_dir() for tree in others)
+
+
+async def test_the_lock_file_exists_only_while_a_call_holds_it(tmp_path: Path) -> None:
+    """Nothing is left beside the workspace: a directory given with ``--workspace`` sits
+    among the user's own files."""
+    workspace = WorkspaceManager(tmp_path).open("r1")
+    assert [path.name for path in tmp_path.iterdir()] == ["r1"]
+    async with workspace.lock:
+        assert (tmp_path / ".r1.lock").exists()
+    assert [path.name for path in tmp_path.iterdir()] == ["r1"]
+
+
+def _count_in_turns(
+    root: Path, calls: int, start: Barrier, results: Queue[tuple[str, int]]
+) -> None:
+    """One process's calls: each reads the count, waits a little, and writes it plus one."""
+
+    async def calls_in_turns() -> None:
+        workspace = WorkspaceManager(root).open("r1")
+        counter = workspace.path / "count"
+        for _ in range(calls):
+            async with workspace.lock:
+                seen = int(counter.read_text())
+                await asyncio.sleep(0.001)  # another process taking its turn now loses a count
+                counter.write_text(str(seen + 1))
+
+    start.wait(timeout=BOUND_S)
+    asyncio.run(calls_in_turns())
+    results.put(("done", calls))
+
+
+def test_turns_hold_across_processes_while_lock_files_come_and_go(tmp_path: Path) -> None:
+    """A lock won on a file its holder has just removed excludes nobody: the taker must see
+    that the file at the path is no longer the one it locked, and try the new one."""
+    workspace = WorkspaceManager(tmp_path).open("r1")
+    (workspace.path / "count").write_text("0")
+    done = in_processes(_count_in_turns, [(tmp_path, 40) for _ in range(4)])
+    assert sum(done) == 160
+    assert (workspace.path / "count").read_text() == "160"
+    assert [path.name for path in tmp_path.iterdir()] == ["r1"]
