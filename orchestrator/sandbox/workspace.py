@@ -96,6 +96,8 @@ class Outgoing:
     """Each regular file sent: size and owner-execute bit."""
     directories: frozenset[PurePosixPath]
     """Each directory sent."""
+    modes: Mapping[PurePosixPath, int] = field(default_factory=dict)
+    """Each regular file's permission bits on the host: a file the call rewrites keeps them."""
     stayed: tuple[PurePosixPath, ...] = ()
     """Entries that did not travel (links, FIFOs… the host's user put there): kept as they
     are in the new tree, unless the call put something at their path or removed their
@@ -231,6 +233,7 @@ class Workspace:
         """
         entries: list[tuple[bytes, bytes | None]] = []
         files: dict[PurePosixPath, tuple[int, bool]] = {}
+        modes: dict[PurePosixPath, int] = {}
         directories: set[PurePosixPath] = set()
         stayed: list[PurePosixPath] = []
         total = 0
@@ -254,6 +257,7 @@ class Workspace:
                     entries.append((ENTRY_FILE + mode + b"\0" + relative, entry.path))
                     executable = bool(info.st_mode & stat.S_IXUSR)
                     files[PurePosixPath(os.fsdecode(relative))] = (info.st_size, executable)
+                    modes[PurePosixPath(os.fsdecode(relative))] = stat.S_IMODE(info.st_mode)
                 else:
                     stayed.append(PurePosixPath(os.fsdecode(relative)))
             pending.extend(reversed(subdirectories))
@@ -270,6 +274,7 @@ class Workspace:
             entries=entries,
             files=files,
             directories=frozenset(directories),
+            modes=modes,
             stayed=tuple(stayed),
         )
 
@@ -323,7 +328,7 @@ class Workspace:
                 with open(target, "xb") as handle:  # never through anything already there
                     handle.write(value)
                     os.fsync(handle.fileno())
-                target.chmod(0o700 if path in returned.executable else 0o600)
+                target.chmod(_mode(sent.modes.get(path), path in returned.executable))
             self._keep_stayed(sent, returned, staging)
             # The workspace's own mode stays (a directory given with --workspace).
             staging.chmod(stat.S_IMODE(self.path.stat().st_mode))
@@ -361,6 +366,16 @@ class Workspace:
                 if not source.is_symlink():
                     raise
                 target.symlink_to(os.readlink(source))
+
+
+def _mode(before: int | None, executable: bool) -> int:
+    """The mode of a file the call wrote: private when new; when it rewrote a file of the
+    host's, that file's read and write bits (never set-id or sticky: the bytes are the
+    sandbox's), executable as the sandbox left it."""
+    if before is None:
+        return 0o700 if executable else 0o600
+    kept = before & 0o666
+    return kept | (before & 0o111 or 0o100) if executable else kept
 
 
 def _outputs(returned: SafeWorkspace, changed: list[str]) -> tuple[tuple[str, bytes], ...]:

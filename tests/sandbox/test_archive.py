@@ -200,6 +200,27 @@ def test_entries_that_never_travel_stay_unless_the_call_took_their_place(
     assert stat.S_IMODE(root.stat().st_mode) == 0o755
 
 
+def test_a_rewritten_file_keeps_the_hosts_mode_and_a_new_one_is_private(tmp_path: Path) -> None:
+    workspace = WorkspaceManager(tmp_path).open("run")
+    for name, mode in [("shared.txt", 0o644), ("tool.sh", 0o755), ("script", 0o640),
+                       ("setuid", 0o4755)]:  # fmt: skip
+        (workspace.path / name).write_text("old")
+        (workspace.path / name).chmod(mode)
+    sent = workspace.outgoing(max_bytes=1024, max_files=10)
+    back = returned(
+        sent,
+        (b"F644\0shared.txt", b"new"),
+        (b"F644\0tool.sh", b"new"),  # the sandbox took its execute bit away
+        (b"F755\0script", b"new"),  # and gave this one one
+        (b"F755\0setuid", b"new"),
+        (b"F644\0fresh.txt", b"new"),
+    )
+    workspace.apply(back, sent)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in workspace.path.iterdir()}
+    assert modes == {"shared.txt": 0o644, "tool.sh": 0o644, "script": 0o740, "setuid": 0o755,
+                     "fresh.txt": 0o600}  # fmt: skip
+
+
 def test_a_call_that_changed_nothing_writes_nothing(tmp_path: Path) -> None:
     workspace = WorkspaceManager(tmp_path).open("run-1")
     (workspace.path / "a").mkdir()
