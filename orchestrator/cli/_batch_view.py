@@ -10,7 +10,6 @@ when any failed (now or before), 130 when the batch was interrupted.
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -29,7 +28,14 @@ from orchestrator.agent import (
     RunStatus,
     run_batch,
 )
-from orchestrator.cli._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, echo_json, table
+from orchestrator.cli._common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    echo_json,
+    stop_signals,
+    table,
+)
 from orchestrator.cli.metrics import serving_metrics
 from orchestrator.config import LoadedConfig
 from orchestrator.platform import Platform
@@ -141,7 +147,7 @@ async def drive_batch(
             batch.stop(reason)
             ticker.show()
 
-        signals = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated"}
+        signals = stop_signals()
         for number, reason in signals.items():
             loop.add_signal_handler(number, stop, reason)
         ticking = asyncio.create_task(ticker.run())

@@ -34,6 +34,7 @@ __all__ = [
     "load",
     "progress",
     "run_async",
+    "stop_signals",
     "table",
     "toolkit_option",
 ]
@@ -115,6 +116,19 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     except (KeyboardInterrupt, asyncio.CancelledError):
         click.echo("interrupted; sandboxes removed", err=True)
         sys.exit(EXIT_INTERRUPTED)
+
+
+def stop_signals() -> dict[signal.Signals, str]:
+    """The signals that stop a long command, each with the reason it gives.
+
+    Ctrl-C only when this process was not started ignoring it: a shell without
+    job control starts a background command (``stockade run … &``) so, and the
+    Ctrl-C typed for the foreground command must not stop it too.
+    """
+    signals = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated"}
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        del signals[signal.SIGINT]
+    return signals
 
 
 def echo_json(document: Any) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -36,6 +35,7 @@ from orchestrator.cli._common import (
     json_option,
     load,
     run_async,
+    stop_signals,
     toolkit_option,
 )
 from orchestrator.cli._run_view import ProgressView, show_result
@@ -140,7 +140,7 @@ async def _drive(
                 stopping.append(reason)
                 handle.cancel(reason)
 
-            signals = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated"}
+            signals = stop_signals()
             for number, reason in signals.items():
                 loop.add_signal_handler(number, stop, reason)
             try:

@@ -79,35 +79,39 @@ def test_no_model_is_a_usage_error(setup: Setup, tmp_path: Path) -> None:
     assert "no model configured" in done.stderr and "--base-url" in done.stderr
 
 
-def test_ctrl_c_cancels_the_run_and_leaves_no_container(
-    setup: Setup, docker_client: docker.DockerClient
-) -> None:
+def _sleeping_run(
+    setup: Setup, run_id: str, *, ignoring_ctrl_c: bool = False
+) -> subprocess.Popen[str]:
+    """``stockade run`` whose one tool call sleeps a minute, once that call has started;
+    ``ignoring_ctrl_c``: started as a shell without job control starts ``… &``."""
     setup.server.extend(
         tool_calls(tool_call("python__run", {"code": "import time; time.sleep(60)"}))
     )
+    command = [sys.executable, "-m", "orchestrator", "run", "Sleep a minute", "--json",
+               "--run-id", run_id, "--no-prompt"]  # fmt: skip
+    if ignoring_ctrl_c:  # as the shell does it: ignored, then the command exec-ed
+        command = ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orchestrator",
-            "run",
-            "Sleep a minute",
-            "--json",
-            "--run-id",
-            "r-int",
-            "--no-prompt",
-        ],
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "STOCKADE_HOME": str(setup.home), "STOCKADE_CONFIG": str(setup.config)},
     )
+    deadline = time.monotonic() + 60
+    while not setup.sandbox_wanted(run_id):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"the call never started: {process.communicate()}")
+        time.sleep(0.1)
+    return process
+
+
+def test_ctrl_c_cancels_the_run_and_leaves_no_container(
+    setup: Setup, docker_client: docker.DockerClient
+) -> None:
+    process = _sleeping_run(setup, "r-int")
     try:
-        deadline = time.monotonic() + 60
-        while not setup.sandbox_wanted("r-int"):
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the call never started"
-            time.sleep(0.1)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
     finally:
@@ -121,3 +125,23 @@ def test_ctrl_c_cancels_the_run_and_leaves_no_container(
     assert shown["status"] == "cancelled"
     audited = [r for r in setup.audit() if r["run_id"] == "r-int"]
     assert [r["status"] for r in audited] == ["cancelled"]
+
+
+def test_a_run_started_ignoring_ctrl_c_keeps_ignoring_it(
+    setup: Setup, docker_client: docker.DockerClient
+) -> None:
+    """``stockade run … &`` from a script: the Ctrl-C typed for what runs in the foreground
+    reaches it too, and must not stop it; SIGTERM still does."""
+    process = _sleeping_run(setup, "r-bg", ignoring_ctrl_c=True)
+    try:
+        process.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        assert process.poll() is None, "Ctrl-C stopped a command started ignoring it"
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.communicate()
+    assert process.returncode == 130, err
+    assert json.loads(out)["reason"] == "terminated"
+    assert containers_of(docker_client, process.pid) == []
