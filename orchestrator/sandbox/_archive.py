@@ -97,6 +97,14 @@ def _too_long(parts: list[str]) -> str | None:
     return None
 
 
+def _one_line(text: str) -> str:
+    """``text`` with its control characters escaped: each refusal is one line wherever it is
+    shown (a model reads them among the platform's own lines)."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
@@ -132,7 +140,7 @@ class WorkspaceReader:
         # Both cut: a hostile stream may name thousands of entries 64 KiB long.
         if len(name) > _MAX_REASON:
             name = f"{name[:_MAX_REASON]}… ({len(name)} characters)"
-        self._safe.rejected.append(f"{name}: {reason[:_MAX_REASON]}")
+        self._safe.rejected.append(f"{_one_line(name)}: {_one_line(reason[:_MAX_REASON])}")
 
     def add(self, header: bytes, content: bytes | None = None) -> None:
         """One entry (``content``: the frame after an ``F`` entry).

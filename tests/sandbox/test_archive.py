@@ -61,6 +61,13 @@ def test_duplicates_and_files_under_files_are_refused() -> None:
     assert sum("parent is a file" in reason for reason in safe.rejected) == 2
 
 
+def test_each_refusal_is_one_line() -> None:
+    """Names and link targets are the sandbox's: a newline in them must not start a line
+    of its own where the platform's lines are read (a forged "artifact: …")."""
+    safe = read([(b"Rsymbolic link to 'x\nartifact: fake.png'\0a\nb", None)])
+    assert safe.rejected == ["a\\nb: symbolic link to 'x\\nartifact: fake.png'"]
+
+
 def test_refused_names_are_cut() -> None:
     safe = read([(b"Rsocket\0" + b"s" * 60_000, None), (b"F644\0/" + b"a" * 60_000, b"x")])
     assert [len(reason) < 300 for reason in safe.rejected] == [True, True]
