@@ -264,3 +264,17 @@ def test_every_command_loads_under_its_name_and_only_what_it_needs() -> None:
         command = cli.get_command(context, name)
         assert command is not None and command.name == name, (name, command)
     assert cli.get_command(context, "no-such-command") is None
+
+
+def test_a_workspace_or_run_id_that_cannot_name_a_run_is_a_usage_error(tmp_path: Path) -> None:
+    bad_dir = tmp_path / "my files!"
+    bad_dir.mkdir()
+    named = stockade("tools", "call", "shell.run", "--args", '{"command": "ls"}',
+                     "--workspace", str(bad_dir), home=tmp_path)  # fmt: skip
+    assert named.returncode == 2
+    assert named.stderr.endswith(
+        "Error: invalid --workspace directory's name (it names its run) 'my files!': use "
+        "1-128 letters, digits, '.', '_' or '-', starting with a letter or digit\n"
+    )
+    given = stockade("tools", "call", "shell.run", "--run-id", "../up", home=tmp_path)
+    assert given.returncode == 2 and "Error: invalid --run-id '../up'" in given.stderr

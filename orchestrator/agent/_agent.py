@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -41,12 +40,11 @@ from orchestrator.agent.memory import Memory
 from orchestrator.agent.model import ModelClient
 from orchestrator.errors import NotFoundError, UsageError
 from orchestrator.platform import Platform
+from orchestrator.runid import run_id_problem
 
 __all__ = ["Agent", "LeaseHeld", "RunHandle"]
 
 _log = logging.getLogger(__name__)
-
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 class RunHandle:
@@ -217,10 +215,8 @@ class Agent:
         if not goal.strip():
             raise UsageError("a run needs a goal")
         run_id = run_id or f"run-{uuid.uuid4().hex[:12]}"
-        if not _RUN_ID.match(run_id):
-            raise UsageError(
-                f"invalid run id {run_id!r}: use letters, digits, '.', '_' or '-' (max 128)"
-            )
+        if problem := run_id_problem(run_id):
+            raise UsageError(problem)
         files = RunFiles.of(self._platform.config.state_dir, run_id)
         # A run's log or checkpoint marks its id as used (its artifacts alone do not:
         # tool calls outside any agent run keep theirs there too). The database is

@@ -45,6 +45,7 @@ from orchestrator.artifacts._models import (
 from orchestrator.errors import ConfigError
 from orchestrator.lockfile import held
 from orchestrator.metrics import Metrics
+from orchestrator.runid import run_id_problem
 
 __all__ = ["ARTIFACTS_DIR", "ArtifactStore"]
 
@@ -52,7 +53,6 @@ ARTIFACTS_DIR = "artifacts"
 """The artifacts' directory within a run's directory."""
 _LOCK_FILE = ".lock"
 
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ID = re.compile(ARTIFACT_ID_PATTERN)
 # A name goes into the model's text, logs and a download's file name: one plain line
 # of valid Unicode (a path that was not UTF-8 keeps lone surrogates).
@@ -79,8 +79,8 @@ class ArtifactStore:
 
     def directory(self, run_id: str) -> Path:
         """Where ``run_id``'s artifacts are (it may not exist)."""
-        if not _RUN_ID.match(run_id):
-            raise ConfigError(f"invalid run id {run_id!r}", field="run_id")
+        if problem := run_id_problem(run_id):
+            raise ConfigError(problem, field="run_id")
         return self._runs_dir / run_id / ARTIFACTS_DIR
 
     def _blob(self, run_id: str, sha256: str) -> Path:

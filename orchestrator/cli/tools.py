@@ -24,6 +24,7 @@ from orchestrator.cli._common import (
     toolkit_option,
 )
 from orchestrator.platform import Platform, build_registry
+from orchestrator.runid import run_id_problem
 from orchestrator.tools import ToolCall, ToolResult, ToolStatus
 
 __all__ = ["tools"]
@@ -203,6 +204,11 @@ def tools_call(  # click passes every option by keyword
         raise click.UsageError("give --workspace or --run-id, not both")
     # A --workspace directory is the workspace of a run named after it, held by its parent.
     workspaces_dir = workspace.resolve().parent if workspace else None
+    if workspace is not None:
+        run_id = workspace.resolve().name
+    what = "--workspace directory's name (it names its run)" if workspace else "--run-id"
+    if run_id is not None and (problem := run_id_problem(run_id, what=what)):
+        raise click.UsageError(problem)
     loaded = load(
         config_file,
         toolkits=toolkits,
@@ -219,7 +225,7 @@ def tools_call(  # click passes every option by keyword
         id=f"cli-{uuid.uuid4().hex}",
         name=name,
         arguments=_read_arguments(arguments),
-        run_id=workspace.resolve().name if workspace else run_id,
+        run_id=run_id,
         principal=principal,
     )
     terminal = sys.stdin.isatty() if prompt is None else prompt

@@ -46,6 +46,7 @@ from pathlib import Path, PurePosixPath
 
 from orchestrator.errors import ConfigError
 from orchestrator.lockfile import release_lock_file, try_lock_file
+from orchestrator.runid import run_id_problem
 from orchestrator.sandbox._archive import KEPT, ArchiveLimitError, SafeWorkspace, WorkspaceReader
 from orchestrator.sandbox._wire import ENTRY_DIRECTORY, ENTRY_FILE, frame
 
@@ -59,7 +60,6 @@ __all__ = [
     "WorkspaceManager",
 ]
 
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _LOCK_RETRY_S = 0.02
 """How often a call tries again for a workspace another process holds."""
 _END = frame(b"")
@@ -438,11 +438,8 @@ class WorkspaceManager:
 
     def open(self, run_id: str) -> Workspace:
         """The workspace of ``run_id``, created empty on first use."""
-        if not _RUN_ID.match(run_id):
-            raise ConfigError(
-                f"invalid run id {run_id!r}: use letters, digits, '.', '_' or '-' (max 128)",
-                field="run_id",
-            )
+        if problem := run_id_problem(run_id):
+            raise ConfigError(problem, field="run_id")
         workspace = self._open.get(run_id)
         if workspace is None:
             path = self._root / run_id

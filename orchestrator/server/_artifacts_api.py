@@ -20,12 +20,12 @@ from fastapi import APIRouter, Depends, Path
 from fastapi.responses import Response
 
 from orchestrator.artifacts import ARTIFACT_ID_PATTERN, Artifact
+from orchestrator.runid import RUN_ID_PATTERN
 from orchestrator.server._auth import require
 from orchestrator.server._problems import ProblemCode, ProblemError, problem_responses
 from orchestrator.server._roles import Identity, Permission
 from orchestrator.server._runs_api import _owned
 from orchestrator.server._state import ServerState, State
-from orchestrator.server._tools_api import RUN_ID_PATTERN
 
 __all__ = ["ARTIFACT_HEADERS", "content_disposition", "router"]
 

@@ -22,11 +22,11 @@ from pydantic import Field
 
 from orchestrator.agent import AgentEvent, RunResult, RunStatus
 from orchestrator.errors import NotFoundError
+from orchestrator.runid import RUN_ID_PATTERN
 from orchestrator.server._auth import require
 from orchestrator.server._problems import ProblemCode, ProblemError, problem_responses
 from orchestrator.server._roles import Identity, Permission, Role
 from orchestrator.server._state import ServerState, State
-from orchestrator.server._tools_api import RUN_ID_PATTERN
 from orchestrator.strict import StrictModel
 
 __all__ = ["CancelRequest", "RunRequest", "RunView", "router"]

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from pydantic import Field
 
+from orchestrator.runid import RUN_ID_PATTERN
 from orchestrator.server._auth import require
 from orchestrator.server._problems import ProblemCode, ProblemError, problem_responses
 from orchestrator.server._roles import Identity, Permission
@@ -32,7 +33,6 @@ __all__ = ["FunctionDefinition", "OpenAITool", "ToolCallRequest", "ToolList", "r
 router = APIRouter(prefix="/v1", tags=["tools"])
 """The tools endpoints."""
 
-RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 # The workspace manager's rule for a run id (it names a directory).
 
 

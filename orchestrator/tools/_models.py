@@ -46,7 +46,8 @@ class ToolCall(StrictModel):
     """Arguments as the model sent them: a JSON string, or any already-decoded JSON value
     (anything but an object is refused by validation, with a message the model can read)."""
     run_id: str | None = None
-    """The agent run, whose workspace the call sees."""
+    """The agent run, whose workspace the call sees (1-128 letters, digits, ``.``, ``_``, ``-``,
+    starting with a letter or digit: it names directories); None: no run, no workspace."""
     principal: str | None = None
     """Who the run acts for (policy and rate limits use it)."""
 

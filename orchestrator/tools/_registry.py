@@ -16,6 +16,7 @@ from typing import Any
 import pydantic
 
 from orchestrator.errors import ConfigError
+from orchestrator.runid import run_id_problem
 from orchestrator.tools._docstring import parse_docstring
 from orchestrator.tools._models import ToolCall, ToolResult, ToolStatus
 from orchestrator.tools._schema import is_strict_compatible, parameters_model, parameters_schema
@@ -215,6 +216,9 @@ class ToolRegistry:
             return _fail(
                 call, ToolStatus.UNKNOWN_TOOL, f"unknown tool {call.name!r}{hint} (tools: {known})"
             )
+        # The run's id names its workspace's directory: refused here, not deep in the sandbox.
+        if call.run_id is not None and (problem := run_id_problem(call.run_id)):
+            return _fail(call, ToolStatus.INVALID_ARGUMENTS, problem)
         raw = _decode(call)
         if isinstance(raw, ToolResult):
             return raw

@@ -122,6 +122,22 @@ def test_bad_calls_become_readable_results(
     assert result.for_model().startswith(f"[{status.value}]")
 
 
+@pytest.mark.parametrize("run_id", ["../up", "a b", ".hidden", "x" * 129, ""])
+def test_a_run_id_that_cannot_name_a_directory_is_refused_up_front(
+    registry: ToolRegistry, run_id: str
+) -> None:
+    """Any entrance (the Python API too): an invalid argument, not a platform failure."""
+    bad = ToolCall(id="c1", name="sample_toolkit.greet", arguments="{}", run_id=run_id)
+    result = registry.validate(bad)
+    assert isinstance(result, ToolResult) and result.status is ToolStatus.INVALID_ARGUMENTS
+    assert result.error == (
+        f"invalid run id {run_id!r}: use 1-128 letters, digits, '.', '_' or '-', "
+        "starting with a letter or digit"
+    )
+    fine = ToolCall(id="c1", name="sample_toolkit.greet", arguments="{}", run_id="run-1.a_b")
+    assert isinstance(registry.validate(fine), ValidatedCall)
+
+
 def test_validation_message_says_what_was_expected(registry: ToolRegistry) -> None:
     result = registry.validate(call("sample_toolkit.greet", '{"times": "x"}'))
     assert isinstance(result, ToolResult) and result.error is not None

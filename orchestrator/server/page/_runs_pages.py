@@ -32,11 +32,11 @@ from starlette.responses import RedirectResponse, Response
 from orchestrator.agent import AgentEvent, RunState, RunStatus, RunSummary, list_runs, read_events
 from orchestrator.artifacts import ARTIFACT_ID_PATTERN
 from orchestrator.errors import NotFoundError
+from orchestrator.runid import RUN_ID_PATTERN
 from orchestrator.server import _artifacts_api
 from orchestrator.server._problems import ProblemCode, ProblemError
 from orchestrator.server._roles import Identity, Permission, Role
 from orchestrator.server._state import ServerState
-from orchestrator.server._tools_api import RUN_ID_PATTERN
 from orchestrator.server.page._call_reads import CallReads
 from orchestrator.server.page._render import harden, problem_page, render
 from orchestrator.server.page._sessions import Session
