@@ -104,6 +104,26 @@ class _Doctor:
             )
             return
         self.ok("state directory writable", str(state))
+        self.state_files_private()
+
+    def state_files_private(self) -> None:
+        """The databases and logs (approval requests hold calls' arguments, ``runs.db`` the
+        runs' conversations) are readable by this user alone, as Stockade now makes them."""
+        settings = self.settings
+        state = settings.state_dir
+        named = [settings.audit_path, settings.approvals_db, settings.tokens_db]
+        found = {*named, *state.glob("*.db"), *state.glob("*.jsonl*"),
+                 *settings.audit_path.parent.glob(f"{settings.audit_path.name}.*")}  # fmt: skip
+        found = {path for path in found if path.is_file() and not path.is_symlink()}
+        open_to_others = sorted(str(path) for path in found if path.stat().st_mode & 0o077)
+        if open_to_others:
+            self.failed(
+                "state files private",
+                f"readable or writable by others: {', '.join(open_to_others)}",
+                f"chmod 600 {' '.join(open_to_others)}",
+            )
+            return
+        self.ok("state files private", f"{len(found)} files, 0600")
 
     def limit_store(self) -> None:
         """A Redis limit store answers (the SQLite default is the state directory's)."""

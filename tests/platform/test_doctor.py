@@ -98,3 +98,23 @@ def test_a_broken_configuration_file_is_the_failing_line(tmp_path: Path) -> None
     line = checks["configuration file"]
     assert line["outcome"] == "failed" and f"{config}:2" in line["detail"]
     assert line["fix"] == f"stockade config check {config}"
+
+
+def test_state_files_open_to_others_fail_that_line_with_the_fix(tmp_path: Path) -> None:
+    """An audit log an older version (or a loose umask) left readable by everyone."""
+    state = tmp_path / "home"
+    state.mkdir()
+    log = state / "audit.jsonl"
+    log.write_text("")
+    log.chmod(0o644)
+    (state / "limits.db").write_bytes(b"")
+    (state / "limits.db").chmod(0o600)
+    code, checks = doctor(tmp_path, DOCKER_HOST=f"unix://{tmp_path}/no-engine.sock")
+    assert code == 1
+    line = checks["state files private"]
+    assert line["outcome"] == "failed"
+    assert line["detail"] == f"readable or writable by others: {log}"
+    assert line["fix"] == f"chmod 600 {log}"
+    log.chmod(0o600)
+    _, checks = doctor(tmp_path, DOCKER_HOST=f"unix://{tmp_path}/no-engine.sock")
+    assert checks["state files private"]["outcome"] == "ok"
