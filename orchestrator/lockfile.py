@@ -70,6 +70,8 @@ def release_lock_file(descriptor: int, path: Path) -> None:
     """Release a lock taken with :func:`try_lock_file`, removing its file (no lock file is
     left beside what it guards; the next taker makes a new one)."""
     try:
-        path.unlink(missing_ok=True)
+        # A file that cannot be removed only stays behind: the next taker locks it.
+        with contextlib.suppress(OSError):
+            path.unlink()
     finally:
         os.close(descriptor)
