@@ -10,13 +10,7 @@ import click
 
 from orchestrator.audit import OpenIntent, tail, verify
 from orchestrator.audit.timeline import CallEntry, call_timeline
-from orchestrator.cli._common import (
-    EXIT_FAILED,
-    config_option,
-    echo_json,
-    json_option,
-    load,
-)
+from orchestrator.cli._common import EXIT_FAILED, config_option, echo_json, json_option, load
 
 __all__ = ["audit"]
 
