@@ -97,7 +97,8 @@ class Outgoing:
     directories: frozenset[PurePosixPath]
     """Each directory sent."""
     modes: Mapping[PurePosixPath, int] = field(default_factory=dict)
-    """Each regular file's permission bits on the host: a file the call rewrites keeps them."""
+    """Each regular file's and directory's permission bits on the host: what the call
+    rewrites, or leaves, keeps them."""
     stayed: tuple[PurePosixPath, ...] = ()
     """Entries that did not travel (links, FIFOs… the host's user put there): kept as they
     are in the new tree, unless the call put something at their path or removed their
@@ -250,6 +251,7 @@ class Workspace:
                 if stat.S_ISDIR(info.st_mode):
                     entries.append((ENTRY_DIRECTORY + relative, None))
                     directories.add(PurePosixPath(os.fsdecode(relative)))
+                    modes[PurePosixPath(os.fsdecode(relative))] = stat.S_IMODE(info.st_mode)
                     subdirectories.append(relative)
                 elif stat.S_ISREG(info.st_mode):
                     total += info.st_size
@@ -330,7 +332,11 @@ class Workspace:
                     os.fsync(handle.fileno())
                 target.chmod(_mode(sent.modes.get(path), path in returned.executable))
             self._keep_stayed(sent, returned, staging)
-            # The workspace's own mode stays (a directory given with --workspace).
+            # Directories keep their modes (a private one stays private), the workspace's
+            # own too (a directory given with --workspace): set last, once written into.
+            for path, value in returned.entries.items():
+                if value is None and path in sent.directories:
+                    staging.joinpath(*path.parts).chmod(sent.modes[path])
             staging.chmod(stat.S_IMODE(self.path.stat().st_mode))
             for directory in directories:
                 _fsync_directory(directory)

@@ -176,7 +176,7 @@ def test_entries_that_never_travel_stay_unless_the_call_took_their_place(
     tmp_path: Path,
 ) -> None:
     """A directory given with ``--workspace`` holds the user's links and FIFOs: a call that
-    changes something else must not delete them, nor change the directory's mode."""
+    changes something else must not delete them, nor change its directories' modes."""
     root = tmp_path / "mine"
     root.mkdir(mode=0o755)
     root.chmod(0o755)
@@ -186,6 +186,8 @@ def test_entries_that_never_travel_stay_unless_the_call_took_their_place(
     os.mkfifo(root / "pipe")
     (root / "old").mkdir()
     (root / "old" / "link").symlink_to("../data.txt")
+    (root / "private").mkdir(mode=0o700)
+    (root / "private").chmod(0o700)
     (root / "taken").symlink_to("data.txt")
     workspace = WorkspaceManager(tmp_path).open("mine")
     sent = workspace.outgoing(max_bytes=1024, max_files=10)
@@ -193,18 +195,21 @@ def test_entries_that_never_travel_stay_unless_the_call_took_their_place(
     back = returned(
         sent,
         (b"Kdata.txt", None),
+        (b"Dprivate", None),
+        (b"F644\0private/new.txt", b"in a private directory"),
         (b"F644\0new.txt", b"new"),
         (b"F644\0taken", b"the call's file"),  # where a link was: the call's wins
         (b"F644\0elsewhere/planted", b"x"),  # a hostile "parent" where a link was
     )  # "old" is gone: the call removed it, and the link in it with it
     changes = workspace.apply(back, sent)
-    assert changes.changed == ("elsewhere/planted", "new.txt", "old", "taken")
+    assert changes.changed == ("elsewhere/planted", "new.txt", "old", "private/new.txt", "taken")
     assert os.readlink(root / "latest") == "data.txt"
     assert stat.S_ISFIFO(os.lstat(root / "pipe").st_mode)
     assert (root / "taken").read_bytes() == b"the call's file"
     assert not (root / "elsewhere").is_symlink() and not (tmp_path / "planted").exists()
     assert not (root / "old").exists()
     assert stat.S_IMODE(root.stat().st_mode) == 0o755
+    assert stat.S_IMODE((root / "private").stat().st_mode) == 0o700, "a private one stays so"
 
 
 def test_a_rewritten_file_keeps_the_hosts_mode_and_a_new_one_is_private(tmp_path: Path) -> None:
