@@ -92,14 +92,14 @@ class Outgoing:
     """The workspace directory."""
     entries: list[tuple[bytes, bytes | None]]
     """Each entry's frame payload, and for a file the path to read its content from."""
-    files: Mapping[PurePosixPath, tuple[int, bool]]
-    """Each regular file sent: size and owner-execute bit."""
+    files: Mapping[PurePosixPath, int]
+    """Each regular file sent, with its size."""
     directories: frozenset[PurePosixPath]
     """Each directory sent."""
-    modes: Mapping[PurePosixPath, int] = field(default_factory=dict)
+    modes: Mapping[PurePosixPath, int]
     """Each regular file's and directory's permission bits on the host: what the call
     rewrites, or leaves, keeps them."""
-    stayed: tuple[PurePosixPath, ...] = ()
+    stayed: tuple[PurePosixPath, ...]
     """Entries that did not travel (links, FIFOs… the host's user put there): kept as they
     are in the new tree, unless the call put something at their path or removed their
     directory."""
@@ -107,7 +107,7 @@ class Outgoing:
     @property
     def sizes(self) -> dict[PurePosixPath, int]:
         """Each file's size: what an "untouched" claim on the way back may keep."""
-        return {path: size for path, (size, _) in self.files.items()}
+        return dict(self.files)
 
     def batches(self) -> Iterator[list[bytes]]:
         """The entries as runner-protocol frames, the end frame last, a few MiB at a time.
@@ -233,7 +233,7 @@ class Workspace:
         the container it is meant for: it could not come back.
         """
         entries: list[tuple[bytes, bytes | None]] = []
-        files: dict[PurePosixPath, tuple[int, bool]] = {}
+        files: dict[PurePosixPath, int] = {}
         modes: dict[PurePosixPath, int] = {}
         directories: set[PurePosixPath] = set()
         stayed: list[PurePosixPath] = []
@@ -247,21 +247,21 @@ class Workspace:
             subdirectories = []
             for entry in found:
                 relative = os.path.join(directory, entry.name) if directory else entry.name
+                path = PurePosixPath(os.fsdecode(relative))
                 info = entry.stat(follow_symlinks=False)
                 if stat.S_ISDIR(info.st_mode):
                     entries.append((ENTRY_DIRECTORY + relative, None))
-                    directories.add(PurePosixPath(os.fsdecode(relative)))
-                    modes[PurePosixPath(os.fsdecode(relative))] = stat.S_IMODE(info.st_mode)
+                    directories.add(path)
+                    modes[path] = stat.S_IMODE(info.st_mode)
                     subdirectories.append(relative)
                 elif stat.S_ISREG(info.st_mode):
                     total += info.st_size
-                    mode = f"{stat.S_IMODE(info.st_mode):o}".encode()
+                    modes[path] = stat.S_IMODE(info.st_mode)
+                    mode = f"{modes[path]:o}".encode()
                     entries.append((ENTRY_FILE + mode + b"\0" + relative, entry.path))
-                    executable = bool(info.st_mode & stat.S_IXUSR)
-                    files[PurePosixPath(os.fsdecode(relative))] = (info.st_size, executable)
-                    modes[PurePosixPath(os.fsdecode(relative))] = stat.S_IMODE(info.st_mode)
+                    files[path] = info.st_size
                 else:
-                    stayed.append(PurePosixPath(os.fsdecode(relative)))
+                    stayed.append(path)
             pending.extend(reversed(subdirectories))
         if total > max_bytes:
             raise ArchiveLimitError(
@@ -292,7 +292,9 @@ class Workspace:
                     changed.add(path)
             elif value is not KEPT:
                 assert isinstance(value, bytes)
-                before = sent.files.get(path)
+                before = None
+                if path in sent.files:
+                    before = (sent.files[path], bool(sent.modes[path] & stat.S_IXUSR))
                 now = (len(value), path in returned.executable)
                 # Rewritten with the same bytes is no change (one read, only
                 # for files the sandbox sent back with the same size).
@@ -360,10 +362,8 @@ class Workspace:
         for path in sent.stayed:
             parent = path.parent
             source, target = self.path.joinpath(*path.parts), staging.joinpath(*path.parts)
-            if (
-                path in returned.entries
-                or (parent != PurePosixPath(".") and returned.entries.get(parent, KEPT) is not None)
-                or os.path.lexists(target)
+            if os.path.lexists(target) or (
+                parent != PurePosixPath(".") and returned.entries.get(parent, KEPT) is not None
             ):
                 continue  # the call wrote there (or below), or removed or replaced the directory
             try:  # the entry itself, never what a link points to
