@@ -128,7 +128,7 @@ def _show(result: ToolResult) -> None:
         click.echo(result.error, err=True)
     if result.truncated:
         click.echo("(output truncated)", err=True)
-    for line in [*result.artifact_lines(), *result.rejected_lines()]:
+    for line in result.notes():
         click.echo(line, err=True)
 
 

@@ -50,9 +50,7 @@ def mcp_result(
         if result.output:
             text += f"\n{result.output}"
     # What a client's model reads: the artifacts and the entries not kept, too.
-    text = "\n".join(
-        [*([text] if text else []), *result.artifact_lines(), *result.rejected_lines()]
-    )
+    text = "\n".join([*([text] if text else []), *result.notes()])
     shown = [
         types.ImageContent(
             type="image", data=base64.b64encode(data).decode("ascii"), mime_type=artifact.media_type

@@ -90,25 +90,23 @@ class ToolResult(StrictModel):
     artifacts_dropped: tuple[str, ...] = ()
     """``outputs/`` files not kept as artifacts, each with the cap it broke."""
 
-    def artifact_lines(self) -> list[str]:
-        """One line per artifact and per dropped file: what a model reads in their place."""
+    def notes(self) -> list[str]:
+        """The lines a model reads after the output, whatever the entrance: one per artifact
+        and per dropped file (in their place), and per workspace entry not kept (the first
+        few, then how many more)."""
+        rejected = [f"not kept in the workspace: {entry}" for entry in self.files_rejected]
+        if len(rejected) > _REJECTED_SHOWN:
+            more = len(rejected) - _REJECTED_SHOWN
+            rejected = [*rejected[:_REJECTED_SHOWN], f"and {more} more entries not kept"]
         return [
             *(artifact.stand_in() for artifact in self.artifacts),
             *(f"artifact dropped: {reason}" for reason in self.artifacts_dropped),
+            *rejected,
         ]
 
-    def rejected_lines(self) -> list[str]:
-        """One line per workspace entry not kept (the first few, then how many more)."""
-        shown = [f"not kept in the workspace: {entry}" for entry in self.files_rejected]
-        if len(shown) > _REJECTED_SHOWN:
-            more = len(shown) - _REJECTED_SHOWN
-            shown = [*shown[:_REJECTED_SHOWN], f"and {more} more entries not kept"]
-        return shown
-
     def for_model(self) -> str:
-        """The text a model reads as the tool's answer (artifacts, and workspace entries not
-        kept, as one line each)."""
-        lines = [*self.artifact_lines(), *self.rejected_lines()]
+        """The text a model reads as the tool's answer (then :meth:`notes`)."""
+        lines = self.notes()
         if self.status is ToolStatus.OK:
             return "\n".join([self.output, *lines] if self.output else lines)
         parts = [f"[{self.status.value}]"]
