@@ -203,10 +203,12 @@ def tools_call(  # click passes every option by keyword
     if workspace is not None and run_id is not None:
         raise click.UsageError("give --workspace or --run-id, not both")
     # A --workspace directory is the workspace of a run named after it, held by its parent.
-    workspaces_dir = workspace.resolve().parent if workspace else None
+    workspaces_dir = None
+    what = "--run-id"
     if workspace is not None:
-        run_id = workspace.resolve().name
-    what = "--workspace directory's name (it names its run)" if workspace else "--run-id"
+        resolved = workspace.resolve()
+        workspaces_dir, run_id = resolved.parent, resolved.name
+        what = "--workspace directory's name (it names its run)"
     if run_id is not None and (problem := run_id_problem(run_id, what=what)):
         raise click.UsageError(problem)
     loaded = load(
