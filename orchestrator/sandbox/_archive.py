@@ -39,7 +39,8 @@ _MAX_PATH = 3072
 
 
 class ArchiveLimitError(ValueError):
-    """The workspace is larger or holds more entries than allowed."""
+    """The workspace cannot travel: it is larger or holds more entries than allowed (or
+    its previous call's changes are not all written yet, and cannot be)."""
 
 
 class FrameSource(Protocol):

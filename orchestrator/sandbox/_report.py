@@ -179,8 +179,9 @@ async def replied_applying(
     **fields: Any,
 ) -> ExecResult:
     """:func:`replied`, once the workspace the runner returned (when one came back and
-    was not rejected) has replaced the run's, in a thread; if the host cannot write it,
-    the call's workspace is rejected (the run's stays as it was)."""
+    was not rejected) is written into the run's, in a thread; if the host cannot write it,
+    the call's workspace is rejected (the run's stays as it was, or, when the failure came
+    after the changes were committed, the run's next call writes the rest first)."""
     changes = WorkspaceChanges(changed=(), rejected=())
     if rejection is None and returned is not None and workspace is not None and sent is not None:
         try:

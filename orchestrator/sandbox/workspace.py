@@ -12,34 +12,24 @@ has: its size); and a workspace that travels can be served by any sandbox
 host. What makes the stream cheap instead: no tar on either side (framed
 entries, written by the runner straight to its tmpfs with raw reads and sent
 back with ``sendfile``), and files the call did not touch do not come back
-at all (the runner names them; the host keeps its own copy, hard-linked
-into the new tree). The new content replaces the old in one atomic step, so a
-rejected or failed call never leaves a half-written workspace behind; a call
-that changed nothing writes nothing.
+at all (the runner names them; the host keeps its own copy, untouched).
 
-Crash consistency: the new tree is built beside the workspace, its files and
-directories ``fsync``-ed, then swapped with the workspace by
-``renameat2(RENAME_EXCHANGE)`` (one atomic step: at every instant the
-workspace's name holds either the whole old or the whole new tree), and the
-parent directory ``fsync``-ed. Why an exchange and not two renames: with
-``rename(old → retired); rename(new → old)`` a kill between the two leaves no
-workspace at all. Where the filesystem refuses the exchange (EINVAL, ENOSYS),
-the two renames are used and :meth:`WorkspaceManager.open` recovers: a
-workspace missing beside its retired tree gets the retired (old) tree back.
-Either way, trees left beside a workspace by a killed process are removed
-when the workspace is next opened.
+A call's changes are written in place, only at the paths it changed, with a
+redo journal (``_journal``): a rejected or failed call changes nothing, a
+process killed while writing leaves the old content or a journal the next
+user of the workspace finishes, and a call that changed nothing writes
+nothing. Why in place rather than a new tree swapped in: the directory keeps
+its identity (a ``--workspace`` directory is the user's, maybe a shell's
+current directory), and what the user adds while a call runs stays.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import errno
 import os
 import re
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -48,6 +38,16 @@ from orchestrator.errors import ConfigError
 from orchestrator.lockfile import release_lock_file, try_lock_file
 from orchestrator.runid import run_id_problem
 from orchestrator.sandbox._archive import KEPT, ArchiveLimitError, SafeWorkspace, WorkspaceReader
+from orchestrator.sandbox._journal import (
+    Kind,
+    MakeDirectory,
+    Place,
+    Remove,
+    Step,
+    commit,
+    finish,
+    staging_names,
+)
 from orchestrator.sandbox._wire import ENTRY_DIRECTORY, ENTRY_FILE, frame
 
 __all__ = [
@@ -100,9 +100,8 @@ class Outgoing:
     """Each regular file's and directory's permission bits on the host: what the call
     rewrites, or leaves, keeps them."""
     stayed: tuple[PurePosixPath, ...]
-    """Entries that did not travel (links, FIFOs… the host's user put there): kept as they
-    are in the new tree, unless the call put something at their path or removed their
-    directory."""
+    """Entries that did not travel (links, FIFOs… the host's user put there): left as they
+    are, unless the call put something at their path or removed their directory."""
 
     @property
     def sizes(self) -> dict[PurePosixPath, int]:
@@ -129,46 +128,6 @@ class Outgoing:
                     batch, size = [], 0
         batch.append(_END)
         yield batch
-
-
-_AT_FDCWD = -100
-_RENAME_EXCHANGE = 2
-_libc = ctypes.CDLL(None, use_errno=True)
-_renameat2 = getattr(_libc, "renameat2", None)
-
-
-def _exchange(first: Path, second: Path) -> bool:
-    """Swap two directories atomically; False when this filesystem (or libc) cannot."""
-    if _renameat2 is None:
-        return False
-    status = _renameat2(
-        _AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE
-    )
-    if status == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False
-    raise OSError(code, os.strerror(code), str(first))
-
-
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        # The old tree is removed right after: sharing unchanged files costs
-        # no copy. The host never writes into a file in place, so the two
-        # names never see different content.
-        os.link(source, target, follow_symlinks=False)
-    except OSError:
-        shutil.copyfile(source, target, follow_symlinks=False)
-        shutil.copymode(source, target, follow_symlinks=False)
 
 
 class WorkspaceLock:
@@ -230,8 +189,17 @@ class Workspace:
         (which only the host's user could have put here) stay behind, and
         stay in the workspace when the call's changes are applied.
         Raises :class:`ArchiveLimitError` if the content breaks the quota of
-        the container it is meant for: it could not come back.
+        the container it is meant for: it could not come back; or if the
+        previous call's changes, committed but not all written (the host's
+        disk failed meanwhile), still cannot be.
         """
+        try:
+            finish(self.path)
+        except OSError as exc:
+            cause = exc.strerror or type(exc).__name__
+            raise ArchiveLimitError(
+                f"the previous call's changes to the workspace could not all be written ({cause})"
+            ) from exc
         entries: list[tuple[bytes, bytes | None]] = []
         files: dict[PurePosixPath, int] = {}
         modes: dict[PurePosixPath, int] = {}
@@ -284,7 +252,7 @@ class Workspace:
         """A validator for what comes back from the container ``sent`` went into."""
         return WorkspaceReader(sent=sent.sizes, max_bytes=max_bytes, max_files=max_files)
 
-    def _changes(self, returned: SafeWorkspace, sent: Outgoing) -> list[str]:
+    def _changes(self, returned: SafeWorkspace, sent: Outgoing) -> set[PurePosixPath]:
         changed: set[PurePosixPath] = set()
         for path, value in returned.entries.items():
             if value is None:
@@ -302,76 +270,64 @@ class Workspace:
                     changed.add(path)
         changed.update(path for path in sent.files if path not in returned.entries)
         changed.update(path for path in sent.directories if path not in returned.entries)
-        return sorted(str(path) for path in changed)
+        return changed
 
     def apply(self, returned: SafeWorkspace, sent: Outgoing) -> WorkspaceChanges:
-        """Replace the content with what a container returned, atomically.
+        """Make the content what a container returned, in place and crash-consistently
+        (:mod:`orchestrator.sandbox._journal`).
 
-        ``sent`` is what went in; files the sandbox left untouched are kept
-        from this directory. A call that changed nothing writes nothing.
+        ``sent`` is what went in: only the paths the call changed are written,
+        so the directory, the files the call left and what came in meanwhile
+        keep their identity. A call that changed nothing writes nothing.
         """
         changed = self._changes(returned, sent)
         rejected = tuple(returned.rejected)
         if not changed:
             return WorkspaceChanges(changed=(), rejected=rejected)
-        staging = Path(tempfile.mkdtemp(prefix=f".{self.run_id}.new-", dir=self.path.parent))
-        directories = {staging}
-        try:
-            for path, value in sorted(returned.entries.items()):
-                target = staging.joinpath(*path.parts)
-                if value is None:
-                    target.mkdir(parents=True, exist_ok=True)
-                    directories.add(target)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                directories.add(target.parent)
-                if value is KEPT:
-                    _link_or_copy(self.path.joinpath(*path.parts), target)
-                    continue
-                assert isinstance(value, bytes)
-                with open(target, "xb") as handle:  # never through anything already there
-                    handle.write(value)
-                    os.fsync(handle.fileno())
-                target.chmod(_mode(sent.modes.get(path), path in returned.executable))
-            self._keep_stayed(sent, returned, staging)
-            # Directories keep their modes (a private one stays private), the workspace's
-            # own too (a directory given with --workspace): set last, once written into.
-            for path, value in returned.entries.items():
-                if value is None and path in sent.directories:
-                    staging.joinpath(*path.parts).chmod(sent.modes[path])
-            staging.chmod(stat.S_IMODE(self.path.stat().st_mode))
-            for directory in directories:
-                _fsync_directory(directory)
-            if _exchange(staging, self.path):
-                retired = staging  # now holds the old tree
-            else:
-                retired = self.path.with_name(f".{self.run_id}.old-{os.getpid()}")
-                self.path.rename(retired)
-                staging.rename(self.path)
-            _fsync_directory(self.path.parent)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        shutil.rmtree(retired, ignore_errors=True)
+        commit(self.path, _steps(returned, sent, changed))
+        finish(self.path)
+        names = sorted(str(path) for path in changed)
         return WorkspaceChanges(
-            changed=tuple(changed), rejected=rejected, outputs=_outputs(returned, changed)
+            changed=tuple(names), rejected=rejected, outputs=_outputs(returned, names)
         )
 
-    def _keep_stayed(self, sent: Outgoing, returned: SafeWorkspace, staging: Path) -> None:
-        """Put the entries that never travelled into the new tree, where it still has room."""
-        for path in sent.stayed:
-            parent = path.parent
-            source, target = self.path.joinpath(*path.parts), staging.joinpath(*path.parts)
-            if os.path.lexists(target) or (
-                parent != PurePosixPath(".") and returned.entries.get(parent, KEPT) is not None
-            ):
-                continue  # the call wrote there (or below), or removed or replaced the directory
-            try:  # the entry itself, never what a link points to
-                os.link(source, target, follow_symlinks=False)
-            except OSError:
-                if not source.is_symlink():
-                    raise
-                target.symlink_to(os.readlink(source))
+
+def _steps(returned: SafeWorkspace, sent: Outgoing, changed: set[PurePosixPath]) -> list[Step]:
+    """The steps that turn the tree ``sent`` into the ``returned`` one, in path order
+    (parents first; at one path, what goes before what comes).
+
+    An entry that never travelled (``sent.stayed``) stays unless the call put
+    something at its path (or below it: a "directory" there) or removed its
+    directory.
+    """
+    directories = {path for path, value in returned.entries.items() if value is None}
+    for path in returned.entries:
+        directories.update(path.parents[:-1])  # a parent the sandbox did not list
+    old: list[tuple[PurePosixPath, Kind]] = [(path, "directory") for path in sent.directories]
+    old += [(path, "file") for path in sent.files]
+    old += [(path, "other") for path in sent.stayed]
+    steps: list[tuple[PurePosixPath, int, Step]] = []
+    removed: set[PurePosixPath] = set()
+    for path, kind in sorted(old):
+        if removed.intersection(path.parents):
+            continue  # goes with its directory
+        if kind == "directory":
+            goes = path not in directories
+            if goes:
+                removed.add(path)
+        elif kind == "file":
+            goes = path not in returned.entries or path in directories
+        else:
+            goes = path in returned.entries or path in directories
+        if goes:
+            steps.append((path, 0, Remove(path, kind)))
+    steps += [(path, 1, MakeDirectory(path)) for path in directories - sent.directories]
+    for path, value in returned.entries.items():
+        if isinstance(value, bytes) and path in changed:
+            before = sent.modes.get(path) if path in sent.files else None
+            mode = _mode(before, path in returned.executable)
+            steps.append((path, 2, Place(path, value, mode)))
+    return [step for _path, _order, step in sorted(steps, key=lambda each: each[:2])]
 
 
 def _mode(before: int | None, executable: bool) -> int:
@@ -397,17 +353,13 @@ def _outputs(returned: SafeWorkspace, changed: list[str]) -> tuple[tuple[str, by
 
 
 def _recover(path: Path) -> None:
-    """Undo what a process killed inside :meth:`Workspace.apply` left beside ``path``.
-
-    A staged ``.new-`` tree is either an unfinished new content or (after the
-    exchange) the old one: removed either way. A ``.old-`` tree is the old
-    content retired by the two-rename fallback: put back when the kill came
-    between the renames (``path`` missing), else removed.
+    """Finish or undo what a process killed inside :meth:`Workspace.apply` left beside
+    ``path``: a committed journal is finished, a staging directory removed.
 
     Only while no process holds the workspace (its lock taken without waiting):
-    the trees beside a workspace in use are that call's, not a dead one's. And
+    what lies beside a workspace in use is that call's, not a dead one's. And
     only names this module makes for this run: run ids may hold dots, so
-    ``.a.new-*`` would also match another run's (``a.new-b``) trees.
+    ``.a.new-*`` would also match another run's (``a.new-b``) staging.
     """
     parent = path.parent
     if not parent.is_dir():
@@ -417,15 +369,12 @@ def _recover(path: Path) -> None:
     if descriptor is None:
         return
     try:
-        ours = re.compile(rf"\.{re.escape(path.name)}\.(new-[a-z0-9_]{{8}}|old-[0-9]+)")
-        leftovers = sorted(
-            entry for entry in parent.iterdir() if ours.fullmatch(entry.name) is not None
-        )
-        for leftover in leftovers:
-            if leftover.name.startswith(f".{path.name}.old-") and not path.exists():
-                leftover.rename(path)
-            else:
+        prefix, _committed = staging_names(path)
+        ours = re.compile(rf"{re.escape(prefix)}[a-z0-9_]{{8}}")
+        for leftover in parent.iterdir():
+            if ours.fullmatch(leftover.name) is not None:
                 shutil.rmtree(leftover, ignore_errors=True)
+        finish(path)
     finally:
         release_lock_file(descriptor, lock)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterable
@@ -9,6 +10,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from orchestrator.sandbox import _journal
 from orchestrator.sandbox._archive import KEPT, ArchiveLimitError, SafeWorkspace, WorkspaceReader
 from orchestrator.sandbox._wire import FrameTooLargeError
 from orchestrator.sandbox.workspace import Outgoing, WorkspaceManager
@@ -142,7 +144,7 @@ def returned(outgoing: Outgoing, *entries: tuple[bytes, bytes | None]) -> SafeWo
     return read(entries, sent=outgoing.sizes)
 
 
-def test_workspace_apply_is_atomic_and_reports_changes(tmp_path: Path) -> None:
+def test_workspace_apply_writes_the_changes_and_reports_them(tmp_path: Path) -> None:
     workspace = WorkspaceManager(tmp_path).open("run-1")
     (workspace.path / "keep.txt").write_text("same")
     (workspace.path / "rewritten.txt").write_text("same bytes")
@@ -210,6 +212,63 @@ def test_entries_that_never_travel_stay_unless_the_call_took_their_place(
     assert not (root / "old").exists()
     assert stat.S_IMODE(root.stat().st_mode) == 0o755
     assert stat.S_IMODE((root / "private").stat().st_mode) == 0o700, "a private one stays so"
+
+
+def test_the_workspace_keeps_its_identity_and_what_came_in_meanwhile(tmp_path: Path) -> None:
+    """The changes are written in place: a shell whose current directory is the workspace
+    (or one of its directories) sees them, and what the user added during the call stays."""
+    workspace = WorkspaceManager(tmp_path).open("mine")
+    (workspace.path / "src").mkdir()
+    (workspace.path / "src" / "main.py").write_text("old")
+    (workspace.path / "gone").mkdir()
+    sent = workspace.outgoing(max_bytes=1024, max_files=10)
+    identity = [os.stat(workspace.path / name).st_ino for name in (".", "src")]
+    (workspace.path / "draft.txt").write_text("typed while the call ran")
+    (workspace.path / "src" / "notes.txt").write_text("also")
+    back = returned(sent, (b"Dsrc", None), (b"F644\0src/main.py", b"new"))
+    changes = workspace.apply(back, sent)
+    assert changes.changed == ("gone", "src/main.py")
+    assert [os.stat(workspace.path / name).st_ino for name in (".", "src")] == identity
+    assert (workspace.path / "src" / "main.py").read_text() == "new"
+    assert (workspace.path / "draft.txt").read_text() == "typed while the call ran"
+    assert (workspace.path / "src" / "notes.txt").read_text() == "also"
+    assert not (workspace.path / "gone").exists()
+
+
+def test_changes_committed_but_not_all_written_are_finished_before_the_next_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host failed after the call's changes were committed (here: renaming a file into
+    place): none is lost, the next call writes the rest first or does not run."""
+    workspace = WorkspaceManager(tmp_path).open("run")
+    (workspace.path / "a.txt").write_text("old a")
+    (workspace.path / "b.txt").write_text("old b")
+    sent = workspace.outgoing(max_bytes=1024, max_files=10)
+    back = returned(sent, (b"F644\0a.txt", b"new a"), (b"F644\0b.txt", b"new b"))
+    real = _journal._place
+    failing = True
+
+    def place(staged: int, staged_name: str, parent: int, name: str) -> None:
+        if failing and name == "b.txt":
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real(staged, staged_name, parent, name)
+
+    monkeypatch.setattr(_journal, "_place", place)
+    with pytest.raises(OSError, match="Input/output error"):
+        workspace.apply(back, sent)
+    assert (workspace.path / "b.txt").read_text() == "old b"
+    with pytest.raises(
+        ArchiveLimitError, match=r"previous call's changes .*\(Input/output error\)"
+    ):
+        workspace.outgoing(max_bytes=1024, max_files=10)
+    failing = False
+    again = workspace.outgoing(max_bytes=1024, max_files=10)
+    assert sorted(again.files) == [P("a.txt"), P("b.txt")]
+    assert [(workspace.path / name).read_text() for name in ("a.txt", "b.txt")] == [
+        "new a",
+        "new b",
+    ]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"], "the journal is gone"
 
 
 def test_a_rewritten_file_keeps_the_hosts_mode_and_a_new_one_is_private(tmp_path: Path) -> None:

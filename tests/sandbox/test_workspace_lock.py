@@ -77,8 +77,8 @@ def test_what_lies_beside_a_workspace_in_use_is_left_to_its_call(tmp_path: Path)
 
 
 def test_recovery_takes_nothing_of_another_run(tmp_path: Path) -> None:
-    """Run ids may hold dots: run ``a``'s leftovers are not those of ``a.old-4`` or ``a.new-b``."""
-    others = [tmp_path / ".a.old-4.old-99", tmp_path / ".a.new-b.new-abcd1234"]
+    """Run ids may hold dots: run ``a``'s leftovers are not those of ``a.new-b`` or ``a.apply``."""
+    others = [tmp_path / ".a.new-b.new-abcd1234", tmp_path / ".a.apply.apply"]
     for tree in others:
         (tree / "secret.txt").parent.mkdir()
         (tree / "secret.txt").write_text("another run's")
