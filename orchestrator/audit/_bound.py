@@ -28,11 +28,11 @@ from orchestrator.audit._chain import canonical_json
 
 __all__ = ["BOUNDED_FIELDS", "bound_record", "bound_value"]
 
-BOUNDED_FIELDS = ("arguments", "output", "error", "detail")
+BOUNDED_FIELDS = ("arguments", "output", "error", "detail", "files_changed", "files_rejected")
 """The record fields whose values a model or a tool can make large."""
 
-# Whole fields, bounded as one value.
-_SCALAR_FIELDS = frozenset({"output", "error"})
+# Whole fields, bounded as one value (a list of paths as one list).
+_SCALAR_FIELDS = frozenset({"output", "error", "files_changed", "files_rejected"})
 
 
 def bound_value(value: Any, cap: int) -> Any:

@@ -22,8 +22,9 @@ verifiable up to the last complete record.
 
 What a record keeps: secrets are redacted first (``redact_patterns``, usually
 the policy's ``redact``), then every value of ``arguments``, ``output``,
-``error`` and ``detail`` larger than ``max_value_bytes`` is replaced by its
-SHA-256, size and first bytes (see :mod:`orchestrator.audit._bound`).
+``error``, ``detail``, ``files_changed`` and ``files_rejected`` larger than
+``max_value_bytes`` is replaced by its SHA-256, size and first bytes (see
+:mod:`orchestrator.audit._bound`).
 Redacting first means a secret cut in half at the end of a head cannot slip
 past its pattern; so the digest is of the value as recorded, which is the value
 sent whenever no pattern matched it.
@@ -58,7 +59,7 @@ from orchestrator.errors import InfrastructureError
 
 __all__ = ["AuditLog"]
 
-_REDACTED_FIELDS = ("arguments", "output", "error", "detail")
+_REDACTED_FIELDS = ("arguments", "output", "error", "detail", "files_changed", "files_rejected")
 _MIN_VALUE_BYTES = 64
 # A record whose redacted fields hold at most this many characters and items
 # in all is prepared (dumped, redacted, bounded) by write() on the caller's
@@ -285,6 +286,7 @@ def _small(model: AuditRecord, budget: int) -> bool:
     """Whether the fields redaction and bounding walk hold at most ``budget`` characters
     and items in all (stops counting as soon as they do not)."""
     pending: list[Any] = [model.arguments, model.output, model.error, model.detail]
+    pending += (model.files_changed, model.files_rejected)
     if model.approval is not None:
         pending.append(model.approval.edited_arguments)
     budget -= len(model.egress)

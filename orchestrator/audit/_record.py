@@ -131,6 +131,12 @@ class AuditRecord(BaseModel):
     arguments (a large output is kept as its SHA-256, size and first bytes)."""
     egress: list[EgressConnection] = Field(default_factory=list)
     """Connections the sandbox tried."""
+    files_changed: list[str] = Field(default_factory=list)
+    """The workspace paths the call added, modified or deleted; redacted, and bounded as one
+    value like the output (a long list is kept as its SHA-256, size and first bytes)."""
+    files_rejected: list[str] = Field(default_factory=list)
+    """What the sandbox sent back and the host refused, each with the reason (the call's
+    changes were not kept when the whole workspace was refused); redacted and bounded."""
     artifacts: list[Artifact] = Field(default_factory=list)
     """The artifacts the call left under ``outputs/``: id, name, media type, size and SHA-256
     of each; never their bytes (the SHA-256 ties a served file to this record)."""

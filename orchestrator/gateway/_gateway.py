@@ -584,6 +584,8 @@ class Gateway:
             output_bytes=output_bytes,
             output=result.output or None,
             egress=list(result.egress),
+            files_changed=list(result.files_changed),
+            files_rejected=list(result.files_rejected),
             artifacts=list(result.artifacts),
             error=result.error,
             detail=detail,

@@ -97,6 +97,13 @@ async def test_outputs_come_back_typed_from_their_bytes(platform: Platform) -> N
         set(a) == {"id", "name", "media_type", "size", "sha256"} for a in record["artifacts"]
     )
     assert "alert(42)" not in "\n".join(lines), "an artifact's content reached the audit log"
+    # It names what the call changed in the workspace and what the host refused.
+    assert record["files_changed"] == list(result.files_changed)
+    assert {"notes.txt", "outputs/chart.png"} <= set(record["files_changed"])
+    assert record["files_rejected"] == list(result.files_rejected)
+    assert any(
+        entry.startswith("outputs/link.png: symbolic link") for entry in record["files_rejected"]
+    )
 
     # An untouched output is no new artifact; a rewritten one is.
     again = await python(platform, "open('outputs/report.csv', 'a').write('Rome,12\\n')", "c2")

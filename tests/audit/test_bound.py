@@ -81,6 +81,21 @@ def test_the_log_bounds_after_redacting(tmp_path: Path) -> None:
     assert verify(path).ok
 
 
+def test_the_workspace_paths_a_call_changed_are_bounded_as_one_list(tmp_path: Path) -> None:
+    """A sandbox names its files: 10 000 of them with long names would fill the log."""
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, redact_patterns=[r"sk-[a-z]{10,}"], max_value_bytes=256)
+    many = [f"{index:05}-" + "n" * 200 for index in range(10_000)]
+    written = log.append(
+        {"event": "call", "files_changed": many, "files_rejected": ["sk-abcdefghijkl: FIFO"]}
+    )
+    assert written["files_changed"]["bytes"] > 2_000_000
+    assert written["files_changed"]["head"].startswith('["00000-nnn')
+    assert written["files_rejected"] == ["[REDACTED]: FIFO"]
+    assert written["bounded"] == ["/files_changed"]
+    assert path.stat().st_size < 2_000 and verify(path).ok
+
+
 def test_a_value_shaped_like_a_replacement_is_not_listed(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "audit.jsonl")
     forged = {"sha256": "0" * 64, "bytes": 1, "head": "x"}
