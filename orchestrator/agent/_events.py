@@ -195,7 +195,7 @@ class ToolOutput(_Event):
     """Which stream wrote it; ``notice``: the platform's (live output capped, chunks dropped)."""
     text: str
     """UTF-8 (invalid bytes replaced); untrusted: strip control sequences before showing it
-    (:func:`orchestrator.sandbox.live.for_display`)."""
+    (:func:`orchestrator.display.for_display`)."""
 
 
 class ApprovalPending(_Event):

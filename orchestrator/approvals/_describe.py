@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from orchestrator.approvals._request import ApprovalRequest
 from orchestrator.audit import redact
+from orchestrator.display import for_display, json_for_people
 
 __all__ = ["describe_request"]
 
@@ -19,9 +19,14 @@ _ARGUMENTS_CAP = 2000
 def describe_request(
     request: ApprovalRequest, *, redact_patterns: Sequence[str | re.Pattern[str]] = ()
 ) -> str:
-    """Plain text: tool, who, why, the arguments (secrets redacted), how to decide."""
+    """Plain text: tool, who, why, the arguments (secrets redacted), how to decide.
+
+    The model chose the arguments: every character that could hide or reorder
+    what the reader sees in them is shown as its escape (:func:`json_for_people`),
+    and the rest of the text holds no control sequence.
+    """
     expires = datetime.fromtimestamp(request.expires_at, tz=UTC).strftime("%H:%M:%S UTC")
-    arguments = json.dumps(redact(request.arguments, redact_patterns), indent=2, ensure_ascii=False)
+    arguments = json_for_people(redact(request.arguments, redact_patterns))
     if len(arguments) > _ARGUMENTS_CAP:
         arguments = f"{arguments[:_ARGUMENTS_CAP]}\n… ({len(arguments)} characters in all)"
     who = ", ".join(
@@ -31,7 +36,7 @@ def describe_request(
     )
     lines = [
         f"Approval needed for {request.tool} (request {request.id})",
-        f"why: {request.reason}" + (f" [rule {request.rule}]" if request.rule else ""),
+        f"why: {for_display(request.reason)}" + (f" [rule {request.rule}]" if request.rule else ""),
     ]
     if who:
         lines.append(f"for: {who}")

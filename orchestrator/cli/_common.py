@@ -19,8 +19,10 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from orchestrator.config import LoadedConfig, load_config
+from orchestrator.display import for_display
 from orchestrator.metrics import configure_logging
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "EXIT_USAGE",
     "config_option",
     "echo_json",
+    "echo_untrusted",
     "json_option",
     "load",
     "progress",
@@ -136,13 +139,23 @@ def echo_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
 
 
+def echo_untrusted(text: str, *, err: bool = False) -> None:
+    """Print text a model, a tool or a sandbox chose (an answer, an output, an error): on
+    a terminal without the control sequences it would act on (:func:`for_display`);
+    into a pipe or a file as it is, since a program reading it wants the bytes."""
+    stream = sys.stderr if err else sys.stdout
+    click.echo(for_display(text) if stream.isatty() else text, err=err)
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """Print an aligned table (no borders, so it can be read with ``awk`` too)."""
     grid = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     for header in headers:
         grid.add_column(header, overflow="fold")
     for row in rows:
-        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+        # Text, never markup: a goal or a reason holding "[data/x.csv]" or "[/b]" is
+        # shown as written (rich would take it for a style, or fail on it).
+        grid.add_row(*(Text(for_display("" if cell is None else str(cell))) for cell in row))
     # Piped output is not cut to 80 columns: a program reads whole lines.
     width = None if sys.stdout.isatty() else 1_000
     console = Console(width=width, soft_wrap=True, highlight=False)

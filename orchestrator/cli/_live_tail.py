@@ -3,7 +3,7 @@
 Shown only on a terminal: each new chunk redraws the tail in place (the lines
 it drew are erased first), and the call's finished line replaces it. The
 output is untrusted: control sequences and control characters are stripped
-(:func:`~orchestrator.sandbox.live.for_display`) and each line is cut to the
+(:func:`~orchestrator.display.for_display`) and each line is cut to the
 terminal's width, so nothing a tool prints can move the cursor or recolour
 the screen.
 """
@@ -15,7 +15,7 @@ import sys
 from typing import TextIO
 
 from orchestrator.agent import ToolOutput
-from orchestrator.sandbox.live import for_display
+from orchestrator.display import for_display
 
 __all__ = ["LiveTail"]
 

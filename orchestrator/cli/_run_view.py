@@ -28,8 +28,9 @@ from orchestrator.agent import (
     ToolCallFinished,
     ToolOutput,
 )
-from orchestrator.cli._common import table
+from orchestrator.cli._common import echo_untrusted, table
 from orchestrator.cli._live_tail import LiveTail
+from orchestrator.display import for_display
 
 __all__ = ["ProgressView", "describe_event", "show_result", "summary_rows"]
 
@@ -184,8 +185,8 @@ class ProgressView:
             for call in event.tool_calls:
                 self._arguments[call.id] = call.arguments
         line = describe_event(event, self._arguments)
-        if line is not None:
-            self._echo(line)
+        if line is not None:  # what the model and the tools wrote: never a terminal's command
+            self._echo(for_display(line))
 
     def replay(self, events: Iterable[AgentEvent]) -> None:
         """Show a recorded run's events."""
@@ -243,5 +244,5 @@ def show_result(result: RunResult, *, as_json: bool) -> None:
         click.echo(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False))
         return
     if result.answer:
-        click.echo(f"answer:\n{result.answer.strip()}\n")
+        echo_untrusted(f"answer:\n{result.answer.strip()}\n")
     table(["RUN", "SUMMARY"], summary_rows(result))

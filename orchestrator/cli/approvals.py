@@ -12,6 +12,7 @@ import click
 
 from orchestrator.approvals import ApprovalScope, ApprovalStatus, ApprovalStore
 from orchestrator.cli._common import EXIT_FAILED, config_option, echo_json, json_option, load, table
+from orchestrator.display import json_for_people
 from orchestrator.errors import UsageError
 
 __all__ = ["approvals"]
@@ -72,7 +73,8 @@ def approvals_show(config_file: Path | None, db: Path | None, request_id: str) -
     request = _store(config_file, db).get(request_id)
     if request is None:
         raise click.ClickException(f"no approval request {request_id!r}")
-    click.echo(request.model_dump_json(indent=2))
+    # The arguments as a person must read them (no character hides or reorders text).
+    click.echo(json_for_people(request.model_dump(mode="json")))
 
 
 _NOTE = click.option("--note", help="Why (on a denial, the model reads it).")

@@ -11,6 +11,7 @@ import click
 from orchestrator.audit import OpenIntent, tail, verify
 from orchestrator.audit.timeline import CallEntry, call_timeline
 from orchestrator.cli._common import EXIT_FAILED, config_option, echo_json, json_option, load
+from orchestrator.display import for_display
 
 __all__ = ["audit"]
 
@@ -134,7 +135,7 @@ def audit_timeline(
         )  # fmt: skip
         return
     for entry in entries:
-        click.echo("\n".join(_entry_lines(entry)))
+        click.echo(for_display("\n".join(_entry_lines(entry))))  # tools' errors among them
 
 
 @audit.command("tail")

@@ -10,6 +10,7 @@ import click
 from orchestrator.audit.regression import policy_tests_from_log, render_tests
 from orchestrator.audit.replay import ReplayChange, replay
 from orchestrator.cli._common import EXIT_FAILED, config_option, echo_json, json_option, load
+from orchestrator.display import for_display
 from orchestrator.policy import (
     CaseOutcome,
     PolicyTestReport,
@@ -212,7 +213,7 @@ def policy_replay(
         if report.changes:
             click.echo(f"{len(report.changes)} decisions would change:")
             for change in report.changes:
-                click.echo(_change_line(change))
+                click.echo(for_display(_change_line(change)))  # the log's tool names, reasons
             summary = ", ".join(f"{kind}: {count}" for kind, count in report.summary().items())
             click.echo(f"summary: {summary}")
         else:

@@ -17,6 +17,7 @@ from orchestrator.cli._common import (
     EXIT_OK,
     config_option,
     echo_json,
+    echo_untrusted,
     json_option,
     load,
     run_async,
@@ -123,13 +124,13 @@ def _show(result: ToolResult) -> None:
         f"{result.status.value}  {result.name}  {duration}  (call {result.call_id})", err=True
     )
     if result.output:
-        click.echo(result.output)
+        echo_untrusted(result.output)
     if result.error:
-        click.echo(result.error, err=True)
+        echo_untrusted(result.error, err=True)
     if result.truncated:
         click.echo("(output truncated)", err=True)
-    for line in result.notes():
-        click.echo(line, err=True)
+    for line in result.notes():  # artifact and file names the sandbox chose
+        echo_untrusted(line, err=True)
 
 
 @tools.command("call")

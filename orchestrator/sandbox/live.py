@@ -16,7 +16,6 @@ import codecs
 import contextlib
 import contextvars
 import logging
-import re
 import struct
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -35,7 +34,6 @@ __all__ = [
     "OutputChunk",
     "OutputListener",
     "current_listener",
-    "for_display",
     "listening",
 ]
 
@@ -70,7 +68,7 @@ class OutputChunk:
     chunks were dropped)."""
     text: str
     """The bytes decoded as UTF-8 (invalid sequences replaced); may hold control sequences:
-    see :func:`for_display`."""
+    see :func:`orchestrator.display.for_display`."""
 
 
 OutputListener = Callable[[OutputChunk], None]
@@ -94,22 +92,6 @@ def listening(listener: OutputListener | None) -> Iterator[None]:
 def current_listener() -> OutputListener | None:
     """The listener :func:`listening` set for the call in progress, if any."""
     return _listener.get()
-
-
-# CSI, OSC, DCS/PM/APC/SOS strings, two-byte escapes, then lone C0/C1 controls.
-_CONTROL = re.compile(
-    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
-    r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
-    r"|(?:\x1b[P^_X]|[\x90\x98\x9e\x9f])[^\x1b\x9c]*(?:\x1b\\|\x9c)?"
-    r"|\x1b[ -/]*[0-~]?"
-    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
-)
-
-
-def for_display(text: str) -> str:
-    """``text`` with terminal control sequences and control characters removed
-    (newlines and tabs stay): safe to put on a terminal or a page."""
-    return _CONTROL.sub("", text)
 
 
 class LiveFrameError(ValueError):

@@ -23,7 +23,8 @@ from typing import Any
 
 from mcp.server.context import ServerRequestContext
 
-from orchestrator.sandbox.live import ChunkQueue, OutputChunk, OutputListener, for_display
+from orchestrator.display import for_display
+from orchestrator.sandbox.live import ChunkQueue, OutputChunk, OutputListener
 
 __all__ = ["output_progress"]
 

@@ -56,6 +56,23 @@ async def test_it_shows_the_request_with_secrets_redacted(pipe: tuple[int, int])
     assert "s3cr3t" not in shown and "[REDACTED]" in shown
 
 
+async def test_what_could_hide_or_reorder_the_arguments_is_shown_escaped(
+    pipe: tuple[int, int],
+) -> None:
+    """The model chose the arguments: a terminal must not act on them, nor show "invoice
+    hs.jpg" for a file whose name is reversed by a right-to-left override."""
+    read_end, write_end = pipe
+    os.write(write_end, b"d\n\n")
+    hostile = REQUEST.model_copy(
+        update={"arguments": {"path": "invoice\u202egpj.sh", "note": "ok\x9b2J\x1b]52;c;eA==\x07"}}
+    )
+    shown = io.StringIO()
+    await TerminalApprover(input_fd=read_end, output=shown, user="ops")(hostile)
+    text = shown.getvalue()
+    assert "invoice\\u202egpj.sh" in text and "\\u009b2J" in text and "\\u001b]52" in text
+    assert not any(char in text for char in "\u202e\x9b\x1b\x07")
+
+
 async def test_deny_with_a_note(pipe: tuple[int, int]) -> None:
     decision, _ = await answer(pipe, "deny\nbuild is shared\n")
     assert decision == ApprovalDecision(approved=False, by="terminal:ops", note="build is shared")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import load_config
+from orchestrator.display import for_display
 from orchestrator.gateway import Gateway
 from orchestrator.platform import Platform
 from orchestrator.sandbox.images import ImageBuilder
@@ -27,7 +28,6 @@ from orchestrator.sandbox.live import (
     ChunkQueue,
     LiveDecoder,
     OutputChunk,
-    for_display,
 )
 from orchestrator.tools import ToolCall, ToolResult, ToolStatus
 
@@ -462,11 +462,3 @@ async def test_the_chunk_queue_drops_with_a_marker_and_closes() -> None:
     ]
     queue.close()
     assert await queue.get() is None
-
-
-def test_display_strips_every_kind_of_control_sequence() -> None:
-    hostile = (
-        "a\x1b[2J\x1b[1;31mb\x1b[0m\x1b]0;title\x07c\x1b]8;;http://x\x1b\\d"
-        "\x1bPq#0\x1b\\e\x9b31mf\x07\x08\x00\r\x7fg\tend\n"
-    )
-    assert for_display(hostile) == "abcdefg\tend\n"

@@ -247,6 +247,7 @@ async def test_signing_out_and_revoking_the_token_end_the_session(
 async def test_untrusted_values_render_inert_and_secrets_redacted(served: Served) -> None:
     hostile = (
         f'</pre><script>alert(1)</script><img src=x onerror="alert(2)">{{{{7*7}}}} \' " & {SECRET}'
+        " rm invoice\u202egpj.sh"  # reads "invoicehs.jpg" where bidirectional text is honoured
     )
     async with served.client("caller") as alice:
         waiting = asyncio.create_task(alice.post("/v1/tool-calls", json=shell("c1", hostile)))
@@ -265,6 +266,7 @@ async def test_untrusted_values_render_inert_and_secrets_redacted(served: Served
         assert "<script>alert" not in shown and "<img" not in shown
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in shown
         assert "{{7*7}}" in shown  # not evaluated as a template
+        assert "\u202e" not in shown and "invoice\\u202egpj.sh" in shown
         assert SECRET not in shown
         assert "[REDACTED]" in shown
     # No script but the page's static files.

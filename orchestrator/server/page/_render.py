@@ -9,7 +9,6 @@ inert text. The script and style sheet are files of the package, read once.
 
 from __future__ import annotations
 
-import json
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from orchestrator.display import json_for_people
 from orchestrator.server._problems import ProblemCode, problem_response
 from orchestrator.server.page._timeline import inert_text
 
@@ -51,8 +51,10 @@ SECURITY_HEADERS: dict[str, str] = {
 
 
 def pretty(value: Any) -> str:
-    """``value`` as indented JSON, for showing and editing arguments (escaped when rendered)."""
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+    """``value`` as indented JSON, for showing and editing arguments (escaped when rendered):
+    a character that would hide or reorder text is shown as its escape, which reads back
+    as the same value when the arguments are edited."""
+    return json_for_people(value)
 
 
 def waited(seconds: float) -> str:

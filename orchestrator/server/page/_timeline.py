@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -38,6 +37,7 @@ from orchestrator.agent import (
     ToolCallStarted,
 )
 from orchestrator.audit.timeline import CallEntry
+from orchestrator.display import for_display
 
 __all__ = [
     "OUTPUT_PREVIEW",
@@ -53,24 +53,13 @@ __all__ = [
 OUTPUT_PREVIEW = 2_000
 """Longest output, argument or model text an item shows (the run's log keeps as much)."""
 
-# Terminal control: CSI (ESC [ … final byte, and its 8-bit form), OSC (ESC ] … BEL or ST),
-# other ESC sequences; then any C0/C1 control left but tab and newline. Removed, never
-# passed on: a terminal would act on them, and in a page they are noise at best.
-_CONTROL = re.compile(
-    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
-    r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
-    r"|\x1b[P^_X][^\x1b\x9c]*(?:\x1b\\|\x9c)?"
-    r"|\x1b[ -/]*[0-~]?"
-    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
-)
-
 
 def inert_text(value: Any, limit: int = OUTPUT_PREVIEW) -> str:
     """``value`` as text to show: control sequences removed, cut to ``limit`` characters."""
     if value is None:
         return ""
     text = value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True)
-    text = _CONTROL.sub("", text.replace("\r\n", "\n"))
+    text = for_display(text.replace("\r\n", "\n"))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
