@@ -15,9 +15,10 @@ Rows, measured side by side in one run:
   workspace in and out, the result parsed into a ToolResult;
 - a workspace of 1 000 files / 100 MB: ``cp -a`` of the tree on the same disk
   (the baseline), and backend calls with it: one that leaves it untouched (in,
-  and only the runner's listing back), one that appends a byte to every file
-  (in, 100 MB back, the new tree written beside the old and swapped in); the
-  same ``true`` without a workspace beside them.
+  and only the runner's listing back), one that appends a byte to one file (in,
+  that file back and written in place), one that appends a byte to every file
+  (in, 100 MB back, each file staged, then renamed into place); the same
+  ``true`` without a workspace beside them.
 
 Each call finds its pool ready (calls in an agent's run are seconds apart).
 Run: ``.venv/bin/python benchmarks/tools_bench.py [--runtime runsc]``.
@@ -51,6 +52,7 @@ from stockade_sdk.run import ENTRY_ARGV
 
 FILES, FILE_BYTES = 1000, 100_000
 REWRITE = 'for f in d*/*; do printf x >> "$f"; done'
+REWRITE_ONE = "printf x >> d0/f0000.bin"
 
 
 async def timed(
@@ -162,11 +164,14 @@ async def main() -> None:
             copies = await asyncio.to_thread(copy_tree, workspace.path, n)
             untouched = ExecRequest(argv=("true",), workspace=workspace)
             rewrite = ExecRequest(argv=("sh", "-c", REWRITE), workspace=workspace)
+            rewrite_one = ExecRequest(argv=("sh", "-c", REWRITE_ONE), workspace=workspace)
             bare = ExecRequest(argv=("true",))
             workspace_rows = [
                 (f"`cp -a` of the tree ({FILES} files, {size / 1e6:.0f} MB)", copies),
                 ("call `true`: workspace in, untouched",
                  await timed(n, warm(big), lambda: execute(big, untouched))),
+                ("call appending a byte to one file: in, that file back",
+                 await timed(n, warm(big), lambda: execute(big, rewrite_one))),
                 ("call appending a byte to every file: in, all back",
                  await timed(n, warm(big), lambda: execute(big, rewrite))),
                 ("call `true` without a workspace",

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.lockfile import try_lock
+from orchestrator.lockfile import open_lock, try_lock
 
 __all__ = ["InstanceClaim", "claim_instance_id"]
 
@@ -51,7 +51,7 @@ def claim_instance_id(state_dir: Path) -> InstanceClaim:
     directory = state_dir / "ray-orchestrators"
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     for slot in range(_SLOTS):
-        fd = os.open(directory / f"{slot}.id", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = open_lock(directory / f"{slot}.id")  # never through a link: its id is written
         if not try_lock(fd):  # another live orchestrator holds it
             os.close(fd)
             continue

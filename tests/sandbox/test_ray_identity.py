@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from orchestrator.sandbox.ray_identity import claim_instance_id
 
 
@@ -42,3 +44,14 @@ def test_a_damaged_slot_file_gets_a_new_id(tmp_path: Path) -> None:
     claim = claim_instance_id(tmp_path)
     assert len(claim.instance_id) == 32 and claim.instance_id != "not an id"
     claim.release()
+
+
+def test_a_slot_file_is_never_opened_through_a_link(tmp_path: Path) -> None:
+    """Writing an id through a link planted in the state directory would write elsewhere."""
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("not the orchestrator's")
+    (tmp_path / "ray-orchestrators").mkdir()
+    (tmp_path / "ray-orchestrators" / "0.id").symlink_to(elsewhere)
+    with pytest.raises(OSError, match=r"0\.id"):
+        claim_instance_id(tmp_path)
+    assert elsewhere.read_text() == "not the orchestrator's"
