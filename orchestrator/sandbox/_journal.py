@@ -26,6 +26,7 @@ never a way out of the workspace.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -69,6 +70,9 @@ class Place:
     path: PurePosixPath
     content: bytes
     mode: int
+    owner: tuple[int, int] | None = None
+    """The user and group the file keeps (those of the file it replaces), where this
+    process may give them; None: this process's."""
 
 
 Step = Remove | MakeDirectory | Place
@@ -93,9 +97,9 @@ def commit(workspace: Path, steps: Iterable[Step]) -> None:
                     journal.append(["remove", str(path), kind])
                 case MakeDirectory(path=path):
                     journal.append(["mkdir", str(path)])
-                case Place(path=path, content=content, mode=mode):
+                case Place(path=path, content=content, mode=mode, owner=owner):
                     name = str(len(journal))
-                    _write(staging / name, content, mode)
+                    _write(staging / name, content, mode, owner)
                     journal.append(["place", str(path), name])
         _write(staging / _JOURNAL, json.dumps(journal).encode(), 0o600)
         _fsync_directory(staging)
@@ -194,13 +198,16 @@ def _place(staged: int, staged_name: str, parent: int, name: str) -> None:
         raise
 
 
-def _write(path: Path, content: bytes, mode: int) -> None:
+def _write(path: Path, content: bytes, mode: int, owner: tuple[int, int] | None = None) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         view = memoryview(content)
         while view:
             view = view[os.write(descriptor, view) :]
-        os.fchmod(descriptor, mode)
+        if owner is not None:
+            with contextlib.suppress(PermissionError):  # only root gives a file away
+                os.fchown(descriptor, *owner)
+        os.fchmod(descriptor, mode)  # after: a change of owner drops set-id bits
         os.fsync(descriptor)
     finally:
         os.close(descriptor)

@@ -324,10 +324,23 @@ def _steps(returned: SafeWorkspace, sent: Outgoing, changed: set[PurePosixPath])
     steps += [(path, 1, MakeDirectory(path)) for path in directories - sent.directories]
     for path, value in returned.entries.items():
         if isinstance(value, bytes) and path in changed:
-            before = sent.modes.get(path) if path in sent.files else None
+            before, owner = None, None
+            if path in sent.files:  # a rewrite keeps the file's mode and owner
+                before = sent.modes[path]
+                owner = _owner(sent.root.joinpath(*path.parts))
             mode = _mode(before, path in returned.executable)
-            steps.append((path, 2, Place(path, value, mode)))
+            steps.append((path, 2, Place(path, value, mode, owner)))
     return [step for _path, _order, step in sorted(steps, key=lambda each: each[:2])]
+
+
+def _owner(path: Path) -> tuple[int, int] | None:
+    """The user and group of the host's file at ``path`` (None if it is gone): a file a call
+    rewrote in a user's directory stays theirs, even when the orchestrator runs as root."""
+    try:
+        info = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return info.st_uid, info.st_gid
 
 
 def _mode(before: int | None, executable: bool) -> int:

@@ -292,6 +292,19 @@ def test_a_rewritten_file_keeps_the_hosts_mode_and_a_new_one_is_private(tmp_path
                      "fresh.txt": 0o600}  # fmt: skip
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user takes root")
+def test_a_rewritten_file_stays_its_owners_when_the_orchestrator_is_root(tmp_path: Path) -> None:
+    """``sudo stockade tools call --workspace ~/project``: the user's files stay theirs."""
+    workspace = WorkspaceManager(tmp_path).open("project")
+    (workspace.path / "mine.txt").write_text("old")
+    os.chown(workspace.path / "mine.txt", 1234, 5678)
+    sent = workspace.outgoing(max_bytes=1024, max_files=10)
+    workspace.apply(returned(sent, (b"F644\0mine.txt", b"new"), (b"F644\0new.txt", b"n")), sent)
+    owners = {p.name: (p.stat().st_uid, p.stat().st_gid) for p in workspace.path.iterdir()}
+    assert owners == {"mine.txt": (1234, 5678), "new.txt": (0, 0)}
+    assert (workspace.path / "mine.txt").read_text() == "new"
+
+
 def test_a_call_that_changed_nothing_writes_nothing(tmp_path: Path) -> None:
     workspace = WorkspaceManager(tmp_path).open("run-1")
     (workspace.path / "a").mkdir()
