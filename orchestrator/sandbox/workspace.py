@@ -26,6 +26,7 @@ current directory), and what the user adds while a call runs stays.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -418,8 +419,13 @@ class WorkspaceManager:
         return workspace
 
     def close(self, run_id: str, *, keep: bool = False) -> None:
-        """End a run: its workspace is deleted unless ``keep``."""
+        """End a run: its workspace is deleted unless ``keep``, and with it any journal of
+        changes its last call could not finish writing (kept: finished now if it can be)."""
         workspace = self._open.pop(run_id, None)
         path = workspace.path if workspace else self._root / run_id
-        if not keep:
+        if keep:
+            with contextlib.suppress(OSError):  # else finished when it is next opened
+                finish(path)
+        else:
             shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(path.with_name(staging_names(path)[1]), ignore_errors=True)

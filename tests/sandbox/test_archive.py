@@ -271,6 +271,28 @@ def test_changes_committed_but_not_all_written_are_finished_before_the_next_call
     assert sorted(path.name for path in tmp_path.iterdir()) == ["run"], "the journal is gone"
 
 
+def test_a_run_ended_with_changes_not_all_written_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = WorkspaceManager(tmp_path)
+    for run_id in ("kept", "gone"):
+        workspace = manager.open(run_id)
+        (workspace.path / "a.txt").write_text("old")
+        sent = workspace.outgoing(max_bytes=1024, max_files=10)
+        with monkeypatch.context() as patched:
+            patched.setattr(_journal, "_place", _failing_place)
+            with pytest.raises(OSError, match="Input/output error"):
+                workspace.apply(returned(sent, (b"F644\0a.txt", b"new")), sent)
+    manager.close("kept", keep=True)  # finished: the run's workspace is what the call left
+    manager.close("gone")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["kept"]
+    assert (tmp_path / "kept" / "a.txt").read_text() == "new"
+
+
+def _failing_place(staged: int, staged_name: str, parent: int, name: str) -> None:
+    raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+
 def test_a_rewritten_file_keeps_the_hosts_mode_and_a_new_one_is_private(tmp_path: Path) -> None:
     workspace = WorkspaceManager(tmp_path).open("run")
     for name, mode in [("shared.txt", 0o644), ("tool.sh", 0o755), ("script", 0o640),
