@@ -32,7 +32,7 @@ from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.server import ROLE_PERMISSIONS, Permission, Role, TokenStore
 from orchestrator.server.page import SECURITY_HEADERS
 from orchestrator.server.page._call_reads import MAX_AGE_S, CallReads
-from orchestrator.server.page._timeline import build_timeline, inert_text
+from orchestrator.server.page._timeline import LINES_SHOWN, build_timeline, inert_text
 from orchestrator.testing import ScriptedModelServer, server_error, text, tool_call, tool_calls
 from orchestrator.testing.backend import ScriptedBackend
 
@@ -299,6 +299,8 @@ def test_a_call_is_one_item_joined_with_its_audit_records_in_the_runs_order() ->
                 "rule": "r1",
                 "sandbox_profile": "default",
                 "arguments": {"x": 1},
+                "files_changed": [f"f{index}\x1b[2J" for index in range(LINES_SHOWN + 2)],
+                "files_rejected": {"sha256": "0" * 64, "bytes": 9000, "head": "[..."},
             },
         ),
         CallEntry(call_id="c2", tool="a.b", intents=[{"sandbox_profile": "big"}]),
@@ -311,6 +313,10 @@ def test_a_call_is_one_item_joined_with_its_audit_records_in_the_runs_order() ->
     )  # fmt: skip
     assert first["approval"].decided_by == "bob" and first["approval"].note == "ok by me"
     assert first["approval"].requested_at == "T1" and first["approval"].decided_at == "T2"
+    # The workspace paths the audit log names, inert and cut; a list it bounded, by its size.
+    assert first["files_changed"][:2] == ["f0", "f1"] and len(first["files_changed"]) == 51
+    assert first["files_changed"][-1] == "… and 2 more (the audit log has them all)"
+    assert first["files_rejected"] == ["9000 bytes of them, kept in the audit log as a SHA-256"]
     assert (second["status"], second["runtime"]) == ("running", "runsc")
     assert timeline.finished and timeline.model == "m" and timeline.tool_calls == 2
 
@@ -376,6 +382,7 @@ async def test_artifacts_of_a_real_call_are_linked_and_served_to_be_saved(
                 listed_api = await api.get("/v1/runs/r1/artifacts")
     assert page.status_code == 200
     assert "report.html" in page.text and "written" in page.text
+    assert re.search(r'<ul class="files-changed">.*outputs/report\.html', page.text)
     assert "profile <code>default</code>, runtime <code>runc</code>, exit code 0" in page.text
     assert link.startswith("/ui/runs/r1/artifacts/")
     assert served_file.status_code == 200

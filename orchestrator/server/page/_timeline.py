@@ -40,6 +40,7 @@ from orchestrator.audit.timeline import CallEntry
 from orchestrator.display import for_display
 
 __all__ = [
+    "LINES_SHOWN",
     "OUTPUT_PREVIEW",
     "ApprovalView",
     "ArtifactView",
@@ -52,6 +53,8 @@ __all__ = [
 
 OUTPUT_PREVIEW = 2_000
 """Longest output, argument or model text an item shows (the run's log keeps as much)."""
+LINES_SHOWN = 50
+"""Most workspace paths (and refusals) a call's item lists."""
 
 
 def inert_text(value: Any, limit: int = OUTPUT_PREVIEW) -> str:
@@ -135,6 +138,10 @@ class CallItem:
     output: str = ""
     error: str | None = None
     artifacts: list[ArtifactView] = field(default_factory=list)
+    files_changed: list[str] = field(default_factory=list)
+    """The workspace paths the call changed, as the audit log recorded them (cut)."""
+    files_rejected: list[str] = field(default_factory=list)
+    """What the sandbox sent back and the host refused, with the reasons (cut)."""
 
     def item(self) -> Item:
         data = {name: value for name, value in vars(self).items() if name != "at"}
@@ -214,6 +221,21 @@ def _outcome(call: CallItem, record: Mapping[str, Any], runtimes: Mapping[str, s
         for artifact in record.get("artifacts") or ()
         if isinstance(artifact, Mapping)
     ]
+    call.files_changed = _recorded_lines(record.get("files_changed"))
+    call.files_rejected = _recorded_lines(record.get("files_rejected"))
+
+
+def _recorded_lines(value: Any) -> list[str]:
+    """A list the audit log recorded (paths, refusals) as lines to show: the first
+    :data:`LINES_SHOWN`, then how many more; a list the log bounded, by its size."""
+    if isinstance(value, list):
+        shown = [inert_text(str(line), 300) for line in value[:LINES_SHOWN]]
+        if len(value) > LINES_SHOWN:
+            shown.append(f"… and {len(value) - LINES_SHOWN} more (the audit log has them all)")
+        return shown
+    if isinstance(value, Mapping):
+        return [f"{value.get('bytes', '?')} bytes of them, kept in the audit log as a SHA-256"]
+    return []
 
 
 def _turn(event: ModelTurn) -> Item:
