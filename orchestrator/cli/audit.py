@@ -105,10 +105,13 @@ def _entry_lines(entry: CallEntry) -> list[str]:
         )
     outcome = entry.outcome
     if outcome is not None:
+        changed = outcome.get("files_changed")
+        paths = len(changed) if isinstance(changed, list) else 0  # a bounded list: see --json
         lines.append(
             f"  seq {outcome['seq']}  {outcome.get('ts', '')}  outcome: "
             f"{outcome.get('status')} in {outcome.get('duration_s', 0):.3f} s"
             + (f" on host {outcome['host']}" if outcome.get("host") else "")
+            + (f", {paths} workspace path{'s' * (paths != 1)} changed" if paths else "")
             + (f": {outcome['error']}" if outcome.get("error") else "")
         )
     return lines

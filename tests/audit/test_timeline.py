@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from orchestrator.audit import AuditLog
 from orchestrator.audit._verify import tail
 from orchestrator.audit.timeline import call_timeline
+from orchestrator.cli import cli
 
 
 def _log(tmp_path: Path) -> Path:
@@ -66,3 +68,17 @@ def test_lines_across_blocks_are_found_whole_and_a_line_being_written_is_not(
     monkeypatch.setattr("orchestrator.audit._verify._BLOCK", 97)  # lines span blocks
     entries = call_timeline(path, run_id="r1")
     assert [entry.call_id for entry in entries] == ["c1", "c4", "c6", "c7"]
+
+
+def test_the_cli_shows_what_a_call_changed_and_no_control_sequence(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path) as log:
+        common = {"event": "call", "run_id": "r", "tool": "python.run", "status": "error"}
+        log.append({**common, "call_id": "c1", "files_changed": ["a.txt", "b/c.txt"],
+                    "error": "failed\x1b]52;c;cm0gLXJm\x07 here"})  # fmt: skip
+        log.append({**common, "call_id": "c2", "files_changed": ["a.txt"]})
+    shown = CliRunner().invoke(cli, ["audit", "timeline", str(path)])
+    assert shown.exit_code == 0, shown.output
+    assert "error in 0.000 s, 2 workspace paths changed: failed here" in shown.output
+    assert "error in 0.000 s, 1 workspace path changed" in shown.output
+    assert "\x1b" not in shown.output and "\x07" not in shown.output
