@@ -196,8 +196,8 @@ class Workspace:
         """
         try:
             finish(self.path)
-        except OSError as exc:
-            cause = exc.strerror or type(exc).__name__
+        except (OSError, ValueError) as exc:  # ValueError: a journal the disk damaged
+            cause = (exc.strerror if isinstance(exc, OSError) else None) or type(exc).__name__
             raise ArchiveLimitError(
                 f"the previous call's changes to the workspace could not all be written ({cause})"
             ) from exc

@@ -289,6 +289,14 @@ def test_a_run_ended_with_changes_not_all_written_leaves_nothing_behind(
     assert (tmp_path / "kept" / "a.txt").read_text() == "new"
 
 
+def test_a_damaged_journal_stops_the_next_call_with_the_cause(tmp_path: Path) -> None:
+    workspace = WorkspaceManager(tmp_path).open("run")
+    (tmp_path / ".run.apply").mkdir()
+    (tmp_path / ".run.apply" / "journal.json").write_bytes(b'[["place", "a.txt"')
+    with pytest.raises(ArchiveLimitError, match=r"could not all be written \(JSONDecodeError\)"):
+        workspace.outgoing(max_bytes=1024, max_files=10)
+
+
 def _failing_place(staged: int, staged_name: str, parent: int, name: str) -> None:
     raise OSError(errno.EIO, os.strerror(errno.EIO))
 
