@@ -27,7 +27,9 @@ never a way out of the workspace.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
 import shutil
 import stat
@@ -44,6 +46,8 @@ Kind = Literal["file", "directory", "other"]
 (a link, a FIFO: entries of the user's that never travel)."""
 
 _JOURNAL = "journal.json"
+_IN_THE_WAY = frozenset({errno.EEXIST, errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.ENOTEMPTY})
+_log = logging.getLogger(__name__)
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -110,44 +114,62 @@ def commit(workspace: Path, steps: Iterable[Step]) -> None:
     _fsync_directory(workspace.parent)
 
 
-def finish(workspace: Path) -> bool:
+def finish(workspace: Path) -> tuple[PurePosixPath, ...] | None:
     """Do what the committed journal beside ``workspace`` says, if there is one, then
-    remove it; False if there was none. Safe to call again after any failure or kill."""
+    remove it; None if there was none. Safe to call again after any failure or kill.
+
+    Returns the paths of the steps not done because the host had put something else in
+    their way since the call began (a file where the call makes a directory, a directory
+    where it puts a file): that is the host's, and stays.
+    """
     journal = workspace.with_name(staging_names(workspace)[1])
     try:
         steps = json.loads((journal / _JOURNAL).read_bytes())
     except FileNotFoundError:
         if not os.path.lexists(journal):
-            return False
+            return None
         steps = []  # killed while removing a finished journal: its steps were done
     if steps and not workspace.is_dir():
         steps = []  # the workspace is gone (removed with its run): nothing to finish
-    if steps:
-        _run(workspace, journal, steps)
+    skipped = _run(workspace, journal, steps) if steps else ()
     shutil.rmtree(journal)
     _fsync_directory(workspace.parent)
-    return True
+    return skipped
 
 
-def _run(workspace: Path, journal: Path, steps: list[list[str]]) -> None:
+def _run(workspace: Path, journal: Path, steps: list[list[str]]) -> tuple[PurePosixPath, ...]:
     touched: set[PurePosixPath] = set()
+    skipped: list[PurePosixPath] = []
     staged = os.open(journal, _DIRECTORY_FLAGS)
     try:
         with _Tree(workspace) as tree:
             for action, name, detail in (_parse(step) for step in steps):
                 path = PurePosixPath(name)
-                parent = tree.directory(path.parent)
-                if action == "remove":
-                    _remove(parent, path.name, detail)
-                elif action == "mkdir":
-                    _make_directory(parent, path.name)
-                else:
-                    _place(staged, detail, parent, path.name)
+                if any(place in path.parents for place in skipped):
+                    continue
+                try:
+                    parent = tree.directory(path.parent)
+                    if action == "remove":
+                        _remove(parent, path.name, detail)
+                    elif action == "mkdir":
+                        _make_directory(parent, path.name)
+                    else:
+                        _place(staged, detail, parent, path.name)
+                except OSError as exc:
+                    if exc.errno not in _IN_THE_WAY:
+                        raise
+                    # The host's entry is in the way (put there after the call's plan): it
+                    # stays, and the step, with those below it, is not done.
+                    _log.warning("workspace %s: %s left as the host has it (%s)",
+                                 workspace, path, exc.strerror)  # fmt: skip
+                    skipped.append(path)
+                    continue
                 touched.add(path.parent)
             for directory in sorted(touched):
                 os.fsync(tree.directory(directory))
     finally:
         os.close(staged)
+    return tuple(skipped)
 
 
 def _parse(step: list[str]) -> tuple[str, str, str]:

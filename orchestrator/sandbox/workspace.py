@@ -31,7 +31,7 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -103,6 +103,9 @@ class Outgoing:
     stayed: tuple[PurePosixPath, ...]
     """Entries that did not travel (links, FIFOs… the host's user put there): left as they
     are, unless the call put something at their path or removed their directory."""
+    stamps: Mapping[PurePosixPath, tuple[int, int, int, int]]
+    """Each regular file's inode, size, modification and change times when it was sent:
+    a file the host changed meanwhile is not overwritten by the call's."""
 
     @property
     def sizes(self) -> dict[PurePosixPath, int]:
@@ -206,6 +209,7 @@ class Workspace:
         modes: dict[PurePosixPath, int] = {}
         directories: set[PurePosixPath] = set()
         stayed: list[PurePosixPath] = []
+        stamps: dict[PurePosixPath, tuple[int, int, int, int]] = {}
         total = 0
         pending = [b""]
         root = os.fsencode(self.path)
@@ -224,6 +228,7 @@ class Workspace:
                     modes[path] = stat.S_IMODE(info.st_mode)
                     subdirectories.append(relative)
                 elif stat.S_ISREG(info.st_mode):
+                    stamps[path] = _stamp(info)
                     total += info.st_size
                     modes[path] = stat.S_IMODE(info.st_mode)
                     mode = f"{modes[path]:o}".encode()
@@ -247,6 +252,7 @@ class Workspace:
             directories=frozenset(directories),
             modes=modes,
             stayed=tuple(stayed),
+            stamps=stamps,
         )
 
     def reader(self, sent: Outgoing, *, max_bytes: int, max_files: int) -> WorkspaceReader:
@@ -282,14 +288,18 @@ class Workspace:
         keep their identity. A call that changed nothing writes nothing.
         """
         changed = self._changes(returned, sent)
-        rejected = tuple(returned.rejected)
+        rejected = list(returned.rejected)
         if not changed:
-            return WorkspaceChanges(changed=(), rejected=rejected)
-        commit(self.path, _steps(returned, sent, changed))
-        finish(self.path)
+            return WorkspaceChanges(changed=(), rejected=tuple(rejected))
+        steps, moved = _unmoved(_steps(returned, sent, changed), sent)
+        commit(self.path, steps)
+        moved += finish(self.path) or ()
+        # What the host changed meanwhile is its own; the call's change there is dropped.
+        changed = {path for path in changed if not _under(path, moved)}
+        rejected += [f"{path}: {_MOVED}" for path in sorted(moved)]
         names = sorted(str(path) for path in changed)
         return WorkspaceChanges(
-            changed=tuple(names), rejected=rejected, outputs=_outputs(returned, names)
+            changed=tuple(names), rejected=tuple(rejected), outputs=_outputs(returned, names)
         )
 
 
@@ -332,6 +342,74 @@ def _steps(returned: SafeWorkspace, sent: Outgoing, changed: set[PurePosixPath])
             mode = _mode(before, path in returned.executable)
             steps.append((path, 2, Place(path, value, mode, owner)))
     return [step for _path, _order, step in sorted(steps, key=lambda each: each[:2])]
+
+
+_MOVED = "changed on the host while the call ran; the host's version is kept"
+
+
+def _stamp(info: os.stat_result) -> tuple[int, int, int, int]:
+    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
+def _unmoved(steps: list[Step], sent: Outgoing) -> tuple[list[Step], list[PurePosixPath]]:
+    """The steps whose place the host left as the call found it; the paths of the others
+    (a ``--workspace`` directory is the user's: they may edit, add or remove files while a
+    call runs, and the call never knew). A step below a dropped one is dropped with it."""
+    kept: list[Step] = []
+    moved: list[PurePosixPath] = []
+    for step in steps:
+        path = step.path
+        if _under(path, moved):
+            continue
+        if _as_sent(sent, path, step):
+            kept.append(step)
+        else:
+            moved.append(path)
+    return kept, moved
+
+
+def _under(path: PurePosixPath, places: Iterable[PurePosixPath]) -> bool:
+    """Whether ``path`` is one of ``places`` or below one."""
+    return any(place == path or place in path.parents for place in places)
+
+
+def _as_sent(sent: Outgoing, path: PurePosixPath, step: Step) -> bool:
+    """Whether the host's entry at ``path`` is still what the call found there (nothing, for
+    a path the call adds; for a directory it removes, every entry in it)."""
+    host = sent.root.joinpath(*path.parts)
+    try:
+        info = os.stat(host, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):  # or under a file an earlier step removes
+        return path not in sent.files or isinstance(step, Remove)
+    if path in sent.files:
+        return _stamp(info) == sent.stamps[path]
+    if path in sent.directories:
+        return not isinstance(step, Remove) or _tree_as_sent(sent, host, path)
+    if path in sent.stayed:
+        return not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode))
+    # Not there when the call started: the host's now, unless it is a directory the
+    # call makes too.
+    return isinstance(step, MakeDirectory) and stat.S_ISDIR(info.st_mode)
+
+
+def _tree_as_sent(sent: Outgoing, host: Path, path: PurePosixPath) -> bool:
+    """Whether the directory ``host`` holds only what the call found in it."""
+    stayed = set(sent.stayed)
+    with os.scandir(host) as scan:
+        for entry in scan:
+            below = path / entry.name
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(info.st_mode):
+                if below not in sent.directories:
+                    return False
+                if not _tree_as_sent(sent, Path(entry.path), below):
+                    return False
+            elif stat.S_ISREG(info.st_mode):
+                if sent.stamps.get(below) != _stamp(info):
+                    return False
+            elif below not in stayed:
+                return False
+    return True
 
 
 def _owner(path: Path) -> tuple[int, int] | None:

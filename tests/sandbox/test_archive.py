@@ -235,6 +235,54 @@ def test_the_workspace_keeps_its_identity_and_what_came_in_meanwhile(tmp_path: P
     assert not (workspace.path / "gone").exists()
 
 
+def test_what_the_host_changed_while_the_call_ran_stays_the_hosts(tmp_path: Path) -> None:
+    """A ``--workspace`` directory is the user's: what they edit, delete or add while a call
+    runs is not overwritten by the call's changes there, and the call is told."""
+    workspace = WorkspaceManager(tmp_path).open("mine")
+    for name in ("edited.txt", "deleted.txt", "plain.txt", "dir/old.txt"):
+        (workspace.path / name).parent.mkdir(exist_ok=True)
+        (workspace.path / name).write_text("before")
+    sent = workspace.outgoing(max_bytes=1024, max_files=10)
+    # The user, during the call:
+    (workspace.path / "edited.txt").write_text("the user's edit")
+    (workspace.path / "deleted.txt").unlink()
+    (workspace.path / "dir" / "mine.txt").write_text("the user's new file")
+    (workspace.path / "new.txt").write_text("the user's too")
+    back = returned(
+        sent,
+        *((f"F644\0{name}".encode(), b"the call's") for name in
+          ("edited.txt", "deleted.txt", "plain.txt", "new.txt")),  # "dir" removed
+    )  # fmt: skip
+    changes = workspace.apply(back, sent)
+    assert changes.changed == ("plain.txt",)
+    assert changes.rejected == tuple(
+        f"{name}: changed on the host while the call ran; the host's version is kept"
+        for name in ("deleted.txt", "dir", "edited.txt", "new.txt")
+    )
+    content = {str(p.relative_to(workspace.path)): p.read_text()
+               for p in workspace.path.rglob("*") if p.is_file()}  # fmt: skip
+    assert content == {"edited.txt": "the user's edit", "plain.txt": "the call's",
+                       "dir/old.txt": "before", "dir/mine.txt": "the user's new file",
+                       "new.txt": "the user's too"}  # fmt: skip
+
+
+def test_a_step_the_host_got_in_the_way_of_is_left_undone(tmp_path: Path) -> None:
+    """Between the plan and its writing the user made a file where the call makes a
+    directory: the journal still finishes (the workspace is never stuck), around it."""
+    workspace = tmp_path / "w"
+    workspace.mkdir()
+    _journal.commit(workspace, [
+        _journal.MakeDirectory(P("x")),
+        _journal.Place(P("x/y.txt"), b"the call's", 0o600),
+        _journal.Place(P("z.txt"), b"the call's", 0o600),
+    ])  # fmt: skip
+    (workspace / "x").write_text("the user's")
+    assert _journal.finish(workspace) == (P("x"),)
+    assert (workspace / "x").read_text() == "the user's"
+    assert (workspace / "z.txt").read_text() == "the call's"
+    assert _journal.finish(workspace) is None and sorted(tmp_path.iterdir()) == [workspace]
+
+
 def test_changes_committed_but_not_all_written_are_finished_before_the_next_call(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
