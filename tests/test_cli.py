@@ -278,3 +278,24 @@ def test_a_workspace_or_run_id_that_cannot_name_a_run_is_a_usage_error(tmp_path:
     )
     given = stockade("tools", "call", "shell.run", "--run-id", "../up", home=tmp_path)
     assert given.returncode == 2 and "Error: invalid --run-id '../up'" in given.stderr
+
+
+def test_a_workspace_the_call_could_not_use_is_a_usage_error(tmp_path: Path) -> None:
+    """Not a directory, or beside nothing Stockade may write (the lock and staged changes
+    live there): said before anything runs, not as a traceback from the platform."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    shown = stockade("tools", "call", "files.list", "--workspace", str(a_file), home=tmp_path)
+    assert shown.returncode == 2
+    assert shown.stderr.endswith(f"Directory '{a_file}' is a file.\n")
+    locked = tmp_path / "locked"
+    (locked / "ws").mkdir(parents=True)
+    subprocess.run(["chattr", "+i", str(locked)], check=True)  # not writable, even by root
+    try:
+        shown = stockade("tools", "call", "files.list", "--workspace", str(locked / "ws"),
+                         home=tmp_path)  # fmt: skip
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)], check=True)
+    assert shown.returncode == 2
+    assert f"its parent directory {locked} is not writable" in shown.stderr
+    assert "Traceback" not in shown.stderr

@@ -118,6 +118,17 @@ def _write_artifacts(store: ArtifactStore, result: ToolResult, run_id: str, targ
             raise click.ClickException(f"cannot write artifact {artifact.name}: {exc}") from exc
 
 
+def _check_workspace_directory(path: Path) -> None:
+    """Refuse a ``--workspace`` the call could not use, before anything runs (click has
+    refused a file already)."""
+    parent = path.parent
+    if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
+        raise click.UsageError(
+            f"--workspace {path}: its parent directory {parent} is not writable; Stockade "
+            "keeps the workspace's lock and a call's staged changes beside it"
+        )
+
+
 def _show(result: ToolResult) -> None:
     duration = f"{result.duration_s * 1000:.0f} ms" if result.duration_s else ""
     click.echo(
@@ -208,6 +219,7 @@ def tools_call(  # click passes every option by keyword
     what = "--run-id"
     if workspace is not None:
         resolved = workspace.resolve()
+        _check_workspace_directory(resolved)
         workspaces_dir, run_id = resolved.parent, resolved.name
         what = "--workspace directory's name (it names its run)"
     if run_id is not None and (problem := run_id_problem(run_id, what=what)):
