@@ -14,7 +14,8 @@ entries, written by the runner straight to its tmpfs with raw reads and sent
 back with ``sendfile``), and files the call did not touch do not come back
 at all (the runner names them; the host keeps its own copy, untouched).
 
-A call's changes are written in place, only at the paths it changed, with a
+A call's changes are written in place, only at the paths it changed
+(``_plan``: and not where the host changed something meanwhile), with a
 redo journal (``_journal``): a rejected or failed call changes nothing, a
 process killed while writing leaves the old content or a journal the next
 user of the workspace finishes, and a call that changed nothing writes
@@ -31,7 +32,7 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -39,16 +40,8 @@ from orchestrator.errors import ConfigError
 from orchestrator.lockfile import release_lock_file, try_lock_file
 from orchestrator.runid import run_id_problem
 from orchestrator.sandbox._archive import KEPT, ArchiveLimitError, SafeWorkspace, WorkspaceReader
-from orchestrator.sandbox._journal import (
-    Kind,
-    MakeDirectory,
-    Place,
-    Remove,
-    Step,
-    commit,
-    finish,
-    staging_names,
-)
+from orchestrator.sandbox._journal import commit, finish, staging_names
+from orchestrator.sandbox._plan import MOVED, plan, stamp, under
 from orchestrator.sandbox._wire import ENTRY_DIRECTORY, ENTRY_FILE, frame
 
 __all__ = [
@@ -228,7 +221,7 @@ class Workspace:
                     modes[path] = stat.S_IMODE(info.st_mode)
                     subdirectories.append(relative)
                 elif stat.S_ISREG(info.st_mode):
-                    stamps[path] = _stamp(info)
+                    stamps[path] = stamp(info)
                     total += info.st_size
                     modes[path] = stat.S_IMODE(info.st_mode)
                     mode = f"{modes[path]:o}".encode()
@@ -291,145 +284,16 @@ class Workspace:
         rejected = list(returned.rejected)
         if not changed:
             return WorkspaceChanges(changed=(), rejected=tuple(rejected))
-        steps, moved = _unmoved(_steps(returned, sent, changed), sent)
+        steps, moved = plan(returned, sent, changed)
         commit(self.path, steps)
         moved += finish(self.path) or ()
         # What the host changed meanwhile is its own; the call's change there is dropped.
-        changed = {path for path in changed if not _under(path, moved)}
-        rejected += [f"{path}: {_MOVED}" for path in sorted(moved)]
+        changed = {path for path in changed if not under(path, moved)}
+        rejected += [f"{path}: {MOVED}" for path in sorted(moved)]
         names = sorted(str(path) for path in changed)
         return WorkspaceChanges(
             changed=tuple(names), rejected=tuple(rejected), outputs=_outputs(returned, names)
         )
-
-
-def _steps(returned: SafeWorkspace, sent: Outgoing, changed: set[PurePosixPath]) -> list[Step]:
-    """The steps that turn the tree ``sent`` into the ``returned`` one, in path order
-    (parents first; at one path, what goes before what comes).
-
-    An entry that never travelled (``sent.stayed``) stays unless the call put
-    something at its path (or below it: a "directory" there) or removed its
-    directory.
-    """
-    directories = {path for path, value in returned.entries.items() if value is None}
-    for path in returned.entries:
-        directories.update(path.parents[:-1])  # a parent the sandbox did not list
-    old: list[tuple[PurePosixPath, Kind]] = [(path, "directory") for path in sent.directories]
-    old += [(path, "file") for path in sent.files]
-    old += [(path, "other") for path in sent.stayed]
-    steps: list[tuple[PurePosixPath, int, Step]] = []
-    removed: set[PurePosixPath] = set()
-    for path, kind in sorted(old):
-        if removed.intersection(path.parents):
-            continue  # goes with its directory
-        if kind == "directory":
-            goes = path not in directories
-            if goes:
-                removed.add(path)
-        elif kind == "file":
-            goes = path not in returned.entries or path in directories
-        else:
-            goes = path in returned.entries or path in directories
-        if goes:
-            steps.append((path, 0, Remove(path, kind)))
-    steps += [(path, 1, MakeDirectory(path)) for path in directories - sent.directories]
-    for path, value in returned.entries.items():
-        if isinstance(value, bytes) and path in changed:
-            before, owner = None, None
-            if path in sent.files:  # a rewrite keeps the file's mode and owner
-                before = sent.modes[path]
-                owner = _owner(sent.root.joinpath(*path.parts))
-            mode = _mode(before, path in returned.executable)
-            steps.append((path, 2, Place(path, value, mode, owner)))
-    return [step for _path, _order, step in sorted(steps, key=lambda each: each[:2])]
-
-
-_MOVED = "changed on the host while the call ran; the host's version is kept"
-
-
-def _stamp(info: os.stat_result) -> tuple[int, int, int, int]:
-    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
-
-
-def _unmoved(steps: list[Step], sent: Outgoing) -> tuple[list[Step], list[PurePosixPath]]:
-    """The steps whose place the host left as the call found it; the paths of the others
-    (a ``--workspace`` directory is the user's: they may edit, add or remove files while a
-    call runs, and the call never knew). A step below a dropped one is dropped with it."""
-    kept: list[Step] = []
-    moved: list[PurePosixPath] = []
-    for step in steps:
-        path = step.path
-        if _under(path, moved):
-            continue
-        if _as_sent(sent, path, step):
-            kept.append(step)
-        else:
-            moved.append(path)
-    return kept, moved
-
-
-def _under(path: PurePosixPath, places: Iterable[PurePosixPath]) -> bool:
-    """Whether ``path`` is one of ``places`` or below one."""
-    return any(place == path or place in path.parents for place in places)
-
-
-def _as_sent(sent: Outgoing, path: PurePosixPath, step: Step) -> bool:
-    """Whether the host's entry at ``path`` is still what the call found there (nothing, for
-    a path the call adds; for a directory it removes, every entry in it)."""
-    host = sent.root.joinpath(*path.parts)
-    try:
-        info = os.stat(host, follow_symlinks=False)
-    except (FileNotFoundError, NotADirectoryError):  # or under a file an earlier step removes
-        return path not in sent.files or isinstance(step, Remove)
-    if path in sent.files:
-        return _stamp(info) == sent.stamps[path]
-    if path in sent.directories:
-        return not isinstance(step, Remove) or _tree_as_sent(sent, host, path)
-    if path in sent.stayed:
-        return not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode))
-    # Not there when the call started: the host's now, unless it is a directory the
-    # call makes too.
-    return isinstance(step, MakeDirectory) and stat.S_ISDIR(info.st_mode)
-
-
-def _tree_as_sent(sent: Outgoing, host: Path, path: PurePosixPath) -> bool:
-    """Whether the directory ``host`` holds only what the call found in it."""
-    stayed = set(sent.stayed)
-    with os.scandir(host) as scan:
-        for entry in scan:
-            below = path / entry.name
-            info = entry.stat(follow_symlinks=False)
-            if stat.S_ISDIR(info.st_mode):
-                if below not in sent.directories:
-                    return False
-                if not _tree_as_sent(sent, Path(entry.path), below):
-                    return False
-            elif stat.S_ISREG(info.st_mode):
-                if sent.stamps.get(below) != _stamp(info):
-                    return False
-            elif below not in stayed:
-                return False
-    return True
-
-
-def _owner(path: Path) -> tuple[int, int] | None:
-    """The user and group of the host's file at ``path`` (None if it is gone): a file a call
-    rewrote in a user's directory stays theirs, even when the orchestrator runs as root."""
-    try:
-        info = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-    return info.st_uid, info.st_gid
-
-
-def _mode(before: int | None, executable: bool) -> int:
-    """The mode of a file the call wrote: private when new; when it rewrote a file of the
-    host's, that file's read and write bits (never set-id or sticky: the bytes are the
-    sandbox's), executable as the sandbox left it."""
-    if before is None:
-        return 0o700 if executable else 0o600
-    kept = before & 0o666
-    return kept | (before & 0o111 or 0o100) if executable else kept
 
 
 def _outputs(returned: SafeWorkspace, changed: list[str]) -> tuple[tuple[str, bytes], ...]:

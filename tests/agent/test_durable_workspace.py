@@ -23,6 +23,7 @@ _CHILD = r"""
 import json, os, shutil, signal, sys
 from pathlib import Path, PurePosixPath
 import orchestrator.sandbox._journal as journal
+import orchestrator.sandbox._plan as plan
 import orchestrator.sandbox.workspace as ws
 from orchestrator.sandbox._archive import KEPT, SafeWorkspace
 
@@ -67,7 +68,7 @@ def apply():
 
 def traced(limit):
     count = 0
-    targets = {ws.__file__, journal.__file__}
+    targets = {ws.__file__, journal.__file__, plan.__file__}
     def tracer(frame, event, arg):
         nonlocal count
         if frame.f_code.co_filename not in targets:
