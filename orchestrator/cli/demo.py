@@ -33,6 +33,7 @@ from orchestrator.cli._run_view import ProgressView, show_result, summary_rows
 from orchestrator.cli.metrics import metrics_port_option, serving_metrics
 from orchestrator.cli.run import EXIT_CODES, run_goal
 from orchestrator.config import ApprovalsSettings, AuditSettings, LoadedConfig, ModelSettings
+from orchestrator.display import for_display
 from orchestrator.platform import Platform
 from orchestrator.testing import ScriptedModelServer
 
@@ -72,9 +73,10 @@ def _workspace_listing(path: str | None) -> str:
 
 
 def _summary(result: RunResult, echo: Callable[[str], None]) -> None:
+    # The model's answer and the names its calls chose: shown, never acted on.
     if result.answer:
-        echo(f"answer: {result.answer.strip()}")
-    echo(f"workspace: {_workspace_listing(result.workspace)}")
+        echo(for_display(f"answer: {result.answer.strip()}"))
+    echo(for_display(f"workspace: {_workspace_listing(result.workspace)}"))
     # The demo's state directory goes at the end: its paths would point nowhere.
     table(
         ["RUN", "SUMMARY"],
