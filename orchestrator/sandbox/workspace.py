@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -56,6 +57,9 @@ __all__ = [
 
 _LOCK_RETRY_S = 0.02
 """How often a call tries again for a workspace another process holds."""
+_WAIT_NOTICE_S = 1.0
+"""How long a call waits for such a workspace before the log says why it waits."""
+_log = logging.getLogger(__name__)
 _END = frame(b"")
 
 OUTPUTS_DIR = "outputs"
@@ -137,17 +141,27 @@ class WorkspaceLock:
     waits on it, and a caller cancelled while waiting holds nothing.
     """
 
-    def __init__(self, path: Path) -> None:
-        """``path``: the lock file (made by each taker, removed on release)."""
+    def __init__(self, path: Path, *, workspace: Path | None = None) -> None:
+        """``path``: the lock file (made by each taker, removed on release); ``workspace``:
+        the directory it guards, as the log names it."""
         self._path = path
+        self._workspace = workspace or path
         self._local = asyncio.Lock()
         self._descriptor: int | None = None
 
     async def __aenter__(self) -> None:
         await self._local.acquire()
         try:
+            loop = asyncio.get_running_loop()
+            started, told = loop.time(), False
             # Polled: another process holds it, and nothing here hears of its release.
-            while (descriptor := try_lock_file(self._path)) is None:  # noqa: ASYNC110
+            while (descriptor := try_lock_file(self._path)) is None:
+                if not told and loop.time() - started >= _WAIT_NOTICE_S:
+                    told = True  # once: why the call has not started
+                    _log.warning(
+                        "the workspace %s is in use by another process (another call of its "
+                        "run); waiting for it", self._workspace
+                    )  # fmt: skip
                 await asyncio.sleep(_LOCK_RETRY_S)
         except BaseException:
             self._local.release()
@@ -177,7 +191,7 @@ class Workspace:
     lock: WorkspaceLock = field(init=False)
 
     def __post_init__(self) -> None:
-        self.lock = WorkspaceLock(_lock_path(self.path))
+        self.lock = WorkspaceLock(_lock_path(self.path), workspace=self.path)
 
     def outgoing(self, *, max_bytes: int, max_files: int) -> Outgoing:
         """The current content as entries for the runner, parents first (nothing read yet).

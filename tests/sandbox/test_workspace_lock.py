@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
+import pytest
 from spawned import BOUND_S, in_processes
 
 from orchestrator.sandbox.workspace import WorkspaceManager
@@ -51,6 +53,25 @@ async def test_a_call_waits_for_a_workspace_another_process_holds(tmp_path: Path
         assert not entered.is_set(), "the call ran while another process held the workspace"
     await asyncio.wait_for(task, 5)
     assert entered.is_set()
+
+
+async def test_a_call_kept_waiting_says_why_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``stockade tools call --workspace DIR`` beside another call on DIR: the terminal says
+    why nothing happens (the CLI shows warnings), once."""
+    monkeypatch.setattr("orchestrator.sandbox.workspace._WAIT_NOTICE_S", 0.1)
+    workspace = WorkspaceManager(tmp_path).open("r1")
+    with held_by_another_process(tmp_path, "r1"), caplog.at_level(logging.WARNING):
+        task = asyncio.create_task(workspace.lock.__aenter__())
+        await asyncio.sleep(0.5)
+    await asyncio.wait_for(task, 5)
+    await workspace.lock.__aexit__(None, None, None)
+    said = [record.getMessage() for record in caplog.records]
+    assert said == [
+        f"the workspace {workspace.path} is in use by another process (another call of its "
+        "run); waiting for it"
+    ]
 
 
 async def test_a_call_cancelled_while_waiting_holds_nothing(tmp_path: Path) -> None:
