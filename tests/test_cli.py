@@ -129,6 +129,16 @@ def test_tools_call_goes_through_the_gateway(tmp_path: Path, images: object) -> 
         edit = '{"command": "echo edited"}'
         approved = stockade("approvals", "approve", request_id, "--args", edit, home=tmp_path)
         assert approved.returncode == 0, approved.stderr
+        again = stockade("approvals", "deny", request_id, home=tmp_path)
+        assert (
+            again.returncode == 1
+            and again.stderr == f"{request_id}: not decided (it is approved)\n"
+        )
+        unknown = stockade("approvals", "approve", "no-such-id", home=tmp_path)
+        assert (
+            unknown.returncode == 1
+            and unknown.stderr == "Error: no approval request 'no-such-id'\n"
+        )
         out, _ = waiting.communicate(timeout=60)
     finally:
         waiting.kill()

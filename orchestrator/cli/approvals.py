@@ -111,8 +111,9 @@ def _decide(
         click.echo(f"{request_id}: {what}")
         return
     request = store.get(request_id)
-    state = request.status.value if request else "unknown"
-    click.echo(f"{request_id}: not decided (it is {state})", err=True)
+    if request is None:
+        raise click.ClickException(f"no approval request {request_id!r}")
+    click.echo(f"{request_id}: not decided (it is {request.status.value})", err=True)
     sys.exit(EXIT_FAILED)
 
 
