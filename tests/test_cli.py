@@ -309,14 +309,3 @@ def test_a_workspace_the_call_could_not_use_is_a_usage_error(tmp_path: Path) -> 
     assert shown.returncode == 2
     assert f"its parent directory {locked} is not writable" in shown.stderr
     assert "Traceback" not in shown.stderr
-    mounted = tmp_path / "volume"
-    mounted.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "stockade-test", str(mounted)],
-                   check=True)  # fmt: skip
-    try:
-        shown = stockade("tools", "call", "files.list", "--workspace", str(mounted),
-                         home=tmp_path)  # fmt: skip
-    finally:
-        subprocess.run(["umount", str(mounted)], check=True)
-    assert shown.returncode == 2
-    assert f"--workspace {mounted} is a mount point" in shown.stderr

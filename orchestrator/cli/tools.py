@@ -121,11 +121,6 @@ def _write_artifacts(store: ArtifactStore, result: ToolResult, run_id: str, targ
 def _check_workspace_directory(path: Path) -> None:
     """Refuse a ``--workspace`` the call could not use, before anything runs (click has
     refused a file already)."""
-    if path.is_dir() and os.path.ismount(path):
-        raise click.UsageError(
-            f"--workspace {path} is a mount point: a call's changes are staged beside the "
-            "workspace, on its filesystem; give a directory inside it"
-        )
     parent = path.parent
     if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
         raise click.UsageError(

@@ -218,6 +218,38 @@ def _place(staged: int, staged_name: str, parent: int, name: str) -> None:
         except FileNotFoundError:
             return  # placed before a kill
         raise
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        _copy_in(staged, staged_name, parent, name)
+
+
+def _copy_in(staged: int, staged_name: str, parent: int, name: str) -> None:
+    """:func:`_place` into a directory on another filesystem (a mount point in the
+    workspace, or the workspace itself): copied beside the target, ``fsync``-ed, renamed
+    over it, and only then the staged file removed, so a kill anywhere leaves it to do
+    again."""
+    temporary = f".{name}.stockade-new"[-255:]
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary, dir_fd=parent)  # a killed copy's
+    source = os.open(staged_name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=staged)
+    try:
+        info = os.fstat(source)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        target = os.open(temporary, flags, 0o600, dir_fd=parent)
+        try:
+            while os.sendfile(target, source, None, 1 << 20):
+                pass
+            with contextlib.suppress(PermissionError):
+                os.fchown(target, info.st_uid, info.st_gid)
+            os.fchmod(target, stat.S_IMODE(info.st_mode))
+            os.fsync(target)
+        finally:
+            os.close(target)
+    finally:
+        os.close(source)
+    os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
+    os.unlink(staged_name, dir_fd=staged)
 
 
 def _write(path: Path, content: bytes, mode: int, owner: tuple[int, int] | None = None) -> None:

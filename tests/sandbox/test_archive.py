@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
@@ -381,6 +382,39 @@ def test_a_rewritten_file_stays_its_owners_when_the_orchestrator_is_root(tmp_pat
     owners = {p.name: (p.stat().st_uid, p.stat().st_gid) for p in workspace.path.iterdir()}
     assert owners == {"mine.txt": (1234, 5678), "new.txt": (0, 0)}
     assert (workspace.path / "mine.txt").read_text() == "new"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting takes root")
+def test_a_workspace_on_other_filesystems_than_its_staging_gets_its_changes(
+    tmp_path: Path,
+) -> None:
+    """The workspace itself, or a directory in it, is a mount point: a staged file cannot be
+    renamed in (EXDEV, the call's workspace was rejected); it is copied in and renamed."""
+    workspace = WorkspaceManager(tmp_path).open("volume")
+    mounted: list[Path] = []
+    try:
+        for mount in (workspace.path, workspace.path / "inner"):
+            mount.mkdir(exist_ok=True)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "stockade-test", str(mount)],
+                           check=True)  # fmt: skip
+            mounted.append(mount)
+        (workspace.path / "top.txt").write_text("old")
+        (workspace.path / "inner" / "deep.txt").write_text("old")
+        sent = workspace.outgoing(max_bytes=1024, max_files=10)
+        back = returned(sent, (b"F644\0top.txt", b"new top"), (b"Dinner", None),
+                        (b"F644\0inner/deep.txt", b"new deep"), (b"F644\0inner/made.txt", b"m"))  # fmt: skip
+        changes = workspace.apply(back, sent)
+        assert changes.changed == ("inner/deep.txt", "inner/made.txt", "top.txt")
+        assert (workspace.path / "top.txt").read_text() == "new top"
+        assert (workspace.path / "inner" / "deep.txt").read_text() == "new deep"
+        assert sorted(p.name for p in workspace.path.iterdir()) == ["inner", "top.txt"]
+        assert sorted(p.name for p in (workspace.path / "inner").iterdir()) == [
+            "deep.txt", "made.txt",
+        ]  # fmt: skip
+    finally:
+        for mount in reversed(mounted):
+            subprocess.run(["umount", str(mount)], check=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["volume"], "nothing left beside it"
 
 
 def test_a_call_that_changed_nothing_writes_nothing(tmp_path: Path) -> None:
