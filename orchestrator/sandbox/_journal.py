@@ -39,14 +39,30 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-__all__ = ["Kind", "MakeDirectory", "Place", "Remove", "Step", "commit", "finish", "staging_names"]
+__all__ = [
+    "IN_THE_WAY",
+    "Kind",
+    "MakeDirectory",
+    "Place",
+    "Remove",
+    "Step",
+    "commit",
+    "finish",
+    "staging_names",
+]
 
 Kind = Literal["file", "directory", "other"]
 """What a removal removes: a regular file, a directory (with what is in it), anything else
 (a link, a FIFO: entries of the user's that never travel)."""
 
 _JOURNAL = "journal.json"
+# A step failing so is left undone (with those below it) rather than leaving a journal that
+# can never finish: the host's entry is in the way (put there after the call's plan), or the
+# host may not write there (a read-only directory or mount of the user's).
 _IN_THE_WAY = frozenset({errno.EEXIST, errno.EISDIR, errno.ENOTDIR, errno.ELOOP, errno.ENOTEMPTY})
+_NOT_ALLOWED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+IN_THE_WAY = "the host put something else there while the call ran; the host's version is kept"
+"""Why :func:`finish` left a step undone that the host's entry was in the way of."""
 _log = logging.getLogger(__name__)
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -114,13 +130,13 @@ def commit(workspace: Path, steps: Iterable[Step]) -> None:
     _fsync_directory(workspace.parent)
 
 
-def finish(workspace: Path) -> tuple[PurePosixPath, ...] | None:
+def finish(workspace: Path) -> tuple[tuple[PurePosixPath, str], ...] | None:
     """Do what the committed journal beside ``workspace`` says, if there is one, then
     remove it; None if there was none. Safe to call again after any failure or kill.
 
-    Returns the paths of the steps not done because the host had put something else in
-    their way since the call began (a file where the call makes a directory, a directory
-    where it puts a file): that is the host's, and stays.
+    Returns the steps not done, each path with why: the host had put something else in
+    its way since the call began (a file where the call makes a directory, a directory
+    where it puts a file: that is the host's, and stays), or the host may not write there.
     """
     journal = workspace.with_name(staging_names(workspace)[1])
     try:
@@ -137,15 +153,17 @@ def finish(workspace: Path) -> tuple[PurePosixPath, ...] | None:
     return skipped
 
 
-def _run(workspace: Path, journal: Path, steps: list[list[str]]) -> tuple[PurePosixPath, ...]:
+def _run(
+    workspace: Path, journal: Path, steps: list[list[str]]
+) -> tuple[tuple[PurePosixPath, str], ...]:
     touched: set[PurePosixPath] = set()
-    skipped: list[PurePosixPath] = []
+    skipped: list[tuple[PurePosixPath, str]] = []
     staged = os.open(journal, _DIRECTORY_FLAGS)
     try:
         with _Tree(workspace) as tree:
             for action, name, detail in (_parse(step) for step in steps):
                 path = PurePosixPath(name)
-                if any(place in path.parents for place in skipped):
+                if any(place in path.parents for place, _why in skipped):
                     continue
                 try:
                     parent = tree.directory(path.parent)
@@ -156,13 +174,15 @@ def _run(workspace: Path, journal: Path, steps: list[list[str]]) -> tuple[PurePo
                     else:
                         _place(staged, detail, parent, path.name)
                 except OSError as exc:
-                    if exc.errno not in _IN_THE_WAY:
+                    if exc.errno in _IN_THE_WAY:
+                        why = IN_THE_WAY
+                    elif exc.errno in _NOT_ALLOWED:
+                        why = f"the host may not write there ({exc.strerror})"
+                    else:
                         raise
-                    # The host's entry is in the way (put there after the call's plan): it
-                    # stays, and the step, with those below it, is not done.
-                    _log.warning("workspace %s: %s left as the host has it (%s)",
-                                 workspace, path, exc.strerror)  # fmt: skip
-                    skipped.append(path)
+                    _log.warning("workspace %s: %s left as the host has it: %s",
+                                 workspace, path, why)  # fmt: skip
+                    skipped.append((path, why))
                     continue
                 touched.add(path.parent)
             for directory in sorted(touched):

@@ -300,10 +300,11 @@ class Workspace:
             return WorkspaceChanges(changed=(), rejected=tuple(rejected))
         steps, moved = plan(returned, sent, changed)
         commit(self.path, steps)
-        moved += finish(self.path) or ()
         # What the host changed meanwhile is its own; the call's change there is dropped.
-        changed = {path for path in changed if not under(path, moved)}
-        rejected += [f"{path}: {MOVED}" for path in sorted(moved)]
+        left = [(path, MOVED) for path in moved] + list(finish(self.path) or ())
+        places = [place for place, _why in left]
+        changed = {path for path in changed if not under(path, places)}
+        rejected += [f"{path}: {why}" for path, why in sorted(left)]
         names = sorted(str(path) for path in changed)
         return WorkspaceChanges(
             changed=tuple(names), rejected=tuple(rejected), outputs=_outputs(returned, names)

@@ -278,7 +278,7 @@ def test_a_step_the_host_got_in_the_way_of_is_left_undone(tmp_path: Path) -> Non
         _journal.Place(P("z.txt"), b"the call's", 0o600),
     ])  # fmt: skip
     (workspace / "x").write_text("the user's")
-    assert _journal.finish(workspace) == (P("x"),)
+    assert _journal.finish(workspace) == ((P("x"), _journal.IN_THE_WAY),)
     assert (workspace / "x").read_text() == "the user's"
     assert (workspace / "z.txt").read_text() == "the call's"
     assert _journal.finish(workspace) is None and sorted(tmp_path.iterdir()) == [workspace]
@@ -411,6 +411,19 @@ def test_a_workspace_on_other_filesystems_than_its_staging_gets_its_changes(
         assert sorted(p.name for p in (workspace.path / "inner").iterdir()) == [
             "deep.txt", "made.txt",
         ]  # fmt: skip
+        # A read-only mount in the workspace: what the call wrote there is not kept, and
+        # said why; the rest is (a journal that could never finish would stop the run).
+        subprocess.run(["mount", "-o", "remount,ro", str(workspace.path / "inner")], check=True)
+        sent = workspace.outgoing(max_bytes=1024, max_files=10)
+        back = returned(sent, (b"F644\0top.txt", b"newer"), (b"Dinner", None),
+                        (b"Kinner/deep.txt", None), (b"F644\0inner/made.txt", b"again"))  # fmt: skip
+        changes = workspace.apply(back, sent)
+        assert changes.changed == ("top.txt",)
+        assert changes.rejected == (
+            "inner/made.txt: the host may not write there (Read-only file system)",
+        )
+        assert (workspace.path / "top.txt").read_text() == "newer"
+        assert (workspace.path / "inner" / "made.txt").read_text() == "m"
     finally:
         for mount in reversed(mounted):
             subprocess.run(["umount", str(mount)], check=True)
