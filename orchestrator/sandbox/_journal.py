@@ -31,6 +31,7 @@ import errno
 import json
 import logging
 import os
+import secrets
 import shutil
 import stat
 import tempfile
@@ -248,10 +249,9 @@ def _copy_in(staged: int, staged_name: str, parent: int, name: str) -> None:
     """:func:`_place` into a directory on another filesystem (a mount point in the
     workspace, or the workspace itself): copied beside the target, ``fsync``-ed, renamed
     over it, and only then the staged file removed, so a kill anywhere leaves it to do
-    again."""
-    temporary = f".{name}.stockade-new"[-255:]
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(temporary, dir_fd=parent)  # a killed copy's
+    again. The copy's name is new (never a name the call or the user may have there);
+    a kill during the copy leaves it behind, named ``.<name>.stockade-XXXXXXXX``."""
+    temporary = f".{name[:200]}.stockade-{secrets.token_hex(4)}"
     source = os.open(staged_name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=staged)
     try:
         info = os.fstat(source)
@@ -264,11 +264,15 @@ def _copy_in(staged: int, staged_name: str, parent: int, name: str) -> None:
                 os.fchown(target, info.st_uid, info.st_gid)
             os.fchmod(target, stat.S_IMODE(info.st_mode))
             os.fsync(target)
+            os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary, dir_fd=parent)
+            raise
         finally:
             os.close(target)
     finally:
         os.close(source)
-    os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
     os.unlink(staged_name, dir_fd=staged)
 
 
