@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["for_display", "json_for_people"]
@@ -54,10 +55,19 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\u{0xD800 + high:04x}\\u{0xDC00 + low:04x}"
 
 
-def json_for_people(value: Any) -> str:
-    """``value`` as indented JSON (keys sorted) in which every control, invisible or
-    reordering character is written as its ``\\u`` escape: the same value when read back
-    (the characters only occur inside strings), and none of them can hide or reorder
-    what a person reads."""
-    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+def json_for_people(
+    value: Any,
+    *,
+    indent: int | None = 2,
+    sort_keys: bool = True,
+    default: Callable[[Any], Any] | None = None,
+) -> str:
+    """``value`` as JSON (by default indented, keys sorted) in which every control,
+    invisible or reordering character is written as its ``\\u`` escape: the same value
+    when read back (the characters only occur inside strings), and none of them can hide
+    or reorder what a person reads, nor reach a terminal raw (``ensure_ascii=False``, and
+    pydantic's JSON, leave C1 controls such as the 8-bit CSI as they are)."""
+    text = json.dumps(
+        value, indent=indent, ensure_ascii=False, sort_keys=sort_keys, default=default
+    )
     return _HIDDEN.sub(_escape, text)

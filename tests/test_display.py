@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from orchestrator.cli._common import echo_untrusted, table
+from orchestrator.cli._common import echo_json, echo_untrusted, table
 from orchestrator.display import for_display, json_for_people
 
 
@@ -62,3 +62,16 @@ def test_table_cells_are_text_never_markup_nor_control(capsys: pytest.CaptureFix
     shown = capsys.readouterr().out
     assert "Parse [data/x.csv] and fix [/b] [link=x]y" in shown
     assert "\x1b" not in shown and "\x07" not in shown
+
+
+def test_json_for_programs_holds_nothing_a_terminal_acts_on(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--json`` output is often read on a terminal: a C1 control passed json.dumps
+    (ensure_ascii=False) and pydantic's JSON raw. Escaped, it reads back the same."""
+    document = {"output": "a\x9b2J\u202eb \u4e2d", "z": 1, "a": 2}
+    echo_json(document)
+    shown = capsys.readouterr().out
+    assert "\\u009b2J\\u202eb \u4e2d" in shown and "\x9b" not in shown
+    assert json.loads(shown) == document
+    assert list(json.loads(shown)) == ["output", "z", "a"], "the document's own order"

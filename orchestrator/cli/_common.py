@@ -9,7 +9,6 @@ Ctrl-C, so the platform's clean-up (pools, containers) runs either way.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -22,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.config import LoadedConfig, load_config
-from orchestrator.display import for_display
+from orchestrator.display import for_display, json_for_people
 from orchestrator.metrics import configure_logging
 
 __all__ = [
@@ -136,7 +135,8 @@ def stop_signals() -> dict[signal.Signals, str]:
 
 def echo_json(document: Any) -> None:
     """Print ``document`` as indented JSON."""
-    click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+    # Read by programs, and often by people on a terminal: nothing in it acts on one.
+    click.echo(json_for_people(document, sort_keys=False, default=str))
 
 
 def echo_untrusted(text: str, *, err: bool = False) -> None:

@@ -3,7 +3,6 @@ from its events, then the answer and a summary table."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -28,7 +27,7 @@ from orchestrator.agent import (
     ToolCallFinished,
     ToolOutput,
 )
-from orchestrator.cli._common import echo_untrusted, table
+from orchestrator.cli._common import echo_json, echo_untrusted, table
 from orchestrator.cli._live_tail import LiveTail
 from orchestrator.display import for_display
 
@@ -241,7 +240,7 @@ def summary_rows(result: RunResult) -> list[tuple[str, str]]:
 def show_result(result: RunResult, *, as_json: bool) -> None:
     """The answer and the summary table (or the whole result as JSON) on standard output."""
     if as_json:
-        click.echo(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        echo_json(result.model_dump(mode="json"))
         return
     if result.answer:
         echo_untrusted(f"answer:\n{result.answer.strip()}\n")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import click
 from orchestrator.audit import OpenIntent, tail, verify
 from orchestrator.audit.timeline import CallEntry, call_timeline
 from orchestrator.cli._common import EXIT_FAILED, config_option, echo_json, json_option, load
-from orchestrator.display import for_display
+from orchestrator.display import for_display, json_for_people
 
 __all__ = ["audit"]
 
@@ -148,4 +147,4 @@ def audit_timeline(
 def audit_tail(config_file: Path | None, path: Path | None, follow: bool) -> None:
     """Print the records of the log at PATH (default: the configured log), one JSON a line."""
     for record in tail(_log_path(config_file, path), follow=follow):
-        click.echo(json.dumps(record, ensure_ascii=False))
+        click.echo(json_for_people(record, indent=None, sort_keys=False))

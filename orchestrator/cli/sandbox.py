@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli._common import EXIT_FAILED, EXIT_OK, config_option, load, run_async
+from orchestrator.cli._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    config_option,
+    echo_json,
+    load,
+    run_async,
+)
 from orchestrator.errors import ConfigError
 from orchestrator.platform import Platform
 from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
@@ -56,5 +63,5 @@ def sandbox_run(
             return await platform.sandbox.execute(request, profile)
 
     result = run_async(run())
-    click.echo(result.model_dump_json(indent=2))
+    echo_json(result.model_dump(mode="json"))
     sys.exit(EXIT_OK if result.status is ExecStatus.OK else EXIT_FAILED)

@@ -261,7 +261,7 @@ def tools_call(  # click passes every option by keyword
     if result.artifacts:
         click.echo(f"artifacts written to {target}", err=True)
     if as_json:
-        click.echo(result.model_dump_json(indent=2))
+        echo_json(result.model_dump(mode="json"))
     else:
         _show(result)
     sys.exit(EXIT_OK if result.status is ToolStatus.OK else EXIT_FAILED)
