@@ -15,7 +15,7 @@ import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from orchestrator.sandbox._archive import SafeWorkspace
 from orchestrator.sandbox._journal import Kind, MakeDirectory, Place, Remove, Step
@@ -23,7 +23,7 @@ from orchestrator.sandbox._journal import Kind, MakeDirectory, Place, Remove, St
 if TYPE_CHECKING:
     from orchestrator.sandbox.workspace import Outgoing
 
-__all__ = ["MOVED", "plan", "stamp", "under"]
+__all__ = ["MOVED", "Stamp", "plan", "stamp", "under"]
 
 MOVED = "changed on the host while the call ran; the host's version is kept"
 """Why a path the call changed was left as the host has it."""
@@ -37,9 +37,23 @@ def plan(
     return _unmoved(_steps(returned, sent, changed), sent)
 
 
-def stamp(info: os.stat_result) -> tuple[int, int, int, int]:
-    """What tells a file changed: its inode, size, modification and change times."""
-    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+class Stamp(NamedTuple):
+    """A file as it was sent: what tells it changed (inode, size, modification and change
+    times; a change of owner changes the last), and its owner, which a rewrite keeps."""
+
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    uid: int
+    gid: int
+
+
+def stamp(info: os.stat_result) -> Stamp:
+    """The :class:`Stamp` of a file's ``lstat``."""
+    return Stamp(
+        info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_uid, info.st_gid
+    )
 
 
 def under(path: PurePosixPath, places: Iterable[PurePosixPath]) -> bool:
@@ -82,7 +96,7 @@ def _steps(returned: SafeWorkspace, sent: Outgoing, changed: set[PurePosixPath])
             before, owner = None, None
             if path in sent.files:  # a rewrite keeps the file's mode and owner
                 before = sent.modes[path]
-                owner = _owner(sent.root.joinpath(*path.parts))
+                owner = sent.files[path].uid, sent.files[path].gid
             mode = _mode(before, path in returned.executable)
             steps.append((path, 2, Place(path, value, mode, owner)))
     return [step for _path, _order, step in sorted(steps, key=lambda each: each[:2])]
@@ -114,9 +128,9 @@ def _as_sent(sent: Outgoing, path: PurePosixPath, step: Step) -> bool:
     except (FileNotFoundError, NotADirectoryError):  # or under a file an earlier step removes
         return path not in sent.files or isinstance(step, Remove)
     if path in sent.files:
-        return stamp(info) == sent.stamps[path]
+        return stamp(info) == sent.files[path]
     if path in sent.directories:
-        return not isinstance(step, Remove) or _tree_as_sent(sent, host, path)
+        return not isinstance(step, Remove) or _tree_as_sent(sent, set(sent.stayed), host, path)
     if path in sent.stayed:
         return not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode))
     # Not there when the call started: the host's now, unless it is a directory the
@@ -124,9 +138,11 @@ def _as_sent(sent: Outgoing, path: PurePosixPath, step: Step) -> bool:
     return isinstance(step, MakeDirectory) and stat.S_ISDIR(info.st_mode)
 
 
-def _tree_as_sent(sent: Outgoing, host: Path, path: PurePosixPath) -> bool:
-    """Whether the directory ``host`` holds only what the call found in it."""
-    stayed = set(sent.stayed)
+def _tree_as_sent(
+    sent: Outgoing, stayed: set[PurePosixPath], host: Path, path: PurePosixPath
+) -> bool:
+    """Whether the directory ``host`` holds only what the call found in it (``stayed``:
+    ``sent.stayed``, as a set)."""
     with os.scandir(host) as scan:
         for entry in scan:
             below = path / entry.name
@@ -134,24 +150,14 @@ def _tree_as_sent(sent: Outgoing, host: Path, path: PurePosixPath) -> bool:
             if stat.S_ISDIR(info.st_mode):
                 if below not in sent.directories:
                     return False
-                if not _tree_as_sent(sent, Path(entry.path), below):
+                if not _tree_as_sent(sent, stayed, Path(entry.path), below):
                     return False
             elif stat.S_ISREG(info.st_mode):
-                if sent.stamps.get(below) != stamp(info):
+                if sent.files.get(below) != stamp(info):
                     return False
             elif below not in stayed:
                 return False
     return True
-
-
-def _owner(path: Path) -> tuple[int, int] | None:
-    """The user and group of the host's file at ``path`` (None if it is gone): a file a call
-    rewrote in a user's directory stays theirs, even when the orchestrator runs as root."""
-    try:
-        info = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-    return info.st_uid, info.st_gid
 
 
 def _mode(before: int | None, executable: bool) -> int:

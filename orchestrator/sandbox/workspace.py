@@ -42,7 +42,7 @@ from orchestrator.lockfile import release_lock_file, try_lock_file
 from orchestrator.runid import run_id_problem
 from orchestrator.sandbox._archive import KEPT, ArchiveLimitError, SafeWorkspace, WorkspaceReader
 from orchestrator.sandbox._journal import commit, finish, staging_names
-from orchestrator.sandbox._plan import MOVED, plan, stamp, under
+from orchestrator.sandbox._plan import MOVED, Stamp, plan, stamp, under
 from orchestrator.sandbox._wire import ENTRY_DIRECTORY, ENTRY_FILE, frame
 
 __all__ = [
@@ -90,8 +90,10 @@ class Outgoing:
     """The workspace directory."""
     entries: list[tuple[bytes, bytes | None]]
     """Each entry's frame payload, and for a file the path to read its content from."""
-    files: Mapping[PurePosixPath, int]
-    """Each regular file sent, with its size."""
+    files: Mapping[PurePosixPath, Stamp]
+    """Each regular file sent, as it was (its size, what tells it changed, its owner): a
+    file the host changed meanwhile is not overwritten by the call's, and a rewritten one
+    keeps its owner."""
     directories: frozenset[PurePosixPath]
     """Each directory sent."""
     modes: Mapping[PurePosixPath, int]
@@ -100,14 +102,11 @@ class Outgoing:
     stayed: tuple[PurePosixPath, ...]
     """Entries that did not travel (links, FIFOs… the host's user put there): left as they
     are, unless the call put something at their path or removed their directory."""
-    stamps: Mapping[PurePosixPath, tuple[int, int, int, int]]
-    """Each regular file's inode, size, modification and change times when it was sent:
-    a file the host changed meanwhile is not overwritten by the call's."""
 
     @property
     def sizes(self) -> dict[PurePosixPath, int]:
         """Each file's size: what an "untouched" claim on the way back may keep."""
-        return dict(self.files)
+        return {path: sent.size for path, sent in self.files.items()}
 
     def batches(self) -> Iterator[list[bytes]]:
         """The entries as runner-protocol frames, the end frame last, a few MiB at a time.
@@ -141,11 +140,11 @@ class WorkspaceLock:
     waits on it, and a caller cancelled while waiting holds nothing.
     """
 
-    def __init__(self, path: Path, *, workspace: Path | None = None) -> None:
-        """``path``: the lock file (made by each taker, removed on release); ``workspace``:
-        the directory it guards, as the log names it."""
-        self._path = path
-        self._workspace = workspace or path
+    def __init__(self, workspace: Path) -> None:
+        """``workspace``: the directory it guards (its lock file, beside it, is made by each
+        taker and removed on release)."""
+        self._workspace = workspace
+        self._path = _lock_path(workspace)
         self._local = asyncio.Lock()
         self._descriptor: int | None = None
 
@@ -191,7 +190,7 @@ class Workspace:
     lock: WorkspaceLock = field(init=False)
 
     def __post_init__(self) -> None:
-        self.lock = WorkspaceLock(_lock_path(self.path), workspace=self.path)
+        self.lock = WorkspaceLock(self.path)
 
     def outgoing(self, *, max_bytes: int, max_files: int) -> Outgoing:
         """The current content as entries for the runner, parents first (nothing read yet).
@@ -212,11 +211,10 @@ class Workspace:
                 f"the previous call's changes to the workspace could not all be written ({cause})"
             ) from exc
         entries: list[tuple[bytes, bytes | None]] = []
-        files: dict[PurePosixPath, int] = {}
+        files: dict[PurePosixPath, Stamp] = {}
         modes: dict[PurePosixPath, int] = {}
         directories: set[PurePosixPath] = set()
         stayed: list[PurePosixPath] = []
-        stamps: dict[PurePosixPath, tuple[int, int, int, int]] = {}
         total = 0
         pending = [b""]
         root = os.fsencode(self.path)
@@ -235,12 +233,11 @@ class Workspace:
                     modes[path] = stat.S_IMODE(info.st_mode)
                     subdirectories.append(relative)
                 elif stat.S_ISREG(info.st_mode):
-                    stamps[path] = stamp(info)
                     total += info.st_size
                     modes[path] = stat.S_IMODE(info.st_mode)
                     mode = f"{modes[path]:o}".encode()
                     entries.append((ENTRY_FILE + mode + b"\0" + relative, entry.path))
-                    files[path] = info.st_size
+                    files[path] = stamp(info)
                 else:
                     stayed.append(path)
             pending.extend(reversed(subdirectories))
@@ -259,7 +256,6 @@ class Workspace:
             directories=frozenset(directories),
             modes=modes,
             stayed=tuple(stayed),
-            stamps=stamps,
         )
 
     def reader(self, sent: Outgoing, *, max_bytes: int, max_files: int) -> WorkspaceReader:
@@ -276,7 +272,7 @@ class Workspace:
                 assert isinstance(value, bytes)
                 before = None
                 if path in sent.files:
-                    before = (sent.files[path], bool(sent.modes[path] & stat.S_IXUSR))
+                    before = (sent.files[path].size, bool(sent.modes[path] & stat.S_IXUSR))
                 now = (len(value), path in returned.executable)
                 # Rewritten with the same bytes is no change (one read, only
                 # for files the sandbox sent back with the same size).

@@ -33,8 +33,6 @@ __all__ = ["FunctionDefinition", "OpenAITool", "ToolCallRequest", "ToolList", "r
 router = APIRouter(prefix="/v1", tags=["tools"])
 """The tools endpoints."""
 
-# The workspace manager's rule for a run id (it names a directory).
-
 
 class FunctionDefinition(StrictModel):
     """A function as OpenAI's chat-completions API describes it."""

@@ -24,7 +24,6 @@ from orchestrator.server.page._timeline import inert_text
 __all__ = [
     "SECURITY_HEADERS",
     "harden",
-    "pretty",
     "problem_page",
     "render",
     "static_file",
@@ -50,13 +49,6 @@ SECURITY_HEADERS: dict[str, str] = {
 """Headers on every answer of the page."""
 
 
-def pretty(value: Any) -> str:
-    """``value`` as indented JSON, for showing and editing arguments (escaped when rendered):
-    a character that would hide or reorder text is shown as its escape, which reads back
-    as the same value when the arguments are edited."""
-    return json_for_people(value)
-
-
 def waited(seconds: float) -> str:
     """A duration for people: ``42 s``, ``3 min 5 s``, ``2 h 4 min``."""
     whole = max(0, int(seconds))
@@ -76,7 +68,9 @@ _ENV = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_ENV.filters["pretty"] = pretty
+# Arguments to show and edit: a character that would hide or reorder text is shown as its
+# escape, which reads back as the same value when the arguments are edited.
+_ENV.filters["pretty"] = json_for_people
 _ENV.filters["inert"] = inert_text  # untrusted run text: control sequences removed
 _ENV.globals["waited"] = waited
 
