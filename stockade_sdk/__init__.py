@@ -15,11 +15,15 @@ their schemas; the functions themselves execute only inside a container.
             b: The second number.
         \"\"\"
         return a + b
+
+A failure the model caused and can put right (a wrong path, a value out of
+range) is raised as :class:`ToolError`: the model reads its message alone.
+Any other exception is a fault of the tool, reported with its traceback.
 """
 
 from __future__ import annotations
 
-__all__ = ["TOOL_ATTRIBUTE", "ToolMark", "tool"]
+__all__ = ["TOOL_ATTRIBUTE", "ToolError", "ToolMark", "tool"]
 
 TOOL_ATTRIBUTE = "__stockade_tool__"
 """The attribute :func:`tool` sets on a function."""
@@ -34,6 +38,16 @@ if TYPE_CHECKING:
 
     P = ParamSpec("P")
     R = TypeVar("R")
+
+
+class ToolError(Exception):
+    """A failure of the call, not of the tool: the model is told the message, nothing more.
+
+    Raise it for what the model can correct from the message alone (``"notes.txt:
+    no such file"``). A traceback through the toolkit's own code would cost the
+    model tokens and tell it nothing it can act on; other exceptions keep theirs,
+    for the toolkit's author.
+    """
 
 
 class ToolMark:

@@ -7,6 +7,9 @@ separator, so whatever the tool prints itself cannot be mistaken for it:
     <anything the tool printed>\\x1e{"ok": true, "value": ...}
     <anything the tool printed>\\x1e{"ok": false, "error": "...", "traceback": "..."}
 
+A :class:`~stockade_sdk.ToolError` is reported by its message alone (no
+``traceback``): the call, not the tool, went wrong.
+
 The tools image usually serves the same call from its warm tool host
 (:mod:`stockade_sdk.host`), which calls :func:`serve` just as :func:`main`
 does here; this entry point is what runs where no host is waiting.
@@ -17,6 +20,8 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+
+from stockade_sdk import ToolError
 
 __all__ = ["ENTRY_ARGV", "RESULT_SEPARATOR", "main", "serve"]
 
@@ -36,6 +41,8 @@ def _call(entrypoint: str, arguments: dict[str, Any]) -> dict[str, Any]:
         function = getattr(function, part)
     try:
         value = function(**arguments)
+    except ToolError as exc:
+        return {"ok": False, "error": str(exc)}
     except Exception as exc:  # the tool's failure is a result for the model
         import traceback  # noqa: PLC0415 - only failures pay for it
 

@@ -151,16 +151,46 @@ async def test_files_outside_the_workspace_are_refused(gateway: Gateway, path: s
     tool = "files.delete" if path == "." else "files.read"
     result = await gateway.call(call(tool, "files-out", path=path))
     assert result.status is ToolStatus.ERROR
-    assert "PermissionError" in (result.error or "")
-
-
-async def test_files_errors_are_readable(gateway: Gateway) -> None:
-    missing = await gateway.call(call("files.read", "files-err", path="nope.txt"))
-    assert missing.status is ToolStatus.ERROR and "FileNotFoundError" in (missing.error or "")
-    bad = await gateway.call(
-        call("files.write", "files-err", path="x", content="!!", encoding="base64")
+    refusal = (
+        "the workspace itself cannot be deleted" if path == "." else "is outside the workspace"
     )
-    assert bad.status is ToolStatus.ERROR and "Error" in (bad.error or "")
+    assert result.error == (refusal if path == "." else f"{path!r} {refusal}")
+
+
+async def test_files_errors_are_one_line_naming_the_models_path(gateway: Gateway) -> None:
+    """What the model got wrong comes back as the path it gave and what is wrong with it:
+    no traceback through the toolkit (tokens the model can do nothing with)."""
+    run = "files-err"
+    made = await gateway.call(call("files.write", run, path="dir/a.txt", content="a\n"))
+    assert made.status is ToolStatus.OK, made
+    wrong = {
+        ("files.read", "nope.txt"): "nope.txt: No such file or directory",
+        ("files.read", "dir"): "dir: Is a directory",
+        ("files.list", "dir/a.txt"): "dir/a.txt: Not a directory",
+        ("files.delete", "dir"): "dir: Directory not empty",
+        ("files.delete", "gone"): "gone: No such file or directory",
+        ("files.write", "dir/a.txt/b"): "dir/a.txt: Not a directory",
+        ("files.search", "elsewhere"): "elsewhere: No such file or directory",
+    }
+    for (tool, path), error in wrong.items():
+        arguments: dict[str, object] = {"path": path}
+        if tool == "files.write":
+            arguments["content"] = "x"
+        if tool == "files.search":
+            arguments["pattern"] = "a"
+        result = await gateway.call(call(tool, run, **arguments))
+        assert (result.status, result.error) == (ToolStatus.ERROR, error), (tool, path)
+    bad_base64 = await gateway.call(
+        call("files.write", run, path="x", content="!!", encoding="base64")
+    )
+    assert bad_base64.error == "content is not valid base64 (Only base64 data is allowed)"
+    bad_pattern = await gateway.call(call("files.search", run, pattern="("))
+    assert bad_pattern.error == (
+        "pattern '(' is not a regular expression: missing ), unterminated subpattern at position 0"
+    )
+    # A glob that climbs out finds nothing outside the workspace (the sandbox's /etc).
+    climbed = await gateway.call(call("files.search", run, pattern="root", glob="../../etc/*"))
+    assert json.loads(climbed.output) == {"matches": [], "truncated": False}
 
 
 async def test_user_toolkit_with_its_own_dependency(

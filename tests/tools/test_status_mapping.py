@@ -8,7 +8,8 @@ import pytest
 
 from orchestrator.sandbox.execution import ExecResult, ExecStatus
 from orchestrator.tools import SANDBOX_STATUS, ToolCall, ToolStatus, tool_result
-from stockade_sdk.run import RESULT_SEPARATOR
+from stockade_sdk import ToolError
+from stockade_sdk.run import RESULT_SEPARATOR, serve
 
 CALL = ToolCall(id="c", name="python.run", arguments={})
 
@@ -45,3 +46,33 @@ def test_each_status_ends_as_documented(status: ExecStatus) -> None:
         assert succeeded.status is ToolStatus.OK and succeeded.output == "printed\n42"
         assert failed.status is ToolStatus.ERROR and "ValueError: no" in (failed.error or "")
         assert silent.status is ToolStatus.OUTPUT_TRUNCATED
+
+
+def refuse(path: str) -> None:
+    raise ToolError(f"{path}: No such file or directory")
+
+
+def crash(path: str) -> None:
+    raise KeyError(path)
+
+
+@pytest.mark.parametrize(
+    ("function", "error", "traceback"),
+    [
+        ("refuse", "notes.txt: No such file or directory", False),
+        ("crash", "KeyError: 'notes.txt'", True),
+    ],
+)
+def test_a_tool_error_reaches_the_model_as_its_message_alone(
+    capsys: pytest.CaptureFixture[str], function: str, error: str, traceback: bool
+) -> None:
+    """ToolError: the call went wrong, and the model reads why in one line; any other
+    exception is the tool's fault and keeps its traceback for the toolkit's author."""
+    exit_code = serve(f"{__name__}:{function}", b'{"path": "notes.txt"}')
+    result = tool_result(CALL, sandbox_result(ExecStatus.OK, capsys.readouterr().out))
+    assert (exit_code, result.status) == (1, ToolStatus.ERROR)
+    first, _, rest = (result.error or "").partition("\n")
+    assert first == error
+    assert rest.startswith("Traceback (most recent call last):") is traceback, result.error
+    if not traceback:
+        assert rest == ""

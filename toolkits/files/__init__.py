@@ -2,18 +2,24 @@
 
 Every path is relative to the workspace; anything that resolves outside it
 (absolute paths, ``..``, symbolic links pointing out) is refused. Binary
-content travels base64-encoded; sizes are capped.
+content travels base64-encoded; sizes are capped. What the model got wrong (a
+missing file, a directory where a file was meant, a bad pattern) comes back as
+one line naming the path it gave, not a traceback through this module.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import errno
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-from stockade_sdk import tool
+from stockade_sdk import ToolError, tool
 
 __all__ = ["append", "delete", "list_files", "read", "search", "write"]
 
@@ -31,17 +37,56 @@ def _root() -> Path:
 
 def _inside(path: str) -> Path:
     """The workspace path for ``path``, refusing anything that leaves the workspace."""
+    if "\x00" in path:
+        raise ToolError(f"{path!r}: a path cannot contain a NUL character")
     root = _root()
     target = (root / path).resolve()
     if target != root and root not in target.parents:
-        raise PermissionError(f"{path!r} is outside the workspace")
+        raise ToolError(f"{path!r} is outside the workspace")
     return target
 
 
+@contextmanager
+def _reported(path: str) -> Iterator[None]:
+    """Turn an operating-system error on ``path`` into one line for the model.
+
+    Names the path as the workspace knows it (``notes/a.txt: Is a directory``):
+    the model's own path, or the part of it the error is about.
+    """
+    try:
+        yield
+    except OSError as error:
+        failed, root = path, _root()
+        if isinstance(error.filename, str):
+            where = Path(error.filename)
+            if where == root or root in where.parents:
+                failed = str(where.relative_to(root))
+        raise ToolError(f"{failed}: {error.strerror or error}") from None
+
+
+def _make_parents(target: Path) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as error:  # a file stands where a directory is needed
+        reason = os.strerror(errno.ENOTDIR)
+        raise NotADirectoryError(errno.ENOTDIR, reason, error.filename) from None
+
+
 def _decode(content: str, encoding: Encoding) -> bytes:
-    data = base64.b64decode(content, validate=True) if encoding == "base64" else content.encode()
+    if encoding == "base64":
+        try:
+            data = base64.b64decode(content, validate=True)
+        except binascii.Error as error:
+            raise ToolError(f"content is not valid base64 ({error})") from None
+    else:
+        try:
+            data = content.encode()
+        except UnicodeEncodeError as error:
+            raise ToolError(
+                f"content is not valid text ({error.reason}): send it as base64"
+            ) from None
     if len(data) > MAX_WRITE_BYTES:
-        raise ValueError(f"content of {len(data)} bytes exceeds {MAX_WRITE_BYTES}")
+        raise ToolError(f"content of {len(data)} bytes exceeds the limit of {MAX_WRITE_BYTES}")
     return data
 
 
@@ -57,10 +102,10 @@ def read(path: str, encoding: Encoding = "text", offset: int = 0) -> dict[str, o
         offset: Byte offset to start reading at (for files larger than the read cap).
     """
     target = _inside(path)
-    with target.open("rb") as handle:
+    with _reported(path), target.open("rb") as handle:
         handle.seek(max(0, offset))
         data = handle.read(MAX_READ_BYTES + 1)
-    size = target.stat().st_size
+        size = os.fstat(handle.fileno()).st_size
     truncated = len(data) > MAX_READ_BYTES
     data = data[:MAX_READ_BYTES]
     if encoding == "text":
@@ -88,8 +133,9 @@ def write(path: str, content: str, encoding: Encoding = "text") -> dict[str, obj
     """
     target = _inside(path)
     data = _decode(content, encoding)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
+    with _reported(path):
+        _make_parents(target)
+        target.write_bytes(data)
     return {"path": path, "size": len(data)}
 
 
@@ -104,10 +150,12 @@ def append(path: str, content: str, encoding: Encoding = "text") -> dict[str, ob
     """
     target = _inside(path)
     data = _decode(content, encoding)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("ab") as handle:
-        handle.write(data)
-    return {"path": path, "size": target.stat().st_size}
+    with _reported(path):
+        _make_parents(target)
+        with target.open("ab") as handle:
+            handle.write(data)
+            size = handle.tell()
+    return {"path": path, "size": size}
 
 
 @tool(name="list", idempotent=True)
@@ -119,14 +167,15 @@ def list_files(path: str = ".", recursive: bool = False) -> dict[str, object]:
         recursive: Also list the contents of sub-directories.
     """
     root, base = _root(), _inside(path)
-    walker = base.rglob("*") if recursive else base.iterdir()
     entries: list[dict[str, object]] = []
-    for entry in sorted(walker):
-        if len(entries) == MAX_LIST_ENTRIES:
-            return {"entries": entries, "truncated": True}
-        kind = "dir" if entry.is_dir() else "file"
-        size = entry.stat().st_size if kind == "file" else None
-        entries.append({"path": str(entry.relative_to(root)), "type": kind, "size": size})
+    with _reported(path):
+        walker = base.rglob("*") if recursive else base.iterdir()
+        for entry in sorted(walker):
+            if len(entries) == MAX_LIST_ENTRIES:
+                return {"entries": entries, "truncated": True}
+            kind = "dir" if entry.is_dir() else "file"
+            size = entry.stat().st_size if kind == "file" else None
+            entries.append({"path": str(entry.relative_to(root)), "type": kind, "size": size})
     return {"entries": entries, "truncated": False}
 
 
@@ -140,11 +189,20 @@ def search(pattern: str, path: str = ".", glob: str = "*") -> dict[str, object]:
         glob: Only search files whose name matches this glob, e.g. ``*.py``.
     """
     root, base = _root(), _inside(path)
-    regex = re.compile(pattern)
-    files = [base] if base.is_file() else sorted(p for p in base.rglob(glob) if p.is_file())
+    try:
+        regex = re.compile(pattern)
+    except re.error as error:
+        raise ToolError(f"pattern {pattern!r} is not a regular expression: {error}") from None
+    with _reported(path):
+        if not base.exists():  # an empty result would read as "no match"
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(base))
+        found = [base] if base.is_file() else base.rglob(glob)
+        # A glob may climb (``../../etc/*``): only what stays in the workspace is searched.
+        files = sorted({p.resolve() for p in found if p.is_file()} - {root})
+        files = [file for file in files if root in file.parents]
     matches: list[dict[str, object]] = []
     for file in files:
-        with file.open("rb") as handle:
+        with _reported(str(file.relative_to(root))), file.open("rb") as handle:
             for number, raw in enumerate(handle, start=1):
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 if regex.search(line):
@@ -165,9 +223,10 @@ def delete(path: str) -> dict[str, object]:
     """
     target = _inside(path)
     if target == _root():
-        raise PermissionError("the workspace itself cannot be deleted")
-    if target.is_dir():
-        os.rmdir(target)
-    else:
-        target.unlink()
+        raise ToolError("the workspace itself cannot be deleted")
+    with _reported(path):
+        if target.is_dir():
+            os.rmdir(target)
+        else:
+            target.unlink()
     return {"deleted": path}

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from stockade_sdk import tool
+from stockade_sdk import ToolError, tool
 
 __all__ = ["fetch"]
 
 MAX_BODY_BYTES = 1024 * 1024
+_TUNNEL_REFUSED = "Tunnel connection failed: 403 Refused"
+"""How ``http.client`` reports the egress proxy's refusal of an HTTPS ``CONNECT``."""
 
 
 @tool(profile="http")
@@ -33,8 +35,9 @@ def fetch(
 ) -> dict[str, object]:
     """Fetch a URL over HTTP(S); return the status, headers and (capped) body.
 
-    Hosts outside the organisation's egress allowlist are refused with status 403
-    and the header ``X-Stockade-Egress: refused``.
+    Hosts outside the organisation's egress allowlist are refused: an http:// URL
+    gets status 403 with the header ``X-Stockade-Egress: refused``, an https://
+    URL an error saying the egress proxy refused it.
 
     Args:
         url: An http:// or https:// URL.
@@ -43,23 +46,40 @@ def fetch(
         body: Request body (UTF-8 text), for POST, PUT and PATCH.
         timeout_s: Seconds to wait for the response.
     """
+    import http.client  # noqa: PLC0415 - see the module doc
     import urllib.error  # noqa: PLC0415 - see the module doc
     import urllib.request  # noqa: PLC0415 - see the module doc
 
     if not url.startswith(("http://", "https://")):
-        raise ValueError(f"only http:// and https:// URLs can be fetched, got {url!r}")
-    request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
-        url, data=body.encode() if body is not None else None, headers=headers or {}, method=method
-    )
+        raise ToolError(f"only http:// and https:// URLs can be fetched, got {url!r}")
     try:
-        response = urllib.request.urlopen(request, timeout=timeout_s)  # noqa: S310
-    except urllib.error.HTTPError as error:
-        response = error
-    with response:
-        data = response.read(MAX_BODY_BYTES + 1)
-        return {
-            "status": response.status,
-            "headers": dict(response.headers.items()),
-            "body": data[:MAX_BODY_BYTES].decode("utf-8", "replace"),
-            "truncated": len(data) > MAX_BODY_BYTES,
-        }
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
+            url,
+            data=body.encode() if body is not None else None,
+            headers=headers or {},
+            method=method,
+        )
+        try:
+            response = urllib.request.urlopen(request, timeout=timeout_s)  # noqa: S310
+        except urllib.error.HTTPError as error:
+            response = error  # an answer all the same: its status and body go back
+        with response:
+            data = response.read(MAX_BODY_BYTES + 1)
+            return {
+                "status": response.status,
+                "headers": dict(response.headers.items()),
+                "body": data[:MAX_BODY_BYTES].decode("utf-8", "replace"),
+                "truncated": len(data) > MAX_BODY_BYTES,
+            }
+    except (OSError, ValueError, http.client.HTTPException) as error:
+        # No (whole) answer: a bad URL or header, a reset, no reply in time. One
+        # line the model can act on, not a traceback through urllib.
+        reason = error.reason if isinstance(error, urllib.error.URLError) else error
+        if isinstance(reason, TimeoutError):
+            raise ToolError(f"no response from {url} within {timeout_s:g} s") from None
+        if str(reason).endswith(_TUNNEL_REFUSED):  # http.client's words for the proxy's 403
+            raise ToolError(
+                f"could not fetch {url}: the egress proxy refused it (the host is not in "
+                "the allowlist, or resolves to a refused address)"
+            ) from None
+        raise ToolError(f"could not fetch {url}: {reason}") from None
