@@ -20,6 +20,7 @@ from orchestrator.assets import shipped
 from orchestrator.config import LoadedConfig
 from orchestrator.errors import ConfigError, InfrastructureError, StockadeError
 from orchestrator.platform._doctor_cluster import check_cluster
+from orchestrator.platform._limits import redis_password
 from orchestrator.platform._parts import (
     CheckedConfiguration,
     build_registry,
@@ -132,8 +133,16 @@ class _Doctor:
             return
         name = "limit store reachable"
         try:
+            password = redis_password(limits)
+        except ConfigError as exc:
+            self.failed(name, str(exc), f"export {limits.password_env}=<Redis's password>")
+            return
+        try:
             store = RedisLimitStore(
-                limits.store, key_prefix=limits.key_prefix, timeout_s=limits.timeout_s
+                limits.store,
+                password=password,
+                key_prefix=limits.key_prefix,
+                timeout_s=limits.timeout_s,
             )
         except StockadeError as exc:
             self.failed(name, str(exc), "pip install 'stockade[redis]'")

@@ -664,6 +664,37 @@ def test_the_password_comes_from_the_environment(
         server.stop()
 
 
+def test_doctor_asks_redis_with_the_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`stockade doctor` reached a password-protected Redis without its password and
+    called a store that works unreachable."""
+    from orchestrator.platform.doctor import _Doctor
+
+    server = RedisServer(tmp_path, "--requirepass", "s3cret-pw")
+    server.start()
+    try:
+        config = tmp_path / "stockade.yaml"
+        config.write_text(f"limits:\n  store: {server.url}\n  password_env: LIMITS_PW\n")
+        loaded = load_config(config, environ={})
+        unset = _Doctor(loaded, "")
+        unset.limit_store()
+        monkeypatch.setenv("LIMITS_PW", "s3cret-pw")
+        doctor = _Doctor(loaded, "")
+        doctor.limit_store()
+    finally:
+        server.stop()
+    assert [(check.outcome, check.detail) for check in unset.checks] == [
+        (
+            "failed",
+            "limits.password_env: environment variable LIMITS_PW (Redis's password) is not set",
+        )
+    ]
+    assert unset.checks[0].fix == "export LIMITS_PW=<Redis's password>"
+    ((check,),) = (doctor.checks,)
+    assert (check.outcome, check.detail.startswith(f"{server.url} (Redis ")) == ("ok", True)
+
+
 def test_a_password_in_a_bad_url_is_not_repeated() -> None:
     with pytest.raises(UsageError) as caught:
         RedisLimitStore("redis://:hunter2@127.0.0.1:port/0")
