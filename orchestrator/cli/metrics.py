@@ -69,7 +69,8 @@ def metrics(config_file: Path | None, url: str | None) -> None:
     """Print the metrics the running Stockade processes serve now (Prometheus text format).
 
     Reads the endpoints that running processes (stockade run --metrics-port,
-    the demo) registered in the state directory; with several, each exposition
+    the demo, and with metrics.serve also stockade serve) registered in the
+    state directory; with several, each exposition
     follows a comment naming its URL. With none running, prints every metric
     defined, at zero, and says so on standard error.
     """

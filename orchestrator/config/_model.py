@@ -3,8 +3,7 @@
 Every section is a strict model (unknown keys fail, with the file, line and
 field). Paths written in the file are relative to the file's directory;
 paths from the environment or the command line are relative to the working
-directory. Sections for the agent's model, memory, metrics and the server are
-read and validated now so a file written today stays valid as they arrive.
+directory.
 """
 
 from __future__ import annotations
@@ -357,8 +356,9 @@ class MetricsSettings(StrictModel):
     enabled: bool = True
     """Record metrics. False: every instrument does nothing and nothing is served."""
     serve: bool = False
-    """Long-running commands (``stockade run``, the demo) serve ``/metrics`` on ``host:port``;
-    their ``--metrics-port`` flag also turns it on."""
+    """Long-running commands (``stockade run``, ``stockade serve``, the demo) serve
+    ``/metrics`` on ``host:port``; the ``--metrics-port`` flag of ``run`` and the demo also
+    turns it on. (``stockade serve`` serves ``/metrics`` on its API port either way.)"""
     host: str = "127.0.0.1"
     """Address the metrics endpoint listens on; anything but loopback exposes it to the
     network (it carries no secrets, but tool and rule names)."""

@@ -4,10 +4,12 @@
 lifespan opens the one :class:`~orchestrator.platform.Platform` (pools
 warmed before the first request is accepted) and the token store, and
 closes both when the server stops. Every resource is a router: the API's
-own (:data:`API_ROUTERS`) plus whatever the caller adds (the agent's
-``/v1/runs``, ``/metrics``, the approval page) with ``routers=``, each using
-:func:`~orchestrator.server.require` and :data:`~orchestrator.server.State`
-like the built-in ones.
+own (:data:`API_ROUTERS`: tools, approvals, runs, artifacts), the approval
+and run pages, ``/metrics``, MCP, plus whatever the caller adds with
+``routers=``, each using :func:`~orchestrator.server.require` and
+:data:`~orchestrator.server.State` like the built-in ones. With
+``metrics.serve`` the metrics are also served on ``metrics.port``, with a
+discovery file, as every long-running command serves them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import contextlib
 import getpass
 import json
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -25,8 +28,8 @@ from fastapi.openapi.utils import get_openapi
 
 from orchestrator.agent import Agent, AgentConfig, ApprovalWatch
 from orchestrator.approvals import Approver
-from orchestrator.config import LoadedConfig, StockadeConfig
-from orchestrator.metrics import render
+from orchestrator.config import LoadedConfig, ServerSettings, StockadeConfig
+from orchestrator.metrics import render, serve_metrics
 from orchestrator.platform import Platform
 from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.server import _approvals_api, _artifacts_api, _health, _runs_api, _tools_api
@@ -47,6 +50,8 @@ from orchestrator.server._tokens import TokenStore
 from orchestrator.server.page import page_router
 
 __all__ = ["API_ROUTERS", "API_VERSION", "create_app", "render_openapi", "uvicorn_config"]
+
+_log = logging.getLogger(__name__)
 
 API_VERSION = "1"
 """The API's version; paths carry it as ``/v1``."""
@@ -69,6 +74,36 @@ the one policies, rate limits, approvals and the audit log see, and carries role
 `admin` (everything). Errors are
 `application/problem+json` with a stable `code`.
 """
+
+
+@contextlib.asynccontextmanager
+async def _served_metrics(loaded: LoadedConfig, platform: Platform) -> AsyncIterator[None]:
+    """With ``metrics.serve``, the metrics on a port of their own while the block runs.
+
+    As every long-running command serves them, with a discovery file for
+    Prometheus and ``stockade metrics``; ``/metrics`` of the API's own port
+    serves them either way.
+    """
+    settings = loaded.config.metrics
+    if not settings.serve:
+        yield
+        return
+    async with serve_metrics(
+        platform.metrics,
+        settings.host,
+        settings.port,
+        targets_dir=loaded.config.metrics_targets_dir,
+        labels={"command": "serve"},
+    ) as endpoint:
+        _log.info("metrics at %s", endpoint.url)
+        yield
+
+
+def _local_identity(settings: ServerSettings) -> Identity | None:
+    """Who a request without a token acts as: the user running a loopback server, if allowed."""
+    if settings.unauthenticated_loopback and is_loopback_host(settings.host):
+        return Identity(principal=getpass.getuser(), roles=frozenset({Role.ADMIN}), token_id=None)
+    return None
 
 
 def _loaded(config: LoadedConfig | StockadeConfig) -> LoadedConfig:
@@ -111,11 +146,6 @@ def create_app(
         started = False
         try:
             check_bind(settings.host, tokens)
-            local = None
-            if settings.unauthenticated_loopback and is_loopback_host(settings.host):
-                local = Identity(
-                    principal=getpass.getuser(), roles=frozenset({Role.ADMIN}), token_id=None
-                )
             # Reports a run's calls waiting for approval as its events.
             watch = ApprovalWatch(approvers)
             async with (
@@ -140,12 +170,13 @@ def create_app(
                     run_owners=RunOwners(loaded.config.tokens_db),
                     calls=calls,
                     runs=Runs(runner, loaded.config.state_dir),
-                    local=local,
+                    local=_local_identity(settings),
                 )
                 if settings.resume_runs:  # runs a stopped server left unfinished
                     await app.state.stockade.runs.resume_interrupted()
                 # MCP at server.mcp_path; its sessions end before the platform closes.
                 await stack.enter_async_context(serve_mcp(app, watch))
+                await stack.enter_async_context(_served_metrics(loaded, platform))
                 started = True
                 try:
                     yield

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
-from .conftest import Served
+from orchestrator.config import StockadeConfig
+from orchestrator.metrics import live_targets
+from orchestrator.testing.backend import ScriptedBackend
+
+from .conftest import Served, serve
 
 
 async def test_healthz_and_readyz_answer_without_a_token(served: Served) -> None:
@@ -47,3 +52,26 @@ async def test_metrics_are_served_without_a_token(served: Served) -> None:
     assert exposition.status_code == 200
     assert "stockade_tool_calls_total" in exposition.text
     assert "stockade_build_info" in exposition.text
+
+
+async def test_metrics_serve_gives_the_server_a_metrics_port_of_its_own(
+    config: StockadeConfig, scripted: ScriptedBackend
+) -> None:
+    """With metrics.serve, `stockade serve` serves /metrics as every long-running command
+    does: on metrics.port, found through a discovery file (by Prometheus and `stockade
+    metrics`), gone with the server. It served only /metrics of the API's port, so the
+    deploy stack's target on 127.0.0.1:9464 was down."""
+    settings = config.model_copy(
+        update={"metrics": config.metrics.model_copy(update={"serve": True, "port": 0})}
+    )
+    targets = settings.metrics_targets_dir
+    async with serve(settings, backend=scripted) as running:
+        (url,) = live_targets(targets)
+        async with running.client() as client:
+            own = await client.get(url)
+            api = await client.get("/metrics")
+        listed = [json.loads(path.read_text()) for path in targets.glob("*.json")]
+    assert own.status_code == 200 and "stockade_build_info" in own.text
+    assert api.status_code == 200, "the API's port serves them either way"
+    assert [group["labels"]["command"] for (group,) in listed] == ["serve"]
+    assert live_targets(targets) == [] and list(targets.glob("*.json")) == []
