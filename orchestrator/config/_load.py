@@ -33,6 +33,7 @@ PATH_FIELDS = frozenset(
         "approvals.database",
         "approvals.approvers",
         "server.tokens",
+        "metrics.targets_dir",
     }
 )
 """Fields holding paths: relative ones are resolved against where they were written."""

@@ -364,7 +364,12 @@ class MetricsSettings(StrictModel):
     network (it carries no secrets, but tool and rule names)."""
     port: int = Field(default=9464, ge=0, le=65535)
     """Port of the metrics endpoint; 0: any free port (found by Prometheus through the
-    discovery file in ``metrics/targets`` of the state directory)."""
+    discovery file in ``targets_dir``)."""
+    targets_dir: Path | None = None
+    """Where serving processes leave their discovery files (address and labels, readable by
+    all); none: ``metrics/targets`` in the state directory. Only Stockade's user may enter
+    the state directory, so a Prometheus running as another user (Debian's package, a
+    container) needs a directory outside it."""
 
 
 class LoggingSettings(StrictModel):
@@ -603,7 +608,7 @@ class StockadeConfig(StrictModel):
     @property
     def metrics_targets_dir(self) -> Path:
         """Where serving processes leave their discovery files for Prometheus."""
-        return self.state_dir / "metrics" / "targets"
+        return self.metrics.targets_dir or self.state_dir / "metrics" / "targets"
 
     @property
     def runs_dir(self) -> Path:

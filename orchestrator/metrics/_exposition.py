@@ -233,7 +233,13 @@ def _alive(pid: int) -> bool:
 
 def _register(directory: Path, host: str, port: int, labels: Mapping[str, str]) -> Path:
     """Write this endpoint's discovery file (atomically), pruning those of dead processes."""
-    directory.mkdir(parents=True, exist_ok=True)
+    if not directory.is_dir():
+        directory.parent.mkdir(parents=True, exist_ok=True)  # the state directory's own modes
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            directory.mkdir()
+            # Open to Prometheus whatever the umask (one the operator made keeps its
+            # mode): it holds addresses and labels, nothing secret.
+            directory.chmod(0o755)
     for path in directory.glob("*.json"):
         match = _TARGET_FILE.match(path.name)
         if match and not _alive(int(match.group(1))):
@@ -244,6 +250,7 @@ def _register(directory: Path, host: str, port: int, labels: Mapping[str, str]) 
     path = directory / f"{os.getpid()}-{port}.json"
     partial = path.with_suffix(".tmp")
     partial.write_text(json.dumps(document, indent=2) + "\n")
+    partial.chmod(0o644)  # likewise
     # Prometheus may read the file at any moment: it sees it whole or not at all.
     partial.replace(path)
     return path

@@ -115,7 +115,13 @@ FULL = {
         "short_term_size": 8,
         "max_prompt_chars": 1000,
     },
-    "metrics": {"enabled": False, "serve": True, "host": "127.0.0.1", "port": 9100},
+    "metrics": {
+        "enabled": False,
+        "serve": True,
+        "host": "127.0.0.1",
+        "port": 9100,
+        "targets_dir": "/srv/stockade-targets",
+    },
     "logging": {"format": "json", "level": "debug"},
     "server": {
         "host": "127.0.0.1",

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -50,6 +52,39 @@ async def test_the_endpoint_serves_on_loopback_and_registers_for_discovery(tmp_p
             assert (await client.post(ep.url)).status_code == 405
     assert list(targets.iterdir()) == []
     assert live_targets(targets) == []
+
+
+async def test_prometheus_of_another_user_reads_the_discovery_file(tmp_path: Path) -> None:
+    """Prometheus runs as its own user (Debian's package; nobody in its container): the
+    discovery file is readable whatever the process's umask, and ``metrics.targets_dir``
+    puts it outside the state directory, which only Stockade's user may enter."""
+    shared = Path(tempfile.mkdtemp(prefix="stk-targets-", dir="/tmp"))
+    try:
+        shared.chmod(0o755)
+        config = tmp_path / "stockade.yaml"
+        config.write_text(f"state_dir: state\nmetrics:\n  targets_dir: {shared}/targets\n")
+        settings = load_config(config, environ={}).config
+        assert settings.metrics_targets_dir == shared / "targets"
+        umask = os.umask(0o077)
+        try:
+            async with serve_metrics(
+                Metrics(), port=0, targets_dir=settings.metrics_targets_dir
+            ) as endpoint:
+                assert endpoint.target_file is not None
+                as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+                read = await asyncio.to_thread(
+                    subprocess.run,
+                    [*as_nobody, "cat", str(endpoint.target_file)],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+        finally:
+            os.umask(umask)
+        assert read.returncode == 0, read.stderr
+        assert json.loads(read.stdout)[0]["targets"] == [f"127.0.0.1:{endpoint.port}"]
+    finally:
+        shutil.rmtree(shared)
 
 
 async def test_a_busy_port_is_a_configuration_error(tmp_path: Path) -> None:
