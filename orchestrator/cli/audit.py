@@ -106,14 +106,28 @@ def _entry_lines(entry: CallEntry) -> list[str]:
     if outcome is not None:
         changed = outcome.get("files_changed")
         paths = len(changed) if isinstance(changed, list) else 0  # a bounded list: see --json
+        first, *more = _error_lines(outcome.get("error")) or [""]
         lines.append(
             f"  seq {outcome['seq']}  {outcome.get('ts', '')}  outcome: "
             f"{outcome.get('status')} in {outcome.get('duration_s', 0):.3f} s"
             + (f" on host {outcome['host']}" if outcome.get("host") else "")
             + (f", {paths} workspace path{'s' * (paths != 1)} changed" if paths else "")
-            + (f": {outcome['error']}" if outcome.get("error") else "")
+            + (f": {first}" if first else "")
         )
+        # A traceback stays under its outcome, not at the margin where calls begin.
+        lines.extend(f"      {line}" for line in more)
     return lines
+
+
+def _error_lines(error: object) -> list[str]:
+    """An outcome's error as lines; a bounded one (a long traceback) as its head, marked."""
+    if isinstance(error, dict) and isinstance(error.get("head"), str):
+        size = error.get("bytes")
+        return [
+            *error["head"].splitlines(),
+            f"[… cut: {size} bytes in all, sha256 {error.get('sha256')}]",
+        ]
+    return str(error).splitlines() if error else []
 
 
 @audit.command("timeline")

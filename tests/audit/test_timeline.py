@@ -82,3 +82,34 @@ def test_the_cli_shows_what_a_call_changed_and_no_control_sequence(tmp_path: Pat
     assert "error in 0.000 s, 2 workspace paths changed: failed here" in shown.output
     assert "error in 0.000 s, 1 workspace path changed" in shown.output
     assert "\x1b" not in shown.output and "\x07" not in shown.output
+
+
+def test_a_traceback_stays_under_its_outcome_and_a_cut_error_shows_its_head(
+    tmp_path: Path,
+) -> None:
+    """A tool's traceback reached the margin where calls begin, and a bounded error (one
+    over the record cap) printed as a Python dict."""
+    path = tmp_path / "audit.jsonl"
+    traceback = (
+        "KeyError: 'x'\nTraceback (most recent call last):\n  File \"t.py\", line 1\nKeyError: 'x'"
+    )
+    with AuditLog(path, max_value_bytes=128) as log:
+        common = {"event": "call", "run_id": "r", "tool": "acme.t", "status": "error"}
+        log.append({**common, "call_id": "c1", "error": traceback})
+        log.append({**common, "call_id": "c2", "error": "boom " + "x" * 200})
+    shown = CliRunner().invoke(cli, ["audit", "timeline", str(path)])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    start = next(
+        i for i, line in enumerate(lines) if line.endswith("error in 0.000 s: KeyError: 'x'")
+    )
+    assert lines[start + 1 : start + 5] == [
+        "      Traceback (most recent call last):",
+        '        File "t.py", line 1',
+        "      KeyError: 'x'",
+        "c2  acme.t  error",
+    ]
+    cut = next(line for line in lines if "boom" in line)
+    assert cut.endswith(": boom " + "x" * 123) and "{" not in cut
+    marker = lines[lines.index(cut) + 1]
+    assert marker.startswith("      [… cut: 205 bytes in all, sha256 ") and marker.endswith("]")
