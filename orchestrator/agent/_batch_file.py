@@ -163,7 +163,7 @@ def read_batch(path: Path) -> list[BatchItem]:
         raise ConfigError(f"cannot read the batch file: {exc}", file=str(path)) from None
     items: list[BatchItem] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         try:
@@ -197,6 +197,16 @@ def read_batch(path: Path) -> list[BatchItem]:
     return items
 
 
+def _lines(text: str) -> list[str]:
+    """The lines of a JSON-lines file, split at "\\n" only.
+
+    ``str.splitlines`` also breaks at U+2028, U+2029 and NEL, which JSON leaves
+    unescaped inside strings: a goal (or a recorded answer) holding one would be
+    cut in two.
+    """
+    return text.split("\n")
+
+
 def results_path_for(batch: Path) -> Path:
     """The default results file: beside the input, ``NAME.results.jsonl``."""
     stem = batch.name.removesuffix(".jsonl")
@@ -225,7 +235,7 @@ class BatchResultsFile:
         :class:`~orchestrator.errors.ConfigError` naming it.
         """
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
+            lines = _lines(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
         except (OSError, UnicodeDecodeError) as exc:

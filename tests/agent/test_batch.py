@@ -155,6 +155,27 @@ def test_the_results_file_skips_cut_lines_and_keeps_the_latest(tmp_path: Path) -
         results.read()
 
 
+def test_unicode_line_breaks_inside_strings_do_not_cut_lines(tmp_path: Path) -> None:
+    """JSON leaves U+2028, U+2029 and NEL unescaped in strings; only "\\n" ends a line."""
+    breaks = "\u2028\u2029\x85"
+    path = tmp_path / "b.jsonl"
+    path.write_text(
+        json.dumps({"id": "a", "goal": f"x{breaks}y"}, ensure_ascii=False)
+        + '\n{"id": "b", "goal": "z"}\n',
+        encoding="utf-8",
+    )
+    assert [(i.id, i.goal) for i in read_batch(path)] == [("a", f"x{breaks}y"), ("b", "z")]
+    path.write_text(f'{{"id": "a", "goal": "a{breaks}"}}\n{{\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        read_batch(path)
+    assert caught.value.line == 2
+    results = BatchResultsFile(tmp_path / "r.jsonl")
+    ended = BatchResult.not_started("a", "a-1", RunStatus.FAILED, f"the model said {breaks}")
+    results.append(ended)
+    results.close()
+    assert results.read() == {"a": ended}, "a recorded run is not run again"
+
+
 # -- running ---------------------------------------------------------------------------------
 
 
