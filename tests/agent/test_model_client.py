@@ -485,6 +485,49 @@ async def test_an_empty_stream_is_a_protocol_error(server: ScriptedModelServer) 
     assert caught.value.code is ErrorCode.MODEL_PROTOCOL
 
 
+async def test_lone_surrogates_in_a_reply_become_replacement_characters(
+    server: ScriptedModelServer,
+) -> None:
+    """JSON's \\ud800 escape decodes to a lone surrogate, which no UTF-8 file or database
+    takes: every string of the reply is made well formed as it is read."""
+    server.extend(
+        RawResponse(
+            body={
+                **chat_body(
+                    {
+                        "role": "assistant",
+                        "content": "a\ud800b",
+                        "tool_calls": [
+                            {
+                                "id": "i\udcff",
+                                "function": {"name": "files__read\ud800", "arguments": "\udcff"},
+                            }
+                        ],
+                    },
+                    finish_reason="tool_calls\ud800",
+                ),
+                "model": "m\udfff",
+            }
+        ),
+        # A pair split over two chunks is put back together; a lone half is replaced.
+        RawResponse(
+            body=sse(delta(content="\ud83d"), delta(content="\ude00 \ud83d"), delta("!")),
+            content_type="text/event-stream",
+        ),
+    )
+    async with model(server) as client:
+        whole = await client.complete(GOAL)
+        streamed = await client.complete(GOAL, stream=True)
+    assert whole.content == "a\ufffdb"
+    assert [(c.model_id, c.name, c.arguments) for c in whole.tool_calls] == [
+        ("i\ufffd", "files__read\ufffd", "\ufffd")
+    ]
+    assert (whole.finish_reason, whole.model) == ("tool_calls\ufffd", "m\ufffd")
+    assert streamed.content == "\U0001f600 \ufffd!"
+    for reply in (whole, streamed):
+        reply.model_dump_json().encode()  # nothing left that UTF-8 cannot hold
+
+
 async def test_the_agent_can_see_what_was_sent(server: ScriptedModelServer) -> None:
     def check(request: ChatRequest) -> Reply:
         assert request.messages[0]["content"] == GOAL[0]["content"]
