@@ -96,7 +96,10 @@ def tool_result(call: ToolCall, result: ExecResult) -> ToolResult:
         )  # fmt: skip
     try:
         outcome = json.loads(encoded)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # too deep a nesting is a RecursionError
+        outcome = None
+    # A tool may print the separator itself, then die before the runner writes its line.
+    if not isinstance(outcome, dict):
         return ToolResult(
             status=ToolStatus.ERROR, error="the tool's result was malformed", **common
         )

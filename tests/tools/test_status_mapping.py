@@ -45,3 +45,14 @@ def test_each_status_ends_as_documented(status: ExecStatus) -> None:
         assert succeeded.status is ToolStatus.OK and succeeded.output == "printed\n42"
         assert failed.status is ToolStatus.ERROR and "ValueError: no" in (failed.error or "")
         assert silent.status is ToolStatus.OUTPUT_TRUNCATED
+
+
+@pytest.mark.parametrize("forged", ["[1]", '"ok"', "null", "[" * 100_000])
+def test_an_outcome_line_that_is_not_an_object_is_malformed(forged: str) -> None:
+    """A tool can print the separator itself, then die (os._exit, a crash) before the runner
+    writes its line: the last separator is the tool's."""
+    result = tool_result(
+        CALL, sandbox_result(ExecStatus.OK, f"printed\n{RESULT_SEPARATOR}{forged}")
+    )
+    assert result.status is ToolStatus.ERROR
+    assert result.error == "the tool's result was malformed"
