@@ -219,6 +219,22 @@ async def test_usage_is_estimated_when_the_server_sends_none(server: ScriptedMod
     assert (TokenUsage() + whole.usage).estimated
 
 
+@pytest.mark.parametrize("count", ["NaN", "Infinity", "-Infinity", "1e400"])
+async def test_usage_counts_that_are_not_numbers_are_not_counted(
+    server: ScriptedModelServer, count: str
+) -> None:
+    """Python's JSON reader takes NaN and Infinity; a count of either is no count."""
+    body = (
+        '{"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}],'
+        f' "usage": {{"prompt_tokens": {count}, "completion_tokens": 3, "total_tokens": {count}}}}}'
+    )
+    server.extend(RawResponse(body=body))
+    async with model(server) as client:
+        reply = await client.complete(GOAL)
+    assert reply.content == "hi"
+    assert reply.usage == TokenUsage(prompt_tokens=0, completion_tokens=3, total_tokens=3)
+
+
 async def test_429_with_retry_after_is_honoured(server: ScriptedModelServer) -> None:
     server.inject(rate_limited(retry_after_s=1))
     server.extend(text("after the wait"))
