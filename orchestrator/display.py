@@ -12,6 +12,10 @@ and isolates that make text read in another order than it is.
 Where a person decides on a value (a call's arguments, before approving it),
 nothing is removed: :func:`json_for_people` shows every such character as its
 ``\\u`` escape, so "invoice\\u202egpj.sh" cannot pass for "invoicehs.jpg".
+
+Before any of that, text from outside must be text at all: :func:`well_formed`
+replaces the lone surrogates JSON's ``\\ud800`` escape decodes to, which no
+UTF-8 file, database or page can hold.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["for_display", "json_for_people"]
+__all__ = ["for_display", "json_for_people", "well_formed"]
 
 _CONTROL = re.compile(
     r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
@@ -39,6 +43,22 @@ _HIDDEN = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e"
     "\u2060-\u206f\ufeff\ufff9-\ufffb\U000e0000-\U000e007f]"
 )
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def well_formed(text: str) -> str:
+    """``text`` with every surrogate paired or replaced by U+FFFD.
+
+    JSON's ``\\ud800`` escape decodes to a lone surrogate, which UTF-8 cannot
+    encode: text holding one could be written to no log, checkpoint or page.
+    Two halves of a pair that sit side by side (a pair split across two
+    streamed chunks, joined) become their character.
+    """
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def for_display(text: str) -> str:

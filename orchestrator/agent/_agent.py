@@ -214,6 +214,10 @@ class Agent:
         """Start a run of ``goal`` and return at once; see :meth:`run`."""
         if not goal.strip():
             raise UsageError("a run needs a goal")
+        who = principal or self.config.default_principal
+        for what, text in (("goal", goal), ("principal", who)):
+            if problem := _not_utf8(text):
+                raise UsageError(f"the {what} is not valid text: {problem}")
         run_id = run_id or f"run-{uuid.uuid4().hex[:12]}"
         if problem := run_id_problem(run_id):
             raise UsageError(problem)
@@ -228,7 +232,6 @@ class Agent:
             or (self._store is not None and self._store.exists(run_id))
         ):
             raise UsageError(f"run id {run_id!r} is already used")
-        who = principal or self.config.default_principal
         state = RunState(run_id=run_id, goal=goal, principal=who)
         return self._launch(state, files, on_event=on_event, holder=None, resumed=False)
 
@@ -400,3 +403,19 @@ class Agent:
         await asyncio.to_thread(self._writer.shutdown, wait=True)
         if self._owns_model:
             await self._model.close()
+
+
+def _not_utf8(text: str) -> str | None:
+    """Why ``text`` cannot be written as UTF-8, if it cannot.
+
+    Python keeps the bytes of a command-line argument that are not UTF-8 as
+    lone surrogates; no event, checkpoint or log could hold them.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (
+            f"character {exc.start + 1} ({text[exc.start]!r}) is not UTF-8; was it written in "
+            "another encoding?"
+        )
+    return None

@@ -136,17 +136,32 @@ class BatchResult(StrictModel):
         )  # fmt: skip
 
 
+_SHOWN_CHARS = 80
+"""How much of a refused value an error shows (a goal may be pages long)."""
+
+
 def _first_error(exc: pydantic.ValidationError) -> tuple[str, str]:
-    """The field path and message of a validation error's first problem."""
+    """The field path and message of a validation error's first problem, naming the value."""
     first = exc.errors()[0]
     loc: list[Any] = list(first["loc"])
     error = (first.get("ctx") or {}).get("error")
-    if isinstance(error, LocatedValueError):
+    if isinstance(error, LocatedValueError):  # its message names the value
         loc.extend(error.loc)
-        message = str(error)
-    else:
-        message = first["msg"]
+        return ".".join(map(str, loc)), str(error)
+    message = str(error) if error is not None else first["msg"]
+    if first["type"] != "missing":
+        # repr: control characters and direction overrides show as escapes, not acted on.
+        value = first["input"]
+        if isinstance(value, str) and len(value) > _SHOWN_CHARS:
+            shown = f"{value[:_SHOWN_CHARS]!r}… ({len(value)} characters)"
+        else:
+            shown = _clipped(repr(value))
+        message = f"{message} (got {shown})"
     return ".".join(map(str, loc)) or "(line)", message
+
+
+def _clipped(text: str) -> str:
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…"
 
 
 def read_batch(path: Path) -> list[BatchItem]:
@@ -163,7 +178,7 @@ def read_batch(path: Path) -> list[BatchItem]:
         raise ConfigError(f"cannot read the batch file: {exc}", file=str(path)) from None
     items: list[BatchItem] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         try:
@@ -197,6 +212,16 @@ def read_batch(path: Path) -> list[BatchItem]:
     return items
 
 
+def _lines(text: str) -> list[str]:
+    """The lines of a JSON-lines file, split at "\\n" only.
+
+    ``str.splitlines`` also breaks at U+2028, U+2029 and NEL, which JSON leaves
+    unescaped inside strings: a goal (or a recorded answer) holding one would be
+    cut in two.
+    """
+    return text.split("\n")
+
+
 def results_path_for(batch: Path) -> Path:
     """The default results file: beside the input, ``NAME.results.jsonl``."""
     stem = batch.name.removesuffix(".jsonl")
@@ -225,7 +250,7 @@ class BatchResultsFile:
         :class:`~orchestrator.errors.ConfigError` naming it.
         """
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
+            lines = _lines(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
         except (OSError, UnicodeDecodeError) as exc:

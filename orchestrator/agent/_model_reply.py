@@ -11,6 +11,7 @@ gateway's registry to refuse with a message the model can read.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -194,7 +195,10 @@ def parse_usage(value: Any) -> TokenUsage | None:
 
 
 def _count(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    # Python's JSON reader takes NaN and Infinity, which no int can be.
+    if (isinstance(value, float) and not math.isfinite(value)) or value < 0:
         return None
     return int(value)
 

@@ -26,6 +26,7 @@ from orchestrator.agent._model_reply import (
     as_text,
     parse_usage,
 )
+from orchestrator.display import well_formed
 from orchestrator.errors import ErrorCode
 
 __all__ = [
@@ -47,6 +48,23 @@ class ParsedTurn:
     finish_reason: str | None
     usage: TokenUsage | None
     model: str | None
+
+    def well_formed(self) -> ParsedTurn:
+        """The turn with every string in it well formed (:func:`well_formed`)."""
+
+        def clean(value: Any) -> Any:
+            return well_formed(value) if isinstance(value, str) else value
+
+        return ParsedTurn(
+            content=clean(self.content),
+            calls=tuple(
+                (clean(model_id), well_formed(name), well_formed(arguments))
+                for model_id, name, arguments in self.calls
+            ),
+            finish_reason=clean(self.finish_reason),
+            usage=self.usage,
+            model=clean(self.model),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

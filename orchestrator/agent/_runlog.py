@@ -266,7 +266,10 @@ def read_events(state_dir: Path, run_id: str) -> list[AgentEvent]:
     except FileNotFoundError:
         raise NotFoundError(f"no run {run_id!r} in {state_dir / RUNS_DIR}") from None
     events = []
-    for line in text.splitlines():
+    # Split at "\n" only: str.splitlines also breaks at U+2028, U+2029 and NEL, which JSON
+    # leaves unescaped inside strings, so a model writing one would cut its event in two
+    # and both halves would be skipped.
+    for line in text.split("\n"):
         with contextlib.suppress(ValidationError, ValueError):
             events.append(event_adapter.validate_json(line))
     return events

@@ -181,6 +181,8 @@ class ModelClient:
             api_key_hint=self._key_hint,
             sleep=self._sleep,
         )
+        # Whole, so a surrogate pair streamed in two chunks is joined, not replaced.
+        turn = turn.well_formed()
         calls = build_tool_calls(
             turn.calls, new_id=self._new_call_id, new_model_id=new_model_call_id
         )

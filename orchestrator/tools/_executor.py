@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 from orchestrator.artifacts import ArtifactStore
+from orchestrator.display import well_formed
 from orchestrator.errors import ConfigError, InfrastructureError
 from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.sandbox.credentials import CredentialBindings
@@ -95,15 +96,22 @@ def tool_result(call: ToolCall, result: ExecResult) -> ToolResult:
         )  # fmt: skip
     try:
         outcome = json.loads(encoded)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # too deep a nesting is a RecursionError
+        outcome = None
+    # A tool may print the separator itself, then die before the runner writes its line.
+    if not isinstance(outcome, dict):
         return ToolResult(
             status=ToolStatus.ERROR, error="the tool's result was malformed", **common
         )
     printed = printed.removesuffix("\n")
+    # Strings the tool returned may hold lone surrogates (a file name that is not UTF-8, as
+    # Python reads one, JSON-escaped), which no log, checkpoint or page can hold.
     if not outcome.get("ok"):
         error = f"{outcome.get('error', 'the tool failed')}\n{outcome.get('traceback', '')}".strip()
-        return ToolResult(status=ToolStatus.ERROR, output=printed, error=error, **common)
-    value = _as_text(outcome.get("value"))
+        return ToolResult(
+            status=ToolStatus.ERROR, output=printed, error=well_formed(error), **common
+        )
+    value = well_formed(_as_text(outcome.get("value")))
     output = f"{printed}\n{value}" if printed else value
     # The tool reported its result whole: only a cut in what it printed before it
     # counts. Its stderr (diagnostics, and the program output it passes on live)

@@ -95,7 +95,7 @@ def write_lines(path: Path, *lines: str) -> Path:
         ('{"id": "one", "goal": "x"}', ":2: id: ", "the id 'one' is already used on line 1"),
         ('{"id": "b", "goal": "x", "gaol": "y"}', ":2: gaol: ", "Extra inputs are not permitted"),
         ('{"id": "b c", "goal": "x"}', ":2: id: ", "String should match pattern"),
-        ('{"id": "b", "goal": "  "}', ":2: goal: ", "the goal is blank"),
+        ('{"id": "b", "goal": "  "}', ":2: goal: ", "the goal is blank (got '  ')"),
         ('{"id": "b", "goal": "x", "files": {"../up.txt": ""}}', ":2: files.../up.txt: ",
          "escapes the workspace"),
         ('{"id": "b", "goal": "x", "files": {"/etc/passwd": ""}}', ":2: files./etc/passwd: ",
@@ -103,7 +103,7 @@ def write_lines(path: Path, *lines: str) -> Path:
         ('{"id": "b", "goal": "x", "files": {"a": "", "a/b": ""}}', ":2: files.a/b: ",
          "a is a file and the directory of a/b"),
         ('{"id": "b", "goal": "x", "files": {"a.txt": 3}}', ":2: files.a.txt: ",
-         "Input should be a valid string"),
+         "Input should be a valid string (got 3)"),
     ],
 )  # fmt: skip
 def test_a_bad_line_is_refused_naming_file_line_and_field(
@@ -115,6 +115,22 @@ def test_a_bad_line_is_refused_naming_file_line_and_field(
     assert str(caught.value).startswith(f"{path}{where}"), caught.value
     assert message in str(caught.value)
     assert caught.value.line == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ('"b c"', "(got 'b c')"),
+        ('"\\u001b[2Jx\\u202e"', "(got '\\x1b[2Jx\\u202e')"),  # escaped, not acted on
+        ('"' + "y" * 5000 + '"', "(got '" + "y" * 80),
+    ],
+)
+def test_a_refused_value_is_named_and_shown_safely(tmp_path: Path, value: str, shown: str) -> None:
+    path = write_lines(tmp_path / "b.jsonl", f'{{"id": {value}, "goal": "x"}}')
+    with pytest.raises(ConfigError) as caught:
+        read_batch(path)
+    assert shown in str(caught.value)
+    assert len(str(caught.value)) < 400
 
 
 def test_blank_lines_are_skipped_and_paths_normalised(tmp_path: Path) -> None:
@@ -153,6 +169,27 @@ def test_the_results_file_skips_cut_lines_and_keeps_the_latest(tmp_path: Path) -
     results.path.write_text('{"id": "b"}\n' + json.dumps(first) + "\n")
     with pytest.raises(ConfigError, match=r"r\.jsonl:1: run_id: not a batch result"):
         results.read()
+
+
+def test_unicode_line_breaks_inside_strings_do_not_cut_lines(tmp_path: Path) -> None:
+    """JSON leaves U+2028, U+2029 and NEL unescaped in strings; only "\\n" ends a line."""
+    breaks = "\u2028\u2029\x85"
+    path = tmp_path / "b.jsonl"
+    path.write_text(
+        json.dumps({"id": "a", "goal": f"x{breaks}y"}, ensure_ascii=False)
+        + '\n{"id": "b", "goal": "z"}\n',
+        encoding="utf-8",
+    )
+    assert [(i.id, i.goal) for i in read_batch(path)] == [("a", f"x{breaks}y"), ("b", "z")]
+    path.write_text(f'{{"id": "a", "goal": "a{breaks}"}}\n{{\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        read_batch(path)
+    assert caught.value.line == 2
+    results = BatchResultsFile(tmp_path / "r.jsonl")
+    ended = BatchResult.not_started("a", "a-1", RunStatus.FAILED, f"the model said {breaks}")
+    results.append(ended)
+    results.close()
+    assert results.read() == {"a": ended}, "a recorded run is not run again"
 
 
 # -- running ---------------------------------------------------------------------------------

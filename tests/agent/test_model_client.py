@@ -219,6 +219,22 @@ async def test_usage_is_estimated_when_the_server_sends_none(server: ScriptedMod
     assert (TokenUsage() + whole.usage).estimated
 
 
+@pytest.mark.parametrize("count", ["NaN", "Infinity", "-Infinity", "1e400"])
+async def test_usage_counts_that_are_not_numbers_are_not_counted(
+    server: ScriptedModelServer, count: str
+) -> None:
+    """Python's JSON reader takes NaN and Infinity; a count of either is no count."""
+    body = (
+        '{"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}],'
+        f' "usage": {{"prompt_tokens": {count}, "completion_tokens": 3, "total_tokens": {count}}}}}'
+    )
+    server.extend(RawResponse(body=body))
+    async with model(server) as client:
+        reply = await client.complete(GOAL)
+    assert reply.content == "hi"
+    assert reply.usage == TokenUsage(prompt_tokens=0, completion_tokens=3, total_tokens=3)
+
+
 async def test_429_with_retry_after_is_honoured(server: ScriptedModelServer) -> None:
     server.inject(rate_limited(retry_after_s=1))
     server.extend(text("after the wait"))
@@ -483,6 +499,49 @@ async def test_an_empty_stream_is_a_protocol_error(server: ScriptedModelServer) 
         with pytest.raises(ModelError, match="an empty stream") as caught:
             await client.complete(GOAL, stream=True)
     assert caught.value.code is ErrorCode.MODEL_PROTOCOL
+
+
+async def test_lone_surrogates_in_a_reply_become_replacement_characters(
+    server: ScriptedModelServer,
+) -> None:
+    """JSON's \\ud800 escape decodes to a lone surrogate, which no UTF-8 file or database
+    takes: every string of the reply is made well formed as it is read."""
+    server.extend(
+        RawResponse(
+            body={
+                **chat_body(
+                    {
+                        "role": "assistant",
+                        "content": "a\ud800b",
+                        "tool_calls": [
+                            {
+                                "id": "i\udcff",
+                                "function": {"name": "files__read\ud800", "arguments": "\udcff"},
+                            }
+                        ],
+                    },
+                    finish_reason="tool_calls\ud800",
+                ),
+                "model": "m\udfff",
+            }
+        ),
+        # A pair split over two chunks is put back together; a lone half is replaced.
+        RawResponse(
+            body=sse(delta(content="\ud83d"), delta(content="\ude00 \ud83d"), delta("!")),
+            content_type="text/event-stream",
+        ),
+    )
+    async with model(server) as client:
+        whole = await client.complete(GOAL)
+        streamed = await client.complete(GOAL, stream=True)
+    assert whole.content == "a\ufffdb"
+    assert [(c.model_id, c.name, c.arguments) for c in whole.tool_calls] == [
+        ("i\ufffd", "files__read\ufffd", "\ufffd")
+    ]
+    assert (whole.finish_reason, whole.model) == ("tool_calls\ufffd", "m\ufffd")
+    assert streamed.content == "\U0001f600 \ufffd!"
+    for reply in (whole, streamed):
+        reply.model_dump_json().encode()  # nothing left that UTF-8 cannot hold
 
 
 async def test_the_agent_can_see_what_was_sent(server: ScriptedModelServer) -> None:

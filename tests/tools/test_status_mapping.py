@@ -76,3 +76,14 @@ def test_a_tool_error_reaches_the_model_as_its_message_alone(
     assert rest.startswith("Traceback (most recent call last):") is traceback, result.error
     if not traceback:
         assert rest == ""
+
+
+@pytest.mark.parametrize("forged", ["[1]", '"ok"', "null", "[" * 100_000])
+def test_an_outcome_line_that_is_not_an_object_is_malformed(forged: str) -> None:
+    """A tool can print the separator itself, then die (os._exit, a crash) before the runner
+    writes its line: the last separator is the tool's."""
+    result = tool_result(
+        CALL, sandbox_result(ExecStatus.OK, f"printed\n{RESULT_SEPARATOR}{forged}")
+    )
+    assert result.status is ToolStatus.ERROR
+    assert result.error == "the tool's result was malformed"
