@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["for_display", "json_for_people", "well_formed"]
+__all__ = ["for_display", "is_well_formed", "json_for_people", "well_formed"]
 
 _CONTROL = re.compile(
     r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]?"
@@ -48,6 +48,11 @@ _HIDDEN = re.compile(
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def is_well_formed(text: str) -> bool:
+    """Whether ``text`` holds no surrogate (what JSON's lone ``\\ud800`` escapes decode to)."""
+    return _SURROGATE.search(text) is None
+
+
 def well_formed(text: str) -> str:
     """``text`` with every surrogate paired or replaced by U+FFFD.
 
@@ -56,7 +61,7 @@ def well_formed(text: str) -> str:
     Two halves of a pair that sit side by side (a pair split across two
     streamed chunks, joined) become their character.
     """
-    if _SURROGATE.search(text) is None:
+    if is_well_formed(text):
         return text
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 

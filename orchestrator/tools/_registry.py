@@ -15,6 +15,7 @@ from typing import Any
 
 import pydantic
 
+from orchestrator.display import is_well_formed
 from orchestrator.errors import ConfigError
 from orchestrator.runid import run_id_problem
 from orchestrator.tools._docstring import parse_docstring
@@ -124,7 +125,34 @@ def _decode(call: ToolCall) -> dict[str, Any] | ToolResult:
             ToolStatus.INVALID_ARGUMENTS,
             f"arguments must be a JSON object, got {type(raw).__name__}",
         )
+    if (where := _lone_surrogate(raw, ())) is not None:
+        # JSON's "\ud800" escape decodes to half a character, which no log, approval,
+        # page or sandbox can hold as text: refused here, before anything records it.
+        return _fail(
+            call,
+            ToolStatus.INVALID_ARGUMENTS,
+            f"{'.'.join(where) or '(arguments)'}: holds half a UTF-16 surrogate pair "
+            "(a lone \\ud800-\\udfff escape), which is not text; send the characters "
+            "themselves",
+        )
     return raw
+
+
+def _lone_surrogate(value: Any, at: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Where in decoded JSON a string (key or value) holds a lone surrogate, if anywhere."""
+    if isinstance(value, str):
+        return None if is_well_formed(value) else at
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not is_well_formed(key):
+                return (*at, repr(key))
+            if (found := _lone_surrogate(item, (*at, key))) is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := _lone_surrogate(item, (*at, str(index)))) is not None:
+                return found
+    return None
 
 
 class ToolRegistry:

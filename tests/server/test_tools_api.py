@@ -92,6 +92,26 @@ async def test_unknown_tools_bad_arguments_and_denials_are_results(served: Serve
     }  # fmt: skip
 
 
+async def test_half_a_surrogate_pair_in_the_arguments_never_reaches_an_approval(
+    served: Served,
+) -> None:
+    """JSON's lone "\\ud800" escape decodes to something no page or log can encode: a call
+    that needed approval with one made every GET /v1/approvals a 500, for every approver."""
+    body = (
+        '{"id": "s1", "name": "shell.run", "run_id": "r1", "arguments": {"command": "rm \\ud800"}}'
+    )
+    async with served.client("caller") as client:
+        refused = await client.post(
+            "/v1/tool-calls", content=body, headers={"content-type": "application/json"}
+        )
+    async with served.client("approver") as client:
+        listed = await client.get("/v1/approvals")
+    assert refused.status_code == 200
+    assert refused.json()["status"] == "invalid_arguments"
+    assert refused.json()["error"].startswith("command: holds half a UTF-16 surrogate pair")
+    assert listed.status_code == 200 and listed.json() == {"approvals": []}
+
+
 async def test_rate_limits_count_the_tokens_principal_and_say_when_to_retry(
     served: Served,
 ) -> None:

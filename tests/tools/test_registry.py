@@ -110,6 +110,25 @@ def test_valid_arguments_get_defaults(registry: ToolRegistry) -> None:
         ("sample_toolkit.nested", "{}", ToolStatus.INVALID_ARGUMENTS, "path: Field required"),
         ("sample_toolkit.greet", "[" * 100_000, ToolStatus.INVALID_ARGUMENTS, "not valid JSON"),
         ("sample_toolkit.greet", '"' + "x" * 300_000 + '"', ToolStatus.INVALID_ARGUMENTS, "exceed"),
+        # Half a surrogate pair, as JSON can escape it: not text (no log or page holds it).
+        (
+            "sample_toolkit.greet",
+            '{"name": "a\\ud800b"}',
+            ToolStatus.INVALID_ARGUMENTS,
+            "name: holds half a UTF-16 surrogate pair",
+        ),
+        (
+            "sample_toolkit.nested",
+            '{"path": {"parts": ["ok", "\\udfff"]}}',
+            ToolStatus.INVALID_ARGUMENTS,
+            "path.parts.1: holds half",
+        ),
+        (
+            "sample_toolkit.greet",
+            '{"\\ud800": 1}',
+            ToolStatus.INVALID_ARGUMENTS,
+            "'\\ud800': holds half",
+        ),
     ],
 )
 def test_bad_calls_become_readable_results(
@@ -256,3 +275,11 @@ def test_a_model_reads_the_first_entries_not_kept_and_how_many_more() -> None:
         "and 5 more entries not kept",
     ]
     assert len(lines) == 22
+
+
+def test_a_surrogate_pair_escaped_in_json_is_the_character_it_spells(
+    registry: ToolRegistry,
+) -> None:
+    validated = registry.validate(call("sample_toolkit.greet", '{"name": "\\ud83d\\ude00"}'))
+    assert isinstance(validated, ValidatedCall), validated
+    assert validated.arguments["name"] == "\N{GRINNING FACE}"
