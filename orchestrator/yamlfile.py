@@ -264,6 +264,7 @@ _EXPECTED = {
     "model_attributes_type": "a mapping",
     "float_parsing": "a number",
     "float_type": "a number",
+    "finite_number": "a finite number",
     "int_from_float": "a whole number",
     "int_parsing": "a whole number",
     "int_type": "a whole number",
