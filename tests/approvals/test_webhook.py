@@ -16,6 +16,7 @@ from orchestrator.approvals import (
     TerminalApprover,
     WebhookNotifier,
     load_approvers,
+    webhook_payload,
 )
 from orchestrator.errors import ConfigError, UsageError
 from orchestrator.testing import HttpRequest, serve_http
@@ -128,3 +129,12 @@ def test_the_approvers_file(tmp_path: Path) -> None:
     path.write_text("webhook:\n  url: ftp://x\n")
     with pytest.raises(ConfigError, match=r"approvers.yaml:2: webhook.url"):
         load_approvers(path)
+
+
+@pytest.mark.parametrize(("timeout_s", "shown"), [(1e12, "1e+12 s"), (float("inf"), "inf s")])
+def test_a_deadline_past_any_date_is_described_too(timeout_s: float, shown: str) -> None:
+    """A policy's approval_timeout_s of 1e12 or .inf: every approver describes the request
+    (terminal, webhook, MCP elicitation), and failing here kept it from being announced."""
+    request = REQUEST.model_copy(update={"created_at": 1000.0, "expires_at": 1000.0 + timeout_s})
+    text = webhook_payload(request)["text"]
+    assert f"decide before {shown} after the request was made" in text
