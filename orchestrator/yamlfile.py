@@ -368,9 +368,26 @@ def read_yaml_text(path: str | Path, *, what: str) -> str:
     try:
         with Path(path).open("rb") as handle:
             raw = handle.read(MAX_DOCUMENT_BYTES + 1)
-        return raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"cannot read {what}: {exc}", file=str(path)) from exc
+    # Measured in bytes, here where they are read: the text of a megabyte of "é" is
+    # half a million characters, which passes compose_yaml's measure, and parsing
+    # what was read would silently drop the rest of the file.
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise ConfigError(
+            f"the document is larger than {MAX_DOCUMENT_BYTES} bytes; refused from this line on",
+            file=str(path),
+            line=raw.count(b"\n", 0, MAX_DOCUMENT_BYTES) + 1,
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"cannot read {what}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset "
+            f"{exc.start}: {exc.reason})",
+            file=str(path),
+            line=raw.count(b"\n", 0, exc.start) + 1,
+        ) from exc
 
 
 def load_yaml_model(path: str | Path, model: type[M], *, what: str) -> M:

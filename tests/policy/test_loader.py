@@ -242,3 +242,27 @@ def test_nesting_deeper_than_the_limit_is_refused_with_its_line(flow: bool) -> N
     shallow = "version: 1\nrules: []\nx: " + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1) + "\n"
     with pytest.raises(ConfigError, match="unknown field 'x'"):
         parse_policy(shallow)
+
+
+def test_a_document_over_the_limit_in_bytes_but_not_in_characters_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Half a million "é" are a megabyte: what lies past it (a rule denying everything) was
+    dropped without a word, and the policy loaded as allowing every call."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "version: 1\ndefault: allow\n#" + "é" * 600_000 + "\n"
+        "rules:\n  - {name: deny-all, tools: '*', decision: deny}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match="larger than") as caught:
+        load_policy(policy)
+    assert (caught.value.file, caught.value.line) == (str(policy), 3)
+
+
+def test_bytes_that_are_not_utf8_are_named_with_their_line(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_bytes(b"version: 1\nrules: []\n# caf\xe9\n")
+    with pytest.raises(ConfigError, match="not UTF-8 text \\(byte 0xe9 at offset 26") as caught:
+        load_policy(policy)
+    assert (caught.value.file, caught.value.line) == (str(policy), 3)
