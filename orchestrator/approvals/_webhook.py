@@ -25,6 +25,17 @@ class _ServerError(Exception):
     """The receiver failed (5xx); another try may work."""
 
 
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``: what a log may name.
+
+    The path of a webhook URL is its secret (a Slack incoming webhook's
+    ``/services/T…/B…/…`` lets anyone post to the channel), so it never reaches a log.
+    """
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]  # no user:password
+    return f"{scheme}://{host}"
+
+
 def webhook_payload(
     request: ApprovalRequest, *, redact_patterns: Sequence[str | re.Pattern[str]] = ()
 ) -> dict[str, Any]:
@@ -71,7 +82,7 @@ class WebhookNotifier:
         self._transport = transport
 
     def __repr__(self) -> str:
-        return f"WebhookNotifier({self._url!r})"
+        return f"WebhookNotifier({_origin(self._url) + '/…'!r})"
 
     async def __call__(self, request: ApprovalRequest, /) -> ApprovalDecision | None:
         """Post the request; always abstain."""
@@ -79,7 +90,17 @@ class WebhookNotifier:
         try:
             await self.post(payload)
         except (httpx.HTTPError, _ServerError) as exc:
-            _log.warning("webhook %s: request %s not announced: %s", self._url, request.id, exc)
+            # httpx names the whole URL in a status error: say only the status.
+            if isinstance(exc, httpx.HTTPStatusError):
+                detail = f"HTTP {exc.response.status_code}"
+            else:
+                detail = str(exc).replace(self._url, _origin(self._url) + "/…")
+            _log.warning(
+                "webhook %s: request %s not announced: %s",
+                _origin(self._url),
+                request.id,
+                detail,
+            )
         return None
 
     async def post(self, payload: dict[str, Any]) -> None:

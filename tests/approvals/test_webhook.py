@@ -97,6 +97,9 @@ async def test_a_refusal_is_not_retried_and_only_logged(
     assert await WebhookNotifier(url)(REQUEST) is None
     assert len(app.received) == 1
     assert "req9 not announced" in caplog.text and "403" in caplog.text
+    # The URL's path is the webhook's secret (Slack's /services/T…/B…/…): never logged.
+    assert "/hooks/approvals" not in caplog.text
+    assert "/hooks/approvals" not in repr(WebhookNotifier(url))
 
 
 async def test_an_unreachable_receiver_is_only_logged(caplog: pytest.LogCaptureFixture) -> None:
