@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,3 +142,24 @@ def test_a_deadline_past_any_date_is_described_too(timeout_s: float, shown: str)
     request = REQUEST.model_copy(update={"created_at": 1000.0, "expires_at": 1000.0 + timeout_s})
     text = webhook_payload(request)["text"]
     assert f"decide before {shown} after the request was made" in text
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://127.0.0.1:99999/hook", "port 99999 is out of range (1-65535)"),
+        ("http://[::1/hook", "not a valid URL: Invalid port"),
+    ],
+)
+def test_a_url_that_cannot_be_posted_to_is_refused_with_its_line(
+    tmp_path: Path, url: str, problem: str
+) -> None:
+    """Both checked fine, then failed at every request with an error the notifier did not
+    expect (an ExceptionGroup, httpx.InvalidURL), so nobody was told of any request."""
+    path = tmp_path / "approvers.yaml"
+    path.write_text(f"webhook:\n  url: '{url}'\n")
+    with pytest.raises(ConfigError, match=re.escape(problem)) as caught:
+        load_approvers(path)
+    assert (caught.value.line, caught.value.field) == (2, "webhook.url")
+    with pytest.raises(UsageError, match=re.escape(problem)):
+        WebhookNotifier(url)
