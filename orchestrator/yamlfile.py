@@ -5,7 +5,10 @@ sandbox profiles) is read here, so each gets the same guarantees:
 
 - anchors and aliases are refused (a "billion laughs" document of nested
   aliases would otherwise expand to gigabytes), and so is a document larger
-  than :data:`MAX_DOCUMENT_BYTES` — both with the line where it happens;
+  than :data:`MAX_DOCUMENT_BYTES` or nested deeper than :data:`MAX_DEPTH` — all
+  with the line where it happens;
+- a value its tag cannot make (``!!float abc``, a 13th month, a ``!!python``
+  tag, a list as a key) is an error with its line, not a traceback;
 - a repeated key is an error, not a silent override;
 - a pydantic error's ``loc`` is walked through PyYAML's node tree to find the
   line, and through the model's types to drop union tags (``leaf``, ``all`` …)
@@ -44,25 +47,53 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 _MAX_EXTRA_PROBLEMS = 5
 MAX_DOCUMENT_BYTES = 1024 * 1024
 """Largest configuration document read (a policy of thousands of rules fits many times)."""
+MAX_DEPTH = 100
+"""Deepest nesting of collections read. PyYAML composes and constructs recursively, so a
+megabyte of ``[[[[…`` would otherwise stop the reader with a RecursionError; real files
+nest a handful of levels."""
 
 
 class _NoAliasLoader(yaml.SafeLoader):
-    """A safe loader that refuses anchors and aliases before composing anything they expand to."""
+    """A safe loader that refuses anchors and aliases before composing anything they expand
+    to, and nesting deeper than :data:`MAX_DEPTH`."""
+
+    _depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         event = self.peek_event()  # type: ignore[no-untyped-call]
         anchor = getattr(event, "anchor", None)
         if isinstance(event, yaml.AliasEvent) or anchor is not None:
             kind = "alias *" if isinstance(event, yaml.AliasEvent) else "anchor &"
-            raise _AliasRefused(f"YAML {kind}{anchor} is not allowed", event.start_mark)
-        return super().compose_node(parent, index)
+            raise _Refused(
+                f"YAML {kind}{anchor} is not allowed: anchors and aliases are refused in "
+                "configuration files",
+                event.start_mark,
+            )
+        if self._depth >= MAX_DEPTH:
+            raise _Refused(f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
-class _AliasRefused(yaml.YAMLError):
+class _Refused(yaml.YAMLError):
     def __init__(self, problem: str, mark: yaml.Mark) -> None:
         super().__init__(problem)
-        self.problem = f"{problem}: anchors and aliases are refused in configuration files"
+        self.problem = problem
         self.problem_mark = mark
+
+
+class _Constructor(yaml.SafeLoader):
+    """A safe loader whose values that cannot be made say which node they came from."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError) as exc:
+            # A tag's constructor failed (int("abc"), a 13th month): PyYAML says nowhere.
+            raise _Refused(f"cannot read this value: {exc}", node.start_mark) from exc
 
 
 def compose_yaml(text: str, source: str) -> yaml.Node | None:
@@ -87,11 +118,18 @@ def compose_yaml(text: str, source: str) -> yaml.Node | None:
         loader.dispose()
 
 
-def construct_yaml(node: yaml.Node) -> Any:
-    """The Python value of a composed node tree."""
-    loader = yaml.SafeLoader("")
+def construct_yaml(node: yaml.Node, *, source: str) -> Any:
+    """The Python value of a composed node tree; a value that cannot be made raises a
+    :class:`ConfigError` with its line in ``source``."""
+    loader = _Constructor("")
     try:
         return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            f"not valid YAML: {problem}", file=source, line=mark.line + 1 if mark else None
+        ) from exc
     finally:
         loader.dispose()
 
@@ -226,6 +264,7 @@ _EXPECTED = {
     "model_attributes_type": "a mapping",
     "float_parsing": "a number",
     "float_type": "a number",
+    "finite_number": "a finite number",
     "int_from_float": "a whole number",
     "int_parsing": "a whole number",
     "int_type": "a whole number",
@@ -310,7 +349,7 @@ def parse_yaml_model(text: str, model: type[M], *, source: str) -> M:
         )
     _reject_duplicate_keys(root, source)
     try:
-        return model.model_validate(construct_yaml(root))
+        return model.model_validate(construct_yaml(root, source=source))
     except pydantic.ValidationError as exc:
         (line, field, sentence), *others = _problems(exc, model, root)
         more = "".join(
@@ -329,9 +368,26 @@ def read_yaml_text(path: str | Path, *, what: str) -> str:
     try:
         with Path(path).open("rb") as handle:
             raw = handle.read(MAX_DOCUMENT_BYTES + 1)
-        return raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"cannot read {what}: {exc}", file=str(path)) from exc
+    # Measured in bytes, here where they are read: the text of a megabyte of "é" is
+    # half a million characters, which passes compose_yaml's measure, and parsing
+    # what was read would silently drop the rest of the file.
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise ConfigError(
+            f"the document is larger than {MAX_DOCUMENT_BYTES} bytes; refused from this line on",
+            file=str(path),
+            line=raw.count(b"\n", 0, MAX_DOCUMENT_BYTES) + 1,
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"cannot read {what}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset "
+            f"{exc.start}: {exc.reason})",
+            file=str(path),
+            line=raw.count(b"\n", 0, exc.start) + 1,
+        ) from exc
 
 
 def load_yaml_model(path: str | Path, model: type[M], *, what: str) -> M:

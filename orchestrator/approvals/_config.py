@@ -26,7 +26,7 @@ from orchestrator.approvals._approver import Approver
 from orchestrator.approvals._auto import AutoApprovalRule, AutoApprover
 from orchestrator.approvals._elicit import ElicitationConfig
 from orchestrator.approvals._terminal import TerminalApprover
-from orchestrator.approvals._webhook import WebhookNotifier
+from orchestrator.approvals._webhook import WebhookNotifier, url_problem
 from orchestrator.strict import StrictModel
 from orchestrator.yamlfile import load_yaml_model
 
@@ -46,8 +46,9 @@ class WebhookConfig(StrictModel):
     @field_validator("url")
     @classmethod
     def _http(cls, url: str) -> str:
-        if not re.match(r"https?://[^/\s]+", url):
-            raise ValueError(f"expected an http:// or https:// URL, got {url!r}")
+        problem = url_problem(url)
+        if problem is not None:
+            raise ValueError(f"{problem}, got {url!r}")
         return url
 
 

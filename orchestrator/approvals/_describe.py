@@ -25,7 +25,12 @@ def describe_request(
     what the reader sees in them is shown as its escape (:func:`json_for_people`),
     and the rest of the text holds no control sequence.
     """
-    expires = datetime.fromtimestamp(request.expires_at, tz=UTC).strftime("%H:%M:%S UTC")
+    try:
+        expires = datetime.fromtimestamp(request.expires_at, tz=UTC).strftime("%H:%M:%S UTC")
+    except (OverflowError, ValueError, OSError):
+        # A policy may wait a very long time (approval_timeout_s: 1e12, .inf): past any
+        # date a datetime holds. Every approver describes the request, so it must not fail.
+        expires = f"{request.expires_at - request.created_at:g} s after the request was made"
     arguments = json_for_people(redact(request.arguments, redact_patterns))
     if len(arguments) > _ARGUMENTS_CAP:
         arguments = f"{arguments[:_ARGUMENTS_CAP]}\n… ({len(arguments)} characters in all)"

@@ -296,6 +296,12 @@ class ApprovalStore:
         """
         if arguments is not None and not approve:
             raise UsageError("edited arguments only make sense when approving")
+        if arguments is not None and not isinstance(arguments, dict):
+            # Stored as given, it would make every later read of the request fail.
+            raise UsageError(
+                "edited arguments must be a JSON object of argument names and values, got "
+                f"{json.dumps(arguments, default=repr)[:100]}"
+            )
         if scope is not ApprovalScope.ONCE:
             if not approve:
                 raise UsageError("only an approval can cover more than one call")
@@ -303,7 +309,11 @@ class ApprovalStore:
                 raise UsageError("a grant for the run cannot edit the arguments")
         status = ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED
         now = self._clock()
-        edited = json.dumps(arguments) if arguments is not None else None
+        try:
+            # NaN or Infinity is no JSON: the call's audit record could not be written.
+            edited = json.dumps(arguments, allow_nan=False) if arguments is not None else None
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"edited arguments are not JSON: {exc}") from None
         with self._connect("approvals.decide") as db:
             # A grant is bounded by its run: a request outside any run can only be approved once.
             cursor = db.execute(

@@ -16,13 +16,44 @@ from orchestrator.approvals._request import ApprovalRequest
 from orchestrator.audit import redact
 from orchestrator.errors import UsageError
 
-__all__ = ["WebhookNotifier", "webhook_payload"]
+__all__ = ["WebhookNotifier", "url_problem", "webhook_payload"]
 
 _log = logging.getLogger(__name__)
 
 
 class _ServerError(Exception):
     """The receiver failed (5xx); another try may work."""
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be posted to, or None.
+
+    Checked when the approvers file is read: a URL httpx cannot parse (``http://[::1``)
+    or a port past 65535 fails only when posting, with an error the notifier does not
+    expect, at every request, while the file checked fine.
+    """
+    if not re.match(r"https?://[^/\s]+", url):
+        return "expected an http:// or https:// URL"
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        return f"not a valid URL: {exc}"
+    if not parsed.host:
+        return "the URL names no valid host"
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        return f"port {parsed.port} is out of range (1-65535)"
+    return None
+
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``: what a log may name.
+
+    The path of a webhook URL is its secret (a Slack incoming webhook's
+    ``/services/T…/B…/…`` lets anyone post to the channel), so it never reaches a log.
+    """
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]  # no user:password
+    return f"{scheme}://{host}"
 
 
 def webhook_payload(
@@ -63,6 +94,9 @@ class WebhookNotifier:
         """``headers`` (say an ``Authorization``) go with every post; ``transport`` is for tests."""
         if not url.startswith(("http://", "https://")):
             raise UsageError(f"webhook URL must be http(s), got {url!r}")
+        problem = url_problem(url)
+        if problem is not None:
+            raise UsageError(f"webhook URL {url!r}: {problem}")
         self._url = url
         self._headers = dict(headers or {})
         self._patterns = tuple(redact_patterns)
@@ -71,7 +105,7 @@ class WebhookNotifier:
         self._transport = transport
 
     def __repr__(self) -> str:
-        return f"WebhookNotifier({self._url!r})"
+        return f"WebhookNotifier({_origin(self._url) + '/…'!r})"
 
     async def __call__(self, request: ApprovalRequest, /) -> ApprovalDecision | None:
         """Post the request; always abstain."""
@@ -79,7 +113,17 @@ class WebhookNotifier:
         try:
             await self.post(payload)
         except (httpx.HTTPError, _ServerError) as exc:
-            _log.warning("webhook %s: request %s not announced: %s", self._url, request.id, exc)
+            # httpx names the whole URL in a status error: say only the status.
+            if isinstance(exc, httpx.HTTPStatusError):
+                detail = f"HTTP {exc.response.status_code}"
+            else:
+                detail = str(exc).replace(self._url, _origin(self._url) + "/…")
+            _log.warning(
+                "webhook %s: request %s not announced: %s",
+                _origin(self._url),
+                request.id,
+                detail,
+            )
         return None
 
     async def post(self, payload: dict[str, Any]) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import math
 import os
@@ -27,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.audit._chain import GENESIS, encode_record
+from orchestrator.audit._chain import GENESIS, encode_record, parse_line
 from orchestrator.audit._files import archive_path, archives
 from orchestrator.errors import ErrorCode, InfrastructureError
 
@@ -74,7 +73,7 @@ def _last_line(fd: int, end: int) -> bytes:
 
 def _parse(line: bytes) -> tuple[int, str]:
     """The seq and hash of a record's line."""
-    record = json.loads(line)
+    record = parse_line(line)
     if not isinstance(record, dict):
         raise ValueError("not a JSON object")
     seq, digest = record.get("seq"), record.get("hash")

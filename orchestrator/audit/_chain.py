@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["GENESIS", "canonical_json", "encode_record", "record_hash"]
+__all__ = ["GENESIS", "canonical_json", "encode_record", "parse_line", "record_hash"]
 
 GENESIS = "0" * 64
 """The ``prev`` of the first record."""
@@ -24,6 +24,19 @@ _CANONICAL = json.JSONEncoder(
 def canonical_json(value: Any) -> bytes:
     """Sorted keys, no whitespace, ASCII only (so no encoding can differ), no NaN."""
     return _CANONICAL.encode(value).encode("ascii")
+
+
+def parse_line(raw: bytes) -> Any:
+    """The JSON value of one line of a log; :class:`ValueError` when the line holds none.
+
+    Nesting too deep for the parser (a line of ``[[[[…``, which no writer makes
+    but anyone can put in a file) is such a line too, not a :class:`RecursionError`
+    that would stop whoever reads the log.
+    """
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("nested too deeply to be a record") from None
 
 
 def record_hash(record: Mapping[str, Any]) -> str:

@@ -9,11 +9,12 @@ number, the rotated files and then the current file hold the whole chain.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 from typing import BinaryIO
+
+from orchestrator.audit._chain import parse_line
 
 __all__ = ["archive_path", "archives", "open_chain"]
 
@@ -48,7 +49,7 @@ def _first_seq(handle: BinaryIO) -> int | None:
     line = handle.readline()
     handle.seek(0)
     try:
-        seq = json.loads(line).get("seq") if line.endswith(b"\n") else None
+        seq = parse_line(line).get("seq") if line.endswith(b"\n") else None
     except (ValueError, AttributeError):
         return None
     return seq if isinstance(seq, int) else None

@@ -12,7 +12,6 @@ result unrecorded (or it is still running, for a live log).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from orchestrator.audit._chain import GENESIS, encode_record
+from orchestrator.audit._chain import GENESIS, encode_record, parse_line
 from orchestrator.audit._files import archives, open_chain
+from orchestrator.errors import ErrorCode, InfrastructureError
 
 __all__ = ["OpenIntent", "VerifyReport", "tail", "verify"]
 
@@ -87,10 +87,12 @@ class _Intents:
                 attempt=record.get("attempt"),
             )
             self._open[intent.seq] = intent
-            if intent.call_id is not None:
+            if isinstance(intent.call_id, str):
                 self._by_call.setdefault(intent.call_id, []).append(intent.seq)
         elif event == _CALL:
-            named = record.get("intents") or []
+            # Fields are read as a chain anyone can rehash may hold them: any JSON.
+            named = record.get("intents")
+            named = named if isinstance(named, list) else []
             # An outcome closes the intents it names, and any other of its call's (an
             # attempt cancelled while its intent was being written is named by none).
             call_id = record.get("call_id")
@@ -134,7 +136,7 @@ def _intact(raw: bytes) -> dict[str, Any] | str:
     if not raw.endswith(b"\n"):
         return "incomplete last line (a write was cut short)"
     try:
-        record = json.loads(raw)
+        record = parse_line(raw)
     except ValueError:
         return "not a JSON record"
     if not isinstance(record, dict) or not isinstance(record.get("hash"), str):
@@ -223,13 +225,47 @@ def verify(path: str | Path) -> VerifyReport:
     )
 
 
+def _unreadable(handle: BinaryIO, offset: int) -> InfrastructureError:
+    """The error of a line at byte ``offset`` that holds no record, naming its file and line.
+
+    The line is counted only now, so reading a sound log never counts lines.
+    """
+    fd, position, newlines = handle.fileno(), 0, 0
+    while position < offset:
+        chunk = os.pread(fd, min(_BLOCK, offset - position), position)
+        if not chunk:
+            break
+        newlines += chunk.count(b"\n")
+        position += len(chunk)
+    return InfrastructureError(
+        f"{handle.name}:{newlines + 1}: not an audit record; `stockade audit verify` checks "
+        "the whole chain and names what changed",
+        code=ErrorCode.AUDIT,
+        op="audit.read",
+        retryable=False,
+    )
+
+
+def _record(raw: bytes, handle: BinaryIO, offset: int) -> dict[str, Any]:
+    """The record of a complete line that starts at byte ``offset`` of ``handle``'s file."""
+    try:
+        record = parse_line(raw)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        raise _unreadable(handle, offset)
+    return record
+
+
 def _complete_records(
     handle: BinaryIO, containing: bytes | None = None
 ) -> Iterator[dict[str, Any]]:
     """The records of the complete lines from the handle's position on.
 
     A line still being written is left unread, to be read whole later. With
-    ``containing``, only the lines that hold those bytes.
+    ``containing``, only the lines that hold those bytes. A complete line that
+    holds no record raises :class:`~orchestrator.errors.InfrastructureError`
+    (code ``audit``) naming its file and line.
     """
     if containing is not None:
         yield from _records_containing(handle, containing)
@@ -242,7 +278,7 @@ def _complete_records(
         if not raw.endswith(b"\n"):
             handle.seek(position)
             return
-        yield json.loads(raw)
+        yield _record(raw, handle, position)
 
 
 def _records_containing(handle: BinaryIO, containing: bytes) -> Iterator[dict[str, Any]]:
@@ -252,7 +288,11 @@ def _records_containing(handle: BinaryIO, containing: bytes) -> Iterator[dict[st
     around a hit are cut out and parsed; the rest is never split into lines.
     """
     pending = b""
-    while chunk := handle.read(_BLOCK):
+    while True:
+        offset = handle.tell() - len(pending)  # of the block in the file
+        chunk = handle.read(_BLOCK)
+        if not chunk:
+            break
         block = pending + chunk
         end = block.rfind(b"\n") + 1  # whole lines only; the rest waits for the next block
         pending = block[end:]
@@ -260,7 +300,7 @@ def _records_containing(handle: BinaryIO, containing: bytes) -> Iterator[dict[st
         while hit >= 0:
             start = block.rfind(b"\n", 0, hit) + 1
             stop = block.index(b"\n", hit) + 1
-            yield json.loads(block[start:stop])
+            yield _record(block[start:stop], handle, offset + start)
             hit = block.find(containing, stop, end)
     if pending:  # a line still being written: read whole later
         handle.seek(-len(pending), os.SEEK_CUR)
@@ -290,7 +330,9 @@ class _Reader:
 
     def handle(self, handle: BinaryIO) -> Iterator[dict[str, Any]]:
         for record in _complete_records(handle, self._containing):
-            self.last_seq = record.get("seq", self.last_seq)
+            seq = record.get("seq")
+            if isinstance(seq, int):
+                self.last_seq = seq
             yield record
 
     def file(self, path: Path) -> Iterator[dict[str, Any]]:

@@ -140,6 +140,8 @@ def replay(policy: Policy, audit_path: str | Path) -> ReplayReport:
                 decide(record)
         for record in unfinished.records():
             decide(record)
+    except ConfigError:
+        raise
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(f"cannot replay the audit log: {exc!r}", file=str(path)) from exc
     return ReplayReport(
@@ -168,19 +170,54 @@ class UnfinishedIntents:
         return sorted(self._by_call.values(), key=lambda record: int(record["seq"]))
 
 
+_DECISIONS = frozenset(effect.value for effect in Effect)
+_TEXT = (str, type(None))
+
+
+def _decided(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``record``, a call decided by a policy, checked to be one as the gateway writes it.
+
+    A log edited by hand (or by a tool) may hold anything; replaying it must say
+    where rather than fail on the first missing or odd field.
+    """
+    problem = None
+    if not isinstance(record.get("seq"), int):
+        problem = "no seq"
+    elif not isinstance(record.get("tool"), str):
+        problem = "no tool name"
+    elif record.get("decision") not in _DECISIONS:
+        problem = f"decision {record.get('decision')!r} is none of {', '.join(sorted(_DECISIONS))}"
+    elif not isinstance(record.get("arguments") or {}, dict):
+        problem = "its arguments are not a mapping"
+    elif not isinstance(record.get("bounded") or [], list):
+        problem = "its bounded is not a list"
+    elif not all(isinstance(record.get(key), _TEXT) for key in ("rule", "principal", "run_id")):
+        problem = "its rule, principal or run_id is not text"
+    if problem is None:
+        return record
+    raise ConfigError(
+        f"the record with seq {record.get('seq')!r} is not a call as Stockade writes it "
+        f"({problem}): the log was edited; `stockade audit verify` names the line",
+        file=str(path),
+    )
+
+
 def decided_calls(
     path: Path, *, unfinished: UnfinishedIntents | None = None
 ) -> Iterator[dict[str, Any] | None]:
     """The ``call`` records of the log in order, None for each call that never reached the
-    policy; intents are handed to ``unfinished``, which forgets those whose outcome came."""
+    policy; intents are handed to ``unfinished``, which forgets those whose outcome came.
+
+    A record unlike any the gateway writes raises :class:`ConfigError` naming its seq.
+    """
     for record in tail(path):
         event = record.get("event")
         if event == AuditEvent.INTENT.value:
             if unfinished is not None:
-                unfinished.intent(record)
+                unfinished.intent(_decided(record, path))
             continue
         if event != AuditEvent.CALL.value:
             continue
         if unfinished is not None:
             unfinished.outcome(record)
-        yield record if "decision" in record else None
+        yield _decided(record, path) if "decision" in record else None

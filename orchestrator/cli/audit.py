@@ -32,7 +32,8 @@ def audit() -> None:
 
 
 def _intent_line(intent: OpenIntent) -> str:
-    return (
+    # Whoever made the call chose its id (and can rewrite the log): nothing may act on a terminal.
+    return for_display(
         f"  {intent.file}:{intent.line}  seq {intent.seq}  {intent.ts}  {intent.tool} "
         f"call {intent.call_id} (run {intent.run_id}, attempt {intent.attempt})"
     )
@@ -68,8 +69,12 @@ def audit_verify(config_file: Path | None, as_json: bool, path: Path | None) -> 
         across = f" across {len(report.files)} files" if len(report.files) > 1 else ""
         click.echo(f"{log}: ok, {report.records} records, chain intact{across}")
     else:
+        # The problem quotes the bad line's seq, which a forger chose.
         click.echo(
-            f"{bad or log}:{report.line}: {report.problem} ({report.records} good records before)",
+            for_display(
+                f"{bad or log}:{report.line}: {report.problem} "
+                f"({report.records} good records before)"
+            ),
             err=True,
         )
     if report.open_intents and not as_json:

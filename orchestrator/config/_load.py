@@ -106,7 +106,7 @@ def _file_layer(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     # Validated alone first: a mistake in the file is reported with its line.
     parse_yaml_model(text, StockadeConfig, source=source)
     root = compose_yaml(text, source)
-    data: dict[str, Any] = construct_yaml(root) if root is not None else {}
+    data: dict[str, Any] = construct_yaml(root, source=source) if root is not None else {}
     origins = (
         {field: f"{source}:{line}" for field, line in _leaf_lines(root).items()} if root else {}
     )

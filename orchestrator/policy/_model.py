@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from enum import StrEnum
 from typing import Any, Literal
@@ -112,9 +113,9 @@ class RateLimit(BaseModel):
     """Tool-name globs of the calls this limit counts."""
     scope: Literal["run", "principal", "global"]
     """Whose calls share one budget: each run's own, each principal's own, or everyone's."""
-    rate: float = Field(gt=0)
+    rate: float = Field(gt=0, allow_inf_nan=False)
     """Calls allowed per period, sustained."""
-    per_s: float = Field(default=60.0, gt=0)
+    per_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     """The period, in seconds."""
     burst: int = Field(default=1, ge=1)
     """Calls allowed back to back before the rate applies."""
@@ -123,6 +124,21 @@ class RateLimit(BaseModel):
 
     @model_validator(mode="after")
     def _compile(self) -> RateLimit:
+        # The limit is kept as float seconds: a spacing or burst window that
+        # overflows to infinity would let every call through (inf - inf is nan,
+        # and nothing compares true with nan), and a burst too large for a
+        # float would stop the gateway at startup.
+        try:
+            window = float(self.burst) * self.interval_s
+        except OverflowError:
+            window = math.inf
+        if not math.isfinite(window):
+            raise LocatedValueError(
+                "burst calls at rate per per_s seconds span more time than can be counted "
+                f"(rate {self.rate:g}, per_s {self.per_s:g}); make rate larger, or per_s or "
+                "burst smaller",
+                ("burst",),
+            )
         self._tools = compile_globs(self.tools)
         return self
 

@@ -7,6 +7,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -99,6 +100,31 @@ def test_edited_arguments_only_with_approval(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="only make sense when approving"):
         store.decide(request.id, approve=False, by="bob", arguments={"command": "ls"})
     assert store.get(request.id) == request
+
+
+@pytest.mark.parametrize(
+    ("edited", "problem"),
+    [
+        ([1, 2], "must be a JSON object of argument names and values, got [1, 2]"),
+        ("ls", 'must be a JSON object of argument names and values, got "ls"'),
+        ({"n": float("nan")}, "are not JSON: Out of range float values"),
+    ],
+)
+def test_edited_arguments_that_are_no_json_object_are_refused(
+    tmp_path: Path, edited: Any, problem: str
+) -> None:
+    """Stored, a list made every later read of the database fail (``approvals list``, the
+    gateway waiting for the decision); NaN made the call's audit record unwritable."""
+    store = ApprovalStore(tmp_path / "a.db")
+    request = new_request(store)
+    with pytest.raises(UsageError, match=re.escape(problem)):
+        store.decide(request.id, approve=True, by="bob", arguments=edited)
+    assert store.find() == [request]
+    result = CliRunner().invoke(
+        approvals, ["approve", request.id, "--args", "[1, 2]", "--db", str(tmp_path / "a.db")]
+    )
+    assert result.exit_code == 2 and "must be a JSON object" in result.output
+    assert store.find() == [request]
 
 
 def test_expiry(tmp_path: Path) -> None:

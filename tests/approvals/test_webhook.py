@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from orchestrator.approvals import (
     TerminalApprover,
     WebhookNotifier,
     load_approvers,
+    webhook_payload,
 )
 from orchestrator.errors import ConfigError, UsageError
 from orchestrator.testing import HttpRequest, serve_http
@@ -96,6 +98,9 @@ async def test_a_refusal_is_not_retried_and_only_logged(
     assert await WebhookNotifier(url)(REQUEST) is None
     assert len(app.received) == 1
     assert "req9 not announced" in caplog.text and "403" in caplog.text
+    # The URL's path is the webhook's secret (Slack's /services/T…/B…/…): never logged.
+    assert "/hooks/approvals" not in caplog.text
+    assert "/hooks/approvals" not in repr(WebhookNotifier(url))
 
 
 async def test_an_unreachable_receiver_is_only_logged(caplog: pytest.LogCaptureFixture) -> None:
@@ -128,3 +133,33 @@ def test_the_approvers_file(tmp_path: Path) -> None:
     path.write_text("webhook:\n  url: ftp://x\n")
     with pytest.raises(ConfigError, match=r"approvers.yaml:2: webhook.url"):
         load_approvers(path)
+
+
+@pytest.mark.parametrize(("timeout_s", "shown"), [(1e12, "1e+12 s"), (float("inf"), "inf s")])
+def test_a_deadline_past_any_date_is_described_too(timeout_s: float, shown: str) -> None:
+    """A policy's approval_timeout_s of 1e12 or .inf: every approver describes the request
+    (terminal, webhook, MCP elicitation), and failing here kept it from being announced."""
+    request = REQUEST.model_copy(update={"created_at": 1000.0, "expires_at": 1000.0 + timeout_s})
+    text = webhook_payload(request)["text"]
+    assert f"decide before {shown} after the request was made" in text
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://127.0.0.1:99999/hook", "port 99999 is out of range (1-65535)"),
+        ("http://[::1/hook", "not a valid URL: Invalid port"),
+    ],
+)
+def test_a_url_that_cannot_be_posted_to_is_refused_with_its_line(
+    tmp_path: Path, url: str, problem: str
+) -> None:
+    """Both checked fine, then failed at every request with an error the notifier did not
+    expect (an ExceptionGroup, httpx.InvalidURL), so nobody was told of any request."""
+    path = tmp_path / "approvers.yaml"
+    path.write_text(f"webhook:\n  url: '{url}'\n")
+    with pytest.raises(ConfigError, match=re.escape(problem)) as caught:
+        load_approvers(path)
+    assert (caught.value.line, caught.value.field) == (2, "webhook.url")
+    with pytest.raises(UsageError, match=re.escape(problem)):
+        WebhookNotifier(url)

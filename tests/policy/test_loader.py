@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.errors import ConfigError
 from orchestrator.policy import Effect, load_policy, parse_policy
-from orchestrator.yamlfile import MAX_DOCUMENT_BYTES
+from orchestrator.yamlfile import MAX_DEPTH, MAX_DOCUMENT_BYTES
 
 RULE = "version: 1\nrules:\n  - name: a\n    tools: x\n"
 
@@ -203,3 +203,66 @@ def test_an_oversized_document_is_refused_with_a_line(tmp_path: Path) -> None:
         load_policy(big)
     assert caught.value.file == str(big)
     assert caught.value.line is not None and 2 < caught.value.line < 40_002
+
+
+@pytest.mark.parametrize(
+    ("document", "line", "problem"),
+    [
+        ("version: 1\n? [a]\n: b\n", 2, "found unhashable key"),
+        ("version: 1\nwhen: 2024-13-45\n", 2, "cannot read this value: month must be in 1..12"),
+        ("version: 1\n\nx: !!float abc\n", 3, "could not convert string to float: 'abc'"),
+        ("version: 1\nx: !!int abc\n", 2, "invalid literal for int()"),
+        ("version: 1\nx: !!python/object:os.system {}\n", 2, "could not determine a constructor"),
+    ],
+)
+def test_a_value_its_tag_cannot_make_is_an_error_with_its_line(
+    document: str, line: int, problem: str
+) -> None:
+    with pytest.raises(ConfigError, match="not valid YAML") as caught:
+        parse_policy(document, source="p.yaml")
+    assert (caught.value.file, caught.value.line) == ("p.yaml", line)
+    assert problem in caught.value.message
+
+
+@pytest.mark.parametrize("flow", [True, False])
+def test_nesting_deeper_than_the_limit_is_refused_with_its_line(flow: bool) -> None:
+    deep = MAX_DEPTH + 1
+    if flow:  # a megabyte of brackets would otherwise exhaust the parser's recursion
+        nested = "[" * 50_000 + "]" * 50_000
+        document = f"version: 1\nrules: []\nx: {nested}\n"
+    else:
+        document = "version: 1\nrules: []\nx:\n" + "".join(
+            f"{'  ' * level}- \n" if level < deep else f"{'  ' * level}- 1\n"
+            for level in range(1, deep + 1)
+        )
+    with pytest.raises(ConfigError, match=f"nested more than {MAX_DEPTH} levels deep") as caught:
+        parse_policy(document, source="p.yaml")
+    assert caught.value.file == "p.yaml" and caught.value.line is not None
+    assert caught.value.line >= 3
+    shallow = "version: 1\nrules: []\nx: " + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1) + "\n"
+    with pytest.raises(ConfigError, match="unknown field 'x'"):
+        parse_policy(shallow)
+
+
+def test_a_document_over_the_limit_in_bytes_but_not_in_characters_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Half a million "é" are a megabyte: what lies past it (a rule denying everything) was
+    dropped without a word, and the policy loaded as allowing every call."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "version: 1\ndefault: allow\n#" + "é" * 600_000 + "\n"
+        "rules:\n  - {name: deny-all, tools: '*', decision: deny}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match="larger than") as caught:
+        load_policy(policy)
+    assert (caught.value.file, caught.value.line) == (str(policy), 3)
+
+
+def test_bytes_that_are_not_utf8_are_named_with_their_line(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_bytes(b"version: 1\nrules: []\n# caf\xe9\n")
+    with pytest.raises(ConfigError, match="not UTF-8 text \\(byte 0xe9 at offset 26") as caught:
+        load_policy(policy)
+    assert (caught.value.file, caught.value.line) == (str(policy), 3)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
 from orchestrator.approvals import ApprovalStore
-from orchestrator.audit import AuditLog
+from orchestrator.audit import AuditLog, encode_record
 from orchestrator.audit.regression import policy_tests_from_log
 from orchestrator.cli import cli
 from orchestrator.config import builtin_profiles
@@ -303,3 +304,49 @@ def test_tests_made_from_an_audit_log_pass_and_catch_a_loosened_policy(tmp_path:
     as_json = json.loads(invoke("replay", "--as-tests", "--json", "--audit", str(log))[1])
     assert as_json["tests"] == document and len(as_json["skipped"]) == 2
     assert yaml.safe_load(generated.read_text()) == document
+
+
+def _edited_log(tmp_path: Path, edit: dict[str, Any]) -> Path:
+    """A log of two decided calls whose second record was edited (and rehashed) by hand."""
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, fsync=False, group_commit=False)
+    common = {"event": "call", "tool": "shell.run", "decision": "allow", "rule": "shell"}
+    try:
+        for number in range(2):
+            log.append({**common, "call_id": f"c{number}", "arguments": {"command": "ls"}})
+    finally:
+        log.close()
+    first, second = path.read_bytes().splitlines()
+    record = {**json.loads(second), **edit}
+    del record["hash"]
+    for key in [key for key, value in edit.items() if value is None]:
+        del record[key]
+    path.write_bytes(first + b"\n" + encode_record(record)[0] + b"\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        ({"decision": "maybe"}, "decision 'maybe' is none of allow, deny, require_approval"),
+        ({"tool": None}, "no tool name"),
+        ({"arguments": ["ls"]}, "its arguments are not a mapping"),
+        ({"bounded": 3}, "its bounded is not a list"),
+        ({"event": "intent", "principal": 7}, "its rule, principal or run_id is not text"),
+    ],
+)
+@pytest.mark.parametrize("as_tests", [True, False])
+def test_replaying_an_edited_record_names_it_instead_of_failing(
+    tmp_path: Path, edit: dict[str, Any], problem: str, as_tests: bool
+) -> None:
+    log = _edited_log(tmp_path, edit)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\ndefault: allow\n")
+    args = ["--as-tests"] if as_tests else [str(policy)]
+    result = CliRunner().invoke(cli, ["policy", "replay", *args, "--audit", str(log)])
+    assert isinstance(result.exception, ConfigError), result.exception
+    assert result.exception.file == str(log)
+    assert result.exception.message == (
+        f"the record with seq 1 is not a call as Stockade writes it ({problem}): the log was "
+        "edited; `stockade audit verify` names the line"
+    )

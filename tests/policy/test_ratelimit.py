@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.errors import UsageError
+from orchestrator.errors import ConfigError, UsageError
 from orchestrator.policy import (
     InMemoryLimitStore,
     LimitStore,
@@ -187,6 +187,35 @@ def test_limits_come_from_a_policy() -> None:
     (only,) = policy.rate_limits
     assert (only.per_s, only.burst, only.interval_s) == (60, 1, 30)
     assert only.counts("y.run") and not only.counts("y.runner")
+
+
+@pytest.mark.parametrize(
+    ("numbers", "field", "problem"),
+    [
+        ("rate: 1, per_s: .inf", "per_s", "expected a finite number, got inf"),
+        ("rate: .inf", "rate", "expected a finite number, got inf"),
+        # Each spaces calls by more seconds than a float holds: every call got through.
+        ("rate: 1.0e-320", "burst", "span more time than can be counted"),
+        ("rate: 1, per_s: 1.0e308, burst: 3", "burst", "span more time than can be counted"),
+        # Larger than any float: the gateway failed to start with an OverflowError.
+        (f"rate: 1, burst: {10**400}", "burst", "span more time than can be counted"),
+    ],
+)
+def test_a_limit_whose_spacing_cannot_be_counted_is_refused(
+    numbers: str, field: str, problem: str
+) -> None:
+    document = f"version: 1\nrate_limits:\n  - {{name: a, tools: x, scope: run, {numbers}}}\n"
+    with pytest.raises(ConfigError, match=problem) as caught:
+        parse_policy(document, source="p.yaml")
+    assert (caught.value.line, caught.value.field) == (3, f"rate_limits[0].{field}")
+
+
+def test_a_limit_with_a_long_but_countable_spacing_refuses_the_second_call() -> None:
+    policy = parse_policy(
+        "version: 1\nrate_limits:\n  - {name: a, tools: x, scope: run, rate: 1, per_s: 1.0e300}\n"
+    )
+    limiter = RateLimiter(policy.rate_limits, clock=Clock())
+    assert [limiter.check("x", run_id="r").allowed for _ in range(3)] == [True, False, False]
 
 
 @pytest.mark.parametrize("kind", sorted(STORES))
