@@ -26,7 +26,11 @@ def describe_request(
     and the rest of the text holds no control sequence.
     """
     try:
-        expires = datetime.fromtimestamp(request.expires_at, tz=UTC).strftime("%H:%M:%S UTC")
+        deadline = datetime.fromtimestamp(request.expires_at, tz=UTC)
+        made = datetime.fromtimestamp(request.created_at, tz=UTC)
+        # The time alone when it is the same day; a two-day timeout needs its date.
+        shape = "%H:%M:%S UTC" if deadline.date() == made.date() else "%Y-%m-%d %H:%M:%S UTC"
+        expires = deadline.strftime(shape)
     except (OverflowError, ValueError, OSError):
         # A policy may wait a very long time (approval_timeout_s: 1e12, .inf): past any
         # date a datetime holds. Every approver describes the request, so it must not fail.

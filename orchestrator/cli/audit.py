@@ -93,17 +93,20 @@ def audit_verify(config_file: Path | None, as_json: bool, path: Path | None) -> 
 
 
 def _entry_lines(entry: CallEntry) -> list[str]:
+    # Field types are what a record holds, not what a writer makes: an unkeyed chain can be
+    # rewritten and rehashed, and the timeline must still show it (`audit verify` judges it).
     lines = [f"{entry.call_id}  {entry.tool}  {entry.status}"]
     for record in entry.approvals:
-        approval = record.get("approval") or {}
+        approval = record.get("approval")
+        approval = approval if isinstance(approval, dict) else {}
         who = f" by {approval['decided_by']}" if approval.get("decided_by") else ""
         lines.append(
-            f"  seq {record['seq']}  {record.get('ts', '')}  {record['event']}: "
+            f"  seq {record.get('seq')}  {record.get('ts', '')}  {record.get('event')}: "
             f"{approval.get('status', '')}{who}"
         )
     for record in entry.intents:
         lines.append(
-            f"  seq {record['seq']}  {record.get('ts', '')}  intent: attempt "
+            f"  seq {record.get('seq')}  {record.get('ts', '')}  intent: attempt "
             f"{record.get('attempt')}, {record.get('decision')} by rule "
             f"{record.get('rule') or 'default'}, profile {record.get('sandbox_profile')}"
         )
@@ -111,10 +114,12 @@ def _entry_lines(entry: CallEntry) -> list[str]:
     if outcome is not None:
         changed = outcome.get("files_changed")
         paths = len(changed) if isinstance(changed, list) else 0  # a bounded list: see --json
+        took = outcome.get("duration_s", 0)
+        took = f"{took:.3f}" if isinstance(took, int | float) else repr(took)
         first, *more = _error_lines(outcome.get("error")) or [""]
         lines.append(
-            f"  seq {outcome['seq']}  {outcome.get('ts', '')}  outcome: "
-            f"{outcome.get('status')} in {outcome.get('duration_s', 0):.3f} s"
+            f"  seq {outcome.get('seq')}  {outcome.get('ts', '')}  outcome: "
+            f"{outcome.get('status')} in {took} s"
             + (f" on host {outcome['host']}" if outcome.get("host") else "")
             + (f", {paths} workspace path{'s' * (paths != 1)} changed" if paths else "")
             + (f": {first}" if first else "")

@@ -145,6 +145,16 @@ def test_a_deadline_past_any_date_is_described_too(timeout_s: float, shown: str)
 
 
 @pytest.mark.parametrize(
+    ("timeout_s", "shown"),
+    [(600, "decide before 00:10:00 UTC,"), (172_800, "decide before 1970-01-03 00:00:00 UTC,")],
+)
+def test_a_deadline_on_another_day_is_given_its_date(timeout_s: float, shown: str) -> None:
+    """With approval_timeout_s of two days, "decide before 00:00:00 UTC" named no day."""
+    request = REQUEST.model_copy(update={"created_at": 0.0, "expires_at": float(timeout_s)})
+    assert shown in webhook_payload(request)["text"]
+
+
+@pytest.mark.parametrize(
     ("url", "problem"),
     [
         ("http://127.0.0.1:99999/hook", "port 99999 is out of range (1-65535)"),

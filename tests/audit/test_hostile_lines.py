@@ -121,3 +121,27 @@ def test_verify_shows_no_control_sequence_a_forger_put_in_the_log(tmp_path: Path
     assert result.exit_code == 1
     assert "\x1b" not in result.output and "\r" not in result.output
     assert "where 2 was expected" in result.output
+
+
+def test_the_timeline_shows_a_rehashed_log_whatever_its_fields_hold(tmp_path: Path) -> None:
+    """A forger's types (a duration that is text, no seq, an approval that is a list) made
+    `audit timeline` stop with a traceback; it shows the records, `audit verify` judges them."""
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, fsync=False) as log:
+        common = {"run_id": "r", "tool": "python.run", "call_id": "c1"}
+        log.append(
+            {
+                "event": "approval_requested",
+                "approval": {"request_id": "a", "status": "pending"},
+                **common,
+            }
+        )
+        log.append({"event": "intent", "attempt": 1, **common})
+        log.append({"event": "call", "status": "ok", "duration_s": 0.5, **common})
+    rehash_from(path, 0, approval=["x"])
+    rehash_from(path, 1, seq=None)
+    rehash_from(path, 2, duration_s="soon", seq="7")
+    shown = CliRunner().invoke(cli, ["audit", "timeline", str(path)])
+    assert shown.exit_code == 0, shown.output
+    assert "outcome: ok in 'soon' s" in shown.output
+    assert "  seq None  " in shown.output and "approval_requested: \n" in shown.output + "\n"
