@@ -51,6 +51,16 @@ class WebhookConfig(StrictModel):
             raise ValueError(f"{problem}, got {url!r}")
         return url
 
+    @field_validator("headers")
+    @classmethod
+    def _one_line(cls, headers: dict[str, str]) -> dict[str, str]:
+        # httpx refuses such a header at every post, so no request would ever be announced.
+        for name, value in headers.items():
+            if not name or any(c in name for c in "\r\n\0: ") or any(c in value for c in "\r\n\0"):
+                raise ValueError(f"header {name!r}: {value!r} cannot be sent (a line break, NUL, "
+                                 "or a name that is empty or holds a colon or space)")  # fmt: skip
+        return headers
+
 
 class ApproversConfig(StrictModel):
     """Who is asked, in order: the auto rules, then the webhook, then (if on) the terminal."""

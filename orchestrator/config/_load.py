@@ -81,8 +81,8 @@ def _leaf_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
 
 
 def _resolve_path(value: Any, base: Path) -> Any:
-    if not isinstance(value, str | Path):
-        return value  # the model reports the wrong type
+    if not isinstance(value, str | Path) or not str(value).strip():
+        return value  # the model reports the wrong type, or the empty path
     path = Path(value).expanduser()
     return str(path if path.is_absolute() else base / path)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from orchestrator.policy._redis_limits import describe_redis_url
 from orchestrator.sandbox._image_spec import SPEC_NAME_PATTERN, ImageSpec
@@ -83,6 +83,18 @@ def builtin_profiles(runtime: Runtime) -> dict[str, SandboxProfile]:
 
 Engine = Literal["docker", "ray"]
 """Where sandboxes run: this machine's Docker engine, or the sandbox hosts of a Ray cluster."""
+
+
+def _not_empty(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        # "" would be the configuration file's own directory: state, tokens and the audit
+        # log written beside it (a checkout, say), never what an empty value meant.
+        raise ValueError("an empty path; leave the key out for the default, or name a path")
+    return value
+
+
+ConfigPath = Annotated[Path, BeforeValidator(_not_empty)]
+"""A path in the configuration: never empty."""
 
 
 class DockerBackendSettings(StrictModel):
@@ -177,7 +189,7 @@ class ImagesSettings(StrictModel):
 
     base_image: str | None = None
     """A registry image to use as base (e.g. ``python:3.12-slim``); none: build from Debian."""
-    sources: Path | None = None
+    sources: ConfigPath | None = None
     """Directory of the image sources; none: the ``sandbox_images/`` shipped with Stockade."""
     specs: dict[Annotated[str, Field(pattern=SPEC_NAME_PATTERN, max_length=40)], ImageSpec] = Field(
         default_factory=dict
@@ -189,7 +201,7 @@ class ImagesSettings(StrictModel):
 class AuditSettings(StrictModel):
     """The hash-chained audit log."""
 
-    path: Path | None = None
+    path: ConfigPath | None = None
     """The log file; none: ``audit.jsonl`` in the state directory."""
     max_value_bytes: int = Field(default=4096, ge=64)
     """Largest argument or output value recorded whole; larger ones as SHA-256, size and head."""
@@ -229,9 +241,9 @@ class LimitsSettings(StrictModel):
 class ApprovalsSettings(StrictModel):
     """Durable approval requests, and who decides them."""
 
-    database: Path | None = None
+    database: ConfigPath | None = None
     """The SQLite database of requests; none: ``approvals.db`` in the state directory."""
-    approvers: Path | None = None
+    approvers: ConfigPath | None = None
     """The approvers file (auto rules, webhook); none: only people, at the prompt or the CLI."""
 
 
@@ -365,7 +377,7 @@ class MetricsSettings(StrictModel):
     port: int = Field(default=9464, ge=0, le=65535)
     """Port of the metrics endpoint; 0: any free port (found by Prometheus through the
     discovery file in ``targets_dir``)."""
-    targets_dir: Path | None = None
+    targets_dir: ConfigPath | None = None
     """Where serving processes leave their discovery files (address and labels, readable by
     all); none: ``metrics/targets`` in the state directory. Only Stockade's user may enter
     the state directory, so a Prometheus running as another user (Debian's package, a
@@ -417,7 +429,7 @@ class ServerSettings(StrictModel):
     """Address the server listens on. Anything but loopback needs at least one API token."""
     port: int = Field(default=8787, ge=1, le=65535)
     """Port of the server."""
-    tokens: Path | None = None
+    tokens: ConfigPath | None = None
     """The server's database: API tokens (only their SHA-256 is kept) and which principal
     owns each run id; none: ``tokens.db`` in the state directory."""
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
@@ -464,7 +476,7 @@ class SecretBinding(StrictModel):
     """The HTTPS port."""
     principals: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
     """Principal globs the secret is for (``[alice, "team-*"]``); absent: every caller."""
-    ca_file: Path | None = None
+    ca_file: ConfigPath | None = None
     """PEM file of the CA certificates the proxy trusts when it connects to ``host`` (read at
     start), instead of the system's trust store: an internal API whose certificate a private
     CA issued. Absent: the system's trust store."""
@@ -477,7 +489,7 @@ class SecretSettings(StrictModel):
 
     env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     """Environment variable holding the secret (the value never goes in this file)."""
-    file: Path | None = None
+    file: ConfigPath | None = None
     """File holding the secret (read at start; a final newline is dropped)."""
     header: str = Field(default="Authorization", pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
     """The request header that carries it."""
@@ -498,11 +510,11 @@ class StockadeConfig(StrictModel):
 
     version: Literal[1] = 1
     """Format version of this file."""
-    state_dir: Path = Field(default_factory=lambda: Path.home() / ".stockade")
+    state_dir: ConfigPath = Field(default_factory=lambda: Path.home() / ".stockade")
     """Where the platform keeps workspaces, the audit log, approvals and limits."""
-    policy: Path | None = None
+    policy: ConfigPath | None = None
     """The policy file; none: the shipped ``default.yaml``."""
-    workspaces_dir: Path | None = None
+    workspaces_dir: ConfigPath | None = None
     """Where runs' workspaces live (one directory per run); none: ``workspaces/`` in state_dir."""
     toolkits: tuple[str, ...] = BUILTIN_TOOLKITS
     """Importable toolkit packages whose tools the model may call."""

@@ -71,7 +71,7 @@ class Rule(BaseModel):
     """Wall-clock deadline for these calls, in seconds (absent: the profile's)."""
     retry: RetrySettings | None = None
     """Retry settings for these calls (absent: the gateway's defaults)."""
-    approval_timeout_s: float | None = Field(default=None, gt=0)
+    approval_timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """How long a ``require_approval`` call waits for a decision (absent: the policy's)."""
 
     _match: CallMatch = PrivateAttr()
@@ -174,7 +174,7 @@ class Policy(BaseModel):
     """Decision for a call no rule matches."""
     on_approval_timeout: Literal["allow", "deny"] = "deny"
     """Decision when nobody decides an approval request in time."""
-    approval_timeout_s: float = Field(default=300.0, gt=0)
+    approval_timeout_s: float = Field(default=300.0, gt=0, allow_inf_nan=False)
     """How long a ``require_approval`` call waits, unless its rule says otherwise."""
     rules: list[Rule] = Field(default_factory=list)
     """Checked in order; the first match decides."""

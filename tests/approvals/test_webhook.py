@@ -144,6 +144,15 @@ def test_a_deadline_past_any_date_is_described_too(timeout_s: float, shown: str)
     assert f"decide before {shown} after the request was made" in text
 
 
+def test_a_header_that_cannot_be_sent_is_refused_when_the_file_is_read(tmp_path: Path) -> None:
+    """httpx refused it at every post, so no request was ever announced."""
+    path = tmp_path / "approvers.yaml"
+    path.write_text('webhook:\n  url: http://127.0.0.1:9/hook\n  headers: {X-A: "a\\r\\nB: c"}\n')
+    with pytest.raises(ConfigError, match=r"approvers.yaml:3: webhook.headers") as caught:
+        load_approvers(path)
+    assert "cannot be sent (a line break" in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("timeout_s", "shown"),
     [(600, "decide before 00:10:00 UTC,"), (172_800, "decide before 1970-01-03 00:00:00 UTC,")],

@@ -204,6 +204,9 @@ def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
         ("audit:\n  rotate_mbb: 3\n", 2, "audit.rotate_mbb", "did you mean 'rotate_mb'"),
         ("sandbox:\n  runtime: kata\n", 2, "sandbox.runtime", "expected one of runc, runsc"),
         ("metrics:\n  port: many\n", 2, "metrics.port", "expected a whole number, got 'many'"),
+        # "" was the file's own directory: the state written beside the configuration.
+        ('state_dir: ""\n', 1, "state_dir", "an empty path; leave the key out for the default"),
+        ("audit:\n  path: '  '\n", 2, "audit.path", "an empty path"),
         (
             "sandbox:\n  profiles:\n    wide:\n      pids: 4096\n",
             3,

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from orchestrator.approvals import ApprovalStore
 from orchestrator.audit import AuditLog, encode_record
-from orchestrator.audit.regression import policy_tests_from_log
+from orchestrator.audit.regression import SkippedCall, policy_tests_from_log, render_tests
 from orchestrator.cli import cli
 from orchestrator.config import builtin_profiles
 from orchestrator.errors import ConfigError
@@ -350,3 +350,14 @@ def test_replaying_an_edited_record_names_it_instead_of_failing(
         f"the record with seq 1 is not a call as Stockade writes it ({problem}): the log was "
         "edited; `stockade audit verify` names the line"
     )
+
+
+def test_a_skipped_calls_comment_stays_one_line_whatever_the_log_says() -> None:
+    """A rehashed log's tool name holding a line break (YAML also breaks at U+2028) wrote
+    lines of its own into the generated test file."""
+    skipped = [SkippedCall(seq=3, tool="x\ncases: []\u2028y", reason="r\rz")]
+    text = render_tests({"version": 1, "cases": []}, skipped, "log\n.jsonl")
+    comments = [line for line in text.split("\n") if line.startswith("#")]
+    assert comments[-1] == "#   skipped seq 3 (x\\ncases: []\\u2028y): r\\rz"
+    assert "from log\\n.jsonl:" in comments[1]
+    assert yaml.safe_load(text) == {"version": 1, "cases": []}

@@ -242,3 +242,22 @@ def test_never_more_than_burst_plus_rate_in_any_window(
         for end_index in range(start_index, len(times)):
             window = times[end_index] - start
             assert end_index - start_index + 1 <= burst + window / interval + 1e-6
+
+
+@pytest.mark.parametrize(
+    ("document", "line", "field"),
+    [
+        ("version: 1\napproval_timeout_s: .inf\n", 2, "approval_timeout_s"),
+        (
+            "version: 1\nrules:\n  - {name: r, tools: x, decision: require_approval,"
+            " approval_timeout_s: .inf}\n",
+            3,
+            "rules[0].approval_timeout_s",
+        ),
+    ],
+)
+def test_an_approval_wait_without_end_is_refused(document: str, line: int, field: str) -> None:
+    """An infinite wait reached the API and the webhook as "expires_at": null."""
+    with pytest.raises(ConfigError, match="expected a finite number, got inf") as caught:
+        parse_policy(document, source="p.yaml")
+    assert (caught.value.line, caught.value.field) == (line, field)
