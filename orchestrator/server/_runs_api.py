@@ -142,7 +142,9 @@ async def start_run(
             ProblemCode.RUN_OWNED_BY_ANOTHER,
             f"run {run_id} belongs to another principal; use a run id of your own",
         )
-    if state.runs.handle(run_id) is not None or await _has_files(state, run_id):
+    # The live check last, with no await between it and the start: a second request for
+    # the same new id, let through while this one looked at the files, must see this run.
+    if await _has_files(state, run_id) or state.runs.handle(run_id) is not None:
         raise ProblemError(409, ProblemCode.RUN_ID_IN_USE, f"run id {run_id!r} is already used")
     state.runs.start(body.goal, principal=identity.principal, run_id=run_id)
     return await _view(state, run_id)

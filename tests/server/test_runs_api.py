@@ -185,6 +185,22 @@ async def test_runs_belong_to_their_principal(tmp_path: Path) -> None:
     assert anonymous.status_code == 401
 
 
+async def test_two_starts_of_one_new_run_id_at_once_start_one_run(tmp_path: Path) -> None:
+    """Both passed the check while one looked at the files; the second then failed in the
+    agent, answered as an invalid request (422) instead of the id being in use (409)."""
+    async with (
+        ScriptedModelServer([text("one")]) as model,
+        serve_runs(tmp_path, model) as served,
+        served.client("caller") as alice,
+    ):
+        answers = await asyncio.gather(
+            *(alice.post("/v1/runs", json={"goal": "g", "run_id": "twice"}) for _ in range(4))
+        )
+        await events_of(alice, "twice")
+    codes = sorted(answer.status_code for answer in answers)
+    assert codes == [201, 409, 409, 409], [answer.text for answer in answers]
+
+
 async def test_without_a_model_runs_are_unavailable(served: Served) -> None:
     async with served.client("caller") as alice:
         refused = await alice.post("/v1/runs", json={"goal": "anything"})
