@@ -109,13 +109,18 @@ def compose_yaml(text: str, source: str) -> yaml.Node | None:
     try:
         return loader.get_single_node()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(
-            f"not valid YAML: {problem}", file=source, line=mark.line + 1 if mark else None
-        ) from exc
+        raise _not_valid(exc, source) from exc
     finally:
         loader.dispose()
+
+
+def _not_valid(exc: yaml.YAMLError, source: str) -> ConfigError:
+    """PyYAML's error as a :class:`ConfigError` with its line in ``source``, if it knows one."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    return ConfigError(
+        f"not valid YAML: {problem}", file=source, line=mark.line + 1 if mark else None
+    )
 
 
 def construct_yaml(node: yaml.Node, *, source: str) -> Any:
@@ -125,11 +130,7 @@ def construct_yaml(node: yaml.Node, *, source: str) -> Any:
     try:
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(
-            f"not valid YAML: {problem}", file=source, line=mark.line + 1 if mark else None
-        ) from exc
+        raise _not_valid(exc, source) from exc
     finally:
         loader.dispose()
 
