@@ -23,7 +23,7 @@ from pydantic import Field
 from orchestrator.agent import AgentEvent, RunResult, RunStatus
 from orchestrator.errors import NotFoundError
 from orchestrator.runid import RUN_ID_PATTERN
-from orchestrator.server._auth import require
+from orchestrator.server._auth import require, still_valid
 from orchestrator.server._problems import ProblemCode, ProblemError, problem_responses
 from orchestrator.server._roles import Identity, Permission, Role
 from orchestrator.server._state import ServerState, State
@@ -197,7 +197,10 @@ async def stream_run_events(
     state: State,
     identity: Annotated[Identity, Depends(require(Permission.READ_RUNS))],
 ) -> StreamingResponse:
-    """A run's events as server-sent events, as they happen; the stream ends with the run."""
+    """A run's events as server-sent events, as they happen; the stream ends with the run.
+
+    It also ends, before the next event, once the token is revoked.
+    """
     await _owned(state, run_id, identity)
     events = state.runs.events(run_id)
     try:
@@ -212,6 +215,11 @@ async def stream_run_events(
             yield _sse(0, first)
             place = 1
             async for event in events:
+                # Checked again for each event: a stream may stay open for hours, and
+                # a token revoked meanwhile must stop reading the run.
+                if not still_valid(state, identity):
+                    yield b": the token was revoked; the stream ends here\n\n"
+                    return
                 yield _sse(place, event)
                 place += 1
         finally:

@@ -15,10 +15,12 @@ import pytest
 from orchestrator.agent import AgentConfig
 from orchestrator.config import StockadeConfig
 from orchestrator.sandbox.images import ImageBuilder
+from orchestrator.server import TokenStore
 from orchestrator.testing import ScriptedModelServer, slow, text, tool_call, tool_calls
 from orchestrator.testing.backend import ScriptedBackend
 
 from .conftest import POLICY, Served, issue_tokens, serve
+from .test_approvals_api import pending
 
 NO_REFLECTION = AgentConfig(reflection=False)
 
@@ -54,9 +56,13 @@ async def events_of(client: httpx.AsyncClient, run_id: str) -> list[dict[str, An
         assert answer.headers["content-type"].startswith("text/event-stream")
         fields: dict[str, str] = {}
         async for line in answer.aiter_lines():
+            if line.startswith(":"):  # a comment, as every SSE client takes it
+                continue
             if line:
                 name, _, value = line.partition(": ")
                 fields[name] = value
+                continue
+            if not fields:  # the blank line after a comment
                 continue
             data = json.loads(fields["data"])
             assert (fields["event"], int(fields["id"])) == (data["type"], len(events))
@@ -152,6 +158,34 @@ async def test_cancel_ends_the_run_and_its_stream(tmp_path: Path) -> None:
     assert cancelled.json()["result"]["status"] == "cancelled"
     assert events[-1]["type"] == "run_finished" and events[-1]["status"] == "cancelled"
     assert again.json()["status"] == "cancelled"
+
+
+async def test_a_stream_ends_once_its_token_is_revoked(tmp_path: Path) -> None:
+    """The token was checked once, when the stream opened: a revoked token kept receiving
+    the run's events (its model text, calls and answer) until the run ended."""
+    script = [tool_calls(tool_call("shell__run", {"command": "ls"})), text("the secret answer")]
+    async with (
+        ScriptedModelServer(script) as model,
+        serve_runs(tmp_path, model) as served,
+        served.client("caller") as alice,
+        served.client("approver") as bob,
+    ):
+        await alice.post("/v1/runs", json={"goal": "list", "run_id": "r5"})
+        streaming = asyncio.create_task(events_of(alice, "r5"))
+        (request,) = await pending(bob)
+        store = TokenStore(served.config.tokens_db)
+        try:
+            assert store.revoke(served.tokens["caller"].split("_")[1])
+        finally:
+            store.close()
+        approved = await bob.post(f"/v1/approvals/{request['id']}/approve")
+        assert approved.status_code == 200, approved.text
+        events = await streaming
+        refused = await alice.get("/v1/runs/r5/events")
+    types = [event["type"] for event in events]
+    assert "approval_pending" in types
+    assert "tool_call_finished" not in types and "run_finished" not in types
+    assert refused.status_code == 401
 
 
 async def test_runs_belong_to_their_principal(tmp_path: Path) -> None:
