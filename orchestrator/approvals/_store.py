@@ -78,8 +78,18 @@ _SELECT = (
     " CASE WHEN status = 'pending' AND expires_at <= :now THEN 'expired' ELSE status END"
     " AS status FROM approvals"
 )
-# Constant text; every value is a bound parameter.
-_FIND = f"SELECT * FROM ({_SELECT}) WHERE :status IS NULL OR status = :status"  # noqa: S608
+# Constant text; every value is a bound parameter. Each filter is on the stored status,
+# so the status index finds the rows: a filter on the status computed above read every
+# request ever made (~60 ms for 200 000, each second for each open approval page).
+_FIND: dict[ApprovalStatus | None, str] = {
+    None: _SELECT,
+    ApprovalStatus.PENDING: f"{_SELECT} WHERE approvals.status = 'pending' AND expires_at > :now",
+    ApprovalStatus.EXPIRED: f"{_SELECT} WHERE approvals.status = 'expired'"
+    " UNION ALL "
+    f"{_SELECT} WHERE approvals.status = 'pending' AND expires_at <= :now",
+    ApprovalStatus.APPROVED: f"{_SELECT} WHERE approvals.status = 'approved'",
+    ApprovalStatus.DENIED: f"{_SELECT} WHERE approvals.status = 'denied'",
+}
 _PENDING = ApprovalStatus.PENDING.value
 _ONCE = ApprovalScope.ONCE.value
 
@@ -269,9 +279,10 @@ class ApprovalStore:
 
     def find(self, status: ApprovalStatus | None = ApprovalStatus.PENDING) -> list[ApprovalRequest]:
         """Requests in ``status`` (all when None), oldest first. The default lists pending ones."""
-        params = {"now": self._clock(), "status": None if status is None else status.value}
         with self._connect("approvals.find") as db:
-            rows = db.execute(f"{_FIND} ORDER BY created_at, position", params).fetchall()
+            rows = db.execute(
+                f"{_FIND[status]} ORDER BY created_at, position", {"now": self._clock()}
+            ).fetchall()
         return [_request(row) for row in rows]
 
     def decide(

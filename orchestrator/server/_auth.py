@@ -26,7 +26,7 @@ from orchestrator.server._problems import ProblemCode, ProblemError
 from orchestrator.server._roles import ROLE_PERMISSIONS, Identity, Permission
 from orchestrator.server._state import ServerState
 
-__all__ = ["authenticate", "require"]
+__all__ = ["authenticate", "require", "still_valid"]
 
 # Registers the scheme in the OpenAPI document; errors are ours (problems).
 _BEARER = HTTPBearer(
@@ -65,6 +65,17 @@ def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | N
             {"WWW-Authenticate": 'Bearer realm="stockade", error="invalid_token"'},
         )
     return Identity(principal=token.principal, roles=token.roles, token_id=token.id)
+
+
+def still_valid(state: ServerState, identity: Identity) -> bool:
+    """Whether ``identity``, authenticated earlier, would still be let in now.
+
+    For answers that outlive their request's check (an event stream): its token
+    has not been revoked since, or, served without a token, none was issued since.
+    """
+    if identity.token_id is None:
+        return state.local is not None and not state.tokens.ever_issued()
+    return state.tokens.is_active(identity.token_id)
 
 
 def require(permission: Permission) -> Callable[..., object]:

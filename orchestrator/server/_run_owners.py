@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 from orchestrator.errors import ErrorCode, InfrastructureError
@@ -75,10 +75,24 @@ class RunOwners:
         owner: str = row[0]
         return owner
 
-    async def claim(self, run_id: str, principal: str) -> bool:
-        """Whether ``principal`` may use ``run_id``: it owns it, or it is new and now its own."""
+    async def claim(
+        self,
+        run_id: str,
+        principal: str,
+        *,
+        recorded: Callable[[], Awaitable[str | None]] | None = None,
+    ) -> bool:
+        """Whether ``principal`` may use ``run_id``: it owns it, or it is new and now its own.
+
+        ``recorded``, asked before a claim this process has not seen, names the
+        principal the run's own files record, if any: a run ``stockade run`` made
+        on the same state directory was never claimed here, and is not another
+        principal's to take.
+        """
         owner = self._owners.get(run_id)
         if owner is None:
+            if recorded is not None and await recorded() not in (None, principal):
+                return False
             owner = await asyncio.to_thread(self._claim, run_id, principal)
             if len(self._owners) >= _REMEMBERED:
                 del self._owners[next(iter(self._owners))]

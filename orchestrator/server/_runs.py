@@ -33,6 +33,7 @@ from orchestrator.agent import (
     read_result,
     read_state,
 )
+from orchestrator.errors import NotFoundError
 
 __all__ = ["Runs"]
 
@@ -129,6 +130,14 @@ class Runs:
         if live is not None:
             return live.handle.state.model_copy(deep=True)
         return await asyncio.to_thread(read_state, self._state_dir, run_id)
+
+    async def principal(self, run_id: str) -> str | None:
+        """Who the run acts for, as its state records it; None when there is no such run."""
+        try:
+            run = await self.state(run_id)
+        except NotFoundError:
+            return None
+        return run.principal
 
     async def result(self, run_id: str) -> RunResult | None:
         """The run's result without its log, once it has ended (raises NotFoundError)."""

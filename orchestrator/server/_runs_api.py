@@ -23,13 +23,13 @@ from pydantic import Field
 from orchestrator.agent import AgentEvent, RunResult, RunStatus
 from orchestrator.errors import NotFoundError
 from orchestrator.runid import RUN_ID_PATTERN
-from orchestrator.server._auth import require
+from orchestrator.server._auth import require, still_valid
 from orchestrator.server._problems import ProblemCode, ProblemError, problem_responses
 from orchestrator.server._roles import Identity, Permission, Role
 from orchestrator.server._state import ServerState, State
 from orchestrator.strict import StrictModel
 
-__all__ = ["CancelRequest", "RunRequest", "RunView", "router"]
+__all__ = ["CancelRequest", "RunRequest", "RunView", "claim_run", "router"]
 
 router = APIRouter(prefix="/v1", tags=["runs"])
 """The runs endpoints."""
@@ -79,12 +79,30 @@ class RunView(StrictModel):
 _ID_RESPONSES = problem_responses(401, 403, 404)
 
 
+async def claim_run(state: ServerState, run_id: str, identity: Identity) -> bool:
+    """Whether ``identity`` may use ``run_id``: claimed for its principal (see
+    :meth:`~orchestrator.server._run_owners.RunOwners.claim`), unless the run's files
+    record another principal."""
+    return await state.run_owners.claim(
+        run_id, identity.principal, recorded=lambda: state.runs.principal(run_id)
+    )
+
+
 async def _owned(state: ServerState, run_id: str, identity: Identity) -> None:
-    """Refuse unless ``identity`` owns ``run_id`` (or is an admin); 404 for a run nobody owns."""
+    """Refuse unless ``identity`` owns ``run_id`` (or is an admin); 404 for a run nobody owns.
+
+    The owner must also be the principal the run's files record: an id claimed here
+    before a ``stockade run`` on the same state directory used it is not a way in.
+    """
     owner = await asyncio.to_thread(state.run_owners.owner, run_id)
     if owner is None:
         raise ProblemError(404, ProblemCode.NOT_FOUND, f"no run {run_id!r}")
-    if owner != identity.principal and Role.ADMIN not in identity.roles:
+    if Role.ADMIN in identity.roles:
+        return
+    if owner != identity.principal or await state.runs.principal(run_id) not in (
+        None,
+        identity.principal,
+    ):
         raise ProblemError(
             403, ProblemCode.RUN_OWNED_BY_ANOTHER, f"run {run_id} belongs to another principal"
         )
@@ -136,7 +154,7 @@ async def start_run(
             503, ProblemCode.UNAVAILABLE, "no model is configured (model.base_url): no runs"
         )
     run_id = body.run_id or f"run-{uuid.uuid4().hex[:12]}"
-    if not await state.run_owners.claim(run_id, identity.principal):
+    if not await claim_run(state, run_id, identity):
         raise ProblemError(
             403,
             ProblemCode.RUN_OWNED_BY_ANOTHER,
@@ -197,7 +215,10 @@ async def stream_run_events(
     state: State,
     identity: Annotated[Identity, Depends(require(Permission.READ_RUNS))],
 ) -> StreamingResponse:
-    """A run's events as server-sent events, as they happen; the stream ends with the run."""
+    """A run's events as server-sent events, as they happen; the stream ends with the run.
+
+    It also ends, before the next event, once the token is revoked.
+    """
     await _owned(state, run_id, identity)
     events = state.runs.events(run_id)
     try:
@@ -212,6 +233,11 @@ async def stream_run_events(
             yield _sse(0, first)
             place = 1
             async for event in events:
+                # Checked again for each event: a stream may stay open for hours, and
+                # a token revoked meanwhile must stop reading the run.
+                if not still_valid(state, identity):
+                    yield b": the token was revoked; the stream ends here\n\n"
+                    return
                 yield _sse(place, event)
                 place += 1
         finally:

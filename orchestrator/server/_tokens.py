@@ -265,6 +265,11 @@ class TokenStore:
             return known.info
         return None
 
+    def is_active(self, token_id: str) -> bool:
+        """Whether the token with public id ``token_id`` still works. Never waits on the disk."""
+        self._refresh()
+        return token_id in self._known
+
     def has_active(self) -> bool:
         """Whether any token is active now."""
         self._refresh()

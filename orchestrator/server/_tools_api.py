@@ -24,6 +24,7 @@ from orchestrator.runid import RUN_ID_PATTERN
 from orchestrator.server._auth import require
 from orchestrator.server._problems import ProblemCode, ProblemError, problem_responses
 from orchestrator.server._roles import Identity, Permission
+from orchestrator.server._runs_api import claim_run
 from orchestrator.server._state import State
 from orchestrator.strict import StrictModel
 from orchestrator.tools import ToolCall, ToolResult, ToolStatus
@@ -119,7 +120,7 @@ async def call_tool(
     identity: Annotated[Identity, Depends(require(Permission.CALL_TOOLS))],
 ) -> Response:
     """Call a tool through the gateway, as the token's principal; answer its result."""
-    if not await state.run_owners.claim(body.run_id, identity.principal):
+    if not await claim_run(state, body.run_id, identity):
         raise ProblemError(
             403,
             ProblemCode.RUN_OWNED_BY_ANOTHER,

@@ -144,6 +144,48 @@ def test_expiry(tmp_path: Path) -> None:
         assert db.execute("SELECT status FROM approvals").fetchone() == ("expired",)
 
 
+def test_listing_by_status_finds_its_rows_through_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The filter was on the status computed for each row, so every list (the approval
+    page asks for the pending ones each second) read every request ever made: ~60 ms
+    for 200 000. Counted in SQLite's steps, a list now costs what it finds, not the table."""
+    clock = Clock()
+    store = ApprovalStore(tmp_path / "a.db", clock=clock)
+    pending, lapsing = new_request(store, timeout_s=60), new_request(store, timeout_s=5)
+    rows = [(f"old-{i}", "t", "{}", "r", "approved", i, i + 1, "once") for i in range(20_000)]
+    with sqlite3.connect(tmp_path / "a.db") as db:
+        db.executemany(
+            "INSERT INTO approvals (id, tool, arguments, reason, status, created_at,"
+            " expires_at, scope) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    clock.now += 10  # lapsing is past its deadline, not yet written down as expired
+    steps = []
+    connect = sqlite3.connect
+
+    def counted(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        db = connect(*args, **kwargs)
+        steps.append(0)
+        db.set_progress_handler(lambda: steps.__setitem__(-1, steps[-1] + 1), 1000)
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", counted)
+    found = {
+        status: [r.id for r in store.find(status)]
+        for status in (ApprovalStatus.PENDING, ApprovalStatus.EXPIRED, ApprovalStatus.DENIED)
+    }
+    assert found == {
+        ApprovalStatus.PENDING: [pending.id],
+        ApprovalStatus.EXPIRED: [lapsing.id],
+        ApprovalStatus.DENIED: [],
+    }
+    assert max(steps) < 10, steps  # thousands of SQLite steps; scanning 20 000 rows: ~300
+    monkeypatch.undo()
+    assert len(store.find(ApprovalStatus.APPROVED)) == 20_000
+    assert len(store.find(None)) == 20_002
+
+
 async def test_wait_returns_a_decision_made_by_another_store(tmp_path: Path) -> None:
     store = ApprovalStore(tmp_path / "a.db")
     request = new_request(store)

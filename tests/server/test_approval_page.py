@@ -326,6 +326,10 @@ async def test_edited_arguments_go_through_the_apis_checks(
             wrong_type = await edit('{"command": 42}')
             not_json = await edit("{command: ls}")
             not_object = await edit('["ls"]')
+            not_finite = [
+                await edit('{"command": "ls", "timeout_s": ' + number + "}")
+                for number in ("NaN", "-Infinity", "1e999")
+            ]
             too_deep = await edit('{"command": ' + "[" * 40 + "]" * 40 + "}")
             long_note = await edit('{"command": "ls"}', "x" * 2001)
             still = await bob.get("/ui/approvals/cards")
@@ -337,6 +341,12 @@ async def test_edited_arguments_go_through_the_apis_checks(
     assert not_json.status_code == not_object.status_code == too_deep.status_code == 422
     assert "not JSON" in not_json.text and "a JSON object" in not_object.text
     assert "deeper than 32" in too_deep.text
+    # Python's JSON reader takes these; the store refused them, answered as a bare problem.
+    for refused, number in zip(not_finite, ("NaN", "-Infinity", "1e999"), strict=True):
+        assert refused.status_code == 422
+        assert refused.headers["content-type"].startswith("text/html")
+        assert f"not a number JSON can carry: {number}" in html.unescape(refused.text)
+        assert f"&#34;timeout_s&#34;: {number}}}" in refused.text  # the draft is kept
     assert long_note.status_code == 422 and "2000" in long_note.text
     assert f'data-id="{request["id"]}"' in still.text
     assert edited.status_code == 303

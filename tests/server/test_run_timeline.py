@@ -118,6 +118,12 @@ async def test_the_list_shows_own_runs_to_callers_and_viewers_and_every_run_to_a
         ]
         assert listed(await admin.get("/ui/runs", params={"since": "2999-01-01"})) == []
         assert listed(await admin.get("/ui/runs", params={"until": "2000-01-01T00:00"})) == []
+        # The last day there is, up to its end (its next day overflowed: a 500).
+        assert listed(await admin.get("/ui/runs", params={"until": "9999-12-31"})) == [
+            "r3",
+            "r2",
+            "r1",
+        ]
         # A viewer naming another principal sees nothing of theirs.
         assert listed(await viewer.get("/ui/runs", params={"principal": "carol"})) == []
         bad_time = await admin.get(

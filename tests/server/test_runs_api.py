@@ -12,13 +12,15 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator.agent import AgentConfig
+from orchestrator.agent import Agent, AgentConfig
 from orchestrator.config import StockadeConfig
 from orchestrator.sandbox.images import ImageBuilder
+from orchestrator.server import TokenStore
 from orchestrator.testing import ScriptedModelServer, slow, text, tool_call, tool_calls
 from orchestrator.testing.backend import ScriptedBackend
 
 from .conftest import POLICY, Served, issue_tokens, serve
+from .test_approvals_api import pending
 
 NO_REFLECTION = AgentConfig(reflection=False)
 
@@ -54,9 +56,13 @@ async def events_of(client: httpx.AsyncClient, run_id: str) -> list[dict[str, An
         assert answer.headers["content-type"].startswith("text/event-stream")
         fields: dict[str, str] = {}
         async for line in answer.aiter_lines():
+            if line.startswith(":"):  # a comment, as every SSE client takes it
+                continue
             if line:
                 name, _, value = line.partition(": ")
                 fields[name] = value
+                continue
+            if not fields:  # the blank line after a comment
                 continue
             data = json.loads(fields["data"])
             assert (fields["event"], int(fields["id"])) == (data["type"], len(events))
@@ -154,6 +160,34 @@ async def test_cancel_ends_the_run_and_its_stream(tmp_path: Path) -> None:
     assert again.json()["status"] == "cancelled"
 
 
+async def test_a_stream_ends_once_its_token_is_revoked(tmp_path: Path) -> None:
+    """The token was checked once, when the stream opened: a revoked token kept receiving
+    the run's events (its model text, calls and answer) until the run ended."""
+    script = [tool_calls(tool_call("shell__run", {"command": "ls"})), text("the secret answer")]
+    async with (
+        ScriptedModelServer(script) as model,
+        serve_runs(tmp_path, model) as served,
+        served.client("caller") as alice,
+        served.client("approver") as bob,
+    ):
+        await alice.post("/v1/runs", json={"goal": "list", "run_id": "r5"})
+        streaming = asyncio.create_task(events_of(alice, "r5"))
+        (request,) = await pending(bob)
+        store = TokenStore(served.config.tokens_db)
+        try:
+            assert store.revoke(served.tokens["caller"].split("_")[1])
+        finally:
+            store.close()
+        approved = await bob.post(f"/v1/approvals/{request['id']}/approve")
+        assert approved.status_code == 200, approved.text
+        events = await streaming
+        refused = await alice.get("/v1/runs/r5/events")
+    types = [event["type"] for event in events]
+    assert "approval_pending" in types
+    assert "tool_call_finished" not in types and "run_finished" not in types
+    assert refused.status_code == 401
+
+
 async def test_runs_belong_to_their_principal(tmp_path: Path) -> None:
     async with (
         ScriptedModelServer([text("mine")]) as model,
@@ -183,6 +217,42 @@ async def test_runs_belong_to_their_principal(tmp_path: Path) -> None:
     assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
     assert (approver.status_code, approver.json()["code"]) == (403, "forbidden")
     assert anonymous.status_code == 401
+
+
+async def test_a_run_made_outside_the_api_stays_its_principals(tmp_path: Path) -> None:
+    """Run ids were claimed only through the API: one tool call (or a refused start) with
+    the id of erin's `stockade run` on the same state directory made it alice's, who then
+    read its goal, answer and events; an id alice claimed first let her read erin's run."""
+    script = [text("erin's private answer"), text("erin's second answer")]
+    async with (
+        ScriptedModelServer(script) as model,
+        serve_runs(tmp_path, model) as served,
+        served.client("caller") as alice,
+        served.client("admin") as carol,
+    ):
+        squatted = await alice.post("/v1/tool-calls", json=files_list("c0", "nightly-2"))
+        assert squatted.status_code == 200, squatted.text
+        # What `stockade run --principal erin --run-id …` does, on the server's state directory.
+        async with Agent.open(served.app.state.stockade.platform, NO_REFLECTION) as agent:
+            for run_id in ("nightly-1", "nightly-2"):
+                await agent.start("erin's goal", principal="erin", run_id=run_id).result()
+        call = await alice.post("/v1/tool-calls", json=files_list("c1", "nightly-1"))
+        start = await alice.post("/v1/runs", json={"goal": "g", "run_id": "nightly-1"})
+        reads = [await alice.get(f"/v1/runs/{run_id}{end}")
+                 for run_id in ("nightly-1", "nightly-2")
+                 for end in ("", "/events", "/artifacts")]  # fmt: skip
+        by_admin = await carol.get("/v1/runs/nightly-2")
+    for refused in (call, start):
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["code"] == "run_owned_by_another_principal"
+    for read in reads:
+        assert read.status_code in (403, 404), read.text
+        assert "erin" not in read.text
+    assert by_admin.status_code == 200 and by_admin.json()["principal"] == "erin"
+
+
+def files_list(call_id: str, run_id: str) -> dict[str, Any]:
+    return {"id": call_id, "name": "files.list", "arguments": {}, "run_id": run_id}
 
 
 async def test_two_starts_of_one_new_run_id_at_once_start_one_run(tmp_path: Path) -> None:

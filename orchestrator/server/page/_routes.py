@@ -19,8 +19,9 @@ admin-only (403 for a session of any other token).
 from __future__ import annotations
 
 import json
+import math
 import time
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
@@ -384,6 +385,19 @@ def page_router(*, sessions: Sessions | None = None) -> APIRouter:
     return router
 
 
+def _not_json(number: str) -> NoReturn:
+    # Python's reader takes NaN and Infinity; the approval store refuses them (and the
+    # problem would reach the browser bare, the draft lost): refused here as not JSON.
+    raise ValueError(f"not a number JSON can carry: {number}")
+
+
+def _finite(number: str) -> float:
+    value = float(number)
+    if not math.isfinite(value):  # 1e999
+        _not_json(number)
+    return value
+
+
 def _arguments(request: Request, text: str) -> dict[str, Any]:
     """Edited arguments from the form's JSON text; the problem (422) if they are not an object."""
     limit = _state(request).settings.max_json_depth
@@ -392,7 +406,7 @@ def _arguments(request: Request, text: str) -> dict[str, Any]:
             422, ProblemCode.INVALID_ARGUMENTS, f"the arguments nest deeper than {limit} levels"
         )
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_not_json, parse_float=_finite)
     except ValueError as exc:
         raise ProblemError(
             422, ProblemCode.INVALID_ARGUMENTS, f"the arguments are not JSON: {exc}"

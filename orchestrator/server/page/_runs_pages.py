@@ -88,6 +88,8 @@ def _instant(name: str, value: str, *, end: bool) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)
     if end and len(value) == 10:  # a day: up to its end
+        if moment.date() == datetime.date.max:
+            return None  # the last day there is: up to its end is no bound at all
         moment += datetime.timedelta(days=1)
     return moment.timestamp()
 
