@@ -169,7 +169,7 @@ class ArtifactStore:
 
     def get(self, run_id: str, artifact_id: str) -> Artifact | None:
         """The artifact ``artifact_id`` of ``run_id``, or None (an id of the wrong shape too)."""
-        if not _ID.match(artifact_id):
+        if not _ID.fullmatch(artifact_id):
             return None
         path = self.directory(run_id) / "index" / f"{artifact_id}.json"
         try:

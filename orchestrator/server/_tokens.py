@@ -210,7 +210,7 @@ class TokenStore:
         self, *, principal: str, roles: Iterable[Role], note: str | None = None
     ) -> IssuedToken:
         """Issue a token for ``principal`` with ``roles``; the result holds the token, once."""
-        if not PRINCIPAL_PATTERN.match(principal):
+        if not PRINCIPAL_PATTERN.fullmatch(principal):
             raise UsageError(
                 f"principal {principal!r}: use 1-128 letters, digits and . _ @ + - "
                 "(starting with a letter or digit)"
@@ -257,7 +257,7 @@ class TokenStore:
     def authenticate(self, token: str) -> TokenInfo | None:
         """The active token ``token`` is, or None. Never waits on the disk."""
         self._refresh()
-        match = _TOKEN.match(token)
+        match = _TOKEN.fullmatch(token)
         known = self._known.get(match.group(1)) if match else None
         presented = _digest(token) if match else _DUMMY_HASH
         expected = known.sha256 if known else _DUMMY_HASH

@@ -168,7 +168,7 @@ class ToolRegistry:
         mark: ToolMark = getattr(func, TOOL_ATTRIBUTE, None) or ToolMark()
         function_name = mark.name or func.__name__
         for part in (toolkit, function_name):
-            if not _NAME_PART.match(part):
+            if not _NAME_PART.fullmatch(part):
                 raise ConfigError(
                     f"tool name part {part!r} must be lower_snake_case without '__'",
                     field=f"{func.__module__}.{func.__qualname__}",

@@ -51,6 +51,8 @@ def test_principals_and_roles_are_checked(tmp_path: Path) -> None:
     store = TokenStore(tmp_path / "tokens.db")
     with pytest.raises(UsageError, match="principal"):
         store.create(principal="al ice", roles=[Role.CALLER])
+    with pytest.raises(UsageError, match="principal"):  # Python's "$" matches before "\n"
+        store.create(principal="alice\n", roles=[Role.CALLER])
     with pytest.raises(UsageError, match="role"):
         store.create(principal="alice", roles=[])
     store.close()

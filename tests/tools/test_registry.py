@@ -141,7 +141,7 @@ def test_bad_calls_become_readable_results(
     assert result.for_model().startswith(f"[{status.value}]")
 
 
-@pytest.mark.parametrize("run_id", ["../up", "a b", ".hidden", "x" * 129, ""])
+@pytest.mark.parametrize("run_id", ["../up", "a b", ".hidden", "x" * 129, "", "r1\n"])
 def test_a_run_id_that_cannot_name_a_directory_is_refused_up_front(
     registry: ToolRegistry, run_id: str
 ) -> None:

@@ -243,7 +243,7 @@ class RunsPages:
         session, identity = found
         state = _state(request)
         missing = problem_page(request, 404, ProblemCode.NOT_FOUND, f"no run {run_id[:130]!r}")
-        if not _RUN_ID.match(run_id):
+        if not _RUN_ID.fullmatch(run_id):
             return missing
         try:
             run = await state.runs.state(run_id)
@@ -299,13 +299,13 @@ class RunsPages:
             return found
         identity = found[1]
         state = _state(request)
-        if not _RUN_ID.match(run_id):
+        if not _RUN_ID.fullmatch(run_id):
             return problem_page(request, 404, ProblemCode.NOT_FOUND, "no such run")
         with contextlib.suppress(NotFoundError):
             run = await state.runs.state(run_id)
             if not _visible(identity, run.principal):
                 return problem_page(request, 404, ProblemCode.NOT_FOUND, f"no run {run_id!r}")
-        if not _ARTIFACT_ID.match(artifact_id):
+        if not _ARTIFACT_ID.fullmatch(artifact_id):
             return problem_page(request, 404, ProblemCode.NOT_FOUND, "no such artifact")
         try:
             return await _artifacts_api.get_artifact(run_id, artifact_id, state, identity)
