@@ -277,12 +277,24 @@ class ApprovalStore:
                 return grant
         return None
 
-    def find(self, status: ApprovalStatus | None = ApprovalStatus.PENDING) -> list[ApprovalRequest]:
-        """Requests in ``status`` (all when None), oldest first. The default lists pending ones."""
+    def find(
+        self, status: ApprovalStatus | None = ApprovalStatus.PENDING, *, limit: int | None = None
+    ) -> list[ApprovalRequest]:
+        """Requests in ``status`` (all when None), oldest first. The default lists pending ones.
+
+        With ``limit``, the newest ``limit`` of them (still oldest first): nothing deletes
+        decided requests, so "all" grows for as long as the store lives.
+        """
+        query, params = _FIND[status], {"now": self._clock()}
+        if limit is not None:
+            query = f"{query} ORDER BY created_at DESC, position DESC LIMIT :limit"
+            params["limit"] = max(0, limit)
+        else:
+            query = f"{query} ORDER BY created_at, position"
         with self._connect("approvals.find") as db:
-            rows = db.execute(
-                f"{_FIND[status]} ORDER BY created_at, position", {"now": self._clock()}
-            ).fetchall()
+            rows = db.execute(query, params).fetchall()
+        if limit is not None:
+            rows.reverse()
         return [_request(row) for row in rows]
 
     def decide(

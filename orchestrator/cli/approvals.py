@@ -40,11 +40,15 @@ def approvals() -> None:
 @DB_OPTION
 @json_option
 @click.option("--all", "everything", is_flag=True, help="Decided and expired ones too.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True,
+              help="At most this many, the newest.")  # fmt: skip
 def approvals_list(
-    config_file: Path | None, db: Path | None, as_json: bool, everything: bool
+    config_file: Path | None, db: Path | None, as_json: bool, everything: bool, limit: int
 ) -> None:
-    """Pending requests (oldest first)."""
-    requests = _store(config_file, db).find(None if everything else ApprovalStatus.PENDING)
+    """Pending requests (oldest first); with --all, decided and expired ones too."""
+    wanted = None if everything else ApprovalStatus.PENDING
+    found = _store(config_file, db).find(wanted, limit=limit + 1)  # one more: are there more?
+    requests = found[-limit:]
     if as_json:
         echo_json([request.model_dump(mode="json") for request in requests])
         return
@@ -62,6 +66,8 @@ def approvals_list(
         rows.append((request.id, request.status.value, request.tool,
                      request.run_id or "-", request.reason, used))  # fmt: skip
     table(["ID", "STATUS", "TOOL", "RUN", "REASON", "USE"], rows)
+    if len(found) > limit:
+        click.echo(f"older requests not shown: raise --limit (now {limit})", err=True)
 
 
 @approvals.command("show")

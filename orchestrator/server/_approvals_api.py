@@ -50,7 +50,9 @@ class ApprovalList(StrictModel):
     """Approval requests, oldest first."""
 
     approvals: tuple[ApprovalRequest, ...]
-    """The requests, arguments redacted."""
+    """The requests, arguments redacted: the newest ``limit`` of those asked for."""
+    more: bool = False
+    """Whether older requests in the same status were left out (raise ``limit``)."""
 
 
 class Approve(StrictModel):
@@ -136,6 +138,10 @@ async def _decided(state: ServerState, request_id: str, recorded: bool) -> Appro
 
 
 _READ = Annotated[Identity, Depends(require(Permission.READ_APPROVALS))]
+# Decided requests are never deleted and each may hold a megabyte of arguments: a list
+# is bounded, or "all" would read and send every request ever made.
+_LISTED = 100
+_MAX_LISTED = 1000
 _DECIDE = Annotated[Identity, Depends(require(Permission.DECIDE_APPROVALS))]
 
 
@@ -146,11 +152,18 @@ async def list_approvals(
     status: Annotated[StatusFilter, Query(description="Which requests to list.")] = (
         StatusFilter.PENDING
     ),
+    limit: Annotated[
+        int, Query(ge=1, le=_MAX_LISTED, description="At most this many, the newest.")
+    ] = _LISTED,
 ) -> ApprovalList:
-    """Approval requests in ``status`` (default: pending), oldest first."""
+    """Approval requests in ``status`` (default: pending), oldest first: the newest ``limit``."""
     wanted = None if status is StatusFilter.ALL else ApprovalStatus(status.value)
-    requests = await asyncio.to_thread(state.platform.approvals.find, wanted)
-    return ApprovalList(approvals=tuple(_shown(state, request) for request in requests))
+    # One more than shown says whether there are more.
+    found = await asyncio.to_thread(state.platform.approvals.find, wanted, limit=limit + 1)
+    shown = found[-limit:]
+    return ApprovalList(
+        approvals=tuple(_shown(state, request) for request in shown), more=len(found) > limit
+    )
 
 
 @router.get(

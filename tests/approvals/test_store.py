@@ -546,3 +546,24 @@ def test_cli_scope_and_consumption(tmp_path: Path) -> None:
     runless = new_request(store, run_id=None)
     refused = stockade("approve", runless.id, "--scope", "run-identical")
     assert refused.exit_code == 2 and "belongs to no run" in refused.stderr
+
+
+def test_a_limited_list_is_the_newest_requests_oldest_first(tmp_path: Path) -> None:
+    clock = Clock()
+    store = ApprovalStore(tmp_path / "a.db", clock=clock)
+    made = []
+    for _ in range(5):
+        made.append(new_request(store).id)
+        clock.now += 1
+    assert [r.id for r in store.find(limit=2)] == made[3:]
+    assert [r.id for r in store.find(None, limit=10)] == made
+    assert [r.id for r in store.find()] == made
+
+
+def test_the_cli_lists_the_newest_and_says_when_it_left_some_out(tmp_path: Path) -> None:
+    store = ApprovalStore(tmp_path / "a.db")
+    made = [new_request(store).id for _ in range(3)]
+    shown = CliRunner().invoke(approvals, ["list", "--db", str(tmp_path / "a.db"), "--limit", "2"])
+    assert shown.exit_code == 0, shown.output
+    assert [line.split()[0] for line in shown.stdout.splitlines()[1:]] == made[1:]
+    assert shown.stderr == "older requests not shown: raise --limit (now 2)\n"

@@ -131,6 +131,23 @@ async def test_approvals_show_arguments_redacted_and_filter_by_status(served: Se
     assert missing.json()["code"] == "not_found"
 
 
+async def test_a_list_is_bounded_and_says_when_it_left_requests_out(served: Served) -> None:
+    """Decided requests are never deleted: status=all answered every request ever made,
+    each with arguments of up to a megabyte."""
+    store = ApprovalStore(served.config.approvals_db)
+    made = [
+        store.create(tool="shell.run", arguments={"n": n}, reason="r", timeout_s=60).id
+        for n in range(5)
+    ]
+    async with served.client("approver") as bob:
+        newest = (await bob.get("/v1/approvals", params={"limit": 2})).json()
+        whole = (await bob.get("/v1/approvals", params={"status": "all", "limit": 5})).json()
+        too_many = await bob.get("/v1/approvals", params={"limit": 1001})
+    assert [r["id"] for r in newest["approvals"]] == made[3:] and newest["more"] is True
+    assert [r["id"] for r in whole["approvals"]] == made and whole["more"] is False
+    assert too_many.status_code == 422
+
+
 async def test_edited_arguments_holding_the_redaction_marker_are_refused(served: Served) -> None:
     async with served.client("caller") as alice, served.client("approver") as bob:
         waiting = asyncio.create_task(
