@@ -22,7 +22,8 @@ from orchestrator.gateway import Gateway
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.testing.platform import open_test_platform
 from orchestrator.tools import ToolCall, ToolResult, ToolStatus
-from stockade_sdk.process import run_captured
+from stockade_sdk import ToolError
+from stockade_sdk.process import run_captured, run_python
 
 MEMORY_MB = 256
 PIDS = 64
@@ -190,3 +191,21 @@ def test_outside_a_sandbox_only_the_programs_own_processes_are_killed() -> None:
     finally:
         bystander.kill()
         bystander.wait()
+
+
+@pytest.mark.parametrize("timeout_s", [1e12, 1e300, float("inf")])
+def test_a_timeout_longer_than_any_wait_runs_the_program(timeout_s: float) -> None:
+    """A model's "no timeout" (1e12 s) made poll() raise OverflowError: a traceback."""
+    assert run_captured(["echo", "hi"], timeout_s)["stdout"] == "hi\n"
+    assert run_python("print(6 * 7)", timeout_s)["stdout"] == "42\n"
+
+
+@pytest.mark.parametrize("timeout_s", [float("nan"), 0.0, -5.0])
+def test_a_timeout_no_clock_can_wait_is_the_models_mistake(timeout_s: float) -> None:
+    """NaN made poll() raise ValueError (a traceback); zero or less ran nothing and said
+    "timed out after -5 s"."""
+    expected = f"timeout_s must be a positive number of seconds, got {timeout_s!r}"
+    for run in (lambda: run_captured(["true"], timeout_s), lambda: run_python("1", timeout_s)):
+        with pytest.raises(ToolError) as raised:
+            run()
+        assert str(raised.value) == expected
