@@ -175,8 +175,9 @@ def _exec_code(source: str, namespace: dict[str, object]) -> int:
     """Run ``source`` as ``python3 -c`` runs it, a trailing expression shown; the status."""
     try:
         code, expression = _compile(source)
-    except SyntaxError as exc:
-        # No traceback, as under -c: the hook prints the one the exception holds.
+    except Exception as exc:
+        # No traceback, as under -c: the hook prints the one a SyntaxError holds, or
+        # what else the compiler refused (a NUL byte, nesting too deep: MemoryError).
         sys.excepthook(type(exc), exc.with_traceback(None), None)
         return 1
     try:

@@ -174,6 +174,22 @@ async def test_the_process_limit_is_named(tools: Gateway, runtime: str) -> None:
         assert f"{limit} was probably reached (can't start new thread)" in output["notes"]
 
 
+@pytest.mark.docker
+async def test_code_the_compiler_refuses_is_said_in_stderr(tools: Gateway) -> None:
+    """A NUL byte (ValueError) or nesting too deep for the parser (MemoryError) ended the
+    snippet with exit code 1, an empty stderr and (with a run) "not saved: the snippet ended
+    before"; bash cannot take a NUL: posix_spawn raised ValueError, a traceback."""
+    for code, said in [
+        ("print(1)\0", "ValueError: source code string cannot contain null bytes"),
+        ("x = " + "-" * 150_000 + "1", "MemoryError"),
+    ]:
+        output = output_of(await call(tools, "python.run", code=code))
+        assert (output["exit_code"], output["stderr"]) == (1, said + "\n"), output
+    shell = await call(tools, "shell.run", command="echo a\0b")
+    assert shell.status is ToolStatus.ERROR, shell
+    assert shell.error == "command: a NUL character cannot be passed to bash"
+
+
 def test_outside_a_sandbox_only_the_programs_own_processes_are_killed() -> None:
     # On a developer's machine every other process of the user is in sight:
     # only what is still in the program's session may go.
