@@ -1,4 +1,4 @@
-"""The files toolkit at its limits, run in this process: what a model reads near the caps.
+"""The files toolkit at its limits and edges, run in this process: what a model reads.
 
 The sandbox's runner sends back at most its output cap (1 MiB by default) of the
 outcome line, which holds the result JSON-escaped; a result past it reaches the
@@ -82,3 +82,16 @@ def test_a_file_that_is_not_utf8_is_still_base64(workspace: Path) -> None:
     assert files.read("x")["encoding"] == "base64"
     with pytest.raises(ToolError, match="nope: No such file"):
         files.read("nope")
+
+
+def test_an_absolute_glob_is_the_models_mistake(workspace: Path) -> None:
+    """pathlib raised NotImplementedError for it: a traceback through the toolkit."""
+    (workspace / "a.txt").write_text("hi\n")
+    with pytest.raises(ToolError) as raised:
+        files.search("hi", glob="/etc/*")
+    assert str(raised.value) == (
+        "glob '/etc/*' is not a file name pattern: Non-relative patterns are unsupported"
+    )
+    assert files.search("hi", glob="*.txt")["matches"] == [
+        {"path": "a.txt", "line": 1, "text": "hi"}
+    ]

@@ -243,7 +243,10 @@ def search(pattern: str, path: str = ".", glob: str = "*") -> dict[str, object]:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(base))
         found = [base] if base.is_file() else base.rglob(glob)
         # A glob may climb (``../../etc/*``): only what stays in the workspace is searched.
-        files = sorted({p.resolve() for p in found if p.is_file()} - {root})
+        try:
+            files = sorted({p.resolve() for p in found if p.is_file()} - {root})
+        except (NotImplementedError, ValueError) as error:  # pathlib's word for "/etc/*"
+            raise ToolError(f"glob {glob!r} is not a file name pattern: {error}") from None
         files = [file for file in files if root in file.parents]
     matches: list[dict[str, object]] = []
     for file in files:
