@@ -175,8 +175,9 @@ def _exec_code(source: str, namespace: dict[str, object]) -> int:
     """Run ``source`` as ``python3 -c`` runs it, a trailing expression shown; the status."""
     try:
         code, expression = _compile(source)
-    except SyntaxError as exc:
-        # No traceback, as under -c: the hook prints the one the exception holds.
+    except Exception as exc:
+        # No traceback, as under -c: the hook prints the one a SyntaxError holds, or
+        # what else the compiler refused (a NUL byte, nesting too deep: MemoryError).
         sys.excepthook(type(exc), exc.with_traceback(None), None)
         return 1
     try:
@@ -233,11 +234,14 @@ def _exec_main(source: str, options: Options | None = None) -> int:
         from stockade_sdk import _figures  # noqa: PLC0415 - preloaded by the host
 
         _figures.start(root)
-    if stateful and options is not None and not options.reset:
+    if stateful and options is not None:
         from stockade_sdk import _state  # noqa: PLC0415 - preloaded by the host
 
-        trouble = _state.restore(main.__dict__, root)
-        if trouble is not None:
+        if options.reset:
+            # Forgotten now, not when this call saves: a call killed before
+            # that must not leave the next one the namespace it was told to forget.
+            _state.forget(root)
+        elif (trouble := _state.restore(main.__dict__, root)) is not None:
             report["state"] = f"{trouble}; this call started with an empty namespace"
     status = _exec_code(source, main.__dict__)
     if options is None:

@@ -49,6 +49,7 @@ __all__ = [
     "SaveOutcome",
     "cap_from_env",
     "describe_size",
+    "forget",
     "restore",
     "save",
 ]
@@ -428,6 +429,18 @@ def save(main: dict[str, Any], cap: int, root: str) -> SaveOutcome:
     _clear_leftovers(root)
     _write(root, parts)
     return outcome
+
+
+def forget(root: str) -> None:
+    """Delete the namespace kept under ``root`` (if any): the next restore finds none.
+
+    A kept file that cannot be deleted (a directory stands there) is left to
+    :func:`save`, which says why it cannot write either.
+    """
+    try:  # noqa: SIM105 - contextlib costs start-up time
+        os.unlink(os.path.join(root, STATE_PATH))
+    except OSError:
+        pass
 
 
 def restore(main: dict[str, Any], root: str) -> str | None:

@@ -45,9 +45,9 @@ import signal
 import sys
 import time
 
-from stockade_sdk import _snippet
+from stockade_sdk import ToolError, _snippet
 
-__all__ = ["run_captured", "run_python"]
+__all__ = ["run_captured", "run_python", "timeout_seconds"]
 
 TYPE_CHECKING = False  # typing itself costs start-up time in the sandbox
 if TYPE_CHECKING:
@@ -62,6 +62,10 @@ _F_SETPIPE_SZ = 1031  # fcntl: bigger pipes mean fewer reads of a flood
 _EXIT_TICK_S = 0.01  # how often the exit is checked without a pidfd (gVisor has none)
 _DRAIN_S = 0.1  # output still on its way from leftovers after the main exit
 _SWEEP_S = 1.0  # bound on killing leftovers
+# Longest single wait: poll() takes at most ~24 days (a C int of milliseconds), and
+# socket timeouts about 290 years. A longer timeout_s waits in several steps; the
+# sandbox's own deadline ends the call long before.
+_LONGEST_WAIT_S = 24 * 3600.0
 _HELPER_NAMES = frozenset({"stockade-egress"})  # the runner's own processes
 _RUNNER_PATH = b"/opt/stockade/runner.pyc"  # what the sandbox image runs
 _MiB = 1 << 20
@@ -315,7 +319,7 @@ class _Pump:
             self.poller.register(extra, select.POLLIN)
         woken = False
         try:
-            for fd, _ in self.poller.poll(max(wait_s, 0) * 1000):
+            for fd, _ in self.poller.poll(min(max(wait_s, 0), _LONGEST_WAIT_S) * 1000):
                 if fd == extra:
                     woken = True
                     continue
@@ -610,8 +614,23 @@ def _result(
     return result
 
 
+def timeout_seconds(timeout_s: float) -> float:
+    """A tool's ``timeout_s`` argument, checked, as one wait may take it (at most a day).
+
+    Raises :class:`~stockade_sdk.ToolError` unless it is a positive number (NaN
+    is not): the model asked for something no clock can wait.
+    """
+    if not timeout_s > 0:
+        raise ToolError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+    return min(timeout_s, _LONGEST_WAIT_S)
+
+
 def run_captured(argv: list[str], timeout_s: float) -> dict[str, object]:
-    """Run ``argv`` with a deadline; return its output and how it ended (see the module doc)."""
+    """Run ``argv`` with a deadline; return its output and how it ended (see the module doc).
+
+    Raises :class:`~stockade_sdk.ToolError` when ``timeout_s`` is not a positive number.
+    """
+    timeout_seconds(timeout_s)
     limits = _Limits()
     return _result(*_run(_spawner(argv), timeout_s), timeout_s=timeout_s, limits=limits)
 
@@ -694,10 +713,12 @@ def run_python(
     kept across calls in the working directory (:mod:`stockade_sdk._state`):
     restored before the code runs (unless ``reset``) and saved after it;
     the result then says what was not kept (``not_kept``) and, in
-    ``state``, when the namespace was not saved or not restored.
+    ``state``, when the namespace was not saved or not restored. Raises
+    :class:`~stockade_sdk.ToolError` when ``timeout_s`` is not a positive number.
     """
     from stockade_sdk import _figures  # noqa: PLC0415 - small, and loaded by the host
 
+    timeout_seconds(timeout_s)
     limits = _Limits()
     for key, value in _figures.environment().items():
         os.environ.setdefault(key, value)

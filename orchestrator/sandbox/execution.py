@@ -67,7 +67,9 @@ class ExecRequest:
         for key, value in self.env.items():
             if not key or "=" in key or "\0" in key or "\0" in value:
                 raise ConfigError(f"invalid environment entry {key!r}", field="env")
-        if self.timeout_s is not None and self.timeout_s <= 0:
+        # NaN too (no comparison holds for it): min(NaN, the profile's) became the
+        # runner's deadline, and the runner died on it.
+        if self.timeout_s is not None and not self.timeout_s > 0:
             raise ConfigError(f"must be positive, got {self.timeout_s}", field="timeout_s")
 
 

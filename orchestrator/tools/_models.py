@@ -14,7 +14,8 @@ from orchestrator.strict import StrictModel
 __all__ = ["ToolCall", "ToolResult", "ToolStatus"]
 
 _REJECTED_SHOWN = 20
-"""Workspace entries not kept that a model reads one by one (the rest are counted)."""
+"""Workspace entries not kept, and artifacts dropped, that a model reads one by one (the rest
+are counted)."""
 
 
 class ToolStatus(StrEnum):
@@ -91,18 +92,20 @@ class ToolResult(StrictModel):
     """``outputs/`` files not kept as artifacts, each with the cap it broke."""
 
     def notes(self) -> list[str]:
-        """The lines a model reads after the output, whatever the entrance: one per artifact
-        and per dropped file (in their place), and per workspace entry not kept (the first
-        few, then how many more)."""
+        """The lines a model reads after the output, whatever the entrance: one per artifact,
+        per dropped file (in their place) and per workspace entry not kept (of the last two,
+        the first few, then how many more)."""
+        # A call may leave thousands of outputs/ files past the cap of 32, or of entries
+        # the workspace cannot keep: a line each would flood the model's context.
+        dropped = [f"artifact dropped: {reason}" for reason in self.artifacts_dropped]
+        if len(dropped) > _REJECTED_SHOWN:
+            more = len(dropped) - _REJECTED_SHOWN
+            dropped = [*dropped[:_REJECTED_SHOWN], f"and {more} more artifacts dropped"]
         rejected = [f"not kept in the workspace: {entry}" for entry in self.files_rejected]
         if len(rejected) > _REJECTED_SHOWN:
             more = len(rejected) - _REJECTED_SHOWN
             rejected = [*rejected[:_REJECTED_SHOWN], f"and {more} more entries not kept"]
-        return [
-            *(artifact.stand_in() for artifact in self.artifacts),
-            *(f"artifact dropped: {reason}" for reason in self.artifacts_dropped),
-            *rejected,
-        ]
+        return [*(artifact.stand_in() for artifact in self.artifacts), *dropped, *rejected]
 
     def for_model(self) -> str:
         """The text a model reads as the tool's answer (then :meth:`notes`)."""

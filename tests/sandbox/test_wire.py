@@ -214,6 +214,7 @@ def test_report_validation_refuses_forgeries() -> None:
         ({"argv": ("true",), "env": {"A=B": "1"}}, "env"),
         ({"argv": ("true",), "env": {"A": "\x00"}}, "env"),
         ({"argv": ("true",), "timeout_s": 0}, "timeout_s"),
+        ({"argv": ("true",), "timeout_s": float("nan")}, "timeout_s"),  # sandbox run --timeout
     ],
 )
 def test_bad_requests_are_refused_before_any_container(

@@ -105,3 +105,18 @@ async def test_fetch_rejects_other_schemes(gateway: Gateway) -> None:
     )
     assert result.status is ToolStatus.ERROR
     assert result.error == "only http:// and https:// URLs can be fetched, got 'file:///etc/passwd'"
+
+
+@pytest.mark.parametrize(("timeout_s", "error"), [(1e12, None), (-1, "a positive number")])
+async def test_fetch_timeout_beyond_any_wait(
+    gateway: Gateway, origin: int, timeout_s: float, error: str | None
+) -> None:
+    """A socket takes no timeout past ~290 years: 1e12 s was an OverflowError traceback."""
+    arguments = {"url": f"http://127.0.0.1:{origin}/a", "timeout_s": timeout_s}
+    result = await gateway.call(ToolCall(id="h", name="http.fetch", arguments=arguments))
+    if error is None:
+        assert result.status is ToolStatus.OK, result
+        assert json.loads(result.output)["status"] == 200
+    else:
+        assert result.status is ToolStatus.ERROR
+        assert result.error == f"timeout_s must be {error} of seconds, got -1.0"

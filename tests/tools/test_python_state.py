@@ -341,6 +341,16 @@ async def test_a_timeout_keeps_the_previous_state_and_says_so(platform: Platform
     assert after["stdout"] == "before\n", after
 
 
+async def test_a_reset_call_killed_still_forgets_the_namespace(platform: Platform) -> None:
+    """The result says the next call starts from what this one started with: empty, as
+    asked. The kept file was left as it was, and the next call found the old names."""
+    await python(platform, "secret = 41")
+    slow = await python(platform, "import time\ntime.sleep(30)", timeout_s=1.0, reset=True)
+    assert "starts from the namespace this call started with" in slow["state"], slow
+    after = await python(platform, "print(sorted(n for n in dir() if n[0] != '_'))")
+    assert after["stdout"] == "[]\n", after
+
+
 async def test_an_oom_kill_keeps_the_previous_state_and_says_so(
     images: ImageBuilder, no_leaks: None, tmp_path: Path
 ) -> None:

@@ -277,6 +277,20 @@ def test_a_model_reads_the_first_entries_not_kept_and_how_many_more() -> None:
     assert len(lines) == 22
 
 
+def test_a_model_reads_the_first_artifacts_dropped_and_how_many_more() -> None:
+    """5 000 files under outputs/ were 4 968 lines "past the cap of 32 artifacts a call"."""
+    dropped = tuple(f"f{n}.txt: past the cap of 32 artifacts a call" for n in range(4968))
+    result = ToolResult(call_id="c", name="python.run", status=ToolStatus.OK, output="done",
+                        artifacts_dropped=dropped)  # fmt: skip
+    lines = result.for_model().splitlines()
+    assert lines[1] == "artifact dropped: f0.txt: past the cap of 32 artifacts a call"
+    assert lines[-2:] == [
+        "artifact dropped: f19.txt: past the cap of 32 artifacts a call",
+        "and 4948 more artifacts dropped",
+    ]
+    assert len(lines) == 22
+
+
 def test_a_surrogate_pair_escaped_in_json_is_the_character_it_spells(
     registry: ToolRegistry,
 ) -> None:

@@ -22,7 +22,8 @@ from orchestrator.gateway import Gateway
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.testing.platform import open_test_platform
 from orchestrator.tools import ToolCall, ToolResult, ToolStatus
-from stockade_sdk.process import run_captured
+from stockade_sdk import ToolError
+from stockade_sdk.process import run_captured, run_python
 
 MEMORY_MB = 256
 PIDS = 64
@@ -173,6 +174,22 @@ async def test_the_process_limit_is_named(tools: Gateway, runtime: str) -> None:
         assert f"{limit} was probably reached (can't start new thread)" in output["notes"]
 
 
+@pytest.mark.docker
+async def test_code_the_compiler_refuses_is_said_in_stderr(tools: Gateway) -> None:
+    """A NUL byte (ValueError) or nesting too deep for the parser (MemoryError) ended the
+    snippet with exit code 1, an empty stderr and (with a run) "not saved: the snippet ended
+    before"; bash cannot take a NUL: posix_spawn raised ValueError, a traceback."""
+    for code, said in [
+        ("print(1)\0", "ValueError: source code string cannot contain null bytes"),
+        ("x = " + "-" * 150_000 + "1", "MemoryError"),
+    ]:
+        output = output_of(await call(tools, "python.run", code=code))
+        assert (output["exit_code"], output["stderr"]) == (1, said + "\n"), output
+    shell = await call(tools, "shell.run", command="echo a\0b")
+    assert shell.status is ToolStatus.ERROR, shell
+    assert shell.error == "command: a NUL character cannot be passed to bash"
+
+
 def test_outside_a_sandbox_only_the_programs_own_processes_are_killed() -> None:
     # On a developer's machine every other process of the user is in sight:
     # only what is still in the program's session may go.
@@ -190,3 +207,21 @@ def test_outside_a_sandbox_only_the_programs_own_processes_are_killed() -> None:
     finally:
         bystander.kill()
         bystander.wait()
+
+
+@pytest.mark.parametrize("timeout_s", [1e12, 1e300, float("inf")])
+def test_a_timeout_longer_than_any_wait_runs_the_program(timeout_s: float) -> None:
+    """A model's "no timeout" (1e12 s) made poll() raise OverflowError: a traceback."""
+    assert run_captured(["echo", "hi"], timeout_s)["stdout"] == "hi\n"
+    assert run_python("print(6 * 7)", timeout_s)["stdout"] == "42\n"
+
+
+@pytest.mark.parametrize("timeout_s", [float("nan"), 0.0, -5.0])
+def test_a_timeout_no_clock_can_wait_is_the_models_mistake(timeout_s: float) -> None:
+    """NaN made poll() raise ValueError (a traceback); zero or less ran nothing and said
+    "timed out after -5 s"."""
+    expected = f"timeout_s must be a positive number of seconds, got {timeout_s!r}"
+    for run in (lambda: run_captured(["true"], timeout_s), lambda: run_python("1", timeout_s)):
+        with pytest.raises(ToolError) as raised:
+            run()
+        assert str(raised.value) == expected

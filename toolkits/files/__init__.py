@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -23,7 +24,11 @@ from stockade_sdk import ToolError, tool
 
 __all__ = ["append", "delete", "list_files", "read", "search", "write"]
 
-MAX_READ_BYTES = 256 * 1024  # well inside the sandbox output cap, JSON-escaped
+MAX_READ_BYTES = 256 * 1024
+MAX_READ_ESCAPED = 3 * MAX_READ_BYTES
+"""Characters a read's text may take JSON-escaped, well inside the sandbox's default output
+cap of 1 MiB: text of emoji escapes to 3 times its bytes, control characters to 6 times
+(``\\u0001``), and a result past the cap would reach the model as malformed."""
 MAX_WRITE_BYTES = 8 * 1024 * 1024
 MAX_LIST_ENTRIES = 1000
 MAX_MATCHES = 200
@@ -95,6 +100,8 @@ def read(path: str, encoding: Encoding = "text", offset: int = 0) -> dict[str, o
     """Read a file from the workspace.
 
     Text that is not valid UTF-8 is returned base64-encoded (``encoding`` says which).
+    A read of a large file is cut (``truncated``); ``next_offset`` is where the next
+    read continues.
 
     Args:
         path: File path relative to the workspace.
@@ -103,23 +110,61 @@ def read(path: str, encoding: Encoding = "text", offset: int = 0) -> dict[str, o
     """
     target = _inside(path)
     with _reported(path), target.open("rb") as handle:
-        handle.seek(max(0, offset))
-        data = handle.read(MAX_READ_BYTES + 1)
         size = os.fstat(handle.fileno()).st_size
+        # Past the end there is nothing to read (an offset past 2**63 fails to seek).
+        start = min(max(0, offset), size)
+        handle.seek(start)
+        data = handle.read(MAX_READ_BYTES + 1)
     truncated = len(data) > MAX_READ_BYTES
     data = data[:MAX_READ_BYTES]
     if encoding == "text":
-        try:
-            return {
-                "content": data.decode(),
-                "encoding": "text",
-                "size": size,
-                "truncated": truncated,
-            }
-        except UnicodeDecodeError:
-            encoding = "base64"
+        text = _as_text(data, truncated)
+        if text is not None:
+            content, truncated = _fitted(text, truncated)
+            read = len(content.encode())
+            return _read_result(content, "text", size, truncated, start + read)
+        encoding = "base64"
     content = base64.b64encode(data).decode()
-    return {"content": content, "encoding": encoding, "size": size, "truncated": truncated}
+    return _read_result(content, encoding, size, truncated, start + len(data))
+
+
+def _as_text(data: bytes, truncated: bool) -> str | None:
+    """``data`` as UTF-8 text, or None; a read cut at the cap may end inside a character."""
+    try:
+        return data.decode()
+    except UnicodeDecodeError as error:
+        # Only the cut's own character (at most 3 bytes of it) is left for the next read.
+        if not truncated or error.start < len(data) - 3 or error.reason != "unexpected end of data":
+            return None
+        return data[: error.start].decode()
+
+
+def _fitted(text: str, truncated: bool) -> tuple[str, bool]:
+    """``text`` cut to what fits in :data:`MAX_READ_ESCAPED` characters once JSON-escaped."""
+    if len(json.dumps(text)) <= MAX_READ_ESCAPED:
+        return text, truncated
+    short, long = 0, len(text)  # the longest prefix that fits, by bisection
+    while short < long:
+        middle = (short + long + 1) // 2
+        if len(json.dumps(text[:middle])) <= MAX_READ_ESCAPED:
+            short = middle
+        else:
+            long = middle - 1
+    return text[:short], True
+
+
+def _read_result(
+    content: str, encoding: str, size: int, truncated: bool, next_offset: int
+) -> dict[str, object]:
+    result: dict[str, object] = {
+        "content": content,
+        "encoding": encoding,
+        "size": size,
+        "truncated": truncated,
+    }
+    if truncated:  # a cut may fall short of the cap: where the next read starts
+        result["next_offset"] = next_offset
+    return result
 
 
 @tool
@@ -198,7 +243,10 @@ def search(pattern: str, path: str = ".", glob: str = "*") -> dict[str, object]:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(base))
         found = [base] if base.is_file() else base.rglob(glob)
         # A glob may climb (``../../etc/*``): only what stays in the workspace is searched.
-        files = sorted({p.resolve() for p in found if p.is_file()} - {root})
+        try:
+            files = sorted({p.resolve() for p in found if p.is_file()} - {root})
+        except (NotImplementedError, ValueError) as error:  # pathlib's word for "/etc/*"
+            raise ToolError(f"glob {glob!r} is not a file name pattern: {error}") from None
         files = [file for file in files if root in file.parents]
     matches: list[dict[str, object]] = []
     for file in files:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Literal
 
 from stockade_sdk import ToolError, tool
+from stockade_sdk.process import timeout_seconds
 
 __all__ = ["fetch"]
 
@@ -52,6 +53,7 @@ def fetch(
 
     if not url.startswith(("http://", "https://")):
         raise ToolError(f"only http:// and https:// URLs can be fetched, got {url!r}")
+    wait_s = timeout_seconds(timeout_s)  # a socket takes no NaN, nor centuries
     try:
         request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
             url,
@@ -60,7 +62,7 @@ def fetch(
             method=method,
         )
         try:
-            response = urllib.request.urlopen(request, timeout=timeout_s)  # noqa: S310
+            response = urllib.request.urlopen(request, timeout=wait_s)  # noqa: S310
         except urllib.error.HTTPError as error:
             response = error  # an answer all the same: its status and body go back
         with response:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stockade_sdk import tool
+from stockade_sdk import ToolError, tool
 from stockade_sdk.process import run_captured
 
 __all__ = ["run"]
@@ -21,4 +21,6 @@ def run(command: str, timeout_s: float = 20.0) -> dict[str, object]:
         command: The command line, interpreted by bash.
         timeout_s: Seconds the command may run (the sandbox's own deadline still applies).
     """
+    if "\0" in command:  # bash takes its command as a C string
+        raise ToolError("command: a NUL character cannot be passed to bash")
     return run_captured(["bash", "-c", command], timeout_s)
