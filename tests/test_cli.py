@@ -198,6 +198,23 @@ def test_large_arguments_from_a_file_and_stdin_and_unique_call_ids(
     assert missing.returncode == 2 and "cannot read" in missing.stderr
 
 
+@pytest.mark.parametrize("source", ["stdin", "argument"])
+def test_arguments_that_are_not_utf8_are_said_to_be_so(tmp_path: Path, source: str) -> None:
+    """They were called "half a UTF-16 surrogate pair": Python's name for the bytes."""
+    raw = b'{"path": "\xff"}'
+    command = [sys.executable, "-m", "orchestrator", "tools", "call", "files.read", "--args"]
+    done = subprocess.run(
+        [*command, "-"] if source == "stdin" else [*command, os.fsdecode(raw)],
+        input=raw if source == "stdin" else None,
+        capture_output=True, env={**os.environ, "STOCKADE_HOME": str(tmp_path)},
+        timeout=60, check=False,
+    )  # fmt: skip
+    said = done.stderr.decode()
+    assert done.returncode == 2, said
+    expected = "cannot read standard input: 'utf-8' codec" if source == "stdin" else "is not UTF-8"
+    assert f"Invalid value for --args: {expected}" in said
+
+
 def test_every_engine_command_says_the_same_when_the_engine_is_down(tmp_path: Path) -> None:
     env = {**os.environ, "STOCKADE_HOME": str(tmp_path),
            "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}  # fmt: skip

@@ -24,6 +24,7 @@ from orchestrator.cli._common import (
     table,
     toolkit_option,
 )
+from orchestrator.display import is_well_formed
 from orchestrator.platform import Platform, build_registry
 from orchestrator.runid import run_id_problem
 from orchestrator.tools import ToolCall, ToolResult, ToolStatus
@@ -84,13 +85,20 @@ def _read_arguments(text: str) -> str:
     still bounds what a tool accepts.
     """
     if text == "-":
-        return sys.stdin.read()
+        try:  # bytes, decoded strictly: not the surrogates Python makes of other encodings
+            return sys.stdin.buffer.read().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.BadParameter(
+                f"cannot read standard input: {exc}", param_hint="--args"
+            ) from exc
     if text.startswith("@"):
         path = Path(text[1:])
         try:
             return path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--args") from exc
+    if not is_well_formed(text):  # an argument in another encoding, as Python keeps it
+        raise click.BadParameter("is not UTF-8 text", param_hint="--args")
     return text
 
 
