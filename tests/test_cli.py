@@ -215,6 +215,13 @@ def test_arguments_that_are_not_utf8_are_said_to_be_so(tmp_path: Path, source: s
     assert f"Invalid value for --args: {expected}" in said
 
 
+def test_a_sandbox_timeout_that_is_not_positive_names_the_option(tmp_path: Path) -> None:
+    """It was "configuration error: timeout_s: must be positive": a field of the request."""
+    done = stockade("sandbox", "run", "--timeout", "-5", "--", "true", home=tmp_path)
+    assert done.returncode == 2
+    assert "Invalid value for '--timeout': -5.0 is not in the range x>0." in done.stderr
+
+
 def test_every_engine_command_says_the_same_when_the_engine_is_down(tmp_path: Path) -> None:
     env = {**os.environ, "STOCKADE_HOME": str(tmp_path),
            "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}  # fmt: skip

@@ -32,7 +32,8 @@ def sandbox() -> None:
 @click.option("--profile", "profile_name", default="default", show_default=True,
               help="Configured sandbox profile.")  # fmt: skip
 @click.option("--run-id", help="Run whose workspace the command sees (kept between calls).")
-@click.option("--timeout", type=float, help="Deadline in seconds (at most the profile's).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+              help="Deadline in seconds (at most the profile's).")  # fmt: skip
 @click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
 def sandbox_run(
     config_file: Path | None,
