@@ -109,7 +109,7 @@ async def test_half_a_surrogate_pair_in_the_arguments_never_reaches_an_approval(
     assert refused.status_code == 200
     assert refused.json()["status"] == "invalid_arguments"
     assert refused.json()["error"].startswith("command: holds half a UTF-16 surrogate pair")
-    assert listed.status_code == 200 and listed.json() == {"approvals": []}
+    assert listed.status_code == 200 and listed.json() == {"approvals": [], "more": False}
 
 
 async def test_rate_limits_count_the_tokens_principal_and_say_when_to_retry(
