@@ -394,6 +394,17 @@ async def test_without_self_approval_the_page_refuses_ones_own_request(tmp_path:
     assert decided[0]["approval"]["decided_by"] == "carol"
 
 
+def test_signing_in_again_and_again_with_one_token_ends_only_its_own_sessions() -> None:
+    """Sessions are capped (10 000) and the oldest went first: one token's sign-ins in a
+    loop signed everyone else out."""
+    sessions = Sessions()
+    alice = sessions.open("stk_alice")
+    mallory = [sessions.open("stk_mallory") for _ in range(10_050)]
+    assert sessions.get(alice.id) == alice
+    assert sessions.get(mallory[-1].id) is not None and sessions.get(mallory[-33].id) is None
+    assert sum(sessions.get(m.id) is not None for m in mallory[-40:]) == 32
+
+
 def test_sessions_expire_and_sign_in_nonces_are_keyed() -> None:
     now = [1000.0]
     sessions = Sessions(clock=lambda: now[0])

@@ -28,6 +28,9 @@ SESSION_LIFETIME_S = 8 * 3600
 SIGN_IN_LIFETIME_S = 3600
 """How long a sign-in form may stay open before its CSRF nonce expires."""
 _MAX_SESSIONS = 10_000
+_MAX_SESSIONS_PER_TOKEN = 32
+"""Browsers one token may keep signed in: past it, that token's oldest session ends, so
+signing in again and again with one token never ends anyone else's."""
 
 
 def same_secret(presented: str | None, expected: str) -> bool:
@@ -71,8 +74,12 @@ class Sessions:
         """A new session for ``token`` (an API token already checked by the caller)."""
         now = self._clock()
         self._sessions = {k: s for k, s in self._sessions.items() if s.expires_at > now}
+        # The oldest go first (dicts keep insertion order): this token's own, then, at the
+        # cap of every session, anyone's (which takes that many tokens, not one).
+        own = [key for key, other in self._sessions.items() if other.token == token]
+        for key in own[: max(0, len(own) - _MAX_SESSIONS_PER_TOKEN + 1)]:
+            del self._sessions[key]
         while len(self._sessions) >= _MAX_SESSIONS:
-            # The oldest goes first: dicts keep insertion order.
             del self._sessions[next(iter(self._sessions))]
         session = Session(
             id=secrets.token_urlsafe(32),
