@@ -6,7 +6,8 @@ inside the server's lifespan. Before the SDK sees a request, this endpoint:
 
 - authenticates it exactly as the API does (``Authorization: Bearer``, the
   same tokens; none → 401, a token without the ``caller`` role → 403, as
-  problems), every request, so a revoked token stops working at once;
+  problems), every request, so a revoked token is refused from its next request
+  on (one already under way runs to its end);
 - on a loopback server, refuses requests naming another host or coming from
   another origin (DNS rebinding: the MCP specification asks servers to check
   ``Origin``), tokens or not;
