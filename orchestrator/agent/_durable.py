@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.agent._run_state import RunState
+from orchestrator.agent._run_state import STATE_VERSION, RunState
 from orchestrator.errors import ErrorCode, InfrastructureError, UsageError
 from orchestrator.private import private_file
 from orchestrator.sandbox.labels import Owner, current_owner
@@ -303,10 +303,24 @@ class RunStore:
                 (run_id, row["messages"]),
             ).fetchall()
             db.execute("COMMIT")
-        document = json.loads(row["state"])
-        document["messages"] = [json.loads(m["message"]) for m in messages]
-        document["message_tokens"] = [m["tokens"] for m in messages]
-        return RunState.model_validate(document)
+        try:
+            document = json.loads(row["state"])
+            document["messages"] = [json.loads(m["message"]) for m in messages]
+            document["message_tokens"] = [m["tokens"] for m in messages]
+            if document.get("version", STATE_VERSION) > STATE_VERSION:
+                raise ValueError(
+                    f"format {document['version']} is newer than this Stockade's "
+                    f"({STATE_VERSION}); run the version that wrote it"
+                )
+            return RunState.model_validate(document)
+        except (ValueError, TypeError) as exc:  # ValidationError and JSONDecodeError included
+            # A damaged row, or one a newer Stockade wrote: said so, never a traceback.
+            raise InfrastructureError(
+                f"the checkpoint of run {run_id} in {self._path} cannot be read: {exc}",
+                code=ErrorCode.RUNS,
+                op="runs.load",
+                retryable=False,
+            ) from exc
 
     def rows(self, *, unfinished_only: bool = False) -> list[RunRow]:
         """Every run's row (without its conversation), newest first."""

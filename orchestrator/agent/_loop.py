@@ -535,7 +535,10 @@ class RunLoop:
     async def _finish(self, status: RunStatus, reason: str | None, answer: str | None) -> RunResult:
         """Record the end: state, memory, budget, workspace, result. Never raises."""
         state, parts = self.state, self._parts
-        if self._reporter.recorder.lost:
+        # Checked (and renewed) before anything is released: a process frozen past its
+        # lease would otherwise delete the workspace and forget the budget of the run
+        # another process now drives, and report an end that was never recorded.
+        if not await self._reporter.recorder.renew_lease(state.run_id, self._config.lease_s):
             return self._abandon()
         state.answer = answer
         state.reason = reason

@@ -222,6 +222,28 @@ class RunRecorder:
         except Exception:  # logged by _written_back; the run goes on
             return
 
+    async def renew_lease(self, run_id: str, lease_s: float) -> bool:
+        """Renew ``run_id``'s lease for ``lease_s`` from now; False (and :attr:`lost`) when
+        another process holds it.
+
+        For the end of a run, before it releases what the run shares with whoever drives
+        it (its workspace, its model budget): a process that was frozen past its lease
+        learns here that another took the run over, not at the final checkpoint, after
+        the damage. Renewed, the lease cannot be taken for ``lease_s``. A database that
+        cannot be asked does not keep the run from ending (True).
+        """
+        store, holder = self._store, self._holder
+        if store is None or holder is None:
+            return not self.lost
+        try:
+            held = await asyncio.to_thread(store.heartbeat, run_id, holder, lease_s=lease_s)
+        except Exception:
+            _log.warning("run %s: the lease could not be renewed", run_id, exc_info=True)
+            return not self.lost
+        if not held:
+            self.lost = True
+        return held
+
     async def flush_events(self) -> None:
         """Write the events so far (no checkpoint), and wait for them to be on disk."""
         lines, self._pending = self._pending, []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from orchestrator.agent._durable import (
     delta_of,
     new_holder,
 )
+from orchestrator.errors import InfrastructureError
 from orchestrator.testing import json_reply, slow, text
 
 from .conftest import Setup, open_agent
@@ -171,3 +173,28 @@ async def test_a_run_whose_lease_is_taken_stops_and_writes_nothing_more(setup: S
     assert store.load("r-taken") == before, "the state it no longer drives is untouched"
     assert store.holder("r-taken") == "someone-else#1"
     assert not (setup.home / "runs" / "r-taken" / "result.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        ("json_set(state, '$.version', 2)", "format 2 is newer than this Stockade's (1)"),
+        ("json_set(state, '$.added_later', 1)", "added_later"),
+        ("'{not json'", "cannot be read"),
+    ],
+)
+def test_a_checkpoint_that_cannot_be_read_is_said_so(
+    tmp_path: Path, damage: str, said: str
+) -> None:
+    # Written by a newer Stockade (a downgrade), or damaged: an error naming the run and
+    # why, which the CLI prints and the server logs, never a raw pydantic traceback.
+    store = RunStore(tmp_path / RUNS_DB)
+    holder = new_holder()
+    store.acquire("r1", holder, lease_s=30)
+    store.write(delta_of(_state(), holder=holder, written=0, rewrites=0)[0])
+    with sqlite3.connect(tmp_path / RUNS_DB) as db:
+        db.execute(f"UPDATE runs SET state = {damage} WHERE run_id = 'r1'")
+    with pytest.raises(InfrastructureError, match=f"(?s)checkpoint of run r1 .*{re.escape(said)}"):
+        store.load("r1")
+    with pytest.raises(InfrastructureError, match="cannot be read"):
+        read_state(tmp_path, "r1")
