@@ -151,6 +151,16 @@ class RunRow:
         return _free(self.holder, self.lease_expires_at, now)
 
 
+def _state_document(text: str) -> dict[str, Any]:
+    """A row's state as JSON; ``{}`` for one that is damaged, so that one row cannot stop
+    a listing of every run, or a server's resuming of the others (loading it says why)."""
+    try:
+        document = json.loads(text)
+    except (ValueError, TypeError, RecursionError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
 def _free(holder: str | None, expires_at: float | None, now: float) -> bool:
     if holder is None or expires_at is None or expires_at <= now:
         return True
@@ -342,7 +352,7 @@ class RunStore:
                 finished=bool(row["finished"]),
                 started_at=row["started_at"],
                 updated_at=row["updated_at"],
-                state=json.loads(row["state"]),
+                state=_state_document(row["state"]),
                 holder=row["holder"],
                 lease_expires_at=row["expires_at"],
             )

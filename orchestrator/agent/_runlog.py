@@ -31,11 +31,10 @@ from collections.abc import Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
-from orchestrator.agent._durable import RUNS_DB, Delta, LeaseLost, RunStore, delta_of
+from orchestrator.agent._durable import RUNS_DB, Delta, LeaseLost, RunRow, RunStore, delta_of
 from orchestrator.agent._events import AgentEvent, event_adapter
 from orchestrator.agent._result import RunResult
 from orchestrator.agent._run_state import RunState
@@ -361,7 +360,7 @@ def _summaries(state_dir: Path) -> Iterator[RunSummary]:
                     outcome=(outcome or "").strip().split("\n")[0],
                 )
             elif row is not None:
-                yield _row_summary(row.state, row.lease_free(time.time()))
+                yield _row_summary(row, row.lease_free(time.time()))
             elif files.state.exists():
                 state = RunState.model_validate_json(files.state.read_bytes())
                 yield RunSummary(
@@ -379,17 +378,19 @@ def _summaries(state_dir: Path) -> Iterator[RunSummary]:
         except (OSError, ValidationError, json.JSONDecodeError):
             continue  # a run being written, or not one of ours
     for row in rows.values():  # checkpointed, no files yet
-        yield _row_summary(row.state, row.lease_free(time.time()))
+        yield _row_summary(row, row.lease_free(time.time()))
 
 
-def _row_summary(document: dict[str, Any], free: bool) -> RunSummary:
-    """A run without a result, from its checkpoint's state row."""
+def _row_summary(row: RunRow, free: bool) -> RunSummary:
+    """A run without a result, from its checkpoint's row (its own columns first: the
+    state document may be damaged, then it is ``{}``)."""
+    document = row.state
     return RunSummary(
-        run_id=document["run_id"],
-        status=document["status"],
-        goal=document["goal"],
-        principal=document["principal"],
-        started_at=document.get("started_at", 0.0),
+        run_id=row.run_id,
+        status=row.status,
+        goal=row.goal,
+        principal=row.principal,
+        started_at=row.started_at,
         duration_s=document.get("elapsed_s", 0.0),
         iterations=document.get("iteration", 0),
         tool_calls=sum(document.get("tool_calls", {}).values()),

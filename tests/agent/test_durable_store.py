@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.agent import AgentConfig, RunState, RunStatus, read_state
+from orchestrator.agent import AgentConfig, RunState, RunStatus, list_runs, read_state
 from orchestrator.agent._durable import (
     RUNS_DB,
     LeaseHeld,
@@ -198,3 +198,22 @@ def test_a_checkpoint_that_cannot_be_read_is_said_so(
         store.load("r1")
     with pytest.raises(InfrastructureError, match="cannot be read"):
         read_state(tmp_path, "r1")
+
+
+def test_one_damaged_checkpoint_leaves_the_other_runs_listed_and_resumable(
+    tmp_path: Path,
+) -> None:
+    """The listing parsed every row's state unguarded: one damaged row made `runs list` a
+    traceback and kept a starting server from resuming any interrupted run."""
+    store = RunStore(tmp_path / RUNS_DB)
+    for run_id in ("good", "bad"):
+        holder = new_holder()
+        store.acquire(run_id, holder, lease_s=30)
+        store.write(delta_of(_state(run_id), holder=holder, written=0, rewrites=0)[0])
+        store.release(run_id, holder)
+    with sqlite3.connect(tmp_path / RUNS_DB) as db:
+        db.execute("UPDATE runs SET state = '{not json' WHERE run_id = 'bad'")
+    assert sorted(row.run_id for row in store.interrupted()) == ["bad", "good"]
+    listed = {summary.run_id: summary for summary in list_runs(tmp_path)}
+    assert set(listed) == {"bad", "good"}
+    assert (listed["bad"].goal, listed["bad"].iterations) == (listed["good"].goal, 0)
