@@ -15,12 +15,13 @@ import hashlib
 import http.client
 import ipaddress
 import json
+import re
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -52,7 +53,8 @@ def origin_app(port_box: list[int]) -> object:
             auth = request.headers.get("authorization", "").encode()
             body = b"\n".join(
                 [received, base64.b64encode(auth), base64.b64encode(b"x" + auth),
-                 quote(auth.decode(), safe="").encode(), auth * 3]
+                 quote(auth.decode(), safe="").encode(), quote(auth.decode()).encode(),
+                 auth * 3]
             )  # fmt: skip
             return 200, {"X-Echo": request.headers.get("authorization", "")}, body
         if request.path == "/redirect":
@@ -203,6 +205,7 @@ async def test_the_bound_host_gets_the_header_and_the_sandbox_never_sees_it(setu
     assert CANARY.encode() not in body and b"forged" not in body
     for form in secret_forms(CANARY):
         assert form not in body
+    assert quote(CANARY).encode() not in body, "URL-encoded keeping '/', as quote() does"
     assert headers["x-echo"] == "Bearer [REDACTED]"
     assert body.count(b"[REDACTED]") >= 6
     (event,) = await setup.gate.settle()
@@ -435,6 +438,28 @@ def test_redaction_across_chunk_boundaries(cut: int) -> None:
     for form in secret_forms(secret):
         assert form not in out
     assert out.startswith(b"head [REDACTED] mid ") and out.endswith(b" tail")
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        quote,  # Python's default keeps "/"
+        lambda text: quote(text, safe="/+="),  # JavaScript's encodeURI keeps these
+        lambda text: quote(text, safe="!*'()~"),  # encodeURIComponent keeps these
+        lambda text: quote_plus(text, safe="").replace("~", "%7E"),  # PHP's urlencode
+        lambda text: re.sub("%[0-9A-F]{2}", lambda hexed: hexed[0].lower(), quote(text)),
+    ],
+    ids=["quote", "encodeURI", "encodeURIComponent", "php-urlencode", "lower-hex"],
+)
+@pytest.mark.parametrize("secret", ["CANARY-7f3a9c2e/b+x=QZ", "tok!en/(a~b) c"])
+def test_redaction_of_any_url_encoding(encode: Callable[[str], str], secret: str) -> None:
+    """Encoders differ in what they leave alone: each leaves a form of its own."""
+    data = b"before " + encode(secret).encode() + b" after"
+    assert StreamRedactor([secret]).redact(data) == b"before [REDACTED] after"
+    for cut in (1, 4, 9):
+        redactor = StreamRedactor([secret])
+        out = b"".join(redactor.feed(data[i : i + cut]) for i in range(0, len(data), cut))
+        assert out + redactor.finish() == b"before [REDACTED] after", cut
 
 
 def test_secrets_are_checked_against_profiles_and_read_at_start(tmp_path: Path) -> None:
