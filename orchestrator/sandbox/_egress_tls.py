@@ -265,11 +265,11 @@ class InterceptedConnection:
                     return  # closed, or not a request: nothing more to serve
                 await self._answer(server, request, reader, writer)
             except Refusal as refusal:
-                self._traffic.reason = refusal.reason
-                await self._refuse(server, writer, refusal)
+                self._traffic.reason = self._redacted(refusal.reason)
+                await self._refuse(server, writer, Refusal(refusal.status, self._traffic.reason))
                 return
             except h11.ProtocolError as exc:
-                self._traffic.reason = f"malformed HTTP from the sandbox: {exc}"
+                self._traffic.reason = self._redacted(f"malformed HTTP from the sandbox: {exc}")
                 await self._refuse(server, writer, Refusal(400, self._traffic.reason))
                 return
             if server.our_state is not h11.DONE or server.their_state is not h11.DONE:
@@ -451,6 +451,12 @@ class InterceptedConnection:
             self._interception.pool.give(self._key, upstream)
         else:
             upstream.close()
+
+    def _redacted(self, reason: str) -> str:
+        """``reason`` without the secret: h11's errors quote the line they refuse, which
+        may be the server's reflecting it, and reasons reach the sandbox and the audit log."""
+        redacted = StreamRedactor([self._credential.value]).redact(reason.encode())
+        return redacted.decode(errors="replace")
 
     def _charge(self, size: int, *, outbound: bool) -> None:
         self._budget -= size

@@ -59,6 +59,10 @@ def origin_app(port_box: list[int]) -> object:
             return 200, {"X-Echo": request.headers.get("authorization", "")}, body
         if request.path == "/redirect":
             return 302, {"Location": f"https://{UNBOUND}:{port_box[0]}/echo"}, b""
+        if request.path == "/broken":
+            # A header h11 refuses, on a line that also reflects the credential.
+            auth = request.headers.get("authorization", "")
+            return 302, {"Location": f"/next?auth={auth}&bad=\0"}, b""
         if request.path == "/gzip":
             return 200, {"Content-Encoding": "gzip"}, b"\x1f\x8b not really"
         return 200, {}, b"hello " + request.path.encode()
@@ -287,6 +291,17 @@ async def test_no_header_on_a_redirect_to_another_host(setup: Setup) -> None:
 async def test_a_compressed_response_is_refused(setup: Setup) -> None:
     status, _headers, body = await asyncio.to_thread(setup.get, BOUND, "/gzip")
     assert status == 502 and b"compressed" in body
+
+
+async def test_an_error_quoting_the_response_is_redacted_too(setup: Setup) -> None:
+    """h11 quotes the line it refuses; the refusal the sandbox reads, and the event the
+    audit log keeps, must not carry the secret that line reflected."""
+    status, _headers, body = await asyncio.to_thread(setup.get, BOUND, "/broken")
+    assert status == 502 and b"illegal header line" in body, body
+    assert CANARY.encode() not in body and b"[REDACTED]" in body
+    (event,) = await setup.gate.settle()
+    assert "illegal header line" in event.reason
+    assert CANARY not in event.model_dump_json()
 
 
 async def test_upstream_connections_are_reused_across_gates(setup: Setup) -> None:
