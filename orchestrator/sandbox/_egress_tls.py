@@ -345,17 +345,26 @@ class InterceptedConnection:
     async def _exchange(self, request: h11.Request, body: bytes) -> tuple[_Upstream, h11.Response]:
         """Send the request upstream (a pooled connection first); the response's head."""
         pooled = self._interception.pool.take(self._key)
+        # Whatever ends a request here (the byte or time cap too) closes its connection:
+        # out of the pool, nothing else would, and it would stay open until the server's
+        # idle timeout.
         if pooled is not None:
             try:
                 return pooled, await self._send_request(pooled, request, body)
             except (h11.ProtocolError, OSError, ssl.SSLError, asyncio.IncompleteReadError):
                 pooled.close()  # the server closed it while idle: a fresh one
+            except BaseException:
+                pooled.close()
+                raise
         fresh = await self._connect()
         try:
             return fresh, await self._send_request(fresh, request, body)
         except (h11.ProtocolError, OSError, ssl.SSLError) as exc:
             fresh.close()
             raise Refusal(502, f"{self._credential.host} broke off the request: {exc}") from exc
+        except BaseException:
+            fresh.close()
+            raise
 
     async def _connect(self) -> _Upstream:
         host = self._credential.host
@@ -370,6 +379,9 @@ class InterceptedConnection:
         except (ssl.SSLError, OSError, TimeoutError) as exc:
             writer.close()
             raise Refusal(502, f"TLS with {host} failed: {exc}") from exc
+        except BaseException:
+            writer.close()  # the time cap, mid-handshake
+            raise
         peer = writer.get_extra_info("peername")
         if isinstance(peer, tuple):
             self._traffic.address = str(peer[0])

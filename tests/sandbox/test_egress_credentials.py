@@ -33,7 +33,7 @@ from orchestrator.sandbox._egress_gate import (
     EgressGates,
 )
 from orchestrator.sandbox._egress_redact import StreamRedactor, secret_forms
-from orchestrator.sandbox._egress_tls import Interception
+from orchestrator.sandbox._egress_tls import Interception, UpstreamPool
 from orchestrator.sandbox.credentials import Credential, CredentialBinding, CredentialBindings
 from orchestrator.sandbox.egress import EgressPolicy, EgressProxy
 from orchestrator.sandbox.egress_ca import DeploymentCA
@@ -77,6 +77,11 @@ class Setup:
     origin: TlsOrigin
     port: int
     ca: DeploymentCA
+
+    def gates_pool(self) -> UpstreamPool:
+        interception = self.gates._interception
+        assert interception is not None
+        return interception.pool
 
     def socket_path(self) -> str:
         return str(self.gate.directory / SOCKET_NAME)
@@ -326,6 +331,47 @@ async def test_upstream_connections_are_reused_across_gates(setup: Setup) -> Non
         await second.close()
     assert len(setup.origin.requests) == 4
     assert setup.origin.connections == 1, "one upstream TLS connection for four requests"
+
+
+async def test_a_request_cut_short_closes_the_pooled_connection_it_took(setup: Setup) -> None:
+    """A connection taken from the pool for a request that then fails (here: the byte cap,
+    reached by the head after the body) is closed, not left open outside the pool."""
+    assert (await asyncio.to_thread(setup.get, BOUND, "/x"))[0] == 200
+    (pooled,) = [upstream for idle in setup.gates_pool()._idle.values() for upstream in idle]
+    capped = await setup.gates.open(
+        EgressPolicy(
+            allow=(f"{BOUND}:{setup.port}",),
+            allow_networks=(ipaddress.ip_network("127.0.0.1/32"),),
+            max_bytes=1000,
+        ),
+        profile="web",
+    )
+    try:
+        capped.arm(
+            (Credential(name="canary", host=BOUND, port=setup.port, header="Authorization",
+                        template="Bearer {secret}", value=CANARY),)
+        )  # fmt: skip
+        capped_setup = Setup(
+            gate=capped, gates=setup.gates, origin=setup.origin, port=setup.port, ca=setup.ca
+        )
+
+        def post() -> bytes:
+            connection = http.client.HTTPConnection(BOUND, setup.port, timeout=10)
+            connection.sock = capped_setup.tunnel(BOUND)  # type: ignore[assignment]
+            connection.request("POST", "/x", body=b"b" * 990)
+            try:
+                return connection.getresponse().read()
+            except (http.client.HTTPException, OSError) as exc:
+                return repr(exc).encode()
+            finally:
+                connection.close()
+
+        await asyncio.to_thread(post)
+        (event,) = await capped.settle()
+        assert "byte cap" in event.reason
+    finally:
+        await capped.close()
+    assert pooled.writer.is_closing(), "the pooled connection was left open, out of the pool"
 
 
 async def test_the_gate_mounts_the_ca_and_names_it_in_the_environment(setup: Setup) -> None:
