@@ -7,7 +7,10 @@ reads them, across chunk boundaries (the tail of each chunk that could start a
 form is held back until the next chunk or the end):
 
 - the secret itself;
-- URL-encoded (``%2F`` and ``%2f``, ``+`` or ``%20`` for spaces);
+- URL-encoded, by any encoder: each byte but a letter or digit may be
+  percent-encoded or left as it is (``quote`` keeps ``/``, ``encodeURIComponent``
+  keeps ``!*'()``, PHP's ``urlencode`` encodes ``~``), in either hex case, a
+  space also as ``+``;
 - base64 (standard and URL-safe alphabets), at each of the three alignments
   the secret can have inside a longer encoded text: the characters that depend
   only on the secret's bytes.
@@ -45,6 +48,29 @@ def _base64_forms(secret: bytes) -> set[bytes]:
     return forms
 
 
+def _url_encoded(secret: bytes) -> tuple[bytes, int]:
+    """A pattern for ``secret`` URL-encoded by any encoder, and its longest match.
+
+    Encoders disagree on what they leave alone (``/``, ``~``, ``!``…), so every
+    byte but a letter or digit is matched both as it is and as ``%XX``.
+    """
+    parts: list[bytes] = []
+    longest = 0
+    for byte in secret:
+        char = bytes([byte])
+        if char.isalnum():
+            parts.append(char)
+            longest += 1
+            continue
+        high, low = (f"[{digit}{digit.lower()}]".encode() for digit in f"{byte:02X}")
+        options = [re.escape(char), b"%" + high + low]
+        if char == b" ":
+            options.append(rb"\+")
+        parts.append(b"(?:" + b"|".join(options) + b")")
+        longest += 3
+    return b"".join(parts), longest
+
+
 def secret_forms(secret: str) -> set[bytes]:
     """The byte strings to hide for ``secret``."""
     raw = secret.encode()
@@ -59,12 +85,16 @@ class StreamRedactor:
     """Replaces every form of some secrets in a stream of chunks; feed, then finish."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        forms = sorted({form for secret in secrets for form in secret_forms(secret)}, key=len)
-        self._pattern = (
-            re.compile(b"|".join(re.escape(form) for form in reversed(forms))) if forms else None
-        )
+        secrets = tuple(secrets)
+        alternatives = {
+            (re.escape(form), len(form)) for secret in secrets for form in secret_forms(secret)
+        }
+        alternatives |= {_url_encoded(secret.encode()) for secret in secrets if secret}
+        # Longest first: at one position, the longer of two forms that both start there.
+        ordered = sorted(alternatives, key=lambda alternative: -alternative[1])
+        self._pattern = re.compile(b"|".join(p for p, _ in ordered)) if ordered else None
         # A form that starts in one chunk may end in the next: this much is held back.
-        self._keep = max((len(form) for form in forms), default=1) - 1
+        self._keep = max((longest for _, longest in ordered), default=1) - 1
         self._held = b""
         self.replaced = 0
         """How many occurrences were replaced so far."""

@@ -265,11 +265,11 @@ class InterceptedConnection:
                     return  # closed, or not a request: nothing more to serve
                 await self._answer(server, request, reader, writer)
             except Refusal as refusal:
-                self._traffic.reason = refusal.reason
-                await self._refuse(server, writer, refusal)
+                self._traffic.reason = self._redacted(refusal.reason)
+                await self._refuse(server, writer, Refusal(refusal.status, self._traffic.reason))
                 return
             except h11.ProtocolError as exc:
-                self._traffic.reason = f"malformed HTTP from the sandbox: {exc}"
+                self._traffic.reason = self._redacted(f"malformed HTTP from the sandbox: {exc}")
                 await self._refuse(server, writer, Refusal(400, self._traffic.reason))
                 return
             if server.our_state is not h11.DONE or server.their_state is not h11.DONE:
@@ -345,17 +345,26 @@ class InterceptedConnection:
     async def _exchange(self, request: h11.Request, body: bytes) -> tuple[_Upstream, h11.Response]:
         """Send the request upstream (a pooled connection first); the response's head."""
         pooled = self._interception.pool.take(self._key)
+        # Whatever ends a request here (the byte or time cap too) closes its connection:
+        # out of the pool, nothing else would, and it would stay open until the server's
+        # idle timeout.
         if pooled is not None:
             try:
                 return pooled, await self._send_request(pooled, request, body)
             except (h11.ProtocolError, OSError, ssl.SSLError, asyncio.IncompleteReadError):
                 pooled.close()  # the server closed it while idle: a fresh one
+            except BaseException:
+                pooled.close()
+                raise
         fresh = await self._connect()
         try:
             return fresh, await self._send_request(fresh, request, body)
         except (h11.ProtocolError, OSError, ssl.SSLError) as exc:
             fresh.close()
             raise Refusal(502, f"{self._credential.host} broke off the request: {exc}") from exc
+        except BaseException:
+            fresh.close()
+            raise
 
     async def _connect(self) -> _Upstream:
         host = self._credential.host
@@ -370,6 +379,9 @@ class InterceptedConnection:
         except (ssl.SSLError, OSError, TimeoutError) as exc:
             writer.close()
             raise Refusal(502, f"TLS with {host} failed: {exc}") from exc
+        except BaseException:
+            writer.close()  # the time cap, mid-handshake
+            raise
         peer = writer.get_extra_info("peername")
         if isinstance(peer, tuple):
             self._traffic.address = str(peer[0])
@@ -451,6 +463,12 @@ class InterceptedConnection:
             self._interception.pool.give(self._key, upstream)
         else:
             upstream.close()
+
+    def _redacted(self, reason: str) -> str:
+        """``reason`` without the secret: h11's errors quote the line they refuse, which
+        may be the server's reflecting it, and reasons reach the sandbox and the audit log."""
+        redacted = StreamRedactor([self._credential.value]).redact(reason.encode())
+        return redacted.decode(errors="replace")
 
     def _charge(self, size: int, *, outbound: bool) -> None:
         self._budget -= size

@@ -148,6 +148,9 @@ class _Tracked:
     bytes_in: int = 0
     secret: str | None = None
     started: float = field(default_factory=time.monotonic)
+    deadline: float
+    """When the time cap ends it, on the event loop's clock: counted from the connection's
+    start, so a client slow to send its request (slowloris) gains no time."""
 
     def finished(self) -> EgressConnection:
         return EgressConnection(
@@ -256,7 +259,7 @@ class EgressProxy:
 
     async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         """Serve one client connection: check, connect, relay."""
-        event = _Tracked()
+        event = _Tracked(deadline=asyncio.get_running_loop().time() + self._policy.max_seconds)
         self._active += 1
         self._idle.clear()
         try:
@@ -282,7 +285,12 @@ class EgressProxy:
         self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter, event: _Tracked
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         """The upstream connection to relay to; None when the connection was intercepted."""
-        head = await client_r.readuntil(b"\r\n\r\n")
+        try:
+            async with asyncio.timeout_at(event.deadline):
+                head = await client_r.readuntil(b"\r\n\r\n")
+        except TimeoutError as exc:
+            cap = self._policy.max_seconds
+            raise _Refused(408, f"time cap of {cap:g} s reached before the request") from exc
         if len(head) > _MAX_HEAD:
             raise _Refused(431, "request head too large")
         request_line, *header_lines = head.decode("latin-1").split("\r\n")
@@ -339,7 +347,7 @@ class EgressProxy:
             traffic=traffic,
         )
         try:
-            async with asyncio.timeout(self._policy.max_seconds):
+            async with asyncio.timeout_at(event.deadline):
                 await served.serve(client_r, client_w)
         except TimeoutError:
             traffic.reason = f"time cap of {self._policy.max_seconds:g} s reached"
@@ -403,7 +411,7 @@ class EgressProxy:
             asyncio.create_task(pump(upstream_r, client_w, outbound=False)),
         ]
         try:
-            async with asyncio.timeout(self._policy.max_seconds):
+            async with asyncio.timeout_at(event.deadline):
                 # The response ending (or the cap) ends the connection.
                 done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 if tasks[1] not in done and not event.reason:

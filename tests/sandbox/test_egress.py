@@ -227,3 +227,29 @@ async def test_the_guards_catch_what_the_proxy_must_never_do() -> None:
         await resolver("unknown.test", 80)
     assert resolver.unknown == ["unknown.test"]
     assert await resolver("known.test", 80) == [ipaddress.ip_address("10.0.0.1")]
+
+
+async def test_the_time_cap_counts_from_the_connection_not_the_request(tmp_path: Path) -> None:
+    """A client that never finishes its request head holds the proxy no longer than the
+    cap (slowloris), and one that finishes it late gets only what is left of the cap."""
+    policy = EgressPolicy(allow=("origin.test",), max_seconds=0.5)
+    events: list[EgressConnection] = []
+    resolver, connector = FixedResolver(TEST_NAMES), LoopbackOnlyConnector()
+    proxy = EgressProxy(policy, on_event=events.append, resolver=resolver, connector=connector)
+    server = await proxy.serve(tmp_path / "egress.sock")
+    try:
+        reader, writer = await asyncio.open_unix_connection(tmp_path / "egress.sock")
+        writer.write(b"CONNECT origin.test:443 HTTP/1.1\r\n")  # and never the blank line
+        await writer.drain()
+        async with asyncio.timeout(5):
+            answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert await proxy.wait_idle(5.0)
+        (event,) = events
+        assert not event.allowed and "time cap of 0.5 s" in event.reason
+        assert event.duration_s < 2.0
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert connector.violations == [] and resolver.unknown == []

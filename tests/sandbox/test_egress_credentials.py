@@ -15,12 +15,13 @@ import hashlib
 import http.client
 import ipaddress
 import json
+import re
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -32,7 +33,7 @@ from orchestrator.sandbox._egress_gate import (
     EgressGates,
 )
 from orchestrator.sandbox._egress_redact import StreamRedactor, secret_forms
-from orchestrator.sandbox._egress_tls import Interception
+from orchestrator.sandbox._egress_tls import Interception, UpstreamPool
 from orchestrator.sandbox.credentials import Credential, CredentialBinding, CredentialBindings
 from orchestrator.sandbox.egress import EgressPolicy, EgressProxy
 from orchestrator.sandbox.egress_ca import DeploymentCA
@@ -52,11 +53,16 @@ def origin_app(port_box: list[int]) -> object:
             auth = request.headers.get("authorization", "").encode()
             body = b"\n".join(
                 [received, base64.b64encode(auth), base64.b64encode(b"x" + auth),
-                 quote(auth.decode(), safe="").encode(), auth * 3]
+                 quote(auth.decode(), safe="").encode(), quote(auth.decode()).encode(),
+                 auth * 3]
             )  # fmt: skip
             return 200, {"X-Echo": request.headers.get("authorization", "")}, body
         if request.path == "/redirect":
             return 302, {"Location": f"https://{UNBOUND}:{port_box[0]}/echo"}, b""
+        if request.path == "/broken":
+            # A header h11 refuses, on a line that also reflects the credential.
+            auth = request.headers.get("authorization", "")
+            return 302, {"Location": f"/next?auth={auth}&bad=\0"}, b""
         if request.path == "/gzip":
             return 200, {"Content-Encoding": "gzip"}, b"\x1f\x8b not really"
         return 200, {}, b"hello " + request.path.encode()
@@ -71,6 +77,11 @@ class Setup:
     origin: TlsOrigin
     port: int
     ca: DeploymentCA
+
+    def gates_pool(self) -> UpstreamPool:
+        interception = self.gates._interception
+        assert interception is not None
+        return interception.pool
 
     def socket_path(self) -> str:
         return str(self.gate.directory / SOCKET_NAME)
@@ -203,6 +214,7 @@ async def test_the_bound_host_gets_the_header_and_the_sandbox_never_sees_it(setu
     assert CANARY.encode() not in body and b"forged" not in body
     for form in secret_forms(CANARY):
         assert form not in body
+    assert quote(CANARY).encode() not in body, "URL-encoded keeping '/', as quote() does"
     assert headers["x-echo"] == "Bearer [REDACTED]"
     assert body.count(b"[REDACTED]") >= 6
     (event,) = await setup.gate.settle()
@@ -286,6 +298,17 @@ async def test_a_compressed_response_is_refused(setup: Setup) -> None:
     assert status == 502 and b"compressed" in body
 
 
+async def test_an_error_quoting_the_response_is_redacted_too(setup: Setup) -> None:
+    """h11 quotes the line it refuses; the refusal the sandbox reads, and the event the
+    audit log keeps, must not carry the secret that line reflected."""
+    status, _headers, body = await asyncio.to_thread(setup.get, BOUND, "/broken")
+    assert status == 502 and b"illegal header line" in body, body
+    assert CANARY.encode() not in body and b"[REDACTED]" in body
+    (event,) = await setup.gate.settle()
+    assert "illegal header line" in event.reason
+    assert CANARY not in event.model_dump_json()
+
+
 async def test_upstream_connections_are_reused_across_gates(setup: Setup) -> None:
     for _ in range(3):
         assert (await asyncio.to_thread(setup.get, BOUND, "/x"))[0] == 200
@@ -308,6 +331,47 @@ async def test_upstream_connections_are_reused_across_gates(setup: Setup) -> Non
         await second.close()
     assert len(setup.origin.requests) == 4
     assert setup.origin.connections == 1, "one upstream TLS connection for four requests"
+
+
+async def test_a_request_cut_short_closes_the_pooled_connection_it_took(setup: Setup) -> None:
+    """A connection taken from the pool for a request that then fails (here: the byte cap,
+    reached by the head after the body) is closed, not left open outside the pool."""
+    assert (await asyncio.to_thread(setup.get, BOUND, "/x"))[0] == 200
+    (pooled,) = [upstream for idle in setup.gates_pool()._idle.values() for upstream in idle]
+    capped = await setup.gates.open(
+        EgressPolicy(
+            allow=(f"{BOUND}:{setup.port}",),
+            allow_networks=(ipaddress.ip_network("127.0.0.1/32"),),
+            max_bytes=1000,
+        ),
+        profile="web",
+    )
+    try:
+        capped.arm(
+            (Credential(name="canary", host=BOUND, port=setup.port, header="Authorization",
+                        template="Bearer {secret}", value=CANARY),)
+        )  # fmt: skip
+        capped_setup = Setup(
+            gate=capped, gates=setup.gates, origin=setup.origin, port=setup.port, ca=setup.ca
+        )
+
+        def post() -> bytes:
+            connection = http.client.HTTPConnection(BOUND, setup.port, timeout=10)
+            connection.sock = capped_setup.tunnel(BOUND)  # type: ignore[assignment]
+            connection.request("POST", "/x", body=b"b" * 990)
+            try:
+                return connection.getresponse().read()
+            except (http.client.HTTPException, OSError) as exc:
+                return repr(exc).encode()
+            finally:
+                connection.close()
+
+        await asyncio.to_thread(post)
+        (event,) = await capped.settle()
+        assert "byte cap" in event.reason
+    finally:
+        await capped.close()
+    assert pooled.writer.is_closing(), "the pooled connection was left open, out of the pool"
 
 
 async def test_the_gate_mounts_the_ca_and_names_it_in_the_environment(setup: Setup) -> None:
@@ -435,6 +499,28 @@ def test_redaction_across_chunk_boundaries(cut: int) -> None:
     for form in secret_forms(secret):
         assert form not in out
     assert out.startswith(b"head [REDACTED] mid ") and out.endswith(b" tail")
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        quote,  # Python's default keeps "/"
+        lambda text: quote(text, safe="/+="),  # JavaScript's encodeURI keeps these
+        lambda text: quote(text, safe="!*'()~"),  # encodeURIComponent keeps these
+        lambda text: quote_plus(text, safe="").replace("~", "%7E"),  # PHP's urlencode
+        lambda text: re.sub("%[0-9A-F]{2}", lambda hexed: hexed[0].lower(), quote(text)),
+    ],
+    ids=["quote", "encodeURI", "encodeURIComponent", "php-urlencode", "lower-hex"],
+)
+@pytest.mark.parametrize("secret", ["CANARY-7f3a9c2e/b+x=QZ", "tok!en/(a~b) c"])
+def test_redaction_of_any_url_encoding(encode: Callable[[str], str], secret: str) -> None:
+    """Encoders differ in what they leave alone: each leaves a form of its own."""
+    data = b"before " + encode(secret).encode() + b" after"
+    assert StreamRedactor([secret]).redact(data) == b"before [REDACTED] after"
+    for cut in (1, 4, 9):
+        redactor = StreamRedactor([secret])
+        out = b"".join(redactor.feed(data[i : i + cut]) for i in range(0, len(data), cut))
+        assert out + redactor.finish() == b"before [REDACTED] after", cut
 
 
 def test_secrets_are_checked_against_profiles_and_read_at_start(tmp_path: Path) -> None:
