@@ -94,12 +94,20 @@ def refusal_for_address(address: IPAddress, allowed: tuple[IPNetwork, ...] = ())
     """Why an address may not be reached, or None when it may."""
     if any(address in network for network in allowed):
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return refusal_for_address(address.ipv4_mapped, allowed)
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return refusal_for_address(address.ipv4_mapped, allowed)
+        # 6to4 (2002::/16) wraps an IPv4 address a relay may deliver to: judged by it. (Python
+        # counts 2002::/16 as global whatever it wraps: 2002:a00:7:: is 10.0.0.7.)
+        if address.sixtofour is not None and (
+            why := refusal_for_address(address.sixtofour, allowed)
+        ):
+            return f"{address} is a 6to4 address of {address.sixtofour}: {why}"
     checks = (
         ("loopback", address.is_loopback),
         ("link-local (includes cloud metadata)", address.is_link_local),
         ("private", address.is_private),
+        ("site-local", isinstance(address, ipaddress.IPv6Address) and address.is_site_local),
         ("multicast", address.is_multicast),
         ("unspecified", address.is_unspecified),
         ("reserved", address.is_reserved),

@@ -198,6 +198,11 @@ async def test_byte_cap_cuts_the_connection(egress: Setup, origin: int) -> None:
         ("::ffff:127.0.0.1", "loopback"),
         ("224.0.0.1", "multicast"),
         ("0.0.0.0", "private"),
+        # Python counts these global; a relay or a site's routes deliver them inward.
+        ("2002:a00:7::1", "6to4 address of 10.0.0.7: 10.0.0.7 is a private"),
+        ("2002:7f00:1::", "6to4 address of 127.0.0.1"),
+        ("2002:808:808::1", None),  # 8.8.8.8 behind 6to4
+        ("fec0::1", "site-local"),
     ],
 )
 def test_address_rules(address: str, refused: str | None) -> None:
