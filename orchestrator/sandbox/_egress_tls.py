@@ -104,6 +104,10 @@ class Refusal(Exception):
         self.reason = reason
 
 
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+"""Methods sent again on a fresh connection when a pooled one fails (RFC 9110, 9.2.2)."""
+
+
 @dataclass(eq=False, kw_only=True)
 class _Upstream:
     reader: asyncio.StreamReader
@@ -351,8 +355,14 @@ class InterceptedConnection:
         if pooled is not None:
             try:
                 return pooled, await self._send_request(pooled, request, body)
-            except (h11.ProtocolError, OSError, ssl.SSLError, asyncio.IncompleteReadError):
-                pooled.close()  # the server closed it while idle: a fresh one
+            except (h11.ProtocolError, OSError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+                pooled.close()  # the server closed it while idle, most likely: a fresh one
+                if request.method not in _IDEMPOTENT:
+                    # Unless the request may have reached the server: sent again, a POST
+                    # could act twice. The sandbox reads the 502 and decides.
+                    raise Refusal(
+                        502, f"{self._credential.host} broke off the request: {exc}"
+                    ) from exc
             except BaseException:
                 pooled.close()
                 raise

@@ -32,8 +32,9 @@ from orchestrator.testing.egress import HttpRequest, read_request, respond, serv
 
 __all__ = ["TlsApp", "TlsOrigin"]
 
-TlsApp = Callable[[HttpRequest], tuple[int, dict[str, str], bytes]]
-"""The origin's behaviour: request in, status, headers and body out."""
+TlsApp = Callable[[HttpRequest], tuple[int, dict[str, str], bytes] | None]
+"""The origin's behaviour: request in, status, headers and body out; None hangs up without
+an answer (a server that took the request, then closed the connection)."""
 
 
 def _self_signed(names: Sequence[str]) -> tuple[bytes, bytes]:
@@ -108,7 +109,11 @@ class TlsOrigin:
                 request = read_request(self)
                 with origin._lock:
                     origin.requests.append(request)
-                status, headers, body = origin.app(request)
+                answer = origin.app(request)
+                if answer is None:
+                    self.close_connection = True
+                    return
+                status, headers, body = answer
                 respond(self, status, body, headers)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _serve

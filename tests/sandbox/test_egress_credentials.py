@@ -46,7 +46,9 @@ BOUND, UNBOUND = "bound.test", "unbound.test"
 
 
 def origin_app(port_box: list[int]) -> object:
-    def app(request: HttpRequest) -> tuple[int, dict[str, str], bytes]:
+    def app(request: HttpRequest) -> tuple[int, dict[str, str], bytes] | None:
+        if request.path == "/hang-up":
+            return None  # took the request, answered nothing, closed the connection
         if request.path.startswith("/echo"):
             # Everything received, in the forms a server might reflect it.
             received = json.dumps(request.headers).encode()
@@ -372,6 +374,28 @@ async def test_a_request_cut_short_closes_the_pooled_connection_it_took(setup: S
     finally:
         await capped.close()
     assert pooled.writer.is_closing(), "the pooled connection was left open, out of the pool"
+
+
+@pytest.mark.parametrize(("method", "sent"), [("POST", 1), ("GET", 2)])
+async def test_a_request_a_pooled_connection_lost_is_sent_again_only_if_idempotent(
+    setup: Setup, method: str, sent: int
+) -> None:
+    """A pooled connection that fails before the answer may have delivered the request: a
+    POST sent again on a fresh connection could act twice (the origin saw it twice)."""
+    assert (await asyncio.to_thread(setup.get, BOUND, "/warm"))[0] == 200  # one in the pool
+
+    def send() -> int:
+        connection = http.client.HTTPConnection(BOUND, setup.port, timeout=10)
+        connection.sock = setup.tunnel(BOUND)  # type: ignore[assignment]
+        connection.request(method, "/hang-up", body=b"pay" if method == "POST" else None)
+        try:
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    status = await asyncio.to_thread(send)
+    assert status == 502
+    assert [r.path for r in setup.origin.requests].count("/hang-up") == sent
 
 
 async def test_the_gate_mounts_the_ca_and_names_it_in_the_environment(setup: Setup) -> None:
