@@ -122,7 +122,7 @@ class Agent:
         self._platform = platform
         self._owns_model = model is None
         settings = self.config.model or platform.config.model
-        self._model = model or ModelClient(settings)
+        self._model = model or ModelClient(settings, on_retry=platform.metrics.agent.model_retried)
         platform.metrics.agent.declare_model(self._model.model)
         self._memory = memory
         # One writer thread for every run's files: the event loop never waits

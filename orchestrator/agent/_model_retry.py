@@ -70,11 +70,13 @@ async def with_retries(
     op: str,
     api_key_hint: str | None = None,
     sleep: Callable[[float], Awaitable[None]] | None = None,
+    on_retry: Callable[[ModelError], None] | None = None,
 ) -> tuple[T, int]:
     """Run ``attempt(deadline_s)`` until it succeeds or the bounds are spent.
 
     Returns the result and the number of attempts made. Any exception of an
-    attempt is mapped to a :class:`ModelError` first.
+    attempt is mapped to a :class:`ModelError` first; ``on_retry`` gets the
+    error of each attempt that is tried again, before the wait.
     """
     started = time.monotonic()
     attempts = 0
@@ -98,11 +100,17 @@ async def with_retries(
         assert isinstance(error, ModelError)  # one() raises nothing else
         raise _exhausted(error, attempts, time.monotonic() - started, bounds) from error
 
+    def retrying_after(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        if on_retry is not None and isinstance(error, ModelError):
+            on_retry(error)
+
     retrying = AsyncRetrying(
         retry=retry_if_exception(_retryable),
         stop=stop_after_attempt(bounds.max_attempts) | stop_before_delay(bounds.max_total_s),
         wait=_ServerNamedOrBackoff(bounds),
         retry_error_callback=give_up,
+        before_sleep=retrying_after,
         sleep=sleep or asyncio.sleep,
     )
     result: T = await retrying(one)

@@ -90,6 +90,8 @@ class ModelClient:
     name; ``environ`` replaces the process environment (tests). ``new_call_id``
     makes Stockade's unique tool-call ids; ``sleep`` waits between attempts.
     ``http_client`` is handed to the SDK (proxies, custom transports).
+    ``on_retry`` gets the error code of each failed attempt that is tried
+    again (the agent counts them as ``stockade_retries_total``).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class ModelClient:
         new_call_id: Callable[[], str] = new_call_id,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         http_client: Any = None,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         if not settings.base_url:
             raise ConfigError("no model server configured", field="model.base_url")
@@ -118,6 +121,7 @@ class ModelClient:
         )
         self._new_call_id = new_call_id
         self._sleep = sleep
+        self._on_retry = on_retry
         self._bounds = RetryBounds(
             max_attempts=settings.max_attempts,
             max_total_s=settings.retry_max_total_s,
@@ -180,6 +184,7 @@ class ModelClient:
             op="model.complete",
             api_key_hint=self._key_hint,
             sleep=self._sleep,
+            on_retry=self._retried,
         )
         # Whole, so a surrogate pair streamed in two chunks is joined, not replaced.
         turn = turn.well_formed()
@@ -255,7 +260,12 @@ class ModelClient:
                 return raw.content
 
         raw, attempts = await with_retries(
-            attempt, self._bounds, op="model.embed", api_key_hint=self._key_hint, sleep=self._sleep
+            attempt,
+            self._bounds,
+            op="model.embed",
+            api_key_hint=self._key_hint,
+            sleep=self._sleep,
+            on_retry=self._retried,
         )
         parsed = parse_embeddings(raw, count=len(inputs), op="model.embed")
         estimate = estimate_tokens(json.dumps(inputs))
@@ -266,6 +276,10 @@ class ModelClient:
             model=parsed.model,
             attempts=attempts,
         )
+
+    def _retried(self, error: ModelError) -> None:
+        if self._on_retry is not None:
+            self._on_retry(error.code.value)
 
     async def close(self) -> None:
         """Close the connections to the server."""

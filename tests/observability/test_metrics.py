@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+from orchestrator.agent import Agent, AgentConfig, RunStatus
 from orchestrator.config import StockadeConfig
 from orchestrator.metrics import Metrics, genai, render
 from orchestrator.platform import Platform
+from orchestrator.testing import ScriptedModelServer, rate_limited, server_error, text
 from orchestrator.testing.backend import ScriptedBackend
 from orchestrator.tools import ToolCall, ToolStatus
 
@@ -207,3 +209,33 @@ def test_genai_names_are_spelt_in_one_module_only() -> None:
         if "gen_ai_client_operation_duration" in path.read_text()
     ]
     assert spelt == ["metrics/genai.py"]
+
+
+async def test_a_retried_model_request_is_counted_once_per_retry_by_reason(tmp_path: Path) -> None:
+    """The agent's own model client reports its retries: one per attempt after the first,
+    labelled with the failed attempt's error code, whether the request then succeeds or not."""
+    async with ScriptedModelServer() as server:
+        server.inject(rate_limited(retry_after_s=0), server_error(), server_error(), server_error())
+        server.extend(text("Fine."))
+        config = StockadeConfig(
+            state_dir=tmp_path,
+            model={
+                "base_url": server.base_url,
+                "name": "m1",
+                "max_attempts": 3,
+                "backoff_initial_s": 0.01,
+                "backoff_max_s": 0.02,
+            },
+        )
+        async with (
+            Platform.open(config, backend=ScriptedBackend()) as platform,
+            Agent.open(platform, AgentConfig(reflection=False, memory=False)) as agent,
+        ):
+            failed = await agent.run("Answer.")  # 429, 500, 500: spent
+            done = await agent.run("Answer.")  # 500, then an answer
+    assert failed.status is RunStatus.FAILED and done.success
+    s = platform.metrics.sample
+    retried = {"operation": "model_request"}
+    assert s("stockade_retries_total", **retried, reason="model_rate_limited") == 1
+    assert s("stockade_retries_total", **retried, reason="model_unavailable") == 2
+    assert s("stockade_retries_exhausted_total", operation="model_request") == 1
