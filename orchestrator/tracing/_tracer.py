@@ -68,6 +68,9 @@ any OpenAI-compatible one; ``server.address`` says which)."""
 _CONTENT_CAP = 32 * 1024
 """Characters of one captured content attribute; the rest is cut (a conversation can be
 megabytes, and collectors refuse big spans)."""
+_STATUS_CAP = 1024
+"""Characters of a span's status message (a tool's error may be its whole traceback, up to
+the profile's output limit): the head says what failed, and it is there without content."""
 _SCOPE = "stockade"
 _SUCCEEDED = frozenset({"ok", "output_truncated"})
 _TRACE_OF_RUN: ContextVar[str | None] = ContextVar("stockade_trace_of_run", default=None)
@@ -131,7 +134,7 @@ class RunSpan:
             self._tracer.content(span, "gen_ai.output.messages", _assistant(answer))
         if status != "complete":
             span.set_attribute("error.type", status)
-            span.set_status(Status(StatusCode.ERROR, self._tracer.text(reason or status)))
+            span.set_status(Status(StatusCode.ERROR, self._tracer.status(reason or status)))
 
 
 class ChatSpan:
@@ -212,6 +215,14 @@ class RunTracer:
             if escaped != hidden and escaped in value:
                 value = value.replace(escaped, REDACTED)
         return value
+
+    def status(self, value: str) -> str:
+        """``value`` as a span's status message: :meth:`text`, cut to its head (after the
+        redaction, so no cut splits a secret out of a pattern's reach)."""
+        value = self.text(value)
+        if len(value) <= _STATUS_CAP:
+            return value
+        return f"{value[:_STATUS_CAP]}[... {len(value) - _STATUS_CAP} characters omitted]"
 
     def _hidden(self) -> set[str]:
         found = _HIDDEN.get()
@@ -342,7 +353,7 @@ class RunTracer:
         if result.status.value not in _SUCCEEDED:
             attributes["error.type"] = result.status.value
             span.set_status(
-                Status(StatusCode.ERROR, self.text(result.error or result.status.value))
+                Status(StatusCode.ERROR, self.status(result.error or result.status.value))
             )
         span.set_attributes(attributes)  # one pass under the span's lock
         self.content(span, "gen_ai.tool.call.result", result.output or result.error or "")

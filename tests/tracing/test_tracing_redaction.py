@@ -149,3 +149,28 @@ def test_with_content_off_a_refusal_quoting_a_hidden_value_is_cut_from_the_span(
     )
     assert finished.attributes is not None
     assert "gen_ai.tool.call.arguments" not in finished.attributes
+
+
+def test_with_content_off_a_long_tool_error_is_cut_on_the_span() -> None:
+    """A tool's error (its message and traceback, up to the profile's output limit) is not
+    content: only its head goes on the span's status, so one failing call cannot make a
+    batch of spans too big for the collector."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from orchestrator.config import TracingSettings
+    from orchestrator.tools import ToolCall, ToolResult, ToolStatus
+    from orchestrator.tracing import RunTracer
+
+    exporter = InMemorySpanExporter()
+    tracer = RunTracer(TracingSettings(enabled=True), exporter=exporter)
+    call = ToolCall(id="c1", name="python.run", arguments={"code": "raise"})
+    failed = ToolResult(
+        call_id="c1", name="python.run", status=ToolStatus.ERROR, error="x" * (1 << 20)
+    )
+    with tracer.tool(call, "python.run") as span:
+        tracer.tool_result(span, failed)
+    tracer.shutdown()
+    (finished,) = exporter.get_finished_spans()
+    assert finished.status.description is not None
+    assert finished.status.description.startswith("xxxx")
+    assert len(finished.status.description) <= 1100
