@@ -89,3 +89,15 @@ def main() -> None:
     ) as exc:  # infrastructure errors say what to do (engine down: how to start it)
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)
+    except UnicodeEncodeError as exc:
+        # An argument holding bytes that are not UTF-8 reaches Python as lone surrogates,
+        # which no database, file or page can store: the operator's input, not a crash.
+        click.echo(
+            f"error: not UTF-8 text: {exc.object[:200]!r}; arguments must be UTF-8", err=True
+        )
+        sys.exit(EXIT_USAGE)
+    except OSError as exc:
+        # A state path (STOCKADE_HOME, a database, a log) that is a directory, or missing,
+        # or not writable: the message names the file, and a traceback would add nothing.
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
