@@ -70,3 +70,33 @@ def test_an_argument_that_is_not_utf8_is_a_usage_error(
     line = one_error_line(done)
     assert done.returncode == EXIT_USAGE
     assert "UTF-8" in line and r"\udcffid" in line
+
+
+@pytest.mark.parametrize("command", [("policy", "check"), ("config", "check")])
+def test_an_error_shows_no_control_sequence_from_the_file(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """A key of a file from elsewhere (a pull request, a shared directory) is quoted in the
+    error: its escape sequences must not set the window title or write the clipboard."""
+    hostile = tmp_path / "hostile.yaml"
+    hostile.write_text('version: 1\n"\\e]52;c;cm0gLXJmIH4=\\a\\e[2J": 1\n')
+    done = stockade(*command, str(hostile), home=tmp_path)
+    line = one_error_line(done)
+    assert done.returncode == EXIT_USAGE
+    assert f"{hostile}:2:" in line and "unknown field" in line
+    assert "\x1b" not in line and "\x07" not in line
+
+
+def test_a_click_error_shows_no_control_sequence(tmp_path: Path) -> None:
+    done = stockade("tokens", "revoke", "\x1b]0;pwned\x07id", home=tmp_path)
+    line = one_error_line(done)
+    assert done.returncode == EXIT_FAILED
+    assert "\x1b" not in line and "\x07" not in line
+
+
+def test_a_usage_error_shows_no_control_sequence(tmp_path: Path) -> None:
+    done = stockade("tools", "call", "files.read", "--args", "@\x1b]0;pwned\x07", home=tmp_path)
+    stderr = done.stderr.decode()
+    assert done.returncode == EXIT_USAGE
+    assert "Invalid value for --args: cannot read" in stderr
+    assert "\x1b" not in stderr and "\x07" not in stderr
