@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import io
 import sys
 
 import click
 
 from orchestrator.cli._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
+from orchestrator.display import for_display
 from orchestrator.errors import ConfigError, StockadeError
 from orchestrator.metrics import LOG_FORMATS
 
@@ -69,6 +71,14 @@ def cli(log_format: str | None, log_level: str | None) -> None:
     """Stockade: every tool call of an LLM agent in a throwaway, hardened container."""
 
 
+def _show(exc: click.ClickException) -> None:
+    """Print ``exc`` as click does, without the control sequences of the values it quotes
+    (an argument as typed, a name read from a file or a store)."""
+    shown = io.StringIO()
+    exc.show(file=shown)
+    click.echo(for_display(shown.getvalue()), err=True, nl=False)
+
+
 def main() -> None:
     """Entry point of the ``stockade`` command."""
     try:
@@ -76,16 +86,30 @@ def main() -> None:
     except click.exceptions.Abort:
         sys.exit(EXIT_INTERRUPTED)
     except click.UsageError as exc:
-        exc.show()
+        _show(exc)
         sys.exit(EXIT_USAGE)
     except click.ClickException as exc:
-        exc.show()
+        _show(exc)
         sys.exit(exc.exit_code)
     except ConfigError as exc:
-        click.echo(f"configuration error: {exc}", err=True)
+        # Quotes the file's own keys and values, and its name: a file from elsewhere (a
+        # pull request, a shared directory) must not drive the terminal (or a CI log page).
+        click.echo(f"configuration error: {for_display(str(exc))}", err=True)
         sys.exit(EXIT_USAGE)
     except (
         StockadeError
     ) as exc:  # infrastructure errors say what to do (engine down: how to start it)
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {for_display(str(exc))}", err=True)
+        sys.exit(EXIT_FAILED)
+    except UnicodeEncodeError as exc:
+        # An argument holding bytes that are not UTF-8 reaches Python as lone surrogates,
+        # which no database, file or page can store: the operator's input, not a crash.
+        click.echo(
+            f"error: not UTF-8 text: {exc.object[:200]!r}; arguments must be UTF-8", err=True
+        )
+        sys.exit(EXIT_USAGE)
+    except OSError as exc:
+        # A state path (STOCKADE_HOME, a database, a log) that is a directory, or missing,
+        # or not writable: the message names the file, and a traceback would add nothing.
+        click.echo(f"error: {for_display(str(exc))}", err=True)
         sys.exit(EXIT_FAILED)

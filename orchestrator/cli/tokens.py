@@ -122,6 +122,6 @@ def tokens_revoke(config_file: Path | None, token_id: str) -> None:
     finally:
         store.close()
     if not revoked:
-        click.echo(f"{token_id}: no such active token", err=True)
+        click.echo(f"{token_id!r}: no such active token", err=True)  # as typed, quoted
         sys.exit(EXIT_FAILED)
     click.echo(f"{token_id}: revoked")

@@ -361,3 +361,17 @@ def test_a_skipped_calls_comment_stays_one_line_whatever_the_log_says() -> None:
     assert comments[-1] == "#   skipped seq 3 (x\\ncases: []\\u2028y): r\\rz"
     assert "from log\\n.jsonl:" in comments[1]
     assert yaml.safe_load(text) == {"version": 1, "cases": []}
+
+
+@pytest.mark.parametrize("as_tests", [True, False])
+def test_replaying_a_log_that_does_not_exist_is_an_error(tmp_path: Path, as_tests: bool) -> None:
+    """A mistyped --audit made --as-tests print an empty suite and succeed: a regression
+    suite of nothing, passing forever."""
+    missing = tmp_path / "typo.jsonl"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\ndefault: allow\n")
+    args = ["--as-tests"] if as_tests else [str(policy)]
+    result = CliRunner().invoke(cli, ["policy", "replay", *args, "--audit", str(missing)])
+    assert isinstance(result.exception, ConfigError), result.output
+    assert result.exception.file == str(missing)
+    assert result.exception.message == "no such audit log"

@@ -1,0 +1,102 @@
+"""What `stockade` says when the operator gets something wrong: one line on standard error
+naming what was wrong, the documented exit code, never a Python traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli._common import EXIT_FAILED, EXIT_USAGE
+
+
+def stockade(*args: str | bytes, home: Path, **env: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        env={**os.environ, "STOCKADE_HOME": str(home), **env},
+        timeout=60,
+        check=False,
+    )
+
+
+def one_error_line(done: subprocess.CompletedProcess[bytes]) -> str:
+    stderr = done.stderr.decode("utf-8", "replace")
+    assert "Traceback" not in stderr, stderr
+    assert done.stdout == b""
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("variable", "command"),
+    [
+        ("STOCKADE_APPROVALS_DB", ("approvals", "list")),
+        ("STOCKADE_AUDIT_LOG", ("audit", "verify")),
+        ("STOCKADE_AUDIT_LOG", ("audit", "tail")),
+    ],
+)
+def test_a_state_file_that_is_a_directory_is_named(
+    tmp_path: Path, variable: str, command: tuple[str, ...]
+) -> None:
+    directory = tmp_path / "a-directory"
+    directory.mkdir()
+    done = stockade(*command, home=tmp_path, **{variable: str(directory)})
+    line = one_error_line(done)
+    assert done.returncode == EXIT_FAILED
+    assert str(directory) in line and "directory" in line
+
+
+def test_a_state_directory_that_is_a_file_is_named(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.write_text("not a directory\n")
+    done = stockade("approvals", "list", home=home)
+    line = one_error_line(done)
+    assert done.returncode == EXIT_FAILED
+    assert str(home) in line
+
+
+@pytest.mark.parametrize(
+    "command", [("approvals", "show"), ("approvals", "deny"), ("tokens", "revoke")]
+)
+def test_an_argument_that_is_not_utf8_is_a_usage_error(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    done = stockade(*command, b"\xffid", home=tmp_path)
+    line = one_error_line(done)
+    assert done.returncode == EXIT_USAGE
+    assert "UTF-8" in line and r"\udcffid" in line
+
+
+@pytest.mark.parametrize("command", [("policy", "check"), ("config", "check")])
+def test_an_error_shows_no_control_sequence_from_the_file(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """A key of a file from elsewhere (a pull request, a shared directory) is quoted in the
+    error: its escape sequences must not set the window title or write the clipboard."""
+    hostile = tmp_path / "hostile.yaml"
+    hostile.write_text('version: 1\n"\\e]52;c;cm0gLXJmIH4=\\a\\e[2J": 1\n')
+    done = stockade(*command, str(hostile), home=tmp_path)
+    line = one_error_line(done)
+    assert done.returncode == EXIT_USAGE
+    assert f"{hostile}:2:" in line and "unknown field" in line
+    assert "\x1b" not in line and "\x07" not in line
+
+
+def test_a_click_error_shows_no_control_sequence(tmp_path: Path) -> None:
+    done = stockade("tokens", "revoke", "\x1b]0;pwned\x07id", home=tmp_path)
+    line = one_error_line(done)
+    assert done.returncode == EXIT_FAILED
+    assert "\x1b" not in line and "\x07" not in line
+
+
+def test_a_usage_error_shows_no_control_sequence(tmp_path: Path) -> None:
+    done = stockade("tools", "call", "files.read", "--args", "@\x1b]0;pwned\x07", home=tmp_path)
+    stderr = done.stderr.decode()
+    assert done.returncode == EXIT_USAGE
+    assert "Invalid value for --args: cannot read" in stderr
+    assert "\x1b" not in stderr and "\x07" not in stderr
