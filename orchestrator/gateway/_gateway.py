@@ -511,7 +511,7 @@ class Gateway:
         except InfrastructureError as exc:
             self._audit_failed(exc)
             raise _IntentNotWritten(exc) from exc
-        self._audit_ok = True
+        self._audit_works()
         self._child(self._metrics.audit_records, AuditEvent.INTENT.value).inc()
         trace.intents.append(written["seq"])
 
@@ -659,7 +659,7 @@ class Gateway:
         except InfrastructureError as exc:
             self._audit_failed(exc)
         else:
-            self._audit_ok = True
+            self._audit_works()
             self._child(self._metrics.audit_records, record.event.value).inc()
 
     def _append(self, record: AuditRecord) -> None:
@@ -679,7 +679,7 @@ class Gateway:
         if error is not None:
             self._audit_failed(error)
         else:
-            self._audit_ok = True
+            self._audit_works()
             self._metrics.audit_records.labels(event.value).inc()
 
     def _audit_failed(self, error: BaseException) -> None:
@@ -688,3 +688,11 @@ class Gateway:
         _log.error("audit log %s cannot be written", self._audit.path, exc_info=error)
         self._metrics.audit_write_failures.inc()
         self._audit_ok = False
+        # A gauge, not only the counter: with no calls coming, the counter stops rising while
+        # the log is as broken as before, and an alert on its increase would clear.
+        self._metrics.audit_failing.set(1)
+
+    def _audit_works(self) -> None:
+        if not self._audit_ok:  # a change of state only: this runs for every record
+            self._audit_ok = True
+            self._metrics.audit_failing.set(0)

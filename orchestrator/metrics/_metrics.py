@@ -165,6 +165,11 @@ class Metrics:
             "stockade_audit_write_failures",
             "Audit records that could not be written (the gateway then fails closed).",
         )
+        self.audit_failing = make.gauge(
+            "stockade_audit_failing",
+            "1 while the gateway refuses calls because its last audit write failed; 0 once a "
+            "record is written again.",
+        )
         build = make.gauge(
             "stockade_build_info",
             "Always 1; the labels say which Stockade and Python this process runs.",

@@ -203,6 +203,7 @@ async def test_the_gateway_never_raises(harness: Build) -> None:
 async def test_an_unwritable_audit_log_stops_further_calls(harness: Build) -> None:
     h = harness()
     assert (await h.gateway.call(call("python.run", code="1"))).status is ToolStatus.OK
+    assert h.sample("stockade_audit_failing") == 0
     h.audit_path.rename(h.root / "kept.jsonl")
     h.audit_path.mkdir()  # writes now fail, even for root
     # Write-ahead: the call's intent cannot be written, so it does not run, and says why.
@@ -216,9 +217,12 @@ async def test_an_unwritable_audit_log_stops_further_calls(harness: Build) -> No
     assert len(h.backend.requests) == 1, "fail closed: nothing runs unrecorded"
     # The intent, the unrecorded call's outcome and the refused call's outcome.
     assert h.sample("stockade_audit_write_failures_total") == 3
+    # The alert's gauge: failing closed until a record is written, calls or none.
+    assert h.sample("stockade_audit_failing") == 1
     shutil.rmtree(h.audit_path)
     (h.root / "kept.jsonl").rename(h.audit_path)
     await h.gateway.call(call("python.run", code="4"))  # its refusal is written: healthy again
+    assert h.sample("stockade_audit_failing") == 0
     assert (await h.gateway.call(call("python.run", code="5"))).status is ToolStatus.OK
     assert verify(h.audit_path).ok
 
