@@ -133,6 +133,7 @@ class DockerBackend(SandboxBackend):
         self._unremoved: set[str] = set()
         self._janitor_interval_s = janitor_interval_s
         self._orphan_grace_s = orphan_grace_s
+        self._suspects: set[str] = set()
         self._janitor: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -326,10 +327,18 @@ class DockerBackend(SandboxBackend):
         # Closed: nothing is on its way into a pool any more, so no grace.
         grace = 0.0 if self._closed else self._orphan_grace_s
         now = time.time()
+        suspects, self._suspects = self._suspects, set()
         for info in listed:
-            if info["Id"] in self._held or now - float(info.get("Created", now)) < grace:
+            container_id = info["Id"]
+            if container_id in self._held or now - float(info.get("Created", now)) < grace:
                 continue
-            await self._factory.destroy_id(info["Id"])
+            if not self._closed and container_id not in suspects:
+                # Unheld in one listing only: the engine may have made it a moment ago, its
+                # launch not yet told (the listing ran on another thread). Gone if still
+                # unheld at the next sweep.
+                self._suspects.add(container_id)
+                continue
+            await self._factory.destroy_id(container_id)
             removed += 1
         if removed:
             self._metrics.sandbox.reaped.inc(removed)
