@@ -102,8 +102,8 @@ class DockerBackend(SandboxBackend):
         backend retries removals that failed (the engine was away) and
         removes containers of this process that nothing holds any more, so a
         long-lived orchestrator does not accumulate them (only those older
-        than ``orphan_grace_s``: a younger one may still be on its way into
-        a pool).
+        than ``orphan_grace_s``, a younger one may still be on its way into
+        a pool, and found unheld by two sweeps in a row).
         """
         self._client = client
         self._images = images or ImageBuilder(client)
