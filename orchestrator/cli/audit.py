@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from orchestrator.audit import OpenIntent, tail, verify
+from orchestrator.audit._files import archives
 from orchestrator.audit.timeline import CallEntry, call_timeline
 from orchestrator.cli._common import EXIT_FAILED, config_option, echo_json, json_option, load
 from orchestrator.display import for_display, json_for_people
@@ -24,6 +25,22 @@ _PATH = click.argument(
 
 def _log_path(config_file: Path | None, path: Path | None) -> Path:
     return path or load(config_file).config.audit_path
+
+
+def _nothing_recorded(log: Path) -> click.UsageError:
+    return click.UsageError(
+        f"no audit log at {log}: nothing is recorded there yet; name the log (PATH) or the "
+        "configuration whose audit.path it is (--config)"
+    )
+
+
+def _existing_log(config_file: Path | None, path: Path | None) -> Path:
+    """The log to read, refused when neither it nor a file rotated out of it exists: a
+    mistyped path or configuration would otherwise read as a log with nothing in it."""
+    log = _log_path(config_file, path)
+    if not log.exists() and not archives(log):
+        raise _nothing_recorded(log)
+    return log
 
 
 @click.group()
@@ -53,10 +70,7 @@ def audit_verify(config_file: Path | None, as_json: bool, path: Path | None) -> 
     try:
         report = verify(log)
     except FileNotFoundError as exc:
-        raise click.UsageError(
-            f"{exc}: nothing is recorded there yet; name the log (PATH) or the configuration "
-            "whose audit.path it is (--config)"
-        ) from exc
+        raise _nothing_recorded(log) from exc
     # A rotated log is several files, one chain; a problem is named with its own file.
     bad = str(report.file) if report.file else None
     if as_json:
@@ -149,7 +163,7 @@ def audit_timeline(
     config_file: Path | None, as_json: bool, run_id: str | None, path: Path | None
 ) -> None:
     """Each call of the log at PATH: approvals, the intent of each attempt, and the outcome."""
-    entries = call_timeline(_log_path(config_file, path), run_id=run_id)
+    entries = call_timeline(_existing_log(config_file, path), run_id=run_id)
     if as_json:
         echo_json(
             [
@@ -170,5 +184,7 @@ def audit_timeline(
 @click.option("--follow", "-f", is_flag=True, help="Keep printing records as they are written.")
 def audit_tail(config_file: Path | None, path: Path | None, follow: bool) -> None:
     """Print the records of the log at PATH (default: the configured log), one JSON a line."""
-    for record in tail(_log_path(config_file, path), follow=follow):
+    # Following waits for a log still to be written; reading once, nothing there is a mistake.
+    log = _log_path(config_file, path) if follow else _existing_log(config_file, path)
+    for record in tail(log, follow=follow):
         click.echo(json_for_people(record, indent=None, sort_keys=False))

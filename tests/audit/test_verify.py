@@ -128,9 +128,11 @@ def audit_cli(*args: str, home: Path | None = None) -> subprocess.CompletedProce
     )
 
 
-def test_cli_verify_without_a_log_says_so(tmp_path: Path) -> None:
-    """Nothing recorded yet (a fresh state directory): a usage error, not a traceback."""
-    missing = audit_cli("verify", home=tmp_path)
+@pytest.mark.parametrize("command", ["verify", "tail", "timeline"])
+def test_cli_without_a_log_says_so(tmp_path: Path, command: str) -> None:
+    """Nothing recorded yet (a fresh state directory, a mistyped path): a usage error, not a
+    traceback; tail and timeline printed nothing and exited 0, as for an empty log."""
+    missing = audit_cli(command, home=tmp_path)
     assert missing.returncode == 2
     assert missing.stderr.endswith(
         f"\nError: no audit log at {tmp_path / 'audit.jsonl'}: nothing is recorded there yet; "
