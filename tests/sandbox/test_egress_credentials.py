@@ -21,6 +21,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -311,26 +312,32 @@ async def test_an_error_quoting_the_response_is_redacted_too(setup: Setup) -> No
     assert CANARY not in event.model_dump_json()
 
 
-async def test_upstream_connections_are_reused_across_gates(setup: Setup) -> None:
-    for _ in range(3):
-        assert (await asyncio.to_thread(setup.get, BOUND, "/x"))[0] == 200
-    second = await setup.gates.open(
+@contextlib.asynccontextmanager
+async def another_gate(setup: Setup, **policy: Any) -> AsyncIterator[Setup]:
+    """A second gate of the same gates (so the same upstream pool), armed like the first."""
+    gate = await setup.gates.open(
         EgressPolicy(
-            allow=(f"{BOUND}:{setup.port}",), allow_networks=(ipaddress.ip_network("127.0.0.1/32"),)
+            allow=(f"{BOUND}:{setup.port}",),
+            allow_networks=(ipaddress.ip_network("127.0.0.1/32"),),
+            **policy,
         ),
         profile="web",
     )
     try:
-        second.arm(
+        gate.arm(
             (Credential(name="canary", host=BOUND, port=setup.port, header="Authorization",
                         template="Bearer {secret}", value=CANARY),)
         )  # fmt: skip
-        second_setup = Setup(
-            gate=second, gates=setup.gates, origin=setup.origin, port=setup.port, ca=setup.ca
-        )
-        assert (await asyncio.to_thread(second_setup.get, BOUND, "/y"))[0] == 200
+        yield Setup(gate=gate, gates=setup.gates, origin=setup.origin, port=setup.port, ca=setup.ca)
     finally:
-        await second.close()
+        await gate.close()
+
+
+async def test_upstream_connections_are_reused_across_gates(setup: Setup) -> None:
+    for _ in range(3):
+        assert (await asyncio.to_thread(setup.get, BOUND, "/x"))[0] == 200
+    async with another_gate(setup) as second:
+        assert (await asyncio.to_thread(second.get, BOUND, "/y"))[0] == 200
     assert len(setup.origin.requests) == 4
     assert setup.origin.connections == 1, "one upstream TLS connection for four requests"
 
@@ -340,26 +347,11 @@ async def test_a_request_cut_short_closes_the_pooled_connection_it_took(setup: S
     reached by the head after the body) is closed, not left open outside the pool."""
     assert (await asyncio.to_thread(setup.get, BOUND, "/x"))[0] == 200
     (pooled,) = [upstream for idle in setup.gates_pool()._idle.values() for upstream in idle]
-    capped = await setup.gates.open(
-        EgressPolicy(
-            allow=(f"{BOUND}:{setup.port}",),
-            allow_networks=(ipaddress.ip_network("127.0.0.1/32"),),
-            max_bytes=1000,
-        ),
-        profile="web",
-    )
-    try:
-        capped.arm(
-            (Credential(name="canary", host=BOUND, port=setup.port, header="Authorization",
-                        template="Bearer {secret}", value=CANARY),)
-        )  # fmt: skip
-        capped_setup = Setup(
-            gate=capped, gates=setup.gates, origin=setup.origin, port=setup.port, ca=setup.ca
-        )
+    async with another_gate(setup, max_bytes=1000) as capped:
 
         def post() -> bytes:
             connection = http.client.HTTPConnection(BOUND, setup.port, timeout=10)
-            connection.sock = capped_setup.tunnel(BOUND)  # type: ignore[assignment]
+            connection.sock = capped.tunnel(BOUND)  # type: ignore[assignment]
             connection.request("POST", "/x", body=b"b" * 990)
             try:
                 return connection.getresponse().read()
@@ -369,10 +361,8 @@ async def test_a_request_cut_short_closes_the_pooled_connection_it_took(setup: S
                 connection.close()
 
         await asyncio.to_thread(post)
-        (event,) = await capped.settle()
+        (event,) = await capped.gate.settle()
         assert "byte cap" in event.reason
-    finally:
-        await capped.close()
     assert pooled.writer.is_closing(), "the pooled connection was left open, out of the pool"
 
 

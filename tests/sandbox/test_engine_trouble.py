@@ -107,20 +107,29 @@ async def test_the_gateway_retries_a_call_whose_container_the_engine_removed(
     assert "finished" in (result.output or "")
 
 
+def make_stray(
+    docker_client: docker.DockerClient, images: ImageBuilder, backend: DockerBackend
+) -> str:
+    """A container labelled as ``backend``'s that nothing of it holds."""
+    return str(
+        docker_client.api.create_container(
+            images.resolve("stockade-sandbox"),
+            command=["sleep", "60"],
+            network_disabled=True,
+            labels={
+                PLATFORM_LABEL: PLATFORM_VALUE,
+                OWNER_LABEL: current_owner().label(),
+                BACKEND_LABEL: backend.instance_id,
+            },
+            host_config=docker_client.api.create_host_config(network_mode="none"),
+        )["Id"]
+    )
+
+
 async def test_the_janitor_removes_containers_of_ours_nothing_holds(
     backend: DockerBackend, docker_client: docker.DockerClient, images: ImageBuilder
 ) -> None:
-    stray = docker_client.api.create_container(
-        images.resolve("stockade-sandbox"),
-        command=["sleep", "60"],
-        network_disabled=True,
-        labels={
-            PLATFORM_LABEL: PLATFORM_VALUE,
-            OWNER_LABEL: current_owner().label(),
-            BACKEND_LABEL: backend.instance_id,
-        },
-        host_config=docker_client.api.create_host_config(network_mode="none"),
-    )["Id"]
+    stray = make_stray(docker_client, images, backend)
     profile = SandboxProfile(name="held", pool_size=1)
     await backend.wait_warm(profile)  # a pooled container is held: never swept
     deadline = time.monotonic() + 30
@@ -142,17 +151,7 @@ async def test_a_container_unheld_in_one_listing_only_is_left_for_the_next_sweep
         docker_client, images=images, reap_on_start=False, janitor_interval_s=3600,
         orphan_grace_s=0.0,
     ) as backend:  # fmt: skip
-        stray = docker_client.api.create_container(
-            images.resolve("stockade-sandbox"),
-            command=["sleep", "60"],
-            network_disabled=True,
-            labels={
-                PLATFORM_LABEL: PLATFORM_VALUE,
-                OWNER_LABEL: current_owner().label(),
-                BACKEND_LABEL: backend.instance_id,
-            },
-            host_config=docker_client.api.create_host_config(network_mode="none"),
-        )["Id"]
+        stray = make_stray(docker_client, images, backend)
         assert await backend.sweep() == 0
         assert docker_client.api.containers(all=True, filters={"id": stray})
         assert await backend.sweep() == 1
