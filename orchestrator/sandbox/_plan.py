@@ -39,7 +39,8 @@ def plan(
 
 class Stamp(NamedTuple):
     """A file as it was sent: what tells it changed (inode, size, modification and change
-    times; a change of owner changes the last), and its owner, which a rewrite keeps."""
+    times; a change of owner or mode changes the last), and its owner and permission bits,
+    which a rewrite keeps."""
 
     inode: int
     size: int
@@ -47,13 +48,15 @@ class Stamp(NamedTuple):
     ctime_ns: int
     uid: int
     gid: int
+    mode: int
 
 
 def stamp(info: os.stat_result) -> Stamp:
     """The :class:`Stamp` of a file's ``lstat``."""
     return Stamp(
-        info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_uid, info.st_gid
-    )
+        info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_uid, info.st_gid,
+        stat.S_IMODE(info.st_mode),
+    )  # fmt: skip
 
 
 def under(path: PurePosixPath, places: Iterable[PurePosixPath]) -> bool:
@@ -94,9 +97,8 @@ def _steps(returned: SafeWorkspace, sent: Outgoing, changed: set[PurePosixPath])
     for path, value in returned.entries.items():
         if isinstance(value, bytes) and path in changed:
             before, owner = None, None
-            if path in sent.files:  # a rewrite keeps the file's mode and owner
-                before = sent.modes[path]
-                owner = sent.files[path].uid, sent.files[path].gid
+            if (was := sent.files.get(path)) is not None:  # a rewrite keeps mode and owner
+                before, owner = was.mode, (was.uid, was.gid)
             mode = _mode(before, path in returned.executable)
             steps.append((path, 2, Place(path, value, mode, owner)))
     return [step for _path, _order, step in sorted(steps, key=lambda each: each[:2])]

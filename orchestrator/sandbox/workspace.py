@@ -91,14 +91,11 @@ class Outgoing:
     entries: list[tuple[bytes, bytes | None]]
     """Each entry's frame payload, and for a file the path to read its content from."""
     files: Mapping[PurePosixPath, Stamp]
-    """Each regular file sent, as it was (its size, what tells it changed, its owner): a
-    file the host changed meanwhile is not overwritten by the call's, and a rewritten one
-    keeps its owner."""
+    """Each regular file sent, as it was (its size, what tells it changed, its owner and
+    permission bits): a file the host changed meanwhile is not overwritten by the call's,
+    and a rewritten one keeps its owner and mode."""
     directories: frozenset[PurePosixPath]
     """Each directory sent."""
-    modes: Mapping[PurePosixPath, int]
-    """Each regular file's and directory's permission bits on the host: what the call
-    rewrites, or leaves, keeps them."""
     stayed: tuple[PurePosixPath, ...]
     """Entries that did not travel (links, FIFOs… the host's user put there): left as they
     are, unless the call put something at their path or removed their directory."""
@@ -212,7 +209,6 @@ class Workspace:
             ) from exc
         entries: list[tuple[bytes, bytes | None]] = []
         files: dict[PurePosixPath, Stamp] = {}
-        modes: dict[PurePosixPath, int] = {}
         directories: set[PurePosixPath] = set()
         stayed: list[PurePosixPath] = []
         total = 0
@@ -230,14 +226,12 @@ class Workspace:
                 if stat.S_ISDIR(info.st_mode):
                     entries.append((ENTRY_DIRECTORY + relative, None))
                     directories.add(path)
-                    modes[path] = stat.S_IMODE(info.st_mode)
                     subdirectories.append(relative)
                 elif stat.S_ISREG(info.st_mode):
                     total += info.st_size
-                    modes[path] = stat.S_IMODE(info.st_mode)
-                    mode = f"{modes[path]:o}".encode()
+                    files[path] = sent = stamp(info)
+                    mode = f"{sent.mode:o}".encode()
                     entries.append((ENTRY_FILE + mode + b"\0" + relative, entry.path))
-                    files[path] = stamp(info)
                 else:
                     stayed.append(path)
             pending.extend(reversed(subdirectories))
@@ -254,7 +248,6 @@ class Workspace:
             entries=entries,
             files=files,
             directories=frozenset(directories),
-            modes=modes,
             stayed=tuple(stayed),
         )
 
@@ -271,8 +264,8 @@ class Workspace:
             elif value is not KEPT:
                 assert isinstance(value, bytes)
                 before = None
-                if path in sent.files:
-                    before = (sent.files[path].size, bool(sent.modes[path] & stat.S_IXUSR))
+                if (was := sent.files.get(path)) is not None:
+                    before = (was.size, bool(was.mode & stat.S_IXUSR))
                 now = (len(value), path in returned.executable)
                 # Rewritten with the same bytes is no change (one read, only
                 # for files the sandbox sent back with the same size).
