@@ -244,19 +244,18 @@ def search(pattern: str, path: str = ".", glob: str = "*") -> dict[str, object]:
         found = [base] if base.is_file() else base.rglob(glob)
         # A glob may climb (``../../etc/*``): only what stays in the workspace is searched.
         try:
-            files = sorted({p.resolve() for p in found if p.is_file()} - {root})
+            resolved = {p.resolve() for p in found if p.is_file()}
         except (NotImplementedError, ValueError) as error:  # pathlib's word for "/etc/*"
             raise ToolError(f"glob {glob!r} is not a file name pattern: {error}") from None
-        files = [file for file in files if root in file.parents]
+    files = sorted(file for file in resolved if root in file.parents)
     matches: list[dict[str, object]] = []
     for file in files:
-        with _reported(str(file.relative_to(root))), file.open("rb") as handle:
+        shown = str(file.relative_to(root))
+        with _reported(shown), file.open("rb") as handle:
             for number, raw in enumerate(handle, start=1):
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 if regex.search(line):
-                    matches.append(
-                        {"path": str(file.relative_to(root)), "line": number, "text": line[:500]}
-                    )
+                    matches.append({"path": shown, "line": number, "text": line[:500]})
                     if len(matches) == MAX_MATCHES:
                         return {"matches": matches, "truncated": True}
     return {"matches": matches, "truncated": False}
