@@ -50,6 +50,7 @@ from orchestrator.server._mcp_rounds import McpRounds
 from orchestrator.server._mcp_waits import McpWaits, approval_page_url
 from orchestrator.server._problems import ProblemCode, ProblemError, problem_response
 from orchestrator.server._roles import Identity, Permission
+from orchestrator.server._runs_api import claim_run
 from orchestrator.server._state import ServerState
 
 __all__ = ["McpEndpoint", "serve_mcp", "session_run_id", "token_run_id"]
@@ -82,7 +83,7 @@ async def _identify(ctx: ServerRequestContext[Any]) -> McpCaller:
     session_id = request.headers.get(MCP_SESSION_ID_HEADER)
     # A 2026-07-28 request belongs to no session: the token's calls share one run.
     run_id = session_run_id(session_id) if session_id else token_run_id(identity)
-    if not await state.run_owners.claim(run_id, identity.principal):
+    if not await claim_run(state, run_id, identity):
         raise McpRefused(f"run {run_id} belongs to another principal")
     return McpCaller(principal=identity.principal, run_id=run_id)
 
