@@ -277,25 +277,27 @@ class ApprovalStore:
                 return grant
         return None
 
-    def find(
-        self, status: ApprovalStatus | None = ApprovalStatus.PENDING, *, limit: int | None = None
-    ) -> list[ApprovalRequest]:
-        """Requests in ``status`` (all when None), oldest first. The default lists pending ones.
-
-        With ``limit``, the newest ``limit`` of them (still oldest first): nothing deletes
-        decided requests, so "all" grows for as long as the store lives.
-        """
-        query, params = _FIND[status], {"now": self._clock()}
-        if limit is not None:
-            query = f"{query} ORDER BY created_at DESC, position DESC LIMIT :limit"
-            params["limit"] = max(0, limit)
-        else:
-            query = f"{query} ORDER BY created_at, position"
+    def find(self, status: ApprovalStatus | None = ApprovalStatus.PENDING) -> list[ApprovalRequest]:
+        """Requests in ``status`` (all when None), oldest first. The default lists pending ones."""
         with self._connect("approvals.find") as db:
-            rows = db.execute(query, params).fetchall()
-        if limit is not None:
-            rows.reverse()
+            rows = db.execute(
+                f"{_FIND[status]} ORDER BY created_at, position", {"now": self._clock()}
+            ).fetchall()
         return [_request(row) for row in rows]
+
+    def newest(
+        self, status: ApprovalStatus | None, limit: int
+    ) -> tuple[list[ApprovalRequest], bool]:
+        """The newest ``limit`` requests in ``status`` (all when None), oldest first, and
+        whether older ones were left out: nothing deletes decided requests, so "all" grows
+        for as long as the store lives."""
+        params = {"now": self._clock(), "limit": max(0, limit) + 1}  # one more: are there more?
+        with self._connect("approvals.newest") as db:
+            rows = db.execute(
+                f"{_FIND[status]} ORDER BY created_at DESC, position DESC LIMIT :limit", params
+            ).fetchall()
+        more = len(rows) > limit
+        return [_request(row) for row in reversed(rows[:limit])], more
 
     def decide(
         self,

@@ -47,8 +47,7 @@ def approvals_list(
 ) -> None:
     """Pending requests (oldest first); with --all, decided and expired ones too."""
     wanted = None if everything else ApprovalStatus.PENDING
-    found = _store(config_file, db).find(wanted, limit=limit + 1)  # one more: are there more?
-    requests = found[-limit:]
+    requests, more = _store(config_file, db).newest(wanted, limit)
     if as_json:
         echo_json([request.model_dump(mode="json") for request in requests])
         return
@@ -66,7 +65,7 @@ def approvals_list(
         rows.append((request.id, request.status.value, request.tool,
                      request.run_id or "-", request.reason, used))  # fmt: skip
     table(["ID", "STATUS", "TOOL", "RUN", "REASON", "USE"], rows)
-    if len(found) > limit:
+    if more:
         click.echo(f"older requests not shown: raise --limit (now {limit})", err=True)
 
 

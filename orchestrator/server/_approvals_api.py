@@ -158,12 +158,8 @@ async def list_approvals(
 ) -> ApprovalList:
     """Approval requests in ``status`` (default: pending), oldest first: the newest ``limit``."""
     wanted = None if status is StatusFilter.ALL else ApprovalStatus(status.value)
-    # One more than shown says whether there are more.
-    found = await asyncio.to_thread(state.platform.approvals.find, wanted, limit=limit + 1)
-    shown = found[-limit:]
-    return ApprovalList(
-        approvals=tuple(_shown(state, request) for request in shown), more=len(found) > limit
-    )
+    found, more = await asyncio.to_thread(state.platform.approvals.newest, wanted, limit)
+    return ApprovalList(approvals=tuple(_shown(state, request) for request in found), more=more)
 
 
 @router.get(

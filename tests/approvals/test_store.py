@@ -555,8 +555,10 @@ def test_a_limited_list_is_the_newest_requests_oldest_first(tmp_path: Path) -> N
     for _ in range(5):
         made.append(new_request(store).id)
         clock.now += 1
-    assert [r.id for r in store.find(limit=2)] == made[3:]
-    assert [r.id for r in store.find(None, limit=10)] == made
+    newest, more = store.newest(ApprovalStatus.PENDING, 2)
+    assert ([r.id for r in newest], more) == (made[3:], True)
+    everything, more = store.newest(None, 10)
+    assert ([r.id for r in everything], more) == (made, False)
     assert [r.id for r in store.find()] == made
 
 
