@@ -19,7 +19,8 @@ import httpx
 
 from orchestrator.cli._common import EXIT_FAILED, config_option, load, progress
 from orchestrator.config import LoadedConfig
-from orchestrator.metrics import Metrics, MetricsEndpoint, live_targets, render, serve_metrics
+from orchestrator.metrics import Metrics, MetricsEndpoint, live_targets, render
+from orchestrator.platform import serving_metrics as served
 
 __all__ = ["metrics", "metrics_port_option", "serving_metrics"]
 
@@ -42,23 +43,11 @@ def metrics_port_option(command: F) -> F:
 async def serving_metrics(
     metrics: Metrics, loaded: LoadedConfig, port: int | None, *, command: str
 ) -> AsyncIterator[MetricsEndpoint | None]:
-    """Serve ``metrics`` while the block runs, if ``port`` was given or ``metrics.serve`` is on.
-
-    The endpoint registers itself for Prometheus' discovery, labelled
-    ``command``; its URL goes to standard error. Yields ``None`` when not serving.
-    """
-    settings = loaded.config.metrics
-    if port is None and not settings.serve:
-        yield None
-        return
-    async with serve_metrics(
-        metrics,
-        settings.host,
-        settings.port if port is None else port,
-        targets_dir=loaded.config.metrics_targets_dir,
-        labels={"command": command},
-    ) as endpoint:
-        progress(f"metrics at {endpoint.url}")
+    """:func:`orchestrator.platform.serving_metrics` for a command: the endpoint's URL goes
+    to standard error. Yields ``None`` when not serving."""
+    async with served(metrics, loaded.config, port, command=command) as endpoint:
+        if endpoint is not None:
+            progress(f"metrics at {endpoint.url}")
         yield endpoint
 
 

@@ -1,5 +1,6 @@
 """The one assembly: configuration in, a running platform (and its gateway) out."""
 
+from orchestrator.platform._metrics import serving_metrics
 from orchestrator.platform._parts import (
     CheckedConfiguration,
     build_registry,
@@ -18,4 +19,5 @@ __all__ = [
     "image_builder",
     "load_credentials",
     "policy_file",
+    "serving_metrics",
 ]

@@ -29,8 +29,8 @@ from fastapi.openapi.utils import get_openapi
 from orchestrator.agent import Agent, AgentConfig, ApprovalWatch
 from orchestrator.approvals import Approver
 from orchestrator.config import LoadedConfig, ServerSettings, StockadeConfig
-from orchestrator.metrics import render, serve_metrics
-from orchestrator.platform import Platform
+from orchestrator.metrics import render
+from orchestrator.platform import Platform, serving_metrics
 from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.server import _approvals_api, _artifacts_api, _health, _runs_api, _tools_api
 from orchestrator.server._bind import check_bind, is_loopback_host
@@ -74,29 +74,6 @@ the one policies, rate limits, approvals and the audit log see, and carries role
 `admin` (everything). Errors are
 `application/problem+json` with a stable `code`.
 """
-
-
-@contextlib.asynccontextmanager
-async def _served_metrics(loaded: LoadedConfig, platform: Platform) -> AsyncIterator[None]:
-    """With ``metrics.serve``, the metrics on a port of their own while the block runs.
-
-    As every long-running command serves them, with a discovery file for
-    Prometheus and ``stockade metrics``; ``/metrics`` of the API's own port
-    serves them either way.
-    """
-    settings = loaded.config.metrics
-    if not settings.serve:
-        yield
-        return
-    async with serve_metrics(
-        platform.metrics,
-        settings.host,
-        settings.port,
-        targets_dir=loaded.config.metrics_targets_dir,
-        labels={"command": "serve"},
-    ) as endpoint:
-        _log.info("metrics at %s", endpoint.url)
-        yield
 
 
 def _local_identity(settings: ServerSettings) -> Identity | None:
@@ -176,7 +153,12 @@ def create_app(
                     await app.state.stockade.runs.resume_interrupted()
                 # MCP at server.mcp_path; its sessions end before the platform closes.
                 await stack.enter_async_context(serve_mcp(app, watch))
-                await stack.enter_async_context(_served_metrics(loaded, platform))
+                # With metrics.serve, also a port of their own, as every long-running command.
+                endpoint = await stack.enter_async_context(
+                    serving_metrics(platform.metrics, loaded.config, None, command="serve")
+                )
+                if endpoint is not None:
+                    _log.info("metrics at %s", endpoint.url)
                 started = True
                 try:
                     yield
