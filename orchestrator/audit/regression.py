@@ -20,8 +20,7 @@ from typing import Any
 import yaml
 
 from orchestrator.audit._redact import redacted_at
-from orchestrator.audit.replay import UnfinishedIntents, decided_calls
-from orchestrator.errors import ConfigError
+from orchestrator.audit.replay import UnfinishedIntents, decided_calls, existing_log
 from orchestrator.policy import PolicyTestFile
 
 __all__ = ["SkippedCall", "policy_tests_from_log", "render_tests"]
@@ -74,10 +73,9 @@ def policy_tests_from_log(path: str | Path) -> tuple[dict[str, Any], list[Skippe
     seen: set[str] = set()
     skipped: list[SkippedCall] = []
     unfinished = UnfinishedIntents()
-    if not Path(path).is_file():  # a mistyped path is no log, not a log of no calls
-        raise ConfigError("no such audit log", file=str(path))
+    log = existing_log(path)
     # Calls that never reached the policy (unknown tool, invalid arguments) test nothing.
-    records = [record for record in decided_calls(Path(path), unfinished=unfinished) if record]
+    records = [record for record in decided_calls(log, unfinished=unfinished) if record]
     for record in [*records, *unfinished.records()]:
         reason = _why_not(record)
         if reason is not None:

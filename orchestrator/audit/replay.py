@@ -23,7 +23,14 @@ from orchestrator.audit import REDACTED, AuditEvent, VerifyReport, tail, verify
 from orchestrator.errors import ConfigError
 from orchestrator.policy import Effect, Policy, evaluate
 
-__all__ = ["ReplayChange", "ReplayReport", "UnfinishedIntents", "decided_calls", "replay"]
+__all__ = [
+    "ReplayChange",
+    "ReplayReport",
+    "UnfinishedIntents",
+    "decided_calls",
+    "existing_log",
+    "replay",
+]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -113,11 +120,18 @@ def _change(
     )
 
 
-def replay(policy: Policy, audit_path: str | Path) -> ReplayReport:
-    """Decide every recorded call again with ``policy``; report the decisions that change."""
+def existing_log(audit_path: str | Path) -> Path:
+    """``audit_path`` as a path, refused (:class:`ConfigError`) when no log is there: a
+    mistyped path is no log, not a log of no calls."""
     path = Path(audit_path)
     if not path.is_file():
         raise ConfigError("no such audit log", file=str(path))
+    return path
+
+
+def replay(policy: Policy, audit_path: str | Path) -> ReplayReport:
+    """Decide every recorded call again with ``policy``; report the decisions that change."""
+    path = existing_log(audit_path)
     chain = verify(path)
     calls = skipped = redacted = 0
     changes: list[ReplayChange] = []
