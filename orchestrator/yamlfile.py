@@ -96,15 +96,19 @@ class _Constructor(yaml.SafeLoader):
             raise _Refused(f"cannot read this value: {exc}", node.start_mark) from exc
 
 
+def _too_large(source: str, line: int) -> ConfigError:
+    """The error of a document past :data:`MAX_DOCUMENT_BYTES`, at the line where it passes."""
+    return ConfigError(
+        f"the document is larger than {MAX_DOCUMENT_BYTES} bytes; refused from this line on",
+        file=source,
+        line=line,
+    )
+
+
 def compose_yaml(text: str, source: str) -> yaml.Node | None:
     """The node tree of ``text`` (None when empty); refuses oversized documents and aliases."""
     if len(text) > MAX_DOCUMENT_BYTES:
-        line = text.count("\n", 0, MAX_DOCUMENT_BYTES) + 1
-        raise ConfigError(
-            f"the document is larger than {MAX_DOCUMENT_BYTES} bytes; refused from this line on",
-            file=source,
-            line=line,
-        )
+        raise _too_large(source, text.count("\n", 0, MAX_DOCUMENT_BYTES) + 1)
     loader = _NoAliasLoader(text)
     try:
         return loader.get_single_node()
@@ -375,11 +379,7 @@ def read_yaml_text(path: str | Path, *, what: str) -> str:
     # half a million characters, which passes compose_yaml's measure, and parsing
     # what was read would silently drop the rest of the file.
     if len(raw) > MAX_DOCUMENT_BYTES:
-        raise ConfigError(
-            f"the document is larger than {MAX_DOCUMENT_BYTES} bytes; refused from this line on",
-            file=str(path),
-            line=raw.count(b"\n", 0, MAX_DOCUMENT_BYTES) + 1,
-        )
+        raise _too_large(str(path), raw.count(b"\n", 0, MAX_DOCUMENT_BYTES) + 1)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
