@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from orchestrator.approvals import ApprovalStore
 from orchestrator.audit import AuditLog, encode_record
@@ -325,6 +325,14 @@ def _edited_log(tmp_path: Path, edit: dict[str, Any]) -> Path:
     return path
 
 
+def _replay(tmp_path: Path, log: Path, *, as_tests: bool) -> Result:
+    """``stockade policy replay`` of ``log``, against an allow-all policy or as tests."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\ndefault: allow\n")
+    args = ["--as-tests"] if as_tests else [str(policy)]
+    return CliRunner().invoke(cli, ["policy", "replay", *args, "--audit", str(log)])
+
+
 @pytest.mark.parametrize(
     ("edit", "problem"),
     [
@@ -340,10 +348,7 @@ def test_replaying_an_edited_record_names_it_instead_of_failing(
     tmp_path: Path, edit: dict[str, Any], problem: str, as_tests: bool
 ) -> None:
     log = _edited_log(tmp_path, edit)
-    policy = tmp_path / "policy.yaml"
-    policy.write_text("version: 1\ndefault: allow\n")
-    args = ["--as-tests"] if as_tests else [str(policy)]
-    result = CliRunner().invoke(cli, ["policy", "replay", *args, "--audit", str(log)])
+    result = _replay(tmp_path, log, as_tests=as_tests)
     assert isinstance(result.exception, ConfigError), result.exception
     assert result.exception.file == str(log)
     assert result.exception.message == (
@@ -368,10 +373,7 @@ def test_replaying_a_log_that_does_not_exist_is_an_error(tmp_path: Path, as_test
     """A mistyped --audit made --as-tests print an empty suite and succeed: a regression
     suite of nothing, passing forever."""
     missing = tmp_path / "typo.jsonl"
-    policy = tmp_path / "policy.yaml"
-    policy.write_text("version: 1\ndefault: allow\n")
-    args = ["--as-tests"] if as_tests else [str(policy)]
-    result = CliRunner().invoke(cli, ["policy", "replay", *args, "--audit", str(missing)])
+    result = _replay(tmp_path, missing, as_tests=as_tests)
     assert isinstance(result.exception, ConfigError), result.output
     assert result.exception.file == str(missing)
     assert result.exception.message == "no such audit log"
