@@ -20,6 +20,7 @@ from orchestrator.config import LoadedConfig
 from orchestrator.errors import ConfigError
 from orchestrator.platform import image_builder
 from orchestrator.sandbox.engine import connect_engine
+from orchestrator.sandbox.image_prune import layers_size, remove_stale, stale_images
 from orchestrator.sandbox.reaper import reap
 
 __all__ = ["cleanup", "images"]
@@ -51,12 +52,19 @@ def images_build(
     installed is named, with the setting, and nothing is built (exit 2).
     """
     loaded = load(config_file, toolkits=toolkits, **{"images.base_image": base_image})
-    builder = image_builder(loaded.config, connect_engine(), progress=progress)
+    client = connect_engine()
+    builder = image_builder(loaded.config, client, progress=progress)
     started = time.monotonic()
     try:
         built = builder.build_all()
     except ConfigError as exc:
         raise _located(exc, loaded) from None
+    stale = stale_images(client, {image.tag for image in built})
+    if stale:
+        progress(
+            f"{len(stale)} older Stockade image(s) on this engine: "
+            "`stockade images prune` removes them"
+        )
     if as_json:
         echo_json(
             [
@@ -73,6 +81,72 @@ def images_build(
         ],
     )
     click.echo(f"images ready in {time.monotonic() - started:.1f}s")
+
+
+@images.command("prune")
+@config_option
+@toolkit_option
+@json_option
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+def images_prune(
+    config_file: Path | None, toolkits: tuple[str, ...], as_json: bool, dry_run: bool
+) -> None:
+    """Remove Stockade images the configuration's current inputs no longer make.
+
+    Images are tagged by a hash of their inputs, so each upgrade or changed
+    toolkit leaves the previous ones behind. Kept: what this configuration
+    (with --toolkit) builds now, any image a container still uses, and
+    anything not Stockade's. Another configuration's images on this engine
+    are removed too (`stockade images build` with it makes them again).
+    """
+    loaded = load(config_file, toolkits=toolkits)
+    client = connect_engine()
+    try:
+        keep = image_builder(loaded.config, client).current_tags()
+    except ConfigError as exc:
+        raise _located(exc, loaded) from None
+    stale = stale_images(client, keep)
+    if dry_run:
+        if as_json:
+            echo_json(
+                [{"image": i.reference, "created": i.created, "used_by": i.used_by} for i in stale]
+            )
+            return
+        table(
+            ["IMAGE", "CREATED", "PRUNE"],
+            [
+                (
+                    i.reference,
+                    i.created[:19].replace("T", " "),
+                    f"kept: used by {', '.join(i.used_by)}" if i.used_by else "would remove",
+                )
+                for i in stale
+            ],
+        )
+        removable = sum(1 for i in stale if not i.used_by)
+        click.echo(f"{removable} image(s) would be removed; {len(keep)} current image(s) kept")
+        return
+    before = layers_size(client)
+    results = remove_stale(client, stale)
+    freed = max(0, before - layers_size(client))
+    if as_json:
+        echo_json(
+            {
+                "images": [
+                    {"image": r.reference, "removed": r.removed, "reason": r.reason}
+                    for r in results
+                ],
+                "freed_bytes": freed,
+            }
+        )
+        return
+    for result in results:
+        if result.removed:
+            click.echo(f"removed {result.reference}")
+        else:
+            click.echo(f"kept {result.reference}: {result.reason}")
+    removed = sum(1 for r in results if r.removed)
+    click.echo(f"{removed} image(s) removed, {freed / 2**20:.0f} MiB freed")
 
 
 def _located(error: ConfigError, loaded: LoadedConfig) -> ConfigError:

@@ -511,6 +511,35 @@ class ImageBuilder:
                 return self.spec_tag(spec, tools_id)
         return image
 
+    def current_tags(self) -> set[str]:
+        """The tags of the images the current inputs make, among those built.
+
+        What ``stockade images prune`` keeps: each image's chain (base,
+        sandbox, tools, spec) is followed as far as it is built.
+        """
+        kept: set[str] = set()
+
+        def built(tag: str) -> str | None:
+            image_id = self._existing(tag)
+            if image_id is not None:
+                kept.add(tag)
+            return image_id
+
+        base = built(self.base_tag())
+        if base is not None:
+            built(self.sandbox_tag(base))
+        chains: dict[tuple[str, ...], list[str]] = {tuple(sorted(TOOLS_PACKAGES)): []}
+        for spec in self._specs:
+            chains.setdefault(self.spec_packages(spec), []).append(spec)
+        for packages, specs in chains.items():
+            base = built(self.base_tag(packages))
+            sandbox = built(self.sandbox_tag(base)) if base is not None else None
+            tools = built(self.tools_tag(sandbox)) if sandbox is not None else None
+            for spec in specs:
+                if tools is not None:
+                    built(self.spec_tag(spec, tools))
+        return kept
+
     def _tools_tag_on(self, packages: Sequence[str]) -> str:
         sandbox = self.sandbox_tag(self.image_id(self.base_tag(packages)))
         return self.tools_tag(self.image_id(sandbox))

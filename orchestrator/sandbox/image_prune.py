@@ -1,0 +1,117 @@
+"""Removing Stockade images that the current inputs no longer make.
+
+Every image is tagged by a hash of its inputs (:mod:`orchestrator.sandbox.images`),
+so an upgrade, a changed toolkit or a changed image spec builds new images
+beside the old ones, which nothing will run again: a few hundred megabytes
+each time. ``stockade images prune`` removes them.
+
+What is kept: every image the configuration's current inputs make (its
+*keep* set), every image a container still uses (running or stopped: the
+engine would refuse, and the warm pool of a running server may be on it),
+and anything not labelled as Stockade's. Images are removed by tag, never
+forced, newest first, so an image built on another goes before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+
+from orchestrator.sandbox.engine import engine_errors
+from orchestrator.sandbox.labels import PLATFORM_LABEL, PLATFORM_VALUE
+
+__all__ = ["PrunedImage", "StaleImage", "layers_size", "remove_stale", "stale_images"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StaleImage:
+    """A Stockade image the current inputs do not make."""
+
+    reference: str
+    """``name:tag``, or the image's id when it has no tag left."""
+    image_id: str
+    created: str
+    """When the engine made it (RFC 3339, as the engine reports it)."""
+    used_by: tuple[str, ...]
+    """Short ids of the containers (running or stopped) made from it: it is kept."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrunedImage:
+    """What became of one stale image."""
+
+    reference: str
+    removed: bool
+    reason: str | None = None
+    """Why it was kept, when it was."""
+
+
+def _references(attrs: dict[str, object], image_id: str) -> list[str]:
+    tags = attrs.get("RepoTags") or []
+    assert isinstance(tags, list)
+    # Only our own names: an image tagged both stockade-base:… and python:3.12-slim (a
+    # registry base) loses the first tag and keeps the second.
+    ours = [tag for tag in tags if isinstance(tag, str) and tag.startswith("stockade-")]
+    if ours or tags:
+        return ours
+    return [image_id]
+
+
+def stale_images(client: docker.DockerClient, keep: Collection[str]) -> list[StaleImage]:
+    """Stockade's images whose tags are not in ``keep``, newest first."""
+    with engine_errors("images.list"):
+        images = client.images.list(filters={"label": f"{PLATFORM_LABEL}={PLATFORM_VALUE}"})
+        containers = client.containers.list(all=True, ignore_removed=True)
+    users: dict[str, list[str]] = {}
+    for container in containers:
+        image_id = str(container.attrs.get("Image", ""))
+        users.setdefault(image_id, []).append(str(container.id)[:12])
+    found: list[StaleImage] = []
+    for image in images:
+        image_id = str(image.id)
+        created = str(image.attrs.get("Created", ""))
+        for reference in _references(image.attrs, image_id):
+            if reference not in keep:
+                used_by = tuple(users.get(image_id, ()))
+                found.append(
+                    StaleImage(
+                        reference=reference, image_id=image_id, created=created, used_by=used_by
+                    )
+                )
+    # RFC 3339 in one time zone sorts as text; a child is always newer than its parent.
+    return sorted(found, key=lambda image: image.created, reverse=True)
+
+
+def remove_stale(client: docker.DockerClient, stale: Sequence[StaleImage]) -> list[PrunedImage]:
+    """Remove ``stale`` (from :func:`stale_images`), keeping what is still needed."""
+    results: list[PrunedImage] = []
+    for image in stale:
+        if image.used_by:
+            reason = f"used by container {', '.join(image.used_by)}"
+            results.append(PrunedImage(reference=image.reference, removed=False, reason=reason))
+            continue
+        with engine_errors("images.remove"):
+            try:
+                client.images.remove(image.reference)
+            except docker.errors.ImageNotFound:
+                pass  # removed meanwhile (another prune, or with its last child)
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise
+                # A container made from it since the listing, or a kept image built on
+                # it: the engine's words say which.
+                reason = str(exc.explanation or exc)
+                results.append(PrunedImage(reference=image.reference, removed=False, reason=reason))
+                continue
+        results.append(PrunedImage(reference=image.reference, removed=True))
+    return results
+
+
+def layers_size(client: docker.DockerClient) -> int:
+    """Bytes the engine's image layers take on disk (what a prune frees is the drop)."""
+    with engine_errors("system.df"):
+        usage = client.df()
+    return int(usage.get("LayersSize") or 0)
