@@ -156,6 +156,11 @@ build_images() {
 }
 
 main() {
+    # A mistyped command fails before minutes of installs and builds, not after them.
+    case "${1:-}" in
+        ""|test|demo|engine) ;;
+        *) die "unknown command '$1' (expected: test, demo, engine, or nothing)" ;;
+    esac
     install_packages
     configure_daemon
     start_dockerd
@@ -180,7 +185,6 @@ main() {
         "") ;;
         test) shift; exec "$ROOT/scripts/run-tests.sh" "$@" ;;
         demo) shift; exec "$VENV/bin/stockade" demo "$@" ;;
-        *) die "unknown command '$1' (expected: test, demo, engine, or nothing)" ;;
     esac
 }
 
