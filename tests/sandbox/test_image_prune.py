@@ -17,7 +17,7 @@ import docker
 import docker.errors
 import pytest
 
-from orchestrator.sandbox.image_prune import remove_stale, stale_images
+from orchestrator.sandbox.image_prune import StaleImage, remove_stale, stale_images
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.labels import PLATFORM_LABEL, PLATFORM_VALUE
 
@@ -64,6 +64,11 @@ class _Fakes:
         self.containers.append(str(container.id))
         return str(container.id)[:12]
 
+    def stale(self, keep: set[str]) -> list[StaleImage]:
+        """What :func:`stale_images` lists of this test's images (other tests' are left be)."""
+        found = stale_images(self.client, keep)
+        return [image for image in found if image.reference.endswith(self.suffix)]
+
     def exists(self, reference: str) -> bool:
         try:
             self.client.images.get(reference)
@@ -96,11 +101,7 @@ def test_old_images_go_children_first_and_those_in_use_stay(fakes: _Fakes) -> No
     kept = fakes.imported("stockade-tools-kept")
     foreign = fakes.imported("stockade-foreign", ours=False)
 
-    stale = [
-        image
-        for image in stale_images(fakes.client, keep={kept})
-        if image.reference.endswith(fakes.suffix)
-    ]
+    stale = fakes.stale({kept})
     references = [image.reference for image in stale]
     assert set(references) == {base, tools, in_use}, "kept and unlabelled images are not listed"
     assert references.index(tools) < references.index(base), "a child goes before its parent"
@@ -117,9 +118,7 @@ def test_old_images_go_children_first_and_those_in_use_stay(fakes: _Fakes) -> No
 def test_a_kept_parent_stays_when_its_stale_child_goes(fakes: _Fakes) -> None:
     base = fakes.imported("stockade-base")
     child = fakes.built_on(base, "stockade-sandbox")
-    stale = [
-        i for i in stale_images(fakes.client, keep={base}) if i.reference.endswith(fakes.suffix)
-    ]
+    stale = fakes.stale({base})
     assert [i.reference for i in stale] == [child]
     assert remove_stale(fakes.client, stale)[0].removed
     assert fakes.exists(base) and not fakes.exists(child)
@@ -128,16 +127,12 @@ def test_a_kept_parent_stays_when_its_stale_child_goes(fakes: _Fakes) -> None:
 def test_a_stale_parent_of_a_kept_image_loses_its_tag_not_its_layers(fakes: _Fakes) -> None:
     base = fakes.imported("stockade-base")
     child = fakes.built_on(base, "stockade-sandbox")
-    stale = [
-        i for i in stale_images(fakes.client, keep={child}) if i.reference.endswith(fakes.suffix)
-    ]
+    stale = fakes.stale({child})
     assert [i.reference for i in stale] == [base]
     assert remove_stale(fakes.client, stale)[0].removed
     assert not fakes.exists(base)
     assert fakes.exists(child), "the kept image keeps the layers it stands on"
-    untagged_parent = [
-        i for i in stale_images(fakes.client, keep={child}) if i.reference.endswith(fakes.suffix)
-    ]
+    untagged_parent = fakes.stale({child})
     assert untagged_parent == [], "an untagged parent is not listed: it goes with its child"
 
 
