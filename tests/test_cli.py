@@ -136,7 +136,7 @@ def test_tools_call_goes_through_the_gateway(tmp_path: Path, images: object) -> 
         )
         unknown = stockade("approvals", "approve", "no-such-id", home=tmp_path)
         assert (
-            unknown.returncode == 1
+            unknown.returncode == 2
             and unknown.stderr == "Error: no approval request 'no-such-id'\n"
         )
         out, _ = waiting.communicate(timeout=60)

@@ -68,7 +68,16 @@ class _LazyGroup(click.Group):
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               help="Lowest level logged. Default: logging.level.")  # fmt: skip
 def cli(log_format: str | None, log_level: str | None) -> None:
-    """Stockade: every tool call of an LLM agent in a throwaway, hardened container."""
+    """Stockade: every tool call of an LLM agent in a throwaway, hardened container.
+
+    \b
+    Exit codes:
+      0    done
+      1    the thing failed (a tool call, a run, a broken audit chain, no engine)
+      2    a usage or configuration mistake, or an argument that names nothing
+           (no such run, approval request, token, tool or audit log)
+      130  interrupted (Ctrl-C, SIGTERM)
+    """
 
 
 def _show(exc: click.ClickException) -> None:

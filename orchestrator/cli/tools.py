@@ -20,6 +20,7 @@ from orchestrator.cli._common import (
     echo_untrusted,
     json_option,
     load,
+    not_found,
     run_async,
     table,
     toolkit_option,
@@ -64,7 +65,7 @@ def tools_schema(config_file: Path | None, toolkits: tuple[str, ...], name: str)
     spec = registry.get(name)
     if spec is None:
         known = ", ".join(s.name for s in registry.tools()) or "none"
-        raise click.UsageError(f"unknown tool {name!r} (tools: {known})")
+        raise not_found(f"unknown tool {name!r} (tools: {known})")
     echo_json(spec.openai())
 
 
