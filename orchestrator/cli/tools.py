@@ -25,6 +25,7 @@ from orchestrator.cli._common import (
     table,
     toolkit_option,
 )
+from orchestrator.cli._owners import check_run_id_owner
 from orchestrator.display import is_well_formed
 from orchestrator.platform import Platform, build_registry
 from orchestrator.runid import run_id_problem
@@ -174,7 +175,8 @@ def _show(result: ToolResult) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory the tool sees as its workspace (kept afterwards).",
 )
-@click.option("--run-id", help="Run the call belongs to (its workspace, limits and approvals).")
+@click.option("--run-id", help="Run the call belongs to (its workspace, limits and approvals); "
+              "refused when another principal owns it (see --principal).")  # fmt: skip
 @click.option(
     "--artifacts-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -254,6 +256,8 @@ def tools_call(  # click passes every option by keyword
     # not hidden behind "the engine is down". Only the name is looked at here; the call
     # itself (arguments, policy, limits, audit) is still the gateway's alone.
     _known_tool(build_registry(loaded), name)
+    if workspace is None and run_id is not None:  # a --workspace is no run of the server's
+        check_run_id_owner(loaded.config, run_id, principal)
     call = ToolCall(
         id=f"cli-{uuid.uuid4().hex}",
         name=name,
