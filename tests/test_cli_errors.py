@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
+from orchestrator.cli import cli, main
 from orchestrator.cli._common import EXIT_FAILED, EXIT_USAGE
+from orchestrator.errors import NotFoundError, UsageError
 
 
 def stockade(*args: str | bytes, home: Path, **env: str) -> subprocess.CompletedProcess[bytes]:
@@ -139,3 +142,24 @@ def test_revoking_a_revoked_token_fails_but_is_no_usage_error(tmp_path: Path) ->
     again = stockade("tokens", "revoke", token_id, home=tmp_path)
     assert again.returncode == EXIT_FAILED
     assert again.stderr.decode() == f"{token_id}: not revoked (it was revoked already)\n"
+
+
+@pytest.mark.parametrize(
+    "error", [UsageError("run id 'r1' is already used"), NotFoundError("no run 'r1'")]
+)
+def test_a_value_the_library_refuses_exits_like_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], error: Exception
+) -> None:
+    """`stockade run --run-id` of a used run, a blank goal: refused by the agent after the
+    command passed them on, they exited 1 as if something had failed to run."""
+
+    @click.command("refused")
+    def refused() -> None:
+        raise error
+
+    monkeypatch.setitem(cli.commands, "refused", refused)
+    monkeypatch.setattr(sys, "argv", ["stockade", "refused"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == EXIT_USAGE
+    assert capsys.readouterr().err == f"error: {error}\n"

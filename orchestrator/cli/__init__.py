@@ -10,7 +10,7 @@ import click
 
 from orchestrator.cli._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from orchestrator.display import for_display
-from orchestrator.errors import ConfigError, StockadeError
+from orchestrator.errors import ConfigError, NotFoundError, StockadeError, UsageError
 from orchestrator.metrics import LOG_FORMATS
 
 __all__ = ["COMMANDS", "cli", "main"]
@@ -104,6 +104,12 @@ def main() -> None:
         # Quotes the file's own keys and values, and its name: a file from elsewhere (a
         # pull request, a shared directory) must not drive the terminal (or a CI log page).
         click.echo(f"configuration error: {for_display(str(exc))}", err=True)
+        sys.exit(EXIT_USAGE)
+    except (UsageError, NotFoundError) as exc:
+        # A value the operator typed, refused by the library the command passed it to
+        # (`run --run-id` of a run already used, a goal of blanks): exit as for a usage
+        # mistake, as the commands' own checks do.
+        click.echo(f"error: {for_display(str(exc))}", err=True)
         sys.exit(EXIT_USAGE)
     except (
         StockadeError
