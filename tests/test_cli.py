@@ -136,7 +136,7 @@ def test_tools_call_goes_through_the_gateway(tmp_path: Path, images: object) -> 
         )
         unknown = stockade("approvals", "approve", "no-such-id", home=tmp_path)
         assert (
-            unknown.returncode == 1
+            unknown.returncode == 2
             and unknown.stderr == "Error: no approval request 'no-such-id'\n"
         )
         out, _ = waiting.communicate(timeout=60)
@@ -240,6 +240,28 @@ def test_every_engine_command_says_the_same_when_the_engine_is_down(tmp_path: Pa
         assert "cannot reach the Docker engine" in done.stderr, command
         assert "scripts/setup.sh" in done.stderr, command
         assert "Traceback" not in done.stderr, command
+
+
+def test_a_mistyped_name_is_said_before_the_engine_is_needed(tmp_path: Path) -> None:
+    """With the engine down, an unknown tool or profile said "cannot reach the Docker
+    engine": the platform was opened before the name was looked at."""
+    env = {**os.environ, "STOCKADE_HOME": str(tmp_path),
+           "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}  # fmt: skip
+    commands = {
+        "unknown tool 'python.rnu' (tools: files.append,": [
+            "tools", "call", "python.rnu", "--args", '{"code": "1"}'
+        ],
+        "unknown profile 'nope'; configured: default, http": [
+            "sandbox", "run", "--profile", "nope", "--", "true"
+        ],
+    }  # fmt: skip
+    for said, command in commands.items():
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestrator", *command],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2, (command, done.stderr)
+        assert said in done.stderr and "engine" not in done.stderr, done.stderr
 
 
 def test_tools_list_as_a_table_and_as_json(tmp_path: Path) -> None:

@@ -3,14 +3,18 @@ naming what was wrong, the documented exit code, never a Python traceback."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
+from orchestrator.cli import cli, main
 from orchestrator.cli._common import EXIT_FAILED, EXIT_USAGE
+from orchestrator.errors import NotFoundError, UsageError
 
 
 def stockade(*args: str | bytes, home: Path, **env: str) -> subprocess.CompletedProcess[bytes]:
@@ -90,7 +94,7 @@ def test_an_error_shows_no_control_sequence_from_the_file(
 def test_a_click_error_shows_no_control_sequence(tmp_path: Path) -> None:
     done = stockade("tokens", "revoke", "\x1b]0;pwned\x07id", home=tmp_path)
     line = one_error_line(done)
-    assert done.returncode == EXIT_FAILED
+    assert done.returncode == EXIT_USAGE  # no such token
     assert "\x1b" not in line and "\x07" not in line
 
 
@@ -100,3 +104,62 @@ def test_a_usage_error_shows_no_control_sequence(tmp_path: Path) -> None:
     assert done.returncode == EXIT_USAGE
     assert "Invalid value for --args: cannot read" in stderr
     assert "\x1b" not in stderr and "\x07" not in stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("approvals", "show", "no-such-id"),
+        ("approvals", "approve", "no-such-id"),
+        ("approvals", "deny", "no-such-id"),
+        ("tokens", "revoke", "no-such-id"),
+        ("runs", "show", "no-such-id"),
+        ("tools", "schema", "no.such_tool"),
+        ("audit", "verify"),
+        ("audit", "timeline"),
+        ("policy", "replay", "policies/default.yaml"),
+    ],
+)
+def test_a_name_that_names_nothing_exits_like_a_usage_error(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """Every command answers an id, a name or a log that does not exist the same way: one
+    line, exit 2 (a mistake in what was typed; nothing was attempted, so not 1)."""
+    done = stockade(*command, home=tmp_path)
+    line = one_error_line(done)
+    assert done.returncode == EXIT_USAGE, line
+    assert any(word in line for word in ("no ", "unknown")), line
+
+
+def test_revoking_a_revoked_token_fails_but_is_no_usage_error(tmp_path: Path) -> None:
+    """The token exists: like deciding a decided approval request, the change did not
+    happen (exit 1); only an id that names no token is a mistake in the command (exit 2)."""
+    created = stockade(
+        "tokens", "create", "--principal", "ana", "--role", "caller", "--json", home=tmp_path
+    )
+    token_id = json.loads(created.stdout)["id"]
+    assert stockade("tokens", "revoke", token_id, home=tmp_path).returncode == 0
+    again = stockade("tokens", "revoke", token_id, home=tmp_path)
+    assert again.returncode == EXIT_FAILED
+    assert again.stderr.decode() == f"{token_id}: not revoked (it was revoked already)\n"
+
+
+@pytest.mark.parametrize(
+    "error", [UsageError("run id 'r1' is already used"), NotFoundError("no run 'r1'")]
+)
+def test_a_value_the_library_refuses_exits_like_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], error: Exception
+) -> None:
+    """`stockade run --run-id` of a used run, a blank goal: refused by the agent after the
+    command passed them on, they exited 1 as if something had failed to run."""
+
+    @click.command("refused")
+    def refused() -> None:
+        raise error
+
+    monkeypatch.setitem(cli.commands, "refused", refused)
+    monkeypatch.setattr(sys, "argv", ["stockade", "refused"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == EXIT_USAGE
+    assert capsys.readouterr().err == f"error: {error}\n"

@@ -256,7 +256,7 @@ def _tool_calls(board: dashboard.Dashboard) -> dashboard.Dashboard:
         .with_panel(
             series(
                 "Policy decisions",
-                "Policy decisions per second, by decision.",
+                "Policy decisions per second (one per tool call), by decision.",
                 "ops",
                 query(
                     f"sum by (decision) ({rate('stockade_policy_decisions_total')})",

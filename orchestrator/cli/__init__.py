@@ -10,7 +10,7 @@ import click
 
 from orchestrator.cli._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from orchestrator.display import for_display
-from orchestrator.errors import ConfigError, StockadeError
+from orchestrator.errors import ConfigError, NotFoundError, StockadeError, UsageError
 from orchestrator.metrics import LOG_FORMATS
 
 __all__ = ["COMMANDS", "cli", "main"]
@@ -68,7 +68,16 @@ class _LazyGroup(click.Group):
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               help="Lowest level logged. Default: logging.level.")  # fmt: skip
 def cli(log_format: str | None, log_level: str | None) -> None:
-    """Stockade: every tool call of an LLM agent in a throwaway, hardened container."""
+    """Stockade: every tool call of an LLM agent in a throwaway, hardened container.
+
+    \b
+    Exit codes:
+      0    done
+      1    the thing failed (a tool call, a run, a broken audit chain, no engine)
+      2    a usage or configuration mistake, or an argument that names nothing
+           (no such run, approval request, token, tool or audit log)
+      130  interrupted (Ctrl-C, SIGTERM)
+    """
 
 
 def _show(exc: click.ClickException) -> None:
@@ -95,6 +104,12 @@ def main() -> None:
         # Quotes the file's own keys and values, and its name: a file from elsewhere (a
         # pull request, a shared directory) must not drive the terminal (or a CI log page).
         click.echo(f"configuration error: {for_display(str(exc))}", err=True)
+        sys.exit(EXIT_USAGE)
+    except (UsageError, NotFoundError) as exc:
+        # A value the operator typed, refused by the library the command passed it to
+        # (`run --run-id` of a run already used, a goal of blanks): exit as for a usage
+        # mistake, as the commands' own checks do.
+        click.echo(f"error: {for_display(str(exc))}", err=True)
         sys.exit(EXIT_USAGE)
     except (
         StockadeError

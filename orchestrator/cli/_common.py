@@ -2,8 +2,10 @@
 
 Exit codes: 0 the command did what was asked; 1 the thing failed (a tool
 call that did not succeed, a broken chain, an unreachable engine); 2 a usage
-or configuration mistake. SIGTERM is turned into the same cancellation as
-Ctrl-C, so the platform's clean-up (pools, containers) runs either way.
+or configuration mistake, including an argument that names nothing (no such
+run, request, token, tool or audit log: :func:`not_found`). SIGTERM is turned
+into the same cancellation as Ctrl-C, so the platform's clean-up (pools,
+containers) runs either way.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "echo_untrusted",
     "json_option",
     "load",
+    "not_found",
     "progress",
     "run_async",
     "stop_signals",
@@ -48,6 +51,18 @@ EXIT_INTERRUPTED = 130
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+
+
+class _NotFound(click.ClickException):
+    exit_code = EXIT_USAGE
+
+
+def not_found(message: str) -> click.ClickException:
+    """The error for an argument that names nothing (a run, an approval request, a token,
+    a tool): exit 2, as for any other mistake in what was typed, since nothing was
+    attempted (1 means the thing was tried and failed). One line, ``Error: message``:
+    click's usage lines would add nothing about an id."""
+    return _NotFound(message)
 
 
 def config_option(command: F) -> F:

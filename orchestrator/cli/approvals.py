@@ -11,7 +11,15 @@ from typing import Any
 import click
 
 from orchestrator.approvals import ApprovalScope, ApprovalStatus, ApprovalStore
-from orchestrator.cli._common import EXIT_FAILED, config_option, echo_json, json_option, load, table
+from orchestrator.cli._common import (
+    EXIT_FAILED,
+    config_option,
+    echo_json,
+    json_option,
+    load,
+    not_found,
+    table,
+)
 from orchestrator.display import json_for_people
 from orchestrator.errors import UsageError
 
@@ -77,7 +85,7 @@ def approvals_show(config_file: Path | None, db: Path | None, request_id: str) -
     """One request in full, as JSON."""
     request = _store(config_file, db).get(request_id)
     if request is None:
-        raise click.ClickException(f"no approval request {request_id!r}")
+        raise not_found(f"no approval request {request_id!r}")
     # The arguments as a person must read them (no character hides or reorders text).
     click.echo(json_for_people(request.model_dump(mode="json")))
 
@@ -117,7 +125,7 @@ def _decide(
         return
     request = store.get(request_id)
     if request is None:
-        raise click.ClickException(f"no approval request {request_id!r}")
+        raise not_found(f"no approval request {request_id!r}")
     click.echo(f"{request_id}: not decided (it is {request.status.value})", err=True)
     sys.exit(EXIT_FAILED)
 

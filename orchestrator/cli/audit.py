@@ -10,7 +10,14 @@ import click
 from orchestrator.audit import OpenIntent, tail, verify
 from orchestrator.audit._files import archives
 from orchestrator.audit.timeline import CallEntry, call_timeline
-from orchestrator.cli._common import EXIT_FAILED, config_option, echo_json, json_option, load
+from orchestrator.cli._common import (
+    EXIT_FAILED,
+    config_option,
+    echo_json,
+    json_option,
+    load,
+    not_found,
+)
 from orchestrator.display import for_display, json_for_people
 
 __all__ = ["audit"]
@@ -27,8 +34,8 @@ def _log_path(config_file: Path | None, path: Path | None) -> Path:
     return path or load(config_file).config.audit_path
 
 
-def _nothing_recorded(log: Path) -> click.UsageError:
-    return click.UsageError(
+def _nothing_recorded(log: Path) -> click.ClickException:
+    return not_found(
         f"no audit log at {log}: nothing is recorded there yet; name the log (PATH) or the "
         "configuration whose audit.path it is (--config)"
     )

@@ -23,6 +23,7 @@ from orchestrator.agent import (
     RunResult,
     RunStatus,
     read_batch,
+    read_state,
     results_path_for,
 )
 from orchestrator.approvals import TerminalApprover
@@ -38,10 +39,13 @@ from orchestrator.cli._common import (
     stop_signals,
     toolkit_option,
 )
+from orchestrator.cli._owners import claim_run_id
 from orchestrator.cli._run_view import ProgressView, show_result
 from orchestrator.cli.metrics import metrics_port_option, serving_metrics
 from orchestrator.config import LoadedConfig
+from orchestrator.errors import NotFoundError
 from orchestrator.platform import Platform
+from orchestrator.runid import run_id_problem
 
 __all__ = ["EXIT_CODES", "agent_config", "resume_run", "run", "run_goal"]
 
@@ -150,6 +154,14 @@ async def _drive(
                     loop.remove_signal_handler(number)
 
 
+def _recorded_principal(state_dir: Path, run_id: str) -> str | None:
+    """The principal run ``run_id``'s checkpoint records; None when there is no such run."""
+    try:
+        return read_state(state_dir, run_id).principal
+    except NotFoundError:
+        return None
+
+
 @click.command("run")
 @config_option
 @toolkit_option
@@ -175,7 +187,8 @@ async def _drive(
 @click.option("--approvers", "approvers_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Approvers file: auto rules, webhook (approvals.approvers).")  # fmt: skip
 @click.option("--principal", help="Who the run acts for. Default: your user name.")
-@click.option("--run-id", help="Name of the run (its workspace and log). Default: a fresh id.")
+@click.option("--run-id", help="Name of the run (its workspace and log); refused when another "
+              "principal used it first (over the HTTP API too). Default: a fresh id.")  # fmt: skip
 @click.option(
     "--prompt/--no-prompt",
     default=None,
@@ -286,12 +299,22 @@ def run(  # click passes every option by keyword
         show_summary(summary, as_json=as_json)
         sys.exit(summary.exit_code)
     assert goal is not None  # checked above
+    who = principal or getpass.getuser()
+    if run_id is not None:
+        if problem := run_id_problem(run_id):
+            raise click.UsageError(problem)
+        # The HTTP API's rule, checked before the engine is reached: the first principal
+        # to use a run id owns it, and this run is a use of it.
+        state_dir = loaded.config.state_dir
+        claim_run_id(
+            loaded.config, run_id, who, recorded=lambda: _recorded_principal(state_dir, run_id)
+        )
     result = run_async(
         run_goal(
             loaded,
             config,
             goal,
-            principal=principal or getpass.getuser(),
+            principal=who,
             run_id=run_id,
             prompt=sys.stdin.isatty() if prompt is None else prompt,
             on_event=ProgressView(),

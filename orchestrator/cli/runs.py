@@ -21,6 +21,7 @@ from orchestrator.cli._common import (
     echo_json,
     json_option,
     load,
+    not_found,
     run_async,
     table,
     toolkit_option,
@@ -89,7 +90,7 @@ def runs_show(config_file: Path | None, as_json: bool, run_id: str) -> None:
     try:
         result = read_result(state_dir, run_id)
     except NotFoundError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise not_found(str(exc)) from None
     if result is not None:
         if not as_json:
             ProgressView(click.echo).replay(result.log)
@@ -159,7 +160,9 @@ def runs_resume(
                 on_event=ProgressView(),
             )
         )
-    except (LeaseHeld, NotFoundError, UsageError) as exc:
+    except NotFoundError as exc:
+        raise not_found(str(exc)) from None
+    except (LeaseHeld, UsageError) as exc:
         raise click.UsageError(str(exc)) from None
     show_result(result, as_json=as_json)
     sys.exit(EXIT_CODES[result.status])

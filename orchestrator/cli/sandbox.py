@@ -49,16 +49,17 @@ def sandbox_run(
         stockade sandbox run --run-id demo -- sh -c 'echo hi > note.txt'
     """
     loaded = load(config_file)
+    # Before the engine is reached: a mistyped name is not hidden behind "the engine is down".
+    configured = loaded.config.sandbox.effective_profiles()
+    if profile_name not in configured:
+        raise ConfigError(
+            f"unknown profile {profile_name!r}; configured: " + ", ".join(sorted(configured)),
+            field="--profile",
+        )
 
     async def run() -> ExecResult:
         async with Platform.open(loaded, pools=False) as platform:
-            profile = platform.profiles.get(profile_name)
-            if profile is None:
-                raise ConfigError(
-                    f"unknown profile {profile_name!r}; configured: "
-                    + ", ".join(sorted(platform.profiles)),
-                    field="--profile",
-                )
+            profile = platform.profiles[profile_name]
             workspace = platform.workspaces.open(run_id) if run_id else None
             request = ExecRequest(argv=argv, workspace=workspace, timeout_s=timeout)
             return await platform.sandbox.execute(request, profile)

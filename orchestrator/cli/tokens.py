@@ -8,7 +8,15 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli._common import EXIT_FAILED, config_option, echo_json, json_option, load, table
+from orchestrator.cli._common import (
+    EXIT_FAILED,
+    config_option,
+    echo_json,
+    json_option,
+    load,
+    not_found,
+    table,
+)
 from orchestrator.errors import UsageError
 from orchestrator.server import Role, TokenInfo, TokenStore
 
@@ -119,9 +127,12 @@ def tokens_revoke(config_file: Path | None, token_id: str) -> None:
     store = _store(config_file)
     try:
         revoked = store.revoke(token_id)
+        known = revoked or any(info.id == token_id for info in store.tokens(include_revoked=True))
     finally:
         store.close()
-    if not revoked:
-        click.echo(f"{token_id!r}: no such active token", err=True)  # as typed, quoted
+    if not known:  # quoted as typed: an id that names nothing is a mistake in the command
+        raise not_found(f"no token {token_id!r} (see `stockade tokens list --all`)")
+    if not revoked:  # like a decided approval request: it exists, the change did not happen
+        click.echo(f"{token_id}: not revoked (it was revoked already)", err=True)
         sys.exit(EXIT_FAILED)
     click.echo(f"{token_id}: revoked")

@@ -20,14 +20,16 @@ from orchestrator.cli._common import (
     echo_untrusted,
     json_option,
     load,
+    not_found,
     run_async,
     table,
     toolkit_option,
 )
+from orchestrator.cli._owners import check_run_id_owner
 from orchestrator.display import is_well_formed
 from orchestrator.platform import Platform, build_registry
 from orchestrator.runid import run_id_problem
-from orchestrator.tools import ToolCall, ToolResult, ToolStatus
+from orchestrator.tools import ToolCall, ToolRegistry, ToolResult, ToolSpec, ToolStatus
 
 __all__ = ["tools"]
 
@@ -60,12 +62,16 @@ def tools_list(config_file: Path | None, toolkits: tuple[str, ...], as_json: boo
 @click.argument("name")
 def tools_schema(config_file: Path | None, toolkits: tuple[str, ...], name: str) -> None:
     """The tool NAME in OpenAI's function-calling format (JSON)."""
-    registry = build_registry(load(config_file, toolkits=toolkits))
+    echo_json(_known_tool(build_registry(load(config_file, toolkits=toolkits)), name).openai())
+
+
+def _known_tool(registry: ToolRegistry, name: str) -> ToolSpec:
+    """The tool ``name`` (either spelling), or the error naming the ones there are."""
     spec = registry.get(name)
     if spec is None:
         known = ", ".join(s.name for s in registry.tools()) or "none"
-        raise click.UsageError(f"unknown tool {name!r} (tools: {known})")
-    echo_json(spec.openai())
+        raise not_found(f"unknown tool {name!r} (tools: {known})")
+    return spec
 
 
 async def _announce(request: ApprovalRequest, /) -> None:
@@ -169,7 +175,8 @@ def _show(result: ToolResult) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory the tool sees as its workspace (kept afterwards).",
 )
-@click.option("--run-id", help="Run the call belongs to (its workspace, limits and approvals).")
+@click.option("--run-id", help="Run the call belongs to (its workspace, limits and approvals); "
+              "refused when another principal owns it (see --principal).")  # fmt: skip
 @click.option(
     "--artifacts-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -214,7 +221,8 @@ def tools_call(  # click passes every option by keyword
 
     The call is validated, decided by the policy, rate-limited, approved if
     the policy asks for it, run in a sandbox and recorded in the audit log.
-    Exits 0 when the call succeeded, 1 otherwise. With a workspace (`--workspace`
+    Exits 0 when the call succeeded, 1 otherwise, 2 when no configured toolkit
+    has a tool NAME (said before the engine is reached). With a workspace (`--workspace`
     or `--run-id`), files the call writes under `outputs/` come back as artifacts,
     written to `--artifacts-dir` (the directory is printed). Example:
 
@@ -244,6 +252,12 @@ def tools_call(  # click passes every option by keyword
             "approvals.approvers": approvers_path,
         },
     )
+    # A mistyped name is the operator's mistake and needs no engine: said first, so it is
+    # not hidden behind "the engine is down". Only the name is looked at here; the call
+    # itself (arguments, policy, limits, audit) is still the gateway's alone.
+    _known_tool(build_registry(loaded), name)
+    if workspace is None and run_id is not None:  # a --workspace is no run of the server's
+        check_run_id_owner(loaded.config, run_id, principal)
     call = ToolCall(
         id=f"cli-{uuid.uuid4().hex}",
         name=name,

@@ -332,6 +332,11 @@ class Gateway:
             return checked
         trace.arguments = checked.arguments
         decision = self._decide(checked)
+        # Once per call, here: arguments an approver edits are decided again (_edited),
+        # but that is still this call, and a dashboard's share of denials is per call.
+        self._child(
+            self._metrics.policy_decisions, decision.decision.value, decision.rule or ""
+        ).inc()
         trace.decision = decision
         if decision.decision is Effect.DENY:
             return _refusal(call, ToolStatus.DENIED, decision.reason)
@@ -346,7 +351,8 @@ class Gateway:
             rate = await self._limiter.check_async(tool, run_id=run_id, principal=principal)
         trace.rate = rate
         if not rate.allowed:
-            self._metrics.rate_limited.labels(rate.limit or "").inc()
+            assert rate.limit  # a refusal always names its limit (RateLimitAnswer checks)
+            self._metrics.rate_limited.labels(rate.limit).inc()
             reached = (
                 f"rate limit {rate.limit!r} reached"
                 if rate.reason is None
@@ -370,11 +376,7 @@ class Gateway:
 
     def _decide(self, checked: ValidatedCall) -> Decision:
         call = checked.call
-        decision = evaluate(self._policy, checked.spec.name, checked.arguments, call.principal)
-        self._child(
-            self._metrics.policy_decisions, decision.decision.value, decision.rule or ""
-        ).inc()
-        return decision
+        return evaluate(self._policy, checked.spec.name, checked.arguments, call.principal)
 
     async def _approve(
         self, checked: ValidatedCall, decision: Decision, trace: _Trace

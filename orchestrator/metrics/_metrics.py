@@ -132,7 +132,8 @@ class Metrics:
         )
         self.policy_decisions = make.counter(
             "stockade_policy_decisions",
-            "Policy decisions, by decision and deciding rule (rule is empty for the default).",
+            "Policy decisions, one per call (arguments an approver edited are decided again, "
+            "not counted again), by decision and deciding rule (rule is empty for the default).",
             ["decision", "rule"],
         )
         self.rate_limited = make.counter(

@@ -44,9 +44,16 @@ class RateLimitAnswer:
     retry_after_s: float = 0.0
     """Seconds until the call would be allowed; 0 when allowed."""
     limit: str | None = None
-    """The limit that refused (the one with the longest wait); None when allowed."""
+    """The limit that refused (the one with the longest wait), or the store that could not
+    be reached; required on a refusal; None when allowed."""
     reason: str | None = None
     """Why no limit could decide, when the store could not be reached and fails closed."""
+
+    def __post_init__(self) -> None:
+        # The refusing limit is a metric label (stockade_rate_limited_total{limit}) and
+        # what the model is told: a refusal naming none would be a series limit="".
+        if not self.allowed and not self.limit:
+            raise ValueError("a refusal names the limit that refused (or the store)")
 
 
 _ALLOWED = RateLimitAnswer(allowed=True)

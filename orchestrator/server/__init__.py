@@ -10,6 +10,7 @@ protect themselves with :func:`require` and reach the platform through
 :data:`State`, answering errors with :class:`ProblemError`.
 """
 
+from orchestrator.runowners import RunOwners
 from orchestrator.server._app import (
     API_ROUTERS,
     API_VERSION,
@@ -29,7 +30,6 @@ from orchestrator.server._problems import (
     problem_responses,
 )
 from orchestrator.server._roles import ROLE_PERMISSIONS, Identity, Permission, Role
-from orchestrator.server._run_owners import RunOwners
 from orchestrator.server._runs import Runs
 from orchestrator.server._state import ServerState, State, server_state
 from orchestrator.server._tokens import IssuedToken, TokenInfo, TokenStore

@@ -31,6 +31,7 @@ from orchestrator.approvals import Approver
 from orchestrator.config import LoadedConfig, ServerSettings, StockadeConfig
 from orchestrator.metrics import render
 from orchestrator.platform import Platform, serving_metrics
+from orchestrator.runowners import RunOwners
 from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.server import _approvals_api, _artifacts_api, _health, _runs_api, _tools_api
 from orchestrator.server._bind import check_bind, is_loopback_host
@@ -43,7 +44,6 @@ from orchestrator.server._problems import (
     install_problem_handlers,
 )
 from orchestrator.server._roles import Identity, Role
-from orchestrator.server._run_owners import RunOwners
 from orchestrator.server._runs import Runs
 from orchestrator.server._state import ServerState
 from orchestrator.server._tokens import TokenStore

@@ -81,7 +81,7 @@ _ID_RESPONSES = problem_responses(401, 403, 404)
 
 async def claim_run(state: ServerState, run_id: str, identity: Identity) -> bool:
     """Whether ``identity`` may use ``run_id``: claimed for its principal (see
-    :meth:`~orchestrator.server._run_owners.RunOwners.claim`), unless the run's files
+    :meth:`~orchestrator.runowners.RunOwners.claim`), unless the run's files
     record another principal."""
     return await state.run_owners.claim(
         run_id, identity.principal, recorded=lambda: state.runs.principal(run_id)

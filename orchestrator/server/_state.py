@@ -9,9 +9,9 @@ from fastapi import Depends, Request
 
 from orchestrator.config import ServerSettings
 from orchestrator.platform import Platform
+from orchestrator.runowners import RunOwners
 from orchestrator.server._calls import CallsInFlight
 from orchestrator.server._roles import Identity
-from orchestrator.server._run_owners import RunOwners
 from orchestrator.server._runs import Runs
 from orchestrator.server._tokens import TokenStore
 

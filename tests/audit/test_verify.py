@@ -134,8 +134,8 @@ def test_cli_without_a_log_says_so(tmp_path: Path, command: str) -> None:
     traceback; tail and timeline printed nothing and exited 0, as for an empty log."""
     missing = audit_cli(command, home=tmp_path)
     assert missing.returncode == 2
-    assert missing.stderr.endswith(
-        f"\nError: no audit log at {tmp_path / 'audit.jsonl'}: nothing is recorded there yet; "
+    assert missing.stderr == (  # one line: the usage lines would say nothing about the log
+        f"Error: no audit log at {tmp_path / 'audit.jsonl'}: nothing is recorded there yet; "
         "name the log (PATH) or the configuration whose audit.path it is (--config)\n"
     )
     assert "Traceback" not in missing.stderr

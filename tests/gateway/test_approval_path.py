@@ -118,6 +118,29 @@ async def test_edited_arguments_are_validated_and_decided_again(harness: Build) 
     assert denied.backend.requests == []
 
 
+def policy_decisions(h: Harness) -> dict[tuple[str, str], float]:
+    (family,) = (f for f in h.metrics.registry.collect() if f.name == "stockade_policy_decisions")
+    return {
+        (sample.labels["decision"], sample.labels["rule"]): sample.value
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.value
+    }
+
+
+@pytest.mark.parametrize(
+    ("edit", "status"),
+    [({"path": "old.log.1"}, ToolStatus.OK), ({"path": "secrets/token"}, ToolStatus.DENIED)],
+)
+async def test_a_call_with_edited_arguments_is_one_policy_decision(
+    harness: Build, edit: dict[str, object], status: ToolStatus
+) -> None:
+    """The edit is decided again, but it is still one call: counted twice, a denial spike
+    alert (denials over all decisions) and the decisions panel would both read it wrong."""
+    h = harness(approvers=[editor(edit)])
+    assert (await h.gateway.call(delete())).status is status
+    assert policy_decisions(h) == {("require_approval", "delete-needs-approval"): 1}
+
+
 @pytest.mark.parametrize(
     ("on_timeout", "status"), [("deny", ToolStatus.APPROVAL_DENIED), ("allow", ToolStatus.OK)]
 )

@@ -15,6 +15,7 @@ from orchestrator.policy import (
     InMemoryLimitStore,
     LimitStore,
     RateLimit,
+    RateLimitAnswer,
     RateLimiter,
     SqliteLimitStore,
     parse_policy,
@@ -261,3 +262,12 @@ def test_an_approval_wait_without_end_is_refused(document: str, line: int, field
     with pytest.raises(ConfigError, match="expected a finite number, got inf") as caught:
         parse_policy(document, source="p.yaml")
     assert (caught.value.line, caught.value.field) == (line, field)
+
+
+@pytest.mark.parametrize("limit", [None, ""])
+def test_a_refusal_always_names_its_limit(limit: str | None) -> None:
+    """The name is the gateway's metric label: a nameless refusal made a series limit=""."""
+    with pytest.raises(ValueError, match="names the limit"):
+        RateLimitAnswer(allowed=False, retry_after_s=1.0, limit=limit)
+    assert RateLimitAnswer(allowed=True).limit is None
+    assert RateLimitAnswer(allowed=False, limit="reads").limit == "reads"

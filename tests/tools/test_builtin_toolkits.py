@@ -269,3 +269,25 @@ async def test_files_read_is_capped(gateway: Gateway) -> None:
     tail = call("files.read", "big", path="big.bin", offset=2 * 1024 * 1024 - 1000)
     rest = json.loads((await gateway.call(tail)).output)
     assert rest["truncated"] is False and rest["content"] == "x" * 1000
+
+
+async def test_files_search_of_one_huge_line_stays_within_the_sandbox_memory(
+    images: ImageBuilder, no_leaks: None, tmp_path: Path
+) -> None:
+    """Read whole, a 48 MB line (a minified bundle, a dump) took several times its size, and
+    the sandbox's memory limit killed the tool: the model read oom_killed."""
+    profile = {"memory_mb": 128, "pool_size": 0}
+    async with open_test_platform(
+        tmp_path, toolkits=("toolkits.files",), profiles={"default": profile}
+    ) as platform:
+        workspace = platform.workspaces.open("huge")
+        with (workspace.path / "dump.json").open("wb") as handle:
+            for _ in range(48):
+                handle.write(b"x" * (1 << 20))
+            handle.write(b"needle\nafter needle\n")
+        result = await platform.gateway.call(call("files.search", "huge", pattern="needle"))
+    assert result.status is ToolStatus.OK, result
+    assert json.loads(result.output)["matches"] == [
+        {"path": "dump.json", "line": 1, "text": "…" + "x" * 100 + "needle"},
+        {"path": "dump.json", "line": 2, "text": "after needle"},
+    ]

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import base64
 import json
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from stockade_sdk import ToolError
 from toolkits import files
+from toolkits.files import _lines as files_lines
 
 _OUTPUT_CAP = 1 << 20
 
@@ -95,3 +97,64 @@ def test_an_absolute_glob_is_the_models_mistake(workspace: Path) -> None:
     assert files.search("hi", glob="*.txt")["matches"] == [
         {"path": "a.txt", "line": 1, "text": "hi"}
     ]
+
+
+SEGMENT = files_lines.SEGMENT_BYTES
+
+
+def test_search_reads_a_huge_line_in_bounded_memory(workspace: Path) -> None:
+    """Read whole, one 32 MB line took four times that: the sandbox killed the tool (OOM)."""
+    size = 32 << 20
+    with (workspace / "dump.json").open("wb") as handle:
+        for _ in range(size // SEGMENT):
+            handle.write(b"x" * SEGMENT)
+        handle.write(b"needle\n")
+    tracemalloc.start()
+    try:
+        found = files.search("needle")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 << 20, f"{peak / 2**20:.1f} MiB at the peak"
+    (match,) = found["matches"]
+    assert match["line"] == 1 and match["text"] == "…" + "x" * 100 + "needle"
+
+
+def test_a_match_in_a_long_line_is_shown_around_it_and_marked(workspace: Path) -> None:
+    line = "a" * 100_000 + "NEEDLE" + "b" * 100_000
+    (workspace / "long.txt").write_text(f"{line}\nshort NEEDLE\n{'c' * 600} NEEDLE\n")
+    first, second, third = files.search("NEEDLE")["matches"]
+    assert first["line"] == 1 and len(first["text"]) == files_lines.MAX_TEXT + 2
+    assert first["text"] == "…" + "a" * 100 + "NEEDLE" + "b" * 394 + "…"
+    assert second == {"path": "long.txt", "line": 2, "text": "short NEEDLE"}
+    # One piece, but past the characters shown: cut too (it was cut before the match).
+    assert third["line"] == 3 and third["text"] == "…" + "c" * 99 + " NEEDLE"
+
+
+@pytest.mark.parametrize(
+    ("content", "pattern", "lines"),
+    [
+        # A match across the boundary between two pieces of a line is found.
+        ("a" * (SEGMENT - 3) + "NEEDLE" + "a" * 10, "NEEDLE", [1]),
+        # A piece's edges are not the line's: no ^, $ or \b there.
+        ("a" * SEGMENT + "b" * 10, "^b", []),
+        ("a" * SEGMENT + "b" * 10, r"\bb", []),
+        ("a" * SEGMENT + "b", "a$", []),
+        ("a" * SEGMENT + "b", "ab$", [1]),
+        ("a" * 3 * SEGMENT + "b", "^a", [1]),
+        # A character cut by a piece's edge is whole again.
+        ("é" * SEGMENT + "N", "éN", [1]),
+        # Line numbers go on after a long line, and after one that ends at a piece's edge.
+        ("a" * 200_000 + "\nX\n", "X", [2]),
+        ("a" * SEGMENT + "\nX\nX", "X", [2, 3]),
+        ("a" * (SEGMENT - 1) + "\nX\n", "X", [2]),
+    ],
+)
+def test_a_long_line_is_searched_as_one_line(
+    workspace: Path, content: str, pattern: str, lines: list[int]
+) -> None:
+    (workspace / "f.txt").write_text(content, encoding="utf-8")
+    found = files.search(pattern)["matches"]
+    assert [match["line"] for match in found] == lines
+    for match in found:
+        assert len(str(match["text"])) <= files_lines.MAX_TEXT + 2

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from stockade_sdk import ToolError, tool
+from toolkits.files._lines import matching_lines
 
 __all__ = ["append", "delete", "list_files", "read", "search", "write"]
 
@@ -228,6 +229,9 @@ def list_files(path: str = ".", recursive: bool = False) -> dict[str, object]:
 def search(pattern: str, path: str = ".", glob: str = "*") -> dict[str, object]:
     """Search workspace files for lines matching a regular expression (like grep -rn).
 
+    A line longer than 500 characters is shown around its first match, each
+    side cut marked with "…". Files are read in pieces, so any size works.
+
     Args:
         pattern: Python regular expression.
         path: Directory (or file) relative to the workspace to search in.
@@ -252,12 +256,10 @@ def search(pattern: str, path: str = ".", glob: str = "*") -> dict[str, object]:
     for file in files:
         shown = str(file.relative_to(root))
         with _reported(shown), file.open("rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                line = raw.decode("utf-8", "replace").rstrip("\n")
-                if regex.search(line):
-                    matches.append({"path": shown, "line": number, "text": line[:500]})
-                    if len(matches) == MAX_MATCHES:
-                        return {"matches": matches, "truncated": True}
+            for number, text in matching_lines(handle, regex):
+                matches.append({"path": shown, "line": number, "text": text})
+                if len(matches) == MAX_MATCHES:
+                    return {"matches": matches, "truncated": True}
     return {"matches": matches, "truncated": False}
 
 

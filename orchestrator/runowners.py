@@ -6,6 +6,11 @@ principal to use a run id owns it, durably (a table in the server's
 database, so a restart hands nobody a run); any other principal is refused.
 Ownership never changes, so what this process has seen is kept in memory and
 only a run id it has not seen yet costs a database round trip, off the event loop.
+
+Every entrance that lets its user name a run reads the same table: the HTTP
+API and MCP server, and the command line (``stockade run --run-id``,
+``stockade tools call --run-id``), which is why it lives outside
+``orchestrator.server`` (importing that package costs a command a second).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.private import private_file
 
 __all__ = ["RunOwners"]
 
@@ -43,11 +49,21 @@ class RunOwners:
         clock: Callable[[], float] = time.time,
         busy_timeout_s: float = 10.0,
     ) -> None:
-        """Open the database (the token store's file; the table is created if missing)."""
+        """Open the database (the token store's file; the table is created if missing).
+
+        A database made here is private (0600), as the token store makes it: the
+        command line may be first to open it, before any server has run.
+        """
         self._path = Path(path)
         self._clock = clock
         self._busy_timeout_s = busy_timeout_s
         self._owners: dict[str, str] = {}
+        try:
+            private_file(self._path)
+        except OSError as exc:
+            raise InfrastructureError(
+                f"{self._path}: {exc}", code=ErrorCode.TOKENS, op="run_owners.open", retryable=False
+            ) from exc
         with self._connect("run_owners.open") as db:
             db.executescript(_SCHEMA)
 
