@@ -170,7 +170,12 @@ def audit_timeline(
     config_file: Path | None, as_json: bool, run_id: str | None, path: Path | None
 ) -> None:
     """Each call of the log at PATH: approvals, the intent of each attempt, and the outcome."""
-    entries = call_timeline(_existing_log(config_file, path), run_id=run_id)
+    log = _existing_log(config_file, path)
+    entries = call_timeline(log, run_id=run_id)
+    if not entries and not as_json:
+        # Said, on standard error: an empty screen reads as a command that did nothing.
+        whose = f"of run {run_id!r} " if run_id is not None else ""
+        click.echo(for_display(f"no calls {whose}in {log}"), err=True)
     if as_json:
         echo_json(
             [

@@ -113,3 +113,13 @@ def test_a_traceback_stays_under_its_outcome_and_a_cut_error_shows_its_head(
     assert cut.endswith(": boom " + "x" * 123) and "{" not in cut
     marker = lines[lines.index(cut) + 1]
     assert marker.startswith("      [… cut: 205 bytes in all, sha256 ") and marker.endswith("]")
+
+
+def test_a_run_without_calls_is_said_not_an_empty_screen(tmp_path: Path) -> None:
+    path = _log(tmp_path)
+    shown = CliRunner().invoke(cli, ["audit", "timeline", "--run", "r9", str(path)])
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout == ""
+    assert shown.stderr == f"no calls of run 'r9' in {path}\n"
+    as_json = CliRunner().invoke(cli, ["audit", "timeline", "--json", "--run", "r9", str(path)])
+    assert json.loads(as_json.stdout) == [] and as_json.stderr == ""
