@@ -261,10 +261,11 @@ class ModelSettings(StrictModel):
     timeout_s: float = Field(default=120.0, gt=0)
     """Deadline of one request (one attempt, streamed replies read to their end)."""
     stream: bool = False
-    """Receive replies as server-sent events, text as it is generated; the reply is the same."""
+    """Receive replies as server-sent events, text as it is generated; the reply is the same
+    (a stream that ends without a ``finish_reason`` was cut short, and is tried again)."""
     max_attempts: int = Field(default=5, ge=1, le=20)
-    """Attempts per request, the first included; only 429, 5xx, timeouts and lost connections
-    are tried again."""
+    """Attempts per request, the first included; only 429, 5xx, timeouts, lost connections and
+    streams cut short are tried again."""
     retry_max_total_s: float = Field(default=300.0, gt=0)
     """Bound on one request's attempts and the waits between them together; a wait (a
     server's ``Retry-After`` included) that would cross it ends the retries."""
