@@ -59,6 +59,9 @@ __all__ = [
 RUNS_DB = "runs.db"
 """The runs' database, in the state directory."""
 
+LOCK_WAIT_S = 10.0
+"""How long a write waits for another writer's lock on ``runs.db`` before it fails."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
@@ -185,7 +188,7 @@ class RunStore:
         return self._path
 
     def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self._path, timeout=10.0, isolation_level=None)
+        db = sqlite3.connect(self._path, timeout=LOCK_WAIT_S, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.row_factory = sqlite3.Row

@@ -19,7 +19,8 @@ turns continue. ``run_timeout_s`` bounds the time worked over every process
 that drove the run; ``deadline_s`` bounds the wall-clock time since its start.
 A run never raises, cancellation aside: whatever happens ends it with a
 status and a reason; a run whose lease another process took stops without
-writing anything more.
+writing anything more, and one whose lease could not be taken at all ends
+before it starts (:meth:`RunLoop.not_started`), writing nothing.
 """
 
 from __future__ import annotations
@@ -628,6 +629,37 @@ class RunLoop:
         # The state stays as its latest step left it (mid-step, it would count a turn
         # not taken); only the events are written. Time since that step is not counted.
         await self._reporter.recorder.flush_events()
+
+    def not_started(self, status: RunStatus, reason: str) -> RunResult:
+        """End a run that never started (its lease could not be taken): nothing is written.
+
+        Its run id's files and checkpoints may be another process's (which took the
+        lease first), and without the lease none may be written. The caller gets the
+        result and a ``run_finished`` event saying why; the log has neither.
+        """
+        state = self.state
+        _log.warning("run %s did not start: %s", state.run_id, reason)
+        state.status, state.reason = status, reason  # this process's copy only
+        self._reporter.emit_live(
+            RunFinished(
+                run_id=state.run_id,
+                at=self._reporter.now(),
+                status=status,
+                answer=None,
+                reason=reason,
+                iterations=0,
+                total_tokens=0,
+                duration_s=0.0,
+            )
+        )
+        self.result = RunResult.of(
+            state,
+            duration_s=0.0,
+            workspace=None,
+            log_path=str(self._reporter.recorder.files.log),
+            log=(),
+        )
+        return self.result
 
     def _abandon(self) -> RunResult:
         """Another process took the run's lease: stop, writing and releasing nothing.
