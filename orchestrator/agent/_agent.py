@@ -279,6 +279,15 @@ class Agent:
         rows = await asyncio.to_thread(self._store.interrupted)
         return [row for row in rows if row.run_id not in self._runs]
 
+    async def held_elsewhere(self) -> list[RunRow]:
+        """Unfinished runs whose lease a process this host cannot check (another boot,
+        another host) holds, not yet expired: if that process is gone, :meth:`resume`
+        can continue them once the lease expires (``lease_expires_at``)."""
+        if self._store is None:
+            return []
+        rows = await asyncio.to_thread(self._store.held_elsewhere)
+        return [row for row in rows if row.run_id not in self._runs]
+
     def _launch(
         self,
         state: RunState,

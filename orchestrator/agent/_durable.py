@@ -153,6 +153,15 @@ class RunRow:
         """Whether a process may take the run's lease now."""
         return _free(self.holder, self.lease_expires_at, now)
 
+    def held_elsewhere(self, now: float) -> bool:
+        """Whether the lease is held, not yet expired, by a process this host cannot check
+        (of another boot of this host, or of another host): whether it still drives the
+        run is known only when the lease expires (or is renewed)."""
+        if self.holder is None or self.lease_free(now):
+            return False
+        owner = _owner_of(self.holder)
+        return owner is None or owner.is_alive() is None
+
 
 def _state_document(text: str) -> dict[str, Any]:
     """A row's state as JSON; ``{}`` for one that is damaged, so that one row cannot stop
@@ -366,6 +375,12 @@ class RunStore:
         """Unfinished runs nobody drives (their lease is free): the ones to resume."""
         now = self._clock()
         return [row for row in self.rows(unfinished_only=True) if row.lease_free(now)]
+
+    def held_elsewhere(self) -> list[RunRow]:
+        """Unfinished runs whose lease a process this host cannot check holds, not yet
+        expired (see :meth:`RunRow.held_elsewhere`): the ones to resume at its expiry."""
+        now = self._clock()
+        return [row for row in self.rows(unfinished_only=True) if row.held_elsewhere(now)]
 
     # -- leases -------------------------------------------------------------------
 

@@ -453,8 +453,10 @@ class ServerSettings(StrictModel):
     not at all."""
     resume_runs: bool = True
     """At start, resume the agent runs a stopped orchestrator left unfinished (and no live
-    process drives); at shutdown, suspend runs under way so the next start resumes them.
-    False: runs under way are cancelled at shutdown and nothing is resumed."""
+    process drives), and those whose lease a process this host cannot check (another boot,
+    another host) holds once that lease expires; at shutdown, suspend runs under way so the
+    next start resumes them. False: runs under way are cancelled at shutdown and nothing is
+    resumed."""
     run_lease_s: float = Field(default=30.0, ge=1.0, le=3600.0)
     """How long the lease of a run the server drives lasts without a heartbeat (one every
     third of it): another process may resume a run this long after its driver stopped
