@@ -47,7 +47,9 @@ from orchestrator.private import private_file
 from orchestrator.sandbox.labels import Owner, current_owner
 
 __all__ = [
+    "LOCK_WAIT_S",
     "RUNS_DB",
+    "CheckpointFailed",
     "Delta",
     "LeaseHeld",
     "LeaseLost",
@@ -101,6 +103,20 @@ class LeaseHeld(UsageError):
 
 class LeaseLost(Exception):
     """This process no longer holds the run's lease: it must stop driving the run."""
+
+
+class CheckpointFailed(InfrastructureError):
+    """A step's checkpoint could not be committed (``runs.db`` locked past
+    :data:`LOCK_WAIT_S`, disk full, the file damaged); nothing of that step was written."""
+
+    def __init__(self, run_id: str, path: Path, error: sqlite3.Error) -> None:
+        self.detail = f"{path}: {error}"
+        super().__init__(
+            f"the checkpoint of run {run_id} could not be committed to {self.detail}",
+            code=ErrorCode.RUNS,
+            op="runs.checkpoint",
+            retryable=True,
+        )
 
 
 def new_holder() -> str:
@@ -234,10 +250,14 @@ class RunStore:
     # -- checkpoints ----------------------------------------------------------
 
     def write(self, delta: Delta) -> None:
-        """Commit one step in one transaction; :class:`LeaseLost` if the lease is not held."""
-        db = self._writer()
-        db.execute("BEGIN IMMEDIATE")
-        self._commit(db, delta)
+        """Commit one step in one transaction; :class:`LeaseLost` if the lease is not held,
+        :class:`CheckpointFailed` if the database could not take it."""
+        try:
+            db = self._writer()
+            db.execute("BEGIN IMMEDIATE")
+            self._commit(db, delta)
+        except sqlite3.Error as exc:
+            raise CheckpointFailed(delta.run_id, self._path, exc) from exc
 
     def write_if_free(self, delta: Delta) -> bool:
         """Commit one step now if the database's write lock is free; False (nothing written)
@@ -247,17 +267,20 @@ class RunStore:
         ``fsync``-s (``synchronous=NORMAL`` commits to the WAL in the page cache, and this
         connection leaves WAL checkpoints, which do ``fsync``, to the writer thread's).
         """
-        db: sqlite3.Connection | None = getattr(self._local, "now", None)
-        if db is None:
-            db = self._open()
-            db.execute("PRAGMA busy_timeout=0")
-            db.execute("PRAGMA wal_autocheckpoint=0")
-            self._local.now = db
         try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:  # locked by another writer
-            return False
-        self._commit(db, delta)
+            db: sqlite3.Connection | None = getattr(self._local, "now", None)
+            if db is None:
+                db = self._open()
+                db.execute("PRAGMA busy_timeout=0")
+                db.execute("PRAGMA wal_autocheckpoint=0")
+                self._local.now = db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:  # locked by another writer
+                return False
+            self._commit(db, delta)
+        except sqlite3.Error as exc:
+            raise CheckpointFailed(delta.run_id, self._path, exc) from exc
         return True
 
     def _commit(self, db: sqlite3.Connection, delta: Delta) -> None:
@@ -298,7 +321,10 @@ class RunStore:
             )  # fmt: skip
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk does): a ROLLBACK then
+            # fails, and its error would hide the one that matters.
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
 
     # -- reading ----------------------------------------------------------------

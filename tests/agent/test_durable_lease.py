@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.agent import Agent, AgentConfig, AgentEvent, RunStatus, _durable
+from orchestrator.agent import (
+    Agent,
+    AgentConfig,
+    AgentEvent,
+    RunStatus,
+    ToolCallFinished,
+    _durable,
+)
 from orchestrator.agent._durable import RUNS_DB, RunStore
 from orchestrator.config import StockadeConfig
 from orchestrator.platform import Platform
@@ -159,3 +166,56 @@ async def test_a_new_run_whose_lease_cannot_be_written_fails_without_starting(
     assert "database is locked" in (result.reason or "")
     assert requests == 0
     assert not RunStore(home / RUNS_DB).exists("r-locked")
+
+
+async def test_calls_whose_checkpoint_cannot_be_written_do_not_go_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runs.db is locked (past the lock wait) while the model's turn asks for a call: the
+    checkpoint naming it cannot be written, so the call must not run (a kill would lose
+    the knowledge that it may have run); the run fails saying so."""
+    home = tmp_path / "state"
+    monkeypatch.setattr(_durable, "LOCK_WAIT_S", 0.3)
+    locker: list[sqlite3.Connection] = []
+
+    def lock_then_ask(request: ChatRequest) -> Answer:
+        if not any(m.get("role") == "assistant" for m in request.messages):
+            # Another writer takes runs.db's write lock as the model answers.
+            db = sqlite3.connect(home / RUNS_DB, isolation_level=None, check_same_thread=False)
+            db.execute("BEGIN IMMEDIATE")
+            locker.append(db)
+            return tool_calls(tool_call("files__write", {"path": "a.txt", "content": "A"}))
+        return text("done")
+
+    def unlock_once_answered(event: AgentEvent) -> None:
+        # The call is answered without running: the other writer lets go, so the end of
+        # the run can be recorded.
+        if isinstance(event, ToolCallFinished) and locker:
+            locker.pop().execute("ROLLBACK")
+
+    async with ScriptedModelServer(handler=lock_then_ask) as server:
+        config = _config(home, server.base_url)
+        async with (
+            Platform.open(config, backend=ScriptedBackend()) as platform,
+            Agent.open(platform, AgentConfig(reflection=False)) as agent,
+        ):
+            result = await asyncio.wait_for(
+                agent.run("Write a.txt", run_id="r-unwritten", on_event=unlock_once_answered),
+                _WAIT_S,
+            )
+        requests = len(server.chat_requests)
+    reason = result.reason or ""
+    assert result.status is RunStatus.FAILED, result
+    assert reason.startswith(
+        "the run's checkpoint naming the tool calls about to run could not be written ("
+    )
+    assert "database is locked), so none was run" in reason
+    assert result.tool_calls == {"skipped": 1} and requests == 1
+    assert not (home / "workspaces" / "r-unwritten" / "a.txt").exists(), "the call ran"
+    audited = config.audit_path.read_text() if config.audit_path.exists() else ""
+    assert "r-unwritten" not in audited, "the call reached the gateway"
+    state = RunStore(home / RUNS_DB).load("r-unwritten")
+    assert state is not None and state.status is RunStatus.FAILED and state.in_flight == []
+    asked, answered = state.messages[-2:]  # the call, answered once, without running
+    assert [call["id"] for call in asked["tool_calls"]] == [answered["tool_call_id"]]
+    assert answered["content"].startswith("[skipped]\nthe run's checkpoint naming the tool")
