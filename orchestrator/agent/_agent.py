@@ -36,9 +36,10 @@ from orchestrator.agent._parts import Reporter, RunParts
 from orchestrator.agent._result import RunResult
 from orchestrator.agent._run_state import RunState
 from orchestrator.agent._runlog import RunFiles, RunRecorder
+from orchestrator.agent._state import RunStatus
 from orchestrator.agent.memory import Memory
 from orchestrator.agent.model import ModelClient
-from orchestrator.errors import NotFoundError, UsageError
+from orchestrator.errors import InfrastructureError, NotFoundError, UsageError
 from orchestrator.platform import Platform
 from orchestrator.runid import run_id_problem
 
@@ -278,6 +279,15 @@ class Agent:
         rows = await asyncio.to_thread(self._store.interrupted)
         return [row for row in rows if row.run_id not in self._runs]
 
+    async def held_elsewhere(self) -> list[RunRow]:
+        """Unfinished runs whose lease a process this host cannot check (another boot,
+        another host) holds, not yet expired: if that process is gone, :meth:`resume`
+        can continue them once the lease expires (``lease_expires_at``)."""
+        if self._store is None:
+            return []
+        rows = await asyncio.to_thread(self._store.held_elsewhere)
+        return [row for row in rows if row.run_id not in self._runs]
+
     def _launch(
         self,
         state: RunState,
@@ -312,13 +322,27 @@ class Agent:
 
     async def _drive(self, loop: RunLoop, holder: str | None, *, leased: bool) -> RunResult:
         """Run ``loop`` under the run's lease (taken first unless ``leased``), renewed
-        by a heartbeat, given up at the end."""
+        by a heartbeat, given up at the end. A lease that cannot be taken ends the run
+        before it starts (see :meth:`RunLoop.not_started`)."""
         store, run_id = self._store, loop.state.run_id
         if store is None or holder is None:
             return await loop.run()
         lease_s = self.config.lease_s
         if not leased:
-            await asyncio.to_thread(store.acquire, run_id, holder, lease_s=lease_s)
+            try:
+                await asyncio.to_thread(store.acquire, run_id, holder, lease_s=lease_s)
+            except LeaseHeld as exc:
+                # Two processes started one new run id at once: the other one drives it.
+                return loop.not_started(
+                    RunStatus.CANCELLED,
+                    f"{exc}; this process did not start it (the run, its files and its "
+                    "checkpoints are that process's)",
+                )
+            except InfrastructureError as exc:
+                return loop.not_started(
+                    RunStatus.FAILED,
+                    f"the run's lease could not be taken, so it did not start: {exc}",
+                )
         beating = asyncio.create_task(
             self._heartbeat(store, loop, holder, asyncio.current_task()),
             name=f"agent-lease:{run_id}",
@@ -371,7 +395,10 @@ class Agent:
         one); ``on_event`` sees every event as it happens (keep it quick).
         A failed run is a result (``success`` false, a ``reason``); cancelling
         the caller cancels the run, records it as cancelled and raises
-        ``CancelledError``.
+        ``CancelledError``. A run whose lease cannot be taken does not start
+        and writes nothing: ``cancelled`` when another process took the lease
+        for the same run id first (that process drives the run), ``failed``
+        when ``runs.db`` could not be used; the reason says which.
         """
         handle = self.start(goal, principal=principal, run_id=run_id, on_event=on_event)
         try:

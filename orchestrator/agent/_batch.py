@@ -14,7 +14,9 @@ scope and approvals, as for a single run. At most ``concurrency`` runs go at
 once; a run that fails is a result like any other and the batch goes on.
 :meth:`Batch.stop` starts nothing more and cancels the runs under way (their
 sandboxes removed, each recorded as cancelled), whose results still come out;
-leaving the ``async for`` early, or cancelling it, cancels them too.
+leaving the ``async for`` early, or cancelling it, cancels them too. An item
+that never becomes a run (stopped, or its files or its start refused) leaves
+nothing behind: the workspace its files were written to is removed.
 """
 
 from __future__ import annotations
@@ -160,24 +162,39 @@ class Batch:
     async def _one(self, item: BatchItem) -> BatchResult:
         """Run one item to its end; never raises for the run's sake."""
         run_id = f"{item.id}-{uuid.uuid4().hex[:8]}"
+        handle: RunHandle | None = None
+        seeding: asyncio.Future[None] | None = None
         try:
-            if item.files:
-                workspace = self._agent.platform.workspaces.open(run_id)
-                await asyncio.to_thread(_seed, workspace.path, item.files)
-        except (OSError, StockadeError) as exc:
-            error = f"the workspace files could not be written: {exc}"
-            return BatchResult.not_started(item.id, run_id, RunStatus.FAILED, error)
-        if self._stop_reason is not None:
-            return BatchResult.not_started(item.id, run_id, RunStatus.CANCELLED, self._stop_reason)
-        try:
-            handle = self._agent.start(
-                item.goal,
-                principal=item.principal or self._principal,
-                run_id=run_id,
-                on_event=lambda event: self._event(item.id, event),
-            )
-        except StockadeError as exc:
-            return BatchResult.not_started(item.id, run_id, RunStatus.FAILED, str(exc))
+            try:
+                if item.files:
+                    workspace = self._agent.platform.workspaces.open(run_id)
+                    # Shielded: a cancelled wait must not leave the thread writing into a
+                    # workspace being removed (see _discard).
+                    seeding = asyncio.ensure_future(
+                        asyncio.to_thread(_seed, workspace.path, item.files)
+                    )
+                    await asyncio.shield(seeding)
+            except (OSError, StockadeError) as exc:
+                error = f"the workspace files could not be written: {exc}"
+                return BatchResult.not_started(item.id, run_id, RunStatus.FAILED, error)
+            if self._stop_reason is not None:
+                return BatchResult.not_started(
+                    item.id, run_id, RunStatus.CANCELLED, self._stop_reason
+                )
+            try:
+                handle = self._agent.start(
+                    item.goal,
+                    principal=item.principal or self._principal,
+                    run_id=run_id,
+                    on_event=lambda event: self._event(item.id, event),
+                )
+            except StockadeError as exc:
+                return BatchResult.not_started(item.id, run_id, RunStatus.FAILED, str(exc))
+        finally:
+            if handle is None:
+                # Never started: the run would have removed (or kept) its workspace at
+                # its end; nothing else would remove what was written for it here.
+                await asyncio.shield(self._discard(run_id, seeding))
         self._handles[run_id] = handle
         self.progress.running += 1
         try:
@@ -188,6 +205,12 @@ class Batch:
         finally:
             self.progress.running -= 1
             self._handles.pop(run_id, None)
+
+    async def _discard(self, run_id: str, seeding: asyncio.Future[None] | None) -> None:
+        """Remove the workspace of a run that never started, once nothing writes into it."""
+        if seeding is not None:
+            await asyncio.wait([seeding])
+        await asyncio.to_thread(self._agent.platform.workspaces.close, run_id, keep=False)
 
     def _event(self, item_id: str, event: AgentEvent) -> None:
         if isinstance(event, ToolCallFinished) and event.status != "skipped":

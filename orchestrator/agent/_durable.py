@@ -47,7 +47,9 @@ from orchestrator.private import private_file
 from orchestrator.sandbox.labels import Owner, current_owner
 
 __all__ = [
+    "LOCK_WAIT_S",
     "RUNS_DB",
+    "CheckpointFailed",
     "Delta",
     "LeaseHeld",
     "LeaseLost",
@@ -58,6 +60,9 @@ __all__ = [
 
 RUNS_DB = "runs.db"
 """The runs' database, in the state directory."""
+
+LOCK_WAIT_S = 10.0
+"""How long a write waits for another writer's lock on ``runs.db`` before it fails."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -98,6 +103,20 @@ class LeaseHeld(UsageError):
 
 class LeaseLost(Exception):
     """This process no longer holds the run's lease: it must stop driving the run."""
+
+
+class CheckpointFailed(InfrastructureError):
+    """A step's checkpoint could not be committed (``runs.db`` locked past
+    :data:`LOCK_WAIT_S`, disk full, the file damaged); nothing of that step was written."""
+
+    def __init__(self, run_id: str, path: Path, error: sqlite3.Error) -> None:
+        self.detail = f"{path}: {error}"
+        super().__init__(
+            f"the checkpoint of run {run_id} could not be committed to {self.detail}",
+            code=ErrorCode.RUNS,
+            op="runs.checkpoint",
+            retryable=True,
+        )
 
 
 def new_holder() -> str:
@@ -150,6 +169,15 @@ class RunRow:
         """Whether a process may take the run's lease now."""
         return _free(self.holder, self.lease_expires_at, now)
 
+    def held_elsewhere(self, now: float) -> bool:
+        """Whether the lease is held, not yet expired, by a process this host cannot check
+        (of another boot of this host, or of another host): whether it still drives the
+        run is known only when the lease expires (or is renewed)."""
+        if self.holder is None or self.lease_free(now):
+            return False
+        owner = _owner_of(self.holder)
+        return owner is None or owner.is_alive() is None
+
 
 def _state_document(text: str) -> dict[str, Any]:
     """A row's state as JSON; ``{}`` for one that is damaged, so that one row cannot stop
@@ -185,7 +213,7 @@ class RunStore:
         return self._path
 
     def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self._path, timeout=10.0, isolation_level=None)
+        db = sqlite3.connect(self._path, timeout=LOCK_WAIT_S, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.row_factory = sqlite3.Row
@@ -222,10 +250,14 @@ class RunStore:
     # -- checkpoints ----------------------------------------------------------
 
     def write(self, delta: Delta) -> None:
-        """Commit one step in one transaction; :class:`LeaseLost` if the lease is not held."""
-        db = self._writer()
-        db.execute("BEGIN IMMEDIATE")
-        self._commit(db, delta)
+        """Commit one step in one transaction; :class:`LeaseLost` if the lease is not held,
+        :class:`CheckpointFailed` if the database could not take it."""
+        try:
+            db = self._writer()
+            db.execute("BEGIN IMMEDIATE")
+            self._commit(db, delta)
+        except sqlite3.Error as exc:
+            raise CheckpointFailed(delta.run_id, self._path, exc) from exc
 
     def write_if_free(self, delta: Delta) -> bool:
         """Commit one step now if the database's write lock is free; False (nothing written)
@@ -235,17 +267,20 @@ class RunStore:
         ``fsync``-s (``synchronous=NORMAL`` commits to the WAL in the page cache, and this
         connection leaves WAL checkpoints, which do ``fsync``, to the writer thread's).
         """
-        db: sqlite3.Connection | None = getattr(self._local, "now", None)
-        if db is None:
-            db = self._open()
-            db.execute("PRAGMA busy_timeout=0")
-            db.execute("PRAGMA wal_autocheckpoint=0")
-            self._local.now = db
         try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:  # locked by another writer
-            return False
-        self._commit(db, delta)
+            db: sqlite3.Connection | None = getattr(self._local, "now", None)
+            if db is None:
+                db = self._open()
+                db.execute("PRAGMA busy_timeout=0")
+                db.execute("PRAGMA wal_autocheckpoint=0")
+                self._local.now = db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:  # locked by another writer
+                return False
+            self._commit(db, delta)
+        except sqlite3.Error as exc:
+            raise CheckpointFailed(delta.run_id, self._path, exc) from exc
         return True
 
     def _commit(self, db: sqlite3.Connection, delta: Delta) -> None:
@@ -286,7 +321,10 @@ class RunStore:
             )  # fmt: skip
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk does): a ROLLBACK then
+            # fails, and its error would hide the one that matters.
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
 
     # -- reading ----------------------------------------------------------------
@@ -363,6 +401,12 @@ class RunStore:
         """Unfinished runs nobody drives (their lease is free): the ones to resume."""
         now = self._clock()
         return [row for row in self.rows(unfinished_only=True) if row.lease_free(now)]
+
+    def held_elsewhere(self) -> list[RunRow]:
+        """Unfinished runs whose lease a process this host cannot check holds, not yet
+        expired (see :meth:`RunRow.held_elsewhere`): the ones to resume at its expiry."""
+        now = self._clock()
+        return [row for row in self.rows(unfinished_only=True) if row.held_elsewhere(now)]
 
     # -- leases -------------------------------------------------------------------
 

@@ -12,14 +12,16 @@
 Before every model call the conversation is kept within its budget (older
 turns summarised) and the run's model budget is drawn on (the policy's
 ``model_limits``). The state is checkpointed after every step; the step that
-names calls about to run is committed before they go to the gateway. A
+names calls about to run is committed before they go to the gateway (if it
+cannot be, none goes and the run fails, saying why). A
 resumed run (``resumed=True``, its state from the latest checkpoint) goes on
 from there: the calls in flight are settled first (``_resume``), then the
 turns continue. ``run_timeout_s`` bounds the time worked over every process
 that drove the run; ``deadline_s`` bounds the wall-clock time since its start.
 A run never raises, cancellation aside: whatever happens ends it with a
 status and a reason; a run whose lease another process took stops without
-writing anything more.
+writing anything more, and one whose lease could not be taken at all ends
+before it starts (:meth:`RunLoop.not_started`), writing nothing.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from orchestrator.agent._context import (
     transcript,
 )
 from orchestrator.agent._detect import CallOutcome, Finding, observe
-from orchestrator.agent._durable import LeaseLost
+from orchestrator.agent._durable import CheckpointFailed, LeaseLost
 from orchestrator.agent._events import (
     LOG_OUTPUT,
     LOG_TEXT,
@@ -58,7 +60,7 @@ from orchestrator.agent._events import (
 )
 from orchestrator.agent._images import is_image_message
 from orchestrator.agent._model_errors import ModelError
-from orchestrator.agent._model_reply import ModelReply
+from orchestrator.agent._model_reply import ModelReply, ModelToolCall
 from orchestrator.agent._parts import Reporter, RunParts
 from orchestrator.agent._reflect import parse_reflection, reflection_messages
 from orchestrator.agent._result import RunResult
@@ -67,7 +69,7 @@ from orchestrator.agent._run_budget import RunBudget
 from orchestrator.agent._run_memory import MemoryUse
 from orchestrator.agent._run_state import RunState
 from orchestrator.agent._state import RunStatus, check_transition
-from orchestrator.agent._tool_turn import TurnCalls, call_tools
+from orchestrator.agent._tool_turn import TurnCalls, call_tools, skip_calls
 from orchestrator.agent.memory import RunMemory
 from orchestrator.approvals import ApprovalRequest
 from orchestrator.tracing import current_trace_id
@@ -279,7 +281,7 @@ class RunLoop:
                 state.in_flight = list(reply.tool_calls)
                 # Committed before any call goes out: after a restart, the run knows
                 # which calls may have run (never run again blindly).
-                await self._checkpoint_durably()
+                await self._name_calls_durably(reply.tool_calls)
                 self._move(RunStatus.EXECUTING)
                 done = await call_tools(self._parts, state, self._reporter, reply.tool_calls)
                 self._after_calls(done)
@@ -613,10 +615,30 @@ class RunLoop:
         self.state.elapsed_s = round(self._worked(), 6)
         self._reporter.recorder.checkpoint(self.state)
 
-    async def _checkpoint_durably(self) -> None:
-        """Write the state as it is now and wait for the commit (:class:`LeaseLost` if lost)."""
-        self.state.elapsed_s = round(self._worked(), 6)
-        await self._reporter.recorder.durable(self.state)
+    async def _name_calls_durably(self, calls: Sequence[ModelToolCall]) -> None:
+        """Commit the step naming ``calls`` before any goes out (:class:`LeaseLost` if lost).
+
+        The strict choice when it cannot be committed: a call that ran without its run
+        knowing may run again after a restart. So none runs (each is answered
+        ``[skipped]``) and the run fails; what it did before is in its last checkpoint.
+        """
+        state = self.state
+        state.elapsed_s = round(self._worked(), 6)
+        try:
+            await self._reporter.recorder.durable(state)
+        except CheckpointFailed as exc:
+            why = (
+                "the run's checkpoint naming the tool calls about to run could not be written "
+                f"({exc.detail}), so none was run"
+            )
+            state.in_flight = []
+            skip_calls(self._parts, state, self._reporter, calls, f"{why}.")
+            raise _Ended(
+                RunStatus.FAILED,
+                f"{why}: a call the checkpoint does not name could run twice after a "
+                f"restart. The {len(calls)} call(s) were answered [skipped]; the run's work "
+                "before this turn is in its last checkpoint.",
+            ) from exc
 
     async def _suspend(self) -> None:
         """The orchestrator stops: keep the run as it is (calls in flight included) for a
@@ -628,6 +650,37 @@ class RunLoop:
         # The state stays as its latest step left it (mid-step, it would count a turn
         # not taken); only the events are written. Time since that step is not counted.
         await self._reporter.recorder.flush_events()
+
+    def not_started(self, status: RunStatus, reason: str) -> RunResult:
+        """End a run that never started (its lease could not be taken): nothing is written.
+
+        Its run id's files and checkpoints may be another process's (which took the
+        lease first), and without the lease none may be written. The caller gets the
+        result and a ``run_finished`` event saying why; the log has neither.
+        """
+        state = self.state
+        _log.warning("run %s did not start: %s", state.run_id, reason)
+        state.status, state.reason = status, reason  # this process's copy only
+        self._reporter.emit_live(
+            RunFinished(
+                run_id=state.run_id,
+                at=self._reporter.now(),
+                status=status,
+                answer=None,
+                reason=reason,
+                iterations=0,
+                total_tokens=0,
+                duration_s=0.0,
+            )
+        )
+        self.result = RunResult.of(
+            state,
+            duration_s=0.0,
+            workspace=None,
+            log_path=str(self._reporter.recorder.files.log),
+            log=(),
+        )
+        return self.result
 
     def _abandon(self) -> RunResult:
         """Another process took the run's lease: stop, writing and releasing nothing.

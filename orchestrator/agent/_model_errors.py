@@ -2,8 +2,9 @@
 
 No ``openai`` exception leaves the client: each becomes a :class:`ModelError`
 with a stable code, the operation, and whether trying again can help —
-429, 408, 5xx, timeouts and lost connections can; any other 4xx (a bad key,
-an unknown model, a request the server refuses) cannot.
+429, 408, 5xx, timeouts, lost connections and streams cut short (ended
+without a ``finish_reason``) can; any other 4xx (a bad key, an unknown model,
+a request the server refuses) cannot.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import openai
 
 from orchestrator.errors import ErrorCode, InfrastructureError
 
-__all__ = ["ModelError", "ModelTimeoutError", "model_error", "retry_after_s"]
+__all__ = ["ModelError", "ModelTimeoutError", "model_error", "retry_after_s", "truncated_stream"]
 
 _RETRIED_STATUSES = frozenset({408, 429})
 _MESSAGE_LIMIT = 500
@@ -56,6 +57,23 @@ class ModelTimeoutError(ModelError, TimeoutError):
         super().__init__(
             message, code=ErrorCode.TIMEOUT, op=op, retryable=retryable, attempts=attempts
         )
+
+
+def truncated_stream(chunks: int, *, op: str) -> ModelError:
+    """The error for a streamed reply that ended without a ``finish_reason``.
+
+    Its text and calls are part of an answer at most (a call's arguments may
+    stop mid-JSON), so it is never taken for the whole one. It is retried as a
+    connection lost mid-stream is (the same code): the cut is the transport's,
+    and asking again usually gets the whole answer.
+    """
+    return ModelError(
+        f"the model server's stream ended without a finish_reason after {chunks} chunk(s): "
+        "the answer was cut short",
+        code=ErrorCode.MODEL_UNAVAILABLE,
+        op=op,
+        retryable=True,
+    )
 
 
 def retry_after_s(headers: Mapping[str, str], *, now: float | None = None) -> float | None:

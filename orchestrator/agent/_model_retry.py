@@ -1,4 +1,7 @@
-"""Retrying model requests with tenacity: 429, 5xx, timeouts and lost connections only.
+"""Retrying model requests with tenacity: only what the server or the network got wrong.
+
+Tried again: 429, 5xx, timeouts, lost connections and streams cut short
+(``_model_errors`` marks them ``retryable``); nothing else.
 
 A wait the server names (``Retry-After``) is honoured as given; otherwise the
 waits grow exponentially with full jitter. Attempts are bounded in number and,

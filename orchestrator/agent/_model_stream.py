@@ -105,6 +105,16 @@ class StreamAccumulator:
         self._calls.append(_PartialCall())
         return self._calls[-1]
 
+    @property
+    def finished(self) -> bool:
+        """Whether a chunk said why the turn ended (``finish_reason``).
+
+        Every server sends one as the turn's last choice; a stream that ends
+        without it was cut short (a proxy's timeout, a server restarting), and
+        what came so far is only part of the answer.
+        """
+        return self._finish_reason is not None
+
     def turn(self) -> ParsedTurn:
         """The turn the chunks so far make up."""
         return ParsedTurn(

@@ -16,7 +16,8 @@ lines, then the result. Checkpoints are not ``fsync``-ed: they outlive the
 orchestrator process (a redeploy, a kill), not a power cut; a process killed
 within the milliseconds a write takes loses that last step (its run resumes
 from the step before), except for the step that names calls about to run,
-which the loop waits for.
+which the loop waits for: if that one cannot be committed, the calls do not
+go out and the run fails, saying so.
 """
 
 from __future__ import annotations
@@ -34,7 +35,15 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from orchestrator.agent._durable import RUNS_DB, Delta, LeaseLost, RunRow, RunStore, delta_of
+from orchestrator.agent._durable import (
+    RUNS_DB,
+    CheckpointFailed,
+    Delta,
+    LeaseLost,
+    RunRow,
+    RunStore,
+    delta_of,
+)
 from orchestrator.agent._events import AgentEvent, event_adapter
 from orchestrator.agent._result import RunResult
 from orchestrator.agent._run_state import RunState
@@ -184,10 +193,13 @@ class RunRecorder:
             _log.error("run files %s could not be written", self.files.root, exc_info=error)
 
     async def durable(self, state: RunState) -> None:
-        """Checkpoint and wait until it is committed; :class:`LeaseLost` if the lease is gone.
+        """Checkpoint and wait until it is committed; :class:`LeaseLost` if the lease is gone,
+        :class:`CheckpointFailed` if it could not be committed.
 
         For the step that names calls about to run: a call must never run
-        without its run knowing, after a restart, that it was asked for.
+        without its run knowing, after a restart, that it was asked for, so a
+        checkpoint that could not be written is an error here (the calls must
+        not go out), not a line in the log as for the other steps.
         When the run's earlier writes are done and the database is not
         locked, the step is committed right here (a WAL commit to the page
         cache, no ``fsync``, no wait for a lock: ~0.1 ms of the loop's time),
@@ -206,19 +218,19 @@ class RunRecorder:
             except LeaseLost:
                 self.lost = True
                 raise
-            except Exception:
+            except CheckpointFailed:
                 _log.exception("run %s: the checkpoint could not be written", state.run_id)
                 self._resync = True
-                return
+                raise
             if committed:
                 self._written, self._rewrites = messages, rewrites
                 return
         written = asyncio.wrap_future(self.checkpoint(state))
         try:
             await asyncio.shield(written)
-        except LeaseLost:
+        except (LeaseLost, CheckpointFailed):  # logged by _written_back
             raise
-        except Exception:  # logged by _written_back; the run goes on
+        except Exception:  # the step is committed; only its log lines or result were not
             return
 
     async def renew_lease(self, run_id: str, lease_s: float) -> bool:

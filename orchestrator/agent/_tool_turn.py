@@ -5,7 +5,8 @@ goes to the gateway under the run's id and principal with Stockade's unique
 call id. Every call the model asked for gets exactly one tool message, in the
 model's order, under the id the model knows it by: the gateway's result as
 the model reads it (cut at ``max_tool_output_chars``), or ``[skipped]`` for a
-call past the cap, which never runs, or (a resumed run) ``[interrupted]`` for a
+call past the cap, which never runs (:func:`skip_calls` answers a whole turn
+so, when it may not run), or (a resumed run) ``[interrupted]`` for a
 call that may have run before the orchestrator stopped and is not run again
 (see ``_resume``). Each tool message names the call's
 artifacts, one line each; for a model that reads images, one user message
@@ -35,7 +36,7 @@ from orchestrator.agent._parts import Reporter, RunParts
 from orchestrator.agent._run_state import RunState
 from orchestrator.tools import ToolCall, ToolResult, ToolStatus
 
-__all__ = ["TurnCalls", "call_tools"]
+__all__ = ["TurnCalls", "call_tools", "skip_calls"]
 
 # The policy's side of a call, as far as its status tells: None when the call never
 # reached the policy, or (rate limited) the decision is not known.
@@ -73,6 +74,19 @@ async def call_tools(
     text given): calls of a resumed run that may have run already.
     """
     return await _Turn(parts, state, reporter, settled or {}).run(calls)
+
+
+def skip_calls(
+    parts: RunParts,
+    state: RunState,
+    reporter: Reporter,
+    calls: Sequence[ModelToolCall],
+    why: str,
+) -> None:
+    """Answer every call of ``calls`` ``[skipped]`` with ``why``, running none of them."""
+    turn = _Turn(parts, state, reporter, {})
+    for call in calls:
+        turn.skip(call, why)
 
 
 _INTERRUPTED = "interrupted"
@@ -240,11 +254,15 @@ class _Turn:
         return outcome_of(tool, call.arguments, status=_INTERRUPTED, output="", error=error)
 
     def _skip(self, call: ModelToolCall, cap: int) -> None:
-        state = self._state
-        error = (
+        self.skip(
+            call,
             f"at most {cap} tool calls run per turn; this one was not run. Ask for it again "
-            "if it is still needed."
+            "if it is still needed.",
         )
+
+    def skip(self, call: ModelToolCall, error: str) -> None:
+        """Answer ``call`` ``[skipped]`` with ``error``: it was not run."""
+        state = self._state
         self._say(tool_message(call, f"[skipped]\n{error}"))
         state.count_call("skipped")
         self._reporter.emit(

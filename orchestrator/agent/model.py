@@ -4,9 +4,10 @@ One :class:`ModelClient` per configured model, over ``openai.AsyncOpenAI``
 with the configured ``base_url``, so OpenAI, vLLM, Ollama and llama.cpp
 servers all work unchanged. What it adds to the SDK:
 
-- retries (tenacity) on 429, 5xx, timeouts and lost connections, honouring
-  ``Retry-After``, bounded in attempts and total time; the SDK's own retries
-  are off so the two never multiply;
+- retries (tenacity) on 429, 5xx, timeouts, lost connections and streams
+  cut short (no ``finish_reason``), honouring ``Retry-After``, bounded in
+  attempts and total time; the SDK's own retries are off so the two never
+  multiply;
 - replies read as hostile from the raw JSON (see ``_model_wire``), with every
   tool call given a unique id of its own next to the model's id, which
   servers numbering calls per response repeat from turn to turn;
@@ -29,7 +30,7 @@ import numpy as np
 import openai
 from numpy.typing import NDArray
 
-from orchestrator.agent._model_errors import ModelError, ModelTimeoutError
+from orchestrator.agent._model_errors import ModelError, ModelTimeoutError, truncated_stream
 from orchestrator.agent._model_reply import (
     ModelReply,
     ModelToolCall,
@@ -152,7 +153,9 @@ class ModelClient:
         ``tools`` are OpenAI function-tool schemas; ``json_mode`` asks for a
         JSON object (``response_format``); ``stream`` (default: the settings')
         receives the reply as server-sent events, passing each fragment of
-        text to ``on_text`` (after a retried failure the text starts again).
+        text to ``on_text`` (after a retried failure the text starts again);
+        a stream that ends without a ``finish_reason`` was cut short and is
+        retried like a lost connection, never taken for the whole answer.
         The turn's usage is added to ``meter`` when one is given.
 
         Raises :class:`ModelError` (``ModelTimeoutError`` for timeouts) once
@@ -237,6 +240,8 @@ class ModelClient:
             raise openai.APIResponseValidationError(
                 response=stream.response, body=None, message="an empty stream"
             )
+        if not accumulator.finished:
+            raise truncated_stream(accumulator.chunks, op="model.complete")
         return accumulator.turn()
 
     async def embed(self, texts: Sequence[str], *, model: str | None = None) -> Embeddings:

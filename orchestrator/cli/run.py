@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -55,6 +56,17 @@ EXIT_CODES = {
     RunStatus.CANCELLED: EXIT_INTERRUPTED,
 }
 """How a run's end becomes the command's exit code."""
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same path once resolved (links followed), or
+    one file under two names (a hard link)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): not the same file
+        return False
 
 
 def agent_config(**fields: Any) -> AgentConfig:
@@ -254,6 +266,14 @@ def run(  # click passes every option by keyword
         raise click.UsageError("give a GOAL or --batch FILE (one of the two)")
     if batch_file is not None and (run_id is not None or prompt):
         raise click.UsageError("--run-id and --prompt are for one run, not --batch")
+    if batch_file is not None and results_file is not None and _same_file(batch_file, results_file):
+        # The results are appended: they would land among the batch's own lines, and the
+        # next run would refuse the file (a result is not an item).
+        raise click.UsageError(
+            f"--results {results_file} is the batch file {batch_file}: the results would be "
+            "appended to it. Name another file, or leave --results out for "
+            f"{results_path_for(batch_file)}"
+        )
     items = read_batch(batch_file) if batch_file is not None else []
     loaded = load(
         config_file,

@@ -261,10 +261,11 @@ class ModelSettings(StrictModel):
     timeout_s: float = Field(default=120.0, gt=0)
     """Deadline of one request (one attempt, streamed replies read to their end)."""
     stream: bool = False
-    """Receive replies as server-sent events, text as it is generated; the reply is the same."""
+    """Receive replies as server-sent events, text as it is generated; the reply is the same
+    (a stream that ends without a ``finish_reason`` was cut short, and is tried again)."""
     max_attempts: int = Field(default=5, ge=1, le=20)
-    """Attempts per request, the first included; only 429, 5xx, timeouts and lost connections
-    are tried again."""
+    """Attempts per request, the first included; only 429, 5xx, timeouts, lost connections and
+    streams cut short are tried again."""
     retry_max_total_s: float = Field(default=300.0, gt=0)
     """Bound on one request's attempts and the waits between them together; a wait (a
     server's ``Retry-After`` included) that would cross it ends the retries."""
@@ -452,8 +453,10 @@ class ServerSettings(StrictModel):
     not at all."""
     resume_runs: bool = True
     """At start, resume the agent runs a stopped orchestrator left unfinished (and no live
-    process drives); at shutdown, suspend runs under way so the next start resumes them.
-    False: runs under way are cancelled at shutdown and nothing is resumed."""
+    process drives), and those whose lease a process this host cannot check (another boot,
+    another host) holds once that lease expires; at shutdown, suspend runs under way so the
+    next start resumes them. False: runs under way are cancelled at shutdown and nothing is
+    resumed."""
     run_lease_s: float = Field(default=30.0, ge=1.0, le=3600.0)
     """How long the lease of a run the server drives lasts without a heartbeat (one every
     third of it): another process may resume a run this long after its driver stopped

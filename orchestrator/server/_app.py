@@ -150,7 +150,8 @@ def create_app(
                     local=_local_identity(settings),
                 )
                 if settings.resume_runs:  # runs a stopped server left unfinished
-                    await app.state.stockade.runs.resume_interrupted()
+                    # Entered after the agent: its lease timers stop before the agent closes.
+                    await stack.enter_async_context(app.state.stockade.runs.resuming())
                 # MCP at server.mcp_path; its sessions end before the platform closes.
                 await stack.enter_async_context(serve_mcp(app, watch))
                 # With metrics.serve, also a port of their own, as every long-running command.

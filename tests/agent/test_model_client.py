@@ -493,6 +493,51 @@ async def test_streams_from_servers_that_do_it_differently(server: ScriptedModel
     assert reply.usage == TokenUsage(prompt_tokens=5, completion_tokens=7, total_tokens=12)
 
 
+def cut_short(*chunks: Any, done: bool = True) -> RawResponse:
+    """A stream without a ``finish_reason``, ended cleanly (``[DONE]``, or the body's end)."""
+    body = sse(*chunks) if done else sse(*chunks).removesuffix("data: [DONE]\n\n")
+    return RawResponse(body=body, content_type="text/event-stream")
+
+
+@pytest.mark.parametrize("done", [True, False], ids=["done", "no-done"])
+async def test_a_stream_without_a_finish_reason_is_cut_short_and_retried(
+    server: ScriptedModelServer, done: bool
+) -> None:
+    """Half an answer is not an answer: a call's arguments may stop mid-JSON, a text
+    mid-sentence. It is asked again, as after a lost connection."""
+    server.extend(
+        cut_short(
+            delta(content="I will write"),
+            delta(calls=[{"index": 0, "id": "a", "function": {"name": "files__write",
+                                                              "arguments": '{"pa'}}]),
+            done=done,
+        ),
+        text("the whole answer"),
+    )  # fmt: skip
+    pieces: list[str] = []
+    async with model(server) as client:
+        reply = await client.complete(GOAL, stream=True, on_text=pieces.append)
+    assert (reply.content, reply.tool_calls, reply.attempts) == ("the whole answer", (), 2)
+    assert reply.finish_reason == "stop"
+    assert "".join(pieces).endswith("the whole answer")  # the text starts again
+
+
+async def test_streams_cut_short_every_time_end_in_a_clear_error(
+    server: ScriptedModelServer,
+) -> None:
+    server.extend(*[cut_short(delta(content="Hal"), delta(content="f"))] * 3)
+    async with model(server, max_attempts=3) as client:
+        with pytest.raises(ModelError) as caught:
+            await client.complete(GOAL, stream=True)
+    error = caught.value
+    assert error.code is ErrorCode.MODEL_UNAVAILABLE
+    assert (error.attempts, error.retryable) == (3, False)
+    assert "gave up after 3 attempts" in str(error)
+    assert "stream ended without a finish_reason after 2 chunk(s)" in str(error)
+    assert "cut short" in str(error)
+    assert len(server.chat_requests) == 3
+
+
 async def test_an_empty_stream_is_a_protocol_error(server: ScriptedModelServer) -> None:
     server.extend(RawResponse(body="data: [DONE]\n\n", content_type="text/event-stream"))
     async with model(server) as client:
@@ -527,7 +572,9 @@ async def test_lone_surrogates_in_a_reply_become_replacement_characters(
         ),
         # A pair split over two chunks is put back together; a lone half is replaced.
         RawResponse(
-            body=sse(delta(content="\ud83d"), delta(content="\ude00 \ud83d"), delta("!")),
+            body=sse(
+                delta(content="\ud83d"), delta(content="\ude00 \ud83d"), delta("!", finish="stop")
+            ),
             content_type="text/event-stream",
         ),
     )
