@@ -101,14 +101,30 @@ def _write(
     delta: Delta | None,
     result: str | None,
 ) -> None:
-    """Commit the step, then append ``lines`` to the log and replace the result (atomically)."""
+    """Commit the step, then append ``lines`` to the log and replace the result (atomically).
+
+    A run that lost its lease writes nothing more (:class:`LeaseLost`). A step
+    that could not be committed (``runs.db`` locked, a full disk) still has its
+    log lines appended, since they record what happened and would not be
+    offered again, but not its result: a result beside a checkpoint of an
+    unfinished run would say it ended where a restart resumes it. The error is
+    raised after.
+    """
+    failure: Exception | None = None
     if store is not None and delta is not None:
-        store.write(delta)  # LeaseLost: nothing more is written
+        try:
+            store.write(delta)
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            failure = exc
     files.root.mkdir(mode=0o700, parents=True, exist_ok=True)
     if lines:
         descriptor = os.open(files.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         with os.fdopen(descriptor, "a", encoding="utf-8") as log:
             log.write("".join(lines))
+    if failure is not None:
+        raise failure
     if result is not None:
         path = files.result
         temporary = path.with_name(path.name + ".tmp")
