@@ -559,7 +559,9 @@ class RunLoop:
             parts.approvals.unwatch(state.run_id)
         keep = self._config.keep_workspace
         workspace = parts.workspaces.root / state.run_id
-        parts.workspaces.close(state.run_id, keep=keep)
+        # Off the loop: deleting a workspace of thousands of files takes a while, and the
+        # loop serves other runs (and a server's API) meanwhile.
+        await asyncio.to_thread(parts.workspaces.close, state.run_id, keep=keep)
         if not keep and parts.artifacts is not None:
             # A run that leaves no workspace behind leaves no artifacts either.
             await asyncio.to_thread(parts.artifacts.delete, state.run_id)

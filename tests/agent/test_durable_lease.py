@@ -219,3 +219,27 @@ async def test_calls_whose_checkpoint_cannot_be_written_do_not_go_out(
     asked, answered = state.messages[-2:]  # the call, answered once, without running
     assert [call["id"] for call in asked["tool_calls"]] == [answered["tool_call_id"]]
     assert answered["content"].startswith("[skipped]\nthe run's checkpoint naming the tool")
+
+
+async def test_a_finished_runs_workspace_is_deleted_off_the_event_loop(tmp_path: Path) -> None:
+    """Deleting a workspace of thousands of files must not stall the loop other runs share."""
+    home = tmp_path / "state"
+    closed_on: list[threading.Thread] = []
+    async with ScriptedModelServer([text("done")]) as server:
+        config = _config(home, server.base_url)
+        async with (
+            Platform.open(config, backend=ScriptedBackend()) as platform,
+            Agent.open(platform, AgentConfig(reflection=False)) as agent,
+        ):
+            workspaces = platform.workspaces
+            close = workspaces.close
+
+            def watched(run_id: str, *, keep: bool = False) -> None:
+                closed_on.append(threading.current_thread())
+                close(run_id, keep=keep)
+
+            workspaces.close = watched  # type: ignore[method-assign]
+            result = await asyncio.wait_for(agent.run("g", run_id="r-big"), _WAIT_S)
+    assert result.status is RunStatus.COMPLETE, result
+    assert closed_on and threading.main_thread() not in closed_on
+    assert not (home / "workspaces" / "r-big").exists()
