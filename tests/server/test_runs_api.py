@@ -48,8 +48,11 @@ async def serve_runs(
         yield running
 
 
-async def events_of(client: httpx.AsyncClient, run_id: str) -> list[dict[str, Any]]:
-    """Every server-sent event of a run's stream, until it ends (bounded wait)."""
+async def events_of(
+    client: httpx.AsyncClient, run_id: str, arrived: asyncio.Queue[str] | None = None
+) -> list[dict[str, Any]]:
+    """Every server-sent event of a run's stream, until it ends (bounded wait); each
+    event's type also goes to ``arrived`` as it comes."""
     events: list[dict[str, Any]] = []
     async with asyncio.timeout(20), client.stream("GET", f"/v1/runs/{run_id}/events") as answer:
         assert answer.status_code == 200
@@ -67,6 +70,8 @@ async def events_of(client: httpx.AsyncClient, run_id: str) -> list[dict[str, An
             data = json.loads(fields["data"])
             assert (fields["event"], int(fields["id"])) == (data["type"], len(events))
             events.append(data)
+            if arrived is not None:
+                arrived.put_nowait(data["type"])
             fields = {}
     return events
 
@@ -171,8 +176,14 @@ async def test_a_stream_ends_once_its_token_is_revoked(tmp_path: Path) -> None:
         served.client("approver") as bob,
     ):
         await alice.post("/v1/runs", json={"goal": "list", "run_id": "r5"})
-        streaming = asyncio.create_task(events_of(alice, "r5"))
+        arrived: asyncio.Queue[str] = asyncio.Queue()
+        streaming = asyncio.create_task(events_of(alice, "r5", arrived))
         (request,) = await pending(bob)
+        # Revoked only once the stream has carried the wait for approval: before that,
+        # a stream opened late (a loaded machine) is refused outright, or ends first.
+        async with asyncio.timeout(10):
+            while await arrived.get() != "approval_pending":
+                pass
         store = TokenStore(served.config.tokens_db)
         try:
             assert store.revoke(served.tokens["caller"].split("_")[1])
