@@ -186,6 +186,9 @@ class RayBackend(SandboxBackend):
         self._hosts: dict[str, HostInfo] = {}
         self._refused: dict[str, str] = {}
         self._refresher: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        # One renewal in flight per host at most: a host slow to answer holds only its own.
+        self._renewing: dict[str, asyncio.Task[None]] = {}
         self._closed = False
         # What Ray adds to each call (the orchestrator's wall time of the host's task
         # minus the host's own time): the last calls' values, for benchmarks.
@@ -255,6 +258,7 @@ class RayBackend(SandboxBackend):
                 retryable=True,
             )
         # Renewing the leases from now on: warming may take longer than one.
+        self._renewer = asyncio.create_task(self._renew_loop())
         self._refresher = asyncio.create_task(self._refresh_loop())
         for profile in self._warm:
             for host in list(self._hosts.values()):
@@ -269,7 +273,9 @@ class RayBackend(SandboxBackend):
 
         try:
             return await asyncio.wait_for(ref, timeout_s)
-        except (ray.exceptions.RayActorError, TimeoutError) as exc:
+        except (ray.exceptions.RayError, TimeoutError) as exc:
+            # RayError: the actor is gone, or its own code failed (a RayTaskError):
+            # either way it serves nothing until it registers again.
             host.lost, host.last_error = True, f"{type(exc).__name__}: {exc}"[:500]
             return None
 
@@ -322,11 +328,31 @@ class RayBackend(SandboxBackend):
             await asyncio.sleep(self._refresh_s)
             try:
                 await self.refresh()
-                for host in list(self._hosts.values()):
-                    if not host.lost:
-                        await self._renew(host)
             except Exception as exc:
                 _log.info("refreshing hosts: %s", exc)
+
+    async def _renew_loop(self) -> None:
+        """Renew this orchestrator's lease on every host every ``refresh_s``, each host
+        on its own task.
+
+        Apart from :meth:`refresh`, and never waiting for a host: a registration
+        may wait 120 s and a host whose engine hangs 10 s, and the healthy hosts
+        would meanwhile let this orchestrator's lease run out and remove its
+        containers, the running calls' with them.
+        """
+        while not self._closed:
+            await asyncio.sleep(self._refresh_s)
+            for host in list(self._hosts.values()):
+                running = self._renewing.get(host.name)
+                if host.lost or (running is not None and not running.done()):
+                    continue
+                self._renewing[host.name] = asyncio.create_task(self._renew_quietly(host))
+
+    async def _renew_quietly(self, host: HostInfo) -> None:
+        try:
+            await self._renew(host)
+        except Exception as exc:  # a malformed record: the host counts as lost
+            host.lost, host.last_error = True, f"renewing: {type(exc).__name__}: {exc}"[:500]
 
     def _register(self, actor: Any, *, fresh: bool = False) -> Any:
         """The host's ``register`` call for this orchestrator (its images, lease and CA)."""
@@ -742,10 +768,11 @@ class RayBackend(SandboxBackend):
         if self._closed:
             return
         self._closed = True
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        for task in (self._refresher, self._renewer, *self._renewing.values()):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for host in self._hosts.values():
             if not host.lost:
                 await self._remote(host, host.actor.release.remote(self._id), 60.0)

@@ -180,8 +180,9 @@ async def test_hosts_remove_the_containers_of_an_orchestrator_whose_lease_expire
         held = [e.api.containers(filters={"label": label}) for e in (docker_client, second_engine)]
         assert all(held), held  # a warm pool on each host
         # The orchestrator goes silent (as if killed): nothing renews its lease.
-        assert backend._refresher is not None
+        assert backend._refresher is not None and backend._renewer is not None
         backend._refresher.cancel()
+        backend._renewer.cancel()
         for _ in range(100):
             left = [
                 e.api.containers(all=True, filters={"label": label})

@@ -12,8 +12,12 @@ and started again in each test, so the other modules find both hosts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 from collections import defaultdict
+from collections.abc import Iterator
 
 import docker
 import pytest
@@ -21,6 +25,7 @@ import pytest
 from orchestrator.errors import ErrorCode, InfrastructureError
 from orchestrator.sandbox.egress import EgressPolicy
 from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
+from orchestrator.sandbox.hosts import set_draining
 from orchestrator.sandbox.labels import BACKEND_LABEL
 from orchestrator.sandbox.live import OutputChunk
 from orchestrator.sandbox.profile import DEFAULT_IMAGE, SandboxProfile
@@ -56,9 +61,11 @@ def _lost(backend: RayBackend, host: str) -> bool:
     return backend.hosts[host].lost
 
 
-async def _none_left(engines: list[docker.DockerClient], backend: RayBackend) -> None:
+async def _none_left(
+    engines: list[docker.DockerClient], backend: RayBackend, bound_s: float = 10.0
+) -> None:
     label = f"{BACKEND_LABEL}={backend.instance_id}"
-    for _ in range(50):
+    for _ in range(int(bound_s / 0.2)):
         left = [e.api.containers(all=True, filters={"label": label}) for e in engines]
         if not any(left):
             return
@@ -158,3 +165,54 @@ async def test_a_call_sent_to_a_host_already_lost_runs_on_the_other(
     finally:
         await backend.close()
     await _none_left([docker_client, second_engine], backend)
+
+
+@contextlib.contextmanager
+def _engine_hung(cluster: RayCluster) -> Iterator[None]:
+    """Node 2's Docker engine stops answering (SIGSTOP) until the block ends: every engine
+    call of host-b waits, as with an engine stuck on a full disk."""
+    pid = int((cluster.root / "d2" / "docker.pid").read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+async def test_a_hung_host_does_not_let_the_lease_on_the_others_run_out(
+    cluster: RayCluster, docker_client: docker.DockerClient, second_engine: docker.DockerClient
+) -> None:
+    """A call runs on host-a (host-b drained) when host-b's engine hangs: renewing host-b's
+    lease waits, and so does registering it again once it counts as lost. The call, lasting
+    well past the lease, returns its own output: the lease on host-a was renewed on time,
+    so host-a never took this orchestrator for gone and removed its containers (the
+    running call's with them)."""
+    backend = RayBackend(
+        address=cluster.address, images=[DEFAULT_IMAGE], refresh_s=1.0, lease_s=3.0
+    )
+    await backend.start()
+    try:
+        await set_draining("host-b", "stockade", True)
+        for _ in range(50):
+            if backend.hosts["host-b"].state == "draining":
+                break
+            await asyncio.sleep(0.2)
+        call = asyncio.create_task(
+            backend.execute(ExecRequest(argv=("sh", "-c", "sleep 12; echo outlived")), CLOSED)
+        )
+        await asyncio.sleep(2)  # the call holds its container on host-a
+        with _engine_hung(cluster):
+            result = await asyncio.wait_for(call, 60)
+            for _ in range(100):  # the hang is seen: renewing host-b timed out
+                if _lost(backend, "host-b"):
+                    break
+                await asyncio.sleep(0.2)
+            assert _lost(backend, "host-b")
+        assert result.status is ExecStatus.OK, result
+        assert (result.stdout, result.host) == ("outlived\n", "host-a")
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(set_draining("host-b", "stockade", False), 90)
+        await backend.close()
+    # Host-b, lost to this backend, is not released by it: its lease removes the rest.
+    await _none_left([docker_client, second_engine], backend, bound_s=60.0)
