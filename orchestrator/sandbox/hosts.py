@@ -102,7 +102,9 @@ class HostView:
 
 
 def state_of(record: Mapping[str, Any]) -> HostState:
-    """A live host's state from its ``describe`` record."""
+    """A live host's state from its ``describe`` record (lost: its engine does not answer)."""
+    if record.get("engine_error"):
+        return "lost"
     if record.get("refused"):
         return "refused"
     return "draining" if record.get("draining") else "up"
@@ -202,7 +204,7 @@ def view(name: str, record: Mapping[str, Any], *, node: str = "") -> HostView:
     return HostView(
         name=name,
         state=state,
-        reason=str(record.get("refused", "")) if state == "refused" else "",
+        reason=str(record.get("refused" if state == "refused" else "engine_error", "")),
         node=node,
         node_id=str(record.get("node_id", "")),
         engine_version=str(record.get("engine_version", "")),

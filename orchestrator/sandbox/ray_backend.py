@@ -383,7 +383,7 @@ class RayBackend(SandboxBackend):
         samples = [
             HostSample(
                 host=host.name,
-                up=not host.lost,
+                up=host.state != "lost",
                 draining=host.state == "draining",
                 calls=host.served,
                 in_flight=host.in_flight,

@@ -51,6 +51,7 @@ from typing import Any
 
 import docker
 import pydantic
+import requests
 
 from orchestrator.errors import ErrorCode, InfrastructureError
 from orchestrator.sandbox._container import POOL_IDLE_S, ContainerFactory, SandboxContainer
@@ -306,11 +307,15 @@ class SandboxHost:
             refused = "; ".join(sorted(set(self._refused.values())))
         else:
             refused = ""
+        engine_error = ""
         try:
             version = (await self._blocking(self._client.version)).get("Version", "")
             runtimes = sorted((await self._blocking(self._client.info)).get("Runtimes", {}))
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            # The SDK raises requests' own errors for an engine that does not answer.
+            # The record still goes out: it renews the lease and says why no call fits.
             version, runtimes = "", []
+            engine_error = f"its engine does not answer: {exc}"[:500]
             self._last_error = f"engine: {exc}"
         # Warm containers per orchestrator and profile, for placement; per profile
         # name over every orchestrator, for operators.
@@ -331,6 +336,8 @@ class SandboxHost:
                 "node_id": node_id,
                 "pid": os.getpid(),
                 "engine_version": version,
+                # Not empty: the host is lost to placement until its engine answers.
+                "engine_error": engine_error,
                 "runtimes": runtimes,
                 # The node's Ray processes inherit `ray start`'s environment: a node
                 # started without token authentication says so here (doctor fails it).
