@@ -763,7 +763,13 @@ class _Relay:
         if not workspace_follows(parsed, return_workspace):
             return
         room = profile.workspace_bytes
-        while header := await copy(ENTRY_LIMIT):
+        # The orchestrator's reader takes at most workspace_max_files entries and refuses
+        # at most as many, then refuses the whole workspace at the next one: what comes
+        # after is never read there, so it is neither held here nor sent. Without the
+        # bound a runner could fill the host's memory with empty entries.
+        entries = 2 * profile.workspace_max_files + 1
+        while entries and (header := await copy(ENTRY_LIMIT)):
+            entries -= 1
             if header[:1] == ENTRY_FILE:
                 content = await copy(room)
                 if content is None:

@@ -7,15 +7,22 @@ with a scripted container stream, so they need neither Ray nor Docker.
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, cast
 
 import docker
 import pytest
 
 from orchestrator.sandbox import ray_host
+from orchestrator.sandbox._archive import ArchiveLimitError, WorkspaceReader
+from orchestrator.sandbox._report import read_reply
+from orchestrator.sandbox._wire import FrameTooLargeError
 from orchestrator.sandbox.hosts import state_of, view
-from orchestrator.sandbox.ray_host import SandboxHost
+from orchestrator.sandbox.profile import SandboxProfile
+from orchestrator.sandbox.ray_backend import _Reply
+from orchestrator.sandbox.ray_host import LIVE_OFF, SandboxHost, _Relay
 
 
 @pytest.fixture
@@ -40,3 +47,37 @@ async def test_a_host_whose_engine_is_down_describes_itself_as_lost(
     assert state_of(record) == "lost"
     seen = view("host-x", record)
     assert seen.state == "lost" and "engine does not answer" in seen.reason
+
+
+class _ScriptedStdout:
+    """A container's stdout as the host reads it: the runner's frames, scripted (hostile)."""
+
+    def __init__(self, frames: Iterable[bytes]) -> None:
+        self._frames = iter(frames)
+        self.read = 0
+        """Frames the host has read."""
+
+    async def read_frame(self, limit: int) -> bytes:
+        payload = next(self._frames)
+        if len(payload) > limit:
+            raise FrameTooLargeError(f"frame of {len(payload)} bytes, limit {limit}")
+        self.read += 1
+        return payload
+
+
+async def test_a_hostile_runner_cannot_make_the_host_copy_entries_without_end() -> None:
+    """A runner sends a million directory entries (64 MiB of names): the host stops copying
+    where the orchestrator's reader is bound to have refused the workspace already (twice
+    the entry limit, plus one), so neither the host nor the orchestrator holds the rest."""
+    profile = SandboxProfile(name="entries", workspace_max_files=10)
+    names = (b"D" + b"x" * 60 + str(index).encode() for index in range(1_000_000))
+    stdout = _ScriptedStdout(itertools.chain([b'{"exit_code": 0}', b"", b""], names, [b""]))
+    relay = _Relay(cast(Any, None), LIVE_OFF)
+    await relay._copy_reply(cast(Any, stdout), profile, return_workspace=True)
+    assert stdout.read <= 3 + 2 * 10 + 1
+    # What was copied is refused by the orchestrator's own reader, as the whole would be.
+    reply = _Reply(bytes(relay.reply))
+    await read_reply(reply, profile.output_limit_bytes)
+    reader = WorkspaceReader(sent={}, max_bytes=profile.workspace_bytes, max_files=10)
+    with pytest.raises(ArchiveLimitError):
+        await reader.read(reply)
