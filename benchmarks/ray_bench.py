@@ -67,7 +67,13 @@ class ScriptedHost:
         self._served = 0
 
     async def register(
-        self, images: list[str], orchestrator: str, lease_s: float, *, fresh: bool = False
+        self,
+        images: list[str],
+        orchestrator: str,
+        lease_s: float,
+        *,
+        fresh: bool = False,
+        egress: str = "",
     ) -> str:
         return await self.describe()
 
@@ -87,6 +93,7 @@ class ScriptedHost:
         ws: bool,
         *,
         live: int = 0,
+        credentials: bytes = b"",
     ) -> tuple[str, bytes, bytes]:
         """The real host's one-value protocol (a call that may run again, no listener)."""
         self._lock = self._lock or asyncio.Lock()
