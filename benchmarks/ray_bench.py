@@ -48,7 +48,7 @@ from orchestrator.sandbox.execution import ExecRequest, ExecStatus
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.profile import DEFAULT_IMAGE, SandboxProfile
 from orchestrator.sandbox.ray_backend import RayBackend
-from orchestrator.sandbox.ray_host import host_actor_name
+from orchestrator.sandbox.ray_host import CODE_FINGERPRINT, host_actor_name
 from orchestrator.testing.ray_cluster import RayCluster
 
 SCRIPTED_S = 0.05
@@ -79,7 +79,9 @@ class ScriptedHost:
 
     async def describe(self, orchestrator: str = "") -> str:
         refused = f"{self._name} sits this run out" if self._refuse else ""
-        return json.dumps({"host": self._name, "refused": refused, "ready": {}})
+        # The code the backend checks: this process's own (it is the same checkout).
+        record = {"host": self._name, "refused": refused, "ready": {}, "code": CODE_FINGERPRINT}
+        return json.dumps(record)
 
     async def warm(self, orchestrator: str, profile_json: str, timeout_s: float) -> str:
         return await self.describe()

@@ -76,6 +76,7 @@ from orchestrator.sandbox.hosts import HostState, connect, host_actor, named_nod
 from orchestrator.sandbox.live import LIVE_CAP_BYTES, LIVE_ENV, LiveDecoder
 from orchestrator.sandbox.profile import DEFAULT_IMAGE, TOOLS_IMAGE, SandboxProfile
 from orchestrator.sandbox.ray_host import (
+    CODE_FINGERPRINT,
     HOST_RESOURCE,
     LIVE_KEEP,
     LIVE_OFF,
@@ -304,10 +305,11 @@ class RayBackend(SandboxBackend):
                 continue
             self._registered.add(name)
             record = json.loads(raw)
-            if record["refused"]:
-                if self._refused.get(name) != record["refused"]:  # once, not every refresh
-                    _log.warning("%s", record["refused"])
-                self._refused[name] = record["refused"]
+            refusal = record["refused"] or self._other_code(name, record)
+            if refusal:
+                if self._refused.get(name) != refusal:  # once, not every refresh
+                    _log.warning("%s", refusal)
+                self._refused[name] = refusal
                 continue
             self._refused.pop(name, None)
             info.record = record
@@ -322,6 +324,25 @@ class RayBackend(SandboxBackend):
                     if raw is not None:
                         info.record = json.loads(raw)
             self._hosts[name] = info
+
+    def _other_code(self, name: str, record: dict[str, Any]) -> str:
+        """Why ``name`` may not serve: its actor runs other sandbox code than this process
+        (started by an orchestrator of another version), or ``""``."""
+        theirs = str(record.get("code", "")) or "older, without a fingerprint"
+        if theirs == CODE_FINGERPRINT:
+            return ""
+        replace = (
+            f"import ray; ray.init(address='{self._address}', namespace='{self._namespace}'); "
+            f"ray.kill(ray.get_actor('{host_actor_name(name)}'))"
+        )
+        return (
+            f"host {name} runs other Stockade sandbox code than this orchestrator (code "
+            f"{theirs} there, {CODE_FINGERPRINT} here): its actor keeps the code of the "
+            "orchestrator that started it until it is replaced. Once every orchestrator "
+            "using it runs this version, replace it (the next orchestrator starts a new one "
+            f'with its own code; its leftovers are reaped): python -c "{replace}" with the '
+            "cluster's token in the environment, or restart Ray on that node"
+        )
 
     async def _refresh_loop(self) -> None:
         while not self._closed:

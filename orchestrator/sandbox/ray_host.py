@@ -54,6 +54,7 @@ import pydantic
 import requests
 
 from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.sandbox._code import code_fingerprint
 from orchestrator.sandbox._container import POOL_IDLE_S, ContainerFactory, SandboxContainer
 from orchestrator.sandbox._egress_gate import EgressGates
 from orchestrator.sandbox._egress_tls import Interception, default_upstream_tls
@@ -76,6 +77,7 @@ from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.sandbox.reaper import reap
 
 __all__ = [
+    "CODE_FINGERPRINT",
     "HOST_RESOURCE",
     "LIVE_KEEP",
     "LIVE_OFF",
@@ -103,6 +105,9 @@ them for the end (a tool call's printed output, should it time out or die), stre
 # LIVE_FRAME_LIMIT; kept for the end, more than this is not the runner's doing.
 _LIVE_KEEP_LIMIT = 2 * LIVE_CAP_BYTES + 64 * 1024
 _DEFAULT_LEASE_S = 30.0
+CODE_FINGERPRINT = code_fingerprint()
+"""The sandbox code this process loaded (at import: a host's actor keeps it for its life);
+an orchestrator places nothing on a host whose record gives another."""
 
 
 def host_actor_name(host: str) -> str:
@@ -336,6 +341,7 @@ class SandboxHost:
                 "node_id": node_id,
                 "pid": os.getpid(),
                 "engine_version": version,
+                "code": CODE_FINGERPRINT,
                 # Not empty: the host is lost to placement until its engine answers.
                 "engine_error": engine_error,
                 "runtimes": runtimes,

@@ -18,6 +18,7 @@ import pytest
 from orchestrator.config import load_config
 from orchestrator.errors import ErrorCode, InfrastructureError
 from orchestrator.platform import Platform
+from orchestrator.sandbox import ray_backend
 from orchestrator.sandbox.egress import EgressPolicy
 from orchestrator.sandbox.execution import ExecRequest, ExecResult, ExecStatus
 from orchestrator.sandbox.labels import BACKEND_LABEL
@@ -205,6 +206,24 @@ async def test_a_host_with_a_missing_image_refuses_to_register(cluster: RayClust
         refusal = backend.refused["host-b"]
         assert "refuses to register" in refusal and "stockade images build" in refusal
         assert "stockade-tools:" in refusal and "docker save" in refusal  # what to copy
+    finally:
+        await backend.close()
+
+
+async def test_a_host_running_other_sandbox_code_is_refused_with_the_fix(
+    cluster: RayCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Host actors outlive the orchestrator that started them: one upgraded since (here, one
+    whose sandbox code differs) places nothing on them and says how to replace them."""
+    monkeypatch.setattr(ray_backend, "CODE_FINGERPRINT", "0123456789abcdef", raising=False)
+    backend = RayBackend(address=cluster.address, images=[DEFAULT_IMAGE])
+    try:
+        with pytest.raises(InfrastructureError, match="no sandbox host registered"):
+            await backend.start()
+        assert set(backend.refused) == {"host-a", "host-b"} and not backend.hosts
+        refusal = backend.refused["host-b"]
+        assert "runs other Stockade sandbox code" in refusal and "0123456789abcdef here" in refusal
+        assert "ray.kill(ray.get_actor('stockade-host:host-b'))" in refusal
     finally:
         await backend.close()
 
