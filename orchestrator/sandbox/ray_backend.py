@@ -50,6 +50,7 @@ from orchestrator.errors import ConfigError, ErrorCode, InfrastructureError
 from orchestrator.metrics import HostSample, Metrics
 from orchestrator.sandbox._egress_gate import MOUNT_POINT, SOCKET_NAME, ca_environment
 from orchestrator.sandbox._host_credentials import CallCredentials, seal
+from orchestrator.sandbox._ray_auth import token_authentication
 from orchestrator.sandbox._report import (
     died,
     failed,
@@ -244,7 +245,14 @@ class RayBackend(SandboxBackend):
         return dict(self._refused)
 
     async def start(self) -> None:
-        """Join the cluster, register its hosts and warm the configured profiles there."""
+        """Join the cluster, register its hosts and warm the configured profiles there.
+
+        Refused (:class:`ConfigError`) without Ray's token authentication in this
+        process: a driver joins a cluster without a token only when the cluster
+        has none, and then anyone who reaches it runs code beside its hosts'
+        Docker sockets.
+        """
+        _require_token_authentication()
         if self._state_dir is not None and self._claim is None:
             self._claim = await asyncio.to_thread(claim_instance_id, self._state_dir)
             self._id = self._claim.instance_id
@@ -846,6 +854,24 @@ class _Attempt:
     """When the task was sent (``time.perf_counter``)."""
     sent_wall: float = 0.0
     """The same by the wall clock (``time.time``), to compare with the host's."""
+
+
+def _require_token_authentication() -> None:
+    """Raise :class:`ConfigError` unless this process runs with Ray's token authentication."""
+    try:
+        on, token = token_authentication()
+    except ImportError:
+        return  # joining says Ray is missing, with the command that installs it
+    if on and token:
+        return
+    raise ConfigError(
+        "the ray engine needs Ray's token authentication, and this orchestrator runs "
+        + ("with RAY_AUTH_MODE=token but no token" if on else "without RAY_AUTH_MODE=token")
+        + ": a cluster joined that way lets anyone who reaches it run code beside its hosts' "
+        "Docker sockets. Export RAY_AUTH_MODE=token RAY_AUTH_TOKEN=<the cluster's token> "
+        "here, and start every node with them (docs/scale-out.md)",
+        field="sandbox.engine",
+    )
 
 
 def _live_mode(request: ExecRequest) -> int:
