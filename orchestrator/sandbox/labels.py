@@ -1,9 +1,10 @@
 """Container labels that make every Stockade container traceable and reapable.
 
 Each container names the platform, the owning orchestrator process and a
-deadline. An owner is ``<boot id>/<pid>/<process start ticks>``: the start
-time tells a live owner from a recycled pid, the boot id tells whether the
-pid can be checked on this host at all.
+deadline. An owner is ``<boot id>:<PID namespace>/<pid>/<process start ticks>``:
+the start time tells a live owner from a recycled pid, the boot id and PID
+namespace tell whether the pid can be checked here at all (processes in
+containers share the machine's boot id and engine, not its pids).
 """
 
 from __future__ import annotations
@@ -35,11 +36,22 @@ BACKEND_LABEL = "org.stockade.backend"
 """The backend instance (within its owner process) that launched the container."""
 
 
+@cache
 def _boot_id() -> str:
+    """Where a pid means this process's pids: the machine's boot and the PID namespace.
+
+    The namespace matters where processes in containers share an engine (a Ray
+    node in a container, as Ray's images and KubeRay run them): an owner seen
+    from another namespace cannot be checked, and is left to its deadline.
+    """
     try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
-        return "unknown-boot"
+        boot = "unknown-boot"
+    try:
+        return f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return f"{boot}:unknown-pidns"
 
 
 def _start_ticks(pid: int) -> str | None:

@@ -170,6 +170,29 @@ def test_reap_by_deadline_and_dead_owner_spares_live_ones(
     assert alive in everything
 
 
+def test_an_owner_in_another_pid_namespace_is_not_taken_for_gone(
+    docker_client: docker.DockerClient, images: ImageBuilder, no_leaks: None
+) -> None:
+    """A Ray node in a container (as Ray's images and KubeRay run them) shares the machine's
+    engine, and its boot id, with processes of other PID namespaces, whose pids mean
+    nothing here: its sandbox host's reaper must leave their containers to their deadline,
+    not remove the live calls of another host or orchestrator."""
+    code = "from orchestrator.sandbox.labels import current_owner; print(current_owner().label())"
+    elsewhere = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.strip()  # fmt: skip
+    assert Owner.parse(elsewhere) is not None, elsewhere
+    assert Owner.parse(elsewhere).is_alive() is None  # type: ignore[union-attr]
+    theirs = _labelled_container(
+        docker_client, images, owner=elsewhere, deadline=time.time() + 3600
+    )
+    try:
+        assert theirs not in {entry.id for entry in reap(docker_client)}
+    finally:
+        docker_client.api.remove_container(theirs, force=True)
+
+
 def test_cleanup_command(
     docker_client: docker.DockerClient, images: ImageBuilder, no_leaks: None
 ) -> None:
