@@ -285,8 +285,15 @@ class RayCluster:
         else:
             argv += [f"--address={self.address}"]
         # The node's host actor reaches the node's engine through DOCKER_HOST; `env`
-        # adds the variables to this process's environment for the child.
-        extra = {**self.environment(), "DOCKER_HOST": node.docker_host}
+        # adds the variables to this process's environment for the child. Not the
+        # token: a command line is world-readable (ps), and the token is as good as
+        # root on every node. Ray reads it from a file only root can read instead.
+        extra = {
+            **self.environment(),
+            "DOCKER_HOST": node.docker_host,
+            "RAY_AUTH_TOKEN_PATH": str(self._token_file()),
+        }
+        del extra["RAY_AUTH_TOKEN"]
         # The node's temporary files (its host's egress gates among them) under the
         # cluster's root, which teardown removes: a node killed with SIGKILL never
         # removes its own, and they would outlive the cluster in /tmp.
@@ -303,6 +310,16 @@ class RayCluster:
         done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=180)
         if done.returncode != 0:
             raise RuntimeError(f"ray start on {node.name} failed: {done.stdout}{done.stderr}")
+
+    def _token_file(self) -> Path:
+        """The token in a file of the cluster's root that only its owner reads (the nodes'
+        ``RAY_AUTH_TOKEN_PATH``); removed with the root at teardown."""
+        path = self.root / "auth_token"
+        if not path.exists():
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(self.token)
+        return path
 
     # -- using -----------------------------------------------------------
 
