@@ -68,7 +68,7 @@ from orchestrator.sandbox._wire import (
     FrameTooLargeError,
     frame,
 )
-from orchestrator.sandbox.engine import engine_client
+from orchestrator.sandbox.engine import engine_client, engine_errors
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.labels import BACKEND_LABEL
 from orchestrator.sandbox.live import LIVE_CAP_BYTES, LiveDecoder
@@ -285,7 +285,8 @@ class SandboxHost:
                     del self._leases[orchestrator]
                     try:
                         removed = await self.release(orchestrator)
-                    except InfrastructureError as exc:  # the engine is away: next round
+                    except Exception as exc:  # the engine is away: next round
+                        # Never ends this task: it alone expires leases, for the host's life.
                         self._leases[orchestrator] = (renewed, lease_s)
                         self._last_error = f"expiring {orchestrator[:8]}: {exc}"
                         continue
@@ -663,16 +664,19 @@ class SandboxHost:
             await asyncio.gather(*self._destroying, return_exceptions=True)
         factory = self._factories.pop(orchestrator, None)
         label = f"{BACKEND_LABEL}={orchestrator}"
-        listed = await self._blocking(
-            lambda: self._client.api.containers(all=True, filters={"label": label})
-        )
-        for info in listed:
-            if factory is not None:
-                await factory.destroy_id(info["Id"])
-            else:
-                await self._blocking(
-                    lambda cid=info["Id"]: self._client.api.remove_container(cid, force=True)
-                )
+        # The SDK's own errors (requests' for an engine that does not answer) become
+        # InfrastructureError: the callers keep the lease to expire it again.
+        with engine_errors("host.release"):
+            listed = await self._blocking(
+                lambda: self._client.api.containers(all=True, filters={"label": label})
+            )
+            for info in listed:
+                if factory is not None:
+                    await factory.destroy_id(info["Id"])
+                else:
+                    await self._blocking(
+                        lambda cid=info["Id"]: self._client.api.remove_container(cid, force=True)
+                    )
         egress = self._egress.pop(orchestrator, None)
         if egress is not None:  # its CA and gates go with its containers
             await egress[1].close()

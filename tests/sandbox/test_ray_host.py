@@ -7,11 +7,14 @@ with a scripted container stream, so they need neither Ray nor Docker.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import importlib
 import inspect
 import itertools
 import json
+import time
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,6 +23,7 @@ from typing import Any, cast
 import docker
 import pytest
 
+from orchestrator.errors import InfrastructureError
 from orchestrator.sandbox import ray_host
 from orchestrator.sandbox._archive import ArchiveLimitError, WorkspaceReader
 from orchestrator.sandbox._report import read_reply
@@ -113,3 +117,27 @@ def test_the_benchmarks_scripted_host_takes_every_argument_a_real_host_does(
             inspect.signature(getattr(scripted, name)).bind(None, *positional, **keywords)
         except TypeError as exc:
             pytest.fail(f"ScriptedHost.{name}: {exc}")
+
+
+async def test_a_lease_running_out_while_the_engine_is_down_is_expired_later(
+    host_without_engine: SandboxHost,
+) -> None:
+    """Releasing an orchestrator whose lease ran out needs the engine; while it does not
+    answer, the release fails as an infrastructure error, the lease stays to be expired
+    again, and the host's janitor lives on (it alone expires leases, for the host's life)."""
+    host = host_without_engine
+    with pytest.raises(InfrastructureError):
+        await host.release("b" * 32)
+    host._leases["c" * 32] = (time.monotonic() - 100.0, 1.0)
+    janitor = asyncio.get_running_loop().create_task(host._expire_leases())
+    try:
+        for _ in range(40):  # one round of the janitor: a second
+            if "engine" in host._last_error or janitor.done():
+                break
+            await asyncio.sleep(0.1)
+        assert not janitor.done(), janitor
+        assert "c" * 32 in host._leases and "engine" in host._last_error
+    finally:
+        janitor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await janitor
