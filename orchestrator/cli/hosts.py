@@ -96,9 +96,10 @@ def _print(views: list[HostView], as_json: bool) -> None:
 def hosts(context: click.Context, config_file: Path | None, as_json: bool) -> None:
     """List the Ray cluster's sandbox hosts: node, engine, runtimes, pools, load, state.
 
-    A host's state is up, draining (takes no new calls), lost (its node or
-    actor is gone) or refused (its images are missing or differ: the reason
-    names the fix). Exit 1 when a host is lost or refused.
+    A host's state is up, draining (takes no new calls), lost (its node, its
+    actor or its Docker engine does not answer) or refused (its images are
+    missing or differ: the reason names the fix). Exit 1 when a host is lost
+    or refused.
     """
     context.ensure_object(dict)
     context.obj["config_file"] = config_file
