@@ -490,6 +490,11 @@ class RayBackend(SandboxBackend):
                 )
             if request.credentials:  # the leaves' key material, issued at most weekly
                 await asyncio.to_thread(self._issue_leaves, request.credentials)
+            # The rule for a host lost mid-call (docs/scale-out.md): without egress
+            # the lost call's effects died with its container (its workspace changes
+            # are only applied here), an idempotent tool may run twice; anything else
+            # is not run again.
+            repeatable = profile.egress is None or request.idempotent
             record, reply = await self._dispatch(
                 _Call(
                     profile=profile,
@@ -498,23 +503,31 @@ class RayBackend(SandboxBackend):
                     workspace=sent is not None,
                     live_mode=live_mode,
                     live=live,
-                    # The rule for a host lost mid-call (docs/scale-out.md): without
-                    # egress the lost call's effects died with its container (its
-                    # workspace changes are only applied here), an idempotent tool
-                    # may run twice; anything else is not run again.
-                    repeatable=profile.egress is None or request.idempotent,
+                    repeatable=repeatable,
                     credentials=request.credentials,
                 )
             )
-            return await self._result(
-                record=record,
-                reply=reply,
-                request=request,
-                profile=profile,
-                sent=sent,
-                started=started,
-                live=live,
-            )
+            try:
+                return await self._result(
+                    record=record,
+                    reply=reply,
+                    request=request,
+                    profile=profile,
+                    sent=sent,
+                    started=started,
+                    live=live,
+                )
+            except InfrastructureError as exc:
+                # Its engine removed or killed the container mid-call (the engine went
+                # down, restarted, or someone removed it): the rule for a lost host
+                # holds, and CONTAINER_DIED's retry would run a call that may have
+                # reached the network a second time.
+                if exc.code is not ErrorCode.CONTAINER_DIED or repeatable:
+                    raise
+                raise _effects_unknown(
+                    f"the call's container on host {record.get('host')} was killed or "
+                    "removed by its engine before it replied"
+                ) from None
 
     def _count_egress(
         self, egress: tuple[EgressConnection, ...], profile: SandboxProfile, request: ExecRequest
@@ -619,7 +632,9 @@ class RayBackend(SandboxBackend):
                     host.last_error,
                 )
                 if attempt.began and not call.repeatable:
-                    raise _effects_unknown(host.name, host.last_error) from None
+                    raise _effects_unknown(
+                        f"host {host.name} was lost while the call ran ({host.last_error})"
+                    ) from None
                 continue
             finally:
                 host.in_flight -= 1
@@ -680,7 +695,9 @@ class RayBackend(SandboxBackend):
                         return json.loads(text), data
         except ray.exceptions.RayTaskError as exc:
             if attempt.began and not call.repeatable:
-                raise _effects_unknown(host.name, f"its code failed: {exc.cause}") from None
+                raise _effects_unknown(
+                    f"host {host.name} was lost while the call ran (its code failed: {exc.cause})"
+                ) from None
             raise _host_failed(host.name, exc) from None
         except BaseException:
             # Cancelled, timed out, lost: the host's task is cancelled too (if it
@@ -904,12 +921,12 @@ def _host_failed(host: str, exc: Any) -> InfrastructureError:
     )
 
 
-def _effects_unknown(host: str, why: str) -> InfrastructureError:
-    """A call that may have run on a host lost mid-call, and may not be run again."""
+def _effects_unknown(happened: str) -> InfrastructureError:
+    """A call that may have run (``happened`` says what cut it short) and may not run again."""
     return InfrastructureError(
-        f"host {host} was lost while the call ran ({why}); its effects are unknown: it may "
-        "have done all, part or none of its work (its sandbox could reach the network) and "
-        "it was not run again. Check its effects before repeating it",
+        f"{happened}; its effects are unknown: it may have done all, part or none of its work "
+        "(its sandbox could reach the network) and it was not run again. Check its effects "
+        "before repeating it",
         code=ErrorCode.EFFECTS_UNKNOWN,
         op=_OP,
         retryable=False,

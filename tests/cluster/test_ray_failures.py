@@ -216,3 +216,36 @@ async def test_a_hung_host_does_not_let_the_lease_on_the_others_run_out(
         await backend.close()
     # Host-b, lost to this backend, is not released by it: its lease removes the rest.
     await _none_left([docker_client, second_engine], backend, bound_s=60.0)
+
+
+async def test_a_container_removed_by_its_engine_mid_call_follows_the_retry_rule(
+    cluster: RayCluster, docker_client: docker.DockerClient, second_engine: docker.DockerClient
+) -> None:
+    """Its engine removes a call's container while it runs (the engine restarted, or someone
+    removed it): like a lost host, a call with egress, not idempotent, fails as
+    effects-unknown and is not retried; one without egress stays a retryable
+    ``container_died`` (its effects died with its container)."""
+    backend = RayBackend(address=cluster.address, images=[DEFAULT_IMAGE], refresh_s=60)
+    await backend.start()
+    label = f"{BACKEND_LABEL}={backend.instance_id}"
+    try:
+        for profile, code, retryable in (
+            (OPEN, ErrorCode.EFFECTS_UNKNOWN, False),
+            (CLOSED, ErrorCode.CONTAINER_DIED, True),
+        ):
+            begun = asyncio.Event()
+            request = ExecRequest(
+                argv=("sh", "-c", "echo begun; sleep 30"),
+                on_output=lambda chunk, begun=begun: begun.set(),  # type: ignore[misc]
+            )
+            call = asyncio.create_task(backend.execute(request, profile))
+            await asyncio.wait_for(begun.wait(), 60)
+            for engine in (docker_client, second_engine):
+                for container in engine.api.containers(filters={"label": label}):
+                    engine.api.remove_container(container["Id"], force=True)
+            with pytest.raises(InfrastructureError) as raised:
+                await asyncio.wait_for(call, 60)
+            assert (raised.value.code, raised.value.retryable) == (code, retryable), raised.value
+    finally:
+        await backend.close()
+    await _none_left([docker_client, second_engine], backend)
