@@ -1,7 +1,7 @@
 """A sandbox host's own logic, without a cluster: engine trouble and hostile replies (issue 14).
 
 The host actor's body (:class:`SandboxHost`) is an ordinary class; these tests
-build it around a Docker client that reaches no engine, or drive its relay
+build it around a Docker client whose engine does not answer, or drive its relay
 with a scripted container stream, so they need neither Ray nor Docker.
 """
 
@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import importlib
 import inspect
 import itertools
 import json
 import time
-import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
-import docker
 import pytest
+import requests
 
 from orchestrator.errors import InfrastructureError
 from orchestrator.sandbox import ray_host
@@ -34,21 +32,26 @@ from orchestrator.sandbox.ray_backend import _Reply
 from orchestrator.sandbox.ray_host import LIVE_OFF, SandboxHost, _Relay
 
 
+class _EngineDown:
+    """A Docker client whose engine does not answer, failing as the SDK then does: with
+    requests' ConnectionError, not one of docker's own exceptions."""
+
+    def __init__(self) -> None:
+        self.api = self
+
+    def _down(self, *args: object, **options: object) -> Any:
+        raise requests.exceptions.ConnectionError("Connection aborted: no such socket")
+
+    version = info = containers = remove_container = _down
+
+
 @pytest.fixture
-def host_without_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxHost]:
-    """A host whose engine is down: its socket does not exist (fixed API version: the
-    client asks nothing when made)."""
-    client = docker.DockerClient(base_url="unix:///nonexistent/docker.sock", version="1.41")
-    monkeypatch.setattr(ray_host, "engine_client", lambda: client)
+def host_without_engine(monkeypatch: pytest.MonkeyPatch) -> SandboxHost:
+    """A host whose engine is down."""
+    monkeypatch.setattr(ray_host, "engine_client", _EngineDown)
     monkeypatch.setattr(ray_host, "_node_id", lambda: "node-1")
     monkeypatch.setattr(ray_host, "token_authentication", lambda: (True, True))
-    yield SandboxHost("host-x")
-    client.close()
-    # The SDK's connection to a missing socket drops its socket unclosed: collected here,
-    # where that is expected, not during a later test (warnings are errors).
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
+    return SandboxHost("host-x")
 
 
 async def test_a_host_whose_engine_is_down_describes_itself_as_lost(
