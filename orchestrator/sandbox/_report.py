@@ -25,6 +25,7 @@ __all__ = [
     "FrameSource",
     "RunnerReport",
     "died",
+    "effects_unknown",
     "failed",
     "head_and_tail",
     "read_reply",
@@ -225,6 +226,19 @@ def failed(fields: dict[str, Any], started: float, status: ExecStatus, message: 
         duration_s=time.monotonic() - started,
         message=message,
         **fields,
+    )
+
+
+def effects_unknown(happened: str) -> InfrastructureError:
+    """A call that may have run (``happened`` says what cut it short) and may not run again:
+    its sandbox could reach the network and its tool is not idempotent (not retryable)."""
+    return InfrastructureError(
+        f"{happened}; its effects are unknown: it may have done all, part or none of its work "
+        "(its sandbox could reach the network) and it was not run again. Check its effects "
+        "before repeating it",
+        code=ErrorCode.EFFECTS_UNKNOWN,
+        op="sandbox.execute",
+        retryable=False,
     )
 
 

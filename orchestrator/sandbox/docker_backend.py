@@ -23,6 +23,7 @@ from orchestrator.sandbox._container import POOL_IDLE_S, ContainerFactory, Sandb
 from orchestrator.sandbox._egress_gate import MOUNT_POINT, SOCKET_NAME, EgressGates
 from orchestrator.sandbox._report import (
     died,
+    effects_unknown,
     failed,
     read_reply,
     replied_applying,
@@ -257,7 +258,7 @@ class DockerBackend(SandboxBackend):
             try:
                 result = await self._call(container, request, from_pool, started)
             except InfrastructureError as exc:
-                if exc.code is ErrorCode.CONTAINER_DIED:
+                if exc.code in (ErrorCode.CONTAINER_DIED, ErrorCode.EFFECTS_UNKNOWN):
                     # The engine killed or removed it: the pool's other
                     # containers are from before that too, and as dead.
                     entry.pool.discard_ready()
@@ -394,10 +395,12 @@ class DockerBackend(SandboxBackend):
         stream.on_stderr = live.feed if live is not None else None
         returned: SafeWorkspace | None = None
         rejection: str | None = None
+        begun = False
         try:
             async with asyncio.timeout(timeout + _REPORT_GRACE_S):
                 await stream.write_framed([frame(header), frame(request.stdin)])
                 await self._send_workspace(stream, sent)
+                begun = True  # the runner has all it needs: the program may be running
                 report, stdout, stderr = await read_reply(stream, profile.output_limit_bytes)
                 if workspace is not None and sent is not None and workspace_follows(report, True):
                     try:
@@ -412,7 +415,18 @@ class DockerBackend(SandboxBackend):
             await self._factory.destroy(container)
             return self._killed(base, started, timeout, live)
         except (asyncio.IncompleteReadError, ConnectionError):
-            return await self._died(container, base, started, live)
+            try:
+                return await self._died(container, base, started, live)
+            except InfrastructureError as exc:
+                # The engine killed or removed the container mid-call. The gateway retries
+                # that (CONTAINER_DIED), which is safe unless the program may have begun,
+                # could reach the network, and its tool may not run twice.
+                repeatable = not begun or profile.egress is None or request.idempotent
+                if exc.code is not ErrorCode.CONTAINER_DIED or repeatable:
+                    raise
+                raise effects_unknown(
+                    "the call's container was killed or removed by the engine before it replied"
+                ) from None
         except (FrameTooLargeError, pydantic.ValidationError, LiveFrameError) as exc:
             return failed(
                 base,

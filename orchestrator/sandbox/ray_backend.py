@@ -53,6 +53,7 @@ from orchestrator.sandbox._host_credentials import CallCredentials, seal
 from orchestrator.sandbox._ray_auth import token_authentication
 from orchestrator.sandbox._report import (
     died,
+    effects_unknown,
     failed,
     read_reply,
     replied_applying,
@@ -524,7 +525,7 @@ class RayBackend(SandboxBackend):
                 # reached the network a second time.
                 if exc.code is not ErrorCode.CONTAINER_DIED or repeatable:
                     raise
-                raise _effects_unknown(
+                raise effects_unknown(
                     f"the call's container on host {record.get('host')} was killed or "
                     "removed by its engine before it replied"
                 ) from None
@@ -632,7 +633,7 @@ class RayBackend(SandboxBackend):
                     host.last_error,
                 )
                 if attempt.began and not call.repeatable:
-                    raise _effects_unknown(
+                    raise effects_unknown(
                         f"host {host.name} was lost while the call ran ({host.last_error})"
                     ) from None
                 continue
@@ -695,7 +696,7 @@ class RayBackend(SandboxBackend):
                         return json.loads(text), data
         except ray.exceptions.RayTaskError as exc:
             if attempt.began and not call.repeatable:
-                raise _effects_unknown(
+                raise effects_unknown(
                     f"host {host.name} was lost while the call ran (its code failed: {exc.cause})"
                 ) from None
             raise _host_failed(host.name, exc) from None
@@ -916,18 +917,6 @@ def _host_failed(host: str, exc: Any) -> InfrastructureError:
     return InfrastructureError(
         f"host {host} failed: {str(exc.cause)[:1000]}",
         code=ErrorCode.ENGINE_ERROR,
-        op=_OP,
-        retryable=False,
-    )
-
-
-def _effects_unknown(happened: str) -> InfrastructureError:
-    """A call that may have run (``happened`` says what cut it short) and may not run again."""
-    return InfrastructureError(
-        f"{happened}; its effects are unknown: it may have done all, part or none of its work "
-        "(its sandbox could reach the network) and it was not run again. Check its effects "
-        "before repeating it",
-        code=ErrorCode.EFFECTS_UNKNOWN,
         op=_OP,
         retryable=False,
     )

@@ -15,7 +15,9 @@ import docker.errors
 import pytest
 
 from orchestrator.errors import ErrorCode, InfrastructureError
+from orchestrator.sandbox._egress_gate import EgressGates
 from orchestrator.sandbox.docker_backend import DockerBackend
+from orchestrator.sandbox.egress import EgressPolicy
 from orchestrator.sandbox.execution import ExecRequest, ExecStatus
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.labels import (
@@ -26,6 +28,7 @@ from orchestrator.sandbox.labels import (
     current_owner,
 )
 from orchestrator.sandbox.profile import SandboxProfile
+from orchestrator.testing import FixedResolver, LoopbackOnlyConnector
 from orchestrator.testing.platform import open_test_platform
 from orchestrator.tools import ToolCall, ToolStatus
 
@@ -85,6 +88,42 @@ async def test_a_container_the_engine_removed_is_a_retryable_infrastructure_erro
     # The tool's own death is still the tool's: a non-zero exit is a result.
     failed = await backend.execute(ExecRequest(argv=("sh", "-c", "exit 3")), profile)
     assert failed.status is ExecStatus.ERROR and failed.exit_code == 3
+
+
+@pytest.mark.parametrize("idempotent", [False, True], ids=["not-idempotent", "idempotent"])
+async def test_a_call_with_egress_whose_container_the_engine_removed_is_not_run_again(
+    docker_client: docker.DockerClient,
+    images: ImageBuilder,
+    no_leaks: None,
+    gates_root: Path,
+    idempotent: bool,
+) -> None:
+    """Its program was running and could reach the network: running it again (the retry
+    CONTAINER_DIED allows) could do its work twice, unless its tool is idempotent."""
+    connector = LoopbackOnlyConnector()
+    gates = EgressGates(gates_root, resolver=FixedResolver({}), connector=connector)
+    profile = SandboxProfile(
+        name="trouble-egress",
+        pool_size=0,
+        timeout_s=20,
+        egress=EgressPolicy(allow=("allowed.test:443",)),
+        loosen=frozenset({"egress"}),
+    )
+    async with DockerBackend(
+        docker_client, images=images, reap_on_start=False, egress_gates=gates
+    ) as backend:
+        before = set(own_running(docker_client))
+        request = ExecRequest(argv=("sleep", "15"), idempotent=idempotent)
+        call = asyncio.create_task(backend.execute(request, profile))
+        await remove_the_running_call(docker_client, before)
+        with pytest.raises(InfrastructureError) as caught:
+            await call
+    if idempotent:
+        assert caught.value.code is ErrorCode.CONTAINER_DIED and caught.value.retryable
+    else:
+        assert caught.value.code is ErrorCode.EFFECTS_UNKNOWN and not caught.value.retryable
+        assert "killed or removed by the engine before it replied" in str(caught.value)
+    assert connector.violations == []
 
 
 async def test_the_gateway_retries_a_call_whose_container_the_engine_removed(
