@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, NotFoundError
 from orchestrator.sandbox.ray_host import HOST_RESOURCE, SandboxHost, host_actor_name
 
 __all__ = [
@@ -261,7 +261,7 @@ async def set_draining(name: str, namespace: str, draining: bool) -> HostView:
     seen = nodes.get(name)
     if seen is None or not seen.alive:
         known = ", ".join(sorted(n for n, s in nodes.items() if s.alive)) or "none"
-        raise ConfigError(
+        raise NotFoundError(
             f"no live sandbox host named {name!r} in the cluster (live hosts: {known})"
         )
     raw = await asyncio.wait_for(

@@ -160,7 +160,7 @@ async def test_draining_an_unknown_host_names_the_live_ones(
     config = str(_config(cluster, tmp_path))
     done = _stockade(cluster, "hosts", "drain", "host-z", "--config", config)
     assert done.returncode == 2
-    assert "no live sandbox host named 'host-z'" in done.stderr
+    assert done.stderr.startswith("error: no live sandbox host named 'host-z'"), done.stderr
     assert "host-a, host-b" in done.stderr
 
 
