@@ -14,7 +14,7 @@ import pytest
 
 from orchestrator.agent import Agent, AgentConfig, ApprovalWatch
 from orchestrator.approvals import Approver
-from orchestrator.config import load_config
+from orchestrator.config import StockadeConfig, load_config
 from orchestrator.platform import Platform
 from orchestrator.sandbox.labels import OWNER_LABEL, Owner
 from orchestrator.testing import ScriptedModelServer
@@ -32,6 +32,22 @@ rules:
 rate_limits:
   - {name: python-per-run, tools: python.run, scope: run, rate: 1, per_s: 60, burst: 1}
 """
+
+
+def allow_all_config(home: Path, base_url: str) -> StockadeConfig:
+    """A platform under ``home`` that allows every call, with the files toolkit and the
+    model at ``base_url`` (for tests of the loop itself, on the scripted sandbox)."""
+    home.mkdir(parents=True, exist_ok=True)
+    policy = home / "policy.yaml"
+    policy.write_text("version: 1\ndefault: allow\n")
+    return StockadeConfig.model_validate(
+        {
+            "state_dir": home,
+            "policy": policy,
+            "toolkits": ["toolkits.files"],
+            "model": {"base_url": base_url, "name": "test-model"},
+        }
+    )
 
 
 @dataclass

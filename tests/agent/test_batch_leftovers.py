@@ -23,34 +23,21 @@ from orchestrator.agent import (
     run_batch,
 )
 from orchestrator.cli import cli
-from orchestrator.config import StockadeConfig
 from orchestrator.platform import Platform
 from orchestrator.testing import ScriptedModelServer, text
 from orchestrator.testing.backend import ScriptedBackend
+
+from .conftest import allow_all_config
 
 pytestmark = pytest.mark.timeout(60)
 
 _WAIT_S = 30.0
 
 
-def _config(home: Path, base_url: str) -> StockadeConfig:
-    home.mkdir(parents=True, exist_ok=True)
-    policy = home / "policy.yaml"
-    policy.write_text("version: 1\ndefault: allow\n")
-    return StockadeConfig.model_validate(
-        {
-            "state_dir": home,
-            "policy": policy,
-            "toolkits": ["toolkits.files"],
-            "model": {"base_url": base_url, "name": "test-model"},
-        }
-    )
-
-
 @asynccontextmanager
 async def _agent(home: Path) -> AsyncIterator[Agent]:
     async with ScriptedModelServer([text("done")] * 4) as server:
-        config = _config(home, server.base_url)
+        config = allow_all_config(home, server.base_url)
         quiet = AgentConfig(reflection=False, memory=False)
         async with (
             Platform.open(config, backend=ScriptedBackend()) as platform,

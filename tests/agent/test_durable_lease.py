@@ -23,11 +23,12 @@ from orchestrator.agent import (
     _durable,
 )
 from orchestrator.agent._durable import RUNS_DB, RunStore
-from orchestrator.config import StockadeConfig
 from orchestrator.platform import Platform
 from orchestrator.testing import ScriptedModelServer, text, tool_call, tool_calls
 from orchestrator.testing.backend import ScriptedBackend
 from orchestrator.testing.model_server import Answer, ChatRequest
+
+from .conftest import allow_all_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -52,20 +53,6 @@ class Held:
         return self.turns[min(turn, len(self.turns) - 1)]
 
 
-def _config(home: Path, base_url: str) -> StockadeConfig:
-    home.mkdir(parents=True, exist_ok=True)
-    policy = home / "policy.yaml"
-    policy.write_text("version: 1\ndefault: allow\n")
-    return StockadeConfig.model_validate(
-        {
-            "state_dir": home,
-            "policy": policy,
-            "toolkits": ["toolkits.files"],
-            "model": {"base_url": base_url, "name": "test-model"},
-        }
-    )
-
-
 async def test_a_run_that_lost_its_lease_unnoticed_leaves_the_new_holders_run_alone(
     tmp_path: Path,
 ) -> None:
@@ -80,7 +67,7 @@ async def test_a_run_that_lost_its_lease_unnoticed_leaves_the_new_holders_run_al
     )  # fmt: skip
     home = tmp_path / "state"
     async with ScriptedModelServer(handler=brain) as server:
-        config = _config(home, server.base_url)
+        config = allow_all_config(home, server.base_url)
         settings = AgentConfig(reflection=False, keep_workspace=False)
         async with (
             Platform.open(config, backend=ScriptedBackend()) as platform,
@@ -122,7 +109,7 @@ async def test_a_new_run_whose_lease_another_process_holds_ends_without_starting
     must neither raise out of Agent.run nor write over the winner's run."""
     home = tmp_path / "state"
     async with ScriptedModelServer([text("done")]) as server:
-        config = _config(home, server.base_url)
+        config = allow_all_config(home, server.base_url)
         async with (
             Platform.open(config, backend=ScriptedBackend()) as platform,
             Agent.open(platform, AgentConfig(reflection=False)) as agent,
@@ -151,7 +138,7 @@ async def test_a_new_run_whose_lease_cannot_be_written_fails_without_starting(
     home = tmp_path / "state"
     monkeypatch.setattr(_durable, "LOCK_WAIT_S", 0.2)  # runs.db locked longer than that
     async with ScriptedModelServer([text("done")]) as server:
-        config = _config(home, server.base_url)
+        config = allow_all_config(home, server.base_url)
         async with (
             Platform.open(config, backend=ScriptedBackend()) as platform,
             Agent.open(platform, AgentConfig(reflection=False)) as agent,
@@ -194,7 +181,7 @@ async def test_calls_whose_checkpoint_cannot_be_written_do_not_go_out(
             locker.pop().execute("ROLLBACK")
 
     async with ScriptedModelServer(handler=lock_then_ask) as server:
-        config = _config(home, server.base_url)
+        config = allow_all_config(home, server.base_url)
         async with (
             Platform.open(config, backend=ScriptedBackend()) as platform,
             Agent.open(platform, AgentConfig(reflection=False)) as agent,
@@ -226,7 +213,7 @@ async def test_a_finished_runs_workspace_is_deleted_off_the_event_loop(tmp_path:
     home = tmp_path / "state"
     closed_on: list[threading.Thread] = []
     async with ScriptedModelServer([text("done")]) as server:
-        config = _config(home, server.base_url)
+        config = allow_all_config(home, server.base_url)
         async with (
             Platform.open(config, backend=ScriptedBackend()) as platform,
             Agent.open(platform, AgentConfig(reflection=False)) as agent,
