@@ -76,9 +76,10 @@ class ErrorCode(StrEnum):
     HOST_LOST = "host_lost"
     """A sandbox host (a Ray actor, its node or its engine) went away during a call."""
     EFFECTS_UNKNOWN = "effects_unknown"
-    """A sandbox host went away after the call started, and the call may not run again
-    (its sandbox could reach the network, its tool is not idempotent): it may have done
-    all, part or none of its work."""
+    """A call was cut short after its program may have started (a sandbox host went away,
+    or the engine killed or removed its container), and it may not run again (its sandbox
+    could reach the network, its tool is not idempotent): it may have done all, part or
+    none of its work."""
     AUDIT = "audit"
     APPROVALS = "approvals"
     INSTALLATION = "installation"
@@ -87,7 +88,8 @@ class ErrorCode(StrEnum):
     RUNS = "runs"
     """The agent runs' database (``runs.db``: checkpoints and leases) could not be used."""
     MODEL_UNAVAILABLE = "model_unavailable"
-    """The model server could not be reached, or answered 5xx."""
+    """The model server could not be reached, answered 5xx, or its streamed reply ended
+    without a ``finish_reason`` (cut short)."""
     MODEL_RATE_LIMITED = "model_rate_limited"
     """The model server answered 429 (too many requests)."""
     MODEL_ERROR = "model_error"

@@ -109,7 +109,8 @@ def tool(
 
     ``idempotent=True`` declares that running the tool twice does what running it once
     does (it only reads): a call cut short by an orchestrator restart is then run again
-    rather than reported to the model as of unknown effect.
+    rather than reported to the model as of unknown effect, and so is one with egress whose
+    container dies mid-program or whose sandbox host is lost.
     """
 
     def mark(function: Callable[P, R]) -> Callable[P, R]:

@@ -281,8 +281,9 @@ class Agent:
 
     async def held_elsewhere(self) -> list[RunRow]:
         """Unfinished runs whose lease a process this host cannot check (another boot,
-        another host) holds, not yet expired: if that process is gone, :meth:`resume`
-        can continue them once the lease expires (``lease_expires_at``)."""
+        another host, another container's PID namespace) holds, not yet expired: if that
+        process is gone, :meth:`resume` can continue them once the lease expires
+        (``lease_expires_at``)."""
         if self._store is None:
             return []
         rows = await asyncio.to_thread(self._store.held_elsewhere)

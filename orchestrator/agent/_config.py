@@ -72,9 +72,9 @@ class AgentConfig(StrictModel):
     a restart. False: nothing is written but the log and the result (benchmarks)."""
     lease_s: float = Field(default=30.0, ge=1.0, le=3600.0)
     """How long a run's lease lasts without a heartbeat (one every third of it): after a
-    process stops without a trace (another host, a frozen process), another may resume the
-    run this long after its last heartbeat. A process of this host that died frees its runs
-    at once."""
+    process stops without a trace (another host or container, a frozen process), another
+    may resume the run this long after its last heartbeat. A process of this host and PID
+    namespace that died frees its runs at once."""
     reflection: bool = True
     """Ask the model whether the goal is fully achieved before accepting a final answer."""
     max_reflections: int = Field(default=2, ge=0, le=20)

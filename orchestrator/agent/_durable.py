@@ -18,8 +18,9 @@ A lease is taken in one ``BEGIN IMMEDIATE`` transaction (SQLite serialises
 writers, so of two processes asking at once one wins, the other is told who
 holds it). It is free when nobody holds it, when its expiry has passed
 (heartbeats renew it), or at once when its holder was a process of this host
-that is gone (the owner label of :mod:`orchestrator.sandbox.labels`: boot id,
-pid and start time): a SIGKILLed orchestrator's runs are resumable at once.
+and PID namespace that is gone (the owner label of
+:mod:`orchestrator.sandbox.labels`: boot id and PID namespace, pid and start
+time): a SIGKILLed orchestrator's runs are resumable at once.
 
 Durability: WAL with ``synchronous=NORMAL``: a committed step survives the
 process being killed (the commit is in the OS's page cache, written back by
@@ -171,8 +172,9 @@ class RunRow:
 
     def held_elsewhere(self, now: float) -> bool:
         """Whether the lease is held, not yet expired, by a process this host cannot check
-        (of another boot of this host, or of another host): whether it still drives the
-        run is known only when the lease expires (or is renewed)."""
+        (of another boot of this host, of another host, or in another PID namespace: another
+        container): whether it still drives the run is known only when the lease expires
+        (or is renewed)."""
         if self.holder is None or self.lease_free(now):
             return False
         owner = _owner_of(self.holder)

@@ -251,7 +251,8 @@ def run(  # click passes every option by keyword
 
     Progress goes to standard error; the final answer and a summary table (or,
     with --json, the whole run result) to standard output. Exits 0 when the
-    run completed, 1 when it failed, 130 when it was interrupted. Example:
+    run completed, 1 when it failed, 2 when --run-id is already used or another
+    principal owns it, 130 when it was interrupted or cancelled. Example:
 
         stockade run "Write primes.txt with the primes below 100" --base-url \\
             http://127.0.0.1:11434/v1 --model qwen2.5:7b
@@ -259,8 +260,8 @@ def run(  # click passes every option by keyword
     With --batch FILE (one JSON object a line: id, goal, optional files and
     principal) the runs go CONCURRENCY at once, one result line each in the
     results file as it ends, a summary at the end; exits 0 when every run of
-    the file completed, 1 when any failed, 130 when interrupted. Rerun the
-    same command to finish an interrupted batch.
+    the file completed, 1 when any failed, 2 when the file is refused, 130
+    when interrupted. Rerun the same command to finish an interrupted batch.
     """
     if (goal is None) == (batch_file is None):
         raise click.UsageError("give a GOAL or --batch FILE (one of the two)")

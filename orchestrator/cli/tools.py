@@ -222,7 +222,8 @@ def tools_call(  # click passes every option by keyword
     The call is validated, decided by the policy, rate-limited, approved if
     the policy asks for it, run in a sandbox and recorded in the audit log.
     Exits 0 when the call succeeded, 1 otherwise, 2 when no configured toolkit
-    has a tool NAME (said before the engine is reached). With a workspace (`--workspace`
+    has a tool NAME or another principal owns --run-id (said before the engine
+    is reached). With a workspace (`--workspace`
     or `--run-id`), files the call writes under `outputs/` come back as artifacts,
     written to `--artifacts-dir` (the directory is printed). Example:
 

@@ -107,7 +107,11 @@ class DockerBackendSettings(StrictModel):
 
 
 class RayBackendSettings(StrictModel):
-    """The Ray cluster whose sandbox hosts run the calls (``docs/scale-out.md``; the ray extra)."""
+    """The Ray cluster whose sandbox hosts run the calls (``docs/scale-out.md``; the ray extra).
+
+    The orchestrator joins it only with Ray's token authentication in its environment
+    (``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN``); without them it refuses to start.
+    """
 
     address: str = Field(min_length=3, pattern=r"^[^\s]+:[0-9]{1,5}$")
     """The cluster's GCS address, ``host:port`` (the head's ``ray start --port``)."""
@@ -454,13 +458,14 @@ class ServerSettings(StrictModel):
     resume_runs: bool = True
     """At start, resume the agent runs a stopped orchestrator left unfinished (and no live
     process drives), and those whose lease a process this host cannot check (another boot,
-    another host) holds once that lease expires; at shutdown, suspend runs under way so the
-    next start resumes them. False: runs under way are cancelled at shutdown and nothing is
-    resumed."""
+    another host, another container's PID namespace) holds once that lease expires; at
+    shutdown, suspend runs under way so the next start resumes them. False: runs under way
+    are cancelled at shutdown and nothing is resumed."""
     run_lease_s: float = Field(default=30.0, ge=1.0, le=3600.0)
     """How long the lease of a run the server drives lasts without a heartbeat (one every
     third of it): another process may resume a run this long after its driver stopped
-    renewing it (at once when that driver was a process of this host that died)."""
+    renewing it (at once when that driver was a process of this host and PID namespace that
+    died)."""
 
 
 # A DNS name in lower case whose last label is not a number (so never an IP address).

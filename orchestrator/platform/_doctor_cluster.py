@@ -159,8 +159,13 @@ def _hosts(
                 f"on that node: ray start --address={cluster.address} ... (docs/scale-out.md)",
             )
         elif name in refused:
-            # The refusal names the missing images and the command that builds or copies them.
-            failed(label, refused[name], "build or copy the images as the detail says")
+            # The refusal names its fix: the missing images and the command that builds or
+            # copies them, or the command that replaces an actor running other sandbox code.
+            failed(
+                label,
+                refused[name],
+                "build or copy the images, or replace the host's actor, as the detail says",
+            )
         elif name not in records:
             failed(label, "its actor did not answer", f"stockade hosts {_flag(loaded)}".strip())
         else:

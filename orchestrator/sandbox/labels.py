@@ -69,6 +69,7 @@ class Owner:
     """The orchestrator process a container belongs to."""
 
     boot_id: str
+    """``<boot id>:<PID namespace>``: where ``pid`` can be checked."""
     pid: int
     start_ticks: str
 
@@ -85,7 +86,8 @@ class Owner:
         return cls(boot_id=parts[0], pid=int(parts[1]), start_ticks=parts[2])
 
     def is_alive(self) -> bool | None:
-        """True or False when checkable here; None when the owner is on another host."""
+        """True or False when checkable here; None when the owner is on another host (or
+        boot) or in another PID namespace (a process in another container)."""
         if self.boot_id != _boot_id():
             return None
         return _start_ticks(self.pid) == self.start_ticks

@@ -22,8 +22,10 @@ Steps of a call, top to bottom in :meth:`RayBackend.execute`:
    call runs again on another host when it had not started there, when its
    profile has no egress (its workspace changes are applied only on return:
    what it did died with its sandbox) or when its tool is idempotent;
-   otherwise it fails with ``effects_unknown``. Cancelling the caller cancels
-   the host's task, which removes the container.
+   otherwise it fails with ``effects_unknown``. A container its host's engine
+   kills or removes mid-call follows the same rule (``container_died``, which
+   the gateway retries, only for a call that may run again). Cancelling the
+   caller cancels the host's task, which removes the container.
 
 Hosts are discovered from the cluster's nodes (``stockade_host:<name>``
 resources) at start and every ``refresh_s``, so a host that joins later is

@@ -12,7 +12,8 @@ server starts) resumes every run a stopped process left unfinished and no
 live process drives (see :meth:`~orchestrator.agent.Agent.resume`); the
 server's shutdown suspends its runs instead of cancelling them. A run whose
 lease is held by a process this host cannot check (one of another boot, a
-server restarted after a reboot; or of another host) may be orphaned, which
+server restarted after a reboot; of another host; or in another container's
+PID namespace) may be orphaned, which
 shows only when its lease expires: a timer at that expiry resumes it then
 (and waits for the next expiry while that process renews the lease).
 :meth:`Runs.aclose` cancels the timers as the server stops (:meth:`Runs.resuming`

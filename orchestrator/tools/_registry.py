@@ -61,7 +61,8 @@ class ToolSpec:
     """``module:function``, imported inside the container to run the tool."""
     idempotent: bool = False
     """Running it twice does what running it once does (``@tool(idempotent=True)``): a call
-    interrupted by an orchestrator restart is run again on resume."""
+    interrupted by an orchestrator restart is run again on resume, and one with egress whose
+    sandbox dies mid-program (its container killed, its host lost) is retried."""
 
     def openai(self) -> dict[str, Any]:
         """The tool in OpenAI's function-calling format."""
