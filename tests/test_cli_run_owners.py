@@ -62,3 +62,17 @@ def test_tools_call_refuses_a_run_id_another_principal_claimed(tmp_path: Path) -
         assert "run id 'shared' belongs to principal 'alice'" in done.stderr
     own = stockade(*call, "--principal", "alice", home=tmp_path)
     assert own.returncode == EXIT_FAILED and "cannot reach the Docker engine" in own.stderr
+
+
+def test_mcp_refuses_a_run_id_another_principal_claimed_and_claims_its_own(
+    tmp_path: Path,
+) -> None:
+    claimed_over_the_api(tmp_path, "shared", "alice")
+    done = stockade("mcp", "--run-id", "shared", "--principal", "bob", home=tmp_path)
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert "run id 'shared' belongs to principal 'alice'" in done.stderr
+    bad = stockade("mcp", "--run-id", "../up", "--principal", "bob", home=tmp_path)
+    assert bad.returncode == EXIT_USAGE and "run id" in bad.stderr, bad.stderr
+    # Its own id is claimed before the server starts (it then stops at the missing engine).
+    stockade("mcp", "--run-id", "mine", "--principal", "bob", home=tmp_path)
+    assert RunOwners(tmp_path / "tokens.db").owner("mine") == "bob"

@@ -10,11 +10,14 @@ standing approval grants.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from pathlib import Path
 
 import click
 
+from orchestrator.agent import read_state
 from orchestrator.config import StockadeConfig
+from orchestrator.errors import NotFoundError
+from orchestrator.runid import run_id_problem
 from orchestrator.runowners import RunOwners
 
 __all__ = ["check_run_id_owner", "claim_run_id"]
@@ -37,17 +40,25 @@ def check_run_id_owner(config: StockadeConfig, run_id: str, principal: str | Non
         raise _taken(run_id, owner, flag="--principal")
 
 
-def claim_run_id(
-    config: StockadeConfig,
-    run_id: str,
-    principal: str,
-    *,
-    recorded: Callable[[], str | None],
-) -> None:
+def _recorded_principal(state_dir: Path, run_id: str) -> str | None:
+    """The principal run ``run_id``'s checkpoint records; None when there is no such run."""
+    try:
+        return read_state(state_dir, run_id).principal
+    except NotFoundError:
+        return None
+
+
+def claim_run_id(config: StockadeConfig, run_id: str, principal: str) -> None:
     """Claim ``run_id`` for ``principal`` as the API would, or refuse it (a usage error)
-    when another principal owns it. ``recorded`` names the principal the run's own files
-    record, if any: such a run is its principal's even if nobody claimed it here."""
+    when it is no valid run id or another principal owns it, by the API's claims or by
+    the principal the run's own checkpoint records (such a run is its principal's even if
+    nobody claimed it here). For the entrances that act in one named run."""
+    if problem := run_id_problem(run_id):
+        raise click.UsageError(problem)
     owners = RunOwners(config.tokens_db)
+
+    def recorded() -> str | None:
+        return _recorded_principal(config.state_dir, run_id)
 
     async def claimed() -> bool:
         return await owners.claim(run_id, principal, recorded=lambda: asyncio.to_thread(recorded))

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from orchestrator.cli._common import config_option, load, run_async
+from orchestrator.cli._owners import claim_run_id
 from orchestrator.platform import Platform, check_configuration
 
 __all__ = ["mcp"]
@@ -19,7 +20,8 @@ __all__ = ["mcp"]
 @click.option("--principal", help="Who every call acts for (policies, rate limits, the audit "
               "log). Default: the user running the command.")  # fmt: skip
 @click.option("--run-id", help="The run every call belongs to (its workspace, rate limits and "
-              "approvals). Default: a fresh one.")  # fmt: skip
+              "approvals); refused when another principal used it first (over the HTTP API "
+              "too). Default: a fresh one.")  # fmt: skip
 def mcp(config_file: Path | None, principal: str | None, run_id: str | None) -> None:
     """Serve the tools as an MCP server over stdin and stdout (for IDEs and assistants).
 
@@ -37,6 +39,10 @@ def mcp(config_file: Path | None, principal: str | None, run_id: str | None) -> 
 
     loaded = load(config_file)
     who = principal or getpass.getuser()
+    if run_id is not None:
+        # Every call acts in that run (its workspace, its standing approvals): the id
+        # is claimed as `stockade run` and the HTTP API claim theirs.
+        claim_run_id(loaded.config, run_id, who)
     run = run_id or f"mcp-{uuid.uuid4().hex[:12]}"
     checked = check_configuration(loaded)
     server_settings = loaded.config.server

@@ -24,7 +24,6 @@ from orchestrator.agent import (
     RunResult,
     RunStatus,
     read_batch,
-    read_state,
     results_path_for,
 )
 from orchestrator.approvals import TerminalApprover
@@ -44,9 +43,7 @@ from orchestrator.cli._owners import claim_run_id
 from orchestrator.cli._run_view import ProgressView, show_result
 from orchestrator.cli.metrics import metrics_port_option, serving_metrics
 from orchestrator.config import LoadedConfig
-from orchestrator.errors import NotFoundError
 from orchestrator.platform import Platform
-from orchestrator.runid import run_id_problem
 
 __all__ = ["EXIT_CODES", "agent_config", "resume_run", "run", "run_goal"]
 
@@ -164,14 +161,6 @@ async def _drive(
             finally:
                 for number in signals:
                     loop.remove_signal_handler(number)
-
-
-def _recorded_principal(state_dir: Path, run_id: str) -> str | None:
-    """The principal run ``run_id``'s checkpoint records; None when there is no such run."""
-    try:
-        return read_state(state_dir, run_id).principal
-    except NotFoundError:
-        return None
 
 
 @click.command("run")
@@ -322,14 +311,9 @@ def run(  # click passes every option by keyword
     assert goal is not None  # checked above
     who = principal or getpass.getuser()
     if run_id is not None:
-        if problem := run_id_problem(run_id):
-            raise click.UsageError(problem)
         # The HTTP API's rule, checked before the engine is reached: the first principal
         # to use a run id owns it, and this run is a use of it.
-        state_dir = loaded.config.state_dir
-        claim_run_id(
-            loaded.config, run_id, who, recorded=lambda: _recorded_principal(state_dir, run_id)
-        )
+        claim_run_id(loaded.config, run_id, who)
     result = run_async(
         run_goal(
             loaded,
