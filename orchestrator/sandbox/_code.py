@@ -19,14 +19,22 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 
 
 def code_fingerprint(package: Path = _PACKAGE) -> str:
-    """A digest of the sandbox layer's sources in ``package`` (the ``orchestrator`` package).
+    """A digest of every Python source of ``package`` (the ``orchestrator`` package).
 
-    What a host runs: ``sandbox/`` (the host, the wire, the containers, the
-    proxies) and the errors it raises. Read from disk, so call it once, when the
-    code is imported, not later (the files may have changed under the process).
+    All of it, not only ``sandbox/``: a host also runs what the sandbox layer
+    imports (errors, strict models, run ids, lock files, metrics, assets), and a
+    list of those would go stale unnoticed. An upgrade of Stockade is a new
+    fingerprint, so its hosts are replaced with it. Read from disk, so call it
+    once, when the code is imported, not later (the files may have changed under
+    the process).
     """
     digest = hashlib.sha256()
-    for path in sorted([*(package / "sandbox").rglob("*.py"), package / "errors.py"]):
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package).parts
+        # Not _assets/: what runs in the containers (the runner) is the images' part,
+        # checked by their tags; a link in a checkout, a directory in a wheel.
+        if "__pycache__" in relative or relative[0] == "_assets":
+            continue
         content = path.read_bytes()
         name = path.relative_to(package).as_posix().encode()
         # Each part with its length: no two file sets hash alike by moving bytes.

@@ -23,7 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from orchestrator.errors import ConfigError, NotFoundError
-from orchestrator.sandbox.ray_host import HOST_RESOURCE, SandboxHost, host_actor_name
+from orchestrator.sandbox.ray_host import (
+    CODE_FINGERPRINT,
+    HOST_RESOURCE,
+    SandboxHost,
+    host_actor_name,
+)
 
 __all__ = [
     "HOST_STATES",
@@ -199,12 +204,25 @@ def host_actor(name: str, namespace: str) -> Any:
 
 
 def view(name: str, record: Mapping[str, Any], *, node: str = "") -> HostView:
-    """The view of a live host from its ``describe`` record."""
+    """The view of a live host from its ``describe`` record.
+
+    A host running other Stockade code than this process is ``refused``, as every
+    orchestrator of this version refuses it (``docs/scale-out.md``: upgrades).
+    """
     state = state_of(record)
+    reason = str(record.get("refused" if state == "refused" else "engine_error", ""))
+    theirs = str(record.get("code", "")) or "older, without a fingerprint"
+    if state in ("up", "draining") and theirs != CODE_FINGERPRINT:
+        state = "refused"
+        reason = (
+            f"runs other Stockade code (code {theirs} there, {CODE_FINGERPRINT} here): "
+            f"orchestrators of this version place nothing there; replace its actor "
+            f"{host_actor_name(name)} (docs/scale-out.md, upgrades)"
+        )
     return HostView(
         name=name,
         state=state,
-        reason=str(record.get("refused" if state == "refused" else "engine_error", "")),
+        reason=reason,
         node=node,
         node_id=str(record.get("node_id", "")),
         engine_version=str(record.get("engine_version", "")),
