@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from packaging.requirements import InvalidRequirement, Requirement
+from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from pydantic import Field, field_validator
 
+from orchestrator.sandbox._requirement_text import check_requirement
 from orchestrator.strict import StrictModel
 
 __all__ = ["SPEC_NAME_PATTERN", "ImageSpec", "spec_image_name"]
@@ -42,7 +43,8 @@ class ImageSpec(StrictModel):
         default_factory=list, max_length=200
     )
     """Python requirements (``name``, ``name[extra]``, ``name>=1.2,<2``), resolved with their
-    dependencies for the image's Python; no URLs, files, options or environment markers."""
+    dependencies for the image's Python; no URLs, files, options, environment markers, nor
+    what pip reads in a requirements file (``$``, ``\\``, ``#``)."""
 
     @field_validator("debian")
     @classmethod
@@ -57,17 +59,7 @@ class ImageSpec(StrictModel):
     def _plain_requirements(cls, requirements: list[str]) -> list[str]:
         seen: dict[str, str] = {}
         for text in requirements:
-            if text.lstrip().startswith("-"):
-                # A requirements file would read it as an option (--index-url...).
-                raise ValueError(f"{text!r} is an option, not a requirement")
-            try:
-                requirement = Requirement(text)
-            except InvalidRequirement as exc:
-                raise ValueError(f"{text!r} is not a requirement: {exc}") from exc
-            if requirement.url:
-                raise ValueError(f"{text!r}: name a package of the index, not a URL")
-            if requirement.marker is not None:
-                raise ValueError(f"{text!r}: environment markers are not supported here")
+            requirement = check_requirement(text, markers=False)
             key = canonicalize_name(requirement.name)
             if key in seen:
                 raise ValueError(f"{requirement.name!r} is required twice ({seen[key]!r})")

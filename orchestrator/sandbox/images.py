@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -47,6 +48,7 @@ from orchestrator.sandbox._image_steps import (
     host_debian_suite,
     missing_debian_packages,
 )
+from orchestrator.sandbox._requirement_text import check_requirement
 from orchestrator.sandbox._resolve import PROBE, Pin, Target, resolve
 from orchestrator.sandbox._wheels import download_wheels
 from orchestrator.sandbox.engine import engine_errors
@@ -117,6 +119,12 @@ class BuiltImage:
     """False when an up-to-date image already existed."""
     seconds: float
     """Time spent, including the check."""
+
+
+def _uncommented(line: str) -> str:
+    """A requirements file's line without its comment (pip's rule: ``#`` at the start or after
+    a blank), stripped."""
+    return re.sub(r"(^|\s)#.*", "", line).strip()
 
 
 def _hash(parts: Iterable[bytes]) -> str:
@@ -305,10 +313,21 @@ class ImageBuilder:
         """The toolkits' Python dependencies, resolved for the images and pinned with hashes."""
         lines: list[str] = []
         for path in self._requirement_files():
-            for text in path.read_text().splitlines():
-                line = text.split("#", 1)[0].strip()
-                if line and line not in lines:
-                    lines.append(line)
+            for number, text in enumerate(path.read_text().splitlines(), start=1):
+                line = _uncommented(text)
+                if not line or line in lines:
+                    continue
+                try:
+                    check_requirement(line, markers=True)
+                except ValueError as exc:
+                    # A toolkit's file, not stockade.yaml: the error names it and the line.
+                    raise ConfigError(
+                        f"a toolkit's requirement cannot be used: {exc}",
+                        file=str(path),
+                        line=number,
+                        field="toolkits",
+                    ) from None
+                lines.append(line)
         files = ", ".join(str(path) for path in self._requirement_files())
         return resolve(
             lines,

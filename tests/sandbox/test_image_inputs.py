@@ -1,0 +1,64 @@
+"""What goes into an image build from a configuration file or a toolkit, checked before it is used.
+
+Pure logic: no engine, no network (nothing here reaches pip, debootstrap or Docker).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+import docker
+import pytest
+
+from orchestrator.errors import ConfigError
+from orchestrator.sandbox._image_spec import ImageSpec
+from orchestrator.sandbox.images import ImageBuilder
+
+NO_ENGINE = cast(docker.DockerClient, None)
+
+
+def toolkit(root: Path, name: str, requirements: str) -> None:
+    package = root / name
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "requirements.txt").write_text(requirements)
+
+
+@pytest.mark.parametrize(
+    "requirement",
+    [
+        "sympy===${AWS_SECRET_ACCESS_KEY}",  # pip expands it: the secret in its error
+        "sympy===1\\",  # pip joins the next line to it
+        "sympy===1#x",
+        "sympy===1\x1b]0;owned\x07",
+        "sympy===1\u202e",
+    ],
+)
+def test_a_spec_requirement_pip_would_read_more_into_is_refused(requirement: str) -> None:
+    with pytest.raises(ValueError, match="not allowed in a requirement"):
+        ImageSpec.model_validate({"python": [requirement]})
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ("--index-url http://127.0.0.1:9/simple", "is an option"),
+        ("-r /etc/shadow", "is an option"),
+        ("evil @ https://127.0.0.1:9/evil.whl", "not a URL"),
+        ("evil===${HOME}", "not allowed in a requirement"),
+        ("not a requirement!", "is not a requirement"),
+    ],
+)
+def test_a_toolkit_requirement_line_that_is_not_a_plain_requirement_names_its_file_and_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str, why: str
+) -> None:
+    toolkit(tmp_path, "evil_toolkit", f"# pinned by the team\ntabulate  # tables\n{line}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    builder = ImageBuilder(NO_ENGINE, toolkits=["evil_toolkit"], wheel_cache=tmp_path / "cache")
+    with pytest.raises(ConfigError) as caught:
+        builder.toolkit_pins()
+    error = caught.value
+    assert error.file == str(tmp_path / "evil_toolkit" / "requirements.txt")
+    assert error.line == 3 and error.field == "toolkits"
+    assert why in error.message and repr(line) in error.message
