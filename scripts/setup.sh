@@ -26,6 +26,10 @@ install_packages() {
     command -v dockerd >/dev/null || missing+=(docker.io)
     command -v runsc >/dev/null || missing+=(runsc)
     command -v debootstrap >/dev/null || missing+=(debootstrap)
+    # The base images' debootstrap checks the mirror's signature, and fails without these
+    # (recommended by debootstrap, so --no-install-recommends below would skip them).
+    command -v gpgv >/dev/null || missing+=(gpgv)
+    [ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
     # promtool and amtool check the metrics, alert rules and Alertmanager
     # example; the observability tests also run a real Prometheus.
     command -v promtool >/dev/null || missing+=(prometheus)

@@ -13,7 +13,9 @@
 # the suite is STOCKADE_DEBIAN_SUITE (default: the host's codename).
 # --cache-dir, an absolute directory, keeps the downloaded packages between
 # builds (debootstrap checks each cached one against the mirror's checksum
-# before use), so a second package set downloads only what it adds.
+# before use), so a second package set downloads only what it adds. The
+# mirror's Release file must be signed by the suite's keyring
+# (debian-archive-keyring): without one the build fails, never goes unchecked.
 set -euo pipefail
 
 suite="${STOCKADE_DEBIAN_SUITE:-$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")}"
@@ -55,7 +57,10 @@ work="$(mktemp -d /var/tmp/stockade-rootfs.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 
 echo "debootstrap $suite (minbase + $packages)" >&2
-debootstrap --variant=minbase "${cache[@]}" --include="$packages" "$suite" "$work/rootfs" "$mirror" \
+# --force-check-gpg: without the suite's keyring, debootstrap would warn (into the log
+# nobody reads) and install whatever the mirror, often plain http, served.
+debootstrap --variant=minbase --force-check-gpg "${cache[@]}" --include="$packages" \
+    "$suite" "$work/rootfs" "$mirror" \
     >"$work/debootstrap.log" 2>&1 || { tail -n 30 "$work/debootstrap.log" >&2; exit 1; }
 
 # Nothing in a sandbox installs packages: drop the caches and documentation.
