@@ -8,8 +8,10 @@ carrying the tail of what went wrong.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections import deque
@@ -34,6 +36,8 @@ _SHORT_ID = 12
 _STEP_IMAGE = re.compile(r"---> ([0-9a-f]{12})")
 """A step's image in the builder's output (`` ---> 0123456789ab``)."""
 _DEBOOTSTRAP_TIMEOUT_S = 1800
+_STOP_GRACE_S = 60
+"""How long a stopped debootstrap gets to unmount and remove its root filesystem."""
 
 
 def host_debian_suite(script: Path) -> str | None:
@@ -113,13 +117,7 @@ def debootstrap_import(
         rootfs = Path(work) / "rootfs.tar"
         command = ["bash", str(script), "--cache-dir", str(deb_cache.resolve())]
         try:
-            completed = subprocess.run(
-                [*command, str(rootfs), *packages],
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=_DEBOOTSTRAP_TIMEOUT_S,
-            )
+            completed = _run_group([*command, str(rootfs), *packages], _DEBOOTSTRAP_TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
             raise _failed(f"{script} did not finish in {_DEBOOTSTRAP_TIMEOUT_S}s", True) from exc
         if completed.returncode != 0:
@@ -136,6 +134,43 @@ def debootstrap_import(
                 tag=version,
                 changes=[f"LABEL {PLATFORM_LABEL}={PLATFORM_VALUE}", 'CMD ["python3"]'],
             )
+
+
+def _run_group(command: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` in a process group of its own, stopped as a whole if it does not finish.
+
+    ``subprocess.run`` would SIGKILL the script alone on the deadline (and on
+    Ctrl-C): debootstrap, its child, went on unattended, and the script never
+    cleaned up (a root filesystem in ``/var/tmp``, with ``/proc`` and binds of
+    ``/dev`` mounted in it). The group is asked to stop (SIGTERM: the script
+    and debootstrap clean up), and killed only if it does not in time.
+    """
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a terminal's Ctrl-C reaches us, which stops the group
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except BaseException:
+        _stop_group(process)
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def _stop_group(process: subprocess.Popen[str]) -> None:
+    """Stop ``process``'s group: SIGTERM, then SIGKILL after :data:`_STOP_GRACE_S`."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.communicate(timeout=_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    except ProcessLookupError:
+        process.wait()  # the group is gone already
 
 
 def _failed(message: str, retryable: bool) -> InfrastructureError:

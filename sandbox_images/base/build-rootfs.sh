@@ -54,7 +54,19 @@ mirror="${STOCKADE_DEBIAN_MIRROR:-$(host_mirror)}"
 [ -n "$mirror" ] || { echo "no Debian mirror found in the host's apt sources; set STOCKADE_DEBIAN_MIRROR" >&2; exit 1; }
 
 work="$(mktemp -d /var/tmp/stockade-rootfs.XXXXXX)"
-trap 'rm -rf "$work"' EXIT
+cleanup() {
+    # debootstrap mounts /proc, /sys and binds of the host's /dev inside the root
+    # filesystem, and a debootstrap stopped hard leaves them: unmount them first, and
+    # never cross a mount while removing (that would reach into the host's).
+    awk -v under="$work/" 'index($2, under) == 1 { print $2 }' /proc/mounts | sort -r |
+        while read -r mount; do umount -l "$mount" 2>/dev/null || true; done
+    rm -rf --one-file-system "$work"
+}
+trap cleanup EXIT
+# Stopped (Ctrl-C, the builder's deadline): exit, so that the cleanup runs. debootstrap,
+# stopped by the same signal to the process group, unmounts what it mounted first.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 echo "debootstrap $suite (minbase + $packages)" >&2
 # --force-check-gpg: without the suite's keyring, debootstrap would warn (into the log
