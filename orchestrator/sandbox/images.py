@@ -97,12 +97,29 @@ def _package_dir(name: str) -> Path:
 
 
 def _package_files(source: Path, destination: Path) -> list[tuple[Path, Path]]:
-    """Every file of a package directory: (source, destination), in a stable order."""
-    return [
-        (path, destination / path.relative_to(source))
-        for path in sorted(source.rglob("*"))
-        if path.is_file() and "__pycache__" not in path.parts
-    ]
+    """Every file of a package directory: (source, destination), in a stable order.
+
+    What goes into an image is read by whatever code runs there, a model's
+    included. So it is the package, not what sits beside it in a checkout:
+    hidden files and directories (``.env``, ``.git``, ``.venv``) and byte code
+    stay out, and a symbolic link to a file outside the package (which the copy
+    would follow: ``notes -> ~/.ssh/id_ed25519``) is refused.
+    """
+    root = source.resolve()
+    files = []
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source)
+        if any(part.startswith(".") or part == "__pycache__" for part in relative.parts):
+            continue
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            raise ConfigError(
+                f"{path} links to {path.resolve()}, outside its package {source}: "
+                "its content would go into the image; copy it into the package instead",
+                field="toolkits",
+            )
+        if path.is_file():
+            files.append((path, destination / relative))
+    return files
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -62,3 +62,32 @@ def test_a_toolkit_requirement_line_that_is_not_a_plain_requirement_names_its_fi
     assert error.file == str(tmp_path / "evil_toolkit" / "requirements.txt")
     assert error.line == 3 and error.field == "toolkits"
     assert why in error.message and repr(line) in error.message
+
+
+def test_only_the_package_goes_into_the_tools_image_never_what_sits_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toolkit(tmp_path, "team_toolkit", "")
+    package = tmp_path / "team_toolkit"
+    (package / "tools.py").write_text("TOOLS = []\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    builder = ImageBuilder(NO_ENGINE, toolkits=["team_toolkit"], wheel_cache=tmp_path / "cache")
+    clean = builder.tools_tag("sha256:sandbox")
+    # A checkout's secrets and tooling are not the package: a model's code would read them.
+    (package / ".env").write_text("API_KEY=secret\n")
+    (package / ".git").mkdir()
+    (package / ".git" / "config").write_text("[credential]\n")
+    assert builder.tools_tag("sha256:sandbox") == clean
+    (package / "more.py").write_text("")
+    assert builder.tools_tag("sha256:sandbox") != clean, "the package's own files count"
+    # A link out of the package would copy what it points at (a key, a host file).
+    secret = tmp_path / "id_ed25519"
+    secret.write_text("PRIVATE KEY\n")
+    (package / "notes.txt").symlink_to(secret)
+    with pytest.raises(ConfigError) as caught:
+        builder.tools_tag("sha256:sandbox")
+    assert caught.value.field == "toolkits"
+    assert str(package / "notes.txt") in caught.value.message and str(secret) in str(caught.value)
+    (package / "notes.txt").unlink()
+    (package / "notes.txt").symlink_to(package / "tools.py")  # inside the package: fine
+    builder.tools_tag("sha256:sandbox")
