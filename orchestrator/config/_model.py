@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from orchestrator.policy._redis_limits import describe_redis_url
-from orchestrator.sandbox._image_spec import SPEC_NAME_PATTERN, ImageSpec
+from orchestrator.sandbox._image_spec import IMAGE_REFERENCE_PATTERN, SPEC_NAME_PATTERN, ImageSpec
 from orchestrator.sandbox.egress import EgressPolicy
 from orchestrator.sandbox.images import TOOLS_IMAGE
 from orchestrator.sandbox.profile import Runtime, SandboxProfile
@@ -191,7 +191,7 @@ class SandboxSettings(StrictModel):
 class ImagesSettings(StrictModel):
     """Sandbox images (built offline, tagged by a hash of their inputs)."""
 
-    base_image: str | None = None
+    base_image: Annotated[str, Field(pattern=IMAGE_REFERENCE_PATTERN, max_length=255)] | None = None
     """A registry image to use as base (e.g. ``python:3.12-slim``); none: build from Debian."""
     sources: ConfigPath | None = None
     """Directory of the image sources; none: the ``sandbox_images/`` shipped with Stockade."""

@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 from orchestrator.sandbox._requirement_text import check_requirement
 from orchestrator.strict import StrictModel
 
-__all__ = ["SPEC_NAME_PATTERN", "ImageSpec", "spec_image_name"]
+__all__ = ["IMAGE_REFERENCE_PATTERN", "SPEC_NAME_PATTERN", "ImageSpec", "spec_image_name"]
 
 SPEC_NAME_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 """A spec's name: lower case, digits and single dashes (it becomes part of a Docker name)."""
@@ -27,6 +27,18 @@ _SPEC_IMAGE_PREFIX = "stockade-tools-"
 
 DebianPackage = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]+$", max_length=100)]
 """A Debian package name (no version, no option: debootstrap takes names only)."""
+
+
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+IMAGE_REFERENCE_PATTERN = (
+    rf"^(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?/)?"
+    rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+"""A Docker image reference (``[registry[:port]/]path[:tag][@sha256:digest]``), as the
+engine's own grammar has it: a typo in the form is named when the file is read, not
+taken for a registry that cannot be reached (the base then quietly comes from Debian)."""
 
 
 def spec_image_name(spec: str) -> str:

@@ -11,6 +11,7 @@ from typing import cast
 import docker
 import pytest
 
+from orchestrator.config import load_config
 from orchestrator.errors import ConfigError
 from orchestrator.sandbox._image_spec import ImageSpec
 from orchestrator.sandbox.images import ImageBuilder
@@ -91,3 +92,30 @@ def test_only_the_package_goes_into_the_tools_image_never_what_sits_beside_it(
     (package / "notes.txt").unlink()
     (package / "notes.txt").symlink_to(package / "tools.py")  # inside the package: fine
     builder.tools_tag("sha256:sandbox")
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "python:3.12-slim",
+        "debian",
+        "registry.example.com:5000/team/python:3.12",
+        "localhost/py@sha256:" + "0" * 64,
+        "ghcr.io/org/sub_group/image__x:v1.2-rc_3",
+    ],
+)
+def test_a_base_image_reference_in_the_engines_grammar_is_taken(reference: str) -> None:
+    assert load_config(environ={"STOCKADE_BASE_IMAGE": reference}).config.images.base_image == (
+        reference
+    )
+
+
+@pytest.mark.parametrize(
+    "reference", ["--help", "Python:3.12", "python:3.12 slim", "python:3.12\n", "../x", "x:"]
+)
+def test_a_base_image_that_is_no_reference_names_the_setting(reference: str) -> None:
+    # It was taken for an image no registry had: the base quietly came from Debian.
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={"STOCKADE_BASE_IMAGE": reference})
+    assert caught.value.field == "images.base_image"
+    assert "STOCKADE_BASE_IMAGE" in str(caught.value)
