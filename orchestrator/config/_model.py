@@ -8,6 +8,8 @@ directory.
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -45,6 +47,8 @@ __all__ = [
     "TracingSettings",
     "builtin_profiles",
 ]
+
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 BUILTIN_TOOLKITS = (
     "toolkits.files",
@@ -603,6 +607,14 @@ class StockadeConfig(StrictModel):
     def _toolkits_named(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("name at least one toolkit")
+        for name in value:
+            # A toolkit is imported by name, and an external one is copied into the tools
+            # image's library under it (a path: "../x" must not be one), which comes
+            # before the standard library on the tools' PYTHONPATH.
+            if not _MODULE_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a Python package name (a.b.c)")
+            if name.split(".")[0] in sys.stdlib_module_names:
+                raise ValueError(f"{name!r} is a module of Python's standard library")
         return value
 
     @property
