@@ -433,11 +433,16 @@ class ImageBuilder:
         reference = self._base_image
         if self._existing(reference) is None:
             self._progress(f"pulling {reference}")
-            try:
-                self._client.images.pull(reference)
-            except docker.errors.APIError as exc:
-                self._progress(f"cannot pull {reference} ({exc.explanation}); building from Debian")
-                return None
+            # The registry's refusal means building from Debian; an engine that does not
+            # answer is an engine error, as anywhere else (no SDK exception escapes).
+            with engine_errors("images.pull"):
+                try:
+                    self._client.images.pull(reference)
+                except docker.errors.APIError as exc:
+                    self._progress(
+                        f"cannot pull {reference} ({exc.explanation}); building from Debian"
+                    )
+                    return None
         with engine_errors("images.tag"):
             image = self._client.images.get(reference)
             image.tag(tag)

@@ -6,13 +6,16 @@ Pure logic: no engine, no network (nothing here reaches pip, debootstrap or Dock
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import cast
 
 import docker
+import docker.errors
 import pytest
+import requests.exceptions
 
 from orchestrator.config import load_config
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, InfrastructureError
 from orchestrator.sandbox._image_spec import ImageSpec
 from orchestrator.sandbox.images import ImageBuilder
 
@@ -119,3 +122,23 @@ def test_a_base_image_that_is_no_reference_names_the_setting(reference: str) -> 
         load_config(environ={"STOCKADE_BASE_IMAGE": reference})
     assert caught.value.field == "images.base_image"
     assert "STOCKADE_BASE_IMAGE" in str(caught.value)
+
+
+class _NoImages:
+    """The images of an engine that has none, and whose pulls never get an answer."""
+
+    def get(self, name: str) -> None:
+        raise docker.errors.ImageNotFound(f"no such image: {name}")
+
+    def pull(self, reference: str) -> None:
+        raise requests.exceptions.ConnectionError("connection reset while pulling")
+
+
+def test_a_pull_the_engine_does_not_answer_is_an_engine_error(tmp_path: Path) -> None:
+    client = SimpleNamespace(images=_NoImages())
+    builder = ImageBuilder(
+        cast(docker.DockerClient, client), base_image="python:3.12-slim", wheel_cache=tmp_path
+    )
+    with pytest.raises(InfrastructureError) as caught:
+        builder.build_base()
+    assert caught.value.op == "images.pull"
