@@ -123,7 +123,7 @@ def debootstrap_import(
         if completed.returncode != 0:
             raise _failed(
                 f"{script} failed (exit {completed.returncode}): {completed.stderr.strip()}",
-                completed.returncode != 2,  # 2: a package name the script refused
+                completed.returncode != 2,  # 2: an argument the script refused (a name)
             )
         progress(f"importing root filesystem ({rootfs.stat().st_size // 2**20} MiB)")
         repository, _, version = tag.partition(":")

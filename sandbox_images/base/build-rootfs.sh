@@ -19,6 +19,8 @@
 set -euo pipefail
 
 suite="${STOCKADE_DEBIAN_SUITE:-$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")}"
+# A codename, never something debootstrap would read as an option.
+[[ "$suite" =~ ^[a-z][a-z0-9-]*$ ]] || { echo "not a Debian suite: $suite (STOCKADE_DEBIAN_SUITE)" >&2; exit 2; }
 if [ "${1:-}" = "--suite" ]; then
     printf '%s\n' "$suite"
     exit 0
@@ -52,6 +54,7 @@ host_mirror() {
 
 mirror="${STOCKADE_DEBIAN_MIRROR:-$(host_mirror)}"
 [ -n "$mirror" ] || { echo "no Debian mirror found in the host's apt sources; set STOCKADE_DEBIAN_MIRROR" >&2; exit 1; }
+[[ "$mirror" =~ ^[a-z][a-z0-9+.-]*:[^[:space:]]+$ ]] || { echo "not a mirror URL: $mirror" >&2; exit 2; }
 
 work="$(mktemp -d /var/tmp/stockade-rootfs.XXXXXX)"
 cleanup() {

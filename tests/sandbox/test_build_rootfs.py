@@ -40,13 +40,16 @@ def fake_bin(tmp_path: Path) -> Path:
     return directory
 
 
-def run_script(fake_bin: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_script(
+    fake_bin: Path, tmp_path: Path, *args: str, **variables: str
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "PATH": f"{fake_bin}:{os.environ['PATH']}",
         "RECORD": str(tmp_path / "called"),
         "STOCKADE_DEBIAN_MIRROR": "http://127.0.0.1:9/debian",
         "STOCKADE_DEBIAN_SUITE": "bookworm",
+        **variables,
     }
     return subprocess.run(
         ["bash", str(SCRIPT), *args],
@@ -145,3 +148,20 @@ def test_a_debootstrap_past_its_deadline_is_stopped_and_its_directory_removed(
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
         subprocess.run(["rm", "-rf", "--one-file-system", str(work)], check=False)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("STOCKADE_DEBIAN_SUITE", "--no-check-gpg"),
+        ("STOCKADE_DEBIAN_SUITE", "bookworm\n--no-check-gpg"),
+        ("STOCKADE_DEBIAN_MIRROR", "--no-check-gpg"),
+        ("STOCKADE_DEBIAN_MIRROR", "http://deb.debian.org/debian --no-check-gpg"),
+    ],
+)
+def test_a_suite_or_mirror_debootstrap_would_read_as_an_option_is_refused(
+    fake_bin: Path, tmp_path: Path, variable: str, value: str
+) -> None:
+    done = run_script(fake_bin, tmp_path, str(tmp_path / "rootfs.tar"), **{variable: value})
+    assert done.returncode == 2, done.stderr
+    assert not (tmp_path / "called").exists(), "debootstrap is not run"
