@@ -189,8 +189,39 @@ def docker_build(
     progress: Callable[[str], None],
 ) -> str:
     """Build ``context`` as ``tag`` with no network; its image id. Steps are shown as they run."""
-    tail: deque[str] = deque(maxlen=_LOG_TAIL)
     steps: set[str] = set()
+    try:
+        image_id = _run_build(
+            client,
+            context,
+            tag=tag,
+            buildargs=buildargs,
+            labels=labels,
+            steps=steps,
+            progress=progress,
+        )
+    except BaseException:
+        # A failed or interrupted build leaves the images of the steps it finished:
+        # untagged, labelled as building, never used again (the install stage's are
+        # hundreds of MB). They go, as a finished build's earlier stages do.
+        _discard_steps(client, steps)
+        raise
+    _remove_stages(client, steps)
+    return image_id
+
+
+def _run_build(
+    client: docker.DockerClient,
+    context: Path,
+    *,
+    tag: str,
+    buildargs: dict[str, str],
+    labels: dict[str, str],
+    steps: set[str],
+    progress: Callable[[str], None],
+) -> str:
+    """The build of :func:`docker_build`; each step's image id is added to ``steps``."""
+    tail: deque[str] = deque(maxlen=_LOG_TAIL)
     image_id: str | None = None
     try:
         stream = client.api.build(
@@ -222,8 +253,16 @@ def docker_build(
             op="images.build",
             retryable=True,
         )
-    _remove_stages(client, steps)
     return image_id
+
+
+def _discard_steps(client: docker.DockerClient, steps: set[str]) -> None:
+    """:func:`_remove_stages` after a build that did not finish: never raises, since
+    the build's own error (or the interruption) is what the caller must see."""
+    try:
+        _remove_stages(client, steps)
+    except InfrastructureError as exc:
+        _log.warning("could not remove the steps of a failed build: %s", exc)
 
 
 def _remove_stages(client: docker.DockerClient, steps: set[str]) -> None:
