@@ -12,7 +12,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${STOCKADE_VENV:-$ROOT/.venv}"
 DOCKERD_LOG="${STOCKADE_DOCKERD_LOG:-/var/log/stockade-dockerd.log}"
-DAEMON_JSON=/etc/docker/daemon.json
+DAEMON_JSON="${STOCKADE_DAEMON_JSON:-/etc/docker/daemon.json}"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
@@ -26,6 +26,10 @@ install_packages() {
     command -v dockerd >/dev/null || missing+=(docker.io)
     command -v runsc >/dev/null || missing+=(runsc)
     command -v debootstrap >/dev/null || missing+=(debootstrap)
+    # The base images' debootstrap checks the mirror's signature, and fails without these
+    # (recommended by debootstrap, so --no-install-recommends below would skip them).
+    command -v gpgv >/dev/null || missing+=(gpgv)
+    [ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
     # promtool and amtool check the metrics, alert rules and Alertmanager
     # example; the observability tests also run a real Prometheus.
     command -v promtool >/dev/null || missing+=(prometheus)
@@ -51,33 +55,42 @@ install_packages() {
 }
 
 configure_daemon() {
-    local runsc_path want
+    local runsc_path merged
     runsc_path="$(command -v runsc)"
-    want="$(cat <<JSON
-{
-  "runtimes": {
-    "runsc": {
-      "path": "$runsc_path",
-      "runtimeArgs": ["--network=none"]
-    },
-    "runsc-egress": {
-      "path": "$runsc_path",
-      "runtimeArgs": ["--network=none", "--host-uds=open"]
-    }
-  }
-}
-JSON
-)"
-    if [ -f "$DAEMON_JSON" ] && [ "$(cat "$DAEMON_JSON")" = "$want" ]; then
-        return 0
-    fi
-    need_root
+    # Our two runtimes merged into the file that is there: the operator's own settings
+    # (registry mirrors, log driver, data-root, other runtimes) stay as they are. A
+    # file that is not JSON is left alone: dockerd would not start on it either.
     # runsc-egress may connect to host Unix sockets (never create them): only
-    # containers of egress profiles use it, and their one mount is the
-    # egress proxy's socket directory.
+    # containers of egress profiles use it, and their one mount is the egress
+    # proxy's socket directory.
+    merged="$(python3 - "$DAEMON_JSON" "$runsc_path" <<'PY'
+import json, os, sys
+path, runsc = sys.argv[1], sys.argv[2]
+try:
+    with open(path) as file:
+        current = json.load(file)
+except FileNotFoundError:
+    current = {}
+except ValueError as exc:
+    sys.exit(f"{path} is not JSON ({exc}); fix it, or remove it to have it written")
+if not isinstance(current, dict) or not isinstance(current.get("runtimes", {}), dict):
+    sys.exit(f"{path}: expected a JSON object whose runtimes is an object")
+wanted = {**current, "runtimes": {
+    **current.get("runtimes", {}),
+    "runsc": {"path": runsc, "runtimeArgs": ["--network=none"]},
+    "runsc-egress": {"path": runsc, "runtimeArgs": ["--network=none", "--host-uds=open"]},
+}}
+if wanted != current or not os.path.exists(path):
+    print(json.dumps(wanted, indent=2))
+PY
+)" || die "cannot register the gVisor runtimes in $DAEMON_JSON"
+    [ -n "$merged" ] || return 0
+    need_root
     log "registering runsc and runsc-egress as Docker runtimes in $DAEMON_JSON"
     mkdir -p "$(dirname "$DAEMON_JSON")"
-    printf '%s\n' "$want" >"$DAEMON_JSON"
+    # Written whole or not at all: a half-written file would keep dockerd from starting.
+    printf '%s\n' "$merged" >"$DAEMON_JSON.stockade-new"
+    mv -f "$DAEMON_JSON.stockade-new" "$DAEMON_JSON"
     if docker_answers; then
         # dockerd reads the runtimes on reload (SIGHUP); no restart needed.
         pkill -HUP -x dockerd || true
@@ -188,4 +201,7 @@ main() {
     esac
 }
 
-main "$@"
+# Sourced (by the tests, to call one step), it only defines the steps.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    main "$@"
+fi

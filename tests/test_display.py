@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from orchestrator.cli._common import echo_json, echo_untrusted, table
+from orchestrator.cli._common import echo_json, echo_untrusted, progress, table
 from orchestrator.display import for_display, json_for_people
 
 
@@ -75,3 +75,9 @@ def test_json_for_programs_holds_nothing_a_terminal_acts_on(
     assert "\\u009b2J\\u202eb \u4e2d" in shown and "\x9b" not in shown
     assert json.loads(shown) == document
     assert list(json.loads(shown)) == ["output", "z", "a"], "the document's own order"
+
+
+def test_progress_lines_carry_no_control_sequences(capsys: pytest.CaptureFixture[str]) -> None:
+    # An image build's progress quotes a toolkit's requirements and a registry's answers.
+    progress("resolving numpy===1\x1b]0;owned\x07\x1b[2J, \x9b31mtabulate")
+    assert capsys.readouterr().err == "  resolving numpy===1, tabulate\n"

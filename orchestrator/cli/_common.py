@@ -182,5 +182,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
 
 
 def progress(message: str) -> None:
-    """A progress line on standard error (standard output stays for results)."""
-    click.echo(f"  {message}", err=True)
+    """A progress line on standard error (standard output stays for results).
+
+    Without control sequences: a line often quotes what a file or a server chose
+    (a requirement of a toolkit, a registry's answer, a build's output), and a
+    terminal or a CI log page would act on them."""
+    click.echo(f"  {for_display(message)}", err=True)

@@ -8,13 +8,15 @@ directory.
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from orchestrator.policy._redis_limits import describe_redis_url
-from orchestrator.sandbox._image_spec import SPEC_NAME_PATTERN, ImageSpec
+from orchestrator.sandbox._image_spec import IMAGE_REFERENCE_PATTERN, SPEC_NAME_PATTERN, ImageSpec
 from orchestrator.sandbox.egress import EgressPolicy
 from orchestrator.sandbox.images import TOOLS_IMAGE
 from orchestrator.sandbox.profile import Runtime, SandboxProfile
@@ -45,6 +47,8 @@ __all__ = [
     "TracingSettings",
     "builtin_profiles",
 ]
+
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 BUILTIN_TOOLKITS = (
     "toolkits.files",
@@ -191,7 +195,7 @@ class SandboxSettings(StrictModel):
 class ImagesSettings(StrictModel):
     """Sandbox images (built offline, tagged by a hash of their inputs)."""
 
-    base_image: str | None = None
+    base_image: Annotated[str, Field(pattern=IMAGE_REFERENCE_PATTERN, max_length=255)] | None = None
     """A registry image to use as base (e.g. ``python:3.12-slim``); none: build from Debian."""
     sources: ConfigPath | None = None
     """Directory of the image sources; none: the ``sandbox_images/`` shipped with Stockade."""
@@ -603,6 +607,14 @@ class StockadeConfig(StrictModel):
     def _toolkits_named(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise ValueError("name at least one toolkit")
+        for name in value:
+            # A toolkit is imported by name, and an external one is copied into the tools
+            # image's library under it (a path: "../x" must not be one), which comes
+            # before the standard library on the tools' PYTHONPATH.
+            if not _MODULE_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a Python package name (a.b.c)")
+            if name.split(".")[0] in sys.stdlib_module_names:
+                raise ValueError(f"{name!r} is a module of Python's standard library")
         return value
 
     @property

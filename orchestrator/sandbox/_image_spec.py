@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from packaging.requirements import InvalidRequirement, Requirement
+from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from pydantic import Field, field_validator
 
+from orchestrator.sandbox._requirement_text import check_requirement
 from orchestrator.strict import StrictModel
 
-__all__ = ["SPEC_NAME_PATTERN", "ImageSpec", "spec_image_name"]
+__all__ = ["IMAGE_REFERENCE_PATTERN", "SPEC_NAME_PATTERN", "ImageSpec", "spec_image_name"]
 
 SPEC_NAME_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 """A spec's name: lower case, digits and single dashes (it becomes part of a Docker name)."""
@@ -26,6 +27,18 @@ _SPEC_IMAGE_PREFIX = "stockade-tools-"
 
 DebianPackage = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]+$", max_length=100)]
 """A Debian package name (no version, no option: debootstrap takes names only)."""
+
+
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+IMAGE_REFERENCE_PATTERN = (
+    rf"^(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?/)?"
+    rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+"""A Docker image reference (``[registry[:port]/]path[:tag][@sha256:digest]``), as the
+engine's own grammar has it: a typo in the form is named when the file is read, not
+taken for a registry that cannot be reached (the base then quietly comes from Debian)."""
 
 
 def spec_image_name(spec: str) -> str:
@@ -42,7 +55,8 @@ class ImageSpec(StrictModel):
         default_factory=list, max_length=200
     )
     """Python requirements (``name``, ``name[extra]``, ``name>=1.2,<2``), resolved with their
-    dependencies for the image's Python; no URLs, files, options or environment markers."""
+    dependencies for the image's Python; no URLs, files, options, environment markers, nor
+    what pip reads in a requirements file (``$``, ``\\``, ``#``)."""
 
     @field_validator("debian")
     @classmethod
@@ -57,17 +71,7 @@ class ImageSpec(StrictModel):
     def _plain_requirements(cls, requirements: list[str]) -> list[str]:
         seen: dict[str, str] = {}
         for text in requirements:
-            if text.lstrip().startswith("-"):
-                # A requirements file would read it as an option (--index-url...).
-                raise ValueError(f"{text!r} is an option, not a requirement")
-            try:
-                requirement = Requirement(text)
-            except InvalidRequirement as exc:
-                raise ValueError(f"{text!r} is not a requirement: {exc}") from exc
-            if requirement.url:
-                raise ValueError(f"{text!r}: name a package of the index, not a URL")
-            if requirement.marker is not None:
-                raise ValueError(f"{text!r}: environment markers are not supported here")
+            requirement = check_requirement(text, markers=False)
             key = canonicalize_name(requirement.name)
             if key in seen:
                 raise ValueError(f"{requirement.name!r} is required twice ({seen[key]!r})")

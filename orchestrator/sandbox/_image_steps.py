@@ -8,8 +8,10 @@ carrying the tail of what went wrong.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections import deque
@@ -34,6 +36,8 @@ _SHORT_ID = 12
 _STEP_IMAGE = re.compile(r"---> ([0-9a-f]{12})")
 """A step's image in the builder's output (`` ---> 0123456789ab``)."""
 _DEBOOTSTRAP_TIMEOUT_S = 1800
+_STOP_GRACE_S = 60
+"""How long a stopped debootstrap gets to unmount and remove its root filesystem."""
 
 
 def host_debian_suite(script: Path) -> str | None:
@@ -113,19 +117,13 @@ def debootstrap_import(
         rootfs = Path(work) / "rootfs.tar"
         command = ["bash", str(script), "--cache-dir", str(deb_cache.resolve())]
         try:
-            completed = subprocess.run(
-                [*command, str(rootfs), *packages],
-                capture_output=True,
-                text=True,
-                check=False,
-                timeout=_DEBOOTSTRAP_TIMEOUT_S,
-            )
+            completed = _run_group([*command, str(rootfs), *packages], _DEBOOTSTRAP_TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
             raise _failed(f"{script} did not finish in {_DEBOOTSTRAP_TIMEOUT_S}s", True) from exc
         if completed.returncode != 0:
             raise _failed(
                 f"{script} failed (exit {completed.returncode}): {completed.stderr.strip()}",
-                completed.returncode != 2,  # 2: a package name the script refused
+                completed.returncode != 2,  # 2: an argument the script refused (a name)
             )
         progress(f"importing root filesystem ({rootfs.stat().st_size // 2**20} MiB)")
         repository, _, version = tag.partition(":")
@@ -136,6 +134,43 @@ def debootstrap_import(
                 tag=version,
                 changes=[f"LABEL {PLATFORM_LABEL}={PLATFORM_VALUE}", 'CMD ["python3"]'],
             )
+
+
+def _run_group(command: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` in a process group of its own, stopped as a whole if it does not finish.
+
+    ``subprocess.run`` would SIGKILL the script alone on the deadline (and on
+    Ctrl-C): debootstrap, its child, went on unattended, and the script never
+    cleaned up (a root filesystem in ``/var/tmp``, with ``/proc`` and binds of
+    ``/dev`` mounted in it). The group is asked to stop (SIGTERM: the script
+    and debootstrap clean up), and killed only if it does not in time.
+    """
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a terminal's Ctrl-C reaches us, which stops the group
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except BaseException:
+        _stop_group(process)
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def _stop_group(process: subprocess.Popen[str]) -> None:
+    """Stop ``process``'s group: SIGTERM, then SIGKILL after :data:`_STOP_GRACE_S`."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.communicate(timeout=_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    except ProcessLookupError:
+        process.wait()  # the group is gone already
 
 
 def _failed(message: str, retryable: bool) -> InfrastructureError:
@@ -154,8 +189,39 @@ def docker_build(
     progress: Callable[[str], None],
 ) -> str:
     """Build ``context`` as ``tag`` with no network; its image id. Steps are shown as they run."""
-    tail: deque[str] = deque(maxlen=_LOG_TAIL)
     steps: set[str] = set()
+    try:
+        image_id = _run_build(
+            client,
+            context,
+            tag=tag,
+            buildargs=buildargs,
+            labels=labels,
+            steps=steps,
+            progress=progress,
+        )
+    except BaseException:
+        # A failed or interrupted build leaves the images of the steps it finished:
+        # untagged, labelled as building, never used again (the install stage's are
+        # hundreds of MB). They go, as a finished build's earlier stages do.
+        _discard_steps(client, steps)
+        raise
+    _remove_stages(client, steps)
+    return image_id
+
+
+def _run_build(
+    client: docker.DockerClient,
+    context: Path,
+    *,
+    tag: str,
+    buildargs: dict[str, str],
+    labels: dict[str, str],
+    steps: set[str],
+    progress: Callable[[str], None],
+) -> str:
+    """The build of :func:`docker_build`; each step's image id is added to ``steps``."""
+    tail: deque[str] = deque(maxlen=_LOG_TAIL)
     image_id: str | None = None
     try:
         stream = client.api.build(
@@ -187,8 +253,16 @@ def docker_build(
             op="images.build",
             retryable=True,
         )
-    _remove_stages(client, steps)
     return image_id
+
+
+def _discard_steps(client: docker.DockerClient, steps: set[str]) -> None:
+    """:func:`_remove_stages` after a build that did not finish: never raises, since
+    the build's own error (or the interruption) is what the caller must see."""
+    try:
+        _remove_stages(client, steps)
+    except InfrastructureError as exc:
+        _log.warning("could not remove the steps of a failed build: %s", exc)
 
 
 def _remove_stages(client: docker.DockerClient, steps: set[str]) -> None:

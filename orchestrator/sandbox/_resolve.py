@@ -12,14 +12,18 @@ an image spec's resolution takes as constraints) — as a
 :class:`~orchestrator.errors.ConfigError` naming the setting.
 
 Resolutions are cached by their inputs, so a second build resolves nothing
-(and needs no network once the wheels are downloaded).
+(and needs no network once the wheels are downloaded). The cache decides what
+images install, so only this user may write it (:func:`private_cache`), and a
+cached resolution is used only when every pin in it is well formed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 import subprocess
 import sys
 import tempfile
@@ -30,10 +34,11 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from orchestrator.errors import ConfigError, ErrorCode, InfrastructureError
 
-__all__ = ["PROBE", "Pin", "Target", "pip_command", "resolve"]
+__all__ = ["PROBE", "Pin", "Target", "pip_command", "private_cache", "resolve"]
 
 PROBE = (
     "import os, platform, sys; "
@@ -44,6 +49,9 @@ PROBE = (
 
 _PIP_TIMEOUT_S = 900
 _WHEEL_NAME = re.compile(r"^[A-Za-z0-9_.+!-]+\.whl$")
+_CANONICAL_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_VERSION_TEXT = re.compile(r"^[A-Za-z0-9.+!_-]+$")
 _NAME_AT_START = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
 _OLDEST_GLIBC_MINOR = 5  # manylinux1 is glibc 2.5
 _LEGACY_MANYLINUX = (("manylinux2014", 17), ("manylinux2010", 12), ("manylinux1", 5))
@@ -137,6 +145,58 @@ def _run_pip(*args: str) -> subprocess.CompletedProcess[str]:
         ) from exc
 
 
+def private_cache(directory: Path) -> Path:
+    """``directory``, made if missing (0700), checked to be writable by this user alone.
+
+    Whoever can write the cache chooses what images install: a resolution in
+    ``locks/`` names each distribution, version and hash that is downloaded (an
+    old, vulnerable version; another project), and is trusted as it stands.
+    """
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    status = directory.stat()
+    if status.st_uid != os.geteuid() or status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise InfrastructureError(
+            f"the wheel cache {directory} can be written by others (owner uid {status.st_uid}, "
+            f"mode {stat.S_IMODE(status.st_mode):o}): whoever writes it chooses what the images "
+            "install; make it this user's alone (chown, chmod go-w) or remove it",
+            code=ErrorCode.IMAGE_BUILD_FAILED,
+            op="images.cache",
+            retryable=False,
+        )
+    return directory
+
+
+def _cached_pins(path: Path) -> list[Pin] | None:
+    """The pins a cached resolution holds; None when it is not one this module wrote.
+
+    Each goes into a requirements file (``name==version --hash=...``) and names
+    a file in the cache: nothing in one may be read as an option or a path.
+    """
+    try:
+        entries = json.loads(path.read_text())
+        pins = [Pin(**entry) for entry in entries]
+    except (OSError, ValueError, TypeError):
+        return None
+    for pin in pins:
+        if not (
+            _CANONICAL_NAME.fullmatch(pin.name)
+            and _SHA256.fullmatch(pin.sha256)
+            and _WHEEL_NAME.fullmatch(pin.filename)
+            and _plain_version(pin.version)
+        ):
+            return None
+    return pins
+
+
+def _plain_version(text: str) -> bool:
+    """A version as a distribution's metadata states it (PEP 440, not always normalised)."""
+    try:
+        Version(text)
+    except InvalidVersion:
+        return False
+    return _VERSION_TEXT.fullmatch(text) is not None
+
+
 def _key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -165,8 +225,11 @@ def resolve(
         / "locks"
         / f"{_key(list(requirements), [asdict(p) for p in constraints], asdict(target))}.json"
     )
+    private_cache(cache)
     if cached.is_file():
-        return [Pin(**entry) for entry in json.loads(cached.read_text())]
+        pins = _cached_pins(cached)
+        if pins is not None:
+            return pins
     progress(f"resolving {what}: {', '.join(requirements)}")
     problems = _direct_conflicts(requirements, constraints)
     if problems:
@@ -186,7 +249,7 @@ def resolve(
             said = completed.stdout + "\n" + completed.stderr
             raise _error(what, field, target, _explain(said, target))
         pins = _pins(json.loads(report.read_text()), what, field, target)
-    cached.parent.mkdir(parents=True, exist_ok=True)
+    private_cache(cached.parent)
     partial = cached.with_suffix(".partial")
     partial.write_text(json.dumps([asdict(pin) for pin in pins], indent=1))
     partial.replace(cached)

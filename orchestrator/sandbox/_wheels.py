@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from orchestrator.errors import ErrorCode, InfrastructureError
-from orchestrator.sandbox._resolve import Pin, Target, pip_command
+from orchestrator.sandbox._resolve import Pin, Target, pip_command, private_cache
 
 __all__ = ["download_wheels"]
 
@@ -45,8 +45,7 @@ def download_wheels(
     progress: Callable[[str], None] = lambda _message: None,
 ) -> list[Path]:
     """The wheel file of every pin, under ``cache`` (downloaded if missing, hashes checked)."""
-    files = cache / "files"
-    files.mkdir(parents=True, exist_ok=True)
+    files = private_cache(private_cache(cache) / "files")
     missing = [pin for pin in pins if not _cached(pin, files)]
     if missing:
         progress(f"downloading {len(missing)} wheel(s) for {target}")

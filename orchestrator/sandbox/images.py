@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -47,6 +48,7 @@ from orchestrator.sandbox._image_steps import (
     host_debian_suite,
     missing_debian_packages,
 )
+from orchestrator.sandbox._requirement_text import check_requirement
 from orchestrator.sandbox._resolve import PROBE, Pin, Target, resolve
 from orchestrator.sandbox._wheels import download_wheels
 from orchestrator.sandbox.engine import engine_errors
@@ -95,12 +97,29 @@ def _package_dir(name: str) -> Path:
 
 
 def _package_files(source: Path, destination: Path) -> list[tuple[Path, Path]]:
-    """Every file of a package directory: (source, destination), in a stable order."""
-    return [
-        (path, destination / path.relative_to(source))
-        for path in sorted(source.rglob("*"))
-        if path.is_file() and "__pycache__" not in path.parts
-    ]
+    """Every file of a package directory: (source, destination), in a stable order.
+
+    What goes into an image is read by whatever code runs there, a model's
+    included. So it is the package, not what sits beside it in a checkout:
+    hidden files and directories (``.env``, ``.git``, ``.venv``) and byte code
+    stay out, and a symbolic link to a file outside the package (which the copy
+    would follow: ``notes -> ~/.ssh/id_ed25519``) is refused.
+    """
+    root = source.resolve()
+    files = []
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source)
+        if any(part.startswith(".") or part == "__pycache__" for part in relative.parts):
+            continue
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            raise ConfigError(
+                f"{path} links to {path.resolve()}, outside its package {source}: "
+                "its content would go into the image; copy it into the package instead",
+                field="toolkits",
+            )
+        if path.is_file():
+            files.append((path, destination / relative))
+    return files
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,6 +136,12 @@ class BuiltImage:
     """False when an up-to-date image already existed."""
     seconds: float
     """Time spent, including the check."""
+
+
+def _uncommented(line: str) -> str:
+    """A requirements file's line without its comment (pip's rule: ``#`` at the start or after
+    a blank), stripped."""
+    return re.sub(r"(^|\s)#.*", "", line).strip()
 
 
 def _hash(parts: Iterable[bytes]) -> str:
@@ -305,10 +330,21 @@ class ImageBuilder:
         """The toolkits' Python dependencies, resolved for the images and pinned with hashes."""
         lines: list[str] = []
         for path in self._requirement_files():
-            for text in path.read_text().splitlines():
-                line = text.split("#", 1)[0].strip()
-                if line and line not in lines:
-                    lines.append(line)
+            for number, text in enumerate(path.read_text().splitlines(), start=1):
+                line = _uncommented(text)
+                if not line or line in lines:
+                    continue
+                try:
+                    check_requirement(line, markers=True)
+                except ValueError as exc:
+                    # A toolkit's file, not stockade.yaml: the error names it and the line.
+                    raise ConfigError(
+                        f"a toolkit's requirement cannot be used: {exc}",
+                        file=str(path),
+                        line=number,
+                        field="toolkits",
+                    ) from None
+                lines.append(line)
         files = ", ".join(str(path) for path in self._requirement_files())
         return resolve(
             lines,
@@ -397,11 +433,16 @@ class ImageBuilder:
         reference = self._base_image
         if self._existing(reference) is None:
             self._progress(f"pulling {reference}")
-            try:
-                self._client.images.pull(reference)
-            except docker.errors.APIError as exc:
-                self._progress(f"cannot pull {reference} ({exc.explanation}); building from Debian")
-                return None
+            # The registry's refusal means building from Debian; an engine that does not
+            # answer is an engine error, as anywhere else (no SDK exception escapes).
+            with engine_errors("images.pull"):
+                try:
+                    self._client.images.pull(reference)
+                except docker.errors.APIError as exc:
+                    self._progress(
+                        f"cannot pull {reference} ({exc.explanation}); building from Debian"
+                    )
+                    return None
         with engine_errors("images.tag"):
             image = self._client.images.get(reference)
             image.tag(tag)

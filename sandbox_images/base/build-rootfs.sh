@@ -13,10 +13,14 @@
 # the suite is STOCKADE_DEBIAN_SUITE (default: the host's codename).
 # --cache-dir, an absolute directory, keeps the downloaded packages between
 # builds (debootstrap checks each cached one against the mirror's checksum
-# before use), so a second package set downloads only what it adds.
+# before use), so a second package set downloads only what it adds. The
+# mirror's Release file must be signed by the suite's keyring
+# (debian-archive-keyring): without one the build fails, never goes unchecked.
 set -euo pipefail
 
 suite="${STOCKADE_DEBIAN_SUITE:-$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")}"
+# A codename, never something debootstrap would read as an option.
+[[ "$suite" =~ ^[a-z][a-z0-9-]*$ ]] || { echo "not a Debian suite: $suite (STOCKADE_DEBIAN_SUITE)" >&2; exit 2; }
 if [ "${1:-}" = "--suite" ]; then
     printf '%s\n' "$suite"
     exit 0
@@ -50,12 +54,28 @@ host_mirror() {
 
 mirror="${STOCKADE_DEBIAN_MIRROR:-$(host_mirror)}"
 [ -n "$mirror" ] || { echo "no Debian mirror found in the host's apt sources; set STOCKADE_DEBIAN_MIRROR" >&2; exit 1; }
+[[ "$mirror" =~ ^[a-z][a-z0-9+.-]*:[^[:space:]]+$ ]] || { echo "not a mirror URL: $mirror" >&2; exit 2; }
 
 work="$(mktemp -d /var/tmp/stockade-rootfs.XXXXXX)"
-trap 'rm -rf "$work"' EXIT
+cleanup() {
+    # debootstrap mounts /proc, /sys and binds of the host's /dev inside the root
+    # filesystem, and a debootstrap stopped hard leaves them: unmount them first, and
+    # never cross a mount while removing (that would reach into the host's).
+    awk -v under="$work/" 'index($2, under) == 1 { print $2 }' /proc/mounts | sort -r |
+        while read -r mount; do umount -l "$mount" 2>/dev/null || true; done
+    rm -rf --one-file-system "$work"
+}
+trap cleanup EXIT
+# Stopped (Ctrl-C, the builder's deadline): exit, so that the cleanup runs. debootstrap,
+# stopped by the same signal to the process group, unmounts what it mounted first.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 echo "debootstrap $suite (minbase + $packages)" >&2
-debootstrap --variant=minbase "${cache[@]}" --include="$packages" "$suite" "$work/rootfs" "$mirror" \
+# --force-check-gpg: without the suite's keyring, debootstrap would warn (into the log
+# nobody reads) and install whatever the mirror, often plain http, served.
+debootstrap --variant=minbase --force-check-gpg "${cache[@]}" --include="$packages" \
+    "$suite" "$work/rootfs" "$mirror" \
     >"$work/debootstrap.log" 2>&1 || { tail -n 30 "$work/debootstrap.log" >&2; exit 1; }
 
 # Nothing in a sandbox installs packages: drop the caches and documentation.

@@ -335,6 +335,15 @@ def test_toolkits_from_the_environment_are_a_comma_list() -> None:
     assert config.toolkits == ("toolkits.files", "toolkits.shell")
 
 
+@pytest.mark.parametrize("name", ["../../etc", ".hidden", "team/tools", "json", "os.path", "a..b"])
+def test_a_toolkit_name_that_is_no_package_of_ours_names_the_setting(name: str) -> None:
+    # An external toolkit is copied into the tools image's library under its name (a path),
+    # which comes before the standard library on the tools' PYTHONPATH.
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={"STOCKADE_TOOLKITS": f"toolkits.files,{name}"})
+    assert caught.value.field == "toolkits" and repr(name) in str(caught.value)
+
+
 def test_the_shipped_schema_is_in_step_with_the_code() -> None:
     assert SCHEMA_FILE.read_text() == render_config_schema(), (
         "regenerate with: stockade config schema > orchestrator/config/stockade.schema.json"
