@@ -566,18 +566,7 @@ class RunLoop:
             # A run that leaves no workspace behind leaves no artifacts either.
             await asyncio.to_thread(parts.artifacts.delete, state.run_id)
         duration = round(self._worked(), 6)
-        self._reporter.emit(
-            RunFinished(
-                run_id=state.run_id,
-                at=self._reporter.now(),
-                status=status,
-                answer=answer,
-                reason=reason,
-                iterations=state.iteration,
-                total_tokens=state.usage.total_tokens,
-                duration_s=duration,
-            )
-        )
+        self._reporter.emit(self._finished_event(status, answer, reason, duration))
         recorder = self._reporter.recorder
         result = RunResult.of(
             state,
@@ -653,6 +642,22 @@ class RunLoop:
         # not taken); only the events are written. Time since that step is not counted.
         await self._reporter.recorder.flush_events()
 
+    def _finished_event(
+        self, status: RunStatus, answer: str | None, reason: str | None, duration_s: float
+    ) -> RunFinished:
+        """The run's ``run_finished`` event, its counts as the state has them now."""
+        state = self.state
+        return RunFinished(
+            run_id=state.run_id,
+            at=self._reporter.now(),
+            status=status,
+            answer=answer,
+            reason=reason,
+            iterations=state.iteration,
+            total_tokens=state.usage.total_tokens,
+            duration_s=duration_s,
+        )
+
     def not_started(self, status: RunStatus, reason: str) -> RunResult:
         """End a run that never started (its lease could not be taken): nothing is written.
 
@@ -663,18 +668,8 @@ class RunLoop:
         state = self.state
         _log.warning("run %s did not start: %s", state.run_id, reason)
         state.status, state.reason = status, reason  # this process's copy only
-        self._reporter.emit_live(
-            RunFinished(
-                run_id=state.run_id,
-                at=self._reporter.now(),
-                status=status,
-                answer=None,
-                reason=reason,
-                iterations=0,
-                total_tokens=0,
-                duration_s=0.0,
-            )
-        )
+        # A run that never started: no iteration, no token, no time worked.
+        self._reporter.emit_live(self._finished_event(status, None, reason, 0.0))
         self.result = RunResult.of(
             state,
             duration_s=0.0,
