@@ -184,15 +184,18 @@ main() {
     # CPU): on a fresh machine that overlap is ~2 minutes of CI.
     local phoenix_pid=""
     if [ "${1:-}" = test ]; then
+        # In a process group of its own (job control on for this one job): a failed
+        # build or an interrupt stops pip with it, not only the subshell waiting for it.
+        set -m
         setup_phoenix &
         phoenix_pid=$!
+        set +m
+        trap 'kill -TERM -- "-$phoenix_pid" 2>/dev/null || true' EXIT
     fi
-    if ! build_images; then
-        [ -z "$phoenix_pid" ] || kill "$phoenix_pid" 2>/dev/null || true
-        die "building the images failed (see the lines above)"
-    fi
+    build_images || die "building the images failed (see the lines above)"
     if [ -n "$phoenix_pid" ]; then
         wait "$phoenix_pid" || die "installing arize-phoenix failed (see the lines above)"
+        trap - EXIT
     fi
     case "${1:-}" in
         "") ;;

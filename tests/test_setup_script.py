@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,3 +90,47 @@ def test_a_daemon_json_that_is_not_json_is_left_alone(tmp_path: Path) -> None:
     assert f"{daemon_json} is not JSON" in done.stderr
     assert daemon_json.read_text() == '{"log-driver": "local",\n'
     assert sorted(path.name for path in tmp_path.iterdir()) == ["bin", "daemon.json"]
+
+
+def test_a_failed_image_build_stops_the_phoenix_install_beside_it(tmp_path: Path) -> None:
+    """`setup.sh test` installs Phoenix while the images build: when the build fails, the
+    install (pip, a child of the step's subshell, stood in for by a sleep) stops too, not
+    only the subshell that waits for it."""
+    pidfile = tmp_path / "pip.pid"
+    steps = "install_packages configure_daemon start_dockerd setup_venv"
+    script = f"""
+source "{ROOT / "scripts" / "setup.sh"}"
+for step in {steps}; do eval "$step() {{ :; }}"; done
+setup_phoenix() {{ sleep 300 & echo $! > "{pidfile}"; wait; }}
+build_images() {{
+    for _ in $(seq 100); do [ -s "{pidfile}" ] && return 1; sleep 0.1; done
+    return 1
+}}
+main test
+"""
+    log = tmp_path / "setup.log"
+    with log.open("w") as output:  # not a pipe: a survivor holding it would hang the test
+        done = subprocess.run(
+            ["bash", "-c", script], stdout=output, stderr=output, timeout=60, check=False
+        )
+    pip = int(pidfile.read_text())
+    try:
+        assert done.returncode == 1, log.read_text()
+        assert "building the images failed" in log.read_text()
+        for _ in range(50):
+            if not _running(pip):
+                break
+            time.sleep(0.1)
+        assert not _running(pip), "the Phoenix install outlived the failed setup"
+    finally:
+        if _running(pip):
+            os.kill(pip, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
