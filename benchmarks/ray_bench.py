@@ -77,7 +77,7 @@ class ScriptedHost:
     ) -> str:
         return await self.describe()
 
-    async def describe(self, orchestrator: str = "") -> str:
+    async def describe(self, orchestrator: str = "", lease_s: float = 0.0) -> str:
         refused = f"{self._name} sits this run out" if self._refuse else ""
         # The code the backend checks: this process's own (it is the same checkout).
         record = {"host": self._name, "refused": refused, "ready": {}, "code": CODE_FINGERPRINT}

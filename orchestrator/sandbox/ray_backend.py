@@ -29,7 +29,10 @@ Steps of a call, top to bottom in :meth:`RayBackend.execute`:
 
 Hosts are discovered from the cluster's nodes (``stockade_host:<name>``
 resources) at start and every ``refresh_s``, so a host that joins later is
-used without a restart.
+used without a restart. Each host registers on a task of its own: one whose
+engine hangs (its registration may wait 120 s) holds up neither the others
+nor the start, which goes on once some host serves and the rest had
+``_START_GRACE_S`` to answer; the late ones join when they do.
 """
 
 from __future__ import annotations
@@ -97,6 +100,11 @@ _log = logging.getLogger(__name__)
 # How long past a call's own deadline the host may stay silent before the
 # call counts as lost (Ray reports a dead node itself within seconds).
 _LOST_AFTER_S = 30.0
+# How long a start waits for the slowest hosts' registrations once one host
+# serves: a hung host must not hold the orchestrator back for 120 s.
+_START_GRACE_S = 10.0
+# What a host's registration may take (its engine checks its images).
+_REGISTER_S = 120.0
 _OP = "sandbox.execute"
 
 
@@ -194,6 +202,9 @@ class RayBackend(SandboxBackend):
         self._renewer: asyncio.Task[None] | None = None
         # One renewal in flight per host at most: a host slow to answer holds only its own.
         self._renewing: dict[str, asyncio.Task[None]] = {}
+        # The same for registrations; and the last reason each host did not register.
+        self._registering: dict[str, asyncio.Task[None]] = {}
+        self._silent: dict[str, str] = {}
         self._closed = False
         # What Ray adds to each call (the orchestrator's wall time of the host's task
         # minus the host's own time): the last calls' values, for benchmarks.
@@ -260,11 +271,12 @@ class RayBackend(SandboxBackend):
             self._claim = await asyncio.to_thread(claim_instance_id, self._state_dir)
             self._id = self._claim.instance_id
         await asyncio.to_thread(connect, self._address, self._namespace)
-        await self.refresh()
+        await self._first_registrations(await self._discover())
         if not self._hosts:
             raise InfrastructureError(
                 f"no sandbox host registered in the Ray cluster at {self._address} "
-                f"(refused: {self._refused or 'none'}); nodes need the {HOST_RESOURCE} resource",
+                f"(refused: {self._refused or 'none'}; did not answer: {self._silent or 'none'}); "
+                f"nodes need the {HOST_RESOURCE} resource",
                 code=ErrorCode.ENGINE_UNAVAILABLE,
                 op="sandbox.start",
                 retryable=True,
@@ -272,13 +284,34 @@ class RayBackend(SandboxBackend):
         # Renewing the leases from now on: warming may take longer than one.
         self._renewer = asyncio.create_task(self._renew_loop())
         self._refresher = asyncio.create_task(self._refresh_loop())
+        await asyncio.gather(*(self._warm_host(host, 120.0) for host in list(self._hosts.values())))
+
+    async def _first_registrations(self, tasks: dict[str, asyncio.Task[None]]) -> None:
+        """Wait for the start's registrations: all of them for ``_START_GRACE_S``, then
+        only until one host serves (the others go on registering and join later)."""
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks.values(), timeout=_START_GRACE_S)
+        while pending and not self._hosts:
+            _done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        if pending:
+            late = [name for name, task in tasks.items() if task in pending]
+            _log.warning(
+                "starting without host(s) %s: their registration has not answered in %g s "
+                "(each joins when it does)",
+                ", ".join(late),
+                _START_GRACE_S,
+            )
+
+    async def _warm_host(self, host: HostInfo, wait_s: float) -> None:
+        """Start this orchestrator's pools of the warmed profiles on ``host``; wait up to
+        ``wait_s`` for each to fill."""
         for profile in self._warm:
-            for host in list(self._hosts.values()):
-                raw = await self._remote(
-                    host, host.actor.warm.remote(self._id, profile.model_dump_json(), 120.0)
-                )
-                if raw is not None:
-                    host.record = json.loads(raw)
+            raw = await self._remote(
+                host, host.actor.warm.remote(self._id, profile.model_dump_json(), wait_s)
+            )
+            if raw is not None:
+                host.record = json.loads(raw)
 
     async def _remote(self, host: HostInfo, ref: Any, timeout_s: float = 60.0) -> Any:
         import ray  # noqa: PLC0415
@@ -292,7 +325,15 @@ class RayBackend(SandboxBackend):
             return None
 
     async def refresh(self) -> None:
-        """Find the cluster's hosts: register new ones, mark lost ones, re-admit returned ones."""
+        """Find the cluster's hosts: register new ones, mark lost ones, re-admit returned
+        ones; wait for every registration (they run at once, each host on its own)."""
+        tasks = await self._discover()
+        if tasks:
+            await asyncio.wait(tasks.values())
+
+    async def _discover(self) -> dict[str, asyncio.Task[None]]:
+        """Mark the hosts gone from the cluster lost and start registering each alive host
+        that is new or lost (unless it is being registered); by host, those in flight."""
         import ray  # noqa: PLC0415
 
         nodes = named_nodes(await asyncio.to_thread(ray.nodes))
@@ -300,41 +341,58 @@ class RayBackend(SandboxBackend):
         for name, known in self._hosts.items():
             if name not in alive:
                 known.lost = True
-        for name in alive:
+        tasks: dict[str, asyncio.Task[None]] = {}
+        for name in sorted(alive):
             host = self._hosts.get(name)
             if host is not None and not host.lost:
                 continue
-            actor = host_actor(name, self._namespace)
-            info = HostInfo(name=name, actor=actor)
-            fresh = name not in self._registered
-            raw = await self._remote(
-                info,
-                self._register(actor, fresh=fresh),
-                120.0,
-            )
-            if raw is None:
-                continue
-            self._registered.add(name)
-            record = json.loads(raw)
-            refusal = record["refused"] or self._other_code(name, record)
-            if refusal:
-                if self._refused.get(name) != refusal:  # once, not every refresh
-                    _log.warning("%s", refusal)
-                self._refused[name] = refusal
-                continue
-            self._refused.pop(name, None)
-            info.record = record
-            if host is not None:
-                info.served = host.served
-            if host is not None or self._refresher is not None:
-                # A host that came back (or joined later) gets this orchestrator's pools started.
-                for profile in self._warm:
-                    raw = await self._remote(
-                        info, actor.warm.remote(self._id, profile.model_dump_json(), 0.0)
-                    )
-                    if raw is not None:
-                        info.record = json.loads(raw)
-            self._hosts[name] = info
+            task = self._registering.get(name)
+            if task is None or task.done():
+                task = asyncio.create_task(
+                    self._register_host(name, host), name=f"stockade-register-{name}"
+                )
+                self._registering[name] = task
+            tasks[name] = task
+        return tasks
+
+    async def _register_host(self, name: str, host: HostInfo | None) -> None:
+        """Register with host ``name`` (``host``: its earlier entry, lost) and serve from it."""
+        try:
+            await self._register_with(name, host)
+        except Exception as exc:  # a malformed record: the host stays out
+            self._not_answered(name, f"registering: {type(exc).__name__}: {exc}"[:500])
+
+    async def _register_with(self, name: str, host: HostInfo | None) -> None:
+        actor = host_actor(name, self._namespace)
+        info = HostInfo(name=name, actor=actor)
+        fresh = name not in self._registered
+        raw = await self._remote(info, self._register(actor, fresh=fresh), _REGISTER_S)
+        if raw is None:
+            self._not_answered(name, info.last_error)
+            return
+        self._registered.add(name)
+        self._silent.pop(name, None)
+        record = json.loads(raw)
+        refusal = record["refused"] or self._other_code(name, record)
+        if refusal:
+            if self._refused.get(name) != refusal:  # once, not every refresh
+                _log.warning("%s", refusal)
+            self._refused[name] = refusal
+            return
+        self._refused.pop(name, None)
+        info.record = record
+        if host is not None:
+            info.served = host.served
+        if host is not None or self._refresher is not None:
+            # A host that came back (or joined later) gets this orchestrator's pools started.
+            await self._warm_host(info, 0.0)
+        self._hosts[name] = info
+
+    def _not_answered(self, name: str, error: str) -> None:
+        """Host ``name``'s registration failed with ``error``: logged once per reason."""
+        if self._silent.get(name) != error:
+            _log.warning("host %s did not register: %s", name, error)
+        self._silent[name] = error
 
     def _other_code(self, name: str, record: dict[str, Any]) -> str:
         """Why ``name`` may not serve: its actor runs other sandbox code than this process
@@ -359,7 +417,7 @@ class RayBackend(SandboxBackend):
         while not self._closed:
             await asyncio.sleep(self._refresh_s)
             try:
-                await self.refresh()
+                await self._discover()  # not waiting: a slow host holds up only itself
             except Exception as exc:
                 _log.info("refreshing hosts: %s", exc)
 
@@ -394,14 +452,14 @@ class RayBackend(SandboxBackend):
 
     async def _renew(self, host: HostInfo) -> None:
         """Renew this orchestrator's lease on ``host`` and read its record."""
-        raw = await self._remote(host, host.actor.describe.remote(self._id), 10.0)
+        raw = await self._remote(host, host.actor.describe.remote(self._id, self._lease_s), 10.0)
         if raw is None:
             return
         host.record = json.loads(raw)
         if self._egress and not host.record.get("egress_registered"):
             # Released while this orchestrator was cut off (its lease ran out):
             # its CA goes to the host again.
-            raw = await self._remote(host, self._register(host.actor), 120.0)
+            raw = await self._remote(host, self._register(host.actor), _REGISTER_S)
             if raw is not None:
                 host.record = json.loads(raw)
 
@@ -817,7 +875,8 @@ class RayBackend(SandboxBackend):
         if self._closed:
             return
         self._closed = True
-        for task in (self._refresher, self._renewer, *self._renewing.values()):
+        tasks = (self._refresher, self._renewer, *self._renewing.values())
+        for task in (*tasks, *self._registering.values()):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

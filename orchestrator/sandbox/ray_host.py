@@ -105,6 +105,8 @@ them for the end (a tool call's printed output, should it time out or die), stre
 # LIVE_FRAME_LIMIT; kept for the end, more than this is not the runner's doing.
 _LIVE_KEEP_LIMIT = 2 * LIVE_CAP_BYTES + 64 * 1024
 _DEFAULT_LEASE_S = 30.0
+# The longest lease a renewal may ask for: a bad value never keeps containers a day.
+_MAX_LEASE_S = 3600.0
 CODE_FINGERPRINT = code_fingerprint()
 """The sandbox code this process loaded (at import: a host's actor keeps it for its life);
 an orchestrator places nothing on a host whose record gives another."""
@@ -292,20 +294,25 @@ class SandboxHost:
                         continue
                     _log.info("lease of %s expired: %d container(s)", orchestrator[:8], removed)
 
-    def _renew(self, orchestrator: str) -> None:
+    def _renew(self, orchestrator: str, lease_s: float = 0.0) -> None:
         if not orchestrator:
             return
-        # An orchestrator back after its lease ran out takes a new one.
-        lease_s = self._leases.get(orchestrator, (0.0, _DEFAULT_LEASE_S))[1]
+        if not (0.0 < lease_s <= _MAX_LEASE_S):
+            # A call's renewal names no length: the lease keeps its own. One that ran
+            # out (the orchestrator was cut off) gets the default until the
+            # orchestrator's next describe says its length again.
+            lease_s = self._leases.get(orchestrator, (0.0, _DEFAULT_LEASE_S))[1]
         self._leases[orchestrator] = (time.monotonic(), lease_s)
 
-    async def describe(self, orchestrator: str = "") -> str:
+    async def describe(self, orchestrator: str = "", lease_s: float = 0.0) -> str:
         """This host as a JSON record: node, engine, pools, load, drain state, last error.
 
-        Renews ``orchestrator``'s lease. Only JSON text leaves the host, never
-        a pickled object (``stockade hosts``, ``doctor`` and placement read it).
+        Renews ``orchestrator``'s lease, for ``lease_s`` when given (its length as
+        registered: a lease that ran out while the orchestrator was cut off comes
+        back with it, not the default). Only JSON text leaves the host, never a
+        pickled object (``stockade hosts``, ``doctor`` and placement read it).
         """
-        self._renew(orchestrator)
+        self._renew(orchestrator, lease_s)
         if orchestrator:
             refused = self._refused.get(orchestrator, "")
         elif self._refused and set(self._leases) <= set(self._refused):

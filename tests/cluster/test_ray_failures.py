@@ -218,6 +218,41 @@ async def test_a_hung_host_does_not_let_the_lease_on_the_others_run_out(
     await _none_left([docker_client, second_engine], backend, bound_s=60.0)
 
 
+async def test_a_host_whose_engine_hangs_holds_up_neither_the_start_nor_the_other_host(
+    cluster: RayCluster,
+    docker_client: docker.DockerClient,
+    second_engine: docker.DockerClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Host-b's engine hangs as an orchestrator starts: registering host-b waits (up to
+    120 s), but each host registers on its own, so the start goes on with host-a after its
+    grace (the warning names host-b), calls run there, and host-b joins by itself once its
+    engine answers again."""
+    backend = RayBackend(address=cluster.address, images=[DEFAULT_IMAGE], refresh_s=1.0)
+    try:
+        with _engine_hung(cluster):
+            with caplog.at_level(logging.WARNING, logger="orchestrator.sandbox.ray_backend"):
+                await asyncio.wait_for(backend.start(), 60)
+            assert set(backend.hosts) == {"host-a"}, backend.hosts
+            assert "starting without host(s) host-b" in caplog.text
+            result = await asyncio.wait_for(
+                backend.execute(ExecRequest(argv=("echo", "served")), CLOSED), 60
+            )
+            assert (result.status, result.stdout, result.host) == (
+                ExecStatus.OK,
+                "served\n",
+                "host-a",
+            )
+        for _ in range(240):  # no refresh called: the registration in flight completes
+            if "host-b" in backend.hosts and not _lost(backend, "host-b"):
+                break
+            await asyncio.sleep(0.5)
+        assert "host-b" in backend.hosts and not _lost(backend, "host-b"), backend.hosts
+    finally:
+        await backend.close()
+    await _none_left([docker_client, second_engine], backend)
+
+
 async def test_a_container_removed_by_its_engine_mid_call_follows_the_retry_rule(
     cluster: RayCluster, docker_client: docker.DockerClient, second_engine: docker.DockerClient
 ) -> None:

@@ -148,3 +148,23 @@ async def test_a_lease_running_out_while_the_engine_is_down_is_expired_later(
         janitor.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await janitor
+
+
+async def test_a_lease_that_ran_out_comes_back_with_the_length_the_orchestrator_says(
+    host_without_engine: SandboxHost,
+) -> None:
+    """An orchestrator cut off until its lease (90 s) ran out renews it with its next
+    describe: the lease is 90 s again, not the host's 30 s default (which would remove the
+    containers of an orchestrator that renews every 40 s). A call's renewal, naming no
+    length, keeps the lease's own; a length out of bounds is not taken."""
+    host = host_without_engine
+    orchestrator = "d" * 32
+    await host.describe(orchestrator, 90.0)
+    assert host._leases[orchestrator][1] == 90.0
+    del host._leases[orchestrator]  # ran out, expired by the janitor
+    await host.describe(orchestrator, 90.0)
+    assert host._leases[orchestrator][1] == 90.0
+    host._renew(orchestrator)  # a call's renewal
+    assert host._leases[orchestrator][1] == 90.0
+    await host.describe(orchestrator, 10.0**9)
+    assert host._leases[orchestrator][1] == 90.0
