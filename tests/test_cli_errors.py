@@ -163,3 +163,34 @@ def test_a_value_the_library_refuses_exits_like_a_usage_error(
         main()
     assert exited.value.code == EXIT_USAGE
     assert capsys.readouterr().err == f"error: {error}\n"
+
+
+def test_a_stockade_yaml_in_the_current_directory_is_named_but_never_read(
+    tmp_path: Path,
+) -> None:
+    """A directory one runs in (a checkout, an agent's workspace) must not configure the
+    platform: its stockade.yaml is not read without --config or $STOCKADE_CONFIG, and the
+    command says so on stderr instead of leaving the operator to wonder."""
+    (tmp_path / "stockade.yaml").write_text("version: 1\nsandbox: {runtime: runsc}\n")
+    environ = {k: v for k, v in os.environ.items() if k != "STOCKADE_CONFIG"}
+
+    def show(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "orchestrator", "config", "show", "--json", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={**environ, "STOCKADE_HOME": str(tmp_path / "home")},
+            timeout=60,
+            check=False,
+        )
+
+    beside = show()
+    assert beside.returncode == 0, beside.stderr
+    runtime = json.loads(beside.stdout)["sandbox.runtime"]
+    assert runtime == {"value": "runc", "source": "default"}, "the file was not read"
+    assert "note: ./stockade.yaml is not read: pass --config stockade.yaml" in beside.stderr
+    chosen = show("--config", "stockade.yaml")
+    assert chosen.returncode == 0, chosen.stderr
+    assert json.loads(chosen.stdout)["sandbox.runtime"]["value"] == "runsc"
+    assert "note:" not in chosen.stderr

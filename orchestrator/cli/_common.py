@@ -22,9 +22,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.config import LoadedConfig, load_config
+from orchestrator.config import LoadedConfig, config_file_from_env, load_config
 from orchestrator.display import for_display, json_for_people
 from orchestrator.metrics import configure_logging
+
+_HERE = "stockade.yaml"
 
 __all__ = [
     "EXIT_FAILED",
@@ -100,6 +102,14 @@ def load(config_file: Path | None, *, toolkits: tuple[str, ...] = (), **flags: A
     """
     context = click.get_current_context(silent=True)
     top = context.find_root().params if context is not None else {}
+    if config_file is None and config_file_from_env() is None and Path(_HERE).is_file():
+        # Never read by itself: a directory one happens to run in (a checkout, an
+        # agent's workspace) must not configure, let alone loosen, the platform.
+        click.echo(
+            f"note: ./{_HERE} is not read: pass --config {_HERE} or set STOCKADE_CONFIG "
+            "(without either, the built-in defaults apply)",
+            err=True,
+        )
     loaded = load_config(
         config_file,
         flags={

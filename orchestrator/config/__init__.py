@@ -5,7 +5,12 @@ variable > configuration file > built-in default. See
 :func:`load_config` and ``stockade config show``.
 """
 
-from orchestrator.config._env import CONFIG_VARIABLE, ENVIRONMENT_FIELDS, secret_from_env
+from orchestrator.config._env import (
+    CONFIG_VARIABLE,
+    ENVIRONMENT_FIELDS,
+    config_file_from_env,
+    secret_from_env,
+)
 from orchestrator.config._load import LoadedConfig, load_config
 from orchestrator.config._model import (
     BUILTIN_TOOLKITS,
@@ -63,6 +68,7 @@ __all__ = [
     "StockadeConfig",
     "TracingSettings",
     "builtin_profiles",
+    "config_file_from_env",
     "config_schema",
     "load_config",
     "render_config_schema",
