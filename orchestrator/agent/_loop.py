@@ -88,20 +88,37 @@ _EMPTY_REPLY = (
 
 
 class _Ended(Exception):
-    """Ends the run: ``status`` and ``reason`` (and the answer, when complete)."""
+    """Ends the run: ``status`` and ``reason`` (and the answer, when complete).
 
-    def __init__(self, status: RunStatus, reason: str | None, answer: str | None = None) -> None:
+    ``learned``: a failure the agent's own conduct led to (turns, loops, time), worth a
+    lesson for later runs of the goal; not one of the platform or the model server,
+    which no later run can avoid by acting otherwise.
+    """
+
+    def __init__(
+        self,
+        status: RunStatus,
+        reason: str | None,
+        answer: str | None = None,
+        *,
+        learned: bool = True,
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.answer = answer
+        self.learned = learned
 
 
 class _ModelUnavailable(_Ended):
-    """A model call could not be made (budget spent, server failing): the run fails."""
+    """A model call could not be made (budget spent, server failing): the run fails.
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(RunStatus.FAILED, reason)
+    ``learned`` when the run spent its own budget (its conduct); not when the server
+    failed.
+    """
+
+    def __init__(self, reason: str, *, learned: bool) -> None:
+        super().__init__(RunStatus.FAILED, reason, learned=learned)
 
 
 class RunLoop:
@@ -177,7 +194,7 @@ class RunLoop:
                     await self._plan()
                 await self._turns()
         except _Ended as end:
-            return await self._finish(end.status, end.reason, end.answer)
+            return await self._finish(end.status, end.reason, end.answer, learned=end.learned)
         except LeaseLost:
             return self._abandon()
         except asyncio.CancelledError:
@@ -195,7 +212,10 @@ class RunLoop:
         except Exception as exc:
             _log.exception("run %s failed", state.run_id)
             return await self._finish(
-                RunStatus.FAILED, f"the agent failed: {type(exc).__name__}: {exc}", None
+                RunStatus.FAILED,
+                f"the agent failed: {type(exc).__name__}: {exc}",
+                None,
+                learned=False,
             )
         raise AssertionError("a run ends by _Ended")  # pragma: no cover
 
@@ -316,6 +336,7 @@ class RunLoop:
                 RunStatus.FAILED,
                 f"the platform could not run {self._parts.tool_name(done.broken.name)}:"
                 f" {done.broken.error}",
+                learned=False,
             )
         self._detect(done.outcomes)
 
@@ -335,7 +356,8 @@ class RunLoop:
         if not answer.allowed:
             raise _ModelUnavailable(
                 f"the run's model budget is spent: {answer.limit} is {answer.maximum} and the "
-                f"run has used {answer.used} (the policy's model_limits)"
+                f"run has used {answer.used} (the policy's model_limits)",
+                learned=True,
             )
         asked = time.monotonic()
         tracer = parts.gateway.tracer
@@ -362,7 +384,9 @@ class RunLoop:
                 duration_s=time.monotonic() - asked,
                 attempts=exc.attempts,
             )
-            raise _ModelUnavailable(f"no answer from the model: {exc.detail}") from exc
+            raise _ModelUnavailable(
+                f"no answer from the model: {exc.detail}", learned=False
+            ) from exc
         state.model_calls += 1
         state.usage = state.usage + reply.usage
         self._budget.used(reply.usage.total_tokens)
@@ -534,8 +558,17 @@ class RunLoop:
 
     # -- the end ---------------------------------------------------------------
 
-    async def _finish(self, status: RunStatus, reason: str | None, answer: str | None) -> RunResult:
-        """Record the end: state, memory, budget, workspace, result. Never raises."""
+    async def _finish(
+        self,
+        status: RunStatus,
+        reason: str | None,
+        answer: str | None,
+        *,
+        learned: bool = True,
+    ) -> RunResult:
+        """Record the end: state, memory, budget, workspace, result. Never raises.
+
+        ``learned``: a failure becomes a lesson for later runs (see :class:`_Ended`)."""
         state, parts = self.state, self._parts
         # Checked (and renewed) before anything is released: a process frozen past its
         # lease would otherwise delete the workspace and forget the budget of the run
@@ -549,7 +582,7 @@ class RunLoop:
         if status is not RunStatus.CANCELLED:
             # A cancelled run (Ctrl-C) ends at once; a finished or failed one is worth
             # remembering.
-            await self._memory.remember()
+            await self._memory.remember(lesson=learned)
         try:
             await self._budget.close()
         except Exception:
@@ -629,6 +662,7 @@ class RunLoop:
                 f"{why}: a call the checkpoint does not name could run twice after a "
                 f"restart. The {len(calls)} call(s) were answered [skipped]; the run's work "
                 "before this turn is in its last checkpoint.",
+                learned=False,
             ) from exc
 
     async def _suspend(self) -> None:

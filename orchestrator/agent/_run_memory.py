@@ -68,13 +68,15 @@ class MemoryUse:
             return
         self._stored("lesson", record.id, record.content)
 
-    async def remember(self) -> None:
-        """Keep the ended run (and, when it failed, a lesson from it) for later runs."""
+    async def remember(self, *, lesson: bool = True) -> None:
+        """Keep the ended run for later runs, and, when it failed and ``lesson``, a lesson
+        from it (not from a failure of the platform or the model server: nothing a later
+        run could do otherwise)."""
         memory, state = self._memory, self._state
         if memory is None:
             return
         success = state.status is RunStatus.COMPLETE
-        if not success:
+        if not success and lesson:
             await self.lesson(
                 f"An earlier run on this goal failed: {state.reason}. Avoid what led there."
             )

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.agent import AgentConfig, MemoryRecalled, MemoryStored, RunStatus
-from orchestrator.testing import json_reply, text, tool_call, tool_calls
+from orchestrator.testing import json_reply, server_error, text, tool_call, tool_calls
 
 from .conftest import Setup, open_agent
 
@@ -92,6 +92,18 @@ async def test_a_lesson_from_a_failed_run_is_recalled(setup: Setup) -> None:
         in prompt
     )
     assert "within 1 model turns (max_iterations)" in prompt
+
+
+async def test_a_run_the_model_server_failed_leaves_no_lesson(setup: Setup) -> None:
+    """A lesson tells later runs of the goal what to avoid; a server that did not answer is
+    nothing they could avoid, so such a run is remembered as it ended, without one."""
+    setup.server.inject(server_error(), server_error(), server_error())
+    async with open_agent(setup.config) as agent:
+        failed = await agent.run("Count the files in the reports directory")
+    assert failed.status is RunStatus.FAILED
+    assert failed.reason and failed.reason.startswith("no answer from the model")
+    stored = [e.kind for e in failed.log if isinstance(e, MemoryStored)]
+    assert stored == ["run"]
 
 
 async def test_memory_off_recalls_and_remembers_nothing(setup: Setup) -> None:
