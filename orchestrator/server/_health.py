@@ -18,7 +18,13 @@ from orchestrator.platform import Platform
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.engine import connect_engine
 from orchestrator.sandbox.labels import OWNER_LABEL, PROFILE_LABEL, current_owner
-from orchestrator.server._problems import PROBLEM_MEDIA_TYPE, Problem, ProblemCode, problem
+from orchestrator.server._problems import (
+    PROBLEM_HEADERS,
+    PROBLEM_MEDIA_TYPE,
+    Problem,
+    ProblemCode,
+    problem,
+)
 from orchestrator.server._state import State
 from orchestrator.strict import StrictModel
 
@@ -170,5 +176,8 @@ async def readyz(state: State) -> Readiness | Response:
     base = problem(503, ProblemCode.NOT_READY, f"not ready: {failed}")
     body = NotReady(**base.model_dump(), checks=checks)
     return Response(
-        body.model_dump_json(exclude_none=True), status_code=503, media_type=PROBLEM_MEDIA_TYPE
+        body.model_dump_json(exclude_none=True),
+        status_code=503,
+        headers=PROBLEM_HEADERS,
+        media_type=PROBLEM_MEDIA_TYPE,
     )
