@@ -64,6 +64,19 @@ def test_tools_call_refuses_a_run_id_another_principal_claimed(tmp_path: Path) -
     assert own.returncode == EXIT_FAILED and "cannot reach the Docker engine" in own.stderr
 
 
+def test_tools_call_claims_its_run_id_for_its_principal(tmp_path: Path) -> None:
+    """Its workspace and artifacts were left to whoever called with the id over the API
+    first, who then read them (files.read, GET /v1/runs/{id}/artifacts)."""
+    stockade("tools", "call", "files.list", "--run-id", "mine", "--principal", "bob",
+             home=tmp_path)  # fmt: skip
+    owners = RunOwners(tmp_path / "tokens.db")
+    assert owners.owner("mine") == "bob"
+    assert not asyncio.run(owners.claim("mine", "alice"))
+    # Without a principal the call owns nothing (nor can it act in a run someone owns).
+    stockade("tools", "call", "files.list", "--run-id", "anyones", home=tmp_path)
+    assert owners.owner("anyones") is None
+
+
 def test_mcp_refuses_a_run_id_another_principal_claimed_and_claims_its_own(
     tmp_path: Path,
 ) -> None:

@@ -25,7 +25,7 @@ from orchestrator.cli._common import (
     table,
     toolkit_option,
 )
-from orchestrator.cli._owners import check_run_id_owner
+from orchestrator.cli._owners import check_run_id_owner, claim_run_id
 from orchestrator.display import is_well_formed
 from orchestrator.platform import Platform, build_registry
 from orchestrator.runid import run_id_problem
@@ -176,7 +176,7 @@ def _show(result: ToolResult) -> None:
     help="Directory the tool sees as its workspace (kept afterwards).",
 )
 @click.option("--run-id", help="Run the call belongs to (its workspace, limits and approvals); "
-              "refused when another principal owns it (see --principal).")  # fmt: skip
+              "claimed for --principal, refused when another principal owns it.")  # fmt: skip
 @click.option(
     "--artifacts-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -258,7 +258,12 @@ def tools_call(  # click passes every option by keyword
     # itself (arguments, policy, limits, audit) is still the gateway's alone.
     _known_tool(build_registry(loaded), name)
     if workspace is None and run_id is not None:  # a --workspace is no run of the server's
-        check_run_id_owner(loaded.config, run_id, principal)
+        if principal is None:  # a call without a principal cannot own a run
+            check_run_id_owner(loaded.config, run_id, None)
+        else:
+            # What the call leaves in the workspace is the principal's: the id is claimed
+            # as `stockade run` claims it, or the API's first caller of the id would own it.
+            claim_run_id(loaded.config, run_id, principal)
     call = ToolCall(
         id=f"cli-{uuid.uuid4().hex}",
         name=name,

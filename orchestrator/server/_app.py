@@ -147,6 +147,7 @@ def create_app(
                     run_owners=RunOwners(loaded.config.tokens_db),
                     calls=calls,
                     runs=Runs(runner, loaded.config.state_dir),
+                    readiness=_health.ReadinessProbe(platform),
                     local=_local_identity(settings),
                 )
                 if settings.resume_runs:  # runs a stopped server left unfinished

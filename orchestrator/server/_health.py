@@ -4,13 +4,17 @@ Readiness: the Docker engine answers, each warm pool the tools use has
 containers up (this process's, found by their owner label), the audit log can
 be opened for appending, the approval database answers. Probes need no
 token and say no more than which check failed: the details go to the log.
+Since anyone may send them, one check runs at a time and its answer serves
+every probe for :data:`FRESH_S` (:class:`ReadinessProbe`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
+from collections.abc import Callable
 
 from fastapi import APIRouter, Response
 
@@ -18,14 +22,35 @@ from orchestrator.platform import Platform
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.engine import connect_engine
 from orchestrator.sandbox.labels import OWNER_LABEL, PROFILE_LABEL, current_owner
-from orchestrator.server._problems import PROBLEM_MEDIA_TYPE, Problem, ProblemCode, problem
+from orchestrator.server._problems import (
+    PROBLEM_HEADERS,
+    PROBLEM_MEDIA_TYPE,
+    Problem,
+    ProblemCode,
+    problem,
+)
 from orchestrator.server._state import State
 from orchestrator.strict import StrictModel
 
-__all__ = ["Check", "Health", "NotReady", "Readiness", "readiness", "router"]
+__all__ = [
+    "FRESH_S",
+    "Check",
+    "Health",
+    "NotReady",
+    "Readiness",
+    "ReadinessProbe",
+    "readiness",
+    "router",
+]
 
 _log = logging.getLogger(__name__)
 _ENGINE_TIMEOUT_S = 2.0
+
+FRESH_S = 1.0
+"""How long one readiness answer serves every probe. A check asks the engine (two or three
+requests), SQLite and the audit log, in three threads of the default pool that tool calls
+share (rate limits, workspace transfers, approvals); probes need no token, and fifty at
+once ran fifty checks side by side."""
 
 router = APIRouter(tags=["health"])
 """The probes."""
@@ -144,6 +169,33 @@ async def readiness(platform: Platform) -> dict[str, Check]:
     return {**sandbox, "audit": audit, "approvals": approvals}
 
 
+class ReadinessProbe:
+    """The readiness of one platform: one check at a time, its answer kept for :data:`FRESH_S`."""
+
+    def __init__(self, platform: Platform, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._platform = platform
+        self._clock = clock
+        self._answer: tuple[float, dict[str, Check]] | None = None
+        self._running: asyncio.Task[dict[str, Check]] | None = None
+
+    async def checks(self) -> dict[str, Check]:
+        """Every check's result: the latest while fresh, else the check under way or a new one."""
+        if self._answer is not None and self._clock() - self._answer[0] < FRESH_S:
+            return self._answer[1]
+        if self._running is None:
+            self._running = asyncio.create_task(self._check(), name="readiness")
+        # A probe that goes away leaves the check to the others waiting for it.
+        return await asyncio.shield(self._running)
+
+    async def _check(self) -> dict[str, Check]:
+        try:
+            checks = await readiness(self._platform)
+            self._answer = (self._clock(), checks)
+            return checks
+        finally:
+            self._running = None
+
+
 @router.get("/healthz", response_model=Health)
 async def healthz() -> Health:
     """The process is up and answering."""
@@ -163,12 +215,15 @@ async def healthz() -> Health:
 )
 async def readyz(state: State) -> Readiness | Response:
     """The server can take tool calls: engine, warm pools, audit log, approval database."""
-    checks = await readiness(state.platform)
+    checks = await state.readiness.checks()
     if all(check.ok for check in checks.values()):
         return Readiness(ready=True, checks=checks)
     failed = ", ".join(name for name, check in checks.items() if not check.ok)
     base = problem(503, ProblemCode.NOT_READY, f"not ready: {failed}")
     body = NotReady(**base.model_dump(), checks=checks)
     return Response(
-        body.model_dump_json(exclude_none=True), status_code=503, media_type=PROBLEM_MEDIA_TYPE
+        body.model_dump_json(exclude_none=True),
+        status_code=503,
+        headers=PROBLEM_HEADERS,
+        media_type=PROBLEM_MEDIA_TYPE,
     )

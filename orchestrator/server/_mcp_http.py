@@ -12,7 +12,10 @@ inside the server's lifespan. Before the SDK sees a request, this endpoint:
   another origin (DNS rebinding: the MCP specification asks servers to check
   ``Origin``), tokens or not;
 - hands the SDK the token as the request's user, so a session answers only
-  the token that opened it (the SDK's own check; another token gets 404).
+  the token that opened it (the SDK's own check; another token gets 404);
+- gives each token a session manager of its own, so the cap on open sessions
+  (:data:`MAX_SESSIONS_PER_TOKEN`) is one token's: a token at its cap gets 503
+  for its next session, and no other token notices.
 
 Request bodies are bounded by the API's middleware (size, JSON depth) before
 any of this. Each session's calls act for its token's principal in one run
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,6 +39,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import Server
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.requests import Request
@@ -53,13 +58,27 @@ from orchestrator.server._roles import Identity, Permission
 from orchestrator.server._runs_api import claim_run
 from orchestrator.server._state import ServerState
 
-__all__ = ["McpEndpoint", "serve_mcp", "session_run_id", "token_run_id"]
+__all__ = [
+    "MAX_SESSIONS_PER_TOKEN",
+    "McpEndpoint",
+    "serve_mcp",
+    "session_run_id",
+    "token_run_id",
+]
+
+_log = logging.getLogger(__name__)
 
 _IDENTITY = "stockade.identity"  # the scope key this endpoint leaves for the call handler
 _STATE = "stockade.state"
 
 # A session nobody used for this long is closed (its run's workspace stays).
 _SESSION_IDLE_S = 30 * 60
+
+MAX_SESSIONS_PER_TOKEN = 32
+"""MCP sessions one token may hold open at once; its next is refused (503) until one ends
+(the client's DELETE, or idle for half an hour). One session manager for all had one cap
+for everyone (the SDK's 10 000): a single caller token opened them all (~80 s, ~40 KiB
+each) and every other client was refused for as long as it kept them."""
 
 
 def session_run_id(session_id: str) -> str:
@@ -92,7 +111,14 @@ class McpEndpoint:
     """The ASGI application at the MCP path; serves once :meth:`run` has started it."""
 
     def __init__(self) -> None:
-        self._manager: StreamableHTTPSessionManager | None = None
+        self._server: Server[Any] | None = None
+        self._max_body_bytes = 0
+        # One session manager per token (its public id; "local" without one), each in a
+        # task of its own that the endpoint's run stops.
+        self._managers: dict[str, StreamableHTTPSessionManager] = {}
+        self._running: set[asyncio.Task[None]] = set()
+        self._starting = asyncio.Lock()
+        self._stop = asyncio.Event()
 
     @contextlib.asynccontextmanager
     async def run(self, state: ServerState, watch: ApprovalWatch) -> AsyncIterator[None]:
@@ -115,25 +141,56 @@ class McpEndpoint:
         )
         watch.add(waits)
         rounds = McpRounds(platform.gateway, waits)
-        manager = StreamableHTTPSessionManager(
-            mcp_server(platform, _identify, waits=waits, rounds=rounds),
-            max_request_body_size=settings.max_body_bytes,
-            session_idle_timeout=_SESSION_IDLE_S,
-        )
-        async with manager.run():
-            self._manager = manager
-            try:
-                yield
-            finally:
-                self._manager = None
-                await rounds.aclose()
+        self._max_body_bytes = settings.max_body_bytes
+        self._stop = asyncio.Event()
+        self._server = mcp_server(platform, _identify, waits=waits, rounds=rounds)
+        try:
+            yield
+        finally:
+            self._server = None
+            await rounds.aclose()
+            async with self._starting:  # no manager starts from now on
+                self._stop.set()  # each manager ends its sessions
+                await asyncio.gather(*self._running, return_exceptions=True)
+                self._managers.clear()
+
+    async def _manager(self, identity: Identity) -> StreamableHTTPSessionManager | None:
+        """The session manager of ``identity``'s token, started on its first request."""
+        key = identity.token_id or "local"
+        async with self._starting:
+            manager = self._managers.get(key)
+            if manager is not None or self._server is None:
+                return manager
+            manager = StreamableHTTPSessionManager(
+                self._server,
+                max_request_body_size=self._max_body_bytes,
+                session_idle_timeout=_SESSION_IDLE_S,
+                max_sessions=MAX_SESSIONS_PER_TOKEN,
+            )
+            started = asyncio.Event()
+            task = asyncio.create_task(self._serve(manager, started), name=f"mcp-sessions:{key}")
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            # Also set when the task ends: a manager that failed to start serves nobody.
+            task.add_done_callback(lambda _: started.set())
+            await started.wait()
+            if task.done():
+                return None
+            self._managers[key] = manager
+            return manager
+
+    async def _serve(self, manager: StreamableHTTPSessionManager, started: asyncio.Event) -> None:
+        """Run ``manager`` (its sessions' tasks) until the endpoint stops."""
+        try:
+            async with manager.run():
+                started.set()
+                await self._stop.wait()
+        except Exception:
+            _log.exception("an MCP session manager failed; its token's sessions ended")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        manager = self._manager
-        if manager is None or scope["type"] != "http":
-            await problem_response(503, ProblemCode.UNAVAILABLE, "the MCP endpoint is not running")(
-                scope, receive, send
-            )
+        if self._server is None or scope["type"] != "http":
+            await _unavailable(scope, receive, send)
             return
         request = Request(scope, receive)
         state: ServerState = request.app.state.stockade
@@ -143,6 +200,10 @@ class McpEndpoint:
             await problem_response(
                 refused.status, refused.code, refused.detail, headers=refused.headers
             )(scope, receive, send)
+            return
+        manager = await self._manager(identity)
+        if manager is None:  # the endpoint stopped meanwhile
+            await _unavailable(scope, receive, send)
             return
         scope[_IDENTITY] = identity
         scope[_STATE] = state
@@ -185,6 +246,12 @@ class McpEndpoint:
                 "that needs the role caller or admin",
             )
         return identity
+
+
+async def _unavailable(scope: Scope, receive: Receive, send: Send) -> None:
+    await problem_response(503, ProblemCode.UNAVAILABLE, "the MCP endpoint is not running")(
+        scope, receive, send
+    )
 
 
 @contextlib.asynccontextmanager

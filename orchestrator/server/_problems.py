@@ -26,6 +26,7 @@ from orchestrator.errors import InfrastructureError, NotFoundError, UsageError
 from orchestrator.strict import StrictModel
 
 __all__ = [
+    "PROBLEM_HEADERS",
     "PROBLEM_MEDIA_TYPE",
     "CancelledAsUnavailable",
     "FieldProblem",
@@ -42,6 +43,14 @@ _log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 """The media type of every error body."""
+
+PROBLEM_HEADERS: dict[str, str] = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}
+"""Headers on every problem, whoever answers it: data, never run or framed. The approval
+page's handlers set its own; the router's 404 and 405 under ``/ui``, the body limits'
+413 and 400 and a 500 came with none (the detail may quote the request)."""
 
 
 class ProblemCode(StrEnum):
@@ -156,7 +165,12 @@ def problem_response(
 ) -> Response:
     """A ``application/problem+json`` response."""
     body = problem(status, code, detail, errors).model_dump_json(exclude_none=True)
-    return Response(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+    return Response(
+        body,
+        status_code=status,
+        headers={**PROBLEM_HEADERS, **(headers or {})},
+        media_type=PROBLEM_MEDIA_TYPE,
+    )
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

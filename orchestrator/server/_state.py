@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
@@ -14,6 +14,9 @@ from orchestrator.server._calls import CallsInFlight
 from orchestrator.server._roles import Identity
 from orchestrator.server._runs import Runs
 from orchestrator.server._tokens import TokenStore
+
+if TYPE_CHECKING:  # its module's routes take this state
+    from orchestrator.server._health import ReadinessProbe
 
 __all__ = ["ServerState", "State", "server_state"]
 
@@ -34,6 +37,8 @@ class ServerState:
     """Tool calls running for clients."""
     runs: Runs
     """Agent runs, started through the API or read back from their files."""
+    readiness: ReadinessProbe
+    """The readiness checks ``/readyz`` answers with."""
     local: Identity | None
     """Who a request without a token acts for while no token was ever issued (a server on
     loopback with ``unauthenticated_loopback``); None: such requests are refused."""

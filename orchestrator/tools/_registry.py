@@ -6,6 +6,7 @@ import difflib
 import importlib
 import inspect
 import json
+import math
 import pkgutil
 import re
 from collections.abc import Callable, Iterable
@@ -126,32 +127,46 @@ def _decode(call: ToolCall) -> dict[str, Any] | ToolResult:
             ToolStatus.INVALID_ARGUMENTS,
             f"arguments must be a JSON object, got {type(raw).__name__}",
         )
-    if (where := _lone_surrogate(raw, ())) is not None:
-        # JSON's "\ud800" escape decodes to half a character, which no log, approval,
-        # page or sandbox can hold as text: refused here, before anything records it.
+    if (found := _not_json(raw, ())) is not None:
+        where, problem = found
         return _fail(
-            call,
-            ToolStatus.INVALID_ARGUMENTS,
-            f"{'.'.join(where) or '(arguments)'}: holds half a UTF-16 surrogate pair "
-            "(a lone \\ud800-\\udfff escape), which is not text; send the characters "
-            "themselves",
+            call, ToolStatus.INVALID_ARGUMENTS, f"{'.'.join(where) or '(arguments)'}: {problem}"
         )
     return raw
 
 
-def _lone_surrogate(value: Any, at: tuple[str, ...]) -> tuple[str, ...] | None:
-    """Where in decoded JSON a string (key or value) holds a lone surrogate, if anywhere."""
+# JSON's "\ud800" escape decodes to half a character, which no log, approval, page or
+# sandbox can hold as text.
+_HALF_PAIR = (
+    "holds half a UTF-16 surrogate pair (a lone \\ud800-\\udfff escape), which is not text; "
+    "send the characters themselves"
+)
+# 1e999 is valid JSON text that decodes to inf, and Python's reader also takes NaN and
+# Infinity: the policy's comparisons never hold for NaN (a rule denying `gt: 60` let it
+# by), the tool got the non-JSON literal on its stdin, and the audit log wrote null.
+_NOT_FINITE = (
+    "{value!r} is not a number JSON can carry (NaN, Infinity, or past 1.8e308); "
+    "send a finite number"
+)
+
+
+def _not_json(value: Any, at: tuple[str, ...]) -> tuple[tuple[str, ...], str] | None:
+    """Where decoded JSON holds what JSON text cannot (a lone surrogate, a number that is
+    not finite), and what; None when nowhere. Refused before anything decides on or records
+    the arguments."""
     if isinstance(value, str):
-        return None if is_well_formed(value) else at
+        return None if is_well_formed(value) else (at, _HALF_PAIR)
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (at, _NOT_FINITE.format(value=value))
     if isinstance(value, dict):
         for key, item in value.items():
             if not is_well_formed(key):
-                return (*at, repr(key))
-            if (found := _lone_surrogate(item, (*at, key))) is not None:
+                return (*at, repr(key)), _HALF_PAIR
+            if (found := _not_json(item, (*at, key))) is not None:
                 return found
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            if (found := _lone_surrogate(item, (*at, str(index)))) is not None:
+            if (found := _not_json(item, (*at, str(index)))) is not None:
                 return found
     return None
 

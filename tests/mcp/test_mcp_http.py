@@ -35,7 +35,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.platform import check_configuration
 from orchestrator.sandbox.backend import SandboxBackend
 from orchestrator.sandbox.images import ImageBuilder
-from orchestrator.server import Role, TokenStore, create_app, uvicorn_config
+from orchestrator.server import Role, TokenStore, _mcp_http, create_app, uvicorn_config
 from orchestrator.testing.backend import ScriptedBackend
 
 POLICY = """\
@@ -366,6 +366,42 @@ async def test_a_session_answers_only_the_token_that_opened_it(
             own = await raw.post("/mcp", json=listing, headers=headers)
     assert hijack.status_code == 404, hijack.text
     assert own.status_code == 200, own.text
+
+
+async def test_one_token_holds_a_few_sessions_and_never_takes_anothers(
+    tmp_path: Path, scripted: ScriptedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One session manager had the SDK's one cap for everyone (10 000 open sessions): a
+    caller token opening sessions in a loop (~80 s) refused every other client for as long
+    as it kept them. Each token now has a cap of its own (3 here, for speed)."""
+    monkeypatch.setattr(_mcp_http, "MAX_SESSIONS_PER_TOKEN", 3, raising=False)
+    config = make_config(tmp_path)
+    async with serve(config, scripted) as served:
+        async with served.http("alice") as raw:
+            opened = [
+                await raw.post("/mcp", json=INITIALIZE, headers=MCP_HEADERS) for _ in range(3)
+            ]
+            over = await raw.post("/mcp", json=INITIALIZE, headers=MCP_HEADERS)
+        async with served.http("dave") as raw:
+            other = await raw.post("/mcp", json=INITIALIZE, headers=MCP_HEADERS)
+        async with served.mcp("dave") as dave:  # the real client, beside the raw sessions
+            called = await dave.call_tool("files.read", {"path": "a.txt"})
+        async with served.http("alice") as raw:
+            ended = await raw.delete(
+                "/mcp",
+                headers={
+                    **MCP_HEADERS,
+                    "Mcp-Session-Id": opened[0].headers["mcp-session-id"],
+                    "Mcp-Protocol-Version": "2025-11-25",
+                },
+            )
+            again = await raw.post("/mcp", json=INITIALIZE, headers=MCP_HEADERS)
+    assert [answer.status_code for answer in opened] == [200, 200, 200]
+    assert over.status_code == 503, over.text
+    assert other.status_code == 200, other.text
+    assert not called.is_error, called
+    assert ended.status_code == 200, ended.text
+    assert again.status_code == 200, again.text
 
 
 async def test_oversized_and_deeply_nested_bodies_are_refused_before_the_sdk(

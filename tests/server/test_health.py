@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import time
+
+import pytest
 
 from orchestrator.config import StockadeConfig
 from orchestrator.metrics import live_targets
+from orchestrator.platform import Platform
+from orchestrator.server import _health
 from orchestrator.testing.backend import ScriptedBackend
 
 from .conftest import Served, serve
@@ -75,3 +81,24 @@ async def test_metrics_serve_gives_the_server_a_metrics_port_of_its_own(
     assert api.status_code == 200, "the API's port serves them either way"
     assert [group["labels"]["command"] for (group,) in listed] == ["serve"]
     assert live_targets(targets) == [] and list(targets.glob("*.json")) == []
+
+
+async def test_a_flood_of_probes_runs_one_check_at_a_time(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Probes need no token, and each check asks the engine, SQLite and the audit log in
+    threads of the pool tool calls share: fifty probes at once ran fifty checks."""
+    ran = 0
+    audit = _health._audit
+
+    def counted(platform: Platform) -> _health.Check:
+        nonlocal ran
+        ran += 1
+        time.sleep(0.05)  # a check takes a moment (the engine answers in ms)
+        return audit(platform)
+
+    monkeypatch.setattr(_health, "_audit", counted)
+    async with served.client() as client:
+        answers = await asyncio.gather(*(client.get("/readyz") for _ in range(50)))
+    assert [answer.status_code for answer in answers] == [200] * 50
+    assert ran == 1

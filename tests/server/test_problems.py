@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends
 
 from orchestrator.errors import ErrorCode, InfrastructureError
 from orchestrator.server import Permission, ProblemCode, require
+from orchestrator.server.page import SECURITY_HEADERS
 from orchestrator.testing.backend import ScriptedBackend
 
 from .conftest import Served, issue_tokens, serve, server_config
@@ -84,3 +85,30 @@ def test_problem_codes_are_stable() -> None:
         "invalid_request", "invalid_arguments", "unavailable", "not_ready", "internal_error",
         "http_error",
     }  # fmt: skip
+
+
+async def test_every_problem_is_inert_data_wherever_it_comes_from(extended: Served) -> None:
+    """The page's handlers harden what they answer; the router's 404 and 405 under /ui, the
+    body limits' 413 and 400, an API refusal and a 500 came without nosniff or a CSP."""
+    big = {"content-type": "application/x-www-form-urlencoded"}
+    deep, json_body = b"[" * 40 + b"]" * 40, {"content-type": "application/json"}
+    async with extended.client("caller") as client:
+        answers = [
+            await client.get("/ui/nope", headers={"Accept": "text/html"}),
+            await client.put("/ui/sign-in"),
+            await client.post("/ui/sign-in", content=b"x" * (2 * 1024 * 1024), headers=big),
+            await client.post("/ui/sign-in", content=deep, headers=json_body),
+            await client.get("/v1/tools", headers={"Authorization": "Bearer stk_nope"}),
+            await client.get("/v1/tools/<b>x</b>"),
+            await client.get("/v1/broken/bug"),
+        ]
+        page = await client.get("/ui/sign-in")
+    assert [answer.status_code for answer in answers] == [404, 405, 413, 400, 401, 404, 500]
+    for answer in answers:
+        assert answer.headers["content-type"] == "application/problem+json", answer.url
+        assert answer.headers["x-content-type-options"] == "nosniff", answer.url
+        csp = answer.headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp, answer.url
+    # The page's own answers keep the page's policy.
+    csp = SECURITY_HEADERS["Content-Security-Policy"]
+    assert page.headers["content-security-policy"] == csp

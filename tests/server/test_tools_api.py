@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 from orchestrator.config import StockadeConfig
 from orchestrator.sandbox.execution import ExecRequest, ExecResult
 from orchestrator.sandbox.profile import SandboxProfile
 from orchestrator.testing.backend import ScriptedBackend, tool_output
 
-from .conftest import Served, issue_tokens, serve
+from .conftest import Served, issue_tokens, serve, server_config
 
 
 def call(call_id: str, name: str = "python.run", run_id: str = "run-1", **extra: object) -> dict:
@@ -110,6 +111,59 @@ async def test_half_a_surrogate_pair_in_the_arguments_never_reaches_an_approval(
     assert refused.json()["status"] == "invalid_arguments"
     assert refused.json()["error"].startswith("command: holds half a UTF-16 surrogate pair")
     assert listed.status_code == 200 and listed.json() == {"approvals": [], "more": False}
+
+
+_TIMEOUT_POLICY = """\
+version: 1
+default: deny
+rules:
+  - name: no-long-runs
+    tools: python.run
+    when: {arg: timeout_s, gt: 60}
+    decision: deny
+    reason: at most a minute
+  - name: everything-else
+    tools: "*"
+    decision: allow
+"""
+
+
+async def test_a_number_json_cannot_carry_is_refused_before_the_policy(tmp_path: Path) -> None:
+    """1e999 is valid JSON text (inf once read), NaN and Infinity Python's reader takes: each
+    passed validation. The policy's comparison never holds for NaN, so a rule denying
+    timeout_s over 60 let the call run, the tool got NaN on its stdin (no JSON) and the
+    audit log recorded null."""
+    config = server_config(tmp_path / "state")
+    (tmp_path / "state" / "policy.yaml").write_text(_TIMEOUT_POLICY)
+    scripted = ScriptedBackend()
+    tokens = issue_tokens(config)
+    async with serve(config, backend=scripted) as running:
+        running.tokens = tokens
+        async with running.client("caller") as client:
+            answers = [
+                await client.post(
+                    "/v1/tool-calls",
+                    content=(
+                        f'{{"id": "n{n}", "name": "python.run", "run_id": "r1", "arguments": '
+                        f'{{"code": "print(1)", "timeout_s": {number}}}}}'
+                    ),
+                    headers={"content-type": "application/json"},
+                )
+                for n, number in enumerate(("NaN", "1e999", "Infinity", "-Infinity"))
+            ]
+            long = await client.post(
+                "/v1/tool-calls", json=call("n9", arguments={"code": "1", "timeout_s": 90})
+            )
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "invalid_arguments", answer.text
+        assert "is not a number JSON can carry" in answer.json()["error"]
+    assert long.json()["status"] == "denied"
+    assert scripted.requests == []
+    refused = [r for r in running.audit_records() if r.get("call_id", "").startswith("n")]
+    assert {r["call_id"]: r["status"] for r in refused if r["call_id"] != "n9"} == {
+        f"n{n}": "invalid_arguments" for n in range(4)
+    }
 
 
 async def test_rate_limits_count_the_tokens_principal_and_say_when_to_retry(

@@ -129,6 +129,23 @@ def test_valid_arguments_get_defaults(registry: ToolRegistry) -> None:
             ToolStatus.INVALID_ARGUMENTS,
             "'\\ud800': holds half",
         ),
+        # Numbers JSON cannot carry (1e999 is valid JSON text, the others Python's reader
+        # takes): they passed a float parameter, and the policy compared NaN.
+        *(
+            (
+                "sample_toolkit.everything",
+                '{"ratio": ' + number + "}",
+                ToolStatus.INVALID_ARGUMENTS,
+                f"ratio: {shown} is not a number JSON can carry",
+            )
+            for number, shown in (("NaN", "nan"), ("Infinity", "inf"), ("-1e999", "-inf"))
+        ),
+        (
+            "sample_toolkit.everything",
+            '{"extra": {"n": [1, NaN]}}',
+            ToolStatus.INVALID_ARGUMENTS,
+            "extra.n.1: nan is not",
+        ),
     ],
 )
 def test_bad_calls_become_readable_results(
