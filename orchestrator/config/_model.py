@@ -446,6 +446,9 @@ class ServerSettings(StrictModel):
     max_json_depth: int = Field(default=32, ge=2, le=256)
     """Deepest nesting of arrays and objects accepted in a JSON body; deeper ones are
     refused (400) before they are parsed."""
+    body_timeout_s: float = Field(default=30.0, gt=0.0, le=3600.0)
+    """Seconds a request's body may take to arrive whole once its headers are in; a slower
+    one is refused (408), so a client trickling bytes holds no buffer and no worker."""
     self_approval: bool = True
     """Whether an approver may decide a request raised on their own behalf (the request's
     principal is the approver's); false: someone else must."""

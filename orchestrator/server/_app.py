@@ -191,6 +191,7 @@ def create_app(
         RequestLimits,
         max_body_bytes=settings.max_body_bytes,
         max_json_depth=settings.max_json_depth,
+        body_timeout_s=settings.body_timeout_s,
     )
     app.add_middleware(CancelledAsUnavailable)  # added last: the outermost
     app.include_router(_health.router)

@@ -1,15 +1,19 @@
-"""Request limits, enforced before anything parses a body: its size and its JSON nesting.
+"""Request limits, enforced before anything parses a body: its size, its JSON nesting, and
+the time it takes to arrive.
 
 A plain ASGI middleware (Starlette's ``BaseHTTPMiddleware`` costs a task and
 a stream per request). The body is read here, counted as it arrives
 (``Content-Length`` is checked first, and a chunked body cannot exceed the
 limit either), then handed on unchanged. A JSON body's nesting is measured
 without parsing it (see :func:`json_depth`), so a body nested ten thousand
-deep never reaches a recursive parser.
+deep never reaches a recursive parser. A body that has not arrived whole
+``body_timeout_s`` after the request's headers is refused (408): a client
+trickling a byte at a time holds neither its buffer nor its request for long.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.message
 
 from starlette.responses import Response
@@ -68,13 +72,22 @@ def _is_json(content_type: str | None) -> bool:
 
 
 class RequestLimits:
-    """Refuses bodies over ``max_body_bytes`` (413) and JSON nested deeper than ``max_json_depth``
-    (400), as problems, before the application sees them."""
+    """Refuses bodies over ``max_body_bytes`` (413), JSON nested deeper than ``max_json_depth``
+    (400) and bodies slower than ``body_timeout_s`` (408), as problems, before the
+    application sees them."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_json_depth: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        max_json_depth: int,
+        body_timeout_s: float = 30.0,
+    ) -> None:
         self._app = app
         self._max_body_bytes = max_body_bytes
         self._max_json_depth = max_json_depth
+        self._body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,23 +98,22 @@ class RequestLimits:
         if declared.isdigit() and int(declared) > self._max_body_bytes:
             await self._too_large()(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        size = 0
-        disconnect: Message | None = None
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                disconnect = message
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self._max_body_bytes:
-                await self._too_large()(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        try:
+            async with asyncio.timeout(self._body_timeout_s):
+                read = await self._read_body(receive)
+        except TimeoutError:
+            await problem_response(
+                408,
+                ProblemCode.BODY_TIMEOUT,
+                "the request body did not arrive whole within the server's limit of "
+                f"{self._body_timeout_s:g} s",
+                headers={"Connection": "close"},
+            )(scope, receive, send)
+            return
+        if read is None:
+            await self._too_large()(scope, receive, send)
+            return
+        body, disconnect = read
         content_type = headers.get(b"content-type")
         if (
             body
@@ -115,6 +127,23 @@ class RequestLimits:
             )(scope, receive, send)
             return
         await self._app(scope, self._replay(body, disconnect, receive), send)
+
+    async def _read_body(self, receive: Receive) -> tuple[bytes, Message | None] | None:
+        """The whole body and the disconnect that ended it early, if one did; None when it
+        grew over the limit."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(chunks), message
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks), None
 
     def _too_large(self) -> Response:
         return problem_response(

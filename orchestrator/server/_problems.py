@@ -80,6 +80,8 @@ class ProblemCode(StrEnum):
     """The body is over the server's size limit (413)."""
     JSON_TOO_DEEP = "json_too_deep"
     """The body nests arrays and objects deeper than the server's limit (400)."""
+    BODY_TIMEOUT = "body_timeout"
+    """The body did not arrive whole within the server's limit (408)."""
     INVALID_REQUEST = "invalid_request"
     """The body or parameters do not match the API's schema (422)."""
     INVALID_ARGUMENTS = "invalid_arguments"

@@ -129,6 +129,7 @@ FULL = {
         "tokens": "/srv/tokens.db",
         "max_body_bytes": 65536,
         "max_json_depth": 16,
+        "body_timeout_s": 12.5,
         "self_approval": False,
         "unauthenticated_loopback": False,
         "shutdown_grace_s": 30,

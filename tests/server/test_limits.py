@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -71,6 +73,50 @@ async def test_a_deeply_nested_body_is_refused(small: Served) -> None:
     assert brackets_in_strings.json()["status"] == "ok"
     assert deep_enough.status_code == 200  # the tool refuses it; the server read it
     assert deep_enough.json()["status"] == "invalid_arguments"
+
+
+async def test_a_body_trickling_in_is_refused_after_its_deadline(tmp_path: Path) -> None:
+    """A client sends its headers and then the body a few bytes at a time (slow loris): once
+    ``server.body_timeout_s`` has passed the server answers 408 and closes the connection,
+    instead of holding the request (and the bytes so far) for as long as the client likes.
+    The call never reaches the gateway."""
+    config = server_config(tmp_path / "state", body_timeout_s=1.0)
+    tokens = issue_tokens(config)
+    async with serve(config, backend=ScriptedBackend()) as running:
+        running.tokens = tokens
+        host, port = running.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(
+                b"POST /v1/tool-calls HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                + f"Authorization: Bearer {tokens['caller']}\r\n".encode()
+                + b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+            )
+            await writer.drain()
+            began = time.monotonic()
+
+            async def trickle() -> None:
+                with contextlib.suppress(ConnectionError):
+                    while True:
+                        await asyncio.sleep(0.2)
+                        writer.write(b" ")
+                        await writer.drain()
+
+            sender = asyncio.create_task(trickle())
+            try:
+                answer = await asyncio.wait_for(reader.read(), 10)  # to the server's close
+            finally:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+            took = time.monotonic() - began
+        finally:
+            writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 "), answer
+        assert json.loads(body)["code"] == "body_timeout"
+        assert 1.0 <= took < 5.0, took
+        assert not [r for r in running.audit_records() if r["event"] == "call"]
 
 
 def _reference_depth(value: object) -> int:
