@@ -234,7 +234,8 @@ async def _usage_error(_request: Request, exc: Exception) -> Response:
 
 async def _infrastructure_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InfrastructureError)
-    _log.error("%s %s: %s", request.method, request.url.path, exc)
+    # The path is the client's, decoded: quoted, it carries no control character to a log.
+    _log.error("%s %r: %s", request.method, request.url.path, exc)
     headers = {"Retry-After": "1"} if exc.retryable else None
     return problem_response(
         503,
@@ -247,7 +248,7 @@ async def _infrastructure_error(request: Request, exc: Exception) -> Response:
 async def _internal_error(request: Request, exc: Exception) -> Response:
     # The traceback goes to the server's log (uvicorn logs it as well); the
     # client learns only that it was not its fault.
-    _log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    _log.error("%s %r failed", request.method, request.url.path, exc_info=exc)
     return problem_response(
         500, ProblemCode.INTERNAL_ERROR, "the server failed to handle the request; see its log"
     )

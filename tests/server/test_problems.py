@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ async def bug() -> None:
 
 
 @extension.get("/engine")
+@extension.get("/engine/{anything:path}")
 async def engine() -> None:
     raise InfrastructureError(
         "/srv/stockade/approvals.db: database is locked",
@@ -63,6 +65,20 @@ async def test_an_infrastructure_error_is_a_503_without_paths(extended: Served) 
     assert answer.json()["code"] == "unavailable"
     assert answer.headers["retry-after"] == "1"
     assert "/srv" not in answer.text and "locked" not in answer.text
+
+
+async def test_a_logged_request_path_cannot_forge_log_lines_or_reach_a_terminal(
+    extended: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The path an error's log line names is the client's (decoded from %XX): it is quoted,
+    so a carriage return cannot overwrite the line with a forged one and an escape sequence
+    cannot reach the terminal that shows a text log."""
+    with caplog.at_level(logging.ERROR, logger="orchestrator.server"):
+        async with extended.client() as client:
+            answer = await client.get("/v1/broken/engine/x%0dINFO%20forged%1b[2J")
+    assert answer.status_code == 503
+    logged = [r.getMessage() for r in caplog.records if "/v1/broken/engine/" in r.getMessage()]
+    assert logged and all("\r" not in line and "\x1b" not in line for line in logged), logged
 
 
 async def test_unknown_routes_and_methods_are_problems(served: Served) -> None:
