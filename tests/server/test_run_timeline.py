@@ -402,6 +402,24 @@ async def test_artifacts_of_a_real_call_are_linked_and_served_to_be_saved(
     ]
 
 
+async def test_the_artifact_link_of_anothers_run_of_tool_calls_answers_as_no_run(
+    three_runs: Served,
+) -> None:
+    """A run id used by tool calls alone (no agent run) belongs to its caller too: another
+    principal's artifact link gets the page's 404, as a run that does not exist does, never
+    a 403 that confirms the id is in use."""
+    async with three_runs.client("caller") as api:
+        call = {"id": "c1", "name": "python.run", "run_id": "calls-only",
+                "arguments": {"code": "print(1)"}}  # fmt: skip
+        assert (await api.post("/v1/tool-calls", json=call)).status_code == 200
+    link = "/ui/runs/{}/artifacts/" + "0" * 32
+    async with session(three_runs, "stranger") as erin:
+        used = await erin.get(link.format("calls-only"), headers={"Accept": "text/html"})
+        unused = await erin.get(link.format("never-used"), headers={"Accept": "text/html"})
+    assert (used.status_code, unused.status_code) == (404, 404)
+    assert used.text.replace("calls-only", "ID") == unused.text.replace("never-used", "ID")
+
+
 def test_the_cli_issues_viewer_tokens(tmp_path: Path) -> None:
     config = tmp_path / "stockade.yaml"
     config.write_text("server: {tokens: tokens.db}\n")

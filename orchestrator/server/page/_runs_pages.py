@@ -310,6 +310,10 @@ class RunsPages:
         try:
             return await _artifacts_api.get_artifact(run_id, artifact_id, state, identity)
         except ProblemError as exc:
+            if exc.code is ProblemCode.RUN_OWNED_BY_ANOTHER:
+                # Another principal's run of tool calls alone (no run state above): as if
+                # there were none, like every other run of theirs on these pages.
+                return problem_page(request, 404, ProblemCode.NOT_FOUND, f"no run {run_id!r}")
             return problem_page(request, exc.status, exc.code, exc.detail)
 
 
