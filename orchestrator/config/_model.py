@@ -468,6 +468,10 @@ class ServerSettings(StrictModel):
     another host, another container's PID namespace) holds once that lease expires; at
     shutdown, suspend runs under way so the next start resumes them. False: runs under way
     are cancelled at shutdown and nothing is resumed."""
+    max_runs_per_principal: int = Field(default=16, ge=1, le=10_000)
+    """Agent runs one principal may have under way on this server at once; a start past it is
+    refused (429) until one ends, so one token's loop of starts cannot take the server's
+    model calls and sandboxes from everyone else."""
     run_lease_s: float = Field(default=30.0, ge=1.0, le=3600.0)
     """How long the lease of a run the server drives lasts without a heartbeat (one every
     third of it): another process may resume a run this long after its driver stopped

@@ -76,6 +76,8 @@ class ProblemCode(StrEnum):
     """A different call with this run and call id is still running (409)."""
     RUN_ID_IN_USE = "run_id_in_use"
     """A run with this id was already started (409)."""
+    TOO_MANY_RUNS = "too_many_runs"
+    """The principal has as many runs under way as the server allows it (429)."""
     BODY_TOO_LARGE = "body_too_large"
     """The body is over the server's size limit (413)."""
     JSON_TOO_DEEP = "json_too_deep"

@@ -206,6 +206,14 @@ class Runs:
         await handle.wait()
         self._live.pop(run_id, None)
 
+    def under_way(self, principal: str) -> int:
+        """How many of ``principal``'s runs are under way here (started or resumed)."""
+        return sum(
+            1
+            for live in self._live.values()
+            if not live.handle.done() and live.handle.state.principal == principal
+        )
+
     def handle(self, run_id: str) -> RunHandle | None:
         """The run's handle while it is under way."""
         live = self._live.get(run_id)

@@ -141,7 +141,7 @@ async def _view(state: ServerState, run_id: str) -> RunView:
     "/runs",
     response_model=RunView,
     status_code=201,
-    responses=problem_responses(401, 403, 409, 413, 422, 503),
+    responses=problem_responses(401, 403, 409, 413, 422, 429, 503),
 )
 async def start_run(
     body: RunRequest,
@@ -164,6 +164,14 @@ async def start_run(
     # the same new id, let through while this one looked at the files, must see this run.
     if await _has_files(state, run_id) or state.runs.handle(run_id) is not None:
         raise ProblemError(409, ProblemCode.RUN_ID_IN_USE, f"run id {run_id!r} is already used")
+    cap = state.settings.max_runs_per_principal
+    if state.runs.under_way(identity.principal) >= cap:
+        raise ProblemError(
+            429,
+            ProblemCode.TOO_MANY_RUNS,
+            f"{identity.principal} has {cap} runs under way, the server's limit "
+            "(server.max_runs_per_principal): start this one once one of them has ended",
+        )
     state.runs.start(body.goal, principal=identity.principal, run_id=run_id)
     return await _view(state, run_id)
 

@@ -130,6 +130,7 @@ FULL = {
         "max_body_bytes": 65536,
         "max_json_depth": 16,
         "body_timeout_s": 12.5,
+        "max_runs_per_principal": 3,
         "self_approval": False,
         "unauthenticated_loopback": False,
         "shutdown_grace_s": 30,

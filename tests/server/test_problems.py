@@ -98,6 +98,7 @@ def test_problem_codes_are_stable() -> None:
         "unauthenticated", "forbidden", "host_not_allowed", "self_approval_forbidden",
         "run_owned_by_another_principal", "not_found", "method_not_allowed", "run_id_in_use",
         "approval_not_pending", "call_id_in_use", "body_too_large", "json_too_deep", "body_timeout",
+        "too_many_runs",
         "invalid_request", "invalid_arguments", "unavailable", "not_ready", "internal_error",
         "http_error",
     }  # fmt: skip

@@ -282,6 +282,33 @@ async def test_two_starts_of_one_new_run_id_at_once_start_one_run(tmp_path: Path
     assert codes == [201, 409, 409, 409], [answer.text for answer in answers]
 
 
+async def test_a_principal_has_at_most_its_cap_of_runs_under_way(tmp_path: Path) -> None:
+    """With ``server.max_runs_per_principal: 2`` alice's third run at once is refused (429,
+    ``too_many_runs``) while another principal still starts one; once one of alice's has
+    ended she starts another."""
+    script = [slow(text("one"), 30), slow(text("two"), 30), text("dave's"), text("three")]
+    async with (
+        ScriptedModelServer(script) as model,
+        serve_runs(tmp_path, model, server={"max_runs_per_principal": 2}) as served,
+        served.client("caller") as alice,
+        served.client("both") as dave,
+    ):
+        for run_id in ("a1", "a2"):
+            started = await alice.post("/v1/runs", json={"goal": "wait", "run_id": run_id})
+            assert started.status_code == 201, started.text
+        third = await alice.post("/v1/runs", json={"goal": "wait", "run_id": "a3"})
+        other = await dave.post("/v1/runs", json={"goal": "g", "run_id": "d1"})
+        await events_of(dave, "d1")
+        await alice.post("/v1/runs/a1/cancel")
+        again = await alice.post("/v1/runs", json={"goal": "g", "run_id": "a3"})
+        await alice.post("/v1/runs/a2/cancel")
+        await events_of(alice, "a3")
+    assert (third.status_code, third.json()["code"]) == (429, "too_many_runs"), third.text
+    assert "server.max_runs_per_principal" in third.json()["detail"]
+    assert other.status_code == 201, other.text
+    assert again.status_code == 201, again.text
+
+
 async def test_without_a_model_runs_are_unavailable(served: Served) -> None:
     async with served.client("caller") as alice:
         refused = await alice.post("/v1/runs", json={"goal": "anything"})

@@ -18,7 +18,6 @@ under way asks for its timeline again every second (``static/runs.js``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime
 import re
@@ -299,22 +298,28 @@ class RunsPages:
             return found
         identity = found[1]
         state = _state(request)
-        if not _RUN_ID.fullmatch(run_id):
-            return problem_page(request, 404, ProblemCode.NOT_FOUND, "no such run")
-        with contextlib.suppress(NotFoundError):
-            run = await state.runs.state(run_id)
-            if not _visible(identity, run.principal):
-                return problem_page(request, 404, ProblemCode.NOT_FOUND, f"no run {run_id!r}")
+        no_run = problem_page(request, 404, ProblemCode.NOT_FOUND, f"no run {run_id[:130]!r}")
+        if not _RUN_ID.fullmatch(run_id) or await _hidden(state, identity, run_id):
+            return no_run
         if not _ARTIFACT_ID.fullmatch(artifact_id):
             return problem_page(request, 404, ProblemCode.NOT_FOUND, "no such artifact")
         try:
             return await _artifacts_api.get_artifact(run_id, artifact_id, state, identity)
         except ProblemError as exc:
             if exc.code is ProblemCode.RUN_OWNED_BY_ANOTHER:
-                # Another principal's run of tool calls alone (no run state above): as if
-                # there were none, like every other run of theirs on these pages.
-                return problem_page(request, 404, ProblemCode.NOT_FOUND, f"no run {run_id!r}")
+                # Another principal's run of tool calls alone (no run state): as if there
+                # were none, like every other run of theirs on these pages.
+                return no_run
             return problem_page(request, exc.status, exc.code, exc.detail)
+
+
+async def _hidden(state: ServerState, identity: Identity, run_id: str) -> bool:
+    """Whether ``run_id`` is an agent run of a principal ``identity`` may not see."""
+    try:
+        run = await state.runs.state(run_id)
+    except NotFoundError:
+        return False
+    return not _visible(identity, run.principal)
 
 
 def add_runs_routes(router: APIRouter, signed_in: SignedIn) -> None:
