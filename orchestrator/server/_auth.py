@@ -8,8 +8,9 @@ roles or tokens themselves.
 While no token was ever issued, a server on loopback (and
 ``server.unauthenticated_loopback``) serves requests without a token as
 the user running it, provided they name a loopback host and, when sent by
-a browser, come from a loopback origin: that stops a web page from using
-the server through DNS rebinding or a cross-site form. The first token
+a browser, come from this server's own origin (loopback, its port): that
+stops a web page from using the server through DNS rebinding, a cross-site
+form, or a page another local server serves on another port. The first token
 issued ends this for good, even after it is revoked.
 """
 
@@ -21,7 +22,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from orchestrator.server._bind import is_loopback_origin
+from orchestrator.server._bind import is_own_loopback_origin
 from orchestrator.server._problems import ProblemCode, ProblemError
 from orchestrator.server._roles import ROLE_PERMISSIONS, Identity, Permission
 from orchestrator.server._state import ServerState
@@ -49,12 +50,13 @@ def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | N
             raise _unauthenticated("the Authorization header must be 'Bearer <token>'")
         local = state.local
         if local is not None and not state.tokens.ever_issued():
-            if not is_loopback_origin(request.headers.get("host"), request.headers.get("origin")):
+            host, origin = request.headers.get("host"), request.headers.get("origin")
+            if not is_own_loopback_origin(host, origin):
                 raise ProblemError(
                     403,
                     ProblemCode.HOST_NOT_ALLOWED,
-                    "requests without a token must name a loopback host and come from a "
-                    "loopback origin",
+                    "requests without a token must name a loopback host and, from a browser, "
+                    "come from this server's own origin",
                 )
             return local
         raise _unauthenticated("this endpoint needs an API token (Authorization: Bearer <token>)")

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from orchestrator.errors import ConfigError
 from orchestrator.server._tokens import TokenStore
 
-__all__ = ["check_bind", "is_loopback_host", "is_loopback_origin"]
+__all__ = ["check_bind", "is_loopback_host", "is_loopback_origin", "is_own_loopback_origin"]
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
 
@@ -50,6 +50,27 @@ def is_loopback_origin(host_header: str | None, origin: str | None) -> bool:
         return True
     hostname = urlsplit(origin).hostname
     return hostname is not None and is_loopback_host(hostname)
+
+
+def is_own_loopback_origin(host_header: str | None, origin: str | None) -> bool:
+    """:func:`is_loopback_origin`, and a browser's ``Origin`` names the port the request
+    went to: the server's own pages, not a page another local server (a dev server, a
+    notebook) serves on another port — another origin, though the same site."""
+    if not is_loopback_origin(host_header, origin):
+        return False
+    if origin is None:
+        return True
+    try:
+        sent_from = urlsplit(origin)
+        sent_to = urlsplit(f"//{host_header}")
+        origin_port = sent_from.port or _DEFAULT_PORTS.get(sent_from.scheme)
+        # The server speaks plain HTTP: a Host without a port means port 80.
+        return origin_port == (sent_to.port or 80)
+    except ValueError:  # a port that is no number, or out of range
+        return False
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def check_bind(host: str, tokens: TokenStore) -> None:

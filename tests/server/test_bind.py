@@ -65,7 +65,12 @@ async def test_before_any_token_loopback_requests_act_as_the_local_user(tmp_path
         approvals = await client.get("/v1/approvals")
         rebound = await client.get("/v1/tools", headers={"Host": "attacker.example:8787"})
         cross_site = await client.get("/v1/tools", headers={"Origin": "https://attacker.example"})
-        same_site = await client.get("/v1/tools", headers={"Origin": "http://localhost:3000"})
+        # Another local server's page (a dev server, a notebook): same site, another origin.
+        other_port = await client.post(
+            "/v1/tool-calls", json=CALL, headers={"Origin": "http://localhost:3000"}
+        )
+        port = running.url.rsplit(":", 1)[1]
+        own_page = await client.get("/v1/tools", headers={"Origin": f"http://localhost:{port}"})
 
         store = TokenStore(config.tokens_db)
         issued = store.create(principal="alice", roles=[Role.CALLER])
@@ -77,10 +82,10 @@ async def test_before_any_token_loopback_requests_act_as_the_local_user(tmp_path
     assert approvals.status_code == 200
     (record,) = [r for r in running.audit_records() if r["event"] == "call"]
     assert record["principal"] == getpass.getuser()
-    for refused in (rebound, cross_site):
+    for refused in (rebound, cross_site, other_port):
         assert refused.status_code == 403
         assert refused.json()["code"] == "host_not_allowed"
-    assert same_site.status_code == 200
+    assert own_page.status_code == 200
     assert after.status_code == revoked.status_code == 401
 
 
