@@ -24,7 +24,7 @@ from orchestrator.platform.doctor import Check, diagnose
 
 __all__ = ["doctor"]
 
-_MARK = {"ok": "ok", "failed": "FAIL", "skipped": "skip"}
+_MARK = {"ok": "ok", "warning": "warn", "failed": "FAIL", "skipped": "skip"}
 
 
 @click.command()
@@ -33,7 +33,8 @@ _MARK = {"ok": "ok", "failed": "FAIL", "skipped": "skip"}
 def doctor(config_file: Path | None, as_json: bool) -> None:
     """Check that this machine can run tool calls under the configuration; exit 1 if not.
 
-    Each failing line names the one command that fixes it.
+    Each failing line names the one command that fixes it. A warning (an old
+    base image) names its fix too, but does not change the exit code.
     """
     try:
         loaded = load(config_file)
@@ -57,6 +58,8 @@ def doctor(config_file: Path | None, as_json: bool) -> None:
             rows.append((_MARK[check.outcome], check.name, detail))
         table(["", "CHECK", "DETAIL"], rows)
     failed = [check for check in checks if check.outcome == "failed"]
+    warnings = [check for check in checks if check.outcome == "warning"]
     if not as_json:
-        click.echo(f"{len(failed)} check(s) failed" if failed else "all checks passed")
+        summary = f"{len(failed)} check(s) failed" if failed else "all checks passed"
+        click.echo(summary + (f", {len(warnings)} warning(s)" if warnings else ""))
     sys.exit(EXIT_FAILED if failed else EXIT_OK)

@@ -1,4 +1,4 @@
-"""``stockade images build`` and ``stockade cleanup``: the engine-side housekeeping."""
+"""``stockade images build|prune`` and ``stockade cleanup``: the engine-side housekeeping."""
 
 from __future__ import annotations
 
@@ -40,8 +40,18 @@ def images() -> None:
     help="Registry image to use as base (e.g. python:3.12-slim). Default: the configuration's "
     "images.base_image, else build from Debian packages.",
 )
+@click.option(
+    "--refresh-base",
+    is_flag=True,
+    help="Build every base image again from Debian's current packages, security updates "
+    "included (a registry base: pull it again), and then the images on it.",
+)
 def images_build(
-    config_file: Path | None, toolkits: tuple[str, ...], as_json: bool, base_image: str | None
+    config_file: Path | None,
+    toolkits: tuple[str, ...],
+    as_json: bool,
+    base_image: str | None,
+    refresh_base: bool,
 ) -> None:
     """Build the sandbox images; only what changed is rebuilt.
 
@@ -50,10 +60,15 @@ def images_build(
     every image spec of images.specs gets its image. Python requirements are
     resolved (with hashes) before anything is built: a package that cannot be
     installed is named, with the setting, and nothing is built (exit 2).
+
+    A base image is built once and keeps the packages of that day: Debian's
+    security updates published later reach the sandboxes with --refresh-base,
+    which builds each base again under the same tag; the images built on the
+    superseded base are then older images for `stockade images prune`.
     """
     loaded = load(config_file, toolkits=toolkits, **{"images.base_image": base_image})
     client = connect_engine()
-    builder = image_builder(loaded.config, client, progress=progress)
+    builder = image_builder(loaded.config, client, refresh_base=refresh_base, progress=progress)
     started = time.monotonic()
     try:
         built = builder.build_all()

@@ -204,6 +204,10 @@ class ImagesSettings(StrictModel):
     )
     """Image specs by name: Debian packages and Python requirements added to the tools image,
     for the profiles that name the spec in ``image_spec``."""
+    base_max_age_days: int | None = Field(default=30, ge=0, le=3650)
+    """``stockade doctor`` warns about a base image older than this many days: Debian's
+    security updates published since it was built are not in it (``stockade images build
+    --refresh-base`` builds it again); none: never warn."""
 
 
 class AuditSettings(StrictModel):

@@ -104,9 +104,13 @@ def image_builder(
     config: StockadeConfig,
     client: docker.DockerClient,
     *,
+    refresh_base: bool = False,
     progress: Callable[[str], None] = lambda _message: None,
 ) -> ImageBuilder:
-    """The image builder for the configured sources, base, toolkits and image specs."""
+    """The image builder for the configured sources, base, toolkits and image specs.
+
+    ``refresh_base``: build the bases again from what is published now
+    (:class:`~orchestrator.sandbox.images.ImageBuilder`)."""
     return ImageBuilder(
         client,
         images_dir=config.images.sources,
@@ -114,6 +118,7 @@ def image_builder(
         toolkits=external_toolkits(config),
         specs=config.images.specs,
         wheel_cache=config.state_dir / "cache" / "wheels",
+        refresh_base=refresh_base,
         progress=progress,
     )
 

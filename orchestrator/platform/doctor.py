@@ -2,6 +2,9 @@
 
 Each check says ok, or what failed and the one command that fixes it. Checks
 that depend on a failed one are reported as skipped, not as a second failure.
+A warning is a check that passed but should be seen to (a base image past
+``images.base_max_age_days``), with the command that fixes it: it does not
+make the doctor fail.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 import docker
@@ -37,7 +41,7 @@ from orchestrator.sandbox.execution import ExecRequest, ExecStatus
 
 __all__ = ["Check", "diagnose"]
 
-Outcome = Literal["ok", "failed", "skipped"]
+Outcome = Literal["ok", "warning", "failed", "skipped"]
 T = TypeVar("T")
 
 
@@ -48,11 +52,12 @@ class Check:
     name: str
     """What was checked."""
     outcome: Outcome
-    """ok, failed, or skipped (something it depends on failed)."""
+    """ok; warning (it works, but should be seen to; not a failure); failed; or skipped
+    (something it depends on failed)."""
     detail: str = ""
     """What was found."""
     fix: str = ""
-    """The command that fixes a failure."""
+    """The command that fixes a failure or a warning."""
 
 
 def _setup_command() -> str:
@@ -75,6 +80,9 @@ class _Doctor:
 
     def failed(self, name: str, detail: str, fix: str) -> None:
         self.checks.append(Check(name=name, outcome="failed", detail=detail, fix=fix))
+
+    def warning(self, name: str, detail: str, fix: str) -> None:
+        self.checks.append(Check(name=name, outcome="warning", detail=detail, fix=fix))
 
     def skipped(self, name: str, because: str) -> None:
         self.checks.append(Check(name=name, outcome="skipped", detail=because))
@@ -212,7 +220,7 @@ class _Doctor:
             lambda client: f"Docker {client.version().get('Version', '?')}",
         )[1]
 
-    def runtimes(self, client: docker.DockerClient) -> None:
+    def runtimes(self, client: docker.DockerClient) -> bool:
         profiles = self.settings.sandbox.effective_profiles().values()
         wanted = sorted({p.runtime for p in profiles} | {
             "runsc-egress" for p in profiles if p.runtime == "runsc" and p.egress is not None
@@ -226,8 +234,9 @@ class _Doctor:
                 f"(registered: {', '.join(sorted(registered))})",
                 _setup_command(),
             )
-        else:
-            self.ok("runtimes registered", ", ".join(wanted))
+            return False
+        self.ok("runtimes registered", ", ".join(wanted))
+        return True
 
     def images(self, client: docker.DockerClient) -> bool:
         builder = image_builder(self.settings, client)
@@ -238,14 +247,59 @@ class _Doctor:
                 tag = builder.resolve(name)
                 builder.image_id(tag)
             except StockadeError as exc:
-                flag = f" {self.config_flag}" if self.config_flag else ""
                 self.failed(
-                    "images built and current", f"{name}: {exc}", f"stockade images build{flag}"
+                    "images built and current",
+                    f"{name}: {exc}",
+                    f"stockade images build{self._flag()}",
                 )
                 return False
             found.append(tag)
         self.ok("images built and current", ", ".join(found))
         return True
+
+    def base_age(self, client: docker.DockerClient) -> None:
+        """How old the bases of the profiles' images are: a base keeps the packages of the
+        day it was built, so Debian's security updates since then are not in it."""
+        name = "base images recent"
+        builder = image_builder(self.settings, client)
+        images = sorted({p.image for p in self.settings.sandbox.effective_profiles().values()})
+        bases: dict[str, list[str]] = {}
+        for image in images:
+            base = builder.base_of(image)
+            if base is not None:
+                bases.setdefault(base, []).append(image)
+        if not bases:
+            self.ok(name, "no profile's image is built on a Stockade base")
+            return
+        now = datetime.now(UTC)
+        limit = self.settings.images.base_max_age_days
+        lines, old = [], []
+        for base, on_it in sorted(bases.items()):
+            try:
+                created = builder.created(base)
+            except StockadeError as exc:
+                self.failed(name, f"{base}: {exc}", f"stockade images build{self._flag()}")
+                return
+            days = (now - created).total_seconds() / 86400
+            lines.append(
+                f"{base} (under {', '.join(on_it)}) built {created:%Y-%m-%d}, {int(days)} days ago"
+            )
+            if limit is not None and days > limit:
+                old.append(base)
+        detail = "; ".join(lines)
+        if old:
+            self.warning(
+                name,
+                f"{detail}. Older than images.base_max_age_days ({limit}): {', '.join(old)}; "
+                "Debian's security updates published since are not in the sandboxes",
+                f"stockade images build --refresh-base{self._flag()}",
+            )
+        else:
+            self.ok(name, detail)
+
+    def _flag(self) -> str:
+        """The configuration flag for a fix command, with its leading blank."""
+        return f" {self.config_flag}" if self.config_flag else ""
 
     async def containers(self, checked: CheckedConfiguration) -> None:
         async with Platform.open(self.loaded, pools=False) as platform:
@@ -293,14 +347,18 @@ async def diagnose(loaded: LoadedConfig, *, config_flag: str = "") -> list[Check
         for name in (
             "runtimes registered",
             "images built and current",
+            "base images recent",
             "profiles start containers",
         ):
             doctor.skipped(name, "the engine does not answer")
         return doctor.checks
     with contextlib.closing(client):
-        await asyncio.to_thread(doctor.runtimes, client)
+        runtimes_ok = await asyncio.to_thread(doctor.runtimes, client)
         images_ok = await asyncio.to_thread(doctor.images, client)
-    runtimes_ok = doctor.checks[-2].outcome == "ok"
+        if images_ok:
+            await asyncio.to_thread(doctor.base_age, client)
+        else:
+            doctor.skipped("base images recent", "the images are not built")
     if checked is None or not images_ok or not runtimes_ok:
         doctor.skipped("profiles start containers", "an earlier check failed")
         return doctor.checks

@@ -112,7 +112,10 @@ def debootstrap_import(
             retryable=False,
         )
     extra = f" + {', '.join(packages)}" if packages else ""
-    progress(f"building {tag} from Debian packages{extra} (debootstrap, about a minute)")
+    progress(
+        f"building {tag} from Debian packages{extra} with their updates "
+        "(debootstrap, a minute or two)"
+    )
     with tempfile.TemporaryDirectory(prefix="stockade-base-") as work:
         rootfs = Path(work) / "rootfs.tar"
         command = ["bash", str(script), "--cache-dir", str(deb_cache.resolve())]
@@ -125,6 +128,9 @@ def debootstrap_import(
                 f"{script} failed (exit {completed.returncode}): {completed.stderr.strip()}",
                 completed.returncode != 2,  # 2: an argument the script refused (a name)
             )
+        for line in completed.stderr.splitlines():
+            if line.strip():  # what the script did: the suite, the updates it applied
+                progress(line.strip())
         progress(f"importing root filesystem ({rootfs.stat().st_size // 2**20} MiB)")
         repository, _, version = tag.partition(":")
         with engine_errors("images.import"):

@@ -10,6 +10,14 @@ What is kept: every image the configuration's current inputs make (its
 engine would refuse, and the warm pool of a running server may be on it),
 and anything not labelled as Stockade's. Images are removed by tag, never
 forced, newest first, so an image built on another goes before it.
+
+A refreshed base (``stockade images build --refresh-base``) keeps its tag on a
+new image; the superseded one is left untagged, and so are the images built
+on it stale. Removing the last of those removes the untagged base with it
+(the engine removes an image's untagged parents that nothing else uses); an
+untagged Stockade image with nothing built on it is listed by its id and
+removed like any other (:func:`remove_superseded` does the same for one
+image).
 """
 
 from __future__ import annotations
@@ -23,7 +31,14 @@ import docker.errors
 from orchestrator.sandbox.engine import engine_errors
 from orchestrator.sandbox.labels import PLATFORM_LABEL, PLATFORM_VALUE
 
-__all__ = ["PrunedImage", "StaleImage", "layers_size", "remove_stale", "stale_images"]
+__all__ = [
+    "PrunedImage",
+    "StaleImage",
+    "layers_size",
+    "remove_stale",
+    "remove_superseded",
+    "stale_images",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,8 +65,11 @@ class PrunedImage:
 
 
 def _references(attrs: dict[str, object], image_id: str) -> list[str]:
-    tags = attrs.get("RepoTags") or []
-    assert isinstance(tags, list)
+    # An untagged image has no tags (as inspected), or the placeholder "<none>:<none>" (as
+    # listed by engines before API 1.44, 20.10's among them): either way it is named by its id.
+    listed = attrs.get("RepoTags") or []
+    assert isinstance(listed, list)
+    tags = [tag for tag in listed if tag != "<none>:<none>"]
     # Only our own names: an image tagged both stockade-base:… and python:3.12-slim (a
     # registry base) loses the first tag and keeps the second.
     ours = [tag for tag in tags if isinstance(tag, str) and tag.startswith("stockade-")]
@@ -60,15 +78,22 @@ def _references(attrs: dict[str, object], image_id: str) -> list[str]:
     return [image_id]
 
 
-def stale_images(client: docker.DockerClient, keep: Collection[str]) -> list[StaleImage]:
-    """Stockade's images whose tags are not in ``keep``, newest first."""
-    with engine_errors("images.list"):
-        images = client.images.list(filters={"label": f"{PLATFORM_LABEL}={PLATFORM_VALUE}"})
+def _users(client: docker.DockerClient) -> dict[str, list[str]]:
+    """Short ids of the containers (running or stopped) made from each image, by image id."""
+    with engine_errors("containers.list"):
         containers = client.containers.list(all=True, ignore_removed=True)
     users: dict[str, list[str]] = {}
     for container in containers:
         image_id = str(container.attrs.get("Image", ""))
         users.setdefault(image_id, []).append(str(container.id)[:12])
+    return users
+
+
+def stale_images(client: docker.DockerClient, keep: Collection[str]) -> list[StaleImage]:
+    """Stockade's images whose tags are not in ``keep``, newest first."""
+    with engine_errors("images.list"):
+        images = client.images.list(filters={"label": f"{PLATFORM_LABEL}={PLATFORM_VALUE}"})
+    users = _users(client)
     found: list[StaleImage] = []
     for image in images:
         image_id = str(image.id)
@@ -108,6 +133,45 @@ def remove_stale(client: docker.DockerClient, stale: Sequence[StaleImage]) -> li
                 continue
         results.append(PrunedImage(reference=image.reference, removed=True))
     return results
+
+
+def remove_superseded(client: docker.DockerClient, image_id: str) -> PrunedImage:
+    """Remove the image ``image_id`` once no tag names it (a base a refresh replaced).
+
+    Never forced: it is kept while a tag still names it (someone else's), a
+    container uses it, or images are built on it (the stale images of the
+    base it was, which ``stockade images prune`` removes, and it with them).
+    """
+    with engine_errors("images.get"):
+        try:
+            tags = list(client.images.get(image_id).tags)
+        except docker.errors.ImageNotFound:
+            return PrunedImage(reference=image_id, removed=True)  # gone meanwhile
+    if tags:
+        return PrunedImage(reference=image_id, removed=False, reason=f"still tagged {tags[0]}")
+    used_by = _users(client).get(image_id)
+    if used_by:
+        reason = (
+            f"used by container {', '.join(used_by)} "
+            "(`stockade images prune` removes it once that is gone)"
+        )
+        return PrunedImage(reference=image_id, removed=False, reason=reason)
+    with engine_errors("images.remove"):
+        try:
+            client.images.remove(image_id)
+        except docker.errors.ImageNotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise
+            reason = str(exc.explanation or exc)
+            if "child" in reason:
+                reason = (
+                    "older images are built on it; `stockade images prune` removes them, "
+                    "and it with them"
+                )
+            return PrunedImage(reference=image_id, removed=False, reason=reason)
+    return PrunedImage(reference=image_id, removed=True)
 
 
 def layers_size(client: docker.DockerClient) -> int:

@@ -7,6 +7,9 @@ The images, each on the one before:
   There is one base per Debian package set: the plain one, the tools image's
   (plus ``nodejs``), and one per image spec that adds packages. Equal sets
   share one base; debootstrap's downloads are cached between sets.
+  A base is built once and then kept: ``refresh_base`` (``stockade images
+  build --refresh-base``) builds it again from Debian's current packages,
+  security updates included, under the same tag.
 - *sandbox*: a base plus the in-container runner (``stockade-sandbox``).
 - *tools*: the sandbox image on the tools base plus the SDK, the toolkits and
   their Python dependencies (``stockade-tools``).
@@ -19,7 +22,9 @@ platform, pinned with hashes and checked *before any build starts*
 (:meth:`ImageBuilder.check_requirements`), downloaded on the host and
 installed properly (PyPA's ``installer``) in builds without network. An image
 is rebuilt only when the hash of its inputs changes, so a second build is a
-no-op.
+no-op. A base's tag is the hash of its inputs too, not of its packages'
+versions; the images on it are tagged by a hash that includes the base's
+image id, so a refreshed base has them rebuilt.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import docker
@@ -52,6 +58,7 @@ from orchestrator.sandbox._requirement_text import check_requirement
 from orchestrator.sandbox._resolve import PROBE, Pin, Target, resolve
 from orchestrator.sandbox._wheels import download_wheels
 from orchestrator.sandbox.engine import engine_errors
+from orchestrator.sandbox.image_prune import remove_superseded
 from orchestrator.sandbox.labels import PLATFORM_LABEL, PLATFORM_VALUE, container_labels
 from orchestrator.sandbox.profile import DEFAULT_IMAGE, TOOLS_IMAGE
 
@@ -164,6 +171,7 @@ class ImageBuilder:
         toolkits: Sequence[str] = (),
         specs: Mapping[str, ImageSpec] | None = None,
         wheel_cache: Path | None = None,
+        refresh_base: bool = False,
         progress: Callable[[str], None] = lambda _message: None,
     ) -> None:
         """``base_image``: a registry image to use as the plain base (e.g. ``python:3.12-slim``).
@@ -181,6 +189,14 @@ class ImageBuilder:
         ``wheel_cache``: where resolutions and downloaded wheels are kept
         between builds (default ``~/.cache/stockade/wheels``); debootstrap's
         packages are kept beside it, in ``debs``.
+
+        ``refresh_base``: build each base this builder is asked for again
+        (once), though its tag exists: from Debian's current packages, or by
+        pulling the registry base again. The tag is re-pointed at the new
+        image, so the images built on it get new tags and are built again;
+        the superseded image is removed unless a container or an image built
+        on it still uses it (``stockade images prune`` removes those, and it
+        with them).
         """
         self._client = client
         self._dir = images_dir or default_images_dir()
@@ -190,6 +206,10 @@ class ImageBuilder:
         self._wheel_cache = wheel_cache or Path.home() / ".cache" / "stockade" / "wheels"
         self._progress = progress
         self._target: Target | None = None
+        self._refresh_base = refresh_base
+        # The base tags this builder was asked for: a refresh happens once for each,
+        # however often the bases are asked for (the tools image's, each spec's).
+        self._refreshed: set[str] = set()
 
     # -- inputs and tags --------------------------------------------------
 
@@ -406,13 +426,17 @@ class ImageBuilder:
         )
 
     def build_base(self, packages: Sequence[str] = ()) -> BuiltImage:
-        """The base image with ``packages`` added, built only if missing."""
+        """The base image with ``packages`` added, built only if missing (or refreshed)."""
         packages = tuple(sorted(set(packages)))
         tag = self.base_tag(packages)
+        refresh = self._refresh_base and tag not in self._refreshed
+        self._refreshed.add(tag)
 
         def build() -> str:
             from_registry = (
-                self._base_from_registry(tag) if self._base_image and not packages else None
+                self._base_from_registry(tag, refresh=refresh)
+                if self._base_image and not packages
+                else None
             )
             if from_registry:
                 return from_registry
@@ -426,23 +450,56 @@ class ImageBuilder:
             )
             return self.image_id(tag)
 
-        return self._ensure(BASE_IMAGE, tag, build)
+        old = self._existing(tag) if refresh else None
+        if old is None:
+            return self._ensure(BASE_IMAGE, tag, build)
+        return self._refresh(tag, old, build)
 
-    def _base_from_registry(self, tag: str) -> str | None:
+    def _refresh(self, tag: str, old: str, build: Callable[[], str]) -> BuiltImage:
+        """The base ``tag`` (now ``old``) made again by ``build``, the superseded image removed."""
+        started = time.monotonic()
+        self._progress(f"refreshing {tag} from what is published now")
+        image_id = build()
+        seconds = time.monotonic() - started
+        if image_id == old:
+            self._progress(f"{tag} is unchanged ({seconds:.1f}s)")
+        else:
+            self._progress(f"refreshed {tag} in {seconds:.1f}s; what is built on it is built again")
+            # Never forced: a container or an image built on it keeps it, and says so.
+            outcome = remove_superseded(self._client, old)
+            short = old.removeprefix("sha256:")[:12]
+            if outcome.removed:
+                self._progress(f"removed the superseded {tag} (image {short})")
+            else:
+                self._progress(f"kept the superseded {tag} (image {short}): {outcome.reason}")
+        return BuiltImage(
+            name=BASE_IMAGE, tag=tag, image_id=image_id, built=image_id != old, seconds=seconds
+        )
+
+    def _base_from_registry(self, tag: str, *, refresh: bool = False) -> str | None:
+        """``tag`` on the registry base (pulled if missing, or again on ``refresh``); None
+        when there is none to be had (then the base is built from Debian)."""
         assert self._base_image is not None
         reference = self._base_image
-        if self._existing(reference) is None:
+        local = self._existing(reference)
+        if local is None or refresh:
             self._progress(f"pulling {reference}")
-            # The registry's refusal means building from Debian; an engine that does not
-            # answer is an engine error, as anywhere else (no SDK exception escapes).
+            # The registry's refusal means building from Debian, or, on a refresh, keeping
+            # the local copy; an engine that does not answer is an engine error, as
+            # anywhere else (no SDK exception escapes).
             with engine_errors("images.pull"):
                 try:
                     self._client.images.pull(reference)
                 except docker.errors.APIError as exc:
+                    if local is None:
+                        self._progress(
+                            f"cannot pull {reference} ({exc.explanation}); building from Debian"
+                        )
+                        return None
                     self._progress(
-                        f"cannot pull {reference} ({exc.explanation}); building from Debian"
+                        f"cannot pull {reference} ({exc.explanation}); the local {reference} "
+                        "is kept as it is, with the packages it was built with"
                     )
-                    return None
         with engine_errors("images.tag"):
             image = self._client.images.get(reference)
             image.tag(tag)
@@ -551,6 +608,37 @@ class ImageBuilder:
                 tools_id = self.image_id(self._tools_tag_on(self.spec_packages(spec)))
                 return self.spec_tag(spec, tools_id)
         return image
+
+    def base_of(self, image: str) -> str | None:
+        """The tag of the base the logical image ``image`` stands on; None for other references."""
+        if image == DEFAULT_IMAGE:
+            return self.base_tag()
+        if image == TOOLS_IMAGE:
+            return self.base_tag(TOOLS_PACKAGES)
+        for spec in self._specs:
+            if image == spec_image_name(spec):
+                return self.base_tag(self.spec_packages(spec))
+        return None
+
+    def created(self, tag: str) -> datetime:
+        """When the engine made the image ``tag``, which must exist.
+
+        For a base built from Debian, when its packages were fetched (``docker
+        import`` stamps the image then); for a registry base, when its
+        publisher built it.
+        """
+        self.image_id(tag)
+        with engine_errors("images.get"):
+            stamp = str(self._client.images.get(tag).attrs.get("Created", ""))
+        try:
+            return datetime.fromisoformat(stamp)
+        except ValueError as exc:
+            raise InfrastructureError(
+                f"the engine gives image {tag} no creation time ({stamp!r})",
+                code=ErrorCode.ENGINE_ERROR,
+                op="images.get",
+                retryable=False,
+            ) from exc
 
     def current_tags(self) -> set[str]:
         """The tags of the images the current inputs make, among those built.

@@ -71,6 +71,7 @@ FULL = {
         "base_image": "python:3.12-slim",
         "sources": "/opt/images",
         "specs": {"science": {"debian": ["graphviz"], "python": ["sympy>=1.12"]}},
+        "base_max_age_days": 14,
     },
     "audit": {"path": "/var/log/audit.jsonl", "max_value_bytes": 512, "rotate_mb": 8},
     "approvals": {"database": "/srv/approvals.db", "approvers": "/etc/approvers.yaml"},
@@ -230,6 +231,13 @@ def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
         ),
         ("limits:\n  store: http://r:6379\n", 2, "limits.store", "the scheme must be"),
         ("limits:\n  on_unavailable: maybe\n", 2, "limits.on_unavailable", "closed, open"),
+        (
+            "images:\n  base_max_age_days: -1\n",
+            2,
+            "images.base_max_age_days",
+            "expected a number of at least 0, got -1",
+        ),
+        ("images:\n  base_max_age_days: soon\n", 2, "images.base_max_age_days", "whole number"),
         ("x: &a 1\ny: *a\n", 1, None, "anchors and aliases are refused"),
         ("sandbox:\n  engine: ray\n", 2, "sandbox.engine", "give the cluster as `ray: {address"),
         (

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from orchestrator.assets import shipped
-from orchestrator.sandbox.images import ImageBuilder
+from orchestrator.sandbox.images import TOOLS_PACKAGES, ImageBuilder
 
 pytestmark = pytest.mark.docker
 
@@ -37,10 +37,16 @@ def outcomes(checks: dict[str, dict[str, Any]]) -> dict[str, str]:
 
 def test_a_ready_machine_passes_every_check(tmp_path: Path, images: ImageBuilder) -> None:
     config = tmp_path / "stockade.yaml"
-    config.write_text("sandbox:\n  profiles:\n    isolated: {runtime: runsc, pool_size: 0}\n")
+    # A machine's bases may be older than the default age the doctor warns at (that
+    # warning has a test of its own below).
+    config.write_text(
+        "sandbox:\n  profiles:\n    isolated: {runtime: runsc, pool_size: 0}\n"
+        "images:\n  base_max_age_days: 3650\n"
+    )
     code, checks = doctor(tmp_path, "--config", str(config))
     assert code == 0, checks
     assert set(outcomes(checks).values()) == {"ok"}
+    assert images.base_tag(TOOLS_PACKAGES) in checks["base images recent"]["detail"]
     assert "runc, runsc" in checks["runtimes registered"]["detail"]
     for profile, runtime in (("default", "runc"), ("http", "runc"), ("isolated", "runsc")):
         assert outcomes(checks)[f"profile {profile} starts a container ({runtime})"] == "ok"
@@ -118,3 +124,34 @@ def test_state_files_open_to_others_fail_that_line_with_the_fix(tmp_path: Path) 
     log.chmod(0o600)
     _, checks = doctor(tmp_path, DOCKER_HOST=f"unix://{tmp_path}/no-engine.sock")
     assert checks["state files private"]["outcome"] == "ok"
+
+
+def test_an_old_base_image_is_a_warning_that_names_the_refresh(
+    tmp_path: Path, images: ImageBuilder
+) -> None:
+    # A base keeps the packages of the day it was built: past the configured age, the
+    # security updates Debian published since are missing from every sandbox.
+    config = tmp_path / "stockade.yaml"
+    config.write_text(
+        "images:\n  base_max_age_days: 0\n"
+        "sandbox:\n  profiles:\n    plain: {image: stockade-sandbox, pool_size: 0}\n"
+    )
+    code, checks = doctor(tmp_path, "--config", str(config))
+    assert code == 0, "a warning is no failure"
+    line = checks["base images recent"]
+    assert line["outcome"] == "warning"
+    assert line["fix"] == f"stockade images build --refresh-base --config {config}"
+    assert f"{images.base_tag()} (under stockade-sandbox) built " in line["detail"]
+    assert f"{images.base_tag(TOOLS_PACKAGES)} (under stockade-tools) built " in line["detail"]
+    assert "Older than images.base_max_age_days (0)" in line["detail"]
+    assert "Debian's security updates published since are not in the sandboxes" in line["detail"]
+    assert {outcome for name, outcome in outcomes(checks).items() if name != line["name"]} == {"ok"}
+    shown = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "doctor", "--config", str(config)],
+        capture_output=True, text=True, timeout=180, check=False,
+        env={**os.environ, "STOCKADE_HOME": str(tmp_path / "home")},
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert [row for row in shown.stdout.splitlines() if row.startswith("warn ")], shown.stdout
+    assert "fix: stockade images build --refresh-base" in shown.stdout
+    assert shown.stdout.splitlines()[-1] == "all checks passed, 1 warning(s)"

@@ -17,7 +17,12 @@ import docker
 import docker.errors
 import pytest
 
-from orchestrator.sandbox.image_prune import StaleImage, remove_stale, stale_images
+from orchestrator.sandbox.image_prune import (
+    StaleImage,
+    remove_stale,
+    remove_superseded,
+    stale_images,
+)
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.labels import PLATFORM_LABEL, PLATFORM_VALUE
 
@@ -134,6 +139,57 @@ def test_a_stale_parent_of_a_kept_image_loses_its_tag_not_its_layers(fakes: _Fak
     assert fakes.exists(child), "the kept image keeps the layers it stands on"
     untagged_parent = fakes.stale({child})
     assert untagged_parent == [], "an untagged parent is not listed: it goes with its child"
+
+
+def _refreshed(fakes: _Fakes, reference: str) -> str:
+    """``reference`` put on a new image, as ``images build --refresh-base`` does; the old id."""
+    old = str(fakes.client.images.get(reference).id)
+    fakes.images.append(old)  # removed after the test if it is still there
+    fakes.imported(reference.partition(":")[0])
+    assert fakes.client.images.get(reference).id != old
+    return old
+
+
+def test_a_superseded_base_goes_with_the_last_stale_image_built_on_it(fakes: _Fakes) -> None:
+    base = fakes.imported("stockade-base")
+    sandbox = fakes.built_on(base, "stockade-sandbox")
+    old = _refreshed(fakes, base)
+    kept = remove_superseded(fakes.client, old)
+    assert not kept.removed and kept.reason == (
+        "older images are built on it; `stockade images prune` removes them, and it with them"
+    )
+    ours = {old, str(fakes.client.images.get(sandbox).id)}
+    stale = [image for image in stale_images(fakes.client, {base}) if image.image_id in ours]
+    assert [image.reference for image in stale] == [sandbox], "the untagged base goes with it"
+    assert remove_stale(fakes.client, stale)[0].removed
+    assert not fakes.exists(sandbox) and not fakes.exists(old) and fakes.exists(base)
+
+
+def test_an_untagged_stockade_image_is_listed_by_its_id_and_removed(fakes: _Fakes) -> None:
+    # A superseded base that a container kept when it was refreshed, the container gone since.
+    base = fakes.imported("stockade-base")
+    old = _refreshed(fakes, base)
+    stale = [image for image in stale_images(fakes.client, {base}) if image.image_id == old]
+    assert [image.reference for image in stale] == [old]
+    assert remove_stale(fakes.client, stale)[0].removed
+    assert not fakes.exists(old)
+
+
+def test_a_superseded_image_is_removed_only_when_nothing_uses_or_names_it(fakes: _Fakes) -> None:
+    base = fakes.imported("stockade-base")
+    container = fakes.used(base)
+    old = _refreshed(fakes, base)
+    used = remove_superseded(fakes.client, old)
+    assert not used.removed and used.reason is not None
+    assert used.reason.startswith(f"used by container {container} ")
+    fakes.client.api.remove_container(fakes.containers.pop(), force=True)
+    named = f"stockade-test-named:{fakes.suffix}"
+    fakes.client.images.get(old).tag(named)
+    fakes.images.insert(0, named)
+    assert remove_superseded(fakes.client, old).reason == f"still tagged {named}"
+    fakes.client.images.remove(named)
+    assert remove_superseded(fakes.client, old).removed
+    assert not fakes.exists(old) and fakes.exists(base)
 
 
 def test_cli_dry_run_lists_old_images_never_the_current_ones(
