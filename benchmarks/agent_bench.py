@@ -54,10 +54,11 @@ from typing import Any
 
 from _bench import stop_on_sigterm
 
-from orchestrator.agent import Agent, AgentConfig, ModelClient, ModelReply
+from orchestrator.agent import Agent, AgentConfig, DetectionSettings, ModelClient, ModelReply
 from orchestrator.config import (
     LexicalEmbedderSettings,
     MemorySettings,
+    MetricsSettings,
     ModelSettings,
     StockadeConfig,
 )
@@ -224,7 +225,7 @@ async def bench(
             max_iterations=iterations + 1,
             context_budget_tokens=10_000_000,
             # The scripted tool answers the same each time: no loop for this benchmark.
-            detection={"no_progress_turns": 0},  # type: ignore[arg-type]
+            detection=DetectionSettings(no_progress_turns=0),
         )
         async with contextlib.AsyncExitStack() as stack:
             subjects = []
@@ -239,7 +240,7 @@ async def bench(
                     toolkits=("toolkits.python",),
                     model=settings,
                     memory=MemorySettings(enabled=False, embedder=LexicalEmbedderSettings()),
-                    metrics={"enabled": enabled},  # type: ignore[arg-type]
+                    metrics=MetricsSettings(enabled=enabled),
                     policy=policy,
                 )
                 opened = await stack.enter_async_context(

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,10 @@ from orchestrator.tools import ToolCall, ToolResult, ToolStatus
 
 POLICY = "version: 1\ndefault: deny\nrules:\n  - {name: all, tools: '*', decision: allow}\n"
 CODE = {"code": "print(1)"}
-log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def write_config(home: Path, *, extra: str = "") -> Path:
@@ -82,7 +85,10 @@ def free_port() -> int:
 
 def quantiles_ms(samples: list[float]) -> tuple[float, float]:
     ordered = sorted(samples)
-    pick = lambda q: ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1e3  # noqa: E731
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1e3
+
     return pick(0.5), pick(0.99)
 
 
@@ -253,7 +259,7 @@ async def server_own_time(home: Path, calls: int) -> None:
         async def at_once(call: ToolCall) -> ToolResult:
             return ToolResult(call_id=call.id, name=call.name, status=ToolStatus.OK, output="ok")
 
-        gateway.call = at_once  # type: ignore[method-assign]
+        gateway.call = at_once
 
         async def handle(method: str, path: str, data: bytes) -> None:
             headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {token}".encode()),
@@ -265,12 +271,12 @@ async def server_own_time(home: Path, calls: int) -> None:
                      "headers": headers, "client": ("127.0.0.1", 1),
                      "server": ("127.0.0.1", 80), "state": {}}  # fmt: skip
             messages = [{"type": "http.request", "body": data, "more_body": False}]
-            sent: list[dict[str, Any]] = []
+            sent: list[MutableMapping[str, Any]] = []
 
             async def receive() -> dict[str, Any]:
                 return messages.pop() if messages else {"type": "http.disconnect"}
 
-            async def send(message: dict[str, Any]) -> None:
+            async def send(message: MutableMapping[str, Any]) -> None:
                 sent.append(message)
 
             await app(scope, receive, send)

@@ -161,7 +161,7 @@ def host_request(gate_dir: Path, port: int, verify: ssl.SSLContext) -> float:
         head += raw.recv(4096)
     tls = verify.wrap_socket(raw, server_hostname=HOST)
     connection = http.client.HTTPConnection(HOST, port)
-    connection.sock = tls  # type: ignore[assignment]
+    connection.sock = tls
     connection.request("GET", "/item", headers={"Host": f"{HOST}:{port}"})
     connection.getresponse().read()
     connection.close()

@@ -290,7 +290,7 @@ def counting_fsyncs(counter: list[int]) -> Iterator[None]:
     try:
         yield
     finally:
-        os.fsync = real  # type: ignore[assignment]
+        os.fsync = real
 
 
 async def concurrent_round(gw: Gateway, calls: int, concurrency: int, into: Throughput) -> None:

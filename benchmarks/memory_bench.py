@@ -218,7 +218,7 @@ def main() -> None:
         cleanup_s = timed(lambda _: reopened.cleanup(), 3)
         reopened.close()
 
-    rows = [
+    table = [
         ("VectorIndex.search, threshold -1 (all candidates)", percentiles(vectorised)),
         ("VectorIndex.search, threshold 0.35", percentiles(vectorised_thr)),
         ("LongTermMemory.search (+ change check, 5 rows read)", percentiles(store_search)),
@@ -231,7 +231,7 @@ def main() -> None:
     ]
     print(f"\nRecall, top {K} of {n:,} memories, dimension {d} ({args.queries} queries):")
     print(f"{'':58s} {'p50 ms':>9s} {'p95 ms':>9s} {'p99 ms':>9s}")
-    for name, p in rows:
+    for name, p in table:
         print(f"{name:58s} {p['p50']:9.2f} {p['p95']:9.2f} {p['p99']:9.2f}")
     speedup = statistics.median(baseline) / statistics.median(vectorised)
     print(f"speed-up of VectorIndex.search over the textbook loop (p50): {speedup:,.0f}x")

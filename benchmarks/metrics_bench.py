@@ -27,7 +27,7 @@ from pathlib import Path
 
 from _bench import stop_on_sigterm
 
-from orchestrator.config import StockadeConfig
+from orchestrator.config import MetricsSettings, StockadeConfig
 from orchestrator.metrics import Metrics, configure_logging
 from orchestrator.platform import Platform
 from orchestrator.testing.backend import ScriptedBackend
@@ -47,7 +47,7 @@ async def gateway_calls(calls: int, home: Path) -> dict[str, list[float]]:
         platforms = {}
         for name, enabled in (("metrics on", True), ("metrics off", False)):
             config = StockadeConfig(
-                state_dir=home / name.replace(" ", "-"), metrics={"enabled": enabled}
+                state_dir=home / name.replace(" ", "-"), metrics=MetricsSettings(enabled=enabled)
             )
             platforms[name] = await stack.enter_async_context(
                 Platform.open(config, backend=ScriptedBackend())

@@ -30,6 +30,7 @@ import re
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from _bench import stop_on_sigterm
 
 from orchestrator.audit import REDACTED, redact
 from orchestrator.audit._redact import MAX_REPLACEMENTS
-from orchestrator.policy import Effect, evaluate, load_policy, parse_policy
+from orchestrator.policy import AnyOf, Effect, Leaf, evaluate, load_policy, parse_policy
 from orchestrator.tools import MAX_ARGUMENT_BYTES
 
 POLICY = Path(__file__).resolve().parents[1] / "policies" / "default.yaml"
@@ -99,8 +100,11 @@ def capped(
 def decision_table(cap_s: float) -> None:
     policy = load_policy(POLICY)
     (rule,) = [rule for rule in policy.rules if rule.name == RULE]
-    assert rule.when is not None
-    patterns = [re.compile(leaf.regex) for leaf in rule.when.any]
+    assert isinstance(rule.when, AnyOf), rule.when
+    patterns: list[re.Pattern[str]] = []
+    for leaf in rule.when.any:
+        assert isinstance(leaf, Leaf) and leaf.regex is not None, leaf
+        patterns.append(re.compile(leaf.regex))
     sizes = [KIB * 2**step for step in range(8)] + [LARGEST]
 
     def command(size: int) -> str:
@@ -118,7 +122,7 @@ def decision_table(cap_s: float) -> None:
         arguments = {"command": command(size)}
         decision = evaluate(policy, "shell.run", arguments)
         assert decision.decision is Effect.ALLOW and decision.rule == "shell", decision
-        seconds = timed(lambda arguments=arguments: evaluate(policy, "shell.run", arguments))
+        seconds = timed(partial(evaluate, policy, "shell.run", arguments))
         label = f"{size / KIB:,.0f} KiB" if size % KIB == 0 else f"{size:,} B (largest)"
         print(f"| {label} | {seconds * 1e6:,.1f} | {seconds * 1e6 / (size / KIB):.2f} | {old} |")
     print()
@@ -144,7 +148,7 @@ def nested_table(cap_s: float) -> None:
     for n, old in zip(lengths, olds, strict=True):
         arguments = {"x": "a" * n + "b"}
         assert evaluate(policy, "t", arguments).decision is Effect.DENY  # default deny
-        seconds = timed(lambda arguments=arguments: evaluate(policy, "t", arguments))
+        seconds = timed(partial(evaluate, policy, "t", arguments))
         print(f"| {n:,} | {seconds * 1e6:,.1f} | {old} |")
     print()
 
@@ -169,8 +173,8 @@ def redaction_table(cap_s: float) -> None:
     print("|---|---:|---:|---|")
     for label, text in texts.items():
         same = redact(text, patterns) == before(text, python)
-        now = timed(lambda text=text: redact(text, patterns), budget_s=1.0, most=20)
-        old = timed(lambda text=text: before(text, python), budget_s=1.0, most=20)
+        now = timed(partial(redact, text, patterns), budget_s=1.0, most=20)
+        old = timed(partial(before, text, python), budget_s=1.0, most=20)
         verdict = "yes" if same else f"from match {MAX_REPLACEMENTS + 1} on, one {REDACTED}"
         print(f"| {label} | {now * 1e3:,.1f} | {old * 1e3:,.1f} | {verdict} |")
     # A pattern whose every short match needs a look to the end of the text:
@@ -179,9 +183,9 @@ def redaction_table(cap_s: float) -> None:
     text = "a" * LARGEST
     now = timed(lambda: redact(text, [slow]), budget_s=1.0, most=5)
     sizes = [LARGEST // 64, LARGEST // 16, LARGEST // 4, LARGEST]
-    old = capped(sizes, lambda n: once(lambda: re.sub(slow, "", "a" * n)), cap_s, quadratic)
+    olds = capped(sizes, lambda n: once(lambda: re.sub(slow, "", "a" * n)), cap_s, quadratic)
     verdict = f"from match {MAX_REPLACEMENTS + 1} on, one {REDACTED}"
-    print(f"| `{slow}` on `'a' * {LARGEST:,}` | {now * 1e3:,.1f} | {old[-1]} | {verdict} |")
+    print(f"| `{slow}` on `'a' * {LARGEST:,}` | {now * 1e3:,.1f} | {olds[-1]} | {verdict} |")
     print()
 
 

@@ -39,6 +39,10 @@ from orchestrator.sandbox.profile import SandboxProfile
 ARGV = ("echo", "ok")
 
 
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def docker_run_once(image: str, runtime: str) -> float:
     began = time.perf_counter()
     subprocess.run(
@@ -107,6 +111,7 @@ def idle_memory_mib(client: docker.DockerClient, backend_containers: list[str]) 
 
 def images_build_seconds(client: docker.DockerClient) -> float:
     for image in client.images.list(filters={"label": "org.stockade.platform=stockade"}):
+        assert image.id is not None  # a listed image has one
         client.images.remove(image.id, force=True)
     began = time.perf_counter()
     subprocess.run([sys.executable, "-m", "orchestrator", "images", "build"], check=True)
@@ -141,7 +146,6 @@ async def main() -> None:
     profile = loaded.config.sandbox.effective_profiles()["bench"]
     executor = ThreadPoolExecutor(max_workers=8)
     loop = asyncio.get_running_loop()
-    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
 
     log(f"(a) docker run --rm x{args.cold_calls}")
     run_lat = [docker_run_once(image, args.runtime) for _ in range(args.cold_calls)]

@@ -21,9 +21,9 @@ from hypothesis import settings
 from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.images import ImageBuilder
 from orchestrator.sandbox.labels import OWNER_LABEL, PLATFORM_LABEL, current_owner
-from orchestrator.sandbox.profile import SandboxProfile
+from orchestrator.sandbox.profile import Runtime, SandboxProfile
 
-RUNTIMES = ("runc", "runsc")
+RUNTIMES: tuple[Runtime, ...] = ("runc", "runsc")
 
 # Tests leave nothing behind in the checkout: no example database.
 settings.register_profile("stockade", database=None)
@@ -181,19 +181,20 @@ def no_leaks(docker_client: docker.DockerClient) -> Iterator[None]:
 
 
 @pytest.fixture(params=RUNTIMES)
-def runtime(request: pytest.FixtureRequest) -> str:
+def runtime(request: pytest.FixtureRequest) -> Runtime:
     """Each sandbox test runs under runc and under gVisor."""
-    return str(request.param)
+    param: Runtime = request.param  # one of RUNTIMES
+    return param
 
 
 @pytest.fixture
-def profile(runtime: str) -> SandboxProfile:
+def profile(runtime: Runtime) -> SandboxProfile:
     """A tight profile for tests: short deadline, small pool."""
     return SandboxProfile(
         name=f"test-{runtime}",
         runtime=runtime,
         timeout_s=10,
-        pool_size=1,  # type: ignore[arg-type]
+        pool_size=1,
         memory_mb=256,
         pids=64,
         output_limit_bytes=64 * 1024,

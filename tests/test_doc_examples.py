@@ -179,7 +179,8 @@ def commands_in_messages() -> dict[str, str]:
                 text = node.value
             elif isinstance(node, ast.JoinedStr):
                 text = "".join(
-                    part.value if isinstance(part, ast.Constant) else "{}" for part in node.values
+                    str(part.value) if isinstance(part, ast.Constant) else "{}"
+                    for part in node.values
                 )
             else:
                 continue

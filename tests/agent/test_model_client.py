@@ -17,6 +17,7 @@ from orchestrator.agent import (
     ModelError,
     ModelReply,
     ModelTimeoutError,
+    ModelToolCall,
     TokenUsage,
     UsageMeter,
     tool_message,
@@ -118,7 +119,7 @@ async def test_ids_repeating_across_responses_get_unique_ids(server: ScriptedMod
         text("done"),
     )
     history = list(GOAL)
-    calls = []
+    calls: list[ModelToolCall] = []
     async with model(server) as client:
         for _ in range(2):
             reply = await client.complete(history, tools=TOOLS)

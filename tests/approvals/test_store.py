@@ -161,11 +161,11 @@ def test_listing_by_status_finds_its_rows_through_the_index(
             rows,
         )
     clock.now += 10  # lapsing is past its deadline, not yet written down as expired
-    steps = []
+    steps: list[int] = []
     connect = sqlite3.connect
 
     def counted(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        db = connect(*args, **kwargs)
+        db: sqlite3.Connection = connect(*args, **kwargs)
         steps.append(0)
         db.set_progress_handler(lambda: steps.__setitem__(-1, steps[-1] + 1), 1000)
         return db

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,7 +46,7 @@ def test_a_larger_structure_is_hashed_as_canonical_json() -> None:
 
 
 def test_a_record_lists_what_was_replaced() -> None:
-    body = {
+    body: dict[str, Any] = {
         "event": "call",
         "tool": "files.write",
         "arguments": {"path": "a/b.txt", "content": "x" * 500, "odd/key~": "y" * 500},

@@ -161,9 +161,14 @@ async def test_concurrent_calls_share_fsyncs(tmp_path: Path, monkeypatch: Any) -
     backend = _HeldBackend()
     gw = gateway(tmp_path, backend=backend)
     log = tmp_path / "audit.jsonl"
-    fsyncs = []
+    fsyncs: list[int] = []
     real = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real(fd))[1])
+
+    def counting_fsync(fd: int) -> None:
+        fsyncs.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
     calls = [
         asyncio.create_task(
             gw.call(ToolCall(id=f"c{n}", name="python.run", arguments={"code": str(n)}))

@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import threading
 from datetime import UTC, datetime
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import pytest
@@ -138,7 +139,8 @@ def test_concurrent_threads_and_processes_keep_one_chain(tmp_path: Path) -> None
     threads.append(threading.Thread(target=_append_many, args=(str(path), 25)))
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_append_many, args=(str(path), 25)) for _ in range(2)]
-    for worker in [*threads, *processes]:
+    workers: list[threading.Thread | BaseProcess] = [*threads, *processes]
+    for worker in workers:
         worker.start()
     for thread in threads:
         thread.join()

@@ -6,6 +6,7 @@ import asyncio
 import json
 import multiprocessing
 from pathlib import Path
+from typing import Any
 
 from orchestrator.audit import AuditEvent, AuditLog, AuditRecord, tail, verify
 
@@ -81,7 +82,7 @@ def test_a_removed_rotated_file_breaks_the_chain(tmp_path: Path) -> None:
 def test_without_a_current_file_the_rotated_ones_still_verify(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     log = AuditLog(path, rotate_bytes=300, fsync=False)
-    written = []
+    written: list[dict[str, Any]] = []
     while len(written) < 5 or path.stat().st_size:  # until a rotation left it empty
         written.append(log.append(record(0)))
     log.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TypedDict
 
 import docker
 import pytest
@@ -36,7 +37,14 @@ def infra(retryable: bool) -> InfrastructureError:
     )
 
 
-FAST = {"initial_wait_s": 0.001, "max_wait_s": 0.002}
+class Waits(TypedDict):
+    """``run_with_retries``'s waits between attempts."""
+
+    initial_wait_s: float
+    max_wait_s: float
+
+
+FAST: Waits = {"initial_wait_s": 0.001, "max_wait_s": 0.002}
 
 
 async def test_retryable_errors_are_retried_until_success() -> None:

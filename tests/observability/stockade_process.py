@@ -16,7 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from orchestrator.approvals import AutoApprovalRule, AutoApprover
-from orchestrator.config import StockadeConfig
+from orchestrator.config import ModelSettings, StockadeConfig
 from orchestrator.metrics import serve_metrics
 from orchestrator.platform import Platform
 from orchestrator.testing.backend import ScriptedBackend, tool_output
@@ -73,7 +73,9 @@ def _events() -> list[SimpleNamespace]:
 async def main(state: Path) -> None:
     policy = state / "policy.yaml"
     policy.write_text(POLICY)
-    config = StockadeConfig(state_dir=state, policy=policy, model={"name": "scripted-model"})
+    config = StockadeConfig(
+        state_dir=state, policy=policy, model=ModelSettings(name="scripted-model")
+    )
     backend = ScriptedBackend(
         [
             tool_output("a"),

@@ -112,6 +112,7 @@ def test_the_dashboard_passes_the_linter_rules() -> None:
                 matchers = {m.name: m.value for m in selector.matchers.matchers}
                 assert matchers.get("job") == ".*" and matchers.get("instance") == ".*", where
                 # a counter is only ever read through a rate
+                assert selector.name is not None, where
                 if selector.name.endswith(_COUNTER_SUFFIXES):
                     assert any(f"{f}({selector.name}" in expr for f in _RATE_FUNCTIONS), where
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from orchestrator.agent import Agent, AgentConfig, RunStatus
-from orchestrator.config import StockadeConfig
+from orchestrator.config import MetricsSettings, ModelSettings, StockadeConfig
 from orchestrator.metrics import Metrics, genai, render
 from orchestrator.platform import Platform
 from orchestrator.testing import ScriptedModelServer, rate_limited, server_error, text
@@ -49,7 +49,7 @@ def test_every_histogram_has_its_own_explicit_buckets() -> None:
 
 
 async def test_the_platform_creates_every_series_at_zero(tmp_path: Path) -> None:
-    config = StockadeConfig(state_dir=tmp_path, model={"name": "m1"})
+    config = StockadeConfig(state_dir=tmp_path, model=ModelSettings(name="m1"))
     async with Platform.open(config, backend=ScriptedBackend()) as platform:
         m = platform.metrics
         registered = [spec.name for spec in platform.registry.tools()]
@@ -106,7 +106,7 @@ async def test_a_tool_name_the_model_invented_never_becomes_a_label(tmp_path: Pa
 
 
 async def test_metrics_off_records_nothing_and_registers_nothing(tmp_path: Path) -> None:
-    config = StockadeConfig(state_dir=tmp_path, metrics={"enabled": False})
+    config = StockadeConfig(state_dir=tmp_path, metrics=MetricsSettings(enabled=False))
     async with Platform.open(config, backend=ScriptedBackend()) as platform:
         result = await platform.gateway.call(
             ToolCall(id="c1", name="files.read", arguments={"path": "a"}, run_id="r")
@@ -219,13 +219,13 @@ async def test_a_retried_model_request_is_counted_once_per_retry_by_reason(tmp_p
         server.extend(text("Fine."))
         config = StockadeConfig(
             state_dir=tmp_path,
-            model={
-                "base_url": server.base_url,
-                "name": "m1",
-                "max_attempts": 3,
-                "backoff_initial_s": 0.01,
-                "backoff_max_s": 0.02,
-            },
+            model=ModelSettings(
+                base_url=server.base_url,
+                name="m1",
+                max_attempts=3,
+                backoff_initial_s=0.01,
+                backoff_max_s=0.02,
+            ),
         )
         async with (
             Platform.open(config, backend=ScriptedBackend()) as platform,

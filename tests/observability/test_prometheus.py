@@ -133,8 +133,8 @@ def test_every_dashboard_query_finds_what_the_process_did(prometheus: Prometheus
             continue
         result = prometheus.query(substitute(expr))
         assert result, f"{title}: {expr} found no series"
-        totals = prometheus.query(substitute(_RATE.sub(r"\1", expr)))
-        assert totals, f"{title}: totals of {expr} found no series"
+        summed = prometheus.query(substitute(_RATE.sub(r"\1", expr)))
+        assert summed, f"{title}: totals of {expr} found no series"
 
     def totals(title: str, label: str) -> dict[str, float]:
         [expr] = [e for t, e in dashboard_queries() if t == title][:1]

@@ -168,7 +168,7 @@ def test_load_policy_reads_files_and_reports_missing_ones(tmp_path: Path) -> Non
 def test_loaded_policy_is_frozen() -> None:
     policy = parse_policy("version: 1\n")
     with pytest.raises(ValueError, match="frozen"):
-        policy.default = "allow"  # type: ignore[misc]
+        policy.default = "allow"
 
 
 def test_yaml_anchors_and_aliases_are_refused_with_their_line() -> None:

@@ -64,8 +64,8 @@ def origin_app(port_box: list[int]) -> object:
             return 302, {"Location": f"https://{UNBOUND}:{port_box[0]}/echo"}, b""
         if request.path == "/broken":
             # A header h11 refuses, on a line that also reflects the credential.
-            auth = request.headers.get("authorization", "")
-            return 302, {"Location": f"/next?auth={auth}&bad=\0"}, b""
+            reflected = request.headers.get("authorization", "")
+            return 302, {"Location": f"/next?auth={reflected}&bad=\0"}, b""
         if request.path == "/gzip":
             return 200, {"Content-Encoding": "gzip"}, b"\x1f\x8b not really"
         return 200, {}, b"hello " + request.path.encode()
@@ -117,7 +117,7 @@ class Setup:
         host_header: str | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         connection = http.client.HTTPConnection(host, self.port, timeout=10)
-        connection.sock = self.tunnel(host)  # type: ignore[assignment]
+        connection.sock = self.tunnel(host)
         sent = {"Host": host_header or f"{host}:{self.port}", **(headers or {})}
         connection.request("GET", path, headers=sent)
         response = connection.getresponse()
@@ -274,7 +274,7 @@ def _tunnelled_get(
         head += raw.recv(1)
     tls = setup.origin.client_context().wrap_socket(raw, server_hostname=host)
     connection = http.client.HTTPConnection(host, setup.port, timeout=10)
-    connection.sock = tls  # type: ignore[assignment]
+    connection.sock = tls
     connection.request("GET", "/echo", headers={"Host": host_header})
     response = connection.getresponse()
     body = response.read()
@@ -351,7 +351,7 @@ async def test_a_request_cut_short_closes_the_pooled_connection_it_took(setup: S
 
         def post() -> bytes:
             connection = http.client.HTTPConnection(BOUND, setup.port, timeout=10)
-            connection.sock = capped.tunnel(BOUND)  # type: ignore[assignment]
+            connection.sock = capped.tunnel(BOUND)
             connection.request("POST", "/x", body=b"b" * 990)
             try:
                 return connection.getresponse().read()
@@ -376,7 +376,7 @@ async def test_a_request_a_pooled_connection_lost_is_sent_again_only_if_idempote
 
     def send() -> int:
         connection = http.client.HTTPConnection(BOUND, setup.port, timeout=10)
-        connection.sock = setup.tunnel(BOUND)  # type: ignore[assignment]
+        connection.sock = setup.tunnel(BOUND)
         connection.request(method, "/hang-up", body=b"pay" if method == "POST" else None)
         try:
             return connection.getresponse().status

@@ -19,7 +19,7 @@ from orchestrator.sandbox.docker_backend import DockerBackend
 from orchestrator.sandbox.egress import EgressPolicy
 from orchestrator.sandbox.execution import ExecRequest, ExecStatus
 from orchestrator.sandbox.images import ImageBuilder
-from orchestrator.sandbox.profile import SandboxProfile
+from orchestrator.sandbox.profile import Runtime, SandboxProfile
 from orchestrator.testing import FETCH, FixedResolver, LoopbackOnlyConnector, serve_http
 
 pytestmark = [pytest.mark.docker, pytest.mark.adversarial]
@@ -53,11 +53,11 @@ def test_egress_must_be_named_as_a_loosening() -> None:
 
 
 async def test_allowed_host_reachable_everything_else_refused(
-    egress_backend: DockerBackend, runtime: str, origin: int
+    egress_backend: DockerBackend, runtime: Runtime, origin: int
 ) -> None:
     profile = SandboxProfile(
         name=f"egress-{runtime}",
-        runtime=runtime,  # type: ignore[arg-type]
+        runtime=runtime,
         pool_size=0,
         egress=EgressPolicy(
             allow=(f"127.0.0.1:{origin}", "*.test", "10.0.0.1"),
@@ -86,9 +86,11 @@ async def test_allowed_host_reachable_everything_else_refused(
     assert len(refused) == 4
 
 
-async def test_https_connect_to_a_refused_host(egress_backend: DockerBackend, runtime: str) -> None:
+async def test_https_connect_to_a_refused_host(
+    egress_backend: DockerBackend, runtime: Runtime
+) -> None:
     profile = SandboxProfile(
-        runtime=runtime,  # type: ignore[arg-type]
+        runtime=runtime,
         pool_size=0,
         egress=EgressPolicy(allow=("allowed.test:443",)),
         loosen=frozenset({"egress"}),
@@ -101,9 +103,9 @@ async def test_https_connect_to_a_refused_host(egress_backend: DockerBackend, ru
 
 
 async def test_without_egress_there_is_no_proxy_and_no_socket(
-    egress_backend: DockerBackend, runtime: str
+    egress_backend: DockerBackend, runtime: Runtime
 ) -> None:
-    profile = SandboxProfile(runtime=runtime, pool_size=0)  # type: ignore[arg-type]
+    profile = SandboxProfile(runtime=runtime, pool_size=0)
     result = await egress_backend.execute(
         ExecRequest(
             argv=(

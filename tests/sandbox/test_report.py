@@ -18,7 +18,7 @@ from orchestrator.errors import ErrorCode, InfrastructureError
 from orchestrator.sandbox._report import RunnerReport, died, failed, replied_applying
 from orchestrator.sandbox.execution import ExecStatus
 from orchestrator.sandbox.live import LIVE_TAG, LiveDecoder
-from orchestrator.sandbox.profile import SandboxProfile
+from orchestrator.sandbox.profile import Runtime, SandboxProfile
 from orchestrator.sandbox.workspace import WorkspaceManager
 
 FIELDS: dict[str, Any] = {
@@ -52,9 +52,9 @@ def test_a_failed_call_has_no_exit_code_no_output_and_its_sandbox_named() -> Non
     ],
 )
 def test_what_the_engine_did_is_a_retryable_infrastructure_error(
-    state: dict[str, Any], runtime: str
+    state: dict[str, Any], runtime: Runtime
 ) -> None:
-    profile = SandboxProfile(runtime=runtime)  # type: ignore[arg-type]
+    profile = SandboxProfile(runtime=runtime)
     with pytest.raises(InfrastructureError) as caught:
         died(state, profile, FIELDS, time.monotonic(), None)
     assert caught.value.code is ErrorCode.CONTAINER_DIED
@@ -69,11 +69,11 @@ def test_what_the_engine_did_is_a_retryable_infrastructure_error(
     ],
 )
 def test_a_memory_kill_names_the_limit_and_keeps_what_streamed(
-    state: dict[str, Any], runtime: str
+    state: dict[str, Any], runtime: Runtime
 ) -> None:
     live = LiveDecoder(None)
     live.take(LIVE_TAG + b"1" + b"before the bomb\n")  # one stdout frame
-    profile = SandboxProfile(runtime=runtime, memory_mb=64)  # type: ignore[arg-type]
+    profile = SandboxProfile(runtime=runtime, memory_mb=64)
     result = died(state, profile, FIELDS, time.monotonic(), live)
     assert result.status is ExecStatus.OOM_KILLED
     assert result.message == "the sandbox ran out of memory and was killed (limit 64 MiB)"

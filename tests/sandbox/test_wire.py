@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path, PurePosixPath
 from types import ModuleType
 
@@ -88,15 +89,22 @@ def test_the_thread_count_is_spelled_alike_and_reaches_every_program(
     runner: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert profile.THREADS_ENV == runner._THREADS_ENV
-    env = profile.SandboxProfile(cpus=1.5, loosen={"cpus"}).container_env()
+    env = profile.SandboxProfile(cpus=1.5, loosen=frozenset({"cpus"})).container_env()
     assert env[profile.THREADS_ENV] == "2"
     assert profile.SandboxProfile(cpus=0.25).container_env()[profile.THREADS_ENV] == "1"
     monkeypatch.setenv(profile.THREADS_ENV, env[profile.THREADS_ENV])
-    common = {"cwd": "/workspace", "timeout_s": 1.0, "output_limit": 1, "stdin_limit": 0}
-    common |= {"workspace_limit": 0, "return_workspace": False}
-    plain = runner.Request(encode_request(argv=("true",), env={}, **common))
+    encode = partial(
+        encode_request,
+        cwd="/workspace",
+        timeout_s=1.0,
+        output_limit=1,
+        stdin_limit=0,
+        workspace_limit=0,
+        return_workspace=False,
+    )
+    plain = runner.Request(encode(argv=("true",), env={}))
     assert plain.env[profile.THREADS_ENV] == "2"
-    own = runner.Request(encode_request(argv=("true",), env={profile.THREADS_ENV: "4"}, **common))
+    own = runner.Request(encode(argv=("true",), env={profile.THREADS_ENV: "4"}))
     assert own.env[profile.THREADS_ENV] == "4"  # the request's own value wins
 
 

@@ -336,7 +336,9 @@ async def test_edited_arguments_go_through_the_apis_checks(
             edited = await edit('{"command": "ls /"}')
         answer = (await waiting).json()
     assert wrong_type.status_code == 422
-    assert "command" in re.search(r'id="problem"[^>]*>([^<]*)<', wrong_type.text).group(1)
+    problem = re.search(r'id="problem"[^>]*>([^<]*)<', wrong_type.text)
+    assert problem is not None, wrong_type.text
+    assert "command" in problem.group(1)
     assert "{&#34;command&#34;: 42}" in wrong_type.text  # the draft is kept to be fixed
     assert not_json.status_code == not_object.status_code == too_deep.status_code == 422
     assert "not JSON" in not_json.text and "a JSON object" in not_object.text

@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import docker
 import httpx
@@ -145,7 +145,9 @@ class Browser:
     async def open(self, url: str) -> None:
         await self.do(lambda driver: driver.get(url))
 
-    async def wait(self, condition: Callable[[WebDriver], T], timeout: float = WAIT_S) -> T:
+    async def wait(
+        self, condition: Callable[[WebDriver], T | Literal[False]], timeout: float = WAIT_S
+    ) -> T:
         """The first truthy value of ``condition``; fails after ``timeout`` seconds."""
         waiting = WebDriverWait(self.driver, timeout, poll_frequency=0.1)
         return await asyncio.to_thread(waiting.until, condition)

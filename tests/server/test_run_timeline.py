@@ -25,7 +25,14 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from orchestrator.agent import RunFinished, RunStarted, RunStatus, ToolCallFinished, ToolCallStarted
+from orchestrator.agent import (
+    AgentEvent,
+    RunFinished,
+    RunStarted,
+    RunStatus,
+    ToolCallFinished,
+    ToolCallStarted,
+)
 from orchestrator.audit.timeline import CallEntry
 from orchestrator.cli import cli
 from orchestrator.sandbox.images import ImageBuilder
@@ -33,7 +40,15 @@ from orchestrator.server import ROLE_PERMISSIONS, Permission, Role, TokenStore
 from orchestrator.server.page import SECURITY_HEADERS
 from orchestrator.server.page._call_reads import MAX_AGE_S, CallReads
 from orchestrator.server.page._timeline import LINES_SHOWN, build_timeline, inert_text
-from orchestrator.testing import ScriptedModelServer, server_error, text, tool_call, tool_calls
+from orchestrator.testing import (
+    Failure,
+    Reply,
+    ScriptedModelServer,
+    server_error,
+    text,
+    tool_call,
+    tool_calls,
+)
 from orchestrator.testing.backend import ScriptedBackend
 
 from .conftest import Served, issue_tokens, serve
@@ -86,7 +101,11 @@ def listed(page: httpx.Response) -> list[str]:
 @pytest.fixture
 async def three_runs(tmp_path: Path) -> AsyncIterator[Served]:
     """alice's r1 (complete) and r2 (failed: the model server fails), carol's r3 (complete)."""
-    script = [text("first answer"), server_error(), text("the admin's answer")]
+    script: list[Reply | Failure] = [
+        text("first answer"),
+        server_error(),
+        text("the admin's answer"),
+    ]
     async with ScriptedModelServer(script) as model:
         config = model_config(tmp_path / "state", model.base_url)
         tokens = issue_tokens(config)
@@ -254,7 +273,7 @@ def test_control_sequences_are_removed_and_text_kept() -> None:
 
 
 def test_a_call_is_one_item_joined_with_its_audit_records_in_the_runs_order() -> None:
-    events = [
+    events: list[AgentEvent] = [
         RunStarted(run_id="r", at=1, goal="g", principal="p", model="m", tools=("a.b",)),
         ToolCallStarted(run_id="r", at=2, iteration=1, call_id="c1", tool="a.b", arguments="{}"),
         ToolCallFinished(

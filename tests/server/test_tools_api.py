@@ -14,7 +14,9 @@ from orchestrator.testing.backend import ScriptedBackend, tool_output
 from .conftest import Served, issue_tokens, serve, server_config
 
 
-def call(call_id: str, name: str = "python.run", run_id: str = "run-1", **extra: object) -> dict:
+def call(
+    call_id: str, name: str = "python.run", run_id: str = "run-1", **extra: object
+) -> dict[str, object]:
     arguments = extra.pop("arguments", {"code": "print(1)"})
     return {"id": call_id, "name": name, "arguments": arguments, "run_id": run_id, **extra}
 

@@ -7,12 +7,21 @@ import json
 import struct
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import numpy as np
 import openai
 import pytest
+from openai.types.chat import (
+    ChatCompletionAssistantMessageParam,
+    ChatCompletionFunctionToolParam,
+    ChatCompletionMessage,
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageFunctionToolCallParam,
+    ChatCompletionMessageParam,
+    ChatCompletionToolMessageParam,
+)
 
 from orchestrator.testing import (
     ChatRequest,
@@ -32,8 +41,8 @@ from orchestrator.testing import (
 
 pytestmark = pytest.mark.timeout(60)
 
-USER = [{"role": "user", "content": "hello"}]
-TOOLS = [
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
+TOOLS: list[ChatCompletionFunctionToolParam] = [
     {
         "type": "function",
         "function": {"name": "files__write", "parameters": {"type": "object"}},
@@ -61,12 +70,23 @@ def serve() -> Iterator[Any]:
         server.stop()
 
 
-def answer_calls(message: Any) -> list[dict[str, Any]]:
+def function_calls(message: ChatCompletionMessage) -> list[ChatCompletionMessageFunctionToolCall]:
+    """The message's tool calls, each a function call (the server sends no other kind)."""
+    calls = message.tool_calls or []
+    functions = [call for call in calls if isinstance(call, ChatCompletionMessageFunctionToolCall)]
+    assert len(functions) == len(calls), calls
+    return functions
+
+
+def answer_calls(message: ChatCompletionMessage) -> list[ChatCompletionMessageParam]:
     """The assistant message and a tool message for each of its calls."""
-    assistant = message.model_dump(exclude_none=True)
-    return [assistant] + [
+    # The message as it came, sent back: the SDK types ``model_dump`` as a plain dict.
+    assistant = cast(ChatCompletionAssistantMessageParam, message.model_dump(exclude_none=True))
+    assert message.tool_calls is not None
+    answers: list[ChatCompletionMessageParam] = [
         {"role": "tool", "tool_call_id": call.id, "content": "ok"} for call in message.tool_calls
     ]
+    return [assistant, *answers]
 
 
 def test_it_listens_on_loopback_only() -> None:
@@ -105,17 +125,17 @@ def test_several_tool_calls_per_turn_with_unique_ids(serve: Any) -> None:
         ]
     )
     sdk = client(server)
-    first = sdk.chat.completions.create(model="m", messages=USER, tools=TOOLS)  # type: ignore[arg-type]
+    first = sdk.chat.completions.create(model="m", messages=USER, tools=TOOLS)
     message = first.choices[0].message
     assert first.choices[0].finish_reason == "tool_calls"
     assert message.content == "Writing, then reading."
-    calls = message.tool_calls or []
-    assert [call.function.name for call in calls] == ["files__write", "files__read"]  # type: ignore[union-attr]
-    assert json.loads(calls[0].function.arguments) == {"path": "a.txt", "content": "x"}  # type: ignore[union-attr]
+    calls = function_calls(message)
+    assert [call.function.name for call in calls] == ["files__write", "files__read"]
+    assert json.loads(calls[0].function.arguments) == {"path": "a.txt", "content": "x"}
     second = sdk.chat.completions.create(
         model="m",
-        messages=USER + answer_calls(message),  # type: ignore[arg-type]
-        tools=TOOLS,  # type: ignore[arg-type]
+        messages=USER + answer_calls(message),
+        tools=TOOLS,
     )
     ids = [call.id for call in calls] + [
         call.id for call in second.choices[0].message.tool_calls or []
@@ -135,18 +155,18 @@ def test_per_response_ids_repeat_across_responses(serve: Any) -> None:
     ]
     server = serve(script, tool_call_ids="per_response")
     sdk = client(server)
-    first = sdk.chat.completions.create(model="m", messages=USER, tools=TOOLS)  # type: ignore[arg-type]
+    first = sdk.chat.completions.create(model="m", messages=USER, tools=TOOLS)
     history = USER + answer_calls(first.choices[0].message)
-    second = sdk.chat.completions.create(model="m", messages=history, tools=TOOLS)  # type: ignore[arg-type]
+    second = sdk.chat.completions.create(model="m", messages=history, tools=TOOLS)
     assert [call.id for call in first.choices[0].message.tool_calls or []] == ["call_0", "call_1"]
     assert [call.id for call in second.choices[0].message.tool_calls or []] == ["call_0"]
 
 
 def test_malformed_arguments_and_unknown_tools_are_sent_as_written(serve: Any) -> None:
     server = serve([tool_calls(tool_call("no_such_tool", '{"path": "a.txt"'), tool_call("rm -rf"))])
-    reply = client(server).chat.completions.create(model="m", messages=USER, tools=TOOLS)  # type: ignore[arg-type]
-    calls = reply.choices[0].message.tool_calls or []
-    assert [(c.function.name, c.function.arguments) for c in calls] == [  # type: ignore[union-attr]
+    reply = client(server).chat.completions.create(model="m", messages=USER, tools=TOOLS)
+    calls = function_calls(reply.choices[0].message)
+    assert [(c.function.name, c.function.arguments) for c in calls] == [
         ("no_such_tool", '{"path": "a.txt"'),
         ("rm -rf", "{}"),
     ]
@@ -189,7 +209,7 @@ def test_streaming_text_and_tool_call_deltas(serve: Any) -> None:
     stream = client(server).chat.completions.create(
         model="m",
         messages=USER,
-        tools=TOOLS,  # type: ignore[arg-type]
+        tools=TOOLS,
         stream=True,
         stream_options={"include_usage": True},
     )
@@ -232,7 +252,8 @@ def test_a_callback_sees_each_request(serve: Any) -> None:
 
     def answer(request: ChatRequest) -> Reply:
         seen.append(request)
-        return text(f"you said {request.last_message['content']!r}")  # type: ignore[index]
+        assert request.last_message is not None
+        return text(f"you said {request.last_message['content']!r}")
 
     server = serve(handler=answer)
     sdk = client(server)
@@ -316,31 +337,47 @@ def test_a_slow_reply_outlasts_a_client_timeout(serve: Any) -> None:
 def test_unanswered_or_doubly_answered_tool_calls_are_refused(serve: Any) -> None:
     server = serve(handler=text("fine"))
     sdk = client(server)
-    call = {"id": "call_a", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-    assistant = {"role": "assistant", "content": None, "tool_calls": [call]}
-    answer = {"role": "tool", "tool_call_id": "call_a", "content": "ok"}
-    cases = {
+    call: ChatCompletionMessageFunctionToolCallParam = {
+        "id": "call_a",
+        "type": "function",
+        "function": {"name": "f", "arguments": "{}"},
+    }
+    assistant: ChatCompletionAssistantMessageParam = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [call],
+    }
+    answer: ChatCompletionToolMessageParam = {
+        "role": "tool",
+        "tool_call_id": "call_a",
+        "content": "ok",
+    }
+    cases: dict[str, list[ChatCompletionMessageParam]] = {
         "did not have response messages: call_a": [*USER, assistant, *USER],
         "answered twice": [*USER, assistant, answer, answer],
         "must be a response to a preceeding message": [*USER, answer],
     }
     for message, messages in cases.items():
         with pytest.raises(openai.BadRequestError, match=message):
-            sdk.chat.completions.create(model="m", messages=messages)  # type: ignore[arg-type]
-    assert sdk.chat.completions.create(model="m", messages=[*USER, assistant, answer]).choices  # type: ignore[arg-type]
+            sdk.chat.completions.create(model="m", messages=messages)
+    assert sdk.chat.completions.create(model="m", messages=[*USER, assistant, answer]).choices
 
 
 def test_function_names_openai_refuses_are_refused(serve: Any) -> None:
     server = serve(handler=text("fine"))
-    dotted = [{"type": "function", "function": {"name": "files.write", "parameters": {}}}]
+    dotted: list[ChatCompletionFunctionToolParam] = [
+        {"type": "function", "function": {"name": "files.write", "parameters": {}}}
+    ]
     with pytest.raises(openai.BadRequestError, match="does not match pattern"):
-        client(server).chat.completions.create(model="m", messages=USER, tools=dotted)  # type: ignore[arg-type]
+        client(server).chat.completions.create(model="m", messages=USER, tools=dotted)
 
 
 def test_validation_can_be_turned_off(serve: Any) -> None:
     server = serve(handler=text("fine"), validate=False)
-    dotted = [{"type": "function", "function": {"name": "files.write", "parameters": {}}}]
-    reply = client(server).chat.completions.create(model="m", messages=USER, tools=dotted)  # type: ignore[arg-type]
+    dotted: list[ChatCompletionFunctionToolParam] = [
+        {"type": "function", "function": {"name": "files.write", "parameters": {}}}
+    ]
+    reply = client(server).chat.completions.create(model="m", messages=USER, tools=dotted)
     assert reply.choices[0].message.content == "fine"
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from orchestrator.testing import ray_cluster
 from orchestrator.testing.ray_cluster import RayCluster, RayNode
 
 
@@ -23,7 +22,7 @@ def test_the_token_reaches_ray_start_through_a_private_file_not_its_command_line
         started.append(argv)
         return subprocess.CompletedProcess(argv, 0, "", "")
 
-    monkeypatch.setattr(ray_cluster.subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "run", run)
     cluster = RayCluster(root=tmp_path, token="f00d" * 16)
     node = RayNode("host-a", "ns1", "10.77.0.1", tmp_path / "r1", "unix:///var/run/docker.sock")
     cluster._start_ray(node, head=True)

@@ -33,7 +33,7 @@ def read_all(path: str) -> str:
     while True:
         result = files.read(path, offset=offset)
         assert len(json.dumps(result)) < _OUTPUT_CAP
-        assert result["encoding"] == "text", result["content"][:80]
+        assert result["encoding"] == "text", str(result["content"])[:80]
         parts.append(str(result["content"]))
         if not result["truncated"]:
             return "".join(parts)
@@ -102,6 +102,15 @@ def test_an_absolute_glob_is_the_models_mistake(workspace: Path) -> None:
 SEGMENT = files_lines.SEGMENT_BYTES
 
 
+def search_matches(pattern: str) -> list[dict[str, object]]:
+    """``files.search``'s matches, each ``{"path", "line", "text"}``."""
+    matches = files.search(pattern)["matches"]
+    assert isinstance(matches, list)
+    for match in matches:
+        assert isinstance(match, dict) and isinstance(match["text"], str)
+    return matches
+
+
 def test_search_reads_a_huge_line_in_bounded_memory(workspace: Path) -> None:
     """Read whole, one 32 MB line took four times that: the sandbox killed the tool (OOM)."""
     size = 32 << 20
@@ -111,20 +120,20 @@ def test_search_reads_a_huge_line_in_bounded_memory(workspace: Path) -> None:
         handle.write(b"needle\n")
     tracemalloc.start()
     try:
-        found = files.search("needle")
+        found = search_matches("needle")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert peak < 2 << 20, f"{peak / 2**20:.1f} MiB at the peak"
-    (match,) = found["matches"]
+    (match,) = found
     assert match["line"] == 1 and match["text"] == "…" + "x" * 100 + "needle"
 
 
 def test_a_match_in_a_long_line_is_shown_around_it_and_marked(workspace: Path) -> None:
     line = "a" * 100_000 + "NEEDLE" + "b" * 100_000
     (workspace / "long.txt").write_text(f"{line}\nshort NEEDLE\n{'c' * 600} NEEDLE\n")
-    first, second, third = files.search("NEEDLE")["matches"]
-    assert first["line"] == 1 and len(first["text"]) == files_lines.MAX_TEXT + 2
+    first, second, third = search_matches("NEEDLE")
+    assert first["line"] == 1 and len(str(first["text"])) == files_lines.MAX_TEXT + 2
     assert first["text"] == "…" + "a" * 100 + "NEEDLE" + "b" * 394 + "…"
     assert second == {"path": "long.txt", "line": 2, "text": "short NEEDLE"}
     # One piece, but past the characters shown: cut too (it was cut before the match).
@@ -154,7 +163,7 @@ def test_a_long_line_is_searched_as_one_line(
     workspace: Path, content: str, pattern: str, lines: list[int]
 ) -> None:
     (workspace / "f.txt").write_text(content, encoding="utf-8")
-    found = files.search(pattern)["matches"]
+    found = search_matches(pattern)
     assert [match["line"] for match in found] == lines
     for match in found:
         assert len(str(match["text"])) <= files_lines.MAX_TEXT + 2

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +221,11 @@ def test_a_timeout_no_clock_can_wait_is_the_models_mistake(timeout_s: float) -> 
     """NaN made poll() raise ValueError (a traceback); zero or less ran nothing and said
     "timed out after -5 s"."""
     expected = f"timeout_s must be a positive number of seconds, got {timeout_s!r}"
-    for run in (lambda: run_captured(["true"], timeout_s), lambda: run_python("1", timeout_s)):
+    runs: list[Callable[[], object]] = [
+        lambda: run_captured(["true"], timeout_s),
+        lambda: run_python("1", timeout_s),
+    ]
+    for run in runs:
         with pytest.raises(ToolError) as raised:
             run()
         assert str(raised.value) == expected

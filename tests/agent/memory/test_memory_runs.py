@@ -151,6 +151,15 @@ async def test_a_finished_run_is_recalled_by_a_run_in_another_process(
     await memory.close()
 
 
+def notes_in(memory: MemoryRecord) -> int:
+    """How many notes a short-term memory stands for: a summary's ``notes``, else one."""
+    if memory.kind is not MemoryKind.SUMMARY:
+        return 1
+    notes = memory.metadata["notes"]
+    assert isinstance(notes, int), memory
+    return notes
+
+
 async def test_short_term_is_bounded_and_summarises_its_oldest_notes(tmp_path: Path) -> None:
     seen: list[list[str]] = []
 
@@ -169,11 +178,7 @@ async def test_short_term_is_bounded_and_summarises_its_oldest_notes(tmp_path: P
     assert seen[0] == ["note 0", "note 1"]
     assert held[0].kind is MemoryKind.SUMMARY
     # The summaries fold in earlier summaries: every note is accounted for.
-    notes = sum(
-        int(m.metadata["notes"]) if m.kind is MemoryKind.SUMMARY else 1  # type: ignore[arg-type]
-        for m in held
-    )
-    assert notes == 9
+    assert sum(notes_in(m) for m in held) == 9
     assert held[-1].content == "note 8"
     (found,) = await run.recall("note 8", kinds=[MemoryKind.NOTE], k=1)
     assert (found.source, found.memory.content) == ("short_term", "note 8")
