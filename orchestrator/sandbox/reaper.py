@@ -27,6 +27,8 @@ from orchestrator.sandbox.labels import (
 __all__ = ["ReapedContainer", "reap"]
 
 _log = logging.getLogger(__name__)
+# How long a reap waits for a container another reaper is removing.
+_REMOVAL_WAIT_S = 30
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +54,20 @@ def _reason(labels: dict[str, str], now: float, *, everything: bool) -> str | No
     return None
 
 
+def _being_removed(exc: docker.errors.APIError) -> bool:
+    """Whether the engine refused a removal because one is already under way (409)."""
+    return exc.status_code == 409 and "already in progress" in str(exc.explanation or "")
+
+
+def _wait_removed(client: docker.DockerClient, container: str) -> None:
+    try:
+        client.api.wait(container, timeout=_REMOVAL_WAIT_S, condition="removed")
+    except docker.errors.NotFound:
+        pass  # already gone
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        _log.warning("%s, being removed by another, is not gone yet: %s", container[:12], exc)
+
+
 def reap(client: docker.DockerClient, *, everything: bool = False) -> list[ReapedContainer]:
     """Remove Stockade containers whose owner is gone or whose deadline passed.
 
@@ -70,6 +86,15 @@ def reap(client: docker.DockerClient, *, everything: bool = False) -> list[Reape
         try:
             client.api.remove_container(info["Id"], force=True)
         except docker.errors.NotFound:
+            continue
+        except docker.errors.APIError as exc:
+            if _being_removed(exc):
+                # Another reaper (an orchestrator starting beside this one, `stockade
+                # cleanup`) is removing it: gone once that ends, which is waited for, so
+                # a caller that reaped finds no leftover.
+                _wait_removed(client, info["Id"])
+            else:
+                _log.warning("could not reap %s: %s", info["Id"][:12], exc)
             continue
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             # One container that cannot go does not stop the others; the next reap retries.

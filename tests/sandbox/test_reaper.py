@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -39,6 +41,7 @@ def wait_for(condition: Callable[[], bool], *, timeout_s: float, what: str) -> N
 # A long-running orchestrator: the platform with a warm pool of two and one long call,
 # run through the CLI's own signal handling (SIGTERM cancels like Ctrl-C).
 _ORCHESTRATOR = """
+import logging
 import signal
 import sys
 # Ctrl-C as a terminal delivers it: a test run started in the background by a
@@ -168,6 +171,40 @@ def test_reap_by_deadline_and_dead_owner_spares_live_ones(
     assert alive not in reaped
     everything = {entry.id for entry in reap(docker_client, everything=True)}
     assert alive in everything
+
+
+def test_two_reapers_at_once_both_leave_nothing_and_warn_of_nothing(
+    docker_client: docker.DockerClient,
+    images: ImageBuilder,
+    no_leaks: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two orchestrators starting at once on one engine both reap a dead owner's running
+    containers: the engine refuses the second removal of each (409, already in progress).
+    That reaper waits for the removal instead of warning and moving on, so whichever
+    returns, none of those containers is left for its caller to find."""
+    me = current_owner()
+    dead = Owner(boot_id=me.boot_id, pid=me.pid, start_ticks="1").label()
+    orphans = [
+        _labelled_container(docker_client, images, owner=dead, deadline=time.time() + 3600)
+        for _ in range(8)
+    ]
+    for orphan in orphans:
+        docker_client.api.start(orphan)
+    barrier = threading.Barrier(2)
+
+    def reaper() -> None:
+        barrier.wait()
+        reap(docker_client)
+
+    with caplog.at_level(logging.WARNING, logger="orchestrator.sandbox.reaper"):
+        other = threading.Thread(target=reaper)
+        other.start()
+        reaper()
+        left = [c["Id"] for c in docker_client.api.containers(all=True) if c["Id"] in orphans]
+        other.join(timeout=60)
+    assert left == []
+    assert "could not reap" not in caplog.text, caplog.text
 
 
 def test_an_owner_in_another_pid_namespace_is_not_taken_for_gone(
