@@ -118,21 +118,28 @@ def remove_stale(client: docker.DockerClient, stale: Sequence[StaleImage]) -> li
             reason = f"used by container {', '.join(image.used_by)}"
             results.append(PrunedImage(reference=image.reference, removed=False, reason=reason))
             continue
-        with engine_errors("images.remove"):
-            try:
-                client.images.remove(image.reference)
-            except docker.errors.ImageNotFound:
-                pass  # removed meanwhile (another prune, or with its last child)
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:
-                    raise
-                # A container made from it since the listing, or a kept image built on
-                # it: the engine's words say which.
-                reason = str(exc.explanation or exc)
-                results.append(PrunedImage(reference=image.reference, removed=False, reason=reason))
-                continue
-        results.append(PrunedImage(reference=image.reference, removed=True))
+        refused = _remove(client, image.reference)
+        # A container made from it since the listing, or a kept image built on it: the
+        # engine's words say which.
+        results.append(
+            PrunedImage(reference=image.reference, removed=refused is None, reason=refused)
+        )
     return results
+
+
+def _remove(client: docker.DockerClient, reference: str) -> str | None:
+    """Remove ``reference``, never forced: None once it is gone, else the engine's refusal
+    (409: a container or an image built on it still needs it)."""
+    with engine_errors("images.remove"):
+        try:
+            client.images.remove(reference)
+        except docker.errors.ImageNotFound:
+            pass  # removed meanwhile (another prune, or with its last child)
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise
+            return str(exc.explanation or exc)
+    return None
 
 
 def remove_superseded(client: docker.DockerClient, image_id: str) -> PrunedImage:
@@ -156,22 +163,14 @@ def remove_superseded(client: docker.DockerClient, image_id: str) -> PrunedImage
             "(`stockade images prune` removes it once that is gone)"
         )
         return PrunedImage(reference=image_id, removed=False, reason=reason)
-    with engine_errors("images.remove"):
-        try:
-            client.images.remove(image_id)
-        except docker.errors.ImageNotFound:
-            pass
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:
-                raise
-            reason = str(exc.explanation or exc)
-            if "child" in reason:
-                reason = (
-                    "older images are built on it; `stockade images prune` removes them, "
-                    "and it with them"
-                )
-            return PrunedImage(reference=image_id, removed=False, reason=reason)
-    return PrunedImage(reference=image_id, removed=True)
+    refused = _remove(client, image_id)
+    if refused is None:
+        return PrunedImage(reference=image_id, removed=True)
+    if "child" in refused:
+        refused = (
+            "older images are built on it; `stockade images prune` removes them, and it with them"
+        )
+    return PrunedImage(reference=image_id, removed=False, reason=refused)
 
 
 def layers_size(client: docker.DockerClient) -> int:
